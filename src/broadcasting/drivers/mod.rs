@@ -1,0 +1,60 @@
+//! The driver contract and the built-in drivers, one file each.
+
+mod local;
+mod log;
+mod null;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde_json::value::RawValue;
+
+pub use local::LocalDriver;
+pub use log::LogDriver;
+pub use null::NullDriver;
+
+use super::BroadcastError;
+use crate::channel::Channel;
+use crate::hub::{Hub, SocketId};
+
+/// What a broadcast carries besides its channels and event name.
+#[derive(Debug, Clone)]
+pub struct Payload {
+    /// The event data, already serialised once as JSON.
+    pub data: Arc<RawValue>,
+    /// A socket that must not receive the event (Laravel's `toOthers()`).
+    pub socket: Option<SocketId>,
+}
+
+/// A broadcasting backend (Laravel's `Broadcaster` contract).
+///
+/// Drivers take `&self` so the manager can share one instance across tasks as an
+/// `Arc<dyn BroadcastDriver>` without a lock on the publish path.
+#[async_trait]
+pub trait BroadcastDriver: Send + Sync {
+    /// The driver's name, e.g. `websocket` or `log`.
+    fn name(&self) -> &str;
+
+    /// Delivers `event` with `payload` to `channels`. Returns how many sockets of this
+    /// process it reached (0 for drivers that do not deliver locally).
+    async fn broadcast(
+        &self,
+        channels: &[Channel],
+        event: &str,
+        payload: &Payload,
+    ) -> Result<usize, BroadcastError>;
+
+    /// Releases the driver's resources. The default does nothing.
+    async fn close(&self) -> Result<(), BroadcastError> {
+        Ok(())
+    }
+}
+
+/// What a driver factory may use to build a driver.
+#[derive(Debug, Clone)]
+pub struct DriverContext {
+    /// The in-process hub (for drivers that deliver locally).
+    pub hub: Arc<Hub>,
+    /// The full configuration.
+    pub config: Arc<crate::config::Config>,
+}

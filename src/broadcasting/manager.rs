@@ -1,0 +1,288 @@
+//! [`BroadcastManager`]: builds drivers from configuration once and caches them.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+
+use super::drivers::{BroadcastDriver, DriverContext, LocalDriver, LogDriver, NullDriver, Payload};
+use super::queue::{BroadcastQueue, FailedBroadcast, QueueOptions};
+use super::BroadcastError;
+use crate::channel::Channel;
+use crate::hub::Hub;
+use crate::sync::{read, write};
+
+/// Builds a driver for a connection (Laravel's `extend` closure).
+pub type DriverFactory = Arc<
+    dyn Fn(&ConnectionConfig, &DriverContext) -> Result<Arc<dyn BroadcastDriver>, BroadcastError>
+        + Send
+        + Sync,
+>;
+
+/// One named connection: which driver it uses and that driver's options.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionConfig {
+    /// The driver name (`websocket`, `log`, `null`, `redis`, or one added with `extend`).
+    pub driver: String,
+    /// Free-form options for the driver.
+    pub options: BTreeMap<String, String>,
+}
+
+impl ConnectionConfig {
+    /// A connection using `driver` with no options.
+    pub fn driver(driver: impl Into<String>) -> Self {
+        Self {
+            driver: driver.into(),
+            options: BTreeMap::new(),
+        }
+    }
+}
+
+/// Laravel's `config/broadcasting.php`: a default connection and named connections.
+#[derive(Debug, Clone)]
+pub struct BroadcastConfig {
+    /// The connection used when none is named.
+    pub default: String,
+    /// Connections by name.
+    pub connections: BTreeMap<String, ConnectionConfig>,
+}
+
+impl BroadcastConfig {
+    /// The built-in connections (`websocket`/`local`, `redis`, `log`, `null`) with
+    /// `BROADCAST_DRIVER` as the default.
+    pub fn from_config(config: &crate::config::Config) -> Self {
+        let connections = [
+            ("websocket", "websocket"),
+            ("local", "websocket"),
+            ("redis", "redis"),
+            ("log", "log"),
+            ("null", "null"),
+        ]
+        .into_iter()
+        .map(|(name, driver)| (name.to_string(), ConnectionConfig::driver(driver)))
+        .collect();
+        Self {
+            default: config.driver.clone(),
+            connections,
+        }
+    }
+}
+
+/// Resolves connections to drivers and sends broadcasts through them.
+///
+/// Drivers are created on first use and cached as `Arc<dyn BroadcastDriver>`;
+/// resolving is a read lock and a clone afterwards.
+pub struct BroadcastManager {
+    config: RwLock<BroadcastConfig>,
+    context: DriverContext,
+    factories: RwLock<HashMap<String, DriverFactory>>,
+    resolved: RwLock<HashMap<String, Arc<dyn BroadcastDriver>>>,
+    queue: BroadcastQueue,
+}
+
+impl std::fmt::Debug for BroadcastManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BroadcastManager").finish_non_exhaustive()
+    }
+}
+
+impl BroadcastManager {
+    /// A manager with the built-in drivers registered.
+    pub fn new(config: BroadcastConfig, context: DriverContext) -> Self {
+        let manager = Self {
+            config: RwLock::new(config),
+            context,
+            factories: RwLock::new(HashMap::new()),
+            resolved: RwLock::new(HashMap::new()),
+            queue: BroadcastQueue::default(),
+        };
+        manager.extend("websocket", |_, ctx| {
+            Ok(Arc::new(LocalDriver::new(ctx.hub.clone())))
+        });
+        manager.extend("log", |_, _| Ok(Arc::new(LogDriver)));
+        manager.extend("null", |_, _| Ok(Arc::new(NullDriver)));
+        manager
+    }
+
+    /// A manager from the environment configuration, publishing into `hub`.
+    pub fn from_config(config: Arc<crate::config::Config>, hub: Arc<Hub>) -> Self {
+        Self::new(
+            BroadcastConfig::from_config(&config),
+            DriverContext { hub, config },
+        )
+    }
+
+    /// Registers (or replaces) the factory for driver `name`. A connection that is not
+    /// configured but has the same name as the driver resolves to it, so
+    /// `extend("audit", ..)` then `driver("audit")` works without more setup.
+    pub fn extend<F>(&self, name: &str, factory: F) -> &Self
+    where
+        F: Fn(
+                &ConnectionConfig,
+                &DriverContext,
+            ) -> Result<Arc<dyn BroadcastDriver>, BroadcastError>
+            + Send
+            + Sync
+            + 'static,
+    {
+        write(&self.factories).insert(name.to_string(), Arc::new(factory));
+        // Connections built with an older factory must be rebuilt.
+        write(&self.resolved).retain(|conn, _| {
+            read(&self.config)
+                .connections
+                .get(conn)
+                .map_or(conn != name, |c| c.driver != name)
+        });
+        self
+    }
+
+    /// Adds or replaces a named connection.
+    pub fn add_connection(&self, name: &str, connection: ConnectionConfig) {
+        write(&self.config)
+            .connections
+            .insert(name.to_string(), connection);
+        write(&self.resolved).remove(name);
+    }
+
+    /// Changes the default connection.
+    pub fn set_default_driver(&self, name: &str) {
+        write(&self.config).default = name.to_string();
+    }
+
+    /// The default connection's name.
+    pub fn default_driver_name(&self) -> String {
+        read(&self.config).default.clone()
+    }
+
+    /// The default connection's driver.
+    pub fn default_driver(&self) -> Result<Arc<dyn BroadcastDriver>, BroadcastError> {
+        let name = self.default_driver_name();
+        self.connection(&name)
+    }
+
+    /// Laravel's `Broadcast::driver($name)`: same as [`connection`](Self::connection).
+    pub fn driver(&self, name: &str) -> Result<Arc<dyn BroadcastDriver>, BroadcastError> {
+        self.connection(name)
+    }
+
+    /// The driver of connection `name`, created on first use.
+    pub fn connection(&self, name: &str) -> Result<Arc<dyn BroadcastDriver>, BroadcastError> {
+        if let Some(driver) = read(&self.resolved).get(name) {
+            return Ok(driver.clone());
+        }
+        let connection = match read(&self.config).connections.get(name) {
+            Some(c) => c.clone(),
+            None if read(&self.factories).contains_key(name) => ConnectionConfig::driver(name),
+            None => return Err(BroadcastError::ConnectionNotDefined(name.to_string())),
+        };
+        let factory = read(&self.factories)
+            .get(&connection.driver)
+            .cloned()
+            .ok_or_else(|| BroadcastError::DriverNotSupported(connection.driver.clone()))?;
+        let driver = factory(&connection, &self.context)?;
+        // Two tasks may race to build the same driver; keep the first so every caller
+        // shares one instance.
+        let mut resolved = write(&self.resolved);
+        Ok(resolved.entry(name.to_string()).or_insert(driver).clone())
+    }
+
+    /// Starts a fluent broadcast through this manager.
+    pub fn broadcast(self: &Arc<Self>) -> super::PendingBroadcast {
+        super::PendingBroadcast::default().via_manager(self.clone())
+    }
+
+    /// Sends now through `connection` (or the default) and returns the local sockets reached.
+    pub async fn send(
+        &self,
+        connection: Option<&str>,
+        channels: &[Channel],
+        event: &str,
+        payload: &Payload,
+    ) -> Result<usize, BroadcastError> {
+        validate(channels, event)?;
+        let driver = match connection {
+            Some(name) => self.connection(name)?,
+            None => self.default_driver()?,
+        };
+        driver.broadcast(channels, event, payload).await
+    }
+
+    /// Queues a broadcast to run in the background with retries; returns once accepted.
+    pub fn enqueue(
+        &self,
+        connection: Option<&str>,
+        channels: Vec<Channel>,
+        event: String,
+        payload: Payload,
+        options: QueueOptions,
+    ) -> Result<(), BroadcastError> {
+        validate(&channels, &event)?;
+        let driver = match connection {
+            Some(name) => self.connection(name)?,
+            None => self.default_driver()?,
+        };
+        self.queue.push(driver, channels, event, payload, options)
+    }
+
+    /// Broadcasts that failed every try (most recent last, at most 1,000 kept).
+    pub fn failed_broadcasts(&self) -> Vec<FailedBroadcast> {
+        self.queue.failed()
+    }
+
+    /// Queued broadcasts not yet finished.
+    pub fn pending_broadcasts(&self) -> usize {
+        self.queue.pending()
+    }
+
+    /// The hub drivers deliver into.
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.context.hub
+    }
+
+    /// Waits (up to `drain`) for queued broadcasts, then closes every driver.
+    pub async fn close(&self, drain: std::time::Duration) {
+        self.queue.close(drain).await;
+        let drivers: Vec<_> = write(&self.resolved).drain().collect();
+        for (name, driver) in drivers {
+            if let Err(e) = driver.close().await {
+                tracing::warn!(connection = %name, error = %e, "closing broadcast driver failed");
+            }
+        }
+    }
+}
+
+/// Longest accepted event name in bytes (Pusher's limit).
+pub const MAX_EVENT_NAME_LEN: usize = 200;
+
+fn validate(channels: &[Channel], event: &str) -> Result<(), BroadcastError> {
+    if channels.is_empty() {
+        return Err(BroadcastError::NoChannels);
+    }
+    if event.is_empty() {
+        return Err(BroadcastError::InvalidEvent("event name is empty".into()));
+    }
+    if event.len() > MAX_EVENT_NAME_LEN {
+        return Err(BroadcastError::InvalidEvent(format!(
+            "event name is longer than {MAX_EVENT_NAME_LEN} bytes"
+        )));
+    }
+    Ok(())
+}
+
+static GLOBAL: RwLock<Option<Arc<BroadcastManager>>> = RwLock::new(None);
+
+/// Installs `manager` as the one the helpers, facades and `dispatch()` use.
+pub fn install(manager: Arc<BroadcastManager>) {
+    *write(&GLOBAL) = Some(manager);
+}
+
+/// Installs `manager` only if none is installed yet.
+pub(crate) fn install_if_absent(manager: &Arc<BroadcastManager>) {
+    let mut slot = write(&GLOBAL);
+    if slot.is_none() {
+        *slot = Some(manager.clone());
+    }
+}
+
+/// The installed manager.
+pub fn global() -> Result<Arc<BroadcastManager>, BroadcastError> {
+    read(&GLOBAL).clone().ok_or(BroadcastError::NotInstalled)
+}

@@ -1,0 +1,91 @@
+//! Laravel-style broadcasting: events, the manager, drivers, helpers and the queue.
+//!
+//! - [`drivers`]: the [`BroadcastDriver`] contract and the built-in drivers.
+//! - [`manager`]: [`BroadcastManager`], the registry that builds and caches drivers.
+//! - [`event`]: [`Event`], [`ShouldBroadcast`], `dispatch()` and [`EventFacade`] fakes.
+//! - [`helpers`]: the fluent [`broadcast()`] builder, `broadcast_to_*` and [`BroadcastFacade`].
+//! - [`queue`]: queued broadcasts with tries, timeout and back-off.
+//! - [`testing`]: a [`RecordingDriver`](testing::RecordingDriver) for application tests.
+
+pub mod drivers;
+pub mod event;
+pub mod helpers;
+pub mod manager;
+pub mod queue;
+pub mod testing;
+
+use std::time::Duration;
+
+pub use drivers::{BroadcastDriver, DriverContext, LocalDriver, LogDriver, NullDriver, Payload};
+pub use event::{dispatch, Dispatchable, Event, EventFacade, EventFake, ShouldBroadcast};
+pub use helpers::{
+    broadcast, broadcast_to_channel, broadcast_to_organization, broadcast_to_user, BroadcastFacade,
+    PendingBroadcast,
+};
+pub use manager::{
+    global, install, BroadcastConfig, BroadcastManager, ConnectionConfig, DriverFactory,
+};
+pub use queue::{FailedBroadcast, QueueOptions};
+
+use crate::channel::ChannelError;
+
+/// Everything that can go wrong when broadcasting.
+#[derive(Debug, thiserror::Error)]
+pub enum BroadcastError {
+    /// `driver(name)` named a connection that is not configured.
+    #[error("broadcast connection [{0}] is not defined")]
+    ConnectionNotDefined(String),
+    /// A connection names a driver nobody registered.
+    #[error("broadcast driver [{0}] is not supported")]
+    DriverNotSupported(String),
+    /// A channel name failed to parse.
+    #[error("invalid channel {channel:?}: {source}")]
+    InvalidChannel {
+        /// The name given.
+        channel: String,
+        /// Why it is invalid.
+        source: ChannelError,
+    },
+    /// The broadcast named no channel.
+    #[error("a broadcast needs at least one channel")]
+    NoChannels,
+    /// The broadcast has no event name, or an unusable one.
+    #[error("invalid event name: {0}")]
+    InvalidEvent(String),
+    /// The payload could not be serialised as JSON.
+    #[error("payload is not serialisable as JSON: {0}")]
+    Serialize(#[from] serde_json::Error),
+    /// A helper or facade was used before a manager was installed.
+    #[error("no broadcast manager installed: call rustaxum::broadcasting::install(manager) or build a Rustaxum first")]
+    NotInstalled,
+    /// A driver could not deliver (a custom driver's own message).
+    #[error("driver [{driver}] failed: {message}")]
+    Failed {
+        /// The driver's name.
+        driver: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// A driver did not finish in time.
+    #[error("driver [{driver}] timed out after {after:?}")]
+    Timeout {
+        /// The driver's name.
+        driver: String,
+        /// The time limit.
+        after: Duration,
+    },
+    /// A driver's backend is unreachable right now; retry later.
+    #[error("driver [{driver}] is unavailable: {reason}")]
+    Unavailable {
+        /// The driver's name.
+        driver: String,
+        /// Why.
+        reason: String,
+    },
+    /// The background queue is full; the broadcast was not accepted.
+    #[error("broadcast queue is full ({0} jobs pending)")]
+    QueueFull(usize),
+    /// The background queue is shut down.
+    #[error("broadcast queue is closed")]
+    QueueClosed,
+}

@@ -1,0 +1,120 @@
+//! A small client for the server's HTTP API, used by the CLI and the benchmark.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// What can go wrong talking to the server.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// The server could not be reached at all.
+    #[error("cannot reach rustaxum at {url}: {reason} (is the server running? use --server URL)")]
+    Unreachable {
+        /// The URL tried.
+        url: String,
+        /// The network error.
+        reason: String,
+    },
+    /// The server answered with an error.
+    #[error("server answered {status}: {error}: {message}")]
+    Server {
+        /// HTTP status.
+        status: u16,
+        /// The error code.
+        error: String,
+        /// The server's message.
+        message: String,
+    },
+    /// A command-line value was unusable.
+    #[error("{0}")]
+    Usage(String),
+    /// The benchmark failed.
+    #[error("benchmark: {0}")]
+    Bench(String),
+}
+
+/// A client bound to one server.
+#[derive(Debug, Clone)]
+pub struct ApiClient {
+    base: String,
+    token: Option<String>,
+    http: reqwest::Client,
+}
+
+impl ApiClient {
+    /// A client for `base` (e.g. `http://127.0.0.1:8080`), sending `token` as Bearer if given.
+    pub fn new(base: &str, token: Option<String>) -> Result<Self, CliError> {
+        let base = base.trim_end_matches('/').to_string();
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            return Err(CliError::Usage(format!(
+                "--server must be an http(s) URL, got {base:?}"
+            )));
+        }
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .connect_timeout(Duration::from_secs(3))
+            .build()
+            .map_err(|e| CliError::Usage(format!("cannot build HTTP client: {e}")))?;
+        Ok(Self { base, token, http })
+    }
+
+    /// The server's base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// The WebSocket base URL (`ws://` for `http://`).
+    pub fn ws_base(&self) -> String {
+        self.base.replacen("http", "ws", 1)
+    }
+
+    /// `GET path`, returning the JSON body.
+    pub async fn get(&self, path: &str) -> Result<Value, CliError> {
+        self.send(self.http.get(self.url(path))).await
+    }
+
+    /// `POST path` with a JSON body, returning the JSON answer.
+    pub async fn post(&self, path: &str, body: &Value) -> Result<Value, CliError> {
+        self.send(self.http.post(self.url(path)).json(body)).await
+    }
+
+    /// Publishes through `POST /api/broadcast`; returns the local recipients.
+    pub async fn publish(&self, channel: &str, event: &str, data: Value) -> Result<u64, CliError> {
+        let body = serde_json::json!({"channel": channel, "event": event, "data": data});
+        let answer = self.post("/api/broadcast", &body).await?;
+        Ok(answer["recipients"].as_u64().unwrap_or(0))
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    async fn send(&self, mut req: reqwest::RequestBuilder) -> Result<Value, CliError> {
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.map_err(|e| CliError::Unreachable {
+            url: self.base.clone(),
+            reason: root_cause(&e),
+        })?;
+        let status = resp.status();
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        if status.is_success() {
+            Ok(body)
+        } else {
+            Err(CliError::Server {
+                status: status.as_u16(),
+                error: body["error"].as_str().unwrap_or("error").to_string(),
+                message: body["message"].as_str().unwrap_or("").to_string(),
+            })
+        }
+    }
+}
+
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
+}

@@ -1,0 +1,215 @@
+//! The `artisan` operator CLI: clap definitions and command dispatch.
+//!
+//! Every command except `broadcast websocket` talks to a running server through its
+//! HTTP API ([`client::ApiClient`]); the server is found from the same configuration
+//! as the server itself, or `--server URL`.
+
+pub mod client;
+mod commands;
+
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Operator commands for rustaxum.
+#[derive(Debug, Parser)]
+#[command(name = "artisan", version, about)]
+pub struct Cli {
+    /// Base URL of the server (default: from BROADCAST_HOST and BROADCAST_WEBSOCKET_PORT).
+    #[arg(long, global = true)]
+    pub server: Option<String>,
+    /// API token (default: BROADCAST_API_TOKEN).
+    #[arg(long, global = true, hide_env_values = true)]
+    pub token: Option<String>,
+    /// The command group.
+    #[command(subcommand)]
+    pub command: Group,
+}
+
+/// Command groups.
+#[derive(Debug, Subcommand)]
+pub enum Group {
+    /// Broadcasting commands.
+    #[command(subcommand)]
+    Broadcast(Broadcast),
+}
+
+/// `artisan broadcast ...`
+#[derive(Debug, Subcommand)]
+pub enum Broadcast {
+    /// Send a test event to a channel.
+    Test {
+        /// The channel.
+        #[arg(long, default_value = "general")]
+        channel: String,
+        /// The message carried in the event's data.
+        #[arg(long, default_value = "Test broadcast from artisan")]
+        message: String,
+    },
+    /// Run the WebSocket server in this process.
+    Websocket {
+        /// Port (overrides BROADCAST_WEBSOCKET_PORT).
+        #[arg(long)]
+        port: Option<u16>,
+        /// Address (overrides BROADCAST_HOST).
+        #[arg(long)]
+        host: Option<std::net::IpAddr>,
+    },
+    /// Show live statistics.
+    Stats,
+    /// List channels with subscribers.
+    Channels,
+    /// Send `ping` events to a channel at an interval.
+    Ping {
+        /// The channel.
+        #[arg(long, default_value = "general")]
+        channel: String,
+        /// Seconds between pings (fractions allowed).
+        #[arg(long, default_value_t = 5.0)]
+        interval: f64,
+        /// Stop after this many pings (default: until Ctrl-C).
+        #[arg(long)]
+        count: Option<u64>,
+    },
+    /// Send a notification to one user (`user.{ID}`).
+    #[command(name = "notify:user")]
+    NotifyUser {
+        /// The user id.
+        user_id: String,
+        /// The notification title.
+        title: String,
+        /// The notification text.
+        message: String,
+        /// A link the client may open.
+        #[arg(long)]
+        action_url: Option<String>,
+    },
+    /// Send a system alert (channel `admin.alerts`, event `system.alert`).
+    #[command(name = "system:alert")]
+    SystemAlert {
+        /// Severity.
+        level: AlertLevel,
+        /// The alert text.
+        message: String,
+        /// Mark the alert as needing action.
+        #[arg(long)]
+        action_required: bool,
+    },
+    /// Watch connections and message rates, refreshing in place.
+    Monitor {
+        /// Seconds to run.
+        #[arg(long, default_value_t = 60)]
+        duration: u64,
+        /// Seconds between samples.
+        #[arg(long, default_value_t = 1.0)]
+        interval: f64,
+    },
+    /// Measure fan-out: connect many sockets, publish, report deliveries/s and latency.
+    Bench(BenchArgs),
+}
+
+/// Alert severities.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum AlertLevel {
+    /// Informational.
+    Info,
+    /// Something needs watching.
+    Warning,
+    /// Something failed.
+    Error,
+    /// Service is impaired.
+    Critical,
+}
+
+impl AlertLevel {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Info => "info",
+            Self::Warning => "warning",
+            Self::Error => "error",
+            Self::Critical => "critical",
+        }
+    }
+}
+
+/// Options of `artisan broadcast bench`.
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// Sockets to connect.
+    #[arg(long, default_value_t = 1000)]
+    pub connections: usize,
+    /// Messages to publish.
+    #[arg(long, default_value_t = 100)]
+    pub messages: usize,
+    /// Messages per second to publish (0 = as fast as possible).
+    #[arg(long, default_value_t = 0)]
+    pub rate: u64,
+    /// Channel to use.
+    #[arg(long, default_value = "bench")]
+    pub channel: String,
+    /// Payload size in bytes.
+    #[arg(long, default_value_t = 100)]
+    pub payload: usize,
+    /// PID of the server, to report its memory per idle connection (Linux).
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+}
+
+/// Runs a parsed command line; returns the process exit code.
+pub async fn run(cli: Cli) -> ExitCode {
+    let config = match crate::Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("❌ {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let Group::Broadcast(command) = cli.command;
+    if let Broadcast::Websocket { port, host } = command {
+        return commands::websocket(config, host, port).await;
+    }
+    let base = cli.server.unwrap_or_else(|| config.server_url());
+    let token = cli.token.or_else(|| config.api_token.clone());
+    let client = match client::ApiClient::new(&base, token) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("❌ {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = match command {
+        Broadcast::Test { channel, message } => commands::test(&client, &channel, &message).await,
+        Broadcast::Stats => commands::stats(&client).await,
+        Broadcast::Channels => commands::channels(&client).await,
+        Broadcast::Ping {
+            channel,
+            interval,
+            count,
+        } => commands::ping(&client, &channel, interval, count).await,
+        Broadcast::NotifyUser {
+            user_id,
+            title,
+            message,
+            action_url,
+        } => {
+            commands::notify_user(&client, &user_id, &title, &message, action_url.as_deref()).await
+        }
+        Broadcast::SystemAlert {
+            level,
+            message,
+            action_required,
+        } => commands::system_alert(&client, level.as_str(), &message, action_required).await,
+        Broadcast::Monitor { duration, interval } => {
+            commands::monitor(&client, duration, interval).await
+        }
+        Broadcast::Bench(args) => crate::bench::run(&client, &args).await,
+        Broadcast::Websocket { .. } => Ok(()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("❌ {e}");
+            ExitCode::from(1)
+        }
+    }
+}

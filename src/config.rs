@@ -1,0 +1,387 @@
+//! Configuration: environment variables (optionally from `.env`), with every default
+//! documented here and in `.env.example`.
+//!
+//! Invalid values stop start-up with the variable's name and the offending value;
+//! nothing silently falls back to a default.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+/// A configuration value that could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A variable holds a value of the wrong form.
+    #[error("invalid value for {var}: {value:?} ({reason})")]
+    Invalid {
+        /// The environment variable's name.
+        var: &'static str,
+        /// The value found.
+        value: String,
+        /// What was expected.
+        reason: String,
+    },
+    /// The combination of values is unsafe or inconsistent.
+    #[error("{0}")]
+    Unsafe(String),
+}
+
+/// Redis connection settings (used by the `redis` driver).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisConfig {
+    /// `REDIS_URL`; when set it wins over host/port/password/database.
+    pub url: Option<String>,
+    /// `BROADCAST_REDIS_HOST`, default `127.0.0.1`.
+    pub host: String,
+    /// `BROADCAST_REDIS_PORT`, default `6379`.
+    pub port: u16,
+    /// `BROADCAST_REDIS_PASSWORD`, default none.
+    pub password: Option<String>,
+    /// `BROADCAST_REDIS_DATABASE`, default `0`.
+    pub database: u32,
+}
+
+impl RedisConfig {
+    /// The connection URL built from the settings (password included, never log it).
+    pub fn connection_url(&self) -> String {
+        if let Some(url) = &self.url {
+            return url.clone();
+        }
+        match &self.password {
+            Some(p) => format!("redis://:{p}@{}:{}/{}", self.host, self.port, self.database),
+            None => format!("redis://{}:{}/{}", self.host, self.port, self.database),
+        }
+    }
+}
+
+/// Everything the server and the library read from their environment.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `BROADCAST_DRIVER`: the default broadcast connection (`websocket`, `log`, `null`,
+    /// `redis`), default `websocket`.
+    pub driver: String,
+    /// `BROADCAST_HOST`, default `127.0.0.1`.
+    pub host: IpAddr,
+    /// `BROADCAST_WEBSOCKET_PORT`: one listener for WebSocket and HTTP, default `8080`.
+    pub port: u16,
+    /// `BROADCAST_WEBSOCKET_ENABLED`: serve WebSocket endpoints, default `true`.
+    pub websocket_enabled: bool,
+    /// `BROADCAST_API_TOKEN`: when set, publishing over HTTP needs `Authorization: Bearer`.
+    pub api_token: Option<String>,
+    /// `BROADCAST_CHANNELS_PREFIX`: prefix of channel keys in shared backends, default empty.
+    pub channels_prefix: String,
+    /// Redis settings.
+    pub redis: RedisConfig,
+    /// `BROADCAST_MAX_MESSAGE_SIZE`: largest inbound WebSocket message in bytes, default 65536.
+    pub max_message_size: usize,
+    /// `BROADCAST_MAX_PAYLOAD_SIZE`: largest HTTP request body in bytes, default 1048576.
+    pub max_payload_size: usize,
+    /// `BROADCAST_PING_INTERVAL`: idle time before the server pings a socket, default 30s.
+    pub ping_interval: Duration,
+    /// `BROADCAST_PING_TIMEOUT`: how long a pinged socket has to answer, default 10s.
+    pub ping_timeout: Duration,
+    /// `BROADCAST_SEND_QUEUE_SIZE`: per-connection outbound queue, in messages, default 256.
+    pub send_queue_size: usize,
+    /// `BROADCAST_MAX_CONNECTIONS`: concurrent sockets, `0` for no limit, default 0.
+    pub max_connections: usize,
+    /// `BROADCAST_MAX_CHANNELS_PER_CONNECTION`: default 100.
+    pub max_channels_per_connection: usize,
+    /// `BROADCAST_SHUTDOWN_TIMEOUT`: how long shutdown waits for sockets to close, default 10s.
+    pub shutdown_timeout: Duration,
+    /// `CORS_ALLOWED_ORIGINS`: comma-separated origins or `*`, default `*`.
+    pub cors_allowed_origins: Vec<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            driver: "websocket".into(),
+            host: IpAddr::from([127, 0, 0, 1]),
+            port: 8080,
+            websocket_enabled: true,
+            api_token: None,
+            channels_prefix: String::new(),
+            redis: RedisConfig {
+                url: None,
+                host: "127.0.0.1".into(),
+                port: 6379,
+                password: None,
+                database: 0,
+            },
+            max_message_size: 64 * 1024,
+            max_payload_size: 1024 * 1024,
+            ping_interval: Duration::from_secs(30),
+            ping_timeout: Duration::from_secs(10),
+            send_queue_size: 256,
+            max_connections: 0,
+            max_channels_per_connection: 100,
+            shutdown_timeout: Duration::from_secs(10),
+            cors_allowed_origins: vec!["*".into()],
+        }
+    }
+}
+
+impl Config {
+    /// Reads the process environment (after loading `.env` if present).
+    pub fn from_env() -> Result<Self, ConfigError> {
+        // A missing .env is normal; a malformed one is reported by the variables it breaks.
+        let _ = dotenvy::dotenv();
+        Self::from_lookup(|key| std::env::var(key).ok())
+    }
+
+    /// Reads configuration through `lookup` (tests pass a map instead of the environment).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let env = Env(&lookup);
+        let d = Self::default();
+        let config = Self {
+            driver: env.string("BROADCAST_DRIVER").unwrap_or(d.driver),
+            host: env
+                .parse("BROADCAST_HOST", "an IP address such as 127.0.0.1")?
+                .unwrap_or(d.host),
+            port: env
+                .parse("BROADCAST_WEBSOCKET_PORT", "a port number 0-65535")?
+                .unwrap_or(d.port),
+            websocket_enabled: env
+                .bool("BROADCAST_WEBSOCKET_ENABLED")?
+                .unwrap_or(d.websocket_enabled),
+            api_token: env.string("BROADCAST_API_TOKEN"),
+            channels_prefix: env
+                .string_allow_empty("BROADCAST_CHANNELS_PREFIX")
+                .unwrap_or(d.channels_prefix),
+            redis: RedisConfig {
+                url: env.string("REDIS_URL"),
+                host: env.string("BROADCAST_REDIS_HOST").unwrap_or(d.redis.host),
+                port: env
+                    .parse("BROADCAST_REDIS_PORT", "a port number")?
+                    .unwrap_or(d.redis.port),
+                password: env.string("BROADCAST_REDIS_PASSWORD"),
+                database: env
+                    .parse("BROADCAST_REDIS_DATABASE", "a database number")?
+                    .unwrap_or(d.redis.database),
+            },
+            max_message_size: env
+                .positive("BROADCAST_MAX_MESSAGE_SIZE")?
+                .unwrap_or(d.max_message_size),
+            max_payload_size: env
+                .positive("BROADCAST_MAX_PAYLOAD_SIZE")?
+                .unwrap_or(d.max_payload_size),
+            ping_interval: env
+                .duration("BROADCAST_PING_INTERVAL")?
+                .unwrap_or(d.ping_interval),
+            ping_timeout: env
+                .duration("BROADCAST_PING_TIMEOUT")?
+                .unwrap_or(d.ping_timeout),
+            send_queue_size: env
+                .positive("BROADCAST_SEND_QUEUE_SIZE")?
+                .unwrap_or(d.send_queue_size),
+            max_connections: env
+                .parse("BROADCAST_MAX_CONNECTIONS", "a whole number (0 = no limit)")?
+                .unwrap_or(d.max_connections),
+            max_channels_per_connection: env
+                .positive("BROADCAST_MAX_CHANNELS_PER_CONNECTION")?
+                .unwrap_or(d.max_channels_per_connection),
+            shutdown_timeout: env
+                .duration("BROADCAST_SHUTDOWN_TIMEOUT")?
+                .unwrap_or(d.shutdown_timeout),
+            cors_allowed_origins: env
+                .string("CORS_ALLOWED_ORIGINS")
+                .map(|v| {
+                    v.split(',')
+                        .map(|s| s.trim().to_string())
+                        .filter(|s| !s.is_empty())
+                        .collect()
+                })
+                .unwrap_or(d.cors_allowed_origins),
+        };
+        Ok(config)
+    }
+
+    /// Checks combinations that are unsafe to serve: an open publishing API on a
+    /// non-loopback address is refused.
+    pub fn validate_for_serving(&self) -> Result<(), ConfigError> {
+        if !self.host.is_loopback() && self.api_token.is_none() {
+            return Err(ConfigError::Unsafe(format!(
+                "refusing to listen on {} without BROADCAST_API_TOKEN: anyone could publish; \
+                 set BROADCAST_API_TOKEN or bind to 127.0.0.1",
+                self.host
+            )));
+        }
+        Ok(())
+    }
+
+    /// The base URL a local client (the CLI) uses to reach this server.
+    pub fn server_url(&self) -> String {
+        let host = if self.host.is_unspecified() {
+            IpAddr::from([127, 0, 0, 1])
+        } else {
+            self.host
+        };
+        match host {
+            IpAddr::V6(v6) => format!("http://[{v6}]:{}", self.port),
+            IpAddr::V4(v4) => format!("http://{v4}:{}", self.port),
+        }
+    }
+}
+
+struct Env<'a>(&'a dyn Fn(&str) -> Option<String>);
+
+impl Env<'_> {
+    fn string(&self, var: &str) -> Option<String> {
+        self.0(var)
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+    }
+
+    fn string_allow_empty(&self, var: &str) -> Option<String> {
+        self.0(var).map(|v| v.trim().to_string())
+    }
+
+    fn parse<T: std::str::FromStr>(
+        &self,
+        var: &'static str,
+        expected: &str,
+    ) -> Result<Option<T>, ConfigError> {
+        match self.string(var) {
+            None => Ok(None),
+            Some(value) => value.parse().map(Some).map_err(|_| ConfigError::Invalid {
+                var,
+                value,
+                reason: format!("expected {expected}"),
+            }),
+        }
+    }
+
+    fn positive(&self, var: &'static str) -> Result<Option<usize>, ConfigError> {
+        match self.parse::<usize>(var, "a whole number greater than 0")? {
+            Some(0) => Err(ConfigError::Invalid {
+                var,
+                value: "0".into(),
+                reason: "expected a whole number greater than 0".into(),
+            }),
+            other => Ok(other),
+        }
+    }
+
+    fn bool(&self, var: &'static str) -> Result<Option<bool>, ConfigError> {
+        match self.string(var) {
+            None => Ok(None),
+            Some(value) => match value.to_ascii_lowercase().as_str() {
+                "1" | "true" | "yes" | "on" => Ok(Some(true)),
+                "0" | "false" | "no" | "off" => Ok(Some(false)),
+                _ => Err(ConfigError::Invalid {
+                    var,
+                    value,
+                    reason: "expected true or false".into(),
+                }),
+            },
+        }
+    }
+
+    /// Durations are whole seconds (`30`), or carry a unit: `500ms`, `30s`, `2m`.
+    fn duration(&self, var: &'static str) -> Result<Option<Duration>, ConfigError> {
+        let Some(value) = self.string(var) else {
+            return Ok(None);
+        };
+        parse_duration(&value)
+            .map(Some)
+            .ok_or_else(|| ConfigError::Invalid {
+                var,
+                value,
+                reason: "expected a duration such as 30, 30s, 500ms or 2m".into(),
+            })
+    }
+}
+
+/// Parses `30`, `30s`, `500ms` or `2m` into a non-zero duration.
+pub fn parse_duration(value: &str) -> Option<Duration> {
+    let (digits, unit) = match value.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => value.split_at(i),
+        None => (value, "s"),
+    };
+    let n: u64 = digits.parse().ok()?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.checked_mul(60)?),
+        _ => return None,
+    };
+    (!d.is_zero()).then_some(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_need_nothing() {
+        let c = config(&[]).unwrap();
+        assert_eq!(c.port, 8080);
+        assert_eq!(c.host.to_string(), "127.0.0.1");
+        assert_eq!(c.driver, "websocket");
+        assert_eq!(c.max_message_size, 65536);
+        assert!(c.validate_for_serving().is_ok());
+        assert_eq!(c.server_url(), "http://127.0.0.1:8080");
+    }
+
+    #[test]
+    fn invalid_values_name_the_variable_and_value() {
+        let cases = [
+            ("BROADCAST_WEBSOCKET_PORT", "80x0"),
+            ("BROADCAST_HOST", "localhost:80"),
+            ("BROADCAST_WEBSOCKET_ENABLED", "maybe"),
+            ("BROADCAST_PING_INTERVAL", "10 parsecs"),
+            ("BROADCAST_PING_TIMEOUT", "0"),
+            ("BROADCAST_SEND_QUEUE_SIZE", "0"),
+            ("BROADCAST_MAX_MESSAGE_SIZE", "-1"),
+        ];
+        for (var, value) in cases {
+            let err = config(&[(var, value)]).unwrap_err().to_string();
+            assert!(err.contains(var) && err.contains(value), "{err}");
+        }
+    }
+
+    #[test]
+    fn durations_accept_units() {
+        assert_eq!(parse_duration("30"), Some(Duration::from_secs(30)));
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_duration("0s"), None);
+        assert_eq!(parse_duration("s"), None);
+        assert_eq!(parse_duration("5h"), None);
+    }
+
+    #[test]
+    fn public_host_without_token_is_refused() {
+        let c = config(&[("BROADCAST_HOST", "0.0.0.0")]).unwrap();
+        assert!(c
+            .validate_for_serving()
+            .unwrap_err()
+            .to_string()
+            .contains("BROADCAST_API_TOKEN"));
+        let c = config(&[
+            ("BROADCAST_HOST", "0.0.0.0"),
+            ("BROADCAST_API_TOKEN", "s3cret"),
+        ])
+        .unwrap();
+        assert!(c.validate_for_serving().is_ok());
+        assert_eq!(c.server_url(), "http://127.0.0.1:8080");
+    }
+
+    #[test]
+    fn redis_url_from_parts() {
+        let c = config(&[
+            ("BROADCAST_REDIS_PASSWORD", "pw"),
+            ("BROADCAST_REDIS_DATABASE", "3"),
+        ])
+        .unwrap();
+        assert_eq!(c.redis.connection_url(), "redis://:pw@127.0.0.1:6379/3");
+    }
+}

@@ -1,0 +1,206 @@
+//! The hub's view of one connection: an id, a bounded outbound queue and a close signal.
+//!
+//! The hub never touches a socket. It pushes [`Envelope`]s into the queue with
+//! `try_send`; when the queue is full the connection is too slow, and the hub asks it
+//! to close with [`CloseReason::SLOW_CONSUMER`] instead of waiting for it.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::message::{Envelope, Protocol};
+use crate::channel::Channel;
+
+/// A connection's id, unique across a cluster: `<node>.<counter>` (Pusher's `socket_id` form).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SocketId(u64);
+
+static NODE_PART: OnceLock<u32> = OnceLock::new();
+static COUNTER: AtomicU32 = AtomicU32::new(1);
+
+impl SocketId {
+    /// A fresh id: a random per-process part and a per-process counter.
+    pub fn next() -> Self {
+        let node = *NODE_PART.get_or_init(|| rand::random::<u32>() % 1_000_000_000 + 1);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        Self((u64::from(node) << 32) | u64::from(n))
+    }
+}
+
+impl fmt::Display for SocketId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.0 >> 32, self.0 & 0xffff_ffff)
+    }
+}
+
+/// The string was not a socket id of the form `123.456`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid socket_id {0:?}: expected two numbers joined by a dot, e.g. 1234.5678")]
+pub struct InvalidSocketId(pub String);
+
+impl std::str::FromStr for SocketId {
+    type Err = InvalidSocketId;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || InvalidSocketId(s.chars().take(64).collect());
+        let (a, b) = s.split_once('.').ok_or_else(bad)?;
+        let a: u32 = a.parse().map_err(|_| bad())?;
+        let b: u32 = b.parse().map_err(|_| bad())?;
+        Ok(Self((u64::from(a) << 32) | u64::from(b)))
+    }
+}
+
+/// Why the server closes a socket: a WebSocket close code and a short reason.
+///
+/// Codes follow Pusher's families so one reconnect policy fits every protocol:
+/// 4000-4099 do not reconnect, 4100-4199 reconnect after a back-off, 4200-4299
+/// reconnect at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CloseReason {
+    /// The WebSocket close code.
+    pub code: u16,
+    /// A short human-readable reason sent in the close frame.
+    pub reason: &'static str,
+}
+
+impl CloseReason {
+    /// The server is shutting down (1001 going away).
+    pub const SHUTDOWN: Self = Self {
+        code: 1001,
+        reason: "server shutting down",
+    };
+    /// An inbound message exceeded the size limit (1009 message too big).
+    pub const MESSAGE_TOO_BIG: Self = Self {
+        code: 1009,
+        reason: "message too big",
+    };
+    /// The outbound queue was full: the client reads too slowly (reconnect after back-off).
+    pub const SLOW_CONSUMER: Self = Self {
+        code: 4100,
+        reason: "slow consumer: outbound queue full",
+    };
+    /// The client did not answer a ping in time (reconnect at once).
+    pub const PONG_TIMEOUT: Self = Self {
+        code: 4201,
+        reason: "pong not received",
+    };
+    /// The connection was closed by an operator or the application.
+    pub const TERMINATED: Self = Self {
+        code: 4009,
+        reason: "connection terminated",
+    };
+}
+
+/// Why a subscription was refused by the hub itself (rules are checked before).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubscribeError {
+    /// The connection already holds the maximum number of channels.
+    #[error("subscribed to too many channels (limit {0})")]
+    TooManyChannels(usize),
+    /// The connection is closing.
+    #[error("connection is closing")]
+    Closing,
+}
+
+/// The hub-side handle of a connection. Cheap to share (`Arc`).
+#[derive(Debug)]
+pub struct ConnectionHandle {
+    id: SocketId,
+    protocol: Protocol,
+    tx: mpsc::Sender<Arc<Envelope>>,
+    close: CancellationToken,
+    close_reason: OnceLock<CloseReason>,
+    pub(super) channels: Mutex<Vec<Channel>>,
+}
+
+impl ConnectionHandle {
+    pub(super) fn new(
+        protocol: Protocol,
+        queue: usize,
+        close: CancellationToken,
+    ) -> (Arc<Self>, mpsc::Receiver<Arc<Envelope>>) {
+        let (tx, rx) = mpsc::channel(queue);
+        let handle = Arc::new(Self {
+            id: SocketId::next(),
+            protocol,
+            tx,
+            close,
+            close_reason: OnceLock::new(),
+            channels: Mutex::new(Vec::new()),
+        });
+        (handle, rx)
+    }
+
+    /// This connection's socket id.
+    pub fn id(&self) -> SocketId {
+        self.id
+    }
+
+    /// The wire protocol this connection speaks.
+    pub fn protocol(&self) -> Protocol {
+        self.protocol
+    }
+
+    /// Asks the connection to close with `reason`. The first reason given wins.
+    pub fn close(&self, reason: CloseReason) {
+        let _ = self.close_reason.set(reason);
+        self.close.cancel();
+    }
+
+    /// Whether the connection has been asked to close.
+    pub fn is_closing(&self) -> bool {
+        self.close.is_cancelled()
+    }
+
+    /// Resolves once the connection has been asked to close (or the hub shuts down).
+    pub async fn closed(&self) {
+        self.close.cancelled().await
+    }
+
+    /// The reason the connection is closing: the one given to [`close`](Self::close),
+    /// or [`CloseReason::SHUTDOWN`] when the whole hub is shutting down.
+    pub fn close_reason(&self) -> CloseReason {
+        self.close_reason
+            .get()
+            .copied()
+            .unwrap_or(CloseReason::SHUTDOWN)
+    }
+
+    /// The channels this connection is subscribed to.
+    pub fn channels(&self) -> Vec<Channel> {
+        self.channels.lock().map(|c| c.clone()).unwrap_or_default()
+    }
+
+    /// Offers a message without waiting; `false` when the queue is full.
+    pub(super) fn try_deliver(&self, envelope: &Arc<Envelope>) -> Delivery {
+        match self.tx.try_send(envelope.clone()) {
+            Ok(()) => Delivery::Queued,
+            Err(mpsc::error::TrySendError::Full(_)) => Delivery::Full,
+            Err(mpsc::error::TrySendError::Closed(_)) => Delivery::Gone,
+        }
+    }
+}
+
+pub(super) enum Delivery {
+    Queued,
+    Full,
+    Gone,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn socket_ids_round_trip_and_differ() {
+        let a = SocketId::next();
+        let b = SocketId::next();
+        assert_ne!(a, b);
+        assert_eq!(a.to_string().parse::<SocketId>().unwrap(), a);
+        for bad in ["", "12", "a.b", "1.2.3", "99999999999.1", "-1.2"] {
+            assert!(bad.parse::<SocketId>().is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,127 @@
+//! One broadcast message on one channel, shared by every subscriber.
+//!
+//! A message is built once per channel and handed to every subscriber as an
+//! `Arc<Envelope>`. Each wire protocol encodes it at most once: the first connection
+//! of a protocol to write it fills that protocol's slot in the frame cache, and every
+//! other connection of the protocol reuses the same bytes.
+
+use std::any::Any;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use serde_json::value::RawValue;
+
+use super::connection::SocketId;
+use crate::channel::Channel;
+
+/// The wire protocols a connection can speak. Each has one slot in the frame cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    /// `/ws`: `{"channel","event","data","timestamp"}` frames.
+    Native = 0,
+    /// `/app/{key}`: Pusher protocol v7.
+    Pusher = 1,
+    /// `/api/v1/channels/{id}/ws`: EmitHub managed channels.
+    EmitHub = 2,
+    /// `/ws?token=`: typed frames.
+    Rtc = 3,
+}
+
+const PROTOCOLS: usize = 4;
+
+/// What a message means to the channel, so each protocol can name it its own way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EnvelopeKind {
+    /// An application event (from an API, a driver or a client whisper).
+    Event,
+    /// A presence member joined.
+    MemberAdded,
+    /// A presence member left.
+    MemberRemoved,
+}
+
+/// A message on one channel.
+pub struct Envelope {
+    /// The channel it is published on.
+    pub channel: Channel,
+    /// The event name, e.g. `announcement`.
+    pub event: Arc<str>,
+    /// The payload, already JSON (shared between the channels of one broadcast).
+    pub data: Arc<RawValue>,
+    /// When it was published, RFC 3339 with milliseconds.
+    pub timestamp: Arc<str>,
+    /// A socket that must not receive it (the sender).
+    pub except: Option<SocketId>,
+    /// What the message means.
+    pub kind: EnvelopeKind,
+    frames: [OnceLock<Box<dyn Any + Send + Sync>>; PROTOCOLS],
+    encoded: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for Envelope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Envelope")
+            .field("channel", &self.channel)
+            .field("event", &self.event)
+            .field("kind", &self.kind)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Envelope {
+    pub(super) fn new(
+        channel: Channel,
+        event: Arc<str>,
+        data: Arc<RawValue>,
+        timestamp: Arc<str>,
+        except: Option<SocketId>,
+        kind: EnvelopeKind,
+        encoded: Arc<AtomicU64>,
+    ) -> Self {
+        Self {
+            channel,
+            event,
+            data,
+            timestamp,
+            except,
+            kind,
+            frames: Default::default(),
+            encoded,
+        }
+    }
+
+    /// The frame for `protocol`, encoding it with `encode` only the first time.
+    ///
+    /// `T` is the protocol's frame type (for example a WebSocket text payload); it must
+    /// be cheap to clone, because every connection of the protocol gets a clone.
+    pub fn frame<T>(&self, protocol: Protocol, encode: impl FnOnce(&Envelope) -> T) -> T
+    where
+        T: Clone + Send + Sync + 'static,
+    {
+        let slot = &self.frames[protocol as usize];
+        let mut encode = Some(encode);
+        let cached = slot.get_or_init(|| {
+            self.encoded.fetch_add(1, Ordering::Relaxed);
+            let encode = encode
+                .take()
+                .expect("get_or_init runs its closure at most once");
+            Box::new(encode(self))
+        });
+        match cached.downcast_ref::<T>() {
+            Some(frame) => frame.clone(),
+            // Two codecs asked for the same protocol with different frame types: a bug,
+            // but encoding again is still correct.
+            None => match encode.take() {
+                Some(encode) => encode(self),
+                None => unreachable!("a slot initialised by this call has type T"),
+            },
+        }
+    }
+}
+
+/// Current time as RFC 3339 with milliseconds, the timestamp format of every frame.
+pub fn now_rfc3339() -> Arc<str> {
+    chrono::Utc::now()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+        .into()
+}

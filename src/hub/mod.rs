@@ -1,0 +1,503 @@
+//! The hub: channels, their subscribers, fan-out and live statistics.
+//!
+//! The hub knows connections only as [`ConnectionHandle`]s (an outbound queue and a
+//! close signal); it never touches a socket, so every wire protocol shares it.
+//!
+//! Locking: one `std::sync::RwLock` over the channel map. Publishing takes the read
+//! lock and only does `try_send` under it (no `.await`, no I/O), so fan-out to many
+//! sockets never waits on a slow one.
+
+mod connection;
+mod message;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use serde::Serialize;
+use serde_json::value::RawValue;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+pub use connection::{CloseReason, ConnectionHandle, InvalidSocketId, SocketId, SubscribeError};
+pub use message::{now_rfc3339, Envelope, EnvelopeKind, Protocol};
+
+use crate::channel::{Channel, ChannelKind};
+use crate::sync::{lock, read, write};
+use connection::Delivery;
+
+/// Limits the hub enforces per connection.
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    /// Outbound queue capacity per connection, in messages.
+    pub send_queue_size: usize,
+    /// Most channels one connection may join.
+    pub max_channels_per_connection: usize,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        Self {
+            send_queue_size: 256,
+            max_channels_per_connection: 100,
+        }
+    }
+}
+
+struct ChannelState {
+    channel: Channel,
+    subscribers: HashMap<SocketId, Arc<ConnectionHandle>>,
+}
+
+#[derive(Default)]
+struct Counters {
+    connections: AtomicUsize,
+    connections_total: AtomicU64,
+    published: AtomicU64,
+    delivered: AtomicU64,
+    received: AtomicU64,
+    slow_disconnects: AtomicU64,
+    encoded: Arc<AtomicU64>,
+}
+
+/// The in-process hub every transport and the local driver share.
+pub struct Hub {
+    config: HubConfig,
+    channels: RwLock<HashMap<Arc<str>, ChannelState>>,
+    connections: RwLock<HashMap<SocketId, Arc<ConnectionHandle>>>,
+    counters: Counters,
+    shutdown: CancellationToken,
+    started: Instant,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a publish reached.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct PublishReport {
+    /// Sockets whose queue took the message.
+    pub delivered: usize,
+    /// Sockets disconnected because their queue was full.
+    pub dropped: usize,
+}
+
+/// A point-in-time view of the hub, as served by `GET /api/broadcast/stats`.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatsSnapshot {
+    /// Open connections.
+    pub connections: usize,
+    /// Channels with at least one subscriber, by canonical name.
+    pub channels: BTreeMap<String, ChannelStats>,
+    /// Message counters since start.
+    pub messages: MessageCounters,
+    /// Connections accepted since start.
+    pub connections_total: u64,
+    /// Connections closed because they could not keep up.
+    pub slow_disconnects: u64,
+    /// Seconds since the hub was created.
+    pub uptime_seconds: u64,
+}
+
+/// One channel's live figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChannelStats {
+    /// The channel's kind.
+    pub kind: ChannelKind,
+    /// Subscribed connections.
+    pub subscribers: usize,
+}
+
+/// Message counters since start.
+#[derive(Debug, Clone, Serialize)]
+pub struct MessageCounters {
+    /// Messages published (one per channel per broadcast).
+    pub published: u64,
+    /// Copies queued to sockets.
+    pub delivered: u64,
+    /// Frames received from clients.
+    pub received: u64,
+    /// Frames encoded (at most one per message per wire protocol).
+    pub encoded: u64,
+}
+
+impl Default for Hub {
+    fn default() -> Self {
+        Self::new(HubConfig::default())
+    }
+}
+
+impl Hub {
+    /// A hub with the given limits.
+    pub fn new(config: HubConfig) -> Self {
+        Self {
+            config,
+            channels: RwLock::new(HashMap::new()),
+            connections: RwLock::new(HashMap::new()),
+            counters: Counters::default(),
+            shutdown: CancellationToken::new(),
+            started: Instant::now(),
+        }
+    }
+
+    /// Registers a new connection and returns its handle and the receiving end of its
+    /// outbound queue. Call [`disconnect`](Self::disconnect) when the socket ends.
+    pub fn connect(
+        &self,
+        protocol: Protocol,
+    ) -> (Arc<ConnectionHandle>, mpsc::Receiver<Arc<Envelope>>) {
+        let (handle, rx) = ConnectionHandle::new(
+            protocol,
+            self.config.send_queue_size,
+            self.shutdown.child_token(),
+        );
+        write(&self.connections).insert(handle.id(), handle.clone());
+        self.counters.connections.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .connections_total
+            .fetch_add(1, Ordering::Relaxed);
+        (handle, rx)
+    }
+
+    /// Removes a connection from every channel and from the hub. Idempotent.
+    pub fn disconnect(&self, handle: &ConnectionHandle) {
+        let channels = std::mem::take(&mut *lock(&handle.channels));
+        if !channels.is_empty() {
+            let mut map = write(&self.channels);
+            for channel in &channels {
+                remove_subscriber(&mut map, channel, handle.id());
+            }
+        }
+        if write(&self.connections).remove(&handle.id()).is_some() {
+            self.counters.connections.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Subscribes a connection to a channel whose join was already authorized.
+    /// Returns the channel's subscriber count; subscribing twice is not an error.
+    pub fn subscribe(
+        &self,
+        handle: &Arc<ConnectionHandle>,
+        channel: &Channel,
+    ) -> Result<usize, SubscribeError> {
+        if handle.is_closing() {
+            return Err(SubscribeError::Closing);
+        }
+        {
+            let mut mine = lock(&handle.channels);
+            if !mine.contains(channel) {
+                if mine.len() >= self.config.max_channels_per_connection {
+                    return Err(SubscribeError::TooManyChannels(
+                        self.config.max_channels_per_connection,
+                    ));
+                }
+                mine.push(channel.clone());
+            }
+        }
+        let mut map = write(&self.channels);
+        let state = map
+            .entry(channel.name_arc().clone())
+            .or_insert_with(|| ChannelState {
+                channel: channel.clone(),
+                subscribers: HashMap::new(),
+            });
+        state.subscribers.insert(handle.id(), handle.clone());
+        Ok(state.subscribers.len())
+    }
+
+    /// Unsubscribes a connection; returns whether it was subscribed.
+    pub fn unsubscribe(&self, handle: &ConnectionHandle, channel: &Channel) -> bool {
+        let was = {
+            let mut mine = lock(&handle.channels);
+            let before = mine.len();
+            mine.retain(|c| c != channel);
+            mine.len() != before
+        };
+        if was {
+            remove_subscriber(&mut write(&self.channels), channel, handle.id());
+        }
+        was
+    }
+
+    /// Queues `data` as `event` to every subscriber of `channel` except `except`.
+    ///
+    /// Never waits: a subscriber whose queue is full is closed with
+    /// [`CloseReason::SLOW_CONSUMER`] and counted, and the others still receive.
+    pub fn publish(
+        &self,
+        channel: &Channel,
+        event: &str,
+        data: Arc<RawValue>,
+        except: Option<SocketId>,
+    ) -> PublishReport {
+        self.publish_kind(
+            channel,
+            event.into(),
+            data,
+            except,
+            EnvelopeKind::Event,
+            now_rfc3339(),
+        )
+    }
+
+    /// Publishes one payload on several channels, sharing the payload and timestamp.
+    pub fn publish_many(
+        &self,
+        channels: &[Channel],
+        event: &str,
+        data: Arc<RawValue>,
+        except: Option<SocketId>,
+    ) -> PublishReport {
+        let event: Arc<str> = event.into();
+        let timestamp = now_rfc3339();
+        let mut total = PublishReport::default();
+        for channel in channels {
+            let r = self.publish_kind(
+                channel,
+                event.clone(),
+                data.clone(),
+                except,
+                EnvelopeKind::Event,
+                timestamp.clone(),
+            );
+            total.delivered += r.delivered;
+            total.dropped += r.dropped;
+        }
+        total
+    }
+
+    /// Publishes a message of any [`EnvelopeKind`] (presence events use this).
+    pub fn publish_kind(
+        &self,
+        channel: &Channel,
+        event: Arc<str>,
+        data: Arc<RawValue>,
+        except: Option<SocketId>,
+        kind: EnvelopeKind,
+        timestamp: Arc<str>,
+    ) -> PublishReport {
+        self.counters.published.fetch_add(1, Ordering::Relaxed);
+        let mut report = PublishReport::default();
+        let mut slow = Vec::new();
+        {
+            let map = read(&self.channels);
+            let Some(state) = map.get(channel.name()) else {
+                return report;
+            };
+            let envelope = Arc::new(Envelope::new(
+                state.channel.clone(),
+                event,
+                data,
+                timestamp,
+                except,
+                kind,
+                self.counters.encoded.clone(),
+            ));
+            for (id, conn) in &state.subscribers {
+                if Some(*id) == except || conn.is_closing() {
+                    continue;
+                }
+                match conn.try_deliver(&envelope) {
+                    Delivery::Queued => report.delivered += 1,
+                    Delivery::Full => slow.push(conn.clone()),
+                    Delivery::Gone => {}
+                }
+            }
+        }
+        for conn in &slow {
+            tracing::warn!(socket_id = %conn.id(), channel = %channel, "disconnecting slow consumer");
+            conn.close(CloseReason::SLOW_CONSUMER);
+        }
+        report.dropped = slow.len();
+        self.counters
+            .delivered
+            .fetch_add(report.delivered as u64, Ordering::Relaxed);
+        self.counters
+            .slow_disconnects
+            .fetch_add(slow.len() as u64, Ordering::Relaxed);
+        report
+    }
+
+    /// Counts a frame received from a client.
+    pub fn record_received(&self) {
+        self.counters.received.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Subscriber count of a channel (0 when nobody is subscribed).
+    pub fn subscriber_count(&self, channel: &Channel) -> usize {
+        read(&self.channels)
+            .get(channel.name())
+            .map_or(0, |s| s.subscribers.len())
+    }
+
+    /// Open connections.
+    pub fn connection_count(&self) -> usize {
+        self.counters.connections.load(Ordering::Relaxed)
+    }
+
+    /// The handle of an open connection.
+    pub fn connection(&self, id: SocketId) -> Option<Arc<ConnectionHandle>> {
+        read(&self.connections).get(&id).cloned()
+    }
+
+    /// Live figures for the stats endpoint and the CLI.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let channels = read(&self.channels)
+            .values()
+            .map(|s| {
+                (
+                    s.channel.name().to_string(),
+                    ChannelStats {
+                        kind: s.channel.kind(),
+                        subscribers: s.subscribers.len(),
+                    },
+                )
+            })
+            .collect();
+        let c = &self.counters;
+        StatsSnapshot {
+            connections: c.connections.load(Ordering::Relaxed),
+            channels,
+            messages: MessageCounters {
+                published: c.published.load(Ordering::Relaxed),
+                delivered: c.delivered.load(Ordering::Relaxed),
+                received: c.received.load(Ordering::Relaxed),
+                encoded: c.encoded.load(Ordering::Relaxed),
+            },
+            connections_total: c.connections_total.load(Ordering::Relaxed),
+            slow_disconnects: c.slow_disconnects.load(Ordering::Relaxed),
+            uptime_seconds: self.started.elapsed().as_secs(),
+        }
+    }
+
+    /// Asks every connection to close with [`CloseReason::SHUTDOWN`].
+    pub fn shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// Whether [`shutdown`](Self::shutdown) was called.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutdown.is_cancelled()
+    }
+}
+
+fn remove_subscriber(map: &mut HashMap<Arc<str>, ChannelState>, channel: &Channel, id: SocketId) {
+    if let Some(state) = map.get_mut(channel.name()) {
+        state.subscribers.remove(&id);
+        if state.subscribers.is_empty() {
+            map.remove(channel.name());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(v: serde_json::Value) -> Arc<RawValue> {
+        Arc::from(serde_json::value::to_raw_value(&v).unwrap())
+    }
+
+    #[tokio::test]
+    async fn publish_reaches_subscribers_of_that_channel_only() {
+        let hub = Hub::default();
+        let general = Channel::parse("general").unwrap();
+        let other = Channel::parse("other").unwrap();
+        let (a, mut ra) = hub.connect(Protocol::Native);
+        let (b, mut rb) = hub.connect(Protocol::Native);
+        hub.subscribe(&a, &general).unwrap();
+        hub.subscribe(&b, &other).unwrap();
+        let report = hub.publish(&general, "hello", raw(serde_json::json!({"x":1})), None);
+        assert_eq!(report.delivered, 1);
+        let got = ra.try_recv().unwrap();
+        assert_eq!(&*got.event, "hello");
+        assert_eq!(got.data.get(), r#"{"x":1}"#);
+        assert!(rb.try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn except_skips_the_sender_and_full_queue_closes_only_the_slow_one() {
+        let hub = Hub::new(HubConfig {
+            send_queue_size: 2,
+            max_channels_per_connection: 10,
+        });
+        let ch = Channel::parse("general").unwrap();
+        let (fast, mut rf) = hub.connect(Protocol::Native);
+        let (slow, _rs) = hub.connect(Protocol::Native);
+        hub.subscribe(&fast, &ch).unwrap();
+        hub.subscribe(&slow, &ch).unwrap();
+        let r = hub.publish(&ch, "e", raw(serde_json::json!(1)), Some(fast.id()));
+        assert_eq!(r.delivered, 1);
+        assert!(rf.try_recv().is_err());
+        for _ in 0..2 {
+            hub.publish(&ch, "e", raw(serde_json::json!(2)), None);
+            assert!(rf.try_recv().is_ok());
+        }
+        assert!(slow.is_closing());
+        assert_eq!(slow.close_reason(), CloseReason::SLOW_CONSUMER);
+        assert!(!fast.is_closing());
+        assert_eq!(hub.snapshot().slow_disconnects, 1);
+    }
+
+    #[tokio::test]
+    async fn disconnect_cleans_up_channels_and_counts() {
+        let hub = Hub::default();
+        let ch = Channel::parse("general").unwrap();
+        let (a, _ra) = hub.connect(Protocol::Native);
+        assert_eq!(hub.subscribe(&a, &ch).unwrap(), 1);
+        assert_eq!(hub.subscribe(&a, &ch).unwrap(), 1);
+        assert_eq!(hub.snapshot().channels["general"].subscribers, 1);
+        hub.disconnect(&a);
+        hub.disconnect(&a);
+        let s = hub.snapshot();
+        assert!(s.channels.is_empty());
+        assert_eq!(s.connections, 0);
+        assert_eq!(s.connections_total, 1);
+    }
+
+    #[tokio::test]
+    async fn channel_limit_per_connection() {
+        let hub = Hub::new(HubConfig {
+            send_queue_size: 4,
+            max_channels_per_connection: 2,
+        });
+        let (a, _ra) = hub.connect(Protocol::Native);
+        for name in ["a", "b"] {
+            hub.subscribe(&a, &Channel::parse(name).unwrap()).unwrap();
+        }
+        let err = hub
+            .subscribe(&a, &Channel::parse("c").unwrap())
+            .unwrap_err();
+        assert_eq!(err, SubscribeError::TooManyChannels(2));
+    }
+
+    #[tokio::test]
+    async fn frames_are_encoded_once_per_protocol() {
+        let hub = Hub::default();
+        let ch = Channel::parse("general").unwrap();
+        let mut rxs = Vec::new();
+        for _ in 0..5 {
+            let (c, rx) = hub.connect(Protocol::Native);
+            hub.subscribe(&c, &ch).unwrap();
+            rxs.push((c, rx));
+        }
+        hub.publish(&ch, "e", raw(serde_json::json!({"a":1})), None);
+        let mut frames = Vec::new();
+        for (_, rx) in &mut rxs {
+            let env = rx.try_recv().unwrap();
+            frames.push(env.frame(Protocol::Native, |e| Arc::<str>::from(e.data.get())));
+            env.frame(Protocol::Pusher, |e| Arc::<str>::from(e.event.as_ref()));
+        }
+        assert!(
+            frames.windows(2).all(|w| Arc::ptr_eq(&w[0], &w[1])),
+            "one shared frame"
+        );
+        assert_eq!(hub.snapshot().messages.encoded, 2, "once per protocol");
+    }
+}

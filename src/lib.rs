@@ -1,0 +1,36 @@
+//! # rustaxum
+//!
+//! Laravel-style real-time broadcasting for Rust: a library to broadcast events from
+//! an application, a WebSocket server (`rustaxum`) and an operator CLI (`artisan`).
+//!
+//! # Layout
+//!
+//! Core (never imports axum):
+//! - [`channel`]: channel names parsed once into a typed [`Channel`].
+//! - [`hub`]: channels → subscribers, bounded per-connection queues, fan-out that
+//!   encodes once per wire protocol, live stats.
+//! - [`auth`]: the [`ChannelAuthorizer`](auth::ChannelAuthorizer) hook every join goes through.
+//! - [`broadcasting`]: events and `ShouldBroadcast`, the `BroadcastManager`, drivers,
+//!   helpers, facades, macros, the broadcast queue.
+//! - [`config`]: environment configuration with documented defaults.
+//!
+//! Edges:
+//! - [`transport`]: axum handlers: the HTTP API and WebSocket sessions.
+//! - [`server`]: [`Rustaxum`] (hub + manager + router) and [`run`](server::run).
+//! - [`cli`]: the `artisan` commands, talking to a running server over HTTP.
+//! - [`bench`]: the fan-out benchmark behind `artisan broadcast bench`.
+
+pub mod auth;
+pub mod bench;
+pub mod broadcasting;
+pub mod channel;
+pub mod cli;
+pub mod config;
+pub mod hub;
+pub mod server;
+mod sync;
+pub mod transport;
+
+pub use channel::{Channel, ChannelKind};
+pub use config::Config;
+pub use server::{run, Rustaxum, StartError};

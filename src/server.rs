@@ -1,0 +1,207 @@
+//! Putting it together: [`Rustaxum`] owns the hub, the manager and the sessions, and
+//! [`run`] serves it on a listener until a shutdown future resolves.
+
+use std::future::{Future, IntoFuture};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::{AllowAll, ChannelAuthorizer};
+use crate::broadcasting::{manager, BroadcastError, BroadcastManager};
+use crate::config::{Config, ConfigError};
+use crate::hub::{Hub, HubConfig};
+use crate::transport::{self, AppState};
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Configuration is invalid or unsafe.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The default broadcast driver could not be created.
+    #[error("broadcast driver: {0}")]
+    Driver(#[from] BroadcastError),
+    /// The listener failed.
+    #[error("listener: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A broadcasting runtime: hub, manager, authorizer and the sessions it serves.
+///
+/// ```no_run
+/// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+/// let app = rustaxum::Rustaxum::new(rustaxum::Config::from_env()?)?;
+/// // Mount under your own axum app:
+/// let router: axum::Router = axum::Router::new().merge(app.router()?);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Rustaxum {
+    state: AppState,
+}
+
+impl std::fmt::Debug for Rustaxum {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rustaxum").finish_non_exhaustive()
+    }
+}
+
+impl Rustaxum {
+    /// Builds the hub and the manager from `config`, creating the default driver now
+    /// so a misconfigured driver fails at start, not at the first broadcast. Installs
+    /// the manager for the helpers and facades if none is installed yet.
+    pub fn new(config: Config) -> Result<Self, StartError> {
+        let config = Arc::new(config);
+        let hub = Arc::new(Hub::new(HubConfig {
+            send_queue_size: config.send_queue_size,
+            max_channels_per_connection: config.max_channels_per_connection,
+        }));
+        let manager = Arc::new(BroadcastManager::from_config(config.clone(), hub.clone()));
+        manager.default_driver()?;
+        manager::install_if_absent(&manager);
+        Ok(Self {
+            state: AppState {
+                hub,
+                manager,
+                config,
+                authorizer: Arc::new(AllowAll),
+                sessions: TaskTracker::new(),
+                started: Instant::now(),
+            },
+        })
+    }
+
+    /// Replaces the channel authorizer (the default lets everyone join everything).
+    pub fn with_authorizer(mut self, authorizer: Arc<dyn ChannelAuthorizer>) -> Self {
+        self.state.authorizer = authorizer;
+        self
+    }
+
+    /// The router with every endpoint, ready to serve or to merge into another app.
+    pub fn router(&self) -> Result<Router, ConfigError> {
+        transport::router(self.state.clone())
+    }
+
+    /// The hub.
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.state.hub
+    }
+
+    /// The broadcast manager.
+    pub fn manager(&self) -> &Arc<BroadcastManager> {
+        &self.state.manager
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.state.config
+    }
+
+    /// Closes every socket with 1001, waits for sessions and queued broadcasts up to
+    /// `BROADCAST_SHUTDOWN_TIMEOUT`, then closes the drivers.
+    pub async fn shutdown(&self) {
+        let drain = self.state.config.shutdown_timeout;
+        self.state.hub.shutdown();
+        self.state.sessions.close();
+        if tokio::time::timeout(drain, self.state.sessions.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                open = self.state.hub.connection_count(),
+                "sockets still open after {drain:?}; dropping them"
+            );
+        }
+        self.state.manager.close(drain).await;
+    }
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves, then stops accepting, closes
+/// every socket with 1001 and returns once drained (bounded by the shutdown timeout).
+pub async fn run(
+    listener: TcpListener,
+    app: Rustaxum,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
+    let router = app.router()?;
+    let hub = app.hub().clone();
+    let drain = app.config().shutdown_timeout;
+    let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
+    let signal = async move {
+        shutdown.await;
+        tracing::info!("shutting down");
+        // Sockets are not HTTP requests: axum's graceful shutdown does not wait for
+        // them, so tell them to close now.
+        hub.shutdown();
+        let _ = stopped_tx.send(());
+    };
+    let serve = axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(signal)
+    .into_future();
+    tokio::pin!(serve);
+    tokio::select! {
+        r = &mut serve => r?,
+        _ = async { let _ = stopped_rx.await; tokio::time::sleep(drain).await } => {
+            tracing::warn!("HTTP connections still open after {drain:?}; closing them");
+        }
+    }
+    app.shutdown().await;
+    Ok(())
+}
+
+/// Binds the configured address and serves until SIGINT or SIGTERM.
+pub async fn serve(config: Config) -> Result<(), StartError> {
+    config.validate_for_serving()?;
+    let addr = SocketAddr::new(config.host, config.port);
+    let app = Rustaxum::new(config)?;
+    let listener = TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    tracing::info!(driver = %app.manager().default_driver_name(), "rustaxum listening on http://{local}");
+    println!("rustaxum listening on http://{local}");
+    run(listener, app, shutdown_signal()).await
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`).
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

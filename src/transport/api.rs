@@ -1,0 +1,181 @@
+//! The HTTP API: publish, stats, channels, health.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use subtle::ConstantTimeEq;
+
+use super::{ApiError, AppState};
+use crate::broadcasting::event::parse_channels;
+use crate::broadcasting::Payload;
+use crate::hub::SocketId;
+
+/// Most channels one publish may name.
+pub const MAX_CHANNELS_PER_PUBLISH: usize = 100;
+
+/// `GET /`: name and version.
+pub async fn index() -> Json<Value> {
+    Json(json!({"name": "rustaxum", "version": env!("CARGO_PKG_VERSION")}))
+}
+
+/// `GET /health`: the process is up.
+pub async fn health() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// `GET /ready`: 200 while serving, 503 while shutting down.
+pub async fn ready(State(st): State<AppState>) -> impl IntoResponse {
+    if st.hub.is_shutting_down() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "shutting_down"})),
+        )
+    } else {
+        (
+            StatusCode::OK,
+            Json(json!({"status": "ready", "driver": st.manager.default_driver_name()})),
+        )
+    }
+}
+
+/// Fallback: JSON 404.
+pub async fn not_found() -> ApiError {
+    ApiError::not_found("no such endpoint")
+}
+
+/// Fallback: JSON 405.
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "method not allowed on this endpoint",
+    )
+}
+
+/// `GET /api/broadcast/stats`.
+pub async fn stats(State(st): State<AppState>) -> Json<Value> {
+    let snapshot = st.hub.snapshot();
+    let mut body = serde_json::to_value(&snapshot).unwrap_or_else(|_| json!({}));
+    if let Some(obj) = body.as_object_mut() {
+        obj.insert("driver".into(), json!(st.manager.default_driver_name()));
+        obj.insert(
+            "queue".into(),
+            json!({
+                "pending": st.manager.pending_broadcasts(),
+                "failed": st.manager.failed_broadcasts().len(),
+            }),
+        );
+    }
+    Json(body)
+}
+
+/// `GET /api/broadcast/channels`: occupied channels with kind and subscribers.
+pub async fn channels(State(st): State<AppState>) -> Json<Value> {
+    let snapshot = st.hub.snapshot();
+    let list: Vec<Value> = snapshot
+        .channels
+        .iter()
+        .map(|(name, c)| json!({"name": name, "kind": c.kind, "subscribers": c.subscribers}))
+        .collect();
+    Json(json!({"channels": list, "count": list.len()}))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PublishRequest {
+    #[serde(default)]
+    channels: Option<Vec<String>>,
+    #[serde(default)]
+    channel: Option<String>,
+    event: String,
+    #[serde(default)]
+    data: Option<Value>,
+    #[serde(default)]
+    socket_id: Option<String>,
+}
+
+/// `POST /api/broadcast`: `{"channels":[..] | "channel":"..", "event":"..", "data":{..}, "socket_id":".."}`.
+pub async fn publish(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    check_api_token(&st, &headers)?;
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::too_large(st.config.max_payload_size)
+        } else {
+            ApiError::bad_json(e.body_text())
+        }
+    })?;
+    let raw: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_json(format!("body is not valid JSON: {e}")))?;
+    let req: PublishRequest =
+        serde_json::from_value(raw).map_err(|e| ApiError::unprocessable(e.to_string()))?;
+
+    let mut names = req.channels.unwrap_or_default();
+    names.extend(req.channel);
+    if names.is_empty() {
+        return Err(ApiError::unprocessable(
+            "give `channels` (array) or `channel` (string)",
+        ));
+    }
+    if names.len() > MAX_CHANNELS_PER_PUBLISH {
+        return Err(ApiError::unprocessable(format!(
+            "at most {MAX_CHANNELS_PER_PUBLISH} channels per publish"
+        )));
+    }
+    let channels = parse_channels(&names)?;
+    let socket = req
+        .socket_id
+        .as_deref()
+        .map(str::parse::<SocketId>)
+        .transpose()
+        .map_err(|e| ApiError::unprocessable(e.to_string()))?;
+    let data = req.data.unwrap_or_else(|| json!({}));
+    let payload = Payload {
+        data: Arc::from(
+            serde_json::value::to_raw_value(&data)
+                .map_err(|e| ApiError::unprocessable(e.to_string()))?,
+        ),
+        socket,
+    };
+    let recipients = st
+        .manager
+        .send(None, &channels, &req.event, &payload)
+        .await?;
+    let channel_names: BTreeMap<&str, ()> = channels.iter().map(|c| (c.name(), ())).collect();
+    Ok(Json(json!({
+        "ok": true,
+        "event": req.event,
+        "channels": channel_names.keys().collect::<Vec<_>>(),
+        "recipients": recipients,
+    })))
+}
+
+/// Requires `Authorization: Bearer <BROADCAST_API_TOKEN>` when a token is configured.
+fn check_api_token(st: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(expected) = st.config.api_token.as_deref() else {
+        return Ok(());
+    };
+    let given = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| {
+            ApiError::unauthorized("missing Authorization: Bearer <BROADCAST_API_TOKEN>")
+        })?;
+    if bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
+        Ok(())
+    } else {
+        Err(ApiError::unauthorized("invalid API token"))
+    }
+}

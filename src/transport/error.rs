@@ -1,0 +1,107 @@
+//! HTTP errors: every failure is JSON `{"error": code, "message": text}` with a fitting status.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+use crate::broadcasting::BroadcastError;
+
+/// An HTTP API failure.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    /// An error with a status, a stable machine code and a message for humans.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// 400 `invalid_json`.
+    pub fn bad_json(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_json", message)
+    }
+
+    /// 422 `validation_failed`.
+    pub fn unprocessable(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+            message,
+        )
+    }
+
+    /// 401 `unauthorized`.
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+
+    /// 404 `not_found`.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    /// 413 `payload_too_large`.
+    pub fn too_large(limit: usize) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("request body is larger than {limit} bytes"),
+        )
+    }
+
+    /// 503 `unavailable`.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(json!({"error": self.code, "message": self.message})),
+        )
+            .into_response()
+    }
+}
+
+impl From<BroadcastError> for ApiError {
+    fn from(e: BroadcastError) -> Self {
+        use BroadcastError as E;
+        match &e {
+            E::InvalidChannel { .. } | E::NoChannels | E::InvalidEvent(_) | E::Serialize(_) => {
+                Self::unprocessable(e.to_string())
+            }
+            E::Unavailable { .. } | E::Timeout { .. } | E::QueueFull(_) | E::QueueClosed => {
+                tracing::warn!(error = %e, "broadcast unavailable");
+                Self::unavailable(e.to_string())
+            }
+            E::ConnectionNotDefined(_)
+            | E::DriverNotSupported(_)
+            | E::NotInstalled
+            | E::Failed { .. } => {
+                // Internal detail: log it, tell the client only that it failed.
+                tracing::error!(error = %e, "broadcast failed");
+                Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "broadcast_failed",
+                    "the broadcast could not be delivered",
+                )
+            }
+        }
+    }
+}

@@ -1,0 +1,95 @@
+//! The axum layer: HTTP handlers and WebSocket sessions. The only module that touches
+//! sockets; everything else talks to the hub and the manager.
+//!
+//! - [`api`]: the HTTP API (`/api/broadcast`, stats, health).
+//! - [`native`]: the native WebSocket protocol on `/ws`.
+//! - [`error`]: [`ApiError`], JSON errors for every HTTP failure.
+
+pub mod api;
+pub mod error;
+pub mod native;
+mod session;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderValue, Method};
+use axum::routing::{get, post};
+use axum::Router;
+use tokio_util::task::TaskTracker;
+use tower_http::cors::{AllowOrigin, Any, CorsLayer};
+
+pub use error::ApiError;
+
+use crate::auth::ChannelAuthorizer;
+use crate::broadcasting::BroadcastManager;
+use crate::config::{Config, ConfigError};
+use crate::hub::Hub;
+
+/// Everything a handler needs. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    /// The hub all sockets share.
+    pub hub: Arc<Hub>,
+    /// Publishes through the configured driver.
+    pub manager: Arc<BroadcastManager>,
+    /// Configuration.
+    pub config: Arc<Config>,
+    /// Decides channel joins.
+    pub authorizer: Arc<dyn ChannelAuthorizer>,
+    /// Tracks every WebSocket session so shutdown can wait for them.
+    pub sessions: TaskTracker,
+    /// When the server started.
+    pub started: Instant,
+}
+
+/// The full router: HTTP API, health endpoints and (when enabled) WebSocket endpoints.
+pub fn router(state: AppState) -> Result<Router, ConfigError> {
+    let cors = cors_layer(&state.config.cors_allowed_origins)?;
+    let mut router = Router::new()
+        .route("/", get(api::index))
+        .route("/health", get(api::health))
+        .route("/ready", get(api::ready))
+        .route("/api/broadcast", post(api::publish))
+        .route("/api/broadcast/stats", get(api::stats))
+        .route("/api/broadcast/channels", get(api::channels));
+    if state.config.websocket_enabled {
+        router = router
+            .route("/ws", get(native::upgrade_query))
+            .route("/ws/{channel}", get(native::upgrade_path));
+    }
+    Ok(router
+        .fallback(api::not_found)
+        .method_not_allowed_fallback(api::method_not_allowed)
+        .layer(DefaultBodyLimit::max(state.config.max_payload_size))
+        .layer(cors)
+        .with_state(state))
+}
+
+fn cors_layer(origins: &[String]) -> Result<CorsLayer, ConfigError> {
+    let layer = CorsLayer::new()
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::DELETE,
+            Method::OPTIONS,
+        ])
+        .allow_headers(Any);
+    if origins.iter().any(|o| o == "*") {
+        return Ok(layer.allow_origin(Any));
+    }
+    let values = origins
+        .iter()
+        .map(|o| {
+            HeaderValue::from_str(o).map_err(|_| ConfigError::Invalid {
+                var: "CORS_ALLOWED_ORIGINS",
+                value: o.clone(),
+                reason: "expected origins such as https://example.com, comma-separated, or *"
+                    .into(),
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(layer.allow_origin(AllowOrigin::list(values)))
+}
