@@ -1,0 +1,246 @@
+//! Each artisan command against a running server, through the real binary.
+
+mod common;
+
+use std::process::Output;
+
+use common::*;
+use serde_json::json;
+
+async fn artisan(server: &TestServer, args: &[&str]) -> Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_artisan"))
+        .arg("--server")
+        .arg(server.url(""))
+        .args(args)
+        .env_remove("BROADCAST_API_TOKEN")
+        .output()
+        .await
+        .expect("run artisan")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn broadcast_test_reaches_the_browser() {
+    let server = start().await;
+    let (mut ws, _) = server.connect("/ws?channel=general").await;
+    let out = artisan(
+        &server,
+        &[
+            "broadcast",
+            "test",
+            "--channel",
+            "general",
+            "--message",
+            "Hello World",
+        ],
+    )
+    .await;
+    assert!(out.status.success(), "{out:?}");
+    let text = stdout(&out);
+    assert!(
+        text.contains("Testing broadcast to channel: general"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Broadcast test completed successfully"),
+        "{text}"
+    );
+    let msg = recv_json(&mut ws).await;
+    assert_eq!(msg["channel"], "general");
+    assert_eq!(msg["data"]["message"], "Hello World");
+}
+
+#[tokio::test]
+async fn stats_and_channels_show_live_figures() {
+    let server = start().await;
+    let (_a, _) = server.connect("/ws?channel=general").await;
+    let (_b, _) = server.connect("/ws?channel=general").await;
+    let (_c, _) = server.connect("/ws?channel=user.123").await;
+    let out = artisan(&server, &["broadcast", "stats"]).await;
+    assert!(out.status.success(), "{out:?}");
+    let text = stdout(&out);
+    assert!(text.contains("Broadcasting System Statistics"), "{text}");
+    assert!(text.contains("general: 2 connections"), "{text}");
+    assert!(text.contains("user.123: 1 connections"), "{text}");
+    assert!(text.contains("Total Active Channels: 2"), "{text}");
+    assert!(text.contains("Connections: 3"), "{text}");
+
+    let out = artisan(&server, &["broadcast", "channels"]).await;
+    let text = stdout(&out);
+    assert!(out.status.success());
+    let general = text
+        .lines()
+        .find(|l| l.starts_with("general"))
+        .expect(&text);
+    assert!(general.ends_with('2'), "{general}");
+    assert!(text.contains("2 channel(s)"), "{text}");
+}
+
+#[tokio::test]
+async fn ping_sends_count_events_at_the_interval() {
+    let server = start().await;
+    let (mut ws, _) = server.connect("/ws?channel=heartbeat").await;
+    let out = artisan(
+        &server,
+        &[
+            "broadcast",
+            "ping",
+            "--channel",
+            "heartbeat",
+            "--interval",
+            "0.1",
+            "--count",
+            "3",
+        ],
+    )
+    .await;
+    assert!(out.status.success(), "{out:?}");
+    for expected in 1..=3 {
+        let msg = recv_json(&mut ws).await;
+        assert_eq!(msg["event"], "ping");
+        assert_eq!(msg["data"]["sequence"], expected);
+    }
+    assert!(stdout(&out).contains("Sent 3 ping(s)"));
+}
+
+#[tokio::test]
+async fn notify_user_and_system_alert() {
+    let server = start().await;
+    let (mut user, _) = server.connect("/ws/user.42").await;
+    let (mut alerts, _) = server.connect("/ws/admin.alerts").await;
+    let out = artisan(
+        &server,
+        &[
+            "broadcast",
+            "notify:user",
+            "42",
+            "Welcome",
+            "Registration successful",
+            "--action-url",
+            "/dashboard",
+        ],
+    )
+    .await;
+    assert!(out.status.success(), "{out:?}");
+    let msg = recv_json(&mut user).await;
+    assert_eq!(msg["event"], "notification");
+    assert_eq!(
+        (
+            msg["data"]["title"].as_str(),
+            msg["data"]["message"].as_str(),
+            msg["data"]["action_url"].as_str()
+        ),
+        (
+            Some("Welcome"),
+            Some("Registration successful"),
+            Some("/dashboard")
+        )
+    );
+
+    let out = artisan(
+        &server,
+        &[
+            "broadcast",
+            "system:alert",
+            "warning",
+            "Maintenance starting soon",
+            "--action-required",
+        ],
+    )
+    .await;
+    assert!(out.status.success(), "{out:?}");
+    let msg = recv_json(&mut alerts).await;
+    assert_eq!(msg["event"], "system.alert");
+    assert_eq!(
+        msg["data"],
+        json!({
+            "level": "warning",
+            "message": "Maintenance starting soon",
+            "action_required": true,
+            "timestamp": msg["data"]["timestamp"],
+        })
+    );
+
+    let out = artisan(&server, &["broadcast", "system:alert", "apocalyptic", "x"]).await;
+    assert!(!out.status.success(), "unknown level is refused");
+}
+
+#[tokio::test]
+async fn monitor_samples_then_exits_after_the_duration() {
+    let server = start().await;
+    let (_ws, _) = server.connect("/ws?channel=general").await;
+    let started = std::time::Instant::now();
+    let out = artisan(
+        &server,
+        &[
+            "broadcast",
+            "monitor",
+            "--duration",
+            "2",
+            "--interval",
+            "0.5",
+        ],
+    )
+    .await;
+    assert!(out.status.success(), "{out:?}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(8));
+    let text = stdout(&out);
+    let samples = text
+        .lines()
+        .filter(|l| l.contains("connections: 1"))
+        .count();
+    assert!(samples >= 3, "{text}");
+    assert!(text.contains("Monitoring finished"), "{text}");
+}
+
+#[tokio::test]
+async fn unreachable_server_is_a_one_line_error_and_nonzero_exit() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    for args in [
+        &["broadcast", "stats"][..],
+        &["broadcast", "test"][..],
+        &["broadcast", "channels"][..],
+    ] {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_artisan"))
+            .arg("--server")
+            .arg(format!("http://127.0.0.1:{port}"))
+            .args(args)
+            .output()
+            .await
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(err.contains("cannot reach rustaxum"), "{err}");
+    }
+}
+
+#[tokio::test]
+async fn token_is_sent_when_configured() {
+    let mut config = config();
+    config.api_token = Some("t0k3n".into());
+    let server = start_with(config).await;
+    let (mut ws, _) = server.connect("/ws?channel=general").await;
+    let out = artisan(&server, &["broadcast", "test"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
+    let out = artisan(
+        &server,
+        &[
+            "--token",
+            "t0k3n",
+            "broadcast",
+            "test",
+            "--message",
+            "with token",
+        ],
+    )
+    .await;
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(recv_json(&mut ws).await["data"]["message"], "with token");
+}

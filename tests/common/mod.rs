@@ -1,0 +1,193 @@
+//! Test helpers: a real server on 127.0.0.1:0 and real WebSocket clients.
+#![allow(dead_code, unreachable_pub, missing_docs)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use rustaxum::{Config, Rustaxum};
+use serde_json::Value;
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+pub const WAIT: Duration = Duration::from_secs(5);
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub app: Rustaxum,
+    stop: Option<oneshot::Sender<()>>,
+    handle: JoinHandle<Result<(), rustaxum::StartError>>,
+}
+
+pub fn config() -> Config {
+    Config::from_lookup(|_| None).expect("default config")
+}
+
+pub async fn start() -> TestServer {
+    start_with(config()).await
+}
+
+pub async fn start_with(config: Config) -> TestServer {
+    start_app(Rustaxum::new(config).expect("app")).await
+}
+
+pub async fn start_app(app: Rustaxum) -> TestServer {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (tx, rx) = oneshot::channel();
+    let handle = tokio::spawn(rustaxum::run(listener, app.clone(), async {
+        let _ = rx.await;
+    }));
+    TestServer {
+        addr,
+        app,
+        stop: Some(tx),
+        handle,
+    }
+}
+
+impl TestServer {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn ws_url(&self, path: &str) -> String {
+        format!("ws://{}{path}", self.addr)
+    }
+
+    /// Connects and returns the socket after its first message (connection_established
+    /// or subscription_succeeded), which is returned too.
+    pub async fn connect(&self, path: &str) -> (Ws, Value) {
+        let mut ws = self.connect_raw(path).await;
+        let first = recv_json(&mut ws).await;
+        (ws, first)
+    }
+
+    pub async fn connect_raw(&self, path: &str) -> Ws {
+        let (ws, _) =
+            tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(self.ws_url(path)))
+                .await
+                .expect("connect timed out")
+                .expect("connect");
+        ws
+    }
+
+    /// Triggers shutdown and waits for `run` to return.
+    pub async fn stop(mut self) -> Result<(), rustaxum::StartError> {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        tokio::time::timeout(Duration::from_secs(20), self.handle)
+            .await
+            .expect("server did not stop in time")
+            .expect("server task panicked")
+    }
+
+    pub async fn post(&self, path: &str, body: &str) -> (u16, Value) {
+        self.post_with(path, body, None).await
+    }
+
+    pub async fn post_with(&self, path: &str, body: &str, token: Option<&str>) -> (u16, Value) {
+        let mut req = reqwest::Client::new()
+            .post(self.url(path))
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.expect("http");
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let resp = reqwest::get(self.url(path)).await.expect("http");
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn publish(&self, channel: &str, event: &str, data: Value) -> Value {
+        let body = serde_json::json!({"channel": channel, "event": event, "data": data});
+        let (status, answer) = self.post("/api/broadcast", &body.to_string()).await;
+        assert_eq!(status, 200, "{answer}");
+        answer
+    }
+}
+
+/// The next text frame as JSON, skipping control frames. Panics on timeout or close.
+pub async fn recv_json(ws: &mut Ws) -> Value {
+    loop {
+        let msg = tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("timed out waiting for a message")
+            .expect("socket ended")
+            .expect("socket error");
+        match msg {
+            Message::Text(t) => return serde_json::from_str(&t).expect("server sent JSON"),
+            Message::Ping(_) | Message::Pong(_) => continue,
+            other => panic!("expected a text frame, got {other:?}"),
+        }
+    }
+}
+
+/// Asserts no text frame arrives within `dur`.
+pub async fn expect_silence(ws: &mut Ws, dur: Duration) {
+    let deadline = tokio::time::Instant::now() + dur;
+    loop {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Err(_) => return,
+            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
+            Ok(other) => panic!("expected silence, got {other:?}"),
+        }
+    }
+}
+
+/// Reads until the server's close frame and returns it.
+pub async fn expect_close(ws: &mut Ws) -> Option<CloseFrame> {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("timed out waiting for close")
+        {
+            Some(Ok(Message::Close(frame))) => return frame,
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => panic!("socket error before close frame: {e}"),
+            None => return None,
+        }
+    }
+}
+
+pub async fn send_json(ws: &mut Ws, value: Value) {
+    ws.send(Message::Text(value.to_string().into()))
+        .await
+        .expect("send");
+}
+
+pub async fn send_text(ws: &mut Ws, text: &str) {
+    ws.send(Message::Text(text.to_string().into()))
+        .await
+        .expect("send");
+}
+
+/// Waits until `cond` holds for the server's stats (polling), or panics.
+pub async fn wait_for<F: Fn(&rustaxum::hub::StatsSnapshot) -> bool>(server: &TestServer, cond: F) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while tokio::time::Instant::now() < deadline {
+        if cond(&server.app.hub().snapshot()) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!(
+        "condition not reached; stats: {:?}",
+        server.app.hub().snapshot()
+    );
+}

@@ -1,0 +1,160 @@
+//! The HTTP API: publishing, every error status, stats and health.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+
+#[tokio::test]
+async fn publish_errors_are_json_with_fitting_statuses() {
+    let mut config = config();
+    config.max_payload_size = 2048;
+    let server = start_with(config).await;
+    let long_event = "e".repeat(201);
+    let many: Vec<String> = (0..101).map(|i| format!("c{i}")).collect();
+    let cases: Vec<(String, u16, &str)> = vec![
+        ("{oops".into(), 400, "invalid_json"),
+        ("".into(), 400, "invalid_json"),
+        (json!({"event": "e"}).to_string(), 422, "validation_failed"),
+        (
+            json!({"channel": "general"}).to_string(),
+            422,
+            "validation_failed",
+        ),
+        (
+            json!({"channel": "general", "event": ""}).to_string(),
+            422,
+            "validation_failed",
+        ),
+        (
+            json!({"channel": "general", "event": long_event}).to_string(),
+            422,
+            "validation_failed",
+        ),
+        (
+            json!({"channel": "bad channel", "event": "e"}).to_string(),
+            422,
+            "validation_failed",
+        ),
+        (
+            json!({"channels": [], "event": "e"}).to_string(),
+            422,
+            "validation_failed",
+        ),
+        (
+            json!({"channels": many, "event": "e"}).to_string(),
+            422,
+            "validation_failed",
+        ),
+        (
+            json!({"channel": "general", "event": "e", "socket_id": "nope"}).to_string(),
+            422,
+            "validation_failed",
+        ),
+        (
+            json!({"channel": "general", "event": "e", "unknown": 1}).to_string(),
+            422,
+            "validation_failed",
+        ),
+        (
+            json!({"channel": 5, "event": "e"}).to_string(),
+            422,
+            "validation_failed",
+        ),
+        (
+            json!({"channel": "general", "event": "e", "data": "x".repeat(4096)}).to_string(),
+            413,
+            "payload_too_large",
+        ),
+    ];
+    for (body, status, error) in cases {
+        let (got, answer) = server.post("/api/broadcast", &body).await;
+        assert_eq!(got, status, "{body:.80}: {answer}");
+        assert_eq!(answer["error"], error, "{body:.80}");
+        assert!(
+            answer["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{answer}"
+        );
+    }
+    let (status, answer) = server.get("/api/nothing/here").await;
+    assert_eq!((status, answer["error"].as_str()), (404, Some("not_found")));
+    let (status, _) = server.get("/api/broadcast").await;
+    assert_eq!(status, 405);
+    // The server is still serving.
+    assert_eq!(server.get("/health").await.0, 200);
+}
+
+#[tokio::test]
+async fn api_token_guards_publishing() {
+    let mut config = config();
+    config.api_token = Some("s3cret-token".into());
+    let server = start_with(config).await;
+    let (mut ws, _) = server.connect("/ws?channel=general").await;
+    let body = json!({"channel": "general", "event": "e", "data": {}}).to_string();
+    for token in [None, Some("wrong"), Some("s3cret-token-and-more")] {
+        let (status, answer) = server.post_with("/api/broadcast", &body, token).await;
+        assert_eq!(status, 401, "{token:?}");
+        assert_eq!(answer["error"], "unauthorized");
+    }
+    expect_silence(&mut ws, std::time::Duration::from_millis(200)).await;
+    let (status, answer) = server
+        .post_with("/api/broadcast", &body, Some("s3cret-token"))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(answer["recipients"], 1);
+    assert_eq!(recv_json(&mut ws).await["event"], "e");
+}
+
+#[tokio::test]
+async fn channels_array_and_stats() {
+    let server = start().await;
+    let (mut a, _) = server.connect("/ws?channel=alpha").await;
+    let (mut b, _) = server.connect("/ws?channel=beta").await;
+    let (_c, _) = server.connect("/ws?channel=beta").await;
+    let body = json!({"channels": ["alpha", "beta"], "event": "multi", "data": {"k": "v"}});
+    let (status, answer) = server.post("/api/broadcast", &body.to_string()).await;
+    assert_eq!(status, 200);
+    assert_eq!(answer["recipients"], 3);
+    assert_eq!(recv_json(&mut a).await["channel"], "alpha");
+    assert_eq!(recv_json(&mut b).await["channel"], "beta");
+    send_json(&mut a, json!({"action": "ping"})).await;
+    recv_json(&mut a).await;
+
+    let (status, stats) = server.get("/api/broadcast/stats").await;
+    assert_eq!(status, 200);
+    assert_eq!(stats["connections"], 3);
+    assert_eq!(stats["channels"]["alpha"]["subscribers"], 1);
+    assert_eq!(stats["channels"]["beta"]["subscribers"], 2);
+    assert_eq!(stats["channels"]["beta"]["kind"], "public");
+    assert_eq!(stats["messages"]["published"], 2);
+    assert_eq!(stats["messages"]["delivered"], 3);
+    assert_eq!(stats["messages"]["received"], 1);
+    assert_eq!(stats["driver"], "websocket");
+    assert!(stats["uptime_seconds"].is_u64());
+
+    let (_, channels) = server.get("/api/broadcast/channels").await;
+    assert_eq!(channels["count"], 2);
+    assert_eq!(
+        channels["channels"][1],
+        json!({"name": "beta", "kind": "public", "subscribers": 2})
+    );
+}
+
+#[tokio::test]
+async fn health_ready_and_index() {
+    let server = start().await;
+    assert_eq!(server.get("/health").await, (200, json!({"status": "ok"})));
+    let (status, ready) = server.get("/ready").await;
+    assert_eq!((status, ready["status"].as_str()), (200, Some("ready")));
+    let (_, index) = server.get("/").await;
+    assert_eq!(index["name"], "rustaxum");
+    assert_eq!(index["version"], env!("CARGO_PKG_VERSION"));
+}
+
+#[tokio::test]
+async fn plain_get_on_ws_endpoint_asks_for_upgrade() {
+    let server = start().await;
+    let (status, body) = server.get("/ws?channel=general").await;
+    assert_eq!(status, 426);
+    assert_eq!(body["error"], "upgrade_required");
+}

@@ -1,0 +1,81 @@
+//! The `rustaxum` binary: starts on defaults, refuses unsafe or invalid config, and
+//! shuts down on SIGTERM closing sockets with 1001 and exiting 0.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+
+fn server() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rustaxum"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("BROADCAST_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    cmd
+}
+
+#[tokio::test]
+async fn sigterm_closes_sockets_with_1001_and_exits_zero() {
+    let mut child = server().args(["--port", "0"]).spawn().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let url = line
+        .strip_prefix("rustaxum listening on ")
+        .expect(&line)
+        .to_string();
+    let ws_url = format!("{}/ws?channel=general", url.replacen("http", "ws", 1));
+    let (mut ws, _) = tokio_tungstenite::connect_async(ws_url).await.unwrap();
+    common::recv_json(&mut ws).await;
+
+    let pid = child.id().unwrap().to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let frame = common::expect_close(&mut ws).await.expect("close frame");
+    assert_eq!(u16::from(frame.code), 1001);
+    let exit = tokio::time::timeout(Duration::from_secs(15), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(exit.code(), Some(0));
+}
+
+#[tokio::test]
+async fn invalid_config_stops_startup_naming_the_variable() {
+    let out = server()
+        .env("BROADCAST_WEBSOCKET_PORT", "80x0")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("BROADCAST_WEBSOCKET_PORT") && err.contains("80x0"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn public_address_without_api_token_is_refused() {
+    let out = server()
+        .args(["--host", "0.0.0.0", "--port", "0"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("BROADCAST_API_TOKEN"));
+}
