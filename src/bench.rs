@@ -1,8 +1,213 @@
-//! Fan-out benchmark (`artisan broadcast bench`): placeholder replaced below.
+//! Fan-out benchmark behind `artisan broadcast bench`.
+//!
+//! Connects `--connections` WebSockets to one channel of a running server, measures the
+//! server's resident memory before and after (when `--server-pid` is given, Linux),
+//! then publishes `--messages` events through the HTTP API. Every event carries its
+//! send time; every socket records when it arrived. Reports deliveries per second and
+//! p50/p99/max latency from publish to receipt.
+//!
+//! The clients run in this process, on the same machine as the server, so the figures
+//! are a lower bound of what the server alone can do.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures_util::StreamExt;
+use serde_json::json;
+use tokio::sync::Semaphore;
+use tokio_tungstenite::tungstenite::Message;
+
 use crate::cli::client::{ApiClient, CliError};
 use crate::cli::BenchArgs;
 
-/// Runs the benchmark against a server.
-pub async fn run(_client: &ApiClient, _args: &BenchArgs) -> Result<(), CliError> {
-    Err(CliError::Bench("not built yet".into()))
+/// Connections opened at the same time while connecting.
+const CONNECT_CONCURRENCY: usize = 256;
+
+/// What one benchmark run measured.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BenchReport {
+    /// Sockets connected.
+    pub connections: usize,
+    /// Server memory per idle connection in bytes, when the server's PID was given.
+    pub bytes_per_idle_connection: Option<f64>,
+    /// Messages published.
+    pub messages: usize,
+    /// Copies received by all sockets.
+    pub deliveries: usize,
+    /// Deliveries per second, from the first publish to the last receipt.
+    pub deliveries_per_second: f64,
+    /// Median publish-to-receipt latency in milliseconds.
+    pub p50_ms: f64,
+    /// 99th percentile latency in milliseconds.
+    pub p99_ms: f64,
+    /// Worst latency in milliseconds.
+    pub max_ms: f64,
+}
+
+/// Runs the benchmark and prints its report.
+pub async fn run(client: &ApiClient, args: &BenchArgs) -> Result<(), CliError> {
+    let report = measure(client, args).await?;
+    println!("connections:          {}", report.connections);
+    if let Some(b) = report.bytes_per_idle_connection {
+        println!(
+            "memory per idle conn: {:.1} KiB (server RSS growth / connections)",
+            b / 1024.0
+        );
+    }
+    println!(
+        "messages:             {} × {} subscribers = {} deliveries",
+        report.messages, report.connections, report.deliveries
+    );
+    println!(
+        "throughput:           {:.0} deliveries/s",
+        report.deliveries_per_second
+    );
+    println!(
+        "latency:              p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        report.p50_ms, report.p99_ms, report.max_ms
+    );
+    println!(
+        "json: {}",
+        serde_json::to_string(&report).unwrap_or_default()
+    );
+    Ok(())
+}
+
+/// Runs the benchmark and returns the figures.
+pub async fn measure(client: &ApiClient, args: &BenchArgs) -> Result<BenchReport, CliError> {
+    let n = args.connections.max(1);
+    let url = format!("{}/ws/{}", client.ws_base(), args.channel);
+    let rss_before = args.server_pid.and_then(rss_bytes);
+
+    let started = Instant::now();
+    let permits = Arc::new(Semaphore::new(CONNECT_CONCURRENCY));
+    let mut connecting = Vec::with_capacity(n);
+    for _ in 0..n {
+        let permits = permits.clone();
+        let url = url.clone();
+        connecting.push(tokio::spawn(async move {
+            let _p = permits.acquire().await.map_err(|e| e.to_string())?;
+            let (mut ws, _) = tokio_tungstenite::connect_async(&url)
+                .await
+                .map_err(|e| e.to_string())?;
+            // Wait for subscription_succeeded so the socket is counted as joined.
+            match ws.next().await {
+                Some(Ok(Message::Text(_))) => Ok(ws),
+                other => Err(format!("unexpected greeting: {other:?}")),
+            }
+        }));
+    }
+    let mut sockets = Vec::with_capacity(n);
+    for c in connecting {
+        let ws = c
+            .await
+            .map_err(|e| CliError::Bench(e.to_string()))?
+            .map_err(CliError::Bench)?;
+        sockets.push(ws);
+    }
+    eprintln!("connected {n} sockets in {:.2?}", started.elapsed());
+
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let bytes_per_idle_connection = match (rss_before, args.server_pid.and_then(rss_bytes)) {
+        (Some(a), Some(b)) => Some(b.saturating_sub(a) as f64 / n as f64),
+        _ => None,
+    };
+
+    let messages = args.messages.max(1);
+    let mut readers = Vec::with_capacity(n);
+    for mut ws in sockets {
+        readers.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(messages);
+            let mut last = Instant::now();
+            while latencies.len() < messages {
+                match tokio::time::timeout(Duration::from_secs(30), ws.next()).await {
+                    Ok(Some(Ok(Message::Text(t)))) => {
+                        if let Some(sent) = sent_ns(t.as_str()) {
+                            latencies.push(now_ns().saturating_sub(sent));
+                            last = Instant::now();
+                        }
+                    }
+                    Ok(Some(Ok(_))) => {}
+                    _ => break,
+                }
+            }
+            (latencies, last)
+        }));
+    }
+
+    let padding = "x".repeat(args.payload);
+    let publish_start = Instant::now();
+    let gap = (args.rate > 0).then(|| Duration::from_secs_f64(1.0 / args.rate as f64));
+    for seq in 0..messages {
+        let data = json!({"seq": seq, "pad": padding, "sent_ns": now_ns()});
+        client.publish(&args.channel, "bench", data).await?;
+        if let Some(gap) = gap {
+            tokio::time::sleep(gap).await;
+        }
+    }
+
+    let mut all = Vec::with_capacity(n * messages);
+    let mut last_receipt = publish_start;
+    for r in readers {
+        let (lat, last) = r.await.map_err(|e| CliError::Bench(e.to_string()))?;
+        all.extend(lat);
+        last_receipt = last_receipt.max(last);
+    }
+    if all.is_empty() {
+        return Err(CliError::Bench("no message was received".into()));
+    }
+    all.sort_unstable();
+    let pct = |p: f64| all[((all.len() - 1) as f64 * p) as usize] as f64 / 1e6;
+    let elapsed = last_receipt
+        .duration_since(publish_start)
+        .as_secs_f64()
+        .max(1e-9);
+    Ok(BenchReport {
+        connections: n,
+        bytes_per_idle_connection,
+        messages,
+        deliveries: all.len(),
+        deliveries_per_second: all.len() as f64 / elapsed,
+        p50_ms: pct(0.50),
+        p99_ms: pct(0.99),
+        max_ms: pct(1.0),
+    })
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// Finds `"sent_ns":<digits>` without parsing the whole frame.
+fn sent_ns(frame: &str) -> Option<u64> {
+    let i = frame.find("\"sent_ns\":")? + "\"sent_ns\":".len();
+    let digits: String = frame[i..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
+/// Resident set size of a process in bytes (Linux `/proc/PID/status`).
+pub fn rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_send_time() {
+        assert_eq!(
+            sent_ns(r#"{"data":{"seq":1,"sent_ns":123456789},"x":1}"#),
+            Some(123456789)
+        );
+        assert_eq!(sent_ns(r#"{"data":{}}"#), None);
+    }
 }

@@ -26,7 +26,7 @@ const CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// Queued messages written per flush.
 const WRITE_BATCH: usize = 64;
 /// tungstenite's read buffer per socket (its default, 128 KiB, dominates idle memory).
-pub(crate) const READ_BUFFER: usize = 4 * 1024;
+pub(crate) const READ_BUFFER: usize = 2 * 1024;
 /// Bytes buffered before tungstenite writes to the socket (flushes write sooner).
 pub(crate) const WRITE_BUFFER: usize = 8 * 1024;
 
