@@ -129,13 +129,18 @@ struct Frame<'a, D: Serialize + ?Sized> {
     timestamp: &'a str,
 }
 
-fn frame_text<D: Serialize + ?Sized>(channel: &str, event: &str, data: &D) -> Option<Utf8Bytes> {
-    let ts = now_rfc3339();
+/// Encodes one native frame; `None` (logged) if serialisation fails.
+fn encode_frame<D: Serialize + ?Sized>(
+    channel: &str,
+    event: &str,
+    data: &D,
+    timestamp: &str,
+) -> Option<Utf8Bytes> {
     serde_json::to_string(&Frame {
         channel,
         event,
         data,
-        timestamp: &ts,
+        timestamp,
     })
     .map(Utf8Bytes::from)
     .map_err(|e| tracing::error!(error = %e, "encoding a native frame failed"))
@@ -171,7 +176,7 @@ impl Native {
         event: &str,
         data: &Value,
     ) -> Result<(), Stop> {
-        match frame_text(channel, event, data) {
+        match encode_frame(channel, event, data, &now_rfc3339()) {
             Some(text) => s.send_text(text).await,
             None => Ok(()),
         }
@@ -252,15 +257,12 @@ impl Handler for Native {
 
     fn encode(envelope: &Envelope) -> Option<Utf8Bytes> {
         let data: &RawValue = &envelope.data;
-        serde_json::to_string(&Frame {
-            channel: envelope.channel.name(),
-            event: &envelope.event,
+        encode_frame(
+            envelope.channel.name(),
+            &envelope.event,
             data,
-            timestamp: &envelope.timestamp,
-        })
-        .map(Utf8Bytes::from)
-        .map_err(|e| tracing::error!(error = %e, "encoding a native frame failed"))
-        .ok()
+            &envelope.timestamp,
+        )
     }
 
     async fn on_open(&mut self, s: &mut Session) -> Result<(), Stop> {
