@@ -12,7 +12,9 @@ use std::sync::Arc;
 pub const MAX_CHANNEL_NAME_LEN: usize = 164;
 
 /// What kind of channel a name denotes, which decides how joining it is authorized.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum ChannelKind {
     /// Anyone may join.
@@ -54,8 +56,10 @@ pub enum ChannelError {
 
 /// A validated channel: its kind and its canonical (native) name.
 ///
-/// Cloning is cheap (the name is reference counted).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// Two channels are equal when their canonical names are: the kind is an attribute
+/// (the rules decide that `user.42` is private), not part of the identity. Cloning is
+/// cheap (the name is reference counted).
+#[derive(Debug, Clone)]
 pub struct Channel {
     kind: ChannelKind,
     name: Arc<str>,
@@ -153,6 +157,20 @@ impl Channel {
                 format!("{PUSHER_PRESENCE}{rest}")
             }
         }
+    }
+}
+
+impl PartialEq for Channel {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+    }
+}
+
+impl Eq for Channel {}
+
+impl std::hash::Hash for Channel {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.name.hash(state);
     }
 }
 

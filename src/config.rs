@@ -5,7 +5,12 @@
 //! nothing silently falls back to a default.
 
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::time::Duration;
+
+use jsonwebtoken::Algorithm;
+
+use crate::auth::JwtConfig;
 
 /// A configuration value that could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +94,16 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// `CORS_ALLOWED_ORIGINS`: comma-separated origins or `*`, default `*`.
     pub cors_allowed_origins: Vec<String>,
+    /// JWT verification, present when `JWT_SECRET` or `JWT_PUBLIC_KEY_FILE` is set.
+    pub jwt: Option<JwtConfig>,
+    /// `BROADCAST_PUBLIC_CHANNELS`: extra public channel patterns, comma-separated (`*` wildcard).
+    pub public_channels: Vec<String>,
+    /// `BROADCAST_RULES_FILE`: a TOML file of channel rules.
+    pub rules_file: Option<PathBuf>,
+    /// `BROADCAST_CLIENT_EVENTS_PER_SECOND`: whispers allowed per connection, default 10.
+    pub client_events_per_second: u32,
+    /// `BROADCAST_TOKEN_GRACE`: how long a socket stays open after its token expires, default 5s.
+    pub token_grace: Duration,
 }
 
 impl Default for Config {
@@ -116,6 +131,11 @@ impl Default for Config {
             max_channels_per_connection: 100,
             shutdown_timeout: Duration::from_secs(10),
             cors_allowed_origins: vec!["*".into()],
+            jwt: None,
+            public_channels: Vec::new(),
+            rules_file: None,
+            client_events_per_second: 10,
+            token_grace: Duration::from_secs(5),
         }
     }
 }
@@ -191,6 +211,16 @@ impl Config {
                         .collect()
                 })
                 .unwrap_or(d.cors_allowed_origins),
+            jwt: jwt_config(&env)?,
+            public_channels: env.list("BROADCAST_PUBLIC_CHANNELS"),
+            rules_file: env.string("BROADCAST_RULES_FILE").map(PathBuf::from),
+            client_events_per_second: env
+                .positive("BROADCAST_CLIENT_EVENTS_PER_SECOND")?
+                .map(|n| u32::try_from(n).unwrap_or(u32::MAX))
+                .unwrap_or(d.client_events_per_second),
+            token_grace: env
+                .duration_or_zero("BROADCAST_TOKEN_GRACE")?
+                .unwrap_or(d.token_grace),
         };
         Ok(config)
     }
@@ -222,9 +252,52 @@ impl Config {
     }
 }
 
+fn jwt_config(env: &Env<'_>) -> Result<Option<JwtConfig>, ConfigError> {
+    let secret = env.0("JWT_SECRET").filter(|s| !s.is_empty());
+    let public_key_file = env.string("JWT_PUBLIC_KEY_FILE").map(PathBuf::from);
+    if secret.is_none() && public_key_file.is_none() {
+        return Ok(None);
+    }
+    let algorithm = match env.string("JWT_ALGORITHM") {
+        None => Algorithm::HS256,
+        Some(value) => value.parse::<Algorithm>().map_err(|_| ConfigError::Invalid {
+            var: "JWT_ALGORITHM",
+            value,
+            reason: "expected HS256, HS384, HS512, RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384 or EdDSA".into(),
+        })?,
+    };
+    Ok(Some(JwtConfig {
+        algorithm,
+        secret,
+        public_key_file,
+        audience: env
+            .string("JWT_AUDIENCE")
+            .unwrap_or_else(|| "websocket".into()),
+        leeway: env
+            .duration_or_zero("JWT_LEEWAY")?
+            .unwrap_or(Duration::from_secs(5)),
+    }))
+}
+
 struct Env<'a>(&'a dyn Fn(&str) -> Option<String>);
 
 impl Env<'_> {
+    fn list(&self, var: &str) -> Vec<String> {
+        self.string(var)
+            .map(|v| {
+                v.split(',')
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Like `duration`, but `0` is allowed.
+    fn duration_or_zero(&self, var: &'static str) -> Result<Option<Duration>, ConfigError> {
+        self.parse_duration(var, true)
+    }
+
     fn string(&self, var: &str) -> Option<String> {
         self.0(var)
             .map(|v| v.trim().to_string())
@@ -278,20 +351,32 @@ impl Env<'_> {
 
     /// Durations are whole seconds (`30`), or carry a unit: `500ms`, `30s`, `2m`.
     fn duration(&self, var: &'static str) -> Result<Option<Duration>, ConfigError> {
+        self.parse_duration(var, false)
+    }
+
+    fn parse_duration(
+        &self,
+        var: &'static str,
+        allow_zero: bool,
+    ) -> Result<Option<Duration>, ConfigError> {
         let Some(value) = self.string(var) else {
             return Ok(None);
         };
-        parse_duration(&value)
-            .map(Some)
-            .ok_or_else(|| ConfigError::Invalid {
+        match parse_duration(&value) {
+            Some(d) if allow_zero || !d.is_zero() => Ok(Some(d)),
+            _ => Err(ConfigError::Invalid {
                 var,
                 value,
-                reason: "expected a duration such as 30, 30s, 500ms or 2m".into(),
-            })
+                reason: format!(
+                    "expected a duration such as 30, 30s, 500ms or 2m{}",
+                    if allow_zero { "" } else { " (greater than 0)" }
+                ),
+            }),
+        }
     }
 }
 
-/// Parses `30`, `30s`, `500ms` or `2m` into a non-zero duration.
+/// Parses `30`, `30s`, `500ms` or `2m`.
 pub fn parse_duration(value: &str) -> Option<Duration> {
     let (digits, unit) = match value.find(|c: char| !c.is_ascii_digit()) {
         Some(i) => value.split_at(i),
@@ -304,7 +389,7 @@ pub fn parse_duration(value: &str) -> Option<Duration> {
         "m" => Duration::from_secs(n.checked_mul(60)?),
         _ => return None,
     };
-    (!d.is_zero()).then_some(d)
+    Some(d)
 }
 
 #[cfg(test)]
@@ -353,7 +438,7 @@ mod tests {
         assert_eq!(parse_duration("30"), Some(Duration::from_secs(30)));
         assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
         assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
-        assert_eq!(parse_duration("0s"), None);
+        assert_eq!(parse_duration("0s"), Some(Duration::ZERO));
         assert_eq!(parse_duration("s"), None);
         assert_eq!(parse_duration("5h"), None);
     }
@@ -373,6 +458,26 @@ mod tests {
         .unwrap();
         assert!(c.validate_for_serving().is_ok());
         assert_eq!(c.server_url(), "http://127.0.0.1:8080");
+    }
+
+    #[test]
+    fn jwt_settings() {
+        assert!(config(&[]).unwrap().jwt.is_none());
+        let c = config(&[("JWT_SECRET", "k"), ("JWT_LEEWAY", "0")]).unwrap();
+        let jwt = c.jwt.unwrap();
+        assert_eq!(jwt.algorithm, Algorithm::HS256);
+        assert_eq!(jwt.audience, "websocket");
+        assert_eq!(jwt.leeway, Duration::ZERO);
+        assert!(!format!("{jwt:?}").contains("\"k\""), "secret is redacted");
+        let err = config(&[("JWT_SECRET", "k"), ("JWT_ALGORITHM", "none")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("JWT_ALGORITHM") && err.contains("none"),
+            "{err}"
+        );
+        let c = config(&[("BROADCAST_PUBLIC_CHANNELS", "lobby, kiosk.*")]).unwrap();
+        assert_eq!(c.public_channels, vec!["lobby", "kiosk.*"]);
     }
 
     #[test]

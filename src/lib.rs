@@ -27,6 +27,7 @@ pub mod channel;
 pub mod cli;
 pub mod config;
 pub mod hub;
+pub mod presence;
 pub mod server;
 mod sync;
 pub mod transport;

@@ -10,10 +10,11 @@ use axum::Router;
 use tokio::net::TcpListener;
 use tokio_util::task::TaskTracker;
 
-use crate::auth::{AllowAll, ChannelAuthorizer};
+use crate::auth::{ChannelAuthorizer, ChannelRules, JwtVerifier};
 use crate::broadcasting::{manager, BroadcastError, BroadcastManager};
 use crate::config::{Config, ConfigError};
 use crate::hub::{Hub, HubConfig};
+use crate::presence::{MemoryPresence, Presence};
 use crate::transport::{self, AppState};
 
 /// Why the server could not start.
@@ -28,6 +29,9 @@ pub enum StartError {
     /// The listener failed.
     #[error("listener: {0}")]
     Io(#[from] std::io::Error),
+    /// Private or presence rules exist but no JWT key is configured to verify users.
+    #[error("channel rules need authenticated users but no JWT key is configured: set JWT_SECRET (HS*) or JWT_PUBLIC_KEY_FILE (RS*/ES*)")]
+    NoJwtKey,
 }
 
 /// A broadcasting runtime: hub, manager, authorizer and the sessions it serves.
@@ -62,22 +66,47 @@ impl Rustaxum {
         }));
         let manager = Arc::new(BroadcastManager::from_config(config.clone(), hub.clone()));
         manager.default_driver()?;
+        let verifier = config
+            .jwt
+            .as_ref()
+            .map(JwtVerifier::new)
+            .transpose()?
+            .map(Arc::new);
+        let rules = default_rules(&config, verifier.is_some())?;
         manager::install_if_absent(&manager);
+        let presence = Presence::new(Arc::new(MemoryPresence::new()), hub.clone());
         Ok(Self {
             state: AppState {
                 hub,
                 manager,
                 config,
-                authorizer: Arc::new(AllowAll),
+                authorizer: Arc::new(rules),
+                verifier,
+                presence,
                 sessions: TaskTracker::new(),
                 started: Instant::now(),
             },
         })
     }
 
-    /// Replaces the channel authorizer (the default lets everyone join everything).
+    /// Replaces the channel rules. Fails if they contain private or presence rules and
+    /// no JWT key is configured.
+    pub fn with_rules(self, rules: ChannelRules) -> Result<Self, StartError> {
+        if rules.has_private() && self.state.verifier.is_none() {
+            return Err(StartError::NoJwtKey);
+        }
+        Ok(self.with_authorizer(Arc::new(rules)))
+    }
+
+    /// Replaces the channel authorizer with any implementation.
     pub fn with_authorizer(mut self, authorizer: Arc<dyn ChannelAuthorizer>) -> Self {
         self.state.authorizer = authorizer;
+        self
+    }
+
+    /// Replaces where presence members are kept (the default is in-process memory).
+    pub fn with_presence_store(mut self, store: Arc<dyn crate::presence::PresenceStore>) -> Self {
+        self.state.presence = Presence::new(store, self.state.hub.clone());
         self
     }
 
@@ -118,6 +147,24 @@ impl Rustaxum {
         }
         self.state.manager.close(drain).await;
     }
+}
+
+/// The server's rules: the public channels, then `BROADCAST_RULES_FILE`, then (when a
+/// JWT key is configured) the default private and presence rules.
+fn default_rules(config: &Config, have_key: bool) -> Result<ChannelRules, StartError> {
+    let mut rules = ChannelRules::public_only(&config.public_channels);
+    if let Some(path) = &config.rules_file {
+        rules.load_file(path)?;
+        if rules.has_private() && !have_key {
+            return Err(StartError::NoJwtKey);
+        }
+    }
+    if have_key {
+        rules.add_default_private_rules();
+    } else {
+        tracing::warn!("no JWT key configured (JWT_SECRET or JWT_PUBLIC_KEY_FILE): only public channels can be joined");
+    }
+    Ok(rules)
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves, then stops accepting, closes

@@ -58,7 +58,12 @@ async fn stats_and_channels_show_live_figures() {
     let server = start().await;
     let (_a, _) = server.connect("/ws?channel=general").await;
     let (_b, _) = server.connect("/ws?channel=general").await;
-    let (_c, _) = server.connect("/ws?channel=user.123").await;
+    let (_c, _) = server
+        .connect(&format!(
+            "/ws?channel=user.123&auth_token={}",
+            token("123", json!({}))
+        ))
+        .await;
     let out = artisan(&server, &["broadcast", "stats"]).await;
     assert!(out.status.success(), "{out:?}");
     let text = stdout(&out);
@@ -109,8 +114,18 @@ async fn ping_sends_count_events_at_the_interval() {
 #[tokio::test]
 async fn notify_user_and_system_alert() {
     let server = start().await;
-    let (mut user, _) = server.connect("/ws/user.42").await;
-    let (mut alerts, _) = server.connect("/ws/admin.alerts").await;
+    let (mut user, _) = server
+        .connect(&format!(
+            "/ws/user.42?auth_token={}",
+            token("42", json!({}))
+        ))
+        .await;
+    let (mut alerts, _) = server
+        .connect(&format!(
+            "/ws/admin.alerts?auth_token={}",
+            token("1", json!({"roles": ["admin"]}))
+        ))
+        .await;
     let out = artisan(
         &server,
         &[

@@ -49,7 +49,9 @@ impl Event for UserLoggedIn {}
 async fn dispatching_a_should_broadcast_event_reaches_sockets_and_runs_listeners() {
     let server = start().await;
     broadcasting::install(server.app.manager().clone());
-    let (mut user, _) = server.connect("/ws/user.7").await;
+    let (mut user, _) = server
+        .connect(&format!("/ws/user.7?auth_token={}", token("7", json!({}))))
+        .await;
     let (mut orders, _) = server.connect("/ws/orders").await;
     let (mut general, _) = server.connect("/ws/general").await;
 
@@ -88,9 +90,24 @@ async fn builder_helpers_facade_and_macros() {
     let server = start().await;
     broadcasting::install(server.app.manager().clone());
     let (mut general, _) = server.connect("/ws/general").await;
-    let (mut user, _) = server.connect("/ws/user.42").await;
-    let (mut org, _) = server.connect("/ws/org.5").await;
-    let (mut alerts, _) = server.connect("/ws/admin.alerts").await;
+    let (mut user, _) = server
+        .connect(&format!(
+            "/ws/user.42?auth_token={}",
+            token("42", json!({}))
+        ))
+        .await;
+    let (mut org, _) = server
+        .connect(&format!(
+            "/ws/org.5?auth_token={}",
+            token("9", json!({"orgs": [5]}))
+        ))
+        .await;
+    let (mut alerts, _) = server
+        .connect(&format!(
+            "/ws/admin.alerts?auth_token={}",
+            token("1", json!({"roles": ["admin"]}))
+        ))
+        .await;
 
     let n = broadcast()
         .channel("general")

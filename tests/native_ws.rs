@@ -192,36 +192,48 @@ async fn connection_limit_refuses_with_503() {
 #[tokio::test]
 async fn stalled_client_is_disconnected_while_others_still_receive() {
     let mut config = config();
-    config.send_queue_size = 8;
+    config.send_queue_size = 64;
     let server = start_with(config).await;
-    // The stalled client never reads after the greeting; kernel buffers fill, then its queue.
+    // The stalled client never reads after the greeting: kernel buffers fill, then its queue.
     let (mut stalled, _) = server.connect("/ws?channel=firehose").await;
     let (mut healthy, _) = server.connect("/ws?channel=firehose").await;
     let reader = tokio::spawn(async move {
-        let mut n = 0usize;
-        while n < 300 {
+        let mut ticks = 0usize;
+        loop {
             let msg = recv_json(&mut healthy).await;
-            if msg["event"] == "tick" {
-                n += 1;
+            match msg["event"].as_str() {
+                Some("tick") => ticks += 1,
+                Some("done") => return (ticks, msg["data"]["sent"].as_u64().unwrap_or(0) as usize),
+                _ => {}
             }
         }
-        n
     });
+    // Publish until the server gives up on the stalled client (bounded: 3000 x 64 KiB).
     let blob = "y".repeat(64 * 1024);
-    for i in 0..300 {
+    let mut sent = 0;
+    while server.app.hub().snapshot().slow_disconnects == 0 && sent < 3000 {
         server
-            .publish("firehose", "tick", json!({"i": i, "blob": blob}))
+            .publish("firehose", "tick", json!({"i": sent, "blob": blob}))
             .await;
+        sent += 1;
     }
     assert_eq!(
-        tokio::time::timeout(WAIT * 4, reader)
-            .await
-            .unwrap()
-            .unwrap(),
-        300,
-        "healthy client got everything"
+        server.app.hub().snapshot().slow_disconnects,
+        1,
+        "stalled client disconnected after {sent} messages"
     );
-    wait_for(&server, |s| s.slow_disconnects == 1).await;
+    server
+        .publish("firehose", "done", json!({"sent": sent}))
+        .await;
+    let (ticks, reported) = tokio::time::timeout(WAIT * 4, reader)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (ticks, reported),
+        (sent, sent),
+        "the healthy client got every message"
+    );
     wait_for(&server, |s| s.connections == 1).await;
     // The stalled client, when it finally reads, finds its stream ended (close code 4100
     // if the close frame fit in the buffer, or just the end of the stream).

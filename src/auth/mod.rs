@@ -1,20 +1,47 @@
 //! Who may join which channel.
 //!
-//! Every join (native, and later Pusher and the other protocols) goes through a
-//! [`ChannelAuthorizer`]. The default, [`AllowAll`], treats every channel as public;
-//! JWT identities and Laravel-style rules plug in here.
+//! - [`jwt`]: token verification ([`JwtVerifier`]) turning a JWT into an [`Identity`].
+//! - [`rules`]: Laravel-style channel rules ([`ChannelRules`]), the default authorizer.
+//!
+//! Every join, on every protocol, goes through a [`ChannelAuthorizer`].
+
+pub mod jwt;
+pub mod rules;
+
+pub use jwt::{JwtConfig, JwtVerifier, TokenError};
+pub use rules::{ChannelRules, Params, Pattern};
 
 use crate::channel::Channel;
 
-/// The authenticated user behind a connection.
+/// The authenticated user behind a connection (from the JWT claims).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Identity {
-    /// The user id (JWT `sub`).
+    /// The user id (`sub`).
     pub user_id: String,
-    /// Public information shown to other presence members.
+    /// Public information shown to other presence members (`user_info`, or `{"name"}`).
     pub user_info: serde_json::Value,
-    /// Roles, e.g. `admin`.
+    /// `roles`, e.g. `admin`.
     pub roles: Vec<String>,
+    /// `permissions`.
+    pub permissions: Vec<String>,
+    /// `teams` the user belongs to.
+    pub teams: Vec<String>,
+    /// `orgs` the user belongs to.
+    pub orgs: Vec<String>,
+    /// `exp`, seconds since the Unix epoch.
+    pub expires_at: Option<u64>,
+}
+
+impl Identity {
+    /// Whether the user has `role`.
+    pub fn has_role(&self, role: &str) -> bool {
+        self.roles.iter().any(|r| r == role)
+    }
+
+    /// Whether the user has `permission`.
+    pub fn has_permission(&self, permission: &str) -> bool {
+        self.permissions.iter().any(|p| p == permission)
+    }
 }
 
 /// Why a join was refused.
@@ -23,13 +50,13 @@ pub enum AuthError {
     /// The channel needs an authenticated user and none was given.
     #[error("channel {0} requires authentication")]
     Unauthenticated(String),
-    /// The user is authenticated but no rule allows this channel.
+    /// No rule allows this user on this channel.
     #[error("not allowed to join channel {0}")]
     Forbidden(String),
 }
 
 impl AuthError {
-    /// The HTTP status an upgrade refused for this reason gets.
+    /// The HTTP status an upgrade refused for this reason gets (401 or 403).
     pub fn http_status(&self) -> u16 {
         match self {
             Self::Unauthenticated(_) => 401,
@@ -41,7 +68,7 @@ impl AuthError {
 /// Decides joins. Implementations must be cheap: this runs on every subscribe.
 pub trait ChannelAuthorizer: Send + Sync {
     /// Allows or refuses `identity` (if any) joining `channel`. On success returns the
-    /// channel with its effective kind (rules may decide a native name is private).
+    /// channel with its effective kind (rules decide that `user.42` is private).
     fn authorize(
         &self,
         identity: Option<&Identity>,
@@ -49,8 +76,8 @@ pub trait ChannelAuthorizer: Send + Sync {
     ) -> Result<Channel, AuthError>;
 }
 
-/// Lets everybody join everything. The server's default until channel rules are
-/// configured; do not use it where channels carry private data.
+/// Lets everybody join everything, as public channels. For tests and trusted networks
+/// only; the server uses [`ChannelRules`].
 #[derive(Debug, Clone, Copy, Default)]
 pub struct AllowAll;
 

@@ -91,6 +91,11 @@ impl CloseReason {
         code: 4009,
         reason: "connection terminated",
     };
+    /// The connection's token expired and was not refreshed (get a new token, then reconnect).
+    pub const TOKEN_EXPIRED: Self = Self {
+        code: 4009,
+        reason: "token expired",
+    };
 }
 
 /// Why a subscription was refused by the hub itself (rules are checked before).

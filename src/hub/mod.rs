@@ -112,6 +112,9 @@ pub struct ChannelStats {
     pub kind: ChannelKind,
     /// Subscribed connections.
     pub subscribers: usize,
+    /// Presence members (users, not connections); filled in by the API for presence channels.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub members: Option<usize>,
 }
 
 /// Message counters since start.
@@ -356,6 +359,7 @@ impl Hub {
                     ChannelStats {
                         kind: s.channel.kind(),
                         subscribers: s.subscribers.len(),
+                        members: None,
                     },
                 )
             })

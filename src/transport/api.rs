@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
@@ -16,6 +16,7 @@ use subtle::ConstantTimeEq;
 use super::{ApiError, AppState};
 use crate::broadcasting::event::parse_channels;
 use crate::broadcasting::Payload;
+use crate::channel::{Channel, ChannelKind};
 use crate::hub::SocketId;
 
 /// Most channels one publish may name.
@@ -60,9 +61,20 @@ pub async fn method_not_allowed() -> ApiError {
     )
 }
 
+/// The hub's snapshot with presence member counts filled in.
+async fn snapshot_with_members(st: &AppState) -> crate::hub::StatsSnapshot {
+    let mut snapshot = st.hub.snapshot();
+    for (name, c) in snapshot.channels.iter_mut() {
+        if c.kind == ChannelKind::Presence {
+            c.members = st.presence.members(name).await.ok().map(|m| m.len());
+        }
+    }
+    snapshot
+}
+
 /// `GET /api/broadcast/stats`.
 pub async fn stats(State(st): State<AppState>) -> Json<Value> {
-    let snapshot = st.hub.snapshot();
+    let snapshot = snapshot_with_members(&st).await;
     let mut body = serde_json::to_value(&snapshot).unwrap_or_else(|_| json!({}));
     if let Some(obj) = body.as_object_mut() {
         obj.insert("driver".into(), json!(st.manager.default_driver_name()));
@@ -79,13 +91,42 @@ pub async fn stats(State(st): State<AppState>) -> Json<Value> {
 
 /// `GET /api/broadcast/channels`: occupied channels with kind and subscribers.
 pub async fn channels(State(st): State<AppState>) -> Json<Value> {
-    let snapshot = st.hub.snapshot();
+    let snapshot = snapshot_with_members(&st).await;
     let list: Vec<Value> = snapshot
         .channels
         .iter()
-        .map(|(name, c)| json!({"name": name, "kind": c.kind, "subscribers": c.subscribers}))
+        .map(|(name, c)| {
+            let mut entry = json!({"name": name, "kind": c.kind, "subscribers": c.subscribers});
+            if let Some(m) = c.members {
+                entry["members"] = json!(m);
+            }
+            entry
+        })
         .collect();
     Json(json!({"channels": list, "count": list.len()}))
+}
+
+/// `GET /api/broadcast/channels/{name}/users`: a presence channel's members.
+pub async fn channel_users(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let channel = Channel::parse(&name)
+        .map_err(|e| ApiError::unprocessable(format!("invalid channel: {e}")))?;
+    if channel.kind() != ChannelKind::Presence {
+        return Err(ApiError::unprocessable(format!(
+            "{} is not a presence channel (presence channels are named presence.*)",
+            channel.name()
+        )));
+    }
+    let users = st
+        .presence
+        .members(channel.name())
+        .await
+        .map_err(|e| ApiError::unavailable(e.to_string()))?;
+    Ok(Json(
+        json!({"channel": channel.name(), "users": users, "count": users.len()}),
+    ))
 }
 
 #[derive(Debug, Deserialize)]

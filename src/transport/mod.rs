@@ -6,6 +6,7 @@
 //! - [`error`]: [`ApiError`], JSON errors for every HTTP failure.
 
 pub mod api;
+mod credentials;
 pub mod error;
 pub mod native;
 mod session;
@@ -22,10 +23,11 @@ use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 
 pub use error::ApiError;
 
-use crate::auth::ChannelAuthorizer;
+use crate::auth::{ChannelAuthorizer, JwtVerifier};
 use crate::broadcasting::BroadcastManager;
 use crate::config::{Config, ConfigError};
 use crate::hub::Hub;
+use crate::presence::Presence;
 
 /// Everything a handler needs. Cheap to clone.
 #[derive(Clone)]
@@ -38,6 +40,10 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// Decides channel joins.
     pub authorizer: Arc<dyn ChannelAuthorizer>,
+    /// Verifies tokens; `None` when no JWT key is configured (only public channels then).
+    pub verifier: Option<Arc<JwtVerifier>>,
+    /// Presence channels' members.
+    pub presence: Presence,
     /// Tracks every WebSocket session so shutdown can wait for them.
     pub sessions: TaskTracker,
     /// When the server started.
@@ -53,7 +59,11 @@ pub fn router(state: AppState) -> Result<Router, ConfigError> {
         .route("/ready", get(api::ready))
         .route("/api/broadcast", post(api::publish))
         .route("/api/broadcast/stats", get(api::stats))
-        .route("/api/broadcast/channels", get(api::channels));
+        .route("/api/broadcast/channels", get(api::channels))
+        .route(
+            "/api/broadcast/channels/{name}/users",
+            get(api::channel_users),
+        );
     if state.config.websocket_enabled {
         router = router
             .route("/ws", get(native::upgrade_query))

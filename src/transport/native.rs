@@ -1,67 +1,96 @@
 //! The native protocol on `/ws?channel=..` and `/ws/{channel}`.
 //!
-//! Server frames: `{"channel","event","data","timestamp"}`. Client frames:
-//! `{"action":"ping","data":{..}}`, `{"action":"subscribe","channel":".."}`,
-//! `{"action":"unsubscribe","channel":".."}`. Errors are events named `error` with
-//! `{"code","error","message"}` and never close the socket.
+//! Server frames: `{"channel","event","data","timestamp"}`. Client frames carry an
+//! `action`: `ping`, `subscribe`, `unsubscribe`, `whisper`, `refresh`. Errors are events
+//! named `error` (or `subscription_error`) with `{"code","error","message"}` and never
+//! close the socket.
 
 use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use axum::extract::ws::{Utf8Bytes, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
+use tokio::time::Instant;
 
+use super::credentials::Credentials;
 use super::session::{self, Handler, Session, Stop};
 use super::{ApiError, AppState};
-use crate::channel::Channel;
+use crate::auth::{AuthError, Identity, TokenError};
+use crate::broadcasting::manager::MAX_EVENT_NAME_LEN;
+use crate::channel::{Channel, ChannelKind};
 use crate::hub::{now_rfc3339, Envelope, Protocol, SubscribeError};
+use crate::presence::Member;
 
-/// Error codes in `error` events (the `code` field), mirroring HTTP statuses.
+/// Error codes in `error` / `subscription_error` events (the `code` field), mirroring
+/// HTTP statuses.
 pub mod codes {
     /// The frame is not JSON.
     pub const INVALID_JSON: u16 = 400;
-    /// Authentication is required.
+    /// Authentication is required, or the token is invalid or expired.
     pub const UNAUTHENTICATED: u16 = 401;
-    /// The join was refused by the channel rules.
+    /// Refused by the channel rules, or a client event on a public channel.
     pub const FORBIDDEN: u16 = 403;
-    /// Unsubscribing from a channel the socket has not joined.
+    /// Unsubscribing from, or whispering to, a channel the socket has not joined.
     pub const NOT_SUBSCRIBED: u16 = 404;
     /// Binary frames are not part of the protocol.
     pub const BINARY_NOT_SUPPORTED: u16 = 415;
-    /// Unknown action, missing field or invalid channel name.
+    /// Unknown action, missing field or invalid channel or event name.
     pub const INVALID_FRAME: u16 = 422;
-    /// Too many channels on this connection, or too many messages.
+    /// Too many channels on this connection, or client events over the rate limit.
     pub const LIMIT_EXCEEDED: u16 = 429;
 }
+
+/// Prefix of client event names (whispers).
+pub const CLIENT_EVENT_PREFIX: &str = "client-";
+
+type Upgrade = Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>;
 
 /// `GET /ws?channel=..`
 pub async fn upgrade_query(
     State(st): State<AppState>,
     Query(query): Query<HashMap<String, String>>,
-    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+    headers: HeaderMap,
+    ws: Upgrade,
 ) -> Response {
     let channel = query.get("channel").cloned();
-    upgrade(st, ws, channel)
+    upgrade(st, ws, channel, &headers, &query)
 }
 
 /// `GET /ws/{channel}`
 pub async fn upgrade_path(
     State(st): State<AppState>,
     Path(channel): Path<String>,
-    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    ws: Upgrade,
 ) -> Response {
-    upgrade(st, ws, Some(channel))
+    upgrade(st, ws, Some(channel), &headers, &query)
+}
+
+fn auth_error(e: &AuthError) -> ApiError {
+    match e {
+        AuthError::Unauthenticated(_) => {
+            ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string())
+        }
+        AuthError::Forbidden(_) => ApiError::new(StatusCode::FORBIDDEN, "forbidden", e.to_string()),
+    }
 }
 
 fn upgrade(
     st: AppState,
-    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+    ws: Upgrade,
     channel: Option<String>,
+    headers: &HeaderMap,
+    query: &HashMap<String, String>,
 ) -> Response {
     let ws = match ws {
         Ok(ws) => ws,
@@ -86,22 +115,19 @@ fn upgrade(
         )
         .into_response();
     }
+    let credentials = Credentials::from_request(headers, query);
+    let identity = match credentials.authenticate(&st) {
+        Ok(identity) => identity,
+        Err(e) => return e.into_response(),
+    };
     let initial = match channel
         .filter(|c| !c.is_empty())
         .map(|c| Channel::parse(&c))
     {
         None => None,
-        Some(Ok(ch)) => match st.authorizer.authorize(None, &ch) {
+        Some(Ok(ch)) => match st.authorizer.authorize(identity.as_ref(), &ch) {
             Ok(ch) => Some(ch),
-            Err(e) => {
-                let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::FORBIDDEN);
-                let code = if status == StatusCode::UNAUTHORIZED {
-                    "unauthorized"
-                } else {
-                    "forbidden"
-                };
-                return ApiError::new(status, code, e.to_string()).into_response();
-            }
+            Err(e) => return auth_error(&e).into_response(),
         },
         Some(Err(e)) => {
             return ApiError::unprocessable(format!("invalid channel: {e}")).into_response()
@@ -109,15 +135,24 @@ fn upgrade(
     };
     let limit = st.config.max_message_size;
     let sessions = st.sessions.clone();
-    ws.read_buffer_size(session::READ_BUFFER)
+    let mut ws = ws
+        .read_buffer_size(session::READ_BUFFER)
         .write_buffer_size(session::WRITE_BUFFER)
         .max_message_size(limit)
-        .max_frame_size(limit)
-        .on_upgrade(move |socket| {
-            let (conn, rx) = st.hub.connect(Protocol::Native);
-            let handler = Native { initial };
-            sessions.track_future(session::run(socket, st, conn, rx, handler))
-        })
+        .max_frame_size(limit);
+    if let Some(p) = credentials.subprotocol {
+        ws = ws.protocols([p]);
+    }
+    ws.on_upgrade(move |socket| {
+        let (conn, rx) = st.hub.connect(Protocol::Native);
+        let handler = Native {
+            initial,
+            identity,
+            limiter: None,
+            grace: st.config.token_grace,
+        };
+        sessions.track_future(session::run(socket, st, conn, rx, handler))
+    })
 }
 
 /// A server frame of the native protocol.
@@ -162,10 +197,26 @@ enum ClientFrame {
     Unsubscribe {
         channel: String,
     },
+    Whisper {
+        channel: String,
+        event: String,
+        #[serde(default)]
+        data: Option<Value>,
+    },
+    Refresh {
+        token: String,
+    },
 }
 
 struct Native {
     initial: Option<Channel>,
+    identity: Option<Identity>,
+    limiter: Option<DefaultDirectRateLimiter>,
+    grace: Duration,
+}
+
+fn error_data(code: u16, error: &str, message: &str) -> Value {
+    json!({"code": code, "error": error, "message": message})
 }
 
 impl Native {
@@ -190,11 +241,23 @@ impl Native {
         error: &str,
         message: &str,
     ) -> Result<(), Stop> {
+        self.send(s, channel, "error", &error_data(code, error, message))
+            .await
+    }
+
+    async fn subscription_error(
+        &self,
+        s: &mut Session,
+        channel: &str,
+        code: u16,
+        error: &str,
+        message: &str,
+    ) -> Result<(), Stop> {
         self.send(
             s,
             channel,
-            "error",
-            &json!({"code": code, "error": error, "message": message}),
+            "subscription_error",
+            &error_data(code, error, message),
         )
         .await
     }
@@ -204,50 +267,256 @@ impl Native {
             Ok(c) => c,
             Err(e) => {
                 return self
-                    .send(s, name, "subscription_error", &json!({"code": codes::INVALID_FRAME, "error": "invalid_channel", "message": e.to_string()}))
+                    .subscription_error(
+                        s,
+                        name,
+                        codes::INVALID_FRAME,
+                        "invalid_channel",
+                        &e.to_string(),
+                    )
                     .await
             }
         };
-        let channel = match s.st.authorizer.authorize(None, &channel) {
-            Ok(c) => c,
-            Err(e) => {
-                let code = if e.http_status() == 401 {
-                    codes::UNAUTHENTICATED
-                } else {
-                    codes::FORBIDDEN
-                };
-                return self
-                    .send(
-                        s,
-                        channel.name(),
-                        "subscription_error",
-                        &json!({"code": code, "error": "forbidden", "message": e.to_string()}),
-                    )
-                    .await;
+        match s.st.authorizer.authorize(self.identity.as_ref(), &channel) {
+            Ok(channel) => self.join(s, &channel).await,
+            Err(e @ AuthError::Unauthenticated(_)) => {
+                self.subscription_error(
+                    s,
+                    channel.name(),
+                    codes::UNAUTHENTICATED,
+                    "unauthorized",
+                    &e.to_string(),
+                )
+                .await
             }
-        };
-        self.join(s, &channel).await
+            Err(e @ AuthError::Forbidden(_)) => {
+                self.subscription_error(
+                    s,
+                    channel.name(),
+                    codes::FORBIDDEN,
+                    "forbidden",
+                    &e.to_string(),
+                )
+                .await
+            }
+        }
+    }
+
+    fn member(&self) -> Option<Member> {
+        self.identity.as_ref().map(|u| Member {
+            user_id: u.user_id.clone(),
+            user_info: u.user_info.clone(),
+        })
     }
 
     async fn join(&self, s: &mut Session, channel: &Channel) -> Result<(), Stop> {
-        match s.st.hub.subscribe(&s.conn, channel) {
-            Ok(subscribers) => {
-                let data = json!({
-                    "channel": channel.name(),
-                    "kind": channel.kind(),
-                    "socket_id": s.conn.id().to_string(),
-                    "subscribers": subscribers,
-                });
-                self.send(s, channel.name(), "subscription_succeeded", &data)
-                    .await
-            }
+        let subscribers = match s.st.hub.subscribe(&s.conn, channel) {
+            Ok(n) => n,
             Err(SubscribeError::TooManyChannels(limit)) => {
-                let data = json!({"code": codes::LIMIT_EXCEEDED, "error": "too_many_channels", "message": format!("a connection may join at most {limit} channels")});
-                self.send(s, channel.name(), "subscription_error", &data)
+                let message = format!("a connection may join at most {limit} channels");
+                return self
+                    .subscription_error(
+                        s,
+                        channel.name(),
+                        codes::LIMIT_EXCEEDED,
+                        "too_many_channels",
+                        &message,
+                    )
+                    .await;
+            }
+            Err(SubscribeError::Closing) => return Err(Stop),
+        };
+        let mut data = json!({
+            "channel": channel.name(),
+            "kind": channel.kind(),
+            "socket_id": s.conn.id().to_string(),
+            "subscribers": subscribers,
+        });
+        if channel.kind() == ChannelKind::Presence {
+            // The authorizer only grants presence channels to authenticated users.
+            let Some(member) = self.member() else {
+                return Err(Stop);
+            };
+            match s.st.presence.join(&s.conn, channel, &member).await {
+                Ok(members) => {
+                    data["count"] = json!(members.len());
+                    data["members"] = json!(members);
+                    data["me"] = json!(member);
+                }
+                Err(e) => {
+                    s.st.hub.unsubscribe(&s.conn, channel);
+                    return self
+                        .subscription_error(
+                            s,
+                            channel.name(),
+                            503,
+                            "presence_unavailable",
+                            &e.to_string(),
+                        )
+                        .await;
+                }
+            }
+        }
+        self.send(s, channel.name(), "subscription_succeeded", &data)
+            .await
+    }
+
+    async fn unsubscribe(&self, s: &mut Session, name: &str) -> Result<(), Stop> {
+        let subscribed = Channel::parse(name)
+            .ok()
+            .and_then(|c| s.conn.channels().into_iter().find(|mine| *mine == c));
+        let Some(channel) = subscribed else {
+            return self
+                .error(
+                    s,
+                    name,
+                    codes::NOT_SUBSCRIBED,
+                    "not_subscribed",
+                    "not subscribed to this channel",
+                )
+                .await;
+        };
+        if channel.kind() == ChannelKind::Presence {
+            if let Some(user) = &self.identity {
+                s.st.presence.leave(&s.conn, &channel, &user.user_id).await;
+            }
+        }
+        s.st.hub.unsubscribe(&s.conn, &channel);
+        self.send(
+            s,
+            channel.name(),
+            "unsubscribed",
+            &json!({"channel": channel.name()}),
+        )
+        .await
+    }
+
+    async fn whisper(
+        &mut self,
+        s: &mut Session,
+        name: &str,
+        event: &str,
+        data: Option<Value>,
+    ) -> Result<(), Stop> {
+        let subscribed = Channel::parse(name)
+            .ok()
+            .and_then(|c| s.conn.channels().into_iter().find(|mine| *mine == c));
+        let Some(channel) = subscribed else {
+            return self
+                .error(
+                    s,
+                    name,
+                    codes::NOT_SUBSCRIBED,
+                    "not_subscribed",
+                    "join the channel before sending client events",
+                )
+                .await;
+        };
+        if channel.kind() == ChannelKind::Public {
+            return self
+                .error(
+                    s,
+                    channel.name(),
+                    codes::FORBIDDEN,
+                    "client_events_forbidden",
+                    "client events are only allowed on private and presence channels",
+                )
+                .await;
+        }
+        let event = if event.starts_with(CLIENT_EVENT_PREFIX) {
+            event.to_string()
+        } else {
+            format!("{CLIENT_EVENT_PREFIX}{event}")
+        };
+        if event.len() == CLIENT_EVENT_PREFIX.len() || event.len() > MAX_EVENT_NAME_LEN {
+            return self
+                .error(
+                    s,
+                    channel.name(),
+                    codes::INVALID_FRAME,
+                    "invalid_event",
+                    "event name is empty or too long",
+                )
+                .await;
+        }
+        let per_second = s.st.config.client_events_per_second;
+        let limiter = self.limiter.get_or_insert_with(|| {
+            RateLimiter::direct(Quota::per_second(
+                NonZeroU32::new(per_second).unwrap_or(NonZeroU32::MIN),
+            ))
+        });
+        if limiter.check().is_err() {
+            let message = format!(
+                "client events are limited to {per_second} per second; this one was not delivered"
+            );
+            return self
+                .error(
+                    s,
+                    channel.name(),
+                    codes::LIMIT_EXCEEDED,
+                    "rate_limited",
+                    &message,
+                )
+                .await;
+        }
+        let data = data.unwrap_or_else(|| json!({}));
+        match serde_json::value::to_raw_value(&data) {
+            Ok(raw) => {
+                s.st.hub
+                    .publish(&channel, &event, Arc::from(raw), Some(s.conn.id()));
+                Ok(())
+            }
+            Err(e) => {
+                self.error(
+                    s,
+                    channel.name(),
+                    codes::INVALID_FRAME,
+                    "invalid_frame",
+                    &e.to_string(),
+                )
+                .await
+            }
+        }
+    }
+
+    async fn refresh(&mut self, s: &mut Session, token: &str) -> Result<(), Stop> {
+        let result = match &s.st.verifier {
+            None => Err(TokenError::Malformed(
+                "this server has no JWT key configured".into(),
+            )),
+            Some(v) => v.verify(token),
+        };
+        let fresh = match result {
+            Ok(identity) => identity,
+            Err(e) => {
+                return self
+                    .error(
+                        s,
+                        "",
+                        codes::UNAUTHENTICATED,
+                        "unauthorized",
+                        &e.to_string(),
+                    )
                     .await
             }
-            Err(SubscribeError::Closing) => Err(Stop),
+        };
+        if let Some(current) = &self.identity {
+            if current.user_id != fresh.user_id {
+                return self
+                    .error(
+                        s,
+                        "",
+                        codes::FORBIDDEN,
+                        "forbidden",
+                        &TokenError::DifferentUser.to_string(),
+                    )
+                    .await;
+            }
         }
+        let expires_at = fresh.expires_at;
+        self.identity = Some(fresh);
+        self.send(s, "", "token_refreshed", &json!({"expires_at": expires_at}))
+            .await
     }
 }
 
@@ -265,6 +534,14 @@ impl Handler for Native {
         )
     }
 
+    fn expires_at(&self) -> Option<Instant> {
+        let exp = self.identity.as_ref()?.expires_at?;
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        Some(Instant::now() + Duration::from_secs(exp.saturating_sub(now)) + self.grace)
+    }
+
     async fn on_open(&mut self, s: &mut Session) -> Result<(), Stop> {
         match self.initial.take() {
             Some(channel) => self.join(s, &channel).await,
@@ -272,6 +549,7 @@ impl Handler for Native {
                 let data = json!({
                     "socket_id": s.conn.id().to_string(),
                     "activity_timeout": s.st.config.ping_interval.as_secs(),
+                    "user_id": self.identity.as_ref().map(|u| u.user_id.clone()),
                 });
                 self.send(s, "", "connection_established", &data).await
             }
@@ -308,37 +586,13 @@ impl Handler for Native {
                     .await
             }
             ClientFrame::Subscribe { channel } => self.subscribe(s, &channel).await,
-            ClientFrame::Unsubscribe { channel: name } => {
-                let Ok(channel) = Channel::parse(&name) else {
-                    return self
-                        .error(
-                            s,
-                            &name,
-                            codes::NOT_SUBSCRIBED,
-                            "not_subscribed",
-                            "not subscribed to this channel",
-                        )
-                        .await;
-                };
-                if s.st.hub.unsubscribe(&s.conn, &channel) {
-                    self.send(
-                        s,
-                        channel.name(),
-                        "unsubscribed",
-                        &json!({"channel": channel.name()}),
-                    )
-                    .await
-                } else {
-                    self.error(
-                        s,
-                        channel.name(),
-                        codes::NOT_SUBSCRIBED,
-                        "not_subscribed",
-                        "not subscribed to this channel",
-                    )
-                    .await
-                }
-            }
+            ClientFrame::Unsubscribe { channel } => self.unsubscribe(s, &channel).await,
+            ClientFrame::Whisper {
+                channel,
+                event,
+                data,
+            } => self.whisper(s, &channel, &event, data).await,
+            ClientFrame::Refresh { token } => self.refresh(s, &token).await,
         }
     }
 
@@ -351,5 +605,11 @@ impl Handler for Native {
             "send JSON text frames",
         )
         .await
+    }
+
+    async fn on_close(&mut self, s: &mut Session) {
+        if let Some(user) = &self.identity {
+            s.st.presence.leave_all(&s.conn, &user.user_id).await;
+        }
     }
 }

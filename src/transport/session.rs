@@ -58,8 +58,14 @@ pub(crate) trait Handler: Send {
     /// A binary frame from the client.
     async fn on_binary(&mut self, s: &mut Session, data: &[u8]) -> Result<(), Stop>;
 
+    /// When the connection's credentials expire (it is then closed with
+    /// [`CloseReason::TOKEN_EXPIRED`]); checked after every client frame.
+    fn expires_at(&self) -> Option<Instant> {
+        None
+    }
+
     /// Runs once when the session ends, before the hub forgets the connection.
-    fn on_close(&mut self, _s: &Session) {}
+    async fn on_close(&mut self, _s: &mut Session) {}
 }
 
 /// A live socket and its hub handle.
@@ -141,11 +147,19 @@ pub(crate) async fn run<H: Handler>(
         let deadline = tokio::time::sleep(interval);
         tokio::pin!(deadline);
         let mut awaiting_pong = false;
+        let mut expiry = handler.expires_at();
+        let expiry_timer = tokio::time::sleep_until(expiry.unwrap_or_else(far_future));
+        tokio::pin!(expiry_timer);
         loop {
             tokio::select! {
                 biased;
                 _ = conn.closed() => {
                     s.close(conn.close_reason()).await;
+                    break;
+                }
+                _ = &mut expiry_timer, if expiry.is_some() => {
+                    conn.close(CloseReason::TOKEN_EXPIRED);
+                    s.close(CloseReason::TOKEN_EXPIRED).await;
                     break;
                 }
                 Some(envelope) = rx.recv() => {
@@ -184,6 +198,11 @@ pub(crate) async fn run<H: Handler>(
                     if flow.is_err() {
                         break;
                     }
+                    let now = handler.expires_at();
+                    if now != expiry {
+                        expiry = now;
+                        expiry_timer.as_mut().reset(expiry.unwrap_or_else(far_future));
+                    }
                 }
                 _ = &mut deadline => {
                     if awaiting_pong {
@@ -200,8 +219,12 @@ pub(crate) async fn run<H: Handler>(
             }
         }
     }
-    handler.on_close(&s);
+    handler.on_close(&mut s).await;
     s.st.hub.disconnect(&conn);
+}
+
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(365 * 24 * 3600)
 }
 
 /// Whether a read failed because a frame or message exceeded the size limit.

@@ -25,8 +25,54 @@ pub struct TestServer {
     handle: JoinHandle<Result<(), rustaxum::StartError>>,
 }
 
+pub const SECRET: &str = "test-secret-0123456789-abcdefghijklmnop";
+
+/// Defaults, plus a JWT secret (so the private rules are active) and the ad-hoc channel
+/// names these tests use declared public, as an operator would with BROADCAST_PUBLIC_CHANNELS.
 pub fn config() -> Config {
-    Config::from_lookup(|_| None).expect("default config")
+    Config::from_lookup(|k| match k {
+        "JWT_SECRET" => Some(SECRET.into()),
+        "BROADCAST_PUBLIC_CHANNELS" => {
+            Some("other,news,alpha,beta,chat,firehose,orders,jobs,heartbeat".into())
+        }
+        _ => None,
+    })
+    .expect("test config")
+}
+
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs()
+}
+
+/// An HS256 token for `sub` valid for an hour; `extra` claims are merged in.
+pub fn token(sub: &str, extra: Value) -> String {
+    let mut claims = serde_json::json!({
+        "sub": sub,
+        "aud": ["websocket"],
+        "iat": now(),
+        "exp": now() + 3600,
+        "roles": [],
+        "permissions": [],
+    });
+    if let (Some(c), Some(e)) = (claims.as_object_mut(), extra.as_object()) {
+        for (k, v) in e {
+            c.insert(k.clone(), v.clone());
+        }
+    }
+    sign(&claims)
+}
+
+/// Signs arbitrary claims with the test secret (HS256).
+pub fn sign(claims: &Value) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        claims,
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .expect("sign")
 }
 
 pub async fn start() -> TestServer {

@@ -1,0 +1,158 @@
+//! Presence: who is on a presence channel, per user rather than per connection.
+//!
+//! A user with two tabs is one member: [`PresenceStore::join`] says whether a socket is
+//! the user's first on the channel (then `member_added` is published) and
+//! [`PresenceStore::leave`] whether it was the last (then `member_removed`).
+//! [`MemoryPresence`] keeps this in the process; a shared store (Redis) implements the
+//! same trait for clusters.
+
+mod memory;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::Serialize;
+
+pub use memory::MemoryPresence;
+
+use crate::channel::{Channel, ChannelKind};
+use crate::hub::{now_rfc3339, ConnectionHandle, EnvelopeKind, Hub, SocketId};
+
+/// Native event name when a user joins a presence channel.
+pub const MEMBER_ADDED: &str = "member_added";
+/// Native event name when a user's last connection leaves a presence channel.
+pub const MEMBER_REMOVED: &str = "member_removed";
+
+/// One member of a presence channel.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Member {
+    /// The user id.
+    pub user_id: String,
+    /// Public information about the user.
+    pub user_info: serde_json::Value,
+}
+
+/// The presence backend could not answer.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("presence store unavailable: {0}")]
+pub struct PresenceError(pub String);
+
+/// Where presence state lives.
+#[async_trait]
+pub trait PresenceStore: Send + Sync {
+    /// Records that `socket` of `member` joined `channel`; `true` when it is the user's
+    /// first socket there.
+    async fn join(
+        &self,
+        channel: &str,
+        member: &Member,
+        socket: SocketId,
+    ) -> Result<bool, PresenceError>;
+
+    /// Records that `socket` of `user_id` left `channel`; the member when it was the
+    /// user's last socket there.
+    async fn leave(
+        &self,
+        channel: &str,
+        user_id: &str,
+        socket: SocketId,
+    ) -> Result<Option<Member>, PresenceError>;
+
+    /// The channel's members, one per user, ordered by user id.
+    async fn members(&self, channel: &str) -> Result<Vec<Member>, PresenceError>;
+}
+
+/// Joins and leaves presence channels and tells the other members.
+#[derive(Clone)]
+pub struct Presence {
+    store: Arc<dyn PresenceStore>,
+    hub: Arc<Hub>,
+}
+
+impl std::fmt::Debug for Presence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Presence").finish_non_exhaustive()
+    }
+}
+
+impl Presence {
+    /// Presence over `store`, announcing through `hub`.
+    pub fn new(store: Arc<dyn PresenceStore>, hub: Arc<Hub>) -> Self {
+        Self { store, hub }
+    }
+
+    /// Adds the connection's user and returns the member list (the joiner included).
+    /// The other members get `member_added` if this is the user's first connection.
+    pub async fn join(
+        &self,
+        conn: &ConnectionHandle,
+        channel: &Channel,
+        member: &Member,
+    ) -> Result<Vec<Member>, PresenceError> {
+        if self.store.join(channel.name(), member, conn.id()).await? {
+            self.announce(
+                channel,
+                MEMBER_ADDED,
+                member,
+                Some(conn.id()),
+                EnvelopeKind::MemberAdded,
+            );
+        }
+        self.store.members(channel.name()).await
+    }
+
+    /// Removes the connection from `channel`; the others get `member_removed` if it was
+    /// the user's last connection.
+    pub async fn leave(&self, conn: &ConnectionHandle, channel: &Channel, user_id: &str) {
+        match self.store.leave(channel.name(), user_id, conn.id()).await {
+            Ok(Some(member)) => self.announce(
+                channel,
+                MEMBER_REMOVED,
+                &member,
+                Some(conn.id()),
+                EnvelopeKind::MemberRemoved,
+            ),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(channel = %channel, error = %e, "presence leave failed"),
+        }
+    }
+
+    /// Removes the connection from every presence channel it joined (on disconnect).
+    pub async fn leave_all(&self, conn: &ConnectionHandle, user_id: &str) {
+        for channel in conn
+            .channels()
+            .iter()
+            .filter(|c| c.kind() == ChannelKind::Presence)
+        {
+            self.leave(conn, channel, user_id).await;
+        }
+    }
+
+    /// The members of a channel.
+    pub async fn members(&self, channel: &str) -> Result<Vec<Member>, PresenceError> {
+        self.store.members(channel).await
+    }
+
+    fn announce(
+        &self,
+        channel: &Channel,
+        event: &str,
+        member: &Member,
+        except: Option<SocketId>,
+        kind: EnvelopeKind,
+    ) {
+        match serde_json::value::to_raw_value(member) {
+            Ok(raw) => {
+                self.hub.publish_kind(
+                    channel,
+                    event.into(),
+                    Arc::from(raw),
+                    except,
+                    kind,
+                    now_rfc3339(),
+                );
+            }
+            Err(e) => tracing::error!(error = %e, "encoding a presence event failed"),
+        }
+    }
+}

@@ -1,0 +1,88 @@
+//! Finding and checking the token a WebSocket upgrade carries.
+//!
+//! Accepted, in this order: `?auth_token=`, `?token=`, `Authorization: Bearer <jwt>`,
+//! and the subprotocol `access_token.<jwt>` (for browsers, which cannot set headers on
+//! a WebSocket). A subprotocol token is echoed back as the selected subprotocol, as
+//! browsers require.
+
+use std::collections::HashMap;
+
+use axum::http::{header, HeaderMap, StatusCode};
+
+use super::{ApiError, AppState};
+use crate::auth::{Identity, TokenError};
+
+const SUBPROTOCOL_PREFIX: &str = "access_token.";
+
+/// A token found on a request, and the subprotocol that carried it, if any.
+#[derive(Debug, Default)]
+pub(crate) struct Credentials {
+    pub(crate) token: Option<String>,
+    pub(crate) subprotocol: Option<String>,
+}
+
+impl Credentials {
+    pub(crate) fn from_request(headers: &HeaderMap, query: &HashMap<String, String>) -> Self {
+        let from_query = query
+            .get("auth_token")
+            .or_else(|| query.get("token"))
+            .filter(|t| !t.is_empty())
+            .cloned();
+        if let Some(token) = from_query {
+            return Self {
+                token: Some(token),
+                subprotocol: None,
+            };
+        }
+        let bearer = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty());
+        if let Some(token) = bearer {
+            return Self {
+                token: Some(token.to_string()),
+                subprotocol: None,
+            };
+        }
+        let offered = headers
+            .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .find(|p| p.starts_with(SUBPROTOCOL_PREFIX));
+        match offered {
+            Some(p) => Self {
+                token: Some(p[SUBPROTOCOL_PREFIX.len()..].to_string()),
+                subprotocol: Some(p.to_string()),
+            },
+            None => Self::default(),
+        }
+    }
+
+    /// Verifies the token, if any. A token that does not verify is a 401, never a
+    /// silent downgrade to an anonymous connection.
+    pub(crate) fn authenticate(&self, st: &AppState) -> Result<Option<Identity>, ApiError> {
+        let Some(token) = &self.token else {
+            return Ok(None);
+        };
+        let Some(verifier) = &st.verifier else {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "this server has no JWT key configured and cannot accept tokens",
+            ));
+        };
+        verifier
+            .verify(token)
+            .map(Some)
+            .map_err(|e| token_error(&e))
+    }
+}
+
+/// A token failure as an HTTP 401.
+pub(crate) fn token_error(e: &TokenError) -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string())
+}
