@@ -20,6 +20,9 @@
 //! - [`cli`]: the `artisan` commands, talking to a running server over HTTP.
 //! - [`bench`]: the fan-out benchmark behind `artisan broadcast bench`.
 
+// Library code never unwraps: input from outside gets a typed error instead.
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
+
 pub mod auth;
 pub mod bench;
 pub mod broadcasting;

@@ -149,8 +149,10 @@ impl Rustaxum {
     }
 }
 
-/// The server's rules: the public channels, then `BROADCAST_RULES_FILE`, then (when a
-/// JWT key is configured) the default private and presence rules.
+/// The server's rules: the public channels, then `BROADCAST_RULES_FILE`, then the
+/// default private and presence rules. Without a JWT key the defaults can never pass
+/// (no user can authenticate), so joins get a clear 401; explicitly configured private
+/// rules without a key are a start-up error.
 fn default_rules(config: &Config, have_key: bool) -> Result<ChannelRules, StartError> {
     let mut rules = ChannelRules::public_only(&config.public_channels);
     if let Some(path) = &config.rules_file {
@@ -159,9 +161,8 @@ fn default_rules(config: &Config, have_key: bool) -> Result<ChannelRules, StartE
             return Err(StartError::NoJwtKey);
         }
     }
-    if have_key {
-        rules.add_default_private_rules();
-    } else {
+    rules.add_default_private_rules();
+    if !have_key {
         tracing::warn!("no JWT key configured (JWT_SECRET or JWT_PUBLIC_KEY_FILE): only public channels can be joined");
     }
     Ok(rules)
