@@ -69,9 +69,31 @@ async fn stats_and_channels_show_live_figures() {
     let text = stdout(&out);
     assert!(text.contains("Broadcasting System Statistics"), "{text}");
     assert!(text.contains("general: 2 connections"), "{text}");
-    assert!(text.contains("user.123: 1 connections"), "{text}");
+    assert!(text.contains("user.123: 1 connections (private)"), "{text}");
     assert!(text.contains("Total Active Channels: 2"), "{text}");
     assert!(text.contains("Connections: 3"), "{text}");
+
+    let t = token("9", json!({}));
+    let (_p1, _) = server
+        .connect(&format!("/ws/presence.room.1?auth_token={t}"))
+        .await;
+    let (_p2, _) = server
+        .connect(&format!("/ws/presence.room.1?auth_token={t}"))
+        .await;
+    let text = stdout(&artisan(&server, &["broadcast", "stats"]).await);
+    assert!(
+        text.contains("presence.room.1: 2 connections (presence, 1 members)"),
+        "{text}"
+    );
+    let text = stdout(&artisan(&server, &["broadcast", "channels"]).await);
+    let room = text
+        .lines()
+        .find(|l| l.starts_with("presence.room.1"))
+        .expect(&text);
+    assert_eq!(
+        room.split_whitespace().collect::<Vec<_>>(),
+        ["presence.room.1", "presence", "2", "1"]
+    );
 
     let out = artisan(&server, &["broadcast", "channels"]).await;
     let text = stdout(&out);
@@ -80,8 +102,11 @@ async fn stats_and_channels_show_live_figures() {
         .lines()
         .find(|l| l.starts_with("general"))
         .expect(&text);
-    assert!(general.ends_with('2'), "{general}");
-    assert!(text.contains("2 channel(s)"), "{text}");
+    assert_eq!(
+        general.split_whitespace().collect::<Vec<_>>(),
+        ["general", "public", "2", "-"]
+    );
+    assert!(text.contains("3 channel(s)"), "{text}");
 }
 
 #[tokio::test]

@@ -170,7 +170,11 @@ fn token_names_unknown_alg(token: &str) -> bool {
     let Ok(bytes) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(header) else {
         return false;
     };
-    serde_json::from_slice::<Value>(&bytes).is_ok_and(|h| h.get("alg").is_some())
+    serde_json::from_slice::<Value>(&bytes).is_ok_and(|h| {
+        h.get("alg")
+            .and_then(Value::as_str)
+            .is_some_and(|alg| alg.parse::<Algorithm>().is_err())
+    })
 }
 
 #[derive(Deserialize)]
@@ -223,5 +227,154 @@ impl Claims {
             orgs: self.orgs.into_iter().map(IdLike::into_string).collect(),
             expires_at: Some(self.exp),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine;
+    use jsonwebtoken::{encode, EncodingKey, Header};
+
+    const SECRET: &str = "unit-test-secret";
+
+    fn verifier() -> JwtVerifier {
+        JwtVerifier::new(&JwtConfig {
+            algorithm: Algorithm::HS256,
+            secret: Some(SECRET.into()),
+            public_key_file: None,
+            audience: "websocket".into(),
+            leeway: Duration::from_secs(5),
+        })
+        .unwrap()
+    }
+
+    fn now() -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    }
+
+    fn sign(claims: Value) -> String {
+        encode(
+            &Header::default(),
+            &claims,
+            &EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .unwrap()
+    }
+
+    fn claims() -> Value {
+        json!({"sub": "42", "aud": "websocket", "exp": now() + 60})
+    }
+
+    fn with(key: &str, value: Value) -> Value {
+        let mut c = claims();
+        c[key] = value;
+        c
+    }
+
+    #[test]
+    fn each_failure_has_its_own_error() {
+        let v = verifier();
+        let b64 =
+            |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+        let cases: Vec<(&str, String, TokenError)> = vec![
+            (
+                "expired",
+                sign(with("exp", json!(now() - 60))),
+                TokenError::Expired,
+            ),
+            (
+                "nbf",
+                sign(with("nbf", json!(now() + 600))),
+                TokenError::NotYetValid,
+            ),
+            (
+                "aud",
+                sign(with("aud", json!(["api", "web"]))),
+                TokenError::WrongAudience,
+            ),
+            (
+                "forged",
+                encode(
+                    &Header::default(),
+                    &claims(),
+                    &EncodingKey::from_secret(b"other"),
+                )
+                .unwrap(),
+                TokenError::BadSignature,
+            ),
+            (
+                "alg none",
+                format!("{}.{}.", b64(&json!({"alg": "none"})), b64(&claims())),
+                TokenError::WrongAlgorithm,
+            ),
+            (
+                "HS512 header",
+                encode(
+                    &Header::new(Algorithm::HS512),
+                    &claims(),
+                    &EncodingKey::from_secret(SECRET.as_bytes()),
+                )
+                .unwrap(),
+                TokenError::WrongAlgorithm,
+            ),
+        ];
+        for (what, token, expected) in cases {
+            assert_eq!(v.verify(&token).unwrap_err(), expected, "{what}");
+        }
+        for garbage in ["", "abc", "a.b.c", "...."] {
+            assert!(
+                matches!(v.verify(garbage), Err(TokenError::Malformed(_))),
+                "{garbage:?}"
+            );
+        }
+        let no_sub = sign(json!({"aud": "websocket", "exp": now() + 60}));
+        assert!(matches!(v.verify(&no_sub), Err(TokenError::Malformed(_))));
+    }
+
+    #[test]
+    fn claims_become_an_identity_within_leeway() {
+        let v = verifier();
+        let token = sign(json!({
+            "sub": "42", "aud": ["websocket", "api"], "exp": now() - 2, "iat": now() - 100,
+            "roles": ["admin"], "permissions": ["read"], "name": "Ann", "teams": [7, "x"], "orgs": ["acme"],
+        }));
+        let id = v
+            .verify(&token)
+            .expect("2 s past exp is inside the 5 s leeway");
+        assert_eq!(id.user_id, "42");
+        assert!(id.has_role("admin") && id.has_permission("read"));
+        assert_eq!(id.user_info, json!({"name": "Ann"}));
+        assert_eq!(id.teams, vec!["7", "x"]);
+        assert_eq!(id.orgs, vec!["acme"]);
+    }
+
+    #[test]
+    fn missing_keys_name_their_variable() {
+        let mut c = JwtConfig {
+            algorithm: Algorithm::RS256,
+            secret: Some("s".into()),
+            public_key_file: None,
+            audience: "websocket".into(),
+            leeway: Duration::ZERO,
+        };
+        assert!(JwtVerifier::new(&c)
+            .unwrap_err()
+            .to_string()
+            .contains("JWT_PUBLIC_KEY_FILE"));
+        c.public_key_file = Some("/nonexistent/key.pem".into());
+        assert!(JwtVerifier::new(&c)
+            .unwrap_err()
+            .to_string()
+            .contains("/nonexistent/key.pem"));
+        c.algorithm = Algorithm::HS256;
+        c.secret = None;
+        assert!(JwtVerifier::new(&c)
+            .unwrap_err()
+            .to_string()
+            .contains("JWT_SECRET"));
     }
 }

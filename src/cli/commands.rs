@@ -51,11 +51,14 @@ pub(super) async fn stats(client: &ApiClient) -> Result<(), CliError> {
         println!("  (no active channels)");
     }
     for (name, c) in &channels {
-        println!(
-            "  • {name}: {} connections ({})",
-            c["subscribers"],
-            c["kind"].as_str().unwrap_or("public")
-        );
+        let kind = c["kind"].as_str().unwrap_or("public");
+        match c["members"].as_u64() {
+            Some(m) => println!(
+                "  • {name}: {} connections ({kind}, {m} members)",
+                c["subscribers"]
+            ),
+            None => println!("  • {name}: {} connections ({kind})", c["subscribers"]),
+        }
     }
     println!();
     println!("🔧 Broadcast Configuration:");
@@ -89,10 +92,16 @@ pub(super) async fn channels(client: &ApiClient) -> Result<(), CliError> {
         .max()
         .unwrap_or(7)
         .max(7);
-    println!("{:<width$}  {:<8}  SUBSCRIBERS", "CHANNEL", "KIND");
+    println!(
+        "{:<width$}  {:<8}  {:>11}  MEMBERS",
+        "CHANNEL", "KIND", "SUBSCRIBERS"
+    );
     for c in &list {
+        let members = c["members"]
+            .as_u64()
+            .map_or_else(|| "-".to_string(), |m| m.to_string());
         println!(
-            "{:<width$}  {:<8}  {}",
+            "{:<width$}  {:<8}  {:>11}  {members}",
             c["name"].as_str().unwrap_or(""),
             c["kind"].as_str().unwrap_or(""),
             c["subscribers"]
