@@ -28,6 +28,7 @@ pub mod bench;
 pub mod broadcasting;
 pub mod channel;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod hub;
 pub mod presence;

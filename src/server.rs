@@ -8,13 +8,16 @@ use std::time::Instant;
 
 use axum::Router;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::{ChannelAuthorizer, ChannelRules, JwtVerifier};
 use crate::broadcasting::{manager, BroadcastError, BroadcastManager};
+use crate::cluster::redis::{RedisBroker, RedisPresence};
+use crate::cluster::{Broker, Fanout};
 use crate::config::{Config, ConfigError};
 use crate::hub::{Hub, HubConfig};
-use crate::presence::{MemoryPresence, Presence};
+use crate::presence::{MemoryPresence, Presence, PresenceStore};
 use crate::transport::{self, AppState};
 
 /// Why the server could not start.
@@ -29,6 +32,9 @@ pub enum StartError {
     /// The listener failed.
     #[error("listener: {0}")]
     Io(#[from] std::io::Error),
+    /// `BROADCAST_DRIVER=redis` needs a running tokio runtime to start its tasks.
+    #[error("the redis driver must be started inside a tokio runtime")]
+    NoRuntime,
     /// Private or presence rules exist but no JWT key is configured to verify users.
     #[error("channel rules need authenticated users but no JWT key is configured: set JWT_SECRET (HS*) or JWT_PUBLIC_KEY_FILE (RS*/ES*)")]
     NoJwtKey,
@@ -46,6 +52,8 @@ pub enum StartError {
 #[derive(Clone)]
 pub struct Rustaxum {
     state: AppState,
+    background: TaskTracker,
+    stop: CancellationToken,
 }
 
 impl std::fmt::Debug for Rustaxum {
@@ -64,7 +72,24 @@ impl Rustaxum {
             send_queue_size: config.send_queue_size,
             max_channels_per_connection: config.max_channels_per_connection,
         }));
-        let manager = Arc::new(BroadcastManager::from_config(config.clone(), hub.clone()));
+        let background = TaskTracker::new();
+        let stop = CancellationToken::new();
+        // BROADCAST_DRIVER=redis makes this node part of a cluster: publishes, whispers
+        // and presence go through Redis.
+        let cluster = if config.driver == "redis" {
+            if tokio::runtime::Handle::try_current().is_err() {
+                return Err(StartError::NoRuntime);
+            }
+            Some(RedisBroker::new(&config)?)
+        } else {
+            None
+        };
+        let broker = cluster.clone().map(|b| b as Arc<dyn Broker>);
+        let fanout = Fanout::new(hub.clone(), broker);
+        let manager = Arc::new(BroadcastManager::with_fanout(
+            config.clone(),
+            fanout.clone(),
+        ));
         manager.default_driver()?;
         let verifier = config
             .jwt
@@ -74,7 +99,14 @@ impl Rustaxum {
             .map(Arc::new);
         let rules = default_rules(&config, verifier.is_some())?;
         manager::install_if_absent(&manager);
-        let presence = Presence::new(Arc::new(MemoryPresence::new()), hub.clone());
+        let store: Arc<dyn PresenceStore> = match &cluster {
+            Some(broker) => Arc::new(RedisPresence::new(broker.clone())),
+            None => Arc::new(MemoryPresence::new()),
+        };
+        let presence = Presence::new(store, fanout.clone());
+        if let Some(broker) = &cluster {
+            broker.start(fanout.clone(), stop.clone(), &background);
+        }
         Ok(Self {
             state: AppState {
                 hub,
@@ -83,9 +115,13 @@ impl Rustaxum {
                 authorizer: Arc::new(rules),
                 verifier,
                 presence,
+                fanout,
+                cluster,
                 sessions: TaskTracker::new(),
                 started: Instant::now(),
             },
+            background,
+            stop,
         })
     }
 
@@ -106,7 +142,7 @@ impl Rustaxum {
 
     /// Replaces where presence members are kept (the default is in-process memory).
     pub fn with_presence_store(mut self, store: Arc<dyn crate::presence::PresenceStore>) -> Self {
-        self.state.presence = Presence::new(store, self.state.hub.clone());
+        self.state.presence = Presence::new(store, self.state.fanout.clone());
         self
     }
 
@@ -146,6 +182,14 @@ impl Rustaxum {
             );
         }
         self.state.manager.close(drain).await;
+        self.stop.cancel();
+        self.background.close();
+        if tokio::time::timeout(drain, self.background.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("cluster tasks did not stop in {drain:?}");
+        }
     }
 }
 

@@ -3,7 +3,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 
-use super::drivers::{BroadcastDriver, DriverContext, LocalDriver, LogDriver, NullDriver, Payload};
+use super::drivers::{
+    BroadcastDriver, DriverContext, LocalDriver, LogDriver, NullDriver, Payload, RedisDriver,
+};
 use super::queue::{BroadcastQueue, FailedBroadcast, QueueOptions};
 use super::BroadcastError;
 use crate::channel::Channel;
@@ -99,14 +101,27 @@ impl BroadcastManager {
         });
         manager.extend("log", |_, _| Ok(Arc::new(LogDriver)));
         manager.extend("null", |_, _| Ok(Arc::new(NullDriver)));
+        manager.extend("redis", |_, ctx| {
+            Ok(Arc::new(RedisDriver::from_context(ctx)?))
+        });
         manager
     }
 
     /// A manager from the environment configuration, publishing into `hub`.
     pub fn from_config(config: Arc<crate::config::Config>, hub: Arc<Hub>) -> Self {
+        Self::with_fanout(config, crate::cluster::Fanout::new(hub, None))
+    }
+
+    /// A manager whose drivers publish through `fanout` (a clustered node's broker).
+    pub fn with_fanout(config: Arc<crate::config::Config>, fanout: crate::cluster::Fanout) -> Self {
+        let hub = fanout.hub().clone();
         Self::new(
             BroadcastConfig::from_config(&config),
-            DriverContext { hub, config },
+            DriverContext {
+                hub,
+                fanout,
+                config,
+            },
         )
     }
 

@@ -16,7 +16,9 @@ pub mod testing;
 
 use std::time::Duration;
 
-pub use drivers::{BroadcastDriver, DriverContext, LocalDriver, LogDriver, NullDriver, Payload};
+pub use drivers::{
+    BroadcastDriver, DriverContext, LocalDriver, LogDriver, NullDriver, Payload, RedisDriver,
+};
 pub use event::{dispatch, Dispatchable, Event, EventFacade, EventFake, ShouldBroadcast};
 pub use helpers::{
     broadcast, broadcast_to_channel, broadcast_to_organization, broadcast_to_user, BroadcastFacade,

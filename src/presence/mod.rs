@@ -16,7 +16,8 @@ use serde::Serialize;
 pub use memory::MemoryPresence;
 
 use crate::channel::{Channel, ChannelKind};
-use crate::hub::{now_rfc3339, ConnectionHandle, EnvelopeKind, Hub, SocketId};
+use crate::cluster::Fanout;
+use crate::hub::{ConnectionHandle, EnvelopeKind, SocketId};
 
 /// Native event name when a user joins a presence channel.
 pub const MEMBER_ADDED: &str = "member_added";
@@ -62,11 +63,11 @@ pub trait PresenceStore: Send + Sync {
     async fn members(&self, channel: &str) -> Result<Vec<Member>, PresenceError>;
 }
 
-/// Joins and leaves presence channels and tells the other members.
+/// Joins and leaves presence channels and tells the other members (on every node).
 #[derive(Clone)]
 pub struct Presence {
     store: Arc<dyn PresenceStore>,
-    hub: Arc<Hub>,
+    fanout: Fanout,
 }
 
 impl std::fmt::Debug for Presence {
@@ -76,9 +77,9 @@ impl std::fmt::Debug for Presence {
 }
 
 impl Presence {
-    /// Presence over `store`, announcing through `hub`.
-    pub fn new(store: Arc<dyn PresenceStore>, hub: Arc<Hub>) -> Self {
-        Self { store, hub }
+    /// Presence over `store`, announcing through `fanout` (to the whole cluster).
+    pub fn new(store: Arc<dyn PresenceStore>, fanout: Fanout) -> Self {
+        Self { store, fanout }
     }
 
     /// Adds the connection's user and returns the member list (the joiner included).
@@ -90,13 +91,9 @@ impl Presence {
         member: &Member,
     ) -> Result<Vec<Member>, PresenceError> {
         if self.store.join(channel.name(), member, conn.id()).await? {
-            self.announce(
-                channel,
-                MEMBER_ADDED,
-                member,
-                Some(conn.id()),
-                EnvelopeKind::MemberAdded,
-            );
+            let kind = EnvelopeKind::MemberAdded;
+            self.announce(channel, MEMBER_ADDED, member, Some(conn.id()), kind)
+                .await;
         }
         self.store.members(channel.name()).await
     }
@@ -105,13 +102,11 @@ impl Presence {
     /// the user's last connection.
     pub async fn leave(&self, conn: &ConnectionHandle, channel: &Channel, user_id: &str) {
         match self.store.leave(channel.name(), user_id, conn.id()).await {
-            Ok(Some(member)) => self.announce(
-                channel,
-                MEMBER_REMOVED,
-                &member,
-                Some(conn.id()),
-                EnvelopeKind::MemberRemoved,
-            ),
+            Ok(Some(member)) => {
+                let kind = EnvelopeKind::MemberRemoved;
+                self.announce(channel, MEMBER_REMOVED, &member, Some(conn.id()), kind)
+                    .await;
+            }
             Ok(None) => {}
             Err(e) => tracing::warn!(channel = %channel, error = %e, "presence leave failed"),
         }
@@ -133,7 +128,7 @@ impl Presence {
         self.store.members(channel).await
     }
 
-    fn announce(
+    async fn announce(
         &self,
         channel: &Channel,
         event: &str,
@@ -141,18 +136,16 @@ impl Presence {
         except: Option<SocketId>,
         kind: EnvelopeKind,
     ) {
-        match serde_json::value::to_raw_value(member) {
-            Ok(raw) => {
-                self.hub.publish_kind(
-                    channel,
-                    event.into(),
-                    Arc::from(raw),
-                    except,
-                    kind,
-                    now_rfc3339(),
-                );
-            }
-            Err(e) => tracing::error!(error = %e, "encoding a presence event failed"),
+        let raw = match serde_json::value::to_raw_value(member) {
+            Ok(raw) => raw,
+            Err(e) => return tracing::error!(error = %e, "encoding a presence event failed"),
+        };
+        if let Err(e) = self
+            .fanout
+            .publish(channel, event, Arc::from(raw), except, kind)
+            .await
+        {
+            tracing::warn!(channel = %channel, error = %e, "announcing a presence change failed");
         }
     }
 }

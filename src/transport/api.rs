@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
@@ -17,6 +17,7 @@ use super::{ApiError, AppState};
 use crate::broadcasting::event::parse_channels;
 use crate::broadcasting::Payload;
 use crate::channel::{Channel, ChannelKind};
+use crate::cluster::Broker;
 use crate::hub::SocketId;
 
 /// Most channels one publish may name.
@@ -32,18 +33,29 @@ pub async fn health() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// `GET /ready`: 200 while serving, 503 while shutting down.
+/// `GET /ready`: 200 while serving; 503 while shutting down, or `degraded` while a
+/// clustered node cannot reach Redis (it still serves its own sockets).
 pub async fn ready(State(st): State<AppState>) -> impl IntoResponse {
     if st.hub.is_shutting_down() {
-        (
+        return (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(json!({"status": "shutting_down"})),
-        )
-    } else {
-        (
+        );
+    }
+    let driver = st.manager.default_driver_name();
+    match &st.cluster {
+        Some(broker) if !broker.healthy() => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "degraded", "driver": driver, "redis": broker.status()})),
+        ),
+        Some(broker) => (
             StatusCode::OK,
-            Json(json!({"status": "ready", "driver": st.manager.default_driver_name()})),
-        )
+            Json(json!({"status": "ready", "driver": driver, "redis": broker.status()})),
+        ),
+        None => (
+            StatusCode::OK,
+            Json(json!({"status": "ready", "driver": driver})),
+        ),
     }
 }
 
@@ -72,12 +84,44 @@ async fn snapshot_with_members(st: &AppState) -> crate::hub::StatsSnapshot {
     snapshot
 }
 
-/// `GET /api/broadcast/stats`.
-pub async fn stats(State(st): State<AppState>) -> Json<Value> {
-    let snapshot = snapshot_with_members(&st).await;
+/// `GET /api/broadcast/stats[?scope=cluster]`: this node, or every live node summed.
+pub async fn stats(
+    State(st): State<AppState>,
+    Query(q): Query<StatsQuery>,
+) -> Result<Json<Value>, ApiError> {
+    match q.scope.as_deref() {
+        None | Some("local") => Ok(local_stats(&st).await),
+        Some("cluster") => match &st.cluster {
+            Some(broker) => Ok(Json(broker.cluster_stats().await?)),
+            None => {
+                let mut body = local_stats(&st).await.0;
+                body["scope"] = json!("cluster");
+                body["nodes"] = json!(["local"]);
+                Ok(Json(body))
+            }
+        },
+        Some(other) => Err(ApiError::unprocessable(format!(
+            "scope must be local or cluster, not {other:?}"
+        ))),
+    }
+}
+
+/// Query of the stats endpoint.
+#[derive(Debug, Deserialize)]
+pub struct StatsQuery {
+    #[serde(default)]
+    scope: Option<String>,
+}
+
+async fn local_stats(st: &AppState) -> Json<Value> {
+    let snapshot = snapshot_with_members(st).await;
     let mut body = serde_json::to_value(&snapshot).unwrap_or_else(|_| json!({}));
     if let Some(obj) = body.as_object_mut() {
+        obj.insert("scope".into(), json!("local"));
         obj.insert("driver".into(), json!(st.manager.default_driver_name()));
+        if let Some(broker) = &st.cluster {
+            obj.insert("redis".into(), broker.status());
+        }
         obj.insert(
             "queue".into(),
             json!({

@@ -25,6 +25,8 @@ pub use error::ApiError;
 
 use crate::auth::{ChannelAuthorizer, JwtVerifier};
 use crate::broadcasting::BroadcastManager;
+use crate::cluster::redis::RedisBroker;
+use crate::cluster::Fanout;
 use crate::config::{Config, ConfigError};
 use crate::hub::Hub;
 use crate::presence::Presence;
@@ -44,6 +46,10 @@ pub struct AppState {
     pub verifier: Option<Arc<JwtVerifier>>,
     /// Presence channels' members.
     pub presence: Presence,
+    /// Publishes to the whole cluster (whispers, presence events).
+    pub fanout: Fanout,
+    /// This node's Redis broker when clustered.
+    pub cluster: Option<Arc<RedisBroker>>,
     /// Tracks every WebSocket session so shutdown can wait for them.
     pub sessions: TaskTracker,
     /// When the server started.

@@ -27,7 +27,7 @@ use super::{ApiError, AppState};
 use crate::auth::{AuthError, Identity, TokenError};
 use crate::broadcasting::manager::MAX_EVENT_NAME_LEN;
 use crate::channel::{Channel, ChannelKind};
-use crate::hub::{now_rfc3339, Envelope, Protocol, SubscribeError};
+use crate::hub::{now_rfc3339, Envelope, EnvelopeKind, Protocol, SubscribeError};
 use crate::presence::Member;
 
 /// Error codes in `error` / `subscription_error` events (the `code` field), mirroring
@@ -462,9 +462,18 @@ impl Native {
         let data = data.unwrap_or_else(|| json!({}));
         match serde_json::value::to_raw_value(&data) {
             Ok(raw) => {
-                s.st.hub
-                    .publish(&channel, &event, Arc::from(raw), Some(s.conn.id()));
-                Ok(())
+                let id = Some(s.conn.id());
+                let sent =
+                    s.st.fanout
+                        .publish(&channel, &event, Arc::from(raw), id, EnvelopeKind::Event)
+                        .await;
+                match sent {
+                    Ok(_) => Ok(()),
+                    Err(e) => {
+                        self.error(s, channel.name(), 503, "unavailable", &e.to_string())
+                            .await
+                    }
+                }
             }
             Err(e) => {
                 self.error(

@@ -3,6 +3,7 @@
 mod local;
 mod log;
 mod null;
+mod redis;
 
 use std::sync::Arc;
 
@@ -12,6 +13,7 @@ use serde_json::value::RawValue;
 pub use local::LocalDriver;
 pub use log::LogDriver;
 pub use null::NullDriver;
+pub use redis::RedisDriver;
 
 use super::BroadcastError;
 use crate::channel::Channel;
@@ -55,6 +57,8 @@ pub trait BroadcastDriver: Send + Sync {
 pub struct DriverContext {
     /// The in-process hub (for drivers that deliver locally).
     pub hub: Arc<Hub>,
+    /// Cluster-wide fan-out (has a broker when this node is part of a cluster).
+    pub fanout: crate::cluster::Fanout,
     /// The full configuration.
     pub config: Arc<crate::config::Config>,
 }

@@ -1,0 +1,56 @@
+use async_trait::async_trait;
+
+use super::{BroadcastDriver, DriverContext, Payload};
+use crate::broadcasting::BroadcastError;
+use crate::channel::Channel;
+use crate::cluster::redis::RedisBroker;
+use crate::cluster::Fanout;
+
+/// The `redis` driver: publishes through Redis to every node (Laravel's payload format
+/// plus rustaxum's node id), then delivers to this node's sockets.
+///
+/// In the server the driver shares the node's broker. A Rust application without a
+/// server in its process gets a publish-only broker of its own.
+#[derive(Debug, Clone)]
+pub struct RedisDriver {
+    fanout: Fanout,
+}
+
+impl RedisDriver {
+    /// A driver over a fan-out that has a broker.
+    pub fn new(fanout: Fanout) -> Self {
+        Self { fanout }
+    }
+
+    /// The driver for a manager's context: the node's broker, or a new publish-only one.
+    pub fn from_context(ctx: &DriverContext) -> Result<Self, BroadcastError> {
+        if ctx.fanout.broker().is_some() {
+            return Ok(Self::new(ctx.fanout.clone()));
+        }
+        let broker = RedisBroker::new(&ctx.config).map_err(|e| BroadcastError::Unavailable {
+            driver: "redis".into(),
+            reason: e.to_string(),
+        })?;
+        Ok(Self::new(Fanout::new(ctx.hub.clone(), Some(broker))))
+    }
+}
+
+#[async_trait]
+impl BroadcastDriver for RedisDriver {
+    fn name(&self) -> &str {
+        "redis"
+    }
+
+    async fn broadcast(
+        &self,
+        channels: &[Channel],
+        event: &str,
+        payload: &Payload,
+    ) -> Result<usize, BroadcastError> {
+        let report = self
+            .fanout
+            .publish_many(channels, event, payload.data.clone(), payload.socket)
+            .await?;
+        Ok(report.delivered)
+    }
+}

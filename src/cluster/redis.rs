@@ -1,0 +1,707 @@
+//! The Redis broker: pub/sub between nodes, node heartbeats, cluster stats, and the
+//! Redis [`PresenceStore`].
+//!
+//! Keys and channels (all under `BROADCAST_CHANNELS_PREFIX`, written `{p}` here):
+//!
+//! | what | Redis |
+//! |---|---|
+//! | a broadcast on channel `c` | `PUBLISH {p}c {"event","data","socket","node","kind"}` |
+//! | node liveness and its stats | `{p}rustaxum:node:{id}` (string, TTL 10 s, refreshed every 2 s) and set `{p}rustaxum:nodes` |
+//! | presence members of `c` | hash `{p}rustaxum:presence:c:members` (user id → member JSON) |
+//! | a user's sockets on `c` | set `{p}rustaxum:presence:c:sockets:{user}` of `node|socket` |
+//! | channels with presence | set `{p}rustaxum:presence:channels` |
+//!
+//! A node that dies without saying goodbye stops refreshing its key; within the TTL plus
+//! one janitor period (≤ 13 s) every live node's janitor removes its sockets, and the
+//! users that had no other socket get `member_removed`. The scripts touch keys they
+//! compute, so this needs a standalone Redis (or Sentinel), not Redis Cluster.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{AsyncCommands, RedisResult, Script};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::breaker::{BreakerState, CircuitBreaker};
+use super::{Broker, Fanout};
+use crate::broadcasting::BroadcastError;
+use crate::channel::Channel;
+use crate::config::{Config, ConfigError};
+use crate::hub::{now_rfc3339, EnvelopeKind, Hub, SocketId};
+use crate::presence::{Member, PresenceError, PresenceStore, MEMBER_REMOVED};
+
+/// How often a node refreshes its liveness key.
+pub const HEARTBEAT: Duration = Duration::from_secs(2);
+/// How long a node's liveness key lives without refresh.
+pub const NODE_TTL: Duration = Duration::from_secs(10);
+/// How often each node looks for dead nodes' presence entries.
+pub const JANITOR: Duration = Duration::from_secs(3);
+/// Time limit of one Redis command or connection attempt.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
+/// Consecutive failures that open the circuit.
+pub const BREAKER_THRESHOLD: u32 = 3;
+/// How long the circuit stays open before a probe.
+pub const BREAKER_COOLDOWN: Duration = Duration::from_secs(2);
+
+const NAME: &str = "redis";
+
+/// A message between nodes, and the format Laravel's Redis broadcaster publishes
+/// (`{"event","data","socket"}`; `node` and `kind` are rustaxum's additions).
+#[derive(Serialize, Deserialize)]
+struct Wire<'a> {
+    event: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    data: Option<&'a RawValue>,
+    #[serde(default)]
+    socket: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    node: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    kind: Option<std::borrow::Cow<'a, str>>,
+}
+
+/// Counters of the broker's life, for the stats endpoint.
+#[derive(Debug, Default)]
+struct Counters {
+    published: AtomicU64,
+    publish_failures: AtomicU64,
+    received: AtomicU64,
+    skipped_own: AtomicU64,
+    invalid: AtomicU64,
+    subscriptions: AtomicU64,
+    subscription_losses: AtomicU64,
+}
+
+/// The Redis broker of one node.
+pub struct RedisBroker {
+    node_id: String,
+    prefix: String,
+    client: redis::Client,
+    conn: tokio::sync::Mutex<Option<ConnectionManager>>,
+    breaker: CircuitBreaker,
+    subscribed: AtomicBool,
+    counters: Counters,
+}
+
+impl std::fmt::Debug for RedisBroker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisBroker")
+            .field("node_id", &self.node_id)
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+fn unavailable(reason: impl std::fmt::Display) -> BroadcastError {
+    BroadcastError::Unavailable {
+        driver: NAME.into(),
+        reason: reason.to_string(),
+    }
+}
+
+impl RedisBroker {
+    /// A broker for the configured Redis; connects lazily, so a Redis that is down at
+    /// start-up only makes the node degraded.
+    pub fn new(config: &Config) -> Result<Arc<Self>, ConfigError> {
+        let url = config.redis.connection_url();
+        let client = redis::Client::open(url.as_str()).map_err(|e| ConfigError::Invalid {
+            var: if config.redis.url.is_some() {
+                "REDIS_URL"
+            } else {
+                "BROADCAST_REDIS_HOST"
+            },
+            value: config
+                .redis
+                .url
+                .clone()
+                .unwrap_or_else(|| config.redis.host.clone()),
+            reason: format!("not a usable Redis address: {e}"),
+        })?;
+        Ok(Arc::new(Self {
+            node_id: format!("{:016x}", rand::random::<u64>()),
+            prefix: config.channels_prefix.clone(),
+            client,
+            conn: tokio::sync::Mutex::new(None),
+            breaker: CircuitBreaker::new(BREAKER_THRESHOLD, BREAKER_COOLDOWN),
+            subscribed: AtomicBool::new(false),
+            counters: Counters::default(),
+        }))
+    }
+
+    /// This node's id in the cluster.
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    fn key(&self, rest: &str) -> String {
+        format!("{}rustaxum:{rest}", self.prefix)
+    }
+
+    async fn connection(&self) -> Result<ConnectionManager, BroadcastError> {
+        let mut slot = self.conn.lock().await;
+        if let Some(c) = slot.as_ref() {
+            return Ok(c.clone());
+        }
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(COMMAND_TIMEOUT))
+            .set_response_timeout(Some(COMMAND_TIMEOUT))
+            .set_number_of_retries(1);
+        let conn = tokio::time::timeout(
+            COMMAND_TIMEOUT * 2,
+            self.client.get_connection_manager_with_config(config),
+        )
+        .await
+        .map_err(|_| unavailable("connecting timed out"))?
+        .map_err(unavailable)?;
+        *slot = Some(conn.clone());
+        Ok(conn)
+    }
+
+    /// Runs one Redis operation behind the circuit breaker and a time limit.
+    async fn exec<T, F, Fut>(&self, op: F) -> Result<T, BroadcastError>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: Future<Output = RedisResult<T>>,
+    {
+        if !self.breaker.allow() {
+            return Err(unavailable(
+                "circuit open after repeated failures; retrying shortly",
+            ));
+        }
+        let result = match self.connection().await {
+            Ok(conn) => match tokio::time::timeout(COMMAND_TIMEOUT, op(conn)).await {
+                Ok(Ok(v)) => Ok(v),
+                Ok(Err(e)) => Err(unavailable(e)),
+                Err(_) => Err(unavailable("command timed out")),
+            },
+            Err(e) => Err(e),
+        };
+        match &result {
+            Ok(_) => self.breaker.success(),
+            Err(_) => self.breaker.failure(),
+        }
+        result
+    }
+
+    /// Starts the subscriber, heartbeat and janitor tasks; they stop when `stop` is cancelled.
+    pub fn start(self: &Arc<Self>, fanout: Fanout, stop: CancellationToken, tasks: &TaskTracker) {
+        tasks.spawn(
+            self.clone()
+                .subscribe_loop(fanout.hub().clone(), stop.clone()),
+        );
+        tasks.spawn(
+            self.clone()
+                .heartbeat_loop(fanout.hub().clone(), stop.clone()),
+        );
+        tasks.spawn(self.clone().janitor_loop(fanout, stop));
+    }
+
+    async fn subscribe_loop(self: Arc<Self>, hub: Arc<Hub>, stop: CancellationToken) {
+        let pattern = format!("{}*", escape_glob(&self.prefix));
+        let mut backoff = Duration::from_millis(100);
+        while !stop.is_cancelled() {
+            let connected = tokio::time::timeout(COMMAND_TIMEOUT * 2, async {
+                let mut pubsub = self.client.get_async_pubsub().await?;
+                pubsub.psubscribe(&pattern).await?;
+                RedisResult::Ok(pubsub)
+            })
+            .await;
+            if let Ok(Ok(mut pubsub)) = connected {
+                self.subscribed.store(true, Ordering::Release);
+                self.counters.subscriptions.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(node = %self.node_id, pattern = %pattern, "subscribed to Redis");
+                backoff = Duration::from_millis(100);
+                let mut messages = pubsub.on_message();
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        msg = messages.next() => match msg {
+                            Some(msg) => self.deliver(&hub, &msg),
+                            None => break,
+                        },
+                    }
+                }
+                self.subscribed.store(false, Ordering::Release);
+                self.counters
+                    .subscription_losses
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(node = %self.node_id, "lost the Redis subscription; reconnecting");
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+        }
+    }
+
+    fn deliver(&self, hub: &Hub, msg: &redis::Msg) {
+        self.counters.received.fetch_add(1, Ordering::Relaxed);
+        let name = msg.get_channel_name();
+        let Some(channel) = name
+            .strip_prefix(self.prefix.as_str())
+            .and_then(|n| Channel::parse(n).ok())
+        else {
+            self.counters.invalid.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let payload = msg.get_payload_bytes();
+        let Ok(wire) = serde_json::from_slice::<Wire<'_>>(payload) else {
+            self.counters.invalid.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(channel = %channel, "ignoring a Redis message that is not {{\"event\",\"data\"}} JSON");
+            return;
+        };
+        if wire.node.as_deref() == Some(self.node_id.as_str()) {
+            self.counters.skipped_own.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let except = match &wire.socket {
+            Some(Value::String(s)) => s.parse::<SocketId>().ok(),
+            _ => None,
+        };
+        let kind = match wire.kind.as_deref() {
+            Some("member_added") => EnvelopeKind::MemberAdded,
+            Some("member_removed") => EnvelopeKind::MemberRemoved,
+            _ => EnvelopeKind::Event,
+        };
+        let data: Arc<RawValue> = match wire.data {
+            Some(d) => Arc::from(d.to_owned()),
+            None => match serde_json::value::to_raw_value(&json!({})) {
+                Ok(d) => Arc::from(d),
+                Err(_) => return,
+            },
+        };
+        hub.publish_kind(
+            &channel,
+            wire.event.as_ref().into(),
+            data,
+            except,
+            kind,
+            now_rfc3339(),
+        );
+    }
+
+    async fn heartbeat_loop(self: Arc<Self>, hub: Arc<Hub>, stop: CancellationToken) {
+        let node_key = self.key(&format!("node:{}", self.node_id));
+        let nodes_key = self.key("nodes");
+        loop {
+            let snapshot =
+                serde_json::to_string(&json!({"node": self.node_id, "stats": hub.snapshot()}))
+                    .unwrap_or_default();
+            let (nk, nsk, id) = (node_key.clone(), nodes_key.clone(), self.node_id.clone());
+            let ttl = NODE_TTL.as_millis() as u64;
+            let beat = self
+                .exec(|mut c| async move {
+                    redis::pipe()
+                        .set_options(
+                            &nk,
+                            snapshot,
+                            redis::SetOptions::default().with_expiration(redis::SetExpiry::PX(ttl)),
+                        )
+                        .sadd(&nsk, &id)
+                        .query_async::<()>(&mut c)
+                        .await
+                })
+                .await;
+            if let Err(e) = beat {
+                tracing::debug!(error = %e, "heartbeat failed");
+            }
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tokio::time::sleep(HEARTBEAT) => {}
+            }
+        }
+        // Leaving on purpose: drop the liveness key so the cluster stops counting us.
+        let _ = self
+            .exec(|mut c| async move { c.del::<_, ()>(&node_key).await })
+            .await;
+    }
+
+    async fn janitor_loop(self: Arc<Self>, fanout: Fanout, stop: CancellationToken) {
+        let script = Script::new(CLEANUP_LUA);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(JANITOR) => {}
+            }
+            let channels_key = self.key("presence:channels");
+            let ck = channels_key.clone();
+            let Ok(channels) = self
+                .exec(|mut c| async move { c.smembers::<_, Vec<String>>(&ck).await })
+                .await
+            else {
+                continue;
+            };
+            for name in channels {
+                let Ok(channel) = Channel::parse(&name) else {
+                    continue;
+                };
+                let members_key = self.key(&format!("presence:{name}:members"));
+                let sockets_prefix = self.key(&format!("presence:{name}:sockets:"));
+                let node_prefix = self.key("node:");
+                let (s, ck, n) = (&script, channels_key.clone(), name.clone());
+                let removed: Vec<String> = match self
+                    .exec(|mut c| async move {
+                        s.key(members_key)
+                            .key(ck)
+                            .arg(n)
+                            .arg(sockets_prefix)
+                            .arg(node_prefix)
+                            .invoke_async(&mut c)
+                            .await
+                    })
+                    .await
+                {
+                    Ok(r) => r,
+                    Err(_) => continue,
+                };
+                for member in removed {
+                    let Ok(raw) = RawValue::from_string(member) else {
+                        continue;
+                    };
+                    tracing::info!(channel = %channel, member = raw.get(), "removing a member of a node that stopped");
+                    if let Err(e) = fanout
+                        .publish(
+                            &channel,
+                            MEMBER_REMOVED,
+                            Arc::from(raw),
+                            None,
+                            EnvelopeKind::MemberRemoved,
+                        )
+                        .await
+                    {
+                        tracing::warn!(error = %e, "announcing a removed member failed");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Stats summed over live nodes: `{"scope":"cluster","nodes","connections","channels"}`.
+    pub async fn cluster_stats(&self) -> Result<Value, BroadcastError> {
+        let nodes_key = self.key("nodes");
+        let prefix = self.key("node:");
+        let (ids, values): (Vec<String>, Vec<Option<String>>) = self
+            .exec(|mut c| async move {
+                let ids: Vec<String> = c.smembers(&nodes_key).await?;
+                let keys: Vec<String> = ids.iter().map(|id| format!("{prefix}{id}")).collect();
+                let values: Vec<Option<String>> = if keys.is_empty() {
+                    Vec::new()
+                } else {
+                    c.mget(&keys).await?
+                };
+                let dead: Vec<&String> = ids
+                    .iter()
+                    .zip(&values)
+                    .filter(|(_, v)| v.is_none())
+                    .map(|(id, _)| id)
+                    .collect();
+                if !dead.is_empty() {
+                    c.srem::<_, _, ()>(&nodes_key, dead).await?;
+                }
+                Ok((ids, values))
+            })
+            .await?;
+        let mut connections = 0u64;
+        let mut channels = serde_json::Map::new();
+        let mut live = Vec::new();
+        let mut messages = json!({"published": 0, "delivered": 0, "received": 0});
+        for (id, value) in ids.iter().zip(values) {
+            let Some(stats) = value.and_then(|v| serde_json::from_str::<Value>(&v).ok()) else {
+                continue;
+            };
+            live.push(id.clone());
+            let s = &stats["stats"];
+            connections += s["connections"].as_u64().unwrap_or(0);
+            for key in ["published", "delivered", "received"] {
+                messages[key] = json!(
+                    messages[key].as_u64().unwrap_or(0) + s["messages"][key].as_u64().unwrap_or(0)
+                );
+            }
+            if let Some(map) = s["channels"].as_object() {
+                for (name, c) in map {
+                    let entry = channels
+                        .entry(name.clone())
+                        .or_insert_with(|| json!({"kind": c["kind"], "subscribers": 0}));
+                    entry["subscribers"] = json!(
+                        entry["subscribers"].as_u64().unwrap_or(0)
+                            + c["subscribers"].as_u64().unwrap_or(0)
+                    );
+                }
+            }
+        }
+        live.sort();
+        Ok(json!({
+            "scope": "cluster",
+            "nodes": live,
+            "connections": connections,
+            "channels": channels,
+            "messages": messages,
+        }))
+    }
+
+    /// Health and counters for `/ready` and the stats endpoint.
+    pub fn status(&self) -> Value {
+        let c = &self.counters;
+        json!({
+            "node_id": self.node_id,
+            "subscribed": self.subscribed.load(Ordering::Acquire),
+            "circuit": self.breaker.state(),
+            "circuit_opened_total": self.breaker.opened_total(),
+            "published": c.published.load(Ordering::Relaxed),
+            "publish_failures": c.publish_failures.load(Ordering::Relaxed),
+            "received": c.received.load(Ordering::Relaxed),
+            "skipped_own": c.skipped_own.load(Ordering::Relaxed),
+            "invalid": c.invalid.load(Ordering::Relaxed),
+            "subscriptions": c.subscriptions.load(Ordering::Relaxed),
+            "subscription_losses": c.subscription_losses.load(Ordering::Relaxed),
+        })
+    }
+}
+
+#[async_trait]
+impl Broker for RedisBroker {
+    async fn publish(
+        &self,
+        channel: &Channel,
+        event: &str,
+        data: &RawValue,
+        except: Option<SocketId>,
+        kind: &EnvelopeKind,
+    ) -> Result<(), BroadcastError> {
+        let wire = Wire {
+            event: event.into(),
+            data: Some(data),
+            socket: except.map(|s| Value::String(s.to_string())),
+            node: Some(self.node_id.as_str().into()),
+            kind: match kind {
+                EnvelopeKind::Event => None,
+                EnvelopeKind::MemberAdded => Some("member_added".into()),
+                EnvelopeKind::MemberRemoved => Some("member_removed".into()),
+            },
+        };
+        let payload = serde_json::to_string(&wire)?;
+        let target = format!("{}{}", self.prefix, channel.name());
+        let result = self
+            .exec(|mut c| async move { c.publish::<_, _, ()>(&target, payload).await })
+            .await;
+        match &result {
+            Ok(()) => self.counters.published.fetch_add(1, Ordering::Relaxed),
+            Err(_) => self
+                .counters
+                .publish_failures
+                .fetch_add(1, Ordering::Relaxed),
+        };
+        result
+    }
+
+    fn healthy(&self) -> bool {
+        self.subscribed.load(Ordering::Acquire) && self.breaker.state() != BreakerState::Open
+    }
+}
+
+fn escape_glob(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+const JOIN_LUA: &str = r"
+redis.call('SADD', KEYS[2], ARGV[3])
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('SADD', KEYS[3], ARGV[4])
+return redis.call('SCARD', KEYS[2])
+";
+
+const LEAVE_LUA: &str = r"
+if redis.call('SREM', KEYS[2], ARGV[2]) == 0 then return false end
+if redis.call('SCARD', KEYS[2]) > 0 then return false end
+local m = redis.call('HGET', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[1], ARGV[1])
+if redis.call('HLEN', KEYS[1]) == 0 then redis.call('SREM', KEYS[3], ARGV[3]) end
+return m
+";
+
+const CLEANUP_LUA: &str = r"
+local removed = {}
+for _, user in ipairs(redis.call('HKEYS', KEYS[1])) do
+  local skey = ARGV[2] .. user
+  for _, e in ipairs(redis.call('SMEMBERS', skey)) do
+    local node = string.match(e, '^([^|]+)|')
+    if node and redis.call('EXISTS', ARGV[3] .. node) == 0 then
+      redis.call('SREM', skey, e)
+    end
+  end
+  if redis.call('SCARD', skey) == 0 then
+    local m = redis.call('HGET', KEYS[1], user)
+    redis.call('HDEL', KEYS[1], user)
+    if m then table.insert(removed, m) end
+  end
+end
+if redis.call('HLEN', KEYS[1]) == 0 then redis.call('SREM', KEYS[2], ARGV[1]) end
+return removed
+";
+
+/// Presence shared by every node through Redis (see the module docs for the keys).
+#[derive(Debug)]
+pub struct RedisPresence {
+    broker: Arc<RedisBroker>,
+    join: Script,
+    leave: Script,
+}
+
+impl RedisPresence {
+    /// Presence over `broker`'s Redis.
+    pub fn new(broker: Arc<RedisBroker>) -> Self {
+        Self {
+            broker,
+            join: Script::new(JOIN_LUA),
+            leave: Script::new(LEAVE_LUA),
+        }
+    }
+
+    fn keys(&self, channel: &str, user_id: &str) -> (String, String, String) {
+        (
+            self.broker.key(&format!("presence:{channel}:members")),
+            self.broker
+                .key(&format!("presence:{channel}:sockets:{user_id}")),
+            self.broker.key("presence:channels"),
+        )
+    }
+
+    fn entry(&self, socket: SocketId) -> String {
+        format!("{}|{socket}", self.broker.node_id)
+    }
+}
+
+fn presence_error(e: BroadcastError) -> PresenceError {
+    PresenceError(e.to_string())
+}
+
+#[async_trait]
+impl PresenceStore for RedisPresence {
+    async fn join(
+        &self,
+        channel: &str,
+        member: &Member,
+        socket: SocketId,
+    ) -> Result<bool, PresenceError> {
+        let (members, sockets, channels) = self.keys(channel, &member.user_id);
+        let json = serde_json::to_string(member).map_err(|e| PresenceError(e.to_string()))?;
+        let (script, entry, user, ch) = (
+            &self.join,
+            self.entry(socket),
+            member.user_id.clone(),
+            channel.to_string(),
+        );
+        let count: u64 = self
+            .broker
+            .exec(|mut c| async move {
+                script
+                    .key(members)
+                    .key(sockets)
+                    .key(channels)
+                    .arg(user)
+                    .arg(json)
+                    .arg(entry)
+                    .arg(ch)
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await
+            .map_err(presence_error)?;
+        Ok(count == 1)
+    }
+
+    async fn leave(
+        &self,
+        channel: &str,
+        user_id: &str,
+        socket: SocketId,
+    ) -> Result<Option<Member>, PresenceError> {
+        let (members, sockets, channels) = self.keys(channel, user_id);
+        let (script, entry, user, ch) = (
+            &self.leave,
+            self.entry(socket),
+            user_id.to_string(),
+            channel.to_string(),
+        );
+        let removed: Option<String> = self
+            .broker
+            .exec(|mut c| async move {
+                script
+                    .key(members)
+                    .key(sockets)
+                    .key(channels)
+                    .arg(user)
+                    .arg(entry)
+                    .arg(ch)
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await
+            .map_err(presence_error)?;
+        Ok(removed.and_then(|m| parse_member(&m)))
+    }
+
+    async fn members(&self, channel: &str) -> Result<Vec<Member>, PresenceError> {
+        let key = self.broker.key(&format!("presence:{channel}:members"));
+        let values: Vec<String> = self
+            .broker
+            .exec(|mut c| async move { c.hvals(&key).await })
+            .await
+            .map_err(presence_error)?;
+        let mut members: Vec<Member> = values.iter().filter_map(|v| parse_member(v)).collect();
+        members.sort_by(|a, b| a.user_id.cmp(&b.user_id));
+        Ok(members)
+    }
+}
+
+fn parse_member(json: &str) -> Option<Member> {
+    #[derive(Deserialize)]
+    struct Stored {
+        user_id: String,
+        #[serde(default)]
+        user_info: Value,
+    }
+    serde_json::from_str::<Stored>(json).ok().map(|s| Member {
+        user_id: s.user_id,
+        user_info: s.user_info,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn glob_characters_in_the_prefix_are_escaped() {
+        assert_eq!(escape_glob("app_"), "app_");
+        assert_eq!(escape_glob("a*b?[c]\\"), "a\\*b\\?\\[c\\]\\\\");
+    }
+
+    #[test]
+    fn laravel_payloads_parse() {
+        let w: Wire<'_> = serde_json::from_str(
+            r#"{"event":"App\\Events\\OrderShipped","data":{"id":1},"socket":null}"#,
+        )
+        .unwrap();
+        assert_eq!(w.event, "App\\Events\\OrderShipped");
+        assert_eq!(w.data.unwrap().get(), r#"{"id":1}"#);
+        assert!(w.node.is_none());
+    }
+}
