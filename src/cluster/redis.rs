@@ -6,13 +6,13 @@
 //! | what | Redis |
 //! |---|---|
 //! | a broadcast on channel `c` | `PUBLISH {p}c {"event","data","socket","node","kind"}` |
-//! | node liveness and its stats | `{p}rustaxum:node:{id}` (string, TTL 10 s, refreshed every 2 s) and set `{p}rustaxum:nodes` |
+//! | node liveness and its stats | `{p}rustaxum:node:{id}` (string, TTL 8 s, refreshed every 2 s) and set `{p}rustaxum:nodes` |
 //! | presence members of `c` | hash `{p}rustaxum:presence:c:members` (user id → member JSON) |
 //! | a user's sockets on `c` | set `{p}rustaxum:presence:c:sockets:{user}` of `node|socket` |
 //! | channels with presence | set `{p}rustaxum:presence:channels` |
 //!
 //! A node that dies without saying goodbye stops refreshing its key; within the TTL plus
-//! one janitor period (≤ 13 s) every live node's janitor removes its sockets, and the
+//! one janitor period (≤ 10 s) every live node's janitor removes its sockets, and the
 //! users that had no other socket get `member_removed`. The scripts touch keys they
 //! compute, so this needs a standalone Redis (or Sentinel), not Redis Cluster.
 
@@ -42,9 +42,9 @@ use crate::presence::{Member, PresenceError, PresenceStore, MEMBER_REMOVED};
 /// How often a node refreshes its liveness key.
 pub const HEARTBEAT: Duration = Duration::from_secs(2);
 /// How long a node's liveness key lives without refresh.
-pub const NODE_TTL: Duration = Duration::from_secs(10);
+pub const NODE_TTL: Duration = Duration::from_secs(8);
 /// How often each node looks for dead nodes' presence entries.
-pub const JANITOR: Duration = Duration::from_secs(3);
+pub const JANITOR: Duration = Duration::from_secs(2);
 /// Time limit of one Redis command or connection attempt.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
 /// Consecutive failures that open the circuit.

@@ -1,6 +1,8 @@
 //! Test helpers: a real server on 127.0.0.1:0 and real WebSocket clients.
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
+pub mod redis;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -236,4 +238,14 @@ pub async fn wait_for<F: Fn(&rustaxum::hub::StatsSnapshot) -> bool>(server: &Tes
         "condition not reached; stats: {:?}",
         server.app.hub().snapshot()
     );
+}
+
+/// A node of a cluster on `redis` with key prefix `prefix`.
+pub fn cluster_config(redis: &redis::RedisServer, prefix: &str) -> Config {
+    let mut c = config();
+    c.driver = "redis".into();
+    c.redis.url = Some(redis.url());
+    c.channels_prefix = prefix.to_string();
+    c.public_channels.push("orders.*".into());
+    c
 }

@@ -1,0 +1,377 @@
+//! Several nodes sharing a real redis-server: exactly-once delivery, Laravel payloads,
+//! presence across nodes, a node dying, Redis dying and coming back.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::redis::{unique_prefix, RedisServer};
+use common::*;
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio_tungstenite::tungstenite::Message;
+
+/// Every text frame that arrives within `dur`.
+async fn collect(ws: &mut Ws, dur: Duration) -> Vec<Value> {
+    let deadline = tokio::time::Instant::now() + dur;
+    let mut out = Vec::new();
+    while let Ok(Some(Ok(msg))) = tokio::time::timeout_at(deadline, ws.next()).await {
+        if let Message::Text(t) = msg {
+            out.push(serde_json::from_str(&t).unwrap());
+        }
+    }
+    out
+}
+
+fn events(frames: &[Value], event: &str) -> usize {
+    frames.iter().filter(|f| f["event"] == event).count()
+}
+
+async fn two_nodes(redis: &RedisServer) -> (TestServer, TestServer, String) {
+    let prefix = unique_prefix();
+    let a = start_with(cluster_config(redis, &prefix)).await;
+    let b = start_with(cluster_config(redis, &prefix)).await;
+    for node in [&a, &b] {
+        wait_ready(node).await;
+    }
+    (a, b, prefix)
+}
+
+async fn wait_ready(node: &TestServer) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while node.get("/ready").await.0 != 200 {
+        assert!(Instant::now() < deadline, "node never became ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_event_published_anywhere_reaches_every_subscriber_exactly_once() {
+    let redis = RedisServer::start();
+    let (a, b, prefix) = two_nodes(&redis).await;
+    let (mut on_a, _) = a.connect("/ws/general").await;
+    let (mut on_b, _) = b.connect("/ws/general").await;
+    let (mut elsewhere, _) = a.connect("/ws/news").await;
+
+    let answer = b.publish("general", "from.b", json!({"n": 1})).await;
+    assert_eq!(answer["recipients"], 1, "B's own socket, counted locally");
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_artisan"))
+        .args([
+            "--server",
+            &a.url(""),
+            "broadcast",
+            "test",
+            "--message",
+            "via artisan",
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success());
+
+    // A Rust application in another process would use the redis driver without a server.
+    let app_config = std::sync::Arc::new(cluster_config(&redis, &prefix));
+    let hub = std::sync::Arc::new(rustaxum::hub::Hub::default());
+    let manager = std::sync::Arc::new(rustaxum::broadcasting::BroadcastManager::from_config(
+        app_config, hub,
+    ));
+    manager
+        .broadcast()
+        .channel("general")
+        .event("from.app")
+        .with(json!({}))
+        .send()
+        .await
+        .unwrap();
+
+    for ws in [&mut on_a, &mut on_b] {
+        let frames = collect(ws, Duration::from_millis(800)).await;
+        assert_eq!(events(&frames, "from.b"), 1, "{frames:?}");
+        assert_eq!(events(&frames, "test"), 1, "{frames:?}");
+        assert_eq!(events(&frames, "from.app"), 1, "{frames:?}");
+        assert_eq!(frames.len(), 3, "{frames:?}");
+        assert_eq!(
+            frames.iter().find(|f| f["event"] == "test").unwrap()["data"]["message"],
+            "via artisan"
+        );
+    }
+    assert!(collect(&mut elsewhere, Duration::from_millis(100))
+        .await
+        .is_empty());
+}
+
+#[tokio::test]
+async fn laravel_redis_broadcaster_payloads_are_delivered() {
+    let redis = RedisServer::start();
+    let (a, b, prefix) = two_nodes(&redis).await;
+    let (mut on_a, _) = a.connect("/ws/orders.1").await;
+    let (mut on_b, first) = b.connect("/ws/orders.1").await;
+    let sender = first["data"]["socket_id"].as_str().unwrap().to_string();
+    let mut conn = redis.client().await;
+    let payload = r#"{"event":"App\\Events\\OrderShipped","data":{"order_id":1},"socket":null}"#;
+    let _: () = ::redis::cmd("PUBLISH")
+        .arg(format!("{prefix}private-orders.1"))
+        .arg(payload)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    for ws in [&mut on_a, &mut on_b] {
+        let frames = collect(ws, Duration::from_millis(500)).await;
+        assert_eq!(frames.len(), 1, "{frames:?}");
+        assert_eq!(frames[0]["channel"], "orders.1");
+        assert_eq!(frames[0]["event"], "App\\Events\\OrderShipped");
+        assert_eq!(frames[0]["data"], json!({"order_id": 1}));
+    }
+    // Laravel's toOthers(): the socket in the payload is skipped, wherever it is.
+    let payload = json!({"event": "x", "data": {}, "socket": sender}).to_string();
+    let _: () = ::redis::cmd("PUBLISH")
+        .arg(format!("{prefix}orders.1"))
+        .arg(payload)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        collect(&mut on_a, Duration::from_millis(400)).await.len(),
+        1
+    );
+    assert!(collect(&mut on_b, Duration::from_millis(100))
+        .await
+        .is_empty());
+    // Garbage on the prefix is ignored and counted, nothing crashes.
+    let _: () = ::redis::cmd("PUBLISH")
+        .arg(format!("{prefix}orders.1"))
+        .arg("not json")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (_, stats) = a.get("/api/broadcast/stats").await;
+    assert!(stats["redis"]["invalid"].as_u64().unwrap() >= 1, "{stats}");
+    assert_eq!(a.get("/ready").await.0, 200);
+}
+
+fn presence_token(user: &str, name: &str) -> String {
+    token(user, json!({"user_info": {"name": name}}))
+}
+
+#[tokio::test]
+async fn presence_is_one_list_across_nodes_and_tabs() {
+    let redis = RedisServer::start();
+    let (a, b, _) = two_nodes(&redis).await;
+    let path =
+        |u: &str, n: &str| format!("/ws/presence.chat.1?auth_token={}", presence_token(u, n));
+    let (mut alice, _) = a.connect(&path("1", "Alice")).await;
+    let (mut bob_b, first) = b.connect(&path("2", "Bob")).await;
+    let ids: Vec<&str> = first["data"]["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["user_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["1", "2"], "Bob on B sees Alice who joined on A");
+    let frames = collect(&mut alice, Duration::from_millis(500)).await;
+    assert_eq!(events(&frames, "member_added"), 1, "{frames:?}");
+    assert_eq!(
+        frames[0]["data"],
+        json!({"user_id": "2", "user_info": {"name": "Bob"}})
+    );
+
+    // Bob's second tab, on the other node: still one member, no event.
+    let (mut bob_a, first) = a.connect(&path("2", "Bob")).await;
+    assert_eq!(first["data"]["count"], 2);
+    assert!(collect(&mut alice, Duration::from_millis(400))
+        .await
+        .is_empty());
+    let (_, users) = b.get("/api/broadcast/channels/presence.chat.1/users").await;
+    assert_eq!(users["count"], 2);
+
+    bob_b.close(None).await.unwrap();
+    assert!(
+        collect(&mut alice, Duration::from_millis(400))
+            .await
+            .is_empty(),
+        "Bob still has a tab"
+    );
+    bob_a.close(None).await.unwrap();
+    let frames = collect(&mut alice, Duration::from_millis(800)).await;
+    assert_eq!(events(&frames, "member_removed"), 1, "{frames:?}");
+    assert_eq!(frames.len(), 1, "exactly once: {frames:?}");
+
+    // Whispers cross nodes too.
+    let (mut carol, _) = b.connect(&path("3", "Carol")).await;
+    collect(&mut alice, Duration::from_millis(300)).await; // member_added
+    send_json(&mut alice, json!({"action": "whisper", "channel": "presence.chat.1", "event": "typing", "data": {"x": 1}})).await;
+    let frames = collect(&mut carol, Duration::from_millis(500)).await;
+    assert_eq!(events(&frames, "client-typing"), 1, "{frames:?}");
+}
+
+#[tokio::test]
+async fn members_of_a_node_that_dies_vanish_everywhere_within_15_seconds() {
+    let redis = RedisServer::start();
+    let prefix = unique_prefix();
+    let a = start_with(cluster_config(&redis, &prefix)).await;
+    wait_ready(&a).await;
+    let mut node_b = tokio::process::Command::new(env!("CARGO_BIN_EXE_rustaxum"))
+        .args(["--port", "0"])
+        .env("BROADCAST_DRIVER", "redis")
+        .env("REDIS_URL", redis.url())
+        .env("BROADCAST_CHANNELS_PREFIX", &prefix)
+        .env("JWT_SECRET", SECRET)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(node_b.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(WAIT, lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let b_url = line
+        .strip_prefix("rustaxum listening on http://")
+        .unwrap()
+        .to_string();
+
+    let (mut alice, _) = a
+        .connect(&format!(
+            "/ws/presence.room.9?auth_token={}",
+            presence_token("1", "Alice")
+        ))
+        .await;
+    let bob_url = format!(
+        "ws://{b_url}/ws/presence.room.9?auth_token={}",
+        presence_token("2", "Bob")
+    );
+    let (mut bob, _) = tokio_tungstenite::connect_async(bob_url).await.unwrap();
+    assert_eq!(recv_json(&mut bob).await["data"]["count"], 2);
+    assert_eq!(recv_json(&mut alice).await["event"], "member_added");
+
+    node_b.start_kill().unwrap(); // SIGKILL: no goodbye
+    node_b.wait().await.unwrap();
+    let killed = Instant::now();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let removed = loop {
+        let msg = tokio::time::timeout_at(deadline, alice.next())
+            .await
+            .expect("member_removed within 20 s");
+        let Some(Ok(Message::Text(t))) = msg else {
+            continue;
+        };
+        let msg: Value = serde_json::from_str(&t).unwrap();
+        if msg["event"] == "member_removed" {
+            break msg;
+        }
+    };
+    assert!(
+        killed.elapsed() < Duration::from_secs(15),
+        "took {:?}",
+        killed.elapsed()
+    );
+    assert_eq!(removed["data"]["user_id"], "2");
+    let (_, users) = a.get("/api/broadcast/channels/presence.room.9/users").await;
+    assert_eq!(users["count"], 1);
+}
+
+#[tokio::test]
+async fn redis_outage_degrades_then_recovers_without_restarts() {
+    let mut redis = RedisServer::start();
+    let (a, b, _) = two_nodes(&redis).await;
+    let (mut on_a, _) = a.connect("/ws/general").await;
+
+    redis.kill();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body) = a.get("/ready").await;
+        if status == 503 {
+            assert_eq!(body["status"], "degraded");
+            break;
+        }
+        assert!(Instant::now() < deadline, "never reported degraded");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Publishing needs Redis: a fast, clear 503, never a hang.
+    for _ in 0..5 {
+        let started = Instant::now();
+        let (status, body) = a
+            .post(
+                "/api/broadcast",
+                &json!({"channel": "general", "event": "e"}).to_string(),
+            )
+            .await;
+        assert_eq!(status, 503, "{body}");
+        assert_eq!(body["error"], "unavailable");
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+    // The node still serves its sockets.
+    send_json(&mut on_a, json!({"action": "ping"})).await;
+    assert_eq!(recv_json(&mut on_a).await["event"], "pong");
+    let (_, stats) = a.get("/api/broadcast/stats").await;
+    assert!(
+        stats["redis"]["publish_failures"].as_u64().unwrap() >= 1,
+        "{stats}"
+    );
+
+    redis.restart();
+    for node in [&a, &b] {
+        wait_ready(node).await;
+    }
+    // Cross-node delivery resumes (the circuit may need one probe to close).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, _) = b
+            .post(
+                "/api/broadcast",
+                &json!({"channel": "general", "event": "back"}).to_string(),
+            )
+            .await;
+        if status == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "publishing never recovered");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let frames = collect(&mut on_a, Duration::from_millis(800)).await;
+    assert_eq!(events(&frames, "back"), 1, "{frames:?}");
+    let (_, stats) = a.get("/api/broadcast/stats").await;
+    assert!(
+        stats["redis"]["subscriptions"].as_u64().unwrap() >= 2,
+        "resubscribed: {stats}"
+    );
+}
+
+#[tokio::test]
+async fn stats_can_cover_the_whole_cluster() {
+    let redis = RedisServer::start();
+    let (a, b, _) = two_nodes(&redis).await;
+    let (_a1, _) = a.connect("/ws/general").await;
+    let (_a2, _) = a.connect("/ws/news").await;
+    let (_b1, _) = b.connect("/ws/general").await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, s) = a.get("/api/broadcast/stats?scope=cluster").await;
+        assert_eq!(status, 200);
+        if s["connections"] == 3 && s["nodes"].as_array().map(Vec::len) == Some(2) {
+            assert_eq!(s["channels"]["general"]["subscribers"], 2);
+            assert_eq!(s["channels"]["news"]["subscribers"], 1);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "cluster stats never added up: {s}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let (_, local) = b.get("/api/broadcast/stats").await;
+    assert_eq!(
+        (local["scope"].as_str(), local["connections"].as_u64()),
+        (Some("local"), Some(1))
+    );
+    assert_eq!(a.get("/api/broadcast/stats?scope=galaxy").await.0, 422);
+}
