@@ -76,15 +76,22 @@ pub async fn run(client: &ApiClient, args: &BenchArgs) -> Result<(), CliError> {
 /// Runs the benchmark and returns the figures.
 pub async fn measure(client: &ApiClient, args: &BenchArgs) -> Result<BenchReport, CliError> {
     let n = args.connections.max(1);
-    let url = format!("{}/ws/{}", client.ws_base(), args.channel);
+    let mut bases = vec![client.ws_base()];
+    for other in &args.also {
+        bases.push(ApiClient::new(other, None)?.ws_base());
+    }
+    let urls: Vec<String> = bases
+        .iter()
+        .map(|b| format!("{b}/ws/{}", args.channel))
+        .collect();
     let rss_before = args.server_pid.and_then(rss_bytes);
 
     let started = Instant::now();
     let permits = Arc::new(Semaphore::new(CONNECT_CONCURRENCY));
     let mut connecting = Vec::with_capacity(n);
-    for _ in 0..n {
+    for i in 0..n {
         let permits = permits.clone();
-        let url = url.clone();
+        let url = urls[i % urls.len()].clone();
         connecting.push(tokio::spawn(async move {
             let _p = permits.acquire().await.map_err(|e| e.to_string())?;
             let (mut ws, _) = tokio_tungstenite::connect_async(&url)
@@ -109,7 +116,8 @@ pub async fn measure(client: &ApiClient, args: &BenchArgs) -> Result<BenchReport
 
     tokio::time::sleep(Duration::from_secs(1)).await;
     let bytes_per_idle_connection = match (rss_before, args.server_pid.and_then(rss_bytes)) {
-        (Some(a), Some(b)) => Some(b.saturating_sub(a) as f64 / n as f64),
+        // The measured server holds every len-th socket, starting with the first.
+        (Some(a), Some(b)) => Some(b.saturating_sub(a) as f64 / n.div_ceil(urls.len()) as f64),
         _ => None,
     };
 

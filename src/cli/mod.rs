@@ -153,6 +153,10 @@ pub struct BenchArgs {
     /// PID of the server, to report its memory per idle connection (Linux).
     #[arg(long)]
     pub server_pid: Option<u32>,
+    /// More servers (cluster nodes) to spread the sockets over; events are still
+    /// published through --server, so the others receive them through the cluster.
+    #[arg(long)]
+    pub also: Vec<String>,
 }
 
 /// Runs a parsed command line; returns the process exit code.
