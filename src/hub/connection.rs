@@ -173,6 +173,17 @@ impl ConnectionHandle {
             .unwrap_or(CloseReason::SHUTDOWN)
     }
 
+    /// The joined channel named `name` (either spelling), with the kind it was joined as.
+    pub fn subscription(&self, name: &str) -> Option<Channel> {
+        let wanted = Channel::parse(name).ok()?;
+        self.channels
+            .lock()
+            .ok()?
+            .iter()
+            .find(|c| **c == wanted)
+            .cloned()
+    }
+
     /// The channels this connection is subscribed to.
     pub fn channels(&self) -> Vec<Channel> {
         self.channels.lock().map(|c| c.clone()).unwrap_or_default()

@@ -362,10 +362,7 @@ impl Native {
     }
 
     async fn unsubscribe(&self, s: &mut Session, name: &str) -> Result<(), Stop> {
-        let subscribed = Channel::parse(name)
-            .ok()
-            .and_then(|c| s.conn.channels().into_iter().find(|mine| *mine == c));
-        let Some(channel) = subscribed else {
+        let Some(channel) = s.conn.subscription(name) else {
             return self
                 .error(
                     s,
@@ -398,10 +395,7 @@ impl Native {
         event: &str,
         data: Option<Value>,
     ) -> Result<(), Stop> {
-        let subscribed = Channel::parse(name)
-            .ok()
-            .and_then(|c| s.conn.channels().into_iter().find(|mine| *mine == c));
-        let Some(channel) = subscribed else {
+        let Some(channel) = s.conn.subscription(name) else {
             return self
                 .error(
                     s,
