@@ -32,6 +32,7 @@ pub mod cluster;
 pub mod config;
 pub mod hub;
 pub mod presence;
+pub mod pusher;
 pub mod server;
 mod sync;
 pub mod transport;

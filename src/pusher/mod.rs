@@ -1,0 +1,398 @@
+//! Pusher protocol v7 pieces that do not touch sockets: apps (credentials), channel and
+//! user authentication signatures, and REST request signing.
+//!
+//! References: pusher.com/docs/channels/library_auth_reference/ (auth-signatures,
+//! rest-api, pusher-websockets-protocol).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use hmac::{Hmac, Mac};
+use md5::{Digest, Md5};
+use serde::Deserialize;
+use sha2::Sha256;
+use subtle::ConstantTimeEq;
+
+use crate::config::ConfigError;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// One Pusher app: the credentials clients and SDKs use.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+pub struct PusherApp {
+    /// `app_id`, used in REST paths `/apps/{id}/...`.
+    pub id: String,
+    /// `key`, used by clients in `/app/{key}` and in auth strings.
+    pub key: String,
+    /// `secret`, signs channel auth and REST requests. Never logged.
+    pub secret: String,
+    /// Disabled apps refuse connections (4003) and REST calls (403).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Most concurrent connections for this app, 0 for no limit (over it: 4004).
+    #[serde(default)]
+    pub max_connections: usize,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl std::fmt::Debug for PusherApp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PusherApp")
+            .field("id", &self.id)
+            .field("key", &self.key)
+            .field("enabled", &self.enabled)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The configured apps. All apps share the server's channels: an app is a set of
+/// credentials, not a separate namespace.
+#[derive(Debug, Clone, Default)]
+pub struct Apps {
+    apps: Vec<PusherApp>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AppsFile {
+    apps: Vec<PusherApp>,
+}
+
+impl Apps {
+    /// Apps from `PUSHER_APP_ID`/`PUSHER_APP_KEY`/`PUSHER_APP_SECRET` (if set) followed by
+    /// the `[[apps]]` of `PUSHER_APPS_FILE` (if set).
+    pub fn from_parts(single: Option<PusherApp>, file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut apps: Vec<PusherApp> = single.into_iter().collect();
+        if let Some(path) = file {
+            let bad = |reason: String| ConfigError::Invalid {
+                var: "PUSHER_APPS_FILE",
+                value: path.display().to_string(),
+                reason,
+            };
+            let text =
+                std::fs::read_to_string(path).map_err(|e| bad(format!("cannot read: {e}")))?;
+            let parsed: AppsFile = toml::from_str(&text).map_err(|e| bad(e.to_string()))?;
+            apps.extend(parsed.apps);
+        }
+        for (i, a) in apps.iter().enumerate() {
+            if a.id.is_empty() || a.key.is_empty() || a.secret.is_empty() {
+                return Err(ConfigError::Invalid {
+                    var: "PUSHER_APP_ID",
+                    value: a.id.clone(),
+                    reason: "every app needs a non-empty id, key and secret".into(),
+                });
+            }
+            if apps[..i].iter().any(|b| b.id == a.id || b.key == a.key) {
+                return Err(ConfigError::Invalid {
+                    var: "PUSHER_APP_ID",
+                    value: a.id.clone(),
+                    reason: "app ids and keys must be unique".into(),
+                });
+            }
+        }
+        Ok(Self { apps })
+    }
+
+    /// Apps from a list (tests, library users).
+    pub fn new(apps: Vec<PusherApp>) -> Self {
+        Self { apps }
+    }
+
+    /// The app with this key.
+    pub fn by_key(&self, key: &str) -> Option<&PusherApp> {
+        self.apps.iter().find(|a| a.key == key)
+    }
+
+    /// The app with this id.
+    pub fn by_id(&self, id: &str) -> Option<&PusherApp> {
+        self.apps.iter().find(|a| a.id == id)
+    }
+
+    /// The first app: the one `/broadcasting/auth` signs for.
+    pub fn default_app(&self) -> Option<&PusherApp> {
+        self.apps.first()
+    }
+
+    /// Whether no app is configured (the Pusher endpoints then answer 404 / 4001).
+    pub fn is_empty(&self) -> bool {
+        self.apps.is_empty()
+    }
+}
+
+fn hmac_hex(secret: &str, message: &str) -> String {
+    // HMAC accepts keys of any length, so this cannot fail.
+    let mut mac = HmacSha256::new_from_slice(secret.as_bytes())
+        .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+    mac.update(message.as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
+fn ct_eq(a: &str, b: &str) -> bool {
+    bool::from(a.as_bytes().ct_eq(b.as_bytes()))
+}
+
+/// The `auth` string for subscribing `socket_id` to a private or presence `channel`
+/// (Pusher spelling): `key:hex(hmac_sha256(secret, "socket_id:channel[:channel_data]"))`.
+pub fn channel_auth(
+    app: &PusherApp,
+    socket_id: &str,
+    channel: &str,
+    channel_data: Option<&str>,
+) -> String {
+    let message = match channel_data {
+        Some(data) => format!("{socket_id}:{channel}:{data}"),
+        None => format!("{socket_id}:{channel}"),
+    };
+    format!("{}:{}", app.key, hmac_hex(&app.secret, &message))
+}
+
+/// Checks a subscription's `auth` in constant time.
+pub fn verify_channel_auth(
+    app: &PusherApp,
+    socket_id: &str,
+    channel: &str,
+    channel_data: Option<&str>,
+    auth: &str,
+) -> bool {
+    ct_eq(&channel_auth(app, socket_id, channel, channel_data), auth)
+}
+
+/// The `auth` string of `pusher:signin`: `key:hex(hmac(secret, "socket_id::user::user_data"))`.
+pub fn user_auth(app: &PusherApp, socket_id: &str, user_data: &str) -> String {
+    format!(
+        "{}:{}",
+        app.key,
+        hmac_hex(&app.secret, &format!("{socket_id}::user::{user_data}"))
+    )
+}
+
+/// Why a REST request was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestAuthError {
+    /// A required `auth_*` parameter is missing.
+    #[error("missing query parameter {0}")]
+    Missing(&'static str),
+    /// `auth_key` is not this app's key.
+    #[error("unknown auth_key")]
+    UnknownKey,
+    /// `auth_timestamp` is more than the allowed skew from now.
+    #[error(
+        "auth_timestamp expired: the request must be signed within 600 s of now (check the clock)"
+    )]
+    Stale,
+    /// `auth_version` is not `1.0`.
+    #[error("auth_version must be 1.0")]
+    Version,
+    /// `body_md5` does not match the body.
+    #[error("body_md5 does not match the request body")]
+    BodyMd5,
+    /// `auth_signature` does not verify.
+    #[error("invalid signature: expected HMAC-SHA256 of METHOD\\nPATH\\nSORTED_QUERY with the app secret")]
+    Signature,
+}
+
+/// Longest allowed distance between `auth_timestamp` and now.
+pub const MAX_CLOCK_SKEW_SECS: u64 = 600;
+
+/// The string a REST request signs: `METHOD\nPATH\nk=v&...` (keys lowercased and sorted,
+/// `auth_signature` left out).
+pub fn string_to_sign(method: &str, path: &str, params: &BTreeMap<String, String>) -> String {
+    let query: Vec<String> = params
+        .iter()
+        .filter(|(k, _)| k.as_str() != "auth_signature")
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    format!("{}\n{}\n{}", method.to_uppercase(), path, query.join("&"))
+}
+
+/// `auth_signature` of a request.
+pub fn sign_request(
+    secret: &str,
+    method: &str,
+    path: &str,
+    params: &BTreeMap<String, String>,
+) -> String {
+    hmac_hex(secret, &string_to_sign(method, path, params))
+}
+
+/// Verifies a signed REST request. `params` are the query parameters with lowercased keys.
+pub fn verify_request(
+    app: &PusherApp,
+    method: &str,
+    path: &str,
+    params: &BTreeMap<String, String>,
+    body: &[u8],
+    now_secs: u64,
+) -> Result<(), RequestAuthError> {
+    let get = |k: &'static str| params.get(k).ok_or(RequestAuthError::Missing(k));
+    if !ct_eq(get("auth_key")?, &app.key) {
+        return Err(RequestAuthError::UnknownKey);
+    }
+    if get("auth_version")? != "1.0" {
+        return Err(RequestAuthError::Version);
+    }
+    let ts: u64 = get("auth_timestamp")?
+        .parse()
+        .map_err(|_| RequestAuthError::Stale)?;
+    if ts.abs_diff(now_secs) > MAX_CLOCK_SKEW_SECS {
+        return Err(RequestAuthError::Stale);
+    }
+    if !body.is_empty() {
+        let md5 = hex::encode(Md5::digest(body));
+        if !ct_eq(get("body_md5")?, &md5) {
+            return Err(RequestAuthError::BodyMd5);
+        }
+    }
+    let expected = sign_request(&app.secret, method, path, params);
+    if ct_eq(get("auth_signature")?, &expected) {
+        Ok(())
+    } else {
+        Err(RequestAuthError::Signature)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn app() -> PusherApp {
+        PusherApp {
+            id: "3".into(),
+            key: "278d425bdf160c739803".into(),
+            secret: "7ad3773142a6692b25b8".into(),
+            enabled: true,
+            max_connections: 0,
+        }
+    }
+
+    fn params(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn rest_signature_matches_the_published_example() {
+        // Published alongside Pusher's REST documentation (a Pusher engineer's gist).
+        let p = params(&[
+            ("auth_key", "278d425bdf160c739803"),
+            ("auth_timestamp", "1272044395"),
+            ("auth_version", "1.0"),
+            ("body_md5", "7b3d404f5cde4a0b9b8fb4789a0098cb"),
+            ("name", "foo"),
+        ]);
+        assert_eq!(
+            string_to_sign("POST", "/apps/3/channels/test_channel/events", &p),
+            "POST\n/apps/3/channels/test_channel/events\nauth_key=278d425bdf160c739803&auth_timestamp=1272044395&auth_version=1.0&body_md5=7b3d404f5cde4a0b9b8fb4789a0098cb&name=foo"
+        );
+        assert_eq!(
+            sign_request(
+                "7ad3773142a6692b25b8",
+                "POST",
+                "/apps/3/channels/test_channel/events",
+                &p
+            ),
+            "309fc4be20f04e53e011b00744642d3fe66c2c7c5686f35ed6cd2af6f202e445"
+        );
+    }
+
+    #[test]
+    fn verify_request_checks_everything() {
+        let app = app();
+        let body = br#"{"name":"foo","channels":["project-3"],"data":"{\"some\":\"data\"}"}"#;
+        let md5 = hex::encode(Md5::digest(body));
+        let mut p = params(&[
+            ("auth_key", &app.key),
+            ("auth_timestamp", "1353088179"),
+            ("auth_version", "1.0"),
+            ("body_md5", &md5),
+        ]);
+        let sig = sign_request(&app.secret, "POST", "/apps/3/events", &p);
+        p.insert("auth_signature".into(), sig.clone());
+        let now = 1353088179 + 10;
+        assert_eq!(
+            verify_request(&app, "POST", "/apps/3/events", &p, body, now),
+            Ok(())
+        );
+        assert_eq!(
+            verify_request(&app, "POST", "/apps/3/events", &p, body, now + 601),
+            Err(RequestAuthError::Stale)
+        );
+        assert_eq!(
+            verify_request(&app, "POST", "/apps/3/events", &p, b"{}", now),
+            Err(RequestAuthError::BodyMd5)
+        );
+        assert_eq!(
+            verify_request(&app, "POST", "/apps/4/events", &p, body, now),
+            Err(RequestAuthError::Signature)
+        );
+        let mut q = p.clone();
+        q.insert("auth_signature".into(), "0".repeat(64));
+        assert_eq!(
+            verify_request(&app, "POST", "/apps/3/events", &q, body, now),
+            Err(RequestAuthError::Signature)
+        );
+        let mut q = p.clone();
+        q.remove("auth_key");
+        assert_eq!(
+            verify_request(&app, "POST", "/apps/3/events", &q, body, now),
+            Err(RequestAuthError::Missing("auth_key"))
+        );
+        let mut q = p;
+        q.insert("auth_key".into(), "other".into());
+        assert_eq!(
+            verify_request(&app, "POST", "/apps/3/events", &q, body, now),
+            Err(RequestAuthError::UnknownKey)
+        );
+    }
+
+    #[test]
+    fn channel_auth_strings() {
+        let app = app();
+        // The worked examples of Pusher's auth-signatures documentation.
+        let auth = channel_auth(&app, "1234.1234", "private-foobar", None);
+        assert_eq!(
+            auth,
+            "278d425bdf160c739803:58df8b0c36d6982b82c3ecf6b4662e34fe8c25bba48f5369f135bf843651c3a4"
+        );
+        assert!(verify_channel_auth(
+            &app,
+            "1234.1234",
+            "private-foobar",
+            None,
+            &auth
+        ));
+        assert!(!verify_channel_auth(
+            &app,
+            "1234.1235",
+            "private-foobar",
+            None,
+            &auth
+        ));
+        let data = r#"{"user_id":10,"user_info":{"name":"Mr. Pusher"}}"#;
+        let p = channel_auth(&app, "1234.1234", "presence-foobar", Some(data));
+        assert_eq!(
+            p,
+            "278d425bdf160c739803:afaed3695da2ffd16931f457e338e6c9f2921fa133ce7dac49f529792be6304c"
+        );
+        assert!(verify_channel_auth(
+            &app,
+            "1234.1234",
+            "presence-foobar",
+            Some(data),
+            &p
+        ));
+        assert!(!verify_channel_auth(
+            &app,
+            "1234.1234",
+            "presence-foobar",
+            Some("{}"),
+            &p
+        ));
+        assert!(user_auth(&app, "1.2", r#"{"id":"7"}"#).starts_with("278d425bdf160c739803:"));
+    }
+}
