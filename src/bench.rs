@@ -58,18 +58,12 @@ pub async fn run(client: &ApiClient, args: &BenchArgs) -> Result<(), CliError> {
         "messages:             {} × {} subscribers = {} deliveries",
         report.messages, report.connections, report.deliveries
     );
-    println!(
-        "throughput:           {:.0} deliveries/s",
-        report.deliveries_per_second
-    );
+    println!("throughput:           {:.0} deliveries/s", report.deliveries_per_second);
     println!(
         "latency:              p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
         report.p50_ms, report.p99_ms, report.max_ms
     );
-    println!(
-        "json: {}",
-        serde_json::to_string(&report).unwrap_or_default()
-    );
+    println!("json: {}", serde_json::to_string(&report).unwrap_or_default());
     Ok(())
 }
 
@@ -80,10 +74,7 @@ pub async fn measure(client: &ApiClient, args: &BenchArgs) -> Result<BenchReport
     for other in &args.also {
         bases.push(ApiClient::new(other, None)?.ws_base());
     }
-    let urls: Vec<String> = bases
-        .iter()
-        .map(|b| format!("{b}/ws/{}", args.channel))
-        .collect();
+    let urls: Vec<String> = bases.iter().map(|b| format!("{b}/ws/{}", args.channel)).collect();
     let rss_before = args.server_pid.and_then(rss_bytes);
 
     let started = Instant::now();
@@ -166,10 +157,7 @@ pub async fn measure(client: &ApiClient, args: &BenchArgs) -> Result<BenchReport
     }
     all.sort_unstable();
     let pct = |p: f64| all[((all.len() - 1) as f64 * p) as usize] as f64 / 1e6;
-    let elapsed = last_receipt
-        .duration_since(publish_start)
-        .as_secs_f64()
-        .max(1e-9);
+    let elapsed = last_receipt.duration_since(publish_start).as_secs_f64().max(1e-9);
     Ok(BenchReport {
         connections: n,
         bytes_per_idle_connection,
@@ -191,10 +179,7 @@ fn now_ns() -> u64 {
 /// Finds `"sent_ns":<digits>` without parsing the whole frame.
 fn sent_ns(frame: &str) -> Option<u64> {
     let i = frame.find("\"sent_ns\":")? + "\"sent_ns\":".len();
-    let digits: String = frame[i..]
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect();
+    let digits: String = frame[i..].chars().take_while(char::is_ascii_digit).collect();
     digits.parse().ok()
 }
 

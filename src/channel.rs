@@ -12,9 +12,7 @@ use std::sync::Arc;
 pub const MAX_CHANNEL_NAME_LEN: usize = 164;
 
 /// What kind of channel a name denotes, which decides how joining it is authorized.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ChannelKind {
     /// Anyone may join.
@@ -45,9 +43,7 @@ pub enum ChannelError {
     #[error("channel name is longer than {MAX_CHANNEL_NAME_LEN} bytes")]
     TooLong,
     /// The name holds a character outside `A-Z a-z 0-9 _ - = @ , . ;`.
-    #[error(
-        "channel name contains the invalid character {0:?}; allowed are A-Z a-z 0-9 _ - = @ , . ;"
-    )]
+    #[error("channel name contains the invalid character {0:?}; allowed are A-Z a-z 0-9 _ - = @ , . ;")]
     InvalidCharacter(char),
     /// `private-encrypted-` channels need end-to-end encryption keys this server does not manage.
     #[error("encrypted channels (private-encrypted-*) are not supported")]
@@ -95,25 +91,21 @@ impl Channel {
         if raw.starts_with(PUSHER_ENCRYPTED) {
             return Err(ChannelError::EncryptedNotSupported);
         }
-        let (kind, name): (ChannelKind, Arc<str>) =
-            if let Some(rest) = raw.strip_prefix(PUSHER_PRIVATE) {
-                (ChannelKind::Private, rest.into())
-            } else if let Some(rest) = raw.strip_prefix(PUSHER_PRESENCE) {
-                if rest.is_empty() {
-                    return Err(ChannelError::Empty);
-                }
-                (
-                    ChannelKind::Presence,
-                    format!("{NATIVE_PRESENCE}{rest}").into(),
-                )
-            } else if let Some(rest) = raw.strip_prefix(NATIVE_PRESENCE) {
-                if rest.is_empty() {
-                    return Err(ChannelError::Empty);
-                }
-                (ChannelKind::Presence, raw.into())
-            } else {
-                (ChannelKind::Public, raw.into())
-            };
+        let (kind, name): (ChannelKind, Arc<str>) = if let Some(rest) = raw.strip_prefix(PUSHER_PRIVATE) {
+            (ChannelKind::Private, rest.into())
+        } else if let Some(rest) = raw.strip_prefix(PUSHER_PRESENCE) {
+            if rest.is_empty() {
+                return Err(ChannelError::Empty);
+            }
+            (ChannelKind::Presence, format!("{NATIVE_PRESENCE}{rest}").into())
+        } else if let Some(rest) = raw.strip_prefix(NATIVE_PRESENCE) {
+            if rest.is_empty() {
+                return Err(ChannelError::Empty);
+            }
+            (ChannelKind::Presence, raw.into())
+        } else {
+            (ChannelKind::Public, raw.into())
+        };
         if name.is_empty() {
             return Err(ChannelError::Empty);
         }
@@ -150,10 +142,7 @@ impl Channel {
             ChannelKind::Public => self.name.to_string(),
             ChannelKind::Private => format!("{PUSHER_PRIVATE}{}", self.name),
             ChannelKind::Presence => {
-                let rest = self
-                    .name
-                    .strip_prefix(NATIVE_PRESENCE)
-                    .unwrap_or(&self.name);
+                let rest = self.name.strip_prefix(NATIVE_PRESENCE).unwrap_or(&self.name);
                 format!("{PUSHER_PRESENCE}{rest}")
             }
         }
@@ -200,12 +189,7 @@ mod tests {
         let table: &[(&str, ChannelKind, &str, &str)] = &[
             ("general", ChannelKind::Public, "general", "general"),
             ("user.42", ChannelKind::Public, "user.42", "user.42"),
-            (
-                "private-user.42",
-                ChannelKind::Private,
-                "user.42",
-                "private-user.42",
-            ),
+            ("private-user.42", ChannelKind::Private, "user.42", "private-user.42"),
             (
                 "presence-chat.1",
                 ChannelKind::Presence,

@@ -160,9 +160,7 @@ impl Config {
             port: env
                 .parse("BROADCAST_WEBSOCKET_PORT", "a port number 0-65535")?
                 .unwrap_or(d.port),
-            websocket_enabled: env
-                .bool("BROADCAST_WEBSOCKET_ENABLED")?
-                .unwrap_or(d.websocket_enabled),
+            websocket_enabled: env.bool("BROADCAST_WEBSOCKET_ENABLED")?.unwrap_or(d.websocket_enabled),
             api_token: env.string("BROADCAST_API_TOKEN"),
             channels_prefix: env
                 .string_allow_empty("BROADCAST_CHANNELS_PREFIX")
@@ -184,15 +182,9 @@ impl Config {
             max_payload_size: env
                 .positive("BROADCAST_MAX_PAYLOAD_SIZE")?
                 .unwrap_or(d.max_payload_size),
-            ping_interval: env
-                .duration("BROADCAST_PING_INTERVAL")?
-                .unwrap_or(d.ping_interval),
-            ping_timeout: env
-                .duration("BROADCAST_PING_TIMEOUT")?
-                .unwrap_or(d.ping_timeout),
-            send_queue_size: env
-                .positive("BROADCAST_SEND_QUEUE_SIZE")?
-                .unwrap_or(d.send_queue_size),
+            ping_interval: env.duration("BROADCAST_PING_INTERVAL")?.unwrap_or(d.ping_interval),
+            ping_timeout: env.duration("BROADCAST_PING_TIMEOUT")?.unwrap_or(d.ping_timeout),
+            send_queue_size: env.positive("BROADCAST_SEND_QUEUE_SIZE")?.unwrap_or(d.send_queue_size),
             max_connections: env
                 .parse("BROADCAST_MAX_CONNECTIONS", "a whole number (0 = no limit)")?
                 .unwrap_or(d.max_connections),
@@ -218,9 +210,7 @@ impl Config {
                 .positive("BROADCAST_CLIENT_EVENTS_PER_SECOND")?
                 .map(|n| u32::try_from(n).unwrap_or(u32::MAX))
                 .unwrap_or(d.client_events_per_second),
-            token_grace: env
-                .duration_or_zero("BROADCAST_TOKEN_GRACE")?
-                .unwrap_or(d.token_grace),
+            token_grace: env.duration_or_zero("BROADCAST_TOKEN_GRACE")?.unwrap_or(d.token_grace),
         };
         Ok(config)
     }
@@ -263,19 +253,16 @@ fn jwt_config(env: &Env<'_>) -> Result<Option<JwtConfig>, ConfigError> {
         Some(value) => value.parse::<Algorithm>().map_err(|_| ConfigError::Invalid {
             var: "JWT_ALGORITHM",
             value,
-            reason: "expected HS256, HS384, HS512, RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384 or EdDSA".into(),
+            reason: "expected HS256, HS384, HS512, RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384 or EdDSA"
+                .into(),
         })?,
     };
     Ok(Some(JwtConfig {
         algorithm,
         secret,
         public_key_file,
-        audience: env
-            .string("JWT_AUDIENCE")
-            .unwrap_or_else(|| "websocket".into()),
-        leeway: env
-            .duration_or_zero("JWT_LEEWAY")?
-            .unwrap_or(Duration::from_secs(5)),
+        audience: env.string("JWT_AUDIENCE").unwrap_or_else(|| "websocket".into()),
+        leeway: env.duration_or_zero("JWT_LEEWAY")?.unwrap_or(Duration::from_secs(5)),
     }))
 }
 
@@ -299,20 +286,14 @@ impl Env<'_> {
     }
 
     fn string(&self, var: &str) -> Option<String> {
-        self.0(var)
-            .map(|v| v.trim().to_string())
-            .filter(|v| !v.is_empty())
+        self.0(var).map(|v| v.trim().to_string()).filter(|v| !v.is_empty())
     }
 
     fn string_allow_empty(&self, var: &str) -> Option<String> {
         self.0(var).map(|v| v.trim().to_string())
     }
 
-    fn parse<T: std::str::FromStr>(
-        &self,
-        var: &'static str,
-        expected: &str,
-    ) -> Result<Option<T>, ConfigError> {
+    fn parse<T: std::str::FromStr>(&self, var: &'static str, expected: &str) -> Result<Option<T>, ConfigError> {
         match self.string(var) {
             None => Ok(None),
             Some(value) => value.parse().map(Some).map_err(|_| ConfigError::Invalid {
@@ -354,11 +335,7 @@ impl Env<'_> {
         self.parse_duration(var, false)
     }
 
-    fn parse_duration(
-        &self,
-        var: &'static str,
-        allow_zero: bool,
-    ) -> Result<Option<Duration>, ConfigError> {
+    fn parse_duration(&self, var: &'static str, allow_zero: bool) -> Result<Option<Duration>, ConfigError> {
         let Some(value) = self.string(var) else {
             return Ok(None);
         };
@@ -398,10 +375,7 @@ mod tests {
     use std::collections::HashMap;
 
     fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let map: HashMap<String, String> = vars
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         Config::from_lookup(|k| map.get(k).cloned())
     }
 
@@ -451,11 +425,7 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("BROADCAST_API_TOKEN"));
-        let c = config(&[
-            ("BROADCAST_HOST", "0.0.0.0"),
-            ("BROADCAST_API_TOKEN", "s3cret"),
-        ])
-        .unwrap();
+        let c = config(&[("BROADCAST_HOST", "0.0.0.0"), ("BROADCAST_API_TOKEN", "s3cret")]).unwrap();
         assert!(c.validate_for_serving().is_ok());
         assert_eq!(c.server_url(), "http://127.0.0.1:8080");
     }
@@ -472,21 +442,14 @@ mod tests {
         let err = config(&[("JWT_SECRET", "k"), ("JWT_ALGORITHM", "none")])
             .unwrap_err()
             .to_string();
-        assert!(
-            err.contains("JWT_ALGORITHM") && err.contains("none"),
-            "{err}"
-        );
+        assert!(err.contains("JWT_ALGORITHM") && err.contains("none"), "{err}");
         let c = config(&[("BROADCAST_PUBLIC_CHANNELS", "lobby, kiosk.*")]).unwrap();
         assert_eq!(c.public_channels, vec!["lobby", "kiosk.*"]);
     }
 
     #[test]
     fn redis_url_from_parts() {
-        let c = config(&[
-            ("BROADCAST_REDIS_PASSWORD", "pw"),
-            ("BROADCAST_REDIS_DATABASE", "3"),
-        ])
-        .unwrap();
+        let c = config(&[("BROADCAST_REDIS_PASSWORD", "pw"), ("BROADCAST_REDIS_DATABASE", "3")]).unwrap();
         assert_eq!(c.redis.connection_url(), "redis://:pw@127.0.0.1:6379/3");
     }
 }

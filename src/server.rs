@@ -86,17 +86,9 @@ impl Rustaxum {
         };
         let broker = cluster.clone().map(|b| b as Arc<dyn Broker>);
         let fanout = Fanout::new(hub.clone(), broker);
-        let manager = Arc::new(BroadcastManager::with_fanout(
-            config.clone(),
-            fanout.clone(),
-        ));
+        let manager = Arc::new(BroadcastManager::with_fanout(config.clone(), fanout.clone()));
         manager.default_driver()?;
-        let verifier = config
-            .jwt
-            .as_ref()
-            .map(JwtVerifier::new)
-            .transpose()?
-            .map(Arc::new);
+        let verifier = config.jwt.as_ref().map(JwtVerifier::new).transpose()?.map(Arc::new);
         let rules = default_rules(&config, verifier.is_some())?;
         manager::install_if_absent(&manager);
         let store: Arc<dyn PresenceStore> = match &cluster {
@@ -172,10 +164,7 @@ impl Rustaxum {
         let drain = self.state.config.shutdown_timeout;
         self.state.hub.shutdown();
         self.state.sessions.close();
-        if tokio::time::timeout(drain, self.state.sessions.wait())
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout(drain, self.state.sessions.wait()).await.is_err() {
             tracing::warn!(
                 open = self.state.hub.connection_count(),
                 "sockets still open after {drain:?}; dropping them"
@@ -184,10 +173,7 @@ impl Rustaxum {
         self.state.manager.close(drain).await;
         self.stop.cancel();
         self.background.close();
-        if tokio::time::timeout(drain, self.background.wait())
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout(drain, self.background.wait()).await.is_err() {
             tracing::warn!("cluster tasks did not stop in {drain:?}");
         }
     }
@@ -231,12 +217,9 @@ pub async fn run(
         hub.shutdown();
         let _ = stopped_tx.send(());
     };
-    let serve = axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(signal)
-    .into_future();
+    let serve = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(signal)
+        .into_future();
     tokio::pin!(serve);
     tokio::select! {
         r = &mut serve => r?,

@@ -28,26 +28,13 @@ async fn broadcast_test_reaches_the_browser() {
     let (mut ws, _) = server.connect("/ws?channel=general").await;
     let out = artisan(
         &server,
-        &[
-            "broadcast",
-            "test",
-            "--channel",
-            "general",
-            "--message",
-            "Hello World",
-        ],
+        &["broadcast", "test", "--channel", "general", "--message", "Hello World"],
     )
     .await;
     assert!(out.status.success(), "{out:?}");
     let text = stdout(&out);
-    assert!(
-        text.contains("Testing broadcast to channel: general"),
-        "{text}"
-    );
-    assert!(
-        text.contains("Broadcast test completed successfully"),
-        "{text}"
-    );
+    assert!(text.contains("Testing broadcast to channel: general"), "{text}");
+    assert!(text.contains("Broadcast test completed successfully"), "{text}");
     let msg = recv_json(&mut ws).await;
     assert_eq!(msg["channel"], "general");
     assert_eq!(msg["data"]["message"], "Hello World");
@@ -59,10 +46,7 @@ async fn stats_and_channels_show_live_figures() {
     let (_a, _) = server.connect("/ws?channel=general").await;
     let (_b, _) = server.connect("/ws?channel=general").await;
     let (_c, _) = server
-        .connect(&format!(
-            "/ws?channel=user.123&auth_token={}",
-            token("123", json!({}))
-        ))
+        .connect(&format!("/ws?channel=user.123&auth_token={}", token("123", json!({}))))
         .await;
     let out = artisan(&server, &["broadcast", "stats"]).await;
     assert!(out.status.success(), "{out:?}");
@@ -74,22 +58,15 @@ async fn stats_and_channels_show_live_figures() {
     assert!(text.contains("Connections: 3"), "{text}");
 
     let t = token("9", json!({}));
-    let (_p1, _) = server
-        .connect(&format!("/ws/presence.room.1?auth_token={t}"))
-        .await;
-    let (_p2, _) = server
-        .connect(&format!("/ws/presence.room.1?auth_token={t}"))
-        .await;
+    let (_p1, _) = server.connect(&format!("/ws/presence.room.1?auth_token={t}")).await;
+    let (_p2, _) = server.connect(&format!("/ws/presence.room.1?auth_token={t}")).await;
     let text = stdout(&artisan(&server, &["broadcast", "stats"]).await);
     assert!(
         text.contains("presence.room.1: 2 connections (presence, 1 members)"),
         "{text}"
     );
     let text = stdout(&artisan(&server, &["broadcast", "channels"]).await);
-    let room = text
-        .lines()
-        .find(|l| l.starts_with("presence.room.1"))
-        .expect(&text);
+    let room = text.lines().find(|l| l.starts_with("presence.room.1")).expect(&text);
     assert_eq!(
         room.split_whitespace().collect::<Vec<_>>(),
         ["presence.room.1", "presence", "2", "1"]
@@ -98,10 +75,7 @@ async fn stats_and_channels_show_live_figures() {
     let out = artisan(&server, &["broadcast", "channels"]).await;
     let text = stdout(&out);
     assert!(out.status.success());
-    let general = text
-        .lines()
-        .find(|l| l.starts_with("general"))
-        .expect(&text);
+    let general = text.lines().find(|l| l.starts_with("general")).expect(&text);
     assert_eq!(
         general.split_whitespace().collect::<Vec<_>>(),
         ["general", "public", "2", "-"]
@@ -140,10 +114,7 @@ async fn ping_sends_count_events_at_the_interval() {
 async fn notify_user_and_system_alert() {
     let server = start().await;
     let (mut user, _) = server
-        .connect(&format!(
-            "/ws/user.42?auth_token={}",
-            token("42", json!({}))
-        ))
+        .connect(&format!("/ws/user.42?auth_token={}", token("42", json!({}))))
         .await;
     let (mut alerts, _) = server
         .connect(&format!(
@@ -173,11 +144,7 @@ async fn notify_user_and_system_alert() {
             msg["data"]["message"].as_str(),
             msg["data"]["action_url"].as_str()
         ),
-        (
-            Some("Welcome"),
-            Some("Registration successful"),
-            Some("/dashboard")
-        )
+        (Some("Welcome"), Some("Registration successful"), Some("/dashboard"))
     );
 
     let out = artisan(
@@ -215,23 +182,13 @@ async fn monitor_samples_then_exits_after_the_duration() {
     let started = std::time::Instant::now();
     let out = artisan(
         &server,
-        &[
-            "broadcast",
-            "monitor",
-            "--duration",
-            "2",
-            "--interval",
-            "0.5",
-        ],
+        &["broadcast", "monitor", "--duration", "2", "--interval", "0.5"],
     )
     .await;
     assert!(out.status.success(), "{out:?}");
     assert!(started.elapsed() < std::time::Duration::from_secs(8));
     let text = stdout(&out);
-    let samples = text
-        .lines()
-        .filter(|l| l.contains("connections: 1"))
-        .count();
+    let samples = text.lines().filter(|l| l.contains("connections: 1")).count();
     assert!(samples >= 3, "{text}");
     assert!(text.contains("Monitoring finished"), "{text}");
 }
@@ -271,14 +228,7 @@ async fn token_is_sent_when_configured() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
     let out = artisan(
         &server,
-        &[
-            "--token",
-            "t0k3n",
-            "broadcast",
-            "test",
-            "--message",
-            "with token",
-        ],
+        &["--token", "t0k3n", "broadcast", "test", "--message", "with token"],
     )
     .await;
     assert!(out.status.success(), "{out:?}");

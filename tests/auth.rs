@@ -32,10 +32,7 @@ fn standard_claims(sub: &str) -> Value {
 async fn private_user_channel_needs_the_right_token() {
     let server = start().await;
     let (_ws, first) = server
-        .connect(&format!(
-            "/ws?channel=user.42&auth_token={}",
-            token("42", json!({}))
-        ))
+        .connect(&format!("/ws?channel=user.42&auth_token={}", token("42", json!({}))))
         .await;
     assert_eq!(first["event"], "subscription_succeeded");
     assert_eq!(first["data"]["kind"], "private");
@@ -116,9 +113,7 @@ async fn bad_tokens_are_refused_with_401() {
 async fn token_is_accepted_from_every_documented_place() {
     let server = start().await;
     let t = token("42", json!({}));
-    let (_a, first) = server
-        .connect(&format!("/ws?channel=user.42&token={t}"))
-        .await;
+    let (_a, first) = server.connect(&format!("/ws?channel=user.42&token={t}")).await;
     assert_eq!(first["event"], "subscription_succeeded");
 
     let mut req = server.ws_url("/ws/user.42").into_client_request().unwrap();
@@ -144,52 +139,28 @@ async fn token_is_accepted_from_every_documented_place() {
 async fn subscribe_refusal_keeps_the_socket_open() {
     let server = start().await;
     let (mut ws, _) = server
-        .connect(&format!(
-            "/ws?auth_token={}",
-            token("5", json!({"roles": ["user"]}))
-        ))
+        .connect(&format!("/ws?auth_token={}", token("5", json!({"roles": ["user"]}))))
         .await;
-    send_json(
-        &mut ws,
-        json!({"action": "subscribe", "channel": "admin.alerts"}),
-    )
-    .await;
+    send_json(&mut ws, json!({"action": "subscribe", "channel": "admin.alerts"})).await;
     let err = recv_json(&mut ws).await;
     assert_eq!(err["channel"], "admin.alerts");
     assert_eq!(err["event"], "subscription_error");
     assert_eq!(err["data"]["code"], 403);
-    assert!(err["data"]["message"]
-        .as_str()
-        .unwrap()
-        .contains("admin.alerts"));
+    assert!(err["data"]["message"].as_str().unwrap().contains("admin.alerts"));
     // Not joined: nothing arrives from there; the socket still works.
     server.publish("admin.alerts", "x", json!({})).await;
     send_json(&mut ws, json!({"action": "ping"})).await;
     assert_eq!(recv_json(&mut ws).await["event"], "pong");
 
     let (mut anon, _) = server.connect("/ws").await;
-    send_json(
-        &mut anon,
-        json!({"action": "subscribe", "channel": "notifications"}),
-    )
-    .await;
+    send_json(&mut anon, json!({"action": "subscribe", "channel": "notifications"})).await;
     assert_eq!(recv_json(&mut anon).await["data"]["code"], 401);
 
     let (mut admin, _) = server
-        .connect(&format!(
-            "/ws?auth_token={}",
-            token("1", json!({"roles": ["admin"]}))
-        ))
+        .connect(&format!("/ws?auth_token={}", token("1", json!({"roles": ["admin"]}))))
         .await;
-    send_json(
-        &mut admin,
-        json!({"action": "subscribe", "channel": "admin.alerts"}),
-    )
-    .await;
-    assert_eq!(
-        recv_json(&mut admin).await["event"],
-        "subscription_succeeded"
-    );
+    send_json(&mut admin, json!({"action": "subscribe", "channel": "admin.alerts"})).await;
+    assert_eq!(recv_json(&mut admin).await["event"], "subscription_succeeded");
 }
 
 #[tokio::test]
@@ -213,9 +184,7 @@ async fn channel_name_tricks_are_refused() {
         );
     }
     // Empty channel on connect means "no channel": connection_established.
-    let (_ws, first) = server
-        .connect(&format!("/ws?channel=&auth_token={t}"))
-        .await;
+    let (_ws, first) = server.connect(&format!("/ws?channel=&auth_token={t}")).await;
     assert_eq!(first["event"], "connection_established");
     assert_eq!(first["data"]["user_id"], "42");
 }
@@ -242,32 +211,21 @@ async fn presence_members_join_and_leave_per_user_not_per_tab() {
     let (mut alice, first) = join_presence(&server, "1", "Alice").await;
     assert_eq!(first["data"]["kind"], "presence");
     assert_eq!(member_ids(&first["data"]), vec!["1"]);
-    assert_eq!(
-        first["data"]["members"][0]["user_info"],
-        json!({"name": "Alice"})
-    );
+    assert_eq!(first["data"]["members"][0]["user_info"], json!({"name": "Alice"}));
 
     let (mut bob_tab1, first) = join_presence(&server, "2", "Bob").await;
     assert_eq!(member_ids(&first["data"]), vec!["1", "2"]);
     let added = recv_json(&mut alice).await;
     assert_eq!(added["event"], "member_added");
-    assert_eq!(
-        added["data"],
-        json!({"user_id": "2", "user_info": {"name": "Bob"}})
-    );
+    assert_eq!(added["data"], json!({"user_id": "2", "user_info": {"name": "Bob"}}));
 
     // Bob's second tab: one member, no second member_added.
     let (bob_tab2, first) = join_presence(&server, "2", "Bob").await;
     assert_eq!(member_ids(&first["data"]), vec!["1", "2"]);
     expect_silence(&mut alice, Duration::from_millis(300)).await;
-    let (_, users) = server
-        .get("/api/broadcast/channels/presence.chat.1/users")
-        .await;
+    let (_, users) = server.get("/api/broadcast/channels/presence.chat.1/users").await;
     assert_eq!(users["count"], 2);
-    assert_eq!(
-        users["users"][1],
-        json!({"user_id": "2", "user_info": {"name": "Bob"}})
-    );
+    assert_eq!(users["users"][1], json!({"user_id": "2", "user_info": {"name": "Bob"}}));
     let (_, stats) = server.get("/api/broadcast/stats").await;
     assert_eq!(stats["channels"]["presence.chat.1"]["kind"], "presence");
     assert_eq!(stats["channels"]["presence.chat.1"]["subscribers"], 3);
@@ -282,20 +240,12 @@ async fn presence_members_join_and_leave_per_user_not_per_tab() {
     drop(bob_tab2);
     let removed = recv_json(&mut alice).await;
     assert_eq!(removed["event"], "member_removed");
-    assert_eq!(
-        removed["data"],
-        json!({"user_id": "2", "user_info": {"name": "Bob"}})
-    );
-    let (_, users) = server
-        .get("/api/broadcast/channels/presence.chat.1/users")
-        .await;
+    assert_eq!(removed["data"], json!({"user_id": "2", "user_info": {"name": "Bob"}}));
+    let (_, users) = server.get("/api/broadcast/channels/presence.chat.1/users").await;
     assert_eq!(users["count"], 1);
 
     let (status, err) = server.get("/api/broadcast/channels/general/users").await;
-    assert_eq!(
-        (status, err["error"].as_str()),
-        (422, Some("validation_failed"))
-    );
+    assert_eq!((status, err["error"].as_str()), (422, Some("validation_failed")));
 }
 
 #[tokio::test]
@@ -304,7 +254,11 @@ async fn whispers_reach_other_members_not_the_sender() {
     let (mut alice, _) = join_presence(&server, "1", "Alice").await;
     let (mut bob, _) = join_presence(&server, "2", "Bob").await;
     recv_json(&mut alice).await; // member_added
-    send_json(&mut alice, json!({"action": "whisper", "channel": "presence.chat.1", "event": "typing", "data": {"typing": true}})).await;
+    send_json(
+        &mut alice,
+        json!({"action": "whisper", "channel": "presence.chat.1", "event": "typing", "data": {"typing": true}}),
+    )
+    .await;
     let got = recv_json(&mut bob).await;
     assert_eq!(got["event"], "client-typing");
     assert_eq!(got["channel"], "presence.chat.1");
@@ -347,11 +301,7 @@ async fn whispers_reach_other_members_not_the_sender() {
         json!({"action": "whisper", "channel": "user.42", "event": "typing"}),
     )
     .await;
-    assert_eq!(
-        recv_json(&mut pub1).await["data"]["code"],
-        404,
-        "not subscribed"
-    );
+    assert_eq!(recv_json(&mut pub1).await["data"]["code"], 404, "not subscribed");
 }
 
 #[tokio::test]
@@ -361,30 +311,27 @@ async fn whispers_over_the_rate_limit_are_refused_and_not_delivered() {
     let (mut bob, _) = join_presence(&server, "2", "Bob").await;
     recv_json(&mut alice).await; // member_added
     for i in 0..15 {
-        send_json(&mut alice, json!({"action": "whisper", "channel": "presence.chat.1", "event": "n", "data": {"i": i}})).await;
+        send_json(
+            &mut alice,
+            json!({"action": "whisper", "channel": "presence.chat.1", "event": "n", "data": {"i": i}}),
+        )
+        .await;
     }
     let mut limited = 0;
-    while let Ok(Some(Ok(Message::Text(t)))) =
-        tokio::time::timeout(Duration::from_millis(500), alice.next()).await
-    {
+    while let Ok(Some(Ok(Message::Text(t)))) = tokio::time::timeout(Duration::from_millis(500), alice.next()).await {
         let v: Value = serde_json::from_str(&t).unwrap();
         assert_eq!(v["data"]["error"], "rate_limited");
         assert_eq!(v["data"]["code"], 429);
         limited += 1;
     }
     let mut delivered = Vec::new();
-    while let Ok(Some(Ok(Message::Text(t)))) =
-        tokio::time::timeout(Duration::from_millis(500), bob.next()).await
-    {
+    while let Ok(Some(Ok(Message::Text(t)))) = tokio::time::timeout(Duration::from_millis(500), bob.next()).await {
         let v: Value = serde_json::from_str(&t).unwrap();
         delivered.push(v["data"]["i"].as_u64().unwrap());
     }
     assert_eq!(delivered.len() + limited, 15);
     assert!(limited >= 4, "limited {limited}");
-    assert!(
-        delivered.len() >= 10,
-        "the burst allowance is delivered: {delivered:?}"
-    );
+    assert!(delivered.len() >= 10, "the burst allowance is delivered: {delivered:?}");
     assert_eq!(
         delivered,
         (0..delivered.len() as u64).collect::<Vec<_>>(),
@@ -399,12 +346,8 @@ async fn expired_token_closes_the_socket_unless_refreshed() {
     let server = start_with(config).await;
     let short = sign(&json!({"sub": "42", "aud": "websocket", "exp": now() + 2}));
 
-    let (mut lapsing, _) = server
-        .connect(&format!("/ws/user.42?auth_token={short}"))
-        .await;
-    let (mut refreshed, _) = server
-        .connect(&format!("/ws/user.42?auth_token={short}"))
-        .await;
+    let (mut lapsing, _) = server.connect(&format!("/ws/user.42?auth_token={short}")).await;
+    let (mut refreshed, _) = server.connect(&format!("/ws/user.42?auth_token={short}")).await;
     send_json(
         &mut refreshed,
         json!({"action": "refresh", "token": token("7", json!({}))}),
@@ -416,11 +359,7 @@ async fn expired_token_closes_the_socket_unless_refreshed() {
         (Some("error"), Some(403)),
         "another user's token"
     );
-    send_json(
-        &mut refreshed,
-        json!({"action": "refresh", "token": "garbage"}),
-    )
-    .await;
+    send_json(&mut refreshed, json!({"action": "refresh", "token": "garbage"})).await;
     assert_eq!(recv_json(&mut refreshed).await["data"]["code"], 401);
     send_json(
         &mut refreshed,
@@ -467,23 +406,12 @@ async fn rs256_and_es256_keys_from_files() {
             jsonwebtoken::Algorithm::ES256 => jsonwebtoken::EncodingKey::from_ec_pem(&pem).unwrap(),
             _ => jsonwebtoken::EncodingKey::from_rsa_pem(&pem).unwrap(),
         };
-        let good = jsonwebtoken::encode(
-            &jsonwebtoken::Header::new(alg),
-            &standard_claims("42"),
-            &key,
-        )
-        .unwrap();
-        let (_ws, first) = server
-            .connect(&format!("/ws/user.42?auth_token={good}"))
-            .await;
+        let good = jsonwebtoken::encode(&jsonwebtoken::Header::new(alg), &standard_claims("42"), &key).unwrap();
+        let (_ws, first) = server.connect(&format!("/ws/user.42?auth_token={good}")).await;
         assert_eq!(first["event"], "subscription_succeeded", "{alg:?}");
         // An HS256 token is refused even though HS256 is a valid algorithm elsewhere.
         assert_eq!(
-            refused(
-                &server,
-                &format!("/ws/user.42?auth_token={}", token("42", json!({})))
-            )
-            .await,
+            refused(&server, &format!("/ws/user.42?auth_token={}", token("42", json!({})))).await,
             401,
             "{alg:?}"
         );
@@ -498,11 +426,7 @@ async fn without_a_jwt_key_only_public_channels_work() {
     assert_eq!(refused(&server, "/ws/user.42").await, 401);
     assert_eq!(refused(&server, "/ws/somewhere").await, 403);
     assert_eq!(
-        refused(
-            &server,
-            &format!("/ws/general?auth_token={}", token("1", json!({})))
-        )
-        .await,
+        refused(&server, &format!("/ws/general?auth_token={}", token("1", json!({})))).await,
         401
     );
 }
@@ -518,9 +442,7 @@ async fn private_rules_without_a_key_fail_at_start() {
     )
     .unwrap();
     let path = rules.display().to_string();
-    let config =
-        rustaxum::Config::from_lookup(|k| (k == "BROADCAST_RULES_FILE").then(|| path.clone()))
-            .unwrap();
+    let config = rustaxum::Config::from_lookup(|k| (k == "BROADCAST_RULES_FILE").then(|| path.clone())).unwrap();
     let err = rustaxum::Rustaxum::new(config).unwrap_err();
     assert!(matches!(err, rustaxum::StartError::NoJwtKey), "{err}");
     assert!(err.to_string().contains("JWT_SECRET"));
@@ -530,20 +452,14 @@ async fn private_rules_without_a_key_fail_at_start() {
     config.rules_file = Some(rules);
     let server = start_with(config).await;
     let (_ws, first) = server
-        .connect(&format!(
-            "/ws/project.9?auth_token={}",
-            token("3", json!({}))
-        ))
+        .connect(&format!("/ws/project.9?auth_token={}", token("3", json!({}))))
         .await;
     assert_eq!(first["data"]["kind"], "private");
 
     let no_key = rustaxum::Rustaxum::new(rustaxum::Config::from_lookup(|_| None).unwrap()).unwrap();
     let mut custom = rustaxum::auth::ChannelRules::new();
     custom.channel("x.{id}", |_, _| true);
-    assert!(matches!(
-        no_key.with_rules(custom),
-        Err(rustaxum::StartError::NoJwtKey)
-    ));
+    assert!(matches!(no_key.with_rules(custom), Err(rustaxum::StartError::NoJwtKey)));
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -557,25 +473,16 @@ async fn library_rules_with_parameters() {
     let app = app.with_rules(rules).unwrap();
     let server = start_app(app).await;
     let pm = token("1", json!({"roles": ["pm"]}));
-    let (_ws, first) = server
-        .connect(&format!("/ws/project.7?auth_token={pm}"))
-        .await;
+    let (_ws, first) = server.connect(&format!("/ws/project.7?auth_token={pm}")).await;
     assert_eq!(first["event"], "subscription_succeeded");
     assert_eq!(
         refused(&server, &format!("/ws/project.secret?auth_token={pm}")).await,
         403
     );
     assert_eq!(
-        refused(
-            &server,
-            &format!("/ws/project.7?auth_token={}", token("2", json!({})))
-        )
-        .await,
+        refused(&server, &format!("/ws/project.7?auth_token={}", token("2", json!({})))).await,
         403
     );
     // Defaults were replaced: user.{id} is no longer a rule.
-    assert_eq!(
-        refused(&server, &format!("/ws/user.1?auth_token={pm}")).await,
-        403
-    );
+    assert_eq!(refused(&server, &format!("/ws/user.1?auth_token={pm}")).await, 403);
 }

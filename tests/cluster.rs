@@ -58,14 +58,7 @@ async fn an_event_published_anywhere_reaches_every_subscriber_exactly_once() {
     let answer = b.publish("general", "from.b", json!({"n": 1})).await;
     assert_eq!(answer["recipients"], 1, "B's own socket, counted locally");
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_artisan"))
-        .args([
-            "--server",
-            &a.url(""),
-            "broadcast",
-            "test",
-            "--message",
-            "via artisan",
-        ])
+        .args(["--server", &a.url(""), "broadcast", "test", "--message", "via artisan"])
         .output()
         .await
         .unwrap();
@@ -74,9 +67,7 @@ async fn an_event_published_anywhere_reaches_every_subscriber_exactly_once() {
     // A Rust application in another process would use the redis driver without a server.
     let app_config = std::sync::Arc::new(cluster_config(&redis, &prefix));
     let hub = std::sync::Arc::new(rustaxum::hub::Hub::default());
-    let manager = std::sync::Arc::new(rustaxum::broadcasting::BroadcastManager::from_config(
-        app_config, hub,
-    ));
+    let manager = std::sync::Arc::new(rustaxum::broadcasting::BroadcastManager::from_config(app_config, hub));
     manager
         .broadcast()
         .channel("general")
@@ -97,9 +88,7 @@ async fn an_event_published_anywhere_reaches_every_subscriber_exactly_once() {
             "via artisan"
         );
     }
-    assert!(collect(&mut elsewhere, Duration::from_millis(100))
-        .await
-        .is_empty());
+    assert!(collect(&mut elsewhere, Duration::from_millis(100)).await.is_empty());
 }
 
 #[tokio::test]
@@ -132,13 +121,8 @@ async fn laravel_redis_broadcaster_payloads_are_delivered() {
         .query_async(&mut conn)
         .await
         .unwrap();
-    assert_eq!(
-        collect(&mut on_a, Duration::from_millis(400)).await.len(),
-        1
-    );
-    assert!(collect(&mut on_b, Duration::from_millis(100))
-        .await
-        .is_empty());
+    assert_eq!(collect(&mut on_a, Duration::from_millis(400)).await.len(), 1);
+    assert!(collect(&mut on_b, Duration::from_millis(100)).await.is_empty());
     // Garbage on the prefix is ignored and counted, nothing crashes.
     let _: () = ::redis::cmd("PUBLISH")
         .arg(format!("{prefix}orders.1"))
@@ -160,8 +144,7 @@ fn presence_token(user: &str, name: &str) -> String {
 async fn presence_is_one_list_across_nodes_and_tabs() {
     let redis = RedisServer::start();
     let (a, b, _) = two_nodes(&redis).await;
-    let path =
-        |u: &str, n: &str| format!("/ws/presence.chat.1?auth_token={}", presence_token(u, n));
+    let path = |u: &str, n: &str| format!("/ws/presence.chat.1?auth_token={}", presence_token(u, n));
     let (mut alice, _) = a.connect(&path("1", "Alice")).await;
     let (mut bob_b, first) = b.connect(&path("2", "Bob")).await;
     let ids: Vec<&str> = first["data"]["members"]
@@ -173,25 +156,18 @@ async fn presence_is_one_list_across_nodes_and_tabs() {
     assert_eq!(ids, ["1", "2"], "Bob on B sees Alice who joined on A");
     let frames = collect(&mut alice, Duration::from_millis(500)).await;
     assert_eq!(events(&frames, "member_added"), 1, "{frames:?}");
-    assert_eq!(
-        frames[0]["data"],
-        json!({"user_id": "2", "user_info": {"name": "Bob"}})
-    );
+    assert_eq!(frames[0]["data"], json!({"user_id": "2", "user_info": {"name": "Bob"}}));
 
     // Bob's second tab, on the other node: still one member, no event.
     let (mut bob_a, first) = a.connect(&path("2", "Bob")).await;
     assert_eq!(first["data"]["count"], 2);
-    assert!(collect(&mut alice, Duration::from_millis(400))
-        .await
-        .is_empty());
+    assert!(collect(&mut alice, Duration::from_millis(400)).await.is_empty());
     let (_, users) = b.get("/api/broadcast/channels/presence.chat.1/users").await;
     assert_eq!(users["count"], 2);
 
     bob_b.close(None).await.unwrap();
     assert!(
-        collect(&mut alice, Duration::from_millis(400))
-            .await
-            .is_empty(),
+        collect(&mut alice, Duration::from_millis(400)).await.is_empty(),
         "Bob still has a tab"
     );
     bob_a.close(None).await.unwrap();
@@ -202,7 +178,11 @@ async fn presence_is_one_list_across_nodes_and_tabs() {
     // Whispers cross nodes too.
     let (mut carol, _) = b.connect(&path("3", "Carol")).await;
     collect(&mut alice, Duration::from_millis(300)).await; // member_added
-    send_json(&mut alice, json!({"action": "whisper", "channel": "presence.chat.1", "event": "typing", "data": {"x": 1}})).await;
+    send_json(
+        &mut alice,
+        json!({"action": "whisper", "channel": "presence.chat.1", "event": "typing", "data": {"x": 1}}),
+    )
+    .await;
     let frames = collect(&mut carol, Duration::from_millis(500)).await;
     assert_eq!(events(&frames, "client-typing"), 1, "{frames:?}");
 }
@@ -230,10 +210,7 @@ async fn members_of_a_node_that_dies_vanish_everywhere_within_15_seconds() {
         .unwrap()
         .unwrap()
         .unwrap();
-    let b_url = line
-        .strip_prefix("rustaxum listening on http://")
-        .unwrap()
-        .to_string();
+    let b_url = line.strip_prefix("rustaxum listening on http://").unwrap().to_string();
 
     let (mut alice, _) = a
         .connect(&format!(
@@ -303,20 +280,13 @@ async fn redis_outage_degrades_then_recovers_without_restarts() {
             .await;
         assert_eq!(status, 503, "{body}");
         assert_eq!(body["error"], "unavailable");
-        assert!(
-            started.elapsed() < Duration::from_secs(3),
-            "{:?}",
-            started.elapsed()
-        );
+        assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
     }
     // The node still serves its sockets.
     send_json(&mut on_a, json!({"action": "ping"})).await;
     assert_eq!(recv_json(&mut on_a).await["event"], "pong");
     let (_, stats) = a.get("/api/broadcast/stats").await;
-    assert!(
-        stats["redis"]["publish_failures"].as_u64().unwrap() >= 1,
-        "{stats}"
-    );
+    assert!(stats["redis"]["publish_failures"].as_u64().unwrap() >= 1, "{stats}");
 
     redis.restart();
     for node in [&a, &b] {
@@ -362,10 +332,7 @@ async fn stats_can_cover_the_whole_cluster() {
             assert_eq!(s["channels"]["news"]["subscribers"], 1);
             break;
         }
-        assert!(
-            Instant::now() < deadline,
-            "cluster stats never added up: {s}"
-        );
+        assert!(Instant::now() < deadline, "cluster stats never added up: {s}");
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     let (_, local) = b.get("/api/broadcast/stats").await;

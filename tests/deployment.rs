@@ -45,10 +45,7 @@ fn free_port() -> u16 {
 fn start_nginx(app1: u16, app2: u16, port: u16) -> Nginx {
     let conf = std::fs::read_to_string("nginx.conf").expect("the repository's nginx.conf");
     for needle in ["server app1:8081", "server app2:8082", "listen 80;"] {
-        assert!(
-            conf.contains(needle),
-            "nginx.conf no longer contains {needle:?}"
-        );
+        assert!(conf.contains(needle), "nginx.conf no longer contains {needle:?}");
     }
     let conf = conf
         .replace("server app1:8081", &format!("server 127.0.0.1:{app1}"))
@@ -118,10 +115,7 @@ async fn clients_through_nginx_receive_events_published_through_either_instance(
         if ready == Some(200) {
             break;
         }
-        assert!(
-            Instant::now() < deadline,
-            "not ready through nginx: {ready:?}"
-        );
+        assert!(Instant::now() < deadline, "not ready through nginx: {ready:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 

@@ -27,18 +27,8 @@ async fn faked_events_are_recorded_not_broadcast() {
     let (mut ws, _) = server.connect("/ws/general").await;
 
     let fake = EventFacade::fake().await;
-    UserRegistered {
-        user_id: "u1".into(),
-    }
-    .dispatch()
-    .await
-    .unwrap();
-    UserRegistered {
-        user_id: "u2".into(),
-    }
-    .dispatch()
-    .await
-    .unwrap();
+    UserRegistered { user_id: "u1".into() }.dispatch().await.unwrap();
+    UserRegistered { user_id: "u2".into() }.dispatch().await.unwrap();
     assert!(EventFacade::assert_dispatched("UserRegistered").await);
     assert!(EventFacade::assert_dispatched_times("UserRegistered", 2).await);
     assert!(EventFacade::assert_not_dispatched("OrderShipped").await);
@@ -47,12 +37,7 @@ async fn faked_events_are_recorded_not_broadcast() {
     expect_silence(&mut ws, Duration::from_millis(200)).await;
 
     EventFacade::restore().await;
-    UserRegistered {
-        user_id: "u3".into(),
-    }
-    .dispatch()
-    .await
-    .unwrap();
+    UserRegistered { user_id: "u3".into() }.dispatch().await.unwrap();
     let msg = recv_json(&mut ws).await;
     assert_eq!(msg["event"], "UserRegistered");
     assert_eq!(msg["data"]["user_id"], "u3");

@@ -16,11 +16,7 @@ async fn publish_errors_are_json_with_fitting_statuses() {
         ("{oops".into(), 400, "invalid_json"),
         ("".into(), 400, "invalid_json"),
         (json!({"event": "e"}).to_string(), 422, "validation_failed"),
-        (
-            json!({"channel": "general"}).to_string(),
-            422,
-            "validation_failed",
-        ),
+        (json!({"channel": "general"}).to_string(), 422, "validation_failed"),
         (
             json!({"channel": "general", "event": ""}).to_string(),
             422,
@@ -71,10 +67,7 @@ async fn publish_errors_are_json_with_fitting_statuses() {
         let (got, answer) = server.post("/api/broadcast", &body).await;
         assert_eq!(got, status, "{body:.80}: {answer}");
         assert_eq!(answer["error"], error, "{body:.80}");
-        assert!(
-            answer["message"].as_str().is_some_and(|m| !m.is_empty()),
-            "{answer}"
-        );
+        assert!(answer["message"].as_str().is_some_and(|m| !m.is_empty()), "{answer}");
     }
     let (status, answer) = server.get("/api/nothing/here").await;
     assert_eq!((status, answer["error"].as_str()), (404, Some("not_found")));
@@ -97,9 +90,7 @@ async fn api_token_guards_publishing() {
         assert_eq!(answer["error"], "unauthorized");
     }
     expect_silence(&mut ws, std::time::Duration::from_millis(200)).await;
-    let (status, answer) = server
-        .post_with("/api/broadcast", &body, Some("s3cret-token"))
-        .await;
+    let (status, answer) = server.post_with("/api/broadcast", &body, Some("s3cret-token")).await;
     assert_eq!(status, 200);
     assert_eq!(answer["recipients"], 1);
     assert_eq!(recv_json(&mut ws).await["event"], "e");

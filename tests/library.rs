@@ -9,8 +9,8 @@ use std::time::Duration;
 use common::*;
 use rustaxum::broadcasting::testing::RecordingDriver;
 use rustaxum::broadcasting::{
-    self, broadcast, broadcast_to_channel, broadcast_to_organization, broadcast_to_user,
-    BroadcastError, BroadcastFacade, Dispatchable, Event, QueueOptions, ShouldBroadcast,
+    self, broadcast, broadcast_to_channel, broadcast_to_organization, broadcast_to_user, BroadcastError,
+    BroadcastFacade, Dispatchable, Event, QueueOptions, ShouldBroadcast,
 };
 use serde::Serialize;
 use serde_json::json;
@@ -91,16 +91,10 @@ async fn builder_helpers_facade_and_macros() {
     broadcasting::install(server.app.manager().clone());
     let (mut general, _) = server.connect("/ws/general").await;
     let (mut user, _) = server
-        .connect(&format!(
-            "/ws/user.42?auth_token={}",
-            token("42", json!({}))
-        ))
+        .connect(&format!("/ws/user.42?auth_token={}", token("42", json!({}))))
         .await;
     let (mut org, _) = server
-        .connect(&format!(
-            "/ws/org.5?auth_token={}",
-            token("9", json!({"orgs": [5]}))
-        ))
+        .connect(&format!("/ws/org.5?auth_token={}", token("9", json!({"orgs": [5]}))))
         .await;
     let (mut alerts, _) = server
         .connect(&format!(
@@ -119,15 +113,11 @@ async fn builder_helpers_facade_and_macros() {
     assert_eq!(n, 1);
     assert_eq!(recv_json(&mut general).await["data"]["message"], "hi");
 
-    broadcast_to_channel("general", "a", json!({"v": 1}))
-        .await
-        .unwrap();
+    broadcast_to_channel("general", "a", json!({"v": 1})).await.unwrap();
     assert_eq!(recv_json(&mut general).await["event"], "a");
     broadcast_to_user(42, "b", json!({"v": 2})).await.unwrap();
     assert_eq!(recv_json(&mut user).await["event"], "b");
-    broadcast_to_organization("5", "c", json!({}))
-        .await
-        .unwrap();
+    broadcast_to_organization("5", "c", json!({})).await.unwrap();
     assert_eq!(recv_json(&mut org).await["event"], "c");
 
     BroadcastFacade::to_user(42)
@@ -138,14 +128,9 @@ async fn builder_helpers_facade_and_macros() {
         .unwrap();
     assert_eq!(recv_json(&mut user).await["data"]["x"], true);
 
-    BroadcastFacade::notify_user(
-        42,
-        "Welcome!",
-        "Registration successful",
-        Some("/dashboard"),
-    )
-    .await
-    .unwrap();
+    BroadcastFacade::notify_user(42, "Welcome!", "Registration successful", Some("/dashboard"))
+        .await
+        .unwrap();
     let note = recv_json(&mut user).await;
     assert_eq!(note["event"], "notification");
     assert_eq!(note["data"]["title"], "Welcome!");
@@ -183,16 +168,8 @@ async fn builder_helpers_facade_and_macros() {
 
     let err = broadcast().event("x").send().await.unwrap_err();
     assert!(matches!(err, BroadcastError::NoChannels));
-    let err = broadcast()
-        .channel("bad name")
-        .event("x")
-        .send()
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(err, BroadcastError::InvalidChannel { .. }),
-        "{err}"
-    );
+    let err = broadcast().channel("bad name").event("x").send().await.unwrap_err();
+    assert!(matches!(err, BroadcastError::InvalidChannel { .. }), "{err}");
     let err = broadcast().channel("general").send().await.unwrap_err();
     assert!(matches!(err, BroadcastError::InvalidEvent(_)), "{err}");
 }
@@ -221,9 +198,7 @@ async fn custom_driver_through_extend_and_typed_errors() {
     server.publish("news", "via.api", json!({})).await;
     assert!(recorder.was_broadcast("news", "via.api"));
 
-    assert!(
-        matches!(manager.driver("nope").err(), Some(BroadcastError::ConnectionNotDefined(n)) if n == "nope")
-    );
+    assert!(matches!(manager.driver("nope").err(), Some(BroadcastError::ConnectionNotDefined(n)) if n == "nope"));
     manager.add_connection(
         "weird",
         rustaxum::broadcasting::ConnectionConfig::driver("carrier-pigeon"),
@@ -234,10 +209,7 @@ async fn custom_driver_through_extend_and_typed_errors() {
     assert_eq!(manager.driver("log").unwrap().name(), "log");
     assert_eq!(manager.driver("null").unwrap().name(), "null");
     assert!(
-        Arc::ptr_eq(
-            &manager.driver("log").unwrap(),
-            &manager.driver("log").unwrap()
-        ),
+        Arc::ptr_eq(&manager.driver("log").unwrap(), &manager.driver("log").unwrap()),
         "drivers are cached"
     );
 }
@@ -294,11 +266,7 @@ async fn queued_broadcast_is_retried_after_a_failing_driver() {
     assert_eq!(failed.len(), 1);
     assert_eq!(failed[0].attempts, 3);
     assert_eq!(failed[0].channels, vec!["jobs".to_string()]);
-    assert!(
-        failed[0].error.contains("simulated failure"),
-        "{}",
-        failed[0].error
-    );
+    assert!(failed[0].error.contains("simulated failure"), "{}", failed[0].error);
     assert_eq!(dead.calls(), 3);
     assert_eq!(manager.pending_broadcasts(), 0);
 }
@@ -338,11 +306,6 @@ async fn router_mounts_inside_an_application() {
 #[tokio::test]
 async fn helpers_without_a_manager_say_so() {
     // Nothing installed in this test process.
-    let err = broadcast()
-        .channel("general")
-        .event("x")
-        .send()
-        .await
-        .unwrap_err();
+    let err = broadcast().channel("general").event("x").send().await.unwrap_err();
     assert!(matches!(err, BroadcastError::NotInstalled), "{err}");
 }

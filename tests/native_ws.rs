@@ -16,9 +16,7 @@ async fn joining_on_connect_gets_subscription_succeeded() {
         let (_ws, first) = server.connect(path).await;
         assert_eq!(first["channel"], "general", "{path}");
         assert_eq!(first["event"], "subscription_succeeded", "{path}");
-        assert!(first["data"]["socket_id"]
-            .as_str()
-            .is_some_and(|s| s.contains('.')));
+        assert!(first["data"]["socket_id"].as_str().is_some_and(|s| s.contains('.')));
         let ts = first["timestamp"].as_str().expect("timestamp");
         chrono::DateTime::parse_from_rfc3339(ts).expect("RFC 3339 timestamp");
     }
@@ -76,11 +74,7 @@ async fn subscribe_and_unsubscribe_on_an_open_socket() {
 async fn ping_is_answered_with_pong_echoing_data() {
     let server = start().await;
     let (mut ws, _) = server.connect("/ws?channel=general").await;
-    send_json(
-        &mut ws,
-        json!({"action": "ping", "data": {"timestamp": 12345}}),
-    )
-    .await;
+    send_json(&mut ws, json!({"action": "ping", "data": {"timestamp": 12345}})).await;
     let pong = recv_json(&mut ws).await;
     assert_eq!(pong["event"], "pong");
     assert_eq!(pong["data"]["timestamp"], 12345);
@@ -104,20 +98,12 @@ async fn bad_frames_get_error_events_and_the_socket_stays_open() {
         assert_eq!(msg["event"], "error", "{frame}");
         assert_eq!(msg["data"]["code"], *code, "{frame}");
         assert_eq!(msg["data"]["error"], *error, "{frame}");
-        assert!(msg["data"]["message"]
-            .as_str()
-            .is_some_and(|m| !m.is_empty()));
+        assert!(msg["data"]["message"].as_str().is_some_and(|m| !m.is_empty()));
     }
-    ws.send(Message::Binary(vec![1, 2, 3].into()))
-        .await
-        .unwrap();
+    ws.send(Message::Binary(vec![1, 2, 3].into())).await.unwrap();
     assert_eq!(recv_json(&mut ws).await["data"]["code"], 415);
 
-    send_json(
-        &mut ws,
-        json!({"action": "subscribe", "channel": "bad name!"}),
-    )
-    .await;
+    send_json(&mut ws, json!({"action": "subscribe", "channel": "bad name!"})).await;
     let err = recv_json(&mut ws).await;
     assert_eq!(err["event"], "subscription_error");
     assert_eq!(err["data"]["error"], "invalid_channel");
@@ -149,8 +135,7 @@ async fn socket_id_excludes_the_sender() {
     let (mut sender, first) = server.connect("/ws?channel=chat").await;
     let (mut other, _) = server.connect("/ws?channel=chat").await;
     let socket_id = first["data"]["socket_id"].as_str().unwrap().to_string();
-    let body =
-        json!({"channel": "chat", "event": "said", "data": {"t": "hi"}, "socket_id": socket_id});
+    let body = json!({"channel": "chat", "event": "said", "data": {"t": "hi"}, "socket_id": socket_id});
     let (status, answer) = server.post("/api/broadcast", &body.to_string()).await;
     assert_eq!(status, 200);
     assert_eq!(answer["recipients"], 1);
@@ -222,18 +207,9 @@ async fn stalled_client_is_disconnected_while_others_still_receive() {
         1,
         "stalled client disconnected after {sent} messages"
     );
-    server
-        .publish("firehose", "done", json!({"sent": sent}))
-        .await;
-    let (ticks, reported) = tokio::time::timeout(WAIT * 4, reader)
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(
-        (ticks, reported),
-        (sent, sent),
-        "the healthy client got every message"
-    );
+    server.publish("firehose", "done", json!({"sent": sent})).await;
+    let (ticks, reported) = tokio::time::timeout(WAIT * 4, reader).await.unwrap().unwrap();
+    assert_eq!((ticks, reported), (sent, sent), "the healthy client got every message");
     wait_for(&server, |s| s.connections == 1).await;
     // The stalled client, when it finally reads, finds its stream ended (close code 4100
     // if the close frame fit in the buffer, or just the end of the stream).

@@ -16,9 +16,7 @@ fn server() -> Command {
             cmd.env_remove(k);
         }
     }
-    cmd.stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
     cmd
 }
 
@@ -31,10 +29,7 @@ async fn sigterm_closes_sockets_with_1001_and_exits_zero() {
         .unwrap()
         .unwrap()
         .unwrap();
-    let url = line
-        .strip_prefix("rustaxum listening on ")
-        .expect(&line)
-        .to_string();
+    let url = line.strip_prefix("rustaxum listening on ").expect(&line).to_string();
     let ws_url = format!("{}/ws?channel=general", url.replacen("http", "ws", 1));
     let (mut ws, _) = tokio_tungstenite::connect_async(ws_url).await.unwrap();
     common::recv_json(&mut ws).await;
@@ -56,11 +51,7 @@ async fn sigterm_closes_sockets_with_1001_and_exits_zero() {
 
 #[tokio::test]
 async fn invalid_config_stops_startup_naming_the_variable() {
-    let out = server()
-        .env("BROADCAST_WEBSOCKET_PORT", "80x0")
-        .output()
-        .await
-        .unwrap();
+    let out = server().env("BROADCAST_WEBSOCKET_PORT", "80x0").output().await.unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -101,26 +92,17 @@ async fn artisan_websocket_runs_the_server() {
         .unwrap()
         .unwrap()
         .unwrap();
-    assert_eq!(
-        first,
-        format!("🌐 Starting WebSocket server on port {port}")
-    );
+    assert_eq!(first, format!("🌐 Starting WebSocket server on port {port}"));
     let listening = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
         .await
         .unwrap()
         .unwrap()
         .unwrap();
-    assert!(
-        listening.contains(&format!("127.0.0.1:{port}")),
-        "{listening}"
-    );
+    assert!(listening.contains(&format!("127.0.0.1:{port}")), "{listening}");
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/ws/general"))
         .await
         .unwrap();
-    assert_eq!(
-        common::recv_json(&mut ws).await["event"],
-        "subscription_succeeded"
-    );
+    assert_eq!(common::recv_json(&mut ws).await["event"], "subscription_succeeded");
     let pid = child.id().unwrap().to_string();
     std::process::Command::new("kill")
         .args(["-TERM", &pid])

@@ -93,25 +93,19 @@ impl JwtVerifier {
         use Algorithm::*;
         let key = match config.algorithm {
             HS256 | HS384 | HS512 => {
-                let secret = config
-                    .secret
-                    .as_deref()
-                    .ok_or_else(|| ConfigError::Invalid {
-                        var: "JWT_SECRET",
-                        value: String::new(),
-                        reason: format!("required for JWT_ALGORITHM={:?}", config.algorithm),
-                    })?;
+                let secret = config.secret.as_deref().ok_or_else(|| ConfigError::Invalid {
+                    var: "JWT_SECRET",
+                    value: String::new(),
+                    reason: format!("required for JWT_ALGORITHM={:?}", config.algorithm),
+                })?;
                 DecodingKey::from_secret(secret.as_bytes())
             }
             RS256 | RS384 | RS512 | PS256 | PS384 | PS512 | ES256 | ES384 | EdDSA => {
-                let path = config
-                    .public_key_file
-                    .as_ref()
-                    .ok_or_else(|| ConfigError::Invalid {
-                        var: "JWT_PUBLIC_KEY_FILE",
-                        value: String::new(),
-                        reason: format!("required for JWT_ALGORITHM={:?}", config.algorithm),
-                    })?;
+                let path = config.public_key_file.as_ref().ok_or_else(|| ConfigError::Invalid {
+                    var: "JWT_PUBLIC_KEY_FILE",
+                    value: String::new(),
+                    reason: format!("required for JWT_ALGORITHM={:?}", config.algorithm),
+                })?;
                 let bad = |reason: String| ConfigError::Invalid {
                     var: "JWT_PUBLIC_KEY_FILE",
                     value: path.display().to_string(),
@@ -123,12 +117,7 @@ impl JwtVerifier {
                     EdDSA => DecodingKey::from_ed_pem(&pem),
                     _ => DecodingKey::from_rsa_pem(&pem),
                 };
-                parsed.map_err(|e| {
-                    bad(format!(
-                        "not a PEM public key for {:?}: {e}",
-                        config.algorithm
-                    ))
-                })?
+                parsed.map_err(|e| bad(format!("not a PEM public key for {:?}: {e}", config.algorithm)))?
             }
         };
         let mut validation = Validation::new(config.algorithm);
@@ -141,23 +130,17 @@ impl JwtVerifier {
 
     /// Verifies `token` and returns who it identifies.
     pub fn verify(&self, token: &str) -> Result<Identity, TokenError> {
-        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(
-            |e| match e.kind() {
-                ErrorKind::ExpiredSignature => TokenError::Expired,
-                ErrorKind::ImmatureSignature => TokenError::NotYetValid,
-                ErrorKind::InvalidSignature => TokenError::BadSignature,
-                ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
-                    TokenError::WrongAlgorithm
-                }
-                ErrorKind::InvalidAudience => TokenError::WrongAudience,
-                ErrorKind::MissingRequiredClaim(c) => {
-                    TokenError::Malformed(format!("missing claim {c}"))
-                }
-                // A header that names an unknown algorithm ("none") fails to parse as JSON.
-                ErrorKind::Json(_) if token_names_unknown_alg(token) => TokenError::WrongAlgorithm,
-                _ => TokenError::Malformed(e.to_string()),
-            },
-        )?;
+        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(|e| match e.kind() {
+            ErrorKind::ExpiredSignature => TokenError::Expired,
+            ErrorKind::ImmatureSignature => TokenError::NotYetValid,
+            ErrorKind::InvalidSignature => TokenError::BadSignature,
+            ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => TokenError::WrongAlgorithm,
+            ErrorKind::InvalidAudience => TokenError::WrongAudience,
+            ErrorKind::MissingRequiredClaim(c) => TokenError::Malformed(format!("missing claim {c}")),
+            // A header that names an unknown algorithm ("none") fails to parse as JSON.
+            ErrorKind::Json(_) if token_names_unknown_alg(token) => TokenError::WrongAlgorithm,
+            _ => TokenError::Malformed(e.to_string()),
+        })?;
         Ok(data.claims.into_identity())
     }
 }
@@ -278,19 +261,10 @@ mod tests {
     #[test]
     fn each_failure_has_its_own_error() {
         let v = verifier();
-        let b64 =
-            |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+        let b64 = |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
         let cases: Vec<(&str, String, TokenError)> = vec![
-            (
-                "expired",
-                sign(with("exp", json!(now() - 60))),
-                TokenError::Expired,
-            ),
-            (
-                "nbf",
-                sign(with("nbf", json!(now() + 600))),
-                TokenError::NotYetValid,
-            ),
+            ("expired", sign(with("exp", json!(now() - 60))), TokenError::Expired),
+            ("nbf", sign(with("nbf", json!(now() + 600))), TokenError::NotYetValid),
             (
                 "aud",
                 sign(with("aud", json!(["api", "web"]))),
@@ -298,12 +272,7 @@ mod tests {
             ),
             (
                 "forged",
-                encode(
-                    &Header::default(),
-                    &claims(),
-                    &EncodingKey::from_secret(b"other"),
-                )
-                .unwrap(),
+                encode(&Header::default(), &claims(), &EncodingKey::from_secret(b"other")).unwrap(),
                 TokenError::BadSignature,
             ),
             (
@@ -342,9 +311,7 @@ mod tests {
             "sub": "42", "aud": ["websocket", "api"], "exp": now() - 2, "iat": now() - 100,
             "roles": ["admin"], "permissions": ["read"], "name": "Ann", "teams": [7, "x"], "orgs": ["acme"],
         }));
-        let id = v
-            .verify(&token)
-            .expect("2 s past exp is inside the 5 s leeway");
+        let id = v.verify(&token).expect("2 s past exp is inside the 5 s leeway");
         assert_eq!(id.user_id, "42");
         assert!(id.has_role("admin") && id.has_permission("read"));
         assert_eq!(id.user_info, json!({"name": "Ann"}));
@@ -372,9 +339,6 @@ mod tests {
             .contains("/nonexistent/key.pem"));
         c.algorithm = Algorithm::HS256;
         c.secret = None;
-        assert!(JwtVerifier::new(&c)
-            .unwrap_err()
-            .to_string()
-            .contains("JWT_SECRET"));
+        assert!(JwtVerifier::new(&c).unwrap_err().to_string().contains("JWT_SECRET"));
     }
 }

@@ -69,11 +69,7 @@ impl AuthError {
 pub trait ChannelAuthorizer: Send + Sync {
     /// Allows or refuses `identity` (if any) joining `channel`. On success returns the
     /// channel with its effective kind (rules decide that `user.42` is private).
-    fn authorize(
-        &self,
-        identity: Option<&Identity>,
-        channel: &Channel,
-    ) -> Result<Channel, AuthError>;
+    fn authorize(&self, identity: Option<&Identity>, channel: &Channel) -> Result<Channel, AuthError>;
 }
 
 /// Lets everybody join everything, as public channels. For tests and trusted networks
@@ -82,11 +78,7 @@ pub trait ChannelAuthorizer: Send + Sync {
 pub struct AllowAll;
 
 impl ChannelAuthorizer for AllowAll {
-    fn authorize(
-        &self,
-        _identity: Option<&Identity>,
-        channel: &Channel,
-    ) -> Result<Channel, AuthError> {
+    fn authorize(&self, _identity: Option<&Identity>, channel: &Channel) -> Result<Channel, AuthError> {
         Ok(channel.clone())
     }
 }

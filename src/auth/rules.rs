@@ -53,9 +53,7 @@ impl Pattern {
                 '{' => {
                     let name: String = chars.by_ref().take_while(|c| *c != '}').collect();
                     if name.is_empty() || !raw.contains('}') {
-                        return Err(format!(
-                            "pattern {raw:?} has an empty or unclosed {{param}}"
-                        ));
+                        return Err(format!("pattern {raw:?} has an empty or unclosed {{param}}"));
                     }
                     if !literal.is_empty() {
                         tokens.push(Token::Literal(std::mem::take(&mut literal)));
@@ -182,15 +180,9 @@ impl ChannelRules {
         self.channel("notifications", |_, _| true);
         self.channel("admin", |u, _| u.has_role("admin"));
         self.channel("admin.*", |u, _| u.has_role("admin"));
-        self.channel("user.{id}", |u, p| {
-            p.get("id").is_some_and(|id| *id == u.user_id)
-        });
-        self.channel("team.{id}", |u, p| {
-            p.get("id").is_some_and(|id| u.teams.contains(id))
-        });
-        self.channel("org.{id}", |u, p| {
-            p.get("id").is_some_and(|id| u.orgs.contains(id))
-        });
+        self.channel("user.{id}", |u, p| p.get("id").is_some_and(|id| *id == u.user_id));
+        self.channel("team.{id}", |u, p| p.get("id").is_some_and(|id| u.teams.contains(id)));
+        self.channel("org.{id}", |u, p| p.get("id").is_some_and(|id| u.orgs.contains(id)));
         self.presence("presence.*", |_, _| true);
     }
 
@@ -217,18 +209,9 @@ impl ChannelRules {
     }
 
     /// Adds a rule from untrusted input, reporting an invalid pattern instead of panicking.
-    pub fn try_add(
-        &mut self,
-        pattern: &str,
-        kind: ChannelKind,
-        check: Option<Check>,
-    ) -> Result<&mut Self, String> {
+    pub fn try_add(&mut self, pattern: &str, kind: ChannelKind, check: Option<Check>) -> Result<&mut Self, String> {
         let pattern = Pattern::parse(pattern)?;
-        self.rules.push(Rule {
-            pattern,
-            kind,
-            check,
-        });
+        self.rules.push(Rule { pattern, kind, check });
         Ok(self)
     }
 
@@ -258,8 +241,7 @@ impl ChannelRules {
                 ChannelKind::Public => None,
                 _ => Some(compile_conditions(&rule.allow).map_err(&bad)?),
             };
-            self.try_add(&rule.pattern, rule.kind, check)
-                .map_err(&bad)?;
+            self.try_add(&rule.pattern, rule.kind, check).map_err(&bad)?;
         }
         Ok(self)
     }
@@ -329,11 +311,7 @@ fn compile_conditions(allow: &[String]) -> Result<Check, String> {
 }
 
 impl ChannelAuthorizer for ChannelRules {
-    fn authorize(
-        &self,
-        identity: Option<&Identity>,
-        channel: &Channel,
-    ) -> Result<Channel, AuthError> {
+    fn authorize(&self, identity: Option<&Identity>, channel: &Channel) -> Result<Channel, AuthError> {
         for rule in &self.rules {
             let Some(params) = rule.pattern.matches(channel.name()) else {
                 continue;
@@ -341,8 +319,7 @@ impl ChannelAuthorizer for ChannelRules {
             let Some(check) = &rule.check else {
                 return Ok(channel.with_kind(rule.kind));
             };
-            let user =
-                identity.ok_or_else(|| AuthError::Unauthenticated(channel.name().to_string()))?;
+            let user = identity.ok_or_else(|| AuthError::Unauthenticated(channel.name().to_string()))?;
             return if check(user, &params) {
                 Ok(channel.with_kind(rule.kind))
             } else {
@@ -374,14 +351,7 @@ mod tests {
     fn patterns_capture_params_and_respect_segments() {
         let p = Pattern::parse("user.{id}").unwrap();
         assert_eq!(p.matches("user.42").unwrap()["id"], "42");
-        for no in [
-            "user.",
-            "user.42.x",
-            "User.42",
-            "user",
-            "xuser.42",
-            "user42",
-        ] {
+        for no in ["user.", "user.42.x", "User.42", "user", "xuser.42", "user42"] {
             assert!(p.matches(no).is_none(), "{no}");
         }
         let s = Pattern::parse("admin.*").unwrap();
@@ -477,14 +447,8 @@ kind = "public"
             "[[rules]]\npattern = \"x\"\nkind = \"private\"\nallow = [\"wizard:yes\"]\n",
         )
         .unwrap();
-        let err = ChannelRules::new()
-            .load_file(&path)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("BROADCAST_RULES_FILE") && err.contains("wizard"),
-            "{err}"
-        );
+        let err = ChannelRules::new().load_file(&path).unwrap_err().to_string();
+        assert!(err.contains("BROADCAST_RULES_FILE") && err.contains("wizard"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

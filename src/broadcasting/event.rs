@@ -187,13 +187,7 @@ pub async fn dispatch<E: Event>(event: E) -> Result<(), BroadcastError> {
     let p = prepared?;
     let manager = manager::global()?;
     match p.queue {
-        Some(options) => manager.enqueue(
-            p.connection.as_deref(),
-            p.channels,
-            p.event,
-            p.payload,
-            options,
-        ),
+        Some(options) => manager.enqueue(p.connection.as_deref(), p.channels, p.event, p.payload, options),
         None => manager
             .send(p.connection.as_deref(), &p.channels, &p.event, &p.payload)
             .await

@@ -135,13 +135,7 @@ impl PendingBroadcast {
         };
         match self.queue {
             Some(options) => manager
-                .enqueue(
-                    self.connection.as_deref(),
-                    channels,
-                    event,
-                    payload,
-                    options,
-                )
+                .enqueue(self.connection.as_deref(), channels, event, payload, options)
                 .map(|()| 0),
             None => {
                 manager
@@ -153,17 +147,8 @@ impl PendingBroadcast {
 }
 
 /// Broadcasts `data` as `event` on one channel.
-pub async fn broadcast_to_channel(
-    channel: &str,
-    event: &str,
-    data: impl Serialize,
-) -> Result<usize, BroadcastError> {
-    broadcast()
-        .channel(channel)
-        .event(event)
-        .with(data)
-        .send()
-        .await
+pub async fn broadcast_to_channel(channel: &str, event: &str, data: impl Serialize) -> Result<usize, BroadcastError> {
+    broadcast().channel(channel).event(event).with(data).send().await
 }
 
 /// Broadcasts on the user's private channel `user.{id}`.
@@ -172,12 +157,7 @@ pub async fn broadcast_to_user(
     event: &str,
     data: impl Serialize,
 ) -> Result<usize, BroadcastError> {
-    broadcast()
-        .to_user(user_id)
-        .event(event)
-        .with(data)
-        .send()
-        .await
+    broadcast().to_user(user_id).event(event).with(data).send().await
 }
 
 /// Broadcasts on the organisation channel `org.{id}`.
@@ -186,12 +166,7 @@ pub async fn broadcast_to_organization(
     event: &str,
     data: impl Serialize,
 ) -> Result<usize, BroadcastError> {
-    broadcast()
-        .to_organization(org_id)
-        .event(event)
-        .with(data)
-        .send()
-        .await
+    broadcast().to_organization(org_id).event(event).with(data).send().await
 }
 
 /// Laravel-style facade over the installed manager.
@@ -226,11 +201,7 @@ impl BroadcastFacade {
 
     /// Sends a `system.alert` event on `admin.alerts` with
     /// `{"level","message","action_required","timestamp"}`.
-    pub async fn system_alert(
-        level: &str,
-        message: &str,
-        action_required: bool,
-    ) -> Result<usize, BroadcastError> {
+    pub async fn system_alert(level: &str, message: &str, action_required: bool) -> Result<usize, BroadcastError> {
         broadcast()
             .channel(SYSTEM_ALERT_CHANNEL)
             .event(SYSTEM_ALERT_EVENT)
@@ -241,11 +212,7 @@ impl BroadcastFacade {
 }
 
 /// The payload of a user notification (shared by the facade and the CLI).
-pub fn notification_payload(
-    title: &str,
-    message: &str,
-    action_url: Option<&str>,
-) -> serde_json::Value {
+pub fn notification_payload(title: &str, message: &str, action_url: Option<&str>) -> serde_json::Value {
     json!({
         "title": title,
         "message": message,
@@ -255,11 +222,7 @@ pub fn notification_payload(
 }
 
 /// The payload of a system alert (shared by the facade and the CLI).
-pub fn system_alert_payload(
-    level: &str,
-    message: &str,
-    action_required: bool,
-) -> serde_json::Value {
+pub fn system_alert_payload(level: &str, message: &str, action_required: bool) -> serde_json::Value {
     json!({
         "level": level,
         "message": message,

@@ -3,9 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 
-use super::drivers::{
-    BroadcastDriver, DriverContext, LocalDriver, LogDriver, NullDriver, Payload, RedisDriver,
-};
+use super::drivers::{BroadcastDriver, DriverContext, LocalDriver, LogDriver, NullDriver, Payload, RedisDriver};
 use super::queue::{BroadcastQueue, FailedBroadcast, QueueOptions};
 use super::BroadcastError;
 use crate::channel::Channel;
@@ -13,11 +11,8 @@ use crate::hub::Hub;
 use crate::sync::{read, write};
 
 /// Builds a driver for a connection (Laravel's `extend` closure).
-pub type DriverFactory = Arc<
-    dyn Fn(&ConnectionConfig, &DriverContext) -> Result<Arc<dyn BroadcastDriver>, BroadcastError>
-        + Send
-        + Sync,
->;
+pub type DriverFactory =
+    Arc<dyn Fn(&ConnectionConfig, &DriverContext) -> Result<Arc<dyn BroadcastDriver>, BroadcastError> + Send + Sync>;
 
 /// One named connection: which driver it uses and that driver's options.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,14 +91,10 @@ impl BroadcastManager {
             resolved: RwLock::new(HashMap::new()),
             queue: BroadcastQueue::default(),
         };
-        manager.extend("websocket", |_, ctx| {
-            Ok(Arc::new(LocalDriver::new(ctx.hub.clone())))
-        });
+        manager.extend("websocket", |_, ctx| Ok(Arc::new(LocalDriver::new(ctx.hub.clone()))));
         manager.extend("log", |_, _| Ok(Arc::new(LogDriver)));
         manager.extend("null", |_, _| Ok(Arc::new(NullDriver)));
-        manager.extend("redis", |_, ctx| {
-            Ok(Arc::new(RedisDriver::from_context(ctx)?))
-        });
+        manager.extend("redis", |_, ctx| Ok(Arc::new(RedisDriver::from_context(ctx)?)));
         manager
     }
 
@@ -117,11 +108,7 @@ impl BroadcastManager {
         let hub = fanout.hub().clone();
         Self::new(
             BroadcastConfig::from_config(&config),
-            DriverContext {
-                hub,
-                fanout,
-                config,
-            },
+            DriverContext { hub, fanout, config },
         )
     }
 
@@ -130,10 +117,7 @@ impl BroadcastManager {
     /// `extend("audit", ..)` then `driver("audit")` works without more setup.
     pub fn extend<F>(&self, name: &str, factory: F) -> &Self
     where
-        F: Fn(
-                &ConnectionConfig,
-                &DriverContext,
-            ) -> Result<Arc<dyn BroadcastDriver>, BroadcastError>
+        F: Fn(&ConnectionConfig, &DriverContext) -> Result<Arc<dyn BroadcastDriver>, BroadcastError>
             + Send
             + Sync
             + 'static,
@@ -151,9 +135,7 @@ impl BroadcastManager {
 
     /// Adds or replaces a named connection.
     pub fn add_connection(&self, name: &str, connection: ConnectionConfig) {
-        write(&self.config)
-            .connections
-            .insert(name.to_string(), connection);
+        write(&self.config).connections.insert(name.to_string(), connection);
         write(&self.resolved).remove(name);
     }
 

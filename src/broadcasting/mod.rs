@@ -16,17 +16,12 @@ pub mod testing;
 
 use std::time::Duration;
 
-pub use drivers::{
-    BroadcastDriver, DriverContext, LocalDriver, LogDriver, NullDriver, Payload, RedisDriver,
-};
+pub use drivers::{BroadcastDriver, DriverContext, LocalDriver, LogDriver, NullDriver, Payload, RedisDriver};
 pub use event::{dispatch, Dispatchable, Event, EventFacade, EventFake, ShouldBroadcast};
 pub use helpers::{
-    broadcast, broadcast_to_channel, broadcast_to_organization, broadcast_to_user, BroadcastFacade,
-    PendingBroadcast,
+    broadcast, broadcast_to_channel, broadcast_to_organization, broadcast_to_user, BroadcastFacade, PendingBroadcast,
 };
-pub use manager::{
-    global, install, BroadcastConfig, BroadcastManager, ConnectionConfig, DriverFactory,
-};
+pub use manager::{global, install, BroadcastConfig, BroadcastManager, ConnectionConfig, DriverFactory};
 pub use queue::{FailedBroadcast, QueueOptions};
 
 use crate::channel::ChannelError;

@@ -106,8 +106,7 @@ impl BroadcastQueue {
         if self.tracker.is_closed() {
             return Err(BroadcastError::QueueClosed);
         }
-        let runtime =
-            tokio::runtime::Handle::try_current().map_err(|_| BroadcastError::QueueClosed)?;
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| BroadcastError::QueueClosed)?;
         let pending = self.pending.fetch_add(1, Ordering::AcqRel);
         if pending >= MAX_PENDING {
             self.pending.fetch_sub(1, Ordering::AcqRel);
@@ -137,10 +136,7 @@ impl BroadcastQueue {
 
     pub(crate) async fn close(&self, drain: Duration) {
         self.tracker.close();
-        if tokio::time::timeout(drain, self.tracker.wait())
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout(drain, self.tracker.wait()).await.is_err() {
             tracing::error!(
                 pending = self.pending(),
                 "broadcast queue did not drain in {drain:?}; pending jobs abandoned"
@@ -200,14 +196,8 @@ impl Job {
     }
 
     async fn attempt(&self) -> Result<usize, BroadcastError> {
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| BroadcastError::QueueClosed)?;
-        let send = self
-            .driver
-            .broadcast(&self.channels, &self.event, &self.payload);
+        let _permit = self.permits.acquire().await.map_err(|_| BroadcastError::QueueClosed)?;
+        let send = self.driver.broadcast(&self.channels, &self.event, &self.payload);
         match tokio::time::timeout(self.options.timeout, send).await {
             Ok(result) => result,
             Err(_) => Err(BroadcastError::Timeout {

@@ -68,12 +68,7 @@ impl BroadcastDriver for RecordingDriver {
         "recording"
     }
 
-    async fn broadcast(
-        &self,
-        channels: &[Channel],
-        event: &str,
-        payload: &Payload,
-    ) -> Result<usize, BroadcastError> {
+    async fn broadcast(&self, channels: &[Channel], event: &str, payload: &Payload) -> Result<usize, BroadcastError> {
         let call = self.calls.fetch_add(1, Ordering::SeqCst);
         if call < self.fail_first.load(Ordering::SeqCst) {
             return Err(BroadcastError::Failed {

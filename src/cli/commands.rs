@@ -9,16 +9,12 @@ use serde_json::{json, Value};
 
 use super::client::{ApiClient, CliError};
 use crate::broadcasting::helpers::{
-    notification_payload, system_alert_payload, user_channel, NOTIFICATION_EVENT,
-    SYSTEM_ALERT_CHANNEL, SYSTEM_ALERT_EVENT,
+    notification_payload, system_alert_payload, user_channel, NOTIFICATION_EVENT, SYSTEM_ALERT_CHANNEL,
+    SYSTEM_ALERT_EVENT,
 };
 use crate::hub::now_rfc3339;
 
-pub(super) async fn websocket(
-    mut config: crate::Config,
-    host: Option<IpAddr>,
-    port: Option<u16>,
-) -> ExitCode {
+pub(super) async fn websocket(mut config: crate::Config, host: Option<IpAddr>, port: Option<u16>) -> ExitCode {
     crate::server::init_tracing();
     config.host = host.unwrap_or(config.host);
     config.port = port.unwrap_or(config.port);
@@ -53,19 +49,13 @@ pub(super) async fn stats(client: &ApiClient) -> Result<(), CliError> {
     for (name, c) in &channels {
         let kind = c["kind"].as_str().unwrap_or("public");
         match c["members"].as_u64() {
-            Some(m) => println!(
-                "  • {name}: {} connections ({kind}, {m} members)",
-                c["subscribers"]
-            ),
+            Some(m) => println!("  • {name}: {} connections ({kind}, {m} members)", c["subscribers"]),
             None => println!("  • {name}: {} connections ({kind})", c["subscribers"]),
         }
     }
     println!();
     println!("🔧 Broadcast Configuration:");
-    println!(
-        "  • Default Driver: {}",
-        s["driver"].as_str().unwrap_or("unknown")
-    );
+    println!("  • Default Driver: {}", s["driver"].as_str().unwrap_or("unknown"));
     println!("  • Total Active Channels: {}", channels.len());
     println!("  • Connections: {}", s["connections"]);
     let m = &s["messages"];
@@ -92,14 +82,9 @@ pub(super) async fn channels(client: &ApiClient) -> Result<(), CliError> {
         .max()
         .unwrap_or(7)
         .max(7);
-    println!(
-        "{:<width$}  {:<8}  {:>11}  MEMBERS",
-        "CHANNEL", "KIND", "SUBSCRIBERS"
-    );
+    println!("{:<width$}  {:<8}  {:>11}  MEMBERS", "CHANNEL", "KIND", "SUBSCRIBERS");
     for c in &list {
-        let members = c["members"]
-            .as_u64()
-            .map_or_else(|| "-".to_string(), |m| m.to_string());
+        let members = c["members"].as_u64().map_or_else(|| "-".to_string(), |m| m.to_string());
         println!(
             "{:<width$}  {:<8}  {:>11}  {members}",
             c["name"].as_str().unwrap_or(""),
@@ -111,12 +96,7 @@ pub(super) async fn channels(client: &ApiClient) -> Result<(), CliError> {
     Ok(())
 }
 
-pub(super) async fn ping(
-    client: &ApiClient,
-    channel: &str,
-    interval: f64,
-    count: Option<u64>,
-) -> Result<(), CliError> {
+pub(super) async fn ping(client: &ApiClient, channel: &str, interval: f64, count: Option<u64>) -> Result<(), CliError> {
     let interval = seconds(interval, "--interval")?;
     println!("📡 Pinging channel {channel} every {:?}", interval);
     let mut sequence = 0u64;
@@ -170,19 +150,12 @@ pub(super) async fn system_alert(
     Ok(())
 }
 
-pub(super) async fn monitor(
-    client: &ApiClient,
-    duration: u64,
-    interval: f64,
-) -> Result<(), CliError> {
+pub(super) async fn monitor(client: &ApiClient, duration: u64, interval: f64) -> Result<(), CliError> {
     let interval = seconds(interval, "--interval")?;
     let tty = std::io::stdout().is_terminal();
     let start = Instant::now();
     let end = start + Duration::from_secs(duration);
-    println!(
-        "👀 Monitoring {} for {duration}s (Ctrl-C to stop)",
-        client.base()
-    );
+    println!("👀 Monitoring {} for {duration}s (Ctrl-C to stop)", client.base());
     let mut previous: Option<(Instant, Value)> = None;
     let mut peak_connections = 0u64;
     loop {

@@ -195,17 +195,13 @@ pub async fn run(cli: Cli) -> ExitCode {
             title,
             message,
             action_url,
-        } => {
-            commands::notify_user(&client, &user_id, &title, &message, action_url.as_deref()).await
-        }
+        } => commands::notify_user(&client, &user_id, &title, &message, action_url.as_deref()).await,
         Broadcast::SystemAlert {
             level,
             message,
             action_required,
         } => commands::system_alert(&client, level.as_str(), &message, action_required).await,
-        Broadcast::Monitor { duration, interval } => {
-            commands::monitor(&client, duration, interval).await
-        }
+        Broadcast::Monitor { duration, interval } => commands::monitor(&client, duration, interval).await,
         Broadcast::Bench(args) => crate::bench::run(&client, &args).await,
         Broadcast::Websocket { .. } => Ok(()),
     };

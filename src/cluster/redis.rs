@@ -119,11 +119,7 @@ impl RedisBroker {
             } else {
                 "BROADCAST_REDIS_HOST"
             },
-            value: config
-                .redis
-                .url
-                .clone()
-                .unwrap_or_else(|| config.redis.host.clone()),
+            value: config.redis.url.clone().unwrap_or_else(|| config.redis.host.clone()),
             reason: format!("not a usable Redis address: {e}"),
         })?;
         Ok(Arc::new(Self {
@@ -173,9 +169,7 @@ impl RedisBroker {
         Fut: Future<Output = RedisResult<T>>,
     {
         if !self.breaker.allow() {
-            return Err(unavailable(
-                "circuit open after repeated failures; retrying shortly",
-            ));
+            return Err(unavailable("circuit open after repeated failures; retrying shortly"));
         }
         let result = match self.connection().await {
             Ok(conn) => match tokio::time::timeout(COMMAND_TIMEOUT, op(conn)).await {
@@ -194,14 +188,8 @@ impl RedisBroker {
 
     /// Starts the subscriber, heartbeat and janitor tasks; they stop when `stop` is cancelled.
     pub fn start(self: &Arc<Self>, fanout: Fanout, stop: CancellationToken, tasks: &TaskTracker) {
-        tasks.spawn(
-            self.clone()
-                .subscribe_loop(fanout.hub().clone(), stop.clone()),
-        );
-        tasks.spawn(
-            self.clone()
-                .heartbeat_loop(fanout.hub().clone(), stop.clone()),
-        );
+        tasks.spawn(self.clone().subscribe_loop(fanout.hub().clone(), stop.clone()));
+        tasks.spawn(self.clone().heartbeat_loop(fanout.hub().clone(), stop.clone()));
         tasks.spawn(self.clone().janitor_loop(fanout, stop));
     }
 
@@ -231,9 +219,7 @@ impl RedisBroker {
                     }
                 }
                 self.subscribed.store(false, Ordering::Release);
-                self.counters
-                    .subscription_losses
-                    .fetch_add(1, Ordering::Relaxed);
+                self.counters.subscription_losses.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(node = %self.node_id, "lost the Redis subscription; reconnecting");
             }
             tokio::select! {
@@ -280,14 +266,7 @@ impl RedisBroker {
                 Err(_) => return,
             },
         };
-        hub.publish_kind(
-            &channel,
-            wire.event.as_ref().into(),
-            data,
-            except,
-            kind,
-            now_rfc3339(),
-        );
+        hub.publish_kind(&channel, wire.event.as_ref().into(), data, except, kind, now_rfc3339());
     }
 
     async fn heartbeat_loop(self: Arc<Self>, hub: Arc<Hub>, stop: CancellationToken) {
@@ -295,8 +274,7 @@ impl RedisBroker {
         let nodes_key = self.key("nodes");
         loop {
             let snapshot =
-                serde_json::to_string(&json!({"node": self.node_id, "stats": hub.snapshot()}))
-                    .unwrap_or_default();
+                serde_json::to_string(&json!({"node": self.node_id, "stats": hub.snapshot()})).unwrap_or_default();
             let (nk, nsk, id) = (node_key.clone(), nodes_key.clone(), self.node_id.clone());
             let ttl = NODE_TTL.as_millis() as u64;
             let beat = self
@@ -321,9 +299,7 @@ impl RedisBroker {
             }
         }
         // Leaving on purpose: drop the liveness key so the cluster stops counting us.
-        let _ = self
-            .exec(|mut c| async move { c.del::<_, ()>(&node_key).await })
-            .await;
+        let _ = self.exec(|mut c| async move { c.del::<_, ()>(&node_key).await }).await;
     }
 
     async fn janitor_loop(self: Arc<Self>, fanout: Fanout, stop: CancellationToken) {
@@ -423,19 +399,15 @@ impl RedisBroker {
             let s = &stats["stats"];
             connections += s["connections"].as_u64().unwrap_or(0);
             for key in ["published", "delivered", "received"] {
-                messages[key] = json!(
-                    messages[key].as_u64().unwrap_or(0) + s["messages"][key].as_u64().unwrap_or(0)
-                );
+                messages[key] = json!(messages[key].as_u64().unwrap_or(0) + s["messages"][key].as_u64().unwrap_or(0));
             }
             if let Some(map) = s["channels"].as_object() {
                 for (name, c) in map {
                     let entry = channels
                         .entry(name.clone())
                         .or_insert_with(|| json!({"kind": c["kind"], "subscribers": 0}));
-                    entry["subscribers"] = json!(
-                        entry["subscribers"].as_u64().unwrap_or(0)
-                            + c["subscribers"].as_u64().unwrap_or(0)
-                    );
+                    entry["subscribers"] =
+                        json!(entry["subscribers"].as_u64().unwrap_or(0) + c["subscribers"].as_u64().unwrap_or(0));
                 }
             }
         }
@@ -496,10 +468,7 @@ impl Broker for RedisBroker {
             .await;
         match &result {
             Ok(()) => self.counters.published.fetch_add(1, Ordering::Relaxed),
-            Err(_) => self
-                .counters
-                .publish_failures
-                .fetch_add(1, Ordering::Relaxed),
+            Err(_) => self.counters.publish_failures.fetch_add(1, Ordering::Relaxed),
         };
         result
     }
@@ -577,8 +546,7 @@ impl RedisPresence {
     fn keys(&self, channel: &str, user_id: &str) -> (String, String, String) {
         (
             self.broker.key(&format!("presence:{channel}:members")),
-            self.broker
-                .key(&format!("presence:{channel}:sockets:{user_id}")),
+            self.broker.key(&format!("presence:{channel}:sockets:{user_id}")),
             self.broker.key("presence:channels"),
         )
     }
@@ -594,12 +562,7 @@ fn presence_error(e: BroadcastError) -> PresenceError {
 
 #[async_trait]
 impl PresenceStore for RedisPresence {
-    async fn join(
-        &self,
-        channel: &str,
-        member: &Member,
-        socket: SocketId,
-    ) -> Result<bool, PresenceError> {
+    async fn join(&self, channel: &str, member: &Member, socket: SocketId) -> Result<bool, PresenceError> {
         let (members, sockets, channels) = self.keys(channel, &member.user_id);
         let json = serde_json::to_string(member).map_err(|e| PresenceError(e.to_string()))?;
         let (script, entry, user, ch) = (
@@ -627,12 +590,7 @@ impl PresenceStore for RedisPresence {
         Ok(count == 1)
     }
 
-    async fn leave(
-        &self,
-        channel: &str,
-        user_id: &str,
-        socket: SocketId,
-    ) -> Result<Option<Member>, PresenceError> {
+    async fn leave(&self, channel: &str, user_id: &str, socket: SocketId) -> Result<Option<Member>, PresenceError> {
         let (members, sockets, channels) = self.keys(channel, user_id);
         let (script, entry, user, ch) = (
             &self.leave,
@@ -696,10 +654,8 @@ mod tests {
 
     #[test]
     fn laravel_payloads_parse() {
-        let w: Wire<'_> = serde_json::from_str(
-            r#"{"event":"App\\Events\\OrderShipped","data":{"id":1},"socket":null}"#,
-        )
-        .unwrap();
+        let w: Wire<'_> =
+            serde_json::from_str(r#"{"event":"App\\Events\\OrderShipped","data":{"id":1},"socket":null}"#).unwrap();
         assert_eq!(w.event, "App\\Events\\OrderShipped");
         assert_eq!(w.data.unwrap().get(), r#"{"id":1}"#);
         assert!(w.node.is_none());

@@ -167,21 +167,13 @@ impl ConnectionHandle {
     /// The reason the connection is closing: the one given to [`close`](Self::close),
     /// or [`CloseReason::SHUTDOWN`] when the whole hub is shutting down.
     pub fn close_reason(&self) -> CloseReason {
-        self.close_reason
-            .get()
-            .copied()
-            .unwrap_or(CloseReason::SHUTDOWN)
+        self.close_reason.get().copied().unwrap_or(CloseReason::SHUTDOWN)
     }
 
     /// The joined channel named `name` (either spelling), with the kind it was joined as.
     pub fn subscription(&self, name: &str) -> Option<Channel> {
         let wanted = Channel::parse(name).ok()?;
-        self.channels
-            .lock()
-            .ok()?
-            .iter()
-            .find(|c| **c == wanted)
-            .cloned()
+        self.channels.lock().ok()?.iter().find(|c| **c == wanted).cloned()
     }
 
     /// The channels this connection is subscribed to.

@@ -102,9 +102,7 @@ impl Envelope {
         let mut encode = Some(encode);
         let cached = slot.get_or_init(|| {
             self.encoded.fetch_add(1, Ordering::Relaxed);
-            let encode = encode
-                .take()
-                .expect("get_or_init runs its closure at most once");
+            let encode = encode.take().expect("get_or_init runs its closure at most once");
             Box::new(encode(self))
         });
         match cached.downcast_ref::<T>() {

@@ -151,20 +151,11 @@ impl Hub {
 
     /// Registers a new connection and returns its handle and the receiving end of its
     /// outbound queue. Call [`disconnect`](Self::disconnect) when the socket ends.
-    pub fn connect(
-        &self,
-        protocol: Protocol,
-    ) -> (Arc<ConnectionHandle>, mpsc::Receiver<Arc<Envelope>>) {
-        let (handle, rx) = ConnectionHandle::new(
-            protocol,
-            self.config.send_queue_size,
-            self.shutdown.child_token(),
-        );
+    pub fn connect(&self, protocol: Protocol) -> (Arc<ConnectionHandle>, mpsc::Receiver<Arc<Envelope>>) {
+        let (handle, rx) = ConnectionHandle::new(protocol, self.config.send_queue_size, self.shutdown.child_token());
         write(&self.connections).insert(handle.id(), handle.clone());
         self.counters.connections.fetch_add(1, Ordering::Relaxed);
-        self.counters
-            .connections_total
-            .fetch_add(1, Ordering::Relaxed);
+        self.counters.connections_total.fetch_add(1, Ordering::Relaxed);
         (handle, rx)
     }
 
@@ -184,11 +175,7 @@ impl Hub {
 
     /// Subscribes a connection to a channel whose join was already authorized.
     /// Returns the channel's subscriber count; subscribing twice is not an error.
-    pub fn subscribe(
-        &self,
-        handle: &Arc<ConnectionHandle>,
-        channel: &Channel,
-    ) -> Result<usize, SubscribeError> {
+    pub fn subscribe(&self, handle: &Arc<ConnectionHandle>, channel: &Channel) -> Result<usize, SubscribeError> {
         if handle.is_closing() {
             return Err(SubscribeError::Closing);
         }
@@ -196,20 +183,16 @@ impl Hub {
             let mut mine = lock(&handle.channels);
             if !mine.contains(channel) {
                 if mine.len() >= self.config.max_channels_per_connection {
-                    return Err(SubscribeError::TooManyChannels(
-                        self.config.max_channels_per_connection,
-                    ));
+                    return Err(SubscribeError::TooManyChannels(self.config.max_channels_per_connection));
                 }
                 mine.push(channel.clone());
             }
         }
         let mut map = write(&self.channels);
-        let state = map
-            .entry(channel.name_arc().clone())
-            .or_insert_with(|| ChannelState {
-                channel: channel.clone(),
-                subscribers: HashMap::new(),
-            });
+        let state = map.entry(channel.name_arc().clone()).or_insert_with(|| ChannelState {
+            channel: channel.clone(),
+            subscribers: HashMap::new(),
+        });
         state.subscribers.insert(handle.id(), handle.clone());
         Ok(state.subscribers.len())
     }
@@ -239,14 +222,7 @@ impl Hub {
         data: Arc<RawValue>,
         except: Option<SocketId>,
     ) -> PublishReport {
-        self.publish_kind(
-            channel,
-            event.into(),
-            data,
-            except,
-            EnvelopeKind::Event,
-            now_rfc3339(),
-        )
+        self.publish_kind(channel, event.into(), data, except, EnvelopeKind::Event, now_rfc3339())
     }
 
     /// Publishes one payload on several channels, sharing the payload and timestamp.
@@ -475,9 +451,7 @@ mod tests {
         for name in ["a", "b"] {
             hub.subscribe(&a, &Channel::parse(name).unwrap()).unwrap();
         }
-        let err = hub
-            .subscribe(&a, &Channel::parse("c").unwrap())
-            .unwrap_err();
+        let err = hub.subscribe(&a, &Channel::parse("c").unwrap()).unwrap_err();
         assert_eq!(err, SubscribeError::TooManyChannels(2));
     }
 
@@ -498,10 +472,7 @@ mod tests {
             frames.push(env.frame(Protocol::Native, |e| Arc::<str>::from(e.data.get())));
             env.frame(Protocol::Pusher, |e| Arc::<str>::from(e.event.as_ref()));
         }
-        assert!(
-            frames.windows(2).all(|w| Arc::ptr_eq(&w[0], &w[1])),
-            "one shared frame"
-        );
+        assert!(frames.windows(2).all(|w| Arc::ptr_eq(&w[0], &w[1])), "one shared frame");
         assert_eq!(hub.snapshot().messages.encoded, 2, "once per protocol");
     }
 }

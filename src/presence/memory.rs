@@ -25,12 +25,7 @@ impl MemoryPresence {
 
 #[async_trait]
 impl PresenceStore for MemoryPresence {
-    async fn join(
-        &self,
-        channel: &str,
-        member: &Member,
-        socket: SocketId,
-    ) -> Result<bool, PresenceError> {
+    async fn join(&self, channel: &str, member: &Member, socket: SocketId) -> Result<bool, PresenceError> {
         let mut channels = lock(&self.channels);
         let users = channels.entry(channel.to_string()).or_default();
         let entry = users
@@ -43,12 +38,7 @@ impl PresenceStore for MemoryPresence {
         Ok(first)
     }
 
-    async fn leave(
-        &self,
-        channel: &str,
-        user_id: &str,
-        socket: SocketId,
-    ) -> Result<Option<Member>, PresenceError> {
+    async fn leave(&self, channel: &str, user_id: &str, socket: SocketId) -> Result<Option<Member>, PresenceError> {
         let mut channels = lock(&self.channels);
         let Some(users) = channels.get_mut(channel) else {
             return Ok(None);
@@ -92,15 +82,8 @@ mod tests {
         assert!(!store.join("presence.x", &alice, t2).await.unwrap());
         assert_eq!(store.members("presence.x").await.unwrap().len(), 1);
         assert_eq!(store.leave("presence.x", "a", t1).await.unwrap(), None);
-        assert_eq!(
-            store.leave("presence.x", "a", t1).await.unwrap(),
-            None,
-            "idempotent"
-        );
-        assert_eq!(
-            store.leave("presence.x", "a", t2).await.unwrap(),
-            Some(alice)
-        );
+        assert_eq!(store.leave("presence.x", "a", t1).await.unwrap(), None, "idempotent");
+        assert_eq!(store.leave("presence.x", "a", t2).await.unwrap(), Some(alice));
         assert!(store.members("presence.x").await.unwrap().is_empty());
     }
 }

@@ -43,21 +43,11 @@ pub struct PresenceError(pub String);
 pub trait PresenceStore: Send + Sync {
     /// Records that `socket` of `member` joined `channel`; `true` when it is the user's
     /// first socket there.
-    async fn join(
-        &self,
-        channel: &str,
-        member: &Member,
-        socket: SocketId,
-    ) -> Result<bool, PresenceError>;
+    async fn join(&self, channel: &str, member: &Member, socket: SocketId) -> Result<bool, PresenceError>;
 
     /// Records that `socket` of `user_id` left `channel`; the member when it was the
     /// user's last socket there.
-    async fn leave(
-        &self,
-        channel: &str,
-        user_id: &str,
-        socket: SocketId,
-    ) -> Result<Option<Member>, PresenceError>;
+    async fn leave(&self, channel: &str, user_id: &str, socket: SocketId) -> Result<Option<Member>, PresenceError>;
 
     /// The channel's members, one per user, ordered by user id.
     async fn members(&self, channel: &str) -> Result<Vec<Member>, PresenceError>;
@@ -114,11 +104,7 @@ impl Presence {
 
     /// Removes the connection from every presence channel it joined (on disconnect).
     pub async fn leave_all(&self, conn: &ConnectionHandle, user_id: &str) {
-        for channel in conn
-            .channels()
-            .iter()
-            .filter(|c| c.kind() == ChannelKind::Presence)
-        {
+        for channel in conn.channels().iter().filter(|c| c.kind() == ChannelKind::Presence) {
             self.leave(conn, channel, user_id).await;
         }
     }
@@ -140,11 +126,7 @@ impl Presence {
             Ok(raw) => raw,
             Err(e) => return tracing::error!(error = %e, "encoding a presence event failed"),
         };
-        if let Err(e) = self
-            .fanout
-            .publish(channel, event, Arc::from(raw), except, kind)
-            .await
-        {
+        if let Err(e) = self.fanout.publish(channel, event, Arc::from(raw), except, kind).await {
             tracing::warn!(channel = %channel, error = %e, "announcing a presence change failed");
         }
     }

@@ -72,8 +72,7 @@ impl Apps {
                 value: path.display().to_string(),
                 reason,
             };
-            let text =
-                std::fs::read_to_string(path).map_err(|e| bad(format!("cannot read: {e}")))?;
+            let text = std::fs::read_to_string(path).map_err(|e| bad(format!("cannot read: {e}")))?;
             let parsed: AppsFile = toml::from_str(&text).map_err(|e| bad(e.to_string()))?;
             apps.extend(parsed.apps);
         }
@@ -124,8 +123,8 @@ impl Apps {
 
 fn hmac_hex(secret: &str, message: &str) -> String {
     // HMAC accepts keys of any length, so this cannot fail.
-    let mut mac = HmacSha256::new_from_slice(secret.as_bytes())
-        .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+    let mut mac =
+        HmacSha256::new_from_slice(secret.as_bytes()).unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
     mac.update(message.as_bytes());
     hex::encode(mac.finalize().into_bytes())
 }
@@ -136,12 +135,7 @@ fn ct_eq(a: &str, b: &str) -> bool {
 
 /// The `auth` string for subscribing `socket_id` to a private or presence `channel`
 /// (Pusher spelling): `key:hex(hmac_sha256(secret, "socket_id:channel[:channel_data]"))`.
-pub fn channel_auth(
-    app: &PusherApp,
-    socket_id: &str,
-    channel: &str,
-    channel_data: Option<&str>,
-) -> String {
+pub fn channel_auth(app: &PusherApp, socket_id: &str, channel: &str, channel_data: Option<&str>) -> String {
     let message = match channel_data {
         Some(data) => format!("{socket_id}:{channel}:{data}"),
         None => format!("{socket_id}:{channel}"),
@@ -179,9 +173,7 @@ pub enum RequestAuthError {
     #[error("unknown auth_key")]
     UnknownKey,
     /// `auth_timestamp` is more than the allowed skew from now.
-    #[error(
-        "auth_timestamp expired: the request must be signed within 600 s of now (check the clock)"
-    )]
+    #[error("auth_timestamp expired: the request must be signed within 600 s of now (check the clock)")]
     Stale,
     /// `auth_version` is not `1.0`.
     #[error("auth_version must be 1.0")]
@@ -209,12 +201,7 @@ pub fn string_to_sign(method: &str, path: &str, params: &BTreeMap<String, String
 }
 
 /// `auth_signature` of a request.
-pub fn sign_request(
-    secret: &str,
-    method: &str,
-    path: &str,
-    params: &BTreeMap<String, String>,
-) -> String {
+pub fn sign_request(secret: &str, method: &str, path: &str, params: &BTreeMap<String, String>) -> String {
     hmac_hex(secret, &string_to_sign(method, path, params))
 }
 
@@ -234,9 +221,7 @@ pub fn verify_request(
     if get("auth_version")? != "1.0" {
         return Err(RequestAuthError::Version);
     }
-    let ts: u64 = get("auth_timestamp")?
-        .parse()
-        .map_err(|_| RequestAuthError::Stale)?;
+    let ts: u64 = get("auth_timestamp")?.parse().map_err(|_| RequestAuthError::Stale)?;
     if ts.abs_diff(now_secs) > MAX_CLOCK_SKEW_SECS {
         return Err(RequestAuthError::Stale);
     }
@@ -269,10 +254,7 @@ mod tests {
     }
 
     fn params(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     #[test]
@@ -314,10 +296,7 @@ mod tests {
         let sig = sign_request(&app.secret, "POST", "/apps/3/events", &p);
         p.insert("auth_signature".into(), sig.clone());
         let now = 1353088179 + 10;
-        assert_eq!(
-            verify_request(&app, "POST", "/apps/3/events", &p, body, now),
-            Ok(())
-        );
+        assert_eq!(verify_request(&app, "POST", "/apps/3/events", &p, body, now), Ok(()));
         assert_eq!(
             verify_request(&app, "POST", "/apps/3/events", &p, body, now + 601),
             Err(RequestAuthError::Stale)
@@ -359,20 +338,8 @@ mod tests {
             auth,
             "278d425bdf160c739803:58df8b0c36d6982b82c3ecf6b4662e34fe8c25bba48f5369f135bf843651c3a4"
         );
-        assert!(verify_channel_auth(
-            &app,
-            "1234.1234",
-            "private-foobar",
-            None,
-            &auth
-        ));
-        assert!(!verify_channel_auth(
-            &app,
-            "1234.1235",
-            "private-foobar",
-            None,
-            &auth
-        ));
+        assert!(verify_channel_auth(&app, "1234.1234", "private-foobar", None, &auth));
+        assert!(!verify_channel_auth(&app, "1234.1235", "private-foobar", None, &auth));
         let data = r#"{"user_id":10,"user_info":{"name":"Mr. Pusher"}}"#;
         let p = channel_auth(&app, "1234.1234", "presence-foobar", Some(data));
         assert_eq!(

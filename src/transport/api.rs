@@ -52,10 +52,7 @@ pub async fn ready(State(st): State<AppState>) -> impl IntoResponse {
             StatusCode::OK,
             Json(json!({"status": "ready", "driver": driver, "redis": broker.status()})),
         ),
-        None => (
-            StatusCode::OK,
-            Json(json!({"status": "ready", "driver": driver})),
-        ),
+        None => (StatusCode::OK, Json(json!({"status": "ready", "driver": driver}))),
     }
 }
 
@@ -85,10 +82,7 @@ async fn snapshot_with_members(st: &AppState) -> crate::hub::StatsSnapshot {
 }
 
 /// `GET /api/broadcast/stats[?scope=cluster]`: this node, or every live node summed.
-pub async fn stats(
-    State(st): State<AppState>,
-    Query(q): Query<StatsQuery>,
-) -> Result<Json<Value>, ApiError> {
+pub async fn stats(State(st): State<AppState>, Query(q): Query<StatsQuery>) -> Result<Json<Value>, ApiError> {
     match q.scope.as_deref() {
         None | Some("local") => Ok(local_stats(&st).await),
         Some("cluster") => match &st.cluster {
@@ -151,12 +145,8 @@ pub async fn channels(State(st): State<AppState>) -> Json<Value> {
 }
 
 /// `GET /api/broadcast/channels/{name}/users`: a presence channel's members.
-pub async fn channel_users(
-    State(st): State<AppState>,
-    Path(name): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    let channel = Channel::parse(&name)
-        .map_err(|e| ApiError::unprocessable(format!("invalid channel: {e}")))?;
+pub async fn channel_users(State(st): State<AppState>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+    let channel = Channel::parse(&name).map_err(|e| ApiError::unprocessable(format!("invalid channel: {e}")))?;
     if channel.kind() != ChannelKind::Presence {
         return Err(ApiError::unprocessable(format!(
             "{} is not a presence channel (presence channels are named presence.*)",
@@ -201,17 +191,14 @@ pub async fn publish(
             ApiError::bad_json(e.body_text())
         }
     })?;
-    let raw: Value = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_json(format!("body is not valid JSON: {e}")))?;
-    let req: PublishRequest =
-        serde_json::from_value(raw).map_err(|e| ApiError::unprocessable(e.to_string()))?;
+    let raw: Value =
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad_json(format!("body is not valid JSON: {e}")))?;
+    let req: PublishRequest = serde_json::from_value(raw).map_err(|e| ApiError::unprocessable(e.to_string()))?;
 
     let mut names = req.channels.unwrap_or_default();
     names.extend(req.channel);
     if names.is_empty() {
-        return Err(ApiError::unprocessable(
-            "give `channels` (array) or `channel` (string)",
-        ));
+        return Err(ApiError::unprocessable("give `channels` (array) or `channel` (string)"));
     }
     if names.len() > MAX_CHANNELS_PER_PUBLISH {
         return Err(ApiError::unprocessable(format!(
@@ -227,16 +214,10 @@ pub async fn publish(
         .map_err(|e| ApiError::unprocessable(e.to_string()))?;
     let data = req.data.unwrap_or_else(|| json!({}));
     let payload = Payload {
-        data: Arc::from(
-            serde_json::value::to_raw_value(&data)
-                .map_err(|e| ApiError::unprocessable(e.to_string()))?,
-        ),
+        data: Arc::from(serde_json::value::to_raw_value(&data).map_err(|e| ApiError::unprocessable(e.to_string()))?),
         socket,
     };
-    let recipients = st
-        .manager
-        .send(None, &channels, &req.event, &payload)
-        .await?;
+    let recipients = st.manager.send(None, &channels, &req.event, &payload).await?;
     let channel_names: BTreeMap<&str, ()> = channels.iter().map(|c| (c.name(), ())).collect();
     Ok(Json(json!({
         "ok": true,
@@ -255,9 +236,7 @@ fn check_api_token(st: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(|| {
-            ApiError::unauthorized("missing Authorization: Bearer <BROADCAST_API_TOKEN>")
-        })?;
+        .ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer <BROADCAST_API_TOKEN>"))?;
     if bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
         Ok(())
     } else {

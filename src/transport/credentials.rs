@@ -75,10 +75,7 @@ impl Credentials {
                 "this server has no JWT key configured and cannot accept tokens",
             ));
         };
-        verifier
-            .verify(token)
-            .map(Some)
-            .map_err(|e| token_error(&e))
+        verifier.verify(token).map(Some).map_err(|e| token_error(&e))
     }
 }
 

@@ -32,11 +32,7 @@ impl ApiError {
 
     /// 422 `validation_failed`.
     pub fn unprocessable(message: impl Into<String>) -> Self {
-        Self::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "validation_failed",
-            message,
-        )
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed", message)
     }
 
     /// 401 `unauthorized`.
@@ -71,11 +67,7 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (
-            self.status,
-            Json(json!({"error": self.code, "message": self.message})),
-        )
-            .into_response()
+        (self.status, Json(json!({"error": self.code, "message": self.message}))).into_response()
     }
 }
 
@@ -90,10 +82,7 @@ impl From<BroadcastError> for ApiError {
                 tracing::warn!(error = %e, "broadcast unavailable");
                 Self::unavailable(e.to_string())
             }
-            E::ConnectionNotDefined(_)
-            | E::DriverNotSupported(_)
-            | E::NotInstalled
-            | E::Failed { .. } => {
+            E::ConnectionNotDefined(_) | E::DriverNotSupported(_) | E::NotInstalled | E::Failed { .. } => {
                 // Internal detail: log it, tell the client only that it failed.
                 tracing::error!(error = %e, "broadcast failed");
                 Self::new(

@@ -66,10 +66,7 @@ pub fn router(state: AppState) -> Result<Router, ConfigError> {
         .route("/api/broadcast", post(api::publish))
         .route("/api/broadcast/stats", get(api::stats))
         .route("/api/broadcast/channels", get(api::channels))
-        .route(
-            "/api/broadcast/channels/{name}/users",
-            get(api::channel_users),
-        );
+        .route("/api/broadcast/channels/{name}/users", get(api::channel_users));
     if state.config.websocket_enabled {
         router = router
             .route("/ws", get(native::upgrade_query))
@@ -85,13 +82,7 @@ pub fn router(state: AppState) -> Result<Router, ConfigError> {
 
 fn cors_layer(origins: &[String]) -> Result<CorsLayer, ConfigError> {
     let layer = CorsLayer::new()
-        .allow_methods([
-            Method::GET,
-            Method::POST,
-            Method::PUT,
-            Method::DELETE,
-            Method::OPTIONS,
-        ])
+        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE, Method::OPTIONS])
         .allow_headers(Any);
     if origins.iter().any(|o| o == "*") {
         return Ok(layer.allow_origin(Any));
@@ -102,8 +93,7 @@ fn cors_layer(origins: &[String]) -> Result<CorsLayer, ConfigError> {
             HeaderValue::from_str(o).map_err(|_| ConfigError::Invalid {
                 var: "CORS_ALLOWED_ORIGINS",
                 value: o.clone(),
-                reason: "expected origins such as https://example.com, comma-separated, or *"
-                    .into(),
+                reason: "expected origins such as https://example.com, comma-separated, or *".into(),
             })
         })
         .collect::<Result<Vec<_>, _>>()?;

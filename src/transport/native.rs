@@ -78,9 +78,7 @@ pub async fn upgrade_path(
 
 fn auth_error(e: &AuthError) -> ApiError {
     match e {
-        AuthError::Unauthenticated(_) => {
-            ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string())
-        }
+        AuthError::Unauthenticated(_) => ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string()),
         AuthError::Forbidden(_) => ApiError::new(StatusCode::FORBIDDEN, "forbidden", e.to_string()),
     }
 }
@@ -120,18 +118,13 @@ fn upgrade(
         Ok(identity) => identity,
         Err(e) => return e.into_response(),
     };
-    let initial = match channel
-        .filter(|c| !c.is_empty())
-        .map(|c| Channel::parse(&c))
-    {
+    let initial = match channel.filter(|c| !c.is_empty()).map(|c| Channel::parse(&c)) {
         None => None,
         Some(Ok(ch)) => match st.authorizer.authorize(identity.as_ref(), &ch) {
             Ok(ch) => Some(ch),
             Err(e) => return auth_error(&e).into_response(),
         },
-        Some(Err(e)) => {
-            return ApiError::unprocessable(format!("invalid channel: {e}")).into_response()
-        }
+        Some(Err(e)) => return ApiError::unprocessable(format!("invalid channel: {e}")).into_response(),
     };
     let limit = st.config.max_message_size;
     let sessions = st.sessions.clone();
@@ -165,12 +158,7 @@ struct Frame<'a, D: Serialize + ?Sized> {
 }
 
 /// Encodes one native frame; `None` (logged) if serialisation fails.
-fn encode_frame<D: Serialize + ?Sized>(
-    channel: &str,
-    event: &str,
-    data: &D,
-    timestamp: &str,
-) -> Option<Utf8Bytes> {
+fn encode_frame<D: Serialize + ?Sized>(channel: &str, event: &str, data: &D, timestamp: &str) -> Option<Utf8Bytes> {
     serde_json::to_string(&Frame {
         channel,
         event,
@@ -220,29 +208,15 @@ fn error_data(code: u16, error: &str, message: &str) -> Value {
 }
 
 impl Native {
-    async fn send(
-        &self,
-        s: &mut Session,
-        channel: &str,
-        event: &str,
-        data: &Value,
-    ) -> Result<(), Stop> {
+    async fn send(&self, s: &mut Session, channel: &str, event: &str, data: &Value) -> Result<(), Stop> {
         match encode_frame(channel, event, data, &now_rfc3339()) {
             Some(text) => s.send_text(text).await,
             None => Ok(()),
         }
     }
 
-    async fn error(
-        &self,
-        s: &mut Session,
-        channel: &str,
-        code: u16,
-        error: &str,
-        message: &str,
-    ) -> Result<(), Stop> {
-        self.send(s, channel, "error", &error_data(code, error, message))
-            .await
+    async fn error(&self, s: &mut Session, channel: &str, code: u16, error: &str, message: &str) -> Result<(), Stop> {
+        self.send(s, channel, "error", &error_data(code, error, message)).await
     }
 
     async fn subscription_error(
@@ -253,13 +227,8 @@ impl Native {
         error: &str,
         message: &str,
     ) -> Result<(), Stop> {
-        self.send(
-            s,
-            channel,
-            "subscription_error",
-            &error_data(code, error, message),
-        )
-        .await
+        self.send(s, channel, "subscription_error", &error_data(code, error, message))
+            .await
     }
 
     async fn subscribe(&self, s: &mut Session, name: &str) -> Result<(), Stop> {
@@ -267,13 +236,7 @@ impl Native {
             Ok(c) => c,
             Err(e) => {
                 return self
-                    .subscription_error(
-                        s,
-                        name,
-                        codes::INVALID_FRAME,
-                        "invalid_channel",
-                        &e.to_string(),
-                    )
+                    .subscription_error(s, name, codes::INVALID_FRAME, "invalid_channel", &e.to_string())
                     .await
             }
         };
@@ -290,14 +253,8 @@ impl Native {
                 .await
             }
             Err(e @ AuthError::Forbidden(_)) => {
-                self.subscription_error(
-                    s,
-                    channel.name(),
-                    codes::FORBIDDEN,
-                    "forbidden",
-                    &e.to_string(),
-                )
-                .await
+                self.subscription_error(s, channel.name(), codes::FORBIDDEN, "forbidden", &e.to_string())
+                    .await
             }
         }
     }
@@ -315,13 +272,7 @@ impl Native {
             Err(SubscribeError::TooManyChannels(limit)) => {
                 let message = format!("a connection may join at most {limit} channels");
                 return self
-                    .subscription_error(
-                        s,
-                        channel.name(),
-                        codes::LIMIT_EXCEEDED,
-                        "too_many_channels",
-                        &message,
-                    )
+                    .subscription_error(s, channel.name(), codes::LIMIT_EXCEEDED, "too_many_channels", &message)
                     .await;
             }
             Err(SubscribeError::Closing) => return Err(Stop),
@@ -346,19 +297,12 @@ impl Native {
                 Err(e) => {
                     s.st.hub.unsubscribe(&s.conn, channel);
                     return self
-                        .subscription_error(
-                            s,
-                            channel.name(),
-                            503,
-                            "presence_unavailable",
-                            &e.to_string(),
-                        )
+                        .subscription_error(s, channel.name(), 503, "presence_unavailable", &e.to_string())
                         .await;
                 }
             }
         }
-        self.send(s, channel.name(), "subscription_succeeded", &data)
-            .await
+        self.send(s, channel.name(), "subscription_succeeded", &data).await
     }
 
     async fn unsubscribe(&self, s: &mut Session, name: &str) -> Result<(), Stop> {
@@ -379,22 +323,11 @@ impl Native {
             }
         }
         s.st.hub.unsubscribe(&s.conn, &channel);
-        self.send(
-            s,
-            channel.name(),
-            "unsubscribed",
-            &json!({"channel": channel.name()}),
-        )
-        .await
+        self.send(s, channel.name(), "unsubscribed", &json!({"channel": channel.name()}))
+            .await
     }
 
-    async fn whisper(
-        &mut self,
-        s: &mut Session,
-        name: &str,
-        event: &str,
-        data: Option<Value>,
-    ) -> Result<(), Stop> {
+    async fn whisper(&mut self, s: &mut Session, name: &str, event: &str, data: Option<Value>) -> Result<(), Stop> {
         let Some(channel) = s.conn.subscription(name) else {
             return self
                 .error(
@@ -440,17 +373,9 @@ impl Native {
             ))
         });
         if limiter.check().is_err() {
-            let message = format!(
-                "client events are limited to {per_second} per second; this one was not delivered"
-            );
+            let message = format!("client events are limited to {per_second} per second; this one was not delivered");
             return self
-                .error(
-                    s,
-                    channel.name(),
-                    codes::LIMIT_EXCEEDED,
-                    "rate_limited",
-                    &message,
-                )
+                .error(s, channel.name(), codes::LIMIT_EXCEEDED, "rate_limited", &message)
                 .await;
         }
         let data = data.unwrap_or_else(|| json!({}));
@@ -463,43 +388,26 @@ impl Native {
                         .await;
                 match sent {
                     Ok(_) => Ok(()),
-                    Err(e) => {
-                        self.error(s, channel.name(), 503, "unavailable", &e.to_string())
-                            .await
-                    }
+                    Err(e) => self.error(s, channel.name(), 503, "unavailable", &e.to_string()).await,
                 }
             }
             Err(e) => {
-                self.error(
-                    s,
-                    channel.name(),
-                    codes::INVALID_FRAME,
-                    "invalid_frame",
-                    &e.to_string(),
-                )
-                .await
+                self.error(s, channel.name(), codes::INVALID_FRAME, "invalid_frame", &e.to_string())
+                    .await
             }
         }
     }
 
     async fn refresh(&mut self, s: &mut Session, token: &str) -> Result<(), Stop> {
         let result = match &s.st.verifier {
-            None => Err(TokenError::Malformed(
-                "this server has no JWT key configured".into(),
-            )),
+            None => Err(TokenError::Malformed("this server has no JWT key configured".into())),
             Some(v) => v.verify(token),
         };
         let fresh = match result {
             Ok(identity) => identity,
             Err(e) => {
                 return self
-                    .error(
-                        s,
-                        "",
-                        codes::UNAUTHENTICATED,
-                        "unauthorized",
-                        &e.to_string(),
-                    )
+                    .error(s, "", codes::UNAUTHENTICATED, "unauthorized", &e.to_string())
                     .await
             }
         };
@@ -529,19 +437,12 @@ impl Handler for Native {
 
     fn encode(envelope: &Envelope) -> Option<Utf8Bytes> {
         let data: &RawValue = &envelope.data;
-        encode_frame(
-            envelope.channel.name(),
-            &envelope.event,
-            data,
-            &envelope.timestamp,
-        )
+        encode_frame(envelope.channel.name(), &envelope.event, data, &envelope.timestamp)
     }
 
     fn expires_at(&self) -> Option<Instant> {
         let exp = self.identity.as_ref()?.expires_at?;
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         Some(Instant::now() + Duration::from_secs(exp.saturating_sub(now)) + self.grace)
     }
 
@@ -585,16 +486,11 @@ impl Handler for Native {
         match frame {
             ClientFrame::Ping { data, channel } => {
                 let data = data.unwrap_or_else(|| json!({}));
-                self.send(s, channel.as_deref().unwrap_or(""), "pong", &data)
-                    .await
+                self.send(s, channel.as_deref().unwrap_or(""), "pong", &data).await
             }
             ClientFrame::Subscribe { channel } => self.subscribe(s, &channel).await,
             ClientFrame::Unsubscribe { channel } => self.unsubscribe(s, &channel).await,
-            ClientFrame::Whisper {
-                channel,
-                event,
-                data,
-            } => self.whisper(s, &channel, &event, data).await,
+            ClientFrame::Whisper { channel, event, data } => self.whisper(s, &channel, &event, data).await,
             ClientFrame::Refresh { token } => self.refresh(s, &token).await,
         }
     }

@@ -91,8 +91,7 @@ impl Session {
             code: reason.code,
             reason: Utf8Bytes::from_static(reason.reason),
         };
-        let _ =
-            tokio::time::timeout(CLOSE_GRACE, self.socket.send(Message::Close(Some(frame)))).await;
+        let _ = tokio::time::timeout(CLOSE_GRACE, self.socket.send(Message::Close(Some(frame)))).await;
     }
 
     async fn write_batch<H: Handler>(
@@ -108,10 +107,7 @@ impl Session {
             while let Some(envelope) = next.take() {
                 if handler.wants(&envelope) {
                     if let Some(frame) = envelope.frame(H::PROTOCOL, H::encode) {
-                        self.socket
-                            .feed(Message::Text(frame))
-                            .await
-                            .map_err(|_| Stop)?;
+                        self.socket.feed(Message::Text(frame)).await.map_err(|_| Stop)?;
                     }
                 }
                 written += 1;

@@ -34,9 +34,7 @@ pub const SECRET: &str = "test-secret-0123456789-abcdefghijklmnop";
 pub fn config() -> Config {
     Config::from_lookup(|k| match k {
         "JWT_SECRET" => Some(SECRET.into()),
-        "BROADCAST_PUBLIC_CHANNELS" => {
-            Some("other,news,alpha,beta,chat,firehose,orders,jobs,heartbeat".into())
-        }
+        "BROADCAST_PUBLIC_CHANNELS" => Some("other,news,alpha,beta,chat,firehose,orders,jobs,heartbeat".into()),
         _ => None,
     })
     .expect("test config")
@@ -86,9 +84,7 @@ pub async fn start_with(config: Config) -> TestServer {
 }
 
 pub async fn start_app(app: Rustaxum) -> TestServer {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let (tx, rx) = oneshot::channel();
     let handle = tokio::spawn(rustaxum::run(listener, app.clone(), async {
@@ -120,11 +116,10 @@ impl TestServer {
     }
 
     pub async fn connect_raw(&self, path: &str) -> Ws {
-        let (ws, _) =
-            tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(self.ws_url(path)))
-                .await
-                .expect("connect timed out")
-                .expect("connect");
+        let (ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(self.ws_url(path)))
+            .await
+            .expect("connect timed out")
+            .expect("connect");
         ws
     }
 
@@ -214,15 +209,11 @@ pub async fn expect_close(ws: &mut Ws) -> Option<CloseFrame> {
 }
 
 pub async fn send_json(ws: &mut Ws, value: Value) {
-    ws.send(Message::Text(value.to_string().into()))
-        .await
-        .expect("send");
+    ws.send(Message::Text(value.to_string().into())).await.expect("send");
 }
 
 pub async fn send_text(ws: &mut Ws, text: &str) {
-    ws.send(Message::Text(text.to_string().into()))
-        .await
-        .expect("send");
+    ws.send(Message::Text(text.to_string().into())).await.expect("send");
 }
 
 /// Waits until `cond` holds for the server's stats (polling), or panics.
@@ -234,10 +225,7 @@ pub async fn wait_for<F: Fn(&rustaxum::hub::StatsSnapshot) -> bool>(server: &Tes
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    panic!(
-        "condition not reached; stats: {:?}",
-        server.app.hub().snapshot()
-    );
+    panic!("condition not reached; stats: {:?}", server.app.hub().snapshot());
 }
 
 /// A node of a cluster on `redis` with key prefix `prefix`.

@@ -26,12 +26,7 @@ impl BroadcastDriver for LocalDriver {
         "websocket"
     }
 
-    async fn broadcast(
-        &self,
-        channels: &[Channel],
-        event: &str,
-        payload: &Payload,
-    ) -> Result<usize, BroadcastError> {
+    async fn broadcast(&self, channels: &[Channel], event: &str, payload: &Payload) -> Result<usize, BroadcastError> {
         let report = self
             .hub
             .publish_many(channels, event, payload.data.clone(), payload.socket);

@@ -14,12 +14,7 @@ impl BroadcastDriver for LogDriver {
         "log"
     }
 
-    async fn broadcast(
-        &self,
-        channels: &[Channel],
-        event: &str,
-        payload: &Payload,
-    ) -> Result<usize, BroadcastError> {
+    async fn broadcast(&self, channels: &[Channel], event: &str, payload: &Payload) -> Result<usize, BroadcastError> {
         let names: Vec<&str> = channels.iter().map(Channel::name).collect();
         tracing::info!(target: "rustaxum::broadcast", channels = ?names, event, data = payload.data.get(), "broadcast");
         Ok(0)

@@ -39,12 +39,7 @@ pub trait BroadcastDriver: Send + Sync {
 
     /// Delivers `event` with `payload` to `channels`. Returns how many sockets of this
     /// process it reached (0 for drivers that do not deliver locally).
-    async fn broadcast(
-        &self,
-        channels: &[Channel],
-        event: &str,
-        payload: &Payload,
-    ) -> Result<usize, BroadcastError>;
+    async fn broadcast(&self, channels: &[Channel], event: &str, payload: &Payload) -> Result<usize, BroadcastError>;
 
     /// Releases the driver's resources. The default does nothing.
     async fn close(&self) -> Result<(), BroadcastError> {

@@ -41,12 +41,7 @@ impl BroadcastDriver for RedisDriver {
         "redis"
     }
 
-    async fn broadcast(
-        &self,
-        channels: &[Channel],
-        event: &str,
-        payload: &Payload,
-    ) -> Result<usize, BroadcastError> {
+    async fn broadcast(&self, channels: &[Channel], event: &str, payload: &Payload) -> Result<usize, BroadcastError> {
         let report = self
             .fanout
             .publish_many(channels, event, payload.data.clone(), payload.socket)
