@@ -104,6 +104,14 @@ pub struct Config {
     pub client_events_per_second: u32,
     /// `BROADCAST_TOKEN_GRACE`: how long a socket stays open after its token expires, default 5s.
     pub token_grace: Duration,
+    /// Pusher apps: `PUSHER_APP_ID`/`PUSHER_APP_KEY`/`PUSHER_APP_SECRET`, then `PUSHER_APPS_FILE`.
+    pub pusher_apps: crate::pusher::Apps,
+    /// `PUSHER_MAX_EVENT_SIZE`: largest event `data` in bytes over the Pusher APIs, default 10240.
+    pub pusher_max_event_size: usize,
+    /// `PUSHER_MAX_CHANNELS_PER_EVENT`: default 100.
+    pub pusher_max_channels_per_event: usize,
+    /// `PUSHER_MAX_BATCH_SIZE`: events per `batch_events` call, default 10.
+    pub pusher_max_batch_size: usize,
 }
 
 impl Default for Config {
@@ -136,6 +144,10 @@ impl Default for Config {
             rules_file: None,
             client_events_per_second: 10,
             token_grace: Duration::from_secs(5),
+            pusher_apps: crate::pusher::Apps::default(),
+            pusher_max_event_size: 10 * 1024,
+            pusher_max_channels_per_event: 100,
+            pusher_max_batch_size: 10,
         }
     }
 }
@@ -211,6 +223,16 @@ impl Config {
                 .map(|n| u32::try_from(n).unwrap_or(u32::MAX))
                 .unwrap_or(d.client_events_per_second),
             token_grace: env.duration_or_zero("BROADCAST_TOKEN_GRACE")?.unwrap_or(d.token_grace),
+            pusher_apps: pusher_apps(&env)?,
+            pusher_max_event_size: env
+                .positive("PUSHER_MAX_EVENT_SIZE")?
+                .unwrap_or(d.pusher_max_event_size),
+            pusher_max_channels_per_event: env
+                .positive("PUSHER_MAX_CHANNELS_PER_EVENT")?
+                .unwrap_or(d.pusher_max_channels_per_event),
+            pusher_max_batch_size: env
+                .positive("PUSHER_MAX_BATCH_SIZE")?
+                .unwrap_or(d.pusher_max_batch_size),
         };
         Ok(config)
     }
@@ -240,6 +262,33 @@ impl Config {
             IpAddr::V4(v4) => format!("http://{v4}:{}", self.port),
         }
     }
+}
+
+fn pusher_apps(env: &Env<'_>) -> Result<crate::pusher::Apps, ConfigError> {
+    let parts = [
+        env.string("PUSHER_APP_ID"),
+        env.string("PUSHER_APP_KEY"),
+        env.string("PUSHER_APP_SECRET"),
+    ];
+    let single = match parts {
+        [Some(id), Some(key), Some(secret)] => Some(crate::pusher::PusherApp {
+            id,
+            key,
+            secret,
+            enabled: true,
+            max_connections: 0,
+        }),
+        [None, None, None] => None,
+        _ => {
+            return Err(ConfigError::Invalid {
+                var: "PUSHER_APP_ID",
+                value: env.string("PUSHER_APP_ID").unwrap_or_default(),
+                reason: "set PUSHER_APP_ID, PUSHER_APP_KEY and PUSHER_APP_SECRET together".into(),
+            })
+        }
+    };
+    let file = env.string("PUSHER_APPS_FILE").map(PathBuf::from);
+    crate::pusher::Apps::from_parts(single, file.as_deref())
 }
 
 fn jwt_config(env: &Env<'_>) -> Result<Option<JwtConfig>, ConfigError> {

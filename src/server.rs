@@ -109,6 +109,7 @@ impl Rustaxum {
                 presence,
                 fanout,
                 cluster,
+                pusher_connections: Arc::default(),
                 sessions: TaskTracker::new(),
                 started: Instant::now(),
             },

@@ -118,6 +118,7 @@ pub struct ConnectionHandle {
     close: CancellationToken,
     close_reason: OnceLock<CloseReason>,
     pub(super) channels: Mutex<Vec<Channel>>,
+    user: Mutex<Option<Arc<str>>>,
 }
 
 impl ConnectionHandle {
@@ -134,6 +135,7 @@ impl ConnectionHandle {
             close,
             close_reason: OnceLock::new(),
             channels: Mutex::new(Vec::new()),
+            user: Mutex::new(None),
         });
         (handle, rx)
     }
@@ -168,6 +170,18 @@ impl ConnectionHandle {
     /// or [`CloseReason::SHUTDOWN`] when the whole hub is shutting down.
     pub fn close_reason(&self) -> CloseReason {
         self.close_reason.get().copied().unwrap_or(CloseReason::SHUTDOWN)
+    }
+
+    /// Records which user this connection belongs to (after a token or `pusher:signin`).
+    pub fn set_user(&self, user_id: &str) {
+        if let Ok(mut u) = self.user.lock() {
+            *u = Some(user_id.into());
+        }
+    }
+
+    /// The user this connection belongs to, if known.
+    pub fn user(&self) -> Option<Arc<str>> {
+        self.user.lock().ok().and_then(|u| u.clone())
     }
 
     /// The joined channel named `name` (either spelling), with the kind it was joined as.

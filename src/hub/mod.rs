@@ -325,6 +325,19 @@ impl Hub {
         read(&self.connections).get(&id).cloned()
     }
 
+    /// Closes every connection of `user_id` with [`CloseReason::TERMINATED`]; returns how many.
+    pub fn terminate_user(&self, user_id: &str) -> usize {
+        let victims: Vec<_> = read(&self.connections)
+            .values()
+            .filter(|c| c.user().as_deref() == Some(user_id))
+            .cloned()
+            .collect();
+        for c in &victims {
+            c.close(CloseReason::TERMINATED);
+        }
+        victims.len()
+    }
+
     /// Live figures for the stats endpoint and the CLI.
     pub fn snapshot(&self) -> StatsSnapshot {
         let channels = read(&self.channels)

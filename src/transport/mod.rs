@@ -9,6 +9,8 @@ pub mod api;
 mod credentials;
 pub mod error;
 pub mod native;
+pub mod pusher_api;
+pub mod pusher_ws;
 mod session;
 
 use std::sync::Arc;
@@ -50,6 +52,8 @@ pub struct AppState {
     pub fanout: Fanout,
     /// This node's Redis broker when clustered.
     pub cluster: Option<Arc<RedisBroker>>,
+    /// Pusher connections per app (for each app's `max_connections`).
+    pub pusher_connections: Arc<pusher_ws::AppConnections>,
     /// Tracks every WebSocket session so shutdown can wait for them.
     pub sessions: TaskTracker,
     /// When the server started.
@@ -66,11 +70,24 @@ pub fn router(state: AppState) -> Result<Router, ConfigError> {
         .route("/api/broadcast", post(api::publish))
         .route("/api/broadcast/stats", get(api::stats))
         .route("/api/broadcast/channels", get(api::channels))
-        .route("/api/broadcast/channels/{name}/users", get(api::channel_users));
+        .route("/api/broadcast/channels/{name}/users", get(api::channel_users))
+        .route("/apps/{app_id}/events", post(pusher_api::events))
+        .route("/apps/{app_id}/batch_events", post(pusher_api::batch_events))
+        .route("/apps/{app_id}/channels", get(pusher_api::channels))
+        .route("/apps/{app_id}/channels/{name}", get(pusher_api::channel))
+        .route("/apps/{app_id}/channels/{name}/users", get(pusher_api::channel_users))
+        .route(
+            "/apps/{app_id}/users/{user_id}/terminate_connections",
+            post(pusher_api::terminate_connections),
+        )
+        .route("/broadcasting/auth", post(pusher_api::broadcasting_auth))
+        .route("/broadcasting/user-auth", post(pusher_api::user_auth))
+        .route("/pusher/user-auth", post(pusher_api::user_auth));
     if state.config.websocket_enabled {
         router = router
             .route("/ws", get(native::upgrade_query))
-            .route("/ws/{channel}", get(native::upgrade_path));
+            .route("/ws/{channel}", get(native::upgrade_path))
+            .route("/app/{key}", get(pusher_ws::upgrade));
     }
     Ok(router
         .fallback(api::not_found)

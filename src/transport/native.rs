@@ -447,6 +447,9 @@ impl Handler for Native {
     }
 
     async fn on_open(&mut self, s: &mut Session) -> Result<(), Stop> {
+        if let Some(user) = &self.identity {
+            s.conn.set_user(&user.user_id);
+        }
         match self.initial.take() {
             Some(channel) => self.join(s, &channel).await,
             None => {

@@ -1,0 +1,428 @@
+//! Pusher's HTTP API under `/apps/{app_id}/` (signed requests), and the auth endpoints
+//! Laravel Echo calls: `POST /broadcasting/auth` and `POST /broadcasting/user-auth`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::credentials::Credentials;
+use super::{ApiError, AppState};
+use crate::auth::AuthError;
+use crate::broadcasting::Payload;
+use crate::channel::{Channel, ChannelKind};
+use crate::hub::SocketId;
+use crate::pusher::{self, PusherApp};
+
+fn bad_request(message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
+}
+
+fn lowercase_query(raw: Option<&str>) -> BTreeMap<String, String> {
+    let pairs: Vec<(String, String)> = raw
+        .map(|q| serde_urlencoded::from_str(q).unwrap_or_default())
+        .unwrap_or_default();
+    pairs.into_iter().map(|(k, v)| (k.to_lowercase(), v)).collect()
+}
+
+/// Finds the app and checks the request signature.
+fn authenticate(
+    st: &AppState,
+    app_id: &str,
+    method: &Method,
+    uri: &Uri,
+    query: &BTreeMap<String, String>,
+    body: &[u8],
+) -> Result<PusherApp, ApiError> {
+    let app = st
+        .config
+        .pusher_apps
+        .by_id(app_id)
+        .cloned()
+        .ok_or_else(|| ApiError::not_found(format!("unknown app {app_id}")))?;
+    if !app.enabled {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "app_disabled",
+            "this app is disabled",
+        ));
+    }
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    pusher::verify_request(&app, method.as_str(), uri.path(), query, body, now)
+        .map_err(|e| ApiError::unauthorized(e.to_string()))?;
+    Ok(app)
+}
+
+fn body_bytes(st: &AppState, body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::too_large(st.config.max_payload_size)
+        } else {
+            bad_request(e.body_text())
+        }
+    })
+}
+
+#[derive(Deserialize)]
+struct EventBody {
+    name: String,
+    data: Value,
+    #[serde(default)]
+    channels: Option<Vec<String>>,
+    #[serde(default)]
+    channel: Option<String>,
+    #[serde(default)]
+    socket_id: Option<String>,
+    #[serde(default)]
+    info: Option<String>,
+}
+
+/// A validated event ready to publish.
+struct Prepared {
+    channels: Vec<Channel>,
+    event: String,
+    payload: Payload,
+    info: Vec<String>,
+}
+
+fn prepare(st: &AppState, e: EventBody) -> Result<Prepared, ApiError> {
+    let mut names = e.channels.unwrap_or_default();
+    names.extend(e.channel);
+    if names.is_empty() {
+        return Err(bad_request("give channels (array) or channel"));
+    }
+    let max = st.config.pusher_max_channels_per_event;
+    if names.len() > max {
+        return Err(bad_request(format!("at most {max} channels per event")));
+    }
+    if e.name.is_empty() || e.name.len() > crate::broadcasting::manager::MAX_EVENT_NAME_LEN {
+        return Err(bad_request("event name must be 1 to 200 characters"));
+    }
+    // Pusher's data is a string (usually JSON); JSON is kept structured so native
+    // clients get objects, and Pusher clients get the same string back.
+    let data_len = match &e.data {
+        Value::String(s) => s.len(),
+        other => other.to_string().len(),
+    };
+    let max = st.config.pusher_max_event_size;
+    if data_len > max {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("event data is {data_len} bytes; the limit is {max}"),
+        ));
+    }
+    let data = match e.data {
+        Value::String(s) => serde_json::from_str::<Value>(&s).unwrap_or(Value::String(s)),
+        other => other,
+    };
+    let channels = names
+        .iter()
+        .map(|n| Channel::parse(n).map_err(|err| bad_request(format!("invalid channel {n:?}: {err}"))))
+        .collect::<Result<Vec<_>, _>>()?;
+    let socket = e
+        .socket_id
+        .as_deref()
+        .map(str::parse::<SocketId>)
+        .transpose()
+        .map_err(|err| bad_request(err.to_string()))?;
+    let raw = serde_json::value::to_raw_value(&data).map_err(|err| bad_request(err.to_string()))?;
+    let info = e
+        .info
+        .map(|i| i.split(',').map(|s| s.trim().to_string()).collect())
+        .unwrap_or_default();
+    Ok(Prepared {
+        channels,
+        event: e.name,
+        payload: Payload {
+            data: Arc::from(raw),
+            socket,
+        },
+        info,
+    })
+}
+
+async fn publish(st: &AppState, p: &Prepared) -> Result<Value, ApiError> {
+    st.manager.send(None, &p.channels, &p.event, &p.payload).await?;
+    if p.info.is_empty() {
+        return Ok(json!({}));
+    }
+    let mut channels = serde_json::Map::new();
+    for c in &p.channels {
+        channels.insert(c.pusher_name(), channel_info(st, c, &p.info).await?);
+    }
+    Ok(json!({"channels": channels}))
+}
+
+async fn channel_info(st: &AppState, channel: &Channel, info: &[String]) -> Result<Value, ApiError> {
+    let mut out = serde_json::Map::new();
+    for attr in info {
+        match attr.as_str() {
+            "subscription_count" => {
+                out.insert(attr.clone(), json!(st.hub.subscriber_count(channel)));
+            }
+            "user_count" if channel.kind() == ChannelKind::Presence => {
+                let n = st
+                    .presence
+                    .members(channel.name())
+                    .await
+                    .map_err(|e| ApiError::unavailable(e.to_string()))?
+                    .len();
+                out.insert(attr.clone(), json!(n));
+            }
+            "user_count" => return Err(bad_request("user_count is only available for presence channels")),
+            "" => {}
+            other => return Err(bad_request(format!("unknown info attribute {other:?}"))),
+        }
+    }
+    Ok(Value::Object(out))
+}
+
+/// `POST /apps/{app_id}/events`
+pub async fn events(
+    State(st): State<AppState>,
+    Path(app_id): Path<String>,
+    method: Method,
+    uri: Uri,
+    RawQuery(q): RawQuery,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let body = body_bytes(&st, body)?;
+    authenticate(&st, &app_id, &method, &uri, &lowercase_query(q.as_deref()), &body)?;
+    let e: EventBody = serde_json::from_slice(&body).map_err(|e| bad_request(format!("invalid event body: {e}")))?;
+    let prepared = prepare(&st, e)?;
+    Ok(Json(publish(&st, &prepared).await?))
+}
+
+#[derive(Deserialize)]
+struct Batch {
+    batch: Vec<EventBody>,
+}
+
+/// `POST /apps/{app_id}/batch_events`
+pub async fn batch_events(
+    State(st): State<AppState>,
+    Path(app_id): Path<String>,
+    method: Method,
+    uri: Uri,
+    RawQuery(q): RawQuery,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let body = body_bytes(&st, body)?;
+    authenticate(&st, &app_id, &method, &uri, &lowercase_query(q.as_deref()), &body)?;
+    let batch: Batch = serde_json::from_slice(&body).map_err(|e| bad_request(format!("invalid batch body: {e}")))?;
+    let max = st.config.pusher_max_batch_size;
+    if batch.batch.len() > max {
+        return Err(bad_request(format!("at most {max} events per batch")));
+    }
+    // Validate everything before publishing anything.
+    let prepared = batch
+        .batch
+        .into_iter()
+        .map(|e| prepare(&st, e))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut results = Vec::with_capacity(prepared.len());
+    for p in &prepared {
+        let r = publish(&st, p).await?;
+        results.push(r.get("channels").map_or_else(|| json!({}), |c| c.clone()));
+    }
+    let any_info = prepared.iter().any(|p| !p.info.is_empty());
+    Ok(Json(if any_info { json!({"batch": results}) } else { json!({}) }))
+}
+
+/// `GET /apps/{app_id}/channels?filter_by_prefix=..&info=user_count`
+pub async fn channels(
+    State(st): State<AppState>,
+    Path(app_id): Path<String>,
+    method: Method,
+    uri: Uri,
+    RawQuery(q): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let query = lowercase_query(q.as_deref());
+    authenticate(&st, &app_id, &method, &uri, &query, &[])?;
+    let prefix = query.get("filter_by_prefix").cloned().unwrap_or_default();
+    let info: Vec<String> = query
+        .get("info")
+        .map(|i| {
+            i.split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    if info.iter().any(|i| i == "user_count") && !prefix.starts_with("presence-") {
+        return Err(bad_request("info=user_count requires filter_by_prefix=presence-"));
+    }
+    let snapshot = st.hub.snapshot();
+    let mut out = serde_json::Map::new();
+    for (name, c) in &snapshot.channels {
+        let Ok(parsed) = Channel::parse(name) else { continue };
+        let channel = parsed.with_kind(c.kind);
+        let pusher_name = channel.pusher_name();
+        if pusher_name.starts_with(&prefix) {
+            out.insert(pusher_name, channel_info(&st, &channel, &info).await?);
+        }
+    }
+    Ok(Json(json!({"channels": out})))
+}
+
+/// `GET /apps/{app_id}/channels/{channel_name}?info=subscription_count,user_count`
+pub async fn channel(
+    State(st): State<AppState>,
+    Path((app_id, name)): Path<(String, String)>,
+    method: Method,
+    uri: Uri,
+    RawQuery(q): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let query = lowercase_query(q.as_deref());
+    authenticate(&st, &app_id, &method, &uri, &query, &[])?;
+    let channel = Channel::parse(&name).map_err(|e| bad_request(format!("invalid channel: {e}")))?;
+    let info: Vec<String> = query
+        .get("info")
+        .map(|i| i.split(',').map(|s| s.trim().to_string()).collect())
+        .unwrap_or_default();
+    let mut body = channel_info(&st, &channel, &info).await?;
+    body["occupied"] = json!(st.hub.subscriber_count(&channel) > 0);
+    Ok(Json(body))
+}
+
+/// `GET /apps/{app_id}/channels/{channel_name}/users`
+pub async fn channel_users(
+    State(st): State<AppState>,
+    Path((app_id, name)): Path<(String, String)>,
+    method: Method,
+    uri: Uri,
+    RawQuery(q): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    authenticate(&st, &app_id, &method, &uri, &lowercase_query(q.as_deref()), &[])?;
+    let channel = Channel::parse(&name).map_err(|e| bad_request(format!("invalid channel: {e}")))?;
+    if channel.kind() != ChannelKind::Presence {
+        return Err(bad_request("users are only available for presence channels"));
+    }
+    let members = st
+        .presence
+        .members(channel.name())
+        .await
+        .map_err(|e| ApiError::unavailable(e.to_string()))?;
+    let users: Vec<Value> = members.iter().map(|m| json!({"id": m.user_id})).collect();
+    Ok(Json(json!({"users": users})))
+}
+
+/// `POST /apps/{app_id}/users/{user_id}/terminate_connections`
+pub async fn terminate_connections(
+    State(st): State<AppState>,
+    Path((app_id, user_id)): Path<(String, String)>,
+    method: Method,
+    uri: Uri,
+    RawQuery(q): RawQuery,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let body = body_bytes(&st, body)?;
+    authenticate(&st, &app_id, &method, &uri, &lowercase_query(q.as_deref()), &body)?;
+    let closed = st.hub.terminate_user(&user_id);
+    tracing::info!(user = %user_id, closed, "terminated user connections");
+    Ok(Json(json!({})))
+}
+
+fn form_or_json(headers: &HeaderMap, body: &[u8]) -> HashMap<String, String> {
+    let is_json = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if is_json {
+        serde_json::from_slice::<HashMap<String, Value>>(body)
+            .map(|m| {
+                m.into_iter()
+                    .filter_map(|(k, v)| v.as_str().map(|s| (k, s.to_string())))
+                    .collect()
+            })
+            .unwrap_or_default()
+    } else {
+        serde_urlencoded::from_bytes(body).unwrap_or_default()
+    }
+}
+
+fn default_app(st: &AppState) -> Result<PusherApp, ApiError> {
+    st.config
+        .pusher_apps
+        .default_app()
+        .cloned()
+        .ok_or_else(|| ApiError::not_found("no Pusher app is configured (PUSHER_APP_ID/KEY/SECRET)"))
+}
+
+fn socket_id(fields: &HashMap<String, String>) -> Result<String, ApiError> {
+    let raw = fields
+        .get("socket_id")
+        .ok_or_else(|| bad_request("socket_id is required"))?;
+    raw.parse::<SocketId>().map_err(|e| bad_request(e.to_string()))?;
+    Ok(raw.clone())
+}
+
+/// `POST /broadcasting/auth` (form `socket_id`, `channel_name`; `Authorization: Bearer <JWT>`):
+/// checks the same channel rules as the native protocol and signs with the first app.
+pub async fn broadcasting_auth(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let body = body_bytes(&st, body)?;
+    let fields = form_or_json(&headers, &body);
+    let app = default_app(&st)?;
+    let socket_id = socket_id(&fields)?;
+    let name = fields
+        .get("channel_name")
+        .ok_or_else(|| bad_request("channel_name is required"))?;
+    let channel = Channel::parse(name).map_err(|e| bad_request(format!("invalid channel: {e}")))?;
+    if channel.kind() == ChannelKind::Public {
+        return Err(bad_request("public channels need no authorization"));
+    }
+    let identity = Credentials::from_request(&headers, &HashMap::new()).authenticate(&st)?;
+    let allowed = st
+        .authorizer
+        .authorize(identity.as_ref(), &channel)
+        .map_err(|e| match e {
+            AuthError::Unauthenticated(_) => ApiError::unauthorized(e.to_string()),
+            AuthError::Forbidden(_) => ApiError::new(StatusCode::FORBIDDEN, "forbidden", e.to_string()),
+        })?;
+    let Some(user) = identity else {
+        return Err(ApiError::unauthorized(
+            "a token is required for private and presence channels",
+        ));
+    };
+    if channel.kind() == ChannelKind::Presence || allowed.kind() == ChannelKind::Presence {
+        let channel_data = json!({"user_id": user.user_id, "user_info": user.user_info}).to_string();
+        let auth = pusher::channel_auth(&app, &socket_id, name, Some(&channel_data));
+        Ok(Json(json!({"auth": auth, "channel_data": channel_data})))
+    } else {
+        Ok(Json(
+            json!({"auth": pusher::channel_auth(&app, &socket_id, name, None)}),
+        ))
+    }
+}
+
+/// `POST /broadcasting/user-auth` (also `/pusher/user-auth`): signs `pusher:signin` for
+/// the token's user.
+pub async fn user_auth(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let body = body_bytes(&st, body)?;
+    let fields = form_or_json(&headers, &body);
+    let app = default_app(&st)?;
+    let socket_id = socket_id(&fields)?;
+    let user = Credentials::from_request(&headers, &HashMap::new())
+        .authenticate(&st)?
+        .ok_or_else(|| ApiError::unauthorized("a token is required"))?;
+    let user_data = json!({"id": user.user_id, "user_info": user.user_info}).to_string();
+    Ok(Json(
+        json!({"auth": pusher::user_auth(&app, &socket_id, &user_data), "user_data": user_data}),
+    ))
+}
