@@ -49,6 +49,9 @@ pub mod codes {
     pub const CLIENT_EVENT_RATE_LIMIT: u16 = 4301;
 }
 
+/// pusher-js's per-user channel after `pusher:signin`.
+const SERVER_TO_USER: &str = "#server-to-user-";
+
 /// Connections per app, for `max_connections`.
 #[derive(Debug, Default)]
 pub struct AppConnections(Mutex<HashMap<String, usize>>);
@@ -197,6 +200,16 @@ impl PusherSession {
     async fn subscribe(&mut self, s: &mut Session, data: SubscribeData) -> Result<(), Stop> {
         let Some(app) = self.app.clone() else { return Err(Stop) };
         let name = data.channel;
+        if let Some(user) = name.strip_prefix(SERVER_TO_USER) {
+            // pusher-js joins this after pusher:signin; only the signed-in user may.
+            if s.conn.user().as_deref() == Some(user) {
+                let msg = json!({"event": "pusher_internal:subscription_succeeded", "channel": name, "data": "{}"});
+                return s.send_text(text(&msg)).await;
+            }
+            return self
+                .subscription_error(s, &name, 403, "sign in as this user first")
+                .await;
+        }
         let channel = match Channel::parse(&name) {
             Ok(c) => c,
             Err(e) => return self.subscription_error(s, &name, 400, &e.to_string()).await,

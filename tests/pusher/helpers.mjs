@@ -1,0 +1,138 @@
+// Shared setup for the Pusher compatibility tests. The Rust harness (tests/pusher_js.rs)
+// starts rustaxum and passes its address and credentials in the environment.
+import crypto from 'node:crypto';
+import Pusher from 'pusher-js';
+import Echo from 'laravel-echo';
+import PusherServer from 'pusher';
+import WebSocket from 'ws';
+
+export const HOST = process.env.RX_HOST ?? '127.0.0.1';
+export const PORT = Number(process.env.RX_PORT);
+export const APP_ID = process.env.RX_APP_ID;
+export const KEY = process.env.RX_KEY;
+export const SECRET = process.env.RX_SECRET;
+const JWT_SECRET = process.env.RX_JWT_SECRET;
+export const BASE = `http://${HOST}:${PORT}`;
+
+if (!PORT || !KEY) {
+  throw new Error('run through `cargo nextest run --test pusher_js` (RX_PORT and RX_KEY are not set)');
+}
+
+const b64 = (v) => Buffer.from(typeof v === 'string' ? v : JSON.stringify(v)).toString('base64url');
+
+/** An HS256 JWT as an application backend would sign it. */
+export function jwt(sub, extra = {}) {
+  const now = Math.floor(Date.now() / 1000);
+  const body = b64({ sub, aud: ['websocket'], iat: now, exp: now + 3600, ...extra });
+  const head = b64({ alg: 'HS256', typ: 'JWT' });
+  const sig = crypto.createHmac('sha256', JWT_SECRET).update(`${head}.${body}`).digest('base64url');
+  return `${head}.${body}.${sig}`;
+}
+
+const opened = [];
+
+function clientOptions(token, extra = {}) {
+  return {
+    wsHost: HOST,
+    wsPort: PORT,
+    forceTLS: false,
+    enabledTransports: ['ws'],
+    cluster: 'mt1',
+    disableStats: true,
+    authEndpoint: `${BASE}/broadcasting/auth`,
+    auth: { headers: token ? { Authorization: `Bearer ${token}` } : {} },
+    ...extra,
+  };
+}
+
+/** A pusher-js client. */
+export function pusher(token, extra = {}) {
+  const p = new Pusher(KEY, clientOptions(token, extra));
+  opened.push(() => p.disconnect());
+  return p;
+}
+
+/** A Laravel Echo client over pusher-js, exactly as an app would configure it. */
+export function echo(token, extra = {}) {
+  const e = new Echo({ broadcaster: 'pusher', key: KEY, Pusher, ...clientOptions(token, extra) });
+  opened.push(() => e.disconnect());
+  return e;
+}
+
+/** The official server SDK, pointed at rustaxum. */
+export function server(secret = SECRET) {
+  return new PusherServer({ appId: APP_ID, key: KEY, secret, host: HOST, port: String(PORT), useTLS: false });
+}
+
+/** A native-protocol WebSocket client. Resolves once the first message arrived. */
+export function native(path) {
+  const ws = new WebSocket(`ws://${HOST}:${PORT}${path}`);
+  const inbox = [];
+  const waiters = [];
+  ws.on('message', (m) => {
+    const msg = JSON.parse(m.toString());
+    const w = waiters.findIndex((x) => x.match(msg));
+    if (w >= 0) waiters.splice(w, 1)[0].resolve(msg);
+    else inbox.push(msg);
+  });
+  opened.push(() => ws.close());
+  const next = (match = () => true, ms = 5000) => {
+    const i = inbox.findIndex(match);
+    if (i >= 0) return Promise.resolve(inbox.splice(i, 1)[0]);
+    return within(ms, new Promise((resolve) => waiters.push({ match, resolve })), 'native message');
+  };
+  return new Promise((resolve, reject) => {
+    ws.once('error', reject);
+    ws.once('open', async () => resolve({ ws, next, first: await next() }));
+  });
+}
+
+/** Rejects if `promise` does not settle within `ms`. */
+export function within(ms, promise, what = 'event') {
+  let t;
+  return Promise.race([
+    promise.finally(() => clearTimeout(t)),
+    new Promise((_, reject) => {
+      t = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
+    }),
+  ]);
+}
+
+/** Resolves with the first value `register(cb)` calls `cb` with. */
+export function once(register, what) {
+  return within(5000, new Promise((resolve) => register(resolve)), what);
+}
+
+/** Resolves when `check()` is true (polling), or rejects after `ms`. */
+export async function until(check, what, ms = 5000) {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    if (await check()) return;
+    await sleep(25);
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** Disconnects every client the test opened. */
+export function closeAll() {
+  while (opened.length) opened.pop()();
+}
+
+/** A signed REST request made by hand (for cases the SDK will not produce). */
+export async function signedFetch(method, path, { body, timestamp, secret = SECRET, params = {} } = {}) {
+  const bodyText = body === undefined ? '' : JSON.stringify(body);
+  const query = {
+    auth_key: KEY,
+    auth_timestamp: String(timestamp ?? Math.floor(Date.now() / 1000)),
+    auth_version: '1.0',
+    ...params,
+  };
+  if (bodyText) query.body_md5 = crypto.createHash('md5').update(bodyText).digest('hex');
+  const sorted = Object.keys(query).sort().map((k) => `${k}=${query[k]}`).join('&');
+  const signature = crypto.createHmac('sha256', secret).update(`${method}\n${path}\n${sorted}`).digest('hex');
+  const url = `${BASE}${path}?${sorted}&auth_signature=${signature}`;
+  const res = await fetch(url, { method, body: bodyText || undefined, headers: { 'content-type': 'application/json' } });
+  return { status: res.status, body: await res.json().catch(() => null) };
+}
