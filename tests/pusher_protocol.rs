@@ -55,6 +55,17 @@ async fn refusals_carry_pusher_codes() {
 }
 
 #[tokio::test]
+async fn shutdown_closes_pusher_sockets_with_4200_and_native_with_1001() {
+    let server = server_with(vec![app("1", "k1", true, 0)]).await;
+    let (mut pusher, _) = server.connect("/app/k1?protocol=7").await;
+    let (mut native, _) = server.connect("/ws").await;
+    let stopping = tokio::spawn(server.stop());
+    assert_eq!(u16::from(expect_close(&mut pusher).await.unwrap().code), 4200);
+    assert_eq!(u16::from(expect_close(&mut native).await.unwrap().code), 1001);
+    stopping.await.unwrap().unwrap();
+}
+
+#[tokio::test]
 async fn per_app_connection_quota_gives_4004_and_frees_on_close() {
     let server = server_with(vec![app("1", "k1", true, 1)]).await;
     let (mut first, msg) = server.connect("/app/k1?protocol=7").await;

@@ -422,6 +422,19 @@ impl Handler for PusherSession {
         Some(text(&msg))
     }
 
+    fn close_reason(&self, reason: CloseReason) -> CloseReason {
+        if reason == CloseReason::SHUTDOWN {
+            // 4200: "generic reconnect immediately": another node (or this one restarted)
+            // will take the client.
+            CloseReason {
+                code: 4200,
+                reason: "server shutting down, reconnect",
+            }
+        } else {
+            reason
+        }
+    }
+
     async fn on_open(&mut self, s: &mut Session) -> Result<(), Stop> {
         if let Some((code, message)) = self.refusal {
             let _ = self.error(s, Some(code), message).await;

@@ -58,6 +58,12 @@ pub(crate) trait Handler: Send {
     /// A binary frame from the client.
     async fn on_binary(&mut self, s: &mut Session, data: &[u8]) -> Result<(), Stop>;
 
+    /// The close code this protocol uses for `reason` (Pusher says 4200 where the
+    /// native protocol says 1001).
+    fn close_reason(&self, reason: CloseReason) -> CloseReason {
+        reason
+    }
+
     /// When the connection's credentials expire (it is then closed with
     /// [`CloseReason::TOKEN_EXPIRED`]); checked after every client frame.
     fn expires_at(&self) -> Option<Instant> {
@@ -150,7 +156,7 @@ pub(crate) async fn run<H: Handler>(
             tokio::select! {
                 biased;
                 _ = conn.closed() => {
-                    s.close(conn.close_reason()).await;
+                    s.close(handler.close_reason(conn.close_reason())).await;
                     break;
                 }
                 _ = &mut expiry_timer, if expiry.is_some() => {
@@ -161,7 +167,7 @@ pub(crate) async fn run<H: Handler>(
                 Some(envelope) = rx.recv() => {
                     if s.write_batch(&handler, envelope, &mut rx).await.is_err() {
                         if conn.is_closing() {
-                            s.close(conn.close_reason()).await;
+                            s.close(handler.close_reason(conn.close_reason())).await;
                         }
                         break;
                     }
