@@ -7,8 +7,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::extract::{FromRequest, Path, Request, State};
+use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -32,32 +32,47 @@ fn lowercase_query(raw: Option<&str>) -> BTreeMap<String, String> {
     pairs.into_iter().map(|(k, v)| (k.to_lowercase(), v)).collect()
 }
 
-/// Finds the app and checks the request signature.
-fn authenticate(
-    st: &AppState,
-    app_id: &str,
-    method: &Method,
-    uri: &Uri,
-    query: &BTreeMap<String, String>,
-    body: &[u8],
-) -> Result<PusherApp, ApiError> {
-    let app = st
-        .config
-        .pusher_apps
-        .by_id(app_id)
-        .cloned()
-        .ok_or_else(|| ApiError::not_found(format!("unknown app {app_id}")))?;
-    if !app.enabled {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "app_disabled",
-            "this app is disabled",
-        ));
+/// A Pusher REST request whose signature verified: the app, the query (keys
+/// lowercased) and the body. Extracting it answers 404 for an unknown app, 403 for a
+/// disabled one, 401 for a bad or stale signature and 413 for an oversized body.
+pub struct Signed {
+    /// The app named in the path.
+    pub app: PusherApp,
+    /// Query parameters with lowercased keys.
+    pub query: BTreeMap<String, String>,
+    /// The raw body (what `body_md5` covers).
+    pub body: Bytes,
+}
+
+impl FromRequest<AppState> for Signed {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, st: &AppState) -> Result<Self, ApiError> {
+        let (parts, body) = req.into_parts();
+        // Routes are /apps/{app_id}/...
+        let app_id = parts.uri.path().split('/').nth(2).unwrap_or_default().to_string();
+        let query = lowercase_query(parts.uri.query());
+        let body = axum::body::to_bytes(body, st.config.max_payload_size)
+            .await
+            .map_err(|_| ApiError::too_large(st.config.max_payload_size))?;
+        let app = st
+            .config
+            .pusher_apps
+            .by_id(&app_id)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(format!("unknown app {app_id}")))?;
+        if !app.enabled {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "app_disabled",
+                "this app is disabled",
+            ));
+        }
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        pusher::verify_request(&app, parts.method.as_str(), parts.uri.path(), &query, &body, now)
+            .map_err(|e| ApiError::unauthorized(e.to_string()))?;
+        Ok(Self { app, query, body })
     }
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    pusher::verify_request(&app, method.as_str(), uri.path(), query, body, now)
-        .map_err(|e| ApiError::unauthorized(e.to_string()))?;
-    Ok(app)
 }
 
 fn body_bytes(st: &AppState, body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
@@ -186,17 +201,9 @@ async fn channel_info(st: &AppState, channel: &Channel, info: &[String]) -> Resu
 }
 
 /// `POST /apps/{app_id}/events`
-pub async fn events(
-    State(st): State<AppState>,
-    Path(app_id): Path<String>,
-    method: Method,
-    uri: Uri,
-    RawQuery(q): RawQuery,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Json<Value>, ApiError> {
-    let body = body_bytes(&st, body)?;
-    authenticate(&st, &app_id, &method, &uri, &lowercase_query(q.as_deref()), &body)?;
-    let e: EventBody = serde_json::from_slice(&body).map_err(|e| bad_request(format!("invalid event body: {e}")))?;
+pub async fn events(State(st): State<AppState>, signed: Signed) -> Result<Json<Value>, ApiError> {
+    let e: EventBody =
+        serde_json::from_slice(&signed.body).map_err(|e| bad_request(format!("invalid event body: {e}")))?;
     let prepared = prepare(&st, e)?;
     Ok(Json(publish(&st, &prepared).await?))
 }
@@ -207,17 +214,9 @@ struct Batch {
 }
 
 /// `POST /apps/{app_id}/batch_events`
-pub async fn batch_events(
-    State(st): State<AppState>,
-    Path(app_id): Path<String>,
-    method: Method,
-    uri: Uri,
-    RawQuery(q): RawQuery,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Json<Value>, ApiError> {
-    let body = body_bytes(&st, body)?;
-    authenticate(&st, &app_id, &method, &uri, &lowercase_query(q.as_deref()), &body)?;
-    let batch: Batch = serde_json::from_slice(&body).map_err(|e| bad_request(format!("invalid batch body: {e}")))?;
+pub async fn batch_events(State(st): State<AppState>, signed: Signed) -> Result<Json<Value>, ApiError> {
+    let batch: Batch =
+        serde_json::from_slice(&signed.body).map_err(|e| bad_request(format!("invalid batch body: {e}")))?;
     let max = st.config.pusher_max_batch_size;
     if batch.batch.len() > max {
         return Err(bad_request(format!("at most {max} events per batch")));
@@ -238,15 +237,8 @@ pub async fn batch_events(
 }
 
 /// `GET /apps/{app_id}/channels?filter_by_prefix=..&info=user_count`
-pub async fn channels(
-    State(st): State<AppState>,
-    Path(app_id): Path<String>,
-    method: Method,
-    uri: Uri,
-    RawQuery(q): RawQuery,
-) -> Result<Json<Value>, ApiError> {
-    let query = lowercase_query(q.as_deref());
-    authenticate(&st, &app_id, &method, &uri, &query, &[])?;
+pub async fn channels(State(st): State<AppState>, signed: Signed) -> Result<Json<Value>, ApiError> {
+    let query = signed.query;
     let prefix = query.get("filter_by_prefix").cloned().unwrap_or_default();
     let info: Vec<String> = query
         .get("info")
@@ -276,13 +268,10 @@ pub async fn channels(
 /// `GET /apps/{app_id}/channels/{channel_name}?info=subscription_count,user_count`
 pub async fn channel(
     State(st): State<AppState>,
-    Path((app_id, name)): Path<(String, String)>,
-    method: Method,
-    uri: Uri,
-    RawQuery(q): RawQuery,
+    Path((_app_id, name)): Path<(String, String)>,
+    signed: Signed,
 ) -> Result<Json<Value>, ApiError> {
-    let query = lowercase_query(q.as_deref());
-    authenticate(&st, &app_id, &method, &uri, &query, &[])?;
+    let query = signed.query;
     let channel = Channel::parse(&name).map_err(|e| bad_request(format!("invalid channel: {e}")))?;
     let info: Vec<String> = query
         .get("info")
@@ -296,12 +285,9 @@ pub async fn channel(
 /// `GET /apps/{app_id}/channels/{channel_name}/users`
 pub async fn channel_users(
     State(st): State<AppState>,
-    Path((app_id, name)): Path<(String, String)>,
-    method: Method,
-    uri: Uri,
-    RawQuery(q): RawQuery,
+    Path((_app_id, name)): Path<(String, String)>,
+    _signed: Signed,
 ) -> Result<Json<Value>, ApiError> {
-    authenticate(&st, &app_id, &method, &uri, &lowercase_query(q.as_deref()), &[])?;
     let channel = Channel::parse(&name).map_err(|e| bad_request(format!("invalid channel: {e}")))?;
     if channel.kind() != ChannelKind::Presence {
         return Err(bad_request("users are only available for presence channels"));
@@ -318,14 +304,9 @@ pub async fn channel_users(
 /// `POST /apps/{app_id}/users/{user_id}/terminate_connections`
 pub async fn terminate_connections(
     State(st): State<AppState>,
-    Path((app_id, user_id)): Path<(String, String)>,
-    method: Method,
-    uri: Uri,
-    RawQuery(q): RawQuery,
-    body: Result<Bytes, BytesRejection>,
+    Path((_app_id, user_id)): Path<(String, String)>,
+    _signed: Signed,
 ) -> Result<Json<Value>, ApiError> {
-    let body = body_bytes(&st, body)?;
-    authenticate(&st, &app_id, &method, &uri, &lowercase_query(q.as_deref()), &body)?;
     let closed = st.hub.terminate_user(&user_id);
     tracing::info!(user = %user_id, closed, "terminated user connections");
     Ok(Json(json!({})))
