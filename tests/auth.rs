@@ -310,7 +310,9 @@ async fn whispers_over_the_rate_limit_are_refused_and_not_delivered() {
     let (mut alice, _) = join_presence(&server, "1", "Alice").await;
     let (mut bob, _) = join_presence(&server, "2", "Bob").await;
     recv_json(&mut alice).await; // member_added
-    for i in 0..15 {
+                                 // 30 at once against 10 per second: however slowly a loaded server works through
+                                 // them (one token back per 100 ms), some are refused.
+    for i in 0..30 {
         send_json(
             &mut alice,
             json!({"action": "whisper", "channel": "presence.chat.1", "event": "n", "data": {"i": i}}),
@@ -329,8 +331,8 @@ async fn whispers_over_the_rate_limit_are_refused_and_not_delivered() {
         let v: Value = serde_json::from_str(&t).unwrap();
         delivered.push(v["data"]["i"].as_u64().unwrap());
     }
-    assert_eq!(delivered.len() + limited, 15);
-    assert!(limited >= 4, "limited {limited}");
+    assert_eq!(delivered.len() + limited, 30);
+    assert!(limited >= 1, "limited {limited}");
     assert!(delivered.len() >= 10, "the burst allowance is delivered: {delivered:?}");
     assert_eq!(
         delivered,

@@ -23,6 +23,7 @@ async fn published_pusher_packages_work_unchanged() {
         max_connections: 0,
     }]);
     config.public_channels.push("nobody-here".into());
+    config.public_channels.push("probe".into());
     let server = start_with(config).await;
     let run = tokio::process::Command::new("node")
         .args(["--test", "--test-concurrency=1", "--test-force-exit", "tests/pusher/"])

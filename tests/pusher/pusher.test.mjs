@@ -118,9 +118,12 @@ test('client events over the rate limit get error 4301 and are not delivered', a
   chB.listenForWhisper('n', (d) => received.push(d.i));
   const errors = [];
   a.connector.pusher.connection.bind('error', (e) => errors.push(e));
-  for (let i = 0; i < 15; i++) chA.whisper('n', { i });
-  await until(() => received.length + errors.length >= 15, 'whispers and errors', 5000);
-  assert.ok(errors.length >= 4, `errors: ${errors.length}`);
+  // 30 at once against a budget of 10 per second: however slowly a loaded server works
+  // through them (one token back per 100 ms), some are refused.
+  for (let i = 0; i < 30; i++) chA.whisper('n', { i });
+  await until(() => received.length + errors.length >= 30, 'whispers and errors', 5000);
+  assert.ok(errors.length >= 1, `errors: ${errors.length}`);
+  assert.ok(received.length >= 10, `received: ${received.length}`);
   assert.equal(errors[0].data.code, 4301);
   assert.deepEqual(received, [...Array(received.length).keys()]);
 });
@@ -143,7 +146,9 @@ test('HTTP API: triggerBatch, channels, channel info, users', async () => {
   assert.ok('general' in all.channels && 'presence-lobby.1' in all.channels, JSON.stringify(all));
   const presence = await (await s.get({ path: '/channels', params: { filter_by_prefix: 'presence-', info: 'user_count' } })).json();
   assert.deepEqual(presence.channels, { 'presence-lobby.1': { user_count: 1 } });
-  const info = await (await s.get({ path: '/channels/general', params: { info: 'subscription_count' } })).json();
+  const probe = echo();
+  await subscribed(probe.channel('probe'));
+  const info = await (await s.get({ path: '/channels/probe', params: { info: 'subscription_count' } })).json();
   assert.deepEqual(info, { occupied: true, subscription_count: 1 });
   const users = await (await s.get({ path: '/channels/presence-lobby.1/users' })).json();
   assert.deepEqual(users, { users: [{ id: '3' }] });
