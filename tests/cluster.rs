@@ -317,6 +317,53 @@ async fn redis_outage_degrades_then_recovers_without_restarts() {
 }
 
 #[tokio::test]
+async fn a_redis_that_stops_answering_is_detected_and_recovered_from() {
+    let redis = RedisServer::start();
+    let (a, b, _) = two_nodes(&redis).await;
+    let (mut on_a, _) = a.connect("/ws/general").await;
+    // SIGSTOP: the TCP connections stay open but nothing answers, like a silent partition.
+    redis.signal("STOP");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while a.get("/ready").await.0 != 503 {
+        assert!(Instant::now() < deadline, "a frozen Redis was never noticed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let started = Instant::now();
+    let (status, _) = b
+        .post(
+            "/api/broadcast",
+            &json!({"channel": "general", "event": "e"}).to_string(),
+        )
+        .await;
+    assert_eq!(status, 503);
+    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    redis.signal("CONT");
+    for node in [&a, &b] {
+        wait_ready(node).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while b
+        .post(
+            "/api/broadcast",
+            &json!({"channel": "general", "event": "thawed"}).to_string(),
+        )
+        .await
+        .0
+        != 200
+    {
+        assert!(Instant::now() < deadline, "publishing never recovered");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let frames = collect(&mut on_a, Duration::from_millis(800)).await;
+    assert!(events(&frames, "thawed") >= 1, "{frames:?}");
+    // Only the keep-alive PING notices a frozen subscription connection; without it the
+    // node would keep listening on the stale connection.
+    let (_, stats) = a.get("/api/broadcast/stats").await;
+    assert!(stats["redis"]["subscription_losses"].as_u64().unwrap() >= 1, "{stats}");
+    assert!(stats["redis"]["subscriptions"].as_u64().unwrap() >= 2, "{stats}");
+}
+
+#[tokio::test]
 async fn stats_can_cover_the_whole_cluster() {
     let redis = RedisServer::start();
     let (a, b, _) = two_nodes(&redis).await;

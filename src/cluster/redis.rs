@@ -45,6 +45,8 @@ pub const HEARTBEAT: Duration = Duration::from_secs(2);
 pub const NODE_TTL: Duration = Duration::from_secs(8);
 /// How often each node looks for dead nodes' presence entries.
 pub const JANITOR: Duration = Duration::from_secs(2);
+/// How often the subscription connection is checked with PING.
+pub const SUBSCRIPTION_PING: Duration = Duration::from_secs(3);
 /// Time limit of one Redis command or connection attempt.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
 /// Consecutive failures that open the circuit.
@@ -203,12 +205,16 @@ impl RedisBroker {
                 RedisResult::Ok(pubsub)
             })
             .await;
-            if let Ok(Ok(mut pubsub)) = connected {
+            if let Ok(Ok(pubsub)) = connected {
                 self.subscribed.store(true, Ordering::Release);
                 self.counters.subscriptions.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(node = %self.node_id, pattern = %pattern, "subscribed to Redis");
                 backoff = Duration::from_millis(100);
-                let mut messages = pubsub.on_message();
+                let (mut sink, mut messages) = pubsub.split();
+                // A Redis that stops answering without closing the connection (a frozen
+                // process, a silent partition) is caught by a periodic PING.
+                let mut keepalive = tokio::time::interval(SUBSCRIPTION_PING);
+                keepalive.tick().await;
                 loop {
                     tokio::select! {
                         _ = stop.cancelled() => return,
@@ -216,6 +222,12 @@ impl RedisBroker {
                             Some(msg) => self.deliver(&hub, &msg),
                             None => break,
                         },
+                        _ = keepalive.tick() => {
+                            let pong = tokio::time::timeout(COMMAND_TIMEOUT, sink.ping::<redis::Value>()).await;
+                            if !matches!(pong, Ok(Ok(_))) {
+                                break;
+                            }
+                        }
                     }
                 }
                 self.subscribed.store(false, Ordering::Release);

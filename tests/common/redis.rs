@@ -80,6 +80,17 @@ impl RedisServer {
         }
     }
 
+    /// Sends a signal by name (e.g. `STOP`, `CONT`) to the server process.
+    pub fn signal(&self, name: &str) {
+        if let Some(c) = &self.child {
+            let ok = Command::new("kill")
+                .args([&format!("-{name}"), &c.id().to_string()])
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "kill -{name} failed");
+        }
+    }
+
     /// Kills the server abruptly (SIGKILL), as a crash would.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
