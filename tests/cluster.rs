@@ -324,8 +324,13 @@ async fn a_redis_that_stops_answering_is_detected_and_recovered_from() {
     // SIGSTOP: the TCP connections stay open but nothing answers, like a silent partition.
     redis.signal("STOP");
     let deadline = Instant::now() + Duration::from_secs(15);
-    while a.get("/ready").await.0 != 503 {
-        assert!(Instant::now() < deadline, "a frozen Redis was never noticed");
+    loop {
+        let (ready, _) = a.get("/ready").await;
+        let (_, stats) = a.get("/api/broadcast/stats").await;
+        if ready == 503 && stats["redis"]["subscription_losses"].as_u64() >= Some(1) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "a frozen Redis was never noticed: {stats}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let started = Instant::now();
