@@ -25,6 +25,18 @@ fn bad_request(message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
 }
 
+/// The attributes of an `info=a,b` parameter.
+fn info_list(raw: Option<&str>) -> Vec<String> {
+    raw.map(|i| {
+        i.split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
 fn lowercase_query(raw: Option<&str>) -> BTreeMap<String, String> {
     let pairs: Vec<(String, String)> = raw
         .map(|q| serde_urlencoded::from_str(q).unwrap_or_default())
@@ -149,10 +161,7 @@ fn prepare(st: &AppState, e: EventBody) -> Result<Prepared, ApiError> {
         .transpose()
         .map_err(|err| bad_request(err.to_string()))?;
     let raw = serde_json::value::to_raw_value(&data).map_err(|err| bad_request(err.to_string()))?;
-    let info = e
-        .info
-        .map(|i| i.split(',').map(|s| s.trim().to_string()).collect())
-        .unwrap_or_default();
+    let info = info_list(e.info.as_deref());
     Ok(Prepared {
         channels,
         event: e.name,
@@ -193,7 +202,6 @@ async fn channel_info(st: &AppState, channel: &Channel, info: &[String]) -> Resu
                 out.insert(attr.clone(), json!(n));
             }
             "user_count" => return Err(bad_request("user_count is only available for presence channels")),
-            "" => {}
             other => return Err(bad_request(format!("unknown info attribute {other:?}"))),
         }
     }
@@ -240,15 +248,7 @@ pub async fn batch_events(State(st): State<AppState>, signed: Signed) -> Result<
 pub async fn channels(State(st): State<AppState>, signed: Signed) -> Result<Json<Value>, ApiError> {
     let query = signed.query;
     let prefix = query.get("filter_by_prefix").cloned().unwrap_or_default();
-    let info: Vec<String> = query
-        .get("info")
-        .map(|i| {
-            i.split(',')
-                .map(|s| s.trim().to_string())
-                .filter(|s| !s.is_empty())
-                .collect()
-        })
-        .unwrap_or_default();
+    let info = info_list(query.get("info").map(String::as_str));
     if info.iter().any(|i| i == "user_count") && !prefix.starts_with("presence-") {
         return Err(bad_request("info=user_count requires filter_by_prefix=presence-"));
     }
@@ -273,10 +273,7 @@ pub async fn channel(
 ) -> Result<Json<Value>, ApiError> {
     let query = signed.query;
     let channel = Channel::parse(&name).map_err(|e| bad_request(format!("invalid channel: {e}")))?;
-    let info: Vec<String> = query
-        .get("info")
-        .map(|i| i.split(',').map(|s| s.trim().to_string()).collect())
-        .unwrap_or_default();
+    let info = info_list(query.get("info").map(String::as_str));
     let mut body = channel_info(&st, &channel, &info).await?;
     body["occupied"] = json!(st.hub.subscriber_count(&channel) > 0);
     Ok(Json(body))
