@@ -9,13 +9,20 @@
 //! - [`channel`]: channel names parsed once into a typed [`Channel`].
 //! - [`hub`]: channels → subscribers, bounded per-connection queues, fan-out that
 //!   encodes once per wire protocol, live stats.
-//! - [`auth`]: the [`ChannelAuthorizer`](auth::ChannelAuthorizer) hook every join goes through.
+//! - [`auth`]: JWT verification and channel rules; every join goes through a
+//!   [`ChannelAuthorizer`](auth::ChannelAuthorizer).
+//! - [`presence`]: presence members per user behind the
+//!   [`PresenceStore`](presence::PresenceStore) trait (in memory, or Redis).
+//! - [`cluster`]: the [`Broker`](cluster::Broker) trait and [`Fanout`](cluster::Fanout) that
+//!   make several nodes one (Redis pub/sub, node heartbeats, circuit breaker).
+//! - [`pusher`]: Pusher apps and signatures (channel auth, REST request signing).
 //! - [`broadcasting`]: events and `ShouldBroadcast`, the `BroadcastManager`, drivers,
 //!   helpers, facades, macros, the broadcast queue.
 //! - [`config`]: environment configuration with documented defaults.
 //!
 //! Edges:
-//! - [`transport`]: axum handlers: the HTTP API and WebSocket sessions.
+//! - [`transport`]: axum handlers: the HTTP API, the Pusher HTTP API, and the WebSocket
+//!   sessions of the native and Pusher protocols (one shared session loop).
 //! - [`server`]: [`Rustaxum`] (hub + manager + router) and [`run`](server::run).
 //! - [`cli`]: the `artisan` commands, talking to a running server over HTTP.
 //! - [`bench`]: the fan-out benchmark behind `artisan broadcast bench`.
