@@ -23,9 +23,9 @@
 //! Edges:
 //! - [`transport`]: axum handlers: the HTTP API, the Pusher HTTP API, and the WebSocket
 //!   sessions of the native and Pusher protocols (one shared session loop).
-//! - [`server`]: [`Rustaxum`] (hub + manager + router) and [`run`](server::run).
+//! - [`server`]: [`Rustaxum`] (hub + manager + router) and [`run`].
 //! - [`cli`]: the `artisan` commands, talking to a running server over HTTP.
-//! - [`bench`]: the fan-out benchmark behind `artisan broadcast bench`.
+//! - [`bench`](mod@bench): the fan-out benchmark behind `artisan broadcast bench`.
 
 // Library code never unwraps: input from outside gets a typed error instead.
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]

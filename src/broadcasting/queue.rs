@@ -4,7 +4,7 @@
 //! Each job is a tracked tokio task; at most [`MAX_CONCURRENT`] run a driver at once and
 //! at most [`MAX_PENDING`] wait. A full queue refuses new jobs with
 //! [`BroadcastError::QueueFull`] rather than growing without bound. A job that fails
-//! every try is logged at ERROR and kept in [`failed`](BroadcastQueue::failed), never
+//! every try is logged at ERROR and kept in `BroadcastManager::failed_broadcasts`, never
 //! dropped silently.
 
 use std::collections::VecDeque;
