@@ -369,6 +369,64 @@ async fn a_redis_that_stops_answering_is_detected_and_recovered_from() {
 }
 
 #[tokio::test]
+async fn terminate_connections_reaches_every_node() {
+    let redis = RedisServer::start();
+    let prefix = unique_prefix();
+    let node = |redis: &RedisServer| {
+        let mut c = cluster_config(redis, &prefix);
+        c.pusher_apps = rustaxum::pusher::Apps::new(vec![rustaxum::pusher::PusherApp {
+            id: "app".into(),
+            key: "key".into(),
+            secret: "secret".into(),
+            enabled: true,
+            max_connections: 0,
+        }]);
+        c
+    };
+    let a = start_with(node(&redis)).await;
+    let b = start_with(node(&redis)).await;
+    for n in [&a, &b] {
+        wait_ready(n).await;
+    }
+    let five = token("5", json!({}));
+    let (mut five_on_a, _) = a.connect(&format!("/ws/general?auth_token={five}")).await;
+    let (mut five_on_b, _) = b.connect(&format!("/ws/general?auth_token={five}")).await;
+    let (mut six_on_b, _) = b
+        .connect(&format!("/ws/general?auth_token={}", token("6", json!({}))))
+        .await;
+
+    let path = "/apps/app/users/5/terminate_connections";
+    let mut params: std::collections::BTreeMap<String, String> = [
+        ("auth_key", "key".to_string()),
+        ("auth_timestamp", now().to_string()),
+        ("auth_version", "1.0".to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let signature = rustaxum::pusher::sign_request("secret", "POST", path, &params);
+    params.insert("auth_signature".into(), signature);
+    let query: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let resp = reqwest::Client::new()
+        .post(a.url(&format!("{path}?{}", query.join("&"))))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200, "{:?}", resp.text().await);
+
+    for ws in [&mut five_on_a, &mut five_on_b] {
+        let frame = expect_close(ws).await.expect("close frame");
+        assert_eq!(u16::from(frame.code), 4009);
+    }
+    send_json(&mut six_on_b, json!({"action": "ping"})).await;
+    assert_eq!(
+        recv_json(&mut six_on_b).await["event"],
+        "pong",
+        "other users stay connected"
+    );
+}
+
+#[tokio::test]
 async fn stats_can_cover_the_whole_cluster() {
     let redis = RedisServer::start();
     let (a, b, _) = two_nodes(&redis).await;

@@ -35,6 +35,9 @@ pub trait Broker: Send + Sync {
         kind: &EnvelopeKind,
     ) -> Result<(), BroadcastError>;
 
+    /// Asks every other node to close `user_id`'s connections.
+    async fn terminate_user(&self, user_id: &str) -> Result<(), BroadcastError>;
+
     /// Whether the broker can currently carry messages both ways.
     fn healthy(&self) -> bool;
 }
@@ -87,6 +90,14 @@ impl Fanout {
         Ok(self
             .hub
             .publish_kind(channel, event.into(), data, except, kind, now_rfc3339()))
+    }
+
+    /// Closes `user_id`'s connections on every node; returns how many were on this one.
+    pub async fn terminate_user(&self, user_id: &str) -> Result<usize, BroadcastError> {
+        if let Some(broker) = &self.broker {
+            broker.terminate_user(user_id).await?;
+        }
+        Ok(self.hub.terminate_user(user_id))
     }
 
     /// Publishes one payload on several channels; stops at the first broker failure.

@@ -7,6 +7,7 @@
 //! |---|---|
 //! | a broadcast on channel `c` | `PUBLISH {p}c {"event","data","socket","node","kind"}` |
 //! | node liveness and its stats | `{p}rustaxum:node:{id}` (string, TTL 8 s, refreshed every 2 s) and set `{p}rustaxum:nodes` |
+//! | control messages (terminate a user's connections) | `PUBLISH {p}rustaxum:control {"op","user_id","node"}` |
 //! | presence members of `c` | hash `{p}rustaxum:presence:c:members` (user id → member JSON) |
 //! | a user's sockets on `c` | set `{p}rustaxum:presence:c:sockets:{user}` of `node|socket` |
 //! | channels with presence | set `{p}rustaxum:presence:channels` |
@@ -242,9 +243,31 @@ impl RedisBroker {
         }
     }
 
+    fn control_channel(&self) -> String {
+        // ':' cannot appear in a channel name, so this never collides with one.
+        self.key("control")
+    }
+
+    fn control(&self, hub: &Hub, payload: &[u8]) {
+        let Ok(msg) = serde_json::from_slice::<Value>(payload) else {
+            self.counters.invalid.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        if msg["node"].as_str() == Some(self.node_id.as_str()) {
+            return;
+        }
+        if let ("terminate_user", Some(user)) = (msg["op"].as_str().unwrap_or(""), msg["user_id"].as_str()) {
+            let closed = hub.terminate_user(user);
+            tracing::info!(user, closed, "terminated user connections on request of another node");
+        }
+    }
+
     fn deliver(&self, hub: &Hub, msg: &redis::Msg) {
         self.counters.received.fetch_add(1, Ordering::Relaxed);
         let name = msg.get_channel_name();
+        if name == self.control_channel() {
+            return self.control(hub, msg.get_payload_bytes());
+        }
         let Some(channel) = name
             .strip_prefix(self.prefix.as_str())
             .and_then(|n| Channel::parse(n).ok())
@@ -483,6 +506,13 @@ impl Broker for RedisBroker {
             Err(_) => self.counters.publish_failures.fetch_add(1, Ordering::Relaxed),
         };
         result
+    }
+
+    async fn terminate_user(&self, user_id: &str) -> Result<(), BroadcastError> {
+        let payload = json!({"op": "terminate_user", "user_id": user_id, "node": self.node_id}).to_string();
+        let target = self.control_channel();
+        self.exec(|mut c| async move { c.publish::<_, _, ()>(&target, payload).await })
+            .await
     }
 
     fn healthy(&self) -> bool {

@@ -304,7 +304,7 @@ pub async fn terminate_connections(
     Path((_app_id, user_id)): Path<(String, String)>,
     _signed: Signed,
 ) -> Result<Json<Value>, ApiError> {
-    let closed = st.hub.terminate_user(&user_id);
+    let closed = st.fanout.terminate_user(&user_id).await?;
     tracing::info!(user = %user_id, closed, "terminated user connections");
     Ok(Json(json!({})))
 }
