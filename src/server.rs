@@ -110,6 +110,7 @@ impl Rustaxum {
                 fanout,
                 cluster,
                 pusher_connections: Arc::default(),
+                metrics: Arc::default(),
                 sessions: TaskTracker::new(),
                 started: Instant::now(),
             },

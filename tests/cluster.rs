@@ -451,4 +451,10 @@ async fn stats_can_cover_the_whole_cluster() {
         (Some("local"), Some(1))
     );
     assert_eq!(a.get("/api/broadcast/stats?scope=galaxy").await.0, 422);
+    let metrics = reqwest::get(a.url("/metrics")).await.unwrap().text().await.unwrap();
+    assert!(metrics.lines().any(|l| l == "rustaxum_redis_healthy 1"), "{metrics}");
+    assert!(
+        metrics.contains("rustaxum_redis_events_total{kind=\"subscriptions\"} 1"),
+        "{metrics}"
+    );
 }

@@ -132,6 +132,42 @@ async fn channels_array_and_stats() {
 }
 
 #[tokio::test]
+async fn prometheus_metrics_follow_the_hub() {
+    let mut config = config();
+    config.send_queue_size = 1;
+    let server = start_with(config).await;
+    let (_a, _) = server.connect("/ws?channel=general").await;
+    let (_b, _) = server.connect("/ws?channel=news").await;
+    server.publish("general", "e", json!({})).await;
+    let scrape = || async {
+        let resp = reqwest::get(server.url("/metrics")).await.unwrap();
+        assert_eq!(resp.status().as_u16(), 200);
+        assert!(resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain"));
+        resp.text().await.unwrap()
+    };
+    let text = scrape().await;
+    for line in [
+        "rustaxum_connections 2",
+        "rustaxum_channels 2",
+        "rustaxum_messages_published_total 1",
+        "rustaxum_messages_delivered_total 1",
+        "rustaxum_slow_consumer_disconnects_total 0",
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing {line:?} in:\n{text}");
+    }
+    // Counters move with the hub between scrapes.
+    server.publish("news", "e", json!({})).await;
+    let text = scrape().await;
+    assert!(
+        text.lines().any(|l| l == "rustaxum_messages_published_total 2"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
 async fn health_ready_and_index() {
     let server = start().await;
     assert_eq!(server.get("/health").await, (200, json!({"status": "ok"})));

@@ -8,6 +8,7 @@
 pub mod api;
 mod credentials;
 pub mod error;
+pub mod metrics;
 pub mod native;
 pub mod pusher_api;
 pub mod pusher_ws;
@@ -52,6 +53,8 @@ pub struct AppState {
     pub fanout: Fanout,
     /// This node's Redis broker when clustered.
     pub cluster: Option<Arc<RedisBroker>>,
+    /// The Prometheus recorder behind `/metrics`.
+    pub metrics: Arc<metrics::Metrics>,
     /// Pusher connections per app (for each app's `max_connections`).
     pub pusher_connections: Arc<pusher_ws::AppConnections>,
     /// Tracks every WebSocket session so shutdown can wait for them.
@@ -67,6 +70,7 @@ pub fn router(state: AppState) -> Result<Router, ConfigError> {
         .route("/", get(api::index))
         .route("/health", get(api::health))
         .route("/ready", get(api::ready))
+        .route("/metrics", get(metrics::metrics))
         .route("/api/broadcast", post(api::publish))
         .route("/api/broadcast/stats", get(api::stats))
         .route("/api/broadcast/channels", get(api::channels))
