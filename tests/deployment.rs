@@ -34,14 +34,6 @@ impl Drop for Nginx {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn start_nginx(app1: u16, app2: u16, port: u16) -> Nginx {
     let conf = std::fs::read_to_string("nginx.conf").expect("the repository's nginx.conf");
     for needle in ["server app1:8081", "server app2:8082", "listen 80;"] {

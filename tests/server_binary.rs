@@ -73,11 +73,7 @@ async fn public_address_without_api_token_is_refused() {
 
 #[tokio::test]
 async fn artisan_websocket_runs_the_server() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::free_port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_artisan"))
         .args(["broadcast", "websocket", "--port", &port.to_string()])
         .env_remove("BROADCAST_HOST")

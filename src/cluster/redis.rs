@@ -596,6 +596,31 @@ impl RedisPresence {
     fn entry(&self, socket: SocketId) -> String {
         format!("{}|{socket}", self.broker.node_id)
     }
+
+    /// Runs a presence script with KEYS = (members, the user's sockets, channels) and `args`.
+    async fn run<T, const N: usize>(
+        &self,
+        script: &Script,
+        channel: &str,
+        user_id: &str,
+        args: [String; N],
+    ) -> Result<T, PresenceError>
+    where
+        T: redis::FromRedisValue + Send,
+    {
+        let (members, sockets, channels) = self.keys(channel, user_id);
+        self.broker
+            .exec(|mut c| async move {
+                let mut call = script.key(members);
+                call.key(sockets).key(channels);
+                for arg in args {
+                    call.arg(arg);
+                }
+                call.invoke_async(&mut c).await
+            })
+            .await
+            .map_err(presence_error)
+    }
 }
 
 fn presence_error(e: BroadcastError) -> PresenceError {
@@ -605,56 +630,15 @@ fn presence_error(e: BroadcastError) -> PresenceError {
 #[async_trait]
 impl PresenceStore for RedisPresence {
     async fn join(&self, channel: &str, member: &Member, socket: SocketId) -> Result<bool, PresenceError> {
-        let (members, sockets, channels) = self.keys(channel, &member.user_id);
         let json = serde_json::to_string(member).map_err(|e| PresenceError(e.to_string()))?;
-        let (script, entry, user, ch) = (
-            &self.join,
-            self.entry(socket),
-            member.user_id.clone(),
-            channel.to_string(),
-        );
-        let count: u64 = self
-            .broker
-            .exec(|mut c| async move {
-                script
-                    .key(members)
-                    .key(sockets)
-                    .key(channels)
-                    .arg(user)
-                    .arg(json)
-                    .arg(entry)
-                    .arg(ch)
-                    .invoke_async(&mut c)
-                    .await
-            })
-            .await
-            .map_err(presence_error)?;
+        let args = [member.user_id.clone(), json, self.entry(socket), channel.to_string()];
+        let count: u64 = self.run(&self.join, channel, &member.user_id, args).await?;
         Ok(count == 1)
     }
 
     async fn leave(&self, channel: &str, user_id: &str, socket: SocketId) -> Result<Option<Member>, PresenceError> {
-        let (members, sockets, channels) = self.keys(channel, user_id);
-        let (script, entry, user, ch) = (
-            &self.leave,
-            self.entry(socket),
-            user_id.to_string(),
-            channel.to_string(),
-        );
-        let removed: Option<String> = self
-            .broker
-            .exec(|mut c| async move {
-                script
-                    .key(members)
-                    .key(sockets)
-                    .key(channels)
-                    .arg(user)
-                    .arg(entry)
-                    .arg(ch)
-                    .invoke_async(&mut c)
-                    .await
-            })
-            .await
-            .map_err(presence_error)?;
+        let args = [user_id.to_string(), self.entry(socket), channel.to_string()];
+        let removed: Option<String> = self.run(&self.leave, channel, user_id, args).await?;
         Ok(removed.and_then(|m| parse_member(&m)))
     }
 

@@ -153,11 +153,7 @@ pub async fn channel_users(State(st): State<AppState>, Path(name): Path<String>)
             channel.name()
         )));
     }
-    let users = st
-        .presence
-        .members(channel.name())
-        .await
-        .map_err(|e| ApiError::unavailable(e.to_string()))?;
+    let users = st.presence.members(channel.name()).await?;
     Ok(Json(
         json!({"channel": channel.name(), "users": users, "count": users.len()}),
     ))

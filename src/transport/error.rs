@@ -71,6 +71,13 @@ impl IntoResponse for ApiError {
     }
 }
 
+impl From<crate::presence::PresenceError> for ApiError {
+    fn from(e: crate::presence::PresenceError) -> Self {
+        tracing::warn!(error = %e, "presence store unavailable");
+        Self::unavailable(e.to_string())
+    }
+}
+
 impl From<BroadcastError> for ApiError {
     fn from(e: BroadcastError) -> Self {
         use BroadcastError as E;

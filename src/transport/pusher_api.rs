@@ -193,12 +193,7 @@ async fn channel_info(st: &AppState, channel: &Channel, info: &[String]) -> Resu
                 out.insert(attr.clone(), json!(st.hub.subscriber_count(channel)));
             }
             "user_count" if channel.kind() == ChannelKind::Presence => {
-                let n = st
-                    .presence
-                    .members(channel.name())
-                    .await
-                    .map_err(|e| ApiError::unavailable(e.to_string()))?
-                    .len();
+                let n = st.presence.members(channel.name()).await?.len();
                 out.insert(attr.clone(), json!(n));
             }
             "user_count" => return Err(bad_request("user_count is only available for presence channels")),
@@ -289,11 +284,7 @@ pub async fn channel_users(
     if channel.kind() != ChannelKind::Presence {
         return Err(bad_request("users are only available for presence channels"));
     }
-    let members = st
-        .presence
-        .members(channel.name())
-        .await
-        .map_err(|e| ApiError::unavailable(e.to_string()))?;
+    let members = st.presence.members(channel.name()).await?;
     let users: Vec<Value> = members.iter().map(|m| json!({"id": m.user_id})).collect();
     Ok(Json(json!({"users": users})))
 }

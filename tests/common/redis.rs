@@ -21,13 +21,7 @@ pub fn unique_prefix() -> String {
     )
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use super::free_port;
 
 impl RedisServer {
     pub fn start() -> Self {
