@@ -458,3 +458,69 @@ async fn stats_can_cover_the_whole_cluster() {
         "{metrics}"
     );
 }
+
+// Hardening (issue 8, defect 1): a publish whose HTTP client gave up while it held the
+// circuit breaker's half-open probe left the circuit open for good, while /ready said 200.
+#[tokio::test]
+async fn impatient_clients_cannot_wedge_the_circuit_breaker() {
+    let redis = RedisServer::start();
+    let (a, _b, _) = two_nodes(&redis).await;
+    let (mut on_a, _) = a.connect("/ws/general").await;
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let body = json!({"channel": "general", "event": "e"}).to_string();
+    redis.signal("STOP");
+    // Three patient publishes time out (1 s each) and open the circuit.
+    let patient = (0..3).map(|_| a.post("/api/broadcast", &body));
+    for (status, _) in futures_util::future::join_all(patient).await {
+        assert_eq!(status, 503);
+    }
+    let (_, stats) = a.get("/api/broadcast/stats").await;
+    assert_eq!(stats["redis"]["circuit"], "open", "{stats}");
+    assert_eq!(a.get("/ready").await.0, 503, "/ready reports the open circuit");
+    // Publishes that give up after 0.3 s, fifty a second: when the circuit half-opens,
+    // one of them takes the probe and abandons it.
+    let frozen = Instant::now();
+    while frozen.elapsed() < Duration::from_secs(4) {
+        let (client, url, body) = (impatient.clone(), a.url("/api/broadcast"), body.clone());
+        tokio::spawn(async move {
+            let _ = client
+                .post(url)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await;
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    redis.signal("CONT");
+
+    // Once Redis answers again, the node recovers by itself, and /ready never claims 200
+    // while publishes still fail fast.
+    let thawed = Instant::now();
+    loop {
+        let (ready, status) = a.get("/ready").await;
+        let (code, answer) = a
+            .post(
+                "/api/broadcast",
+                &json!({"channel": "general", "event": "thawed"}).to_string(),
+            )
+            .await;
+        if code == 200 {
+            break;
+        }
+        assert_ne!(
+            ready, 200,
+            "/ready said 200 ({status}) while publishing failed: {answer}"
+        );
+        assert!(
+            thawed.elapsed() < Duration::from_secs(10),
+            "publishing never recovered: {answer}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let frames = collect(&mut on_a, Duration::from_millis(800)).await;
+    assert_eq!(events(&frames, "thawed"), 1, "{frames:?}");
+}

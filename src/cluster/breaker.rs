@@ -1,5 +1,9 @@
 //! A circuit breaker: after `threshold` consecutive failures calls fail fast for
 //! `cooldown`; then one probe is let through (half-open); its success closes the circuit.
+//!
+//! Permission to call is a [`Permit`] that reports the outcome. A permit dropped without
+//! an outcome (the caller's future was cancelled, e.g. an HTTP client gave up) gives the
+//! half-open probe back, so a cancelled probe can never leave the circuit open for good.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -30,6 +34,39 @@ pub struct CircuitBreaker {
     opened_total: AtomicU64,
 }
 
+/// Permission for one call. Report its outcome with [`success`](Self::success) or
+/// [`failure`](Self::failure); dropping it unreported releases a half-open probe.
+#[derive(Debug)]
+#[must_use = "report the call's outcome, or drop the permit to give the probe back"]
+pub struct Permit<'a> {
+    breaker: &'a CircuitBreaker,
+    probe: bool,
+    reported: bool,
+}
+
+impl Permit<'_> {
+    /// The call succeeded: the circuit closes.
+    pub fn success(mut self) {
+        self.reported = true;
+        self.breaker.record_success();
+    }
+
+    /// The call failed; the circuit opens (or re-opens) at the threshold.
+    pub fn failure(mut self) {
+        self.reported = true;
+        self.breaker.record_failure();
+    }
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        if self.probe && !self.reported {
+            // Cancelled mid-call: nothing was learnt; the next caller may probe.
+            self.breaker.probing.store(false, Ordering::Release);
+        }
+    }
+}
+
 impl CircuitBreaker {
     /// Opens after `threshold` consecutive failures, for `cooldown`.
     pub fn new(threshold: u32, cooldown: Duration) -> Self {
@@ -43,27 +80,31 @@ impl CircuitBreaker {
         }
     }
 
-    /// Whether a call may go ahead now. In half-open state only one caller gets `true`
-    /// until it reports its outcome.
-    pub fn allow(&self) -> bool {
+    /// A permit if a call may go ahead now. In half-open state only one caller at a time
+    /// gets one (the probe), until it reports or is dropped.
+    pub fn allow(&self) -> Option<Permit<'_>> {
         let opened = *lock(&self.opened_at);
-        match opened {
-            None => true,
-            Some(at) if at.elapsed() < self.cooldown => false,
-            Some(_) => !self.probing.swap(true, Ordering::AcqRel),
-        }
+        let probe = match opened {
+            None => false,
+            Some(at) if at.elapsed() < self.cooldown => return None,
+            Some(_) if self.probing.swap(true, Ordering::AcqRel) => return None,
+            Some(_) => true,
+        };
+        Some(Permit {
+            breaker: self,
+            probe,
+            reported: false,
+        })
     }
 
-    /// Reports a successful call: the circuit closes.
-    pub fn success(&self) {
+    fn record_success(&self) {
         self.failures.store(0, Ordering::Release);
         *lock(&self.opened_at) = None;
         self.probing.store(false, Ordering::Release);
     }
 
-    /// Reports a failed call; opens (or re-opens) the circuit at the threshold.
-    pub fn failure(&self) {
-        let n = self.failures.fetch_add(1, Ordering::AcqRel) + 1;
+    fn record_failure(&self) {
+        let n = self.failures.fetch_add(1, Ordering::AcqRel).saturating_add(1);
         let mut opened = lock(&self.opened_at);
         if n >= self.threshold || opened.is_some() {
             if opened.is_none() {
@@ -97,24 +138,35 @@ mod tests {
     fn opens_at_threshold_probes_once_and_closes_on_success() {
         let b = CircuitBreaker::new(3, Duration::from_millis(50));
         for _ in 0..2 {
-            assert!(b.allow());
-            b.failure();
+            b.allow().unwrap().failure();
         }
         assert_eq!(b.state(), BreakerState::Closed);
-        b.failure();
+        b.allow().unwrap().failure();
         assert_eq!(b.state(), BreakerState::Open);
-        assert!(!b.allow(), "fails fast while open");
+        assert!(b.allow().is_none(), "fails fast while open");
         std::thread::sleep(Duration::from_millis(60));
         assert_eq!(b.state(), BreakerState::HalfOpen);
-        assert!(b.allow(), "one probe");
-        assert!(!b.allow(), "only one probe");
-        b.failure();
+        let probe = b.allow().expect("one probe");
+        assert!(b.allow().is_none(), "only one probe");
+        probe.failure();
         assert_eq!(b.state(), BreakerState::Open, "a failed probe re-opens");
         std::thread::sleep(Duration::from_millis(60));
-        assert!(b.allow());
-        b.success();
+        b.allow().unwrap().success();
         assert_eq!(b.state(), BreakerState::Closed);
-        assert!(b.allow() && b.allow());
+        let (x, y) = (b.allow(), b.allow());
+        assert!(x.is_some() && y.is_some(), "closed: everyone goes through");
         assert_eq!(b.opened_total(), 1);
+    }
+
+    #[test]
+    fn a_cancelled_probe_gives_the_probe_back() {
+        let b = CircuitBreaker::new(1, Duration::from_millis(20));
+        b.allow().unwrap().failure();
+        std::thread::sleep(Duration::from_millis(30));
+        let probe = b.allow().expect("probe");
+        assert!(b.allow().is_none());
+        drop(probe); // the caller's future was dropped mid-call
+        b.allow().expect("the next caller probes").success();
+        assert_eq!(b.state(), BreakerState::Closed);
     }
 }

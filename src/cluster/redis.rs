@@ -171,9 +171,9 @@ impl RedisBroker {
         F: FnOnce(ConnectionManager) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
     {
-        if !self.breaker.allow() {
+        let Some(permit) = self.breaker.allow() else {
             return Err(unavailable("circuit open after repeated failures; retrying shortly"));
-        }
+        };
         let result = match self.connection().await {
             Ok(conn) => match tokio::time::timeout(COMMAND_TIMEOUT, op(conn)).await {
                 Ok(Ok(v)) => Ok(v),
@@ -183,8 +183,8 @@ impl RedisBroker {
             Err(e) => Err(e),
         };
         match &result {
-            Ok(_) => self.breaker.success(),
-            Err(_) => self.breaker.failure(),
+            Ok(_) => permit.success(),
+            Err(_) => permit.failure(),
         }
         result
     }
@@ -515,8 +515,10 @@ impl Broker for RedisBroker {
             .await
     }
 
+    /// Subscribed, and the circuit closed: a half-open circuit has not shown yet that
+    /// Redis answers again, so `/ready` keeps saying degraded until a probe succeeds.
     fn healthy(&self) -> bool {
-        self.subscribed.load(Ordering::Acquire) && self.breaker.state() != BreakerState::Open
+        self.subscribed.load(Ordering::Acquire) && self.breaker.state() == BreakerState::Closed
     }
 }
 
