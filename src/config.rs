@@ -92,6 +92,12 @@ pub struct Config {
     pub max_channels_per_connection: usize,
     /// `BROADCAST_SHUTDOWN_TIMEOUT`: how long shutdown waits for sockets to close, default 10s.
     pub shutdown_timeout: Duration,
+    /// `BROADCAST_HTTP_HEADER_TIMEOUT`: time a connection has to send a request's headers
+    /// (also the longest an idle keep-alive connection is kept), default 10s.
+    pub http_header_timeout: Duration,
+    /// `BROADCAST_HTTP_REQUEST_TIMEOUT`: time an HTTP request has to send its body and be
+    /// answered (not WebSocket sessions), default 30s.
+    pub http_request_timeout: Duration,
     /// `CORS_ALLOWED_ORIGINS`: comma-separated origins or `*`, default `*`.
     pub cors_allowed_origins: Vec<String>,
     /// JWT verification, present when `JWT_SECRET` or `JWT_PUBLIC_KEY_FILE` is set.
@@ -138,6 +144,8 @@ impl Default for Config {
             max_connections: 0,
             max_channels_per_connection: 100,
             shutdown_timeout: Duration::from_secs(10),
+            http_header_timeout: Duration::from_secs(10),
+            http_request_timeout: Duration::from_secs(30),
             cors_allowed_origins: vec!["*".into()],
             jwt: None,
             public_channels: Vec::new(),
@@ -206,6 +214,12 @@ impl Config {
             shutdown_timeout: env
                 .duration("BROADCAST_SHUTDOWN_TIMEOUT")?
                 .unwrap_or(d.shutdown_timeout),
+            http_header_timeout: env
+                .duration("BROADCAST_HTTP_HEADER_TIMEOUT")?
+                .unwrap_or(d.http_header_timeout),
+            http_request_timeout: env
+                .duration("BROADCAST_HTTP_REQUEST_TIMEOUT")?
+                .unwrap_or(d.http_request_timeout),
             cors_allowed_origins: env
                 .string("CORS_ALLOWED_ORIGINS")
                 .map(|v| {

@@ -110,3 +110,68 @@ async fn artisan_websocket_runs_the_server() {
         .unwrap();
     assert_eq!(exit.code(), Some(0));
 }
+
+// Hardening (issue 8, defect 11): a guessable API token on a public address is refused.
+#[tokio::test]
+async fn a_short_api_token_on_a_public_address_is_refused() {
+    let out = server()
+        .args(["--host", "0.0.0.0", "--port", "0"])
+        .env("BROADCAST_API_TOKEN", "x")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("BROADCAST_API_TOKEN") && err.contains("16"), "{err}");
+}
+
+fn soft_open_files(pid: u32) -> u64 {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits.lines().find(|l| l.starts_with("Max open files")).unwrap();
+    line.split_whitespace().nth(3).unwrap().parse().unwrap()
+}
+
+// Hardening (issue 8, defect 3): with the usual soft limit of a few hundred open files,
+// a few hundred idle TCP connections used to take the server offline.
+#[tokio::test]
+async fn idle_connections_cannot_exhaust_a_low_soft_file_limit() {
+    let hard: u64 = {
+        let out = std::process::Command::new("sh")
+            .args(["-c", "ulimit -Hn"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(u64::MAX)
+    };
+    assert!(hard > 1024, "this test needs a hard limit above 1024, have {hard}");
+    let mut child = Command::new("sh")
+        .args([
+            "-c",
+            "ulimit -Sn 256 && exec \"$0\" --port 0",
+            env!("CARGO_BIN_EXE_rustaxum"),
+        ])
+        .env_remove("BROADCAST_HOST")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let url = line.strip_prefix("rustaxum listening on ").expect(&line).to_string();
+    let pid = child.id().unwrap();
+    assert!(soft_open_files(pid) > 1024, "the soft limit was raised");
+    let addr = url.trim_start_matches("http://").to_string();
+    let mut idle = Vec::new();
+    for _ in 0..600 {
+        idle.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+    }
+    let health = tokio::time::timeout(Duration::from_secs(5), reqwest::get(format!("{url}/health")))
+        .await
+        .expect("/health answers while 600 idle connections are open")
+        .unwrap();
+    assert_eq!(health.status().as_u16(), 200);
+}

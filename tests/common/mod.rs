@@ -246,3 +246,35 @@ pub fn cluster_config(redis: &redis::RedisServer, prefix: &str) -> Config {
     c.public_channels.push("orders.*".into());
     c
 }
+
+/// The Pusher app the hardening and Pusher tests configure.
+pub fn pusher_app(id: &str, key: &str, secret: &str) -> rustaxum::pusher::PusherApp {
+    rustaxum::pusher::PusherApp {
+        id: id.into(),
+        key: key.into(),
+        secret: secret.into(),
+        enabled: true,
+        max_connections: 0,
+    }
+}
+
+/// `path` with the query of a signed Pusher REST request (auth_key, auth_timestamp,
+/// auth_version, body_md5 when there is a body, auth_signature).
+pub fn signed_path(app: &rustaxum::pusher::PusherApp, method: &str, path: &str, body: &str) -> String {
+    use md5::Digest;
+    let mut params: std::collections::BTreeMap<String, String> = [
+        ("auth_key", app.key.clone()),
+        ("auth_timestamp", now().to_string()),
+        ("auth_version", "1.0".to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    if !body.is_empty() {
+        params.insert("body_md5".into(), hex::encode(md5::Md5::digest(body.as_bytes())));
+    }
+    let signature = rustaxum::pusher::sign_request(&app.secret, method, path, &params);
+    params.insert("auth_signature".into(), signature);
+    let query: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    format!("{path}?{}", query.join("&"))
+}
