@@ -11,7 +11,7 @@ pub mod rules;
 pub use jwt::{JwtConfig, JwtVerifier, TokenError};
 pub use rules::{ChannelRules, Params, Pattern};
 
-use crate::channel::Channel;
+use crate::channel::{Channel, ChannelKind};
 
 /// The authenticated user behind a connection (from the JWT claims).
 #[derive(Debug, Clone, PartialEq)]
@@ -70,6 +70,15 @@ pub trait ChannelAuthorizer: Send + Sync {
     /// Allows or refuses `identity` (if any) joining `channel`. On success returns the
     /// channel with its effective kind (rules decide that `user.42` is private).
     fn authorize(&self, identity: Option<&Identity>, channel: &Channel) -> Result<Channel, AuthError>;
+
+    /// The kind the rules give `channel`, whoever asks; `None` when no rule names it.
+    ///
+    /// Protocols whose clients choose a kind by spelling (Pusher's `private-`) use this to
+    /// refuse a spelling that contradicts the rules, so nobody can join a public channel
+    /// as a private one (and whisper on it). The default says nothing is known.
+    fn kind_of(&self, _channel: &Channel) -> Option<ChannelKind> {
+        None
+    }
 }
 
 /// Lets everybody join everything, as public channels. For tests and trusted networks
@@ -80,5 +89,9 @@ pub struct AllowAll;
 impl ChannelAuthorizer for AllowAll {
     fn authorize(&self, _identity: Option<&Identity>, channel: &Channel) -> Result<Channel, AuthError> {
         Ok(channel.clone())
+    }
+
+    fn kind_of(&self, channel: &Channel) -> Option<ChannelKind> {
+        Some(channel.kind())
     }
 }

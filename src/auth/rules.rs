@@ -328,6 +328,13 @@ impl ChannelAuthorizer for ChannelRules {
         }
         Err(AuthError::Forbidden(channel.name().to_string()))
     }
+
+    fn kind_of(&self, channel: &Channel) -> Option<ChannelKind> {
+        self.rules
+            .iter()
+            .find(|r| r.pattern.matches(channel.name()).is_some())
+            .map(|r| r.kind)
+    }
 }
 
 #[cfg(test)]
@@ -408,6 +415,16 @@ mod tests {
                 .map_err(|e| e.http_status());
             assert_eq!(&got, expected, "{name} as {:?}", who.map(|u| &u.user_id));
         }
+    }
+
+    #[test]
+    fn kind_of_is_the_first_matching_rule_whoever_asks() {
+        let rules = ChannelRules::defaults(&[]);
+        let kind = |n: &str| rules.kind_of(&Channel::parse(n).unwrap());
+        assert_eq!(kind("private-general"), Some(ChannelKind::Public));
+        assert_eq!(kind("user.42"), Some(ChannelKind::Private));
+        assert_eq!(kind("presence-chat.1"), Some(ChannelKind::Presence));
+        assert_eq!(kind("private-App.Models.User.1"), None);
     }
 
     #[test]

@@ -365,7 +365,21 @@ pub async fn broadcasting_auth(
             "a token is required for private and presence channels",
         ));
     };
-    if channel.kind() == ChannelKind::Presence || allowed.kind() == ChannelKind::Presence {
+    // Never sign a spelling whose kind the rules contradict (`private-general` for the
+    // public `general`): the signature would let the socket whisper on a public channel.
+    if allowed.kind() != channel.kind() {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "{} is a {} channel, not {}",
+                channel.name(),
+                allowed.kind(),
+                channel.kind()
+            ),
+        ));
+    }
+    if channel.kind() == ChannelKind::Presence {
         let channel_data = json!({"user_id": user.user_id, "user_info": user.user_info}).to_string();
         let auth = pusher::channel_auth(&app, &socket_id, name, Some(&channel_data));
         Ok(Json(json!({"auth": auth, "channel_data": channel_data})))

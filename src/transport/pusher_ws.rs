@@ -229,6 +229,14 @@ impl PusherSession {
                 }
             }
             ChannelKind::Private | ChannelKind::Presence => {
+                // The spelling chose the kind; the rules must agree, or `private-general`
+                // would make the public `general` private (and open it to whispers).
+                if let Some(kind) = s.st.authorizer.kind_of(&channel) {
+                    if kind != channel.kind() {
+                        let message = format!("{} is a {kind} channel, not {}", channel.name(), channel.kind());
+                        return self.subscription_error(s, &name, 403, &message).await;
+                    }
+                }
                 let channel_data = data
                     .channel_data
                     .as_deref()
