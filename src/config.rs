@@ -30,6 +30,10 @@ pub enum ConfigError {
     Unsafe(String),
 }
 
+/// Shortest `BROADCAST_API_TOKEN` accepted on a non-loopback address: a short token can
+/// be guessed by anyone who can reach the port.
+pub const MIN_PUBLIC_API_TOKEN_LEN: usize = 16;
+
 /// Redis connection settings (used by the `redis` driver).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedisConfig {
@@ -254,14 +258,23 @@ impl Config {
     /// Checks combinations that are unsafe to serve: an open publishing API on a
     /// non-loopback address is refused.
     pub fn validate_for_serving(&self) -> Result<(), ConfigError> {
-        if !self.host.is_loopback() && self.api_token.is_none() {
-            return Err(ConfigError::Unsafe(format!(
+        if self.host.is_loopback() {
+            return Ok(());
+        }
+        match &self.api_token {
+            None => Err(ConfigError::Unsafe(format!(
                 "refusing to listen on {} without BROADCAST_API_TOKEN: anyone could publish; \
                  set BROADCAST_API_TOKEN or bind to 127.0.0.1",
                 self.host
-            )));
+            ))),
+            Some(t) if t.chars().count() < MIN_PUBLIC_API_TOKEN_LEN => Err(ConfigError::Unsafe(format!(
+                "refusing to listen on {} with a BROADCAST_API_TOKEN of {} characters: use at least \
+                 {MIN_PUBLIC_API_TOKEN_LEN} (e.g. openssl rand -hex 32)",
+                self.host,
+                t.chars().count()
+            ))),
+            Some(_) => Ok(()),
         }
-        Ok(())
     }
 
     /// The base URL a local client (the CLI) uses to reach this server.
@@ -489,6 +502,13 @@ mod tests {
             .to_string()
             .contains("BROADCAST_API_TOKEN"));
         let c = config(&[("BROADCAST_HOST", "0.0.0.0"), ("BROADCAST_API_TOKEN", "s3cret")]).unwrap();
+        let err = c.validate_for_serving().unwrap_err().to_string();
+        assert!(err.contains("16") && err.contains("6 characters"), "{err}");
+        let c = config(&[
+            ("BROADCAST_HOST", "0.0.0.0"),
+            ("BROADCAST_API_TOKEN", "0123456789abcdef"),
+        ])
+        .unwrap();
         assert!(c.validate_for_serving().is_ok());
         assert_eq!(c.server_url(), "http://127.0.0.1:8080");
     }

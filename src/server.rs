@@ -1,7 +1,7 @@
 //! Putting it together: [`Rustaxum`] owns the hub, the manager and the sessions, and
 //! [`run`] serves it on a listener until a shutdown future resolves.
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -202,6 +202,12 @@ fn default_rules(config: &Config, have_key: bool) -> Result<ChannelRules, StartE
 
 /// Serves `app` on `listener` until `shutdown` resolves, then stops accepting, closes
 /// every socket with 1001 and returns once drained (bounded by the shutdown timeout).
+///
+/// Each TCP connection gets `BROADCAST_HTTP_HEADER_TIMEOUT` to send a request's headers
+/// (an idle keep-alive connection is closed after the same time) and each request
+/// `BROADCAST_HTTP_REQUEST_TIMEOUT` to send its body and be answered, so connections
+/// that never finish a request cannot pile up. WebSocket sessions, once upgraded, are
+/// not HTTP requests and have their own keep-alive.
 pub async fn run(
     listener: TcpListener,
     app: Rustaxum,
@@ -210,32 +216,82 @@ pub async fn run(
     let router = app.router()?;
     let hub = app.hub().clone();
     let drain = app.config().shutdown_timeout;
-    let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
-    let signal = async move {
-        shutdown.await;
-        tracing::info!("shutting down");
-        // Sockets are not HTTP requests: axum's graceful shutdown does not wait for
-        // them, so tell them to close now.
-        hub.shutdown();
-        let _ = stopped_tx.send(());
-    };
-    let serve = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(signal)
-        .into_future();
-    tokio::pin!(serve);
-    tokio::select! {
-        r = &mut serve => r?,
-        _ = async { let _ = stopped_rx.await; tokio::time::sleep(drain).await } => {
-            tracing::warn!("HTTP connections still open after {drain:?}; closing them");
-        }
+    let header_timeout = app.config().http_header_timeout;
+    let connections = TaskTracker::new();
+    let stop_http = CancellationToken::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors (or a connection reset before accept): back
+                    // off instead of spinning; established connections keep being served.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        connections.spawn(serve_connection(
+            stream,
+            peer,
+            router.clone(),
+            header_timeout,
+            stop_http.clone(),
+        ));
+    }
+    tracing::info!("shutting down");
+    // Sockets are not HTTP requests: tell them to close now; HTTP connections finish
+    // their request in flight.
+    hub.shutdown();
+    stop_http.cancel();
+    connections.close();
+    if tokio::time::timeout(drain, connections.wait()).await.is_err() {
+        tracing::warn!("HTTP connections still open after {drain:?}; closing them");
     }
     app.shutdown().await;
     Ok(())
 }
 
+/// One HTTP/1.1 connection, with upgrades (WebSocket) and a header read timeout.
+async fn serve_connection(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    router: Router,
+    header_timeout: std::time::Duration,
+    stop: CancellationToken,
+) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use tower::ServiceExt;
+
+    let service = router.map_request(move |mut req: axum::http::Request<hyper::body::Incoming>| {
+        req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+        req.map(axum::body::Body::new)
+    });
+    let service = hyper_util::service::TowerToHyperService::new(service);
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder.timer(TokioTimer::new()).header_read_timeout(header_timeout);
+    let conn = builder.serve_connection(TokioIo::new(stream), service).with_upgrades();
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
+            }
+        }
+        _ = stop.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+}
+
 /// Binds the configured address and serves until SIGINT or SIGTERM.
 pub async fn serve(config: Config) -> Result<(), StartError> {
     config.validate_for_serving()?;
+    raise_open_files_limit();
     let addr = SocketAddr::new(config.host, config.port);
     let app = Rustaxum::new(config)?;
     let shutdown = shutdown_signal();
@@ -244,6 +300,15 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
     tracing::info!(driver = %app.manager().default_driver_name(), "rustaxum listening on http://{local}");
     println!("rustaxum listening on http://{local}");
     run(listener, app, shutdown).await
+}
+
+/// Raises the soft limit on open files to the hard limit: every socket is a file, and
+/// the usual soft default (1,024) would cap the server far below what it can hold.
+fn raise_open_files_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::info!(limit, "open files limit"),
+        Err(e) => tracing::warn!(error = %e, "could not raise the open files limit"),
+    }
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.

@@ -8,6 +8,7 @@
 pub mod api;
 mod credentials;
 pub mod error;
+mod guard;
 pub mod metrics;
 pub mod native;
 pub mod pusher_api;
@@ -97,6 +98,7 @@ pub fn router(state: AppState) -> Result<Router, ConfigError> {
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
         .layer(DefaultBodyLimit::max(state.config.max_payload_size))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), guard::http_limits))
         .layer(cors)
         .with_state(state))
 }
