@@ -114,11 +114,13 @@ async fn artisan_websocket_runs_the_server() {
 // Hardening (issue 8, defect 11): a guessable API token on a public address is refused.
 #[tokio::test]
 async fn a_short_api_token_on_a_public_address_is_refused() {
-    let out = server()
+    let run = server()
         .args(["--host", "0.0.0.0", "--port", "0"])
         .env("BROADCAST_API_TOKEN", "x")
-        .output()
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(10), run)
         .await
+        .expect("the server refused to start, it did not serve")
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
