@@ -76,6 +76,21 @@ impl CloseReason {
         code: 1009,
         reason: "message too big",
     };
+    /// The client broke the WebSocket protocol (1002 protocol error).
+    pub const PROTOCOL_ERROR: Self = Self {
+        code: 1002,
+        reason: "protocol error",
+    };
+    /// A text frame was not valid UTF-8 (1007 invalid frame payload data).
+    pub const INVALID_PAYLOAD: Self = Self {
+        code: 1007,
+        reason: "invalid UTF-8 in a text frame",
+    };
+    /// The server failed while serving this connection (1011 internal error).
+    pub const INTERNAL_ERROR: Self = Self {
+        code: 1011,
+        reason: "internal error",
+    };
     /// The outbound queue was full: the client reads too slowly (reconnect after back-off).
     pub const SLOW_CONSUMER: Self = Self {
         code: 4100,

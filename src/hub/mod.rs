@@ -61,9 +61,25 @@ struct Counters {
     encoded: Arc<AtomicU64>,
 }
 
+/// A place reserved for one connection under a connection limit; released when dropped.
+///
+/// Reserve it before accepting the upgrade and keep it for the connection's whole life:
+/// checking a count and registering later lets concurrent upgrades overshoot the limit.
+#[derive(Debug)]
+pub struct ConnectionSlot {
+    slots: Arc<AtomicUsize>,
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.slots.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// The in-process hub every transport and the local driver share.
 pub struct Hub {
     config: HubConfig,
+    slots: Arc<AtomicUsize>,
     channels: RwLock<HashMap<Arc<str>, ChannelState>>,
     connections: RwLock<HashMap<SocketId, Arc<ConnectionHandle>>>,
     counters: Counters,
@@ -141,12 +157,27 @@ impl Hub {
     pub fn new(config: HubConfig) -> Self {
         Self {
             config,
+            slots: Arc::default(),
             channels: RwLock::new(HashMap::new()),
             connections: RwLock::new(HashMap::new()),
             counters: Counters::default(),
             shutdown: CancellationToken::new(),
             started: Instant::now(),
         }
+    }
+
+    /// Reserves a place for one more connection if fewer than `max` are open or being
+    /// opened (`max == 0`: no limit). Atomic: of any number of concurrent callers, at most
+    /// `max` hold a slot at once.
+    pub fn reserve_connection(&self, max: usize) -> Option<ConnectionSlot> {
+        self.slots
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (max == 0 || n < max).then(|| n.saturating_add(1))
+            })
+            .ok()?;
+        Some(ConnectionSlot {
+            slots: self.slots.clone(),
+        })
     }
 
     /// Registers a new connection and returns its handle and the receiving end of its
@@ -452,6 +483,22 @@ mod tests {
         assert!(s.channels.is_empty());
         assert_eq!(s.connections, 0);
         assert_eq!(s.connections_total, 1);
+    }
+
+    #[test]
+    fn connection_slots_never_exceed_the_limit_and_come_back_when_dropped() {
+        let hub = Arc::new(Hub::default());
+        let held: Vec<_> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..16)
+                .map(|_| scope.spawn(|| (0..50).filter_map(|_| hub.reserve_connection(10)).collect::<Vec<_>>()))
+                .collect();
+            handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
+        });
+        assert_eq!(held.len(), 10);
+        assert!(hub.reserve_connection(10).is_none());
+        drop(held);
+        assert!(hub.reserve_connection(10).is_some());
+        assert!(hub.reserve_connection(0).is_some(), "0 = no limit");
     }
 
     #[tokio::test]

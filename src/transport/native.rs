@@ -105,14 +105,14 @@ fn upgrade(
         return ApiError::unavailable("server is shutting down").into_response();
     }
     let max = st.config.max_connections;
-    if max > 0 && st.hub.connection_count() >= max {
+    let Some(slot) = st.hub.reserve_connection(max) else {
         return ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "over_capacity",
             format!("connection limit of {max} reached"),
         )
         .into_response();
-    }
+    };
     let credentials = Credentials::from_request(headers, query);
     let identity = match credentials.authenticate(&st) {
         Ok(identity) => identity,
@@ -137,14 +137,13 @@ fn upgrade(
         ws = ws.protocols([p]);
     }
     ws.on_upgrade(move |socket| {
-        let (conn, rx) = st.hub.connect(Protocol::Native);
         let handler = Native {
             initial,
             identity,
             limiter: None,
             grace: st.config.token_grace,
         };
-        sessions.track_future(session::run(socket, st, conn, rx, handler))
+        sessions.track_future(session::run(socket, st, Some(slot), Protocol::Native, handler))
     })
 }
 
@@ -425,6 +424,8 @@ impl Native {
             }
         }
         let expires_at = fresh.expires_at;
+        // terminate_connections and user-targeted features find the socket by its user.
+        s.conn.set_user(&fresh.user_id);
         self.identity = Some(fresh);
         self.send(s, "", "token_refreshed", &json!({"expires_at": expires_at}))
             .await
@@ -443,7 +444,9 @@ impl Handler for Native {
     fn expires_at(&self) -> Option<Instant> {
         let exp = self.identity.as_ref()?.expires_at?;
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        Some(Instant::now() + Duration::from_secs(exp.saturating_sub(now)) + self.grace)
+        // `exp` comes from the client's token: an absurd one means "never", not a panic.
+        let left = Duration::from_secs(exp.saturating_sub(now)).checked_add(self.grace)?;
+        Instant::now().checked_add(left)
     }
 
     async fn on_open(&mut self, s: &mut Session) -> Result<(), Stop> {

@@ -92,7 +92,8 @@ pub async fn upgrade(
     if st.hub.is_shutting_down() {
         return ApiError::unavailable("server is shutting down").into_response();
     }
-    let refusal = refusal(&st, &key, query.get("protocol").map(String::as_str));
+    let slot = st.hub.reserve_connection(st.config.max_connections);
+    let refusal = refusal(&st, &key, query.get("protocol").map(String::as_str), slot.is_some());
     let app = st.config.pusher_apps.by_key(&key).cloned();
     let limit = st.config.max_message_size;
     let sessions = st.sessions.clone();
@@ -101,7 +102,6 @@ pub async fn upgrade(
         .max_message_size(limit)
         .max_frame_size(limit)
         .on_upgrade(move |socket| {
-            let (conn, rx) = st.hub.connect(Protocol::Pusher);
             let handler = PusherSession {
                 app,
                 refusal,
@@ -109,11 +109,11 @@ pub async fn upgrade(
                 presence_user: BTreeMap::new(),
                 limiter: None,
             };
-            sessions.track_future(session::run(socket, st, conn, rx, handler))
+            sessions.track_future(session::run(socket, st, slot, Protocol::Pusher, handler))
         })
 }
 
-fn refusal(st: &AppState, key: &str, protocol: Option<&str>) -> Option<(u16, &'static str)> {
+fn refusal(st: &AppState, key: &str, protocol: Option<&str>, have_slot: bool) -> Option<(u16, &'static str)> {
     let Some(app) = st.config.pusher_apps.by_key(key) else {
         return Some((codes::UNKNOWN_APP, "App key does not exist"));
     };
@@ -128,8 +128,7 @@ fn refusal(st: &AppState, key: &str, protocol: Option<&str>) -> Option<(u16, &'s
         }
         Some(Ok(_)) => {}
     }
-    let max = st.config.max_connections;
-    if max > 0 && st.hub.connection_count() > max {
+    if !have_slot {
         return Some((codes::OVER_CAPACITY, "Over capacity"));
     }
     None

@@ -9,20 +9,23 @@
 //! hold its task forever: the hub closes it when its queue fills, and the write is
 //! abandoned.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
-use futures_util::SinkExt;
+use futures_util::{FutureExt, SinkExt};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::AppState;
-use crate::hub::{CloseReason, ConnectionHandle, Envelope, Protocol};
+use crate::hub::{CloseReason, ConnectionHandle, ConnectionSlot, Envelope, Protocol};
 
-/// How long a close frame may take to send before the socket is just dropped.
-const CLOSE_GRACE: Duration = Duration::from_secs(1);
+/// How long a close frame may take to send before the socket is just dropped. It waits
+/// behind whatever the socket still has buffered, so a client that reads slowly (the
+/// usual reason for a slow-consumer close) still gets to learn its close code.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// Queued messages written per flush.
 const WRITE_BATCH: usize = 64;
 /// tungstenite's read buffer per socket (its default, 128 KiB, dominates idle memory).
@@ -130,108 +133,146 @@ impl Session {
     }
 }
 
-/// Runs a session to its end, then removes the connection from the hub.
+/// Removes the connection from the hub when dropped, so a session that panics or is
+/// cancelled never leaves a ghost connection behind. Releases its connection slot too.
+struct Registration {
+    st: AppState,
+    conn: Arc<ConnectionHandle>,
+    _slot: Option<ConnectionSlot>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.st.hub.disconnect(&self.conn);
+    }
+}
+
+/// Runs a session to its end, then removes the connection from the hub. The clean-up
+/// (the protocol's `on_close`: presence leaves, quotas) runs even if the session panics.
 pub(crate) async fn run<H: Handler>(
     socket: WebSocket,
     st: AppState,
-    conn: Arc<ConnectionHandle>,
-    mut rx: mpsc::Receiver<Arc<Envelope>>,
-    mut handler: H,
+    slot: Option<ConnectionSlot>,
+    protocol: Protocol,
+    handler: H,
 ) {
-    let mut s = Session {
-        socket,
+    let (conn, rx) = st.hub.connect(protocol);
+    let registration = Registration {
+        st: st.clone(),
         conn: conn.clone(),
-        st,
+        _slot: slot,
     };
+    let mut s = Session { socket, conn, st };
+    let mut handler = handler;
+    let served = AssertUnwindSafe(serve(&mut s, &mut handler, rx)).catch_unwind().await;
+    if served.is_err() {
+        tracing::error!(socket_id = %s.conn.id(), "a session panicked; cleaning up its connection");
+        s.conn.close(CloseReason::INTERNAL_ERROR);
+        s.close(CloseReason::INTERNAL_ERROR).await;
+    }
+    if AssertUnwindSafe(handler.on_close(&mut s)).catch_unwind().await.is_err() {
+        tracing::error!(socket_id = %s.conn.id(), "a session's clean-up panicked");
+    }
+    drop(registration);
+}
+
+async fn serve<H: Handler>(s: &mut Session, handler: &mut H, mut rx: mpsc::Receiver<Arc<Envelope>>) {
+    let conn = s.conn.clone();
     let interval = s.st.config.ping_interval;
     let timeout = s.st.config.ping_timeout;
-    if handler.on_open(&mut s).await.is_ok() {
-        let deadline = tokio::time::sleep(interval);
-        tokio::pin!(deadline);
-        let mut awaiting_pong = false;
-        let mut expiry = handler.expires_at();
-        let expiry_timer = tokio::time::sleep_until(expiry.unwrap_or_else(far_future));
-        tokio::pin!(expiry_timer);
-        loop {
-            tokio::select! {
-                biased;
-                _ = conn.closed() => {
-                    s.close(handler.close_reason(conn.close_reason())).await;
+    if handler.on_open(s).await.is_err() {
+        return;
+    }
+    let deadline = tokio::time::sleep(interval);
+    tokio::pin!(deadline);
+    let mut awaiting_pong = false;
+    let mut expiry = handler.expires_at();
+    let expiry_timer = tokio::time::sleep_until(expiry.unwrap_or_else(far_future));
+    tokio::pin!(expiry_timer);
+    loop {
+        tokio::select! {
+            biased;
+            _ = conn.closed() => {
+                s.close(handler.close_reason(conn.close_reason())).await;
+                break;
+            }
+            _ = &mut expiry_timer, if expiry.is_some() => {
+                conn.close(CloseReason::TOKEN_EXPIRED);
+                s.close(CloseReason::TOKEN_EXPIRED).await;
+                break;
+            }
+            Some(envelope) = rx.recv() => {
+                if s.write_batch(handler, envelope, &mut rx).await.is_err() {
+                    if conn.is_closing() {
+                        s.close(handler.close_reason(conn.close_reason())).await;
+                    }
                     break;
                 }
-                _ = &mut expiry_timer, if expiry.is_some() => {
-                    conn.close(CloseReason::TOKEN_EXPIRED);
-                    s.close(CloseReason::TOKEN_EXPIRED).await;
+            }
+            frame = s.socket.recv() => {
+                let Some(frame) = frame else { break };
+                let frame = match frame {
+                    Ok(f) => f,
+                    Err(e) => {
+                        if let Some(reason) = read_error_reason(e) {
+                            conn.close(reason);
+                            s.close(reason).await;
+                        }
+                        break;
+                    }
+                };
+                awaiting_pong = false;
+                deadline.as_mut().reset(Instant::now() + interval);
+                let flow = match frame {
+                    Message::Text(text) => {
+                        s.st.hub.record_received();
+                        handler.on_text(s, text.as_str()).await
+                    }
+                    Message::Binary(data) => {
+                        s.st.hub.record_received();
+                        handler.on_binary(s, &data).await
+                    }
+                    Message::Ping(_) | Message::Pong(_) => Ok(()),
+                    Message::Close(_) => Err(Stop),
+                };
+                if flow.is_err() {
                     break;
                 }
-                Some(envelope) = rx.recv() => {
-                    if s.write_batch(&handler, envelope, &mut rx).await.is_err() {
-                        if conn.is_closing() {
-                            s.close(handler.close_reason(conn.close_reason())).await;
-                        }
-                        break;
-                    }
+                let now = handler.expires_at();
+                if now != expiry {
+                    expiry = now;
+                    expiry_timer.as_mut().reset(expiry.unwrap_or_else(far_future));
                 }
-                frame = s.socket.recv() => {
-                    let Some(frame) = frame else { break };
-                    let frame = match frame {
-                        Ok(f) => f,
-                        Err(e) => {
-                            if is_capacity_error(e) {
-                                s.close(CloseReason::MESSAGE_TOO_BIG).await;
-                            }
-                            break;
-                        }
-                    };
-                    awaiting_pong = false;
-                    deadline.as_mut().reset(Instant::now() + interval);
-                    let flow = match frame {
-                        Message::Text(text) => {
-                            s.st.hub.record_received();
-                            handler.on_text(&mut s, text.as_str()).await
-                        }
-                        Message::Binary(data) => {
-                            s.st.hub.record_received();
-                            handler.on_binary(&mut s, &data).await
-                        }
-                        Message::Ping(_) | Message::Pong(_) => Ok(()),
-                        Message::Close(_) => Err(Stop),
-                    };
-                    if flow.is_err() {
-                        break;
-                    }
-                    let now = handler.expires_at();
-                    if now != expiry {
-                        expiry = now;
-                        expiry_timer.as_mut().reset(expiry.unwrap_or_else(far_future));
-                    }
+            }
+            _ = &mut deadline => {
+                if awaiting_pong {
+                    conn.close(CloseReason::PONG_TIMEOUT);
+                    s.close(CloseReason::PONG_TIMEOUT).await;
+                    break;
                 }
-                _ = &mut deadline => {
-                    if awaiting_pong {
-                        conn.close(CloseReason::PONG_TIMEOUT);
-                        s.close(CloseReason::PONG_TIMEOUT).await;
-                        break;
-                    }
-                    awaiting_pong = true;
-                    deadline.as_mut().reset(Instant::now() + timeout);
-                    if s.socket.send(Message::Ping(Default::default())).await.is_err() {
-                        break;
-                    }
+                awaiting_pong = true;
+                deadline.as_mut().reset(Instant::now() + timeout);
+                if s.socket.send(Message::Ping(Default::default())).await.is_err() {
+                    break;
                 }
             }
         }
     }
-    handler.on_close(&mut s).await;
-    s.st.hub.disconnect(&conn);
 }
 
 fn far_future() -> Instant {
     Instant::now() + Duration::from_secs(365 * 24 * 3600)
 }
 
-/// Whether a read failed because a frame or message exceeded the size limit.
-fn is_capacity_error(e: axum::Error) -> bool {
-    e.into_inner()
-        .downcast::<tokio_tungstenite::tungstenite::Error>()
-        .is_ok_and(|e| matches!(*e, tokio_tungstenite::tungstenite::Error::Capacity(_)))
+/// The close code a failed read deserves: 1009 for a frame or message over the size
+/// limit, 1002 for a protocol violation, 1007 for a text frame that is not UTF-8. `None`
+/// when the connection just went away.
+fn read_error_reason(e: axum::Error) -> Option<CloseReason> {
+    use tokio_tungstenite::tungstenite::Error;
+    match *e.into_inner().downcast::<Error>().ok()? {
+        Error::Capacity(_) => Some(CloseReason::MESSAGE_TOO_BIG),
+        Error::Protocol(_) => Some(CloseReason::PROTOCOL_ERROR),
+        Error::Utf8(_) => Some(CloseReason::INVALID_PAYLOAD),
+        _ => None,
+    }
 }
