@@ -102,7 +102,8 @@ pub struct Config {
     /// `BROADCAST_HTTP_REQUEST_TIMEOUT`: time an HTTP request has to send its body and be
     /// answered (not WebSocket sessions), default 30s.
     pub http_request_timeout: Duration,
-    /// `CORS_ALLOWED_ORIGINS`: comma-separated origins or `*`, default `*`.
+    /// `CORS_ALLOWED_ORIGINS`: comma-separated origins (or `*`) whose browser pages may call
+    /// the HTTP API; default none (same origin only). Writes from other origins get 403.
     pub cors_allowed_origins: Vec<String>,
     /// JWT verification, present when `JWT_SECRET` or `JWT_PUBLIC_KEY_FILE` is set.
     pub jwt: Option<JwtConfig>,
@@ -150,7 +151,7 @@ impl Default for Config {
             shutdown_timeout: Duration::from_secs(10),
             http_header_timeout: Duration::from_secs(10),
             http_request_timeout: Duration::from_secs(30),
-            cors_allowed_origins: vec!["*".into()],
+            cors_allowed_origins: Vec::new(),
             jwt: None,
             public_channels: Vec::new(),
             rules_file: None,

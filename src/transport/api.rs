@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
@@ -82,7 +83,11 @@ async fn snapshot_with_members(st: &AppState) -> crate::hub::StatsSnapshot {
 }
 
 /// `GET /api/broadcast/stats[?scope=cluster]`: this node, or every live node summed.
-pub async fn stats(State(st): State<AppState>, Query(q): Query<StatsQuery>) -> Result<Json<Value>, ApiError> {
+pub async fn stats(
+    State(st): State<AppState>,
+    _token: ApiToken,
+    Query(q): Query<StatsQuery>,
+) -> Result<Json<Value>, ApiError> {
     match q.scope.as_deref() {
         None | Some("local") => Ok(local_stats(&st).await),
         Some("cluster") => match &st.cluster {
@@ -128,7 +133,7 @@ async fn local_stats(st: &AppState) -> Json<Value> {
 }
 
 /// `GET /api/broadcast/channels`: occupied channels with kind and subscribers.
-pub async fn channels(State(st): State<AppState>) -> Json<Value> {
+pub async fn channels(State(st): State<AppState>, _token: ApiToken) -> Json<Value> {
     let snapshot = snapshot_with_members(&st).await;
     let list: Vec<Value> = snapshot
         .channels
@@ -145,7 +150,11 @@ pub async fn channels(State(st): State<AppState>) -> Json<Value> {
 }
 
 /// `GET /api/broadcast/channels/{name}/users`: a presence channel's members.
-pub async fn channel_users(State(st): State<AppState>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn channel_users(
+    State(st): State<AppState>,
+    _token: ApiToken,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let channel = Channel::parse(&name).map_err(|e| ApiError::unprocessable(format!("invalid channel: {e}")))?;
     if channel.kind() != ChannelKind::Presence {
         return Err(ApiError::unprocessable(format!(
@@ -176,10 +185,19 @@ struct PublishRequest {
 /// `POST /api/broadcast`: `{"channels":[..] | "channel":"..", "event":"..", "data":{..}, "socket_id":".."}`.
 pub async fn publish(
     State(st): State<AppState>,
+    _token: ApiToken,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    check_api_token(&st, &headers)?;
+    // Browsers send text/plain or form bodies cross-site without a CORS preflight; JSON
+    // only keeps the API out of reach of such requests.
+    if !is_json(&headers) {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send the body with Content-Type: application/json",
+        ));
+    }
     let body = body.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::too_large(st.config.max_payload_size)
@@ -221,6 +239,26 @@ pub async fn publish(
         "channels": channel_names.keys().collect::<Vec<_>>(),
         "recipients": recipients,
     })))
+}
+
+/// Proof that the request carries `Authorization: Bearer <BROADCAST_API_TOKEN>` (or that
+/// no token is configured). Every endpoint that publishes or tells who is online takes it.
+pub struct ApiToken;
+
+impl FromRequestParts<AppState> for ApiToken {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, st: &AppState) -> Result<Self, ApiError> {
+        check_api_token(st, &parts.headers).map(|()| Self)
+    }
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"))
 }
 
 /// Requires `Authorization: Bearer <BROADCAST_API_TOKEN>` when a token is configured.

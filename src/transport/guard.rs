@@ -1,10 +1,16 @@
-//! Request guards that run before any handler: a `Content-Length` over the body limit is
-//! answered 413 at once (before the body is read), and every request gets
-//! `BROADCAST_HTTP_REQUEST_TIMEOUT` to send its body and be answered (408 otherwise), so a
-//! client trickling its body cannot hold a connection and a task forever.
+//! Request guards that run before any handler:
+//!
+//! - a `Content-Length` over the body limit is answered 413 at once (before the body is
+//!   read), and every request gets `BROADCAST_HTTP_REQUEST_TIMEOUT` to send its body and be
+//!   answered (408 otherwise), so a client trickling its body cannot hold a connection and
+//!   a task forever;
+//! - a browser write from another origin (a state-changing method whose `Origin` is
+//!   neither this server nor one of `CORS_ALLOWED_ORIGINS`) is refused with 403 before it
+//!   has any effect, so a web page cannot publish into a server on its visitor's machine.
+//!   Clients that are not browsers send no `Origin` and are not affected.
 
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
@@ -41,4 +47,74 @@ fn closing(mut response: Response) -> Response {
         .headers_mut()
         .insert(header::CONNECTION, HeaderValue::from_static("close"));
     response
+}
+
+/// Refuses state-changing requests from browser pages of foreign origins.
+pub(crate) async fn same_origin_writes(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    let reads = [Method::GET, Method::HEAD, Method::OPTIONS];
+    if !reads.contains(req.method()) && !origin_allowed(req.headers(), &st.config.cors_allowed_origins) {
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "origin_not_allowed",
+            "cross-origin writes are refused; add the page's origin to CORS_ALLOWED_ORIGINS",
+        )
+        .into_response();
+    }
+    next.run(req).await
+}
+
+/// Whether a request's `Origin` (if any) may write: none (not a browser), this server
+/// itself (the origin's host and port are the request's `Host`), or a configured origin.
+fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return true;
+    };
+    let Ok(origin) = origin.to_str() else {
+        return false;
+    };
+    if allowed.iter().any(|a| a == "*" || a.eq_ignore_ascii_case(origin)) {
+        return true;
+    }
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    let authority = origin.split_once("://").map(|(_, rest)| rest);
+    matches!((authority, host), (Some(a), Some(h)) if a.eq_ignore_ascii_case(h))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn origins_that_may_write() {
+        let none: Vec<String> = vec![];
+        let app = vec!["https://app.example".to_string()];
+        let any = vec!["*".to_string()];
+        let cases: &[(&[(&'static str, &str)], &Vec<String>, bool)] = &[
+            (&[], &none, true),
+            (&[("host", "h:1")], &none, true),
+            (&[("origin", "http://h:1"), ("host", "h:1")], &none, true),
+            (&[("origin", "http://evil:1"), ("host", "h:1")], &none, false),
+            (&[("origin", "http://h:2"), ("host", "h:1")], &none, false),
+            (&[("origin", "null"), ("host", "h:1")], &none, false),
+            (&[("origin", "http://h:1")], &none, false),
+            (&[("origin", "https://app.example"), ("host", "h:1")], &app, true),
+            (&[("origin", "https://other.example"), ("host", "h:1")], &app, false),
+            (&[("origin", "https://other.example"), ("host", "h:1")], &any, true),
+        ];
+        for (pairs, allowed, expected) in cases {
+            assert_eq!(
+                origin_allowed(&headers(pairs), allowed),
+                *expected,
+                "{pairs:?} {allowed:?}"
+            );
+        }
+    }
 }

@@ -12,6 +12,7 @@ use axum::response::IntoResponse;
 use metrics::{counter, gauge, with_local_recorder};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusRecorder};
 
+use super::api::ApiToken;
 use super::AppState;
 use crate::cluster::Broker;
 
@@ -31,7 +32,7 @@ impl Default for Metrics {
 }
 
 /// `GET /metrics`
-pub async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
+pub async fn metrics(State(st): State<AppState>, _token: ApiToken) -> impl IntoResponse {
     let snapshot = st.hub.snapshot();
     let recorder: &Arc<Metrics> = &st.metrics;
     with_local_recorder(&recorder.0, || {

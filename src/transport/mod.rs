@@ -98,11 +98,17 @@ pub fn router(state: AppState) -> Result<Router, ConfigError> {
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
         .layer(DefaultBodyLimit::max(state.config.max_payload_size))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            guard::same_origin_writes,
+        ))
         .layer(axum::middleware::from_fn_with_state(state.clone(), guard::http_limits))
         .layer(cors)
         .with_state(state))
 }
 
+/// CORS for the configured origins (none by default: only pages served by this server
+/// itself may call the HTTP API from a browser).
 fn cors_layer(origins: &[String]) -> Result<CorsLayer, ConfigError> {
     let layer = CorsLayer::new()
         .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE, Method::OPTIONS])
