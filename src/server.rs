@@ -92,13 +92,15 @@ impl Rustaxum {
         let rules = default_rules(&config, verifier.is_some())?;
         manager::install_if_absent(&manager);
         let store: Arc<dyn PresenceStore> = match &cluster {
-            Some(broker) => Arc::new(RedisPresence::new(broker.clone())),
+            Some(broker) => {
+                let store = RedisPresence::new(broker.clone());
+                store.start(fanout.clone(), stop.clone(), &background);
+                broker.start(fanout.clone(), stop.clone(), &background);
+                store
+            }
             None => Arc::new(MemoryPresence::new()),
         };
         let presence = Presence::new(store, fanout.clone());
-        if let Some(broker) = &cluster {
-            broker.start(fanout.clone(), stop.clone(), &background);
-        }
         Ok(Self {
             state: AppState {
                 hub,

@@ -524,3 +524,71 @@ async fn impatient_clients_cannot_wedge_the_circuit_breaker() {
     let frames = collect(&mut on_a, Duration::from_millis(800)).await;
     assert_eq!(events(&frames, "thawed"), 1, "{frames:?}");
 }
+/// Waits until `node` lists `count` members on `channel`.
+async fn wait_members(node: &TestServer, channel: &str, count: u64) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (status, users) = node.get(&format!("/api/broadcast/channels/{channel}/users")).await;
+        if status == 200 && users["count"] == count {
+            return;
+        }
+        assert!(Instant::now() < deadline, "never {count} members: {users}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+// Hardening (issue 8, defect 4): presence was lost when Redis restarted: members from
+// before were missing, and their later leave sent no member_removed.
+#[tokio::test]
+async fn presence_survives_a_redis_restart() {
+    let mut redis = RedisServer::start();
+    let (a, b, _) = two_nodes(&redis).await;
+    let path = |u: &str, n: &str| format!("/ws/presence.lobby?auth_token={}", presence_token(u, n));
+    let (mut alice, _) = a.connect(&path("1", "Alice")).await;
+    let (mut bob, _) = b.connect(&path("2", "Bob")).await;
+    let (dave, _) = b.connect(&path("4", "Dave")).await;
+    wait_members(&a, "presence.lobby", 3).await;
+    collect(&mut alice, Duration::from_millis(300)).await;
+    collect(&mut bob, Duration::from_millis(100)).await;
+
+    redis.kill();
+    // Dave leaves while Redis is down: nobody can be told yet.
+    drop(dave);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    redis.restart();
+    for node in [&a, &b] {
+        wait_ready(node).await;
+    }
+    // Each node registers its live members again; Dave is not among them.
+    wait_members(&a, "presence.lobby", 2).await;
+    let frames = collect(&mut alice, Duration::from_millis(1500)).await;
+    let removed: Vec<&Value> = frames.iter().filter(|f| f["event"] == "member_removed").collect();
+    assert_eq!(removed.len(), 1, "Dave's departure is announced once: {frames:?}");
+    assert_eq!(removed[0]["data"]["user_id"], "4");
+
+    // A newcomer sees everyone, and everyone sees the newcomer.
+    let (mut carol, first) = a.connect(&path("3", "Carol")).await;
+    let ids: Vec<&str> = first["data"]["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["user_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["1", "2", "3"], "{first}");
+    let frames = collect(&mut bob, Duration::from_millis(800)).await;
+    assert!(
+        frames
+            .iter()
+            .any(|f| f["event"] == "member_added" && f["data"]["user_id"] == "3"),
+        "{frames:?}"
+    );
+    // A member from before the restart leaves: the others are told.
+    drop(bob);
+    for ws in [&mut alice, &mut carol] {
+        let frames = collect(ws, Duration::from_millis(1000)).await;
+        let removed: Vec<&Value> = frames.iter().filter(|f| f["event"] == "member_removed").collect();
+        assert_eq!(removed.len(), 1, "{frames:?}");
+        assert_eq!(removed[0]["data"]["user_id"], "2");
+    }
+    wait_members(&b, "presence.lobby", 2).await;
+}

@@ -16,7 +16,14 @@
 //! one janitor period (≤ 10 s) every live node's janitor removes its sockets, and the
 //! users that had no other socket get `member_removed`. The scripts touch keys they
 //! compute, so this needs a standalone Redis (or Sentinel), not Redis Cluster.
+//!
+//! Redis is not the only copy of presence: each node remembers its live members and the
+//! leaves it could not write. After it resubscribes (Redis restarted, or was unreachable)
+//! or finds its own liveness key gone, it beats at once and then rewrites its members and
+//! removes its stale entries in one script, announcing `member_added` for users Redis had
+//! lost and `member_removed` for users who left meanwhile.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -38,7 +45,8 @@ use crate::broadcasting::BroadcastError;
 use crate::channel::Channel;
 use crate::config::{Config, ConfigError};
 use crate::hub::{now_rfc3339, EnvelopeKind, Hub, SocketId};
-use crate::presence::{Member, PresenceError, PresenceStore, MEMBER_REMOVED};
+use crate::presence::{Member, PresenceError, PresenceStore, MEMBER_ADDED, MEMBER_REMOVED};
+use crate::sync::lock;
 
 /// How often a node refreshes its liveness key.
 pub const HEARTBEAT: Duration = Duration::from_secs(2);
@@ -92,6 +100,12 @@ pub struct RedisBroker {
     conn: tokio::sync::Mutex<Option<ConnectionManager>>,
     breaker: CircuitBreaker,
     subscribed: AtomicBool,
+    /// Bumped on every successful (re)subscription.
+    subscription_epoch: tokio::sync::watch::Sender<u64>,
+    /// Bumped when what this node keeps in Redis may be lost or stale: after a
+    /// resubscription (Redis restarted or was unreachable), or when the node's own
+    /// liveness key had vanished (other nodes may have removed its members).
+    resync_requests: tokio::sync::watch::Sender<u64>,
     counters: Counters,
 }
 
@@ -132,6 +146,8 @@ impl RedisBroker {
             conn: tokio::sync::Mutex::new(None),
             breaker: CircuitBreaker::new(BREAKER_THRESHOLD, BREAKER_COOLDOWN),
             subscribed: AtomicBool::new(false),
+            subscription_epoch: tokio::sync::watch::Sender::new(0),
+            resync_requests: tokio::sync::watch::Sender::new(0),
             counters: Counters::default(),
         }))
     }
@@ -209,6 +225,7 @@ impl RedisBroker {
             if let Ok(Ok(pubsub)) = connected {
                 self.subscribed.store(true, Ordering::Release);
                 self.counters.subscriptions.fetch_add(1, Ordering::Relaxed);
+                self.subscription_epoch.send_modify(|n| *n = n.wrapping_add(1));
                 tracing::info!(node = %self.node_id, pattern = %pattern, "subscribed to Redis");
                 backoff = Duration::from_millis(100);
                 let (mut sink, mut messages) = pubsub.split();
@@ -307,6 +324,8 @@ impl RedisBroker {
     async fn heartbeat_loop(self: Arc<Self>, hub: Arc<Hub>, stop: CancellationToken) {
         let node_key = self.key(&format!("node:{}", self.node_id));
         let nodes_key = self.key("nodes");
+        let mut epochs = self.subscription_epoch.subscribe();
+        let mut owe_resync = false;
         loop {
             let snapshot =
                 serde_json::to_string(&json!({"node": self.node_id, "stats": hub.snapshot()})).unwrap_or_default();
@@ -314,23 +333,40 @@ impl RedisBroker {
             let ttl = NODE_TTL.as_millis() as u64;
             let beat = self
                 .exec(|mut c| async move {
-                    redis::pipe()
+                    let (previous,): (Option<String>,) = redis::pipe()
                         .set_options(
                             &nk,
                             snapshot,
-                            redis::SetOptions::default().with_expiration(redis::SetExpiry::PX(ttl)),
+                            redis::SetOptions::default()
+                                .get(true)
+                                .with_expiration(redis::SetExpiry::PX(ttl)),
                         )
                         .sadd(&nsk, &id)
-                        .query_async::<()>(&mut c)
-                        .await
+                        .ignore()
+                        .query_async(&mut c)
+                        .await?;
+                    Ok(previous)
                 })
                 .await;
-            if let Err(e) = beat {
-                tracing::debug!(error = %e, "heartbeat failed");
+            match beat {
+                Ok(previous) => {
+                    // The key was gone (first beat, Redis restarted, or it expired while
+                    // Redis was unreachable): the node's presence entries must be rewritten.
+                    if owe_resync || previous.is_none() {
+                        self.resync_requests.send_modify(|n| *n = n.wrapping_add(1));
+                        owe_resync = false;
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "heartbeat failed"),
             }
             tokio::select! {
                 _ = stop.cancelled() => break,
                 _ = tokio::time::sleep(HEARTBEAT) => {}
+                // Resubscribed: beat now, then have presence re-registered.
+                changed = epochs.changed() => match changed {
+                    Ok(()) => owe_resync = true,
+                    Err(_) => break,
+                },
             }
         }
         // Leaving on purpose: drop the liveness key so the cluster stops counting us.
@@ -359,6 +395,8 @@ impl RedisBroker {
                 let members_key = self.key(&format!("presence:{name}:members"));
                 let sockets_prefix = self.key(&format!("presence:{name}:sockets:"));
                 let node_prefix = self.key("node:");
+                // Never this node: it is alive, even if its key is momentarily missing.
+                let node_id = self.node_id.clone();
                 let (s, ck, n) = (&script, channels_key.clone(), name.clone());
                 let removed: Vec<String> = match self
                     .exec(|mut c| async move {
@@ -367,6 +405,7 @@ impl RedisBroker {
                             .arg(n)
                             .arg(sockets_prefix)
                             .arg(node_prefix)
+                            .arg(node_id)
                             .invoke_async(&mut c)
                             .await
                     })
@@ -555,7 +594,7 @@ for _, user in ipairs(redis.call('HKEYS', KEYS[1])) do
   local skey = ARGV[2] .. user
   for _, e in ipairs(redis.call('SMEMBERS', skey)) do
     local node = string.match(e, '^([^|]+)|')
-    if node and redis.call('EXISTS', ARGV[3] .. node) == 0 then
+    if node and node ~= ARGV[4] and redis.call('EXISTS', ARGV[3] .. node) == 0 then
       redis.call('SREM', skey, e)
     end
   end
@@ -569,22 +608,177 @@ if redis.call('HLEN', KEYS[1]) == 0 then redis.call('SREM', KEYS[2], ARGV[1]) en
 return removed
 ";
 
+/// This node's presence, written back after Redis lost it. KEYS: members hash, channels
+/// set. ARGV: channel, sockets key prefix, this node's entry prefix (`node|`), JSON array
+/// of live sockets `{u: user, m: member JSON, e: entry}`, JSON array of users whose leave
+/// was not written. Returns (members added, members removed, those users still present).
+const RESYNC_LUA: &str = r"
+local live = cjson.decode(ARGV[4])
+local orphans = cjson.decode(ARGV[5])
+local wanted = {}
+for _, s in ipairs(live) do wanted[s.e] = true end
+local users = {}
+for _, u in ipairs(redis.call('HKEYS', KEYS[1])) do users[u] = true end
+for _, u in ipairs(orphans) do users[u] = true end
+local removed = {}
+for u, _ in pairs(users) do
+  local skey = ARGV[2] .. u
+  for _, e in ipairs(redis.call('SMEMBERS', skey)) do
+    if string.sub(e, 1, #ARGV[3]) == ARGV[3] and not wanted[e] then redis.call('SREM', skey, e) end
+  end
+  if redis.call('SCARD', skey) == 0 then
+    local m = redis.call('HGET', KEYS[1], u)
+    if m then
+      redis.call('HDEL', KEYS[1], u)
+      table.insert(removed, m)
+    end
+  end
+end
+local added = {}
+for _, s in ipairs(live) do
+  local skey = ARGV[2] .. s.u
+  if redis.call('SCARD', skey) == 0 then table.insert(added, s.m) end
+  redis.call('SADD', skey, s.e)
+  redis.call('HSET', KEYS[1], s.u, s.m)
+end
+if redis.call('HLEN', KEYS[1]) > 0 then
+  redis.call('SADD', KEYS[2], ARGV[1])
+else
+  redis.call('SREM', KEYS[2], ARGV[1])
+end
+local present = {}
+for _, u in ipairs(orphans) do
+  if redis.call('HEXISTS', KEYS[1], u) == 1 then table.insert(present, u) end
+end
+return {added, removed, present}
+";
+
 /// Presence shared by every node through Redis (see the module docs for the keys).
+///
+/// Redis is not the only copy: each node remembers its own live members, and leaves that
+/// could not reach Redis. Whenever the node (re)subscribes, it writes its live members back
+/// and removes its stale entries ([`resync`](Self::resync)), announcing the difference, so a
+/// Redis restart or outage loses no member and forgets no departure.
 #[derive(Debug)]
 pub struct RedisPresence {
     broker: Arc<RedisBroker>,
     join: Script,
     leave: Script,
+    resync: Script,
+    /// This node's live members: channel → socket → member.
+    local: std::sync::Mutex<HashMap<String, HashMap<SocketId, Member>>>,
+    /// Members whose leave could not be written to Redis: channel → user → member.
+    orphans: std::sync::Mutex<HashMap<String, HashMap<String, Member>>>,
+    /// Joins and leaves share it; a resync takes it alone, so none interleaves with it.
+    resyncing: tokio::sync::RwLock<()>,
 }
 
 impl RedisPresence {
     /// Presence over `broker`'s Redis.
-    pub fn new(broker: Arc<RedisBroker>) -> Self {
-        Self {
+    pub fn new(broker: Arc<RedisBroker>) -> Arc<Self> {
+        Arc::new(Self {
             broker,
             join: Script::new(JOIN_LUA),
             leave: Script::new(LEAVE_LUA),
+            resync: Script::new(RESYNC_LUA),
+            local: Default::default(),
+            orphans: Default::default(),
+            resyncing: Default::default(),
+        })
+    }
+
+    /// Re-registers this node's members whenever the broker asks (after it resubscribed to
+    /// Redis, or found its liveness key gone), announcing through `fanout`; stops when
+    /// `stop` is cancelled.
+    pub fn start(self: &Arc<Self>, fanout: Fanout, stop: CancellationToken, tasks: &TaskTracker) {
+        let this = self.clone();
+        let mut requests = self.broker.resync_requests.subscribe();
+        tasks.spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    changed = requests.changed() => if changed.is_err() { return },
+                }
+                // Redis may answer subscriptions before commands (or the circuit may still
+                // be open): retry until it takes, or until stopped.
+                let mut backoff = Duration::from_millis(100);
+                while let Err(e) = this.resync(&fanout).await {
+                    tracing::warn!(error = %e, "re-registering presence members failed; retrying");
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(BREAKER_COOLDOWN);
+                }
+            }
+        });
+    }
+
+    /// Makes Redis agree with this node about this node's members, then announces
+    /// `member_added` for users Redis had lost and `member_removed` for users who left
+    /// while Redis could not be told.
+    pub async fn resync(&self, fanout: &Fanout) -> Result<(), PresenceError> {
+        let _alone = self.resyncing.write().await;
+        let mut channels: Vec<String> = lock(&self.local).keys().cloned().collect();
+        channels.extend(lock(&self.orphans).keys().cloned());
+        channels.sort();
+        channels.dedup();
+        for name in channels {
+            let Ok(channel) = Channel::parse(&name) else { continue };
+            let live: Vec<Value> = lock(&self.local)
+                .get(&name)
+                .map(|sockets| {
+                    sockets
+                        .iter()
+                        .map(|(socket, m)| {
+                            let member = serde_json::to_string(m).unwrap_or_default();
+                            json!({"u": m.user_id, "m": member, "e": self.entry(*socket)})
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            let orphans: Vec<Member> = lock(&self.orphans)
+                .get(&name)
+                .map(|users| users.values().cloned().collect())
+                .unwrap_or_default();
+            let orphan_ids: Vec<&str> = orphans.iter().map(|m| m.user_id.as_str()).collect();
+            let (members, _, channels_key) = self.keys(&name, "");
+            let args = [
+                name.clone(),
+                self.broker.key(&format!("presence:{name}:sockets:")),
+                format!("{}|", self.broker.node_id),
+                Value::Array(live).to_string(),
+                json!(orphan_ids).to_string(),
+            ];
+            let script = &self.resync;
+            let (added, removed, present): (Vec<String>, Vec<String>, Vec<String>) = self
+                .broker
+                .exec(|mut c| async move {
+                    let mut call = script.key(members);
+                    call.key(channels_key);
+                    for arg in args {
+                        call.arg(arg);
+                    }
+                    call.invoke_async(&mut c).await
+                })
+                .await
+                .map_err(presence_error)?;
+            lock(&self.orphans).remove(&name);
+            let mut gone: Vec<Member> = removed.iter().filter_map(|m| parse_member(m)).collect();
+            for orphan in orphans {
+                let announced = gone.iter().any(|m| m.user_id == orphan.user_id);
+                if !announced && !present.contains(&orphan.user_id) {
+                    gone.push(orphan);
+                }
+            }
+            for member in gone {
+                announce(fanout, &channel, MEMBER_REMOVED, &member, EnvelopeKind::MemberRemoved).await;
+            }
+            for member in added.iter().filter_map(|m| parse_member(m)) {
+                announce(fanout, &channel, MEMBER_ADDED, &member, EnvelopeKind::MemberAdded).await;
+            }
         }
+        Ok(())
     }
 
     fn keys(&self, channel: &str, user_id: &str) -> (String, String, String) {
@@ -625,6 +819,15 @@ impl RedisPresence {
     }
 }
 
+async fn announce(fanout: &Fanout, channel: &Channel, event: &str, member: &Member, kind: EnvelopeKind) {
+    let Ok(raw) = serde_json::value::to_raw_value(member) else {
+        return;
+    };
+    if let Err(e) = fanout.publish(channel, event, Arc::from(raw), None, kind).await {
+        tracing::warn!(channel = %channel, error = %e, "announcing a presence change failed");
+    }
+}
+
 fn presence_error(e: BroadcastError) -> PresenceError {
     PresenceError(e.to_string())
 }
@@ -632,16 +835,44 @@ fn presence_error(e: BroadcastError) -> PresenceError {
 #[async_trait]
 impl PresenceStore for RedisPresence {
     async fn join(&self, channel: &str, member: &Member, socket: SocketId) -> Result<bool, PresenceError> {
+        let _shared = self.resyncing.read().await;
         let json = serde_json::to_string(member).map_err(|e| PresenceError(e.to_string()))?;
         let args = [member.user_id.clone(), json, self.entry(socket), channel.to_string()];
         let count: u64 = self.run(&self.join, channel, &member.user_id, args).await?;
+        lock(&self.local)
+            .entry(channel.to_string())
+            .or_default()
+            .insert(socket, member.clone());
+        if let Some(users) = lock(&self.orphans).get_mut(channel) {
+            users.remove(&member.user_id);
+        }
         Ok(count == 1)
     }
 
     async fn leave(&self, channel: &str, user_id: &str, socket: SocketId) -> Result<Option<Member>, PresenceError> {
+        let _shared = self.resyncing.read().await;
+        let mine = {
+            let mut local = lock(&self.local);
+            let member = local.get_mut(channel).and_then(|sockets| sockets.remove(&socket));
+            if local.get(channel).is_some_and(HashMap::is_empty) {
+                local.remove(channel);
+            }
+            member
+        };
         let args = [user_id.to_string(), self.entry(socket), channel.to_string()];
-        let removed: Option<String> = self.run(&self.leave, channel, user_id, args).await?;
-        Ok(removed.and_then(|m| parse_member(&m)))
+        match self.run::<Option<String>, 3>(&self.leave, channel, user_id, args).await {
+            Ok(removed) => Ok(removed.and_then(|m| parse_member(&m))),
+            Err(e) => {
+                // Redis will hear of it at the next resync; the others get member_removed then.
+                if let Some(member) = mine {
+                    lock(&self.orphans)
+                        .entry(channel.to_string())
+                        .or_default()
+                        .insert(member.user_id.clone(), member);
+                }
+                Err(e)
+            }
+        }
     }
 
     async fn members(&self, channel: &str) -> Result<Vec<Member>, PresenceError> {
