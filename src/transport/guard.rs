@@ -97,7 +97,8 @@ mod tests {
         let none: Vec<String> = vec![];
         let app = vec!["https://app.example".to_string()];
         let any = vec!["*".to_string()];
-        let cases: &[(&[(&'static str, &str)], &Vec<String>, bool)] = &[
+        type Case<'a> = (&'a [(&'static str, &'a str)], &'a Vec<String>, bool);
+        let cases: &[Case] = &[
             (&[], &none, true),
             (&[("host", "h:1")], &none, true),
             (&[("origin", "http://h:1"), ("host", "h:1")], &none, true),
