@@ -24,14 +24,13 @@
 //! - [`transport`]: axum handlers: the HTTP API, the Pusher HTTP API, and the WebSocket
 //!   sessions of the native and Pusher protocols (one shared session loop).
 //! - [`server`]: [`Rustaxum`] (hub + manager + router) and [`run`].
-//! - [`cli`]: the `artisan` commands, talking to a running server over HTTP.
-//! - [`bench`](mod@bench): the fan-out benchmark behind `artisan broadcast bench`.
+//! - [`cli`]: the `artisan` commands, talking to a running server over HTTP, and the
+//!   fan-out benchmark behind `artisan broadcast bench`.
 
 // Library code never unwraps: input from outside gets a typed error instead.
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 pub mod auth;
-pub mod bench;
 pub mod broadcasting;
 pub mod channel;
 pub mod cli;

@@ -15,7 +15,7 @@ use crate::auth::{ChannelAuthorizer, ChannelRules, JwtVerifier};
 use crate::broadcasting::{manager, BroadcastError, BroadcastManager};
 use crate::cluster::redis::{RedisBroker, RedisPresence};
 use crate::cluster::{Broker, Fanout};
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, Driver};
 use crate::hub::{Hub, HubConfig};
 use crate::presence::{MemoryPresence, Presence, PresenceStore};
 use crate::transport::{self, AppState};
@@ -69,14 +69,14 @@ impl Rustaxum {
     pub fn new(config: Config) -> Result<Self, StartError> {
         let config = Arc::new(config);
         let hub = Arc::new(Hub::new(HubConfig {
-            send_queue_size: config.send_queue_size,
-            max_channels_per_connection: config.max_channels_per_connection,
+            send_queue_size: config.websocket.send_queue_size,
+            max_channels_per_connection: config.websocket.max_channels_per_connection,
         }));
         let background = TaskTracker::new();
         let stop = CancellationToken::new();
         // BROADCAST_DRIVER=redis makes this node part of a cluster: publishes, whispers
         // and presence go through Redis.
-        let cluster = if config.driver == "redis" {
+        let cluster = if config.driver == Driver::Redis {
             if tokio::runtime::Handle::try_current().is_err() {
                 return Err(StartError::NoRuntime);
             }
@@ -88,7 +88,13 @@ impl Rustaxum {
         let fanout = Fanout::new(hub.clone(), broker);
         let manager = Arc::new(BroadcastManager::with_fanout(config.clone(), fanout.clone()));
         manager.default_driver()?;
-        let verifier = config.jwt.as_ref().map(JwtVerifier::new).transpose()?.map(Arc::new);
+        let verifier = config
+            .auth
+            .jwt
+            .as_ref()
+            .map(JwtVerifier::new)
+            .transpose()?
+            .map(Arc::new);
         let rules = default_rules(&config, verifier.is_some())?;
         manager::install_if_absent(&manager);
         let store: Arc<dyn PresenceStore> = match &cluster {
@@ -165,7 +171,7 @@ impl Rustaxum {
     /// Closes every socket with 1001, waits for sessions and queued broadcasts up to
     /// `BROADCAST_SHUTDOWN_TIMEOUT`, then closes the drivers.
     pub async fn shutdown(&self) {
-        let drain = self.state.config.shutdown_timeout;
+        let drain = self.state.config.server.shutdown_timeout;
         self.state.hub.shutdown();
         self.state.sessions.close();
         if tokio::time::timeout(drain, self.state.sessions.wait()).await.is_err() {
@@ -188,8 +194,8 @@ impl Rustaxum {
 /// (no user can authenticate), so joins get a clear 401; explicitly configured private
 /// rules without a key are a start-up error.
 fn default_rules(config: &Config, have_key: bool) -> Result<ChannelRules, StartError> {
-    let mut rules = ChannelRules::public_only(&config.public_channels);
-    if let Some(path) = &config.rules_file {
+    let mut rules = ChannelRules::public_only(&config.auth.public_channels);
+    if let Some(path) = &config.auth.rules_file {
         rules.load_file(path)?;
         if rules.has_private() && !have_key {
             return Err(StartError::NoJwtKey);
@@ -217,8 +223,8 @@ pub async fn run(
 ) -> Result<(), StartError> {
     let router = app.router()?;
     let hub = app.hub().clone();
-    let drain = app.config().shutdown_timeout;
-    let header_timeout = app.config().http_header_timeout;
+    let drain = app.config().server.shutdown_timeout;
+    let header_timeout = app.config().server.http_header_timeout;
     let connections = TaskTracker::new();
     let stop_http = CancellationToken::new();
     tokio::pin!(shutdown);
@@ -294,7 +300,7 @@ async fn serve_connection(
 pub async fn serve(config: Config) -> Result<(), StartError> {
     config.validate_for_serving()?;
     raise_open_files_limit();
-    let addr = SocketAddr::new(config.host, config.port);
+    let addr = SocketAddr::new(config.server.host, config.server.port);
     let app = Rustaxum::new(config)?;
     let shutdown = shutdown_signal();
     let listener = TcpListener::bind(addr).await?;

@@ -220,7 +220,7 @@ async fn unreachable_server_is_a_one_line_error_and_nonzero_exit() {
 #[tokio::test]
 async fn token_is_sent_when_configured() {
     let mut config = config();
-    config.api_token = Some("t0k3n".into());
+    config.server.api_token = Some("t0k3n".into());
     let server = start_with(config).await;
     let (mut ws, _) = server.connect("/ws?channel=general").await;
     let out = artisan(&server, &["broadcast", "test"]).await;

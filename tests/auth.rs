@@ -344,7 +344,7 @@ async fn whispers_over_the_rate_limit_are_refused_and_not_delivered() {
 #[tokio::test]
 async fn expired_token_closes_the_socket_unless_refreshed() {
     let mut config = config();
-    config.token_grace = Duration::ZERO;
+    config.auth.token_grace = Duration::ZERO;
     let server = start_with(config).await;
     let short = sign(&json!({"sub": "42", "aud": "websocket", "exp": now() + 2}));
 
@@ -451,7 +451,7 @@ async fn private_rules_without_a_key_fail_at_start() {
 
     // With a key the rule works, through the server.
     let mut config = common::config();
-    config.rules_file = Some(rules);
+    config.auth.rules_file = Some(rules);
     let server = start_with(config).await;
     let (_ws, first) = server
         .connect(&format!("/ws/project.9?auth_token={}", token("3", json!({}))))

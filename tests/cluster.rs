@@ -374,7 +374,7 @@ async fn terminate_connections_reaches_every_node() {
     let prefix = unique_prefix();
     let node = |redis: &RedisServer| {
         let mut c = cluster_config(redis, &prefix);
-        c.pusher_apps = rustaxum::pusher::Apps::new(vec![rustaxum::pusher::PusherApp {
+        c.pusher.apps = rustaxum::pusher::Apps::new(vec![rustaxum::pusher::PusherApp {
             id: "app".into(),
             key: "key".into(),
             secret: "secret".into(),

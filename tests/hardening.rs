@@ -21,7 +21,7 @@ fn app() -> PusherApp {
 
 fn pusher_config() -> rustaxum::Config {
     let mut c = config();
-    c.pusher_apps = rustaxum::pusher::Apps::new(vec![app()]);
+    c.pusher.apps = rustaxum::pusher::Apps::new(vec![app()]);
     c
 }
 
@@ -158,8 +158,8 @@ async fn read_until_closed(s: &mut TcpStream, limit: Duration) -> (String, bool)
 #[tokio::test]
 async fn connections_that_never_finish_their_request_are_dropped() {
     let mut c = config();
-    c.http_header_timeout = Duration::from_secs(1);
-    c.http_request_timeout = Duration::from_secs(1);
+    c.server.http_header_timeout = Duration::from_secs(1);
+    c.server.http_request_timeout = Duration::from_secs(1);
     let server = start_with(c).await;
     let started = Instant::now();
     let mut idle = stalled(&server, b"").await;
@@ -244,7 +244,7 @@ async fn refresh_into_a_user_registers_the_socket_as_that_user() {
 #[tokio::test]
 async fn read_endpoints_need_the_api_token_when_one_is_set() {
     let mut c = config();
-    c.api_token = Some("read-token-0123456789".into());
+    c.server.api_token = Some("read-token-0123456789".into());
     let server = start_with(c).await;
     let jwt = token("5", json!({"user_info": {"email": "five@example.com"}}));
     let (_ws, _) = server.connect(&format!("/ws/presence.team?auth_token={jwt}")).await;
@@ -351,7 +351,7 @@ async fn browsers_cannot_write_cross_origin_and_the_api_wants_json() {
 #[tokio::test]
 async fn configured_origins_may_write() {
     let mut c = config();
-    c.cors_allowed_origins = vec!["https://app.example".into()];
+    c.server.cors_allowed_origins = vec!["https://app.example".into()];
     let server = start_with(c).await;
     let body = json!({"channel": "general", "event": "e", "data": {}}).to_string();
     let ok = [("origin", "https://app.example"), ("content-type", "application/json")];
@@ -378,7 +378,7 @@ async fn upgrade_status(url: String) -> (u16, Option<Ws>) {
 #[tokio::test]
 async fn connection_limit_holds_under_concurrent_upgrades() {
     let mut c = pusher_config();
-    c.max_connections = 5;
+    c.websocket.max_connections = 5;
     let server = start_with(c).await;
 
     let attempts = (0..200).map(|_| upgrade_status(server.ws_url("/ws/general")));
@@ -414,7 +414,7 @@ async fn connection_limit_holds_under_concurrent_upgrades() {
 #[tokio::test]
 async fn a_slow_consumer_learns_why_it_was_closed() {
     let mut c = config();
-    c.send_queue_size = 4;
+    c.websocket.send_queue_size = 4;
     let server = start_with(c).await;
     let (mut slow, _) = server.connect("/ws/general").await;
     let big = "x".repeat(64 * 1024);

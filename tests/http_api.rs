@@ -8,7 +8,7 @@ use serde_json::json;
 #[tokio::test]
 async fn publish_errors_are_json_with_fitting_statuses() {
     let mut config = config();
-    config.max_payload_size = 2048;
+    config.server.max_payload_size = 2048;
     let server = start_with(config).await;
     let long_event = "e".repeat(201);
     let many: Vec<String> = (0..101).map(|i| format!("c{i}")).collect();
@@ -80,7 +80,7 @@ async fn publish_errors_are_json_with_fitting_statuses() {
 #[tokio::test]
 async fn api_token_guards_publishing() {
     let mut config = config();
-    config.api_token = Some("s3cret-token".into());
+    config.server.api_token = Some("s3cret-token".into());
     let server = start_with(config).await;
     let (mut ws, _) = server.connect("/ws?channel=general").await;
     let body = json!({"channel": "general", "event": "e", "data": {}}).to_string();
@@ -134,7 +134,7 @@ async fn channels_array_and_stats() {
 #[tokio::test]
 async fn prometheus_metrics_follow_the_hub() {
     let mut config = config();
-    config.send_queue_size = 1;
+    config.websocket.send_queue_size = 1;
     let server = start_with(config).await;
     let (_a, _) = server.connect("/ws?channel=general").await;
     let (_b, _) = server.connect("/ws?channel=news").await;

@@ -116,7 +116,7 @@ async fn bad_frames_get_error_events_and_the_socket_stays_open() {
 #[tokio::test]
 async fn oversized_frame_closes_with_1009_and_others_keep_working() {
     let mut config = config();
-    config.max_message_size = 1024;
+    config.websocket.max_message_size = 1024;
     let server = start_with(config).await;
     let (mut big, _) = server.connect("/ws?channel=general").await;
     let (mut bystander, _) = server.connect("/ws?channel=general").await;
@@ -160,7 +160,7 @@ async fn invalid_channel_on_connect_is_refused_before_upgrade() {
 #[tokio::test]
 async fn connection_limit_refuses_with_503() {
     let mut config = config();
-    config.max_connections = 1;
+    config.websocket.max_connections = 1;
     let server = start_with(config).await;
     let (_first, _) = server.connect("/ws").await;
     let err = tokio_tungstenite::connect_async(server.ws_url("/ws"))
@@ -177,7 +177,7 @@ async fn connection_limit_refuses_with_503() {
 #[tokio::test]
 async fn stalled_client_is_disconnected_while_others_still_receive() {
     let mut config = config();
-    config.send_queue_size = 64;
+    config.websocket.send_queue_size = 64;
     let server = start_with(config).await;
     // The stalled client never reads after the greeting: kernel buffers fill, then its queue.
     let (mut stalled, _) = server.connect("/ws?channel=firehose").await;
@@ -232,8 +232,8 @@ async fn stalled_client_is_disconnected_while_others_still_receive() {
 #[tokio::test]
 async fn silent_client_is_pinged_then_dropped_with_4201() {
     let mut config = config();
-    config.ping_interval = Duration::from_millis(200);
-    config.ping_timeout = Duration::from_millis(200);
+    config.websocket.ping_interval = Duration::from_millis(200);
+    config.websocket.ping_timeout = Duration::from_millis(200);
     let server = start_with(config).await;
     // A raw TCP client that completes the handshake and then never answers pings.
     let mut ws = server.connect_raw("/ws?channel=general").await;

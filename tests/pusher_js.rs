@@ -15,15 +15,15 @@ async fn published_pusher_packages_work_unchanged() {
         "run `npm ci` in tests/pusher first (scripts/test does)"
     );
     let mut config = config();
-    config.pusher_apps = rustaxum::pusher::Apps::new(vec![rustaxum::pusher::PusherApp {
+    config.pusher.apps = rustaxum::pusher::Apps::new(vec![rustaxum::pusher::PusherApp {
         id: "app-1".into(),
         key: "app-key".into(),
         secret: "app-secret".into(),
         enabled: true,
         max_connections: 0,
     }]);
-    config.public_channels.push("nobody-here".into());
-    config.public_channels.push("probe".into());
+    config.auth.public_channels.push("nobody-here".into());
+    config.auth.public_channels.push("probe".into());
     let server = start_with(config).await;
     let run = tokio::process::Command::new("node")
         .args(["--test", "--test-concurrency=1", "--test-force-exit", "tests/pusher/"])

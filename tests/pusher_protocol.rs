@@ -21,7 +21,7 @@ fn app(id: &str, key: &str, enabled: bool, max_connections: usize) -> PusherApp 
 
 async fn server_with(apps: Vec<PusherApp>) -> TestServer {
     let mut c = config();
-    c.pusher_apps = Apps::new(apps);
+    c.pusher.apps = Apps::new(apps);
     start_with(c).await
 }
 
@@ -140,9 +140,9 @@ async fn several_apps_from_a_file_and_disabled_apps_refuse_rest() {
         _ => None,
     })
     .unwrap();
-    assert_eq!(c.pusher_apps.default_app().unwrap().id, "main");
-    assert_eq!(c.pusher_apps.by_key("ka").unwrap().id, "a");
-    assert!(!c.pusher_apps.by_id("b").unwrap().enabled);
+    assert_eq!(c.pusher.apps.default_app().unwrap().id, "main");
+    assert_eq!(c.pusher.apps.by_key("ka").unwrap().id, "a");
+    assert!(!c.pusher.apps.by_id("b").unwrap().enabled);
     let server = start_with(c).await;
     let (_ws, first) = server.connect("/app/ka?protocol=7").await;
     assert_eq!(first["event"], "pusher:connection_established");

@@ -5,44 +5,13 @@
 //! present, both with a small leeway; the audience must contain the configured value
 //! (default `websocket`). Secrets and keys are never logged.
 
-use std::path::PathBuf;
-use std::time::Duration;
-
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::Identity;
-use crate::config::ConfigError;
-
-/// How tokens are verified.
-#[derive(Clone, PartialEq, Eq)]
-pub struct JwtConfig {
-    /// `JWT_ALGORITHM`, default `HS256`. `HS*` use `JWT_SECRET`; `RS*`/`ES*` use
-    /// `JWT_PUBLIC_KEY_FILE` (PEM).
-    pub algorithm: Algorithm,
-    /// `JWT_SECRET` for HMAC algorithms.
-    pub secret: Option<String>,
-    /// `JWT_PUBLIC_KEY_FILE` for RSA and ECDSA algorithms.
-    pub public_key_file: Option<PathBuf>,
-    /// `JWT_AUDIENCE`, default `websocket`.
-    pub audience: String,
-    /// `JWT_LEEWAY`, default 5 s: clock skew tolerated on `exp` and `nbf`.
-    pub leeway: Duration,
-}
-
-impl std::fmt::Debug for JwtConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JwtConfig")
-            .field("algorithm", &self.algorithm)
-            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
-            .field("public_key_file", &self.public_key_file)
-            .field("audience", &self.audience)
-            .field("leeway", &self.leeway)
-            .finish()
-    }
-}
+use crate::config::{ConfigError, JwtConfig};
 
 /// Why a token was refused. Every variant means HTTP 401.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -218,6 +187,7 @@ mod tests {
     use super::*;
     use base64::Engine;
     use jsonwebtoken::{encode, EncodingKey, Header};
+    use std::time::Duration;
 
     const SECRET: &str = "unit-test-secret";
 

@@ -8,7 +8,8 @@
 pub mod jwt;
 pub mod rules;
 
-pub use jwt::{JwtConfig, JwtVerifier, TokenError};
+pub use crate::config::JwtConfig;
+pub use jwt::{JwtVerifier, TokenError};
 pub use rules::{ChannelRules, Params, Pattern};
 
 use crate::channel::{Channel, ChannelKind};

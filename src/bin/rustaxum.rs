@@ -28,8 +28,8 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    config.host = args.host.unwrap_or(config.host);
-    config.port = args.port.unwrap_or(config.port);
+    config.server.host = args.host.unwrap_or(config.server.host);
+    config.server.port = args.port.unwrap_or(config.server.port);
     match rustaxum::server::serve(config).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

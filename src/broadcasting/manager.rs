@@ -57,7 +57,7 @@ impl BroadcastConfig {
         .map(|(name, driver)| (name.to_string(), ConnectionConfig::driver(driver)))
         .collect();
         Self {
-            default: config.driver.clone(),
+            default: config.driver.name().to_string(),
             connections,
         }
     }

@@ -16,9 +16,9 @@ use crate::hub::now_rfc3339;
 
 pub(super) async fn websocket(mut config: crate::Config, host: Option<IpAddr>, port: Option<u16>) -> ExitCode {
     crate::server::init_tracing();
-    config.host = host.unwrap_or(config.host);
-    config.port = port.unwrap_or(config.port);
-    println!("🌐 Starting WebSocket server on port {}", config.port);
+    config.server.host = host.unwrap_or(config.server.host);
+    config.server.port = port.unwrap_or(config.server.port);
+    println!("🌐 Starting WebSocket server on port {}", config.server.port);
     match crate::server::serve(config).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

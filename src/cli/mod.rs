@@ -4,6 +4,7 @@
 //! HTTP API ([`client::ApiClient`]); the server is found from the same configuration
 //! as the server itself, or `--server URL`.
 
+pub mod bench;
 pub mod client;
 mod commands;
 
@@ -173,7 +174,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         return commands::websocket(config, host, port).await;
     }
     let base = cli.server.unwrap_or_else(|| config.server_url());
-    let token = cli.token.or_else(|| config.api_token.clone());
+    let token = cli.token.or_else(|| config.server.api_token.clone());
     let client = match client::ApiClient::new(&base, token) {
         Ok(c) => c,
         Err(e) => {
@@ -202,7 +203,7 @@ pub async fn run(cli: Cli) -> ExitCode {
             action_required,
         } => commands::system_alert(&client, level.as_str(), &message, action_required).await,
         Broadcast::Monitor { duration, interval } => commands::monitor(&client, duration, interval).await,
-        Broadcast::Bench(args) => crate::bench::run(&client, &args).await,
+        Broadcast::Bench(args) => bench::run(&client, &args).await,
         Broadcast::Websocket { .. } => Ok(()),
     };
     match result {

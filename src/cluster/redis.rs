@@ -141,7 +141,7 @@ impl RedisBroker {
         })?;
         Ok(Arc::new(Self {
             node_id: format!("{:016x}", rand::random::<u64>()),
-            prefix: config.channels_prefix.clone(),
+            prefix: config.redis.channels_prefix.clone(),
             client,
             conn: tokio::sync::Mutex::new(None),
             breaker: CircuitBreaker::new(BREAKER_THRESHOLD, BREAKER_COOLDOWN),

@@ -11,7 +11,7 @@ use std::sync::{Arc, OnceLock};
 
 use serde_json::value::RawValue;
 
-use super::connection::SocketId;
+use super::socket::SocketId;
 use crate::channel::Channel;
 
 /// The wire protocols a connection can speak. Each has one slot in the frame cache.

@@ -9,6 +9,7 @@
 
 mod connection;
 mod message;
+mod socket;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -20,8 +21,9 @@ use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-pub use connection::{CloseReason, ConnectionHandle, InvalidSocketId, SocketId, SubscribeError};
+pub use connection::{CloseReason, ConnectionHandle, SubscribeError};
 pub use message::{now_rfc3339, Envelope, EnvelopeKind, Protocol};
+pub use socket::{InvalidSocketId, SocketId};
 
 use crate::channel::{Channel, ChannelKind};
 use crate::sync::{lock, read, write};

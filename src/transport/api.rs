@@ -200,7 +200,7 @@ pub async fn publish(
     }
     let body = body.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::too_large(st.config.max_payload_size)
+            ApiError::too_large(st.config.server.max_payload_size)
         } else {
             ApiError::bad_json(e.body_text())
         }
@@ -263,7 +263,7 @@ fn is_json(headers: &HeaderMap) -> bool {
 
 /// Requires `Authorization: Bearer <BROADCAST_API_TOKEN>` when a token is configured.
 fn check_api_token(st: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
-    let Some(expected) = st.config.api_token.as_deref() else {
+    let Some(expected) = st.config.server.api_token.as_deref() else {
         return Ok(());
     };
     let given = headers

@@ -66,7 +66,7 @@ pub struct AppState {
 
 /// The full router: HTTP API, health endpoints and (when enabled) WebSocket endpoints.
 pub fn router(state: AppState) -> Result<Router, ConfigError> {
-    let cors = cors_layer(&state.config.cors_allowed_origins)?;
+    let cors = cors_layer(&state.config.server.cors_allowed_origins)?;
     let mut router = Router::new()
         .route("/", get(api::index))
         .route("/health", get(api::health))
@@ -88,7 +88,7 @@ pub fn router(state: AppState) -> Result<Router, ConfigError> {
         .route("/broadcasting/auth", post(pusher_api::broadcasting_auth))
         .route("/broadcasting/user-auth", post(pusher_api::user_auth))
         .route("/pusher/user-auth", post(pusher_api::user_auth));
-    if state.config.websocket_enabled {
+    if state.config.websocket.enabled {
         router = router
             .route("/ws", get(native::upgrade_query))
             .route("/ws/{channel}", get(native::upgrade_path))
@@ -97,7 +97,7 @@ pub fn router(state: AppState) -> Result<Router, ConfigError> {
     Ok(router
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
-        .layer(DefaultBodyLimit::max(state.config.max_payload_size))
+        .layer(DefaultBodyLimit::max(state.config.server.max_payload_size))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             guard::same_origin_writes,

@@ -104,7 +104,7 @@ fn upgrade(
     if st.hub.is_shutting_down() {
         return ApiError::unavailable("server is shutting down").into_response();
     }
-    let max = st.config.max_connections;
+    let max = st.config.websocket.max_connections;
     let Some(slot) = st.hub.reserve_connection(max) else {
         return ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -126,7 +126,7 @@ fn upgrade(
         },
         Some(Err(e)) => return ApiError::unprocessable(format!("invalid channel: {e}")).into_response(),
     };
-    let limit = st.config.max_message_size;
+    let limit = st.config.websocket.max_message_size;
     let sessions = st.sessions.clone();
     let mut ws = ws
         .read_buffer_size(session::READ_BUFFER)
@@ -141,7 +141,7 @@ fn upgrade(
             initial,
             identity,
             limiter: None,
-            grace: st.config.token_grace,
+            grace: st.config.auth.token_grace,
         };
         sessions.track_future(session::run(socket, st, Some(slot), Protocol::Native, handler))
     })
@@ -365,7 +365,7 @@ impl Native {
                 )
                 .await;
         }
-        let per_second = s.st.config.client_events_per_second;
+        let per_second = s.st.config.websocket.client_events_per_second;
         let limiter = self.limiter.get_or_insert_with(|| {
             RateLimiter::direct(Quota::per_second(
                 NonZeroU32::new(per_second).unwrap_or(NonZeroU32::MIN),
@@ -458,7 +458,7 @@ impl Handler for Native {
             None => {
                 let data = json!({
                     "socket_id": s.conn.id().to_string(),
-                    "activity_timeout": s.st.config.ping_interval.as_secs(),
+                    "activity_timeout": s.st.config.websocket.ping_interval.as_secs(),
                     "user_id": self.identity.as_ref().map(|u| u.user_id.clone()),
                 });
                 self.send(s, "", "connection_established", &data).await

@@ -92,10 +92,10 @@ pub async fn upgrade(
     if st.hub.is_shutting_down() {
         return ApiError::unavailable("server is shutting down").into_response();
     }
-    let slot = st.hub.reserve_connection(st.config.max_connections);
+    let slot = st.hub.reserve_connection(st.config.websocket.max_connections);
     let refusal = refusal(&st, &key, query.get("protocol").map(String::as_str), slot.is_some());
-    let app = st.config.pusher_apps.by_key(&key).cloned();
-    let limit = st.config.max_message_size;
+    let app = st.config.pusher.apps.by_key(&key).cloned();
+    let limit = st.config.websocket.max_message_size;
     let sessions = st.sessions.clone();
     ws.read_buffer_size(session::READ_BUFFER)
         .write_buffer_size(session::WRITE_BUFFER)
@@ -114,7 +114,7 @@ pub async fn upgrade(
 }
 
 fn refusal(st: &AppState, key: &str, protocol: Option<&str>, have_slot: bool) -> Option<(u16, &'static str)> {
-    let Some(app) = st.config.pusher_apps.by_key(key) else {
+    let Some(app) = st.config.pusher.apps.by_key(key) else {
         return Some((codes::UNKNOWN_APP, "App key does not exist"));
     };
     if !app.enabled {
@@ -325,7 +325,7 @@ impl PusherSession {
         if event.len() > crate::broadcasting::manager::MAX_EVENT_NAME_LEN {
             return self.error(s, None, "Client event rejected: event name too long").await;
         }
-        let per_second = s.st.config.client_events_per_second;
+        let per_second = s.st.config.websocket.client_events_per_second;
         let limiter = self.limiter.get_or_insert_with(|| {
             RateLimiter::direct(Quota::per_second(
                 NonZeroU32::new(per_second).unwrap_or(NonZeroU32::MIN),
@@ -461,8 +461,7 @@ impl Handler for PusherSession {
             return Err(Stop);
         }
         self.counted = true;
-        let data =
-            json!({"socket_id": s.conn.id().to_string(), "activity_timeout": s.st.config.ping_interval.as_secs()});
+        let data = json!({"socket_id": s.conn.id().to_string(), "activity_timeout": s.st.config.websocket.ping_interval.as_secs()});
         s.send_text(text(
             &json!({"event": "pusher:connection_established", "data": data.to_string()}),
         ))

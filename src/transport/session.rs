@@ -178,8 +178,8 @@ pub(crate) async fn run<H: Handler>(
 
 async fn serve<H: Handler>(s: &mut Session, handler: &mut H, mut rx: mpsc::Receiver<Arc<Envelope>>) {
     let conn = s.conn.clone();
-    let interval = s.st.config.ping_interval;
-    let timeout = s.st.config.ping_timeout;
+    let interval = s.st.config.websocket.ping_interval;
+    let timeout = s.st.config.websocket.ping_timeout;
     if handler.on_open(s).await.is_err() {
         return;
     }

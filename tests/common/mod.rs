@@ -240,10 +240,10 @@ pub async fn wait_for<F: Fn(&rustaxum::hub::StatsSnapshot) -> bool>(server: &Tes
 /// A node of a cluster on `redis` with key prefix `prefix`.
 pub fn cluster_config(redis: &redis::RedisServer, prefix: &str) -> Config {
     let mut c = config();
-    c.driver = "redis".into();
+    c.driver = rustaxum::config::Driver::Redis;
     c.redis.url = Some(redis.url());
-    c.channels_prefix = prefix.to_string();
-    c.public_channels.push("orders.*".into());
+    c.redis.channels_prefix = prefix.to_string();
+    c.auth.public_channels.push("orders.*".into());
     c
 }
 

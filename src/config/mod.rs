@@ -1,0 +1,586 @@
+//! Configuration: environment variables (optionally from `.env`), grouped in sections,
+//! with every default documented here and in `.env.example`.
+//!
+//! Invalid values stop start-up with the variable's name and the offending value;
+//! nothing silently falls back to a default.
+//!
+//! - [`ServerConfig`]: listener, HTTP API token, CORS, HTTP timeouts, shutdown.
+//! - [`WebSocketConfig`]: socket limits, queues, keep-alive, client events.
+//! - [`AuthConfig`]: JWT verification and channel rules.
+//! - [`RedisConfig`]: the Redis cluster backend.
+//! - [`PusherConfig`]: Pusher apps and their HTTP API limits.
+
+mod env;
+mod pusher;
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use jsonwebtoken::Algorithm;
+
+pub use env::parse_duration;
+pub use pusher::{Apps, PusherApp};
+
+use env::Env;
+
+/// A configuration value that could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A variable holds a value of the wrong form.
+    #[error("invalid value for {var}: {value:?} ({reason})")]
+    Invalid {
+        /// The environment variable's name.
+        var: &'static str,
+        /// The value found.
+        value: String,
+        /// What was expected.
+        reason: String,
+    },
+    /// The combination of values is unsafe or inconsistent.
+    #[error("{0}")]
+    Unsafe(String),
+}
+
+/// Shortest `BROADCAST_API_TOKEN` accepted on a non-loopback address: a short token can
+/// be guessed by anyone who can reach the port.
+pub const MIN_PUBLIC_API_TOKEN_LEN: usize = 16;
+
+/// `BROADCAST_DRIVER`: the default broadcast connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Driver {
+    /// `websocket` (alias `local`): the in-process hub.
+    #[default]
+    Websocket,
+    /// `redis`: this node is part of a cluster sharing one Redis.
+    Redis,
+    /// `log`: broadcasts are logged, not delivered.
+    Log,
+    /// `null`: broadcasts are dropped.
+    Null,
+}
+
+impl Driver {
+    /// The connection name the manager knows this driver by.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Websocket => "websocket",
+            Self::Redis => "redis",
+            Self::Log => "log",
+            Self::Null => "null",
+        }
+    }
+}
+
+impl std::str::FromStr for Driver {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        match s.to_ascii_lowercase().as_str() {
+            "websocket" | "local" => Ok(Self::Websocket),
+            "redis" => Ok(Self::Redis),
+            "log" => Ok(Self::Log),
+            "null" => Ok(Self::Null),
+            _ => Err(()),
+        }
+    }
+}
+
+/// The listener and the HTTP side.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// `BROADCAST_HOST`, default `127.0.0.1`.
+    pub host: IpAddr,
+    /// `BROADCAST_WEBSOCKET_PORT`: one listener for WebSocket and HTTP, default `8080`.
+    pub port: u16,
+    /// `BROADCAST_API_TOKEN`: when set, publishing and the read endpoints need
+    /// `Authorization: Bearer`.
+    pub api_token: Option<String>,
+    /// `CORS_ALLOWED_ORIGINS`: comma-separated origins (or `*`) whose browser pages may call
+    /// the HTTP API; default none (same origin only). Writes from other origins get 403.
+    pub cors_allowed_origins: Vec<String>,
+    /// `BROADCAST_MAX_PAYLOAD_SIZE`: largest HTTP request body in bytes, default 1048576.
+    pub max_payload_size: usize,
+    /// `BROADCAST_HTTP_HEADER_TIMEOUT`: time a connection has to send a request's headers
+    /// (also the longest an idle keep-alive connection is kept), default 10s.
+    pub http_header_timeout: Duration,
+    /// `BROADCAST_HTTP_REQUEST_TIMEOUT`: time an HTTP request has to send its body and be
+    /// answered (not WebSocket sessions), default 30s.
+    pub http_request_timeout: Duration,
+    /// `BROADCAST_SHUTDOWN_TIMEOUT`: how long shutdown waits for sockets to close, default 10s.
+    pub shutdown_timeout: Duration,
+}
+
+/// WebSocket sessions: limits, queues and keep-alive.
+#[derive(Debug, Clone)]
+pub struct WebSocketConfig {
+    /// `BROADCAST_WEBSOCKET_ENABLED`: serve WebSocket endpoints, default `true`.
+    pub enabled: bool,
+    /// `BROADCAST_MAX_MESSAGE_SIZE`: largest inbound WebSocket message in bytes, default 65536.
+    pub max_message_size: usize,
+    /// `BROADCAST_SEND_QUEUE_SIZE`: per-connection outbound queue, in messages, default 256.
+    pub send_queue_size: usize,
+    /// `BROADCAST_MAX_CONNECTIONS`: concurrent sockets, `0` for no limit, default 0.
+    pub max_connections: usize,
+    /// `BROADCAST_MAX_CHANNELS_PER_CONNECTION`: default 100.
+    pub max_channels_per_connection: usize,
+    /// `BROADCAST_PING_INTERVAL`: idle time before the server pings a socket, default 30s.
+    pub ping_interval: Duration,
+    /// `BROADCAST_PING_TIMEOUT`: how long a pinged socket has to answer, default 10s.
+    pub ping_timeout: Duration,
+    /// `BROADCAST_CLIENT_EVENTS_PER_SECOND`: whispers allowed per connection, default 10.
+    pub client_events_per_second: u32,
+}
+
+/// How tokens are verified.
+#[derive(Clone, PartialEq, Eq)]
+pub struct JwtConfig {
+    /// `JWT_ALGORITHM`, default `HS256`. `HS*` use `JWT_SECRET`; `RS*`/`ES*` use
+    /// `JWT_PUBLIC_KEY_FILE` (PEM).
+    pub algorithm: Algorithm,
+    /// `JWT_SECRET` for HMAC algorithms.
+    pub secret: Option<String>,
+    /// `JWT_PUBLIC_KEY_FILE` for RSA and ECDSA algorithms.
+    pub public_key_file: Option<PathBuf>,
+    /// `JWT_AUDIENCE`, default `websocket`.
+    pub audience: String,
+    /// `JWT_LEEWAY`, default 5 s: clock skew tolerated on `exp` and `nbf`.
+    pub leeway: Duration,
+}
+
+impl std::fmt::Debug for JwtConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtConfig")
+            .field("algorithm", &self.algorithm)
+            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .field("public_key_file", &self.public_key_file)
+            .field("audience", &self.audience)
+            .field("leeway", &self.leeway)
+            .finish()
+    }
+}
+
+/// Who may join which channel.
+#[derive(Debug, Clone, Default)]
+pub struct AuthConfig {
+    /// JWT verification, present when `JWT_SECRET` or `JWT_PUBLIC_KEY_FILE` is set.
+    pub jwt: Option<JwtConfig>,
+    /// `BROADCAST_PUBLIC_CHANNELS`: extra public channel patterns, comma-separated (`*` wildcard).
+    pub public_channels: Vec<String>,
+    /// `BROADCAST_RULES_FILE`: a TOML file of channel rules.
+    pub rules_file: Option<PathBuf>,
+    /// `BROADCAST_TOKEN_GRACE`: how long a socket stays open after its token expires, default 5s.
+    pub token_grace: Duration,
+}
+
+/// Redis connection settings (used by the `redis` driver).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisConfig {
+    /// `REDIS_URL`; when set it wins over host/port/password/database.
+    pub url: Option<String>,
+    /// `BROADCAST_REDIS_HOST`, default `127.0.0.1`.
+    pub host: String,
+    /// `BROADCAST_REDIS_PORT`, default `6379`.
+    pub port: u16,
+    /// `BROADCAST_REDIS_PASSWORD`, default none.
+    pub password: Option<String>,
+    /// `BROADCAST_REDIS_DATABASE`, default `0`.
+    pub database: u32,
+    /// `BROADCAST_CHANNELS_PREFIX`: prefix of Redis channels and keys, default empty
+    /// (Laravel's is `laravel_database_`).
+    pub channels_prefix: String,
+}
+
+impl RedisConfig {
+    /// The connection URL built from the settings (password included, never log it).
+    pub fn connection_url(&self) -> String {
+        if let Some(url) = &self.url {
+            return url.clone();
+        }
+        match &self.password {
+            Some(p) => format!("redis://:{p}@{}:{}/{}", self.host, self.port, self.database),
+            None => format!("redis://{}:{}/{}", self.host, self.port, self.database),
+        }
+    }
+}
+
+/// The Pusher protocol's apps and HTTP API limits.
+#[derive(Debug, Clone)]
+pub struct PusherConfig {
+    /// Pusher apps: `PUSHER_APP_ID`/`PUSHER_APP_KEY`/`PUSHER_APP_SECRET`, then `PUSHER_APPS_FILE`.
+    pub apps: Apps,
+    /// `PUSHER_MAX_EVENT_SIZE`: largest event `data` in bytes over the Pusher APIs, default 10240.
+    pub max_event_size: usize,
+    /// `PUSHER_MAX_CHANNELS_PER_EVENT`: default 100.
+    pub max_channels_per_event: usize,
+    /// `PUSHER_MAX_BATCH_SIZE`: events per `batch_events` call, default 10.
+    pub max_batch_size: usize,
+}
+
+/// Everything the server and the library read from their environment.
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    /// `BROADCAST_DRIVER`: the default broadcast connection, default `websocket`.
+    pub driver: Driver,
+    /// The listener and the HTTP side.
+    pub server: ServerConfig,
+    /// WebSocket sessions.
+    pub websocket: WebSocketConfig,
+    /// Authentication and channel rules.
+    pub auth: AuthConfig,
+    /// Redis (for `BROADCAST_DRIVER=redis`).
+    pub redis: RedisConfig,
+    /// The Pusher protocol.
+    pub pusher: PusherConfig,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            host: IpAddr::from([127, 0, 0, 1]),
+            port: 8080,
+            api_token: None,
+            cors_allowed_origins: Vec::new(),
+            max_payload_size: 1024 * 1024,
+            http_header_timeout: Duration::from_secs(10),
+            http_request_timeout: Duration::from_secs(30),
+            shutdown_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Default for WebSocketConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_message_size: 64 * 1024,
+            send_queue_size: 256,
+            max_connections: 0,
+            max_channels_per_connection: 100,
+            ping_interval: Duration::from_secs(30),
+            ping_timeout: Duration::from_secs(10),
+            client_events_per_second: 10,
+        }
+    }
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            host: "127.0.0.1".into(),
+            port: 6379,
+            password: None,
+            database: 0,
+            channels_prefix: String::new(),
+        }
+    }
+}
+
+impl Default for PusherConfig {
+    fn default() -> Self {
+        Self {
+            apps: Apps::default(),
+            max_event_size: 10 * 1024,
+            max_channels_per_event: 100,
+            max_batch_size: 10,
+        }
+    }
+}
+
+impl Config {
+    /// Reads the process environment (after loading `.env` if present).
+    pub fn from_env() -> Result<Self, ConfigError> {
+        // A missing .env is normal; a malformed one is reported by the variables it breaks.
+        let _ = dotenvy::dotenv();
+        Self::from_lookup(|key| std::env::var(key).ok())
+    }
+
+    /// Reads configuration through `lookup` (tests pass a map instead of the environment).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let env = Env(&lookup);
+        Ok(Self {
+            driver: env
+                .parse("BROADCAST_DRIVER", "websocket, local, redis, log or null")?
+                .unwrap_or_default(),
+            server: server(&env)?,
+            websocket: websocket(&env)?,
+            auth: auth(&env)?,
+            redis: redis(&env)?,
+            pusher: pusher(&env)?,
+        })
+    }
+
+    /// Checks combinations that are unsafe to serve: an open publishing API on a
+    /// non-loopback address is refused, and so is a short API token there.
+    pub fn validate_for_serving(&self) -> Result<(), ConfigError> {
+        let host = self.server.host;
+        if host.is_loopback() {
+            return Ok(());
+        }
+        match &self.server.api_token {
+            None => Err(ConfigError::Unsafe(format!(
+                "refusing to listen on {host} without BROADCAST_API_TOKEN: anyone could publish; \
+                 set BROADCAST_API_TOKEN or bind to 127.0.0.1"
+            ))),
+            Some(t) if t.chars().count() < MIN_PUBLIC_API_TOKEN_LEN => Err(ConfigError::Unsafe(format!(
+                "refusing to listen on {host} with a BROADCAST_API_TOKEN of {} characters: use at least \
+                 {MIN_PUBLIC_API_TOKEN_LEN} (e.g. openssl rand -hex 32)",
+                t.chars().count()
+            ))),
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// The base URL a local client (the CLI) uses to reach this server.
+    pub fn server_url(&self) -> String {
+        let host = if self.server.host.is_unspecified() {
+            IpAddr::from([127, 0, 0, 1])
+        } else {
+            self.server.host
+        };
+        match host {
+            IpAddr::V6(v6) => format!("http://[{v6}]:{}", self.server.port),
+            IpAddr::V4(v4) => format!("http://{v4}:{}", self.server.port),
+        }
+    }
+}
+
+fn server(env: &Env<'_>) -> Result<ServerConfig, ConfigError> {
+    let d = ServerConfig::default();
+    Ok(ServerConfig {
+        host: env
+            .parse("BROADCAST_HOST", "an IP address such as 127.0.0.1")?
+            .unwrap_or(d.host),
+        port: env
+            .parse("BROADCAST_WEBSOCKET_PORT", "a port number 0-65535")?
+            .unwrap_or(d.port),
+        api_token: env.string("BROADCAST_API_TOKEN"),
+        cors_allowed_origins: env.list("CORS_ALLOWED_ORIGINS"),
+        max_payload_size: env
+            .positive("BROADCAST_MAX_PAYLOAD_SIZE")?
+            .unwrap_or(d.max_payload_size),
+        http_header_timeout: env
+            .duration("BROADCAST_HTTP_HEADER_TIMEOUT")?
+            .unwrap_or(d.http_header_timeout),
+        http_request_timeout: env
+            .duration("BROADCAST_HTTP_REQUEST_TIMEOUT")?
+            .unwrap_or(d.http_request_timeout),
+        shutdown_timeout: env
+            .duration("BROADCAST_SHUTDOWN_TIMEOUT")?
+            .unwrap_or(d.shutdown_timeout),
+    })
+}
+
+fn websocket(env: &Env<'_>) -> Result<WebSocketConfig, ConfigError> {
+    let d = WebSocketConfig::default();
+    Ok(WebSocketConfig {
+        enabled: env.bool("BROADCAST_WEBSOCKET_ENABLED")?.unwrap_or(d.enabled),
+        max_message_size: env
+            .positive("BROADCAST_MAX_MESSAGE_SIZE")?
+            .unwrap_or(d.max_message_size),
+        send_queue_size: env.positive("BROADCAST_SEND_QUEUE_SIZE")?.unwrap_or(d.send_queue_size),
+        max_connections: env
+            .parse("BROADCAST_MAX_CONNECTIONS", "a whole number (0 = no limit)")?
+            .unwrap_or(d.max_connections),
+        max_channels_per_connection: env
+            .positive("BROADCAST_MAX_CHANNELS_PER_CONNECTION")?
+            .unwrap_or(d.max_channels_per_connection),
+        ping_interval: env.duration("BROADCAST_PING_INTERVAL")?.unwrap_or(d.ping_interval),
+        ping_timeout: env.duration("BROADCAST_PING_TIMEOUT")?.unwrap_or(d.ping_timeout),
+        client_events_per_second: env
+            .positive("BROADCAST_CLIENT_EVENTS_PER_SECOND")?
+            .map(|n| u32::try_from(n).unwrap_or(u32::MAX))
+            .unwrap_or(d.client_events_per_second),
+    })
+}
+
+fn auth(env: &Env<'_>) -> Result<AuthConfig, ConfigError> {
+    Ok(AuthConfig {
+        jwt: jwt(env)?,
+        public_channels: env.list("BROADCAST_PUBLIC_CHANNELS"),
+        rules_file: env.string("BROADCAST_RULES_FILE").map(PathBuf::from),
+        token_grace: env
+            .duration_or_zero("BROADCAST_TOKEN_GRACE")?
+            .unwrap_or(Duration::from_secs(5)),
+    })
+}
+
+fn jwt(env: &Env<'_>) -> Result<Option<JwtConfig>, ConfigError> {
+    let secret = env.0("JWT_SECRET").filter(|s| !s.is_empty());
+    let public_key_file = env.string("JWT_PUBLIC_KEY_FILE").map(PathBuf::from);
+    if secret.is_none() && public_key_file.is_none() {
+        return Ok(None);
+    }
+    let algorithm = match env.string("JWT_ALGORITHM") {
+        None => Algorithm::HS256,
+        Some(value) => value.parse::<Algorithm>().map_err(|_| ConfigError::Invalid {
+            var: "JWT_ALGORITHM",
+            value,
+            reason: "expected HS256, HS384, HS512, RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384 or EdDSA"
+                .into(),
+        })?,
+    };
+    Ok(Some(JwtConfig {
+        algorithm,
+        secret,
+        public_key_file,
+        audience: env.string("JWT_AUDIENCE").unwrap_or_else(|| "websocket".into()),
+        leeway: env.duration_or_zero("JWT_LEEWAY")?.unwrap_or(Duration::from_secs(5)),
+    }))
+}
+
+fn redis(env: &Env<'_>) -> Result<RedisConfig, ConfigError> {
+    let d = RedisConfig::default();
+    Ok(RedisConfig {
+        url: env.string("REDIS_URL"),
+        host: env.string("BROADCAST_REDIS_HOST").unwrap_or(d.host),
+        port: env.parse("BROADCAST_REDIS_PORT", "a port number")?.unwrap_or(d.port),
+        password: env.string("BROADCAST_REDIS_PASSWORD"),
+        database: env
+            .parse("BROADCAST_REDIS_DATABASE", "a database number")?
+            .unwrap_or(d.database),
+        channels_prefix: env
+            .string_allow_empty("BROADCAST_CHANNELS_PREFIX")
+            .unwrap_or(d.channels_prefix),
+    })
+}
+
+fn pusher(env: &Env<'_>) -> Result<PusherConfig, ConfigError> {
+    let d = PusherConfig::default();
+    let parts = [
+        env.string("PUSHER_APP_ID"),
+        env.string("PUSHER_APP_KEY"),
+        env.string("PUSHER_APP_SECRET"),
+    ];
+    let single = match parts {
+        [Some(id), Some(key), Some(secret)] => Some(PusherApp {
+            id,
+            key,
+            secret,
+            enabled: true,
+            max_connections: 0,
+        }),
+        [None, None, None] => None,
+        _ => {
+            return Err(ConfigError::Invalid {
+                var: "PUSHER_APP_ID",
+                value: env.string("PUSHER_APP_ID").unwrap_or_default(),
+                reason: "set PUSHER_APP_ID, PUSHER_APP_KEY and PUSHER_APP_SECRET together".into(),
+            })
+        }
+    };
+    let file = env.string("PUSHER_APPS_FILE").map(PathBuf::from);
+    Ok(PusherConfig {
+        apps: Apps::from_parts(single, file.as_deref())?,
+        max_event_size: env.positive("PUSHER_MAX_EVENT_SIZE")?.unwrap_or(d.max_event_size),
+        max_channels_per_event: env
+            .positive("PUSHER_MAX_CHANNELS_PER_EVENT")?
+            .unwrap_or(d.max_channels_per_event),
+        max_batch_size: env.positive("PUSHER_MAX_BATCH_SIZE")?.unwrap_or(d.max_batch_size),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_need_nothing() {
+        let c = config(&[]).unwrap();
+        assert_eq!(c.server.port, 8080);
+        assert_eq!(c.server.host.to_string(), "127.0.0.1");
+        assert_eq!(c.driver, Driver::Websocket);
+        assert_eq!(c.websocket.max_message_size, 65536);
+        assert!(c.server.cors_allowed_origins.is_empty(), "same origin only by default");
+        assert!(c.validate_for_serving().is_ok());
+        assert_eq!(c.server_url(), "http://127.0.0.1:8080");
+    }
+
+    #[test]
+    fn invalid_values_name_the_variable_and_value() {
+        let cases = [
+            ("BROADCAST_WEBSOCKET_PORT", "80x0"),
+            ("BROADCAST_HOST", "localhost:80"),
+            ("BROADCAST_WEBSOCKET_ENABLED", "maybe"),
+            ("BROADCAST_PING_INTERVAL", "10 parsecs"),
+            ("BROADCAST_PING_TIMEOUT", "0"),
+            ("BROADCAST_SEND_QUEUE_SIZE", "0"),
+            ("BROADCAST_MAX_MESSAGE_SIZE", "-1"),
+            ("BROADCAST_DRIVER", "rabbit"),
+        ];
+        for (var, value) in cases {
+            let err = config(&[(var, value)]).unwrap_err().to_string();
+            assert!(err.contains(var) && err.contains(value), "{err}");
+        }
+    }
+
+    #[test]
+    fn durations_accept_units() {
+        assert_eq!(parse_duration("30"), Some(Duration::from_secs(30)));
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_duration("0s"), Some(Duration::ZERO));
+        assert_eq!(parse_duration("s"), None);
+        assert_eq!(parse_duration("5h"), None);
+    }
+
+    #[test]
+    fn public_host_without_token_is_refused() {
+        let c = config(&[("BROADCAST_HOST", "0.0.0.0")]).unwrap();
+        assert!(c
+            .validate_for_serving()
+            .unwrap_err()
+            .to_string()
+            .contains("BROADCAST_API_TOKEN"));
+        let c = config(&[("BROADCAST_HOST", "0.0.0.0"), ("BROADCAST_API_TOKEN", "s3cret")]).unwrap();
+        let err = c.validate_for_serving().unwrap_err().to_string();
+        assert!(err.contains("16") && err.contains("6 characters"), "{err}");
+        let c = config(&[
+            ("BROADCAST_HOST", "0.0.0.0"),
+            ("BROADCAST_API_TOKEN", "0123456789abcdef"),
+        ])
+        .unwrap();
+        assert!(c.validate_for_serving().is_ok());
+        assert_eq!(c.server_url(), "http://127.0.0.1:8080");
+    }
+
+    #[test]
+    fn jwt_settings() {
+        assert!(config(&[]).unwrap().auth.jwt.is_none());
+        let c = config(&[("JWT_SECRET", "k"), ("JWT_LEEWAY", "0")]).unwrap();
+        let jwt = c.auth.jwt.unwrap();
+        assert_eq!(jwt.algorithm, Algorithm::HS256);
+        assert_eq!(jwt.audience, "websocket");
+        assert_eq!(jwt.leeway, Duration::ZERO);
+        assert!(!format!("{jwt:?}").contains("\"k\""), "secret is redacted");
+        let err = config(&[("JWT_SECRET", "k"), ("JWT_ALGORITHM", "none")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("JWT_ALGORITHM") && err.contains("none"), "{err}");
+        let c = config(&[("BROADCAST_PUBLIC_CHANNELS", "lobby, kiosk.*")]).unwrap();
+        assert_eq!(c.auth.public_channels, vec!["lobby", "kiosk.*"]);
+    }
+
+    #[test]
+    fn driver_names() {
+        for (value, driver) in [
+            ("local", Driver::Websocket),
+            ("REDIS", Driver::Redis),
+            ("null", Driver::Null),
+        ] {
+            assert_eq!(config(&[("BROADCAST_DRIVER", value)]).unwrap().driver, driver);
+        }
+    }
+
+    #[test]
+    fn redis_url_from_parts() {
+        let c = config(&[("BROADCAST_REDIS_PASSWORD", "pw"), ("BROADCAST_REDIS_DATABASE", "3")]).unwrap();
+        assert_eq!(c.redis.connection_url(), "redis://:pw@127.0.0.1:6379/3");
+    }
+}
