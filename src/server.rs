@@ -13,11 +13,11 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::{ChannelAuthorizer, ChannelRules, JwtVerifier};
 use crate::broadcasting::{manager, BroadcastError, BroadcastManager};
-use crate::cluster::redis::{RedisBroker, RedisPresence};
+use crate::cluster::redis::RedisBroker;
 use crate::cluster::{Broker, Fanout};
 use crate::config::{Config, ConfigError, Driver};
 use crate::hub::{Hub, HubConfig};
-use crate::presence::{MemoryPresence, Presence, PresenceStore};
+use crate::presence::{MemoryPresence, Presence, PresenceStore, RedisPresence};
 use crate::transport::{self, AppState};
 
 /// Why the server could not start.
@@ -99,7 +99,7 @@ impl Rustaxum {
         manager::install_if_absent(&manager);
         let store: Arc<dyn PresenceStore> = match &cluster {
             Some(broker) => {
-                let store = RedisPresence::new(broker.clone());
+                let store = RedisPresence::new(broker);
                 store.start(fanout.clone(), stop.clone(), &background);
                 broker.start(fanout.clone(), stop.clone(), &background);
                 store

@@ -25,6 +25,7 @@ pub use manager::{global, install, BroadcastConfig, BroadcastManager, Connection
 pub use queue::{FailedBroadcast, QueueOptions};
 
 use crate::channel::ChannelError;
+use crate::cluster::ClusterError;
 
 /// Everything that can go wrong when broadcasting.
 #[derive(Debug, thiserror::Error)]
@@ -85,4 +86,14 @@ pub enum BroadcastError {
     /// The background queue is shut down.
     #[error("broadcast queue is closed")]
     QueueClosed,
+}
+
+impl From<ClusterError> for BroadcastError {
+    /// The cluster backend (Redis) failed: the `redis` driver is unavailable for now.
+    fn from(e: ClusterError) -> Self {
+        Self::Unavailable {
+            driver: "redis".into(),
+            reason: e.to_string(),
+        }
+    }
 }

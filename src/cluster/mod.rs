@@ -3,7 +3,8 @@
 //!
 //! - [`breaker`]: the circuit breaker guarding the broker.
 //! - [`redis`]: the Redis broker (pub/sub, node heartbeats, cluster stats) and the
-//!   Redis presence store.
+//!   command connection ([`RedisLink`](redis::RedisLink)) it shares with the Redis
+//!   presence store.
 //!
 //! Exactly once: every message a node publishes carries its node id; a node delivers its
 //! own messages locally and skips their echo from the broker. Messages from elsewhere
@@ -11,6 +12,7 @@
 //! node once.
 
 pub mod breaker;
+mod error;
 pub mod redis;
 
 use std::sync::Arc;
@@ -18,9 +20,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde_json::value::RawValue;
 
-use crate::broadcasting::BroadcastError;
 use crate::channel::Channel;
 use crate::hub::{now_rfc3339, EnvelopeKind, Hub, PublishReport, SocketId};
+
+pub use error::ClusterError;
 
 /// Carries messages to the other nodes.
 #[async_trait]
@@ -33,10 +36,10 @@ pub trait Broker: Send + Sync {
         data: &RawValue,
         except: Option<SocketId>,
         kind: &EnvelopeKind,
-    ) -> Result<(), BroadcastError>;
+    ) -> Result<(), ClusterError>;
 
     /// Asks every other node to close `user_id`'s connections.
-    async fn terminate_user(&self, user_id: &str) -> Result<(), BroadcastError>;
+    async fn terminate_user(&self, user_id: &str) -> Result<(), ClusterError>;
 
     /// Whether the broker can currently carry messages both ways.
     fn healthy(&self) -> bool;
@@ -83,7 +86,7 @@ impl Fanout {
         data: Arc<RawValue>,
         except: Option<SocketId>,
         kind: EnvelopeKind,
-    ) -> Result<PublishReport, BroadcastError> {
+    ) -> Result<PublishReport, ClusterError> {
         if let Some(broker) = &self.broker {
             broker.publish(channel, event, &data, except, &kind).await?;
         }
@@ -93,7 +96,7 @@ impl Fanout {
     }
 
     /// Closes `user_id`'s connections on every node; returns how many were on this one.
-    pub async fn terminate_user(&self, user_id: &str) -> Result<usize, BroadcastError> {
+    pub async fn terminate_user(&self, user_id: &str) -> Result<usize, ClusterError> {
         if let Some(broker) = &self.broker {
             broker.terminate_user(user_id).await?;
         }
@@ -107,7 +110,7 @@ impl Fanout {
         event: &str,
         data: Arc<RawValue>,
         except: Option<SocketId>,
-    ) -> Result<PublishReport, BroadcastError> {
+    ) -> Result<PublishReport, ClusterError> {
         let mut total = PublishReport::default();
         for channel in channels {
             let r = self

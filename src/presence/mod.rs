@@ -3,10 +3,11 @@
 //! A user with two tabs is one member: [`PresenceStore::join`] says whether a socket is
 //! the user's first on the channel (then `member_added` is published) and
 //! [`PresenceStore::leave`] whether it was the last (then `member_removed`).
-//! [`MemoryPresence`] keeps this in the process; a shared store (Redis) implements the
-//! same trait for clusters.
+//! [`MemoryPresence`] keeps this in the process; [`RedisPresence`] shares it between the
+//! nodes of a cluster.
 
 mod memory;
+mod redis;
 
 use std::sync::Arc;
 
@@ -14,6 +15,7 @@ use async_trait::async_trait;
 use serde::Serialize;
 
 pub use memory::MemoryPresence;
+pub use redis::RedisPresence;
 
 use crate::channel::{Channel, ChannelKind};
 use crate::cluster::Fanout;

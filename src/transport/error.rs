@@ -78,6 +78,13 @@ impl From<crate::presence::PresenceError> for ApiError {
     }
 }
 
+impl From<crate::cluster::ClusterError> for ApiError {
+    fn from(e: crate::cluster::ClusterError) -> Self {
+        tracing::warn!(error = %e, "cluster backend unavailable");
+        Self::unavailable(e.to_string())
+    }
+}
+
 impl From<BroadcastError> for ApiError {
     fn from(e: BroadcastError) -> Self {
         use BroadcastError as E;

@@ -1,0 +1,467 @@
+//! The Redis broker: pub/sub between nodes, node heartbeats, control messages and
+//! cluster stats. The Redis presence store (`presence::redis`) shares its [`RedisLink`].
+//!
+//! Keys and channels (all under `BROADCAST_CHANNELS_PREFIX`, written `{p}` here):
+//!
+//! | what | Redis |
+//! |---|---|
+//! | a broadcast on channel `c` | `PUBLISH {p}c {"event","data","socket","node","kind"}` |
+//! | node liveness and its stats | `{p}rustaxum:node:{id}` (string, TTL 8 s, refreshed every 2 s) and set `{p}rustaxum:nodes` |
+//! | control messages (terminate a user's connections) | `PUBLISH {p}rustaxum:control {"op","user_id","node"}` |
+//! | presence members of `c` | hash `{p}rustaxum:presence:c:members` (user id → member JSON) |
+//! | a user's sockets on `c` | set `{p}rustaxum:presence:c:sockets:{user}` of `node|socket` |
+//! | channels with presence | set `{p}rustaxum:presence:channels` |
+//!
+//! A node that dies without saying goodbye stops refreshing its key; the presence
+//! janitors of the live nodes then remove its members. After a resubscription (Redis
+//! restarted, or was unreachable), or when the heartbeat finds the node's own key gone,
+//! the broker beats at once and asks for a resync of what the node keeps in Redis
+//! ([`RedisBroker::resync_requests`]). The presence scripts touch keys they compute, so
+//! this needs a standalone Redis (or Sentinel), not Redis Cluster.
+
+mod link;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use redis::{AsyncCommands, RedisResult};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use link::RedisLink;
+
+use super::breaker::BreakerState;
+use super::{Broker, ClusterError, Fanout};
+use crate::channel::Channel;
+use crate::config::{Config, ConfigError};
+use crate::hub::{now_rfc3339, EnvelopeKind, Hub, SocketId};
+
+/// How often a node refreshes its liveness key.
+pub const HEARTBEAT: Duration = Duration::from_secs(2);
+/// How long a node's liveness key lives without refresh.
+pub const NODE_TTL: Duration = Duration::from_secs(8);
+/// How often the subscription connection is checked with PING.
+pub const SUBSCRIPTION_PING: Duration = Duration::from_secs(3);
+/// Time limit of one Redis command or connection attempt.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
+/// Consecutive failures that open the circuit.
+pub const BREAKER_THRESHOLD: u32 = 3;
+/// How long the circuit stays open before a probe.
+pub const BREAKER_COOLDOWN: Duration = Duration::from_secs(2);
+
+/// A message between nodes, and the format Laravel's Redis broadcaster publishes
+/// (`{"event","data","socket"}`; `node` and `kind` are rustaxum's additions).
+#[derive(Serialize, Deserialize)]
+struct Wire<'a> {
+    event: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    data: Option<&'a RawValue>,
+    #[serde(default)]
+    socket: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    node: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    kind: Option<std::borrow::Cow<'a, str>>,
+}
+
+/// Counters of the broker's life, for the stats endpoint.
+#[derive(Debug, Default)]
+struct Counters {
+    published: AtomicU64,
+    publish_failures: AtomicU64,
+    received: AtomicU64,
+    skipped_own: AtomicU64,
+    invalid: AtomicU64,
+    subscriptions: AtomicU64,
+    subscription_losses: AtomicU64,
+}
+
+/// The Redis broker of one node.
+pub struct RedisBroker {
+    link: Arc<RedisLink>,
+    subscribed: AtomicBool,
+    /// Bumped on every successful (re)subscription.
+    subscription_epoch: tokio::sync::watch::Sender<u64>,
+    /// Bumped when what this node keeps in Redis may be lost or stale: after a
+    /// resubscription (Redis restarted or was unreachable), or when the node's own
+    /// liveness key had vanished (other nodes may have removed its members).
+    resync_requests: tokio::sync::watch::Sender<u64>,
+    counters: Counters,
+}
+
+impl std::fmt::Debug for RedisBroker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisBroker")
+            .field("link", &self.link)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisBroker {
+    /// A broker for the configured Redis; connects lazily, so a Redis that is down at
+    /// start-up only makes the node degraded.
+    pub fn new(config: &Config) -> Result<Arc<Self>, ConfigError> {
+        Ok(Arc::new(Self {
+            link: Arc::new(RedisLink::new(&config.redis)?),
+            subscribed: AtomicBool::new(false),
+            subscription_epoch: tokio::sync::watch::Sender::new(0),
+            resync_requests: tokio::sync::watch::Sender::new(0),
+            counters: Counters::default(),
+        }))
+    }
+
+    /// This node's id in the cluster.
+    pub fn node_id(&self) -> &str {
+        self.link.node_id()
+    }
+
+    /// The command connection, shared with the Redis presence store.
+    pub fn link(&self) -> &Arc<RedisLink> {
+        &self.link
+    }
+
+    /// Changes whenever what this node keeps in Redis must be written again: after a
+    /// resubscription, or when the node's liveness key had vanished.
+    pub fn resync_requests(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.resync_requests.subscribe()
+    }
+
+    fn key(&self, rest: &str) -> String {
+        self.link.key(rest)
+    }
+
+    /// Starts the subscriber and heartbeat tasks; they stop when `stop` is cancelled.
+    pub fn start(self: &Arc<Self>, fanout: Fanout, stop: CancellationToken, tasks: &TaskTracker) {
+        tasks.spawn(self.clone().subscribe_loop(fanout.hub().clone(), stop.clone()));
+        tasks.spawn(self.clone().heartbeat_loop(fanout.hub().clone(), stop));
+    }
+
+    async fn subscribe_loop(self: Arc<Self>, hub: Arc<Hub>, stop: CancellationToken) {
+        let pattern = format!("{}*", escape_glob(self.link.prefix()));
+        let mut backoff = Duration::from_millis(100);
+        while !stop.is_cancelled() {
+            let connected = tokio::time::timeout(COMMAND_TIMEOUT * 2, async {
+                let mut pubsub = self.link.client().get_async_pubsub().await?;
+                pubsub.psubscribe(&pattern).await?;
+                RedisResult::Ok(pubsub)
+            })
+            .await;
+            if let Ok(Ok(pubsub)) = connected {
+                self.subscribed.store(true, Ordering::Release);
+                self.counters.subscriptions.fetch_add(1, Ordering::Relaxed);
+                self.subscription_epoch.send_modify(|n| *n = n.wrapping_add(1));
+                tracing::info!(node = %self.link.node_id(), pattern = %pattern, "subscribed to Redis");
+                backoff = Duration::from_millis(100);
+                let (mut sink, mut messages) = pubsub.split();
+                // A Redis that stops answering without closing the connection (a frozen
+                // process, a silent partition) is caught by a periodic PING.
+                let mut keepalive = tokio::time::interval(SUBSCRIPTION_PING);
+                keepalive.tick().await;
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        msg = messages.next() => match msg {
+                            Some(msg) => self.deliver(&hub, &msg),
+                            None => break,
+                        },
+                        _ = keepalive.tick() => {
+                            let pong = tokio::time::timeout(COMMAND_TIMEOUT, sink.ping::<redis::Value>()).await;
+                            if !matches!(pong, Ok(Ok(_))) {
+                                break;
+                            }
+                        }
+                    }
+                }
+                self.subscribed.store(false, Ordering::Release);
+                self.counters.subscription_losses.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(node = %self.link.node_id(), "lost the Redis subscription; reconnecting");
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+        }
+    }
+
+    fn control_channel(&self) -> String {
+        // ':' cannot appear in a channel name, so this never collides with one.
+        self.key("control")
+    }
+
+    fn control(&self, hub: &Hub, payload: &[u8]) {
+        let Ok(msg) = serde_json::from_slice::<Value>(payload) else {
+            self.counters.invalid.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        if msg["node"].as_str() == Some(self.link.node_id()) {
+            return;
+        }
+        if let ("terminate_user", Some(user)) = (msg["op"].as_str().unwrap_or(""), msg["user_id"].as_str()) {
+            let closed = hub.terminate_user(user);
+            tracing::info!(user, closed, "terminated user connections on request of another node");
+        }
+    }
+
+    fn deliver(&self, hub: &Hub, msg: &redis::Msg) {
+        self.counters.received.fetch_add(1, Ordering::Relaxed);
+        let name = msg.get_channel_name();
+        if name == self.control_channel() {
+            return self.control(hub, msg.get_payload_bytes());
+        }
+        let Some(channel) = name
+            .strip_prefix(self.link.prefix())
+            .and_then(|n| Channel::parse(n).ok())
+        else {
+            self.counters.invalid.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let payload = msg.get_payload_bytes();
+        let Ok(wire) = serde_json::from_slice::<Wire<'_>>(payload) else {
+            self.counters.invalid.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(channel = %channel, "ignoring a Redis message that is not {{\"event\",\"data\"}} JSON");
+            return;
+        };
+        if wire.node.as_deref() == Some(self.link.node_id()) {
+            self.counters.skipped_own.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let except = match &wire.socket {
+            Some(Value::String(s)) => s.parse::<SocketId>().ok(),
+            _ => None,
+        };
+        let kind = match wire.kind.as_deref() {
+            Some("member_added") => EnvelopeKind::MemberAdded,
+            Some("member_removed") => EnvelopeKind::MemberRemoved,
+            _ => EnvelopeKind::Event,
+        };
+        let data: Arc<RawValue> = match wire.data {
+            Some(d) => Arc::from(d.to_owned()),
+            None => match serde_json::value::to_raw_value(&json!({})) {
+                Ok(d) => Arc::from(d),
+                Err(_) => return,
+            },
+        };
+        hub.publish_kind(&channel, wire.event.as_ref().into(), data, except, kind, now_rfc3339());
+    }
+
+    async fn heartbeat_loop(self: Arc<Self>, hub: Arc<Hub>, stop: CancellationToken) {
+        let node_key = self.key(&format!("node:{}", self.link.node_id()));
+        let nodes_key = self.key("nodes");
+        let mut epochs = self.subscription_epoch.subscribe();
+        let mut owe_resync = false;
+        loop {
+            let snapshot = serde_json::to_string(&json!({"node": self.link.node_id(), "stats": hub.snapshot()}))
+                .unwrap_or_default();
+            let (nk, nsk, id) = (node_key.clone(), nodes_key.clone(), self.link.node_id().to_string());
+            let ttl = NODE_TTL.as_millis() as u64;
+            let beat = self
+                .link
+                .exec(|mut c| async move {
+                    let (previous,): (Option<String>,) = redis::pipe()
+                        .set_options(
+                            &nk,
+                            snapshot,
+                            redis::SetOptions::default()
+                                .get(true)
+                                .with_expiration(redis::SetExpiry::PX(ttl)),
+                        )
+                        .sadd(&nsk, &id)
+                        .ignore()
+                        .query_async(&mut c)
+                        .await?;
+                    Ok(previous)
+                })
+                .await;
+            match beat {
+                Ok(previous) => {
+                    // The key was gone (first beat, Redis restarted, or it expired while
+                    // Redis was unreachable): the node's presence entries must be rewritten.
+                    if owe_resync || previous.is_none() {
+                        self.resync_requests.send_modify(|n| *n = n.wrapping_add(1));
+                        owe_resync = false;
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "heartbeat failed"),
+            }
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tokio::time::sleep(HEARTBEAT) => {}
+                // Resubscribed: beat now, then have presence re-registered.
+                changed = epochs.changed() => match changed {
+                    Ok(()) => owe_resync = true,
+                    Err(_) => break,
+                },
+            }
+        }
+        // Leaving on purpose: drop the liveness key so the cluster stops counting us.
+        let _ = self
+            .link
+            .exec(|mut c| async move { c.del::<_, ()>(&node_key).await })
+            .await;
+    }
+
+    /// Stats summed over live nodes: `{"scope":"cluster","nodes","connections","channels"}`.
+    pub async fn cluster_stats(&self) -> Result<Value, ClusterError> {
+        let nodes_key = self.key("nodes");
+        let prefix = self.key("node:");
+        let (ids, values): (Vec<String>, Vec<Option<String>>) = self
+            .link
+            .exec(|mut c| async move {
+                let ids: Vec<String> = c.smembers(&nodes_key).await?;
+                let keys: Vec<String> = ids.iter().map(|id| format!("{prefix}{id}")).collect();
+                let values: Vec<Option<String>> = if keys.is_empty() {
+                    Vec::new()
+                } else {
+                    c.mget(&keys).await?
+                };
+                let dead: Vec<&String> = ids
+                    .iter()
+                    .zip(&values)
+                    .filter(|(_, v)| v.is_none())
+                    .map(|(id, _)| id)
+                    .collect();
+                if !dead.is_empty() {
+                    c.srem::<_, _, ()>(&nodes_key, dead).await?;
+                }
+                Ok((ids, values))
+            })
+            .await?;
+        let mut connections = 0u64;
+        let mut channels = serde_json::Map::new();
+        let mut live = Vec::new();
+        let mut messages = json!({"published": 0, "delivered": 0, "received": 0});
+        for (id, value) in ids.iter().zip(values) {
+            let Some(stats) = value.and_then(|v| serde_json::from_str::<Value>(&v).ok()) else {
+                continue;
+            };
+            live.push(id.clone());
+            let s = &stats["stats"];
+            connections += s["connections"].as_u64().unwrap_or(0);
+            for key in ["published", "delivered", "received"] {
+                messages[key] = json!(messages[key].as_u64().unwrap_or(0) + s["messages"][key].as_u64().unwrap_or(0));
+            }
+            if let Some(map) = s["channels"].as_object() {
+                for (name, c) in map {
+                    let entry = channels
+                        .entry(name.clone())
+                        .or_insert_with(|| json!({"kind": c["kind"], "subscribers": 0}));
+                    entry["subscribers"] =
+                        json!(entry["subscribers"].as_u64().unwrap_or(0) + c["subscribers"].as_u64().unwrap_or(0));
+                }
+            }
+        }
+        live.sort();
+        Ok(json!({
+            "scope": "cluster",
+            "nodes": live,
+            "connections": connections,
+            "channels": channels,
+            "messages": messages,
+        }))
+    }
+
+    /// Health and counters for `/ready` and the stats endpoint.
+    pub fn status(&self) -> Value {
+        let c = &self.counters;
+        json!({
+            "node_id": self.link.node_id(),
+            "subscribed": self.subscribed.load(Ordering::Acquire),
+            "circuit": self.link.breaker().state(),
+            "circuit_opened_total": self.link.breaker().opened_total(),
+            "published": c.published.load(Ordering::Relaxed),
+            "publish_failures": c.publish_failures.load(Ordering::Relaxed),
+            "received": c.received.load(Ordering::Relaxed),
+            "skipped_own": c.skipped_own.load(Ordering::Relaxed),
+            "invalid": c.invalid.load(Ordering::Relaxed),
+            "subscriptions": c.subscriptions.load(Ordering::Relaxed),
+            "subscription_losses": c.subscription_losses.load(Ordering::Relaxed),
+        })
+    }
+}
+
+#[async_trait]
+impl Broker for RedisBroker {
+    async fn publish(
+        &self,
+        channel: &Channel,
+        event: &str,
+        data: &RawValue,
+        except: Option<SocketId>,
+        kind: &EnvelopeKind,
+    ) -> Result<(), ClusterError> {
+        let wire = Wire {
+            event: event.into(),
+            data: Some(data),
+            socket: except.map(|s| Value::String(s.to_string())),
+            node: Some(self.link.node_id().into()),
+            kind: match kind {
+                EnvelopeKind::Event => None,
+                EnvelopeKind::MemberAdded => Some("member_added".into()),
+                EnvelopeKind::MemberRemoved => Some("member_removed".into()),
+            },
+        };
+        let payload = serde_json::to_string(&wire)?;
+        let target = format!("{}{}", self.link.prefix(), channel.name());
+        let result = self
+            .link
+            .exec(|mut c| async move { c.publish::<_, _, ()>(&target, payload).await })
+            .await;
+        match &result {
+            Ok(()) => self.counters.published.fetch_add(1, Ordering::Relaxed),
+            Err(_) => self.counters.publish_failures.fetch_add(1, Ordering::Relaxed),
+        };
+        result
+    }
+
+    async fn terminate_user(&self, user_id: &str) -> Result<(), ClusterError> {
+        let payload = json!({"op": "terminate_user", "user_id": user_id, "node": self.link.node_id()}).to_string();
+        let target = self.control_channel();
+        self.link
+            .exec(|mut c| async move { c.publish::<_, _, ()>(&target, payload).await })
+            .await
+    }
+
+    /// Subscribed, and the circuit closed: a half-open circuit has not shown yet that
+    /// Redis answers again, so `/ready` keeps saying degraded until a probe succeeds.
+    fn healthy(&self) -> bool {
+        self.subscribed.load(Ordering::Acquire) && self.link.breaker().state() == BreakerState::Closed
+    }
+}
+
+fn escape_glob(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn glob_characters_in_the_prefix_are_escaped() {
+        assert_eq!(escape_glob("app_"), "app_");
+        assert_eq!(escape_glob("a*b?[c]\\"), "a\\*b\\?\\[c\\]\\\\");
+    }
+
+    #[test]
+    fn laravel_payloads_parse() {
+        let w: Wire<'_> =
+            serde_json::from_str(r#"{"event":"App\\Events\\OrderShipped","data":{"id":1},"socket":null}"#).unwrap();
+        assert_eq!(w.event, "App\\Events\\OrderShipped");
+        assert_eq!(w.data.unwrap().get(), r#"{"id":1}"#);
+        assert!(w.node.is_none());
+    }
+}
