@@ -17,8 +17,36 @@ use serde_json::json;
 use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::cli::client::{ApiClient, CliError};
-use crate::cli::BenchArgs;
+use clap::Args;
+
+use super::client::{ApiClient, CliError};
+
+/// Options of `artisan broadcast bench`.
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// Sockets to connect.
+    #[arg(long, default_value_t = 1000)]
+    pub connections: usize,
+    /// Messages to publish.
+    #[arg(long, default_value_t = 100)]
+    pub messages: usize,
+    /// Messages per second to publish (0 = as fast as possible).
+    #[arg(long, default_value_t = 0)]
+    pub rate: u64,
+    /// Channel to use.
+    #[arg(long, default_value = "bench")]
+    pub channel: String,
+    /// Payload size in bytes.
+    #[arg(long, default_value_t = 100)]
+    pub payload: usize,
+    /// PID of the server, to report its memory per idle connection (Linux).
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    /// More servers (cluster nodes) to spread the sockets over; events are still
+    /// published through --server, so the others receive them through the cluster.
+    #[arg(long)]
+    pub also: Vec<String>,
+}
 
 /// Connections opened at the same time while connecting.
 const CONNECT_CONCURRENCY: usize = 256;

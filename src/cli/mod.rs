@@ -10,7 +10,7 @@ mod commands;
 
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 
 /// Operator commands for rustaxum.
 #[derive(Debug, Parser)]
@@ -106,7 +106,7 @@ pub enum Broadcast {
         interval: f64,
     },
     /// Measure fan-out: connect many sockets, publish, report deliveries/s and latency.
-    Bench(BenchArgs),
+    Bench(bench::BenchArgs),
 }
 
 /// Alert severities.
@@ -131,33 +131,6 @@ impl AlertLevel {
             Self::Critical => "critical",
         }
     }
-}
-
-/// Options of `artisan broadcast bench`.
-#[derive(Debug, Clone, Args)]
-pub struct BenchArgs {
-    /// Sockets to connect.
-    #[arg(long, default_value_t = 1000)]
-    pub connections: usize,
-    /// Messages to publish.
-    #[arg(long, default_value_t = 100)]
-    pub messages: usize,
-    /// Messages per second to publish (0 = as fast as possible).
-    #[arg(long, default_value_t = 0)]
-    pub rate: u64,
-    /// Channel to use.
-    #[arg(long, default_value = "bench")]
-    pub channel: String,
-    /// Payload size in bytes.
-    #[arg(long, default_value_t = 100)]
-    pub payload: usize,
-    /// PID of the server, to report its memory per idle connection (Linux).
-    #[arg(long)]
-    pub server_pid: Option<u32>,
-    /// More servers (cluster nodes) to spread the sockets over; events are still
-    /// published through --server, so the others receive them through the cluster.
-    #[arg(long)]
-    pub also: Vec<String>,
 }
 
 /// Runs a parsed command line; returns the process exit code.
