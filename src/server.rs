@@ -14,7 +14,7 @@ use tokio_util::task::TaskTracker;
 use crate::auth::{ChannelAuthorizer, ChannelRules, JwtVerifier};
 use crate::broadcasting::{manager, BroadcastError, BroadcastManager};
 use crate::cluster::redis::RedisBroker;
-use crate::cluster::{Broker, Fanout};
+use crate::cluster::Fanout;
 use crate::config::{Config, ConfigError, Driver};
 use crate::hub::{Hub, HubConfig};
 use crate::presence::{MemoryPresence, Presence, PresenceStore, RedisPresence};
@@ -84,8 +84,10 @@ impl Rustaxum {
         } else {
             None
         };
-        let broker = cluster.clone().map(|b| b as Arc<dyn Broker>);
-        let fanout = Fanout::new(hub.clone(), broker);
+        let fanout = match &cluster {
+            Some(broker) => Fanout::new(hub.clone(), broker.clone()),
+            None => Fanout::local(hub.clone()),
+        };
         let manager = Arc::new(BroadcastManager::with_fanout(config.clone(), fanout.clone()));
         manager.default_driver()?;
         let verifier = config

@@ -422,7 +422,10 @@ async fn a_slow_consumer_learns_why_it_was_closed() {
     for _ in 0..2000 {
         let data: std::sync::Arc<serde_json::value::RawValue> =
             serde_json::value::to_raw_value(&json!({"blob": big})).unwrap().into();
-        server.app.hub().publish(&general, "big", data, None);
+        server
+            .app
+            .hub()
+            .deliver(rustaxum::hub::Message::event(general.clone(), "big", data));
         if server.app.hub().snapshot().slow_disconnects > 0 {
             break;
         }

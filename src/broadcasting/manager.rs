@@ -91,7 +91,7 @@ impl BroadcastManager {
             resolved: RwLock::new(HashMap::new()),
             queue: BroadcastQueue::default(),
         };
-        manager.extend("websocket", |_, ctx| Ok(Arc::new(LocalDriver::new(ctx.hub.clone()))));
+        manager.extend("websocket", |_, ctx| Ok(Arc::new(LocalDriver::new(ctx.fanout.clone()))));
         manager.extend("log", |_, _| Ok(Arc::new(LogDriver)));
         manager.extend("null", |_, _| Ok(Arc::new(NullDriver)));
         manager.extend("redis", |_, ctx| Ok(Arc::new(RedisDriver::from_context(ctx)?)));
@@ -100,7 +100,7 @@ impl BroadcastManager {
 
     /// A manager from the environment configuration, publishing into `hub`.
     pub fn from_config(config: Arc<crate::config::Config>, hub: Arc<Hub>) -> Self {
-        Self::with_fanout(config, crate::cluster::Fanout::new(hub, None))
+        Self::with_fanout(config, crate::cluster::Fanout::local(hub))
     }
 
     /// A manager whose drivers publish through `fanout` (a clustered node's broker).

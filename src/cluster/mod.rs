@@ -15,56 +15,107 @@ pub mod breaker;
 mod error;
 pub mod redis;
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
 use serde_json::value::RawValue;
 
 use crate::channel::Channel;
-use crate::hub::{now_rfc3339, EnvelopeKind, Hub, PublishReport, SocketId};
+use crate::hub::{Hub, Message, PublishReport, SocketId};
+use crate::sync::{read, write};
 
 pub use error::ClusterError;
 
 /// Carries messages to the other nodes.
 #[async_trait]
 pub trait Broker: Send + Sync {
-    /// Publishes one message on one channel to every other node.
-    async fn publish(
-        &self,
-        channel: &Channel,
-        event: &str,
-        data: &RawValue,
-        except: Option<SocketId>,
-        kind: &EnvelopeKind,
-    ) -> Result<(), ClusterError>;
+    /// Publishes one message to every other node.
+    async fn publish(&self, message: &Message) -> Result<(), ClusterError>;
 
     /// Asks every other node to close `user_id`'s connections.
     async fn terminate_user(&self, user_id: &str) -> Result<(), ClusterError>;
 
     /// Whether the broker can currently carry messages both ways.
     fn healthy(&self) -> bool;
+
+    /// Whether this broker reaches no other node (a single, unclustered node).
+    fn is_local(&self) -> bool {
+        false
+    }
 }
 
-/// Publishes to the whole cluster: through the broker (when there is one), then to this
-/// node's sockets.
+/// The broker of a node that is not part of a cluster: there is nobody else to tell.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LocalBroker;
+
+#[async_trait]
+impl Broker for LocalBroker {
+    async fn publish(&self, _message: &Message) -> Result<(), ClusterError> {
+        Ok(())
+    }
+
+    async fn terminate_user(&self, _user_id: &str) -> Result<(), ClusterError> {
+        Ok(())
+    }
+
+    fn healthy(&self) -> bool {
+        true
+    }
+
+    fn is_local(&self) -> bool {
+        true
+    }
+}
+
+/// Where a message came from, as publish hooks see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// Published on this node (an API, a driver, a client event, presence).
+    Local,
+    /// Published on another node and received through the broker.
+    Remote,
+}
+
+/// Sees every message that passes through a node's fan-out, before it is delivered.
+///
+/// Runs on the publish path: it must not block (hand work to a task of its own).
+pub trait PublishHook: Send + Sync {
+    /// `message` is about to be delivered.
+    fn published(&self, message: &Message, origin: Origin);
+}
+
+/// The one publish path of a node: every publish (drivers, HTTP APIs, client events,
+/// presence events) enters here, runs the publish hooks, goes to the other nodes through
+/// the broker (when clustered), then to this node's sockets. Messages from other nodes
+/// enter through [`deliver_remote`](Self::deliver_remote).
 #[derive(Clone)]
 pub struct Fanout {
     hub: Arc<Hub>,
-    broker: Option<Arc<dyn Broker>>,
+    broker: Arc<dyn Broker>,
+    hooks: Arc<RwLock<Vec<Arc<dyn PublishHook>>>>,
 }
 
 impl std::fmt::Debug for Fanout {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Fanout")
-            .field("clustered", &self.broker.is_some())
-            .finish()
+            .field("clustered", &!self.broker.is_local())
+            .finish_non_exhaustive()
     }
 }
 
 impl Fanout {
-    /// Fan-out over `hub`, and over `broker` when given.
-    pub fn new(hub: Arc<Hub>, broker: Option<Arc<dyn Broker>>) -> Self {
-        Self { hub, broker }
+    /// Fan-out over `hub` through `broker`.
+    pub fn new(hub: Arc<Hub>, broker: Arc<dyn Broker>) -> Self {
+        Self {
+            hub,
+            broker,
+            hooks: Arc::default(),
+        }
+    }
+
+    /// Fan-out of a single node (a [`LocalBroker`]).
+    pub fn local(hub: Arc<Hub>) -> Self {
+        Self::new(hub, Arc::new(LocalBroker))
     }
 
     /// The local hub.
@@ -72,38 +123,49 @@ impl Fanout {
         &self.hub
     }
 
-    /// The broker, if this node is part of a cluster.
-    pub fn broker(&self) -> Option<&Arc<dyn Broker>> {
-        self.broker.as_ref()
+    /// The broker.
+    pub fn broker(&self) -> &Arc<dyn Broker> {
+        &self.broker
     }
 
-    /// Publishes one message. When the broker fails the message is not delivered
-    /// anywhere (so a retry cannot duplicate it locally) and the error is returned.
-    pub async fn publish(
-        &self,
-        channel: &Channel,
-        event: &str,
-        data: Arc<RawValue>,
-        except: Option<SocketId>,
-        kind: EnvelopeKind,
-    ) -> Result<PublishReport, ClusterError> {
-        if let Some(broker) = &self.broker {
-            broker.publish(channel, event, &data, except, &kind).await?;
+    /// Whether messages also go to other nodes.
+    pub fn is_clustered(&self) -> bool {
+        !self.broker.is_local()
+    }
+
+    /// Adds a hook that sees every message from now on.
+    pub fn add_hook(&self, hook: Arc<dyn PublishHook>) {
+        write(&self.hooks).push(hook);
+    }
+
+    fn run_hooks(&self, message: &Message, origin: Origin) {
+        for hook in read(&self.hooks).iter() {
+            hook.published(message, origin);
         }
-        Ok(self
-            .hub
-            .publish_kind(channel, event.into(), data, except, kind, now_rfc3339()))
+    }
+
+    /// Publishes one message everywhere. When the broker fails the message is not
+    /// delivered anywhere (so a retry cannot duplicate it locally) and the error is returned.
+    pub async fn publish(&self, message: Message) -> Result<PublishReport, ClusterError> {
+        self.run_hooks(&message, Origin::Local);
+        self.broker.publish(&message).await?;
+        Ok(self.hub.deliver(message))
+    }
+
+    /// Delivers a message another node published (the broker calls this).
+    pub fn deliver_remote(&self, message: Message) -> PublishReport {
+        self.run_hooks(&message, Origin::Remote);
+        self.hub.deliver(message)
     }
 
     /// Closes `user_id`'s connections on every node; returns how many were on this one.
     pub async fn terminate_user(&self, user_id: &str) -> Result<usize, ClusterError> {
-        if let Some(broker) = &self.broker {
-            broker.terminate_user(user_id).await?;
-        }
+        self.broker.terminate_user(user_id).await?;
         Ok(self.hub.terminate_user(user_id))
     }
 
-    /// Publishes one payload on several channels; stops at the first broker failure.
+    /// Publishes one event on several channels, sharing payload and timestamp; stops at
+    /// the first broker failure.
     pub async fn publish_many(
         &self,
         channels: &[Channel],
@@ -111,14 +173,66 @@ impl Fanout {
         data: Arc<RawValue>,
         except: Option<SocketId>,
     ) -> Result<PublishReport, ClusterError> {
+        let Some(first) = channels.first() else {
+            return Ok(PublishReport::default());
+        };
+        let template = Message::event(first.clone(), event, data).except(except);
         let mut total = PublishReport::default();
         for channel in channels {
-            let r = self
-                .publish(channel, event, data.clone(), except, EnvelopeKind::Event)
-                .await?;
+            let message = Message {
+                channel: channel.clone(),
+                ..template.clone()
+            };
+            let r = self.publish(message).await?;
             total.delivered += r.delivered;
             total.dropped += r.dropped;
         }
         Ok(total)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hub::{EnvelopeKind, Protocol};
+    use std::sync::Mutex;
+
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<(String, String, Origin)>>);
+
+    impl PublishHook for Recorder {
+        fn published(&self, message: &Message, origin: Origin) {
+            let mut seen = self.0.lock().unwrap();
+            seen.push((message.channel.name().to_string(), message.event.to_string(), origin));
+        }
+    }
+
+    #[tokio::test]
+    async fn hooks_see_every_message_once_before_delivery() {
+        let hub = Arc::new(Hub::default());
+        let fanout = Fanout::local(hub.clone());
+        let recorder = Arc::new(Recorder::default());
+        fanout.add_hook(recorder.clone());
+        let general = Channel::parse("general").unwrap();
+        let news = Channel::parse("news").unwrap();
+        let (conn, mut rx) = hub.connect(Protocol::Native);
+        hub.subscribe(&conn, &general).unwrap();
+        let data: Arc<RawValue> = Arc::from(serde_json::value::to_raw_value(&1).unwrap());
+        let report = fanout
+            .publish_many(&[general.clone(), news.clone()], "e", data.clone(), None)
+            .await
+            .unwrap();
+        assert_eq!(report.delivered, 1);
+        fanout.deliver_remote(Message::event(general.clone(), "from.b", data).kind(EnvelopeKind::MemberAdded));
+        assert_eq!(rx.try_recv().unwrap().event.as_ref(), "e");
+        assert_eq!(rx.try_recv().unwrap().kind, EnvelopeKind::MemberAdded);
+        let seen = recorder.0.lock().unwrap().clone();
+        let expected = [
+            ("general", "e", Origin::Local),
+            ("news", "e", Origin::Local),
+            ("general", "from.b", Origin::Remote),
+        ];
+        let seen: Vec<(&str, &str, Origin)> = seen.iter().map(|(c, e, o)| (c.as_str(), e.as_str(), *o)).collect();
+        assert_eq!(seen, expected);
     }
 }

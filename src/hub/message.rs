@@ -30,7 +30,7 @@ pub enum Protocol {
 const PROTOCOLS: usize = 4;
 
 /// What a message means to the channel, so each protocol can name it its own way.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EnvelopeKind {
     /// An application event (from an API, a driver or a client whisper).
     Event,
@@ -40,9 +40,68 @@ pub enum EnvelopeKind {
     MemberRemoved,
 }
 
-/// A message on one channel.
-pub struct Envelope {
+/// Where a message stands in its channel's history: the same on every node. The epoch
+/// changes when the history is lost (a memory store restarted); the offset grows by one
+/// per message on the channel. `None` on channels that keep no history.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Position {
+    /// Identifies one unbroken history of the channel.
+    pub epoch: Arc<str>,
+    /// The message's place in that history, from 1.
+    pub offset: u64,
+}
+
+/// One message to deliver on one channel: what every publish path builds and the
+/// fan-out entry ([`Fanout`](crate::cluster::Fanout)) hands to hooks, the broker and the hub.
+#[derive(Debug, Clone)]
+pub struct Message {
     /// The channel it is published on.
+    pub channel: Channel,
+    /// The event name, e.g. `announcement`.
+    pub event: Arc<str>,
+    /// The payload, already JSON (shared between the channels of one broadcast).
+    pub data: Arc<RawValue>,
+    /// A socket that must not receive it (the sender).
+    pub except: Option<SocketId>,
+    /// What the message means.
+    pub kind: EnvelopeKind,
+    /// When it was published, RFC 3339 with milliseconds.
+    pub timestamp: Arc<str>,
+    /// Its place in the channel's history, when the channel keeps one.
+    pub position: Option<Position>,
+}
+
+impl Message {
+    /// An application event published now, with no sender to skip and no position.
+    pub fn event(channel: Channel, event: impl Into<Arc<str>>, data: Arc<RawValue>) -> Self {
+        Self {
+            channel,
+            event: event.into(),
+            data,
+            except: None,
+            kind: EnvelopeKind::Event,
+            timestamp: now_rfc3339(),
+            position: None,
+        }
+    }
+
+    /// The same message without delivery to `socket`.
+    pub fn except(mut self, socket: Option<SocketId>) -> Self {
+        self.except = socket;
+        self
+    }
+
+    /// The same message with another meaning (presence events).
+    pub fn kind(mut self, kind: EnvelopeKind) -> Self {
+        self.kind = kind;
+        self
+    }
+}
+
+/// A message on one channel as the hub hands it to every subscriber: the message and
+/// each wire protocol's encoded frame, computed once.
+pub struct Envelope {
+    /// The channel it is published on (with the kind the hub knows it by).
     pub channel: Channel,
     /// The event name, e.g. `announcement`.
     pub event: Arc<str>,
@@ -54,6 +113,8 @@ pub struct Envelope {
     pub except: Option<SocketId>,
     /// What the message means.
     pub kind: EnvelopeKind,
+    /// Its place in the channel's history, when the channel keeps one.
+    pub position: Option<Position>,
     frames: [OnceLock<Box<dyn Any + Send + Sync>>; PROTOCOLS],
     encoded: Arc<AtomicU64>,
 }
@@ -69,22 +130,16 @@ impl std::fmt::Debug for Envelope {
 }
 
 impl Envelope {
-    pub(super) fn new(
-        channel: Channel,
-        event: Arc<str>,
-        data: Arc<RawValue>,
-        timestamp: Arc<str>,
-        except: Option<SocketId>,
-        kind: EnvelopeKind,
-        encoded: Arc<AtomicU64>,
-    ) -> Self {
+    /// `message` on `channel` (the hub's record of it), counting encodings in `encoded`.
+    pub(super) fn new(channel: Channel, message: Message, encoded: Arc<AtomicU64>) -> Self {
         Self {
             channel,
-            event,
-            data,
-            timestamp,
-            except,
-            kind,
+            event: message.event,
+            data: message.data,
+            timestamp: message.timestamp,
+            except: message.except,
+            kind: message.kind,
+            position: message.position,
             frames: Default::default(),
             encoded,
         }

@@ -17,12 +17,12 @@ use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use serde::Serialize;
-use serde_json::value::RawValue;
+
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 pub use connection::{CloseReason, ConnectionHandle, SubscribeError};
-pub use message::{now_rfc3339, Envelope, EnvelopeKind, Protocol};
+pub use message::{now_rfc3339, Envelope, EnvelopeKind, Message, Position, Protocol};
 pub use socket::{InvalidSocketId, SocketId};
 
 use crate::channel::{Channel, ChannelKind};
@@ -244,71 +244,28 @@ impl Hub {
         was
     }
 
-    /// Queues `data` as `event` to every subscriber of `channel` except `except`.
+    /// Queues `message` to every subscriber of its channel on this node, except its
+    /// `except` socket. Returns what it reached.
+    ///
+    /// This reaches this node's sockets only and skips the publish hooks: publish through
+    /// [`Fanout`](crate::cluster::Fanout), the one publish path, so hooks and the other
+    /// nodes see the message too.
     ///
     /// Never waits: a subscriber whose queue is full is closed with
     /// [`CloseReason::SLOW_CONSUMER`] and counted, and the others still receive.
-    pub fn publish(
-        &self,
-        channel: &Channel,
-        event: &str,
-        data: Arc<RawValue>,
-        except: Option<SocketId>,
-    ) -> PublishReport {
-        self.publish_kind(channel, event.into(), data, except, EnvelopeKind::Event, now_rfc3339())
-    }
-
-    /// Publishes one payload on several channels, sharing the payload and timestamp.
-    pub fn publish_many(
-        &self,
-        channels: &[Channel],
-        event: &str,
-        data: Arc<RawValue>,
-        except: Option<SocketId>,
-    ) -> PublishReport {
-        let event: Arc<str> = event.into();
-        let timestamp = now_rfc3339();
-        let mut total = PublishReport::default();
-        for channel in channels {
-            let r = self.publish_kind(
-                channel,
-                event.clone(),
-                data.clone(),
-                except,
-                EnvelopeKind::Event,
-                timestamp.clone(),
-            );
-            total.delivered += r.delivered;
-            total.dropped += r.dropped;
-        }
-        total
-    }
-
-    /// Publishes a message of any [`EnvelopeKind`] (presence events use this).
-    pub fn publish_kind(
-        &self,
-        channel: &Channel,
-        event: Arc<str>,
-        data: Arc<RawValue>,
-        except: Option<SocketId>,
-        kind: EnvelopeKind,
-        timestamp: Arc<str>,
-    ) -> PublishReport {
+    pub fn deliver(&self, message: Message) -> PublishReport {
         self.counters.published.fetch_add(1, Ordering::Relaxed);
         let mut report = PublishReport::default();
         let mut slow = Vec::new();
+        let except = message.except;
         {
             let map = read(&self.channels);
-            let Some(state) = map.get(channel.name()) else {
+            let Some(state) = map.get(message.channel.name()) else {
                 return report;
             };
             let envelope = Arc::new(Envelope::new(
                 state.channel.clone(),
-                event,
-                data,
-                timestamp,
-                except,
-                kind,
+                message,
                 self.counters.encoded.clone(),
             ));
             for (id, conn) in &state.subscribers {
@@ -323,7 +280,7 @@ impl Hub {
             }
         }
         for conn in &slow {
-            tracing::warn!(socket_id = %conn.id(), channel = %channel, "disconnecting slow consumer");
+            tracing::warn!(socket_id = %conn.id(), "disconnecting slow consumer");
             conn.close(CloseReason::SLOW_CONSUMER);
         }
         report.dropped = slow.len();
@@ -425,6 +382,7 @@ fn remove_subscriber(map: &mut HashMap<Arc<str>, ChannelState>, channel: &Channe
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::value::RawValue;
 
     fn raw(v: serde_json::Value) -> Arc<RawValue> {
         Arc::from(serde_json::value::to_raw_value(&v).unwrap())
@@ -439,7 +397,8 @@ mod tests {
         let (b, mut rb) = hub.connect(Protocol::Native);
         hub.subscribe(&a, &general).unwrap();
         hub.subscribe(&b, &other).unwrap();
-        let report = hub.publish(&general, "hello", raw(serde_json::json!({"x":1})), None);
+        let report =
+            hub.deliver(Message::event(general.clone(), "hello", raw(serde_json::json!({"x":1}))).except(None));
         assert_eq!(report.delivered, 1);
         let got = ra.try_recv().unwrap();
         assert_eq!(&*got.event, "hello");
@@ -458,11 +417,11 @@ mod tests {
         let (slow, _rs) = hub.connect(Protocol::Native);
         hub.subscribe(&fast, &ch).unwrap();
         hub.subscribe(&slow, &ch).unwrap();
-        let r = hub.publish(&ch, "e", raw(serde_json::json!(1)), Some(fast.id()));
+        let r = hub.deliver(Message::event(ch.clone(), "e", raw(serde_json::json!(1))).except(Some(fast.id())));
         assert_eq!(r.delivered, 1);
         assert!(rf.try_recv().is_err());
         for _ in 0..2 {
-            hub.publish(&ch, "e", raw(serde_json::json!(2)), None);
+            hub.deliver(Message::event(ch.clone(), "e", raw(serde_json::json!(2))).except(None));
             assert!(rf.try_recv().is_ok());
         }
         assert!(slow.is_closing());
@@ -527,7 +486,7 @@ mod tests {
             hub.subscribe(&c, &ch).unwrap();
             rxs.push((c, rx));
         }
-        hub.publish(&ch, "e", raw(serde_json::json!({"a":1})), None);
+        hub.deliver(Message::event(ch.clone(), "e", raw(serde_json::json!({"a":1}))).except(None));
         let mut frames = Vec::new();
         for (_, rx) in &mut rxs {
             let env = rx.try_recv().unwrap();

@@ -19,7 +19,7 @@ pub use redis::RedisPresence;
 
 use crate::channel::{Channel, ChannelKind};
 use crate::cluster::Fanout;
-use crate::hub::{ConnectionHandle, EnvelopeKind, SocketId};
+use crate::hub::{ConnectionHandle, EnvelopeKind, Message, SocketId};
 
 /// Native event name when a user joins a presence channel.
 pub const MEMBER_ADDED: &str = "member_added";
@@ -128,7 +128,10 @@ impl Presence {
             Ok(raw) => raw,
             Err(e) => return tracing::error!(error = %e, "encoding a presence event failed"),
         };
-        if let Err(e) = self.fanout.publish(channel, event, Arc::from(raw), except, kind).await {
+        let message = Message::event(channel.clone(), event, Arc::from(raw))
+            .except(except)
+            .kind(kind);
+        if let Err(e) = self.fanout.publish(message).await {
             tracing::warn!(channel = %channel, error = %e, "announcing a presence change failed");
         }
     }

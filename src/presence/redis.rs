@@ -30,7 +30,7 @@ use super::{Member, PresenceError, PresenceStore, MEMBER_ADDED, MEMBER_REMOVED};
 use crate::channel::Channel;
 use crate::cluster::redis::{RedisBroker, RedisLink, BREAKER_COOLDOWN};
 use crate::cluster::{ClusterError, Fanout};
-use crate::hub::{EnvelopeKind, SocketId};
+use crate::hub::{EnvelopeKind, Message, SocketId};
 use crate::sync::lock;
 
 /// How often each node looks for dead nodes' presence entries.
@@ -297,16 +297,9 @@ impl RedisPresence {
                         continue;
                     };
                     tracing::info!(channel = %channel, member = raw.get(), "removing a member of a node that stopped");
-                    if let Err(e) = fanout
-                        .publish(
-                            &channel,
-                            MEMBER_REMOVED,
-                            Arc::from(raw),
-                            None,
-                            EnvelopeKind::MemberRemoved,
-                        )
-                        .await
-                    {
+                    let message = Message::event(channel.clone(), MEMBER_REMOVED, Arc::from(raw))
+                        .kind(EnvelopeKind::MemberRemoved);
+                    if let Err(e) = fanout.publish(message).await {
                         tracing::warn!(error = %e, "announcing a removed member failed");
                     }
                 }
@@ -356,7 +349,8 @@ async fn announce(fanout: &Fanout, channel: &Channel, event: &str, member: &Memb
     let Ok(raw) = serde_json::value::to_raw_value(member) else {
         return;
     };
-    if let Err(e) = fanout.publish(channel, event, Arc::from(raw), None, kind).await {
+    let message = Message::event(channel.clone(), event, Arc::from(raw)).kind(kind);
+    if let Err(e) = fanout.publish(message).await {
         tracing::warn!(channel = %channel, error = %e, "announcing a presence change failed");
     }
 }

@@ -27,7 +27,7 @@ use super::{ApiError, AppState};
 use crate::auth::{AuthError, Identity, TokenError};
 use crate::broadcasting::manager::MAX_EVENT_NAME_LEN;
 use crate::channel::{Channel, ChannelKind};
-use crate::hub::{now_rfc3339, Envelope, EnvelopeKind, Protocol, SubscribeError};
+use crate::hub::{now_rfc3339, Envelope, Message, Protocol, SubscribeError};
 use crate::presence::Member;
 
 /// Error codes in `error` / `subscription_error` events (the `code` field), mirroring
@@ -383,7 +383,7 @@ impl Native {
                 let id = Some(s.conn.id());
                 let sent =
                     s.st.fanout
-                        .publish(&channel, &event, Arc::from(raw), id, EnvelopeKind::Event)
+                        .publish(Message::event(channel.clone(), event.as_str(), Arc::from(raw)).except(id))
                         .await;
                 match sent {
                     Ok(_) => Ok(()),

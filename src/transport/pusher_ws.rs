@@ -22,7 +22,7 @@ use serde_json::{json, Value};
 use super::session::{self, Handler, Session, Stop};
 use super::{ApiError, AppState};
 use crate::channel::{Channel, ChannelKind};
-use crate::hub::{CloseReason, Envelope, EnvelopeKind, Protocol, SubscribeError};
+use crate::hub::{CloseReason, Envelope, EnvelopeKind, Message, Protocol, SubscribeError};
 use crate::presence::Member;
 use crate::pusher::{self, PusherApp};
 use crate::sync::lock;
@@ -346,7 +346,7 @@ impl PusherSession {
         let id = Some(s.conn.id());
         if let Err(e) =
             s.st.fanout
-                .publish(&channel, event, Arc::from(raw), id, EnvelopeKind::Event)
+                .publish(Message::event(channel.clone(), event, Arc::from(raw)).except(id))
                 .await
         {
             return self.error(s, None, &format!("Client event rejected: {e}")).await;

@@ -1,22 +1,21 @@
-use std::sync::Arc;
-
 use async_trait::async_trait;
 
 use super::{BroadcastDriver, Payload};
 use crate::broadcasting::BroadcastError;
 use crate::channel::Channel;
-use crate::hub::Hub;
+use crate::cluster::Fanout;
 
-/// The `websocket` driver: delivers straight into this process's hub.
+/// The `websocket` driver: delivers to this process's sockets through the node's
+/// fan-out (so publish hooks see it; in a clustered server the other nodes too).
 #[derive(Debug, Clone)]
 pub struct LocalDriver {
-    hub: Arc<Hub>,
+    fanout: Fanout,
 }
 
 impl LocalDriver {
-    /// A driver publishing into `hub`.
-    pub fn new(hub: Arc<Hub>) -> Self {
-        Self { hub }
+    /// A driver publishing through `fanout`.
+    pub fn new(fanout: Fanout) -> Self {
+        Self { fanout }
     }
 }
 
@@ -28,8 +27,9 @@ impl BroadcastDriver for LocalDriver {
 
     async fn broadcast(&self, channels: &[Channel], event: &str, payload: &Payload) -> Result<usize, BroadcastError> {
         let report = self
-            .hub
-            .publish_many(channels, event, payload.data.clone(), payload.socket);
+            .fanout
+            .publish_many(channels, event, payload.data.clone(), payload.socket)
+            .await?;
         Ok(report.delivered)
     }
 }

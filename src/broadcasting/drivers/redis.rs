@@ -24,14 +24,14 @@ impl RedisDriver {
 
     /// The driver for a manager's context: the node's broker, or a new publish-only one.
     pub fn from_context(ctx: &DriverContext) -> Result<Self, BroadcastError> {
-        if ctx.fanout.broker().is_some() {
+        if ctx.fanout.is_clustered() {
             return Ok(Self::new(ctx.fanout.clone()));
         }
         let broker = RedisBroker::new(&ctx.config).map_err(|e| BroadcastError::Unavailable {
             driver: "redis".into(),
             reason: e.to_string(),
         })?;
-        Ok(Self::new(Fanout::new(ctx.hub.clone(), Some(broker))))
+        Ok(Self::new(Fanout::new(ctx.hub.clone(), broker)))
     }
 }
 

@@ -40,7 +40,7 @@ use super::breaker::BreakerState;
 use super::{Broker, ClusterError, Fanout};
 use crate::channel::Channel;
 use crate::config::{Config, ConfigError};
-use crate::hub::{now_rfc3339, EnvelopeKind, Hub, SocketId};
+use crate::hub::{now_rfc3339, EnvelopeKind, Hub, Message, SocketId};
 
 /// How often a node refreshes its liveness key.
 pub const HEARTBEAT: Duration = Duration::from_secs(2);
@@ -138,11 +138,11 @@ impl RedisBroker {
 
     /// Starts the subscriber and heartbeat tasks; they stop when `stop` is cancelled.
     pub fn start(self: &Arc<Self>, fanout: Fanout, stop: CancellationToken, tasks: &TaskTracker) {
-        tasks.spawn(self.clone().subscribe_loop(fanout.hub().clone(), stop.clone()));
+        tasks.spawn(self.clone().subscribe_loop(fanout.clone(), stop.clone()));
         tasks.spawn(self.clone().heartbeat_loop(fanout.hub().clone(), stop));
     }
 
-    async fn subscribe_loop(self: Arc<Self>, hub: Arc<Hub>, stop: CancellationToken) {
+    async fn subscribe_loop(self: Arc<Self>, fanout: Fanout, stop: CancellationToken) {
         let pattern = format!("{}*", escape_glob(self.link.prefix()));
         let mut backoff = Duration::from_millis(100);
         while !stop.is_cancelled() {
@@ -167,7 +167,7 @@ impl RedisBroker {
                     tokio::select! {
                         _ = stop.cancelled() => return,
                         msg = messages.next() => match msg {
-                            Some(msg) => self.deliver(&hub, &msg),
+                            Some(msg) => self.deliver(&fanout, &msg),
                             None => break,
                         },
                         _ = keepalive.tick() => {
@@ -209,11 +209,11 @@ impl RedisBroker {
         }
     }
 
-    fn deliver(&self, hub: &Hub, msg: &redis::Msg) {
+    fn deliver(&self, fanout: &Fanout, msg: &redis::Msg) {
         self.counters.received.fetch_add(1, Ordering::Relaxed);
         let name = msg.get_channel_name();
         if name == self.control_channel() {
-            return self.control(hub, msg.get_payload_bytes());
+            return self.control(fanout.hub(), msg.get_payload_bytes());
         }
         let Some(channel) = name
             .strip_prefix(self.link.prefix())
@@ -248,7 +248,15 @@ impl RedisBroker {
                 Err(_) => return,
             },
         };
-        hub.publish_kind(&channel, wire.event.as_ref().into(), data, except, kind, now_rfc3339());
+        fanout.deliver_remote(Message {
+            channel,
+            event: wire.event.as_ref().into(),
+            data,
+            except,
+            kind,
+            timestamp: now_rfc3339(),
+            position: None,
+        });
     }
 
     async fn heartbeat_loop(self: Arc<Self>, hub: Arc<Hub>, stop: CancellationToken) {
@@ -388,27 +396,20 @@ impl RedisBroker {
 
 #[async_trait]
 impl Broker for RedisBroker {
-    async fn publish(
-        &self,
-        channel: &Channel,
-        event: &str,
-        data: &RawValue,
-        except: Option<SocketId>,
-        kind: &EnvelopeKind,
-    ) -> Result<(), ClusterError> {
+    async fn publish(&self, message: &Message) -> Result<(), ClusterError> {
         let wire = Wire {
-            event: event.into(),
-            data: Some(data),
-            socket: except.map(|s| Value::String(s.to_string())),
+            event: message.event.as_ref().into(),
+            data: Some(&message.data),
+            socket: message.except.map(|s| Value::String(s.to_string())),
             node: Some(self.link.node_id().into()),
-            kind: match kind {
+            kind: match message.kind {
                 EnvelopeKind::Event => None,
                 EnvelopeKind::MemberAdded => Some("member_added".into()),
                 EnvelopeKind::MemberRemoved => Some("member_removed".into()),
             },
         };
         let payload = serde_json::to_string(&wire)?;
-        let target = format!("{}{}", self.link.prefix(), channel.name());
+        let target = format!("{}{}", self.link.prefix(), message.channel.name());
         let result = self
             .link
             .exec(|mut c| async move { c.publish::<_, _, ()>(&target, payload).await })
