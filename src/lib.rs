@@ -9,21 +9,26 @@
 //! - [`channel`]: channel names parsed once into a typed [`Channel`].
 //! - [`hub`]: channels → subscribers, bounded per-connection queues, fan-out that
 //!   encodes once per wire protocol, live stats.
+//! - [`session`]: the protocol-neutral session core: admission (connection limits),
+//!   join (authorize → grant → subscribe → presence), leave, client events, refresh,
+//!   clean-up; typed refusals; the per-socket loop, generic over the socket.
+//! - [`lifecycle`]: connection, channel, member and client-event events for observers.
 //! - [`auth`]: JWT verification and channel rules; every join goes through a
 //!   [`ChannelAuthorizer`](auth::ChannelAuthorizer).
 //! - [`presence`]: presence members per user behind the
 //!   [`PresenceStore`](presence::PresenceStore) trait (in memory, or Redis).
-//! - [`cluster`]: the [`Broker`](cluster::Broker) trait and [`Fanout`](cluster::Fanout) that
-//!   make several nodes one (Redis pub/sub, node heartbeats, circuit breaker).
-//! - [`pusher`]: Pusher apps and signatures (channel auth, REST request signing).
+//! - [`cluster`]: the one publish path ([`Fanout`](cluster::Fanout)) and the
+//!   [`Broker`](cluster::Broker) trait (local, or Redis pub/sub with node heartbeats and
+//!   a circuit breaker).
+//! - [`pusher`]: Pusher signatures (channel auth, user auth, REST request signing).
 //! - [`broadcasting`]: events and `ShouldBroadcast`, the `BroadcastManager`, drivers,
 //!   helpers, facades, macros, the broadcast queue.
-//! - [`config`]: environment configuration with documented defaults.
+//! - [`config`]: environment configuration in sections, with documented defaults.
 //!
 //! Edges:
-//! - [`transport`]: axum handlers: the HTTP API, the Pusher HTTP API, and the WebSocket
-//!   sessions of the native and Pusher protocols (one shared session loop).
-//! - [`server`]: [`Rustaxum`] (hub + manager + router) and [`run`].
+//! - [`protocol`]: axum: one folder per wire protocol (native, Pusher), each with its
+//!   WebSocket handler, HTTP endpoints and codec; health and metrics endpoints.
+//! - [`server`]: [`Rustaxum`] (node + manager + router) and [`run`].
 //! - [`cli`]: the `artisan` commands, talking to a running server over HTTP, and the
 //!   fan-out benchmark behind `artisan broadcast bench`.
 
@@ -37,11 +42,13 @@ pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod hub;
+pub mod lifecycle;
 pub mod presence;
+pub mod protocol;
 pub mod pusher;
 pub mod server;
+pub mod session;
 mod sync;
-pub mod transport;
 
 pub use channel::{Channel, ChannelKind};
 pub use config::Config;

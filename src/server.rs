@@ -1,10 +1,9 @@
-//! Putting it together: [`Rustaxum`] owns the hub, the manager and the sessions, and
-//! [`run`] serves it on a listener until a shutdown future resolves.
+//! Putting it together: [`Rustaxum`] owns the session core ([`Node`]), the manager and
+//! the sessions, and [`run`] serves it on a listener until a shutdown future resolves.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::Router;
 use tokio::net::TcpListener;
@@ -18,7 +17,8 @@ use crate::cluster::Fanout;
 use crate::config::{Config, ConfigError, Driver};
 use crate::hub::{Hub, HubConfig};
 use crate::presence::{MemoryPresence, Presence, PresenceStore, RedisPresence};
-use crate::transport::{self, AppState};
+use crate::protocol::{self, AppState};
+use crate::session::{Limits, Node};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -109,20 +109,24 @@ impl Rustaxum {
             None => Arc::new(MemoryPresence::new()),
         };
         let presence = Presence::new(store, fanout.clone());
+        let limits = Limits {
+            max_connections: config.websocket.max_connections,
+            client_events_per_second: config.websocket.client_events_per_second,
+            token_grace: config.auth.token_grace,
+            ping_interval: config.websocket.ping_interval,
+            ping_timeout: config.websocket.ping_timeout,
+        };
+        let node = Node::new(fanout, presence, Arc::new(rules), verifier, limits);
+        let metrics: Arc<protocol::metrics::Metrics> = Arc::default();
+        metrics.observe(node.lifecycle(), stop.clone(), &background);
         Ok(Self {
             state: AppState {
-                hub,
+                node: Arc::new(node),
                 manager,
                 config,
-                authorizer: Arc::new(rules),
-                verifier,
-                presence,
-                fanout,
                 cluster,
-                pusher_connections: Arc::default(),
-                metrics: Arc::default(),
+                metrics,
                 sessions: TaskTracker::new(),
-                started: Instant::now(),
             },
             background,
             stop,
@@ -132,7 +136,7 @@ impl Rustaxum {
     /// Replaces the channel rules. Fails if they contain private or presence rules and
     /// no JWT key is configured.
     pub fn with_rules(self, rules: ChannelRules) -> Result<Self, StartError> {
-        if rules.has_private() && self.state.verifier.is_none() {
+        if rules.has_private() && self.state.node.verifier().is_none() {
             return Err(StartError::NoJwtKey);
         }
         Ok(self.with_authorizer(Arc::new(rules)))
@@ -140,24 +144,37 @@ impl Rustaxum {
 
     /// Replaces the channel authorizer with any implementation.
     pub fn with_authorizer(mut self, authorizer: Arc<dyn ChannelAuthorizer>) -> Self {
-        self.state.authorizer = authorizer;
+        self.state.node = Arc::new((*self.state.node).clone().with_authorizer(authorizer));
         self
     }
 
     /// Replaces where presence members are kept (the default is in-process memory).
     pub fn with_presence_store(mut self, store: Arc<dyn crate::presence::PresenceStore>) -> Self {
-        self.state.presence = Presence::new(store, self.state.fanout.clone());
+        let presence = Presence::new(store, self.state.node.fanout().clone());
+        self.state.node = Arc::new((*self.state.node).clone().with_presence(presence));
+        self
+    }
+
+    /// Adds a source of grants consulted before the channel rules (e.g. a registry of
+    /// managed channels).
+    pub fn with_grant_source(mut self, source: Arc<dyn crate::session::GrantSource>) -> Self {
+        self.state.node = Arc::new((*self.state.node).clone().with_grant_source(source));
         self
     }
 
     /// The router with every endpoint, ready to serve or to merge into another app.
     pub fn router(&self) -> Result<Router, ConfigError> {
-        transport::router(self.state.clone())
+        protocol::router(self.state.clone())
     }
 
     /// The hub.
     pub fn hub(&self) -> &Arc<Hub> {
-        &self.state.hub
+        self.state.node.hub()
+    }
+
+    /// The session core.
+    pub fn node(&self) -> &Arc<Node> {
+        &self.state.node
     }
 
     /// The broadcast manager.
@@ -174,11 +191,11 @@ impl Rustaxum {
     /// `BROADCAST_SHUTDOWN_TIMEOUT`, then closes the drivers.
     pub async fn shutdown(&self) {
         let drain = self.state.config.server.shutdown_timeout;
-        self.state.hub.shutdown();
+        self.state.node.hub().shutdown();
         self.state.sessions.close();
         if tokio::time::timeout(drain, self.state.sessions.wait()).await.is_err() {
             tracing::warn!(
-                open = self.state.hub.connection_count(),
+                open = self.state.node.hub().connection_count(),
                 "sockets still open after {drain:?}; dropping them"
             );
         }

@@ -59,7 +59,7 @@ async fn pusher_side_cannot_make_a_public_channel_private_or_whisper_on_it() {
         .unwrap();
     assert_eq!(resp.status().as_u16(), 403);
     let body: Value = resp.json().await.unwrap();
-    assert_eq!(body["error"], "forbidden", "{body}");
+    assert_eq!(body["error"], "wrong_kind", "{body}");
 
     // Even a signature made with the app secret (a backend's own auth endpoint signing
     // blindly) cannot subscribe to the public channel under a private spelling.

@@ -247,7 +247,7 @@ impl BroadcastManager {
 }
 
 /// Longest accepted event name in bytes (Pusher's limit).
-pub const MAX_EVENT_NAME_LEN: usize = 200;
+pub use crate::session::MAX_EVENT_NAME_LEN;
 
 fn validate(channels: &[Channel], event: &str) -> Result<(), BroadcastError> {
     if channels.is_empty() {

@@ -97,6 +97,15 @@ impl std::fmt::Debug for Hub {
     }
 }
 
+/// A subscription was recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Subscribed {
+    /// The channel's subscribers on this node, this connection included.
+    pub subscribers: usize,
+    /// This subscription made the channel occupied on this node (its first subscriber).
+    pub occupied: bool,
+}
+
 /// What a publish reached.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct PublishReport {
@@ -192,23 +201,28 @@ impl Hub {
         (handle, rx)
     }
 
-    /// Removes a connection from every channel and from the hub. Idempotent.
-    pub fn disconnect(&self, handle: &ConnectionHandle) {
+    /// Removes a connection from every channel and from the hub. Idempotent. Returns the
+    /// channels it left empty on this node.
+    pub fn disconnect(&self, handle: &ConnectionHandle) -> Vec<Channel> {
         let channels = std::mem::take(&mut *lock(&handle.channels));
+        let mut vacated = Vec::new();
         if !channels.is_empty() {
             let mut map = write(&self.channels);
-            for channel in &channels {
-                remove_subscriber(&mut map, channel, handle.id());
+            for channel in channels {
+                if remove_subscriber(&mut map, &channel, handle.id()) {
+                    vacated.push(channel);
+                }
             }
         }
         if write(&self.connections).remove(&handle.id()).is_some() {
             self.counters.connections.fetch_sub(1, Ordering::Relaxed);
         }
+        vacated
     }
 
     /// Subscribes a connection to a channel whose join was already authorized.
-    /// Returns the channel's subscriber count; subscribing twice is not an error.
-    pub fn subscribe(&self, handle: &Arc<ConnectionHandle>, channel: &Channel) -> Result<usize, SubscribeError> {
+    /// Subscribing twice is not an error.
+    pub fn subscribe(&self, handle: &Arc<ConnectionHandle>, channel: &Channel) -> Result<Subscribed, SubscribeError> {
         if handle.is_closing() {
             return Err(SubscribeError::Closing);
         }
@@ -222,26 +236,31 @@ impl Hub {
             }
         }
         let mut map = write(&self.channels);
-        let state = map.entry(channel.name_arc().clone()).or_insert_with(|| ChannelState {
-            channel: channel.clone(),
-            subscribers: HashMap::new(),
+        let mut occupied = false;
+        let state = map.entry(channel.name_arc().clone()).or_insert_with(|| {
+            occupied = true;
+            ChannelState {
+                channel: channel.clone(),
+                subscribers: HashMap::new(),
+            }
         });
         state.subscribers.insert(handle.id(), handle.clone());
-        Ok(state.subscribers.len())
+        Ok(Subscribed {
+            subscribers: state.subscribers.len(),
+            occupied,
+        })
     }
 
-    /// Unsubscribes a connection; returns whether it was subscribed.
-    pub fn unsubscribe(&self, handle: &ConnectionHandle, channel: &Channel) -> bool {
+    /// Unsubscribes a connection: `None` when it was not subscribed, otherwise whether the
+    /// channel is now empty on this node.
+    pub fn unsubscribe(&self, handle: &ConnectionHandle, channel: &Channel) -> Option<bool> {
         let was = {
             let mut mine = lock(&handle.channels);
             let before = mine.len();
             mine.retain(|c| c != channel);
             mine.len() != before
         };
-        if was {
-            remove_subscriber(&mut write(&self.channels), channel, handle.id());
-        }
-        was
+        was.then(|| remove_subscriber(&mut write(&self.channels), channel, handle.id()))
     }
 
     /// Queues `message` to every subscriber of its channel on this node, except its
@@ -370,13 +389,16 @@ impl Hub {
     }
 }
 
-fn remove_subscriber(map: &mut HashMap<Arc<str>, ChannelState>, channel: &Channel, id: SocketId) {
-    if let Some(state) = map.get_mut(channel.name()) {
-        state.subscribers.remove(&id);
-        if state.subscribers.is_empty() {
-            map.remove(channel.name());
-        }
+/// Removes `id` from `channel`; whether that emptied the channel.
+fn remove_subscriber(map: &mut HashMap<Arc<str>, ChannelState>, channel: &Channel, id: SocketId) -> bool {
+    let Some(state) = map.get_mut(channel.name()) else {
+        return false;
+    };
+    if state.subscribers.remove(&id).is_none() || !state.subscribers.is_empty() {
+        return false;
     }
+    map.remove(channel.name());
+    true
 }
 
 #[cfg(test)]
@@ -435,11 +457,13 @@ mod tests {
         let hub = Hub::default();
         let ch = Channel::parse("general").unwrap();
         let (a, _ra) = hub.connect(Protocol::Native);
-        assert_eq!(hub.subscribe(&a, &ch).unwrap(), 1);
-        assert_eq!(hub.subscribe(&a, &ch).unwrap(), 1);
+        let first = hub.subscribe(&a, &ch).unwrap();
+        assert_eq!((first.subscribers, first.occupied), (1, true));
+        let again = hub.subscribe(&a, &ch).unwrap();
+        assert_eq!((again.subscribers, again.occupied), (1, false));
         assert_eq!(hub.snapshot().channels["general"].subscribers, 1);
-        hub.disconnect(&a);
-        hub.disconnect(&a);
+        assert_eq!(hub.disconnect(&a), vec![ch.clone()], "the channel emptied");
+        assert!(hub.disconnect(&a).is_empty());
         let s = hub.snapshot();
         assert!(s.channels.is_empty());
         assert_eq!(s.connections, 0);

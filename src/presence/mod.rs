@@ -17,9 +17,9 @@ use serde::Serialize;
 pub use memory::MemoryPresence;
 pub use redis::RedisPresence;
 
-use crate::channel::{Channel, ChannelKind};
+use crate::channel::Channel;
 use crate::cluster::Fanout;
-use crate::hub::{ConnectionHandle, EnvelopeKind, Message, SocketId};
+use crate::hub::{EnvelopeKind, Message, SocketId};
 
 /// Native event name when a user joins a presence channel.
 pub const MEMBER_ADDED: &str = "member_added";
@@ -33,6 +33,15 @@ pub struct Member {
     pub user_id: String,
     /// Public information about the user.
     pub user_info: serde_json::Value,
+}
+
+/// The outcome of a presence join.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PresenceJoin {
+    /// The channel's members, the joiner included, ordered by user id.
+    pub members: Vec<Member>,
+    /// Whether this was the user's first socket there (`member_added` was sent).
+    pub added: bool,
 }
 
 /// The presence backend could not answer.
@@ -74,40 +83,38 @@ impl Presence {
         Self { store, fanout }
     }
 
-    /// Adds the connection's user and returns the member list (the joiner included).
-    /// The other members get `member_added` if this is the user's first connection.
+    /// Adds `socket`'s user and returns the member list (the joiner included). The other
+    /// members get `member_added` if this is the user's first socket on the channel.
     pub async fn join(
         &self,
-        conn: &ConnectionHandle,
+        socket: SocketId,
         channel: &Channel,
         member: &Member,
-    ) -> Result<Vec<Member>, PresenceError> {
-        if self.store.join(channel.name(), member, conn.id()).await? {
+    ) -> Result<PresenceJoin, PresenceError> {
+        let added = self.store.join(channel.name(), member, socket).await?;
+        if added {
             let kind = EnvelopeKind::MemberAdded;
-            self.announce(channel, MEMBER_ADDED, member, Some(conn.id()), kind)
-                .await;
+            self.announce(channel, MEMBER_ADDED, member, Some(socket), kind).await;
         }
-        self.store.members(channel.name()).await
+        let members = self.store.members(channel.name()).await?;
+        Ok(PresenceJoin { members, added })
     }
 
-    /// Removes the connection from `channel`; the others get `member_removed` if it was
-    /// the user's last connection.
-    pub async fn leave(&self, conn: &ConnectionHandle, channel: &Channel, user_id: &str) {
-        match self.store.leave(channel.name(), user_id, conn.id()).await {
+    /// Removes `socket` from `channel`; the others get `member_removed` if it was the
+    /// user's last socket. Returns the member who left, if the user did.
+    pub async fn leave(&self, socket: SocketId, channel: &Channel, user_id: &str) -> Option<Member> {
+        match self.store.leave(channel.name(), user_id, socket).await {
             Ok(Some(member)) => {
                 let kind = EnvelopeKind::MemberRemoved;
-                self.announce(channel, MEMBER_REMOVED, &member, Some(conn.id()), kind)
+                self.announce(channel, MEMBER_REMOVED, &member, Some(socket), kind)
                     .await;
+                Some(member)
             }
-            Ok(None) => {}
-            Err(e) => tracing::warn!(channel = %channel, error = %e, "presence leave failed"),
-        }
-    }
-
-    /// Removes the connection from every presence channel it joined (on disconnect).
-    pub async fn leave_all(&self, conn: &ConnectionHandle, user_id: &str) {
-        for channel in conn.channels().iter().filter(|c| c.kind() == ChannelKind::Presence) {
-            self.leave(conn, channel, user_id).await;
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(channel = %channel, error = %e, "presence leave failed");
+                None
+            }
         }
     }
 

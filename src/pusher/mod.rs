@@ -57,6 +57,11 @@ pub fn user_auth(app: &PusherApp, socket_id: &str, user_data: &str) -> String {
     )
 }
 
+/// Checks a `pusher:signin`'s `auth` in constant time.
+pub fn verify_user_auth(app: &PusherApp, socket_id: &str, user_data: &str, auth: &str) -> bool {
+    ct_eq(&user_auth(app, socket_id, user_data), auth)
+}
+
 /// Why a REST request was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RequestAuthError {

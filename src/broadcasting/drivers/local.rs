@@ -26,10 +26,6 @@ impl BroadcastDriver for LocalDriver {
     }
 
     async fn broadcast(&self, channels: &[Channel], event: &str, payload: &Payload) -> Result<usize, BroadcastError> {
-        let report = self
-            .fanout
-            .publish_many(channels, event, payload.data.clone(), payload.socket)
-            .await?;
-        Ok(report.delivered)
+        super::publish(&self.fanout, channels, event, payload).await
     }
 }

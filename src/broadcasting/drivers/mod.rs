@@ -47,6 +47,20 @@ pub trait BroadcastDriver: Send + Sync {
     }
 }
 
+/// Publishes through `fanout` (the node's one publish path): what the `websocket` and
+/// `redis` drivers both do; they differ in the fan-out they are given.
+async fn publish(
+    fanout: &crate::cluster::Fanout,
+    channels: &[Channel],
+    event: &str,
+    payload: &Payload,
+) -> Result<usize, BroadcastError> {
+    let report = fanout
+        .publish_many(channels, event, payload.data.clone(), payload.socket)
+        .await?;
+    Ok(report.delivered)
+}
+
 /// What a driver factory may use to build a driver.
 #[derive(Debug, Clone)]
 pub struct DriverContext {

@@ -376,22 +376,49 @@ impl RedisBroker {
     }
 
     /// Health and counters for `/ready` and the stats endpoint.
-    pub fn status(&self) -> Value {
+    pub fn status(&self) -> BrokerStatus {
         let c = &self.counters;
-        json!({
-            "node_id": self.link.node_id(),
-            "subscribed": self.subscribed.load(Ordering::Acquire),
-            "circuit": self.link.breaker().state(),
-            "circuit_opened_total": self.link.breaker().opened_total(),
-            "published": c.published.load(Ordering::Relaxed),
-            "publish_failures": c.publish_failures.load(Ordering::Relaxed),
-            "received": c.received.load(Ordering::Relaxed),
-            "skipped_own": c.skipped_own.load(Ordering::Relaxed),
-            "invalid": c.invalid.load(Ordering::Relaxed),
-            "subscriptions": c.subscriptions.load(Ordering::Relaxed),
-            "subscription_losses": c.subscription_losses.load(Ordering::Relaxed),
-        })
+        BrokerStatus {
+            node_id: self.link.node_id().to_string(),
+            subscribed: self.subscribed.load(Ordering::Acquire),
+            circuit: self.link.breaker().state(),
+            circuit_opened_total: self.link.breaker().opened_total(),
+            published: c.published.load(Ordering::Relaxed),
+            publish_failures: c.publish_failures.load(Ordering::Relaxed),
+            received: c.received.load(Ordering::Relaxed),
+            skipped_own: c.skipped_own.load(Ordering::Relaxed),
+            invalid: c.invalid.load(Ordering::Relaxed),
+            subscriptions: c.subscriptions.load(Ordering::Relaxed),
+            subscription_losses: c.subscription_losses.load(Ordering::Relaxed),
+        }
     }
+}
+
+/// A broker's health and counters (`redis` in `/ready` and the stats).
+#[derive(Debug, Clone, Serialize)]
+pub struct BrokerStatus {
+    /// This node's id.
+    pub node_id: String,
+    /// Whether the pub/sub subscription is up.
+    pub subscribed: bool,
+    /// The circuit breaker's state.
+    pub circuit: BreakerState,
+    /// How often the circuit opened.
+    pub circuit_opened_total: u64,
+    /// Messages published to Redis.
+    pub published: u64,
+    /// Publishes that failed.
+    pub publish_failures: u64,
+    /// Messages received from Redis.
+    pub received: u64,
+    /// Own messages received back and skipped.
+    pub skipped_own: u64,
+    /// Messages on the prefix that were not ours to read.
+    pub invalid: u64,
+    /// Successful (re)subscriptions.
+    pub subscriptions: u64,
+    /// Subscriptions lost.
+    pub subscription_losses: u64,
 }
 
 #[async_trait]

@@ -10,16 +10,16 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRequest, Path, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
-use super::credentials::Credentials;
-use super::{ApiError, AppState};
-use crate::auth::AuthError;
 use crate::broadcasting::Payload;
 use crate::channel::{Channel, ChannelKind};
 use crate::hub::SocketId;
+use crate::protocol::credentials::Credentials;
+use crate::protocol::{ApiError, AppState};
 use crate::pusher::{self, PusherApp};
+use crate::session::Refusal;
 
 fn bad_request(message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
@@ -47,13 +47,13 @@ fn lowercase_query(raw: Option<&str>) -> BTreeMap<String, String> {
 /// A Pusher REST request whose signature verified: the app, the query (keys
 /// lowercased) and the body. Extracting it answers 404 for an unknown app, 403 for a
 /// disabled one, 401 for a bad or stale signature and 413 for an oversized body.
-pub struct Signed {
+pub(crate) struct Signed {
     /// The app named in the path.
-    pub app: PusherApp,
+    pub(crate) app: PusherApp,
     /// Query parameters with lowercased keys.
-    pub query: BTreeMap<String, String>,
+    pub(crate) query: BTreeMap<String, String>,
     /// The raw body (what `body_md5` covers).
-    pub body: Bytes,
+    pub(crate) body: Bytes,
 }
 
 impl FromRequest<AppState> for Signed {
@@ -174,42 +174,95 @@ fn prepare(st: &AppState, e: EventBody) -> Result<Prepared, ApiError> {
     })
 }
 
-async fn publish(st: &AppState, p: &Prepared) -> Result<Value, ApiError> {
+/// What `info=` asked about a channel (and `occupied` for a single channel).
+#[derive(Debug, Default, Serialize)]
+pub struct ChannelInfo {
+    /// Sockets subscribed on this node.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subscription_count: Option<usize>,
+    /// Presence members.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_count: Option<usize>,
+    /// Whether anyone is subscribed (single-channel queries).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub occupied: Option<bool>,
+}
+
+/// The answer of `events`: `{}`, or the channels' info when `info` was given.
+#[derive(Debug, Default, Serialize)]
+pub struct EventsResponse {
+    /// Info by channel (Pusher spelling).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub channels: Option<BTreeMap<String, ChannelInfo>>,
+}
+
+/// The answer of `batch_events`: `{}`, or each event's channels' info.
+#[derive(Debug, Default, Serialize)]
+pub struct BatchResponse {
+    /// Per event, info by channel.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch: Option<Vec<BTreeMap<String, ChannelInfo>>>,
+}
+
+/// The answer of `GET channels`.
+#[derive(Debug, Serialize)]
+pub struct ChannelsResponse {
+    /// Occupied channels (Pusher spelling) with the info asked for.
+    pub channels: BTreeMap<String, ChannelInfo>,
+}
+
+/// One user of a presence channel.
+#[derive(Debug, Serialize)]
+pub struct UserId {
+    /// The user id.
+    pub id: String,
+}
+
+/// The answer of `GET channels/{name}/users`.
+#[derive(Debug, Serialize)]
+pub struct UsersResponse {
+    /// The members.
+    pub users: Vec<UserId>,
+}
+
+/// An empty JSON object, Pusher's answer when there is nothing to say.
+#[derive(Debug, Default, Serialize)]
+pub struct Empty {}
+
+async fn publish(st: &AppState, p: &Prepared) -> Result<Option<BTreeMap<String, ChannelInfo>>, ApiError> {
     st.manager.send(None, &p.channels, &p.event, &p.payload).await?;
     if p.info.is_empty() {
-        return Ok(json!({}));
+        return Ok(None);
     }
-    let mut channels = serde_json::Map::new();
+    let mut channels = BTreeMap::new();
     for c in &p.channels {
         channels.insert(c.pusher_name(), channel_info(st, c, &p.info).await?);
     }
-    Ok(json!({"channels": channels}))
+    Ok(Some(channels))
 }
 
-async fn channel_info(st: &AppState, channel: &Channel, info: &[String]) -> Result<Value, ApiError> {
-    let mut out = serde_json::Map::new();
+async fn channel_info(st: &AppState, channel: &Channel, info: &[String]) -> Result<ChannelInfo, ApiError> {
+    let mut out = ChannelInfo::default();
     for attr in info {
         match attr.as_str() {
-            "subscription_count" => {
-                out.insert(attr.clone(), json!(st.hub.subscriber_count(channel)));
-            }
+            "subscription_count" => out.subscription_count = Some(st.node.hub().subscriber_count(channel)),
             "user_count" if channel.kind() == ChannelKind::Presence => {
-                let n = st.presence.members(channel.name()).await?.len();
-                out.insert(attr.clone(), json!(n));
+                out.user_count = Some(st.node.presence().members(channel.name()).await?.len());
             }
             "user_count" => return Err(bad_request("user_count is only available for presence channels")),
             other => return Err(bad_request(format!("unknown info attribute {other:?}"))),
         }
     }
-    Ok(Value::Object(out))
+    Ok(out)
 }
 
 /// `POST /apps/{app_id}/events`
-pub async fn events(State(st): State<AppState>, signed: Signed) -> Result<Json<Value>, ApiError> {
+pub(crate) async fn events(State(st): State<AppState>, signed: Signed) -> Result<Json<EventsResponse>, ApiError> {
     let e: EventBody =
         serde_json::from_slice(&signed.body).map_err(|e| bad_request(format!("invalid event body: {e}")))?;
     let prepared = prepare(&st, e)?;
-    Ok(Json(publish(&st, &prepared).await?))
+    let channels = publish(&st, &prepared).await?;
+    Ok(Json(EventsResponse { channels }))
 }
 
 #[derive(Deserialize)]
@@ -218,7 +271,7 @@ struct Batch {
 }
 
 /// `POST /apps/{app_id}/batch_events`
-pub async fn batch_events(State(st): State<AppState>, signed: Signed) -> Result<Json<Value>, ApiError> {
+pub(crate) async fn batch_events(State(st): State<AppState>, signed: Signed) -> Result<Json<BatchResponse>, ApiError> {
     let batch: Batch =
         serde_json::from_slice(&signed.body).map_err(|e| bad_request(format!("invalid batch body: {e}")))?;
     let max = st.config.pusher.max_batch_size;
@@ -233,72 +286,73 @@ pub async fn batch_events(State(st): State<AppState>, signed: Signed) -> Result<
         .collect::<Result<Vec<_>, _>>()?;
     let mut results = Vec::with_capacity(prepared.len());
     for p in &prepared {
-        let r = publish(&st, p).await?;
-        results.push(r.get("channels").map_or_else(|| json!({}), |c| c.clone()));
+        results.push(publish(&st, p).await?.unwrap_or_default());
     }
     let any_info = prepared.iter().any(|p| !p.info.is_empty());
-    Ok(Json(if any_info { json!({"batch": results}) } else { json!({}) }))
+    Ok(Json(BatchResponse {
+        batch: any_info.then_some(results),
+    }))
 }
 
 /// `GET /apps/{app_id}/channels?filter_by_prefix=..&info=user_count`
-pub async fn channels(State(st): State<AppState>, signed: Signed) -> Result<Json<Value>, ApiError> {
+pub(crate) async fn channels(State(st): State<AppState>, signed: Signed) -> Result<Json<ChannelsResponse>, ApiError> {
     let query = signed.query;
     let prefix = query.get("filter_by_prefix").cloned().unwrap_or_default();
     let info = info_list(query.get("info").map(String::as_str));
     if info.iter().any(|i| i == "user_count") && !prefix.starts_with("presence-") {
         return Err(bad_request("info=user_count requires filter_by_prefix=presence-"));
     }
-    let snapshot = st.hub.snapshot();
-    let mut out = serde_json::Map::new();
+    let snapshot = st.node.hub().snapshot();
+    let mut channels = BTreeMap::new();
     for (name, c) in &snapshot.channels {
         let Ok(parsed) = Channel::parse(name) else { continue };
         let channel = parsed.with_kind(c.kind);
         let pusher_name = channel.pusher_name();
         if pusher_name.starts_with(&prefix) {
-            out.insert(pusher_name, channel_info(&st, &channel, &info).await?);
+            channels.insert(pusher_name, channel_info(&st, &channel, &info).await?);
         }
     }
-    Ok(Json(json!({"channels": out})))
+    Ok(Json(ChannelsResponse { channels }))
 }
 
 /// `GET /apps/{app_id}/channels/{channel_name}?info=subscription_count,user_count`
-pub async fn channel(
+pub(crate) async fn channel(
     State(st): State<AppState>,
     Path((_app_id, name)): Path<(String, String)>,
     signed: Signed,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ChannelInfo>, ApiError> {
     let query = signed.query;
     let channel = Channel::parse(&name).map_err(|e| bad_request(format!("invalid channel: {e}")))?;
     let info = info_list(query.get("info").map(String::as_str));
     let mut body = channel_info(&st, &channel, &info).await?;
-    body["occupied"] = json!(st.hub.subscriber_count(&channel) > 0);
+    body.occupied = Some(st.node.hub().subscriber_count(&channel) > 0);
     Ok(Json(body))
 }
 
 /// `GET /apps/{app_id}/channels/{channel_name}/users`
-pub async fn channel_users(
+pub(crate) async fn channel_users(
     State(st): State<AppState>,
     Path((_app_id, name)): Path<(String, String)>,
     _signed: Signed,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<UsersResponse>, ApiError> {
     let channel = Channel::parse(&name).map_err(|e| bad_request(format!("invalid channel: {e}")))?;
     if channel.kind() != ChannelKind::Presence {
         return Err(bad_request("users are only available for presence channels"));
     }
-    let members = st.presence.members(channel.name()).await?;
-    let users: Vec<Value> = members.iter().map(|m| json!({"id": m.user_id})).collect();
-    Ok(Json(json!({"users": users})))
+    let members = st.node.presence().members(channel.name()).await?;
+    let users = members.into_iter().map(|m| UserId { id: m.user_id }).collect();
+    Ok(Json(UsersResponse { users }))
 }
 
 /// `POST /apps/{app_id}/users/{user_id}/terminate_connections`
-pub async fn terminate_connections(
+pub(crate) async fn terminate_connections(
     State(st): State<AppState>,
     Path((_app_id, user_id)): Path<(String, String)>,
-    _signed: Signed,
-) -> Result<Json<Value>, ApiError> {
-    let closed = st.fanout.terminate_user(&user_id).await?;
-    tracing::info!(user = %user_id, closed, "terminated user connections");
-    Ok(Json(json!({})))
+    signed: Signed,
+) -> Result<Json<Empty>, ApiError> {
+    let closed = st.node.fanout().terminate_user(&user_id).await?;
+    tracing::info!(app = %signed.app.id, user = %user_id, closed, "terminated user connections");
+    Ok(Json(Empty {}))
 }
 
 fn form_or_json(headers: &HeaderMap, body: &[u8]) -> HashMap<String, String> {
@@ -336,13 +390,50 @@ fn socket_id(fields: &HashMap<String, String>) -> Result<String, ApiError> {
     Ok(raw.clone())
 }
 
+/// The answer of `/broadcasting/auth`.
+#[derive(Debug, Serialize)]
+pub struct AuthResponse {
+    /// `key:signature`.
+    pub auth: String,
+    /// Presence channels: the member the signature covers, JSON-encoded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub channel_data: Option<String>,
+}
+
+/// The answer of `/broadcasting/user-auth`.
+#[derive(Debug, Serialize)]
+pub struct UserAuthResponse {
+    /// `key:signature`.
+    pub auth: String,
+    /// The user, JSON-encoded.
+    pub user_data: String,
+}
+
+#[derive(Serialize)]
+struct MemberData<'a> {
+    user_id: &'a str,
+    user_info: &'a Value,
+}
+
+#[derive(Serialize)]
+struct UserData<'a> {
+    id: &'a str,
+    user_info: &'a Value,
+}
+
+/// A refused authorization, with the protocol's HTTP status.
+fn refusal<R: Refusal>(r: &R) -> ApiError {
+    let status = StatusCode::from_u16(super::codec::subscription_status(r.code())).unwrap_or(StatusCode::FORBIDDEN);
+    ApiError::new(status, r.code(), r.to_string())
+}
+
 /// `POST /broadcasting/auth` (form `socket_id`, `channel_name`; `Authorization: Bearer <JWT>`):
 /// checks the same channel rules as the native protocol and signs with the first app.
-pub async fn broadcasting_auth(
+pub(crate) async fn broadcasting_auth(
     State(st): State<AppState>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<AuthResponse>, ApiError> {
     let body = body_bytes(&st, body)?;
     let fields = form_or_json(&headers, &body);
     let app = default_app(&st)?;
@@ -355,50 +446,39 @@ pub async fn broadcasting_auth(
         return Err(bad_request("public channels need no authorization"));
     }
     let identity = Credentials::from_request(&headers, &HashMap::new()).authenticate(&st)?;
-    let allowed = st
-        .authorizer
-        .authorize(identity.as_ref(), &channel)
-        .map_err(|e| match e {
-            AuthError::Unauthenticated(_) => ApiError::unauthorized(e.to_string()),
-            AuthError::Forbidden(_) => ApiError::new(StatusCode::FORBIDDEN, "forbidden", e.to_string()),
-        })?;
-    let Some(user) = identity else {
-        return Err(ApiError::unauthorized(
-            "a token is required for private and presence channels",
-        ));
-    };
     // Never sign a spelling whose kind the rules contradict (`private-general` for the
     // public `general`): the signature would let the socket whisper on a public channel.
-    if allowed.kind() != channel.kind() {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            format!(
-                "{} is a {} channel, not {}",
-                channel.name(),
-                allowed.kind(),
-                channel.kind()
-            ),
-        ));
-    }
-    if channel.kind() == ChannelKind::Presence {
-        let channel_data = json!({"user_id": user.user_id, "user_info": user.user_info}).to_string();
-        let auth = pusher::channel_auth(&app, &socket_id, name, Some(&channel_data));
-        Ok(Json(json!({"auth": auth, "channel_data": channel_data})))
-    } else {
-        Ok(Json(
-            json!({"auth": pusher::channel_auth(&app, &socket_id, name, None)}),
-        ))
-    }
+    let grant = st
+        .node
+        .grant_spelled(identity.as_ref(), &channel)
+        .map_err(|e| refusal(&e))?;
+    let response = match &grant.member {
+        Some(member) => {
+            let channel_data = serde_json::to_string(&MemberData {
+                user_id: &member.user_id,
+                user_info: &member.user_info,
+            })
+            .map_err(|e| bad_request(e.to_string()))?;
+            AuthResponse {
+                auth: pusher::channel_auth(&app, &socket_id, name, Some(&channel_data)),
+                channel_data: Some(channel_data),
+            }
+        }
+        None => AuthResponse {
+            auth: pusher::channel_auth(&app, &socket_id, name, None),
+            channel_data: None,
+        },
+    };
+    Ok(Json(response))
 }
 
 /// `POST /broadcasting/user-auth` (also `/pusher/user-auth`): signs `pusher:signin` for
 /// the token's user.
-pub async fn user_auth(
+pub(crate) async fn user_auth(
     State(st): State<AppState>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<UserAuthResponse>, ApiError> {
     let body = body_bytes(&st, body)?;
     let fields = form_or_json(&headers, &body);
     let app = default_app(&st)?;
@@ -406,8 +486,13 @@ pub async fn user_auth(
     let user = Credentials::from_request(&headers, &HashMap::new())
         .authenticate(&st)?
         .ok_or_else(|| ApiError::unauthorized("a token is required"))?;
-    let user_data = json!({"id": user.user_id, "user_info": user.user_info}).to_string();
-    Ok(Json(
-        json!({"auth": pusher::user_auth(&app, &socket_id, &user_data), "user_data": user_data}),
-    ))
+    let user_data = serde_json::to_string(&UserData {
+        id: &user.user_id,
+        user_info: &user.user_info,
+    })
+    .map_err(|e| bad_request(e.to_string()))?;
+    Ok(Json(UserAuthResponse {
+        auth: pusher::user_auth(&app, &socket_id, &user_data),
+        user_data,
+    }))
 }

@@ -1,13 +1,18 @@
-//! Finding and checking the token a WebSocket upgrade carries.
+//! Finding and checking credentials.
 //!
-//! Accepted, in this order: `?auth_token=`, `?token=`, `Authorization: Bearer <jwt>`,
-//! and the subprotocol `access_token.<jwt>` (for browsers, which cannot set headers on
-//! a WebSocket). A subprotocol token is echoed back as the selected subprotocol, as
-//! browsers require.
+//! A user's JWT, on a WebSocket upgrade or an auth request, is accepted, in this order,
+//! from `?auth_token=`, `?token=`, `Authorization: Bearer <jwt>`, and the subprotocol
+//! `access_token.<jwt>` (for browsers, which cannot set headers on a WebSocket). A
+//! subprotocol token is echoed back as the selected subprotocol, as browsers require.
+//!
+//! The operator's `BROADCAST_API_TOKEN` guards the HTTP API through [`ApiToken`].
 
 use std::collections::HashMap;
 
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
+use subtle::ConstantTimeEq;
 
 use super::{ApiError, AppState};
 use crate::auth::{Identity, TokenError};
@@ -68,7 +73,7 @@ impl Credentials {
         let Some(token) = &self.token else {
             return Ok(None);
         };
-        let Some(verifier) = &st.verifier else {
+        let Some(verifier) = st.node.verifier() else {
             return Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
@@ -82,4 +87,29 @@ impl Credentials {
 /// A token failure as an HTTP 401.
 pub(crate) fn token_error(e: &TokenError) -> ApiError {
     ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string())
+}
+
+/// Proof that the request carries `Authorization: Bearer <BROADCAST_API_TOKEN>` (or that
+/// no token is configured). Every endpoint that publishes or tells who is online takes it.
+pub(crate) struct ApiToken;
+
+impl FromRequestParts<AppState> for ApiToken {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, st: &AppState) -> Result<Self, ApiError> {
+        let Some(expected) = st.config.server.api_token.as_deref() else {
+            return Ok(Self);
+        };
+        let given = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer <BROADCAST_API_TOKEN>"))?;
+        if bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
+            Ok(Self)
+        } else {
+            Err(ApiError::unauthorized("invalid API token"))
+        }
+    }
 }

@@ -1,0 +1,159 @@
+//! Lifecycle events of a node: connections opened and closed, channels occupied and
+//! vacated, presence members added and removed, client events. The session core and
+//! presence emit them; metrics (and later webhooks) observe them.
+//!
+//! Observers get a bounded queue each. Emitting never waits: an observer whose queue is
+//! full misses the event, which is counted ([`Lifecycle::dropped`]), so a slow observer
+//! can never slow the sessions or the fan-out.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use tokio::sync::mpsc;
+
+use crate::channel::Channel;
+use crate::hub::{Protocol, SocketId};
+use crate::presence::Member;
+use crate::sync::{read, write};
+
+/// Something that happened to a connection, a channel or a presence member on this node.
+#[derive(Debug, Clone)]
+pub enum LifecycleEvent {
+    /// A socket was accepted.
+    ConnectionOpened {
+        /// Its socket id.
+        socket: SocketId,
+        /// Its wire protocol.
+        protocol: Protocol,
+        /// Its user, when it authenticated on connect.
+        user: Option<Arc<str>>,
+    },
+    /// A socket ended (its clean-up is done).
+    ConnectionClosed {
+        /// Its socket id.
+        socket: SocketId,
+        /// Its wire protocol.
+        protocol: Protocol,
+        /// Its user, if known.
+        user: Option<Arc<str>>,
+    },
+    /// The first subscriber of a channel on this node joined.
+    ChannelOccupied {
+        /// The channel.
+        channel: Channel,
+    },
+    /// The last subscriber of a channel on this node left.
+    ChannelVacated {
+        /// The channel.
+        channel: Channel,
+    },
+    /// A user's first socket joined a presence channel (across the cluster).
+    MemberAdded {
+        /// The presence channel.
+        channel: Channel,
+        /// The member.
+        member: Member,
+    },
+    /// A user's last socket left a presence channel (across the cluster).
+    MemberRemoved {
+        /// The presence channel.
+        channel: Channel,
+        /// The member.
+        member: Member,
+    },
+    /// A client sent an event to the other subscribers of a channel.
+    ClientEvent {
+        /// The channel.
+        channel: Channel,
+        /// The event name (`client-...`).
+        event: Arc<str>,
+        /// The sender.
+        socket: SocketId,
+        /// The sender's user, if known.
+        user: Option<Arc<str>>,
+    },
+}
+
+/// The observers of one node. Cheap to clone (shared).
+#[derive(Clone, Default)]
+pub struct Lifecycle {
+    inner: Arc<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    observers: RwLock<Vec<mpsc::Sender<LifecycleEvent>>>,
+    dropped: AtomicU64,
+}
+
+impl std::fmt::Debug for Lifecycle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lifecycle")
+            .field("observers", &read(&self.inner.observers).len())
+            .field("dropped", &self.dropped())
+            .finish()
+    }
+}
+
+impl Lifecycle {
+    /// A new observer: every event from now on, through a queue of `capacity` events.
+    pub fn subscribe(&self, capacity: usize) -> mpsc::Receiver<LifecycleEvent> {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        write(&self.inner.observers).push(tx);
+        rx
+    }
+
+    /// Offers `event` to every observer without waiting; observers that went away are
+    /// forgotten.
+    pub fn emit(&self, event: LifecycleEvent) {
+        let mut gone = false;
+        for tx in read(&self.inner.observers).iter() {
+            match tx.try_send(event.clone()) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    self.inner.dropped.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => gone = true,
+            }
+        }
+        if gone {
+            write(&self.inner.observers).retain(|tx| !tx.is_closed());
+        }
+    }
+
+    /// Events observers missed because their queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.inner.dropped.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_full_observer_misses_events_and_never_blocks() {
+        let lifecycle = Lifecycle::default();
+        let mut slow = lifecycle.subscribe(1);
+        let mut fast = lifecycle.subscribe(10);
+        let channel = Channel::parse("general").unwrap();
+        for _ in 0..3 {
+            lifecycle.emit(LifecycleEvent::ChannelOccupied {
+                channel: channel.clone(),
+            });
+        }
+        assert_eq!(lifecycle.dropped(), 2);
+        assert!(slow.try_recv().is_ok());
+        assert!(slow.try_recv().is_err());
+        for _ in 0..3 {
+            assert!(fast.try_recv().is_ok());
+        }
+        drop(slow);
+        lifecycle.emit(LifecycleEvent::ChannelVacated { channel });
+        assert_eq!(
+            read(&lifecycle.inner.observers).len(),
+            1,
+            "the closed observer is forgotten"
+        );
+    }
+}

@@ -1,0 +1,126 @@
+//! `GET /metrics`: Prometheus text from a recorder owned by this server (the library
+//! never installs a process-wide recorder that would fight the application's own).
+//!
+//! Gauges and totals of the hub are read at scrape time from the same snapshot as
+//! `/api/broadcast/stats`; lifecycle counters (connections opened and closed per
+//! protocol, channels occupied and vacated, presence members, client events) are counted
+//! by an observer of the node's lifecycle events.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use metrics::{counter, gauge, with_local_recorder};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusRecorder};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::credentials::ApiToken;
+use super::AppState;
+use crate::cluster::Broker;
+use crate::hub::Protocol;
+use crate::lifecycle::{Lifecycle, LifecycleEvent};
+
+/// Lifecycle events queued for the metrics observer before it misses some.
+const OBSERVER_QUEUE: usize = 4096;
+
+/// The server's Prometheus recorder.
+pub(crate) struct Metrics(PrometheusRecorder);
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self(PrometheusBuilder::new().build_recorder())
+    }
+}
+
+fn protocol_label(p: Protocol) -> &'static str {
+    match p {
+        Protocol::Native => "native",
+        Protocol::Pusher => "pusher",
+        Protocol::EmitHub => "emithub",
+        Protocol::Rtc => "rtc",
+    }
+}
+
+impl Metrics {
+    /// Counts `lifecycle`'s events until `stop` is cancelled.
+    pub(crate) fn observe(self: &Arc<Self>, lifecycle: &Lifecycle, stop: CancellationToken, tasks: &TaskTracker) {
+        let mut events = lifecycle.subscribe(OBSERVER_QUEUE);
+        let this = self.clone();
+        tasks.spawn(async move {
+            loop {
+                let event = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    event = events.recv() => match event {
+                        Some(event) => event,
+                        None => return,
+                    },
+                };
+                with_local_recorder(&this.0, || count(&event));
+            }
+        });
+    }
+}
+
+fn count(event: &LifecycleEvent) {
+    match event {
+        LifecycleEvent::ConnectionOpened { protocol, .. } => {
+            counter!("rustaxum_connections_opened_total", "protocol" => protocol_label(*protocol)).increment(1);
+        }
+        LifecycleEvent::ConnectionClosed { protocol, .. } => {
+            counter!("rustaxum_connections_closed_total", "protocol" => protocol_label(*protocol)).increment(1);
+        }
+        LifecycleEvent::ChannelOccupied { .. } => counter!("rustaxum_channels_occupied_total").increment(1),
+        LifecycleEvent::ChannelVacated { .. } => counter!("rustaxum_channels_vacated_total").increment(1),
+        LifecycleEvent::MemberAdded { .. } => counter!("rustaxum_presence_members_added_total").increment(1),
+        LifecycleEvent::MemberRemoved { .. } => counter!("rustaxum_presence_members_removed_total").increment(1),
+        LifecycleEvent::ClientEvent { .. } => counter!("rustaxum_client_events_total").increment(1),
+    }
+}
+
+/// `GET /metrics`
+pub(crate) async fn metrics(State(st): State<AppState>, _token: ApiToken) -> impl IntoResponse {
+    let hub = st.node.hub();
+    let snapshot = hub.snapshot();
+    let recorder: &Arc<Metrics> = &st.metrics;
+    with_local_recorder(&recorder.0, || {
+        gauge!("rustaxum_connections").set(snapshot.connections as f64);
+        gauge!("rustaxum_channels").set(snapshot.channels.len() as f64);
+        counter!("rustaxum_connections_total").absolute(snapshot.connections_total);
+        counter!("rustaxum_messages_published_total").absolute(snapshot.messages.published);
+        counter!("rustaxum_messages_delivered_total").absolute(snapshot.messages.delivered);
+        counter!("rustaxum_messages_received_total").absolute(snapshot.messages.received);
+        counter!("rustaxum_frames_encoded_total").absolute(snapshot.messages.encoded);
+        counter!("rustaxum_slow_consumer_disconnects_total").absolute(snapshot.slow_disconnects);
+        counter!("rustaxum_lifecycle_events_dropped_total").absolute(st.node.lifecycle().dropped());
+        gauge!("rustaxum_broadcast_queue_pending").set(st.manager.pending_broadcasts() as f64);
+        gauge!("rustaxum_broadcast_queue_failed").set(st.manager.failed_broadcasts().len() as f64);
+        gauge!("rustaxum_uptime_seconds").set(snapshot.uptime_seconds as f64);
+        if let Some(broker) = &st.cluster {
+            let status = broker.status();
+            gauge!("rustaxum_redis_healthy").set(if broker.healthy() { 1.0 } else { 0.0 });
+            for (kind, value) in [
+                ("published", status.published),
+                ("publish_failures", status.publish_failures),
+                ("received", status.received),
+                ("invalid", status.invalid),
+                ("subscriptions", status.subscriptions),
+                ("subscription_losses", status.subscription_losses),
+            ] {
+                counter!("rustaxum_redis_events_total", "kind" => kind).absolute(value);
+            }
+            counter!("rustaxum_redis_circuit_opened_total").absolute(status.circuit_opened_total);
+        }
+    });
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        recorder.0.handle().render(),
+    )
+}

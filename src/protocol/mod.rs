@@ -1,0 +1,113 @@
+//! The wire protocols: the only modules that know axum. Each protocol folder has its
+//! WebSocket handler, its HTTP endpoints and its codec, and exposes `routes()`; a handler
+//! parses frames, calls the session core ([`crate::session`]), encodes the answer.
+//!
+//! - [`native`]: `/ws`, `/ws/{channel}` and the HTTP API under `/api/broadcast`.
+//! - [`pusher`]: Pusher protocol v7 on `/app/{key}`, its HTTP API under `/apps/{id}/`,
+//!   and `/broadcasting/auth`.
+//! - [`ops`]: `/`, `/health`, `/ready`, `/metrics`.
+//! - shared: [`ApiError`] (JSON errors), request guards (timeouts, body limits, foreign
+//!   origins), credentials (where a token is found), the WebSocket adapter.
+//!
+//! # Adding a protocol
+//!
+//! 1. Create `src/protocol/<name>/` with `codec.rs` (the protocol's frames: typed structs
+//!    for what the server sends, a parser for what clients send, and one table from the
+//!    core's refusal codes, [`Refusal::code`](crate::session::Refusal::code), to the
+//!    protocol's wire codes), `ws.rs` and `mod.rs`.
+//! 2. Give it a frame-cache slot in [`Protocol`](crate::hub::Protocol).
+//! 3. In `ws.rs`, write the upgrade handler: find the credentials, call
+//!    [`Node::admit`](crate::session::Node::admit) (it reserves the connection's place),
+//!    then serve the upgraded socket (`socket::serve`) with a
+//!    [`Handler`](crate::session::runner::Handler): `encode` turns a hub message into the
+//!    protocol's frame (once per message), `on_open`/`on_text`/`on_binary` call the
+//!    [`Session`](crate::session::Session) (`join`, `leave`, `client_event`, `refresh`) and
+//!    return a [`Reply`](crate::session::runner::Reply).
+//! 4. Put any HTTP endpoints in `api.rs`; publish through the node's
+//!    [`Fanout`](crate::cluster::Fanout) (or the broadcast manager), never the hub.
+//! 5. Expose `routes()` and merge it in [`router`].
+//! 6. Test the codec and handler with [`session::testing`](crate::session::testing) (no
+//!    network) and the whole protocol through real sockets in `tests/`.
+
+pub(crate) mod credentials;
+mod error;
+mod guard;
+pub(crate) mod metrics;
+pub mod native;
+pub mod ops;
+pub mod pusher;
+pub(crate) mod socket;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderValue, Method};
+use axum::Router;
+use tokio_util::task::TaskTracker;
+use tower_http::cors::{AllowOrigin, Any, CorsLayer};
+
+pub use error::ApiError;
+
+use crate::broadcasting::BroadcastManager;
+use crate::cluster::redis::RedisBroker;
+use crate::config::{Config, ConfigError};
+use crate::session::Node;
+
+/// Everything a handler needs. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct AppState {
+    /// The session core.
+    pub(crate) node: Arc<Node>,
+    /// Publishes through the configured driver.
+    pub(crate) manager: Arc<BroadcastManager>,
+    /// Configuration.
+    pub(crate) config: Arc<Config>,
+    /// This node's Redis broker when clustered.
+    pub(crate) cluster: Option<Arc<RedisBroker>>,
+    /// The Prometheus recorder behind `/metrics`.
+    pub(crate) metrics: Arc<metrics::Metrics>,
+    /// Tracks every WebSocket session so shutdown can wait for them.
+    pub(crate) sessions: TaskTracker,
+}
+
+/// The full router: every protocol's routes, health endpoints, guards and CORS.
+pub(crate) fn router(state: AppState) -> Result<Router, ConfigError> {
+    let cors = cors_layer(&state.config.server.cors_allowed_origins)?;
+    let router = Router::new()
+        .merge(ops::routes())
+        .merge(native::routes(&state.config))
+        .merge(pusher::routes(&state.config));
+    Ok(router
+        .fallback(ops::not_found)
+        .method_not_allowed_fallback(ops::method_not_allowed)
+        .layer(DefaultBodyLimit::max(state.config.server.max_payload_size))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            guard::same_origin_writes,
+        ))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), guard::http_limits))
+        .layer(cors)
+        .with_state(state))
+}
+
+/// CORS for the configured origins (none by default: only pages served by this server
+/// itself may call the HTTP API from a browser).
+fn cors_layer(origins: &[String]) -> Result<CorsLayer, ConfigError> {
+    let layer = CorsLayer::new()
+        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE, Method::OPTIONS])
+        .allow_headers(Any);
+    if origins.iter().any(|o| o == "*") {
+        return Ok(layer.allow_origin(Any));
+    }
+    let values = origins
+        .iter()
+        .map(|o| {
+            HeaderValue::from_str(o).map_err(|_| ConfigError::Invalid {
+                var: "CORS_ALLOWED_ORIGINS",
+                value: o.clone(),
+                reason: "expected origins such as https://example.com, comma-separated, or *".into(),
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(layer.allow_origin(AllowOrigin::list(values)))
+}

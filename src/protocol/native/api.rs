@@ -1,0 +1,265 @@
+//! The native HTTP API: publish, stats, channels, a presence channel's users.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::broadcasting::event::parse_channels;
+use crate::broadcasting::Payload;
+use crate::channel::{Channel, ChannelKind};
+use crate::cluster::redis::BrokerStatus;
+use crate::hub::{ChannelStats, SocketId, StatsSnapshot};
+use crate::presence::Member;
+use crate::protocol::credentials::ApiToken;
+use crate::protocol::{ApiError, AppState};
+
+/// Most channels one publish may name.
+pub const MAX_CHANNELS_PER_PUBLISH: usize = 100;
+
+/// The body of `POST /api/broadcast`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PublishRequest {
+    #[serde(default)]
+    channels: Option<Vec<String>>,
+    #[serde(default)]
+    channel: Option<String>,
+    event: String,
+    #[serde(default)]
+    data: Option<Value>,
+    #[serde(default)]
+    socket_id: Option<String>,
+}
+
+/// The answer of `POST /api/broadcast`.
+#[derive(Debug, Serialize)]
+pub struct Published {
+    /// Always `true`.
+    pub ok: bool,
+    /// The event name.
+    pub event: String,
+    /// The channels, canonical names, sorted.
+    pub channels: Vec<String>,
+    /// Sockets reached on this server.
+    pub recipients: usize,
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// `POST /api/broadcast`: `{"channels":[..] | "channel":"..", "event":"..", "data":{..}, "socket_id":".."}`.
+pub(crate) async fn publish(
+    State(st): State<AppState>,
+    _token: ApiToken,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Published>, ApiError> {
+    // Browsers send text/plain or form bodies cross-site without a CORS preflight; JSON
+    // only keeps the API out of reach of such requests.
+    if !is_json(&headers) {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send the body with Content-Type: application/json",
+        ));
+    }
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::too_large(st.config.server.max_payload_size)
+        } else {
+            ApiError::bad_json(e.body_text())
+        }
+    })?;
+    let raw: Value =
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad_json(format!("body is not valid JSON: {e}")))?;
+    let req: PublishRequest = serde_json::from_value(raw).map_err(|e| ApiError::unprocessable(e.to_string()))?;
+
+    let mut names = req.channels.unwrap_or_default();
+    names.extend(req.channel);
+    if names.is_empty() {
+        return Err(ApiError::unprocessable("give `channels` (array) or `channel` (string)"));
+    }
+    if names.len() > MAX_CHANNELS_PER_PUBLISH {
+        return Err(ApiError::unprocessable(format!(
+            "at most {MAX_CHANNELS_PER_PUBLISH} channels per publish"
+        )));
+    }
+    let channels = parse_channels(&names)?;
+    let socket = req
+        .socket_id
+        .as_deref()
+        .map(str::parse::<SocketId>)
+        .transpose()
+        .map_err(|e| ApiError::unprocessable(e.to_string()))?;
+    let data = req.data.unwrap_or_else(|| Value::Object(Default::default()));
+    let payload = Payload {
+        data: Arc::from(serde_json::value::to_raw_value(&data).map_err(|e| ApiError::unprocessable(e.to_string()))?),
+        socket,
+    };
+    let recipients = st.manager.send(None, &channels, &req.event, &payload).await?;
+    let names: BTreeSet<String> = channels.iter().map(|c| c.name().to_string()).collect();
+    Ok(Json(Published {
+        ok: true,
+        event: req.event,
+        channels: names.into_iter().collect(),
+        recipients,
+    }))
+}
+
+/// The hub's snapshot with presence member counts filled in.
+async fn snapshot_with_members(st: &AppState) -> StatsSnapshot {
+    let mut snapshot = st.node.hub().snapshot();
+    for (name, c) in snapshot.channels.iter_mut() {
+        if c.kind == ChannelKind::Presence {
+            c.members = st.node.presence().members(name).await.ok().map(|m| m.len());
+        }
+    }
+    snapshot
+}
+
+/// Query of the stats endpoint.
+#[derive(Debug, Deserialize)]
+pub(crate) struct StatsQuery {
+    #[serde(default)]
+    scope: Option<String>,
+}
+
+/// The broadcast queue's figures.
+#[derive(Debug, Serialize)]
+pub struct QueueStats {
+    /// Jobs waiting or running.
+    pub pending: usize,
+    /// Jobs that failed every try.
+    pub failed: usize,
+}
+
+/// `GET /api/broadcast/stats` for this node.
+#[derive(Debug, Serialize)]
+pub struct NodeStats {
+    /// The hub's figures.
+    #[serde(flatten)]
+    pub hub: StatsSnapshot,
+    /// `local`, or `cluster` on a node without a cluster.
+    pub scope: &'static str,
+    /// `["local"]` when a cluster scope was asked of a single node.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nodes: Option<Vec<&'static str>>,
+    /// The default driver.
+    pub driver: String,
+    /// The Redis broker, when clustered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis: Option<BrokerStatus>,
+    /// The broadcast queue.
+    pub queue: QueueStats,
+}
+
+async fn node_stats(st: &AppState, scope: &'static str) -> NodeStats {
+    NodeStats {
+        hub: snapshot_with_members(st).await,
+        scope,
+        nodes: (scope == "cluster").then(|| vec!["local"]),
+        driver: st.manager.default_driver_name(),
+        redis: st.cluster.as_ref().map(|b| b.status()),
+        queue: QueueStats {
+            pending: st.manager.pending_broadcasts(),
+            failed: st.manager.failed_broadcasts().len(),
+        },
+    }
+}
+
+/// `GET /api/broadcast/stats[?scope=cluster]`: this node, or every live node summed.
+pub(crate) async fn stats(
+    State(st): State<AppState>,
+    _token: ApiToken,
+    Query(q): Query<StatsQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let body = match (q.scope.as_deref(), &st.cluster) {
+        (None | Some("local"), _) => serde_json::to_value(node_stats(&st, "local").await),
+        (Some("cluster"), Some(broker)) => Ok(broker.cluster_stats().await?),
+        (Some("cluster"), None) => serde_json::to_value(node_stats(&st, "cluster").await),
+        (Some(other), _) => {
+            return Err(ApiError::unprocessable(format!(
+                "scope must be local or cluster, not {other:?}"
+            )))
+        }
+    };
+    body.map(Json)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))
+}
+
+/// One entry of `GET /api/broadcast/channels`.
+#[derive(Debug, Serialize)]
+pub struct ChannelEntry {
+    /// The canonical name.
+    pub name: String,
+    /// Its figures.
+    #[serde(flatten)]
+    pub stats: ChannelStats,
+}
+
+/// `GET /api/broadcast/channels`.
+#[derive(Debug, Serialize)]
+pub struct ChannelList {
+    /// Occupied channels, by name.
+    pub channels: Vec<ChannelEntry>,
+    /// How many.
+    pub count: usize,
+}
+
+/// `GET /api/broadcast/channels`: occupied channels with kind and subscribers.
+pub(crate) async fn channels(State(st): State<AppState>, _token: ApiToken) -> Json<ChannelList> {
+    let snapshot = snapshot_with_members(&st).await;
+    let channels: Vec<ChannelEntry> = snapshot
+        .channels
+        .into_iter()
+        .map(|(name, stats)| ChannelEntry { name, stats })
+        .collect();
+    Json(ChannelList {
+        count: channels.len(),
+        channels,
+    })
+}
+
+/// `GET /api/broadcast/channels/{name}/users`.
+#[derive(Debug, Serialize)]
+pub struct Users {
+    /// The presence channel.
+    pub channel: String,
+    /// Its members.
+    pub users: Vec<Member>,
+    /// How many.
+    pub count: usize,
+}
+
+/// `GET /api/broadcast/channels/{name}/users`: a presence channel's members.
+pub(crate) async fn channel_users(
+    State(st): State<AppState>,
+    _token: ApiToken,
+    Path(name): Path<String>,
+) -> Result<Json<Users>, ApiError> {
+    let channel = Channel::parse(&name).map_err(|e| ApiError::unprocessable(format!("invalid channel: {e}")))?;
+    if channel.kind() != ChannelKind::Presence {
+        return Err(ApiError::unprocessable(format!(
+            "{} is not a presence channel (presence channels are named presence.*)",
+            channel.name()
+        )));
+    }
+    let users = st.node.presence().members(channel.name()).await?;
+    Ok(Json(Users {
+        channel: channel.name().to_string(),
+        count: users.len(),
+        users,
+    }))
+}

@@ -1,0 +1,239 @@
+//! The native protocol's frames.
+//!
+//! Server frames: `{"channel","event","data","timestamp"}` (plus `position` on channels
+//! with history). Client frames carry an `action`: `ping`, `subscribe`, `unsubscribe`,
+//! `whisper`, `refresh`. Refusals are events named `error` (or `subscription_error`) with
+//! `{"code","error","message"}`, where `error` is the core's refusal code and `code` its
+//! HTTP-like number from [`status`].
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::channel::ChannelKind;
+use crate::hub::{now_rfc3339, Envelope, Position};
+use crate::presence::Member;
+
+/// The number a refusal code gets in `error` / `subscription_error` data (the one table
+/// from the core's codes to this protocol's).
+pub fn status(code: &str) -> u16 {
+    match code {
+        "invalid_json" => 400,
+        "unauthorized" => 401,
+        "forbidden" | "wrong_kind" | "not_public" | "client_events_forbidden" => 403,
+        "not_subscribed" => 404,
+        "binary_not_supported" => 415,
+        "too_many_channels" | "rate_limited" | "channel_full" => 429,
+        "presence_unavailable" | "unavailable" | "over_capacity" | "over_quota" | "shutting_down" => 503,
+        // invalid_frame, invalid_channel, invalid_event, invalid_member and anything new
+        _ => 422,
+    }
+}
+
+/// A server frame of the native protocol.
+#[derive(Serialize)]
+struct ServerFrame<'a, D: Serialize + ?Sized> {
+    channel: &'a str,
+    event: &'a str,
+    data: &'a D,
+    timestamp: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    position: Option<&'a Position>,
+}
+
+fn serialise<D: Serialize + ?Sized>(frame: &ServerFrame<'_, D>) -> Option<String> {
+    serde_json::to_string(frame)
+        .map_err(|e| tracing::error!(error = %e, "encoding a native frame failed"))
+        .ok()
+}
+
+/// A frame the server sends now (replies, refusals).
+pub fn frame<D: Serialize + ?Sized>(channel: &str, event: &str, data: &D) -> String {
+    let timestamp = now_rfc3339();
+    serialise(&ServerFrame {
+        channel,
+        event,
+        data,
+        timestamp: &timestamp,
+        position: None,
+    })
+    .unwrap_or_default()
+}
+
+/// A hub message as a native frame (once per message, shared by every native socket).
+pub fn encode(envelope: &Envelope) -> Option<String> {
+    serialise(&ServerFrame {
+        channel: envelope.channel.name(),
+        event: &envelope.event,
+        data: &*envelope.data,
+        timestamp: &envelope.timestamp,
+        position: envelope.position.as_ref(),
+    })
+}
+
+/// `{"code","error","message"}` of `error` and `subscription_error` events.
+#[derive(Debug, Serialize)]
+pub struct ErrorData<'a> {
+    /// The HTTP-like number.
+    pub code: u16,
+    /// The refusal code.
+    pub error: &'a str,
+    /// For humans.
+    pub message: &'a str,
+}
+
+/// An `error` (or `subscription_error`) event for refusal `code`.
+pub fn refusal(channel: &str, event: &str, code: &str, message: &str) -> String {
+    let data = ErrorData {
+        code: status(code),
+        error: code,
+        message,
+    };
+    frame(channel, event, &data)
+}
+
+/// Data of `connection_established`.
+#[derive(Debug, Serialize)]
+pub struct ConnectionEstablished<'a> {
+    /// The socket id (for `socket_id` exclusion when publishing).
+    pub socket_id: String,
+    /// Seconds of silence before the server pings.
+    pub activity_timeout: u64,
+    /// The authenticated user.
+    pub user_id: Option<&'a str>,
+}
+
+/// Data of `subscription_succeeded`.
+#[derive(Debug, Serialize)]
+pub struct SubscriptionSucceeded<'a> {
+    /// The channel's canonical name.
+    pub channel: &'a str,
+    /// Its kind.
+    pub kind: ChannelKind,
+    /// The socket id.
+    pub socket_id: String,
+    /// Subscribers on this node.
+    pub subscribers: usize,
+    /// Presence: the members.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub members: Option<&'a [Member]>,
+    /// Presence: how many.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub count: Option<usize>,
+    /// Presence: this connection's member.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub me: Option<&'a Member>,
+}
+
+/// Data of `unsubscribed`.
+#[derive(Debug, Serialize)]
+pub struct Unsubscribed<'a> {
+    /// The channel left.
+    pub channel: &'a str,
+}
+
+/// Data of `token_refreshed`.
+#[derive(Debug, Serialize)]
+pub struct TokenRefreshed {
+    /// The new token's `exp`.
+    pub expires_at: Option<u64>,
+}
+
+/// A client frame.
+#[derive(Debug, Deserialize, PartialEq)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum ClientFrame {
+    /// `{"action":"ping","data":..}`: answered with `pong` echoing `data`.
+    Ping {
+        /// Echoed back.
+        #[serde(default)]
+        data: Option<Value>,
+        /// Echoed as the pong's channel.
+        #[serde(default)]
+        channel: Option<String>,
+    },
+    /// Join a channel.
+    Subscribe {
+        /// Its name.
+        channel: String,
+    },
+    /// Leave a channel.
+    Unsubscribe {
+        /// Its name.
+        channel: String,
+    },
+    /// A client event to the channel's other subscribers.
+    Whisper {
+        /// The channel.
+        channel: String,
+        /// The event (`client-` is added when missing).
+        event: String,
+        /// Its data (default `{}`).
+        #[serde(default)]
+        data: Option<Value>,
+    },
+    /// A fresh token for the same user.
+    Refresh {
+        /// The JWT.
+        token: String,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn client_frames_parse() {
+        let cases = [
+            (
+                json!({"action": "ping"}),
+                ClientFrame::Ping {
+                    data: None,
+                    channel: None,
+                },
+            ),
+            (
+                json!({"action": "subscribe", "channel": "news"}),
+                ClientFrame::Subscribe { channel: "news".into() },
+            ),
+            (
+                json!({"action": "whisper", "channel": "c", "event": "typing", "data": {"x": 1}}),
+                ClientFrame::Whisper {
+                    channel: "c".into(),
+                    event: "typing".into(),
+                    data: Some(json!({"x": 1})),
+                },
+            ),
+            (
+                json!({"action": "refresh", "token": "t"}),
+                ClientFrame::Refresh { token: "t".into() },
+            ),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(serde_json::from_value::<ClientFrame>(input).unwrap(), expected);
+        }
+        for bad in [json!({"action": "dance"}), json!({"action": "subscribe"}), json!({})] {
+            assert!(serde_json::from_value::<ClientFrame>(bad.clone()).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn refusals_carry_code_error_and_message() {
+        let f: Value = serde_json::from_str(&refusal("c", "error", "rate_limited", "slow down")).unwrap();
+        assert_eq!(f["event"], "error");
+        assert_eq!(
+            f["data"],
+            json!({"code": 429, "error": "rate_limited", "message": "slow down"})
+        );
+        assert!(f["timestamp"].as_str().unwrap().ends_with('Z'));
+        for (code, n) in [
+            ("unauthorized", 401),
+            ("wrong_kind", 403),
+            ("not_subscribed", 404),
+            ("invalid_channel", 422),
+        ] {
+            assert_eq!(status(code), n, "{code}");
+        }
+    }
+}

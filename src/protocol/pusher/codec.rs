@@ -1,0 +1,240 @@
+//! Pusher protocol v7 frames: `{"event","channel"?,"data"}` with `data` a JSON-encoded
+//! string (errors carry an object), and the tables from the core's refusal codes to
+//! Pusher's statuses and error codes.
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use serde_json::Value;
+
+use crate::hub::{Envelope, EnvelopeKind};
+
+/// Pusher close and error codes used here.
+pub mod codes {
+    /// Unknown app key.
+    pub const UNKNOWN_APP: u16 = 4001;
+    /// The app is disabled.
+    pub const APP_DISABLED: u16 = 4003;
+    /// The app is over its connection quota.
+    pub const OVER_QUOTA: u16 = 4004;
+    /// The protocol version is not a number.
+    pub const INVALID_VERSION: u16 = 4006;
+    /// The protocol version is not supported (5 to 7 are).
+    pub const UNSUPPORTED_PROTOCOL: u16 = 4007;
+    /// No protocol version was given.
+    pub const NO_PROTOCOL: u16 = 4008;
+    /// Unauthorized (failed `pusher:signin`, terminated, expired).
+    pub const UNAUTHORIZED: u16 = 4009;
+    /// The server is over capacity.
+    pub const OVER_CAPACITY: u16 = 4100;
+    /// Generic "reconnect immediately" (the server is shutting down).
+    pub const RECONNECT: u16 = 4200;
+    /// A client event was refused by the rate limit.
+    pub const CLIENT_EVENT_RATE_LIMIT: u16 = 4301;
+}
+
+/// The close code of a refused connection, by the core's refusal code.
+pub fn connect_code(code: &str) -> u16 {
+    match code {
+        "over_quota" => codes::OVER_QUOTA,
+        "shutting_down" => codes::RECONNECT,
+        _ => codes::OVER_CAPACITY,
+    }
+}
+
+/// The `status` of a `pusher:subscription_error`, by the core's refusal code.
+pub fn subscription_status(code: &str) -> u16 {
+    match code {
+        "unauthorized" | "bad_signature" => 401,
+        "forbidden" | "wrong_kind" | "not_public" => 403,
+        "too_many_channels" | "channel_full" => 429,
+        "presence_unavailable" => 503,
+        // invalid_channel, invalid_member and anything new
+        _ => 400,
+    }
+}
+
+/// The `code` of a `pusher:error` for a refused client event (only the rate limit has one).
+pub fn client_event_code(code: &str) -> Option<u16> {
+    (code == "rate_limited").then_some(codes::CLIENT_EVENT_RATE_LIMIT)
+}
+
+#[derive(Serialize)]
+struct Out<'a, D: Serialize> {
+    event: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    channel: Option<&'a str>,
+    data: D,
+}
+
+/// A server message.
+pub fn message<D: Serialize>(event: &str, channel: Option<&str>, data: D) -> String {
+    serde_json::to_string(&Out { event, channel, data }).unwrap_or_default()
+}
+
+/// A server message whose data is JSON encoded as a string, as Pusher sends it.
+pub fn message_encoded<D: Serialize>(event: &str, channel: Option<&str>, data: &D) -> String {
+    message(event, channel, serde_json::to_string(data).unwrap_or_default())
+}
+
+#[derive(Serialize)]
+struct ErrorData<'a> {
+    code: Option<u16>,
+    message: &'a str,
+}
+
+/// `pusher:error`.
+pub fn error(code: Option<u16>, text: &str) -> String {
+    message("pusher:error", None, ErrorData { code, message: text })
+}
+
+#[derive(Serialize)]
+struct SubscriptionErrorData<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    error: &'a str,
+    status: u16,
+}
+
+/// `pusher:subscription_error` with an HTTP-like `status`.
+pub fn subscription_error(channel: &str, status: u16, text: &str) -> String {
+    let kind = if status == 401 || status == 403 {
+        "AuthError"
+    } else {
+        "InvalidChannel"
+    };
+    message(
+        "pusher:subscription_error",
+        Some(channel),
+        SubscriptionErrorData {
+            kind,
+            error: text,
+            status,
+        },
+    )
+}
+
+/// The Pusher `data` string of a payload: a JSON string payload is sent as its text
+/// (what a Pusher SDK published as a plain string), anything else as its JSON.
+pub fn data_string(raw: &RawValue) -> String {
+    match serde_json::from_str::<String>(raw.get()) {
+        Ok(s) => s,
+        Err(_) => raw.get().to_string(),
+    }
+}
+
+#[derive(Deserialize)]
+struct Removed {
+    user_id: Value,
+}
+
+#[derive(Serialize)]
+struct RemovedData<'a> {
+    user_id: &'a Value,
+}
+
+/// A hub message as a Pusher frame (once per message, shared by every Pusher socket):
+/// channel names in Pusher spelling, presence events as `pusher_internal:member_*`.
+pub fn encode(envelope: &Envelope) -> Option<String> {
+    let channel = envelope.channel.pusher_name();
+    let (event, data) = match envelope.kind {
+        EnvelopeKind::Event => (envelope.event.as_ref(), data_string(&envelope.data)),
+        EnvelopeKind::MemberAdded => ("pusher_internal:member_added", envelope.data.get().to_string()),
+        EnvelopeKind::MemberRemoved => {
+            let removed: Removed = serde_json::from_str(envelope.data.get()).ok()?;
+            let data = serde_json::to_string(&RemovedData {
+                user_id: &removed.user_id,
+            })
+            .ok()?;
+            ("pusher_internal:member_removed", data)
+        }
+    };
+    Some(message(event, Some(&channel), data))
+}
+
+/// A client message.
+#[derive(Debug, Deserialize)]
+pub struct Incoming {
+    /// The event, e.g. `pusher:subscribe` or `client-typing`.
+    pub event: String,
+    /// The channel (client events).
+    #[serde(default)]
+    pub channel: Option<String>,
+    /// The data (an object, or for some clients the same JSON-encoded as a string).
+    #[serde(default)]
+    pub data: Option<Value>,
+}
+
+/// The data of `pusher:subscribe`.
+#[derive(Debug, Deserialize)]
+pub struct SubscribeData {
+    /// The channel, Pusher spelling.
+    pub channel: String,
+    /// `key:signature` for private and presence channels.
+    #[serde(default)]
+    pub auth: Option<String>,
+    /// Presence: the member, JSON-encoded.
+    #[serde(default)]
+    pub channel_data: Option<String>,
+}
+
+/// An id that may be a string or a number.
+pub fn id_string(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::channel::Channel;
+    use crate::hub::{Hub, Message, Protocol};
+    use serde_json::json;
+    use std::sync::Arc;
+
+    fn envelope(channel: &str, kind: EnvelopeKind, data: Value) -> Arc<Envelope> {
+        let hub = Hub::default();
+        let channel = Channel::parse(channel).unwrap();
+        let (conn, mut rx) = hub.connect(Protocol::Pusher);
+        hub.subscribe(&conn, &channel).unwrap();
+        let raw: Arc<RawValue> = Arc::from(serde_json::value::to_raw_value(&data).unwrap());
+        hub.deliver(Message::event(channel, "evt", raw).kind(kind));
+        rx.try_recv().unwrap()
+    }
+
+    #[test]
+    fn hub_messages_become_pusher_frames() {
+        let f: Value =
+            serde_json::from_str(&encode(&envelope("private-user.1", EnvelopeKind::Event, json!({"a": 1}))).unwrap())
+                .unwrap();
+        assert_eq!(
+            f,
+            json!({"event": "evt", "channel": "private-user.1", "data": "{\"a\":1}"})
+        );
+        let f: Value =
+            serde_json::from_str(&encode(&envelope("general", EnvelopeKind::Event, json!("plain"))).unwrap()).unwrap();
+        assert_eq!(f["data"], "plain", "a string payload is sent as its text");
+        let member = json!({"user_id": "7", "user_info": {"name": "Ann"}});
+        let f: Value =
+            serde_json::from_str(&encode(&envelope("presence-chat", EnvelopeKind::MemberRemoved, member)).unwrap())
+                .unwrap();
+        assert_eq!(f["event"], "pusher_internal:member_removed");
+        assert_eq!(f["channel"], "presence-chat");
+        assert_eq!(f["data"], "{\"user_id\":\"7\"}");
+    }
+
+    #[test]
+    fn refusal_tables() {
+        assert_eq!(subscription_status("wrong_kind"), 403);
+        assert_eq!(subscription_status("bad_signature"), 401);
+        assert_eq!(subscription_status("invalid_channel"), 400);
+        assert_eq!(client_event_code("rate_limited"), Some(4301));
+        assert_eq!(client_event_code("not_subscribed"), None);
+        assert_eq!(connect_code("over_quota"), 4004);
+        assert_eq!(connect_code("over_capacity"), 4100);
+        let e: Value = serde_json::from_str(&subscription_error("private-x", 401, "bad")).unwrap();
+        assert_eq!(e["data"], json!({"type": "AuthError", "error": "bad", "status": 401}));
+    }
+}

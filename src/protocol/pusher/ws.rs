@@ -1,0 +1,331 @@
+//! Pusher protocol v7 on `/app/{key}`, so pusher-js and Laravel Echo work unchanged.
+//! Refusals are sent over the socket (`pusher:error`, then a close code), as clients
+//! expect.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use super::codec::{self, codes, id_string, Incoming, SubscribeData};
+use crate::channel::{Channel, ChannelKind};
+use crate::hub::{CloseReason, Envelope, Protocol};
+use crate::presence::Member;
+use crate::protocol::{socket, ApiError, AppState};
+use crate::pusher::{self, PusherApp};
+use crate::session::runner::{Handler, Reply};
+use crate::session::{AppQuota, JoinAs, JoinError, Joined, Refusal, Session};
+
+/// pusher-js's per-user channel after `pusher:signin`.
+const SERVER_TO_USER: &str = "#server-to-user-";
+
+/// `GET /app/{key}?protocol=7`
+pub(crate) async fn upgrade(
+    State(st): State<AppState>,
+    Path(key): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Response {
+    let ws = match ws {
+        Ok(ws) => socket::configure(ws, &st),
+        Err(e) => {
+            return ApiError::new(StatusCode::UPGRADE_REQUIRED, "upgrade_required", e.body_text()).into_response()
+        }
+    };
+    // Only a server shutting down refuses at the HTTP level.
+    if st.node.hub().is_shutting_down() {
+        return ApiError::unavailable("server is shutting down").into_response();
+    }
+    let app = match check(&st, &key, query.get("protocol").map(String::as_str)) {
+        Ok(app) => app,
+        Err((code, message)) => return ws.on_upgrade(move |s| refuse(s, code, message.to_string())),
+    };
+    let quota = AppQuota {
+        id: &app.id,
+        max_connections: app.max_connections,
+    };
+    match st.node.admit(None, Some(quota)) {
+        Ok(admission) => {
+            let handler = PusherSession { app: Arc::new(app) };
+            ws.on_upgrade(move |s| socket::serve(&st, s, admission, handler))
+        }
+        Err(e) => {
+            let code = codec::connect_code(e.code());
+            let message = match code {
+                codes::OVER_QUOTA => "Application is over connection quota".to_string(),
+                _ => format!("Over capacity: {e}"),
+            };
+            ws.on_upgrade(move |s| refuse(s, code, message))
+        }
+    }
+}
+
+async fn refuse(upgraded: axum::extract::ws::WebSocket, code: u16, message: String) {
+    let reason: &'static str = match code {
+        codes::UNKNOWN_APP => "unknown app",
+        codes::APP_DISABLED => "app disabled",
+        codes::OVER_QUOTA => "over connection quota",
+        codes::OVER_CAPACITY => "over capacity",
+        _ => "unsupported protocol",
+    };
+    let frames = vec![codec::error(Some(code), &message)];
+    socket::refuse(upgraded, frames, CloseReason { code, reason }).await;
+}
+
+/// The app for `key`, if it may connect with this protocol version.
+fn check(st: &AppState, key: &str, protocol: Option<&str>) -> Result<PusherApp, (u16, &'static str)> {
+    let Some(app) = st.config.pusher.apps.by_key(key) else {
+        return Err((codes::UNKNOWN_APP, "App key does not exist"));
+    };
+    if !app.enabled {
+        return Err((codes::APP_DISABLED, "App is disabled"));
+    }
+    match protocol.map(str::parse::<u32>) {
+        None => Err((codes::NO_PROTOCOL, "No protocol version supplied")),
+        Some(Err(_)) => Err((codes::INVALID_VERSION, "Invalid version string format")),
+        Some(Ok(v)) if !(5..=7).contains(&v) => Err((codes::UNSUPPORTED_PROTOCOL, "Unsupported protocol version")),
+        Some(Ok(_)) => Ok(app.clone()),
+    }
+}
+
+/// A Pusher connection of one app.
+pub(crate) struct PusherSession {
+    app: Arc<PusherApp>,
+}
+
+#[derive(Serialize)]
+struct Established {
+    socket_id: String,
+    activity_timeout: u64,
+}
+
+#[derive(Serialize)]
+struct PresenceData<'a> {
+    presence: PresenceList<'a>,
+}
+
+#[derive(Serialize)]
+struct PresenceList<'a> {
+    ids: Vec<&'a str>,
+    hash: Map<String, Value>,
+    count: usize,
+}
+
+#[derive(Serialize)]
+struct SigninSuccess<'a> {
+    user_data: &'a str,
+}
+
+fn error(code: Option<u16>, message: &str) -> Reply {
+    Reply::text(codec::error(code, message))
+}
+
+fn parse_member(channel_data: &str) -> Option<Member> {
+    let v: Value = serde_json::from_str(channel_data).ok()?;
+    Some(Member {
+        user_id: id_string(&v["user_id"])?,
+        user_info: v.get("user_info").cloned().unwrap_or(Value::Null),
+    })
+}
+
+fn succeeded(name: &str, joined: &Joined) -> Reply {
+    let data = match &joined.presence {
+        None => "{}".to_string(),
+        Some(p) => serde_json::to_string(&PresenceData {
+            presence: PresenceList {
+                ids: p.members.iter().map(|m| m.user_id.as_str()).collect(),
+                hash: p
+                    .members
+                    .iter()
+                    .map(|m| (m.user_id.clone(), m.user_info.clone()))
+                    .collect(),
+                count: p.members.len(),
+            },
+        })
+        .unwrap_or_default(),
+    };
+    Reply::text(codec::message(
+        "pusher_internal:subscription_succeeded",
+        Some(name),
+        data,
+    ))
+}
+
+impl PusherSession {
+    async fn subscribe(&self, s: &mut Session, data: SubscribeData) -> Reply {
+        let name = data.channel;
+        if let Some(user) = name.strip_prefix(SERVER_TO_USER) {
+            // pusher-js joins this after pusher:signin; only the signed-in user may.
+            if s.user().as_deref() == Some(user) {
+                return Reply::text(codec::message(
+                    "pusher_internal:subscription_succeeded",
+                    Some(&name),
+                    "{}",
+                ));
+            }
+            return Reply::text(codec::subscription_error(&name, 403, "sign in as this user first"));
+        }
+        let channel = match Channel::parse(&name) {
+            Ok(c) => c,
+            Err(e) => return Reply::text(codec::subscription_error(&name, 400, &e.to_string())),
+        };
+        let how = match channel.kind() {
+            // A name without prefix must be public under the server's rules too, or a
+            // Pusher client could read `user.42` without authenticating.
+            ChannelKind::Public => JoinAs::Public,
+            ChannelKind::Private | ChannelKind::Presence => {
+                let socket_id = s.id().to_string();
+                let channel_data = data
+                    .channel_data
+                    .as_deref()
+                    .filter(|_| channel.kind() == ChannelKind::Presence);
+                let auth = data.auth.as_deref().unwrap_or("");
+                if !pusher::verify_channel_auth(&self.app, &socket_id, &name, channel_data, auth) {
+                    let message = format!(
+                        "Invalid signature: expected HMAC SHA256 of '{socket_id}:{name}{}'",
+                        if channel_data.is_some() { ":<channel_data>" } else { "" }
+                    );
+                    return Reply::text(codec::subscription_error(&name, 401, &message));
+                }
+                let member = channel_data.and_then(parse_member);
+                if channel.kind() == ChannelKind::Presence && member.is_none() {
+                    let message = "channel_data must be JSON with a user_id";
+                    return Reply::text(codec::subscription_error(&name, 400, message));
+                }
+                JoinAs::Signed { member }
+            }
+        };
+        match s.join(&channel, how).await {
+            Ok(joined) => succeeded(&name, &joined),
+            Err(JoinError::Closing) => Reply::none(),
+            Err(e @ JoinError::NotPublic(_)) => {
+                let message = format!("{e}; subscribe as private-{name}");
+                Reply::text(codec::subscription_error(&name, 403, &message))
+            }
+            Err(e) => Reply::text(codec::subscription_error(
+                &name,
+                codec::subscription_status(e.code()),
+                &e.to_string(),
+            )),
+        }
+    }
+
+    async fn client_event(&self, s: &mut Session, event: &str, channel: Option<&str>, data: Option<Value>) -> Reply {
+        let Some(name) = channel else {
+            return error(None, "Client event rejected: no channel given");
+        };
+        // pusher-js sends the data as an object; a string is kept as the client sent it.
+        let payload = match data.unwrap_or(Value::Null) {
+            Value::Null => Value::Object(Default::default()),
+            other => other,
+        };
+        let Ok(raw) = serde_json::value::to_raw_value(&payload) else {
+            return Reply::none();
+        };
+        match s.client_event(name, event, Arc::from(raw)).await {
+            Ok(_) => Reply::none(),
+            Err(e) => error(
+                codec::client_event_code(e.code()),
+                &format!("Client event rejected: {e}"),
+            ),
+        }
+    }
+
+    fn signin(&self, s: &mut Session, data: Option<Value>) -> Reply {
+        let auth = data.as_ref().and_then(|d| d["auth"].as_str()).unwrap_or("");
+        let user_data = data.as_ref().and_then(|d| d["user_data"].as_str()).unwrap_or("");
+        let user_id = serde_json::from_str::<Value>(user_data)
+            .ok()
+            .and_then(|u| id_string(&u["id"]));
+        match user_id {
+            Some(id) if pusher::verify_user_auth(&self.app, &s.id().to_string(), user_data, auth) => {
+                s.sign_in(&id);
+                Reply::text(codec::message_encoded(
+                    "pusher:signin_success",
+                    None,
+                    &SigninSuccess { user_data },
+                ))
+            }
+            _ => error(
+                Some(codes::UNAUTHORIZED),
+                "Invalid signin: bad auth signature or user_data without id",
+            )
+            .and_close(CloseReason {
+                code: codes::UNAUTHORIZED,
+                reason: "unauthorized",
+            }),
+        }
+    }
+}
+
+#[async_trait]
+impl Handler for PusherSession {
+    const PROTOCOL: Protocol = Protocol::Pusher;
+
+    fn encode(envelope: &Envelope) -> Option<String> {
+        codec::encode(envelope)
+    }
+
+    fn close_reason(&self, reason: CloseReason) -> CloseReason {
+        if reason == CloseReason::SHUTDOWN {
+            // 4200: "generic reconnect immediately": another node (or this one restarted)
+            // will take the client.
+            CloseReason {
+                code: codes::RECONNECT,
+                reason: "server shutting down, reconnect",
+            }
+        } else {
+            reason
+        }
+    }
+
+    async fn on_open(&mut self, s: &mut Session) -> Reply {
+        let data = Established {
+            socket_id: s.id().to_string(),
+            activity_timeout: s.node().limits().ping_interval.as_secs(),
+        };
+        Reply::text(codec::message_encoded("pusher:connection_established", None, &data))
+    }
+
+    async fn on_text(&mut self, s: &mut Session, frame: &str) -> Reply {
+        let msg: Incoming = match serde_json::from_str(frame) {
+            Ok(m) => m,
+            Err(e) => return error(None, &format!("Invalid message: {e}")),
+        };
+        // pusher-js sends `data` as an object; some clients send it JSON-encoded.
+        let data = match msg.data {
+            Some(Value::String(t)) if msg.event.starts_with("pusher:") => serde_json::from_str(&t).ok(),
+            other => other,
+        };
+        match msg.event.as_str() {
+            "pusher:ping" => Reply::text(codec::message("pusher:pong", None, Map::new())),
+            "pusher:pong" => Reply::none(),
+            "pusher:subscribe" => match data.map(serde_json::from_value::<SubscribeData>) {
+                Some(Ok(d)) => self.subscribe(s, d).await,
+                _ => error(None, "pusher:subscribe needs data.channel"),
+            },
+            "pusher:unsubscribe" => {
+                if let Some(name) = data.as_ref().and_then(|d| d["channel"].as_str()) {
+                    let _ = s.leave(name).await;
+                }
+                Reply::none()
+            }
+            "pusher:signin" => self.signin(s, data),
+            e if e.starts_with(crate::session::CLIENT_EVENT_PREFIX) => {
+                let event = e.to_string();
+                self.client_event(s, &event, msg.channel.as_deref(), data).await
+            }
+            other => error(None, &format!("Unknown event {other:?}")),
+        }
+    }
+
+    async fn on_binary(&mut self, _s: &mut Session, _data: &[u8]) -> Reply {
+        error(None, "Binary frames are not supported")
+    }
+}

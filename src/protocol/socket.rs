@@ -1,0 +1,88 @@
+//! axum's WebSocket as a socket of the session loop: frames mapped both ways, read
+//! errors classified, buffers sized for cheap idle connections.
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use futures_util::future::{ready, Ready};
+use futures_util::{SinkExt, StreamExt};
+
+use super::AppState;
+use crate::session::runner::{self, Frame, Handler, ReadError, Socket};
+use crate::session::Admission;
+
+/// tungstenite's read buffer per socket (its default, 128 KiB, dominates idle memory).
+const READ_BUFFER: usize = 2 * 1024;
+/// Bytes buffered before tungstenite writes to the socket (flushes write sooner).
+const WRITE_BUFFER: usize = 8 * 1024;
+
+/// The upgrade with the server's buffer sizes and message limit.
+pub(crate) fn configure(ws: WebSocketUpgrade, st: &AppState) -> WebSocketUpgrade {
+    let limit = st.config.websocket.max_message_size;
+    ws.read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
+        .max_message_size(limit)
+        .max_frame_size(limit)
+}
+
+/// `handler`'s session on `socket`, as a future that shutdown waits for (give it to
+/// `on_upgrade`).
+pub(crate) fn serve<H: Handler + 'static>(
+    st: &AppState,
+    socket: WebSocket,
+    admission: Admission,
+    handler: H,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let (session, rx) = admission.open(H::PROTOCOL);
+    st.sessions
+        .track_future(runner::run::<H, Utf8Bytes, _>(session, rx, adapt(socket), handler))
+}
+
+/// Sends `frames`, then a close frame, on a socket refused after its upgrade.
+pub(crate) async fn refuse(mut socket: WebSocket, frames: Vec<String>, close: crate::hub::CloseReason) {
+    for frame in frames {
+        if socket.send(Message::Text(frame.into())).await.is_err() {
+            return;
+        }
+    }
+    let _ = tokio::time::timeout(runner::CLOSE_GRACE, socket.send(to_message(Frame::Close(Some(close))))).await;
+}
+
+fn adapt(socket: WebSocket) -> impl Socket<Utf8Bytes> {
+    let to: fn(Frame<Utf8Bytes>) -> Ready<Result<Message, axum::Error>> = |f| ready(Ok(to_message(f)));
+    socket.with(to).map(from_message)
+}
+
+fn to_message(frame: Frame<Utf8Bytes>) -> Message {
+    match frame {
+        Frame::Text(t) => Message::Text(t),
+        Frame::Binary(b) => Message::Binary(b),
+        Frame::Ping(b) => Message::Ping(b),
+        Frame::Pong(b) => Message::Pong(b),
+        Frame::Close(reason) => Message::Close(reason.map(|r| CloseFrame {
+            code: r.code,
+            reason: Utf8Bytes::from_static(r.reason),
+        })),
+    }
+}
+
+fn from_message(message: Result<Message, axum::Error>) -> Result<Frame<Utf8Bytes>, ReadError> {
+    match message {
+        Ok(Message::Text(t)) => Ok(Frame::Text(t)),
+        Ok(Message::Binary(b)) => Ok(Frame::Binary(b)),
+        Ok(Message::Ping(b)) => Ok(Frame::Ping(b)),
+        Ok(Message::Pong(b)) => Ok(Frame::Pong(b)),
+        Ok(Message::Close(_)) => Ok(Frame::Close(None)),
+        Err(e) => Err(read_error(e)),
+    }
+}
+
+/// Classifies a failed read: 1009 for a frame or message over the size limit, 1002 for a
+/// protocol violation, 1007 for a text frame that is not UTF-8.
+fn read_error(e: axum::Error) -> ReadError {
+    use tokio_tungstenite::tungstenite::Error;
+    match e.into_inner().downcast::<Error>().map(|e| *e) {
+        Ok(Error::Capacity(_)) => ReadError::TooBig,
+        Ok(Error::Protocol(_)) => ReadError::Protocol,
+        Ok(Error::Utf8(_)) => ReadError::InvalidUtf8,
+        _ => ReadError::Gone,
+    }
+}

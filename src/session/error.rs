@@ -1,0 +1,207 @@
+//! Everything a connection can be refused for, as typed errors. Each carries a stable
+//! machine code ([`Refusal::code`]), a message for humans (`Display`) and whether the
+//! client should reconnect. Protocols map the codes to their own wire codes, each in one
+//! table.
+
+use crate::auth::TokenError;
+use crate::channel::ChannelKind;
+use crate::cluster::ClusterError;
+
+/// What a client should do after a refusal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reconnect {
+    /// The same request will fail again: do not retry as is.
+    Never,
+    /// A temporary condition: retry after a back-off.
+    Backoff,
+}
+
+/// The common face of every refusal.
+pub trait Refusal: std::fmt::Display {
+    /// A stable machine-readable code, e.g. `forbidden`.
+    fn code(&self) -> &'static str;
+    /// Whether retrying later can succeed.
+    fn reconnect(&self) -> Reconnect;
+}
+
+/// A connection was not admitted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConnectError {
+    /// The server is shutting down.
+    #[error("server is shutting down")]
+    ShuttingDown,
+    /// `BROADCAST_MAX_CONNECTIONS` sockets are open or opening.
+    #[error("connection limit of {0} reached")]
+    OverCapacity(usize),
+    /// The app's `max_connections` sockets are open or opening.
+    #[error("app {app} is over its connection quota of {max}")]
+    AppOverQuota {
+        /// The app id.
+        app: String,
+        /// Its quota.
+        max: usize,
+    },
+}
+
+impl Refusal for ConnectError {
+    fn code(&self) -> &'static str {
+        match self {
+            Self::ShuttingDown => "shutting_down",
+            Self::OverCapacity(_) => "over_capacity",
+            Self::AppOverQuota { .. } => "over_quota",
+        }
+    }
+
+    fn reconnect(&self) -> Reconnect {
+        Reconnect::Backoff
+    }
+}
+
+/// A channel join was refused; nothing of it remains (all or nothing).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JoinError {
+    /// The channel needs an authenticated user and the connection has none.
+    #[error("channel {0} requires authentication")]
+    Unauthenticated(String),
+    /// No rule allows this user on this channel.
+    #[error("not allowed to join channel {0}")]
+    Forbidden(String),
+    /// The client's spelling names another kind than the rules give the channel
+    /// (`private-general` for the public `general`).
+    #[error("{channel} is a {actual} channel, not {spelled}")]
+    WrongKind {
+        /// The channel.
+        channel: String,
+        /// The kind the rules give it.
+        actual: ChannelKind,
+        /// The kind the client's spelling asked for.
+        spelled: ChannelKind,
+    },
+    /// Joined without credentials, but the channel is not public.
+    #[error("{0} is not a public channel")]
+    NotPublic(String),
+    /// A presence join without the member's identity.
+    #[error("a presence channel needs the member's user_id")]
+    MissingMember,
+    /// The connection already holds the most channels it may.
+    #[error("a connection may join at most {0} channels")]
+    TooManyChannels(usize),
+    /// The channel holds the most connections it may.
+    #[error("channel {channel} is full ({max} connections)")]
+    ChannelFull {
+        /// The channel.
+        channel: String,
+        /// Its limit.
+        max: usize,
+    },
+    /// The presence store could not be reached.
+    #[error("{0}")]
+    PresenceUnavailable(String),
+    /// The connection is closing.
+    #[error("connection is closing")]
+    Closing,
+}
+
+impl Refusal for JoinError {
+    fn code(&self) -> &'static str {
+        match self {
+            Self::Unauthenticated(_) => "unauthorized",
+            Self::Forbidden(_) => "forbidden",
+            Self::WrongKind { .. } => "wrong_kind",
+            Self::NotPublic(_) => "not_public",
+            Self::MissingMember => "invalid_member",
+            Self::TooManyChannels(_) => "too_many_channels",
+            Self::ChannelFull { .. } => "channel_full",
+            Self::PresenceUnavailable(_) => "presence_unavailable",
+            Self::Closing => "closing",
+        }
+    }
+
+    fn reconnect(&self) -> Reconnect {
+        match self {
+            Self::ChannelFull { .. } | Self::PresenceUnavailable(_) | Self::Closing => Reconnect::Backoff,
+            _ => Reconnect::Never,
+        }
+    }
+}
+
+/// Leaving a channel failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LeaveError {
+    /// The connection has not joined that channel.
+    #[error("not subscribed to this channel")]
+    NotSubscribed,
+}
+
+impl Refusal for LeaveError {
+    fn code(&self) -> &'static str {
+        "not_subscribed"
+    }
+
+    fn reconnect(&self) -> Reconnect {
+        Reconnect::Never
+    }
+}
+
+/// A client event was refused and delivered to nobody.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClientEventError {
+    /// The connection has not joined the channel.
+    #[error("join the channel before sending client events")]
+    NotSubscribed,
+    /// The channel does not accept client events (public channels never do).
+    #[error("client events are only allowed on private and presence channels")]
+    Forbidden,
+    /// The event name is empty, lacks `client-`, or is too long.
+    #[error("event name is empty or too long")]
+    InvalidEvent,
+    /// More client events than the connection may send.
+    #[error("client events are limited to {0} per second; this one was not delivered")]
+    RateLimited(u32),
+    /// The cluster could not carry it.
+    #[error("{0}")]
+    Unavailable(ClusterError),
+}
+
+impl Refusal for ClientEventError {
+    fn code(&self) -> &'static str {
+        match self {
+            Self::NotSubscribed => "not_subscribed",
+            Self::Forbidden => "client_events_forbidden",
+            Self::InvalidEvent => "invalid_event",
+            Self::RateLimited(_) => "rate_limited",
+            Self::Unavailable(_) => "unavailable",
+        }
+    }
+
+    fn reconnect(&self) -> Reconnect {
+        match self {
+            Self::RateLimited(_) | Self::Unavailable(_) => Reconnect::Backoff,
+            _ => Reconnect::Never,
+        }
+    }
+}
+
+/// A token refresh was refused; the connection keeps its current identity.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RefreshError {
+    /// The token does not verify (or no key is configured).
+    #[error("{0}")]
+    Invalid(TokenError),
+    /// The new token names another user than the connection's.
+    #[error("{}", TokenError::DifferentUser)]
+    DifferentUser,
+}
+
+impl Refusal for RefreshError {
+    fn code(&self) -> &'static str {
+        match self {
+            Self::Invalid(_) => "unauthorized",
+            Self::DifferentUser => "forbidden",
+        }
+    }
+
+    fn reconnect(&self) -> Reconnect {
+        Reconnect::Never
+    }
+}

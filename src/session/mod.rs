@@ -1,0 +1,697 @@
+//! The session core: what a connection may do, whatever its wire protocol. No axum here.
+//!
+//! - [`Node`]: one server's core (hub, fan-out, presence, authorization, limits,
+//!   lifecycle). [`Node::admit`] reserves a connection's place before the upgrade
+//!   (global limit and per-app quota, atomically).
+//! - [`Session`]: one admitted connection: [`join`](Session::join) (authorize → grant →
+//!   subscribe → presence, all or nothing), [`leave`](Session::leave),
+//!   [`client_event`](Session::client_event), [`refresh`](Session::refresh),
+//!   [`close`](Session::close). A session that is dropped without `close` (a panic, a
+//!   cancelled task) still leaves the hub and its presence channels.
+//! - [`grant`]: [`Grant`]s and [`GrantSource`]s (what a connection may do on a channel).
+//! - [`error`]: typed refusals with stable codes; protocols map them to wire codes.
+//! - [`runner`]: the per-socket loop, generic over a frame `Sink`/`Stream`, that drives a
+//!   protocol's [`Handler`](runner::Handler).
+//! - [`testing`]: an in-memory socket for tests without a network.
+
+pub mod error;
+pub mod grant;
+pub mod quota;
+pub mod runner;
+pub mod testing;
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use serde_json::value::RawValue;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+pub use error::{ClientEventError, ConnectError, JoinError, LeaveError, Reconnect, RefreshError, Refusal};
+pub use grant::{Grant, GrantSource, JoinAs};
+pub use quota::{QuotaSlot, Quotas};
+
+use crate::auth::{AuthError, ChannelAuthorizer, Identity, JwtVerifier, TokenError};
+use crate::channel::{Channel, ChannelKind};
+use crate::cluster::Fanout;
+use crate::hub::{ConnectionHandle, ConnectionSlot, Envelope, Hub, Message, Protocol, SocketId, SubscribeError};
+use crate::lifecycle::{Lifecycle, LifecycleEvent};
+use crate::presence::{Member, Presence};
+
+/// Longest event name accepted, in bytes.
+pub const MAX_EVENT_NAME_LEN: usize = 200;
+/// Prefix of client event names.
+pub const CLIENT_EVENT_PREFIX: &str = "client-";
+
+/// The limits a node applies to every session.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Most sockets open or opening at once; 0 = no limit.
+    pub max_connections: usize,
+    /// Client events per connection per second.
+    pub client_events_per_second: u32,
+    /// How long a socket stays open after its token's `exp`.
+    pub token_grace: Duration,
+    /// Idle time before the server pings a socket.
+    pub ping_interval: Duration,
+    /// Time a pinged socket has to answer.
+    pub ping_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: 0,
+            client_events_per_second: 10,
+            token_grace: Duration::from_secs(5),
+            ping_interval: Duration::from_secs(30),
+            ping_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// One server's core, shared by every session and protocol.
+#[derive(Clone)]
+pub struct Node {
+    hub: Arc<Hub>,
+    fanout: Fanout,
+    presence: Presence,
+    authorizer: Arc<dyn ChannelAuthorizer>,
+    grants: Vec<Arc<dyn GrantSource>>,
+    verifier: Option<Arc<JwtVerifier>>,
+    lifecycle: Lifecycle,
+    quotas: Arc<Quotas>,
+    limits: Limits,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Node {
+    /// A node over `fanout`'s hub, with `presence`, authorizing joins with `authorizer`
+    /// and verifying tokens with `verifier` (none: only public channels).
+    pub fn new(
+        fanout: Fanout,
+        presence: Presence,
+        authorizer: Arc<dyn ChannelAuthorizer>,
+        verifier: Option<Arc<JwtVerifier>>,
+        limits: Limits,
+    ) -> Self {
+        Self {
+            hub: fanout.hub().clone(),
+            fanout,
+            presence,
+            authorizer,
+            grants: Vec::new(),
+            verifier,
+            lifecycle: Lifecycle::default(),
+            quotas: Arc::default(),
+            limits,
+        }
+    }
+
+    /// The same node with another channel authorizer.
+    pub fn with_authorizer(mut self, authorizer: Arc<dyn ChannelAuthorizer>) -> Self {
+        self.authorizer = authorizer;
+        self
+    }
+
+    /// The same node with another presence.
+    pub fn with_presence(mut self, presence: Presence) -> Self {
+        self.presence = presence;
+        self
+    }
+
+    /// The same node with a grant source consulted before the channel rules.
+    pub fn with_grant_source(mut self, source: Arc<dyn GrantSource>) -> Self {
+        self.grants.push(source);
+        self
+    }
+
+    /// The hub.
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
+    }
+
+    /// The one publish path.
+    pub fn fanout(&self) -> &Fanout {
+        &self.fanout
+    }
+
+    /// Presence channels' members.
+    pub fn presence(&self) -> &Presence {
+        &self.presence
+    }
+
+    /// The channel authorizer.
+    pub fn authorizer(&self) -> &Arc<dyn ChannelAuthorizer> {
+        &self.authorizer
+    }
+
+    /// The token verifier, when a JWT key is configured.
+    pub fn verifier(&self) -> Option<&Arc<JwtVerifier>> {
+        self.verifier.as_ref()
+    }
+
+    /// Lifecycle events, for observers.
+    pub fn lifecycle(&self) -> &Lifecycle {
+        &self.lifecycle
+    }
+
+    /// The session limits.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Verifies a token (`None`: no key configured, so no token can be accepted).
+    pub fn verify(&self, token: &str) -> Result<Identity, TokenError> {
+        match &self.verifier {
+            None => Err(TokenError::Malformed("this server has no JWT key configured".into())),
+            Some(v) => v.verify(token),
+        }
+    }
+
+    /// Reserves a place for a new connection (the global limit, and `app`'s quota)
+    /// before its upgrade is accepted; the place is held until the session ends.
+    pub fn admit(
+        self: &Arc<Self>,
+        identity: Option<Identity>,
+        app: Option<AppQuota<'_>>,
+    ) -> Result<Admission, ConnectError> {
+        if self.hub.is_shutting_down() {
+            return Err(ConnectError::ShuttingDown);
+        }
+        let max = self.limits.max_connections;
+        let slot = self
+            .hub
+            .reserve_connection(max)
+            .ok_or(ConnectError::OverCapacity(max))?;
+        let quota = match app {
+            None => None,
+            Some(app) => Some(
+                self.quotas
+                    .acquire(&format!("app:{}", app.id), app.max_connections)
+                    .ok_or_else(|| ConnectError::AppOverQuota {
+                        app: app.id.to_string(),
+                        max: app.max_connections,
+                    })?,
+            ),
+        };
+        Ok(Admission {
+            node: self.clone(),
+            slot,
+            quota,
+            identity,
+        })
+    }
+
+    /// What `identity` may do on `channel`, joining as `how`.
+    pub fn grant(&self, identity: Option<&Identity>, channel: &Channel, how: &JoinAs) -> Result<Grant, JoinError> {
+        for source in &self.grants {
+            if let Some(grant) = source.grant(identity, channel) {
+                return grant;
+            }
+        }
+        match how {
+            JoinAs::User => {
+                let channel = self.authorizer.authorize(identity, channel).map_err(join_error)?;
+                let member = match (channel.kind(), identity) {
+                    (ChannelKind::Presence, Some(user)) => Some(member_of(user)),
+                    // The rules only grant presence channels to authenticated users.
+                    (ChannelKind::Presence, None) => return Err(JoinError::Unauthenticated(channel.name().into())),
+                    _ => None,
+                };
+                Ok(Grant::for_channel(channel, member))
+            }
+            JoinAs::Public => match self.authorizer.authorize(None, channel) {
+                Ok(c) if c.kind() == ChannelKind::Public => Ok(Grant::for_channel(c, None)),
+                _ => Err(JoinError::NotPublic(channel.name().into())),
+            },
+            JoinAs::Signed { member } => {
+                // The spelling chose the kind; the rules must agree, or `private-general`
+                // would make the public `general` private (and open it to client events).
+                if let Some(actual) = self.authorizer.kind_of(channel) {
+                    if actual != channel.kind() {
+                        return Err(JoinError::WrongKind {
+                            channel: channel.name().into(),
+                            actual,
+                            spelled: channel.kind(),
+                        });
+                    }
+                }
+                let member = match channel.kind() {
+                    ChannelKind::Presence => Some(member.clone().ok_or(JoinError::MissingMember)?),
+                    _ => None,
+                };
+                Ok(Grant::for_channel(channel.clone(), member))
+            }
+        }
+    }
+}
+
+impl Node {
+    /// What `identity` may do on `channel` under the rules, refusing a spelling whose kind
+    /// the rules contradict (`private-general` when `general` is public). For protocols
+    /// that sign authorizations for their clients (Pusher's `/broadcasting/auth`).
+    pub fn grant_spelled(&self, identity: Option<&Identity>, channel: &Channel) -> Result<Grant, JoinError> {
+        let grant = self.grant(identity, channel, &JoinAs::User)?;
+        if grant.channel.kind() != channel.kind() {
+            return Err(JoinError::WrongKind {
+                channel: channel.name().into(),
+                actual: grant.channel.kind(),
+                spelled: channel.kind(),
+            });
+        }
+        Ok(grant)
+    }
+}
+
+fn join_error(e: AuthError) -> JoinError {
+    match e {
+        AuthError::Unauthenticated(c) => JoinError::Unauthenticated(c),
+        AuthError::Forbidden(c) => JoinError::Forbidden(c),
+    }
+}
+
+/// The presence member a user is: their id and public `user_info`.
+pub fn member_of(user: &Identity) -> Member {
+    Member {
+        user_id: user.user_id.clone(),
+        user_info: user.user_info.clone(),
+    }
+}
+
+/// An app's connection quota, checked at admission.
+#[derive(Debug, Clone, Copy)]
+pub struct AppQuota<'a> {
+    /// The app id.
+    pub id: &'a str,
+    /// Its `max_connections` (0 = no limit).
+    pub max_connections: usize,
+}
+
+/// A connection's reserved place; [`open`](Self::open) it once the socket is upgraded.
+/// Dropping it gives the place back.
+#[derive(Debug)]
+pub struct Admission {
+    node: Arc<Node>,
+    slot: ConnectionSlot,
+    quota: Option<QuotaSlot>,
+    identity: Option<Identity>,
+}
+
+impl Admission {
+    /// The identity the connection authenticated with, if any.
+    pub fn identity(&self) -> Option<&Identity> {
+        self.identity.as_ref()
+    }
+
+    /// Registers the connection with the hub: the session and its outbound queue.
+    pub fn open(self, protocol: Protocol) -> (Session, mpsc::Receiver<Arc<Envelope>>) {
+        let (conn, rx) = self.node.hub.connect(protocol);
+        if let Some(user) = &self.identity {
+            conn.set_user(&user.user_id);
+        }
+        self.node.lifecycle.emit(LifecycleEvent::ConnectionOpened {
+            socket: conn.id(),
+            protocol,
+            user: conn.user(),
+        });
+        let session = Session {
+            node: self.node,
+            conn,
+            identity: self.identity.map(Arc::new),
+            joined: Vec::new(),
+            limiter: None,
+            expiry: None,
+            _slot: self.slot,
+            _quota: self.quota,
+            closed: false,
+        };
+        let mut session = session;
+        session.expiry = session.compute_expiry();
+        (session, rx)
+    }
+}
+
+/// A channel this session joined, with what it may do there.
+#[derive(Debug)]
+struct JoinedChannel {
+    channel: Channel,
+    client_events: bool,
+    limiter: Option<Box<DefaultDirectRateLimiter>>,
+    /// The presence member's user id (presence channels).
+    user_id: Option<Arc<str>>,
+    _quota: Option<QuotaSlot>,
+}
+
+/// A join that succeeded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Joined {
+    /// The channel, with its kind.
+    pub channel: Channel,
+    /// Subscribers on this node, this connection included.
+    pub subscribers: usize,
+    /// Presence channels: this connection's member and everyone present.
+    pub presence: Option<PresenceState>,
+}
+
+/// Who is on a presence channel, as seen by a connection that just joined.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PresenceState {
+    /// This connection's member.
+    pub me: Member,
+    /// All members, `me` included, ordered by user id.
+    pub members: Vec<Member>,
+}
+
+/// One admitted connection, whatever its protocol.
+pub struct Session {
+    node: Arc<Node>,
+    conn: Arc<ConnectionHandle>,
+    identity: Option<Arc<Identity>>,
+    joined: Vec<JoinedChannel>,
+    limiter: Option<Box<DefaultDirectRateLimiter>>,
+    expiry: Option<Instant>,
+    _slot: ConnectionSlot,
+    _quota: Option<QuotaSlot>,
+    closed: bool,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("socket_id", &self.conn.id())
+            .field("joined", &self.joined.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn limiter(per_second: u32) -> Box<DefaultDirectRateLimiter> {
+    Box::new(RateLimiter::direct(Quota::per_second(
+        NonZeroU32::new(per_second).unwrap_or(NonZeroU32::MIN),
+    )))
+}
+
+impl Session {
+    /// The socket id.
+    pub fn id(&self) -> SocketId {
+        self.conn.id()
+    }
+
+    /// The hub's handle of this connection.
+    pub fn conn(&self) -> &Arc<ConnectionHandle> {
+        &self.conn
+    }
+
+    /// The node.
+    pub fn node(&self) -> &Arc<Node> {
+        &self.node
+    }
+
+    /// The authenticated user, if any.
+    pub fn identity(&self) -> Option<&Identity> {
+        self.identity.as_deref()
+    }
+
+    /// The user this connection belongs to (its token's, or after a protocol sign-in).
+    pub fn user(&self) -> Option<Arc<str>> {
+        self.conn.user()
+    }
+
+    /// The joined channel named `name` (either spelling), with the kind it was joined as.
+    pub fn subscription(&self, name: &str) -> Option<&Channel> {
+        let wanted = Channel::parse(name).ok()?;
+        self.joined.iter().map(|j| &j.channel).find(|c| **c == wanted)
+    }
+
+    /// Records that the connection belongs to `user_id` (e.g. after Pusher's signin), so
+    /// user-targeted features (terminate_connections) find it.
+    pub fn sign_in(&mut self, user_id: &str) {
+        self.conn.set_user(user_id);
+    }
+
+    /// When the connection's token expires (plus the grace period); `None` without a
+    /// token, or when `exp` is absurdly far away. The session is then closed with 4009.
+    pub fn expires_at(&self) -> Option<Instant> {
+        self.expiry
+    }
+
+    fn compute_expiry(&self) -> Option<Instant> {
+        let exp = self.identity.as_ref()?.expires_at?;
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        // `exp` comes from the client's token: an absurd one means "never", not a panic.
+        let left = Duration::from_secs(exp.saturating_sub(now)).checked_add(self.node.limits.token_grace)?;
+        Instant::now().checked_add(left)
+    }
+
+    /// Joins `channel`: authorize → grant → subscribe → presence, all or nothing.
+    pub async fn join(&mut self, channel: &Channel, how: JoinAs) -> Result<Joined, JoinError> {
+        let grant = self.node.grant(self.identity.as_deref(), channel, &how)?;
+        let channel = grant.channel.clone();
+        if let Some(i) = self.joined.iter().position(|j| j.channel == channel) {
+            // Already joined: answer as a join would, without a second subscription.
+            let presence = match &self.joined[i].user_id {
+                Some(user) => Some(self.presence_state(&channel, user).await?),
+                None => None,
+            };
+            let subscribers = self.node.hub.subscriber_count(&channel);
+            return Ok(Joined {
+                channel,
+                subscribers,
+                presence,
+            });
+        }
+        let quota = match grant.max_connections {
+            None => None,
+            Some(max) => Some(
+                self.node
+                    .quotas
+                    .acquire(&format!("channel:{}", channel.name()), max)
+                    .ok_or_else(|| JoinError::ChannelFull {
+                        channel: channel.name().into(),
+                        max,
+                    })?,
+            ),
+        };
+        let subscribed = self.node.hub.subscribe(&self.conn, &channel).map_err(|e| match e {
+            SubscribeError::TooManyChannels(limit) => JoinError::TooManyChannels(limit),
+            SubscribeError::Closing => JoinError::Closing,
+        })?;
+        if subscribed.occupied {
+            self.emit(LifecycleEvent::ChannelOccupied {
+                channel: channel.clone(),
+            });
+        }
+        let presence = match &grant.member {
+            None => None,
+            Some(member) => match self.node.presence.join(self.conn.id(), &channel, member).await {
+                Ok(joined) => {
+                    if joined.added {
+                        self.emit(LifecycleEvent::MemberAdded {
+                            channel: channel.clone(),
+                            member: member.clone(),
+                        });
+                    }
+                    Some(PresenceState {
+                        me: member.clone(),
+                        members: joined.members,
+                    })
+                }
+                Err(e) => {
+                    self.unsubscribe(&channel);
+                    return Err(JoinError::PresenceUnavailable(e.to_string()));
+                }
+            },
+        };
+        self.joined.push(JoinedChannel {
+            channel: channel.clone(),
+            client_events: grant.client_events,
+            limiter: grant.client_events_per_second.map(limiter),
+            user_id: grant.member.map(|m| Arc::from(m.user_id)),
+            _quota: quota,
+        });
+        Ok(Joined {
+            channel,
+            subscribers: subscribed.subscribers,
+            presence,
+        })
+    }
+
+    async fn presence_state(&self, channel: &Channel, user: &str) -> Result<PresenceState, JoinError> {
+        let members = self
+            .node
+            .presence
+            .members(channel.name())
+            .await
+            .map_err(|e| JoinError::PresenceUnavailable(e.to_string()))?;
+        let me = members
+            .iter()
+            .find(|m| m.user_id == user)
+            .cloned()
+            .ok_or(JoinError::MissingMember)?;
+        Ok(PresenceState { me, members })
+    }
+
+    fn unsubscribe(&self, channel: &Channel) {
+        if self.node.hub.unsubscribe(&self.conn, channel) == Some(true) {
+            self.emit(LifecycleEvent::ChannelVacated {
+                channel: channel.clone(),
+            });
+        }
+    }
+
+    /// Leaves the channel named `name` (either spelling); returns it.
+    pub async fn leave(&mut self, name: &str) -> Result<Channel, LeaveError> {
+        let wanted = Channel::parse(name).map_err(|_| LeaveError::NotSubscribed)?;
+        let i = self
+            .joined
+            .iter()
+            .position(|j| j.channel == wanted)
+            .ok_or(LeaveError::NotSubscribed)?;
+        let joined = self.joined.swap_remove(i);
+        self.leave_presence(&joined).await;
+        self.unsubscribe(&joined.channel);
+        Ok(joined.channel)
+    }
+
+    async fn leave_presence(&self, joined: &JoinedChannel) {
+        let Some(user) = &joined.user_id else { return };
+        let left = self.node.presence.leave(self.conn.id(), &joined.channel, user).await;
+        if let Some(member) = left {
+            self.emit(LifecycleEvent::MemberRemoved {
+                channel: joined.channel.clone(),
+                member,
+            });
+        }
+    }
+
+    /// Sends client event `event` (which must start with `client-`) with `data` to the
+    /// other subscribers of the joined channel `name`, on every node.
+    pub async fn client_event(
+        &mut self,
+        name: &str,
+        event: &str,
+        data: Arc<RawValue>,
+    ) -> Result<Channel, ClientEventError> {
+        let wanted = Channel::parse(name).map_err(|_| ClientEventError::NotSubscribed)?;
+        let per_second = self.node.limits.client_events_per_second;
+        let joined = self
+            .joined
+            .iter()
+            .find(|j| j.channel == wanted)
+            .ok_or(ClientEventError::NotSubscribed)?;
+        if !joined.client_events || joined.channel.kind() == ChannelKind::Public {
+            return Err(ClientEventError::Forbidden);
+        }
+        let name_ok = event.starts_with(CLIENT_EVENT_PREFIX)
+            && event.len() > CLIENT_EVENT_PREFIX.len()
+            && event.len() <= MAX_EVENT_NAME_LEN;
+        if !name_ok {
+            return Err(ClientEventError::InvalidEvent);
+        }
+        let connection = self.limiter.get_or_insert_with(|| limiter(per_second));
+        if connection.check().is_err() {
+            return Err(ClientEventError::RateLimited(per_second));
+        }
+        if let Some(channel_limit) = &joined.limiter {
+            if channel_limit.check().is_err() {
+                return Err(ClientEventError::RateLimited(per_second));
+            }
+        }
+        let channel = joined.channel.clone();
+        let message = Message::event(channel.clone(), event, data).except(Some(self.conn.id()));
+        self.node
+            .fanout
+            .publish(message)
+            .await
+            .map_err(ClientEventError::Unavailable)?;
+        self.emit(LifecycleEvent::ClientEvent {
+            channel: channel.clone(),
+            event: event.into(),
+            socket: self.conn.id(),
+            user: self.conn.user(),
+        });
+        Ok(channel)
+    }
+
+    /// Replaces the connection's token with a fresh one for the same user (an anonymous
+    /// connection may authenticate this way). Returns the new `exp`.
+    pub fn refresh(&mut self, token: &str) -> Result<Option<u64>, RefreshError> {
+        let fresh = self.node.verify(token).map_err(RefreshError::Invalid)?;
+        if let Some(current) = &self.identity {
+            if current.user_id != fresh.user_id {
+                return Err(RefreshError::DifferentUser);
+            }
+        }
+        // terminate_connections and user-targeted features find the socket by its user.
+        self.conn.set_user(&fresh.user_id);
+        let expires_at = fresh.expires_at;
+        self.identity = Some(Arc::new(fresh));
+        self.expiry = self.compute_expiry();
+        Ok(expires_at)
+    }
+
+    fn emit(&self, event: LifecycleEvent) {
+        self.node.lifecycle.emit(event);
+    }
+
+    /// Ends the session: leaves its presence channels (telling the other members), leaves
+    /// the hub, gives its places back.
+    pub async fn close(mut self) {
+        let joined = std::mem::take(&mut self.joined);
+        for j in &joined {
+            self.leave_presence(j).await;
+        }
+        self.finish();
+    }
+
+    /// The synchronous part of the clean-up: leave the hub, report the closure.
+    fn finish(&mut self) {
+        if self.closed {
+            return;
+        }
+        self.closed = true;
+        for channel in self.node.hub.disconnect(&self.conn) {
+            self.emit(LifecycleEvent::ChannelVacated { channel });
+        }
+        self.emit(LifecycleEvent::ConnectionClosed {
+            socket: self.conn.id(),
+            protocol: self.conn.protocol(),
+            user: self.conn.user(),
+        });
+    }
+}
+
+impl Drop for Session {
+    /// A session that was not closed (its task panicked or was cancelled) still leaves
+    /// the hub now, and its presence channels in a task of their own.
+    fn drop(&mut self) {
+        if self.closed {
+            return;
+        }
+        let present: Vec<(Channel, Arc<str>)> = self
+            .joined
+            .iter()
+            .filter_map(|j| j.user_id.clone().map(|u| (j.channel.clone(), u)))
+            .collect();
+        if !present.is_empty() {
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                let (presence, socket) = (self.node.presence.clone(), self.conn.id());
+                rt.spawn(async move {
+                    for (channel, user) in present {
+                        presence.leave(socket, &channel, &user).await;
+                    }
+                });
+            }
+        }
+        self.finish();
+    }
+}

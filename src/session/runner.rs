@@ -1,0 +1,315 @@
+//! The per-connection loop shared by every WebSocket protocol, generic over the socket.
+//!
+//! One task per socket `select!`s over five things: the close signal, the token's expiry,
+//! the outbound queue, inbound frames and the keep-alive deadline. A protocol supplies a
+//! [`Handler`]: how to encode hub messages (once per message, shared by every socket of
+//! the protocol) and what to answer to client frames (by calling the [`Session`]). The
+//! socket is any `Sink<Frame<T>> + Stream<Item = Result<Frame<T>, ReadError>>`: axum's
+//! WebSocket behind a small adapter in the server, an in-memory pair in tests.
+//!
+//! Every write races the close signal, so a socket whose peer stopped reading cannot hold
+//! its task forever: the hub closes it when its queue fills, and the write is abandoned.
+//! The session's clean-up runs even if the handler panics.
+
+use std::ops::Deref;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::{FutureExt, Sink, SinkExt, Stream, StreamExt};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::Session;
+use crate::hub::{CloseReason, Envelope, Protocol};
+
+/// How long a close frame may take to send before the socket is just dropped. It waits
+/// behind whatever the socket still has buffered, so a client that reads slowly (the
+/// usual reason for a slow-consumer close) still gets to learn its close code.
+pub const CLOSE_GRACE: Duration = Duration::from_secs(5);
+/// Queued messages written per flush.
+const WRITE_BATCH: usize = 64;
+
+/// A WebSocket frame, whatever the socket library. `T` is the socket's text type (a
+/// cheaply cloned, shared buffer), so an encoded message is shared by every socket.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Frame<T> {
+    /// A text frame.
+    Text(T),
+    /// A binary frame.
+    Binary(Bytes),
+    /// A ping (the socket library answers pings itself).
+    Ping(Bytes),
+    /// A pong.
+    Pong(Bytes),
+    /// A close frame with its code and reason.
+    Close(Option<CloseReason>),
+}
+
+/// Why reading from a socket failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadError {
+    /// A frame or message was over the size limit (closed with 1009).
+    TooBig,
+    /// The client broke the WebSocket protocol (closed with 1002).
+    Protocol,
+    /// A text frame was not UTF-8 (closed with 1007).
+    InvalidUtf8,
+    /// The connection is gone.
+    Gone,
+}
+
+impl ReadError {
+    /// The close code the failure deserves, if the connection can still take one.
+    pub fn close_reason(self) -> Option<CloseReason> {
+        match self {
+            Self::TooBig => Some(CloseReason::MESSAGE_TOO_BIG),
+            Self::Protocol => Some(CloseReason::PROTOCOL_ERROR),
+            Self::InvalidUtf8 => Some(CloseReason::INVALID_PAYLOAD),
+            Self::Gone => None,
+        }
+    }
+}
+
+/// What a handler answers to a client frame: frames to send, then maybe a close.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Reply {
+    /// Text frames, in order.
+    pub frames: Vec<String>,
+    /// Close the connection with this reason after sending the frames.
+    pub close: Option<CloseReason>,
+}
+
+impl Reply {
+    /// Nothing to send.
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    /// One text frame.
+    pub fn text(frame: impl Into<String>) -> Self {
+        Self {
+            frames: vec![frame.into()],
+            close: None,
+        }
+    }
+
+    /// Sends the frames, then closes with `reason`.
+    pub fn and_close(mut self, reason: CloseReason) -> Self {
+        self.close = Some(reason);
+        self
+    }
+}
+
+/// What one wire protocol adds to the shared loop: a codec for hub messages and the
+/// answers to client frames. It parses, calls the [`Session`], encodes; nothing else.
+#[async_trait]
+pub trait Handler: Send {
+    /// The protocol's frame-cache slot.
+    const PROTOCOL: Protocol;
+
+    /// Encodes a hub message for this protocol; `None` skips it for this protocol.
+    /// Called at most once per message per protocol (the result is shared).
+    fn encode(envelope: &Envelope) -> Option<String>;
+
+    /// Runs once after the upgrade, before anything else.
+    async fn on_open(&mut self, s: &mut Session) -> Reply;
+
+    /// A text frame from the client.
+    async fn on_text(&mut self, s: &mut Session, text: &str) -> Reply;
+
+    /// A binary frame from the client.
+    async fn on_binary(&mut self, s: &mut Session, data: &[u8]) -> Reply;
+
+    /// The close code this protocol uses for `reason` (Pusher says 4200 where the
+    /// native protocol says 1001).
+    fn close_reason(&self, reason: CloseReason) -> CloseReason {
+        reason
+    }
+}
+
+/// A socket the loop can drive.
+pub trait Socket<T>: Sink<Frame<T>> + Stream<Item = Result<Frame<T>, ReadError>> + Unpin + Send {}
+
+impl<T, S> Socket<T> for S where S: Sink<Frame<T>> + Stream<Item = Result<Frame<T>, ReadError>> + Unpin + Send {}
+
+/// A socket's text type: built from the encoded `String` once per message, then cloned
+/// cheaply for every socket.
+pub trait Text: From<String> + Deref<Target = str> + Clone + Send + Sync + 'static {}
+
+impl<T> Text for T where T: From<String> + Deref<Target = str> + Clone + Send + Sync + 'static {}
+
+/// Runs a session to its end, then cleans it up (also after a panic).
+pub async fn run<H, T, S>(mut session: Session, rx: mpsc::Receiver<Arc<Envelope>>, mut socket: S, mut handler: H)
+where
+    H: Handler,
+    T: Text,
+    S: Socket<T>,
+{
+    let served = AssertUnwindSafe(serve(&mut session, &mut socket, rx, &mut handler))
+        .catch_unwind()
+        .await;
+    if served.is_err() {
+        tracing::error!(socket_id = %session.id(), "a session panicked; cleaning up its connection");
+        session.conn().close(CloseReason::INTERNAL_ERROR);
+        close(&mut socket, CloseReason::INTERNAL_ERROR).await;
+    }
+    session.close().await;
+}
+
+/// Sends a close frame (bounded by [`CLOSE_GRACE`]).
+async fn close<T, S: Socket<T>>(socket: &mut S, reason: CloseReason) {
+    let _ = tokio::time::timeout(CLOSE_GRACE, socket.send(Frame::Close(Some(reason)))).await;
+}
+
+/// Sends a handler's reply; `false` when the session must end.
+async fn answer<T: Text, S: Socket<T>>(s: &Session, socket: &mut S, reply: Reply) -> bool {
+    let conn = s.conn().clone();
+    let write = async {
+        for frame in reply.frames {
+            if socket.feed(Frame::Text(T::from(frame))).await.is_err() {
+                return false;
+            }
+        }
+        socket.flush().await.is_ok()
+    };
+    let sent = tokio::select! {
+        sent = write => sent,
+        _ = conn.closed() => false,
+    };
+    match reply.close {
+        Some(reason) => {
+            conn.close(reason);
+            close(socket, reason).await;
+            false
+        }
+        None => sent,
+    }
+}
+
+/// Writes `first` and whatever else is queued (up to a batch), then flushes.
+async fn write_batch<H: Handler, T: Text, S: Socket<T>>(
+    s: &Session,
+    socket: &mut S,
+    first: Arc<Envelope>,
+    rx: &mut mpsc::Receiver<Arc<Envelope>>,
+) -> bool {
+    let conn = s.conn().clone();
+    let write = async {
+        let mut next = Some(first);
+        let mut written = 0;
+        while let Some(envelope) = next.take() {
+            let frame: Option<T> = envelope.frame(H::PROTOCOL, |e| H::encode(e).map(T::from));
+            if let Some(frame) = frame {
+                if socket.feed(Frame::Text(frame)).await.is_err() {
+                    return false;
+                }
+            }
+            written += 1;
+            if written < WRITE_BATCH {
+                next = rx.try_recv().ok();
+            }
+        }
+        socket.flush().await.is_ok()
+    };
+    tokio::select! {
+        ok = write => ok,
+        _ = conn.closed() => false,
+    }
+}
+
+async fn serve<H, T, S>(s: &mut Session, socket: &mut S, mut rx: mpsc::Receiver<Arc<Envelope>>, handler: &mut H)
+where
+    H: Handler,
+    T: Text,
+    S: Socket<T>,
+{
+    let conn = s.conn().clone();
+    let interval = s.node().limits().ping_interval;
+    let timeout = s.node().limits().ping_timeout;
+    let opening = handler.on_open(s).await;
+    if !answer(s, socket, opening).await {
+        return;
+    }
+    let deadline = tokio::time::sleep(interval);
+    tokio::pin!(deadline);
+    let mut awaiting_pong = false;
+    let mut expiry = s.expires_at();
+    let expiry_timer = tokio::time::sleep_until(expiry.unwrap_or_else(far_future));
+    tokio::pin!(expiry_timer);
+    loop {
+        tokio::select! {
+            biased;
+            _ = conn.closed() => {
+                close(socket, handler.close_reason(conn.close_reason())).await;
+                return;
+            }
+            _ = &mut expiry_timer, if expiry.is_some() => {
+                conn.close(CloseReason::TOKEN_EXPIRED);
+                close(socket, CloseReason::TOKEN_EXPIRED).await;
+                return;
+            }
+            Some(envelope) = rx.recv() => {
+                if !write_batch::<H, T, S>(s, socket, envelope, &mut rx).await {
+                    if conn.is_closing() {
+                        close(socket, handler.close_reason(conn.close_reason())).await;
+                    }
+                    return;
+                }
+            }
+            frame = socket.next() => {
+                let frame = match frame {
+                    Some(Ok(frame)) => frame,
+                    Some(Err(e)) => {
+                        if let Some(reason) = e.close_reason() {
+                            conn.close(reason);
+                            close(socket, reason).await;
+                        }
+                        return;
+                    }
+                    None => return,
+                };
+                awaiting_pong = false;
+                deadline.as_mut().reset(Instant::now() + interval);
+                let reply = match frame {
+                    Frame::Text(text) => {
+                        s.node().hub().record_received();
+                        handler.on_text(s, &text).await
+                    }
+                    Frame::Binary(data) => {
+                        s.node().hub().record_received();
+                        handler.on_binary(s, &data).await
+                    }
+                    Frame::Ping(_) | Frame::Pong(_) => Reply::none(),
+                    Frame::Close(_) => return,
+                };
+                if !answer(s, socket, reply).await {
+                    return;
+                }
+                let now = s.expires_at();
+                if now != expiry {
+                    expiry = now;
+                    expiry_timer.as_mut().reset(expiry.unwrap_or_else(far_future));
+                }
+            }
+            _ = &mut deadline => {
+                if awaiting_pong {
+                    conn.close(CloseReason::PONG_TIMEOUT);
+                    close(socket, CloseReason::PONG_TIMEOUT).await;
+                    return;
+                }
+                awaiting_pong = true;
+                deadline.as_mut().reset(Instant::now() + timeout);
+                if socket.send(Frame::Ping(Bytes::new())).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(365 * 24 * 3600)
+}

@@ -1,0 +1,114 @@
+//! An in-memory socket for tests of the session core and of protocol handlers: no
+//! network, no axum. [`pair`] gives the server side (a [`Socket`](super::runner::Socket)
+//! for [`run`](super::runner::run)) and a [`TestClient`] that sends and receives frames.
+//!
+//! ```
+//! # async fn f(node: std::sync::Arc<rustaxum::session::Node>) {
+//! use rustaxum::session::testing::pair;
+//! let (socket, mut client) = pair();
+//! // tokio::spawn(run(session, rx, socket, handler)); client.send_text("..."); client.recv().await
+//! # }
+//! ```
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_util::{Sink, Stream};
+use tokio::sync::mpsc;
+
+use super::runner::{Frame, ReadError};
+
+/// The server side of an in-memory socket; its text type is `String`.
+#[derive(Debug)]
+pub struct MemorySocket {
+    to_client: mpsc::UnboundedSender<Frame<String>>,
+    from_client: mpsc::UnboundedReceiver<Result<Frame<String>, ReadError>>,
+}
+
+/// The client side of an in-memory socket.
+#[derive(Debug)]
+pub struct TestClient {
+    to_server: mpsc::UnboundedSender<Result<Frame<String>, ReadError>>,
+    from_server: mpsc::UnboundedReceiver<Frame<String>>,
+}
+
+/// A connected pair: the server's socket and its client.
+pub fn pair() -> (MemorySocket, TestClient) {
+    let (to_client, from_server) = mpsc::unbounded_channel();
+    let (to_server, from_client) = mpsc::unbounded_channel();
+    (
+        MemorySocket { to_client, from_client },
+        TestClient { to_server, from_server },
+    )
+}
+
+/// The client went away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the test client is gone")]
+pub struct Gone;
+
+impl Sink<Frame<String>> for MemorySocket {
+    type Error = Gone;
+
+    fn poll_ready(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Result<(), Gone>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn start_send(self: Pin<&mut Self>, frame: Frame<String>) -> Result<(), Gone> {
+        self.to_client.send(frame).map_err(|_| Gone)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Result<(), Gone>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_close(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Result<(), Gone>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl Stream for MemorySocket {
+    type Item = Result<Frame<String>, ReadError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.from_client.poll_recv(cx)
+    }
+}
+
+impl TestClient {
+    /// Sends a text frame to the server.
+    pub fn send_text(&self, text: impl Into<String>) {
+        let _ = self.to_server.send(Ok(Frame::Text(text.into())));
+    }
+
+    /// Sends any frame, or a read failure, to the server.
+    pub fn send(&self, frame: Result<Frame<String>, ReadError>) {
+        let _ = self.to_server.send(frame);
+    }
+
+    /// The next frame from the server (`None` once the server dropped its side), waiting
+    /// at most five seconds.
+    pub async fn recv(&mut self) -> Option<Frame<String>> {
+        tokio::time::timeout(Duration::from_secs(5), self.from_server.recv())
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// The next text frame as JSON, skipping pings; panics on anything else.
+    pub async fn recv_json(&mut self) -> serde_json::Value {
+        loop {
+            match self.recv().await {
+                Some(Frame::Text(t)) => return serde_json::from_str(&t).expect("the server sent JSON"),
+                Some(Frame::Ping(_) | Frame::Pong(_)) => continue,
+                other => panic!("expected a text frame, got {other:?}"),
+            }
+        }
+    }
+
+    /// A frame if one is already waiting.
+    pub fn try_recv(&mut self) -> Option<Frame<String>> {
+        self.from_server.try_recv().ok()
+    }
+}
