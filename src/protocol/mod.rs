@@ -111,3 +111,81 @@ fn cors_layer(origins: &[String]) -> Result<CorsLayer, ConfigError> {
         .collect::<Result<Vec<_>, _>>()?;
     Ok(layer.allow_origin(AllowOrigin::list(values)))
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use http_body_util::BodyExt;
+    use serde_json::Value;
+    use tower::ServiceExt;
+
+    use crate::{Config, Rustaxum};
+
+    async fn call(router: &axum::Router, req: Request<Body>) -> (StatusCode, Value) {
+        let resp = router.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    fn get(path: &str) -> Request<Body> {
+        Request::get(path).body(Body::empty()).unwrap()
+    }
+
+    fn post(path: &str, content_type: &str, body: &str, token: Option<&str>) -> Request<Body> {
+        let mut req = Request::post(path).header("content-type", content_type);
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        req.body(Body::from(body.to_string())).unwrap()
+    }
+
+    #[tokio::test]
+    async fn operations_and_native_api_without_a_socket() {
+        let mut config = Config::default();
+        config.server.api_token = Some("oneshot-token-0123456789".into());
+        let app = Rustaxum::new(config).unwrap();
+        let router = app.router().unwrap();
+        assert_eq!(
+            call(&router, get("/health")).await,
+            (StatusCode::OK, serde_json::json!({"status": "ok"}))
+        );
+        let (status, ready) = call(&router, get("/ready")).await;
+        assert_eq!((status, ready["status"].as_str()), (StatusCode::OK, Some("ready")));
+        assert_eq!(call(&router, get("/nope")).await.1["error"], "not_found");
+        assert_eq!(
+            call(&router, get("/api/broadcast/stats")).await.0,
+            StatusCode::UNAUTHORIZED
+        );
+        let body = r#"{"channel":"general","event":"e"}"#;
+        let token = Some("oneshot-token-0123456789");
+        let (status, answer) = call(&router, post("/api/broadcast", "text/plain", body, token)).await;
+        assert_eq!(
+            (status, answer["error"].as_str()),
+            (StatusCode::UNSUPPORTED_MEDIA_TYPE, Some("unsupported_media_type"))
+        );
+        let (status, answer) = call(&router, post("/api/broadcast", "application/json", body, token)).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            answer,
+            serde_json::json!({"ok": true, "event": "e", "channels": ["general"], "recipients": 0})
+        );
+        let (status, answer) = call(&router, post("/api/broadcast", "application/json", "{", token)).await;
+        assert_eq!(
+            (status, answer["error"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("invalid_json"))
+        );
+        let req = Request::get("/api/broadcast/stats")
+            .header("authorization", "Bearer oneshot-token-0123456789")
+            .body(Body::empty())
+            .unwrap();
+        let (status, stats) = call(&router, req).await;
+        assert_eq!(
+            (status, stats["scope"].as_str(), stats["messages"]["published"].as_u64()),
+            (StatusCode::OK, Some("local"), Some(1))
+        );
+        let (status, _) = call(&router, post("/apps/x/events", "application/json", "{}", None)).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "unknown Pusher app");
+    }
+}

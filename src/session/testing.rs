@@ -112,3 +112,63 @@ impl TestClient {
         self.from_server.try_recv().ok()
     }
 }
+
+/// A node and tokens for the crate's own unit tests.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use std::sync::Arc;
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    use serde_json::json;
+
+    use crate::auth::{ChannelRules, JwtConfig, JwtVerifier};
+    use crate::cluster::Fanout;
+    use crate::hub::Hub;
+    use crate::presence::{MemoryPresence, Presence, PresenceStore};
+    use crate::session::{Limits, Node};
+
+    /// The HS256 secret of [`token`].
+    pub(crate) const SECRET: &str = "unit-test-secret-unit-test-secret";
+
+    /// A single node with the default rules (plus public `lobby`), `store` for presence.
+    pub(crate) fn node_with(store: Arc<dyn PresenceStore>, limits: Limits) -> Arc<Node> {
+        let fanout = Fanout::local(Arc::new(Hub::default()));
+        let presence = Presence::new(store, fanout.clone());
+        let verifier = JwtVerifier::new(&JwtConfig {
+            algorithm: jsonwebtoken::Algorithm::HS256,
+            secret: Some(SECRET.into()),
+            public_key_file: None,
+            audience: "websocket".into(),
+            leeway: Duration::from_secs(5),
+        })
+        .expect("test key");
+        let rules = Arc::new(ChannelRules::defaults(&["lobby".to_string()]));
+        Arc::new(Node::new(fanout, presence, rules, Some(Arc::new(verifier)), limits))
+    }
+
+    /// [`node_with`] in-memory presence and default limits.
+    pub(crate) fn node() -> Arc<Node> {
+        node_with(Arc::new(MemoryPresence::new()), Limits::default())
+    }
+
+    /// A token for `sub` (with `user_info.name`) expiring at `exp`.
+    pub(crate) fn token_until(sub: &str, exp: u64) -> String {
+        let claims = json!({"sub": sub, "aud": "websocket", "exp": exp, "user_info": {"name": sub}});
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::default(),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .expect("sign")
+    }
+
+    /// An hour from now, in seconds since the epoch.
+    pub(crate) fn in_an_hour() -> u64 {
+        SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()) + 3600
+    }
+
+    /// A token for `sub` valid for an hour.
+    pub(crate) fn token(sub: &str) -> String {
+        token_until(sub, in_an_hour())
+    }
+}

@@ -227,53 +227,11 @@ impl Handler for NativeSession {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::{ChannelRules, JwtVerifier};
-    use crate::cluster::Fanout;
-    use crate::config::JwtConfig;
-    use crate::hub::Hub;
-    use crate::presence::{MemoryPresence, Presence};
     use crate::session::runner::{run, Frame};
+    use crate::session::testing::fixtures::{node, token};
     use crate::session::testing::{pair, TestClient};
-    use crate::session::{Limits, Node};
+    use crate::session::Node;
     use serde_json::json;
-
-    const SECRET: &str = "unit-test-secret-unit-test-secret";
-
-    fn node() -> Arc<Node> {
-        let hub = Arc::new(Hub::default());
-        let fanout = Fanout::local(hub);
-        let presence = Presence::new(Arc::new(MemoryPresence::new()), fanout.clone());
-        let verifier = JwtVerifier::new(&JwtConfig {
-            algorithm: jsonwebtoken::Algorithm::HS256,
-            secret: Some(SECRET.into()),
-            public_key_file: None,
-            audience: "websocket".into(),
-            leeway: std::time::Duration::from_secs(5),
-        })
-        .unwrap();
-        let rules = Arc::new(ChannelRules::defaults(&[]));
-        Arc::new(Node::new(
-            fanout,
-            presence,
-            rules,
-            Some(Arc::new(verifier)),
-            Limits::default(),
-        ))
-    }
-
-    fn token(sub: &str) -> String {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
-        let claims = json!({"sub": sub, "aud": "websocket", "exp": now + 600, "user_info": {"name": sub}});
-        jsonwebtoken::encode(
-            &jsonwebtoken::Header::default(),
-            &claims,
-            &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
-        )
-        .unwrap()
-    }
 
     /// A native session over an in-memory socket.
     fn connect(node: &Arc<Node>, sub: Option<&str>, initial: Option<&str>) -> TestClient {

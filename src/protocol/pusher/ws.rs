@@ -329,3 +329,111 @@ impl Handler for PusherSession {
         error(None, "Binary frames are not supported")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::runner::run;
+    use crate::session::testing::fixtures::node;
+    use crate::session::testing::{pair, TestClient};
+    use crate::session::Node;
+    use serde_json::json;
+
+    fn app() -> PusherApp {
+        PusherApp {
+            id: "app".into(),
+            key: "key".into(),
+            secret: "secret".into(),
+            enabled: true,
+            max_connections: 0,
+        }
+    }
+
+    /// A Pusher session over an in-memory socket; returns the client and its socket id.
+    async fn connect(node: &Arc<Node>) -> (TestClient, String) {
+        let (session, rx) = node.admit(None, None).unwrap().open(Protocol::Pusher);
+        let (socket, mut client) = pair();
+        let handler = PusherSession { app: Arc::new(app()) };
+        tokio::spawn(run::<_, String, _>(session, rx, socket, handler));
+        let established = client.recv_json().await;
+        assert_eq!(established["event"], "pusher:connection_established");
+        let data: Value = serde_json::from_str(established["data"].as_str().unwrap()).unwrap();
+        (client, data["socket_id"].as_str().unwrap().to_string())
+    }
+
+    fn subscribe(client: &TestClient, channel: &str, auth: Option<String>, channel_data: Option<&str>) {
+        let msg = json!({"event": "pusher:subscribe", "data": {"channel": channel, "auth": auth, "channel_data": channel_data}});
+        client.send_text(msg.to_string());
+    }
+
+    #[tokio::test]
+    async fn subscriptions_by_spelling_and_signature() {
+        let node = node();
+        let (mut c, socket_id) = connect(&node).await;
+        let cases: [(&str, Option<String>, u64); 4] = [
+            ("user.42", None, 403),
+            ("private-user.42", Some("key:forged".into()), 401),
+            (
+                "private-general",
+                Some(pusher::channel_auth(&app(), &socket_id, "private-general", None)),
+                403,
+            ),
+            ("bad name", None, 400),
+        ];
+        for (channel, auth, status) in cases {
+            subscribe(&c, channel, auth, None);
+            let e = c.recv_json().await;
+            assert_eq!(
+                (e["event"].as_str(), e["data"]["status"].as_u64()),
+                (Some("pusher:subscription_error"), Some(status)),
+                "{channel}"
+            );
+        }
+        subscribe(&c, "general", None, None);
+        assert_eq!(c.recv_json().await["event"], "pusher_internal:subscription_succeeded");
+        let data = r#"{"user_id":"7","user_info":{"name":"Ann"}}"#;
+        let auth = pusher::channel_auth(&app(), &socket_id, "presence-room", Some(data));
+        subscribe(&c, "presence-room", Some(auth), Some(data));
+        let ok = c.recv_json().await;
+        assert_eq!(ok["channel"], "presence-room");
+        let presence: Value = serde_json::from_str(ok["data"].as_str().unwrap()).unwrap();
+        assert_eq!(
+            presence,
+            json!({"presence": {"ids": ["7"], "hash": {"7": {"name": "Ann"}}, "count": 1}})
+        );
+    }
+
+    #[tokio::test]
+    async fn client_events_and_signin() {
+        let node = node();
+        let (mut a, a_id) = connect(&node).await;
+        let (mut b, b_id) = connect(&node).await;
+        for (c, id) in [(&a, &a_id), (&b, &b_id)] {
+            subscribe(
+                c,
+                "private-orders.1",
+                Some(pusher::channel_auth(&app(), id, "private-orders.1", None)),
+                None,
+            );
+        }
+        a.recv_json().await;
+        b.recv_json().await;
+        a.send_text(json!({"event": "client-typing", "channel": "private-orders.1", "data": {"x": 1}}).to_string());
+        let got = b.recv_json().await;
+        assert_eq!(
+            (got["event"].as_str(), got["channel"].as_str()),
+            (Some("client-typing"), Some("private-orders.1"))
+        );
+        assert_eq!(got["data"], "{\"x\":1}");
+        a.send_text(json!({"event": "client-typing", "channel": "general", "data": {}}).to_string());
+        assert_eq!(a.recv_json().await["event"], "pusher:error");
+
+        let user_data = r#"{"id":"9"}"#;
+        let auth = pusher::user_auth(&app(), &b_id, user_data);
+        b.send_text(json!({"event": "pusher:signin", "data": {"auth": auth, "user_data": user_data}}).to_string());
+        assert_eq!(b.recv_json().await["event"], "pusher:signin_success");
+        assert_eq!(node.hub().terminate_user("9"), 1, "the socket is the signed-in user's");
+        a.send_text(json!({"event": "pusher:signin", "data": {"auth": "key:bad", "user_data": user_data}}).to_string());
+        assert_eq!(a.recv_json().await["data"]["code"], 4009);
+    }
+}
