@@ -12,7 +12,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use futures_util::StreamExt;
+use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
 use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::Message;
@@ -46,6 +46,21 @@ pub struct BenchArgs {
     /// published through --server, so the others receive them through the cluster.
     #[arg(long)]
     pub also: Vec<String>,
+    /// The subscribers' wire protocol.
+    #[arg(long, value_enum, default_value_t = BenchProtocol::Native)]
+    pub protocol: BenchProtocol,
+    /// The Pusher app key subscribers use with `--protocol pusher`.
+    #[arg(long, env = "PUSHER_APP_KEY", default_value = "bench-key")]
+    pub pusher_key: String,
+}
+
+/// The protocol benchmark subscribers speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchProtocol {
+    /// `/ws/{channel}`.
+    Native,
+    /// `/app/{key}?protocol=7` and `pusher:subscribe`.
+    Pusher,
 }
 
 /// Connections opened at the same time while connecting.
@@ -70,6 +85,9 @@ pub struct BenchReport {
     pub p99_ms: f64,
     /// Worst latency in milliseconds.
     pub max_ms: f64,
+    /// Server CPU time (user + system) per delivery it made, in microseconds, from the
+    /// first publish to the last receipt, when the server's PID was given (Linux).
+    pub server_cpu_us_per_delivery: Option<f64>,
 }
 
 /// Runs the benchmark and prints its report.
@@ -87,6 +105,9 @@ pub async fn run(client: &ApiClient, args: &BenchArgs) -> Result<(), CliError> {
         report.messages, report.connections, report.deliveries
     );
     println!("throughput:           {:.0} deliveries/s", report.deliveries_per_second);
+    if let Some(cpu) = report.server_cpu_us_per_delivery {
+        println!("server CPU:           {cpu:.2} µs per delivery (user + system)");
+    }
     println!(
         "latency:              p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
         report.p50_ms, report.p99_ms, report.max_ms
@@ -102,7 +123,19 @@ pub async fn measure(client: &ApiClient, args: &BenchArgs) -> Result<BenchReport
     for other in &args.also {
         bases.push(ApiClient::new(other, None)?.ws_base());
     }
-    let urls: Vec<String> = bases.iter().map(|b| format!("{b}/ws/{}", args.channel)).collect();
+    let urls: Vec<String> = bases
+        .iter()
+        .map(|b| match args.protocol {
+            BenchProtocol::Native => format!("{b}/ws/{}", args.channel),
+            BenchProtocol::Pusher => format!("{b}/app/{}?protocol=7", args.pusher_key),
+        })
+        .collect();
+    let subscribe = match args.protocol {
+        BenchProtocol::Native => None,
+        BenchProtocol::Pusher => {
+            Some(json!({"event": "pusher:subscribe", "data": {"channel": args.channel}}).to_string())
+        }
+    };
     let rss_before = args.server_pid.and_then(rss_bytes);
 
     let started = Instant::now();
@@ -111,11 +144,17 @@ pub async fn measure(client: &ApiClient, args: &BenchArgs) -> Result<BenchReport
     for i in 0..n {
         let permits = permits.clone();
         let url = urls[i % urls.len()].clone();
+        let subscribe = subscribe.clone();
         connecting.push(tokio::spawn(async move {
             let _p = permits.acquire().await.map_err(|e| e.to_string())?;
             let (mut ws, _) = tokio_tungstenite::connect_async(&url)
                 .await
                 .map_err(|e| e.to_string())?;
+            if let Some(frame) = subscribe {
+                // Pusher: connection_established first, then subscribe.
+                ws.next().await;
+                ws.send(Message::Text(frame.into())).await.map_err(|e| e.to_string())?;
+            }
             // Wait for subscription_succeeded so the socket is counted as joined.
             match ws.next().await {
                 Some(Ok(Message::Text(_))) => Ok(ws),
@@ -163,6 +202,7 @@ pub async fn measure(client: &ApiClient, args: &BenchArgs) -> Result<BenchReport
     }
 
     let padding = "x".repeat(args.payload);
+    let cpu_before = args.server_pid.and_then(cpu_seconds);
     let publish_start = Instant::now();
     let gap = (args.rate > 0).then(|| Duration::from_secs_f64(1.0 / args.rate as f64));
     for seq in 0..messages {
@@ -183,6 +223,12 @@ pub async fn measure(client: &ApiClient, args: &BenchArgs) -> Result<BenchReport
     if all.is_empty() {
         return Err(CliError::Bench("no message was received".into()));
     }
+    let cpu = match (cpu_before, args.server_pid.and_then(cpu_seconds)) {
+        (Some(a), Some(b)) => Some(b - a),
+        _ => None,
+    };
+    // The measured server holds every len-th socket, starting with the first.
+    let its_deliveries = all.len() as f64 * n.div_ceil(urls.len()) as f64 / n as f64;
     all.sort_unstable();
     let pct = |p: f64| all[((all.len() - 1) as f64 * p) as usize] as f64 / 1e6;
     let elapsed = last_receipt.duration_since(publish_start).as_secs_f64().max(1e-9);
@@ -195,6 +241,7 @@ pub async fn measure(client: &ApiClient, args: &BenchArgs) -> Result<BenchReport
         p50_ms: pct(0.50),
         p99_ms: pct(0.99),
         max_ms: pct(1.0),
+        server_cpu_us_per_delivery: cpu.map(|c| c * 1e6 / its_deliveries.max(1.0)),
     })
 }
 
@@ -204,10 +251,12 @@ fn now_ns() -> u64 {
         .map_or(0, |d| d.as_nanos() as u64)
 }
 
-/// Finds `"sent_ns":<digits>` without parsing the whole frame.
+/// Finds `sent_ns` and the digits after it without parsing the whole frame (Pusher
+/// frames carry it inside a JSON-encoded string: `\"sent_ns\":123`).
 fn sent_ns(frame: &str) -> Option<u64> {
-    let i = frame.find("\"sent_ns\":")? + "\"sent_ns\":".len();
-    let digits: String = frame[i..].chars().take_while(char::is_ascii_digit).collect();
+    let i = frame.find("sent_ns")? + "sent_ns".len();
+    let rest = frame[i..].trim_start_matches(['"', '\\', ':']);
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
     digits.parse().ok()
 }
 
@@ -217,6 +266,18 @@ pub fn rss_bytes(pid: u32) -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
+}
+
+/// CPU time (user + system) a process has used, in seconds (Linux `/proc/PID/stat`).
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may contain spaces; the fields after it do not.
+    let after = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    // Linux reports these in USER_HZ, 100 per second on every mainstream architecture.
+    Some((utime + stime) as f64 / 100.0)
 }
 
 #[cfg(test)]
@@ -230,5 +291,14 @@ mod tests {
             Some(123456789)
         );
         assert_eq!(sent_ns(r#"{"data":{}}"#), None);
+        assert_eq!(sent_ns(r#"{"event":"bench","data":"{\"sent_ns\":42}"}"#), Some(42));
+    }
+
+    #[test]
+    fn reads_its_own_cpu_time() {
+        let burn = (0..20_000_000u64).fold(0u64, |a, b| a.wrapping_add(b * b));
+        assert!(burn > 0);
+        let cpu = cpu_seconds(std::process::id()).expect("Linux /proc");
+        assert!(cpu > 0.0, "{cpu}");
     }
 }

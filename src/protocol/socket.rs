@@ -2,8 +2,10 @@
 //! errors classified, buffers sized for cheap idle connections.
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use futures_util::future::{ready, Ready};
-use futures_util::{SinkExt, StreamExt};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use futures_util::{Sink, Stream};
 
 use super::AppState;
 use crate::session::runner::{self, Frame, Handler, ReadError, Socket};
@@ -46,9 +48,40 @@ pub(crate) async fn refuse(mut socket: WebSocket, frames: Vec<String>, close: cr
     let _ = tokio::time::timeout(runner::CLOSE_GRACE, socket.send(to_message(Frame::Close(Some(close))))).await;
 }
 
+/// axum's WebSocket speaking [`Frame`]s: each frame converted as it passes, no queue
+/// or state of its own.
+struct Adapted(WebSocket);
+
 fn adapt(socket: WebSocket) -> impl Socket<Utf8Bytes> {
-    let to: fn(Frame<Utf8Bytes>) -> Ready<Result<Message, axum::Error>> = |f| ready(Ok(to_message(f)));
-    socket.with(to).map(from_message)
+    Adapted(socket)
+}
+
+impl Sink<Frame<Utf8Bytes>> for Adapted {
+    type Error = axum::Error;
+
+    fn poll_ready(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), axum::Error>> {
+        Pin::new(&mut self.0).poll_ready(cx)
+    }
+
+    fn start_send(mut self: Pin<&mut Self>, frame: Frame<Utf8Bytes>) -> Result<(), axum::Error> {
+        Pin::new(&mut self.0).start_send(to_message(frame))
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), axum::Error>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), axum::Error>> {
+        Pin::new(&mut self.0).poll_close(cx)
+    }
+}
+
+impl Stream for Adapted {
+    type Item = Result<Frame<Utf8Bytes>, ReadError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        Pin::new(&mut self.0).poll_next(cx).map(|m| m.map(from_message))
+    }
 }
 
 fn to_message(frame: Frame<Utf8Bytes>) -> Message {
