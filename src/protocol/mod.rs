@@ -25,7 +25,7 @@
 //!    return a [`Reply`](crate::session::runner::Reply).
 //! 4. Put any HTTP endpoints in `api.rs`; publish through the node's
 //!    [`Fanout`](crate::cluster::Fanout) (or the broadcast manager), never the hub.
-//! 5. Expose `routes()` and merge it in [`router`].
+//! 5. Expose `routes()` and merge it in `protocol::router`.
 //! 6. Test the codec and handler with [`session::testing`](crate::session::testing) (no
 //!    network) and the whole protocol through real sockets in `tests/`.
 
