@@ -23,6 +23,7 @@
 //! - [`pusher`]: Pusher signatures (channel auth, user auth, REST request signing).
 //! - [`broadcasting`]: events and `ShouldBroadcast`, the `BroadcastManager`, drivers,
 //!   helpers, facades, macros, the broadcast queue.
+//! - [`events`]: the event system where the RustAxum document imports it from.
 //! - [`config`]: environment configuration in sections, with documented defaults.
 //!
 //! Edges:
@@ -41,6 +42,7 @@ pub mod channel;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod events;
 pub mod hub;
 pub mod lifecycle;
 pub mod presence;

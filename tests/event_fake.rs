@@ -6,12 +6,19 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use rustaxum::broadcasting::{self, Dispatchable, EventFacade, ShouldBroadcast};
+use rustaxum::broadcasting;
+use rustaxum::events::{Event, EventFacade, ShouldBroadcast};
 use serde::Serialize;
 
 #[derive(Serialize)]
 struct UserRegistered {
     user_id: String,
+}
+
+impl Event for UserRegistered {
+    fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or_default()
+    }
 }
 
 impl ShouldBroadcast for UserRegistered {

@@ -1,12 +1,11 @@
-//! Events, listeners and automatic broadcasting (Laravel's `Event::dispatch` and
-//! `ShouldBroadcast`), plus [`EventFacade::fake`] for application tests.
+//! Events, listeners and automatic broadcasting (Laravel's `Event::dispatch`,
+//! `ShouldBroadcast`, `ShouldQueue`, and the RustAxum document's `Broadcastable`), plus
+//! [`EventFacade::fake`] for application tests.
 
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, LazyLock, Mutex, RwLock};
-
-use serde::Serialize;
 
 use super::{manager, queue::QueueOptions, BroadcastError, Payload};
 use crate::channel::Channel;
@@ -15,48 +14,58 @@ use crate::sync::{lock, read, write};
 
 /// Something that happened in the application. Listeners run when it is dispatched.
 ///
-/// Every [`ShouldBroadcast`] type is an `Event` automatically; plain events write
-/// `impl Event for UserLoggedIn {}`.
+/// Plain events write `impl Event for UserLoggedIn {}` and are dispatched with
+/// [`dispatch`]; events that also implement [`ShouldBroadcast`], [`Broadcastable`] or
+/// [`ShouldQueue`] get a `dispatch()` method that runs the listeners and broadcasts.
 pub trait Event: Send + Sync + 'static {
-    /// The name used by fakes and logs: the type's name without its module path.
+    /// The event's name, as fakes record it and (unless `broadcast_as` says otherwise)
+    /// as clients see it; default: the type's name without its module path.
     fn event_name(&self) -> &'static str {
         short_type_name(std::any::type_name::<Self>())
     }
 
-    /// What to broadcast when the event is dispatched; `None` for plain events.
-    #[doc(hidden)]
-    fn prepare_broadcast(&self) -> Option<Result<Prepared, BroadcastError>> {
-        None
+    /// The event as JSON; the default payload of a broadcast. Default: `null`.
+    fn to_json(&self) -> serde_json::Value {
+        serde_json::Value::Null
     }
 }
 
-/// An event that is broadcast when dispatched. Only [`broadcast_on`](Self::broadcast_on)
-/// is required.
+/// An event that is broadcast when dispatched (Laravel's `ShouldBroadcast`). Only
+/// [`broadcast_on`](Self::broadcast_on) is required.
 ///
 /// ```
-/// use rustaxum::broadcasting::ShouldBroadcast;
+/// use rustaxum::events::{Event, ShouldBroadcast};
 ///
 /// #[derive(serde::Serialize)]
 /// struct OrderShipped { order_id: u64, user_id: u64 }
+///
+/// impl Event for OrderShipped {
+///     fn to_json(&self) -> serde_json::Value {
+///         serde_json::to_value(self).unwrap_or_default()
+///     }
+/// }
 ///
 /// impl ShouldBroadcast for OrderShipped {
 ///     fn broadcast_on(&self) -> Vec<String> {
 ///         vec![format!("user.{}", self.user_id)]
 ///     }
 /// }
+/// # async fn f() -> rustaxum::broadcasting::Result<()> {
+/// OrderShipped { order_id: 1, user_id: 42 }.dispatch().await?;
+/// # Ok(()) }
 /// ```
-pub trait ShouldBroadcast: Serialize + Send + Sync + 'static {
+pub trait ShouldBroadcast: Event {
     /// The channels to broadcast on (native or Pusher spelling).
     fn broadcast_on(&self) -> Vec<String>;
 
-    /// The event name clients see; default: the type's name, e.g. `OrderShipped`.
+    /// The event name clients see; default: [`Event::event_name`].
     fn broadcast_as(&self) -> Option<String> {
         None
     }
 
-    /// The payload; default: the event serialised with its own `Serialize`.
-    fn broadcast_with(&self) -> Result<serde_json::Value, serde_json::Error> {
-        serde_json::to_value(self)
+    /// The payload; default: [`Event::to_json`].
+    fn broadcast_with(&self) -> serde_json::Value {
+        self.to_json()
     }
 
     /// The broadcast connection to use; default: the manager's default.
@@ -69,8 +78,8 @@ pub trait ShouldBroadcast: Serialize + Send + Sync + 'static {
         true
     }
 
-    /// `Some` to broadcast from the background queue with retries (Laravel's
-    /// `ShouldQueue`); default `None`: broadcast during `dispatch`.
+    /// `Some` to broadcast from the background queue with retries; default `None`
+    /// (see also [`ShouldQueue`]).
     fn broadcast_queue(&self) -> Option<QueueOptions> {
         None
     }
@@ -79,40 +88,151 @@ pub trait ShouldBroadcast: Serialize + Send + Sync + 'static {
     fn broadcast_except(&self) -> Option<SocketId> {
         None
     }
+
+    /// Runs the listeners, then broadcasts on [`broadcast_on`](Self::broadcast_on).
+    fn dispatch(&self) -> impl Future<Output = Result<(), BroadcastError>> + Send + '_
+    where
+        Self: Sized,
+    {
+        let plan = (self.broadcast_when()).then(|| Plan {
+            channels: self.broadcast_on(),
+            event: self.broadcast_as().unwrap_or_else(|| self.event_name().to_string()),
+            data: self.broadcast_with(),
+            connection: self.broadcast_connection(),
+            except: self.broadcast_except(),
+            queue: self.broadcast_queue(),
+        });
+        run(self, plan)
+    }
 }
 
-/// A broadcast an event asked for, ready to send.
-#[doc(hidden)]
-#[derive(Debug)]
-pub struct Prepared {
-    channels: Vec<Channel>,
+/// An event broadcast on one channel when dispatched, with data of its own choosing
+/// (the RustAxum document's `Broadcastable`). Its event name is [`Event::event_name`].
+pub trait Broadcastable: Event {
+    /// The channel.
+    fn broadcast_channel(&self) -> String;
+
+    /// The payload.
+    fn broadcast_data(&self) -> serde_json::Value;
+
+    /// Runs the listeners, then broadcasts on [`broadcast_channel`](Self::broadcast_channel).
+    ///
+    /// Takes `&mut self` only so that, on a type that is also [`ShouldBroadcast`] or
+    /// [`ShouldQueue`], their `dispatch` is the one method calls pick; dispatch a
+    /// temporary, or bind the event with `let mut`.
+    fn dispatch(&mut self) -> impl Future<Output = Result<(), BroadcastError>> + Send + '_
+    where
+        Self: Sized,
+    {
+        let plan = Plan {
+            channels: vec![self.broadcast_channel()],
+            event: self.event_name().to_string(),
+            data: self.broadcast_data(),
+            connection: None,
+            except: None,
+            queue: None,
+        };
+        run(&*self, Some(plan))
+    }
+}
+
+/// A broadcast that goes through the background queue (the RustAxum document's
+/// `ShouldQueue`): on a named queue of a named queue connection, with a number of tries
+/// and a time limit per try.
+///
+/// `event.dispatch()` picks the most specific of [`ShouldQueue`], [`ShouldBroadcast`] and
+/// [`Broadcastable`] among the traits in scope: import `ShouldQueue` where queued events are
+/// dispatched, or use `rustaxum::broadcast!(event)`, which always picks the right one.
+pub trait ShouldQueue: ShouldBroadcast {
+    /// The queue connection; default `default`.
+    fn queue_connection(&self) -> Option<&str> {
+        None
+    }
+
+    /// The queue within the connection; default `default`.
+    fn queue(&self) -> Option<&str> {
+        None
+    }
+
+    /// Attempts in all; default 3.
+    fn tries(&self) -> Option<u32> {
+        None
+    }
+
+    /// Time limit of one attempt; default 30 s.
+    fn timeout(&self) -> Option<chrono::Duration> {
+        None
+    }
+
+    /// Runs the listeners, then queues the broadcast.
+    fn dispatch(self) -> impl Future<Output = Result<(), BroadcastError>> + Send
+    where
+        Self: Sized,
+    {
+        async move {
+            let defaults = QueueOptions::default();
+            let options = QueueOptions {
+                tries: self.tries().unwrap_or(defaults.tries).max(1),
+                timeout: self
+                    .timeout()
+                    .and_then(|t| t.to_std().ok())
+                    .filter(|t| !t.is_zero())
+                    .unwrap_or(defaults.timeout),
+                connection: self.queue_connection().unwrap_or(&defaults.connection).to_string(),
+                queue: self.queue().unwrap_or(&defaults.queue).to_string(),
+                ..defaults
+            };
+            let plan = self.broadcast_when().then(|| Plan {
+                channels: self.broadcast_on(),
+                event: self.broadcast_as().unwrap_or_else(|| self.event_name().to_string()),
+                data: self.broadcast_with(),
+                connection: self.broadcast_connection(),
+                except: self.broadcast_except(),
+                queue: Some(options),
+            });
+            run(&self, plan).await
+        }
+    }
+}
+
+/// What a dispatched event asked to broadcast.
+struct Plan {
+    channels: Vec<String>,
     event: String,
-    payload: Payload,
+    data: serde_json::Value,
     connection: Option<String>,
+    except: Option<SocketId>,
     queue: Option<QueueOptions>,
 }
 
-impl<T: ShouldBroadcast> Event for T {
-    fn prepare_broadcast(&self) -> Option<Result<Prepared, BroadcastError>> {
-        if !self.broadcast_when() {
-            return None;
-        }
-        Some((|| {
-            let channels = parse_channels(self.broadcast_on())?;
-            let data = self.broadcast_with()?;
-            Ok(Prepared {
-                channels,
-                event: self
-                    .broadcast_as()
-                    .unwrap_or_else(|| short_type_name(std::any::type_name::<T>()).to_string()),
-                payload: Payload {
-                    data: Arc::from(serde_json::value::to_raw_value(&data)?),
-                    socket: self.broadcast_except(),
-                },
-                connection: self.broadcast_connection(),
-                queue: self.broadcast_queue(),
-            })
-        })())
+/// Records (when faked) or runs the listeners, then sends or queues the plan.
+async fn run<E: Event>(event: &E, plan: Option<Plan>) -> Result<(), BroadcastError> {
+    if let Some(fake) = read(&EVENTS.fake).clone() {
+        lock(&fake.dispatched).push(event.event_name().to_string());
+        return Ok(());
+    }
+    let listeners = read(&EVENTS.listeners)
+        .get(&TypeId::of::<E>())
+        .cloned()
+        .unwrap_or_default();
+    for listener in listeners {
+        listener(event);
+    }
+    let Some(plan) = plan else {
+        return Ok(());
+    };
+    let channels = parse_channels(&plan.channels)?;
+    let payload = Payload {
+        data: Arc::from(serde_json::value::to_raw_value(&plan.data)?),
+        socket: plan.except,
+    };
+    let manager = manager::global()?;
+    match plan.queue {
+        Some(options) => manager.enqueue(plan.connection.as_deref(), channels, plan.event, payload, options),
+        None => manager
+            .send(plan.connection.as_deref(), &channels, &plan.event, &payload)
+            .await
+            .map(|_| ()),
     }
 }
 
@@ -165,45 +285,11 @@ where
         .push(wrapped);
 }
 
-/// Dispatches `event`: runs its listeners, then broadcasts it if it is
-/// [`ShouldBroadcast`] (now, or through the queue when it asks to be queued).
-///
-/// While [`EventFacade::fake`] is active the event is only recorded.
+/// Dispatches a plain event: runs its listeners (records it while faked). Events that
+/// broadcast have a `dispatch()` method of their own.
 pub async fn dispatch<E: Event>(event: E) -> Result<(), BroadcastError> {
-    if let Some(fake) = read(&EVENTS.fake).clone() {
-        lock(&fake.dispatched).push(event.event_name().to_string());
-        return Ok(());
-    }
-    let listeners = read(&EVENTS.listeners)
-        .get(&TypeId::of::<E>())
-        .cloned()
-        .unwrap_or_default();
-    for listener in listeners {
-        listener(&event);
-    }
-    let Some(prepared) = event.prepare_broadcast() else {
-        return Ok(());
-    };
-    let p = prepared?;
-    let manager = manager::global()?;
-    match p.queue {
-        Some(options) => manager.enqueue(p.connection.as_deref(), p.channels, p.event, p.payload, options),
-        None => manager
-            .send(p.connection.as_deref(), &p.channels, &p.event, &p.payload)
-            .await
-            .map(|_| ()),
-    }
+    run(&event, None).await
 }
-
-/// `event.dispatch().await?`, as in the RustAxum documents.
-pub trait Dispatchable: Event + Sized {
-    /// See [`dispatch`].
-    fn dispatch(self) -> impl Future<Output = Result<(), BroadcastError>> + Send {
-        dispatch(self)
-    }
-}
-
-impl<E: Event> Dispatchable for E {}
 
 /// Records dispatched events instead of running them (Laravel's `Event::fake()`).
 #[derive(Debug, Default)]

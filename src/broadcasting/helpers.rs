@@ -231,13 +231,20 @@ pub fn system_alert_payload(level: &str, message: &str, action_required: bool) -
     })
 }
 
-/// `broadcast!(event)` dispatches a [`ShouldBroadcast`](crate::broadcasting::ShouldBroadcast)
-/// event; `broadcast!(channel, event, data)` broadcasts on a channel. Both are futures.
+/// `broadcast!(event)` dispatches an event ([`ShouldQueue`], [`ShouldBroadcast`] or
+/// [`Broadcastable`], whichever is most specific, whatever is in scope);
+/// `broadcast!(channel, event, data)` broadcasts on a channel. Both are futures.
+///
+/// [`ShouldQueue`]: crate::events::ShouldQueue
+/// [`ShouldBroadcast`]: crate::events::ShouldBroadcast
+/// [`Broadcastable`]: crate::events::Broadcastable
 #[macro_export]
 macro_rules! broadcast {
-    ($event:expr $(,)?) => {
-        $crate::broadcasting::dispatch($event)
-    };
+    ($event:expr $(,)?) => {{
+        #[allow(unused_imports)]
+        use $crate::events::{Broadcastable as _, ShouldBroadcast as _, ShouldQueue as _};
+        ($event).dispatch()
+    }};
     ($channel:expr, $event:expr, $data:expr $(,)?) => {
         $crate::broadcasting::broadcast_to_channel($channel, $event, $data)
     };

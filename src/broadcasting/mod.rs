@@ -1,8 +1,10 @@
 //! Laravel-style broadcasting: events, the manager, drivers, helpers and the queue.
 //!
-//! - [`drivers`]: the [`BroadcastDriver`] contract and the built-in drivers.
+//! - [`drivers`]: the [`Broadcaster`] contract the manager calls, the document-shaped
+//!   [`BroadcastDriver`] for custom drivers (with [`DriverAdapter`]), the built-in drivers.
 //! - [`manager`]: [`BroadcastManager`], the registry that builds and caches drivers.
-//! - [`event`]: [`Event`], [`ShouldBroadcast`], `dispatch()` and [`EventFacade`] fakes.
+//! - [`event`]: [`Event`], [`ShouldBroadcast`], [`Broadcastable`], [`ShouldQueue`],
+//!   `dispatch()` and [`EventFacade`] fakes (also at [`crate::events`]).
 //! - [`helpers`]: the fluent [`broadcast()`] builder, `broadcast_to_*` and [`BroadcastFacade`].
 //! - [`queue`]: queued broadcasts with tries, timeout and back-off.
 //! - [`testing`]: a [`RecordingDriver`](testing::RecordingDriver) for application tests.
@@ -16,8 +18,11 @@ pub mod testing;
 
 use std::time::Duration;
 
-pub use drivers::{BroadcastDriver, DriverContext, LocalDriver, LogDriver, NullDriver, Payload, RedisDriver};
-pub use event::{dispatch, Dispatchable, Event, EventFacade, EventFake, ShouldBroadcast};
+pub use drivers::{
+    BroadcastDriver, Broadcaster, DriverAdapter, DriverContext, LocalDriver, LogDriver, NullDriver, Payload,
+    RedisDriver,
+};
+pub use event::{dispatch, listen, Broadcastable, Event, EventFacade, EventFake, ShouldBroadcast, ShouldQueue};
 pub use helpers::{
     broadcast, broadcast_to_channel, broadcast_to_organization, broadcast_to_user, BroadcastFacade, PendingBroadcast,
 };
@@ -26,6 +31,9 @@ pub use queue::{FailedBroadcast, QueueOptions};
 
 use crate::channel::ChannelError;
 use crate::cluster::ClusterError;
+
+/// `Result` with [`BroadcastError`], as the RustAxum document's code writes it.
+pub type Result<T, E = BroadcastError> = std::result::Result<T, E>;
 
 /// Everything that can go wrong when broadcasting.
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +64,9 @@ pub enum BroadcastError {
     /// A helper or facade was used before a manager was installed.
     #[error("no broadcast manager installed: call rustaxum::broadcasting::install(manager) or build a Rustaxum first")]
     NotInstalled,
+    /// The default manager could not be built from the environment.
+    #[error("broadcasting configuration: {0}")]
+    Config(String),
     /// A driver could not deliver (a custom driver's own message).
     #[error("driver [{driver}] failed: {message}")]
     Failed {

@@ -1,13 +1,14 @@
 //! Queued broadcasts (Laravel's `ShouldQueue`): run in the background with a number of
 //! tries, a timeout per try and exponential back-off between tries.
 //!
-//! Each job is a tracked tokio task; at most [`MAX_CONCURRENT`] run a driver at once and
-//! at most [`MAX_PENDING`] wait. A full queue refuses new jobs with
+//! Each job is a tracked tokio task on the lane of its queue connection and queue; at most
+//! [`MAX_CONCURRENT`] jobs of one lane run a driver at once, so a backlog on one queue never
+//! delays another, and at most [`MAX_PENDING`] jobs wait in all. A full queue refuses new jobs with
 //! [`BroadcastError::QueueFull`] rather than growing without bound. A job that fails
 //! every try is logged at ERROR and kept in `BroadcastManager::failed_broadcasts`, never
 //! dropped silently.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -16,14 +17,14 @@ use chrono::{DateTime, Utc};
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 
-use super::drivers::{BroadcastDriver, Payload};
+use super::drivers::{Broadcaster, Payload};
 use super::BroadcastError;
 use crate::channel::Channel;
 use crate::sync::lock;
 
 /// Jobs waiting or running before the queue refuses new ones.
 pub const MAX_PENDING: usize = 10_000;
-/// Jobs calling a driver at the same time.
+/// Jobs of one queue calling a driver at the same time.
 pub const MAX_CONCURRENT: usize = 64;
 const FAILED_KEPT: usize = 1_000;
 
@@ -38,6 +39,11 @@ pub struct QueueOptions {
     pub backoff: Duration,
     /// Upper bound of the wait between attempts. Default 60 s.
     pub max_backoff: Duration,
+    /// The queue connection (a group of queues). Default `default`.
+    pub connection: String,
+    /// The queue within the connection: each queue has its own lane, so a backlog on
+    /// one never delays another. Default `default`.
+    pub queue: String,
 }
 
 impl Default for QueueOptions {
@@ -47,6 +53,8 @@ impl Default for QueueOptions {
             timeout: Duration::from_secs(30),
             backoff: Duration::from_secs(1),
             max_backoff: Duration::from_secs(60),
+            connection: "default".into(),
+            queue: "default".into(),
         }
     }
 }
@@ -68,6 +76,10 @@ pub struct FailedBroadcast {
     pub channels: Vec<String>,
     /// The driver that failed.
     pub driver: String,
+    /// The queue connection it was queued on.
+    pub queue_connection: String,
+    /// The queue it was queued on.
+    pub queue: String,
     /// Attempts made.
     pub attempts: u32,
     /// The last error.
@@ -76,10 +88,13 @@ pub struct FailedBroadcast {
     pub failed_at: DateTime<Utc>,
 }
 
+/// Lanes by (queue connection, queue).
+type Lanes = HashMap<(String, String), Arc<Semaphore>>;
+
 pub(crate) struct BroadcastQueue {
     tracker: TaskTracker,
     pending: Arc<AtomicUsize>,
-    permits: Arc<Semaphore>,
+    lanes: Mutex<Lanes>,
     failed: Arc<Mutex<VecDeque<FailedBroadcast>>>,
 }
 
@@ -88,7 +103,7 @@ impl Default for BroadcastQueue {
         Self {
             tracker: TaskTracker::new(),
             pending: Arc::new(AtomicUsize::new(0)),
-            permits: Arc::new(Semaphore::new(MAX_CONCURRENT)),
+            lanes: Mutex::new(HashMap::new()),
             failed: Arc::new(Mutex::new(VecDeque::new())),
         }
     }
@@ -97,7 +112,7 @@ impl Default for BroadcastQueue {
 impl BroadcastQueue {
     pub(crate) fn push(
         &self,
-        driver: Arc<dyn BroadcastDriver>,
+        driver: Arc<dyn Broadcaster>,
         channels: Vec<Channel>,
         event: String,
         payload: Payload,
@@ -112,13 +127,18 @@ impl BroadcastQueue {
             self.pending.fetch_sub(1, Ordering::AcqRel);
             return Err(BroadcastError::QueueFull(pending));
         }
+        let lane = (options.connection.clone(), options.queue.clone());
+        let permits = lock(&self.lanes)
+            .entry(lane)
+            .or_insert_with(|| Arc::new(Semaphore::new(MAX_CONCURRENT)))
+            .clone();
         let job = Job {
             driver,
             channels,
             event,
             payload,
             options,
-            permits: self.permits.clone(),
+            permits,
             failed: self.failed.clone(),
             pending: self.pending.clone(),
         };
@@ -146,7 +166,7 @@ impl BroadcastQueue {
 }
 
 struct Job {
-    driver: Arc<dyn BroadcastDriver>,
+    driver: Arc<dyn Broadcaster>,
     channels: Vec<Channel>,
     event: String,
     payload: Payload,
@@ -181,6 +201,8 @@ impl Job {
             event: self.event.clone(),
             channels: self.channels.iter().map(|c| c.name().to_string()).collect(),
             driver: self.driver.name().to_string(),
+            queue_connection: self.options.connection.clone(),
+            queue: self.options.queue.clone(),
             attempts: tries,
             error: last_error,
             failed_at: Utc::now(),

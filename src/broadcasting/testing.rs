@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 
-use super::{BroadcastDriver, BroadcastError, Payload};
+use super::{BroadcastError, Broadcaster, Payload};
 use crate::channel::Channel;
 use crate::sync::lock;
 
@@ -63,7 +63,7 @@ impl RecordingDriver {
 }
 
 #[async_trait]
-impl BroadcastDriver for RecordingDriver {
+impl Broadcaster for RecordingDriver {
     fn name(&self) -> &str {
         "recording"
     }

@@ -96,7 +96,11 @@ impl From<BroadcastError> for ApiError {
                 tracing::warn!(error = %e, "broadcast unavailable");
                 Self::unavailable(e.to_string())
             }
-            E::ConnectionNotDefined(_) | E::DriverNotSupported(_) | E::NotInstalled | E::Failed { .. } => {
+            E::ConnectionNotDefined(_)
+            | E::DriverNotSupported(_)
+            | E::NotInstalled
+            | E::Config(_)
+            | E::Failed { .. } => {
                 // Internal detail: log it, tell the client only that it failed.
                 tracing::error!(error = %e, "broadcast failed");
                 Self::new(

@@ -1,6 +1,6 @@
 use async_trait::async_trait;
 
-use super::{BroadcastDriver, Payload};
+use super::{Broadcaster, Payload};
 use crate::broadcasting::BroadcastError;
 use crate::channel::Channel;
 use crate::cluster::Fanout;
@@ -20,7 +20,7 @@ impl LocalDriver {
 }
 
 #[async_trait]
-impl BroadcastDriver for LocalDriver {
+impl Broadcaster for LocalDriver {
     fn name(&self) -> &str {
         "websocket"
     }

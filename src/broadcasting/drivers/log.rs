@@ -1,6 +1,6 @@
 use async_trait::async_trait;
 
-use super::{BroadcastDriver, Payload};
+use super::{Broadcaster, Payload};
 use crate::broadcasting::BroadcastError;
 use crate::channel::Channel;
 
@@ -9,7 +9,7 @@ use crate::channel::Channel;
 pub struct LogDriver;
 
 #[async_trait]
-impl BroadcastDriver for LogDriver {
+impl Broadcaster for LogDriver {
     fn name(&self) -> &str {
         "log"
     }

@@ -1,4 +1,10 @@
-//! The driver contract and the built-in drivers, one file each.
+//! The driver contracts and the built-in drivers, one file each.
+//!
+//! - [`Broadcaster`]: what the manager calls: one event on several channels with a
+//!   shared payload (the built-in drivers implement it).
+//! - [`BroadcastDriver`]: the RustAxum document's custom-driver shape (one channel, a JSON
+//!   value, private channels apart). [`DriverAdapter`] makes one a `Broadcaster`, so
+//!   `manager.extend_driver("custom", || CustomDriver {})` is all a custom driver needs.
 
 mod local;
 mod log;
@@ -31,9 +37,9 @@ pub struct Payload {
 /// A broadcasting backend (Laravel's `Broadcaster` contract).
 ///
 /// Drivers take `&self` so the manager can share one instance across tasks as an
-/// `Arc<dyn BroadcastDriver>` without a lock on the publish path.
+/// `Arc<dyn Broadcaster>` without a lock on the publish path.
 #[async_trait]
-pub trait BroadcastDriver: Send + Sync {
+pub trait Broadcaster: Send + Sync {
     /// The driver's name, e.g. `websocket` or `log`.
     fn name(&self) -> &str;
 
@@ -44,6 +50,77 @@ pub trait BroadcastDriver: Send + Sync {
     /// Releases the driver's resources. The default does nothing.
     async fn close(&self) -> Result<(), BroadcastError> {
         Ok(())
+    }
+}
+
+/// A custom broadcasting driver, in the RustAxum document's shape.
+///
+/// ```
+/// use async_trait::async_trait;
+/// use rustaxum::broadcasting::{BroadcastDriver, Result};
+///
+/// pub struct CustomDriver;
+///
+/// #[async_trait]
+/// impl BroadcastDriver for CustomDriver {
+///     async fn broadcast(&self, channel: &str, data: serde_json::Value) -> Result<()> {
+///         println!("{channel}: {data}");
+///         Ok(())
+///     }
+///     fn driver_name(&self) -> &'static str {
+///         "custom"
+///     }
+/// }
+/// ```
+///
+/// `data` is the message as Laravel's Redis broadcaster writes it:
+/// `{"event": name, "data": payload, "socket": excluded socket id or null}`.
+#[async_trait]
+pub trait BroadcastDriver: Send + Sync + 'static {
+    /// Delivers a message on a public channel.
+    async fn broadcast(&self, channel: &str, data: serde_json::Value) -> super::Result<()>;
+
+    /// Delivers a message on a private or presence channel; by default like
+    /// [`broadcast`](Self::broadcast).
+    async fn broadcast_private(&self, channel: &str, data: serde_json::Value) -> super::Result<()> {
+        self.broadcast(channel, data).await
+    }
+
+    /// The driver's name.
+    fn driver_name(&self) -> &'static str;
+}
+
+/// A [`BroadcastDriver`] as a [`Broadcaster`]: each channel of a broadcast is handed to
+/// the driver on its own (private and presence channels through `broadcast_private`).
+#[derive(Debug)]
+pub struct DriverAdapter<D>(pub D);
+
+#[derive(serde::Serialize)]
+struct DriverMessage<'a> {
+    event: &'a str,
+    data: &'a RawValue,
+    socket: Option<String>,
+}
+
+#[async_trait]
+impl<D: BroadcastDriver> Broadcaster for DriverAdapter<D> {
+    fn name(&self) -> &str {
+        self.0.driver_name()
+    }
+
+    async fn broadcast(&self, channels: &[Channel], event: &str, payload: &Payload) -> Result<usize, BroadcastError> {
+        let message = serde_json::to_value(DriverMessage {
+            event,
+            data: &payload.data,
+            socket: payload.socket.map(|s| s.to_string()),
+        })?;
+        for channel in channels {
+            match channel.kind() {
+                crate::channel::ChannelKind::Public => self.0.broadcast(channel.name(), message.clone()).await?,
+                _ => self.0.broadcast_private(channel.name(), message.clone()).await?,
+            }
+        }
+        Ok(0)
     }
 }
 

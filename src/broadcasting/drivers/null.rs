@@ -1,6 +1,6 @@
 use async_trait::async_trait;
 
-use super::{BroadcastDriver, Payload};
+use super::{Broadcaster, Payload};
 use crate::broadcasting::BroadcastError;
 use crate::channel::Channel;
 
@@ -10,7 +10,7 @@ use crate::channel::Channel;
 pub struct NullDriver;
 
 #[async_trait]
-impl BroadcastDriver for NullDriver {
+impl Broadcaster for NullDriver {
     fn name(&self) -> &str {
         "null"
     }

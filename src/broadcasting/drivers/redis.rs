@@ -1,6 +1,6 @@
 use async_trait::async_trait;
 
-use super::{BroadcastDriver, DriverContext, Payload};
+use super::{Broadcaster, DriverContext, Payload};
 use crate::broadcasting::BroadcastError;
 use crate::channel::Channel;
 use crate::cluster::redis::RedisBroker;
@@ -36,7 +36,7 @@ impl RedisDriver {
 }
 
 #[async_trait]
-impl BroadcastDriver for RedisDriver {
+impl Broadcaster for RedisDriver {
     fn name(&self) -> &str {
         "redis"
     }
