@@ -13,9 +13,10 @@ RUN apt-get update \
 COPY --from=build /src/target/release/rustaxum /src/target/release/artisan /usr/local/bin/
 USER rustaxum
 ENV BROADCAST_HOST=0.0.0.0 \
+    BROADCAST_APP_PORT=3000 \
     BROADCAST_WEBSOCKET_PORT=8080 \
     RUST_LOG=info
-EXPOSE 8080
+EXPOSE 3000 8080
 STOPSIGNAL SIGTERM
 HEALTHCHECK --interval=10s --timeout=3s --retries=3 \
     CMD curl -fsS "http://127.0.0.1:${BROADCAST_WEBSOCKET_PORT}/health" || exit 1

@@ -54,4 +54,4 @@ mod sync;
 
 pub use channel::{Channel, ChannelKind};
 pub use config::Config;
-pub use server::{run, Rustaxum, StartError};
+pub use server::{run, run_listeners, Rustaxum, StartError};

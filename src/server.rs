@@ -32,6 +32,19 @@ pub enum StartError {
     /// The listener failed.
     #[error("listener: {0}")]
     Io(#[from] std::io::Error),
+    /// A port set explicitly could not be bound.
+    #[error("cannot listen on {addr} ({var}): {source}")]
+    Bind {
+        /// The variable that set the port.
+        var: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Neither the WebSocket port nor the application port could be bound.
+    #[error("no port to listen on: {0}")]
+    NoListener(String),
     /// `BROADCAST_DRIVER=redis` needs a running tokio runtime to start its tasks.
     #[error("the redis driver must be started inside a tokio runtime")]
     NoRuntime,
@@ -240,36 +253,62 @@ pub async fn run(
     app: Rustaxum,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
+    run_listeners(vec![listener], app, shutdown).await
+}
+
+/// [`run`] on several listeners at once (the WebSocket port and the application port),
+/// all serving the same routes.
+pub async fn run_listeners(
+    listeners: Vec<TcpListener>,
+    app: Rustaxum,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
     let router = app.router()?;
     let hub = app.hub().clone();
     let drain = app.config().server.shutdown_timeout;
     let header_timeout = app.config().server.http_header_timeout;
     let connections = TaskTracker::new();
     let stop_http = CancellationToken::new();
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, peer) = tokio::select! {
-            _ = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    // Out of file descriptors (or a connection reset before accept): back
-                    // off instead of spinning; established connections keep being served.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        connections.spawn(serve_connection(
-            stream,
-            peer,
+    let stop_accepting = CancellationToken::new();
+    let acceptors = TaskTracker::new();
+    for listener in listeners {
+        let (router, connections, stop_http, stop) = (
             router.clone(),
-            header_timeout,
+            connections.clone(),
             stop_http.clone(),
-        ));
+            stop_accepting.clone(),
+        );
+        acceptors.spawn(async move {
+            loop {
+                let (stream, peer) = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    accepted = listener.accept() => match accepted {
+                        Ok(accepted) => accepted,
+                        Err(e) => {
+                            // Out of file descriptors (or a connection reset before accept):
+                            // back off instead of spinning; established connections keep
+                            // being served.
+                            tracing::warn!(error = %e, "accept failed");
+                            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    },
+                };
+                connections.spawn(serve_connection(
+                    stream,
+                    peer,
+                    router.clone(),
+                    header_timeout,
+                    stop_http.clone(),
+                ));
+            }
+        });
     }
+    acceptors.close();
+    shutdown.await;
     tracing::info!("shutting down");
+    stop_accepting.cancel();
+    acceptors.wait().await;
     // Sockets are not HTTP requests: tell them to close now; HTTP connections finish
     // their request in flight.
     hub.shutdown();
@@ -315,18 +354,52 @@ async fn serve_connection(
     }
 }
 
-/// Binds the configured address and serves until SIGINT or SIGTERM.
+/// Binds the configured ports (the WebSocket port, then the application port) and serves
+/// until SIGINT or SIGTERM.
 pub async fn serve(config: Config) -> Result<(), StartError> {
     config.validate_for_serving()?;
     raise_open_files_limit();
-    let addr = SocketAddr::new(config.server.host, config.server.port);
+    let server = config.server.clone();
     let app = Rustaxum::new(config)?;
     let shutdown = shutdown_signal();
-    let listener = TcpListener::bind(addr).await?;
-    let local = listener.local_addr()?;
-    tracing::info!(driver = %app.manager().default_driver_name(), "rustaxum listening on http://{local}");
-    println!("rustaxum listening on http://{local}");
-    run(listener, app, shutdown).await
+    let explicit = server.explicit_ports;
+    let mut bound: Vec<(TcpListener, &str)> = Vec::new();
+    let websocket = SocketAddr::new(server.host, server.port);
+    if let Some(l) = bind(websocket, "BROADCAST_WEBSOCKET_PORT", explicit.websocket).await? {
+        bound.push((l, ""));
+    }
+    // The same port twice is one listener (0 means "any free port", so two of them).
+    if let Some(port) = server.app_port.filter(|p| *p != server.port || *p == 0) {
+        let addr = SocketAddr::new(server.host, port);
+        if let Some(l) = bind(addr, "BROADCAST_APP_PORT", explicit.app).await? {
+            bound.push((l, " (application port)"));
+        }
+    }
+    if bound.is_empty() {
+        return Err(StartError::NoListener(
+            "the default ports are taken; set BROADCAST_WEBSOCKET_PORT or BROADCAST_APP_PORT".into(),
+        ));
+    }
+    for (l, role) in &bound {
+        let local = l.local_addr()?;
+        tracing::info!(driver = %app.manager().default_driver_name(), "rustaxum listening on http://{local}{role}");
+        println!("rustaxum listening on http://{local}{role}");
+    }
+    let listeners = bound.into_iter().map(|(l, _)| l).collect();
+    run_listeners(listeners, app, shutdown).await
+}
+
+/// Binds `addr`. A port the operator set must bind (or start-up stops naming it); a
+/// default one that is taken is skipped with a warning.
+async fn bind(addr: SocketAddr, var: &'static str, explicit: bool) -> Result<Option<TcpListener>, StartError> {
+    match TcpListener::bind(addr).await {
+        Ok(l) => Ok(Some(l)),
+        Err(source) if explicit => Err(StartError::Bind { var, addr, source }),
+        Err(e) => {
+            tracing::warn!("{addr} ({var}, default) is not available ({e}); skipped, set {var} to choose another port");
+            Ok(None)
+        }
+    }
 }
 
 /// Raises the soft limit on open files to the hard limit: every socket is a file, and

@@ -34,14 +34,25 @@ impl Drop for Nginx {
     }
 }
 
-fn start_nginx(app1: u16, app2: u16, port: u16) -> Nginx {
+/// nginx with the repository's config; `apps` are the (application, WebSocket) ports of
+/// the two instances.
+fn start_nginx(apps: [(u16, u16); 2], port: u16) -> Nginx {
     let conf = std::fs::read_to_string("nginx.conf").expect("the repository's nginx.conf");
-    for needle in ["server app1:8081", "server app2:8082", "listen 80;"] {
+    let needles = [
+        "server app1:3000",
+        "server app2:3000",
+        "server app1:8080",
+        "server app2:8080",
+        "listen 80;",
+    ];
+    for needle in needles {
         assert!(conf.contains(needle), "nginx.conf no longer contains {needle:?}");
     }
     let conf = conf
-        .replace("server app1:8081", &format!("server 127.0.0.1:{app1}"))
-        .replace("server app2:8082", &format!("server 127.0.0.1:{app2}"))
+        .replace("server app1:3000", &format!("server 127.0.0.1:{}", apps[0].0))
+        .replace("server app2:3000", &format!("server 127.0.0.1:{}", apps[1].0))
+        .replace("server app1:8080", &format!("server 127.0.0.1:{}", apps[0].1))
+        .replace("server app2:8080", &format!("server 127.0.0.1:{}", apps[1].1))
         .replace("listen 80;", &format!("listen 127.0.0.1:{port};"))
         .replace("worker_processes auto;", "worker_processes 1;");
     let dir = std::env::temp_dir().join(format!("rustaxum-nginx-{}-{port}", std::process::id()));
@@ -91,10 +102,11 @@ fn is_root() -> bool {
 async fn clients_through_nginx_receive_events_published_through_either_instance() {
     let redis = RedisServer::start();
     let prefix = unique_prefix();
-    let app1 = start_with(cluster_config(&redis, &prefix)).await;
-    let app2 = start_with(cluster_config(&redis, &prefix)).await;
+    let app1 = start_two_ports(cluster_config(&redis, &prefix)).await;
+    let app2 = start_two_ports(cluster_config(&redis, &prefix)).await;
     let port = free_port();
-    let _nginx = start_nginx(app1.addr.port(), app2.addr.port(), port);
+    let ports = |s: &TestServer| (s.app_addr.expect("an application port").port(), s.addr.port());
+    let _nginx = start_nginx([ports(&app1), ports(&app2)], port);
     let front = format!("127.0.0.1:{port}");
 
     // Ready through nginx.

@@ -16,6 +16,8 @@ fn server() -> Command {
             cmd.env_remove(k);
         }
     }
+    // Tests choose their ports; none takes the default application port 3000.
+    cmd.env("BROADCAST_APP_PORT", "off");
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
     cmd
 }
@@ -75,7 +77,14 @@ async fn public_address_without_api_token_is_refused() {
 async fn artisan_websocket_runs_the_server() {
     let port = common::free_port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_artisan"))
-        .args(["broadcast", "websocket", "--port", &port.to_string()])
+        .args([
+            "broadcast",
+            "websocket",
+            "--port",
+            &port.to_string(),
+            "--app-port",
+            "off",
+        ])
         .env_remove("BROADCAST_HOST")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -175,5 +184,102 @@ async fn idle_connections_cannot_exhaust_a_low_soft_file_limit() {
         .await
         .expect("/health answers while 600 idle connections are open")
         .unwrap();
+    assert_eq!(health.status().as_u16(), 200);
+}
+
+/// Reads `lines` until one satisfies `want`, within ten seconds.
+async fn line_matching<R: tokio::io::AsyncBufRead + Unpin>(
+    lines: &mut tokio::io::Lines<R>,
+    want: impl Fn(&str) -> bool,
+) -> String {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let line = lines.next_line().await.unwrap().expect("output ended");
+            if want(&line) {
+                return line;
+            }
+        }
+    })
+    .await
+    .expect("the expected line")
+}
+
+// Issue 10: the application port and the WebSocket port serve the same routes.
+#[tokio::test]
+async fn the_application_port_and_the_websocket_port_serve_the_same_routes() {
+    let mut child = server().args(["--port", "0", "--app-port", "0"]).spawn().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let ws_line = line_matching(&mut lines, |l| l.starts_with("rustaxum listening on")).await;
+    let app_line = line_matching(&mut lines, |l| l.starts_with("rustaxum listening on")).await;
+    assert!(!ws_line.contains("application port"), "{ws_line}");
+    assert!(app_line.ends_with("(application port)"), "{app_line}");
+    let ws_url = ws_line.trim_start_matches("rustaxum listening on ").to_string();
+    let app_url = app_line
+        .trim_start_matches("rustaxum listening on ")
+        .trim_end_matches(" (application port)")
+        .to_string();
+    assert_ne!(ws_url, app_url);
+    // The document's client connects to the application port.
+    let (mut on_app, _) =
+        tokio_tungstenite::connect_async(format!("{}/ws?channel=general", app_url.replacen("http", "ws", 1)))
+            .await
+            .unwrap();
+    assert_eq!(common::recv_json(&mut on_app).await["event"], "subscription_succeeded");
+    let (mut on_ws, _) = tokio_tungstenite::connect_async(format!("{}/ws/general", ws_url.replacen("http", "ws", 1)))
+        .await
+        .unwrap();
+    common::recv_json(&mut on_ws).await;
+    // `curl localhost:3000/api/broadcast/stats` from the document.
+    let stats: serde_json::Value = reqwest::get(format!("{app_url}/api/broadcast/stats"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stats["connections"], 2, "one hub behind both ports");
+    let published = reqwest::Client::new()
+        .post(format!("{ws_url}/api/broadcast"))
+        .json(&serde_json::json!({"channel": "general", "event": "both", "data": {}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(published.status().as_u16(), 200);
+    for ws in [&mut on_app, &mut on_ws] {
+        assert_eq!(common::recv_json(ws).await["event"], "both");
+    }
+}
+
+// Issue 10: a port set explicitly that cannot be bound stops start-up, naming it.
+#[tokio::test]
+async fn an_explicit_port_that_is_taken_stops_start_up() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let run = server().args(["--port", "0"]).env("BROADCAST_APP_PORT", &port).output();
+    let out = tokio::time::timeout(Duration::from_secs(10), run)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("BROADCAST_APP_PORT") && err.contains(&port), "{err}");
+}
+
+// Issue 10: a default port already taken by another program is a warning, not a failure.
+#[tokio::test]
+async fn a_default_port_that_is_taken_is_skipped_with_a_warning() {
+    // Hold the default application port (or find it held already by someone else).
+    let _held = std::net::TcpListener::bind("127.0.0.1:3000");
+    let mut child = server()
+        .args(["--port", "0"])
+        .env_remove("BROADCAST_APP_PORT")
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut err = BufReader::new(child.stderr.take().unwrap()).lines();
+    let warning = line_matching(&mut err, |l| l.contains("BROADCAST_APP_PORT")).await;
+    assert!(warning.contains("3000") && warning.contains("skipped"), "{warning}");
+    let line = line_matching(&mut out, |l| l.starts_with("rustaxum listening on")).await;
+    let url = line.trim_start_matches("rustaxum listening on ").to_string();
+    let health = reqwest::get(format!("{url}/health")).await.unwrap();
     assert_eq!(health.status().as_u16(), 200);
 }

@@ -1,4 +1,4 @@
-//! The rustaxum server: WebSocket and HTTP on one listener.
+//! The rustaxum server: WebSocket and HTTP on the WebSocket port and the application port.
 
 use std::net::IpAddr;
 use std::process::ExitCode;
@@ -12,9 +12,12 @@ struct Args {
     /// Address to listen on (overrides BROADCAST_HOST).
     #[arg(long)]
     host: Option<IpAddr>,
-    /// Port to listen on, 0 for any free port (overrides BROADCAST_WEBSOCKET_PORT).
+    /// WebSocket port, 0 for any free port (overrides BROADCAST_WEBSOCKET_PORT).
     #[arg(long)]
     port: Option<u16>,
+    /// Application port, 0 for any free port, or `off` (overrides BROADCAST_APP_PORT).
+    #[arg(long)]
+    app_port: Option<String>,
 }
 
 #[tokio::main]
@@ -28,8 +31,10 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    config.server.host = args.host.unwrap_or(config.server.host);
-    config.server.port = args.port.unwrap_or(config.server.port);
+    if let Err(e) = rustaxum::cli::apply_listen_args(&mut config, args.host, args.port, args.app_port.as_deref()) {
+        eprintln!("rustaxum: {e}");
+        return ExitCode::from(2);
+    }
     match rustaxum::server::serve(config).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

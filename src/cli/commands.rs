@@ -14,10 +14,17 @@ use crate::broadcasting::helpers::{
 };
 use crate::hub::now_rfc3339;
 
-pub(super) async fn websocket(mut config: crate::Config, host: Option<IpAddr>, port: Option<u16>) -> ExitCode {
+pub(super) async fn websocket(
+    mut config: crate::Config,
+    host: Option<IpAddr>,
+    port: Option<u16>,
+    app_port: Option<String>,
+) -> ExitCode {
     crate::server::init_tracing();
-    config.server.host = host.unwrap_or(config.server.host);
-    config.server.port = port.unwrap_or(config.server.port);
+    if let Err(e) = super::apply_listen_args(&mut config, host, port, app_port.as_deref()) {
+        eprintln!("❌ {e}");
+        return ExitCode::from(2);
+    }
     println!("🌐 Starting WebSocket server on port {}", config.server.port);
     match crate::server::serve(config).await {
         Ok(()) => ExitCode::SUCCESS,

@@ -49,9 +49,12 @@ pub enum Broadcast {
     },
     /// Run the WebSocket server in this process.
     Websocket {
-        /// Port (overrides BROADCAST_WEBSOCKET_PORT).
+        /// WebSocket port (overrides BROADCAST_WEBSOCKET_PORT).
         #[arg(long)]
         port: Option<u16>,
+        /// Application port, or `off` (overrides BROADCAST_APP_PORT).
+        #[arg(long)]
+        app_port: Option<String>,
         /// Address (overrides BROADCAST_HOST).
         #[arg(long)]
         host: Option<std::net::IpAddr>,
@@ -133,6 +136,34 @@ impl AlertLevel {
     }
 }
 
+/// Applies `--host`, `--port` and `--app-port` (a number or `off`) to `config`; ports
+/// given here count as explicitly chosen.
+pub fn apply_listen_args(
+    config: &mut crate::Config,
+    host: Option<std::net::IpAddr>,
+    port: Option<u16>,
+    app_port: Option<&str>,
+) -> Result<(), String> {
+    if let Some(host) = host {
+        config.server.host = host;
+    }
+    if let Some(port) = port {
+        config.server.port = port;
+        config.server.explicit_ports.websocket = true;
+    }
+    if let Some(app_port) = app_port {
+        config.server.app_port = match app_port {
+            "off" => None,
+            p => Some(
+                p.parse()
+                    .map_err(|_| format!("--app-port takes a port number or off, not {p:?}"))?,
+            ),
+        };
+        config.server.explicit_ports.app = true;
+    }
+    Ok(())
+}
+
 /// Runs a parsed command line; returns the process exit code.
 pub async fn run(cli: Cli) -> ExitCode {
     let config = match crate::Config::from_env() {
@@ -143,8 +174,8 @@ pub async fn run(cli: Cli) -> ExitCode {
         }
     };
     let Group::Broadcast(command) = cli.command;
-    if let Broadcast::Websocket { port, host } = command {
-        return commands::websocket(config, host, port).await;
+    if let Broadcast::Websocket { port, app_port, host } = command {
+        return commands::websocket(config, host, port, app_port).await;
     }
     let base = cli.server.unwrap_or_else(|| config.server_url());
     let token = cli.token.or_else(|| config.server.api_token.clone());

@@ -90,8 +90,15 @@ impl std::str::FromStr for Driver {
 pub struct ServerConfig {
     /// `BROADCAST_HOST`, default `127.0.0.1`.
     pub host: IpAddr,
-    /// `BROADCAST_WEBSOCKET_PORT`: one listener for WebSocket and HTTP, default `8080`.
+    /// `BROADCAST_WEBSOCKET_PORT`: the WebSocket server's port, default `8080`. Every
+    /// route (WebSocket and HTTP) answers on it.
     pub port: u16,
+    /// `BROADCAST_APP_PORT`: the application port, default `3000`; `off` for none. The
+    /// same routes answer on it as on the WebSocket port.
+    pub app_port: Option<u16>,
+    /// Which ports the operator chose: one of these that cannot be bound stops start-up,
+    /// while a default port that is taken is skipped with a warning.
+    pub explicit_ports: ExplicitPorts,
     /// `BROADCAST_API_TOKEN`: when set, publishing and the read endpoints need
     /// `Authorization: Bearer`.
     pub api_token: Option<String>,
@@ -108,6 +115,15 @@ pub struct ServerConfig {
     pub http_request_timeout: Duration,
     /// `BROADCAST_SHUTDOWN_TIMEOUT`: how long shutdown waits for sockets to close, default 10s.
     pub shutdown_timeout: Duration,
+}
+
+/// Which listener ports were set explicitly (environment or command line).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ExplicitPorts {
+    /// `BROADCAST_WEBSOCKET_PORT` (or `--port`) was given.
+    pub websocket: bool,
+    /// `BROADCAST_APP_PORT` (or `--app-port`) was given.
+    pub app: bool,
 }
 
 /// WebSocket sessions: limits, queues and keep-alive.
@@ -238,6 +254,8 @@ impl Default for ServerConfig {
         Self {
             host: IpAddr::from([127, 0, 0, 1]),
             port: 8080,
+            app_port: Some(3000),
+            explicit_ports: ExplicitPorts::default(),
             api_token: None,
             cors_allowed_origins: Vec::new(),
             max_payload_size: 1024 * 1024,
@@ -354,6 +372,17 @@ fn server(env: &Env<'_>) -> Result<ServerConfig, ConfigError> {
         port: env
             .parse("BROADCAST_WEBSOCKET_PORT", "a port number 0-65535")?
             .unwrap_or(d.port),
+        app_port: match env.string("BROADCAST_APP_PORT") {
+            Some(v) if v.eq_ignore_ascii_case("off") => None,
+            _ => Some(
+                env.parse("BROADCAST_APP_PORT", "a port number 0-65535, or off")?
+                    .unwrap_or(3000),
+            ),
+        },
+        explicit_ports: ExplicitPorts {
+            websocket: env.string("BROADCAST_WEBSOCKET_PORT").is_some(),
+            app: env.string("BROADCAST_APP_PORT").is_some(),
+        },
         api_token: env.string("BROADCAST_API_TOKEN"),
         cors_allowed_origins: env.list("CORS_ALLOWED_ORIGINS"),
         max_payload_size: env
@@ -494,6 +523,12 @@ mod tests {
     fn defaults_need_nothing() {
         let c = config(&[]).unwrap();
         assert_eq!(c.server.port, 8080);
+        assert_eq!(c.server.app_port, Some(3000));
+        assert_eq!(c.server.explicit_ports, ExplicitPorts::default());
+        let c = config(&[("BROADCAST_APP_PORT", "off"), ("BROADCAST_WEBSOCKET_PORT", "9000")]).unwrap();
+        assert_eq!((c.server.app_port, c.server.port), (None, 9000));
+        assert!(c.server.explicit_ports.websocket && c.server.explicit_ports.app);
+        let c = config(&[]).unwrap();
         assert_eq!(c.server.host.to_string(), "127.0.0.1");
         assert_eq!(c.driver, Driver::Websocket);
         assert_eq!(c.websocket.max_message_size, 65536);
@@ -513,6 +548,7 @@ mod tests {
             ("BROADCAST_SEND_QUEUE_SIZE", "0"),
             ("BROADCAST_MAX_MESSAGE_SIZE", "-1"),
             ("BROADCAST_DRIVER", "rabbit"),
+            ("BROADCAST_APP_PORT", "thirty"),
         ];
         for (var, value) in cases {
             let err = config(&[(var, value)]).unwrap_err().to_string();

@@ -21,7 +21,10 @@ pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 pub const WAIT: Duration = Duration::from_secs(5);
 
 pub struct TestServer {
+    /// The WebSocket port.
     pub addr: SocketAddr,
+    /// The application port, when the server has one (see [`start_two_ports`]).
+    pub app_addr: Option<SocketAddr>,
     pub app: Rustaxum,
     stop: Option<oneshot::Sender<()>>,
     handle: JoinHandle<Result<(), rustaxum::StartError>>,
@@ -93,14 +96,28 @@ pub async fn start_with(config: Config) -> TestServer {
 }
 
 pub async fn start_app(app: Rustaxum) -> TestServer {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
+    serve_on(app, 1).await
+}
+
+/// A server listening on a WebSocket port and an application port, as the binary does.
+pub async fn start_two_ports(config: Config) -> TestServer {
+    serve_on(Rustaxum::new(config).expect("app"), 2).await
+}
+
+async fn serve_on(app: Rustaxum, ports: usize) -> TestServer {
+    let mut listeners = Vec::new();
+    for _ in 0..ports {
+        listeners.push(tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind"));
+    }
+    let addr = listeners[0].local_addr().expect("addr");
+    let app_addr = listeners.get(1).map(|l| l.local_addr().expect("addr"));
     let (tx, rx) = oneshot::channel();
-    let handle = tokio::spawn(rustaxum::run(listener, app.clone(), async {
+    let handle = tokio::spawn(rustaxum::run_listeners(listeners, app.clone(), async {
         let _ = rx.await;
     }));
     TestServer {
         addr,
+        app_addr,
         app,
         stop: Some(tx),
         handle,
