@@ -202,6 +202,8 @@ async fn unreachable_server_is_a_one_line_error_and_nonzero_exit() {
         &["broadcast", "stats"][..],
         &["broadcast", "test"][..],
         &["broadcast", "channels"][..],
+        &["broadcast", "ping", "--channel", "general", "--interval", "1"][..],
+        &["broadcast", "monitor", "--duration", "1"][..],
     ] {
         let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_artisan"))
             .arg("--server")
@@ -214,7 +216,68 @@ async fn unreachable_server_is_a_one_line_error_and_nonzero_exit() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(err.trim().lines().count(), 1, "{err}");
         assert!(err.contains("cannot reach rustaxum"), "{err}");
+        assert_eq!(stdout(&out), "", "no heading before the error: {args:?}");
     }
+}
+
+// Issue 10: `artisan broadcast stats | head` used to panic with a broken pipe.
+#[tokio::test]
+async fn a_closed_stdout_ends_the_command_quietly() {
+    let server = start().await;
+    let (_ws, _) = server.connect("/ws?channel=general").await;
+    for args in [&["broadcast", "stats"][..], &["broadcast", "channels"][..]] {
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_artisan"))
+            .arg("--server")
+            .arg(server.url(""))
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The reader goes away before the command prints anything, as `head` does.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().await.unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{args:?}: {:?} {err}", out.status);
+        assert!(!err.contains("panicked") && !err.contains("Broken pipe"), "{err}");
+    }
+}
+
+#[tokio::test]
+async fn channel_columns_line_up_and_ping_says_how_to_stop() {
+    let server = start().await;
+    let (_a, _) = server.connect("/ws?channel=general").await;
+    let mut held = Vec::new();
+    for _ in 0..12 {
+        held.push(server.connect("/ws?channel=announcements").await);
+    }
+    let text = stdout(&artisan(&server, &["broadcast", "channels"]).await);
+    let rows: Vec<&str> = text.lines().filter(|l| !l.ends_with("channel(s)")).collect();
+    assert_eq!(rows.len(), 3, "{text}");
+    // Every row has the same length, and the numbers end where their heading ends.
+    assert!(rows.iter().all(|r| r.len() == rows[0].len()), "{text}");
+    let end = rows[0].find("SUBSCRIBERS").unwrap() + "SUBSCRIBERS".len();
+    let announcements = rows.iter().find(|r| r.starts_with("announcements")).unwrap();
+    assert_eq!(&announcements[end - 2..end], "12", "{text}");
+    let general = rows.iter().find(|r| r.starts_with("general")).unwrap();
+    assert_eq!(&general[end - 2..end], " 1", "{text}");
+
+    let mut ping = tokio::process::Command::new(env!("CARGO_BIN_EXE_artisan"))
+        .arg("--server")
+        .arg(server.url(""))
+        .args(["broadcast", "ping", "--channel", "general", "--interval", "60"])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    use tokio::io::AsyncBufReadExt;
+    let mut lines = tokio::io::BufReader::new(ping.stdout.take().unwrap()).lines();
+    let first = tokio::time::timeout(WAIT, lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(first.contains("Ctrl-C") && first.contains("--count"), "{first}");
 }
 
 #[tokio::test]

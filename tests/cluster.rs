@@ -593,3 +593,24 @@ async fn presence_survives_a_redis_restart() {
     }
     wait_members(&b, "presence.lobby", 2).await;
 }
+
+// Issue 10: the document's BROADCAST_REDIS_ENABLED=true is honoured.
+#[tokio::test]
+async fn broadcast_redis_enabled_makes_a_cluster_node() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let prefix = unique_prefix();
+    let mut c = rustaxum::Config::from_lookup(|k| match k {
+        "BROADCAST_REDIS_ENABLED" => Some("true".into()),
+        "REDIS_URL" => Some(url.clone()),
+        "BROADCAST_CHANNELS_PREFIX" => Some(prefix.clone()),
+        _ => None,
+    })
+    .unwrap();
+    c.auth.public_channels.push("news".into());
+    let node = start_with(c).await;
+    wait_ready(&node).await;
+    let (_, ready) = node.get("/ready").await;
+    assert_eq!(ready["driver"], "redis", "{ready}");
+    assert_eq!(ready["redis"]["subscribed"], true, "{ready}");
+}

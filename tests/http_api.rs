@@ -185,3 +185,30 @@ async fn plain_get_on_ws_endpoint_asks_for_upgrade() {
     assert_eq!(status, 426);
     assert_eq!(body["error"], "upgrade_required");
 }
+
+// Issue 10: the Log driver writes to a file when BROADCAST_LOG_FILE is set (JSON lines).
+#[tokio::test]
+async fn the_log_driver_writes_json_lines_to_its_file() {
+    let path = std::env::temp_dir().join(format!("rustaxum-log-{}.jsonl", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let mut c = config();
+    c.driver = rustaxum::config::Driver::Log;
+    c.log_file = Some(path.clone());
+    let server = start_with(c).await;
+    let (mut ws, _) = server.connect("/ws/general").await;
+    for n in 1..=2 {
+        let body = json!({"channels": ["general", "news"], "event": "logged", "data": {"n": n}});
+        let (status, answer) = server.post("/api/broadcast", &body.to_string()).await;
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(answer["recipients"], 0, "the log driver delivers nothing");
+    }
+    expect_silence(&mut ws, std::time::Duration::from_millis(200)).await;
+    let text = std::fs::read_to_string(&path).unwrap();
+    let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert_eq!(lines[0]["event"], "logged");
+    assert_eq!(lines[0]["channels"], json!(["general", "news"]));
+    assert_eq!(lines[1]["data"], json!({"n": 2}));
+    assert!(lines[0]["timestamp"].as_str().unwrap().ends_with('Z'));
+    std::fs::remove_file(&path).unwrap();
+}

@@ -283,3 +283,23 @@ async fn a_default_port_that_is_taken_is_skipped_with_a_warning() {
     let health = reqwest::get(format!("{url}/health")).await.unwrap();
     assert_eq!(health.status().as_u16(), 200);
 }
+
+// Issue 10: BROADCAST_REDIS_ENABLED that contradicts BROADCAST_DRIVER stops start-up.
+#[tokio::test]
+async fn redis_enabled_contradicting_the_driver_is_refused() {
+    let run = server()
+        .args(["--port", "0"])
+        .env("BROADCAST_DRIVER", "websocket")
+        .env("BROADCAST_REDIS_ENABLED", "true")
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(10), run)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("BROADCAST_REDIS_ENABLED") && err.contains("BROADCAST_DRIVER=websocket"),
+        "{err}"
+    );
+}

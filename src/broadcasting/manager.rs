@@ -92,7 +92,12 @@ impl BroadcastManager {
             queue: BroadcastQueue::default(),
         };
         manager.extend("websocket", |_, ctx| Ok(Arc::new(LocalDriver::new(ctx.fanout.clone()))));
-        manager.extend("log", |_, _| Ok(Arc::new(LogDriver)));
+        manager.extend("log", |_, ctx| {
+            Ok(Arc::new(match &ctx.config.log_file {
+                Some(path) => LogDriver::with_file(path)?,
+                None => LogDriver::new(),
+            }))
+        });
         manager.extend("null", |_, _| Ok(Arc::new(NullDriver)));
         manager.extend("redis", |_, ctx| Ok(Arc::new(RedisDriver::from_context(ctx)?)));
         manager

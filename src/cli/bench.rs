@@ -93,26 +93,30 @@ pub struct BenchReport {
 /// Runs the benchmark and prints its report.
 pub async fn run(client: &ApiClient, args: &BenchArgs) -> Result<(), CliError> {
     let report = measure(client, args).await?;
-    println!("connections:          {}", report.connections);
+    say!("connections:          {}", report.connections);
     if let Some(b) = report.bytes_per_idle_connection {
-        println!(
+        say!(
             "memory per idle conn: {:.1} KiB (server RSS growth / connections)",
             b / 1024.0
         );
     }
-    println!(
+    say!(
         "messages:             {} × {} subscribers = {} deliveries",
-        report.messages, report.connections, report.deliveries
+        report.messages,
+        report.connections,
+        report.deliveries
     );
-    println!("throughput:           {:.0} deliveries/s", report.deliveries_per_second);
+    say!("throughput:           {:.0} deliveries/s", report.deliveries_per_second);
     if let Some(cpu) = report.server_cpu_us_per_delivery {
-        println!("server CPU:           {cpu:.2} µs per delivery (user + system)");
+        say!("server CPU:           {cpu:.2} µs per delivery (user + system)");
     }
-    println!(
+    say!(
         "latency:              p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-        report.p50_ms, report.p99_ms, report.max_ms
+        report.p50_ms,
+        report.p99_ms,
+        report.max_ms
     );
-    println!("json: {}", serde_json::to_string(&report).unwrap_or_default());
+    say!("json: {}", serde_json::to_string(&report).unwrap_or_default());
     Ok(())
 }
 

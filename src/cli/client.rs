@@ -73,6 +73,12 @@ impl ApiClient {
         self.send(self.http.get(self.url(path))).await
     }
 
+    /// Fails with [`CliError::Unreachable`] unless the server answers `/health`; commands
+    /// call it before printing anything.
+    pub async fn check(&self) -> Result<(), CliError> {
+        self.get("/health").await.map(|_| ())
+    }
+
     /// `POST path` with a JSON body, returning the JSON answer.
     pub async fn post(&self, path: &str, body: &Value) -> Result<Value, CliError> {
         self.send(self.http.post(self.url(path)).json(body)).await

@@ -1,6 +1,6 @@
 //! The commands' bodies. Output follows the RustAxum broadcasting document.
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::net::IpAddr;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -25,7 +25,7 @@ pub(super) async fn websocket(
         eprintln!("❌ {e}");
         return ExitCode::from(2);
     }
-    println!("🌐 Starting WebSocket server on port {}", config.server.port);
+    say!("🌐 Starting WebSocket server on port {}", config.server.port);
     match crate::server::serve(config).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -36,42 +36,45 @@ pub(super) async fn websocket(
 }
 
 pub(super) async fn test(client: &ApiClient, channel: &str, message: &str) -> Result<(), CliError> {
-    println!("🚀 Testing broadcast to channel: {channel}");
+    client.check().await?;
+    say!("🚀 Testing broadcast to channel: {channel}");
     let data = json!({"message": message, "source": "artisan", "timestamp": now_rfc3339()});
     let reached = client.publish(channel, "test", data).await?;
-    println!("✅ Broadcast test completed successfully");
-    println!("   delivered to {reached} socket(s) on this server");
+    say!("✅ Broadcast test completed successfully");
+    say!("   delivered to {reached} socket(s) on this server");
     Ok(())
 }
 
 pub(super) async fn stats(client: &ApiClient) -> Result<(), CliError> {
     let s = client.get("/api/broadcast/stats").await?;
-    println!("📊 Broadcasting System Statistics");
-    println!("================================");
-    println!("📡 WebSocket Channels:");
+    say!("📊 Broadcasting System Statistics");
+    say!("================================");
+    say!("📡 WebSocket Channels:");
     let channels = s["channels"].as_object().cloned().unwrap_or_default();
     if channels.is_empty() {
-        println!("  (no active channels)");
+        say!("  (no active channels)");
     }
     for (name, c) in &channels {
         let kind = c["kind"].as_str().unwrap_or("public");
         match c["members"].as_u64() {
-            Some(m) => println!("  • {name}: {} connections ({kind}, {m} members)", c["subscribers"]),
-            None => println!("  • {name}: {} connections ({kind})", c["subscribers"]),
+            Some(m) => say!("  • {name}: {} connections ({kind}, {m} members)", c["subscribers"]),
+            None => say!("  • {name}: {} connections ({kind})", c["subscribers"]),
         }
     }
-    println!();
-    println!("🔧 Broadcast Configuration:");
-    println!("  • Default Driver: {}", s["driver"].as_str().unwrap_or("unknown"));
-    println!("  • Total Active Channels: {}", channels.len());
-    println!("  • Connections: {}", s["connections"]);
+    say!();
+    say!("🔧 Broadcast Configuration:");
+    say!("  • Default Driver: {}", s["driver"].as_str().unwrap_or("unknown"));
+    say!("  • Total Active Channels: {}", channels.len());
+    say!("  • Connections: {}", s["connections"]);
     let m = &s["messages"];
-    println!(
+    say!(
         "  • Messages: {} published, {} delivered, {} received",
-        m["published"], m["delivered"], m["received"]
+        m["published"],
+        m["delivered"],
+        m["received"]
     );
-    println!("  • Slow consumers disconnected: {}", s["slow_disconnects"]);
-    println!("  • Uptime: {}s", s["uptime_seconds"]);
+    say!("  • Slow consumers disconnected: {}", s["slow_disconnects"]);
+    say!("  • Uptime: {}s", s["uptime_seconds"]);
     Ok(())
 }
 
@@ -79,7 +82,7 @@ pub(super) async fn channels(client: &ApiClient) -> Result<(), CliError> {
     let body = client.get("/api/broadcast/channels").await?;
     let list = body["channels"].as_array().cloned().unwrap_or_default();
     if list.is_empty() {
-        println!("No active channels");
+        say!("No active channels");
         return Ok(());
     }
     let width = list
@@ -89,35 +92,46 @@ pub(super) async fn channels(client: &ApiClient) -> Result<(), CliError> {
         .max()
         .unwrap_or(7)
         .max(7);
-    println!("{:<width$}  {:<8}  {:>11}  MEMBERS", "CHANNEL", "KIND", "SUBSCRIBERS");
+    say!(
+        "{:<width$}  {:<8}  {:>11}  {:>7}",
+        "CHANNEL",
+        "KIND",
+        "SUBSCRIBERS",
+        "MEMBERS"
+    );
     for c in &list {
+        // Numbers as numbers: a JSON value ignores the column width.
         let members = c["members"].as_u64().map_or_else(|| "-".to_string(), |m| m.to_string());
-        println!(
-            "{:<width$}  {:<8}  {:>11}  {members}",
+        say!(
+            "{:<width$}  {:<8}  {:>11}  {members:>7}",
             c["name"].as_str().unwrap_or(""),
             c["kind"].as_str().unwrap_or(""),
-            c["subscribers"]
+            c["subscribers"].as_u64().unwrap_or(0)
         );
     }
-    println!("{} channel(s)", list.len());
+    say!("{} channel(s)", list.len());
     Ok(())
 }
 
 pub(super) async fn ping(client: &ApiClient, channel: &str, interval: f64, count: Option<u64>) -> Result<(), CliError> {
     let interval = seconds(interval, "--interval")?;
-    println!("📡 Pinging channel {channel} every {:?}", interval);
+    client.check().await?;
+    match count {
+        Some(n) => say!("📡 Pinging channel {channel} every {interval:?}, {n} time(s)"),
+        None => say!("📡 Pinging channel {channel} every {interval:?} until stopped (Ctrl-C, or --count N)"),
+    }
     let mut sequence = 0u64;
     loop {
         sequence += 1;
         let data = json!({"sequence": sequence, "timestamp": now_rfc3339()});
         let reached = client.publish(channel, "ping", data).await?;
-        println!("  ping #{sequence} → {channel} ({reached} socket(s))");
+        say!("  ping #{sequence} → {channel} ({reached} socket(s))");
         if count.is_some_and(|c| sequence >= c) {
             break;
         }
         tokio::time::sleep(interval).await;
     }
-    println!("✅ Sent {sequence} ping(s)");
+    say!("✅ Sent {sequence} ping(s)");
     Ok(())
 }
 
@@ -136,7 +150,7 @@ pub(super) async fn notify_user(
             notification_payload(title, message, action_url),
         )
         .await?;
-    println!("🔔 Notification sent to user {user_id} on {channel} ({reached} socket(s))");
+    say!("🔔 Notification sent to user {user_id} on {channel} ({reached} socket(s))");
     Ok(())
 }
 
@@ -153,16 +167,17 @@ pub(super) async fn system_alert(
             system_alert_payload(level, message, action_required),
         )
         .await?;
-    println!("🚨 System alert ({level}) sent on {SYSTEM_ALERT_CHANNEL} ({reached} socket(s))");
+    say!("🚨 System alert ({level}) sent on {SYSTEM_ALERT_CHANNEL} ({reached} socket(s))");
     Ok(())
 }
 
 pub(super) async fn monitor(client: &ApiClient, duration: u64, interval: f64) -> Result<(), CliError> {
     let interval = seconds(interval, "--interval")?;
     let tty = std::io::stdout().is_terminal();
+    client.check().await?;
     let start = Instant::now();
     let end = start + Duration::from_secs(duration);
-    println!("👀 Monitoring {} for {duration}s (Ctrl-C to stop)", client.base());
+    say!("👀 Monitoring {} for {duration}s (Ctrl-C to stop)", client.base());
     let mut previous: Option<(Instant, Value)> = None;
     let mut peak_connections = 0u64;
     loop {
@@ -183,10 +198,9 @@ pub(super) async fn monitor(client: &ApiClient, duration: u64, interval: f64) ->
             s["channels"].as_object().map_or(0, |c| c.len()),
         );
         if tty {
-            print!("\r\x1b[2K{line}");
-            let _ = std::io::stdout().flush();
+            say_inline!("\r\x1b[2K{line}");
         } else {
-            println!("{line}");
+            say!("{line}");
         }
         previous = Some((now, s));
         if Instant::now() + interval > end {
@@ -195,9 +209,9 @@ pub(super) async fn monitor(client: &ApiClient, duration: u64, interval: f64) ->
         tokio::time::sleep(interval).await;
     }
     if tty {
-        println!();
+        say!();
     }
-    println!("✅ Monitoring finished: peak {peak_connections} connection(s)");
+    say!("✅ Monitoring finished: peak {peak_connections} connection(s)");
     Ok(())
 }
 

@@ -4,6 +4,24 @@
 //! HTTP API ([`client::ApiClient`]); the server is found from the same configuration
 //! as the server itself, or `--server URL`.
 
+/// `println!` for command output: a closed stdout (`artisan broadcast stats | head`)
+/// ends the command quietly instead of panicking.
+macro_rules! say {
+    () => {
+        $crate::cli::write_out(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::cli::write_out(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// `print!` for command output (no newline), with the same broken-pipe handling.
+macro_rules! say_inline {
+    ($($arg:tt)*) => {
+        $crate::cli::write_out(format_args!($($arg)*))
+    };
+}
+
 pub mod bench;
 pub mod client;
 mod commands;
@@ -132,6 +150,19 @@ impl AlertLevel {
             Self::Warning => "warning",
             Self::Error => "error",
             Self::Critical => "critical",
+        }
+    }
+}
+
+/// Writes command output to stdout. When the reader has gone away (a pipe to `head`
+/// that exited), there is nobody left to tell anything: exit quietly with success.
+pub(crate) fn write_out(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let written = out.write_fmt(args).and_then(|()| out.flush());
+    if let Err(e) = written {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
         }
     }
 }

@@ -247,6 +247,8 @@ pub struct Config {
     pub redis: RedisConfig,
     /// The Pusher protocol.
     pub pusher: PusherConfig,
+    /// `BROADCAST_LOG_FILE`: where the `log` driver also writes broadcasts, as JSON lines.
+    pub log_file: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -317,14 +319,13 @@ impl Config {
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let env = Env(&lookup);
         Ok(Self {
-            driver: env
-                .parse("BROADCAST_DRIVER", "websocket, local, redis, log or null")?
-                .unwrap_or_default(),
+            driver: driver(&env)?,
             server: server(&env)?,
             websocket: websocket(&env)?,
             auth: auth(&env)?,
             redis: redis(&env)?,
             pusher: pusher(&env)?,
+            log_file: env.string("BROADCAST_LOG_FILE").map(PathBuf::from),
         })
     }
 
@@ -360,6 +361,34 @@ impl Config {
             IpAddr::V6(v6) => format!("http://[{v6}]:{}", self.server.port),
             IpAddr::V4(v4) => format!("http://{v4}:{}", self.server.port),
         }
+    }
+}
+
+/// `BROADCAST_DRIVER`, with the document's `BROADCAST_REDIS_ENABLED`: `true` alone means
+/// the redis driver; a value that contradicts `BROADCAST_DRIVER` is refused.
+fn driver(env: &Env<'_>) -> Result<Driver, ConfigError> {
+    let driver: Option<Driver> = env.parse("BROADCAST_DRIVER", "websocket, local, redis, log or null")?;
+    let contradiction = |value: &str, reason: String| ConfigError::Invalid {
+        var: "BROADCAST_REDIS_ENABLED",
+        value: value.into(),
+        reason,
+    };
+    match (driver, env.bool("BROADCAST_REDIS_ENABLED")?) {
+        (d, None) => Ok(d.unwrap_or_default()),
+        (None | Some(Driver::Redis), Some(true)) => Ok(Driver::Redis),
+        (Some(d), Some(true)) => Err(contradiction(
+            "true",
+            format!(
+                "contradicts BROADCAST_DRIVER={}: Redis is what the redis driver uses; set BROADCAST_DRIVER=redis, \
+                 or BROADCAST_REDIS_ENABLED=false",
+                d.name()
+            ),
+        )),
+        (Some(Driver::Redis), Some(false)) => Err(contradiction(
+            "false",
+            "contradicts BROADCAST_DRIVER=redis, which needs Redis; remove one of them".into(),
+        )),
+        (d, Some(false)) => Ok(d.unwrap_or_default()),
     }
 }
 
@@ -601,6 +630,29 @@ mod tests {
         assert!(err.contains("JWT_ALGORITHM") && err.contains("none"), "{err}");
         let c = config(&[("BROADCAST_PUBLIC_CHANNELS", "lobby, kiosk.*")]).unwrap();
         assert_eq!(c.auth.public_channels, vec!["lobby", "kiosk.*"]);
+    }
+
+    #[test]
+    fn redis_enabled_agrees_with_the_driver_or_is_refused() {
+        let driver = |vars: &[(&str, &str)]| config(vars).map(|c| c.driver).map_err(|e| e.to_string());
+        assert_eq!(driver(&[("BROADCAST_REDIS_ENABLED", "true")]), Ok(Driver::Redis));
+        assert_eq!(driver(&[("BROADCAST_REDIS_ENABLED", "false")]), Ok(Driver::Websocket));
+        let doc_env = [("BROADCAST_DRIVER", "websocket"), ("BROADCAST_REDIS_ENABLED", "false")];
+        assert_eq!(driver(&doc_env), Ok(Driver::Websocket), "the document's .env");
+        assert_eq!(
+            driver(&[("BROADCAST_DRIVER", "redis"), ("BROADCAST_REDIS_ENABLED", "true")]),
+            Ok(Driver::Redis)
+        );
+        for bad in [
+            [("BROADCAST_DRIVER", "websocket"), ("BROADCAST_REDIS_ENABLED", "true")],
+            [("BROADCAST_DRIVER", "redis"), ("BROADCAST_REDIS_ENABLED", "false")],
+        ] {
+            let err = driver(&bad).unwrap_err();
+            assert!(
+                err.contains("BROADCAST_REDIS_ENABLED") && err.contains("BROADCAST_DRIVER"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

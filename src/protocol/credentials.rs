@@ -68,17 +68,22 @@ impl Credentials {
     }
 
     /// Verifies the token, if any. A token that does not verify is a 401, never a
-    /// silent downgrade to an anonymous connection.
+    /// silent downgrade to an anonymous connection. On a server with no JWT key there is
+    /// nothing to verify it with: the token is ignored (logged once) and the request is
+    /// anonymous, so public channels work and private ones answer 401.
     pub(crate) fn authenticate(&self, st: &AppState) -> Result<Option<Identity>, ApiError> {
         let Some(token) = &self.token else {
             return Ok(None);
         };
         let Some(verifier) = st.node.verifier() else {
-            return Err(ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "this server has no JWT key configured and cannot accept tokens",
-            ));
+            static LOGGED: std::sync::Once = std::sync::Once::new();
+            LOGGED.call_once(|| {
+                tracing::warn!(
+                    "a client sent a token but no JWT key is configured (JWT_SECRET or JWT_PUBLIC_KEY_FILE): \
+                     tokens are ignored and such clients are anonymous"
+                )
+            });
+            return Ok(None);
         };
         verifier.verify(token).map(Some).map_err(|e| token_error(&e))
     }
