@@ -20,6 +20,8 @@
 //! - [`cluster`]: the one publish path ([`Fanout`](cluster::Fanout)) and the
 //!   [`Broker`](cluster::Broker) trait (local, or Redis pub/sub with node heartbeats and
 //!   a circuit breaker).
+//! - [`emithub`]: EmitHub managed channels: the registry (a grant source), states,
+//!   settings, persisted messages in redb (one node) or Redis (cluster).
 //! - [`pusher`]: Pusher signatures (channel auth, user auth, REST request signing).
 //! - [`broadcasting`]: events and `ShouldBroadcast`, the `BroadcastManager`, drivers,
 //!   helpers, facades, macros, the broadcast queue.
@@ -42,6 +44,7 @@ pub mod channel;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod emithub;
 pub mod events;
 pub mod hub;
 pub mod lifecycle;

@@ -15,6 +15,7 @@ use crate::broadcasting::{manager, BroadcastError, BroadcastManager};
 use crate::cluster::redis::RedisBroker;
 use crate::cluster::Fanout;
 use crate::config::{Config, ConfigError, Driver};
+use crate::emithub::EmitHub;
 use crate::hub::{Hub, HubConfig};
 use crate::presence::{MemoryPresence, Presence, PresenceStore, RedisPresence};
 use crate::protocol::{self, AppState};
@@ -48,6 +49,10 @@ pub enum StartError {
     /// `BROADCAST_DRIVER=redis` needs a running tokio runtime to start its tasks.
     #[error("the redis driver must be started inside a tokio runtime")]
     NoRuntime,
+    /// The EmitHub database could not be opened (corrupt, unwritable, or open in another
+    /// process).
+    #[error("EmitHub database (EMIT_HUB_DB_PATH): {0}")]
+    Store(#[from] crate::emithub::store::StoreError),
     /// Private or presence rules exist but no JWT key is configured to verify users.
     #[error("channel rules need authenticated users but no JWT key is configured: set JWT_SECRET (HS*) or JWT_PUBLIC_KEY_FILE (RS*/ES*)")]
     NoJwtKey,
@@ -129,7 +134,17 @@ impl Rustaxum {
             ping_interval: config.websocket.ping_interval,
             ping_timeout: config.websocket.ping_timeout,
         };
-        let node = Node::new(fanout, presence, Arc::new(rules), verifier, limits);
+        // EmitHub managed channels: in Redis when clustered, else in the redb file.
+        let emithub = match &cluster {
+            Some(broker) => EmitHub::clustered(config.emithub.clone(), fanout.clone(), broker.clone()),
+            None => EmitHub::single_node(config.emithub.clone(), fanout.clone())?,
+        };
+        if tokio::runtime::Handle::try_current().is_ok() {
+            emithub.start(stop.clone(), &background);
+        } else {
+            tracing::warn!("created outside a tokio runtime: EmitHub retention purges and backups are not running");
+        }
+        let node = Node::new(fanout, presence, Arc::new(rules), verifier, limits).with_grant_source(emithub.clone());
         let metrics: Arc<protocol::metrics::Metrics> = Arc::default();
         metrics.observe(node.lifecycle(), stop.clone(), &background);
         Ok(Self {
@@ -137,6 +152,7 @@ impl Rustaxum {
                 node: Arc::new(node),
                 manager,
                 config,
+                emithub,
                 cluster,
                 metrics,
                 sessions: TaskTracker::new(),
@@ -193,6 +209,11 @@ impl Rustaxum {
     /// The broadcast manager.
     pub fn manager(&self) -> &Arc<BroadcastManager> {
         &self.state.manager
+    }
+
+    /// The EmitHub managed-channel registry.
+    pub fn emithub(&self) -> &Arc<EmitHub> {
+        &self.state.emithub
     }
 
     /// The configuration.

@@ -396,12 +396,11 @@ async fn rs256_and_es256_keys_from_files() {
             "tests/fixtures/ec_public.pem",
         ),
     ] {
-        let config = rustaxum::Config::from_lookup(|k| match k {
+        let config = common::config_from(|k| match k {
             "JWT_ALGORITHM" => Some(format!("{alg:?}")),
             "JWT_PUBLIC_KEY_FILE" => Some(public.into()),
             _ => None,
-        })
-        .unwrap();
+        });
         let server = start_with(config).await;
         let pem = std::fs::read(private).unwrap();
         let key = match alg {
@@ -422,7 +421,7 @@ async fn rs256_and_es256_keys_from_files() {
 
 #[tokio::test]
 async fn without_a_jwt_key_only_public_channels_work() {
-    let server = start_with(rustaxum::Config::from_lookup(|_| None).unwrap()).await;
+    let server = start_with(common::config_from(|_| None)).await;
     let (_ws, first) = server.connect("/ws/general").await;
     assert_eq!(first["event"], "subscription_succeeded");
     assert_eq!(refused(&server, "/ws/user.42").await, 401);
@@ -449,7 +448,7 @@ async fn private_rules_without_a_key_fail_at_start() {
     )
     .unwrap();
     let path = rules.display().to_string();
-    let config = rustaxum::Config::from_lookup(|k| (k == "BROADCAST_RULES_FILE").then(|| path.clone())).unwrap();
+    let config = common::config_from(|k| (k == "BROADCAST_RULES_FILE").then(|| path.clone()));
     let err = rustaxum::Rustaxum::new(config).unwrap_err();
     assert!(matches!(err, rustaxum::StartError::NoJwtKey), "{err}");
     assert!(err.to_string().contains("JWT_SECRET"));
@@ -463,7 +462,7 @@ async fn private_rules_without_a_key_fail_at_start() {
         .await;
     assert_eq!(first["data"]["kind"], "private");
 
-    let no_key = rustaxum::Rustaxum::new(rustaxum::Config::from_lookup(|_| None).unwrap()).unwrap();
+    let no_key = rustaxum::Rustaxum::new(common::config_from(|_| None)).unwrap();
     let mut custom = rustaxum::auth::ChannelRules::new();
     custom.channel("x.{id}", |_, _| true);
     assert!(matches!(no_key.with_rules(custom), Err(rustaxum::StartError::NoJwtKey)));

@@ -132,14 +132,13 @@ async fn several_apps_from_a_file_and_disabled_apps_refuse_rest() {
     )
     .unwrap();
     let path = file.display().to_string();
-    let c = rustaxum::Config::from_lookup(|k| match k {
+    let c = common::config_from(|k| match k {
         "PUSHER_APP_ID" => Some("main".into()),
         "PUSHER_APP_KEY" => Some("kmain".into()),
         "PUSHER_APP_SECRET" => Some("smain".into()),
         "PUSHER_APPS_FILE" => Some(path.clone()),
         _ => None,
-    })
-    .unwrap();
+    });
     assert_eq!(c.pusher.apps.default_app().unwrap().id, "main");
     assert_eq!(c.pusher.apps.by_key("ka").unwrap().id, "a");
     assert!(!c.pusher.apps.by_id("b").unwrap().enabled);

@@ -16,8 +16,10 @@ fn server() -> Command {
             cmd.env_remove(k);
         }
     }
-    // Tests choose their ports; none takes the default application port 3000.
+    // Tests choose their ports; none takes the default application port 3000, nor the
+    // default EmitHub database file.
     cmd.env("BROADCAST_APP_PORT", "off");
+    cmd.env("EMIT_HUB_DB_PATH", ":memory:");
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
     cmd
 }
@@ -86,6 +88,7 @@ async fn artisan_websocket_runs_the_server() {
             "off",
         ])
         .env_remove("BROADCAST_HOST")
+        .env("EMIT_HUB_DB_PATH", ":memory:")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .kill_on_drop(true)
@@ -161,6 +164,7 @@ async fn idle_connections_cannot_exhaust_a_low_soft_file_limit() {
             env!("CARGO_BIN_EXE_rustaxum"),
         ])
         .env_remove("BROADCAST_HOST")
+        .env("EMIT_HUB_DB_PATH", ":memory:")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .kill_on_drop(true)

@@ -232,6 +232,51 @@ pub struct PusherConfig {
     pub max_batch_size: usize,
 }
 
+/// EmitHub managed channels: where they are kept, and the defaults of new channels.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EmitHubConfig {
+    /// `EMIT_HUB_DB_PATH`: the redb database file, default `./data/emit_hub.redb`; `None`
+    /// (`:memory:`) keeps it in memory. Unused in a cluster (channels live in Redis).
+    pub db_path: Option<PathBuf>,
+    /// `EMIT_HUB_MAX_CONNECTIONS`: default `max_connections` of a new channel, 1000.
+    pub max_connections: usize,
+    /// `EMIT_HUB_ALLOW_CLIENT_MESSAGES`: default `allow_client_messages`, `true`.
+    pub allow_client_messages: bool,
+    /// `EMIT_HUB_PERSIST_MESSAGES`: default `persist_messages`, `false`.
+    pub persist_messages: bool,
+    /// `EMIT_HUB_RATE_LIMIT_PER_MINUTE`: default `rate_limit_per_minute`, 60.
+    pub rate_limit_per_minute: u32,
+    /// `EMIT_HUB_MAX_MESSAGES_PER_CHANNEL`: messages kept per channel, 10000.
+    pub max_messages_per_channel: usize,
+    /// `EMIT_HUB_MESSAGE_RETENTION_DAYS`: days messages are kept, 30 (0 = forever).
+    pub message_retention_days: u32,
+    /// `EMIT_HUB_AUTO_BACKUP`: copy the database periodically, `false`.
+    pub auto_backup: bool,
+    /// `EMIT_HUB_BACKUP_INTERVAL_HOURS`: hours between backups (fractions allowed), 24.
+    pub backup_interval_hours: f64,
+}
+
+impl Default for EmitHubConfig {
+    /// The environment's defaults, except the database, which is in memory (so a library
+    /// default has no side effect on the disk).
+    fn default() -> Self {
+        Self {
+            db_path: None,
+            max_connections: 1000,
+            allow_client_messages: true,
+            persist_messages: false,
+            rate_limit_per_minute: 60,
+            max_messages_per_channel: 10_000,
+            message_retention_days: 30,
+            auto_backup: false,
+            backup_interval_hours: 24.0,
+        }
+    }
+}
+
+/// The EmitHub database file when `EMIT_HUB_DB_PATH` is not set.
+pub const DEFAULT_EMIT_HUB_DB_PATH: &str = "./data/emit_hub.redb";
+
 /// Everything the server and the library read from their environment.
 #[derive(Debug, Clone, Default)]
 pub struct Config {
@@ -249,6 +294,8 @@ pub struct Config {
     pub pusher: PusherConfig,
     /// `BROADCAST_LOG_FILE`: where the `log` driver also writes broadcasts, as JSON lines.
     pub log_file: Option<PathBuf>,
+    /// EmitHub managed channels.
+    pub emithub: EmitHubConfig,
 }
 
 impl Default for ServerConfig {
@@ -326,6 +373,7 @@ impl Config {
             redis: redis(&env)?,
             pusher: pusher(&env)?,
             log_file: env.string("BROADCAST_LOG_FILE").map(PathBuf::from),
+            emithub: emithub(&env)?,
         })
     }
 
@@ -485,6 +533,51 @@ fn jwt(env: &Env<'_>) -> Result<Option<JwtConfig>, ConfigError> {
         audience: env.string("JWT_AUDIENCE").unwrap_or_else(|| "websocket".into()),
         leeway: env.duration_or_zero("JWT_LEEWAY")?.unwrap_or(Duration::from_secs(5)),
     }))
+}
+
+fn emithub(env: &Env<'_>) -> Result<EmitHubConfig, ConfigError> {
+    let d = EmitHubConfig::default();
+    let db_path = match env.string("EMIT_HUB_DB_PATH") {
+        Some(p) if p == ":memory:" => None,
+        Some(p) => Some(PathBuf::from(p)),
+        None => Some(PathBuf::from(DEFAULT_EMIT_HUB_DB_PATH)),
+    };
+    let hours = match env.string("EMIT_HUB_BACKUP_INTERVAL_HOURS") {
+        None => d.backup_interval_hours,
+        Some(v) => match v.parse::<f64>() {
+            Ok(h) if h.is_finite() && h > 0.0 && h <= 24.0 * 365.0 => h,
+            _ => {
+                return Err(ConfigError::Invalid {
+                    var: "EMIT_HUB_BACKUP_INTERVAL_HOURS",
+                    value: v,
+                    reason: "expected a number of hours greater than 0, e.g. 12 or 0.5".into(),
+                })
+            }
+        },
+    };
+    Ok(EmitHubConfig {
+        db_path,
+        max_connections: env.positive("EMIT_HUB_MAX_CONNECTIONS")?.unwrap_or(d.max_connections),
+        allow_client_messages: env
+            .bool("EMIT_HUB_ALLOW_CLIENT_MESSAGES")?
+            .unwrap_or(d.allow_client_messages),
+        persist_messages: env.bool("EMIT_HUB_PERSIST_MESSAGES")?.unwrap_or(d.persist_messages),
+        rate_limit_per_minute: env
+            .positive("EMIT_HUB_RATE_LIMIT_PER_MINUTE")?
+            .map(|n| u32::try_from(n).unwrap_or(u32::MAX))
+            .unwrap_or(d.rate_limit_per_minute),
+        max_messages_per_channel: env
+            .positive("EMIT_HUB_MAX_MESSAGES_PER_CHANNEL")?
+            .unwrap_or(d.max_messages_per_channel),
+        message_retention_days: env
+            .parse(
+                "EMIT_HUB_MESSAGE_RETENTION_DAYS",
+                "a whole number of days (0 = keep forever)",
+            )?
+            .unwrap_or(d.message_retention_days),
+        auto_backup: env.bool("EMIT_HUB_AUTO_BACKUP")?.unwrap_or(d.auto_backup),
+        backup_interval_hours: hours,
+    })
 }
 
 fn redis(env: &Env<'_>) -> Result<RedisConfig, ConfigError> {

@@ -334,6 +334,18 @@ impl Hub {
         read(&self.connections).get(&id).cloned()
     }
 
+    /// Closes every connection subscribed to `channel` with `reason`; returns how many.
+    pub fn close_channel(&self, channel: &Channel, reason: CloseReason) -> usize {
+        let victims: Vec<_> = read(&self.channels)
+            .get(channel.name())
+            .map(|s| s.subscribers.values().cloned().collect())
+            .unwrap_or_default();
+        for c in &victims {
+            c.close(reason);
+        }
+        victims.len()
+    }
+
     /// Closes every connection of `user_id` with [`CloseReason::TERMINATED`]; returns how many.
     pub fn terminate_user(&self, user_id: &str) -> usize {
         let victims: Vec<_> = read(&self.connections)

@@ -5,6 +5,8 @@
 //! - [`native`]: `/ws`, `/ws/{channel}` and the HTTP API under `/api/broadcast`.
 //! - [`pusher`]: Pusher protocol v7 on `/app/{key}`, its HTTP API under `/apps/{id}/`,
 //!   and `/broadcasting/auth`.
+//! - [`emithub`]: EmitHub managed channels: REST under `/api/v1`, WebSocket on
+//!   `/api/v1/channels/{id}/ws`.
 //! - [`ops`]: `/`, `/health`, `/ready`, `/metrics`.
 //! - shared: [`ApiError`] (JSON errors), request guards (timeouts, body limits, foreign
 //!   origins), credentials (where a token is found), the WebSocket adapter.
@@ -30,6 +32,7 @@
 //!    network) and the whole protocol through real sockets in `tests/`.
 
 pub(crate) mod credentials;
+pub mod emithub;
 mod error;
 mod guard;
 pub(crate) mod metrics;
@@ -51,6 +54,7 @@ pub use error::ApiError;
 use crate::broadcasting::BroadcastManager;
 use crate::cluster::redis::RedisBroker;
 use crate::config::{Config, ConfigError};
+use crate::emithub::EmitHub;
 use crate::session::Node;
 
 /// Everything a handler needs. Cheap to clone.
@@ -62,6 +66,8 @@ pub(crate) struct AppState {
     pub(crate) manager: Arc<BroadcastManager>,
     /// Configuration.
     pub(crate) config: Arc<Config>,
+    /// EmitHub managed channels.
+    pub(crate) emithub: Arc<EmitHub>,
     /// This node's Redis broker when clustered.
     pub(crate) cluster: Option<Arc<RedisBroker>>,
     /// The Prometheus recorder behind `/metrics`.
@@ -76,7 +82,8 @@ pub(crate) fn router(state: AppState) -> Result<Router, ConfigError> {
     let router = Router::new()
         .merge(ops::routes())
         .merge(native::routes(&state.config))
-        .merge(pusher::routes(&state.config));
+        .merge(pusher::routes(&state.config))
+        .merge(emithub::routes(&state.config));
     Ok(router
         .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)
@@ -94,7 +101,14 @@ pub(crate) fn router(state: AppState) -> Result<Router, ConfigError> {
 /// itself may call the HTTP API from a browser).
 fn cors_layer(origins: &[String]) -> Result<CorsLayer, ConfigError> {
     let layer = CorsLayer::new()
-        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE, Method::OPTIONS])
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+            Method::OPTIONS,
+        ])
         .allow_headers(Any);
     if origins.iter().any(|o| o == "*") {
         return Ok(layer.allow_origin(Any));

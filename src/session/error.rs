@@ -97,6 +97,13 @@ pub enum JoinError {
     /// The presence store could not be reached.
     #[error("{0}")]
     PresenceUnavailable(String),
+    /// The channel does not exist (a managed channel's id that is unknown).
+    #[error("channel {0} not found")]
+    NotFound(String),
+    /// The channel exists but takes no sockets now (a managed channel not started, or
+    /// stopped).
+    #[error("channel {0} is not active")]
+    NotActive(String),
     /// The connection is closing.
     #[error("connection is closing")]
     Closing,
@@ -113,13 +120,17 @@ impl Refusal for JoinError {
             Self::TooManyChannels(_) => "too_many_channels",
             Self::ChannelFull { .. } => "channel_full",
             Self::PresenceUnavailable(_) => "presence_unavailable",
+            Self::NotFound(_) => "not_found",
+            Self::NotActive(_) => "not_active",
             Self::Closing => "closing",
         }
     }
 
     fn reconnect(&self) -> Reconnect {
         match self {
-            Self::ChannelFull { .. } | Self::PresenceUnavailable(_) | Self::Closing => Reconnect::Backoff,
+            Self::ChannelFull { .. } | Self::PresenceUnavailable(_) | Self::NotActive(_) | Self::Closing => {
+                Reconnect::Backoff
+            }
             _ => Reconnect::Never,
         }
     }
@@ -155,9 +166,9 @@ pub enum ClientEventError {
     /// The event name is empty, lacks `client-`, or is too long.
     #[error("event name is empty or too long")]
     InvalidEvent,
-    /// More client events than the connection may send.
-    #[error("client events are limited to {0} per second; this one was not delivered")]
-    RateLimited(u32),
+    /// More client events than the connection may send (the limit, e.g. `10 per second`).
+    #[error("client events are limited to {0}; this one was not delivered")]
+    RateLimited(String),
     /// The cluster could not carry it.
     #[error("{0}")]
     Unavailable(ClusterError),

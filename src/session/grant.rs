@@ -21,8 +21,9 @@ pub struct Grant {
     pub member: Option<Member>,
     /// Whether the connection may send client events (never on public channels).
     pub client_events: bool,
-    /// Client events per second on this channel, when stricter than the connection's limit.
-    pub client_events_per_second: Option<u32>,
+    /// Client events per minute per connection on this channel, when the channel has a
+    /// limit of its own (beside the connection's per-second limit).
+    pub client_events_per_minute: Option<u32>,
     /// Most connections the channel takes, `None` for no limit of its own.
     pub max_connections: Option<usize>,
     /// Whether messages on the channel are kept in history.
@@ -37,7 +38,7 @@ impl Grant {
             client_events: channel.kind() != ChannelKind::Public,
             channel,
             member,
-            client_events_per_second: None,
+            client_events_per_minute: None,
             max_connections: None,
             history: false,
         }

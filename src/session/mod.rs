@@ -346,7 +346,8 @@ impl Admission {
 struct JoinedChannel {
     channel: Channel,
     client_events: bool,
-    limiter: Option<Box<DefaultDirectRateLimiter>>,
+    /// The channel's own client-event limit (per minute) and its limiter.
+    limiter: Option<(u32, Box<DefaultDirectRateLimiter>)>,
     /// The presence member's user id (presence channels).
     user_id: Option<Arc<str>>,
     _quota: Option<QuotaSlot>,
@@ -397,6 +398,12 @@ impl std::fmt::Debug for Session {
 fn limiter(per_second: u32) -> Box<DefaultDirectRateLimiter> {
     Box::new(RateLimiter::direct(Quota::per_second(
         NonZeroU32::new(per_second).unwrap_or(NonZeroU32::MIN),
+    )))
+}
+
+fn limiter_per_minute(per_minute: u32) -> Box<DefaultDirectRateLimiter> {
+    Box::new(RateLimiter::direct(Quota::per_minute(
+        NonZeroU32::new(per_minute).unwrap_or(NonZeroU32::MIN),
     )))
 }
 
@@ -514,7 +521,7 @@ impl Session {
         self.joined.push(JoinedChannel {
             channel: channel.clone(),
             client_events: grant.client_events,
-            limiter: grant.client_events_per_second.map(limiter),
+            limiter: grant.client_events_per_minute.map(|n| (n, limiter_per_minute(n))),
             user_id: grant.member.map(|m| Arc::from(m.user_id)),
             _quota: quota,
         });
@@ -588,7 +595,8 @@ impl Session {
             .iter()
             .find(|j| j.channel == wanted)
             .ok_or(ClientEventError::NotSubscribed)?;
-        if !joined.client_events || joined.channel.kind() == ChannelKind::Public {
+        // The grant decides (the rules never allow client events on public channels).
+        if !joined.client_events {
             return Err(ClientEventError::Forbidden);
         }
         let name_ok = event.starts_with(CLIENT_EVENT_PREFIX)
@@ -599,11 +607,11 @@ impl Session {
         }
         let connection = self.limiter.get_or_insert_with(|| limiter(per_second));
         if connection.check().is_err() {
-            return Err(ClientEventError::RateLimited(per_second));
+            return Err(ClientEventError::RateLimited(format!("{per_second} per second")));
         }
-        if let Some(channel_limit) = &joined.limiter {
+        if let Some((per_minute, channel_limit)) = &joined.limiter {
             if channel_limit.check().is_err() {
-                return Err(ClientEventError::RateLimited(per_second));
+                return Err(ClientEventError::RateLimited(format!("{per_minute} per minute")));
             }
         }
         let channel = joined.channel.clone();

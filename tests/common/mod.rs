@@ -37,10 +37,18 @@ pub const SECRET: &str = "test-secret-0123456789-abcdefghijklmnop";
 pub fn config() -> Config {
     Config::from_lookup(|k| match k {
         "JWT_SECRET" => Some(SECRET.into()),
+        "EMIT_HUB_DB_PATH" => Some(":memory:".into()),
         "BROADCAST_PUBLIC_CHANNELS" => Some("other,news,alpha,beta,chat,firehose,orders,jobs,heartbeat".into()),
         _ => None,
     })
     .expect("test config")
+}
+
+/// The configuration of `lookup` (and an EmitHub database in memory unless `lookup` names
+/// one), as `Config::from_lookup` would read it from the environment.
+pub fn config_from(lookup: impl Fn(&str) -> Option<String>) -> Config {
+    Config::from_lookup(|k| lookup(k).or_else(|| (k == "EMIT_HUB_DB_PATH").then(|| ":memory:".into())))
+        .expect("test config")
 }
 
 /// A loopback port that was free a moment ago.

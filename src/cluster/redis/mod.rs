@@ -92,7 +92,17 @@ pub struct RedisBroker {
     /// resubscription (Redis restarted or was unreachable), or when the node's own
     /// liveness key had vanished (other nodes may have removed its members).
     resync_requests: tokio::sync::watch::Sender<u64>,
+    control_events: tokio::sync::broadcast::Sender<ControlEvent>,
     counters: Counters,
+}
+
+/// A notice another node published with [`RedisBroker::publish_control`].
+#[derive(Debug, Clone)]
+pub struct ControlEvent {
+    /// What happened, e.g. `emithub.channel`.
+    pub op: String,
+    /// Its details.
+    pub payload: Value,
 }
 
 impl std::fmt::Debug for RedisBroker {
@@ -112,6 +122,7 @@ impl RedisBroker {
             subscribed: AtomicBool::new(false),
             subscription_epoch: tokio::sync::watch::Sender::new(0),
             resync_requests: tokio::sync::watch::Sender::new(0),
+            control_events: tokio::sync::broadcast::channel(1024).0,
             counters: Counters::default(),
         }))
     }
@@ -203,10 +214,35 @@ impl RedisBroker {
         if msg["node"].as_str() == Some(self.link.node_id()) {
             return;
         }
-        if let ("terminate_user", Some(user)) = (msg["op"].as_str().unwrap_or(""), msg["user_id"].as_str()) {
-            let closed = hub.terminate_user(user);
-            tracing::info!(user, closed, "terminated user connections on request of another node");
+        match (msg["op"].as_str().unwrap_or(""), msg["user_id"].as_str()) {
+            ("terminate_user", Some(user)) => {
+                let closed = hub.terminate_user(user);
+                tracing::info!(user, closed, "terminated user connections on request of another node");
+            }
+            // Other services' notices (e.g. EmitHub channel changes) go to their listeners.
+            (op, _) => {
+                let _ = self.control_events.send(ControlEvent {
+                    op: op.to_string(),
+                    payload: msg["payload"].clone(),
+                });
+            }
         }
+    }
+
+    /// Tells every other node about `op` (delivered to their [`control_events`] listeners).
+    ///
+    /// [`control_events`]: Self::control_events
+    pub async fn publish_control(&self, op: &str, payload: Value) -> Result<(), ClusterError> {
+        let message = json!({"op": op, "payload": payload, "node": self.link.node_id()}).to_string();
+        let target = self.control_channel();
+        self.link
+            .exec(|mut c| async move { c.publish::<_, _, ()>(&target, message).await })
+            .await
+    }
+
+    /// Control notices from other nodes that the broker does not handle itself.
+    pub fn control_events(&self) -> tokio::sync::broadcast::Receiver<ControlEvent> {
+        self.control_events.subscribe()
     }
 
     fn deliver(&self, fanout: &Fanout, msg: &redis::Msg) {

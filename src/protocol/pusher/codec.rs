@@ -47,6 +47,8 @@ pub fn subscription_status(code: &str) -> u16 {
         "unauthorized" | "bad_signature" => 401,
         "forbidden" | "wrong_kind" | "not_public" => 403,
         "too_many_channels" | "channel_full" => 429,
+        "not_found" => 404,
+        "not_active" => 409,
         "presence_unavailable" => 503,
         // invalid_channel, invalid_member and anything new
         _ => 400,

@@ -1,0 +1,686 @@
+//! EmitHub managed channels (no axum here): channels an operator creates, starts, pauses
+//! and stops, that clients join over WebSocket, with optional message persistence.
+//!
+//! A managed channel `{id}` is the hub channel `emithub.{id}`, so it shares the hub,
+//! limits, metrics and clustering with every other channel, and native or Pusher clients
+//! may join it too. [`EmitHub`] is the registry: it keeps every channel in memory (the
+//! source of grants, consulted on every join), writes through to a [`ChannelStore`]
+//! (redb on one node, Redis in a cluster, where changes are announced to every node), and
+//! publishes broadcasts through the node's one publish path.
+//!
+//! - [`model`]: channels, settings, states, messages.
+//! - [`store`]: where they are kept.
+
+pub mod model;
+pub mod store;
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use chrono::Utc;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use uuid::Uuid;
+
+use crate::auth::Identity;
+use crate::channel::{Channel, ChannelKind};
+use crate::cluster::redis::RedisBroker;
+use crate::cluster::{ClusterError, Fanout};
+use crate::config::EmitHubConfig;
+use crate::hub::{CloseReason, Message};
+use crate::session::{Grant, GrantSource, JoinError};
+use crate::sync::{lock, read, write};
+use model::{
+    hub_channel_name, ChannelSettings, ChannelStatus, ManagedChannel, MessagePage, SettingsPatch, Transition,
+    HUB_PREFIX,
+};
+use store::{ChannelStore, NewMessage, RedbStore, RedisStore, StoreError};
+
+/// The event name of a REST broadcast on the hub channel.
+pub const BROADCAST_EVENT: &str = "broadcast";
+/// The event name of a client's relayed text on the hub channel.
+pub const CLIENT_MESSAGE_EVENT: &str = "client-message";
+/// Control notice of a changed (or deleted) channel between nodes.
+const CHANGED: &str = "emithub.channel";
+/// Backups kept in the backup directory.
+const BACKUPS_KEPT: usize = 5;
+/// How often old messages are purged.
+const RETENTION_SWEEP: Duration = Duration::from_secs(3600);
+
+/// Close codes of EmitHub sockets.
+pub mod close {
+    use crate::hub::CloseReason;
+
+    /// The channel was stopped while the socket was open.
+    pub const STOPPED: CloseReason = CloseReason {
+        code: 4010,
+        reason: "channel stopped",
+    };
+    /// The channel was deleted while the socket was open.
+    pub const DELETED: CloseReason = CloseReason {
+        code: 4011,
+        reason: "channel deleted",
+    };
+    /// The channel does not exist (sent after a `denied` message).
+    pub const NOT_FOUND: CloseReason = CloseReason {
+        code: 4000,
+        reason: "channel not found",
+    };
+    /// The channel is not active (sent after a `denied` message).
+    pub const NOT_ACTIVE: CloseReason = CloseReason {
+        code: 4003,
+        reason: "channel not active",
+    };
+    /// The channel is full (sent after a `denied` message; retry later).
+    pub const FULL: CloseReason = CloseReason {
+        code: 4100,
+        reason: "channel full",
+    };
+}
+
+/// What went wrong with a managed channel.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EmitHubError {
+    /// No channel has this id.
+    #[error("channel {0} not found")]
+    NotFound(Uuid),
+    /// The state change is not allowed from the current state.
+    #[error("cannot {action} channel {name}: it is {from:?}")]
+    InvalidTransition {
+        /// The channel.
+        name: String,
+        /// `start`, `pause` or `stop`.
+        action: &'static str,
+        /// Its state.
+        from: ChannelStatus,
+    },
+    /// The channel emits nothing in its state (Created or Stopped).
+    #[error("channel {name} is not active ({status:?})")]
+    NotActive {
+        /// The channel.
+        name: String,
+        /// Its state.
+        status: ChannelStatus,
+    },
+    /// The channel is paused: broadcasts are refused, not held.
+    #[error("channel {0} is paused: start it to broadcast")]
+    Paused(String),
+    /// Over the channel's `rate_limit_per_minute`.
+    #[error("rate limit exceeded: {0} messages per minute")]
+    RateLimited(u32),
+    /// The request is invalid.
+    #[error("{0}")]
+    Invalid(String),
+    /// The store failed.
+    #[error("channel store unavailable: {0}")]
+    Store(#[from] StoreError),
+    /// The cluster could not carry the message.
+    #[error("{0}")]
+    Cluster(#[from] ClusterError),
+}
+
+/// `POST /channels`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateChannel {
+    /// The name.
+    pub name: String,
+    /// An optional description.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Settings; what is missing takes the defaults.
+    #[serde(default)]
+    pub settings: SettingsPatch,
+}
+
+/// `PATCH /channels/{id}`: what changes.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateChannel {
+    /// A new name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// A new description (`null` keeps it; `""` clears it).
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Settings to change.
+    #[serde(default)]
+    pub settings: SettingsPatch,
+}
+
+/// What a broadcast did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Broadcasted {
+    /// The message id.
+    pub id: Uuid,
+    /// The channel.
+    pub channel_id: Uuid,
+    /// The text.
+    pub content: String,
+    /// Its type.
+    pub message_type: String,
+    /// When.
+    #[serde(with = "model::rfc3339")]
+    pub timestamp: chrono::DateTime<Utc>,
+    /// Sockets on this node it reached.
+    pub recipients: usize,
+    /// Its place in the persisted history (`persist_messages` channels).
+    pub sequence: Option<u64>,
+}
+
+/// The managed-channel registry of one node.
+pub struct EmitHub {
+    store: Arc<dyn ChannelStore>,
+    channels: RwLock<HashMap<Uuid, ManagedChannel>>,
+    fanout: Fanout,
+    config: EmitHubConfig,
+    cluster: Option<Arc<RedisBroker>>,
+    limiters: Mutex<HashMap<Uuid, (u32, Arc<DefaultDirectRateLimiter>)>>,
+    backup_dir: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for EmitHub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmitHub")
+            .field("channels", &read(&self.channels).len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn limiter(per_minute: u32) -> Arc<DefaultDirectRateLimiter> {
+    Arc::new(RateLimiter::direct(Quota::per_minute(
+        NonZeroU32::new(per_minute).unwrap_or(NonZeroU32::MIN),
+    )))
+}
+
+impl EmitHub {
+    /// The registry of a single node: channels in the redb file of `config.db_path` (or
+    /// in memory), loaded now. A database that cannot be opened is an error naming it.
+    pub fn single_node(config: EmitHubConfig, fanout: Fanout) -> Result<Arc<Self>, StoreError> {
+        let store = match &config.db_path {
+            Some(path) => RedbStore::open(path)?,
+            None => RedbStore::in_memory()?,
+        };
+        let backup_dir = store.path().map(|p| {
+            p.parent()
+                .map(|d| d.join("backups"))
+                .unwrap_or_else(|| PathBuf::from("backups"))
+        });
+        let channels = store.channels_now()?;
+        let hub = Arc::new(Self::with_store(Arc::new(store), config, fanout, None, backup_dir));
+        hub.replace_all(channels);
+        Ok(hub)
+    }
+
+    /// The registry of a cluster node: channels and history in Redis, loaded in the
+    /// background (and again whenever the broker resubscribes).
+    pub fn clustered(config: EmitHubConfig, fanout: Fanout, broker: Arc<RedisBroker>) -> Arc<Self> {
+        let store = Arc::new(RedisStore::new(broker.link().clone()));
+        let backup_dir = config
+            .db_path
+            .as_ref()
+            .and_then(|p| p.parent().map(|d| d.join("backups")));
+        Arc::new(Self::with_store(store, config, fanout, Some(broker), backup_dir))
+    }
+
+    fn with_store(
+        store: Arc<dyn ChannelStore>,
+        config: EmitHubConfig,
+        fanout: Fanout,
+        cluster: Option<Arc<RedisBroker>>,
+        backup_dir: Option<PathBuf>,
+    ) -> Self {
+        Self {
+            store,
+            channels: RwLock::default(),
+            fanout,
+            config,
+            cluster,
+            limiters: Mutex::default(),
+            backup_dir,
+        }
+    }
+
+    fn replace_all(&self, channels: Vec<ManagedChannel>) {
+        *write(&self.channels) = channels.into_iter().map(|c| (c.id, c)).collect();
+    }
+
+    /// The defaults of a new channel.
+    pub fn default_settings(&self) -> ChannelSettings {
+        ChannelSettings {
+            max_connections: self.config.max_connections,
+            allow_client_messages: self.config.allow_client_messages,
+            persist_messages: self.config.persist_messages,
+            rate_limit_per_minute: self.config.rate_limit_per_minute,
+        }
+    }
+
+    /// Every channel, oldest first.
+    pub fn list(&self) -> Vec<ManagedChannel> {
+        let mut all: Vec<_> = read(&self.channels).values().cloned().collect();
+        all.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
+        all
+    }
+
+    /// One channel.
+    pub fn get(&self, id: Uuid) -> Result<ManagedChannel, EmitHubError> {
+        read(&self.channels).get(&id).cloned().ok_or(EmitHubError::NotFound(id))
+    }
+
+    /// The managed channel behind hub channel `emithub.{id}`.
+    pub fn for_hub_channel(&self, channel: &Channel) -> Option<Result<ManagedChannel, EmitHubError>> {
+        let id = channel.name().strip_prefix(HUB_PREFIX)?;
+        Some(
+            Uuid::parse_str(id)
+                .map_err(|_| EmitHubError::Invalid(format!("{id} is not a channel id")))
+                .and_then(|id| self.get(id)),
+        )
+    }
+
+    /// Creates a channel (status `Created`).
+    pub async fn create(&self, request: CreateChannel) -> Result<ManagedChannel, EmitHubError> {
+        let name = request.name.trim().to_string();
+        if name.is_empty() || name.len() > 200 {
+            return Err(EmitHubError::Invalid("name must be 1 to 200 characters".into()));
+        }
+        let settings = self.default_settings().patched(&request.settings);
+        settings.validate().map_err(EmitHubError::Invalid)?;
+        let now = Utc::now();
+        let channel = ManagedChannel {
+            id: Uuid::new_v4(),
+            name,
+            description: request.description.filter(|d| !d.is_empty()),
+            status: ChannelStatus::Created,
+            created_at: now,
+            updated_at: now,
+            settings,
+        };
+        self.save(channel).await
+    }
+
+    /// Starts, pauses or stops a channel. Stopping closes its open sockets with 4010.
+    pub async fn transition(&self, id: Uuid, transition: Transition) -> Result<ManagedChannel, EmitHubError> {
+        let mut channel = self.get(id)?;
+        let to = transition
+            .apply(channel.status)
+            .ok_or(EmitHubError::InvalidTransition {
+                name: channel.name.clone(),
+                action: transition.name(),
+                from: channel.status,
+            })?;
+        if to == channel.status {
+            return Ok(channel);
+        }
+        channel.status = to;
+        channel.updated_at = Utc::now();
+        let channel = self.save(channel).await?;
+        tracing::info!(channel = %channel.id, name = %channel.name, status = ?channel.status, "channel state changed");
+        Ok(channel)
+    }
+
+    /// Changes a channel's name, description or settings.
+    pub async fn update(&self, id: Uuid, request: UpdateChannel) -> Result<ManagedChannel, EmitHubError> {
+        let mut channel = self.get(id)?;
+        if let Some(name) = request.name {
+            let name = name.trim().to_string();
+            if name.is_empty() || name.len() > 200 {
+                return Err(EmitHubError::Invalid("name must be 1 to 200 characters".into()));
+            }
+            channel.name = name;
+        }
+        if let Some(description) = request.description {
+            channel.description = Some(description).filter(|d| !d.is_empty());
+        }
+        channel.settings = channel.settings.patched(&request.settings);
+        channel.settings.validate().map_err(EmitHubError::Invalid)?;
+        channel.updated_at = Utc::now();
+        self.save(channel).await
+    }
+
+    /// Deletes a channel and its history; open sockets are closed with 4011.
+    pub async fn delete(&self, id: Uuid) -> Result<(), EmitHubError> {
+        let channel = self.get(id)?;
+        self.store.delete(id).await?;
+        write(&self.channels).remove(&id);
+        lock(&self.limiters).remove(&id);
+        self.close_sockets(id, close::DELETED);
+        self.announce(id).await;
+        tracing::info!(channel = %id, name = %channel.name, "channel deleted");
+        Ok(())
+    }
+
+    /// Writes a channel through to the store and the cache, applies what its state means
+    /// for open sockets, and tells the other nodes.
+    async fn save(&self, channel: ManagedChannel) -> Result<ManagedChannel, EmitHubError> {
+        self.store.put(&channel).await?;
+        self.apply(channel.clone());
+        self.announce(channel.id).await;
+        Ok(channel)
+    }
+
+    fn apply(&self, channel: ManagedChannel) {
+        let stopped = channel.status == ChannelStatus::Stopped;
+        let id = channel.id;
+        write(&self.channels).insert(id, channel);
+        if stopped {
+            self.close_sockets(id, close::STOPPED);
+        }
+    }
+
+    fn close_sockets(&self, id: Uuid, reason: CloseReason) {
+        if let Ok(channel) = Channel::parse(&hub_channel_name(id)) {
+            let closed = self.fanout.hub().close_channel(&channel, reason);
+            if closed > 0 {
+                tracing::info!(channel = %id, closed, code = reason.code, "closed the channel's sockets");
+            }
+        }
+    }
+
+    async fn announce(&self, id: Uuid) {
+        if let Some(broker) = &self.cluster {
+            if let Err(e) = broker.publish_control(CHANGED, json!({"id": id})).await {
+                tracing::warn!(channel = %id, error = %e, "telling the other nodes about a channel change failed");
+            }
+        }
+    }
+
+    /// Reloads one channel from the store after another node changed it.
+    async fn reload(&self, id: Uuid) -> Result<(), StoreError> {
+        match self.store.channel(id).await? {
+            Some(channel) => self.apply(channel),
+            None => {
+                if write(&self.channels).remove(&id).is_some() {
+                    self.close_sockets(id, close::DELETED);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Reloads every channel from the store.
+    async fn reload_all(&self) -> Result<(), StoreError> {
+        let fresh = self.store.channels().await?;
+        let gone: Vec<Uuid> = {
+            let ids: std::collections::HashSet<Uuid> = fresh.iter().map(|c| c.id).collect();
+            read(&self.channels)
+                .keys()
+                .filter(|id| !ids.contains(id))
+                .copied()
+                .collect()
+        };
+        for channel in fresh {
+            self.apply(channel);
+        }
+        for id in gone {
+            write(&self.channels).remove(&id);
+            self.close_sockets(id, close::DELETED);
+        }
+        Ok(())
+    }
+
+    /// Sends `content` to the channel's sockets (and keeps it when `persist_messages`).
+    /// Refused unless the channel is Active, and over its `rate_limit_per_minute`.
+    pub async fn broadcast(
+        &self,
+        id: Uuid,
+        content: String,
+        message_type: String,
+    ) -> Result<Broadcasted, EmitHubError> {
+        let channel = self.get(id)?;
+        match channel.status {
+            ChannelStatus::Active => {}
+            ChannelStatus::Paused => return Err(EmitHubError::Paused(channel.name)),
+            status => {
+                return Err(EmitHubError::NotActive {
+                    name: channel.name,
+                    status,
+                })
+            }
+        }
+        self.check_rate(&channel)?;
+        let message_id = Uuid::new_v4();
+        let timestamp = Utc::now();
+        let sequence = if channel.settings.persist_messages {
+            let new = NewMessage {
+                id: message_id,
+                content: content.clone(),
+                message_type: message_type.clone(),
+                timestamp,
+            };
+            Some(
+                self.store
+                    .append(id, new, self.config.max_messages_per_channel)
+                    .await?
+                    .sequence,
+            )
+        } else {
+            None
+        };
+        let data = json!({"content": content, "message_type": message_type, "id": message_id, "sequence": sequence});
+        let recipients = self.publish(id, BROADCAST_EVENT, data, None).await?;
+        Ok(Broadcasted {
+            id: message_id,
+            channel_id: id,
+            content,
+            message_type,
+            timestamp,
+            recipients,
+            sequence,
+        })
+    }
+
+    /// Keeps a client's relayed text in the channel's history when `persist_messages`.
+    pub async fn record_client_message(&self, id: Uuid, text: &str) -> Result<(), EmitHubError> {
+        let channel = self.get(id)?;
+        if channel.settings.persist_messages {
+            let new = NewMessage {
+                id: Uuid::new_v4(),
+                content: text.to_string(),
+                message_type: "ClientMessage".into(),
+                timestamp: Utc::now(),
+            };
+            self.store.append(id, new, self.config.max_messages_per_channel).await?;
+        }
+        Ok(())
+    }
+
+    async fn publish(
+        &self,
+        id: Uuid,
+        event: &str,
+        data: serde_json::Value,
+        except: Option<crate::hub::SocketId>,
+    ) -> Result<usize, EmitHubError> {
+        let channel = Channel::parse(&hub_channel_name(id)).map_err(|e| EmitHubError::Invalid(e.to_string()))?;
+        let raw = serde_json::value::to_raw_value(&data).map_err(|e| EmitHubError::Invalid(e.to_string()))?;
+        let report = self
+            .fanout
+            .publish(Message::event(channel, event, Arc::from(raw)).except(except))
+            .await?;
+        Ok(report.delivered)
+    }
+
+    fn check_rate(&self, channel: &ManagedChannel) -> Result<(), EmitHubError> {
+        let per_minute = channel.settings.rate_limit_per_minute;
+        let limiter = {
+            let mut limiters = lock(&self.limiters);
+            let entry = limiters
+                .entry(channel.id)
+                .or_insert_with(|| (per_minute, limiter(per_minute)));
+            if entry.0 != per_minute {
+                *entry = (per_minute, limiter(per_minute));
+            }
+            entry.1.clone()
+        };
+        limiter.check().map_err(|_| EmitHubError::RateLimited(per_minute))
+    }
+
+    /// A page of the channel's persisted history.
+    pub async fn messages(&self, id: Uuid, before: Option<u64>, limit: usize) -> Result<MessagePage, EmitHubError> {
+        self.get(id)?;
+        Ok(self.store.messages(id, before, limit.clamp(1, 500)).await?)
+    }
+
+    /// Removes messages older than the retention period; how many.
+    pub async fn purge(&self) -> Result<usize, EmitHubError> {
+        let days = self.config.message_retention_days;
+        if days == 0 {
+            return Ok(0);
+        }
+        let cutoff = Utc::now() - chrono::Duration::days(i64::from(days));
+        let purged = self.store.purge_older_than(cutoff).await?;
+        if purged > 0 {
+            tracing::info!(purged, days, "purged messages past their retention");
+        }
+        Ok(purged)
+    }
+
+    /// Writes a backup now; returns its path. The newest backups are kept.
+    pub async fn backup(&self) -> Result<PathBuf, EmitHubError> {
+        let dir = self
+            .backup_dir
+            .clone()
+            .ok_or_else(|| EmitHubError::Invalid("the database is in memory: there is nothing to back up".into()))?;
+        let name = format!("emit_hub-{}.redb", Utc::now().format("%Y%m%dT%H%M%S%.3fZ"));
+        let path = dir.join(name);
+        self.store.backup(&path).await?;
+        tracing::info!(path = %path.display(), "database backed up");
+        prune_backups(&dir);
+        Ok(path)
+    }
+
+    /// Whether the store answers.
+    pub async fn check(&self) -> Result<(), EmitHubError> {
+        Ok(self.store.check().await?)
+    }
+
+    /// Starts the background work: retention purges, automatic backups and, in a
+    /// cluster, following the other nodes' changes.
+    pub fn start(self: &Arc<Self>, stop: CancellationToken, tasks: &TaskTracker) {
+        let this = self.clone();
+        let s = stop.clone();
+        tasks.spawn(async move {
+            loop {
+                if let Err(e) = this.purge().await {
+                    tracing::warn!(error = %e, "purging old messages failed");
+                }
+                tokio::select! {
+                    _ = s.cancelled() => return,
+                    _ = tokio::time::sleep(RETENTION_SWEEP) => {}
+                }
+            }
+        });
+        if self.config.auto_backup && self.backup_dir.is_some() {
+            let this = self.clone();
+            let s = stop.clone();
+            let every = Duration::from_secs_f64(self.config.backup_interval_hours * 3600.0);
+            tasks.spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = s.cancelled() => return,
+                        _ = tokio::time::sleep(every) => {}
+                    }
+                    if let Err(e) = this.backup().await {
+                        tracing::error!(error = %e, "automatic backup failed");
+                    }
+                }
+            });
+        }
+        if let Some(broker) = self.cluster.clone() {
+            let this = self.clone();
+            tasks.spawn(async move {
+                let mut notices = broker.control_events();
+                let mut resyncs = broker.resync_requests();
+                let mut backoff = Duration::from_millis(100);
+                // Load everything first (and again after every resubscription: notices
+                // sent while this node was away were missed).
+                let mut reload = true;
+                loop {
+                    if reload {
+                        match this.reload_all().await {
+                            Ok(()) => {
+                                reload = false;
+                                backoff = Duration::from_millis(100);
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, "loading managed channels failed; retrying");
+                                tokio::select! {
+                                    _ = stop.cancelled() => return,
+                                    _ = tokio::time::sleep(backoff) => {}
+                                }
+                                backoff = (backoff * 2).min(Duration::from_secs(2));
+                                continue;
+                            }
+                        }
+                    }
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        changed = resyncs.changed() => match changed {
+                            Ok(()) => reload = true,
+                            Err(_) => return,
+                        },
+                        notice = notices.recv() => match notice {
+                            Ok(n) if n.op == CHANGED => {
+                                let id = n.payload["id"].as_str().and_then(|id| Uuid::parse_str(id).ok());
+                                if let Some(id) = id {
+                                    if this.reload(id).await.is_err() {
+                                        reload = true;
+                                    }
+                                }
+                            }
+                            Ok(_) => {}
+                            // Missed notices: reload everything.
+                            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => reload = true,
+                            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                        },
+                    }
+                }
+            });
+        }
+    }
+}
+
+fn prune_backups(dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let mut backups: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("emit_hub-") && n.ends_with(".redb"))
+        })
+        .collect();
+    backups.sort();
+    while backups.len() > BACKUPS_KEPT {
+        let oldest = backups.remove(0);
+        if let Err(e) = std::fs::remove_file(&oldest) {
+            tracing::warn!(path = %oldest.display(), error = %e, "removing an old backup failed");
+        }
+    }
+}
+
+impl GrantSource for EmitHub {
+    /// Managed channels (`emithub.{id}`): joinable while Active or Paused, up to their
+    /// `max_connections`, with client messages as their settings say.
+    fn grant(&self, _identity: Option<&Identity>, channel: &Channel) -> Option<Result<Grant, JoinError>> {
+        let managed = match self.for_hub_channel(channel)? {
+            Ok(managed) => managed,
+            Err(_) => return Some(Err(JoinError::NotFound(channel.name().to_string()))),
+        };
+        if !managed.status.accepts_sockets() {
+            return Some(Err(JoinError::NotActive(managed.name)));
+        }
+        let mut grant = Grant::for_channel(channel.with_kind(ChannelKind::Public), None);
+        grant.client_events = managed.settings.allow_client_messages;
+        grant.client_events_per_minute = Some(managed.settings.rate_limit_per_minute);
+        grant.max_connections = Some(managed.settings.max_connections);
+        grant.history = managed.settings.persist_messages;
+        Some(Ok(grant))
+    }
+}

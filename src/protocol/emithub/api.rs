@@ -1,0 +1,277 @@
+//! EmitHub's REST API under `/api/v1`.
+//!
+//! Bodies are read as JSON whatever their `Content-Type`: the documents' curl commands
+//! without `-H` send JSON as `application/x-www-form-urlencoded`. (Browser writes from
+//! foreign origins are still refused, by the server's origin guard, before reaching here.)
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::emithub::model::{ManagedChannel, MessagePage, Transition};
+use crate::emithub::{Broadcasted, CreateChannel, EmitHubError, UpdateChannel};
+use crate::protocol::credentials::ApiToken;
+use crate::protocol::{ApiError, AppState};
+
+impl From<EmitHubError> for ApiError {
+    fn from(e: EmitHubError) -> Self {
+        use EmitHubError as E;
+        let (status, code) = match &e {
+            E::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            E::InvalidTransition { .. } => (StatusCode::CONFLICT, "invalid_transition"),
+            E::NotActive { .. } => (StatusCode::CONFLICT, "channel_not_active"),
+            E::Paused(_) => (StatusCode::CONFLICT, "channel_paused"),
+            E::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            E::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
+            E::Store(_) | E::Cluster(_) => {
+                tracing::warn!(error = %e, "EmitHub store unavailable");
+                (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+            }
+        };
+        ApiError::new(status, code, e.to_string())
+    }
+}
+
+fn id(raw: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(raw).map_err(|_| ApiError::not_found(format!("channel {raw} not found")))
+}
+
+/// The body as JSON, whatever its content type.
+fn json_body<T: serde::de::DeserializeOwned>(
+    st: &AppState,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<T, ApiError> {
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::too_large(st.config.server.max_payload_size)
+        } else {
+            ApiError::bad_json(e.body_text())
+        }
+    })?;
+    let value: serde_json::Value =
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad_json(format!("body is not valid JSON: {e}")))?;
+    serde_json::from_value(value).map_err(|e| ApiError::unprocessable(e.to_string()))
+}
+
+/// `POST /api/v1/channels`: 201 and the channel.
+pub(crate) async fn create(
+    State(st): State<AppState>,
+    _token: ApiToken,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let request: CreateChannel = json_body(&st, body)?;
+    let channel = st.emithub.create(request).await?;
+    Ok((StatusCode::CREATED, Json(channel)).into_response())
+}
+
+/// `GET /api/v1/channels`.
+#[derive(Debug, Serialize)]
+pub struct ChannelList {
+    /// Every channel, oldest first.
+    pub channels: Vec<ManagedChannel>,
+    /// How many.
+    pub count: usize,
+}
+
+/// `GET /api/v1/channels`
+pub(crate) async fn list(State(st): State<AppState>, _token: ApiToken) -> Json<ChannelList> {
+    let channels = st.emithub.list();
+    Json(ChannelList {
+        count: channels.len(),
+        channels,
+    })
+}
+
+/// `GET /api/v1/channels/{id}`: the channel and its sockets on this node.
+#[derive(Debug, Serialize)]
+pub struct ChannelView {
+    /// The channel.
+    #[serde(flatten)]
+    pub channel: ManagedChannel,
+    /// Sockets connected to it on this node.
+    pub connections: usize,
+}
+
+/// `GET /api/v1/channels/{id}`
+pub(crate) async fn get(
+    State(st): State<AppState>,
+    _token: ApiToken,
+    Path(raw): Path<String>,
+) -> Result<Json<ChannelView>, ApiError> {
+    let channel = st.emithub.get(id(&raw)?)?;
+    let connections = crate::channel::Channel::parse(&channel.hub_channel_name())
+        .map(|c| st.node.hub().subscriber_count(&c))
+        .unwrap_or(0);
+    Ok(Json(ChannelView { channel, connections }))
+}
+
+async fn transition(st: &AppState, raw: &str, t: Transition) -> Result<Json<ManagedChannel>, ApiError> {
+    Ok(Json(st.emithub.transition(id(raw)?, t).await?))
+}
+
+/// `PUT /api/v1/channels/{id}/start`
+pub(crate) async fn start(
+    State(st): State<AppState>,
+    _token: ApiToken,
+    Path(raw): Path<String>,
+) -> Result<Json<ManagedChannel>, ApiError> {
+    transition(&st, &raw, Transition::Start).await
+}
+
+/// `PUT /api/v1/channels/{id}/pause`
+pub(crate) async fn pause(
+    State(st): State<AppState>,
+    _token: ApiToken,
+    Path(raw): Path<String>,
+) -> Result<Json<ManagedChannel>, ApiError> {
+    transition(&st, &raw, Transition::Pause).await
+}
+
+/// `PUT /api/v1/channels/{id}/stop`
+pub(crate) async fn stop(
+    State(st): State<AppState>,
+    _token: ApiToken,
+    Path(raw): Path<String>,
+) -> Result<Json<ManagedChannel>, ApiError> {
+    transition(&st, &raw, Transition::Stop).await
+}
+
+/// `PATCH /api/v1/channels/{id}`: name, description, settings.
+pub(crate) async fn update(
+    State(st): State<AppState>,
+    _token: ApiToken,
+    Path(raw): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<ManagedChannel>, ApiError> {
+    let request: UpdateChannel = json_body(&st, body)?;
+    Ok(Json(st.emithub.update(id(&raw)?, request).await?))
+}
+
+/// `DELETE /api/v1/channels/{id}`: 204.
+pub(crate) async fn delete(
+    State(st): State<AppState>,
+    _token: ApiToken,
+    Path(raw): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    st.emithub.delete(id(&raw)?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The body of `POST /api/v1/channels/{id}/broadcast`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BroadcastRequest {
+    content: String,
+    #[serde(default)]
+    message_type: Option<String>,
+}
+
+/// `POST /api/v1/channels/{id}/broadcast`
+pub(crate) async fn broadcast(
+    State(st): State<AppState>,
+    _token: ApiToken,
+    Path(raw): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Broadcasted>, ApiError> {
+    let request: BroadcastRequest = json_body(&st, body)?;
+    let message_type = request.message_type.unwrap_or_else(|| "Broadcast".into());
+    if message_type.is_empty() || message_type.len() > 64 {
+        return Err(ApiError::unprocessable("message_type must be 1 to 64 characters"));
+    }
+    Ok(Json(
+        st.emithub.broadcast(id(&raw)?, request.content, message_type).await?,
+    ))
+}
+
+/// Paging of `GET /api/v1/channels/{id}/messages`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct Paging {
+    #[serde(default)]
+    limit: Option<usize>,
+    #[serde(default)]
+    before: Option<u64>,
+}
+
+/// `GET /api/v1/channels/{id}/messages?limit=50&before=SEQ`: persisted history, oldest
+/// first; `next_before` pages back.
+pub(crate) async fn messages(
+    State(st): State<AppState>,
+    _token: ApiToken,
+    Path(raw): Path<String>,
+    Query(paging): Query<Paging>,
+) -> Result<Json<MessagePage>, ApiError> {
+    let limit = paging.limit.unwrap_or(50);
+    Ok(Json(st.emithub.messages(id(&raw)?, paging.before, limit).await?))
+}
+
+/// `POST /api/v1/backup`: a backup now.
+#[derive(Debug, Serialize)]
+pub struct BackupDone {
+    /// The backup file.
+    pub path: String,
+}
+
+/// `POST /api/v1/backup`
+pub(crate) async fn backup(State(st): State<AppState>, _token: ApiToken) -> Result<Json<BackupDone>, ApiError> {
+    let path = st.emithub.backup().await?;
+    Ok(Json(BackupDone {
+        path: path.display().to_string(),
+    }))
+}
+
+/// `GET /api/v1/health`
+#[derive(Debug, Serialize)]
+pub struct Health {
+    /// `healthy`.
+    pub status: &'static str,
+    /// `emit-hub`, as the EmitHub documents show it.
+    pub service: &'static str,
+    /// The server's version.
+    pub version: &'static str,
+    /// Now.
+    pub timestamp: String,
+}
+
+/// `GET /api/v1/health`
+pub(crate) async fn health() -> Json<Health> {
+    Json(Health {
+        status: "healthy",
+        service: "emit-hub",
+        version: env!("CARGO_PKG_VERSION"),
+        timestamp: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    })
+}
+
+/// `GET /api/v1/ready`
+#[derive(Debug, Serialize)]
+pub struct Ready {
+    /// `ready` or `not_ready`.
+    pub status: &'static str,
+    /// What was checked.
+    pub checks: Checks,
+}
+
+/// The checks of `/api/v1/ready`.
+#[derive(Debug, Serialize)]
+pub struct Checks {
+    /// `ok`, or what failed.
+    pub database: String,
+    /// `ok` (the process can allocate).
+    pub memory: &'static str,
+}
+
+/// `GET /api/v1/ready`: 200 when the database answers, 503 otherwise.
+pub(crate) async fn ready(State(st): State<AppState>) -> (StatusCode, Json<Ready>) {
+    let (code, status, database) = match st.emithub.check().await {
+        Ok(()) if !st.node.hub().is_shutting_down() => (StatusCode::OK, "ready", "ok".to_string()),
+        Ok(()) => (StatusCode::SERVICE_UNAVAILABLE, "not_ready", "ok".to_string()),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, "not_ready", e.to_string()),
+    };
+    let checks = Checks { database, memory: "ok" };
+    (code, Json(Ready { status, checks }))
+}

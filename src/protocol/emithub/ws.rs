@@ -1,0 +1,146 @@
+//! EmitHub's WebSocket: `/api/v1/channels/{id}/ws`. A socket is `connected` while the
+//! channel is Active or Paused; otherwise it gets `denied` and is closed. Its text is
+//! relayed to the others as a `client_message` when the channel allows it.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use uuid::Uuid;
+
+use super::codec::{self, Relayed};
+use crate::channel::Channel;
+use crate::emithub::model::{hub_channel_name, ChannelStatus};
+use crate::emithub::{close, EmitHub, CLIENT_MESSAGE_EVENT};
+use crate::hub::{CloseReason, Envelope, Protocol};
+use crate::protocol::{socket, ApiError, AppState};
+use crate::session::runner::{Handler, Reply};
+use crate::session::{ClientEventError, JoinAs, JoinError, Refusal, Session};
+
+type Upgrade = Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>;
+
+/// `GET /api/v1/channels/{id}/ws`
+pub(crate) async fn upgrade(State(st): State<AppState>, Path(id): Path<String>, ws: Upgrade) -> Response {
+    let ws = match ws {
+        Ok(ws) => socket::configure(ws, &st),
+        Err(e) => {
+            let message = format!("a WebSocket upgrade is required: {}", e.body_text());
+            return ApiError::new(StatusCode::UPGRADE_REQUIRED, "upgrade_required", message).into_response();
+        }
+    };
+    let admission = match st.node.admit(None, None) {
+        Ok(admission) => admission,
+        Err(e) => return ApiError::unavailable(e.to_string()).into_response(),
+    };
+    let handler = EmitHubSession {
+        emithub: st.emithub.clone(),
+        raw_id: id,
+        channel: None,
+    };
+    ws.on_upgrade(move |upgraded| socket::serve(&st, upgraded, admission, handler))
+}
+
+/// One EmitHub socket.
+pub(crate) struct EmitHubSession {
+    emithub: Arc<EmitHub>,
+    raw_id: String,
+    /// The managed channel and its hub channel, once joined.
+    channel: Option<(Uuid, Channel)>,
+}
+
+impl EmitHubSession {
+    fn denied(&self, message: &str, reason: CloseReason) -> Reply {
+        Reply::text(codec::now("denied", message, &self.raw_id, serde_json::Value::Null)).and_close(reason)
+    }
+
+    fn error(&self, message: &str) -> Reply {
+        Reply::text(codec::now("error", message, &self.raw_id, serde_json::Value::Null))
+    }
+}
+
+#[async_trait]
+impl Handler for EmitHubSession {
+    const PROTOCOL: Protocol = Protocol::EmitHub;
+
+    fn encode(envelope: &Envelope) -> Option<String> {
+        codec::encode(envelope)
+    }
+
+    async fn on_open(&mut self, s: &mut Session) -> Reply {
+        let not_found = format!("Channel {} not found", self.raw_id);
+        let Ok(id) = Uuid::parse_str(&self.raw_id) else {
+            return self.denied(&not_found, close::NOT_FOUND);
+        };
+        let Ok(hub_channel) = Channel::parse(&hub_channel_name(id)) else {
+            return self.denied(&not_found, close::NOT_FOUND);
+        };
+        match s.join(&hub_channel, JoinAs::User).await {
+            Ok(_) => {}
+            Err(JoinError::NotFound(_)) => return self.denied(&not_found, close::NOT_FOUND),
+            Err(JoinError::NotActive(name)) => {
+                return self.denied(&format!("Channel {name} is not active"), close::NOT_ACTIVE)
+            }
+            Err(JoinError::ChannelFull { max, .. }) => {
+                let name = self.emithub.get(id).map(|c| c.name).unwrap_or_default();
+                return self.denied(&format!("Channel {name} is full ({max} connections)"), close::FULL);
+            }
+            Err(JoinError::Closing) => return Reply::none(),
+            Err(e) => return self.denied(&e.to_string(), close::NOT_ACTIVE),
+        }
+        let Ok(channel) = self.emithub.get(id) else {
+            return self.denied(&not_found, close::NOT_FOUND);
+        };
+        self.channel = Some((id, hub_channel));
+        let connection_id = Uuid::new_v4();
+        tracing::debug!(channel = %id, socket_id = %s.id(), %connection_id, "EmitHub socket connected");
+        let data = json!({"channel": channel, "connection_id": connection_id});
+        let message = format!("Connected to channel: {}", channel.name);
+        Reply::text(codec::now("connected", &message, &self.raw_id, data))
+    }
+
+    async fn on_text(&mut self, s: &mut Session, text: &str) -> Reply {
+        let Some((id, hub_channel)) = self.channel.clone() else {
+            return Reply::none();
+        };
+        let Ok(channel) = self.emithub.get(id) else {
+            return self.denied(&format!("Channel {id} not found"), close::NOT_FOUND);
+        };
+        if channel.status != ChannelStatus::Active {
+            return self.error(&format!(
+                "Channel {} is {:?}: client messages are not relayed",
+                channel.name, channel.status
+            ));
+        }
+        let relayed = Relayed {
+            text: text.to_string(),
+            channel_name: channel.name.clone(),
+        };
+        let Ok(raw) = serde_json::value::to_raw_value(&relayed) else {
+            return Reply::none();
+        };
+        match s
+            .client_event(hub_channel.name(), CLIENT_MESSAGE_EVENT, Arc::from(raw))
+            .await
+        {
+            Ok(_) => {
+                if let Err(e) = self.emithub.record_client_message(id, text).await {
+                    tracing::warn!(channel = %id, error = %e, "keeping a client message failed");
+                }
+                Reply::none()
+            }
+            Err(ClientEventError::Forbidden) => {
+                self.error(&format!("Client messages are not allowed in channel {}", channel.name))
+            }
+            Err(ClientEventError::RateLimited(limit)) => self.error(&format!("Rate limit exceeded: {limit}")),
+            Err(e) => self.error(&format!("{} ({})", e, e.code())),
+        }
+    }
+
+    async fn on_binary(&mut self, _s: &mut Session, _data: &[u8]) -> Reply {
+        self.error("Binary messages are not supported: send text")
+    }
+}
