@@ -291,7 +291,7 @@ impl EmitHub {
         }
         let settings = self.default_settings().patched(&request.settings);
         settings.validate().map_err(EmitHubError::Invalid)?;
-        let now = Utc::now();
+        let now = model::now();
         let channel = ManagedChannel {
             id: Uuid::new_v4(),
             name,
@@ -318,7 +318,7 @@ impl EmitHub {
             return Ok(channel);
         }
         channel.status = to;
-        channel.updated_at = Utc::now();
+        channel.updated_at = model::now();
         let channel = self.save(channel).await?;
         tracing::info!(channel = %channel.id, name = %channel.name, status = ?channel.status, "channel state changed");
         Ok(channel)
@@ -339,7 +339,7 @@ impl EmitHub {
         }
         channel.settings = channel.settings.patched(&request.settings);
         channel.settings.validate().map_err(EmitHubError::Invalid)?;
-        channel.updated_at = Utc::now();
+        channel.updated_at = model::now();
         self.save(channel).await
     }
 
@@ -445,7 +445,7 @@ impl EmitHub {
         }
         self.check_rate(&channel)?;
         let message_id = Uuid::new_v4();
-        let timestamp = Utc::now();
+        let timestamp = model::now();
         let sequence = if channel.settings.persist_messages {
             let new = NewMessage {
                 id: message_id,
@@ -483,7 +483,7 @@ impl EmitHub {
                 id: Uuid::new_v4(),
                 content: text.to_string(),
                 message_type: "ClientMessage".into(),
-                timestamp: Utc::now(),
+                timestamp: model::now(),
             };
             self.store.append(id, new, self.config.max_messages_per_channel).await?;
         }

@@ -116,14 +116,22 @@ impl ChannelSettings {
     }
 }
 
-/// RFC 3339 in UTC with seconds, as the documents show timestamps.
+/// Now, to the millisecond: the precision timestamps are shown and kept with, so a
+/// channel reads back from the store exactly as it was (and sorts the same).
+pub fn now() -> DateTime<Utc> {
+    use chrono::SubsecRound;
+    Utc::now().trunc_subsecs(3)
+}
+
+/// RFC 3339 in UTC to the millisecond (`2024-06-01T10:35:00.000Z`), like every timestamp
+/// the server sends.
 pub mod rfc3339 {
     use super::*;
     use serde::Serializer;
 
-    /// Serialises a time as `2024-06-01T10:35:00Z`.
+    /// Serialises a time as `2024-06-01T10:35:00.123Z`.
     pub fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&t.to_rfc3339_opts(SecondsFormat::Secs, true))
+        s.serialize_str(&t.to_rfc3339_opts(SecondsFormat::Millis, true))
     }
 
     /// Reads any RFC 3339 time.
@@ -240,7 +248,7 @@ mod tests {
         };
         let v = serde_json::to_value(&c).unwrap();
         assert_eq!(v["status"], "Created");
-        assert_eq!(v["created_at"], "2024-06-01T10:35:00Z");
+        assert_eq!(v["created_at"], "2024-06-01T10:35:00.000Z");
         assert_eq!(v["id"], "550e8400-e29b-41d4-a716-446655440000");
         assert_eq!(serde_json::from_value::<ManagedChannel>(v).unwrap().name, c.name);
     }

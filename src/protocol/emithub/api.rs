@@ -243,7 +243,7 @@ pub(crate) async fn health() -> Json<Health> {
         status: "healthy",
         service: "emit-hub",
         version: env!("CARGO_PKG_VERSION"),
-        timestamp: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        timestamp: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
     })
 }
 
