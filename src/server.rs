@@ -5,6 +5,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use axum::Router;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -14,6 +15,7 @@ use crate::auth::{ChannelAuthorizer, ChannelRules, JwtVerifier};
 use crate::broadcasting::{manager, BroadcastError, BroadcastManager};
 use crate::cluster::redis::RedisBroker;
 use crate::cluster::Fanout;
+use crate::config::vars::Variable;
 use crate::config::{Config, ConfigError, Driver};
 use crate::emithub::EmitHub;
 use crate::hub::{Hub, HubConfig};
@@ -127,13 +129,6 @@ impl Rustaxum {
             None => Arc::new(MemoryPresence::new()),
         };
         let presence = Presence::new(store, fanout.clone());
-        let limits = Limits {
-            max_connections: config.websocket.max_connections,
-            client_events_per_second: config.websocket.client_events_per_second,
-            token_grace: config.auth.token_grace,
-            ping_interval: config.websocket.ping_interval,
-            ping_timeout: config.websocket.ping_timeout,
-        };
         // EmitHub managed channels: in Redis when clustered, else in the redb file.
         let emithub = match &cluster {
             Some(broker) => EmitHub::clustered(config.emithub.clone(), fanout.clone(), broker.clone()),
@@ -144,14 +139,15 @@ impl Rustaxum {
         } else {
             tracing::warn!("created outside a tokio runtime: EmitHub retention purges and backups are not running");
         }
-        let node = Node::new(fanout, presence, Arc::new(rules), verifier, limits).with_grant_source(emithub.clone());
+        let node =
+            Node::new(fanout, presence, Arc::new(rules), verifier, limits(&config)).with_grant_source(emithub.clone());
         let metrics: Arc<protocol::metrics::Metrics> = Arc::default();
         metrics.observe(node.lifecycle(), stop.clone(), &background);
         Ok(Self {
             state: AppState {
                 node: Arc::new(node),
                 manager,
-                config,
+                config: Arc::new(ArcSwap::new(config)),
                 emithub,
                 cluster,
                 metrics,
@@ -216,15 +212,40 @@ impl Rustaxum {
         &self.state.emithub
     }
 
-    /// The configuration.
-    pub fn config(&self) -> &Config {
-        &self.state.config
+    /// The configuration now (a reload replaces it).
+    pub fn config(&self) -> Arc<Config> {
+        self.state.config.load_full()
+    }
+
+    /// Applies a freshly read configuration (environment and file, as
+    /// [`Config::load`] reads them) to the running server: the settings marked live in
+    /// [`VARIABLES`](crate::config::vars::VARIABLES) (CORS origins, limits, EmitHub
+    /// defaults and retention, the API token, the log filter) take effect for new sockets
+    /// and requests; open sockets are not touched. The others keep their running values
+    /// and are reported as needing a restart. An invalid or unsafe configuration changes
+    /// nothing.
+    pub fn reload(&self, fresh: &Config) -> Result<Reloaded, ConfigError> {
+        let current = self.state.config.load_full();
+        let (merged, applied, need_restart) = current.reloaded(fresh)?;
+        for origin in merged.server.cors_allowed_origins.iter().filter(|o| *o != "*") {
+            protocol::check_origin(origin)?;
+        }
+        if current.validate_for_serving().is_ok() {
+            merged.validate_for_serving()?;
+        }
+        if merged.log.filter != current.log.filter && !set_log_filter(&merged.log.filter) {
+            tracing::warn!(filter = %merged.log.filter, "the log filter could not be replaced (no reloadable subscriber)");
+        }
+        self.state.node.set_limits(limits(&merged));
+        self.state.emithub.set_config(merged.emithub.clone());
+        self.state.config.store(Arc::new(merged));
+        Ok(Reloaded { applied, need_restart })
     }
 
     /// Closes every socket with 1001, waits for sessions and queued broadcasts up to
     /// `BROADCAST_SHUTDOWN_TIMEOUT`, then closes the drivers.
     pub async fn shutdown(&self) {
-        let drain = self.state.config.server.shutdown_timeout;
+        let drain = self.state.config.load().server.shutdown_timeout;
         self.state.node.hub().shutdown();
         self.state.sessions.close();
         if tokio::time::timeout(drain, self.state.sessions.wait()).await.is_err() {
@@ -240,6 +261,27 @@ impl Rustaxum {
             tracing::warn!("cluster tasks did not stop in {drain:?}");
         }
     }
+}
+
+/// The session limits `config` sets.
+fn limits(config: &Config) -> Limits {
+    Limits {
+        max_connections: config.websocket.max_connections,
+        client_events_per_second: config.websocket.client_events_per_second,
+        token_grace: config.auth.token_grace,
+        ping_interval: config.websocket.ping_interval,
+        ping_timeout: config.websocket.ping_timeout,
+        connection_timeout: config.websocket.connection_timeout,
+    }
+}
+
+/// What a configuration reload did.
+#[derive(Debug, Default)]
+pub struct Reloaded {
+    /// Settings that changed and now apply (to new sockets and requests).
+    pub applied: Vec<&'static Variable>,
+    /// Settings that changed but keep their running value until a restart.
+    pub need_restart: Vec<&'static Variable>,
 }
 
 /// The server's rules: the public channels, then `BROADCAST_RULES_FILE`, then the
@@ -407,7 +449,84 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
         println!("rustaxum listening on http://{local}{role}");
     }
     let listeners = bound.into_iter().map(|(l, _)| l).collect();
-    run_listeners(listeners, app, shutdown).await
+    let watcher = CancellationToken::new();
+    tokio::spawn(watch_config(app.clone(), watcher.clone()));
+    let result = run_listeners(listeners, app, shutdown).await;
+    watcher.cancel();
+    result
+}
+
+/// How often the configuration file's modification time is checked.
+const CONFIG_POLL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Reloads the configuration on SIGHUP, and when the configuration file changes.
+async fn watch_config(app: Rustaxum, stop: CancellationToken) {
+    let path = app.config().sources.file.as_ref().map(|f| f.path.clone());
+    let modified = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let mut last = path.as_deref().and_then(modified);
+    #[cfg(unix)]
+    let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP; the configuration reloads only when its file changes");
+            None
+        }
+    };
+    let mut poll = tokio::time::interval(CONFIG_POLL);
+    loop {
+        #[cfg(unix)]
+        let hangup = async {
+            match hup.as_mut() {
+                Some(s) => s.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let hangup = std::future::pending::<Option<()>>();
+        let why = tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = hangup => "SIGHUP",
+            _ = poll.tick() => {
+                let now = path.as_deref().and_then(modified);
+                if now == last {
+                    continue;
+                }
+                last = now;
+                "the configuration file changed"
+            }
+        };
+        reload_now(&app, path.as_deref(), why);
+    }
+}
+
+fn reload_now(app: &Rustaxum, path: Option<&std::path::Path>, why: &str) {
+    let names = |vars: &[&Variable]| vars.iter().map(|v| v.name).collect::<Vec<_>>().join(", ");
+    let fresh = match Config::load_with(path, &app.config().sources.overrides) {
+        Ok(fresh) => fresh,
+        Err(e) => {
+            tracing::error!(error = %e, "configuration reload ({why}) failed; the running configuration is kept");
+            return;
+        }
+    };
+    match app.reload(&fresh) {
+        Ok(done) if done.applied.is_empty() && done.need_restart.is_empty() => {
+            tracing::info!("configuration reloaded ({why}): nothing changed");
+        }
+        Ok(done) => {
+            if !done.applied.is_empty() {
+                tracing::info!(applied = %names(&done.applied), "configuration reloaded ({why})");
+            }
+            if !done.need_restart.is_empty() {
+                tracing::warn!(
+                    settings = %names(&done.need_restart),
+                    "configuration reloaded ({why}): these changed but apply only after a restart; their running values are kept"
+                );
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "configuration reload ({why}) refused; the running configuration is kept")
+        }
+    }
 }
 
 /// Binds `addr`. A port the operator set must bind (or start-up stops naming it); a
@@ -464,12 +583,39 @@ pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
     }
 }
 
-/// Logs to stderr, filtered by `RUST_LOG` (default `info`).
-pub fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+type FilterHandle = tracing_subscriber::reload::Handle<tracing_subscriber::EnvFilter, tracing_subscriber::Registry>;
+
+/// The log filter installed by [`init_tracing`], replaced on reload.
+static LOG_FILTER: std::sync::OnceLock<FilterHandle> = std::sync::OnceLock::new();
+
+/// Logs to stderr as `log` says: filtered by `RUST_LOG` (default `info`), as text or
+/// one JSON object per line (`LOG_FORMAT=json`). The filter can be changed later
+/// ([`set_log_filter`], used by a configuration reload).
+pub fn init_tracing(log: &crate::config::LogConfig) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let filter = tracing_subscriber::EnvFilter::try_new(&log.filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+    let registry = tracing_subscriber::registry().with(filter);
+    let installed = match log.format {
+        crate::config::LogFormat::Json => registry
+            .with(tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr))
+            .try_init(),
+        crate::config::LogFormat::Text => registry
+            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .try_init(),
+    };
+    if installed.is_ok() {
+        let _ = LOG_FILTER.set(handle);
+    }
+}
+
+/// Replaces the log filter installed by [`init_tracing`]; false when there is none (the
+/// application installed its own subscriber) or `filter` is invalid.
+pub fn set_log_filter(filter: &str) -> bool {
+    let (Some(handle), Ok(filter)) = (LOG_FILTER.get(), tracing_subscriber::EnvFilter::try_new(filter)) else {
+        return false;
+    };
+    handle.reload(filter).is_ok()
 }

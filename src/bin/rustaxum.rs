@@ -1,6 +1,7 @@
 //! The rustaxum server: WebSocket and HTTP on the WebSocket port and the application port.
 
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -18,13 +19,26 @@ struct Args {
     /// Application port, 0 for any free port, or `off` (overrides BROADCAST_APP_PORT).
     #[arg(long)]
     app_port: Option<String>,
+    /// Configuration file (default: BROADCAST_CONFIG_FILE, else ./emit_hub.toml if present).
+    /// The environment wins over it; it is reloaded when it changes.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Print every environment variable (default, file key, whether it reloads) and exit.
+    #[arg(long)]
+    show_env_vars: bool,
+    /// Print a complete, commented configuration file of the current settings and exit.
+    #[arg(long)]
+    generate_config: bool,
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    rustaxum::server::init_tracing();
-    let mut config = match rustaxum::Config::from_env() {
+    if args.show_env_vars {
+        print!("{}", rustaxum::config::file::show_env_vars());
+        return ExitCode::SUCCESS;
+    }
+    let mut config = match rustaxum::Config::load(args.config.as_deref()) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("rustaxum: {e}");
@@ -34,6 +48,14 @@ async fn main() -> ExitCode {
     if let Err(e) = rustaxum::cli::apply_listen_args(&mut config, args.host, args.port, args.app_port.as_deref()) {
         eprintln!("rustaxum: {e}");
         return ExitCode::from(2);
+    }
+    if args.generate_config {
+        print!("{}", config.sources.to_toml());
+        return ExitCode::SUCCESS;
+    }
+    rustaxum::server::init_tracing(&config.log);
+    if let Some(file) = &config.sources.file {
+        tracing::info!(path = %file.path.display(), "configuration file read (the environment wins over it)");
     }
     match rustaxum::server::serve(config).await {
         Ok(()) => ExitCode::SUCCESS,

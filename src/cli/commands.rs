@@ -20,7 +20,7 @@ pub(super) async fn websocket(
     port: Option<u16>,
     app_port: Option<String>,
 ) -> ExitCode {
-    crate::server::init_tracing();
+    crate::server::init_tracing(&config.log);
     if let Err(e) = super::apply_listen_args(&mut config, host, port, app_port.as_deref()) {
         eprintln!("❌ {e}");
         return ExitCode::from(2);

@@ -40,6 +40,9 @@ pub struct Cli {
     /// API token (default: BROADCAST_API_TOKEN).
     #[arg(long, global = true, hide_env_values = true)]
     pub token: Option<String>,
+    /// Configuration file (default: BROADCAST_CONFIG_FILE, else ./emit_hub.toml if present).
+    #[arg(long, global = true)]
+    pub config: Option<std::path::PathBuf>,
     /// The command group.
     #[command(subcommand)]
     pub command: Group,
@@ -175,12 +178,23 @@ pub fn apply_listen_args(
     port: Option<u16>,
     app_port: Option<&str>,
 ) -> Result<(), String> {
+    // Recorded as settings too, so a reload keeps them.
     if let Some(host) = host {
         config.server.host = host;
+        config.sources.overrides.insert("BROADCAST_HOST", host.to_string());
+        config.sources.values.insert("BROADCAST_HOST", host.to_string());
     }
     if let Some(port) = port {
         config.server.port = port;
         config.server.explicit_ports.websocket = true;
+        config
+            .sources
+            .overrides
+            .insert("BROADCAST_WEBSOCKET_PORT", port.to_string());
+        config
+            .sources
+            .values
+            .insert("BROADCAST_WEBSOCKET_PORT", port.to_string());
     }
     if let Some(app_port) = app_port {
         config.server.app_port = match app_port {
@@ -190,6 +204,11 @@ pub fn apply_listen_args(
                     .map_err(|_| format!("--app-port takes a port number or off, not {p:?}"))?,
             ),
         };
+        config
+            .sources
+            .overrides
+            .insert("BROADCAST_APP_PORT", app_port.to_string());
+        config.sources.values.insert("BROADCAST_APP_PORT", app_port.to_string());
         config.server.explicit_ports.app = true;
     }
     Ok(())
@@ -197,7 +216,7 @@ pub fn apply_listen_args(
 
 /// Runs a parsed command line; returns the process exit code.
 pub async fn run(cli: Cli) -> ExitCode {
-    let config = match crate::Config::from_env() {
+    let config = match crate::Config::load(cli.config.as_deref()) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("❌ {e}");

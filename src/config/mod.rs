@@ -1,8 +1,9 @@
-//! Configuration: environment variables (optionally from `.env`), grouped in sections,
-//! with every default documented here and in `.env.example`.
+//! Configuration: environment variables (optionally from `.env`) and an optional
+//! configuration file (`emit_hub.toml`), grouped in sections, with every default
+//! documented here, in [`vars::VARIABLES`] and in `.env.example`.
 //!
-//! Invalid values stop start-up with the variable's name and the offending value;
-//! nothing silently falls back to a default.
+//! Invalid values stop start-up with the variable's name (or the file's key) and the
+//! offending value; nothing silently falls back to a default.
 //!
 //! - [`ServerConfig`]: listener, HTTP API token, CORS, HTTP timeouts, shutdown.
 //! - [`WebSocketConfig`]: socket limits, queues, keep-alive, client events.
@@ -11,15 +12,20 @@
 //! - [`PusherConfig`]: Pusher apps and their HTTP API limits.
 
 mod env;
+pub mod file;
 mod pusher;
+pub mod vars;
 
+use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use jsonwebtoken::Algorithm;
 
 pub use env::parse_duration;
+pub use file::{ConfigFile, Sources};
 pub use pusher::{Apps, PusherApp};
 
 use env::Env;
@@ -40,6 +46,16 @@ pub enum ConfigError {
     /// The combination of values is unsafe or inconsistent.
     #[error("{0}")]
     Unsafe(String),
+    /// The configuration file is unreadable, or a key in it is unknown or invalid.
+    #[error("configuration file {}{}: {reason}", path.display(), if key.is_empty() { String::new() } else { format!(", key {key}") })]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// The key (empty for the whole file).
+        key: String,
+        /// What is wrong.
+        reason: String,
+    },
 }
 
 /// Shortest `BROADCAST_API_TOKEN` accepted on a non-loopback address: a short token can
@@ -105,6 +121,13 @@ pub struct ServerConfig {
     /// `CORS_ALLOWED_ORIGINS`: comma-separated origins (or `*`) whose browser pages may call
     /// the HTTP API; default none (same origin only). Writes from other origins get 403.
     pub cors_allowed_origins: Vec<String>,
+    /// `CORS_ALLOWED_METHODS`: methods allowed to those origins, default
+    /// `GET,POST,PUT,PATCH,DELETE,OPTIONS`.
+    pub cors_allowed_methods: Vec<String>,
+    /// `CORS_ALLOWED_HEADERS`: request headers allowed to those origins, default `*` (any).
+    pub cors_allowed_headers: Vec<String>,
+    /// `CORS_MAX_AGE`: how long browsers may cache a preflight answer, default 1 hour.
+    pub cors_max_age: Duration,
     /// `BROADCAST_MAX_PAYLOAD_SIZE`: largest HTTP request body in bytes, default 1048576.
     pub max_payload_size: usize,
     /// `BROADCAST_HTTP_HEADER_TIMEOUT`: time a connection has to send a request's headers
@@ -143,6 +166,9 @@ pub struct WebSocketConfig {
     pub ping_interval: Duration,
     /// `BROADCAST_PING_TIMEOUT`: how long a pinged socket has to answer, default 10s.
     pub ping_timeout: Duration,
+    /// `BROADCAST_CONNECTION_TIMEOUT`: the longest a socket may stay silent (no frame, no
+    /// pong) before it is closed; `None` (the default) for `ping_interval + ping_timeout`.
+    pub connection_timeout: Option<Duration>,
     /// `BROADCAST_CLIENT_EVENTS_PER_SECOND`: whispers allowed per connection, default 10.
     pub client_events_per_second: u32,
 }
@@ -296,6 +322,39 @@ pub struct Config {
     pub log_file: Option<PathBuf>,
     /// EmitHub managed channels.
     pub emithub: EmitHubConfig,
+    /// Logging.
+    pub log: LogConfig,
+    /// Where each setting came from (for reloading and `--generate-config`).
+    pub sources: Sources,
+}
+
+/// `LOG_FORMAT`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Logging.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// `RUST_LOG` (or `EMIT_HUB_LOG_LEVEL`): a level (`debug`) or a filter
+    /// (`rustaxum=debug,info`), default `info`.
+    pub filter: String,
+    /// `LOG_FORMAT`: `text` (default) or `json`.
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            filter: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -307,6 +366,11 @@ impl Default for ServerConfig {
             explicit_ports: ExplicitPorts::default(),
             api_token: None,
             cors_allowed_origins: Vec::new(),
+            cors_allowed_methods: ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+                .map(String::from)
+                .to_vec(),
+            cors_allowed_headers: vec!["*".into()],
+            cors_max_age: Duration::from_secs(3600),
             max_payload_size: 1024 * 1024,
             http_header_timeout: Duration::from_secs(10),
             http_request_timeout: Duration::from_secs(30),
@@ -325,6 +389,7 @@ impl Default for WebSocketConfig {
             max_channels_per_connection: 100,
             ping_interval: Duration::from_secs(30),
             ping_timeout: Duration::from_secs(10),
+            connection_timeout: None,
             client_events_per_second: 10,
         }
     }
@@ -355,16 +420,97 @@ impl Default for PusherConfig {
 }
 
 impl Config {
-    /// Reads the process environment (after loading `.env` if present).
+    /// Reads the process environment (after loading `.env` if present) and the
+    /// configuration file named by `BROADCAST_CONFIG_FILE` (or `./emit_hub.toml` when it
+    /// exists).
     pub fn from_env() -> Result<Self, ConfigError> {
+        Self::load(None)
+    }
+
+    /// Like [`from_env`](Self::from_env), with the configuration file `file` when given
+    /// (the command line's `--config`).
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_with(file, &BTreeMap::new())
+    }
+
+    /// Like [`load`](Self::load), with settings given on the command line (variable →
+    /// value) winning over the environment and the file.
+    pub fn load_with(file: Option<&Path>, overrides: &BTreeMap<&'static str, String>) -> Result<Self, ConfigError> {
         // A missing .env is normal; a malformed one is reported by the variables it breaks.
         let _ = dotenvy::dotenv();
-        Self::from_lookup(|key| std::env::var(key).ok())
+        let lookup = |key: &str| overrides.get(key).cloned().or_else(|| std::env::var(key).ok());
+        let file = match Self::config_file(file, &lookup) {
+            Some(path) => Some(ConfigFile::read(&path)?),
+            None => None,
+        };
+        let mut config = Self::from_parts(&lookup, file)?;
+        config.sources.overrides = overrides.clone();
+        Ok(config)
+    }
+
+    /// The configuration file to read: `explicit`, else `BROADCAST_CONFIG_FILE` (or
+    /// `EMIT_HUB_CONFIG`), else `./emit_hub.toml` if it exists.
+    pub fn config_file(explicit: Option<&Path>, lookup: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
+        explicit
+            .map(Path::to_path_buf)
+            .or_else(|| {
+                [vars::CONFIG_FILE_VAR, vars::CONFIG_FILE_ALIAS]
+                    .iter()
+                    .find_map(|v| lookup(v).filter(|p| !p.trim().is_empty()).map(PathBuf::from))
+            })
+            .or_else(|| Some(PathBuf::from(vars::DEFAULT_CONFIG_FILE)).filter(|p| p.is_file()))
     }
 
     /// Reads configuration through `lookup` (tests pass a map instead of the environment).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let env = Env(&lookup);
+        Self::from_parts(&lookup, None)
+    }
+
+    /// Reads configuration through `lookup`, then `file` for what `lookup` leaves unset.
+    pub fn from_parts(lookup: &dyn Fn(&str) -> Option<String>, file: Option<ConfigFile>) -> Result<Self, ConfigError> {
+        check_aliases(lookup)?;
+        let seen: RefCell<BTreeMap<&'static str, String>> = RefCell::default();
+        let resolve = |key: &str| -> Option<String> {
+            let var = vars::find(key);
+            let name = var.map_or(key, |v| v.name);
+            let set = |n: &str| lookup(n).filter(|v| !v.trim().is_empty());
+            let env = set(name).or_else(|| var.and_then(|v| v.aliases.iter().find_map(|a| set(a))));
+            let value = match env {
+                Some(v) => Some(v),
+                None => file.as_ref().and_then(|f| f.get(name)).map(str::to_string),
+            };
+            if let (Some(var), Some(v)) = (var, &value) {
+                seen.borrow_mut().insert(var.name, v.clone());
+            }
+            value
+        };
+        let built = Self::build(&resolve);
+        let values = seen.into_inner();
+        let mut config = match built {
+            Ok(config) => config,
+            // A bad value from the file: name its key.
+            Err(ConfigError::Invalid { var, value, reason }) => {
+                return Err(match file.as_ref().and_then(|f| f.key_of(var).map(|k| (f, k))) {
+                    Some((f, key)) if lookup(var).is_none() => ConfigError::File {
+                        path: f.path.clone(),
+                        key: key.to_string(),
+                        reason: format!("invalid value {value:?} ({reason})"),
+                    },
+                    _ => ConfigError::Invalid { var, value, reason },
+                })
+            }
+            Err(e) => return Err(e),
+        };
+        config.sources = Sources {
+            file,
+            values,
+            overrides: BTreeMap::new(),
+        };
+        Ok(config)
+    }
+
+    fn build(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let env = Env(lookup);
         Ok(Self {
             driver: driver(&env)?,
             server: server(&env)?,
@@ -374,7 +520,29 @@ impl Config {
             pusher: pusher(&env)?,
             log_file: env.string("BROADCAST_LOG_FILE").map(PathBuf::from),
             emithub: emithub(&env)?,
+            log: log(&env)?,
+            sources: Sources::default(),
         })
+    }
+
+    /// This configuration re-read with `fresh`'s values for the settings that can change
+    /// while serving, and this one's for the others; and the settings that changed, split
+    /// into (applied, needing a restart).
+    pub fn reloaded(
+        &self,
+        fresh: &Config,
+    ) -> Result<(Config, Vec<&'static vars::Variable>, Vec<&'static vars::Variable>), ConfigError> {
+        let changed = self.sources.changed(&fresh.sources);
+        let (live, restart): (Vec<_>, Vec<_>) = changed.into_iter().partition(|v| v.reload);
+        let pick = |key: &str| -> Option<String> {
+            let var = vars::find(key)?;
+            let from = if var.reload { &fresh.sources } else { &self.sources };
+            from.values.get(var.name).cloned()
+        };
+        let mut merged = Self::from_lookup(pick)?;
+        merged.sources.file = fresh.sources.file.clone();
+        merged.sources.overrides = self.sources.overrides.clone();
+        Ok((merged, live, restart))
     }
 
     /// Checks combinations that are unsafe to serve: an open publishing API on a
@@ -462,6 +630,37 @@ fn server(env: &Env<'_>) -> Result<ServerConfig, ConfigError> {
         },
         api_token: env.string("BROADCAST_API_TOKEN"),
         cors_allowed_origins: env.list("CORS_ALLOWED_ORIGINS"),
+        cors_allowed_methods: match env.list("CORS_ALLOWED_METHODS") {
+            list if list.is_empty() => d.cors_allowed_methods,
+            list => {
+                for m in &list {
+                    if axum::http::Method::from_bytes(m.to_ascii_uppercase().as_bytes()).is_err() {
+                        return Err(ConfigError::Invalid {
+                            var: "CORS_ALLOWED_METHODS",
+                            value: m.clone(),
+                            reason: "expected HTTP methods such as GET,POST".into(),
+                        });
+                    }
+                }
+                list.into_iter().map(|m| m.to_ascii_uppercase()).collect()
+            }
+        },
+        cors_allowed_headers: match env.list("CORS_ALLOWED_HEADERS") {
+            list if list.is_empty() => d.cors_allowed_headers,
+            list => {
+                for h in list.iter().filter(|h| *h != "*") {
+                    if axum::http::HeaderName::from_bytes(h.as_bytes()).is_err() {
+                        return Err(ConfigError::Invalid {
+                            var: "CORS_ALLOWED_HEADERS",
+                            value: h.clone(),
+                            reason: "expected header names such as Content-Type,Authorization, or *".into(),
+                        });
+                    }
+                }
+                list
+            }
+        },
+        cors_max_age: env.duration_or_zero("CORS_MAX_AGE")?.unwrap_or(d.cors_max_age),
         max_payload_size: env
             .positive("BROADCAST_MAX_PAYLOAD_SIZE")?
             .unwrap_or(d.max_payload_size),
@@ -493,6 +692,7 @@ fn websocket(env: &Env<'_>) -> Result<WebSocketConfig, ConfigError> {
             .unwrap_or(d.max_channels_per_connection),
         ping_interval: env.duration("BROADCAST_PING_INTERVAL")?.unwrap_or(d.ping_interval),
         ping_timeout: env.duration("BROADCAST_PING_TIMEOUT")?.unwrap_or(d.ping_timeout),
+        connection_timeout: env.duration("BROADCAST_CONNECTION_TIMEOUT")?,
         client_events_per_second: env
             .positive("BROADCAST_CLIENT_EVENTS_PER_SECOND")?
             .map(|n| u32::try_from(n).unwrap_or(u32::MAX))
@@ -533,6 +733,52 @@ fn jwt(env: &Env<'_>) -> Result<Option<JwtConfig>, ConfigError> {
         audience: env.string("JWT_AUDIENCE").unwrap_or_else(|| "websocket".into()),
         leeway: env.duration_or_zero("JWT_LEEWAY")?.unwrap_or(Duration::from_secs(5)),
     }))
+}
+
+/// An EmitHub name (`EMIT_HUB_PORT`) and the variable it stands for
+/// (`BROADCAST_WEBSOCKET_PORT`) set to different values is a mistake worth stopping for.
+fn check_aliases(lookup: &dyn Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+    for var in vars::VARIABLES {
+        let names = std::iter::once(var.name).chain(var.aliases.iter().copied());
+        let set: Vec<(&str, String)> = names
+            .filter_map(|n| lookup(n).map(|v| (n, v.trim().to_string())))
+            .filter(|(_, v)| !v.is_empty())
+            .collect();
+        if let [(first, a), rest @ ..] = set.as_slice() {
+            if let Some((other, b)) = rest.iter().find(|(_, b)| b != a) {
+                return Err(ConfigError::Invalid {
+                    var: var.name,
+                    value: b.clone(),
+                    reason: format!("{other}={b} contradicts {first}={a}; they are the same setting, set one"),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+fn log(env: &Env<'_>) -> Result<LogConfig, ConfigError> {
+    let filter = env.string("RUST_LOG").unwrap_or_else(|| "info".into());
+    if tracing_subscriber::EnvFilter::try_new(&filter).is_err() {
+        return Err(ConfigError::Invalid {
+            var: "RUST_LOG",
+            value: filter,
+            reason: "expected a level (error, warn, info, debug, trace) or a filter such as rustaxum=debug,info".into(),
+        });
+    }
+    let format = match env.string("LOG_FORMAT").map(|f| f.to_ascii_lowercase()) {
+        None => LogFormat::Text,
+        Some(f) if f == "text" => LogFormat::Text,
+        Some(f) if f == "json" => LogFormat::Json,
+        Some(f) => {
+            return Err(ConfigError::Invalid {
+                var: "LOG_FORMAT",
+                value: f,
+                reason: "expected text or json".into(),
+            })
+        }
+    };
+    Ok(LogConfig { filter, format })
 }
 
 fn emithub(env: &Env<'_>) -> Result<EmitHubConfig, ConfigError> {
@@ -763,5 +1009,129 @@ mod tests {
     fn redis_url_from_parts() {
         let c = config(&[("BROADCAST_REDIS_PASSWORD", "pw"), ("BROADCAST_REDIS_DATABASE", "3")]).unwrap();
         assert_eq!(c.redis.connection_url(), "redis://:pw@127.0.0.1:6379/3");
+    }
+
+    fn with_file(vars: &[(&str, &str)], text: &str) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let file = ConfigFile::parse(Path::new("emit_hub.toml"), text)?;
+        Config::from_parts(&|k| map.get(k).cloned(), Some(file))
+    }
+
+    #[test]
+    fn the_emithub_names_set_the_same_settings() {
+        let c = config(&[
+            ("EMIT_HUB_HOST", "0.0.0.0"),
+            ("EMIT_HUB_PORT", "3001"),
+            ("EMIT_HUB_LOG_LEVEL", "debug"),
+            ("EMIT_HUB_MESSAGE_SIZE_LIMIT", "2097152"),
+            ("EMIT_HUB_WS_TIMEOUT", "60"),
+            ("EMIT_HUB_WS_PING_INTERVAL", "45"),
+            ("EMIT_HUB_CORS_ORIGINS", "*"),
+        ])
+        .unwrap();
+        assert_eq!(c.server.host.to_string(), "0.0.0.0");
+        assert_eq!(c.server.port, 3001);
+        assert!(c.server.explicit_ports.websocket);
+        assert_eq!(c.log.filter, "debug");
+        assert_eq!(c.server.max_payload_size, 2 * 1024 * 1024);
+        assert_eq!(c.websocket.connection_timeout, Some(Duration::from_secs(60)));
+        assert_eq!(c.websocket.ping_interval, Duration::from_secs(45));
+        assert_eq!(c.server.cors_allowed_origins, ["*"]);
+        // The same value twice is fine; two different values are a mistake.
+        assert!(config(&[("EMIT_HUB_PORT", "3001"), ("BROADCAST_WEBSOCKET_PORT", "3001")]).is_ok());
+        let err = config(&[("EMIT_HUB_PORT", "3001"), ("BROADCAST_WEBSOCKET_PORT", "8080")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("EMIT_HUB_PORT") && err.contains("BROADCAST_WEBSOCKET_PORT"),
+            "{err}"
+        );
+        let err = config(&[("LOG_FORMAT", "xml")]).unwrap_err().to_string();
+        assert!(err.contains("LOG_FORMAT") && err.contains("xml"), "{err}");
+        assert_eq!(config(&[("LOG_FORMAT", "JSON")]).unwrap().log.format, LogFormat::Json);
+    }
+
+    #[test]
+    fn the_file_sets_what_the_environment_leaves_unset() {
+        let text = "port = 3000\nlog_level = \"debug\"\n[websocket]\nping_interval = 45\npong_timeout = 15\n\
+                    [cors]\nallowed_origins = [\"https://a.example\", \"https://b.example\"]\nmax_age = 7200\n\
+                    [persistence]\nbackup_interval_hours = 0.5\n[env]\nBROADCAST_API_TOKEN = \"from-the-file-0123456789\"\n";
+        let c = with_file(&[("BROADCAST_WEBSOCKET_PORT", "9000")], text).unwrap();
+        assert_eq!(c.server.port, 9000, "the environment wins");
+        assert_eq!(c.log.filter, "debug");
+        assert_eq!(
+            (c.websocket.ping_interval, c.websocket.ping_timeout),
+            (Duration::from_secs(45), Duration::from_secs(15))
+        );
+        assert_eq!(
+            c.server.cors_allowed_origins,
+            ["https://a.example", "https://b.example"]
+        );
+        assert_eq!(c.server.cors_max_age, Duration::from_secs(7200));
+        assert_eq!(c.emithub.backup_interval_hours, 0.5);
+        assert_eq!(c.server.api_token.as_deref(), Some("from-the-file-0123456789"));
+        // A bad value in the file names the file and its key.
+        let err = with_file(&[], "[websocket]\nping_interval = \"soon\"")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("emit_hub.toml") && err.contains("websocket.ping_interval") && err.contains("soon"),
+            "{err}"
+        );
+        let err = with_file(&[], "[cors]\nallowed_methods = [\"G E T\"]")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("cors.allowed_methods"), "{err}");
+    }
+
+    #[test]
+    fn a_generated_file_loads_back_unchanged() {
+        let c = config(&[
+            ("BROADCAST_WEBSOCKET_PORT", "9001"),
+            ("CORS_ALLOWED_ORIGINS", "https://a.example,https://b.example"),
+            ("BROADCAST_PING_INTERVAL", "500ms"),
+            ("EMIT_HUB_BACKUP_INTERVAL_HOURS", "1.5"),
+            ("EMIT_HUB_AUTO_BACKUP", "yes"),
+            ("BROADCAST_APP_PORT", "off"),
+            ("JWT_SECRET", "a-secret-that-must-not-be-printed"),
+            ("RUST_LOG", "rustaxum=debug,info"),
+        ])
+        .unwrap();
+        let text = c.sources.to_toml();
+        assert!(!text.contains("a-secret-that-must-not-be-printed"));
+        let back = with_file(&[("JWT_SECRET", "a-secret-that-must-not-be-printed")], &text).unwrap();
+        assert_eq!(back.sources.to_toml(), text);
+        assert_eq!(format!("{:?}", back.server), format!("{:?}", c.server));
+        assert_eq!(format!("{:?}", back.websocket), format!("{:?}", c.websocket));
+        assert_eq!(back.emithub, c.emithub);
+        assert_eq!(back.log, c.log);
+        assert_eq!(format!("{:?}", back.auth), format!("{:?}", c.auth));
+        // Defaults too: every documented key is there.
+        let defaults = Config::from_lookup(|_| None).unwrap().sources.to_toml();
+        for var in vars::VARIABLES {
+            assert!(defaults.contains(&format!("{} =", var.field())), "{} missing", var.key);
+        }
+        let back = with_file(&[], &defaults).unwrap();
+        assert_eq!(back.sources.to_toml(), defaults);
+    }
+
+    #[test]
+    fn a_reload_applies_live_settings_and_keeps_the_others() {
+        let before = with_file(&[], "port = 9000\n[cors]\nallowed_origins = [\"https://a.example\"]").unwrap();
+        let after = with_file(
+            &[],
+            "port = 9100\nlog_level = \"debug\"\n[cors]\nallowed_origins = [\"https://b.example\"]",
+        )
+        .unwrap();
+        let (merged, applied, restart) = before.reloaded(&after).unwrap();
+        let names = |v: &[&vars::Variable]| v.iter().map(|v| v.name).collect::<Vec<_>>();
+        assert_eq!(names(&applied), ["RUST_LOG", "CORS_ALLOWED_ORIGINS"]);
+        assert_eq!(names(&restart), ["BROADCAST_WEBSOCKET_PORT"]);
+        assert_eq!(merged.server.port, 9000, "kept until a restart");
+        assert_eq!(merged.server.cors_allowed_origins, ["https://b.example"]);
+        assert_eq!(merged.log.filter, "debug");
+        let (_, applied, restart) = merged.reloaded(&after).unwrap();
+        assert!(applied.is_empty());
+        assert_eq!(names(&restart), ["BROADCAST_WEBSOCKET_PORT"], "still pending");
     }
 }

@@ -20,6 +20,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use chrono::Utc;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde::{Deserialize, Serialize};
@@ -179,7 +180,7 @@ pub struct EmitHub {
     store: Arc<dyn ChannelStore>,
     channels: RwLock<HashMap<Uuid, ManagedChannel>>,
     fanout: Fanout,
-    config: EmitHubConfig,
+    config: ArcSwap<EmitHubConfig>,
     cluster: Option<Arc<RedisBroker>>,
     limiters: Mutex<HashMap<Uuid, (u32, Arc<DefaultDirectRateLimiter>)>>,
     backup_dir: Option<PathBuf>,
@@ -240,7 +241,7 @@ impl EmitHub {
             store,
             channels: RwLock::default(),
             fanout,
-            config,
+            config: ArcSwap::from_pointee(config),
             cluster,
             limiters: Mutex::default(),
             backup_dir,
@@ -251,13 +252,26 @@ impl EmitHub {
         *write(&self.channels) = channels.into_iter().map(|c| (c.id, c)).collect();
     }
 
+    /// The configuration now.
+    pub fn config(&self) -> Arc<EmitHubConfig> {
+        self.config.load_full()
+    }
+
+    /// Replaces the configuration (a reload): new defaults apply to new channels, the
+    /// retention and message limits from the next message or purge. Where the channels are
+    /// kept and the backup schedule stay as they started.
+    pub fn set_config(&self, config: EmitHubConfig) {
+        self.config.store(Arc::new(config));
+    }
+
     /// The defaults of a new channel.
     pub fn default_settings(&self) -> ChannelSettings {
+        let config = self.config.load();
         ChannelSettings {
-            max_connections: self.config.max_connections,
-            allow_client_messages: self.config.allow_client_messages,
-            persist_messages: self.config.persist_messages,
-            rate_limit_per_minute: self.config.rate_limit_per_minute,
+            max_connections: config.max_connections,
+            allow_client_messages: config.allow_client_messages,
+            persist_messages: config.persist_messages,
+            rate_limit_per_minute: config.rate_limit_per_minute,
         }
     }
 
@@ -453,12 +467,7 @@ impl EmitHub {
                 message_type: message_type.clone(),
                 timestamp,
             };
-            Some(
-                self.store
-                    .append(id, new, self.config.max_messages_per_channel)
-                    .await?
-                    .sequence,
-            )
+            Some(self.keep(id, new).await?)
         } else {
             None
         };
@@ -485,9 +494,15 @@ impl EmitHub {
                 message_type: "ClientMessage".into(),
                 timestamp: model::now(),
             };
-            self.store.append(id, new, self.config.max_messages_per_channel).await?;
+            self.keep(id, new).await?;
         }
         Ok(())
+    }
+
+    /// Appends to a channel's history (within the kept count); the message's sequence.
+    async fn keep(&self, id: Uuid, message: NewMessage) -> Result<u64, EmitHubError> {
+        let keep = self.config.load().max_messages_per_channel;
+        Ok(self.store.append(id, message, keep).await?.sequence)
     }
 
     async fn publish(
@@ -529,7 +544,7 @@ impl EmitHub {
 
     /// Removes messages older than the retention period; how many.
     pub async fn purge(&self) -> Result<usize, EmitHubError> {
-        let days = self.config.message_retention_days;
+        let days = self.config.load().message_retention_days;
         if days == 0 {
             return Ok(0);
         }
@@ -576,10 +591,11 @@ impl EmitHub {
                 }
             }
         });
-        if self.config.auto_backup && self.backup_dir.is_some() {
+        let config = self.config();
+        if config.auto_backup && self.backup_dir.is_some() {
             let this = self.clone();
             let s = stop.clone();
-            let every = Duration::from_secs_f64(self.config.backup_interval_hours * 3600.0);
+            let every = Duration::from_secs_f64(config.backup_interval_hours * 3600.0);
             tasks.spawn(async move {
                 loop {
                     tokio::select! {

@@ -102,7 +102,8 @@ impl FromRequestParts<AppState> for ApiToken {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, st: &AppState) -> Result<Self, ApiError> {
-        let Some(expected) = st.config.server.api_token.as_deref() else {
+        let config = st.config.load();
+        let Some(expected) = config.server.api_token.as_deref() else {
             return Ok(Self);
         };
         let given = parts

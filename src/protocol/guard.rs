@@ -23,11 +23,11 @@ pub(crate) async fn http_limits(State(st): State<AppState>, req: Request, next: 
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let limit = st.config.server.max_payload_size;
+    let limit = st.config.load().server.max_payload_size;
     if declared.is_some_and(|n| n > limit as u64) {
         return closing(ApiError::too_large(limit).into_response());
     }
-    let timeout = st.config.server.http_request_timeout;
+    let timeout = st.config.load().server.http_request_timeout;
     match tokio::time::timeout(timeout, next.run(req)).await {
         Ok(response) => response,
         Err(_) => closing(
@@ -52,7 +52,7 @@ fn closing(mut response: Response) -> Response {
 /// Refuses state-changing requests from browser pages of foreign origins.
 pub(crate) async fn same_origin_writes(State(st): State<AppState>, req: Request, next: Next) -> Response {
     let reads = [Method::GET, Method::HEAD, Method::OPTIONS];
-    if !reads.contains(req.method()) && !origin_allowed(req.headers(), &st.config.server.cors_allowed_origins) {
+    if !reads.contains(req.method()) && !origin_allowed(req.headers(), &st.config.load().server.cors_allowed_origins) {
         return ApiError::new(
             StatusCode::FORBIDDEN,
             "origin_not_allowed",

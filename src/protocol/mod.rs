@@ -43,8 +43,9 @@ pub(crate) mod socket;
 
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use axum::extract::DefaultBodyLimit;
-use axum::http::{HeaderValue, Method};
+use axum::http::{HeaderName, HeaderValue, Method};
 use axum::Router;
 use tokio_util::task::TaskTracker;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
@@ -53,7 +54,7 @@ pub use error::ApiError;
 
 use crate::broadcasting::BroadcastManager;
 use crate::cluster::redis::RedisBroker;
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, ServerConfig};
 use crate::emithub::EmitHub;
 use crate::session::Node;
 
@@ -64,8 +65,8 @@ pub(crate) struct AppState {
     pub(crate) node: Arc<Node>,
     /// Publishes through the configured driver.
     pub(crate) manager: Arc<BroadcastManager>,
-    /// Configuration.
-    pub(crate) config: Arc<Config>,
+    /// Configuration, swapped whole on reload (handlers read it per request).
+    pub(crate) config: Arc<ArcSwap<Config>>,
     /// EmitHub managed channels.
     pub(crate) emithub: Arc<EmitHub>,
     /// This node's Redis broker when clustered.
@@ -78,16 +79,17 @@ pub(crate) struct AppState {
 
 /// The full router: every protocol's routes, health endpoints, guards and CORS.
 pub(crate) fn router(state: AppState) -> Result<Router, ConfigError> {
-    let cors = cors_layer(&state.config.server.cors_allowed_origins)?;
+    let config = state.config.load_full();
+    let cors = cors_layer(&config.server, state.config.clone())?;
     let router = Router::new()
         .merge(ops::routes())
-        .merge(native::routes(&state.config))
-        .merge(pusher::routes(&state.config))
-        .merge(emithub::routes(&state.config));
+        .merge(native::routes(&config))
+        .merge(pusher::routes(&config))
+        .merge(emithub::routes(&config));
     Ok(router
         .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)
-        .layer(DefaultBodyLimit::max(state.config.server.max_payload_size))
+        .layer(DefaultBodyLimit::max(config.server.max_payload_size))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             guard::same_origin_writes,
@@ -98,32 +100,48 @@ pub(crate) fn router(state: AppState) -> Result<Router, ConfigError> {
 }
 
 /// CORS for the configured origins (none by default: only pages served by this server
-/// itself may call the HTTP API from a browser).
-fn cors_layer(origins: &[String]) -> Result<CorsLayer, ConfigError> {
-    let layer = CorsLayer::new()
-        .allow_methods([
-            Method::GET,
-            Method::POST,
-            Method::PUT,
-            Method::PATCH,
-            Method::DELETE,
-            Method::OPTIONS,
-        ])
-        .allow_headers(Any);
-    if origins.iter().any(|o| o == "*") {
-        return Ok(layer.allow_origin(Any));
+/// itself may call the HTTP API from a browser). The origins are read from the live
+/// configuration on every request, so a reload applies them; methods, headers and max
+/// age are fixed at start.
+fn cors_layer(server: &ServerConfig, live: Arc<ArcSwap<Config>>) -> Result<CorsLayer, ConfigError> {
+    for origin in server.cors_allowed_origins.iter().filter(|o| *o != "*") {
+        check_origin(origin)?;
     }
-    let values = origins
+    let methods = server
+        .cors_allowed_methods
         .iter()
-        .map(|o| {
-            HeaderValue::from_str(o).map_err(|_| ConfigError::Invalid {
-                var: "CORS_ALLOWED_ORIGINS",
-                value: o.clone(),
-                reason: "expected origins such as https://example.com, comma-separated, or *".into(),
-            })
+        .filter_map(|m| Method::from_bytes(m.as_bytes()).ok())
+        .collect::<Vec<_>>();
+    let layer = CorsLayer::new()
+        .allow_methods(methods)
+        .max_age(server.cors_max_age)
+        .allow_origin(AllowOrigin::predicate(move |origin, _| {
+            let config = live.load();
+            let allowed = &config.server.cors_allowed_origins;
+            allowed
+                .iter()
+                .any(|a| a == "*" || a.as_bytes().eq_ignore_ascii_case(origin.as_bytes()))
+        }));
+    if server.cors_allowed_headers.iter().any(|h| h == "*") {
+        return Ok(layer.allow_headers(Any));
+    }
+    let headers = server
+        .cors_allowed_headers
+        .iter()
+        .filter_map(|h| HeaderName::from_bytes(h.as_bytes()).ok())
+        .collect::<Vec<_>>();
+    Ok(layer.allow_headers(headers))
+}
+
+/// An origin must be a valid header value (`https://example.com`).
+pub(crate) fn check_origin(origin: &str) -> Result<(), ConfigError> {
+    HeaderValue::from_str(origin)
+        .map(|_| ())
+        .map_err(|_| ConfigError::Invalid {
+            var: "CORS_ALLOWED_ORIGINS",
+            value: origin.to_string(),
+            reason: "expected origins such as https://example.com, comma-separated, or *".into(),
         })
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(layer.allow_origin(AllowOrigin::list(values)))
 }
 
 #[cfg(test)]

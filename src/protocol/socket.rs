@@ -18,7 +18,7 @@ const WRITE_BUFFER: usize = 8 * 1024;
 
 /// The upgrade with the server's buffer sizes and message limit.
 pub(crate) fn configure(ws: WebSocketUpgrade, st: &AppState) -> WebSocketUpgrade {
-    let limit = st.config.websocket.max_message_size;
+    let limit = st.config.load().websocket.max_message_size;
     ws.read_buffer_size(READ_BUFFER)
         .write_buffer_size(WRITE_BUFFER)
         .max_message_size(limit)

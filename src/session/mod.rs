@@ -22,6 +22,8 @@ pub mod testing;
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
@@ -45,8 +47,10 @@ pub const MAX_EVENT_NAME_LEN: usize = 200;
 /// Prefix of client event names.
 pub const CLIENT_EVENT_PREFIX: &str = "client-";
 
-/// The limits a node applies to every session.
-#[derive(Debug, Clone)]
+/// The limits a node applies to every session. A reload replaces them
+/// ([`Node::set_limits`]): new values apply to new sockets (and the connection count at
+/// once).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// Most sockets open or opening at once; 0 = no limit.
     pub max_connections: usize,
@@ -58,6 +62,27 @@ pub struct Limits {
     pub ping_interval: Duration,
     /// Time a pinged socket has to answer.
     pub ping_timeout: Duration,
+    /// The longest a socket may stay silent before it is closed (`None`: ping interval
+    /// plus ping timeout).
+    pub connection_timeout: Option<Duration>,
+}
+
+impl Limits {
+    /// When to ping a silent socket, and how long it then has to answer: the configured
+    /// values, shortened so that the whole silence stays within `connection_timeout`.
+    pub fn keepalive(&self) -> (Duration, Duration) {
+        match self.connection_timeout {
+            None => (self.ping_interval, self.ping_timeout),
+            Some(total) => {
+                let interval = if self.ping_interval < total {
+                    self.ping_interval
+                } else {
+                    total / 2
+                };
+                (interval, self.ping_timeout.min(total.saturating_sub(interval)))
+            }
+        }
+    }
 }
 
 impl Default for Limits {
@@ -68,6 +93,7 @@ impl Default for Limits {
             token_grace: Duration::from_secs(5),
             ping_interval: Duration::from_secs(30),
             ping_timeout: Duration::from_secs(10),
+            connection_timeout: None,
         }
     }
 }
@@ -83,13 +109,13 @@ pub struct Node {
     verifier: Option<Arc<JwtVerifier>>,
     lifecycle: Lifecycle,
     quotas: Arc<Quotas>,
-    limits: Limits,
+    limits: Arc<ArcSwap<Limits>>,
 }
 
 impl std::fmt::Debug for Node {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Node")
-            .field("limits", &self.limits)
+            .field("limits", &**self.limits.load())
             .finish_non_exhaustive()
     }
 }
@@ -113,7 +139,7 @@ impl Node {
             verifier,
             lifecycle: Lifecycle::default(),
             quotas: Arc::default(),
-            limits,
+            limits: Arc::new(ArcSwap::from_pointee(limits)),
         }
     }
 
@@ -165,9 +191,14 @@ impl Node {
         &self.lifecycle
     }
 
-    /// The session limits.
-    pub fn limits(&self) -> &Limits {
-        &self.limits
+    /// The session limits now.
+    pub fn limits(&self) -> Limits {
+        **self.limits.load()
+    }
+
+    /// Replaces the session limits (a configuration reload), for every clone of this node.
+    pub fn set_limits(&self, limits: Limits) {
+        self.limits.store(Arc::new(limits));
     }
 
     /// Verifies a token (`None`: no key configured, so no token can be accepted).
@@ -188,7 +219,7 @@ impl Node {
         if self.hub.is_shutting_down() {
             return Err(ConnectError::ShuttingDown);
         }
-        let max = self.limits.max_connections;
+        let max = self.limits.load().max_connections;
         let slot = self
             .hub
             .reserve_connection(max)
@@ -455,7 +486,7 @@ impl Session {
         let exp = self.identity.as_ref()?.expires_at?;
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         // `exp` comes from the client's token: an absurd one means "never", not a panic.
-        let left = Duration::from_secs(exp.saturating_sub(now)).checked_add(self.node.limits.token_grace)?;
+        let left = Duration::from_secs(exp.saturating_sub(now)).checked_add(self.node.limits().token_grace)?;
         Instant::now().checked_add(left)
     }
 
@@ -589,7 +620,7 @@ impl Session {
         data: Arc<RawValue>,
     ) -> Result<Channel, ClientEventError> {
         let wanted = Channel::parse(name).map_err(|_| ClientEventError::NotSubscribed)?;
-        let per_second = self.node.limits.client_events_per_second;
+        let per_second = self.node.limits().client_events_per_second;
         let joined = self
             .joined
             .iter()

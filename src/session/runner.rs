@@ -148,6 +148,7 @@ where
     T: Text,
     S: Socket<T>,
 {
+    tracing::debug!(socket_id = %session.id(), protocol = ?H::PROTOCOL, "socket opened");
     let served = AssertUnwindSafe(serve(&mut session, &mut socket, rx, &mut handler))
         .catch_unwind()
         .await;
@@ -156,7 +157,9 @@ where
         session.conn().close(CloseReason::INTERNAL_ERROR);
         close(&mut socket, CloseReason::INTERNAL_ERROR).await;
     }
+    let id = session.id();
     session.close().await;
+    tracing::debug!(socket_id = %id, "socket closed");
 }
 
 /// Sends a close frame (bounded by [`CLOSE_GRACE`]).
@@ -227,8 +230,7 @@ where
     S: Socket<T>,
 {
     let conn = s.conn().clone();
-    let interval = s.node().limits().ping_interval;
-    let timeout = s.node().limits().ping_timeout;
+    let (interval, timeout) = s.node().limits().keepalive();
     let opening = handler.on_open(s).await;
     if !answer(s, socket, opening).await {
         return;

@@ -48,7 +48,7 @@ fn json_body<T: serde::de::DeserializeOwned>(
 ) -> Result<T, ApiError> {
     let body = body.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::too_large(st.config.server.max_payload_size)
+            ApiError::too_large(st.config.load().server.max_payload_size)
         } else {
             ApiError::bad_json(e.body_text())
         }

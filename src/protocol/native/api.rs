@@ -77,7 +77,7 @@ pub(crate) async fn publish(
     }
     let body = body.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::too_large(st.config.server.max_payload_size)
+            ApiError::too_large(st.config.load().server.max_payload_size)
         } else {
             ApiError::bad_json(e.body_text())
         }

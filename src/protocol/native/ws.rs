@@ -190,7 +190,7 @@ impl Handler for NativeSession {
                 let user = s.identity().map(|u| u.user_id.clone());
                 let data = ConnectionEstablished {
                     socket_id: s.id().to_string(),
-                    activity_timeout: s.node().limits().ping_interval.as_secs(),
+                    activity_timeout: s.node().limits().keepalive().0.as_secs(),
                     user_id: user.as_deref(),
                 };
                 Reply::text(codec::frame("", "connection_established", &data))

@@ -64,11 +64,12 @@ impl FromRequest<AppState> for Signed {
         // Routes are /apps/{app_id}/...
         let app_id = parts.uri.path().split('/').nth(2).unwrap_or_default().to_string();
         let query = lowercase_query(parts.uri.query());
-        let body = axum::body::to_bytes(body, st.config.server.max_payload_size)
+        let body = axum::body::to_bytes(body, st.config.load().server.max_payload_size)
             .await
-            .map_err(|_| ApiError::too_large(st.config.server.max_payload_size))?;
+            .map_err(|_| ApiError::too_large(st.config.load().server.max_payload_size))?;
         let app = st
             .config
+            .load()
             .pusher
             .apps
             .by_id(&app_id)
@@ -91,7 +92,7 @@ impl FromRequest<AppState> for Signed {
 fn body_bytes(st: &AppState, body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
     body.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::too_large(st.config.server.max_payload_size)
+            ApiError::too_large(st.config.load().server.max_payload_size)
         } else {
             bad_request(e.body_text())
         }
@@ -126,7 +127,7 @@ fn prepare(st: &AppState, e: EventBody) -> Result<Prepared, ApiError> {
     if names.is_empty() {
         return Err(bad_request("give channels (array) or channel"));
     }
-    let max = st.config.pusher.max_channels_per_event;
+    let max = st.config.load().pusher.max_channels_per_event;
     if names.len() > max {
         return Err(bad_request(format!("at most {max} channels per event")));
     }
@@ -139,7 +140,7 @@ fn prepare(st: &AppState, e: EventBody) -> Result<Prepared, ApiError> {
         Value::String(s) => s.len(),
         other => other.to_string().len(),
     };
-    let max = st.config.pusher.max_event_size;
+    let max = st.config.load().pusher.max_event_size;
     if data_len > max {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -274,7 +275,7 @@ struct Batch {
 pub(crate) async fn batch_events(State(st): State<AppState>, signed: Signed) -> Result<Json<BatchResponse>, ApiError> {
     let batch: Batch =
         serde_json::from_slice(&signed.body).map_err(|e| bad_request(format!("invalid batch body: {e}")))?;
-    let max = st.config.pusher.max_batch_size;
+    let max = st.config.load().pusher.max_batch_size;
     if batch.batch.len() > max {
         return Err(bad_request(format!("at most {max} events per batch")));
     }
@@ -375,6 +376,7 @@ fn form_or_json(headers: &HeaderMap, body: &[u8]) -> HashMap<String, String> {
 
 fn default_app(st: &AppState) -> Result<PusherApp, ApiError> {
     st.config
+        .load()
         .pusher
         .apps
         .default_app()

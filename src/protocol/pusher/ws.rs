@@ -80,7 +80,8 @@ async fn refuse(upgraded: axum::extract::ws::WebSocket, code: u16, message: Stri
 
 /// The app for `key`, if it may connect with this protocol version.
 fn check(st: &AppState, key: &str, protocol: Option<&str>) -> Result<PusherApp, (u16, &'static str)> {
-    let Some(app) = st.config.pusher.apps.by_key(key) else {
+    let config = st.config.load();
+    let Some(app) = config.pusher.apps.by_key(key) else {
         return Err((codes::UNKNOWN_APP, "App key does not exist"));
     };
     if !app.enabled {
@@ -288,7 +289,7 @@ impl Handler for PusherSession {
     async fn on_open(&mut self, s: &mut Session) -> Reply {
         let data = Established {
             socket_id: s.id().to_string(),
-            activity_timeout: s.node().limits().ping_interval.as_secs(),
+            activity_timeout: s.node().limits().keepalive().0.as_secs(),
         };
         Reply::text(codec::message_encoded("pusher:connection_established", None, &data))
     }
