@@ -283,3 +283,45 @@ async fn log_format_json_writes_one_object_per_line() {
     assert!(entry["timestamp"].is_string());
     drop(child);
 }
+
+#[tokio::test]
+async fn a_reload_reaches_the_running_limits_and_emithub_defaults() {
+    use rustaxum::config::ConfigFile;
+    let read = |text: &str| {
+        let file = ConfigFile::parse(Path::new("emit_hub.toml"), text).unwrap();
+        rustaxum::Config::from_parts(&|k| (k == "EMIT_HUB_DB_PATH").then(|| ":memory:".into()), Some(file)).unwrap()
+    };
+    let app = rustaxum::Rustaxum::new(read("max_connections_per_channel = 10\n")).unwrap();
+    let server = common::start_app(app.clone()).await;
+    let fresh = read(
+        "max_connections_per_channel = 20\n[persistence]\nmessage_retention_days = 7\n\
+         [websocket]\nmax_connections = 1\nping_interval = 45\nmax_channels_per_connection = 5\n",
+    );
+    let done = app.reload(&fresh).unwrap();
+    let names: Vec<&str> = done.applied.iter().map(|v| v.name).collect();
+    assert_eq!(
+        names,
+        [
+            "EMIT_HUB_MAX_CONNECTIONS",
+            "BROADCAST_PING_INTERVAL",
+            "BROADCAST_MAX_CONNECTIONS",
+            "EMIT_HUB_MESSAGE_RETENTION_DAYS"
+        ]
+    );
+    assert_eq!(done.need_restart.iter().map(|v| v.name).collect::<Vec<_>>(), ["BROADCAST_MAX_CHANNELS_PER_CONNECTION"]);
+    assert_eq!(app.node().limits().max_connections, 1);
+    assert_eq!(app.node().limits().ping_interval, Duration::from_secs(45));
+    assert_eq!(app.emithub().default_settings().max_connections, 20);
+    assert_eq!(app.emithub().config().message_retention_days, 7);
+    assert_eq!(app.config().websocket.max_channels_per_connection, 100, "kept until a restart");
+    // The new connection limit holds for the next socket.
+    let (_first, _) = server.connect("/ws/general").await;
+    let refused = tokio_tungstenite::connect_async(server.ws_url("/ws/general")).await;
+    assert!(refused.is_err(), "a second socket is over BROADCAST_MAX_CONNECTIONS=1");
+    // A new host needs a restart: the running one is kept, the rest applies.
+    let moved = read("host = \"0.0.0.0\"\nmax_connections_per_channel = 30\n");
+    let done = app.reload(&moved).unwrap();
+    assert_eq!(done.need_restart.iter().map(|v| v.name).collect::<Vec<_>>(), ["BROADCAST_HOST"]);
+    assert_eq!(app.config().server.host.to_string(), "127.0.0.1");
+    assert_eq!(app.emithub().default_settings().max_connections, 30);
+}
