@@ -308,12 +308,19 @@ async fn a_reload_reaches_the_running_limits_and_emithub_defaults() {
             "EMIT_HUB_MESSAGE_RETENTION_DAYS"
         ]
     );
-    assert_eq!(done.need_restart.iter().map(|v| v.name).collect::<Vec<_>>(), ["BROADCAST_MAX_CHANNELS_PER_CONNECTION"]);
+    assert_eq!(
+        done.need_restart.iter().map(|v| v.name).collect::<Vec<_>>(),
+        ["BROADCAST_MAX_CHANNELS_PER_CONNECTION"]
+    );
     assert_eq!(app.node().limits().max_connections, 1);
     assert_eq!(app.node().limits().ping_interval, Duration::from_secs(45));
     assert_eq!(app.emithub().default_settings().max_connections, 20);
     assert_eq!(app.emithub().config().message_retention_days, 7);
-    assert_eq!(app.config().websocket.max_channels_per_connection, 100, "kept until a restart");
+    assert_eq!(
+        app.config().websocket.max_channels_per_connection,
+        100,
+        "kept until a restart"
+    );
     // The new connection limit holds for the next socket.
     let (_first, _) = server.connect("/ws/general").await;
     let refused = tokio_tungstenite::connect_async(server.ws_url("/ws/general")).await;
@@ -321,7 +328,10 @@ async fn a_reload_reaches_the_running_limits_and_emithub_defaults() {
     // A new host needs a restart: the running one is kept, the rest applies.
     let moved = read("host = \"0.0.0.0\"\nmax_connections_per_channel = 30\n");
     let done = app.reload(&moved).unwrap();
-    assert_eq!(done.need_restart.iter().map(|v| v.name).collect::<Vec<_>>(), ["BROADCAST_HOST"]);
+    assert_eq!(
+        done.need_restart.iter().map(|v| v.name).collect::<Vec<_>>(),
+        ["BROADCAST_HOST"]
+    );
     assert_eq!(app.config().server.host.to_string(), "127.0.0.1");
     assert_eq!(app.emithub().default_settings().max_connections, 30);
 }

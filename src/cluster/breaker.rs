@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use crate::sync::lock;
 
 /// The breaker's state, for health reports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum BreakerState {
     /// Calls go through.

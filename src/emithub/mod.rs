@@ -127,7 +127,7 @@ pub enum EmitHubError {
 }
 
 /// `POST /channels`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateChannel {
     /// The name.
@@ -141,7 +141,7 @@ pub struct CreateChannel {
 }
 
 /// `PATCH /channels/{id}`: what changes.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateChannel {
     /// A new name.
@@ -156,7 +156,7 @@ pub struct UpdateChannel {
 }
 
 /// What a broadcast did.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Broadcasted {
     /// The message id.
     pub id: Uuid,

@@ -12,7 +12,7 @@ use uuid::Uuid;
 /// | `Active` | accepted | receive | delivered |
 /// | `Paused` | accepted | stay open, receive nothing | 409 (not held) |
 /// | `Stopped` | refused (`denied`) | closed with 4010 | 409 |
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum ChannelStatus {
     /// Created, never started.
     Created,
@@ -65,7 +65,7 @@ impl Transition {
 }
 
 /// A channel's settings.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ChannelSettings {
     /// Most sockets on the channel at once (on each node).
     pub max_connections: usize,
@@ -80,7 +80,7 @@ pub struct ChannelSettings {
 
 /// Settings a request may leave out; what is missing takes the server's defaults (on
 /// create) or stays as it is (on update).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SettingsPatch {
     /// See [`ChannelSettings::max_connections`].
@@ -144,7 +144,7 @@ pub mod rfc3339 {
 }
 
 /// A managed channel, as the REST API shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ManagedChannel {
     /// Its id.
     pub id: Uuid,
@@ -180,7 +180,7 @@ pub fn hub_channel_name(id: Uuid) -> String {
 pub const HUB_PREFIX: &str = "emithub.";
 
 /// A kept message.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StoredMessage {
     /// Its id.
     pub id: Uuid,
@@ -197,7 +197,7 @@ pub struct StoredMessage {
 }
 
 /// A page of history, oldest first.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct MessagePage {
     /// The messages.
     pub messages: Vec<StoredMessage>,

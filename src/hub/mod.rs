@@ -133,7 +133,7 @@ pub struct StatsSnapshot {
 }
 
 /// One channel's live figures.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ChannelStats {
     /// The channel's kind.
     pub kind: ChannelKind,
@@ -145,7 +145,7 @@ pub struct ChannelStats {
 }
 
 /// Message counters since start.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct MessageCounters {
     /// Messages published (one per channel per broadcast).
     pub published: u64,

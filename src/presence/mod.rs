@@ -27,7 +27,7 @@ pub const MEMBER_ADDED: &str = "member_added";
 pub const MEMBER_REMOVED: &str = "member_removed";
 
 /// One member of a presence channel.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Member {
     /// The user id.
     pub user_id: String,

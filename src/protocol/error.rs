@@ -7,6 +7,15 @@ use serde_json::json;
 
 use crate::broadcasting::BroadcastError;
 
+/// The body of every HTTP error (for the API description; [`ApiError`] writes it).
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// A stable machine code, e.g. `not_found`, `validation_failed`, `rate_limited`.
+    pub error: String,
+    /// What went wrong, for humans.
+    pub message: String,
+}
+
 /// An HTTP API failure.
 #[derive(Debug)]
 pub struct ApiError {

@@ -85,7 +85,8 @@ fn count(event: &LifecycleEvent) {
     }
 }
 
-/// `GET /metrics`
+/// Prometheus metrics.
+#[utoipa::path(get, path = "/metrics", tag = "operations", security(("api_token" = [])), responses((status = 200, content_type = "text/plain", body = String, description = "Prometheus text format"), (status = 401, description = "missing or wrong `Authorization: Bearer <BROADCAST_API_TOKEN>` (when one is set)", body = crate::protocol::ErrorBody)))]
 pub(crate) async fn metrics(State(st): State<AppState>, _token: ApiToken) -> impl IntoResponse {
     let hub = st.node.hub();
     let snapshot = hub.snapshot();

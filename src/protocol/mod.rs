@@ -8,6 +8,8 @@
 //! - [`emithub`]: EmitHub managed channels: REST under `/api/v1`, WebSocket on
 //!   `/api/v1/channels/{id}/ws`.
 //! - [`ops`]: `/`, `/health`, `/ready`, `/metrics`.
+//! - `docs`: `/docs`, the OpenAPI description of every endpoint above, generated from
+//!   the handlers' `#[utoipa::path]` annotations.
 //! - shared: [`ApiError`] (JSON errors), request guards (timeouts, body limits, foreign
 //!   origins), credentials (where a token is found), the WebSocket adapter.
 //!
@@ -32,6 +34,7 @@
 //!    network) and the whole protocol through real sockets in `tests/`.
 
 pub(crate) mod credentials;
+mod docs;
 pub mod emithub;
 mod error;
 mod guard;
@@ -50,7 +53,7 @@ use axum::Router;
 use tokio_util::task::TaskTracker;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 
-pub use error::ApiError;
+pub use error::{ApiError, ErrorBody};
 
 use crate::broadcasting::BroadcastManager;
 use crate::cluster::redis::RedisBroker;
@@ -81,11 +84,14 @@ pub(crate) struct AppState {
 pub(crate) fn router(state: AppState) -> Result<Router, ConfigError> {
     let config = state.config.load_full();
     let cors = cors_layer(&config.server, state.config.clone())?;
-    let router = Router::new()
+    let (router, api) = utoipa_axum::router::OpenApiRouter::new()
         .merge(ops::routes())
         .merge(native::routes(&config))
         .merge(pusher::routes(&config))
-        .merge(emithub::routes(&config));
+        .merge(emithub::routes(&config))
+        .split_for_parts();
+    let api = docs::finish(api);
+    let router: Router<AppState> = router.merge(docs::routes(&api));
     Ok(router
         .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)

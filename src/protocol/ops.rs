@@ -2,25 +2,26 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use serde::Serialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::{ApiError, AppState};
 use crate::cluster::redis::BrokerStatus;
 use crate::cluster::Broker;
 
 /// The operations routes.
-pub(crate) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/", get(index))
-        .route("/health", get(health))
-        .route("/ready", get(ready))
-        .route("/metrics", get(super::metrics::metrics))
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(index))
+        .routes(routes!(health))
+        .routes(routes!(ready))
+        .routes(routes!(super::metrics::metrics))
 }
 
 /// `GET /`
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Index {
     /// `rustaxum`.
     pub name: &'static str,
@@ -29,7 +30,7 @@ pub struct Index {
 }
 
 /// `GET /health` and `GET /ready`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Status {
     /// `ok`, `ready`, `degraded` or `shutting_down`.
     pub status: &'static str,
@@ -41,7 +42,8 @@ pub struct Status {
     pub redis: Option<BrokerStatus>,
 }
 
-/// `GET /`: name and version.
+/// The server's name and version.
+#[utoipa::path(get, path = "/", tag = "operations", responses((status = 200, body = Index)))]
 pub(crate) async fn index() -> Json<Index> {
     Json(Index {
         name: "rustaxum",
@@ -49,7 +51,8 @@ pub(crate) async fn index() -> Json<Index> {
     })
 }
 
-/// `GET /health`: the process is up.
+/// Liveness: the process is up.
+#[utoipa::path(get, path = "/health", tag = "operations", responses((status = 200, body = Status)))]
 pub(crate) async fn health() -> Json<Status> {
     Json(Status {
         status: "ok",
@@ -58,8 +61,8 @@ pub(crate) async fn health() -> Json<Status> {
     })
 }
 
-/// `GET /ready`: 200 while serving; 503 while shutting down, or `degraded` while a
-/// clustered node cannot reach Redis (it still serves its own sockets).
+/// Readiness: 200 while serving; 503 while shutting down or while the cluster link is degraded.
+#[utoipa::path(get, path = "/ready", tag = "operations", responses((status = 200, body = Status, description = "serving"), (status = 503, body = Status, description = "shutting down, or the cluster is degraded")))]
 pub(crate) async fn ready(State(st): State<AppState>) -> (StatusCode, Json<Status>) {
     if st.node.hub().is_shutting_down() {
         let status = Status {

@@ -431,7 +431,7 @@ impl RedisBroker {
 }
 
 /// A broker's health and counters (`redis` in `/ready` and the stats).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct BrokerStatus {
     /// This node's id.
     pub node_id: String,

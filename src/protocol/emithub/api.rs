@@ -58,7 +58,8 @@ fn json_body<T: serde::de::DeserializeOwned>(
     serde_json::from_value(value).map_err(|e| ApiError::unprocessable(e.to_string()))
 }
 
-/// `POST /api/v1/channels`: 201 and the channel.
+/// Creates a channel (status `Created`); settings left out take the server's defaults.
+#[utoipa::path(post, path = "/api/v1/channels", tag = "emithub", security(("api_token" = [])), request_body(content = CreateChannel, description = "JSON, whatever the Content-Type"), responses((status = 201, body = ManagedChannel), (status = 400, description = "the body is not JSON", body = crate::protocol::ErrorBody), (status = 401, description = "missing or wrong `Authorization: Bearer <BROADCAST_API_TOKEN>` (when one is set)", body = crate::protocol::ErrorBody), (status = 422, description = "invalid request", body = crate::protocol::ErrorBody), (status = 503, description = "the store or the cluster is unavailable", body = crate::protocol::ErrorBody)))]
 pub(crate) async fn create(
     State(st): State<AppState>,
     _token: ApiToken,
@@ -70,7 +71,8 @@ pub(crate) async fn create(
 }
 
 /// `GET /api/v1/channels`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = EmitHubChannelList)]
 pub struct ChannelList {
     /// Every channel, oldest first.
     pub channels: Vec<ManagedChannel>,
@@ -78,7 +80,8 @@ pub struct ChannelList {
     pub count: usize,
 }
 
-/// `GET /api/v1/channels`
+/// Lists every channel, oldest first.
+#[utoipa::path(get, path = "/api/v1/channels", tag = "emithub", security(("api_token" = [])), responses((status = 200, body = ChannelList), (status = 401, description = "missing or wrong `Authorization: Bearer <BROADCAST_API_TOKEN>` (when one is set)", body = crate::protocol::ErrorBody)))]
 pub(crate) async fn list(State(st): State<AppState>, _token: ApiToken) -> Json<ChannelList> {
     let channels = st.emithub.list();
     Json(ChannelList {
@@ -88,7 +91,7 @@ pub(crate) async fn list(State(st): State<AppState>, _token: ApiToken) -> Json<C
 }
 
 /// `GET /api/v1/channels/{id}`: the channel and its sockets on this node.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ChannelView {
     /// The channel.
     #[serde(flatten)]
@@ -97,7 +100,8 @@ pub struct ChannelView {
     pub connections: usize,
 }
 
-/// `GET /api/v1/channels/{id}`
+/// One channel, with the number of sockets connected to it on this node.
+#[utoipa::path(get, path = "/api/v1/channels/{id}", tag = "emithub", security(("api_token" = [])), params(("id" = String, Path, description = "the channel id (a UUID)")), responses((status = 200, body = ChannelView), (status = 401, description = "missing or wrong `Authorization: Bearer <BROADCAST_API_TOKEN>` (when one is set)", body = crate::protocol::ErrorBody), (status = 404, description = "no such channel", body = crate::protocol::ErrorBody)))]
 pub(crate) async fn get(
     State(st): State<AppState>,
     _token: ApiToken,
@@ -114,7 +118,8 @@ async fn transition(st: &AppState, raw: &str, t: Transition) -> Result<Json<Mana
     Ok(Json(st.emithub.transition(id(raw)?, t).await?))
 }
 
-/// `PUT /api/v1/channels/{id}/start`
+/// Starts a channel (from any state): sockets may join and broadcasts are delivered.
+#[utoipa::path(put, path = "/api/v1/channels/{id}/start", tag = "emithub", security(("api_token" = [])), params(("id" = String, Path, description = "the channel id (a UUID)")), responses((status = 200, body = ManagedChannel, description = "now Active"), (status = 401, description = "missing or wrong `Authorization: Bearer <BROADCAST_API_TOKEN>` (when one is set)", body = crate::protocol::ErrorBody), (status = 404, description = "no such channel", body = crate::protocol::ErrorBody)))]
 pub(crate) async fn start(
     State(st): State<AppState>,
     _token: ApiToken,
@@ -123,7 +128,8 @@ pub(crate) async fn start(
     transition(&st, &raw, Transition::Start).await
 }
 
-/// `PUT /api/v1/channels/{id}/pause`
+/// Pauses an Active channel: its sockets stay open, broadcasts are refused with 409 (not held).
+#[utoipa::path(put, path = "/api/v1/channels/{id}/pause", tag = "emithub", security(("api_token" = [])), params(("id" = String, Path, description = "the channel id (a UUID)")), responses((status = 200, body = ManagedChannel, description = "now Paused"), (status = 401, description = "missing or wrong `Authorization: Bearer <BROADCAST_API_TOKEN>` (when one is set)", body = crate::protocol::ErrorBody), (status = 404, description = "no such channel", body = crate::protocol::ErrorBody), (status = 409, description = "only an Active channel can be paused", body = crate::protocol::ErrorBody)))]
 pub(crate) async fn pause(
     State(st): State<AppState>,
     _token: ApiToken,
@@ -132,7 +138,8 @@ pub(crate) async fn pause(
     transition(&st, &raw, Transition::Pause).await
 }
 
-/// `PUT /api/v1/channels/{id}/stop`
+/// Stops a channel: its sockets are closed with 4010 and new ones are denied.
+#[utoipa::path(put, path = "/api/v1/channels/{id}/stop", tag = "emithub", security(("api_token" = [])), params(("id" = String, Path, description = "the channel id (a UUID)")), responses((status = 200, body = ManagedChannel, description = "now Stopped; its sockets are closed with 4010"), (status = 401, description = "missing or wrong `Authorization: Bearer <BROADCAST_API_TOKEN>` (when one is set)", body = crate::protocol::ErrorBody), (status = 404, description = "no such channel", body = crate::protocol::ErrorBody)))]
 pub(crate) async fn stop(
     State(st): State<AppState>,
     _token: ApiToken,
@@ -141,7 +148,8 @@ pub(crate) async fn stop(
     transition(&st, &raw, Transition::Stop).await
 }
 
-/// `PATCH /api/v1/channels/{id}`: name, description, settings.
+/// Changes a channel's name, description or settings (what is left out stays).
+#[utoipa::path(patch, path = "/api/v1/channels/{id}", tag = "emithub", security(("api_token" = [])), params(("id" = String, Path, description = "the channel id (a UUID)")), request_body = UpdateChannel, responses((status = 200, body = ManagedChannel), (status = 400, description = "the body is not JSON", body = crate::protocol::ErrorBody), (status = 401, description = "missing or wrong `Authorization: Bearer <BROADCAST_API_TOKEN>` (when one is set)", body = crate::protocol::ErrorBody), (status = 404, description = "no such channel", body = crate::protocol::ErrorBody), (status = 422, description = "invalid request", body = crate::protocol::ErrorBody)))]
 pub(crate) async fn update(
     State(st): State<AppState>,
     _token: ApiToken,
@@ -152,7 +160,8 @@ pub(crate) async fn update(
     Ok(Json(st.emithub.update(id(&raw)?, request).await?))
 }
 
-/// `DELETE /api/v1/channels/{id}`: 204.
+/// Deletes a channel and its history; its sockets are closed with 4011.
+#[utoipa::path(delete, path = "/api/v1/channels/{id}", tag = "emithub", security(("api_token" = [])), params(("id" = String, Path, description = "the channel id (a UUID)")), responses((status = 204, description = "deleted with its history; its sockets are closed with 4011"), (status = 401, description = "missing or wrong `Authorization: Bearer <BROADCAST_API_TOKEN>` (when one is set)", body = crate::protocol::ErrorBody), (status = 404, description = "no such channel", body = crate::protocol::ErrorBody)))]
 pub(crate) async fn delete(
     State(st): State<AppState>,
     _token: ApiToken,
@@ -163,7 +172,7 @@ pub(crate) async fn delete(
 }
 
 /// The body of `POST /api/v1/channels/{id}/broadcast`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct BroadcastRequest {
     content: String,
@@ -171,7 +180,8 @@ struct BroadcastRequest {
     message_type: Option<String>,
 }
 
-/// `POST /api/v1/channels/{id}/broadcast`
+/// Sends `content` to every socket of an Active channel (kept when `persist_messages`).
+#[utoipa::path(post, path = "/api/v1/channels/{id}/broadcast", tag = "emithub", security(("api_token" = [])), params(("id" = String, Path, description = "the channel id (a UUID)")), request_body(content = BroadcastRequest, description = "JSON, whatever the Content-Type"), responses((status = 200, body = Broadcasted), (status = 400, description = "the body is not JSON", body = crate::protocol::ErrorBody), (status = 401, description = "missing or wrong `Authorization: Bearer <BROADCAST_API_TOKEN>` (when one is set)", body = crate::protocol::ErrorBody), (status = 404, description = "no such channel", body = crate::protocol::ErrorBody), (status = 409, description = "the channel is Created, Paused or Stopped (refused, not held)", body = crate::protocol::ErrorBody), (status = 429, description = "over the channel's rate_limit_per_minute", body = crate::protocol::ErrorBody), (status = 503, description = "the store or the cluster is unavailable", body = crate::protocol::ErrorBody)))]
 pub(crate) async fn broadcast(
     State(st): State<AppState>,
     _token: ApiToken,
@@ -197,8 +207,8 @@ pub(crate) struct Paging {
     before: Option<u64>,
 }
 
-/// `GET /api/v1/channels/{id}/messages?limit=50&before=SEQ`: persisted history, oldest
-/// first; `next_before` pages back.
+/// A page of the channel's persisted messages, oldest first; `next_before` pages back.
+#[utoipa::path(get, path = "/api/v1/channels/{id}/messages", tag = "emithub", security(("api_token" = [])), params(("id" = String, Path, description = "the channel id (a UUID)"), ("limit" = Option<usize>, Query, description = "1 to 500, default 50"), ("before" = Option<u64>, Query, description = "a sequence: the page before it (`next_before` of the previous page)")), responses((status = 200, body = MessagePage), (status = 401, description = "missing or wrong `Authorization: Bearer <BROADCAST_API_TOKEN>` (when one is set)", body = crate::protocol::ErrorBody), (status = 404, description = "no such channel", body = crate::protocol::ErrorBody)))]
 pub(crate) async fn messages(
     State(st): State<AppState>,
     _token: ApiToken,
@@ -210,13 +220,14 @@ pub(crate) async fn messages(
 }
 
 /// `POST /api/v1/backup`: a backup now.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct BackupDone {
     /// The backup file.
     pub path: String,
 }
 
-/// `POST /api/v1/backup`
+/// Writes a consistent copy of the database to `backups/` beside it, while serving.
+#[utoipa::path(post, path = "/api/v1/backup", tag = "emithub", security(("api_token" = [])), responses((status = 200, body = BackupDone), (status = 401, description = "missing or wrong `Authorization: Bearer <BROADCAST_API_TOKEN>` (when one is set)", body = crate::protocol::ErrorBody), (status = 422, description = "the database is in memory", body = crate::protocol::ErrorBody), (status = 503, description = "the store or the cluster is unavailable", body = crate::protocol::ErrorBody)))]
 pub(crate) async fn backup(State(st): State<AppState>, _token: ApiToken) -> Result<Json<BackupDone>, ApiError> {
     let path = st.emithub.backup().await?;
     Ok(Json(BackupDone {
@@ -225,7 +236,7 @@ pub(crate) async fn backup(State(st): State<AppState>, _token: ApiToken) -> Resu
 }
 
 /// `GET /api/v1/health`
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Health {
     /// `healthy`.
     pub status: &'static str,
@@ -237,7 +248,8 @@ pub struct Health {
     pub timestamp: String,
 }
 
-/// `GET /api/v1/health`
+/// The EmitHub health check: the process is up.
+#[utoipa::path(get, path = "/api/v1/health", tag = "emithub", responses((status = 200, body = Health)))]
 pub(crate) async fn health() -> Json<Health> {
     Json(Health {
         status: "healthy",
@@ -248,7 +260,7 @@ pub(crate) async fn health() -> Json<Health> {
 }
 
 /// `GET /api/v1/ready`
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Ready {
     /// `ready` or `not_ready`.
     pub status: &'static str,
@@ -257,7 +269,7 @@ pub struct Ready {
 }
 
 /// The checks of `/api/v1/ready`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Checks {
     /// `ok`, or what failed.
     pub database: String,
@@ -265,7 +277,8 @@ pub struct Checks {
     pub memory: &'static str,
 }
 
-/// `GET /api/v1/ready`: 200 when the database answers, 503 otherwise.
+/// The EmitHub readiness check: 200 when the database answers, 503 otherwise.
+#[utoipa::path(get, path = "/api/v1/ready", tag = "emithub", responses((status = 200, body = Ready), (status = 503, body = Ready, description = "the database does not answer, or the server is shutting down")))]
 pub(crate) async fn ready(State(st): State<AppState>) -> (StatusCode, Json<Ready>) {
     let (code, status, database) = match st.emithub.check().await {
         Ok(()) if !st.node.hub().is_shutting_down() => (StatusCode::OK, "ready", "ok".to_string()),

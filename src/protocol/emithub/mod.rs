@@ -10,8 +10,8 @@ mod api;
 pub mod codec;
 mod ws;
 
-use axum::routing::{get, post, put};
-use axum::Router;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub use api::{BackupDone, ChannelList, ChannelView, Checks, Health, Ready};
 
@@ -19,23 +19,20 @@ use super::AppState;
 use crate::config::Config;
 
 /// EmitHub's routes (the WebSocket only when enabled).
-pub(crate) fn routes(config: &Config) -> Router<AppState> {
-    let mut router = Router::new()
-        .route("/api/v1/health", get(api::health))
-        .route("/api/v1/ready", get(api::ready))
-        .route("/api/v1/backup", post(api::backup))
-        .route("/api/v1/channels", post(api::create).get(api::list))
-        .route(
-            "/api/v1/channels/{id}",
-            get(api::get).patch(api::update).delete(api::delete),
-        )
-        .route("/api/v1/channels/{id}/start", put(api::start))
-        .route("/api/v1/channels/{id}/pause", put(api::pause))
-        .route("/api/v1/channels/{id}/stop", put(api::stop))
-        .route("/api/v1/channels/{id}/broadcast", post(api::broadcast))
-        .route("/api/v1/channels/{id}/messages", get(api::messages));
+pub(crate) fn routes(config: &Config) -> OpenApiRouter<AppState> {
+    let mut router = OpenApiRouter::new()
+        .routes(routes!(api::health))
+        .routes(routes!(api::ready))
+        .routes(routes!(api::backup))
+        .routes(routes!(api::create, api::list))
+        .routes(routes!(api::get, api::update, api::delete))
+        .routes(routes!(api::start))
+        .routes(routes!(api::pause))
+        .routes(routes!(api::stop))
+        .routes(routes!(api::broadcast))
+        .routes(routes!(api::messages));
     if config.websocket.enabled {
-        router = router.route("/api/v1/channels/{id}/ws", get(ws::upgrade));
+        router = router.routes(routes!(ws::upgrade));
     }
     router
 }

@@ -23,7 +23,8 @@ use crate::session::{ClientEventError, JoinAs, JoinError, Refusal, Session};
 
 type Upgrade = Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>;
 
-/// `GET /api/v1/channels/{id}/ws`
+/// Joins a channel over WebSocket (while it is Active or Paused).
+#[utoipa::path(get, path = "/api/v1/channels/{id}/ws", tag = "emithub", params(("id" = String, Path, description = "the channel id")), responses((status = 101, description = "WebSocket of the channel: `connected`, then `broadcast` and `client_message` messages; `denied` and a close (4000 not found, 4003 not active, 4100 full) when it cannot join")))]
 pub(crate) async fn upgrade(State(st): State<AppState>, Path(id): Path<String>, ws: Upgrade) -> Response {
     let ws = match ws {
         Ok(ws) => socket::configure(ws, &st),

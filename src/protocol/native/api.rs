@@ -24,7 +24,7 @@ use crate::protocol::{ApiError, AppState};
 pub const MAX_CHANNELS_PER_PUBLISH: usize = 100;
 
 /// The body of `POST /api/broadcast`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PublishRequest {
     #[serde(default)]
@@ -39,7 +39,7 @@ struct PublishRequest {
 }
 
 /// The answer of `POST /api/broadcast`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Published {
     /// Always `true`.
     pub ok: bool,
@@ -59,7 +59,8 @@ fn is_json(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"))
 }
 
-/// `POST /api/broadcast`: `{"channels":[..] | "channel":"..", "event":"..", "data":{..}, "socket_id":".."}`.
+/// Publishes an event to one or more channels.
+#[utoipa::path(post, path = "/api/broadcast", tag = "native", security(("api_token" = [])), request_body = PublishRequest, responses((status = 200, body = Published), (status = 400, description = "the body is not JSON", body = crate::protocol::ErrorBody), (status = 401, description = "missing or wrong `Authorization: Bearer <BROADCAST_API_TOKEN>` (when one is set)", body = crate::protocol::ErrorBody), (status = 413, description = "the body is larger than BROADCAST_MAX_PAYLOAD_SIZE", body = crate::protocol::ErrorBody), (status = 415, description = "the Content-Type is not application/json", body = crate::protocol::ErrorBody), (status = 422, description = "invalid request", body = crate::protocol::ErrorBody), (status = 503, description = "the store or the cluster is unavailable", body = crate::protocol::ErrorBody)))]
 pub(crate) async fn publish(
     State(st): State<AppState>,
     _token: ApiToken,
@@ -179,7 +180,8 @@ async fn node_stats(st: &AppState, scope: &'static str) -> NodeStats {
     }
 }
 
-/// `GET /api/broadcast/stats[?scope=cluster]`: this node, or every live node summed.
+/// Connections, channels, message counters, the driver, the queue and Redis: this node or the whole cluster.
+#[utoipa::path(get, path = "/api/broadcast/stats", tag = "native", security(("api_token" = [])), params(("scope" = Option<String>, Query, description = "`local` (default) or `cluster` (every live node summed)")), responses((status = 200, body = Object, description = "connections, channels, message counters, uptime, driver, queue, Redis"), (status = 401, description = "missing or wrong `Authorization: Bearer <BROADCAST_API_TOKEN>` (when one is set)", body = crate::protocol::ErrorBody), (status = 422, description = "invalid request", body = crate::protocol::ErrorBody)))]
 pub(crate) async fn stats(
     State(st): State<AppState>,
     _token: ApiToken,
@@ -200,7 +202,7 @@ pub(crate) async fn stats(
 }
 
 /// One entry of `GET /api/broadcast/channels`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ChannelEntry {
     /// The canonical name.
     pub name: String,
@@ -210,7 +212,7 @@ pub struct ChannelEntry {
 }
 
 /// `GET /api/broadcast/channels`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ChannelList {
     /// Occupied channels, by name.
     pub channels: Vec<ChannelEntry>,
@@ -218,7 +220,8 @@ pub struct ChannelList {
     pub count: usize,
 }
 
-/// `GET /api/broadcast/channels`: occupied channels with kind and subscribers.
+/// Occupied channels with their kind and subscribers.
+#[utoipa::path(get, path = "/api/broadcast/channels", tag = "native", security(("api_token" = [])), responses((status = 200, body = ChannelList), (status = 401, description = "missing or wrong `Authorization: Bearer <BROADCAST_API_TOKEN>` (when one is set)", body = crate::protocol::ErrorBody)))]
 pub(crate) async fn channels(State(st): State<AppState>, _token: ApiToken) -> Json<ChannelList> {
     let snapshot = snapshot_with_members(&st).await;
     let channels: Vec<ChannelEntry> = snapshot
@@ -233,7 +236,7 @@ pub(crate) async fn channels(State(st): State<AppState>, _token: ApiToken) -> Js
 }
 
 /// `GET /api/broadcast/channels/{name}/users`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Users {
     /// The presence channel.
     pub channel: String,
@@ -243,7 +246,8 @@ pub struct Users {
     pub count: usize,
 }
 
-/// `GET /api/broadcast/channels/{name}/users`: a presence channel's members.
+/// A presence channel's members.
+#[utoipa::path(get, path = "/api/broadcast/channels/{name}/users", tag = "native", security(("api_token" = [])), params(("name" = String, Path, description = "a presence channel")), responses((status = 200, body = Users), (status = 401, description = "missing or wrong `Authorization: Bearer <BROADCAST_API_TOKEN>` (when one is set)", body = crate::protocol::ErrorBody), (status = 422, description = "invalid request", body = crate::protocol::ErrorBody), (status = 503, description = "the store or the cluster is unavailable", body = crate::protocol::ErrorBody)))]
 pub(crate) async fn channel_users(
     State(st): State<AppState>,
     _token: ApiToken,

@@ -9,8 +9,8 @@ mod api;
 pub mod codec;
 mod ws;
 
-use axum::routing::{get, post};
-use axum::Router;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub use api::{ChannelEntry, ChannelList, NodeStats, Published, QueueStats, Users, MAX_CHANNELS_PER_PUBLISH};
 
@@ -18,16 +18,16 @@ use super::AppState;
 use crate::config::Config;
 
 /// The native protocol's routes (WebSocket ones only when enabled).
-pub(crate) fn routes(config: &Config) -> Router<AppState> {
-    let mut router = Router::new()
-        .route("/api/broadcast", post(api::publish))
-        .route("/api/broadcast/stats", get(api::stats))
-        .route("/api/broadcast/channels", get(api::channels))
-        .route("/api/broadcast/channels/{name}/users", get(api::channel_users));
+pub(crate) fn routes(config: &Config) -> OpenApiRouter<AppState> {
+    let mut router = OpenApiRouter::new()
+        .routes(routes!(api::publish))
+        .routes(routes!(api::stats))
+        .routes(routes!(api::channels))
+        .routes(routes!(api::channel_users));
     if config.websocket.enabled {
         router = router
-            .route("/ws", get(ws::upgrade_query))
-            .route("/ws/{channel}", get(ws::upgrade_path));
+            .routes(routes!(ws::upgrade_query))
+            .routes(routes!(ws::upgrade_path));
     }
     router
 }

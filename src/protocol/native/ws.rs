@@ -21,7 +21,8 @@ use crate::session::{JoinAs, JoinError, Refusal, Session, CLIENT_EVENT_PREFIX};
 
 type Upgrade = Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>;
 
-/// `GET /ws?channel=..`
+/// Opens a native protocol connection, optionally joining `channel`.
+#[utoipa::path(get, path = "/ws", tag = "native", params(("channel" = Option<String>, Query, description = "a channel to join at once"), ("auth_token" = Option<String>, Query, description = "a JWT (or `Authorization: Bearer`, or the `access_token.<JWT>` subprotocol)")), responses((status = 101, description = "WebSocket of the native protocol"), (status = 401, description = "the token is missing or invalid for a private channel"), (status = 403, description = "the channel is not allowed"), (status = 503, description = "BROADCAST_MAX_CONNECTIONS reached")))]
 pub(crate) async fn upgrade_query(
     State(st): State<AppState>,
     Query(query): Query<HashMap<String, String>>,
@@ -32,7 +33,8 @@ pub(crate) async fn upgrade_query(
     upgrade(st, ws, channel, &headers, &query)
 }
 
-/// `GET /ws/{channel}`
+/// Opens a native protocol connection joined to a channel.
+#[utoipa::path(get, path = "/ws/{channel}", tag = "native", params(("channel" = String, Path, description = "the channel to join"), ("auth_token" = Option<String>, Query, description = "a JWT")), responses((status = 101, description = "WebSocket of the native protocol, subscribed to the channel"), (status = 401, description = "the token is missing or invalid"), (status = 403, description = "the channel is not allowed")))]
 pub(crate) async fn upgrade_path(
     State(st): State<AppState>,
     Path(channel): Path<String>,

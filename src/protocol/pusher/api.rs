@@ -99,7 +99,7 @@ fn body_bytes(st: &AppState, body: Result<Bytes, BytesRejection>) -> Result<Byte
     })
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct EventBody {
     name: String,
     data: Value,
@@ -176,7 +176,7 @@ fn prepare(st: &AppState, e: EventBody) -> Result<Prepared, ApiError> {
 }
 
 /// What `info=` asked about a channel (and `occupied` for a single channel).
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, utoipa::ToSchema)]
 pub struct ChannelInfo {
     /// Sockets subscribed on this node.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -190,7 +190,7 @@ pub struct ChannelInfo {
 }
 
 /// The answer of `events`: `{}`, or the channels' info when `info` was given.
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, utoipa::ToSchema)]
 pub struct EventsResponse {
     /// Info by channel (Pusher spelling).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -198,7 +198,7 @@ pub struct EventsResponse {
 }
 
 /// The answer of `batch_events`: `{}`, or each event's channels' info.
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, utoipa::ToSchema)]
 pub struct BatchResponse {
     /// Per event, info by channel.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -206,28 +206,28 @@ pub struct BatchResponse {
 }
 
 /// The answer of `GET channels`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ChannelsResponse {
     /// Occupied channels (Pusher spelling) with the info asked for.
     pub channels: BTreeMap<String, ChannelInfo>,
 }
 
 /// One user of a presence channel.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct UserId {
     /// The user id.
     pub id: String,
 }
 
 /// The answer of `GET channels/{name}/users`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct UsersResponse {
     /// The members.
     pub users: Vec<UserId>,
 }
 
 /// An empty JSON object, Pusher's answer when there is nothing to say.
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, utoipa::ToSchema)]
 pub struct Empty {}
 
 async fn publish(st: &AppState, p: &Prepared) -> Result<Option<BTreeMap<String, ChannelInfo>>, ApiError> {
@@ -257,7 +257,8 @@ async fn channel_info(st: &AppState, channel: &Channel, info: &[String]) -> Resu
     Ok(out)
 }
 
-/// `POST /apps/{app_id}/events`
+/// Triggers an event on up to `PUSHER_MAX_CHANNELS_PER_EVENT` channels (signed request).
+#[utoipa::path(post, path = "/apps/{app_id}/events", tag = "pusher", params(("app_id" = String, Path)), request_body = EventBody, responses((status = 200, body = EventsResponse), (status = 401, description = "missing or invalid request signature", body = crate::protocol::ErrorBody), (status = 403, description = "the app is disabled", body = crate::protocol::ErrorBody), (status = 413, description = "the data is larger than PUSHER_MAX_EVENT_SIZE", body = crate::protocol::ErrorBody)))]
 pub(crate) async fn events(State(st): State<AppState>, signed: Signed) -> Result<Json<EventsResponse>, ApiError> {
     let e: EventBody =
         serde_json::from_slice(&signed.body).map_err(|e| bad_request(format!("invalid event body: {e}")))?;
@@ -266,12 +267,13 @@ pub(crate) async fn events(State(st): State<AppState>, signed: Signed) -> Result
     Ok(Json(EventsResponse { channels }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct Batch {
     batch: Vec<EventBody>,
 }
 
-/// `POST /apps/{app_id}/batch_events`
+/// Triggers up to `PUSHER_MAX_BATCH_SIZE` events at once (signed request).
+#[utoipa::path(post, path = "/apps/{app_id}/batch_events", tag = "pusher", params(("app_id" = String, Path)), request_body = Batch, responses((status = 200, body = BatchResponse), (status = 401, description = "missing or invalid request signature", body = crate::protocol::ErrorBody), (status = 400, description = "more events than PUSHER_MAX_BATCH_SIZE", body = crate::protocol::ErrorBody)))]
 pub(crate) async fn batch_events(State(st): State<AppState>, signed: Signed) -> Result<Json<BatchResponse>, ApiError> {
     let batch: Batch =
         serde_json::from_slice(&signed.body).map_err(|e| bad_request(format!("invalid batch body: {e}")))?;
@@ -295,7 +297,8 @@ pub(crate) async fn batch_events(State(st): State<AppState>, signed: Signed) -> 
     }))
 }
 
-/// `GET /apps/{app_id}/channels?filter_by_prefix=..&info=user_count`
+/// Occupied channels, optionally filtered by prefix (signed request).
+#[utoipa::path(get, path = "/apps/{app_id}/channels", tag = "pusher", params(("app_id" = String, Path), ("filter_by_prefix" = Option<String>, Query), ("info" = Option<String>, Query, description = "`user_count` (presence- prefix only)")), responses((status = 200, body = ChannelsResponse), (status = 401, description = "missing or invalid request signature", body = crate::protocol::ErrorBody)))]
 pub(crate) async fn channels(State(st): State<AppState>, signed: Signed) -> Result<Json<ChannelsResponse>, ApiError> {
     let query = signed.query;
     let prefix = query.get("filter_by_prefix").cloned().unwrap_or_default();
@@ -316,7 +319,8 @@ pub(crate) async fn channels(State(st): State<AppState>, signed: Signed) -> Resu
     Ok(Json(ChannelsResponse { channels }))
 }
 
-/// `GET /apps/{app_id}/channels/{channel_name}?info=subscription_count,user_count`
+/// One channel's state: occupied, subscription and user counts (signed request).
+#[utoipa::path(get, path = "/apps/{app_id}/channels/{name}", tag = "pusher", params(("app_id" = String, Path), ("name" = String, Path), ("info" = Option<String>, Query, description = "`subscription_count`, `user_count`")), responses((status = 200, body = ChannelInfo), (status = 401, description = "missing or invalid request signature", body = crate::protocol::ErrorBody)))]
 pub(crate) async fn channel(
     State(st): State<AppState>,
     Path((_app_id, name)): Path<(String, String)>,
@@ -330,7 +334,8 @@ pub(crate) async fn channel(
     Ok(Json(body))
 }
 
-/// `GET /apps/{app_id}/channels/{channel_name}/users`
+/// A presence channel's users (signed request).
+#[utoipa::path(get, path = "/apps/{app_id}/channels/{name}/users", tag = "pusher", params(("app_id" = String, Path), ("name" = String, Path, description = "a presence channel")), responses((status = 200, body = UsersResponse), (status = 401, description = "missing or invalid request signature", body = crate::protocol::ErrorBody)))]
 pub(crate) async fn channel_users(
     State(st): State<AppState>,
     Path((_app_id, name)): Path<(String, String)>,
@@ -345,7 +350,8 @@ pub(crate) async fn channel_users(
     Ok(Json(UsersResponse { users }))
 }
 
-/// `POST /apps/{app_id}/users/{user_id}/terminate_connections`
+/// Closes every connection of a user, on every node (signed request).
+#[utoipa::path(post, path = "/apps/{app_id}/users/{user_id}/terminate_connections", tag = "pusher", params(("app_id" = String, Path), ("user_id" = String, Path)), responses((status = 200, body = Empty), (status = 401, description = "missing or invalid request signature", body = crate::protocol::ErrorBody)))]
 pub(crate) async fn terminate_connections(
     State(st): State<AppState>,
     Path((_app_id, user_id)): Path<(String, String)>,
@@ -393,7 +399,7 @@ fn socket_id(fields: &HashMap<String, String>) -> Result<String, ApiError> {
 }
 
 /// The answer of `/broadcasting/auth`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AuthResponse {
     /// `key:signature`.
     pub auth: String,
@@ -403,7 +409,7 @@ pub struct AuthResponse {
 }
 
 /// The answer of `/broadcasting/user-auth`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct UserAuthResponse {
     /// `key:signature`.
     pub auth: String,
@@ -429,8 +435,8 @@ fn refusal<R: Refusal>(r: &R) -> ApiError {
     ApiError::new(status, r.code(), r.to_string())
 }
 
-/// `POST /broadcasting/auth` (form `socket_id`, `channel_name`; `Authorization: Bearer <JWT>`):
-/// checks the same channel rules as the native protocol and signs with the first app.
+/// Signs a private or presence channel subscription for Laravel Echo / pusher-js, checking the same channel rules as the native protocol.
+#[utoipa::path(post, path = "/broadcasting/auth", tag = "pusher", request_body(content = String, content_type = "application/x-www-form-urlencoded", description = "`socket_id`, `channel_name` (JSON also accepted); the user's JWT in `Authorization: Bearer`"), responses((status = 200, body = AuthResponse), (status = 400, description = "missing socket_id or channel_name", body = crate::protocol::ErrorBody), (status = 401, description = "the token is missing or invalid", body = crate::protocol::ErrorBody), (status = 403, description = "the channel is not allowed", body = crate::protocol::ErrorBody)))]
 pub(crate) async fn broadcasting_auth(
     State(st): State<AppState>,
     headers: HeaderMap,
@@ -474,8 +480,8 @@ pub(crate) async fn broadcasting_auth(
     Ok(Json(response))
 }
 
-/// `POST /broadcasting/user-auth` (also `/pusher/user-auth`): signs `pusher:signin` for
-/// the token's user.
+/// Signs `pusher:signin` for the token's user.
+#[utoipa::path(post, path = "/broadcasting/user-auth", tag = "pusher", request_body(content = String, content_type = "application/x-www-form-urlencoded", description = "`socket_id`; the user's JWT in `Authorization: Bearer`"), responses((status = 200, body = UserAuthResponse), (status = 401, description = "a token is required", body = crate::protocol::ErrorBody)))]
 pub(crate) async fn user_auth(
     State(st): State<AppState>,
     headers: HeaderMap,
@@ -497,4 +503,14 @@ pub(crate) async fn user_auth(
         auth: pusher::user_auth(&app, &socket_id, &user_data),
         user_data,
     }))
+}
+
+/// Signs `pusher:signin` for the token's user (pusher-js's default path).
+#[utoipa::path(post, path = "/pusher/user-auth", tag = "pusher", request_body(content = String, content_type = "application/x-www-form-urlencoded", description = "as `/broadcasting/user-auth`"), responses((status = 200, body = UserAuthResponse), (status = 401, description = "a token is required", body = crate::protocol::ErrorBody)))]
+pub(crate) async fn pusher_user_auth(
+    state: State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<UserAuthResponse>, ApiError> {
+    user_auth(state, headers, body).await
 }

@@ -13,8 +13,8 @@ mod api;
 pub mod codec;
 mod ws;
 
-use axum::routing::{get, post};
-use axum::Router;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub use api::{
     AuthResponse, BatchResponse, ChannelInfo, ChannelsResponse, Empty, EventsResponse, UserAuthResponse, UserId,
@@ -25,22 +25,19 @@ use super::AppState;
 use crate::config::Config;
 
 /// The Pusher protocol's routes (the WebSocket only when enabled).
-pub(crate) fn routes(config: &Config) -> Router<AppState> {
-    let mut router = Router::new()
-        .route("/apps/{app_id}/events", post(api::events))
-        .route("/apps/{app_id}/batch_events", post(api::batch_events))
-        .route("/apps/{app_id}/channels", get(api::channels))
-        .route("/apps/{app_id}/channels/{name}", get(api::channel))
-        .route("/apps/{app_id}/channels/{name}/users", get(api::channel_users))
-        .route(
-            "/apps/{app_id}/users/{user_id}/terminate_connections",
-            post(api::terminate_connections),
-        )
-        .route("/broadcasting/auth", post(api::broadcasting_auth))
-        .route("/broadcasting/user-auth", post(api::user_auth))
-        .route("/pusher/user-auth", post(api::user_auth));
+pub(crate) fn routes(config: &Config) -> OpenApiRouter<AppState> {
+    let mut router = OpenApiRouter::new()
+        .routes(routes!(api::events))
+        .routes(routes!(api::batch_events))
+        .routes(routes!(api::channels))
+        .routes(routes!(api::channel))
+        .routes(routes!(api::channel_users))
+        .routes(routes!(api::terminate_connections))
+        .routes(routes!(api::broadcasting_auth))
+        .routes(routes!(api::user_auth))
+        .routes(routes!(api::pusher_user_auth));
     if config.websocket.enabled {
-        router = router.route("/app/{key}", get(ws::upgrade));
+        router = router.routes(routes!(ws::upgrade));
     }
     router
 }

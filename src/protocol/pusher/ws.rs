@@ -25,7 +25,8 @@ use crate::session::{AppQuota, JoinAs, JoinError, Joined, Refusal, Session};
 /// pusher-js's per-user channel after `pusher:signin`.
 const SERVER_TO_USER: &str = "#server-to-user-";
 
-/// `GET /app/{key}?protocol=7`
+/// Opens a Pusher protocol connection for an app.
+#[utoipa::path(get, path = "/app/{key}", tag = "pusher", params(("key" = String, Path, description = "the app key"), ("protocol" = Option<u32>, Query, description = "5 to 7")), responses((status = 101, description = "WebSocket of the Pusher protocol (errors are pusher:error frames and close codes 4000-4299)")))]
 pub(crate) async fn upgrade(
     State(st): State<AppState>,
     Path(key): Path<String>,
