@@ -33,6 +33,7 @@
 //! 6. Test the codec and handler with [`session::testing`](crate::session::testing) (no
 //!    network) and the whole protocol through real sockets in `tests/`.
 
+pub(crate) mod body;
 pub(crate) mod credentials;
 mod docs;
 pub mod emithub;

@@ -67,6 +67,23 @@ impl RedisStore {
     fn seq_key(&self, id: Uuid) -> String {
         self.link.key(&format!("emithub:seq:{id}"))
     }
+
+    /// Removes a stream's messages below sequence `keep_from`; how many.
+    async fn trim_below(&self, stream: &str, keep_from: u64) -> Result<usize, StoreError> {
+        let stream = stream.to_string();
+        let min = format!("{keep_from}-0");
+        self.link
+            .exec(|mut c| async move {
+                redis::cmd("XTRIM")
+                    .arg(&stream)
+                    .arg("MINID")
+                    .arg(min)
+                    .query_async(&mut c)
+                    .await
+            })
+            .await
+            .map_err(err)
+    }
 }
 
 fn decode<T: serde::de::DeserializeOwned>(json: &str) -> Result<T, StoreError> {
@@ -194,39 +211,11 @@ impl ChannelStore for RedisStore {
                 let Some(keep_from) = batch.get(expired).map(|m| m.sequence) else {
                     // Everything read has expired: trim it all and look again.
                     let Some(last) = batch.last() else { break };
-                    let min = format!("{}-0", last.sequence + 1);
-                    let s = stream.clone();
-                    let n: usize = self
-                        .link
-                        .exec(|mut c| async move {
-                            redis::cmd("XTRIM")
-                                .arg(&s)
-                                .arg("MINID")
-                                .arg(min)
-                                .query_async(&mut c)
-                                .await
-                        })
-                        .await
-                        .map_err(err)?;
-                    purged += n;
+                    purged += self.trim_below(&stream, last.sequence.saturating_add(1)).await?;
                     continue;
                 };
                 if expired > 0 {
-                    let min = format!("{keep_from}-0");
-                    let s = stream.clone();
-                    let n: usize = self
-                        .link
-                        .exec(|mut c| async move {
-                            redis::cmd("XTRIM")
-                                .arg(&s)
-                                .arg("MINID")
-                                .arg(min)
-                                .query_async(&mut c)
-                                .await
-                        })
-                        .await
-                        .map_err(err)?;
-                    purged += n;
+                    purged += self.trim_below(&stream, keep_from).await?;
                 }
                 break;
             }

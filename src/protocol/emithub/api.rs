@@ -41,23 +41,6 @@ fn id(raw: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(raw).map_err(|_| ApiError::not_found(format!("channel {raw} not found")))
 }
 
-/// The body as JSON, whatever its content type.
-fn json_body<T: serde::de::DeserializeOwned>(
-    st: &AppState,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<T, ApiError> {
-    let body = body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::too_large(st.config.load().server.max_payload_size)
-        } else {
-            ApiError::bad_json(e.body_text())
-        }
-    })?;
-    let value: serde_json::Value =
-        serde_json::from_slice(&body).map_err(|e| ApiError::bad_json(format!("body is not valid JSON: {e}")))?;
-    serde_json::from_value(value).map_err(|e| ApiError::unprocessable(e.to_string()))
-}
-
 /// Creates a channel (status `Created`); settings left out take the server's defaults.
 #[utoipa::path(post, path = "/api/v1/channels", tag = "emithub", security(("api_token" = [])), request_body(content = CreateChannel, description = "JSON, whatever the Content-Type"), responses((status = 201, body = ManagedChannel), (status = 400, description = "the body is not JSON", body = crate::protocol::ErrorBody), (status = 401, description = "missing or wrong `Authorization: Bearer <BROADCAST_API_TOKEN>` (when one is set)", body = crate::protocol::ErrorBody), (status = 422, description = "invalid request", body = crate::protocol::ErrorBody), (status = 503, description = "the store or the cluster is unavailable", body = crate::protocol::ErrorBody)))]
 pub(crate) async fn create(
@@ -65,7 +48,7 @@ pub(crate) async fn create(
     _token: ApiToken,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let request: CreateChannel = json_body(&st, body)?;
+    let request: CreateChannel = crate::protocol::body::json(&st, body)?;
     let channel = st.emithub.create(request).await?;
     Ok((StatusCode::CREATED, Json(channel)).into_response())
 }
@@ -156,7 +139,7 @@ pub(crate) async fn update(
     Path(raw): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<ManagedChannel>, ApiError> {
-    let request: UpdateChannel = json_body(&st, body)?;
+    let request: UpdateChannel = crate::protocol::body::json(&st, body)?;
     Ok(Json(st.emithub.update(id(&raw)?, request).await?))
 }
 
@@ -188,7 +171,7 @@ pub(crate) async fn broadcast(
     Path(raw): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Broadcasted>, ApiError> {
-    let request: BroadcastRequest = json_body(&st, body)?;
+    let request: BroadcastRequest = crate::protocol::body::json(&st, body)?;
     let message_type = request.message_type.unwrap_or_else(|| "Broadcast".into());
     if message_type.is_empty() || message_type.len() > 64 {
         return Err(ApiError::unprocessable("message_type must be 1 to 64 characters"));

@@ -76,16 +76,7 @@ pub(crate) async fn publish(
             "send the body with Content-Type: application/json",
         ));
     }
-    let body = body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::too_large(st.config.load().server.max_payload_size)
-        } else {
-            ApiError::bad_json(e.body_text())
-        }
-    })?;
-    let raw: Value =
-        serde_json::from_slice(&body).map_err(|e| ApiError::bad_json(format!("body is not valid JSON: {e}")))?;
-    let req: PublishRequest = serde_json::from_value(raw).map_err(|e| ApiError::unprocessable(e.to_string()))?;
+    let req: PublishRequest = crate::protocol::body::json(&st, body)?;
 
     let mut names = req.channels.unwrap_or_default();
     names.extend(req.channel);

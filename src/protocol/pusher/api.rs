@@ -89,16 +89,6 @@ impl FromRequest<AppState> for Signed {
     }
 }
 
-fn body_bytes(st: &AppState, body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
-    body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::too_large(st.config.load().server.max_payload_size)
-        } else {
-            bad_request(e.body_text())
-        }
-    })
-}
-
 #[derive(Deserialize, utoipa::ToSchema)]
 struct EventBody {
     name: String,
@@ -442,7 +432,7 @@ pub(crate) async fn broadcasting_auth(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<AuthResponse>, ApiError> {
-    let body = body_bytes(&st, body)?;
+    let body = crate::protocol::body::bytes(&st, body)?;
     let fields = form_or_json(&headers, &body);
     let app = default_app(&st)?;
     let socket_id = socket_id(&fields)?;
@@ -487,7 +477,7 @@ pub(crate) async fn user_auth(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<UserAuthResponse>, ApiError> {
-    let body = body_bytes(&st, body)?;
+    let body = crate::protocol::body::bytes(&st, body)?;
     let fields = form_or_json(&headers, &body);
     let app = default_app(&st)?;
     let socket_id = socket_id(&fields)?;
