@@ -10,7 +10,10 @@ import {
 
 afterEach(closeAll);
 
+/** Resolves once the channel is subscribed (at once if it already is: the event that
+ *  says so may have fired before anyone listened). */
 function subscribed(channel) {
+  if (channel.subscription?.subscribed) return Promise.resolve();
   return once((cb) => channel.subscribed(cb), `subscription to ${channel.name}`);
 }
 
