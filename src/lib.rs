@@ -20,6 +20,7 @@
 //! - [`cluster`]: the one publish path ([`Fanout`](cluster::Fanout)) and the
 //!   [`Broker`](cluster::Broker) trait (local, or Redis pub/sub with node heartbeats and
 //!   a circuit breaker).
+//! - [`routing`]: routing rules (copy, drop, reshape messages once at publish).
 //! - [`emithub`]: EmitHub managed channels: the registry (a grant source), states,
 //!   settings, persisted messages in redb (one node) or Redis (cluster).
 //! - [`pusher`]: Pusher signatures (channel auth, user auth, REST request signing).
@@ -51,6 +52,7 @@ pub mod lifecycle;
 pub mod presence;
 pub mod protocol;
 pub mod pusher;
+pub mod routing;
 pub mod server;
 pub mod session;
 mod sync;

@@ -108,6 +108,11 @@ impl Rustaxum {
             Some(broker) => Fanout::new(hub.clone(), broker.clone()),
             None => Fanout::local(hub.clone()),
         };
+        if let Some(path) = &config.routes_file {
+            let routing = crate::routing::Routing::load(path)?;
+            tracing::info!(rules = routing.len(), path = %path.display(), "routing rules loaded");
+            fanout.set_routing(routing);
+        }
         let manager = Arc::new(BroadcastManager::with_fanout(config.clone(), fanout.clone()));
         manager.default_driver()?;
         let verifier = config

@@ -22,7 +22,9 @@ use serde_json::value::RawValue;
 
 use crate::channel::Channel;
 use crate::hub::{Hub, Message, PublishReport, SocketId};
+use crate::routing::Routing;
 use crate::sync::{read, write};
+use arc_swap::ArcSwap;
 
 pub use error::ClusterError;
 
@@ -93,6 +95,7 @@ pub struct Fanout {
     hub: Arc<Hub>,
     broker: Arc<dyn Broker>,
     hooks: Arc<RwLock<Vec<Arc<dyn PublishHook>>>>,
+    routing: Arc<ArcSwap<Routing>>,
 }
 
 impl std::fmt::Debug for Fanout {
@@ -110,7 +113,13 @@ impl Fanout {
             hub,
             broker,
             hooks: Arc::default(),
+            routing: Arc::new(ArcSwap::from_pointee(Routing::none())),
         }
+    }
+
+    /// Replaces the routing rules (for every clone of this fan-out).
+    pub fn set_routing(&self, routing: Routing) {
+        self.routing.store(Arc::new(routing));
     }
 
     /// Fan-out of a single node (a [`LocalBroker`]).
@@ -146,16 +155,45 @@ impl Fanout {
 
     /// Publishes one message everywhere. When the broker fails the message is not
     /// delivered anywhere (so a retry cannot duplicate it locally) and the error is returned.
+    ///
+    /// The routing rules run first, once: the message may be changed, dropped or copied
+    /// to other channels (each copy is published the same way, not routed again).
     pub async fn publish(&self, message: Message) -> Result<PublishReport, ClusterError> {
-        self.run_hooks(&message, Origin::Local);
-        self.broker.publish(&message).await?;
-        Ok(self.hub.deliver(message))
+        let routing = self.routing.load();
+        if routing.is_empty() {
+            self.run_hooks(&message, Origin::Local);
+            self.broker.publish(&message).await?;
+            return Ok(self.hub.deliver(message));
+        }
+        let mut total = PublishReport::default();
+        for message in routing.route(message) {
+            self.run_hooks(&message, Origin::Local);
+            self.broker.publish(&message).await?;
+            let report = self.hub.deliver(message);
+            total.delivered += report.delivered;
+            total.dropped += report.dropped;
+        }
+        Ok(total)
     }
 
     /// Delivers a message another node published (the broker calls this).
     pub fn deliver_remote(&self, message: Message) -> PublishReport {
         self.run_hooks(&message, Origin::Remote);
         self.hub.deliver(message)
+    }
+
+    /// Delivers a message that entered the cluster from outside (published straight into
+    /// Redis by another program): each node delivers it to its own sockets.
+    /// It is routed here (every node routes it alike, so each delivers the copies to its
+    /// own sockets).
+    pub fn deliver_foreign(&self, message: Message) -> PublishReport {
+        let mut total = PublishReport::default();
+        for message in self.routing.load().route(message) {
+            let report = self.deliver_remote(message);
+            total.delivered += report.delivered;
+            total.dropped += report.dropped;
+        }
+        total
     }
 
     /// Closes `user_id`'s connections on every node; returns how many were on this one.

@@ -322,6 +322,8 @@ pub struct Config {
     pub log_file: Option<PathBuf>,
     /// EmitHub managed channels.
     pub emithub: EmitHubConfig,
+    /// `BROADCAST_ROUTES_FILE`: routing rules (TOML), applied to every message at publish.
+    pub routes_file: Option<PathBuf>,
     /// Logging.
     pub log: LogConfig,
     /// Where each setting came from (for reloading and `--generate-config`).
@@ -520,6 +522,7 @@ impl Config {
             pusher: pusher(&env)?,
             log_file: env.string("BROADCAST_LOG_FILE").map(PathBuf::from),
             emithub: emithub(&env)?,
+            routes_file: env.string("BROADCAST_ROUTES_FILE").map(PathBuf::from),
             log: log(&env)?,
             sources: Sources::default(),
         })

@@ -110,6 +110,7 @@ pub const VARIABLES: &[Variable] = &[
     var("BROADCAST_API_TOKEN", "api_token", Text, "", "Bearer token for publishing, the read endpoints and EmitHub's REST API; at least 16 characters on a non-loopback host").live().secret(),
     var("BROADCAST_PUBLIC_CHANNELS", "public_channels", List, "", "extra public channel patterns (* wildcard)"),
     var("BROADCAST_RULES_FILE", "rules_file", Text, "", "TOML channel rules"),
+    var("BROADCAST_ROUTES_FILE", "routes_file", Text, "", "TOML routing rules: copy, drop or reshape messages at publish"),
     var("BROADCAST_LOG_FILE", "log_file", Text, "", "the log driver also appends broadcasts here, as JSON lines"),
     var("BROADCAST_SHUTDOWN_TIMEOUT", "shutdown_timeout", Duration, "10s", "how long shutdown waits for sockets and queued broadcasts").live(),
     var("BROADCAST_HTTP_HEADER_TIMEOUT", "http_header_timeout", Duration, "10s", "time a connection has to send a request's headers; also closes idle keep-alive connections"),

@@ -69,6 +69,9 @@ pub struct Message {
     pub timestamp: Arc<str>,
     /// Its place in the channel's history, when the channel keeps one.
     pub position: Option<Position>,
+    /// The user who sent it (a client event of an authenticated connection); `None` when
+    /// the server or an API published it.
+    pub sender: Option<Arc<str>>,
 }
 
 impl Message {
@@ -82,7 +85,14 @@ impl Message {
             kind: EnvelopeKind::Event,
             timestamp: now_rfc3339(),
             position: None,
+            sender: None,
         }
+    }
+
+    /// The same message, sent by `user`.
+    pub fn sender(mut self, user: Option<Arc<str>>) -> Self {
+        self.sender = user;
+        self
     }
 
     /// The same message without delivery to `socket`.
@@ -115,6 +125,8 @@ pub struct Envelope {
     pub kind: EnvelopeKind,
     /// Its place in the channel's history, when the channel keeps one.
     pub position: Option<Position>,
+    /// The user who sent it, for client events of authenticated connections.
+    pub sender: Option<Arc<str>>,
     frames: [OnceLock<Box<dyn Any + Send + Sync>>; PROTOCOLS],
     encoded: Arc<AtomicU64>,
 }
@@ -140,6 +152,7 @@ impl Envelope {
             except: message.except,
             kind: message.kind,
             position: message.position,
+            sender: message.sender,
             frames: Default::default(),
             encoded,
         }

@@ -123,6 +123,12 @@ impl Presence {
         self.store.members(channel).await
     }
 
+    /// The store behind it (for services that track membership of their own, such as
+    /// who is online).
+    pub fn store(&self) -> &Arc<dyn PresenceStore> {
+        &self.store
+    }
+
     async fn announce(
         &self,
         channel: &Channel,

@@ -646,7 +646,9 @@ impl Session {
             }
         }
         let channel = joined.channel.clone();
-        let message = Message::event(channel.clone(), event, data).except(Some(self.conn.id()));
+        let message = Message::event(channel.clone(), event, data)
+            .except(Some(self.conn.id()))
+            .sender(self.conn.user());
         self.node
             .fanout
             .publish(message)

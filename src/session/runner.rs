@@ -123,6 +123,10 @@ pub trait Handler: Send {
     /// A binary frame from the client.
     async fn on_binary(&mut self, s: &mut Session, data: &[u8]) -> Reply;
 
+    /// Runs once when the connection ends (after the last frame, before the session's
+    /// own clean-up), for state the protocol keeps beyond the session.
+    async fn on_close(&mut self, _s: &mut Session) {}
+
     /// The close code this protocol uses for `reason` (Pusher says 4200 where the
     /// native protocol says 1001).
     fn close_reason(&self, reason: CloseReason) -> CloseReason {
@@ -156,6 +160,13 @@ where
         tracing::error!(socket_id = %session.id(), "a session panicked; cleaning up its connection");
         session.conn().close(CloseReason::INTERNAL_ERROR);
         close(&mut socket, CloseReason::INTERNAL_ERROR).await;
+    }
+    if AssertUnwindSafe(handler.on_close(&mut session))
+        .catch_unwind()
+        .await
+        .is_err()
+    {
+        tracing::error!(socket_id = %session.id(), "a protocol's clean-up panicked");
     }
     let id = session.id();
     session.close().await;

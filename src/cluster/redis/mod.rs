@@ -68,6 +68,12 @@ struct Wire<'a> {
     node: Option<std::borrow::Cow<'a, str>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     kind: Option<std::borrow::Cow<'a, str>>,
+    /// The user who sent a client event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    user: Option<std::borrow::Cow<'a, str>>,
+    /// When it was published (kept across nodes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ts: Option<std::borrow::Cow<'a, str>>,
 }
 
 /// Counters of the broker's life, for the stats endpoint.
@@ -284,15 +290,23 @@ impl RedisBroker {
                 Err(_) => return,
             },
         };
-        fanout.deliver_remote(Message {
+        let message = Message {
             channel,
             event: wire.event.as_ref().into(),
             data,
             except,
             kind,
-            timestamp: now_rfc3339(),
+            timestamp: wire.ts.as_deref().map_or_else(now_rfc3339, Arc::from),
             position: None,
-        });
+            sender: wire.user.as_deref().map(Arc::from),
+        };
+        // A message from another node went through routing there; one published straight
+        // into Redis (a Laravel app) is routed here, by every node alike.
+        if wire.node.is_some() {
+            fanout.deliver_remote(message);
+        } else {
+            fanout.deliver_foreign(message);
+        }
     }
 
     async fn heartbeat_loop(self: Arc<Self>, hub: Arc<Hub>, stop: CancellationToken) {
@@ -470,6 +484,8 @@ impl Broker for RedisBroker {
                 EnvelopeKind::MemberAdded => Some("member_added".into()),
                 EnvelopeKind::MemberRemoved => Some("member_removed".into()),
             },
+            user: message.sender.as_deref().map(Into::into),
+            ts: Some(message.timestamp.as_ref().into()),
         };
         let payload = serde_json::to_string(&wire)?;
         let target = format!("{}{}", self.link.prefix(), message.channel.name());
