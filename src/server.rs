@@ -276,6 +276,7 @@ fn limits(config: &Config) -> Limits {
         token_grace: config.auth.token_grace,
         ping_interval: config.websocket.ping_interval,
         ping_timeout: config.websocket.ping_timeout,
+        max_connections_per_user: config.websocket.max_connections_per_user,
         connection_timeout: config.websocket.connection_timeout,
     }
 }

@@ -160,6 +160,9 @@ pub struct WebSocketConfig {
     pub send_queue_size: usize,
     /// `BROADCAST_MAX_CONNECTIONS`: concurrent sockets, `0` for no limit, default 0.
     pub max_connections: usize,
+    /// `BROADCAST_MAX_CONNECTIONS_PER_USER`: sockets one user may have open on this node,
+    /// `0` for no limit, default 0.
+    pub max_connections_per_user: usize,
     /// `BROADCAST_MAX_CHANNELS_PER_CONNECTION`: default 100.
     pub max_channels_per_connection: usize,
     /// `BROADCAST_PING_INTERVAL`: idle time before the server pings a socket, default 30s.
@@ -388,6 +391,7 @@ impl Default for WebSocketConfig {
             max_message_size: 64 * 1024,
             send_queue_size: 256,
             max_connections: 0,
+            max_connections_per_user: 0,
             max_channels_per_connection: 100,
             ping_interval: Duration::from_secs(30),
             ping_timeout: Duration::from_secs(10),
@@ -690,6 +694,9 @@ fn websocket(env: &Env<'_>) -> Result<WebSocketConfig, ConfigError> {
         max_connections: env
             .parse("BROADCAST_MAX_CONNECTIONS", "a whole number (0 = no limit)")?
             .unwrap_or(d.max_connections),
+        max_connections_per_user: env
+            .parse("BROADCAST_MAX_CONNECTIONS_PER_USER", "a whole number (0 = no limit)")?
+            .unwrap_or(d.max_connections_per_user),
         max_channels_per_connection: env
             .positive("BROADCAST_MAX_CHANNELS_PER_CONNECTION")?
             .unwrap_or(d.max_channels_per_connection),

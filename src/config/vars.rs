@@ -127,6 +127,7 @@ pub const VARIABLES: &[Variable] = &[
     var("BROADCAST_PING_INTERVAL", "websocket.ping_interval", Duration, "30s", "idle time before the server pings a socket").alias(&["EMIT_HUB_WS_PING_INTERVAL"]).live(),
     var("BROADCAST_PING_TIMEOUT", "websocket.pong_timeout", Duration, "10s", "time to answer a ping before closing with 4201").live(),
     var("BROADCAST_MAX_CONNECTIONS", "websocket.max_connections", Integer, "0", "concurrent sockets on this node, 0 = no limit; over it the upgrade gets 503").live(),
+    var("BROADCAST_MAX_CONNECTIONS_PER_USER", "websocket.max_connections_per_user", Integer, "0", "sockets one user may have open on this node, 0 = no limit; over it the upgrade gets 429 (Pusher: 4004)").live(),
     var("BROADCAST_MAX_CHANNELS_PER_CONNECTION", "websocket.max_channels_per_connection", Integer, "100", "channels one socket may join"),
     var("BROADCAST_SEND_QUEUE_SIZE", "websocket.send_queue_size", Integer, "256", "outbound queue per socket in messages; full closes with 4100"),
     var("BROADCAST_CLIENT_EVENTS_PER_SECOND", "websocket.client_events_per_second", Integer, "10", "client events (whispers) per socket per second").live(),

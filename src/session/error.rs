@@ -41,6 +41,9 @@ pub enum ConnectError {
         /// Its quota.
         max: usize,
     },
+    /// The user already has `BROADCAST_MAX_CONNECTIONS_PER_USER` sockets open on this node.
+    #[error("this user already has {0} connections open (BROADCAST_MAX_CONNECTIONS_PER_USER)")]
+    UserOverQuota(usize),
 }
 
 impl Refusal for ConnectError {
@@ -49,6 +52,7 @@ impl Refusal for ConnectError {
             Self::ShuttingDown => "shutting_down",
             Self::OverCapacity(_) => "over_capacity",
             Self::AppOverQuota { .. } => "over_quota",
+            Self::UserOverQuota(_) => "user_over_quota",
         }
     }
 

@@ -59,6 +59,9 @@ pub enum JoinAs {
         /// The member the signature vouches for (presence channels).
         member: Option<Member>,
     },
+    /// A service of the server decided itself (a room it checked membership of): this
+    /// grant, with neither grant sources nor rules consulted.
+    Granted(Box<Grant>),
 }
 
 /// Fills grants for the channels it owns (managed channels, for instance). Consulted

@@ -62,6 +62,8 @@ pub struct Limits {
     pub ping_interval: Duration,
     /// Time a pinged socket has to answer.
     pub ping_timeout: Duration,
+    /// Most sockets one user may have open on this node; 0 = no limit.
+    pub max_connections_per_user: usize,
     /// The longest a socket may stay silent before it is closed (`None`: ping interval
     /// plus ping timeout).
     pub connection_timeout: Option<Duration>,
@@ -93,6 +95,7 @@ impl Default for Limits {
             token_grace: Duration::from_secs(5),
             ping_interval: Duration::from_secs(30),
             ping_timeout: Duration::from_secs(10),
+            max_connections_per_user: 0,
             connection_timeout: None,
         }
     }
@@ -224,30 +227,41 @@ impl Node {
             .hub
             .reserve_connection(max)
             .ok_or(ConnectError::OverCapacity(max))?;
-        let quota = match app {
-            None => None,
-            Some(app) => Some(
+        let mut quotas = Vec::new();
+        if let Some(app) = app {
+            quotas.push(
                 self.quotas
                     .acquire(&format!("app:{}", app.id), app.max_connections)
                     .ok_or_else(|| ConnectError::AppOverQuota {
                         app: app.id.to_string(),
                         max: app.max_connections,
                     })?,
-            ),
-        };
+            );
+        }
+        let per_user = self.limits.load().max_connections_per_user;
+        if let (Some(user), true) = (&identity, per_user > 0) {
+            quotas.push(
+                self.quotas
+                    .acquire(&format!("user:{}", user.user_id), per_user)
+                    .ok_or(ConnectError::UserOverQuota(per_user))?,
+            );
+        }
         Ok(Admission {
             node: self.clone(),
             slot,
-            quota,
+            quotas,
             identity,
         })
     }
 
     /// What `identity` may do on `channel`, joining as `how`.
     pub fn grant(&self, identity: Option<&Identity>, channel: &Channel, how: &JoinAs) -> Result<Grant, JoinError> {
-        for source in &self.grants {
-            if let Some(grant) = source.grant(identity, channel) {
-                return grant;
+        // A service's own grant is final; otherwise grant sources come before the rules.
+        if !matches!(how, JoinAs::Granted(_)) {
+            for source in &self.grants {
+                if let Some(grant) = source.grant(identity, channel) {
+                    return grant;
+                }
             }
         }
         match how {
@@ -265,6 +279,7 @@ impl Node {
                 Ok(c) if c.kind() == ChannelKind::Public => Ok(Grant::for_channel(c, None)),
                 _ => Err(JoinError::NotPublic(channel.name().into())),
             },
+            JoinAs::Granted(grant) => Ok((**grant).clone()),
             JoinAs::Signed { member } => {
                 // The spelling chose the kind; the rules must agree, or `private-general`
                 // would make the public `general` private (and open it to client events).
@@ -334,7 +349,7 @@ pub struct AppQuota<'a> {
 pub struct Admission {
     node: Arc<Node>,
     slot: ConnectionSlot,
-    quota: Option<QuotaSlot>,
+    quotas: Vec<QuotaSlot>,
     identity: Option<Identity>,
 }
 
@@ -363,7 +378,7 @@ impl Admission {
             limiter: None,
             expiry: None,
             _slot: self.slot,
-            _quota: self.quota,
+            _quotas: self.quotas,
             closed: false,
         };
         let mut session = session;
@@ -413,7 +428,7 @@ pub struct Session {
     limiter: Option<Box<DefaultDirectRateLimiter>>,
     expiry: Option<Instant>,
     _slot: ConnectionSlot,
-    _quota: Option<QuotaSlot>,
+    _quotas: Vec<QuotaSlot>,
     closed: bool,
 }
 

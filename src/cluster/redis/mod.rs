@@ -515,7 +515,8 @@ impl Broker for RedisBroker {
     }
 }
 
-fn escape_glob(s: &str) -> String {
+/// `s` with Redis glob characters escaped, to match it literally in `SCAN MATCH` or `PSUBSCRIBE`.
+pub fn escape_glob(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         if matches!(c, '*' | '?' | '[' | ']' | '\\') {

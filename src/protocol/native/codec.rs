@@ -25,6 +25,7 @@ pub fn status(code: &str) -> u16 {
         "binary_not_supported" => 415,
         "too_many_channels" | "rate_limited" | "channel_full" => 429,
         "presence_unavailable" | "unavailable" | "over_capacity" | "over_quota" | "shutting_down" => 503,
+        "user_over_quota" => 429,
         // invalid_frame, invalid_channel, invalid_event, invalid_member and anything new
         _ => 422,
     }

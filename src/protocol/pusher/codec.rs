@@ -36,6 +36,7 @@ pub mod codes {
 pub fn connect_code(code: &str) -> u16 {
     match code {
         "over_quota" => codes::OVER_QUOTA,
+        "user_over_quota" => codes::OVER_QUOTA,
         "shutting_down" => codes::RECONNECT,
         _ => codes::OVER_CAPACITY,
     }
