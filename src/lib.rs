@@ -53,6 +53,7 @@ pub mod presence;
 pub mod protocol;
 pub mod pusher;
 pub mod routing;
+pub mod rtc;
 pub mod server;
 pub mod session;
 mod sync;

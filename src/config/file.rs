@@ -14,7 +14,7 @@ use super::vars::{self, Kind, Variable, VARIABLES};
 use super::ConfigError;
 
 /// Sections of the file, in the order they are generated.
-const SECTIONS: [&str; 7] = ["", "cors", "websocket", "persistence", "jwt", "redis", "pusher"];
+const SECTIONS: [&str; 8] = ["", "cors", "websocket", "rtc", "persistence", "jwt", "redis", "pusher"];
 
 /// A configuration file, read and checked: each setting's value as the variable would be
 /// written.
@@ -310,6 +310,9 @@ pub fn show_env_vars() -> String {
             let _ = writeln!(out, "  {:<38} default {default}{live}; file key {}", var.name, var.key);
             for alias in var.aliases {
                 let _ = writeln!(out, "  {:<38} same as {}", alias, var.name);
+            }
+            for weak in var.weak {
+                let _ = writeln!(out, "  {:<38} same as {} when that is unset", weak, var.name);
             }
             let _ = writeln!(out, "      {}", var.about);
         }

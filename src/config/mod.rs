@@ -303,6 +303,33 @@ impl Default for EmitHubConfig {
     }
 }
 
+/// The typed-frame service (the real-time communication document).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RtcConfig {
+    /// `BROADCAST_RTC_PORT` (also `PORT`): its own port, where `/ws` speaks typed frames,
+    /// default 8081; `None` (`off`) for none. It is also mounted on the main ports.
+    pub port: Option<u16>,
+    /// Whether `BROADCAST_RTC_PORT` was set (an explicit port that is taken stops start-up).
+    pub explicit_port: bool,
+    /// `BROADCAST_ROOM_GRACE`: how long an away member and an empty room are kept, 60 s.
+    pub room_grace: Duration,
+    /// The rate limits.
+    pub limits: crate::rtc::RateLimits,
+}
+
+impl Default for RtcConfig {
+    /// The environment's defaults, except the port, which is off (a library default opens
+    /// no port of its own).
+    fn default() -> Self {
+        Self {
+            port: None,
+            explicit_port: false,
+            room_grace: Duration::from_secs(60),
+            limits: crate::rtc::RateLimits::default(),
+        }
+    }
+}
+
 /// The EmitHub database file when `EMIT_HUB_DB_PATH` is not set.
 pub const DEFAULT_EMIT_HUB_DB_PATH: &str = "./data/emit_hub.redb";
 
@@ -325,6 +352,8 @@ pub struct Config {
     pub log_file: Option<PathBuf>,
     /// EmitHub managed channels.
     pub emithub: EmitHubConfig,
+    /// The typed-frame service.
+    pub rtc: RtcConfig,
     /// `BROADCAST_ROUTES_FILE`: routing rules (TOML), applied to every message at publish.
     pub routes_file: Option<PathBuf>,
     /// Logging.
@@ -480,7 +509,9 @@ impl Config {
             let var = vars::find(key);
             let name = var.map_or(key, |v| v.name);
             let set = |n: &str| lookup(n).filter(|v| !v.trim().is_empty());
-            let env = set(name).or_else(|| var.and_then(|v| v.aliases.iter().find_map(|a| set(a))));
+            let env = set(name)
+                .or_else(|| var.and_then(|v| v.aliases.iter().find_map(|a| set(a))))
+                .or_else(|| var.and_then(|v| v.weak.iter().find_map(|w| set(w))));
             let value = match env {
                 Some(v) => Some(v),
                 None => file.as_ref().and_then(|f| f.get(name)).map(str::to_string),
@@ -527,6 +558,7 @@ impl Config {
             log_file: env.string("BROADCAST_LOG_FILE").map(PathBuf::from),
             emithub: emithub(&env)?,
             routes_file: env.string("BROADCAST_ROUTES_FILE").map(PathBuf::from),
+            rtc: rtc(&env)?,
             log: log(&env)?,
             sources: Sources::default(),
         })
@@ -765,6 +797,35 @@ fn check_aliases(lookup: &dyn Fn(&str) -> Option<String>) -> Result<(), ConfigEr
         }
     }
     Ok(())
+}
+
+fn rtc(env: &Env<'_>) -> Result<RtcConfig, ConfigError> {
+    let d = crate::rtc::RateLimits::default();
+    let per_second = |var: &'static str, default: u32| -> Result<u32, ConfigError> {
+        Ok(env
+            .parse::<u32>(var, "a whole number of messages per second (0 = no limit)")?
+            .unwrap_or(default))
+    };
+    Ok(RtcConfig {
+        port: match env.string("BROADCAST_RTC_PORT") {
+            Some(v) if v.eq_ignore_ascii_case("off") => None,
+            _ => Some(
+                env.parse("BROADCAST_RTC_PORT", "a port number 0-65535, or off")?
+                    .unwrap_or(8081),
+            ),
+        },
+        explicit_port: env.string("BROADCAST_RTC_PORT").is_some(),
+        room_grace: env
+            .duration_or_zero("BROADCAST_ROOM_GRACE")?
+            .unwrap_or(Duration::from_secs(60)),
+        limits: crate::rtc::RateLimits {
+            enabled: env.bool("BROADCAST_RATE_LIMIT_ENABLED")?.unwrap_or(d.enabled),
+            per_connection: per_second("BROADCAST_RATE_LIMIT_CONNECTION", d.per_connection)?,
+            per_user: per_second("BROADCAST_RATE_LIMIT_USER", d.per_user)?,
+            per_topic: per_second("BROADCAST_RATE_LIMIT_TOPIC", d.per_topic)?,
+            global: per_second("BROADCAST_RATE_LIMIT_GLOBAL", d.global)?,
+        },
+    })
 }
 
 fn log(env: &Env<'_>) -> Result<LogConfig, ConfigError> {

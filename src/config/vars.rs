@@ -28,8 +28,12 @@ pub enum Kind {
 pub struct Variable {
     /// The environment variable.
     pub name: &'static str,
-    /// Other variables that set it (the EmitHub documents' names).
+    /// Other variables that set it (the EmitHub documents' names); two of them set to
+    /// different values stop start-up.
     pub aliases: &'static [&'static str],
+    /// Generic names from other documents (`PORT`, `HOST`, ...), read only when neither
+    /// the variable nor an alias is set: a `BROADCAST_*` setting always wins over them.
+    pub weak: &'static [&'static str],
     /// Its key in the configuration file (`section.key` or `key`).
     pub key: &'static str,
     /// The default, as the variable would be written (empty: unset).
@@ -54,6 +58,7 @@ const fn var(
     Variable {
         name,
         aliases: &[],
+        weak: &[],
         key,
         default,
         about,
@@ -66,6 +71,11 @@ const fn var(
 impl Variable {
     const fn alias(mut self, aliases: &'static [&'static str]) -> Self {
         self.aliases = aliases;
+        self
+    }
+
+    const fn weak(mut self, names: &'static [&'static str]) -> Self {
+        self.weak = names;
         self
     }
 
@@ -95,7 +105,7 @@ use Kind::*;
 /// Every setting, in the order `--show-env-vars` and `--generate-config` print them.
 pub const VARIABLES: &[Variable] = &[
     // The top level: the server, as the EmitHub document's file shows it.
-    var("BROADCAST_HOST", "host", Text, "127.0.0.1", "listen address; a non-loopback address requires BROADCAST_API_TOKEN").alias(&["EMIT_HUB_HOST"]),
+    var("BROADCAST_HOST", "host", Text, "127.0.0.1", "listen address; a non-loopback address requires BROADCAST_API_TOKEN").alias(&["EMIT_HUB_HOST"]).weak(&["HOST"]),
     var("BROADCAST_WEBSOCKET_PORT", "port", Integer, "8080", "the WebSocket port (every route answers on it)").alias(&["EMIT_HUB_PORT"]),
     var("BROADCAST_APP_PORT", "app_port", PortOrOff, "3000", "the application port, same routes; off for none"),
     var("EMIT_HUB_DB_PATH", "db_path", Text, "./data/emit_hub.redb", "EmitHub's redb database file (:memory: keeps nothing); unused with BROADCAST_DRIVER=redis"),
@@ -103,7 +113,7 @@ pub const VARIABLES: &[Variable] = &[
     var("EMIT_HUB_ALLOW_CLIENT_MESSAGES", "allow_client_messages_default", Bool, "true", "default allow_client_messages of a new EmitHub channel").live(),
     var("EMIT_HUB_RATE_LIMIT_PER_MINUTE", "rate_limit_per_minute_default", Integer, "60", "default rate_limit_per_minute of a new EmitHub channel").live(),
     var("BROADCAST_MAX_PAYLOAD_SIZE", "message_size_limit", Integer, "1048576", "largest HTTP body in bytes (a broadcast's size); larger gets 413").alias(&["EMIT_HUB_MESSAGE_SIZE_LIMIT"]),
-    var("RUST_LOG", "log_level", Text, "info", "log level or filter, e.g. debug or rustaxum=debug,info").alias(&["EMIT_HUB_LOG_LEVEL"]).live(),
+    var("RUST_LOG", "log_level", Text, "info", "log level or filter, e.g. debug or rustaxum=debug,info").alias(&["EMIT_HUB_LOG_LEVEL"]).weak(&["LOG_LEVEL"]).live(),
     var("LOG_FORMAT", "log_format", Text, "text", "text, or json (one JSON object per line)"),
     var("BROADCAST_DRIVER", "driver", Text, "websocket", "default broadcast connection: websocket (alias local), redis (a cluster), log, null"),
     var("BROADCAST_REDIS_ENABLED", "redis_enabled", Bool, "", "true means BROADCAST_DRIVER=redis (the RustAxum document's name)"),
@@ -122,16 +132,24 @@ pub const VARIABLES: &[Variable] = &[
     var("CORS_MAX_AGE", "cors.max_age", Duration, "3600", "how long browsers may cache a preflight answer"),
     // [websocket]
     var("BROADCAST_WEBSOCKET_ENABLED", "websocket.enabled", Bool, "true", "serve the WebSocket endpoints"),
-    var("BROADCAST_CONNECTION_TIMEOUT", "websocket.connection_timeout", Duration, "", "longest a socket may stay silent (no frame, no pong) before it is closed; unset = ping_interval + pong_timeout").alias(&["EMIT_HUB_WS_TIMEOUT"]).live(),
+    var("BROADCAST_CONNECTION_TIMEOUT", "websocket.connection_timeout", Duration, "", "longest a socket may stay silent (no frame, no pong) before it is closed; unset = ping_interval + pong_timeout").alias(&["EMIT_HUB_WS_TIMEOUT"]).weak(&["CLIENT_TIMEOUT"]).live(),
     var("BROADCAST_MAX_MESSAGE_SIZE", "websocket.max_continuation_size", Integer, "65536", "largest inbound WebSocket message in bytes, fragments included; larger closes with 1009").live(),
-    var("BROADCAST_PING_INTERVAL", "websocket.ping_interval", Duration, "30s", "idle time before the server pings a socket").alias(&["EMIT_HUB_WS_PING_INTERVAL"]).live(),
+    var("BROADCAST_PING_INTERVAL", "websocket.ping_interval", Duration, "30s", "idle time before the server pings a socket").alias(&["EMIT_HUB_WS_PING_INTERVAL"]).weak(&["HEARTBEAT_INTERVAL"]).live(),
     var("BROADCAST_PING_TIMEOUT", "websocket.pong_timeout", Duration, "10s", "time to answer a ping before closing with 4201").live(),
-    var("BROADCAST_MAX_CONNECTIONS", "websocket.max_connections", Integer, "0", "concurrent sockets on this node, 0 = no limit; over it the upgrade gets 503").live(),
+    var("BROADCAST_MAX_CONNECTIONS", "websocket.max_connections", Integer, "0", "concurrent sockets on this node, 0 = no limit; over it the upgrade gets 503").weak(&["MAX_CONNECTIONS"]).live(),
     var("BROADCAST_MAX_CONNECTIONS_PER_USER", "websocket.max_connections_per_user", Integer, "0", "sockets one user may have open on this node, 0 = no limit; over it the upgrade gets 429 (Pusher: 4004)").live(),
     var("BROADCAST_MAX_CHANNELS_PER_CONNECTION", "websocket.max_channels_per_connection", Integer, "100", "channels one socket may join"),
     var("BROADCAST_SEND_QUEUE_SIZE", "websocket.send_queue_size", Integer, "256", "outbound queue per socket in messages; full closes with 4100"),
     var("BROADCAST_CLIENT_EVENTS_PER_SECOND", "websocket.client_events_per_second", Integer, "10", "client events (whispers) per socket per second").live(),
     var("BROADCAST_TOKEN_GRACE", "websocket.token_grace", Duration, "5s", "how long a socket stays open after its token's exp").live(),
+    // [rtc]: the typed-frame service (the real-time communication document).
+    var("BROADCAST_RTC_PORT", "rtc.port", PortOrOff, "8081", "port of the typed-frame service, where /ws speaks typed frames; off for none (it is also on the main ports at /rtc/ws)").weak(&["PORT"]),
+    var("BROADCAST_ROOM_GRACE", "rtc.room_grace", Duration, "60s", "how long a member whose sockets closed stays in a room, and an empty room stays").live(),
+    var("BROADCAST_RATE_LIMIT_ENABLED", "rtc.rate_limit_enabled", Bool, "true", "the typed-frame service's rate limits, every level").weak(&["RATE_LIMIT_ENABLED"]).live(),
+    var("BROADCAST_RATE_LIMIT_CONNECTION", "rtc.rate_limit_connection", Integer, "20", "typed frames per second from one connection (0 = no limit)").live(),
+    var("BROADCAST_RATE_LIMIT_USER", "rtc.rate_limit_user", Integer, "50", "messages per second from one user, all connections and nodes (0 = no limit)").live(),
+    var("BROADCAST_RATE_LIMIT_TOPIC", "rtc.rate_limit_topic", Integer, "100", "messages per second into one topic (0 = no limit)").live(),
+    var("BROADCAST_RATE_LIMIT_GLOBAL", "rtc.rate_limit_global", Integer, "10000", "messages per second from all typed-frame clients together (0 = no limit)").live(),
     // [persistence]
     var("EMIT_HUB_PERSIST_MESSAGES", "persistence.persist_messages_default", Bool, "false", "default persist_messages of a new EmitHub channel").live(),
     var("EMIT_HUB_MAX_MESSAGES_PER_CHANNEL", "persistence.max_messages_per_channel", Integer, "10000", "messages kept per EmitHub channel (the oldest go first)").live(),
@@ -170,7 +188,9 @@ pub const DEFAULT_CONFIG_FILE: &str = "emit_hub.toml";
 
 /// The setting `name` (or one of its aliases) is.
 pub fn find(name: &str) -> Option<&'static Variable> {
-    VARIABLES.iter().find(|v| v.name == name || v.aliases.contains(&name))
+    VARIABLES
+        .iter()
+        .find(|v| v.name == name || v.aliases.contains(&name) || v.weak.contains(&name))
 }
 
 /// The setting at `key` in the file.

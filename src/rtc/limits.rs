@@ -139,7 +139,7 @@ impl Counter for RedisCounter {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or_default();
-        let mut invocation = self.script.key(self.link.key(&format!("rl:{key}:{second}")));
+        let invocation = self.script.key(self.link.key(&format!("rl:{key}:{second}")));
         let n: u64 = self
             .link
             .exec(|mut c| async move { invocation.invoke_async(&mut c).await })
