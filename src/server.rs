@@ -144,8 +144,13 @@ impl Rustaxum {
         } else {
             tracing::warn!("created outside a tokio runtime: EmitHub retention purges and backups are not running");
         }
-        let node =
-            Node::new(fanout, presence, Arc::new(rules), verifier, limits(&config)).with_grant_source(emithub.clone());
+        let node = Node::new(fanout, presence, Arc::new(rules), verifier, limits(&config))
+            .with_grant_source(emithub.clone())
+            .with_grant_source(Arc::new(crate::rtc::rooms::RoomChannels));
+        let rtc = crate::rtc::Rtc::new(config.rtc.clone(), cluster.as_ref());
+        if tokio::runtime::Handle::try_current().is_ok() {
+            rtc.start(node.presence().clone(), stop.clone(), &background);
+        }
         let metrics: Arc<protocol::metrics::Metrics> = Arc::default();
         metrics.observe(node.lifecycle(), stop.clone(), &background);
         Ok(Self {
@@ -154,6 +159,7 @@ impl Rustaxum {
                 manager,
                 config: Arc::new(ArcSwap::new(config)),
                 emithub,
+                rtc,
                 cluster,
                 metrics,
                 sessions: TaskTracker::new(),
@@ -333,6 +339,17 @@ pub async fn run_listeners(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
     let router = app.router()?;
+    let routed = listeners.into_iter().map(|l| (l, router.clone())).collect();
+    run_routed(routed, app, shutdown).await
+}
+
+/// Serves each listener with its own router (the main routes, or the typed-frame
+/// service's port), all on the same app.
+pub async fn run_routed(
+    listeners: Vec<(TcpListener, Router)>,
+    app: Rustaxum,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
     let hub = app.hub().clone();
     let drain = app.config().server.shutdown_timeout;
     let header_timeout = app.config().server.http_header_timeout;
@@ -340,13 +357,9 @@ pub async fn run_listeners(
     let stop_http = CancellationToken::new();
     let stop_accepting = CancellationToken::new();
     let acceptors = TaskTracker::new();
-    for listener in listeners {
-        let (router, connections, stop_http, stop) = (
-            router.clone(),
-            connections.clone(),
-            stop_http.clone(),
-            stop_accepting.clone(),
-        );
+    for (listener, router) in listeners {
+        let (router, connections, stop_http, stop) =
+            (router, connections.clone(), stop_http.clone(), stop_accepting.clone());
         acceptors.spawn(async move {
             loop {
                 let (stream, peer) = tokio::select! {
@@ -454,10 +467,22 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
         tracing::info!(driver = %app.manager().default_driver_name(), "rustaxum listening on http://{local}{role}");
         println!("rustaxum listening on http://{local}{role}");
     }
-    let listeners = bound.into_iter().map(|(l, _)| l).collect();
+    let router = app.router()?;
+    let mut listeners: Vec<(TcpListener, Router)> = bound.into_iter().map(|(l, _)| (l, router.clone())).collect();
+    // The typed-frame service's own port (BROADCAST_RTC_PORT), where /ws speaks typed frames.
+    let rtc = app.state.rtc.config().clone();
+    if let (Some(port), true) = (rtc.port, app.config().websocket.enabled) {
+        let addr = SocketAddr::new(server.host, port);
+        if let Some(l) = bind(addr, "BROADCAST_RTC_PORT", rtc.explicit_port).await? {
+            let local = l.local_addr()?;
+            tracing::info!("typed-frame service listening on ws://{local}/ws");
+            println!("rustaxum listening on http://{local} (typed frames at /ws)");
+            listeners.push((l, protocol::rtc_router(app.state.clone())?));
+        }
+    }
     let watcher = CancellationToken::new();
     tokio::spawn(watch_config(app.clone(), watcher.clone()));
-    let result = run_listeners(listeners, app, shutdown).await;
+    let result = run_routed(listeners, app, shutdown).await;
     watcher.cancel();
     result
 }

@@ -144,12 +144,12 @@ pub const VARIABLES: &[Variable] = &[
     var("BROADCAST_TOKEN_GRACE", "websocket.token_grace", Duration, "5s", "how long a socket stays open after its token's exp").live(),
     // [rtc]: the typed-frame service (the real-time communication document).
     var("BROADCAST_RTC_PORT", "rtc.port", PortOrOff, "8081", "port of the typed-frame service, where /ws speaks typed frames; off for none (it is also on the main ports at /rtc/ws)").weak(&["PORT"]),
-    var("BROADCAST_ROOM_GRACE", "rtc.room_grace", Duration, "60s", "how long a member whose sockets closed stays in a room, and an empty room stays").live(),
-    var("BROADCAST_RATE_LIMIT_ENABLED", "rtc.rate_limit_enabled", Bool, "true", "the typed-frame service's rate limits, every level").weak(&["RATE_LIMIT_ENABLED"]).live(),
-    var("BROADCAST_RATE_LIMIT_CONNECTION", "rtc.rate_limit_connection", Integer, "20", "typed frames per second from one connection (0 = no limit)").live(),
-    var("BROADCAST_RATE_LIMIT_USER", "rtc.rate_limit_user", Integer, "50", "messages per second from one user, all connections and nodes (0 = no limit)").live(),
-    var("BROADCAST_RATE_LIMIT_TOPIC", "rtc.rate_limit_topic", Integer, "100", "messages per second into one topic (0 = no limit)").live(),
-    var("BROADCAST_RATE_LIMIT_GLOBAL", "rtc.rate_limit_global", Integer, "10000", "messages per second from all typed-frame clients together (0 = no limit)").live(),
+    var("BROADCAST_ROOM_GRACE", "rtc.room_grace", Duration, "60s", "how long a member whose sockets closed stays in a room, and an empty room stays"),
+    var("BROADCAST_RATE_LIMIT_ENABLED", "rtc.rate_limit_enabled", Bool, "true", "the typed-frame service's rate limits, every level").weak(&["RATE_LIMIT_ENABLED"]),
+    var("BROADCAST_RATE_LIMIT_CONNECTION", "rtc.rate_limit_connection", Integer, "20", "typed frames per second from one connection (0 = no limit)"),
+    var("BROADCAST_RATE_LIMIT_USER", "rtc.rate_limit_user", Integer, "50", "messages per second from one user, all connections and nodes (0 = no limit)"),
+    var("BROADCAST_RATE_LIMIT_TOPIC", "rtc.rate_limit_topic", Integer, "100", "messages per second into one topic (0 = no limit)"),
+    var("BROADCAST_RATE_LIMIT_GLOBAL", "rtc.rate_limit_global", Integer, "10000", "messages per second from all typed-frame clients together (0 = no limit)"),
     // [persistence]
     var("EMIT_HUB_PERSIST_MESSAGES", "persistence.persist_messages_default", Bool, "false", "default persist_messages of a new EmitHub channel").live(),
     var("EMIT_HUB_MAX_MESSAGES_PER_CHANNEL", "persistence.max_messages_per_channel", Integer, "10000", "messages kept per EmitHub channel (the oldest go first)").live(),

@@ -334,6 +334,11 @@ impl Hub {
         read(&self.connections).get(&id).cloned()
     }
 
+    /// How long the hub has been up.
+    pub fn uptime(&self) -> std::time::Duration {
+        self.started.elapsed()
+    }
+
     /// Closes every connection subscribed to `channel` with `reason`; returns how many.
     pub fn close_channel(&self, channel: &Channel, reason: CloseReason) -> usize {
         let victims: Vec<_> = read(&self.channels)

@@ -17,7 +17,7 @@ use utoipa::openapi::{OpenApi, RefOr, Tag};
 use super::AppState;
 
 /// The tags, in the order the page shows them.
-const TAGS: [(&str, &str); 4] = [
+const TAGS: [(&str, &str); 5] = [
     (
         "emithub",
         "EmitHub managed channels: create, start, pause, stop, broadcast, history.",
@@ -29,6 +29,10 @@ const TAGS: [(&str, &str); 4] = [
     (
         "pusher",
         "Pusher protocol v7 (Laravel Echo, pusher-js, Pusher SDKs): signed HTTP API, channel auth, WebSocket.",
+    ),
+    (
+        "rtc",
+        "Typed frames (the real-time communication service): topics, direct messages, rooms, rate limits.",
     ),
     ("operations", "Health, readiness, Prometheus metrics, this description."),
 ];

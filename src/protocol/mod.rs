@@ -7,6 +7,8 @@
 //!   and `/broadcasting/auth`.
 //! - [`emithub`]: EmitHub managed channels: REST under `/api/v1`, WebSocket on
 //!   `/api/v1/channels/{id}/ws`.
+//! - [`rtc`]: typed frames (the real-time communication service) on `/rtc/ws` and on
+//!   its own port's `/ws`, and `/info`.
 //! - [`ops`]: `/`, `/health`, `/ready`, `/metrics`.
 //! - `docs`: `/docs`, the OpenAPI description of every endpoint above, generated from
 //!   the handlers' `#[utoipa::path]` annotations.
@@ -43,6 +45,7 @@ pub(crate) mod metrics;
 pub mod native;
 pub mod ops;
 pub mod pusher;
+pub mod rtc;
 pub(crate) mod socket;
 
 use std::sync::Arc;
@@ -73,6 +76,8 @@ pub(crate) struct AppState {
     pub(crate) config: Arc<ArcSwap<Config>>,
     /// EmitHub managed channels.
     pub(crate) emithub: Arc<EmitHub>,
+    /// The typed-frame service (rooms, rate limits, who is online).
+    pub(crate) rtc: Arc<crate::rtc::Rtc>,
     /// This node's Redis broker when clustered.
     pub(crate) cluster: Option<Arc<RedisBroker>>,
     /// The Prometheus recorder behind `/metrics`.
@@ -90,10 +95,29 @@ pub(crate) fn router(state: AppState) -> Result<Router, ConfigError> {
         .merge(native::routes(&config))
         .merge(pusher::routes(&config))
         .merge(emithub::routes(&config))
+        .merge(rtc::routes(&config))
         .split_for_parts();
     let api = docs::finish(api);
     let router: Router<AppState> = router.merge(docs::routes(&api));
     Ok(router
+        .fallback(ops::not_found)
+        .method_not_allowed_fallback(ops::method_not_allowed)
+        .layer(DefaultBodyLimit::max(config.server.max_payload_size))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            guard::same_origin_writes,
+        ))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), guard::http_limits))
+        .layer(cors)
+        .with_state(state))
+}
+
+/// The typed-frame service's own port: `/ws` speaks typed frames (with the same guards
+/// and CORS as the main router).
+pub(crate) fn rtc_router(state: AppState) -> Result<Router, ConfigError> {
+    let config = state.config.load_full();
+    let cors = cors_layer(&config.server, state.config.clone())?;
+    Ok(rtc::service_routes()
         .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)
         .layer(DefaultBodyLimit::max(config.server.max_payload_size))

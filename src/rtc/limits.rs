@@ -160,7 +160,9 @@ pub struct Limiter {
 
 impl std::fmt::Debug for Limiter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Limiter").field("limits", &self.limits).finish_non_exhaustive()
+        f.debug_struct("Limiter")
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
     }
 }
 
@@ -224,11 +226,17 @@ impl Limiter {
                 .await?;
         }
         if let (Some(topic), true) = (topic, self.limits.per_topic > 0) {
-            self.level(&*self.topics, &format!("topic:{topic}"), self.limits.per_topic, Level::Topic)
-                .await?;
+            self.level(
+                &*self.topics,
+                &format!("topic:{topic}"),
+                self.limits.per_topic,
+                Level::Topic,
+            )
+            .await?;
         }
         if self.limits.global > 0 {
-            self.level(&*self.global, "global", self.limits.global, Level::Global).await?;
+            self.level(&*self.global, "global", self.limits.global, Level::Global)
+                .await?;
         }
         Ok(())
     }

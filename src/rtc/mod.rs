@@ -24,7 +24,7 @@ pub use rooms::{NewRoom, Room, RoomError, Rooms};
 use crate::cluster::redis::RedisBroker;
 use crate::config::RtcConfig;
 use crate::hub::SocketId;
-use crate::presence::{Member, PresenceError, PresenceStore};
+use crate::presence::{Member, Presence, PresenceError, PresenceStore};
 use crate::session::Node;
 use records::{MemoryRecords, RedisRecords};
 
@@ -40,7 +40,9 @@ pub struct Rtc {
 
 impl std::fmt::Debug for Rtc {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Rtc").field("config", &self.config).finish_non_exhaustive()
+        f.debug_struct("Rtc")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
     }
 }
 
@@ -80,7 +82,10 @@ impl Rtc {
     /// [`is_online`](Self::is_online)).
     pub async fn online(&self, node: &Node, user: &Member, socket: SocketId) -> Result<(), PresenceError> {
         let store = node.presence().store();
-        store.join(&format!("{ONLINE_PREFIX}{}", user.user_id), user, socket).await.map(|_| ())
+        store
+            .join(&format!("{ONLINE_PREFIX}{}", user.user_id), user, socket)
+            .await
+            .map(|_| ())
     }
 
     /// Records that the socket closed.
@@ -93,12 +98,16 @@ impl Rtc {
 
     /// Whether `user` has a typed-frame socket open on any node.
     pub async fn is_online(&self, node: &Node, user: &str) -> Result<bool, PresenceError> {
-        let members = node.presence().store().members(&format!("{ONLINE_PREFIX}{user}")).await?;
+        let members = node
+            .presence()
+            .store()
+            .members(&format!("{ONLINE_PREFIX}{user}"))
+            .await?;
         Ok(!members.is_empty())
     }
 
     /// Starts the background work: the rooms' grace period and the limiter's clean-up.
-    pub fn start(self: &Arc<Self>, node: Arc<Node>, stop: CancellationToken, tasks: &TaskTracker) {
+    pub fn start(self: &Arc<Self>, presence: Presence, stop: CancellationToken, tasks: &TaskTracker) {
         let this = self.clone();
         let every = (self.config.room_grace / 4).clamp(Duration::from_millis(250), Duration::from_secs(15));
         tasks.spawn(async move {
@@ -108,7 +117,7 @@ impl Rtc {
                     _ = tokio::time::sleep(every) => {}
                 }
                 this.limiter.sweep();
-                if let Err(e) = this.sweep_rooms(&node).await {
+                if let Err(e) = this.sweep_rooms(&presence).await {
                     tracing::warn!(error = %e, "sweeping rooms failed; trying again later");
                 }
             }
@@ -116,12 +125,12 @@ impl Rtc {
     }
 
     /// Applies the grace period to every room now.
-    pub async fn sweep_rooms(&self, node: &Node) -> Result<(usize, usize), RoomError> {
+    pub async fn sweep_rooms(&self, presence: &Presence) -> Result<(usize, usize), RoomError> {
         // Who has a socket in each room, on any node (the room's presence channel).
         let mut present: HashMap<String, Option<Vec<String>>> = HashMap::new();
         for name in self.rooms.names().await? {
             let here = match rooms::room_channel(&name) {
-                Some(channel) => match node.presence().members(channel.name()).await {
+                Some(channel) => match presence.members(channel.name()).await {
                     Ok(members) => Some(members.into_iter().map(|m| m.user_id).collect()),
                     // Unknown: mark nobody away on a guess.
                     Err(_) => None,

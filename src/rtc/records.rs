@@ -38,7 +38,8 @@ pub trait RecordStore: Send + Sync {
 
     /// Replaces `key` with `new` (`None` deletes it) if it still holds `expected` (`None`:
     /// must not exist); whether it did.
-    async fn compare_and_set(&self, key: &str, expected: Option<&str>, new: Option<&str>) -> Result<bool, ClusterError>;
+    async fn compare_and_set(&self, key: &str, expected: Option<&str>, new: Option<&str>)
+        -> Result<bool, ClusterError>;
 
     /// Every key starting with `prefix`.
     async fn keys(&self, prefix: &str) -> Result<Vec<String>, ClusterError>;
@@ -56,7 +57,12 @@ impl RecordStore for MemoryRecords {
         Ok(lock(&self.records).get(key).cloned())
     }
 
-    async fn compare_and_set(&self, key: &str, expected: Option<&str>, new: Option<&str>) -> Result<bool, ClusterError> {
+    async fn compare_and_set(
+        &self,
+        key: &str,
+        expected: Option<&str>,
+        new: Option<&str>,
+    ) -> Result<bool, ClusterError> {
         let mut records = lock(&self.records);
         if records.get(key).map(String::as_str) != expected {
             return Ok(false);
@@ -69,7 +75,11 @@ impl RecordStore for MemoryRecords {
     }
 
     async fn keys(&self, prefix: &str) -> Result<Vec<String>, ClusterError> {
-        Ok(lock(&self.records).keys().filter(|k| k.starts_with(prefix)).cloned().collect())
+        Ok(lock(&self.records)
+            .keys()
+            .filter(|k| k.starts_with(prefix))
+            .cloned()
+            .collect())
     }
 }
 
@@ -108,7 +118,12 @@ impl RecordStore for RedisRecords {
             .await
     }
 
-    async fn compare_and_set(&self, key: &str, expected: Option<&str>, new: Option<&str>) -> Result<bool, ClusterError> {
+    async fn compare_and_set(
+        &self,
+        key: &str,
+        expected: Option<&str>,
+        new: Option<&str>,
+    ) -> Result<bool, ClusterError> {
         let key = self.full(key);
         let mut invocation = self.cas.key(key);
         invocation

@@ -147,7 +147,9 @@ pub struct NewRoom {
 fn check_name(name: &str) -> Result<(), RoomError> {
     let ok = !name.is_empty()
         && name.len() <= MAX_ROOM_NAME
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '='));
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '='));
     if ok {
         Ok(())
     } else {
@@ -185,7 +187,9 @@ impl Rooms {
     pub async fn create(&self, name: &str, owner: &str, new: NewRoom) -> Result<Room, RoomError> {
         check_name(name)?;
         if new.max_members == Some(0) {
-            return Err(RoomError::InvalidName(format!("{name} (max_members must be at least 1)")));
+            return Err(RoomError::InvalidName(format!(
+                "{name} (max_members must be at least 1)"
+            )));
         }
         let now = Utc::now();
         let mut room = Room {
@@ -403,21 +407,56 @@ mod tests {
     async fn rooms_have_owners_limits_privacy_and_a_grace_period() {
         let rooms = Rooms::new(Arc::new(MemoryRecords::default()));
         let room = rooms
-            .create("lobby", "alice", NewRoom { max_members: Some(2), ..Default::default() })
+            .create(
+                "lobby",
+                "alice",
+                NewRoom {
+                    max_members: Some(2),
+                    ..Default::default()
+                },
+            )
             .await
             .unwrap();
         assert_eq!(room.owner, "alice");
-        assert_eq!(rooms.create("lobby", "bob", NewRoom::default()).await.unwrap_err().code(), "room_exists");
-        assert_eq!(rooms.create("no way", "bob", NewRoom::default()).await.unwrap_err().code(), "invalid_room");
+        assert_eq!(
+            rooms
+                .create("lobby", "bob", NewRoom::default())
+                .await
+                .unwrap_err()
+                .code(),
+            "room_exists"
+        );
+        assert_eq!(
+            rooms
+                .create("no way", "bob", NewRoom::default())
+                .await
+                .unwrap_err()
+                .code(),
+            "invalid_room"
+        );
         rooms.join("lobby", "bob", false).await.unwrap();
-        assert_eq!(rooms.join("lobby", "carol", false).await.unwrap_err().code(), "room_full");
+        assert_eq!(
+            rooms.join("lobby", "carol", false).await.unwrap_err().code(),
+            "room_full"
+        );
         assert_eq!(rooms.rooms_of("bob").await.unwrap(), ["lobby"]);
 
         rooms
-            .create("secret", "alice", NewRoom { private: true, invite: vec!["bob".into()], ..Default::default() })
+            .create(
+                "secret",
+                "alice",
+                NewRoom {
+                    private: true,
+                    invite: vec!["bob".into()],
+                    ..Default::default()
+                },
+            )
             .await
             .unwrap();
-        assert_eq!(rooms.join("secret", "carol", false).await.unwrap_err().code(), "room_private");
+        assert_eq!(
+            rooms.join("secret", "carol", false).await.unwrap_err().code(),
+            "room_private"
+        );
         rooms.join("secret", "carol", true).await.expect("a rule lets carol in");
         rooms.join("secret", "bob", false).await.expect("invited");
 
@@ -427,8 +466,20 @@ mod tests {
         assert!(rooms.get("lobby").await.unwrap().members["bob"].away_since.is_none());
         rooms.away("lobby", "bob").await.unwrap();
         let everyone_here = |_: &Room| None;
-        assert_eq!(rooms.sweep(chrono::Duration::hours(1), &everyone_here).await.unwrap(), (0, 0));
-        assert_eq!(rooms.sweep(chrono::Duration::zero(), &|_: &Room| Some(vec!["alice".into(), "carol".into()])).await.unwrap(), (2, 0));
+        assert_eq!(
+            rooms.sweep(chrono::Duration::hours(1), &everyone_here).await.unwrap(),
+            (0, 0)
+        );
+        assert_eq!(
+            rooms
+                .sweep(chrono::Duration::zero(), &|_: &Room| Some(vec![
+                    "alice".into(),
+                    "carol".into()
+                ]))
+                .await
+                .unwrap(),
+            (2, 0)
+        );
         assert!(rooms.rooms_of("bob").await.unwrap().is_empty());
         rooms.leave("lobby", "alice").await.unwrap();
         assert_eq!(rooms.leave("lobby", "alice").await.unwrap_err().code(), "not_a_member");

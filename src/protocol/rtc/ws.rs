@@ -1,0 +1,528 @@
+//! The typed-frame WebSocket: `/ws` on the service's own port (`BROADCAST_RTC_PORT`) and
+//! `/rtc/ws` on the main ports. The token comes as `?token=`, `Authorization: Bearer` or
+//! the `access_token.<token>` subprotocol.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use governor::DefaultDirectRateLimiter;
+use serde_json::{json, Value};
+
+use super::codec::{self, ClientFrame, DEFAULT_CLIENT_EVENT, DIRECT_MESSAGE_EVENT};
+use crate::broadcasting::helpers::user_channel;
+use crate::channel::{Channel, ChannelKind};
+use crate::hub::{Envelope, Message, Protocol};
+use crate::protocol::credentials::Credentials;
+use crate::protocol::{socket, ApiError, AppState};
+use crate::rtc::rooms::room_channel;
+use crate::rtc::{RoomError, Rtc};
+use crate::session::runner::{Handler, Reply};
+use crate::session::{member_of, Grant, JoinAs, JoinError, Refusal, Session, CLIENT_EVENT_PREFIX};
+
+type Upgrade = Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>;
+
+/// Most topics one `Subscribe` or `Unsubscribe` may name.
+const MAX_TOPICS_PER_FRAME: usize = 100;
+/// Longest user id a direct message may name.
+const MAX_USER_ID: usize = 200;
+
+/// Opens a typed-frame connection (the real-time communication service's protocol).
+#[utoipa::path(
+    get,
+    path = "/rtc/ws",
+    tag = "rtc",
+    params(("token" = Option<String>, Query, description = "a JWT (or `Authorization: Bearer`, or the `access_token.<JWT>` subprotocol)")),
+    responses(
+        (status = 101, description = "WebSocket of typed frames (also at `/ws` on BROADCAST_RTC_PORT)"),
+        (status = 401, description = "the token is invalid"),
+        (status = 429, description = "BROADCAST_MAX_CONNECTIONS_PER_USER reached"),
+        (status = 503, description = "BROADCAST_MAX_CONNECTIONS reached")
+    )
+)]
+pub(crate) async fn upgrade(
+    State(st): State<AppState>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    ws: Upgrade,
+) -> Response {
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(e) => {
+            let message = format!("a WebSocket upgrade is required: {}", e.body_text());
+            return ApiError::new(StatusCode::UPGRADE_REQUIRED, "upgrade_required", message).into_response();
+        }
+    };
+    let credentials = Credentials::from_request(&headers, &query);
+    let identity = match credentials.authenticate(&st) {
+        Ok(identity) => identity,
+        Err(e) => return e.into_response(),
+    };
+    let admission = match st.node.admit(identity, None) {
+        Ok(admission) => admission,
+        Err(e) => {
+            let status = match e.code() {
+                "user_over_quota" => StatusCode::TOO_MANY_REQUESTS,
+                _ => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            return ApiError::new(status, e.code(), e.to_string()).into_response();
+        }
+    };
+    let mut ws = socket::configure(ws, &st);
+    if let Some(p) = credentials.subprotocol {
+        ws = ws.protocols([p]);
+    }
+    let handler = RtcSession::new(st.rtc.clone());
+    ws.on_upgrade(move |upgraded| socket::serve(&st, upgraded, admission, handler))
+}
+
+/// One typed-frame connection.
+pub(crate) struct RtcSession {
+    rtc: Arc<Rtc>,
+    limiter: Option<DefaultDirectRateLimiter>,
+    /// The user this connection counts as online for, once authenticated.
+    online: Option<String>,
+    /// Rooms this connection is in.
+    rooms: Vec<String>,
+}
+
+fn error(code: &str, message: &str) -> String {
+    codec::error(code, message, None)
+}
+
+fn refusal_about<R: Refusal>(r: &R, key: &str, value: &str) -> String {
+    codec::error(r.code(), &r.to_string(), Some((key, value)))
+}
+
+fn room_error(e: &RoomError, room: &str) -> String {
+    codec::error(e.code(), &e.to_string(), Some(("room", room)))
+}
+
+impl RtcSession {
+    pub(crate) fn new(rtc: Arc<Rtc>) -> Self {
+        let limiter = rtc.limiter().connection_limiter();
+        Self {
+            rtc,
+            limiter,
+            online: None,
+            rooms: Vec::new(),
+        }
+    }
+
+    /// Joins the user's own channel (direct messages), counts them online, and brings
+    /// back the rooms they are still a member of. Returns the frames to send.
+    async fn authenticated(&mut self, s: &mut Session) -> (Vec<String>, Vec<String>) {
+        let Some(identity) = s.identity().cloned() else {
+            return (Vec::new(), Vec::new());
+        };
+        let mut frames = Vec::new();
+        if let Ok(own) = Channel::parse(&user_channel(&identity.user_id)) {
+            if let Err(e) = s.join(&own, JoinAs::User).await {
+                tracing::warn!(user = %identity.user_id, error = %e, "the rules refuse a user their own channel: no direct messages for them");
+            }
+        }
+        match self.rtc.online(s.node(), &member_of(&identity), s.id()).await {
+            Ok(()) => self.online = Some(identity.user_id.clone()),
+            Err(e) => tracing::warn!(user = %identity.user_id, error = %e, "could not record the user online"),
+        }
+        let mut rooms = Vec::new();
+        match self.rtc.rooms().rooms_of(&identity.user_id).await {
+            Ok(names) => {
+                for name in names {
+                    match self.enter_room(s, &name, true).await {
+                        Ok(room_frame) => {
+                            rooms.push(name);
+                            frames.push(room_frame);
+                        }
+                        Err(f) => frames.push(f),
+                    }
+                }
+            }
+            Err(e) => frames.push(room_error(&e, "")),
+        }
+        (rooms, frames)
+    }
+
+    /// Whether a channel rule lets the connection's user into private room `name`.
+    fn allowed_by_rule(s: &Session, name: &str) -> bool {
+        let Ok(channel) = Channel::parse(&format!("room.{name}")) else {
+            return false;
+        };
+        matches!(s.node().grant(s.identity(), &channel, &JoinAs::User), Ok(g) if g.channel.kind() != ChannelKind::Public)
+    }
+
+    /// Adds the user to room `name` (unless `rejoin`, which only marks them back) and
+    /// joins its channel: the `room_joined` status, or an error frame.
+    async fn enter_room(&mut self, s: &mut Session, name: &str, rejoin: bool) -> Result<String, String> {
+        let Some(identity) = s.identity().cloned() else {
+            return Err(room_error(&RoomError::Unauthenticated, name));
+        };
+        let rooms = self.rtc.rooms();
+        let room = rooms
+            .join(name, &identity.user_id, Self::allowed_by_rule(s, name))
+            .await
+            .map_err(|e| room_error(&e, name))?;
+        let Some(channel) = room.channel() else {
+            return Err(room_error(&RoomError::InvalidName(name.into()), name));
+        };
+        let mut grant = Grant::for_channel(channel.clone(), Some(member_of(&identity)));
+        grant.client_events = true;
+        match s.join(&channel, JoinAs::Granted(Box::new(grant))).await {
+            Ok(_) => {}
+            Err(e) => return Err(codec::error(e.code(), &e.to_string(), Some(("room", name)))),
+        }
+        if !self.rooms.iter().any(|r| r == name) {
+            self.rooms.push(name.to_string());
+        }
+        let members: Vec<&String> = room.members.keys().collect();
+        Ok(codec::status(
+            "room_joined",
+            json!({
+                "room": room.name,
+                "topic": channel.name(),
+                "owner": room.owner,
+                "private": room.private,
+                "max_members": room.max_members,
+                "members": members,
+                "rejoined": rejoin,
+            }),
+        ))
+    }
+
+    async fn subscribe(&self, s: &mut Session, topics: Vec<String>, join: bool) -> Reply {
+        if topics.len() > MAX_TOPICS_PER_FRAME {
+            return Reply::text(error(
+                "too_many_topics",
+                &format!("at most {MAX_TOPICS_PER_FRAME} topics per frame"),
+            ));
+        }
+        let mut done = Vec::new();
+        let mut frames = Vec::new();
+        for topic in topics {
+            if join {
+                match Channel::parse(&topic) {
+                    Ok(channel) => match s.join(&channel, JoinAs::User).await {
+                        Ok(joined) => done.push(joined.channel.name().to_string()),
+                        Err(JoinError::Closing) => return Reply::none(),
+                        Err(e) => frames.push(refusal_about(&e, "topic", &topic)),
+                    },
+                    Err(e) => frames.push(codec::error("invalid_topic", &e.to_string(), Some(("topic", &topic)))),
+                }
+            } else {
+                match s.leave(&topic).await {
+                    Ok(channel) => done.push(channel.name().to_string()),
+                    Err(e) => frames.push(refusal_about(&e, "topic", &topic)),
+                }
+            }
+        }
+        if !done.is_empty() {
+            let status = if join { "subscribed" } else { "unsubscribed" };
+            frames.insert(0, codec::status(status, json!({ "topics": done })));
+        }
+        Reply { frames, close: None }
+    }
+
+    async fn broadcast(&self, s: &mut Session, topic: &str, payload: Value, event: Option<String>) -> Reply {
+        if let Err(level) = self.rtc.limiter().check(s.user().as_deref(), Some(topic)).await {
+            return Reply::text(codec::error(
+                level.code(),
+                "rate limit exceeded; this message was not sent",
+                Some(("topic", topic)),
+            ));
+        }
+        let event = match event {
+            None => DEFAULT_CLIENT_EVENT.to_string(),
+            Some(e) if e.starts_with(CLIENT_EVENT_PREFIX) => e,
+            Some(e) => format!("{CLIENT_EVENT_PREFIX}{e}"),
+        };
+        let raw = match serde_json::value::to_raw_value(&payload) {
+            Ok(raw) => Arc::from(raw),
+            Err(e) => return Reply::text(error("invalid_frame", &e.to_string())),
+        };
+        match s.client_event(topic, &event, raw).await {
+            Ok(_) => Reply::none(),
+            Err(e) => Reply::text(refusal_about(&e, "topic", topic)),
+        }
+    }
+
+    async fn direct_message(&self, s: &mut Session, target: &str, payload: Value) -> Reply {
+        let Some(me) = s.user() else {
+            return Reply::text(error(
+                "unauthenticated",
+                "direct messages need an authenticated connection (a token)",
+            ));
+        };
+        if target.is_empty() || target.len() > MAX_USER_ID {
+            return Reply::text(error("invalid_frame", "target_user must be 1 to 200 characters"));
+        }
+        if let Err(level) = self.rtc.limiter().check(Some(&me), None).await {
+            return Reply::text(error(level.code(), "rate limit exceeded; this message was not sent"));
+        }
+        let Ok(channel) = Channel::parse(&user_channel(target)) else {
+            return Reply::text(error("invalid_user", &format!("{target:?} is not a valid user id")));
+        };
+        match self.rtc.is_online(s.node(), target).await {
+            Ok(true) => {}
+            Ok(false) => {
+                return Reply::text(codec::error(
+                    "user_offline",
+                    &format!("user {target} has no connection; the message was not delivered"),
+                    Some(("target_user", target)),
+                ))
+            }
+            Err(e) => return Reply::text(error("unavailable", &e.to_string())),
+        }
+        let data = json!({"from": me.as_ref(), "payload": payload});
+        let Ok(raw) = serde_json::value::to_raw_value(&data) else {
+            return Reply::text(error("invalid_frame", "the payload cannot be sent"));
+        };
+        let message = Message::event(channel, DIRECT_MESSAGE_EVENT, Arc::from(raw))
+            .except(Some(s.id()))
+            .sender(Some(me));
+        match s.node().fanout().publish(message).await {
+            Ok(_) => Reply::text(codec::status("sent", json!({"target_user": target}))),
+            Err(e) => Reply::text(error("unavailable", &e.to_string())),
+        }
+    }
+
+    async fn refresh(&mut self, s: &mut Session, token: &str) -> Reply {
+        let was_anonymous = s.user().is_none();
+        match s.refresh(token) {
+            Ok(expires_at) => {
+                let mut frames = vec![codec::status(
+                    "refreshed",
+                    json!({"user_id": s.user().as_deref(), "expires_at": expires_at}),
+                )];
+                if was_anonymous {
+                    let (_, more) = self.authenticated(s).await;
+                    frames.extend(more);
+                }
+                Reply { frames, close: None }
+            }
+            Err(e) => Reply::text(error(e.code(), &e.to_string())),
+        }
+    }
+
+    async fn create_room(&mut self, s: &mut Session, name: &str, options: crate::rtc::NewRoom) -> Reply {
+        let Some(me) = s.user() else {
+            return Reply::text(room_error(&RoomError::Unauthenticated, name));
+        };
+        match self.rtc.rooms().create(name, &me, options).await {
+            Ok(room) => {
+                let created = codec::status(
+                    "room_created",
+                    json!({"room": room.name, "owner": room.owner, "private": room.private, "max_members": room.max_members}),
+                );
+                match self.enter_room(s, name, false).await {
+                    Ok(joined) => Reply {
+                        frames: vec![created, joined],
+                        close: None,
+                    },
+                    Err(f) => Reply {
+                        frames: vec![created, f],
+                        close: None,
+                    },
+                }
+            }
+            Err(e) => Reply::text(room_error(&e, name)),
+        }
+    }
+
+    async fn leave_room(&mut self, s: &mut Session, name: &str) -> Reply {
+        let Some(me) = s.user() else {
+            return Reply::text(room_error(&RoomError::Unauthenticated, name));
+        };
+        if let Err(e) = self.rtc.rooms().leave(name, &me).await {
+            return Reply::text(room_error(&e, name));
+        }
+        self.rooms.retain(|r| r != name);
+        if let Some(channel) = room_channel(name) {
+            let _ = s.leave(channel.name()).await;
+        }
+        Reply::text(codec::status("room_left", json!({"room": name})))
+    }
+
+    async fn presence(&self, s: &mut Session, topic: Option<String>, room: Option<String>) -> Reply {
+        let (name, about) = match (topic, room) {
+            (Some(t), _) => (t.clone(), ("topic", t)),
+            (None, Some(r)) => match room_channel(&r) {
+                Some(c) => (c.name().to_string(), ("room", r)),
+                None => return Reply::text(room_error(&RoomError::InvalidName(r.clone()), &r)),
+            },
+            (None, None) => return Reply::text(error("invalid_frame", "Presence needs either topic or room")),
+        };
+        let Some(channel) = s.subscription(&name).cloned() else {
+            return Reply::text(codec::error(
+                "not_subscribed",
+                "join the topic or room first",
+                Some((about.0, &about.1)),
+            ));
+        };
+        if channel.kind() != ChannelKind::Presence {
+            return Reply::text(codec::error(
+                "not_presence",
+                "only presence topics (presence.*) and rooms have members",
+                Some((about.0, &about.1)),
+            ));
+        }
+        match s.node().presence().members(channel.name()).await {
+            Ok(members) => {
+                let mut data = json!({"users": members, "count": members.len()});
+                if let Value::Object(map) = &mut data {
+                    map.insert(about.0.into(), Value::String(about.1));
+                }
+                Reply::text(codec::status("presence", data))
+            }
+            Err(e) => Reply::text(error("unavailable", &e.to_string())),
+        }
+    }
+}
+
+#[async_trait]
+impl Handler for RtcSession {
+    const PROTOCOL: Protocol = Protocol::Rtc;
+
+    fn encode(envelope: &Envelope) -> Option<String> {
+        codec::encode(envelope)
+    }
+
+    async fn on_open(&mut self, s: &mut Session) -> Reply {
+        let (rooms, more) = self.authenticated(s).await;
+        let (interval, _) = s.node().limits().keepalive();
+        let mut frames = vec![codec::status(
+            "connected",
+            json!({
+                "user_id": s.user().as_deref(),
+                "connection_id": s.id().to_string(),
+                "heartbeat_interval": interval.as_secs(),
+                "rooms": rooms,
+            }),
+        )];
+        frames.extend(more);
+        Reply { frames, close: None }
+    }
+
+    async fn on_text(&mut self, s: &mut Session, text: &str) -> Reply {
+        if let Some(limiter) = &self.limiter {
+            if limiter.check().is_err() {
+                let per_second = self.rtc.limiter().limits().per_connection;
+                return Reply::text(error(
+                    "rate_limited_connection",
+                    &format!("more than {per_second} frames per second; this one was not handled"),
+                ));
+            }
+        }
+        let frame = match codec::parse(text) {
+            Ok(frame) => frame,
+            Err((code, message)) => return Reply::text(error(code, &message)),
+        };
+        match frame {
+            ClientFrame::Ping => Reply::text(codec::pong()),
+            ClientFrame::Subscribe(topics) => self.subscribe(s, topics, true).await,
+            ClientFrame::Unsubscribe(topics) => self.subscribe(s, topics, false).await,
+            ClientFrame::Broadcast { topic, payload, event } => self.broadcast(s, &topic, payload, event).await,
+            ClientFrame::DirectMessage { target_user, payload } => self.direct_message(s, &target_user, payload).await,
+            ClientFrame::RefreshToken(token) => self.refresh(s, &token).await,
+            ClientFrame::CreateRoom { room, options } => self.create_room(s, &room, options).await,
+            ClientFrame::JoinRoom(room) => match self.enter_room(s, &room, false).await {
+                Ok(frame) | Err(frame) => Reply::text(frame),
+            },
+            ClientFrame::LeaveRoom(room) => self.leave_room(s, &room).await,
+            ClientFrame::Presence { topic, room } => self.presence(s, topic, room).await,
+        }
+    }
+
+    async fn on_binary(&mut self, _s: &mut Session, _data: &[u8]) -> Reply {
+        Reply::text(error("binary_not_supported", "send JSON text frames"))
+    }
+
+    async fn on_close(&mut self, s: &mut Session) {
+        let Some(user) = self.online.take() else {
+            return;
+        };
+        self.rtc.offline(s.node(), &user, s.id()).await;
+        for name in std::mem::take(&mut self.rooms) {
+            let Some(channel) = room_channel(&name) else { continue };
+            let _ = s.leave(channel.name()).await;
+            // Away once no socket of the user is in the room on any node.
+            let still_here = match s.node().presence().members(channel.name()).await {
+                Ok(members) => members.iter().any(|m| m.user_id == user),
+                Err(_) => true,
+            };
+            if !still_here {
+                if let Err(e) = self.rtc.rooms().away(&name, &user).await {
+                    tracing::debug!(room = %name, %user, error = %e, "marking a member away failed; the sweep will");
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::runner::run;
+    use crate::session::testing::fixtures::{node, token};
+    use crate::session::testing::{pair, TestClient};
+    use crate::session::Node;
+
+    fn rtc() -> Arc<Rtc> {
+        Rtc::new(crate::config::RtcConfig::default(), None)
+    }
+
+    fn connect(node: &Arc<Node>, rtc: &Arc<Rtc>, sub: Option<&str>) -> TestClient {
+        let identity = sub.map(|u| node.verify(&token(u)).unwrap());
+        let admission = node.admit(identity, None).unwrap();
+        let (session, rx) = admission.open(Protocol::Rtc);
+        let (socket, client) = pair();
+        tokio::spawn(run::<_, String, _>(session, rx, socket, RtcSession::new(rtc.clone())));
+        client
+    }
+
+    #[tokio::test]
+    async fn typed_frames_without_a_network() {
+        let node = node();
+        let rtc = rtc();
+        let mut alice = connect(&node, &rtc, Some("1"));
+        let hello = alice.recv_json().await;
+        assert_eq!(
+            (hello["type"].as_str(), hello["data"]["status"].as_str()),
+            (Some("Status"), Some("connected"))
+        );
+        assert_eq!(hello["data"]["user_id"], "1");
+        let mut bob = connect(&node, &rtc, Some("2"));
+        bob.recv_json().await;
+
+        alice.send_text(r#"{"type":"Subscribe","data":{"topics":["notifications","nowhere"]}}"#);
+        let subscribed = alice.recv_json().await;
+        assert_eq!(
+            subscribed["data"],
+            json!({"status": "subscribed", "topics": ["notifications"]})
+        );
+        let refused = alice.recv_json().await;
+        assert_eq!(
+            (refused["type"].as_str(), refused["data"]["topic"].as_str()),
+            (Some("Error"), Some("nowhere"))
+        );
+
+        bob.send_text(r#"{"type":"DirectMessage","data":{"target_user":"1","payload":{"hi":true}}}"#);
+        assert_eq!(bob.recv_json().await["data"]["status"], "sent");
+        let dm = alice.recv_json().await;
+        assert_eq!(dm["type"], "DirectMessage");
+        assert_eq!(
+            (dm["data"]["from"].as_str(), &dm["data"]["payload"]),
+            (Some("2"), &json!({"hi": true}))
+        );
+        bob.send_text(r#"{"type":"DirectMessage","data":{"target_user":"9","payload":1}}"#);
+        assert_eq!(bob.recv_json().await["data"]["code"], "user_offline");
+
+        alice.send_text(r#"{"type":"Ping"}"#);
+        assert_eq!(alice.recv_json().await["type"], "Pong");
+        alice.send_text(r#"{"type":"Wave","data":{}}"#);
+        assert_eq!(alice.recv_json().await["data"]["code"], "unknown_type");
+    }
+}
