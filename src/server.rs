@@ -203,6 +203,17 @@ impl Rustaxum {
         protocol::router(self.state.clone())
     }
 
+    /// The router of the typed-frame service's own port: `/ws` speaks typed frames, beside
+    /// `/info`, `/health`, `/ready` and `/metrics`.
+    pub fn rtc_router(&self) -> Result<Router, ConfigError> {
+        protocol::rtc_router(self.state.clone())
+    }
+
+    /// The typed-frame service (rooms, rate limits).
+    pub fn rtc(&self) -> &Arc<crate::rtc::Rtc> {
+        &self.state.rtc
+    }
+
     /// The hub.
     pub fn hub(&self) -> &Arc<Hub> {
         self.state.node.hub()

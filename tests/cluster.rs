@@ -197,6 +197,7 @@ async fn members_of_a_node_that_dies_vanish_everywhere_within_15_seconds() {
         .args(["--port", "0"])
         .env("BROADCAST_DRIVER", "redis")
         .env("BROADCAST_APP_PORT", "off")
+        .env("BROADCAST_RTC_PORT", "off")
         .env("REDIS_URL", redis.url())
         .env("BROADCAST_CHANNELS_PREFIX", &prefix)
         .env("JWT_SECRET", SECRET)

@@ -19,7 +19,19 @@ fn server() -> Command {
             cmd.env_remove(k);
         }
     }
+    for generic in [
+        "HOST",
+        "PORT",
+        "MAX_CONNECTIONS",
+        "HEARTBEAT_INTERVAL",
+        "CLIENT_TIMEOUT",
+        "RATE_LIMIT_ENABLED",
+        "LOG_LEVEL",
+    ] {
+        cmd.env_remove(generic);
+    }
     cmd.env("BROADCAST_APP_PORT", "off")
+        .env("BROADCAST_RTC_PORT", "off")
         .env("EMIT_HUB_DB_PATH", ":memory:")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -43,6 +43,8 @@ const ENDPOINTS: &[(&str, &str)] = &[
     ("post", "/api/v1/backup"),
     ("get", "/api/v1/health"),
     ("get", "/api/v1/ready"),
+    ("get", "/rtc/ws"),
+    ("get", "/info"),
 ];
 
 #[tokio::test]

@@ -587,6 +587,7 @@ async fn spawn_server(env: &[(&str, &str)]) -> (Child, String) {
     }
     cmd.args(["--port", "0"])
         .env("BROADCAST_APP_PORT", "off")
+        .env("BROADCAST_RTC_PORT", "off")
         .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -820,6 +821,8 @@ async fn a_corrupt_or_unwritable_database_stops_startup_with_a_clear_message() {
         let out = cmd
             .args(["--port", "0"])
             .env("BROADCAST_APP_PORT", "off")
+            .env("BROADCAST_RTC_PORT", "off")
+            .env("BROADCAST_RTC_PORT", "off")
             .env("EMIT_HUB_DB_PATH", path)
             .output()
             .await

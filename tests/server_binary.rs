@@ -19,6 +19,18 @@ fn server() -> Command {
     // Tests choose their ports; none takes the default application port 3000, nor the
     // default EmitHub database file.
     cmd.env("BROADCAST_APP_PORT", "off");
+    cmd.env("BROADCAST_RTC_PORT", "off");
+    for generic in [
+        "HOST",
+        "PORT",
+        "MAX_CONNECTIONS",
+        "HEARTBEAT_INTERVAL",
+        "CLIENT_TIMEOUT",
+        "RATE_LIMIT_ENABLED",
+        "LOG_LEVEL",
+    ] {
+        cmd.env_remove(generic);
+    }
     cmd.env("EMIT_HUB_DB_PATH", ":memory:");
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
     cmd
@@ -89,6 +101,7 @@ async fn artisan_websocket_runs_the_server() {
         ])
         .env_remove("BROADCAST_HOST")
         .env("EMIT_HUB_DB_PATH", ":memory:")
+        .env("BROADCAST_RTC_PORT", "off")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .kill_on_drop(true)
@@ -165,6 +178,7 @@ async fn idle_connections_cannot_exhaust_a_low_soft_file_limit() {
         ])
         .env_remove("BROADCAST_HOST")
         .env("EMIT_HUB_DB_PATH", ":memory:")
+        .env("BROADCAST_RTC_PORT", "off")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .kill_on_drop(true)
@@ -306,4 +320,59 @@ async fn redis_enabled_contradicting_the_driver_is_refused() {
         err.contains("BROADCAST_REDIS_ENABLED") && err.contains("BROADCAST_DRIVER=websocket"),
         "{err}"
     );
+}
+
+// Issue 12: the typed-frame service's own port (BROADCAST_RTC_PORT, or the document's PORT).
+#[tokio::test]
+async fn the_typed_frame_service_has_its_own_port() {
+    let rtc_port = common::free_port();
+    let mut child = server()
+        .args(["--port", "0"])
+        .env("BROADCAST_RTC_PORT", rtc_port.to_string())
+        .env("PORT", "1")
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
+    line_matching(&mut out, |l| l.starts_with("rustaxum listening on")).await;
+    let typed = line_matching(&mut out, |l| l.contains("typed frames")).await;
+    assert_eq!(
+        typed,
+        format!("rustaxum listening on http://127.0.0.1:{rtc_port} (typed frames at /ws)"),
+        "BROADCAST_RTC_PORT wins over PORT"
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{rtc_port}/ws"))
+        .await
+        .unwrap();
+    let hello = common::recv_json(&mut ws).await;
+    assert_eq!(
+        (hello["type"].as_str(), hello["data"]["status"].as_str()),
+        (Some("Status"), Some("connected"))
+    );
+    drop(child);
+
+    // The document's PORT when BROADCAST_RTC_PORT is unset.
+    let port = common::free_port();
+    let mut child = server()
+        .args(["--port", "0"])
+        .env_remove("BROADCAST_RTC_PORT")
+        .env("PORT", port.to_string())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
+    let typed = line_matching(&mut out, |l| l.contains("typed frames")).await;
+    assert!(typed.contains(&format!(":{port} ")), "{typed}");
+    drop(child);
+
+    // A port set explicitly that is taken stops start-up naming the variable.
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = held.local_addr().unwrap().port().to_string();
+    let out = server()
+        .args(["--port", "0"])
+        .env("BROADCAST_RTC_PORT", &taken)
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("BROADCAST_RTC_PORT") && err.contains(&taken), "{err}");
 }

@@ -5,7 +5,7 @@
 //! the grace period (their new socket rejoins at once); after it they are removed. A room
 //! left empty is removed after the same grace period.
 //!
-//! A room `{name}` is the presence channel `presence.room.{name}` of the hub (so members
+//! A room `{name}` is the presence channel `presence.rtc-room.{name}` of the hub (so members
 //! see each other come and go); the records live in a [`RecordStore`] (memory on one
 //! node, Redis in a cluster), changed with compare-and-set.
 
@@ -22,7 +22,7 @@ use crate::cluster::ClusterError;
 use crate::session::{Grant, GrantSource, JoinError};
 
 /// Hub channels of rooms start with this.
-pub const ROOM_CHANNEL_PREFIX: &str = "presence.room.";
+pub const ROOM_CHANNEL_PREFIX: &str = "presence.rtc-room.";
 const ROOM_KEY: &str = "rooms:room:";
 const USER_KEY: &str = "rooms:user:";
 /// Longest room name.
@@ -78,7 +78,7 @@ impl RoomError {
             Self::Full { .. } => "room_full",
             Self::Private(_) => "room_private",
             Self::NotMember(_) => "not_a_member",
-            Self::Unauthenticated => "unauthenticated",
+            Self::Unauthenticated => "unauthorized",
             Self::Unavailable(_) => "unavailable",
         }
     }

@@ -25,6 +25,8 @@ pub struct TestServer {
     pub addr: SocketAddr,
     /// The application port, when the server has one (see [`start_two_ports`]).
     pub app_addr: Option<SocketAddr>,
+    /// The typed-frame service's port, when the server has one (see [`start_with_rtc`]).
+    pub rtc_addr: Option<SocketAddr>,
     pub app: Rustaxum,
     stop: Option<oneshot::Sender<()>>,
     handle: JoinHandle<Result<(), rustaxum::StartError>>,
@@ -38,7 +40,7 @@ pub fn config() -> Config {
     Config::from_lookup(|k| match k {
         "JWT_SECRET" => Some(SECRET.into()),
         "EMIT_HUB_DB_PATH" => Some(":memory:".into()),
-        "BROADCAST_PUBLIC_CHANNELS" => Some("other,news,alpha,beta,chat,firehose,orders,jobs,heartbeat".into()),
+        "BROADCAST_PUBLIC_CHANNELS" => Some("other,news,alpha,beta,chat,firehose,orders,jobs,heartbeat,updates".into()),
         _ => None,
     })
     .expect("test config")
@@ -107,6 +109,32 @@ pub async fn start_app(app: Rustaxum) -> TestServer {
     serve_on(app, 1).await
 }
 
+/// A server with the typed-frame service's own port too (`rtc_addr`, where `/ws` speaks
+/// typed frames).
+pub async fn start_with_rtc(config: Config) -> TestServer {
+    let app = Rustaxum::new(config).expect("app");
+    let main = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let rtc = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = main.local_addr().expect("addr");
+    let rtc_addr = rtc.local_addr().expect("addr");
+    let routed = vec![
+        (main, app.router().expect("router")),
+        (rtc, app.rtc_router().expect("rtc router")),
+    ];
+    let (tx, rx) = oneshot::channel();
+    let handle = tokio::spawn(rustaxum::server::run_routed(routed, app.clone(), async {
+        let _ = rx.await;
+    }));
+    TestServer {
+        addr,
+        app_addr: None,
+        rtc_addr: Some(rtc_addr),
+        app,
+        stop: Some(tx),
+        handle,
+    }
+}
+
 /// A server listening on a WebSocket port and an application port, as the binary does.
 pub async fn start_two_ports(config: Config) -> TestServer {
     serve_on(Rustaxum::new(config).expect("app"), 2).await
@@ -126,6 +154,7 @@ async fn serve_on(app: Rustaxum, ports: usize) -> TestServer {
     TestServer {
         addr,
         app_addr,
+        rtc_addr: None,
         app,
         stop: Some(tx),
         handle,

@@ -252,7 +252,7 @@ impl RtcSession {
     async fn direct_message(&self, s: &mut Session, target: &str, payload: Value) -> Reply {
         let Some(me) = s.user() else {
             return Reply::text(error(
-                "unauthenticated",
+                "unauthorized",
                 "direct messages need an authenticated connection (a token)",
             ));
         };
