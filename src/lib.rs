@@ -47,6 +47,7 @@ pub mod cluster;
 pub mod config;
 pub mod emithub;
 pub mod events;
+pub mod history;
 pub mod hub;
 pub mod lifecycle;
 pub mod presence;

@@ -144,6 +144,14 @@ impl Rustaxum {
         } else {
             tracing::warn!("created outside a tokio runtime: EmitHub retention purges and backups are not running");
         }
+        if !config.history.channels.is_empty() {
+            let history = Arc::new(build_history(&config, cluster.as_ref(), &emithub)?);
+            if tokio::runtime::Handle::try_current().is_ok() {
+                history.start(stop.clone(), &background);
+            }
+            tracing::info!(store = history.store().name(), channels = ?config.history.channels, "channel history on");
+            fanout.set_history(history);
+        }
         let node = Node::new(fanout, presence, Arc::new(rules), verifier, limits(&config))
             .with_grant_source(emithub.clone())
             .with_grant_source(Arc::new(crate::rtc::rooms::RoomChannels));
@@ -629,6 +637,40 @@ type FilterHandle = tracing_subscriber::reload::Handle<tracing_subscriber::EnvFi
 
 /// The log filter installed by [`init_tracing`], replaced on reload.
 static LOG_FILTER: std::sync::OnceLock<FilterHandle> = std::sync::OnceLock::new();
+
+/// The history of the channels `BROADCAST_HISTORY_CHANNELS` names, in the store it says
+/// (Redis in a cluster; memory by default on one node; or the EmitHub redb file).
+fn build_history(
+    config: &Config,
+    cluster: Option<&Arc<RedisBroker>>,
+    emithub: &EmitHub,
+) -> Result<crate::history::History, StartError> {
+    use crate::history::{History, HistoryStore, MemoryHistory, RedbHistory, RedisHistory, StoreKind};
+    let bad = |reason: String| {
+        StartError::Config(ConfigError::Invalid {
+            var: "BROADCAST_HISTORY_STORE",
+            value: format!("{:?}", config.history.store).to_ascii_lowercase(),
+            reason,
+        })
+    };
+    let store: Arc<dyn HistoryStore> = match (cluster, config.history.store) {
+        (Some(broker), _) => Arc::new(RedisHistory::new(broker.clone())),
+        (None, Some(StoreKind::Redb)) => {
+            let db = emithub
+                .database()
+                .ok_or_else(|| bad("no EmitHub database is open".into()))?;
+            Arc::new(RedbHistory::open(db).map_err(|e| bad(e.to_string()))?)
+        }
+        (None, _) => Arc::new(MemoryHistory::new(config.history.memory_limit)),
+    };
+    History::new(&config.history, store).map_err(|reason| {
+        StartError::Config(ConfigError::Invalid {
+            var: "BROADCAST_HISTORY_CHANNELS",
+            value: config.history.channels.join(","),
+            reason,
+        })
+    })
+}
 
 /// Logs to stderr as `log` says: filtered by `RUST_LOG` (default `info`), as text or
 /// one JSON object per line (`LOG_FORMAT=json`). The filter can be changed later

@@ -21,6 +21,7 @@ use async_trait::async_trait;
 use serde_json::value::RawValue;
 
 use crate::channel::Channel;
+use crate::history::History;
 use crate::hub::{Hub, Message, PublishReport, SocketId};
 use crate::routing::Routing;
 use crate::sync::{read, write};
@@ -96,6 +97,7 @@ pub struct Fanout {
     broker: Arc<dyn Broker>,
     hooks: Arc<RwLock<Vec<Arc<dyn PublishHook>>>>,
     routing: Arc<ArcSwap<Routing>>,
+    history: Arc<arc_swap::ArcSwapOption<History>>,
 }
 
 impl std::fmt::Debug for Fanout {
@@ -114,7 +116,18 @@ impl Fanout {
             broker,
             hooks: Arc::default(),
             routing: Arc::new(ArcSwap::from_pointee(Routing::none())),
+            history: Arc::default(),
         }
+    }
+
+    /// Keeps history for the channels `history` names (for every clone of this fan-out).
+    pub fn set_history(&self, history: Arc<History>) {
+        self.history.store(Some(history));
+    }
+
+    /// The channel history, when configured.
+    pub fn history(&self) -> Option<Arc<History>> {
+        self.history.load_full()
     }
 
     /// Replaces the routing rules (for every clone of this fan-out).
@@ -161,19 +174,26 @@ impl Fanout {
     pub async fn publish(&self, message: Message) -> Result<PublishReport, ClusterError> {
         let routing = self.routing.load();
         if routing.is_empty() {
-            self.run_hooks(&message, Origin::Local);
-            self.broker.publish(&message).await?;
-            return Ok(self.hub.deliver(message));
+            return self.publish_one(message).await;
         }
         let mut total = PublishReport::default();
         for message in routing.route(message) {
-            self.run_hooks(&message, Origin::Local);
-            self.broker.publish(&message).await?;
-            let report = self.hub.deliver(message);
+            let report = self.publish_one(message).await?;
             total.delivered += report.delivered;
             total.dropped += report.dropped;
         }
         Ok(total)
+    }
+
+    async fn publish_one(&self, message: Message) -> Result<PublishReport, ClusterError> {
+        self.run_hooks(&message, Origin::Local);
+        if let Some(history) = &*self.history.load() {
+            if crate::history::is_kept(&message) && history.keeps(&message.channel) {
+                return history.publish(message, &*self.broker, &self.hub).await;
+            }
+        }
+        self.broker.publish(&message).await?;
+        Ok(self.hub.deliver(message))
     }
 
     /// Delivers a message another node published (the broker calls this).

@@ -354,6 +354,8 @@ pub struct Config {
     pub emithub: EmitHubConfig,
     /// The typed-frame service.
     pub rtc: RtcConfig,
+    /// Channel history and recovery (`BROADCAST_HISTORY_*`).
+    pub history: crate::history::HistoryConfig,
     /// `BROADCAST_ROUTES_FILE`: routing rules (TOML), applied to every message at publish.
     pub routes_file: Option<PathBuf>,
     /// Logging.
@@ -548,8 +550,27 @@ impl Config {
 
     fn build(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let env = Env(lookup);
+        let driver = driver(&env)?;
+        let history = history(&env)?;
+        match (driver, history.store) {
+            (Driver::Redis, Some(kind @ (crate::history::StoreKind::Memory | crate::history::StoreKind::Redb))) => {
+                return Err(ConfigError::Invalid {
+                    var: "BROADCAST_HISTORY_STORE",
+                    value: format!("{kind:?}").to_ascii_lowercase(),
+                    reason: "a cluster (BROADCAST_DRIVER=redis) keeps history in Redis, so that positions agree on every node; remove it or set redis".into(),
+                })
+            }
+            (d, Some(crate::history::StoreKind::Redis)) if d != Driver::Redis => {
+                return Err(ConfigError::Invalid {
+                    var: "BROADCAST_HISTORY_STORE",
+                    value: "redis".into(),
+                    reason: "keeping history in Redis needs BROADCAST_DRIVER=redis".into(),
+                })
+            }
+            _ => {}
+        }
         Ok(Self {
-            driver: driver(&env)?,
+            driver,
             server: server(&env)?,
             websocket: websocket(&env)?,
             auth: auth(&env)?,
@@ -559,6 +580,7 @@ impl Config {
             emithub: emithub(&env)?,
             routes_file: env.string("BROADCAST_ROUTES_FILE").map(PathBuf::from),
             rtc: rtc(&env)?,
+            history,
             log: log(&env)?,
             sources: Sources::default(),
         })
@@ -825,6 +847,39 @@ fn rtc(env: &Env<'_>) -> Result<RtcConfig, ConfigError> {
             per_topic: per_second("BROADCAST_RATE_LIMIT_TOPIC", d.per_topic)?,
             global: per_second("BROADCAST_RATE_LIMIT_GLOBAL", d.global)?,
         },
+    })
+}
+
+fn history(env: &Env<'_>) -> Result<crate::history::HistoryConfig, ConfigError> {
+    let d = crate::history::HistoryConfig::default();
+    let channels = env.list("BROADCAST_HISTORY_CHANNELS");
+    for pattern in &channels {
+        crate::auth::Pattern::parse(pattern).map_err(|reason| ConfigError::Invalid {
+            var: "BROADCAST_HISTORY_CHANNELS",
+            value: pattern.clone(),
+            reason,
+        })?;
+    }
+    let size = env.positive("BROADCAST_HISTORY_SIZE")?.unwrap_or(d.size);
+    if size > 1_000_000 {
+        return Err(ConfigError::Invalid {
+            var: "BROADCAST_HISTORY_SIZE",
+            value: size.to_string(),
+            reason: "expected at most 1000000 messages per channel".into(),
+        });
+    }
+    let store = env.parse::<crate::history::StoreKind>("BROADCAST_HISTORY_STORE", "memory, redb or redis")?;
+    Ok(crate::history::HistoryConfig {
+        channels,
+        size,
+        ttl: env.duration("BROADCAST_HISTORY_TTL")?.unwrap_or(d.ttl),
+        store,
+        recovery_limit: env
+            .positive("BROADCAST_HISTORY_RECOVERY_LIMIT")?
+            .unwrap_or(d.recovery_limit),
+        memory_limit: env
+            .positive("BROADCAST_HISTORY_MEMORY_LIMIT")?
+            .unwrap_or(d.memory_limit),
     })
 }
 

@@ -184,6 +184,7 @@ pub struct EmitHub {
     cluster: Option<Arc<RedisBroker>>,
     limiters: Mutex<HashMap<Uuid, (u32, Arc<DefaultDirectRateLimiter>)>>,
     backup_dir: Option<PathBuf>,
+    database: Option<Arc<redb::Database>>,
 }
 
 impl std::fmt::Debug for EmitHub {
@@ -214,7 +215,10 @@ impl EmitHub {
                 .unwrap_or_else(|| PathBuf::from("backups"))
         });
         let channels = store.channels_now()?;
-        let hub = Arc::new(Self::with_store(Arc::new(store), config, fanout, None, backup_dir));
+        let database = store.database();
+        let mut hub = Self::with_store(Arc::new(store), config, fanout, None, backup_dir);
+        hub.database = Some(database);
+        let hub = Arc::new(hub);
         hub.replace_all(channels);
         Ok(hub)
     }
@@ -245,7 +249,13 @@ impl EmitHub {
             cluster,
             limiters: Mutex::default(),
             backup_dir,
+            database: None,
         }
+    }
+
+    /// The redb database of a single node (where channel history can be kept too).
+    pub fn database(&self) -> Option<Arc<redb::Database>> {
+        self.database.clone()
     }
 
     fn replace_all(&self, channels: Vec<ManagedChannel>) {

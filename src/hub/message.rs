@@ -158,6 +158,12 @@ impl Envelope {
         }
     }
 
+    /// A message outside the hub (replayed from history), to encode for one socket.
+    pub fn detached(message: Message) -> Self {
+        let channel = message.channel.clone();
+        Self::new(channel, message, Arc::default())
+    }
+
     /// The frame for `protocol`, encoding it with `encode` only the first time.
     ///
     /// `T` is the protocol's frame type (for example a WebSocket text payload); it must

@@ -38,7 +38,9 @@ pub use quota::{QuotaSlot, Quotas};
 use crate::auth::{AuthError, ChannelAuthorizer, Identity, JwtVerifier, TokenError};
 use crate::channel::{Channel, ChannelKind};
 use crate::cluster::Fanout;
-use crate::hub::{ConnectionHandle, ConnectionSlot, Envelope, Hub, Message, Protocol, SocketId, SubscribeError};
+use crate::hub::{
+    ConnectionHandle, ConnectionSlot, Envelope, Hub, Message, Position, Protocol, SocketId, SubscribeError,
+};
 use crate::lifecycle::{Lifecycle, LifecycleEvent};
 use crate::presence::{Member, Presence};
 
@@ -380,6 +382,7 @@ impl Admission {
             _slot: self.slot,
             _quotas: self.quotas,
             closed: false,
+            floors: Vec::new(),
         };
         let mut session = session;
         session.expiry = session.compute_expiry();
@@ -410,6 +413,20 @@ pub struct Joined {
     pub presence: Option<PresenceState>,
 }
 
+/// Where a joined channel stands in its history, and what a returning client missed.
+#[derive(Debug, Clone, Default)]
+pub struct CatchUp {
+    /// The channel's current position (`None` when it keeps no history or the history
+    /// could not be read).
+    pub position: Option<Position>,
+    /// Asked with a position: whether `messages` are everything missed since then.
+    pub recovered: Option<bool>,
+    /// More were missed than one recovery sends; `messages` are the newest of them.
+    pub capped: bool,
+    /// The missed messages, oldest first, to send before anything live.
+    pub messages: Vec<Message>,
+}
+
 /// Who is on a presence channel, as seen by a connection that just joined.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PresenceState {
@@ -430,6 +447,9 @@ pub struct Session {
     _slot: ConnectionSlot,
     _quotas: Vec<QuotaSlot>,
     closed: bool,
+    /// Channels recovered from history: live messages of that epoch at or below the
+    /// offset were sent from history already and are skipped.
+    floors: Vec<(Channel, Position)>,
 }
 
 impl std::fmt::Debug for Session {
@@ -601,6 +621,63 @@ impl Session {
         }
     }
 
+    /// For a joined `channel` that keeps history: where it stands and, given the last
+    /// position the client saw, what it missed (call right after [`join`](Self::join):
+    /// the subscription is in place, so nothing published meanwhile is lost; whatever
+    /// arrives live and was sent from history is skipped).
+    pub async fn catch_up(&mut self, channel: &Channel, since: Option<&Position>) -> CatchUp {
+        let not_recovered = CatchUp {
+            recovered: since.map(|_| false),
+            ..CatchUp::default()
+        };
+        let Some(history) = self.node.fanout.history().filter(|h| h.keeps(channel)) else {
+            return not_recovered;
+        };
+        let Some(since) = since else {
+            return match history.position(channel).await {
+                Ok(position) => CatchUp {
+                    position: Some(position),
+                    ..CatchUp::default()
+                },
+                Err(e) => {
+                    tracing::warn!(channel = %channel, error = %e, "could not read the channel's position");
+                    not_recovered
+                }
+            };
+        };
+        match history.recover(channel, since).await {
+            Ok(r) => {
+                // Everything up to the channel's position was sent from history (or seen
+                // before): what still arrives live up to there is skipped.
+                if r.recovered || r.capped {
+                    self.floors.retain(|(c, _)| c != channel);
+                    self.floors.push((channel.clone(), r.position.clone()));
+                }
+                CatchUp {
+                    position: Some(r.position),
+                    recovered: Some(r.recovered),
+                    capped: r.capped,
+                    messages: r.messages,
+                }
+            }
+            Err(e) => {
+                tracing::warn!(channel = %channel, error = %e, "could not recover the channel's history");
+                not_recovered
+            }
+        }
+    }
+
+    /// Whether a live message was already sent from history (see [`catch_up`](Self::catch_up)).
+    pub fn already_sent(&self, envelope: &Envelope) -> bool {
+        if self.floors.is_empty() {
+            return false;
+        }
+        let Some(p) = &envelope.position else { return false };
+        self.floors
+            .iter()
+            .any(|(c, floor)| *c == envelope.channel && floor.epoch == p.epoch && p.offset <= floor.offset)
+    }
+
     /// Leaves the channel named `name` (either spelling); returns it.
     pub async fn leave(&mut self, name: &str) -> Result<Channel, LeaveError> {
         let wanted = Channel::parse(name).map_err(|_| LeaveError::NotSubscribed)?;
@@ -610,6 +687,7 @@ impl Session {
             .position(|j| j.channel == wanted)
             .ok_or(LeaveError::NotSubscribed)?;
         let joined = self.joined.swap_remove(i);
+        self.floors.retain(|(c, _)| *c != joined.channel);
         self.leave_presence(&joined).await;
         self.unsubscribe(&joined.channel);
         Ok(joined.channel)

@@ -134,6 +134,14 @@ pub trait Handler: Send {
     }
 }
 
+/// Messages recovered from history, encoded for protocol `H` (oldest first).
+pub fn replay<H: Handler>(messages: Vec<crate::hub::Message>) -> Vec<String> {
+    messages
+        .into_iter()
+        .filter_map(|m| H::encode(&Envelope::detached(m)))
+        .collect()
+}
+
 /// A socket the loop can drive.
 pub trait Socket<T>: Sink<Frame<T>> + Stream<Item = Result<Frame<T>, ReadError>> + Unpin + Send {}
 
@@ -215,7 +223,11 @@ async fn write_batch<H: Handler, T: Text, S: Socket<T>>(
         let mut next = Some(first);
         let mut written = 0;
         while let Some(envelope) = next.take() {
-            let frame: Option<T> = envelope.frame(H::PROTOCOL, |e| H::encode(e).map(T::from));
+            let frame: Option<T> = if s.already_sent(&envelope) {
+                None
+            } else {
+                envelope.frame(H::PROTOCOL, |e| H::encode(e).map(T::from))
+            };
             if let Some(frame) = frame {
                 if socket.feed(Frame::Text(frame)).await.is_err() {
                     return false;

@@ -40,7 +40,7 @@ use super::breaker::BreakerState;
 use super::{Broker, ClusterError, Fanout};
 use crate::channel::Channel;
 use crate::config::{Config, ConfigError};
-use crate::hub::{now_rfc3339, EnvelopeKind, Hub, Message, SocketId};
+use crate::hub::{now_rfc3339, EnvelopeKind, Hub, Message, Position, SocketId};
 
 /// How often a node refreshes its liveness key.
 pub const HEARTBEAT: Duration = Duration::from_secs(2);
@@ -74,6 +74,9 @@ struct Wire<'a> {
     /// When it was published (kept across nodes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     ts: Option<std::borrow::Cow<'a, str>>,
+    /// Its place in the channel's history (added by the history script, always last).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pos: Option<Position>,
 }
 
 /// Counters of the broker's life, for the stats endpoint.
@@ -264,45 +267,24 @@ impl RedisBroker {
             self.counters.invalid.fetch_add(1, Ordering::Relaxed);
             return;
         };
-        let payload = msg.get_payload_bytes();
-        let Ok(wire) = serde_json::from_slice::<Wire<'_>>(payload) else {
+        let Ok(wire) = serde_json::from_slice::<Wire<'_>>(msg.get_payload_bytes()) else {
             self.counters.invalid.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(channel = %channel, "ignoring a Redis message that is not {{\"event\",\"data\"}} JSON");
             return;
         };
-        if wire.node.as_deref() == Some(self.link.node_id()) {
+        // A node delivers its own messages itself, except those the history script
+        // published: they come back here so that every node delivers them in offset order.
+        if wire.node.as_deref() == Some(self.link.node_id()) && wire.pos.is_none() {
             self.counters.skipped_own.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        let except = match &wire.socket {
-            Some(Value::String(s)) => s.parse::<SocketId>().ok(),
-            _ => None,
-        };
-        let kind = match wire.kind.as_deref() {
-            Some("member_added") => EnvelopeKind::MemberAdded,
-            Some("member_removed") => EnvelopeKind::MemberRemoved,
-            _ => EnvelopeKind::Event,
-        };
-        let data: Arc<RawValue> = match wire.data {
-            Some(d) => Arc::from(d.to_owned()),
-            None => match serde_json::value::to_raw_value(&json!({})) {
-                Ok(d) => Arc::from(d),
-                Err(_) => return,
-            },
-        };
-        let message = Message {
-            channel,
-            event: wire.event.as_ref().into(),
-            data,
-            except,
-            kind,
-            timestamp: wire.ts.as_deref().map_or_else(now_rfc3339, Arc::from),
-            position: None,
-            sender: wire.user.as_deref().map(Arc::from),
+        let Some((message, from)) = wire_message(channel, wire) else {
+            self.counters.invalid.fetch_add(1, Ordering::Relaxed);
+            return;
         };
         // A message from another node went through routing there; one published straight
         // into Redis (a Laravel app) is routed here, by every node alike.
-        if wire.node.is_some() {
+        if from.is_some() {
             fanout.deliver_remote(message);
         } else {
             fanout.deliver_foreign(message);
@@ -474,20 +456,7 @@ pub struct BrokerStatus {
 #[async_trait]
 impl Broker for RedisBroker {
     async fn publish(&self, message: &Message) -> Result<(), ClusterError> {
-        let wire = Wire {
-            event: message.event.as_ref().into(),
-            data: Some(&message.data),
-            socket: message.except.map(|s| Value::String(s.to_string())),
-            node: Some(self.link.node_id().into()),
-            kind: match message.kind {
-                EnvelopeKind::Event => None,
-                EnvelopeKind::MemberAdded => Some("member_added".into()),
-                EnvelopeKind::MemberRemoved => Some("member_removed".into()),
-            },
-            user: message.sender.as_deref().map(Into::into),
-            ts: Some(message.timestamp.as_ref().into()),
-        };
-        let payload = serde_json::to_string(&wire)?;
+        let payload = self.encode(message)?;
         let target = format!("{}{}", self.link.prefix(), message.channel.name());
         let result = self
             .link
@@ -513,6 +482,65 @@ impl Broker for RedisBroker {
     fn healthy(&self) -> bool {
         self.subscribed.load(Ordering::Acquire) && self.link.breaker().state() == BreakerState::Closed
     }
+}
+
+impl RedisBroker {
+    /// `message` as the other nodes read it (`{"event","data","socket","node",...}`).
+    pub(crate) fn encode(&self, message: &Message) -> Result<String, ClusterError> {
+        let wire = Wire {
+            event: message.event.as_ref().into(),
+            data: Some(&message.data),
+            socket: message.except.map(|s| Value::String(s.to_string())),
+            node: Some(self.link.node_id().into()),
+            kind: match message.kind {
+                EnvelopeKind::Event => None,
+                EnvelopeKind::MemberAdded => Some("member_added".into()),
+                EnvelopeKind::MemberRemoved => Some("member_removed".into()),
+            },
+            user: message.sender.as_deref().map(Into::into),
+            ts: Some(message.timestamp.as_ref().into()),
+            pos: message.position.clone(),
+        };
+        Ok(serde_json::to_string(&wire)?)
+    }
+
+    /// The Redis channel a hub channel's messages are published on.
+    pub(crate) fn pubsub_channel(&self, channel: &Channel) -> String {
+        format!("{}{}", self.link.prefix(), channel.name())
+    }
+}
+
+/// A message published on `channel` (by a node or by another program), and the node that
+/// published it; `None` when it is not `{"event","data"}` JSON.
+pub(crate) fn decode_wire(channel: Channel, payload: &[u8]) -> Option<(Message, Option<String>)> {
+    wire_message(channel, serde_json::from_slice::<Wire<'_>>(payload).ok()?)
+}
+
+fn wire_message(channel: Channel, wire: Wire<'_>) -> Option<(Message, Option<String>)> {
+    let except = match &wire.socket {
+        Some(Value::String(s)) => s.parse::<SocketId>().ok(),
+        _ => None,
+    };
+    let kind = match wire.kind.as_deref() {
+        Some("member_added") => EnvelopeKind::MemberAdded,
+        Some("member_removed") => EnvelopeKind::MemberRemoved,
+        _ => EnvelopeKind::Event,
+    };
+    let data: Arc<RawValue> = match wire.data {
+        Some(d) => Arc::from(d.to_owned()),
+        None => Arc::from(serde_json::value::to_raw_value(&json!({})).ok()?),
+    };
+    let message = Message {
+        channel,
+        event: wire.event.as_ref().into(),
+        data,
+        except,
+        kind,
+        timestamp: wire.ts.as_deref().map_or_else(now_rfc3339, Arc::from),
+        position: wire.pos,
+        sender: wire.user.as_deref().map(Arc::from),
+    };
+    Some((message, wire.node.map(|n| n.into_owned())))
 }
 
 /// `s` with Redis glob characters escaped, to match it literally in `SCAN MATCH` or `PSUBSCRIBE`.

@@ -80,6 +80,11 @@ impl RedbStore {
         read_channels(&self.db)
     }
 
+    /// The database, to keep other tables in the same file (channel history).
+    pub fn database(&self) -> Arc<Database> {
+        self.db.clone()
+    }
+
     /// The file, when the database has one.
     pub fn path(&self) -> Option<&Path> {
         self.path.as_deref()

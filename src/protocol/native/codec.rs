@@ -124,6 +124,15 @@ pub struct SubscriptionSucceeded<'a> {
     /// Presence: this connection's member.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub me: Option<&'a Member>,
+    /// Channels with history: where the channel stands (its last message's position).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub position: Option<&'a Position>,
+    /// Subscribed with `since`: whether every missed message was sent (just before this).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recovered: Option<bool>,
+    /// More were missed than one recovery sends (the newest were sent).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub capped: bool,
 }
 
 /// Data of `unsubscribed`.
@@ -157,6 +166,9 @@ pub enum ClientFrame {
     Subscribe {
         /// Its name.
         channel: String,
+        /// The last position seen on it, to recover what was missed.
+        #[serde(default)]
+        since: Option<Position>,
     },
     /// Leave a channel.
     Unsubscribe {
@@ -197,7 +209,10 @@ mod tests {
             ),
             (
                 json!({"action": "subscribe", "channel": "news"}),
-                ClientFrame::Subscribe { channel: "news".into() },
+                ClientFrame::Subscribe {
+                    channel: "news".into(),
+                    since: None,
+                },
             ),
             (
                 json!({"action": "whisper", "channel": "c", "event": "typing", "data": {"x": 1}}),

@@ -13,16 +13,16 @@ use serde_json::Value;
 
 use super::codec::{self, ClientFrame, ConnectionEstablished, SubscriptionSucceeded, TokenRefreshed, Unsubscribed};
 use crate::channel::Channel;
-use crate::hub::{Envelope, Protocol};
+use crate::hub::{Envelope, Position, Protocol};
 use crate::protocol::credentials::Credentials;
 use crate::protocol::{socket, ApiError, AppState};
-use crate::session::runner::{Handler, Reply};
+use crate::session::runner::{replay, Handler, Reply};
 use crate::session::{JoinAs, JoinError, Refusal, Session, CLIENT_EVENT_PREFIX};
 
 type Upgrade = Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>;
 
 /// Opens a native protocol connection, optionally joining `channel`.
-#[utoipa::path(get, path = "/ws", tag = "native", params(("channel" = Option<String>, Query, description = "a channel to join at once"), ("auth_token" = Option<String>, Query, description = "a JWT (or `Authorization: Bearer`, or the `access_token.<JWT>` subprotocol)")), responses((status = 101, description = "WebSocket of the native protocol"), (status = 401, description = "the token is missing or invalid for a private channel"), (status = 403, description = "the channel is not allowed"), (status = 503, description = "BROADCAST_MAX_CONNECTIONS reached")))]
+#[utoipa::path(get, path = "/ws", tag = "native", params(("channel" = Option<String>, Query, description = "a channel to join at once"), ("since" = Option<String>, Query, description = "`EPOCH:OFFSET`: the last position seen on `channel`, to recover what was missed"), ("auth_token" = Option<String>, Query, description = "a JWT (or `Authorization: Bearer`, or the `access_token.<JWT>` subprotocol)")), responses((status = 101, description = "WebSocket of the native protocol"), (status = 401, description = "the token is missing or invalid for a private channel"), (status = 403, description = "the channel is not allowed"), (status = 503, description = "BROADCAST_MAX_CONNECTIONS reached")))]
 pub(crate) async fn upgrade_query(
     State(st): State<AppState>,
     Query(query): Query<HashMap<String, String>>,
@@ -34,7 +34,7 @@ pub(crate) async fn upgrade_query(
 }
 
 /// Opens a native protocol connection joined to a channel.
-#[utoipa::path(get, path = "/ws/{channel}", tag = "native", params(("channel" = String, Path, description = "the channel to join"), ("auth_token" = Option<String>, Query, description = "a JWT")), responses((status = 101, description = "WebSocket of the native protocol, subscribed to the channel"), (status = 401, description = "the token is missing or invalid"), (status = 403, description = "the channel is not allowed")))]
+#[utoipa::path(get, path = "/ws/{channel}", tag = "native", params(("channel" = String, Path, description = "the channel to join"), ("since" = Option<String>, Query, description = "`EPOCH:OFFSET`: the last position seen, to recover what was missed"), ("auth_token" = Option<String>, Query, description = "a JWT")), responses((status = 101, description = "WebSocket of the native protocol, subscribed to the channel"), (status = 401, description = "the token is missing or invalid"), (status = 403, description = "the channel is not allowed")))]
 pub(crate) async fn upgrade_path(
     State(st): State<AppState>,
     Path(channel): Path<String>,
@@ -79,6 +79,15 @@ fn upgrade(
             Err(e) => return http_refusal(&e).into_response(),
         },
     };
+    let since = match query.get("since").filter(|s| !s.is_empty()) {
+        None => None,
+        Some(raw) => match crate::history::parse_position(raw) {
+            Some(p) => Some(p),
+            None => {
+                return ApiError::unprocessable(format!("invalid since {raw:?}: expected EPOCH:OFFSET")).into_response()
+            }
+        },
+    };
     let admission = match st.node.admit(identity, None) {
         Ok(admission) => admission,
         Err(e) => return http_refusal(&e).into_response(),
@@ -87,21 +96,25 @@ fn upgrade(
     if let Some(p) = credentials.subprotocol {
         ws = ws.protocols([p]);
     }
-    ws.on_upgrade(move |upgraded| socket::serve(&st, upgraded, admission, NativeSession { initial }))
+    ws.on_upgrade(move |upgraded| socket::serve(&st, upgraded, admission, NativeSession { initial, since }))
 }
 
 /// A native connection: the channel it asked for on connect, joined first.
 pub(crate) struct NativeSession {
     initial: Option<Channel>,
+    /// The last position seen on `initial`, to recover from.
+    since: Option<Position>,
 }
 
 fn error(channel: &str, code: &str, message: &str) -> Reply {
     Reply::text(codec::refusal(channel, "error", code, message))
 }
 
-async fn join(s: &mut Session, channel: &Channel) -> Reply {
+async fn join(s: &mut Session, channel: &Channel, since: Option<&Position>) -> Reply {
     match s.join(channel, JoinAs::User).await {
         Ok(joined) => {
+            let catch_up = s.catch_up(&joined.channel, since).await;
+            let mut frames = replay::<NativeSession>(catch_up.messages);
             let presence = joined.presence.as_ref();
             let data = SubscriptionSucceeded {
                 channel: joined.channel.name(),
@@ -111,8 +124,12 @@ async fn join(s: &mut Session, channel: &Channel) -> Reply {
                 members: presence.map(|p| p.members.as_slice()),
                 count: presence.map(|p| p.members.len()),
                 me: presence.map(|p| &p.me),
+                position: catch_up.position.as_ref(),
+                recovered: catch_up.recovered,
+                capped: catch_up.capped,
             };
-            Reply::text(codec::frame(joined.channel.name(), "subscription_succeeded", &data))
+            frames.push(codec::frame(joined.channel.name(), "subscription_succeeded", &data));
+            Reply { frames, close: None }
         }
         // The connection is going away; the loop closes it.
         Err(JoinError::Closing) => Reply::none(),
@@ -125,9 +142,9 @@ async fn join(s: &mut Session, channel: &Channel) -> Reply {
     }
 }
 
-async fn subscribe(s: &mut Session, name: &str) -> Reply {
+async fn subscribe(s: &mut Session, name: &str, since: Option<&Position>) -> Reply {
     match Channel::parse(name) {
-        Ok(channel) => join(s, &channel).await,
+        Ok(channel) => join(s, &channel, since).await,
         Err(e) => Reply::text(codec::refusal(
             name,
             "subscription_error",
@@ -187,7 +204,7 @@ impl Handler for NativeSession {
 
     async fn on_open(&mut self, s: &mut Session) -> Reply {
         match self.initial.take() {
-            Some(channel) => join(s, &channel).await,
+            Some(channel) => join(s, &channel, self.since.take().as_ref()).await,
             None => {
                 let user = s.identity().map(|u| u.user_id.clone());
                 let data = ConnectionEstablished {
@@ -214,7 +231,7 @@ impl Handler for NativeSession {
                 let data = data.unwrap_or_else(|| Value::Object(Default::default()));
                 Reply::text(codec::frame(channel.as_deref().unwrap_or(""), "pong", &data))
             }
-            ClientFrame::Subscribe { channel } => subscribe(s, &channel).await,
+            ClientFrame::Subscribe { channel, since } => subscribe(s, &channel, since.as_ref()).await,
             ClientFrame::Unsubscribe { channel } => unsubscribe(s, &channel).await,
             ClientFrame::Whisper { channel, event, data } => whisper(s, &channel, &event, data).await,
             ClientFrame::Refresh { token } => refresh(s, &token),
@@ -243,6 +260,7 @@ mod tests {
         let (socket, client) = pair();
         let handler = NativeSession {
             initial: initial.map(|c| Channel::parse(c).unwrap()),
+            since: None,
         };
         tokio::spawn(run::<_, String, _>(session, rx, socket, handler));
         client

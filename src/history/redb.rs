@@ -1,0 +1,278 @@
+//! History in the EmitHub redb file: durable on one node.
+//!
+//! | table | key | value |
+//! |---|---|---|
+//! | `history_epoch` | `""` | the file's epoch (made when the table is created) |
+//! | `history_top` | channel | last offset |
+//! | `history` | (channel, offset) | `{"e","d","t","u","ms"}` JSON |
+//!
+//! The epoch belongs to the file: it changes only when the file is lost. Each append is
+//! one transaction (committed durably) on the blocking pool.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use redb::{Database, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use super::{new_epoch, now_ms, End, HistoryError, HistoryStore, Retention, Slice, Usage};
+use crate::channel::Channel;
+use crate::hub::{EnvelopeKind, Message, Position};
+
+const EPOCH: TableDefinition<&str, &str> = TableDefinition::new("history_epoch");
+const TOP: TableDefinition<&str, u64> = TableDefinition::new("history_top");
+const HISTORY: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("history");
+
+#[derive(Serialize, Deserialize)]
+struct Row<'a> {
+    e: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    d: &'a RawValue,
+    t: std::borrow::Cow<'a, str>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    u: Option<std::borrow::Cow<'a, str>>,
+    ms: u64,
+}
+
+/// History in a redb database.
+pub struct RedbHistory {
+    db: Arc<Database>,
+    epoch: Arc<str>,
+    appended: AtomicU64,
+}
+
+impl std::fmt::Debug for RedbHistory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedbHistory")
+            .field("epoch", &self.epoch)
+            .finish_non_exhaustive()
+    }
+}
+
+fn err(e: impl std::fmt::Display) -> HistoryError {
+    HistoryError::Store(e.to_string())
+}
+
+impl RedbHistory {
+    /// History in `db`, creating its tables (and the file's epoch) when missing.
+    pub fn open(db: Arc<Database>) -> Result<Self, HistoryError> {
+        let tx = db.begin_write().map_err(err)?;
+        let epoch = {
+            let mut table = tx.open_table(EPOCH).map_err(err)?;
+            let existing = table.get("").map_err(err)?.map(|v| v.value().to_string());
+            match existing {
+                Some(e) => Arc::from(e.as_str()),
+                None => {
+                    let e = new_epoch();
+                    table.insert("", e.as_ref()).map_err(err)?;
+                    e
+                }
+            }
+        };
+        tx.open_table(TOP).map_err(err)?;
+        tx.open_table(HISTORY).map_err(err)?;
+        tx.commit().map_err(err)?;
+        Ok(Self {
+            db,
+            epoch,
+            appended: AtomicU64::new(0),
+        })
+    }
+
+    async fn blocking<T, F>(&self, f: F) -> Result<T, HistoryError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Database) -> Result<T, HistoryError> + Send + 'static,
+    {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || f(&db))
+            .await
+            .map_err(|e| HistoryError::Store(format!("database task failed: {e}")))?
+    }
+}
+
+fn decode(channel: &Channel, offset: u64, epoch: &Arc<str>, bytes: &[u8]) -> Result<(u64, Message), HistoryError> {
+    let row: Row<'_> = serde_json::from_slice(bytes).map_err(err)?;
+    let data: Arc<RawValue> = Arc::from(row.d.to_owned());
+    Ok((
+        row.ms,
+        Message {
+            channel: channel.clone(),
+            event: Arc::from(row.e.as_ref()),
+            data,
+            except: None,
+            kind: EnvelopeKind::Event,
+            timestamp: Arc::from(row.t.as_ref()),
+            position: Some(Position {
+                epoch: epoch.clone(),
+                offset,
+            }),
+            sender: row.u.as_deref().map(Arc::from),
+        },
+    ))
+}
+
+#[async_trait]
+impl HistoryStore for RedbHistory {
+    fn name(&self) -> &'static str {
+        "redb"
+    }
+
+    async fn append(&self, message: &Message, retention: Retention) -> Result<Position, HistoryError> {
+        let row = serde_json::to_vec(&Row {
+            e: message.event.as_ref().into(),
+            d: &message.data,
+            t: message.timestamp.as_ref().into(),
+            u: message.sender.as_deref().map(Into::into),
+            ms: now_ms(),
+        })
+        .map_err(err)?;
+        let channel = message.channel.name().to_string();
+        let keep = retention.size.max(1) as u64;
+        let offset = self
+            .blocking(move |db| {
+                let tx = db.begin_write().map_err(err)?;
+                let offset = {
+                    let mut top = tx.open_table(TOP).map_err(err)?;
+                    let offset = top.get(channel.as_str()).map_err(err)?.map_or(0, |v| v.value()) + 1;
+                    top.insert(channel.as_str(), offset).map_err(err)?;
+                    offset
+                };
+                {
+                    let mut history = tx.open_table(HISTORY).map_err(err)?;
+                    history
+                        .insert((channel.as_str(), offset), row.as_slice())
+                        .map_err(err)?;
+                    if offset > keep {
+                        // Usually one message to drop; more when the size was lowered.
+                        let stale: Vec<u64> = history
+                            .range((channel.as_str(), 0)..=(channel.as_str(), offset - keep))
+                            .map_err(err)?
+                            .take(10_000)
+                            .map(|r| r.map(|(k, _)| k.value().1))
+                            .collect::<Result<_, _>>()
+                            .map_err(err)?;
+                        for o in stale {
+                            history.remove((channel.as_str(), o)).map_err(err)?;
+                        }
+                    }
+                }
+                tx.commit().map_err(err)?;
+                Ok(offset)
+            })
+            .await?;
+        self.appended.fetch_add(1, Ordering::Relaxed);
+        Ok(Position {
+            epoch: self.epoch.clone(),
+            offset,
+        })
+    }
+
+    async fn read(
+        &self,
+        channel: &Channel,
+        after: u64,
+        limit: usize,
+        end: End,
+        retention: Retention,
+    ) -> Result<Slice, HistoryError> {
+        let channel = channel.clone();
+        let epoch = self.epoch.clone();
+        self.blocking(move |db| {
+            let now = now_ms();
+            let tx = db.begin_read().map_err(err)?;
+            let name = channel.name();
+            let top = tx
+                .open_table(TOP)
+                .map_err(err)?
+                .get(name)
+                .map_err(err)?
+                .map_or(0, |v| v.value());
+            let history = tx.open_table(HISTORY).map_err(err)?;
+            let mut first = top + 1;
+            for row in history.range((name, 0)..=(name, u64::MAX)).map_err(err)? {
+                let (k, v) = row.map_err(err)?;
+                let (ms, _) = decode(&channel, k.value().1, &epoch, v.value())?;
+                if !retention.expired(ms, now) {
+                    first = k.value().1;
+                    break;
+                }
+            }
+            let from = after.saturating_add(1).max(first);
+            let range = history.range((name, from)..=(name, u64::MAX)).map_err(err)?;
+            let mut messages = Vec::new();
+            match end {
+                End::Oldest => {
+                    for row in range.take(limit) {
+                        let (k, v) = row.map_err(err)?;
+                        messages.push(decode(&channel, k.value().1, &epoch, v.value())?.1);
+                    }
+                }
+                End::Newest => {
+                    for row in range.rev().take(limit) {
+                        let (k, v) = row.map_err(err)?;
+                        messages.push(decode(&channel, k.value().1, &epoch, v.value())?.1);
+                    }
+                    messages.reverse();
+                }
+            }
+            Ok(Slice {
+                epoch,
+                top,
+                first,
+                messages,
+            })
+        })
+        .await
+    }
+
+    fn usage(&self) -> Usage {
+        Usage::default()
+    }
+
+    async fn sweep(&self, retention: Retention) -> Result<usize, HistoryError> {
+        self.blocking(move |db| {
+            let now = now_ms();
+            let tx = db.begin_write().map_err(err)?;
+            let mut removed = 0;
+            {
+                let channels: Vec<String> = tx
+                    .open_table(TOP)
+                    .map_err(err)?
+                    .iter()
+                    .map_err(err)?
+                    .map(|r| r.map(|(k, _)| k.value().to_string()))
+                    .collect::<Result<_, _>>()
+                    .map_err(err)?;
+                let mut history = tx.open_table(HISTORY).map_err(err)?;
+                for name in &channels {
+                    let mut stale = Vec::new();
+                    for row in history
+                        .range((name.as_str(), 0)..=(name.as_str(), u64::MAX))
+                        .map_err(err)?
+                    {
+                        let (k, v) = row.map_err(err)?;
+                        let row: Row<'_> = serde_json::from_slice(v.value()).map_err(err)?;
+                        if !retention.expired(row.ms, now) {
+                            break;
+                        }
+                        stale.push(k.value().1);
+                    }
+                    for o in stale {
+                        history.remove((name.as_str(), o)).map_err(err)?;
+                        removed += 1;
+                    }
+                }
+            }
+            if removed > 0 {
+                tx.commit().map_err(err)?;
+            } else {
+                tx.abort().map_err(err)?;
+            }
+            Ok(removed)
+        })
+        .await
+    }
+}
