@@ -45,6 +45,7 @@ const ENDPOINTS: &[(&str, &str)] = &[
     ("get", "/api/v1/ready"),
     ("get", "/rtc/ws"),
     ("get", "/info"),
+    ("get", "/api/broadcast/channels/{name}/history"),
 ];
 
 #[tokio::test]

@@ -13,7 +13,7 @@ use common::redis::{unique_prefix, RedisServer};
 use common::*;
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
 /// The document's example channel id, replaced by a real one when its commands run.
 const DOC_ID: &str = "550e8400-e29b-41d4-a716-446655440000";
@@ -575,52 +575,6 @@ async fn each_setting_is_enforced() {
     assert_eq!(page["messages"][1]["message_type"], "ClientMessage");
     assert!(is_rfc3339(&page["messages"][1]["timestamp"]));
     assert!(api.messages(&limited).await.is_empty(), "not persisted by default");
-}
-
-/// The `rustaxum` binary with `env`, on a free port; returns it and its base URL.
-async fn spawn_server(env: &[(&str, &str)]) -> (Child, String) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rustaxum"));
-    for (k, _) in std::env::vars() {
-        if k.starts_with("BROADCAST_") || k.starts_with("EMIT_HUB_") {
-            cmd.env_remove(k);
-        }
-    }
-    cmd.args(["--port", "0"])
-        .env("BROADCAST_APP_PORT", "off")
-        .env("BROADCAST_RTC_PORT", "off")
-        .envs(env.iter().copied())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let mut child = cmd.spawn().expect("spawn rustaxum");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
-        .await
-        .expect("the server printed its address")
-        .expect("stdout")
-        .expect("a line");
-    let url = line
-        .strip_prefix("rustaxum listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line}"))
-        .to_string();
-    // Keep draining stdout so the server never blocks on it.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, url)
-}
-
-/// SIGTERM, then waits for a clean exit.
-async fn terminate(mut child: Child) {
-    let pid = child.id().expect("running").to_string();
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let exit = tokio::time::timeout(Duration::from_secs(15), child.wait())
-        .await
-        .expect("the server exits")
-        .unwrap();
-    assert_eq!(exit.code(), Some(0));
 }
 
 fn temp_dir(name: &str) -> PathBuf {

@@ -14,7 +14,17 @@ use super::vars::{self, Kind, Variable, VARIABLES};
 use super::ConfigError;
 
 /// Sections of the file, in the order they are generated.
-const SECTIONS: [&str; 8] = ["", "cors", "websocket", "rtc", "persistence", "jwt", "redis", "pusher"];
+const SECTIONS: [&str; 9] = [
+    "",
+    "cors",
+    "websocket",
+    "rtc",
+    "history",
+    "persistence",
+    "jwt",
+    "redis",
+    "pusher",
+];
 
 /// A configuration file, read and checked: each setting's value as the variable would be
 /// written.

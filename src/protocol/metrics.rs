@@ -119,6 +119,22 @@ pub(crate) async fn metrics(State(st): State<AppState>, _token: ApiToken) -> imp
             }
             counter!("rustaxum_redis_circuit_opened_total").absolute(status.circuit_opened_total);
         }
+        if let Some(history) = st.node.fanout().history() {
+            let h = history.stats();
+            gauge!("rustaxum_history_channels").set(h.usage.channels as f64);
+            gauge!("rustaxum_history_messages").set(h.usage.messages as f64);
+            gauge!("rustaxum_history_bytes").set(h.usage.bytes as f64);
+            gauge!("rustaxum_history_memory_limit_bytes").set(h.memory_limit as f64);
+            counter!("rustaxum_history_appended_total").absolute(h.appended);
+            counter!("rustaxum_history_failures_total").absolute(h.failures);
+            for (outcome, value) in [
+                ("recovered", h.recovered),
+                ("not_recovered", h.not_recovered),
+                ("capped", h.capped),
+            ] {
+                counter!("rustaxum_history_recoveries_total", "outcome" => outcome).absolute(value);
+            }
+        }
     });
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

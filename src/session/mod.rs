@@ -884,6 +884,40 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn what_a_recovery_sent_is_not_sent_again_live() {
+        let node = node();
+        let config = crate::history::HistoryConfig {
+            channels: vec!["general".into()],
+            ..Default::default()
+        };
+        let store = Arc::new(crate::history::MemoryHistory::new(1 << 20));
+        node.fanout()
+            .set_history(Arc::new(crate::history::History::new(&config, store).unwrap()));
+        let publish = |n: u32| {
+            node.fanout()
+                .publish(Message::event(ch("general"), "tick", raw(json!({ "n": n }))))
+        };
+        publish(1).await.unwrap();
+        let (mut s, mut rx) = open(&node, None);
+        s.join(&ch("general"), JoinAs::User).await.unwrap();
+        let start = s.catch_up(&ch("general"), None).await.position.unwrap();
+        assert_eq!(start.offset, 1);
+        // Published after the subscription, before the recovery read: in the socket's
+        // queue and in the history both.
+        publish(2).await.unwrap();
+        publish(3).await.unwrap();
+        let up = s.catch_up(&ch("general"), Some(&start)).await;
+        assert_eq!(up.recovered, Some(true));
+        assert_eq!(up.messages.len(), 2);
+        let queued: Vec<bool> = (0..2).map(|_| s.already_sent(&rx.try_recv().unwrap())).collect();
+        assert_eq!(queued, [true, true], "sent from history: skipped live");
+        publish(4).await.unwrap();
+        assert!(!s.already_sent(&rx.try_recv().unwrap()), "newer ones are sent");
+        s.leave("general").await.unwrap();
+        assert!(s.floors.is_empty());
+    }
+
+    #[tokio::test]
     async fn refusals_carry_codes() {
         let node = node();
         let (mut anon, _rx) = open(&node, None);

@@ -9,7 +9,10 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use rustaxum::{Config, Rustaxum};
 use serde_json::Value;
+use std::process::Stdio;
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -331,4 +334,50 @@ pub fn signed_path(app: &rustaxum::pusher::PusherApp, method: &str, path: &str, 
     params.insert("auth_signature".into(), signature);
     let query: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
     format!("{path}?{}", query.join("&"))
+}
+
+/// The `rustaxum` binary with `env`, on a free port; returns it and its base URL.
+pub async fn spawn_server(env: &[(&str, &str)]) -> (Child, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rustaxum"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("BROADCAST_") || k.starts_with("EMIT_HUB_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.args(["--port", "0"])
+        .env("BROADCAST_APP_PORT", "off")
+        .env("BROADCAST_RTC_PORT", "off")
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().expect("spawn rustaxum");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+        .await
+        .expect("the server printed its address")
+        .expect("stdout")
+        .expect("a line");
+    let url = line
+        .strip_prefix("rustaxum listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line}"))
+        .to_string();
+    // Keep draining stdout so the server never blocks on it.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, url)
+}
+
+/// SIGTERM, then waits for a clean exit.
+pub async fn terminate(mut child: Child) {
+    let pid = child.id().expect("running").to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = tokio::time::timeout(Duration::from_secs(15), child.wait())
+        .await
+        .expect("the server exits")
+        .unwrap();
+    assert_eq!(exit.code(), Some(0));
 }

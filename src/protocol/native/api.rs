@@ -155,6 +155,9 @@ pub struct NodeStats {
     pub redis: Option<BrokerStatus>,
     /// The broadcast queue.
     pub queue: QueueStats,
+    /// Channel history, when some channels keep one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history: Option<crate::history::HistoryStats>,
 }
 
 async fn node_stats(st: &AppState, scope: &'static str) -> NodeStats {
@@ -168,6 +171,7 @@ async fn node_stats(st: &AppState, scope: &'static str) -> NodeStats {
             pending: st.manager.pending_broadcasts(),
             failed: st.manager.failed_broadcasts().len(),
         },
+        history: st.node.fanout().history().map(|h| h.stats()),
     }
 }
 
@@ -256,5 +260,146 @@ pub(crate) async fn channel_users(
         channel: channel.name().to_string(),
         count: users.len(),
         users,
+    }))
+}
+
+/// Most messages one history page holds.
+pub(crate) const MAX_HISTORY_PAGE: usize = 1000;
+
+/// `GET /api/broadcast/channels/{name}/history`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub(crate) struct HistoryQuery {
+    /// `EPOCH:OFFSET`: messages after this position, oldest first (without it, the newest).
+    since: Option<String>,
+    /// How many, 1 to 1000, default 100.
+    limit: Option<usize>,
+}
+
+/// One message of a channel's history.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct HistoryMessage {
+    /// The event.
+    pub event: String,
+    /// Its data.
+    #[schema(value_type = Object)]
+    pub data: Box<serde_json::value::RawValue>,
+    /// When it was published.
+    pub timestamp: String,
+    /// Its position.
+    #[schema(value_type = Object)]
+    pub position: Option<crate::hub::Position>,
+    /// The user who sent it (client events).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+}
+
+/// A page of a channel's history.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct HistoryPage {
+    /// The channel.
+    pub channel: String,
+    /// Where it stands: its last message's position.
+    #[schema(value_type = Object)]
+    pub position: crate::hub::Position,
+    /// The oldest offset still kept.
+    pub first: u64,
+    /// Oldest first.
+    pub messages: Vec<HistoryMessage>,
+    /// How many.
+    pub count: usize,
+    /// The page size used (at most 1000).
+    pub limit: usize,
+    /// With `since`: whether the messages follow it without a gap (`false`: the epoch
+    /// changed, or some messages after it are no longer kept).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub continuous: Option<bool>,
+    /// More messages follow the last one (ask again with its position as `since`).
+    pub more: bool,
+}
+
+/// A channel's kept messages: after `since`, or the newest.
+#[utoipa::path(get, path = "/api/broadcast/channels/{name}/history", tag = "native", security(("api_token" = [])), params(("name" = String, Path, description = "a channel that keeps history"), HistoryQuery), responses((status = 200, body = HistoryPage), (status = 401, description = "missing or wrong `Authorization: Bearer <BROADCAST_API_TOKEN>` (when one is set)", body = crate::protocol::ErrorBody), (status = 404, description = "the channel keeps no history", body = crate::protocol::ErrorBody), (status = 422, description = "invalid channel, since or limit", body = crate::protocol::ErrorBody), (status = 503, description = "the store or the cluster is unavailable", body = crate::protocol::ErrorBody)))]
+pub(crate) async fn channel_history(
+    State(st): State<AppState>,
+    _token: ApiToken,
+    Path(name): Path<String>,
+    Query(q): Query<HistoryQuery>,
+) -> Result<Json<HistoryPage>, ApiError> {
+    let channel = Channel::parse(&name).map_err(|e| ApiError::unprocessable(format!("invalid channel: {e}")))?;
+    let history = st
+        .node
+        .fanout()
+        .history()
+        .filter(|h| h.keeps(&channel))
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "history_off",
+                format!("{} keeps no history (see BROADCAST_HISTORY_CHANNELS)", channel.name()),
+            )
+        })?;
+    let since = match q.since.as_deref().filter(|s| !s.is_empty()) {
+        None => None,
+        Some(raw) => Some(
+            crate::history::parse_position(raw)
+                .ok_or_else(|| ApiError::unprocessable(format!("invalid since {raw:?}: expected EPOCH:OFFSET")))?,
+        ),
+    };
+    let limit = match q.limit {
+        None => 100,
+        Some(0) => return Err(ApiError::unprocessable("limit must be 1 to 1000")),
+        Some(n) => n.min(MAX_HISTORY_PAGE),
+    };
+    let same_epoch = |epoch: &str| since.as_ref().is_none_or(|p| p.epoch.as_ref() == epoch);
+    let slice = history
+        .read(&channel, since.as_ref(), limit)
+        .await
+        .map_err(|e| ApiError::unavailable(e.to_string()))?;
+    // Positions of another epoch mean nothing here: answer from the start of this one.
+    let slice = if same_epoch(&slice.epoch) {
+        slice
+    } else {
+        history
+            .read(
+                &channel,
+                Some(&crate::hub::Position {
+                    epoch: slice.epoch.clone(),
+                    offset: 0,
+                }),
+                limit,
+            )
+            .await
+            .map_err(|e| ApiError::unavailable(e.to_string()))?
+    };
+    let continuous = since
+        .as_ref()
+        .map(|p| p.epoch == slice.epoch && p.offset <= slice.top && p.offset.saturating_add(1) >= slice.first);
+    let last = slice
+        .messages
+        .last()
+        .and_then(|m| m.position.as_ref())
+        .map_or(0, |p| p.offset);
+    let more = since.is_some() && !slice.messages.is_empty() && last < slice.top;
+    let position = slice.position();
+    let messages: Vec<HistoryMessage> = slice
+        .messages
+        .into_iter()
+        .map(|m| HistoryMessage {
+            event: m.event.to_string(),
+            data: m.data.as_ref().to_owned(),
+            timestamp: m.timestamp.to_string(),
+            position: m.position,
+            from: m.sender.map(|s| s.to_string()),
+        })
+        .collect();
+    Ok(Json(HistoryPage {
+        channel: channel.name().to_string(),
+        position,
+        first: slice.first,
+        count: messages.len(),
+        messages,
+        limit,
+        continuous,
+        more,
     }))
 }

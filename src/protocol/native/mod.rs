@@ -23,7 +23,8 @@ pub(crate) fn routes(config: &Config) -> OpenApiRouter<AppState> {
         .routes(routes!(api::publish))
         .routes(routes!(api::stats))
         .routes(routes!(api::channels))
-        .routes(routes!(api::channel_users));
+        .routes(routes!(api::channel_users))
+        .routes(routes!(api::channel_history));
     if config.websocket.enabled {
         router = router
             .routes(routes!(ws::upgrade_query))

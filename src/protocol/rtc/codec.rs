@@ -24,8 +24,8 @@ pub const DEFAULT_CLIENT_EVENT: &str = "client-broadcast";
 /// A client frame, parsed.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ClientFrame {
-    /// Join topics.
-    Subscribe(Vec<String>),
+    /// Join topics (recovering those with a last position seen).
+    Subscribe(Vec<String>, std::collections::HashMap<String, Position>),
     /// Leave topics.
     Unsubscribe(Vec<String>),
     /// Publish into a topic.
@@ -83,6 +83,9 @@ struct Raw {
 #[serde(deny_unknown_fields)]
 struct Topics {
     topics: Vec<String>,
+    /// `Subscribe`: the last position seen per topic, to recover what was missed.
+    #[serde(default)]
+    since: std::collections::HashMap<String, Position>,
 }
 
 #[derive(Deserialize)]
@@ -151,7 +154,10 @@ pub fn parse(text: &str) -> Result<ClientFrame, BadFrame> {
     })?;
     let kind = raw.kind.as_str();
     Ok(match kind {
-        "Subscribe" => ClientFrame::Subscribe(data::<Topics>(kind, raw.data)?.topics),
+        "Subscribe" => {
+            let t = data::<Topics>(kind, raw.data)?;
+            ClientFrame::Subscribe(t.topics, t.since)
+        }
         "Unsubscribe" => ClientFrame::Unsubscribe(data::<Topics>(kind, raw.data)?.topics),
         "Broadcast" => {
             let d: BroadcastData = data(kind, raw.data)?;
@@ -317,7 +323,7 @@ mod tests {
     fn frames_parse_or_say_what_is_wrong() {
         assert_eq!(
             parse(r#"{"type":"Subscribe","data":{"topics":["a","b"]}}"#),
-            Ok(ClientFrame::Subscribe(vec!["a".into(), "b".into()]))
+            Ok(ClientFrame::Subscribe(vec!["a".into(), "b".into()], Default::default()))
         );
         assert_eq!(parse(r#"{"type":"Ping"}"#), Ok(ClientFrame::Ping));
         assert_eq!(

@@ -16,12 +16,12 @@ use serde_json::{json, Value};
 use super::codec::{self, ClientFrame, DEFAULT_CLIENT_EVENT, DIRECT_MESSAGE_EVENT};
 use crate::broadcasting::helpers::user_channel;
 use crate::channel::{Channel, ChannelKind};
-use crate::hub::{Envelope, Message, Protocol};
+use crate::hub::{Envelope, Message, Position, Protocol};
 use crate::protocol::credentials::Credentials;
 use crate::protocol::{socket, ApiError, AppState};
 use crate::rtc::rooms::room_channel;
 use crate::rtc::{RoomError, Rtc};
-use crate::session::runner::{Handler, Reply};
+use crate::session::runner::{replay, Handler, Reply};
 use crate::session::{member_of, Grant, JoinAs, JoinError, Refusal, Session, CLIENT_EVENT_PREFIX};
 
 type Upgrade = Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>;
@@ -193,7 +193,13 @@ impl RtcSession {
         ))
     }
 
-    async fn subscribe(&self, s: &mut Session, topics: Vec<String>, join: bool) -> Reply {
+    async fn subscribe(
+        &self,
+        s: &mut Session,
+        topics: Vec<String>,
+        join: bool,
+        since: &std::collections::HashMap<String, Position>,
+    ) -> Reply {
         if topics.len() > MAX_TOPICS_PER_FRAME {
             return Reply::text(error(
                 "too_many_topics",
@@ -202,11 +208,33 @@ impl RtcSession {
         }
         let mut done = Vec::new();
         let mut frames = Vec::new();
+        let mut positions = serde_json::Map::new();
+        let mut recoveries = Vec::new();
         for topic in topics {
             if join {
                 match Channel::parse(&topic) {
                     Ok(channel) => match s.join(&channel, JoinAs::User).await {
-                        Ok(joined) => done.push(joined.channel.name().to_string()),
+                        Ok(joined) => {
+                            let name = joined.channel.name().to_string();
+                            let catch_up = s.catch_up(&joined.channel, since.get(&topic)).await;
+                            if let Some(p) = &catch_up.position {
+                                positions.insert(name.clone(), json!(p));
+                            }
+                            if let Some(recovered) = catch_up.recovered {
+                                let mut replayed = replay::<Self>(catch_up.messages);
+                                replayed.push(codec::status(
+                                    "recovered",
+                                    json!({
+                                        "topic": name,
+                                        "recovered": recovered,
+                                        "capped": catch_up.capped,
+                                        "position": catch_up.position,
+                                    }),
+                                ));
+                                recoveries.push(replayed);
+                            }
+                            done.push(name);
+                        }
                         Err(JoinError::Closing) => return Reply::none(),
                         Err(e) => frames.push(refusal_about(&e, "topic", &topic)),
                     },
@@ -221,8 +249,14 @@ impl RtcSession {
         }
         if !done.is_empty() {
             let status = if join { "subscribed" } else { "unsubscribed" };
-            frames.insert(0, codec::status(status, json!({ "topics": done })));
+            let fields = if positions.is_empty() {
+                json!({ "topics": done })
+            } else {
+                json!({ "topics": done, "positions": positions })
+            };
+            frames.insert(0, codec::status(status, fields));
         }
+        frames.extend(recoveries.into_iter().flatten());
         Reply { frames, close: None }
     }
 
@@ -422,8 +456,8 @@ impl Handler for RtcSession {
         };
         match frame {
             ClientFrame::Ping => Reply::text(codec::pong()),
-            ClientFrame::Subscribe(topics) => self.subscribe(s, topics, true).await,
-            ClientFrame::Unsubscribe(topics) => self.subscribe(s, topics, false).await,
+            ClientFrame::Subscribe(topics, since) => self.subscribe(s, topics, true, &since).await,
+            ClientFrame::Unsubscribe(topics) => self.subscribe(s, topics, false, &Default::default()).await,
             ClientFrame::Broadcast { topic, payload, event } => self.broadcast(s, &topic, payload, event).await,
             ClientFrame::DirectMessage { target_user, payload } => self.direct_message(s, &target_user, payload).await,
             ClientFrame::RefreshToken(token) => self.refresh(s, &token).await,
