@@ -986,3 +986,68 @@ async fn two_nodes_with_redis_share_channels_and_history() {
     }
     assert!(on_b.get("/channels").await.1["count"] == 0);
 }
+
+#[tokio::test]
+async fn a_returning_socket_gets_the_persisted_messages_it_missed() {
+    let server = start().await;
+    let api = Api::of(&server);
+    let channel = api
+        .create(json!({"name": "Queue", "settings": {"persist_messages": true, "allow_client_messages": true}}))
+        .await;
+    let id = channel["id"].as_str().unwrap().to_string();
+    api.start(&id).await;
+    let (mut ws, _) = join(&server, &id).await;
+    for n in 1..=3 {
+        assert_eq!(api.broadcast(&id, &format!("A00{n}")).await.0, 200);
+    }
+    let mut last = Value::Null;
+    for n in 1..=3 {
+        let m = recv_json(&mut ws).await;
+        assert_eq!(m["message"], format!("A00{n}"));
+        assert_eq!(m["data"]["position"]["offset"], n, "{m}");
+        last = m["data"]["position"].clone();
+    }
+    drop(ws);
+    // Missed: two broadcasts and a client's message from another socket.
+    assert_eq!(api.broadcast(&id, "A004").await.0, 200);
+    let (mut other, _) = join(&server, &id).await;
+    send_text(&mut other, "hello").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(api.broadcast(&id, "A005").await.0, 200);
+    let since = format!("{}:{}", last["epoch"].as_str().unwrap(), last["offset"]);
+    let mut back = server.connect_raw(&format!("{}?since={since}", ws_path(&id))).await;
+    let mut got = Vec::new();
+    loop {
+        let m = recv_json(&mut back).await;
+        if m["status"] == "connected" {
+            assert_eq!(m["data"]["recovered"], true, "{m}");
+            assert_eq!(m["data"]["position"]["offset"], 6);
+            break;
+        }
+        got.push((
+            m["status"].as_str().unwrap().to_string(),
+            m["data"]["position"]["offset"].as_u64().unwrap(),
+        ));
+    }
+    let expected = [("broadcast", 4), ("client_message", 5), ("broadcast", 6)];
+    assert_eq!(
+        got,
+        expected.iter().map(|(s, o)| (s.to_string(), *o)).collect::<Vec<_>>()
+    );
+    // Live again: the next one follows.
+    assert_eq!(api.broadcast(&id, "A006").await.0, 200);
+    let live = recv_json(&mut back).await;
+    assert_eq!(
+        (live["message"].as_str(), live["data"]["position"]["offset"].as_u64()),
+        (Some("A006"), Some(7))
+    );
+    // Another epoch (a deleted and recreated channel, say): not recovered, nothing sent.
+    let mut stale = server
+        .connect_raw(&format!("{}?since=000000000000:2", ws_path(&id)))
+        .await;
+    let m = recv_json(&mut stale).await;
+    assert_eq!(
+        (m["status"].as_str(), m["data"]["recovered"].as_bool()),
+        (Some("connected"), Some(false))
+    );
+}

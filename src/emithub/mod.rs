@@ -34,12 +34,12 @@ use crate::channel::{Channel, ChannelKind};
 use crate::cluster::redis::RedisBroker;
 use crate::cluster::{ClusterError, Fanout};
 use crate::config::EmitHubConfig;
-use crate::hub::{CloseReason, Message};
+use crate::hub::{CloseReason, Message, Position};
 use crate::session::{Grant, GrantSource, JoinError};
 use crate::sync::{lock, read, write};
 use model::{
-    hub_channel_name, ChannelSettings, ChannelStatus, ManagedChannel, MessagePage, SettingsPatch, Transition,
-    HUB_PREFIX,
+    hub_channel_name, ChannelSettings, ChannelStatus, ManagedChannel, MessagePage, SettingsPatch, StoredMessage,
+    Transition, HUB_PREFIX,
 };
 use store::{ChannelStore, NewMessage, RedbStore, RedisStore, StoreError};
 
@@ -175,6 +175,26 @@ pub struct Broadcasted {
     pub sequence: Option<u64>,
 }
 
+/// What a returning EmitHub socket missed (see [`EmitHub::recover`]).
+#[derive(Debug, Clone)]
+pub struct Recovered {
+    /// The missed persisted messages, oldest first.
+    pub messages: Vec<StoredMessage>,
+    /// Whether they are all it missed.
+    pub recovered: bool,
+    /// More were missed than one recovery sends (these are the newest).
+    pub capped: bool,
+    /// The channel's position (its newest persisted message).
+    pub position: Position,
+}
+
+/// The epoch of a managed channel's positions: its persisted history lives as long as the
+/// channel, so the epoch is the channel's own (the first 12 hex digits of its id).
+pub fn epoch_of(id: Uuid) -> Arc<str> {
+    let hex = id.simple().to_string();
+    Arc::from(&hex[..12])
+}
+
 /// The managed-channel registry of one node.
 pub struct EmitHub {
     store: Arc<dyn ChannelStore>,
@@ -185,6 +205,7 @@ pub struct EmitHub {
     limiters: Mutex<HashMap<Uuid, (u32, Arc<DefaultDirectRateLimiter>)>>,
     backup_dir: Option<PathBuf>,
     database: Option<Arc<redb::Database>>,
+    order: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for EmitHub {
@@ -250,6 +271,7 @@ impl EmitHub {
             limiters: Mutex::default(),
             backup_dir,
             database: None,
+            order: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -470,6 +492,8 @@ impl EmitHub {
         self.check_rate(&channel)?;
         let message_id = Uuid::new_v4();
         let timestamp = model::now();
+        // Kept and delivered in sequence order (on this node).
+        let _order = self.order.lock().await;
         let sequence = if channel.settings.persist_messages {
             let new = NewMessage {
                 id: message_id,
@@ -482,7 +506,11 @@ impl EmitHub {
             None
         };
         let data = json!({"content": content, "message_type": message_type, "id": message_id, "sequence": sequence});
-        let recipients = self.publish(id, BROADCAST_EVENT, data, None).await?;
+        let position = sequence.map(|offset| Position {
+            epoch: epoch_of(id),
+            offset,
+        });
+        let recipients = self.publish(id, BROADCAST_EVENT, data, None, position).await?;
         Ok(Broadcasted {
             id: message_id,
             channel_id: id,
@@ -494,19 +522,68 @@ impl EmitHub {
         })
     }
 
-    /// Keeps a client's relayed text in the channel's history when `persist_messages`.
-    pub async fn record_client_message(&self, id: Uuid, text: &str) -> Result<(), EmitHubError> {
+    /// Keeps a client's text in the channel's history when `persist_messages`; its
+    /// sequence (relay it after this, with the sequence, so positions stay in order).
+    pub async fn record_client_message(&self, id: Uuid, text: &str) -> Result<Option<u64>, EmitHubError> {
         let channel = self.get(id)?;
-        if channel.settings.persist_messages {
-            let new = NewMessage {
-                id: Uuid::new_v4(),
-                content: text.to_string(),
-                message_type: "ClientMessage".into(),
-                timestamp: model::now(),
-            };
-            self.keep(id, new).await?;
+        if !channel.settings.persist_messages {
+            return Ok(None);
         }
-        Ok(())
+        let new = NewMessage {
+            id: Uuid::new_v4(),
+            content: text.to_string(),
+            message_type: "ClientMessage".into(),
+            timestamp: model::now(),
+        };
+        Ok(Some(self.keep(id, new).await?))
+    }
+
+    /// What a socket that last saw `since` on a `persist_messages` channel missed: the
+    /// persisted messages after it (at most `limit`, the newest), whether that is all of
+    /// them, whether it was cut to `limit`, and the channel's position. `None` when the
+    /// channel keeps no messages.
+    pub async fn recover(&self, id: Uuid, since: &Position, limit: usize) -> Result<Option<Recovered>, EmitHubError> {
+        let channel = self.get(id)?;
+        if !channel.settings.persist_messages {
+            return Ok(None);
+        }
+        let epoch = epoch_of(id);
+        let page = self
+            .store
+            .messages(id, None, limit.saturating_add(1).min(10_000))
+            .await?;
+        let top = page.messages.last().map_or(0, |m| m.sequence);
+        let position = Position {
+            epoch: epoch.clone(),
+            offset: top,
+        };
+        if since.epoch != epoch || since.offset > top {
+            return Ok(Some(Recovered {
+                messages: Vec::new(),
+                recovered: false,
+                capped: false,
+                position,
+            }));
+        }
+        let mut missed: Vec<StoredMessage> = page
+            .messages
+            .into_iter()
+            .filter(|m| m.sequence > since.offset)
+            .collect();
+        let capped = missed.len() > limit;
+        if capped {
+            missed.drain(..missed.len() - limit);
+        }
+        // Continuous when the first missed one follows `since` (or nothing was missed).
+        let continuous = missed
+            .first()
+            .map_or(since.offset == top, |m| m.sequence == since.offset + 1);
+        Ok(Some(Recovered {
+            recovered: continuous && !capped,
+            capped,
+            messages: if continuous || capped { missed } else { Vec::new() },
+            position,
+        }))
     }
 
     /// Appends to a channel's history (within the kept count); the message's sequence.
@@ -521,12 +598,16 @@ impl EmitHub {
         event: &str,
         data: serde_json::Value,
         except: Option<crate::hub::SocketId>,
+        position: Option<Position>,
     ) -> Result<usize, EmitHubError> {
         let channel = Channel::parse(&hub_channel_name(id)).map_err(|e| EmitHubError::Invalid(e.to_string()))?;
         let raw = serde_json::value::to_raw_value(&data).map_err(|e| EmitHubError::Invalid(e.to_string()))?;
         let report = self
             .fanout
-            .publish(Message::event(channel, event, Arc::from(raw)).except(except))
+            .publish(Message {
+                position,
+                ..Message::event(channel, event, Arc::from(raw)).except(except)
+            })
             .await?;
         Ok(report.delivered)
     }

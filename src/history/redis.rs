@@ -30,7 +30,7 @@ if not epoch then
   redis.call('DEL', KEYS[2])
 end
 local offset = redis.call('HINCRBY', KEYS[1], 'offset', 1)
-local msg = ARGV[6] .. ',"pos":{"epoch":"' .. epoch .. '","offset":' .. offset .. '}}'
+local msg = ARGV[6] .. ',"pos":{"epoch":"' .. epoch .. '","offset":' .. offset .. '},"all":true}'
 redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[2], offset .. '-0', 'ms', ARGV[7], 'm', msg)
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
@@ -129,7 +129,8 @@ impl HistoryStore for RedisHistory {
 
     async fn append(&self, message: &Message, retention: Retention) -> Result<Position, HistoryError> {
         let wire = self.broker.encode(message)?;
-        // The script appends `,"pos":{...}}` to the message without its closing brace.
+        // The script appends `,"pos":{...},"all":true}` to the message without its
+        // closing brace.
         let Some(prefix) = wire.strip_suffix('}') else {
             return Err(HistoryError::Store("unexpected message encoding".into()));
         };

@@ -650,8 +650,7 @@ impl Session {
                 // Everything up to the channel's position was sent from history (or seen
                 // before): what still arrives live up to there is skipped.
                 if r.recovered || r.capped {
-                    self.floors.retain(|(c, _)| c != channel);
-                    self.floors.push((channel.clone(), r.position.clone()));
+                    self.mark_sent(channel, r.position.clone());
                 }
                 CatchUp {
                     position: Some(r.position),
@@ -665,6 +664,13 @@ impl Session {
                 not_recovered
             }
         }
+    }
+
+    /// Live messages of `channel` up to `position` were sent already (from a history the
+    /// protocol keeps itself): skip them.
+    pub fn mark_sent(&mut self, channel: &Channel, position: Position) {
+        self.floors.retain(|(c, _)| c != channel);
+        self.floors.push((channel.clone(), position));
     }
 
     /// Whether a live message was already sent from history (see [`catch_up`](Self::catch_up)).
@@ -712,6 +718,15 @@ impl Session {
         event: &str,
         data: Arc<RawValue>,
     ) -> Result<Channel, ClientEventError> {
+        let channel = self.allow_client_event(name, event)?;
+        self.send_client_event(channel, event, data).await
+    }
+
+    /// The checks of [`client_event`](Self::client_event) alone (they count against the
+    /// limits): the channel to send on with
+    /// [`send_client_event`](Self::send_client_event), for a protocol that has work to do
+    /// in between (keeping the message first, for instance).
+    pub fn allow_client_event(&mut self, name: &str, event: &str) -> Result<Channel, ClientEventError> {
         let wanted = Channel::parse(name).map_err(|_| ClientEventError::NotSubscribed)?;
         let per_second = self.node.limits().client_events_per_second;
         let joined = self
@@ -738,7 +753,16 @@ impl Session {
                 return Err(ClientEventError::RateLimited(format!("{per_minute} per minute")));
             }
         }
-        let channel = joined.channel.clone();
+        Ok(joined.channel.clone())
+    }
+
+    /// Sends a client event that [`allow_client_event`](Self::allow_client_event) allowed.
+    pub async fn send_client_event(
+        &mut self,
+        channel: Channel,
+        event: &str,
+        data: Arc<RawValue>,
+    ) -> Result<Channel, ClientEventError> {
         let message = Message::event(channel.clone(), event, data)
             .except(Some(self.conn.id()))
             .sender(self.conn.user());

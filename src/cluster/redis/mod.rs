@@ -74,9 +74,13 @@ struct Wire<'a> {
     /// When it was published (kept across nodes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     ts: Option<std::borrow::Cow<'a, str>>,
-    /// Its place in the channel's history (added by the history script, always last).
+    /// Its place in the channel's history.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pos: Option<Position>,
+    /// Delivered by every node, the publisher included (set by the history script, which
+    /// publishes in offset order).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    all: bool,
 }
 
 /// Counters of the broker's life, for the stats endpoint.
@@ -274,7 +278,7 @@ impl RedisBroker {
         };
         // A node delivers its own messages itself, except those the history script
         // published: they come back here so that every node delivers them in offset order.
-        if wire.node.as_deref() == Some(self.link.node_id()) && wire.pos.is_none() {
+        if wire.node.as_deref() == Some(self.link.node_id()) && !wire.all {
             self.counters.skipped_own.fetch_add(1, Ordering::Relaxed);
             return;
         }
@@ -500,6 +504,7 @@ impl RedisBroker {
             user: message.sender.as_deref().map(Into::into),
             ts: Some(message.timestamp.as_ref().into()),
             pos: message.position.clone(),
+            all: false,
         };
         Ok(serde_json::to_string(&wire)?)
     }

@@ -4,9 +4,10 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::emithub::model::StoredMessage;
 use crate::emithub::model::HUB_PREFIX;
 use crate::emithub::{BROADCAST_EVENT, CLIENT_MESSAGE_EVENT};
-use crate::hub::{now_rfc3339, Envelope, EnvelopeKind};
+use crate::hub::{now_rfc3339, Envelope, EnvelopeKind, Position};
 
 /// One EmitHub message.
 #[derive(Debug, Serialize)]
@@ -51,6 +52,62 @@ pub struct Relayed {
     pub text: String,
     /// The channel's name (shown in the relayed message).
     pub channel_name: String,
+    /// Its place in the persisted history (`persist_messages` channels).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position: Option<Position>,
+}
+
+/// `data` of a `broadcast` message.
+fn broadcast_data(message_type: Option<&str>, position: Option<&Position>) -> Value {
+    let mut data = serde_json::Map::new();
+    if let Some(t) = message_type.filter(|t| *t != "Broadcast") {
+        data.insert("message_type".into(), Value::String(t.to_string()));
+    }
+    if let Some(p) = position {
+        data.insert("position".into(), serde_json::json!(p));
+    }
+    if data.is_empty() {
+        Value::Null
+    } else {
+        Value::Object(data)
+    }
+}
+
+/// `message` and `data` of a `client_message` message.
+fn client_message(channel_name: &str, text: &str, position: Option<&Position>) -> (String, Value) {
+    let mut data = serde_json::json!({"original_message": text, "sender": "client"});
+    if let Some(p) = position {
+        data["position"] = serde_json::json!(p);
+    }
+    (format!("Client message in {channel_name}: {text}"), data)
+}
+
+/// A persisted message of `channel` replayed to a returning socket.
+pub fn replayed(channel: &crate::emithub::model::ManagedChannel, m: &StoredMessage) -> String {
+    let position = Position {
+        epoch: crate::emithub::epoch_of(channel.id),
+        offset: m.sequence,
+    };
+    let channel_id = channel.id.to_string();
+    let timestamp = m.timestamp.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let (status, message, data) = if m.message_type == "ClientMessage" {
+        let (message, data) = client_message(&channel.name, &m.content, Some(&position));
+        ("client_message", message, data)
+    } else {
+        (
+            "broadcast",
+            m.content.clone(),
+            broadcast_data(Some(&m.message_type), Some(&position)),
+        )
+    };
+    serde_json::to_string(&Out {
+        status,
+        message: &message,
+        channel_id: &channel_id,
+        timestamp: &timestamp,
+        data,
+    })
+    .unwrap_or_default()
 }
 
 /// A hub message as an EmitHub message (once per message, shared by every EmitHub socket).
@@ -62,20 +119,13 @@ pub fn encode(envelope: &Envelope) -> Option<String> {
     let (status, message, data) = match envelope.event.as_ref() {
         BROADCAST_EVENT => {
             let b: Broadcast = serde_json::from_str(envelope.data.get()).ok()?;
-            let data = match b.message_type.as_deref() {
-                None | Some("Broadcast") => Value::Null,
-                Some(other) => serde_json::json!({"message_type": other}),
-            };
+            let data = broadcast_data(b.message_type.as_deref(), envelope.position.as_ref());
             ("broadcast", b.content, data)
         }
         CLIENT_MESSAGE_EVENT => {
             let r: Relayed = serde_json::from_str(envelope.data.get()).ok()?;
-            let message = format!("Client message in {}: {}", r.channel_name, r.text);
-            (
-                "client_message",
-                message,
-                serde_json::json!({"original_message": r.text, "sender": "client"}),
-            )
+            let (message, data) = client_message(&r.channel_name, &r.text, r.position.as_ref());
+            ("client_message", message, data)
         }
         // Anything else published on the channel (the native API, a driver).
         other => {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
@@ -16,7 +16,7 @@ use super::codec::{self, Relayed};
 use crate::channel::Channel;
 use crate::emithub::model::{hub_channel_name, ChannelStatus};
 use crate::emithub::{close, EmitHub, CLIENT_MESSAGE_EVENT};
-use crate::hub::{CloseReason, Envelope, Protocol};
+use crate::hub::{CloseReason, Envelope, Position, Protocol};
 use crate::protocol::{socket, ApiError, AppState};
 use crate::session::runner::{Handler, Reply};
 use crate::session::{ClientEventError, JoinAs, JoinError, Refusal, Session};
@@ -24,8 +24,22 @@ use crate::session::{ClientEventError, JoinAs, JoinError, Refusal, Session};
 type Upgrade = Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>;
 
 /// Joins a channel over WebSocket (while it is Active or Paused).
-#[utoipa::path(get, path = "/api/v1/channels/{id}/ws", tag = "emithub", params(("id" = String, Path, description = "the channel id")), responses((status = 101, description = "WebSocket of the channel: `connected`, then `broadcast` and `client_message` messages; `denied` and a close (4000 not found, 4003 not active, 4100 full) when it cannot join")))]
-pub(crate) async fn upgrade(State(st): State<AppState>, Path(id): Path<String>, ws: Upgrade) -> Response {
+#[utoipa::path(get, path = "/api/v1/channels/{id}/ws", tag = "emithub", params(("id" = String, Path, description = "the channel id"), ("since" = Option<String>, Query, description = "`EPOCH:OFFSET`: the last position seen (`persist_messages` channels), to receive what was missed")), responses((status = 101, description = "WebSocket of the channel: `connected`, then `broadcast` and `client_message` messages; `denied` and a close (4000 not found, 4003 not active, 4100 full) when it cannot join")))]
+pub(crate) async fn upgrade(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    Query(query): Query<std::collections::HashMap<String, String>>,
+    ws: Upgrade,
+) -> Response {
+    let since = match query.get("since").filter(|s| !s.is_empty()) {
+        None => None,
+        Some(raw) => match crate::history::parse_position(raw) {
+            Some(p) => Some(p),
+            None => {
+                return ApiError::unprocessable(format!("invalid since {raw:?}: expected EPOCH:OFFSET")).into_response()
+            }
+        },
+    };
     let ws = match ws {
         Ok(ws) => socket::configure(ws, &st),
         Err(e) => {
@@ -41,6 +55,8 @@ pub(crate) async fn upgrade(State(st): State<AppState>, Path(id): Path<String>, 
         emithub: st.emithub.clone(),
         raw_id: id,
         channel: None,
+        since,
+        recovery_limit: st.node.fanout().history().map_or(1000, |h| h.recovery_limit()),
     };
     ws.on_upgrade(move |upgraded| socket::serve(&st, upgraded, admission, handler))
 }
@@ -51,6 +67,10 @@ pub(crate) struct EmitHubSession {
     raw_id: String,
     /// The managed channel and its hub channel, once joined.
     channel: Option<(Uuid, Channel)>,
+    /// The last position the client saw, to recover from.
+    since: Option<Position>,
+    /// Most messages one recovery sends.
+    recovery_limit: usize,
 }
 
 impl EmitHubSession {
@@ -95,12 +115,33 @@ impl Handler for EmitHubSession {
         let Ok(channel) = self.emithub.get(id) else {
             return self.denied(&not_found, close::NOT_FOUND);
         };
-        self.channel = Some((id, hub_channel));
+        self.channel = Some((id, hub_channel.clone()));
         let connection_id = Uuid::new_v4();
         tracing::debug!(channel = %id, socket_id = %s.id(), %connection_id, "EmitHub socket connected");
-        let data = json!({"channel": channel, "connection_id": connection_id});
+        let mut data = json!({"channel": channel, "connection_id": connection_id});
         let message = format!("Connected to channel: {}", channel.name);
-        Reply::text(codec::now("connected", &message, &self.raw_id, data))
+        let mut frames = Vec::new();
+        if let Some(since) = self.since.take() {
+            match self.emithub.recover(id, &since, self.recovery_limit).await {
+                Ok(Some(r)) => {
+                    frames.extend(r.messages.iter().map(|m| codec::replayed(&channel, m)));
+                    if r.recovered || r.capped {
+                        s.mark_sent(&hub_channel, r.position.clone());
+                    }
+                    data["recovered"] = json!(r.recovered);
+                    data["capped"] = json!(r.capped);
+                    data["position"] = json!(r.position);
+                }
+                Ok(None) => data["recovered"] = json!(false),
+                Err(e) => {
+                    tracing::warn!(channel = %id, error = %e, "recovering an EmitHub socket failed");
+                    data["recovered"] = json!(false);
+                }
+            }
+        }
+        // Missed messages first, then `connected` (with `recovered`), then live ones.
+        frames.push(codec::now("connected", &message, &self.raw_id, data));
+        Reply { frames, close: None }
     }
 
     async fn on_text(&mut self, s: &mut Session, text: &str) -> Reply {
@@ -116,23 +157,39 @@ impl Handler for EmitHubSession {
                 channel.name, channel.status
             ));
         }
+        let allowed = match s.allow_client_event(hub_channel.name(), CLIENT_MESSAGE_EVENT) {
+            Ok(channel) => channel,
+            Err(e) => {
+                return match e {
+                    ClientEventError::Forbidden => {
+                        self.error(&format!("Client messages are not allowed in channel {}", channel.name))
+                    }
+                    ClientEventError::RateLimited(limit) => self.error(&format!("Rate limit exceeded: {limit}")),
+                    e => self.error(&format!("{} ({})", e, e.code())),
+                }
+            }
+        };
+        // Kept first, so the relayed message carries its place in the history.
+        let position = match self.emithub.record_client_message(id, text).await {
+            Ok(sequence) => sequence.map(|offset| Position {
+                epoch: crate::emithub::epoch_of(id),
+                offset,
+            }),
+            Err(e) => {
+                tracing::warn!(channel = %id, error = %e, "keeping a client message failed");
+                None
+            }
+        };
         let relayed = Relayed {
             text: text.to_string(),
             channel_name: channel.name.clone(),
+            position,
         };
         let Ok(raw) = serde_json::value::to_raw_value(&relayed) else {
             return Reply::none();
         };
-        match s
-            .client_event(hub_channel.name(), CLIENT_MESSAGE_EVENT, Arc::from(raw))
-            .await
-        {
-            Ok(_) => {
-                if let Err(e) = self.emithub.record_client_message(id, text).await {
-                    tracing::warn!(channel = %id, error = %e, "keeping a client message failed");
-                }
-                Reply::none()
-            }
+        match s.send_client_event(allowed, CLIENT_MESSAGE_EVENT, Arc::from(raw)).await {
+            Ok(_) => Reply::none(),
             Err(ClientEventError::Forbidden) => {
                 self.error(&format!("Client messages are not allowed in channel {}", channel.name))
             }
