@@ -297,3 +297,58 @@ async fn token_is_sent_when_configured() {
     assert!(out.status.success(), "{out:?}");
     assert_eq!(recv_json(&mut ws).await["data"]["message"], "with token");
 }
+
+#[tokio::test]
+async fn history_shows_a_channels_kept_messages_and_how_to_page() {
+    let mut config = config();
+    config.history.channels = vec!["orders".into()];
+    let server = start_with(config).await;
+    for n in 1..=5 {
+        server.publish("orders", "shipped", json!({"n": n})).await;
+    }
+    let out = artisan(&server, &["broadcast", "history", "orders", "--limit", "2"]).await;
+    assert!(out.status.success(), "{out:?}");
+    let text = stdout(&out);
+    let epoch = server.get("/api/broadcast/channels/orders/history").await.1["position"]["epoch"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        text.starts_with(&format!("orders at {epoch}:5 (oldest kept: 1)")),
+        "{text}"
+    );
+    let rows: Vec<&str> = text.lines().skip(1).collect();
+    assert_eq!(rows.len(), 2, "{text}");
+    assert!(
+        rows[0].trim_start().starts_with("4 ") && rows[0].contains(r#"{"n":4}"#),
+        "{text}"
+    );
+    assert!(
+        rows[1].trim_start().starts_with("5 ") && rows[1].contains("shipped"),
+        "{text}"
+    );
+
+    let out = artisan(
+        &server,
+        &[
+            "broadcast",
+            "history",
+            "orders",
+            "--since",
+            &format!("{epoch}:1"),
+            "--limit",
+            "2",
+        ],
+    )
+    .await;
+    let text = stdout(&out);
+    assert!(text.contains(r#"{"n":2}"#) && text.contains(r#"{"n":3}"#), "{text}");
+    assert!(text.contains(&format!("more: --since {epoch}:3")), "{text}");
+
+    let out = artisan(&server, &["broadcast", "history", "general"]).await;
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("keeps no history"),
+        "{out:?}"
+    );
+}

@@ -425,3 +425,50 @@ async fn typed_frame_clients_recover_too() {
     let live = recv_json(&mut c).await;
     assert_eq!(live["data"]["position"]["offset"], 6, "{live}");
 }
+
+#[tokio::test]
+async fn pusher_clients_may_opt_in_with_since() {
+    let server = start_with(config_from(lookup(&[
+        ("PUSHER_APP_ID", "1"),
+        ("PUSHER_APP_KEY", "key"),
+        ("PUSHER_APP_SECRET", "secret"),
+    ])))
+    .await;
+    for n in 1..=4 {
+        server.publish("feed", "tick", json!({"n": n})).await;
+    }
+    let (_, page) = server.get("/api/broadcast/channels/feed/history?limit=1").await;
+    let epoch = page["position"]["epoch"].clone();
+    let (mut c, hello) = server.connect("/app/key?protocol=7").await;
+    assert_eq!(hello["event"], "pusher:connection_established");
+    // A standard subscription: nothing replayed, events carry a position pusher-js ignores.
+    let sub = json!({"event": "pusher:subscribe", "data": {"channel": "feed"}});
+    c.send(Message::Text(sub.to_string().into())).await.unwrap();
+    assert_eq!(
+        recv_json(&mut c).await["event"],
+        "pusher_internal:subscription_succeeded"
+    );
+    server.publish("feed", "tick", json!({"n": 5})).await;
+    let live = recv_json(&mut c).await;
+    assert_eq!(
+        (live["event"].as_str(), live["position"]["offset"].as_u64()),
+        (Some("tick"), Some(5))
+    );
+    assert_eq!(live["data"], r#"{"n":5}"#, "data double-encoded as Pusher sends it");
+
+    let (mut c, _) = server.connect("/app/key?protocol=7").await;
+    let sub = json!({"event": "pusher:subscribe", "data": {"channel": "feed", "since": {"epoch": epoch, "offset": 3}}});
+    c.send(Message::Text(sub.to_string().into())).await.unwrap();
+    assert_eq!(
+        recv_json(&mut c).await["event"],
+        "pusher_internal:subscription_succeeded"
+    );
+    let missed: Vec<Value> = vec![recv_json(&mut c).await, recv_json(&mut c).await];
+    let ns: Vec<&str> = missed.iter().map(|m| m["data"].as_str().unwrap()).collect();
+    assert_eq!(ns, [r#"{"n":4}"#, r#"{"n":5}"#]);
+    let marker = recv_json(&mut c).await;
+    assert_eq!(marker["event"], "rustaxum:recovered");
+    let data: Value = serde_json::from_str(marker["data"].as_str().unwrap()).unwrap();
+    assert_eq!(data["recovered"], true);
+    assert_eq!(data["position"]["offset"], 5);
+}

@@ -113,6 +113,56 @@ pub(super) async fn channels(client: &ApiClient) -> Result<(), CliError> {
     Ok(())
 }
 
+pub(super) async fn history(
+    client: &ApiClient,
+    channel: &str,
+    since: Option<&str>,
+    limit: usize,
+) -> Result<(), CliError> {
+    let mut path = format!("/api/broadcast/channels/{channel}/history?limit={limit}");
+    if let Some(since) = since {
+        path.push_str(&format!("&since={since}"));
+    }
+    let page = client.get(&path).await?;
+    let position = &page["position"];
+    say!(
+        "{} at {}:{} (oldest kept: {})",
+        page["channel"].as_str().unwrap_or(channel),
+        position["epoch"].as_str().unwrap_or("?"),
+        position["offset"].as_u64().unwrap_or(0),
+        page["first"].as_u64().unwrap_or(0)
+    );
+    if page["continuous"] == false {
+        say!(
+            "⚠️  the history does not reach back to {} (lost, or older than what is kept)",
+            since.unwrap_or("")
+        );
+    }
+    let messages = page["messages"].as_array().cloned().unwrap_or_default();
+    if messages.is_empty() {
+        say!("No messages");
+    }
+    for m in &messages {
+        say!(
+            "{:>8}  {}  {:<24}  {}",
+            m["position"]["offset"].as_u64().unwrap_or(0),
+            m["timestamp"].as_str().unwrap_or(""),
+            m["event"].as_str().unwrap_or(""),
+            m["data"]
+        );
+    }
+    if page["more"] == true {
+        if let Some(last) = messages.last() {
+            say!(
+                "more: --since {}:{}",
+                last["position"]["epoch"].as_str().unwrap_or(""),
+                last["position"]["offset"].as_u64().unwrap_or(0)
+            );
+        }
+    }
+    Ok(())
+}
+
 pub(super) async fn ping(client: &ApiClient, channel: &str, interval: f64, count: Option<u64>) -> Result<(), CliError> {
     let interval = seconds(interval, "--interval")?;
     client.check().await?;

@@ -84,6 +84,18 @@ pub enum Broadcast {
     Stats,
     /// List channels with subscribers.
     Channels,
+    /// Show a channel's kept messages (channels with history): the newest, or those after
+    /// a position.
+    History {
+        /// The channel.
+        channel: String,
+        /// `EPOCH:OFFSET`: the messages after this position, oldest first.
+        #[arg(long)]
+        since: Option<String>,
+        /// How many (at most 1000).
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
     /// Send `ping` events to a channel at an interval.
     Ping {
         /// The channel.
@@ -240,6 +252,9 @@ pub async fn run(cli: Cli) -> ExitCode {
         Broadcast::Test { channel, message } => commands::test(&client, &channel, &message).await,
         Broadcast::Stats => commands::stats(&client).await,
         Broadcast::Channels => commands::channels(&client).await,
+        Broadcast::History { channel, since, limit } => {
+            commands::history(&client, &channel, since.as_deref(), limit).await
+        }
         Broadcast::Ping {
             channel,
             interval,

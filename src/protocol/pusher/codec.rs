@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use crate::hub::{Envelope, EnvelopeKind};
+use crate::hub::{Envelope, EnvelopeKind, Position};
 
 /// Pusher close and error codes used here.
 pub mod codes {
@@ -67,11 +67,20 @@ struct Out<'a, D: Serialize> {
     #[serde(skip_serializing_if = "Option::is_none")]
     channel: Option<&'a str>,
     data: D,
+    /// rustaxum's addition on channels with history (Pusher clients ignore it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    position: Option<&'a Position>,
 }
 
 /// A server message.
 pub fn message<D: Serialize>(event: &str, channel: Option<&str>, data: D) -> String {
-    serde_json::to_string(&Out { event, channel, data }).unwrap_or_default()
+    serde_json::to_string(&Out {
+        event,
+        channel,
+        data,
+        position: None,
+    })
+    .unwrap_or_default()
 }
 
 /// A server message whose data is JSON encoded as a string, as Pusher sends it.
@@ -151,7 +160,13 @@ pub fn encode(envelope: &Envelope) -> Option<String> {
             ("pusher_internal:member_removed", data)
         }
     };
-    Some(message(event, Some(&channel), data))
+    serde_json::to_string(&Out {
+        event,
+        channel: Some(&channel),
+        data,
+        position: envelope.position.as_ref(),
+    })
+    .ok()
 }
 
 /// A client message.
@@ -178,6 +193,9 @@ pub struct SubscribeData {
     /// Presence: the member, JSON-encoded.
     #[serde(default)]
     pub channel_data: Option<String>,
+    /// rustaxum's opt-in: the last position seen, to recover what was missed.
+    #[serde(default)]
+    pub since: Option<Position>,
 }
 
 /// An id that may be a string or a number.

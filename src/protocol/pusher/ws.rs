@@ -11,7 +11,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::{json, Map, Value};
 
 use super::codec::{self, codes, id_string, Incoming, SubscribeData};
 use crate::channel::{Channel, ChannelKind};
@@ -19,7 +19,7 @@ use crate::hub::{CloseReason, Envelope, Protocol};
 use crate::presence::Member;
 use crate::protocol::{socket, ApiError, AppState};
 use crate::pusher::{self, PusherApp};
-use crate::session::runner::{Handler, Reply};
+use crate::session::runner::{replay, Handler, Reply};
 use crate::session::{AppQuota, JoinAs, JoinError, Joined, Refusal, Session};
 
 /// pusher-js's per-user channel after `pusher:signin`.
@@ -159,6 +159,9 @@ fn succeeded(name: &str, joined: &Joined) -> Reply {
     ))
 }
 
+/// The event after the missed messages of a subscription that asked for them with `since`.
+const RECOVERED_EVENT: &str = "rustaxum:recovered";
+
 impl PusherSession {
     async fn subscribe(&self, s: &mut Session, data: SubscribeData) -> Reply {
         let name = data.channel;
@@ -204,7 +207,18 @@ impl PusherSession {
             }
         };
         match s.join(&channel, how).await {
-            Ok(joined) => succeeded(&name, &joined),
+            Ok(joined) => {
+                let mut reply = succeeded(&name, &joined);
+                if data.since.is_some() {
+                    let up = s.catch_up(&joined.channel, data.since.as_ref()).await;
+                    reply.frames.extend(replay::<Self>(up.messages));
+                    let marker = json!({"recovered": up.recovered, "capped": up.capped, "position": up.position});
+                    reply
+                        .frames
+                        .push(codec::message_encoded(RECOVERED_EVENT, Some(&name), &marker));
+                }
+                reply
+            }
             Err(JoinError::Closing) => Reply::none(),
             Err(e @ JoinError::NotPublic(_)) => {
                 let message = format!("{e}; subscribe as private-{name}");
