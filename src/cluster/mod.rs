@@ -172,28 +172,42 @@ impl Fanout {
     /// The routing rules run first, once: the message may be changed, dropped or copied
     /// to other channels (each copy is published the same way, not routed again).
     pub async fn publish(&self, message: Message) -> Result<PublishReport, ClusterError> {
-        let routing = self.routing.load();
-        if routing.is_empty() {
-            return self.publish_one(message).await;
+        if !self.routing.load().is_empty() {
+            return Box::pin(self.publish_routed(message)).await;
         }
+        self.run_hooks(&message, Origin::Local);
+        if let Some(history) = self.history_of(&message) {
+            // Boxed: this future is inlined wherever anything publishes (presence joins
+            // and leaves in every connection's task among them); unboxed, its lock and
+            // store states would grow each connection by most of a KiB.
+            return Box::pin(history.publish(message, &*self.broker, &self.hub)).await;
+        }
+        self.broker.publish(&message).await?;
+        Ok(self.hub.deliver(message))
+    }
+
+    /// The history that keeps `message`, if its channel keeps one.
+    fn history_of(&self, message: &Message) -> Option<Arc<History>> {
+        let history = self.history.load_full()?;
+        (crate::history::is_kept(message) && history.keeps(&message.channel)).then_some(history)
+    }
+
+    async fn publish_routed(&self, message: Message) -> Result<PublishReport, ClusterError> {
+        let routing = self.routing.load_full();
         let mut total = PublishReport::default();
         for message in routing.route(message) {
-            let report = self.publish_one(message).await?;
+            self.run_hooks(&message, Origin::Local);
+            let report = match self.history_of(&message) {
+                Some(history) => Box::pin(history.publish(message, &*self.broker, &self.hub)).await?,
+                None => {
+                    self.broker.publish(&message).await?;
+                    self.hub.deliver(message)
+                }
+            };
             total.delivered += report.delivered;
             total.dropped += report.dropped;
         }
         Ok(total)
-    }
-
-    async fn publish_one(&self, message: Message) -> Result<PublishReport, ClusterError> {
-        self.run_hooks(&message, Origin::Local);
-        if let Some(history) = &*self.history.load() {
-            if crate::history::is_kept(&message) && history.keeps(&message.channel) {
-                return history.publish(message, &*self.broker, &self.hub).await;
-            }
-        }
-        self.broker.publish(&message).await?;
-        Ok(self.hub.deliver(message))
     }
 
     /// Delivers a message another node published (the broker calls this).

@@ -626,6 +626,20 @@ impl Session {
     /// the subscription is in place, so nothing published meanwhile is lost; whatever
     /// arrives live and was sent from history is skipped).
     pub async fn catch_up(&mut self, channel: &Channel, since: Option<&Position>) -> CatchUp {
+        let keeps = self.node.fanout.history().is_some_and(|h| h.keeps(channel));
+        if !keeps {
+            return CatchUp {
+                recovered: since.map(|_| false),
+                ..CatchUp::default()
+            };
+        }
+        // Boxed: every join awaits this, and most channels keep no history; the reads
+        // would otherwise enlarge every protocol's join future (and so each connection's
+        // transient allocations) for nothing.
+        Box::pin(self.catch_up_from_history(channel, since)).await
+    }
+
+    async fn catch_up_from_history(&mut self, channel: &Channel, since: Option<&Position>) -> CatchUp {
         let not_recovered = CatchUp {
             recovered: since.map(|_| false),
             ..CatchUp::default()
