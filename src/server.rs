@@ -144,12 +144,14 @@ impl Rustaxum {
         } else {
             tracing::warn!("created outside a tokio runtime: EmitHub retention purges and backups are not running");
         }
-        if !config.history.channels.is_empty() {
-            let history = Arc::new(build_history(&config, cluster.as_ref(), &emithub)?);
+        let mut history_config = config.history.clone();
+        history_config.channels.extend(rules.history_patterns().iter().cloned());
+        if !history_config.channels.is_empty() {
+            let history = Arc::new(build_history(&config, &history_config, cluster.as_ref(), &emithub)?);
             if tokio::runtime::Handle::try_current().is_ok() {
                 history.start(stop.clone(), &background);
             }
-            tracing::info!(store = history.store().name(), channels = ?config.history.channels, "channel history on");
+            tracing::info!(store = history.store().name(), channels = ?history_config.channels, "channel history on");
             fanout.set_history(history);
         }
         let node = Node::new(fanout, presence, Arc::new(rules), verifier, limits(&config))
@@ -642,6 +644,7 @@ static LOG_FILTER: std::sync::OnceLock<FilterHandle> = std::sync::OnceLock::new(
 /// (Redis in a cluster; memory by default on one node; or the EmitHub redb file).
 fn build_history(
     config: &Config,
+    history: &crate::history::HistoryConfig,
     cluster: Option<&Arc<RedisBroker>>,
     emithub: &EmitHub,
 ) -> Result<crate::history::History, StartError> {
@@ -663,10 +666,10 @@ fn build_history(
         }
         (None, _) => Arc::new(MemoryHistory::new(config.history.memory_limit)),
     };
-    History::new(&config.history, store).map_err(|reason| {
+    History::new(history, store).map_err(|reason| {
         StartError::Config(ConfigError::Invalid {
             var: "BROADCAST_HISTORY_CHANNELS",
-            value: config.history.channels.join(","),
+            value: history.channels.join(","),
             reason,
         })
     })

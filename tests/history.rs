@@ -472,3 +472,32 @@ async fn pusher_clients_may_opt_in_with_since() {
     assert_eq!(data["recovered"], true);
     assert_eq!(data["position"]["offset"], 5);
 }
+
+#[tokio::test]
+async fn a_rules_file_can_mark_channels_that_keep_history() {
+    let dir = std::env::temp_dir().join(format!("rustaxum-history-rules-{}", unique_prefix()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let rules = dir.join("rules.toml");
+    std::fs::write(
+        &rules,
+        "[[rules]]\npattern = \"ledger.{id}\"\nkind = \"public\"\nhistory = true\n\n\
+         [[rules]]\npattern = \"scratch\"\nkind = \"public\"\n",
+    )
+    .unwrap();
+    let path = rules.display().to_string();
+    let server = start_with(config_from(move |k| match k {
+        "BROADCAST_RULES_FILE" => Some(path.clone()),
+        "JWT_SECRET" => Some(SECRET.into()),
+        _ => None,
+    }))
+    .await;
+    let (mut c, joined) = server.connect("/ws/ledger.7").await;
+    assert_eq!(joined["data"]["position"]["offset"], 0, "{joined}");
+    server.publish("ledger.7", "entry", json!({"n": 1})).await;
+    assert_eq!(recv_json(&mut c).await["position"]["offset"], 1);
+    let (status, page) = server.get("/api/broadcast/channels/ledger.7/history").await;
+    assert_eq!((status, page["count"].as_u64()), (200, Some(1)), "{page}");
+    let (status, _) = server.get("/api/broadcast/channels/scratch/history").await;
+    assert_eq!(status, 404, "history only where the rule says so");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -127,6 +127,7 @@ struct Rule {
 #[derive(Default)]
 pub struct ChannelRules {
     rules: Vec<Rule>,
+    history: Vec<String>,
 }
 
 impl std::fmt::Debug for ChannelRules {
@@ -242,8 +243,17 @@ impl ChannelRules {
                 _ => Some(compile_conditions(&rule.allow).map_err(&bad)?),
             };
             self.try_add(&rule.pattern, rule.kind, check).map_err(&bad)?;
+            if rule.history {
+                self.history.push(rule.pattern.clone());
+            }
         }
         Ok(self)
+    }
+
+    /// Patterns of the rules file's rules marked `history = true`: their channels keep
+    /// history (beside `BROADCAST_HISTORY_CHANNELS`).
+    pub fn history_patterns(&self) -> &[String] {
+        &self.history
     }
 }
 
@@ -261,6 +271,9 @@ struct FileRule {
     kind: ChannelKind,
     #[serde(default)]
     allow: Vec<String>,
+    /// The channels keep history for recovery.
+    #[serde(default)]
+    history: bool,
 }
 
 /// `allow` entries (any one suffices): `authenticated`, `role:NAME`, `permission:NAME`,
