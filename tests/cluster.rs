@@ -193,11 +193,9 @@ async fn members_of_a_node_that_dies_vanish_everywhere_within_15_seconds() {
     let prefix = unique_prefix();
     let a = start_with(cluster_config(&redis, &prefix)).await;
     wait_ready(&a).await;
-    let mut node_b = tokio::process::Command::new(env!("CARGO_BIN_EXE_rustaxum"))
+    let mut node_b = server_command()
         .args(["--port", "0"])
         .env("BROADCAST_DRIVER", "redis")
-        .env("BROADCAST_APP_PORT", "off")
-        .env("BROADCAST_RTC_PORT", "off")
         .env("REDIS_URL", redis.url())
         .env("BROADCAST_CHANNELS_PREFIX", &prefix)
         .env("JWT_SECRET", SECRET)

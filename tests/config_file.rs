@@ -4,7 +4,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
@@ -12,31 +11,7 @@ use tokio::process::{Child, ChildStderr, Command};
 
 /// The server binary with none of the test runner's settings.
 fn server() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rustaxum"));
-    for (k, _) in std::env::vars() {
-        let ours = ["BROADCAST_", "EMIT_HUB_", "CORS_", "JWT_", "PUSHER_", "REDIS"];
-        if ours.iter().any(|p| k.starts_with(p)) || k == "RUST_LOG" || k == "LOG_FORMAT" {
-            cmd.env_remove(k);
-        }
-    }
-    for generic in [
-        "HOST",
-        "PORT",
-        "MAX_CONNECTIONS",
-        "HEARTBEAT_INTERVAL",
-        "CLIENT_TIMEOUT",
-        "RATE_LIMIT_ENABLED",
-        "LOG_LEVEL",
-    ] {
-        cmd.env_remove(generic);
-    }
-    cmd.env("BROADCAST_APP_PORT", "off")
-        .env("BROADCAST_RTC_PORT", "off")
-        .env("EMIT_HUB_DB_PATH", ":memory:")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    cmd
+    common::server_command()
 }
 
 fn temp_dir(name: &str) -> PathBuf {

@@ -771,12 +771,8 @@ async fn a_corrupt_or_unwritable_database_stops_startup_with_a_clear_message() {
     std::fs::write(&blocker, b"x").unwrap();
     let unwritable = blocker.join("emit_hub.redb");
     for path in [&corrupt, &unwritable] {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_rustaxum"));
-        let out = cmd
+        let out = server_command()
             .args(["--port", "0"])
-            .env("BROADCAST_APP_PORT", "off")
-            .env("BROADCAST_RTC_PORT", "off")
-            .env("BROADCAST_RTC_PORT", "off")
             .env("EMIT_HUB_DB_PATH", path)
             .output()
             .await

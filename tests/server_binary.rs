@@ -10,30 +10,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
 fn server() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rustaxum"));
-    for (k, _) in std::env::vars() {
-        if k.starts_with("BROADCAST_") {
-            cmd.env_remove(k);
-        }
-    }
-    // Tests choose their ports; none takes the default application port 3000, nor the
-    // default EmitHub database file.
-    cmd.env("BROADCAST_APP_PORT", "off");
-    cmd.env("BROADCAST_RTC_PORT", "off");
-    for generic in [
-        "HOST",
-        "PORT",
-        "MAX_CONNECTIONS",
-        "HEARTBEAT_INTERVAL",
-        "CLIENT_TIMEOUT",
-        "RATE_LIMIT_ENABLED",
-        "LOG_LEVEL",
-    ] {
-        cmd.env_remove(generic);
-    }
-    cmd.env("EMIT_HUB_DB_PATH", ":memory:");
-    cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
-    cmd
+    common::server_command()
 }
 
 #[tokio::test]

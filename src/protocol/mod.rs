@@ -99,17 +99,36 @@ pub(crate) fn router(state: AppState) -> Result<Router, ConfigError> {
         .split_for_parts();
     let api = docs::finish(api);
     let router: Router<AppState> = router.merge(docs::routes(&api));
-    Ok(router
+    Ok(guarded(router, state, &config.server, cors))
+}
+
+/// `router` with what every listener has: JSON 404/405, the body limit, the write and
+/// request guards, CORS.
+fn guarded(router: Router<AppState>, state: AppState, server: &ServerConfig, cors: CorsLayer) -> Router {
+    router
         .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)
-        .layer(DefaultBodyLimit::max(config.server.max_payload_size))
+        .layer(DefaultBodyLimit::max(server.max_payload_size))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             guard::same_origin_writes,
         ))
         .layer(axum::middleware::from_fn_with_state(state.clone(), guard::http_limits))
         .layer(cors)
-        .with_state(state))
+        .with_state(state)
+}
+
+/// The `since` query parameter (`EPOCH:OFFSET`) of a WebSocket that recovers what it
+/// missed; a malformed one is a 422 before the upgrade.
+pub(crate) fn since_param(
+    query: &std::collections::HashMap<String, String>,
+) -> Result<Option<crate::hub::Position>, ApiError> {
+    match query.get("since").filter(|s| !s.is_empty()) {
+        None => Ok(None),
+        Some(raw) => crate::history::parse_position(raw)
+            .map(Some)
+            .ok_or_else(|| ApiError::unprocessable(format!("invalid since {raw:?}: expected EPOCH:OFFSET"))),
+    }
 }
 
 /// The typed-frame service's own port: `/ws` speaks typed frames (with the same guards
@@ -117,17 +136,7 @@ pub(crate) fn router(state: AppState) -> Result<Router, ConfigError> {
 pub(crate) fn rtc_router(state: AppState) -> Result<Router, ConfigError> {
     let config = state.config.load_full();
     let cors = cors_layer(&config.server, state.config.clone())?;
-    Ok(rtc::service_routes()
-        .fallback(ops::not_found)
-        .method_not_allowed_fallback(ops::method_not_allowed)
-        .layer(DefaultBodyLimit::max(config.server.max_payload_size))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            guard::same_origin_writes,
-        ))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), guard::http_limits))
-        .layer(cors)
-        .with_state(state))
+    Ok(guarded(rtc::service_routes(), state, &config.server, cors))
 }
 
 /// CORS for the configured origins (none by default: only pages served by this server

@@ -336,21 +336,41 @@ pub fn signed_path(app: &rustaxum::pusher::PusherApp, method: &str, path: &str, 
     format!("{path}?{}", query.join("&"))
 }
 
-/// The `rustaxum` binary with `env`, on a free port; returns it and its base URL.
-pub async fn spawn_server(env: &[(&str, &str)]) -> (Child, String) {
+/// The server binary with none of the test runner's settings: no variable of ours, none
+/// of the generic names other documents use, no default port but the one a test picks,
+/// the EmitHub database in memory; stdout and stderr piped; killed when dropped.
+pub fn server_command() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_rustaxum"));
     for (k, _) in std::env::vars() {
-        if k.starts_with("BROADCAST_") || k.starts_with("EMIT_HUB_") {
+        let ours = ["BROADCAST_", "EMIT_HUB_", "CORS_", "JWT_", "PUSHER_", "REDIS"];
+        if ours.iter().any(|p| k.starts_with(p)) || k == "RUST_LOG" || k == "LOG_FORMAT" {
             cmd.env_remove(k);
         }
     }
-    cmd.args(["--port", "0"])
-        .env("BROADCAST_APP_PORT", "off")
+    for generic in [
+        "HOST",
+        "PORT",
+        "MAX_CONNECTIONS",
+        "HEARTBEAT_INTERVAL",
+        "CLIENT_TIMEOUT",
+        "RATE_LIMIT_ENABLED",
+        "LOG_LEVEL",
+    ] {
+        cmd.env_remove(generic);
+    }
+    cmd.env("BROADCAST_APP_PORT", "off")
         .env("BROADCAST_RTC_PORT", "off")
-        .envs(env.iter().copied())
+        .env("EMIT_HUB_DB_PATH", ":memory:")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
+    cmd
+}
+
+/// The `rustaxum` binary with `env`, on a free port; returns it and its base URL.
+pub async fn spawn_server(env: &[(&str, &str)]) -> (Child, String) {
+    let mut cmd = server_command();
+    cmd.args(["--port", "0"]).envs(env.iter().copied());
     let mut child = cmd.spawn().expect("spawn rustaxum");
     let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
     let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line())

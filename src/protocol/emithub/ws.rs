@@ -31,14 +31,9 @@ pub(crate) async fn upgrade(
     Query(query): Query<std::collections::HashMap<String, String>>,
     ws: Upgrade,
 ) -> Response {
-    let since = match query.get("since").filter(|s| !s.is_empty()) {
-        None => None,
-        Some(raw) => match crate::history::parse_position(raw) {
-            Some(p) => Some(p),
-            None => {
-                return ApiError::unprocessable(format!("invalid since {raw:?}: expected EPOCH:OFFSET")).into_response()
-            }
-        },
+    let since = match crate::protocol::since_param(&query) {
+        Ok(since) => since,
+        Err(e) => return e.into_response(),
     };
     let ws = match ws {
         Ok(ws) => socket::configure(ws, &st),

@@ -79,14 +79,9 @@ fn upgrade(
             Err(e) => return http_refusal(&e).into_response(),
         },
     };
-    let since = match query.get("since").filter(|s| !s.is_empty()) {
-        None => None,
-        Some(raw) => match crate::history::parse_position(raw) {
-            Some(p) => Some(p),
-            None => {
-                return ApiError::unprocessable(format!("invalid since {raw:?}: expected EPOCH:OFFSET")).into_response()
-            }
-        },
+    let since = match crate::protocol::since_param(query) {
+        Ok(since) => since,
+        Err(e) => return e.into_response(),
     };
     let admission = match st.node.admit(identity, None) {
         Ok(admission) => admission,
