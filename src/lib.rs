@@ -58,6 +58,7 @@ pub mod rtc;
 pub mod server;
 pub mod session;
 mod sync;
+pub mod webhooks;
 
 pub use channel::{Channel, ChannelKind};
 pub use config::Config;

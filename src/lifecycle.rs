@@ -71,6 +71,8 @@ pub enum LifecycleEvent {
         socket: SocketId,
         /// The sender's user, if known.
         user: Option<Arc<str>>,
+        /// What it sent.
+        data: Arc<serde_json::value::RawValue>,
     },
 }
 

@@ -163,6 +163,25 @@ impl Rustaxum {
         }
         let metrics: Arc<protocol::metrics::Metrics> = Arc::default();
         metrics.observe(node.lifecycle(), stop.clone(), &background);
+        let webhooks = crate::webhooks::Webhooks::new(
+            webhook_targets(&config),
+            &config.webhooks,
+            node.presence().clone(),
+            cluster.clone(),
+        )
+        .map_err(|reason| {
+            StartError::Config(ConfigError::Invalid {
+                var: "PUSHER_APPS_FILE",
+                value: "webhooks".into(),
+                reason,
+            })
+        })?;
+        if let Some(w) = &webhooks {
+            if tokio::runtime::Handle::try_current().is_ok() {
+                w.start(node.lifecycle(), stop.clone(), &background);
+            }
+            tracing::info!(targets = ?w, "webhooks on");
+        }
         Ok(Self {
             state: AppState {
                 node: Arc::new(node),
@@ -171,6 +190,7 @@ impl Rustaxum {
                 emithub,
                 rtc,
                 cluster,
+                webhooks,
                 metrics,
                 sessions: TaskTracker::new(),
             },
@@ -639,6 +659,37 @@ type FilterHandle = tracing_subscriber::reload::Handle<tracing_subscriber::EnvFi
 
 /// The log filter installed by [`init_tracing`], replaced on reload.
 static LOG_FILTER: std::sync::OnceLock<FilterHandle> = std::sync::OnceLock::new();
+
+/// Every webhook URL with the app credentials that sign it: `BROADCAST_WEBHOOK_URLS` for
+/// the environment app, and each app's `webhooks` from the apps file.
+fn webhook_targets(config: &Config) -> Vec<crate::webhooks::SignedTarget> {
+    use crate::webhooks::{SignedTarget, WebhookTarget};
+    let mut targets = Vec::new();
+    let apps = &config.pusher.apps;
+    if let Some(app) = apps.default_app() {
+        for url in &config.webhooks.urls {
+            targets.push(SignedTarget {
+                target: WebhookTarget {
+                    url: url.clone(),
+                    events: config.webhooks.events.clone(),
+                    channels: Vec::new(),
+                },
+                key: app.key.clone(),
+                secret: app.secret.clone(),
+            });
+        }
+    }
+    for app in apps.iter() {
+        for target in &app.webhooks {
+            targets.push(SignedTarget {
+                target: target.clone(),
+                key: app.key.clone(),
+                secret: app.secret.clone(),
+            });
+        }
+    }
+    targets
+}
 
 /// The history of the channels `BROADCAST_HISTORY_CHANNELS` names, in the store it says
 /// (Redis in a cluster; memory by default on one node; or the EmitHub redb file).

@@ -380,6 +380,7 @@ async fn terminate_connections_reaches_every_node() {
             secret: "secret".into(),
             enabled: true,
             max_connections: 0,
+            webhooks: Vec::new(),
         }]);
         c
     };

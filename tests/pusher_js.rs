@@ -21,6 +21,7 @@ async fn published_pusher_packages_work_unchanged() {
         secret: "app-secret".into(),
         enabled: true,
         max_connections: 0,
+        webhooks: Vec::new(),
     }]);
     config.auth.public_channels.push("nobody-here".into());
     config.auth.public_channels.push("probe".into());

@@ -16,6 +16,7 @@ fn app(id: &str, key: &str, enabled: bool, max_connections: usize) -> PusherApp 
         secret: format!("{id}-secret"),
         enabled,
         max_connections,
+        webhooks: Vec::new(),
     }
 }
 

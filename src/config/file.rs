@@ -14,12 +14,13 @@ use super::vars::{self, Kind, Variable, VARIABLES};
 use super::ConfigError;
 
 /// Sections of the file, in the order they are generated.
-const SECTIONS: [&str; 9] = [
+const SECTIONS: [&str; 10] = [
     "",
     "cors",
     "websocket",
     "rtc",
     "history",
+    "webhooks",
     "persistence",
     "jwt",
     "redis",

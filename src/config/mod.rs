@@ -356,6 +356,8 @@ pub struct Config {
     pub rtc: RtcConfig,
     /// Channel history and recovery (`BROADCAST_HISTORY_*`).
     pub history: crate::history::HistoryConfig,
+    /// Webhooks (`BROADCAST_WEBHOOK_*`; per app in the apps file).
+    pub webhooks: crate::webhooks::WebhookConfig,
     /// `BROADCAST_ROUTES_FILE`: routing rules (TOML), applied to every message at publish.
     pub routes_file: Option<PathBuf>,
     /// Logging.
@@ -581,6 +583,7 @@ impl Config {
             routes_file: env.string("BROADCAST_ROUTES_FILE").map(PathBuf::from),
             rtc: rtc(&env)?,
             history,
+            webhooks: webhooks(&env)?,
             log: log(&env)?,
             sources: Sources::default(),
         })
@@ -850,6 +853,45 @@ fn rtc(env: &Env<'_>) -> Result<RtcConfig, ConfigError> {
     })
 }
 
+fn webhooks(env: &Env<'_>) -> Result<crate::webhooks::WebhookConfig, ConfigError> {
+    let d = crate::webhooks::WebhookConfig::default();
+    let urls = env.list("BROADCAST_WEBHOOK_URLS");
+    if let Some(bad) = urls
+        .iter()
+        .find(|u| !(u.starts_with("http://") || u.starts_with("https://")))
+    {
+        return Err(ConfigError::Invalid {
+            var: "BROADCAST_WEBHOOK_URLS",
+            value: bad.clone(),
+            reason: "expected http:// or https:// URLs, comma-separated".into(),
+        });
+    }
+    if !urls.is_empty() && (env.string("PUSHER_APP_KEY").is_none() || env.string("PUSHER_APP_SECRET").is_none()) {
+        return Err(ConfigError::Invalid {
+            var: "BROADCAST_WEBHOOK_URLS",
+            value: urls.join(","),
+            reason: "webhooks are signed with PUSHER_APP_KEY and PUSHER_APP_SECRET; set the app (PUSHER_APP_ID too)"
+                .into(),
+        });
+    }
+    let events = env.list("BROADCAST_WEBHOOK_EVENTS");
+    if let Some(bad) = events.iter().find(|e| !crate::webhooks::EVENTS.contains(&e.as_str())) {
+        return Err(ConfigError::Invalid {
+            var: "BROADCAST_WEBHOOK_EVENTS",
+            value: bad.clone(),
+            reason: format!("expected some of {}", crate::webhooks::EVENTS.join(", ")),
+        });
+    }
+    Ok(crate::webhooks::WebhookConfig {
+        urls,
+        events,
+        retry_for: env.duration("BROADCAST_WEBHOOK_RETRY_FOR")?.unwrap_or(d.retry_for),
+        member_delay: env
+            .duration_or_zero("BROADCAST_WEBHOOK_MEMBER_DELAY")?
+            .unwrap_or(d.member_delay),
+    })
+}
+
 fn history(env: &Env<'_>) -> Result<crate::history::HistoryConfig, ConfigError> {
     let d = crate::history::HistoryConfig::default();
     let channels = env.list("BROADCAST_HISTORY_CHANNELS");
@@ -982,6 +1024,7 @@ fn pusher(env: &Env<'_>) -> Result<PusherConfig, ConfigError> {
             secret,
             enabled: true,
             max_connections: 0,
+            webhooks: Vec::new(),
         }),
         [None, None, None] => None,
         _ => {

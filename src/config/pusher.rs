@@ -22,6 +22,9 @@ pub struct PusherApp {
     /// Most concurrent connections for this app, 0 for no limit (over it: 4004).
     #[serde(default)]
     pub max_connections: usize,
+    /// Where to send this app's webhooks (`[[apps.webhooks]]`: `url`, `events`, `channels`).
+    #[serde(default)]
+    pub webhooks: Vec<crate::webhooks::WebhookTarget>,
 }
 
 fn yes() -> bool {
@@ -103,6 +106,11 @@ impl Apps {
     /// The first app: the one `/broadcasting/auth` signs for.
     pub fn default_app(&self) -> Option<&PusherApp> {
         self.apps.first()
+    }
+
+    /// Every app.
+    pub fn iter(&self) -> impl Iterator<Item = &PusherApp> {
+        self.apps.iter()
     }
 
     /// Whether no app is configured (the Pusher endpoints then answer 404 / 4001).

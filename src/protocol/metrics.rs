@@ -119,6 +119,14 @@ pub(crate) async fn metrics(State(st): State<AppState>, _token: ApiToken) -> imp
             }
             counter!("rustaxum_redis_circuit_opened_total").absolute(status.circuit_opened_total);
         }
+        if let Some(w) = &st.webhooks {
+            let w = w.stats();
+            for (outcome, value) in [("delivered", w.delivered), ("failed", w.failed), ("dropped", w.dropped)] {
+                counter!("rustaxum_webhook_events_total", "outcome" => outcome).absolute(value);
+            }
+            counter!("rustaxum_webhook_requests_total").absolute(w.requests);
+            counter!("rustaxum_webhook_retries_total").absolute(w.retries);
+        }
         if let Some(history) = st.node.fanout().history() {
             let h = history.stats();
             gauge!("rustaxum_history_channels").set(h.usage.channels as f64);

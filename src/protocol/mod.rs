@@ -80,6 +80,8 @@ pub(crate) struct AppState {
     pub(crate) rtc: Arc<crate::rtc::Rtc>,
     /// This node's Redis broker when clustered.
     pub(crate) cluster: Option<Arc<RedisBroker>>,
+    /// Webhook delivery, when any URL is configured.
+    pub(crate) webhooks: Option<Arc<crate::webhooks::Webhooks>>,
     /// The Prometheus recorder behind `/metrics`.
     pub(crate) metrics: Arc<metrics::Metrics>,
     /// Tracks every WebSocket session so shutdown can wait for them.

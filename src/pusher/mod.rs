@@ -149,6 +149,7 @@ mod tests {
             secret: "7ad3773142a6692b25b8".into(),
             enabled: true,
             max_connections: 0,
+            webhooks: Vec::new(),
         }
     }
 

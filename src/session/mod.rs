@@ -777,7 +777,7 @@ impl Session {
         event: &str,
         data: Arc<RawValue>,
     ) -> Result<Channel, ClientEventError> {
-        let message = Message::event(channel.clone(), event, data)
+        let message = Message::event(channel.clone(), event, data.clone())
             .except(Some(self.conn.id()))
             .sender(self.conn.user());
         self.node
@@ -790,6 +790,7 @@ impl Session {
             event: event.into(),
             socket: self.conn.id(),
             user: self.conn.user(),
+            data,
         });
         Ok(channel)
     }

@@ -312,6 +312,7 @@ pub fn pusher_app(id: &str, key: &str, secret: &str) -> rustaxum::pusher::Pusher
         secret: secret.into(),
         enabled: true,
         max_connections: 0,
+        webhooks: Vec::new(),
     }
 }
 

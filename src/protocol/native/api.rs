@@ -158,6 +158,9 @@ pub struct NodeStats {
     /// Channel history, when some channels keep one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub history: Option<crate::history::HistoryStats>,
+    /// Webhook delivery, when configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhooks: Option<crate::webhooks::WebhookStats>,
 }
 
 async fn node_stats(st: &AppState, scope: &'static str) -> NodeStats {
@@ -172,6 +175,7 @@ async fn node_stats(st: &AppState, scope: &'static str) -> NodeStats {
             failed: st.manager.failed_broadcasts().len(),
         },
         history: st.node.fanout().history().map(|h| h.stats()),
+        webhooks: st.webhooks.as_ref().map(|w| w.stats()),
     }
 }
 

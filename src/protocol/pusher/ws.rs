@@ -362,6 +362,7 @@ mod tests {
             secret: "secret".into(),
             enabled: true,
             max_connections: 0,
+            webhooks: Vec::new(),
         }
     }
 

@@ -1,0 +1,253 @@
+//! Webhooks in Pusher's format, received by a real HTTP server on loopback and checked
+//! with the published `pusher` Node SDK's webhook validator.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::http::HeaderMap;
+use common::redis::{unique_prefix, RedisServer};
+use common::*;
+use serde_json::{json, Value};
+use tokio::time::Instant;
+
+/// What the receiver got: (X-Pusher-Key, X-Pusher-Signature, Content-Type, body).
+type Received = Arc<Mutex<Vec<(String, String, String, String)>>>;
+
+/// A webhook receiver on `addr` answering 200.
+async fn receiver(addr: SocketAddr, received: Received) -> tokio::task::JoinHandle<()> {
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: HeaderMap, body: String| {
+            let received = received.clone();
+            async move {
+                let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+                received
+                    .lock()
+                    .unwrap()
+                    .push((h("x-pusher-key"), h("x-pusher-signature"), h("content-type"), body));
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    })
+}
+
+/// Every event received so far, in order.
+fn events(received: &Received) -> Vec<Value> {
+    received
+        .lock()
+        .unwrap()
+        .iter()
+        .flat_map(|(_, _, _, body)| {
+            let v: Value = serde_json::from_str(body).unwrap();
+            v["events"].as_array().unwrap().clone()
+        })
+        .collect()
+}
+
+fn names(events: &[Value]) -> Vec<String> {
+    events
+        .iter()
+        .map(|e| format!("{} {}", e["name"].as_str().unwrap(), e["channel"].as_str().unwrap()))
+        .collect()
+}
+
+async fn wait_until(received: &Received, what: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = events(received);
+        if what(&got) {
+            return got;
+        }
+        assert!(Instant::now() < deadline, "webhooks so far: {:#?}", got);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn lookup(hook: String) -> impl Fn(&str) -> Option<String> {
+    move |k| match k {
+        "JWT_SECRET" => Some(SECRET.into()),
+        "BROADCAST_PUBLIC_CHANNELS" => Some("orders".into()),
+        "PUSHER_APP_ID" => Some("42".into()),
+        "PUSHER_APP_KEY" => Some("hook-key".into()),
+        "PUSHER_APP_SECRET" => Some("hook-secret".into()),
+        "BROADCAST_WEBHOOK_URLS" => Some(hook.clone()),
+        "BROADCAST_WEBHOOK_MEMBER_DELAY" => Some("300ms".into()),
+        _ => None,
+    }
+}
+
+/// Asks the published `pusher` SDK whether a webhook is valid; returns its events.
+async fn sdk_validates(key: &str, signature: &str, content_type: &str, body: &str) -> Value {
+    let script = r#"
+const Pusher = require('pusher');
+const [key, signature, contentType, body] = process.argv.slice(1);
+const pusher = new Pusher({ appId: '42', key: 'hook-key', secret: 'hook-secret' });
+const webhook = pusher.webhook({ headers: { 'x-pusher-key': key, 'x-pusher-signature': signature, 'content-type': contentType }, rawBody: body });
+console.log(JSON.stringify({ valid: webhook.isValid(), events: webhook.isValid() ? webhook.getEvents() : null }));
+"#;
+    let out = tokio::process::Command::new("node")
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/pusher"))
+        .args(["-e", script, key, signature, content_type, body])
+        .output()
+        .await
+        .expect("node");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("JSON from node")
+}
+
+#[tokio::test]
+async fn each_event_once_signed_as_the_pusher_sdk_expects() {
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let received: Received = Arc::default();
+    let _r = receiver(addr, received.clone()).await;
+    let server = start_with(config_from(lookup(format!("http://{addr}/hook")))).await;
+
+    // occupied, then vacated when the last subscriber leaves.
+    let (a, _) = server.connect("/ws/orders").await;
+    let (b, _) = server.connect("/ws/orders").await;
+    wait_until(&received, |e| !e.is_empty()).await;
+    drop(a);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(b);
+    let got = wait_until(&received, |e| e.len() >= 2).await;
+    assert_eq!(names(&got), ["channel_occupied orders", "channel_vacated orders"]);
+
+    // Presence: member_added once per user, client_event with its data, member_removed
+    // after the delay, and a page reload within the delay sends nothing.
+    let alice = token("alice", json!({"user_info": {"name": "Alice"}}));
+    let bob = token("bob", json!({}));
+    let (mut a, _) = server.connect(&format!("/ws/presence.room.1?auth_token={alice}")).await;
+    let (_a2, _) = server.connect(&format!("/ws/presence.room.1?auth_token={alice}")).await;
+    let (b, _) = server.connect(&format!("/ws/presence.room.1?auth_token={bob}")).await;
+    send_json(
+        &mut a,
+        json!({"action": "whisper", "channel": "presence.room.1", "event": "typing", "data": {"on": true}}),
+    )
+    .await;
+    drop(b);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (_b, _) = server.connect(&format!("/ws/presence.room.1?auth_token={bob}")).await;
+    drop(a);
+    wait_until(&received, |e| e.iter().any(|e| e["name"] == "client_event")).await;
+    // Past the member delay: bob's reload and alice's closed second tab sent nothing.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let all = events(&received);
+    let presence: Vec<&Value> = all.iter().skip(2).collect();
+    let summary: Vec<String> = presence
+        .iter()
+        .map(|e| {
+            format!(
+                "{} {}",
+                e["name"].as_str().unwrap(),
+                e["user_id"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            "channel_occupied ",
+            "member_added alice",
+            "member_added bob",
+            "client_event alice"
+        ],
+        "{all:#?}"
+    );
+    let client = presence.iter().find(|e| e["name"] == "client_event").unwrap();
+    assert_eq!(client["channel"], "presence-room.1", "Pusher spelling");
+    assert_eq!(client["event"], "client-typing");
+    assert_eq!(client["data"], r#"{"on":true}"#);
+    assert!(client["socket_id"].is_string());
+
+    // Every request is signed so that the SDK's validator accepts it.
+    let requests = received.lock().unwrap().clone();
+    for (key, signature, content_type, body) in &requests {
+        assert_eq!(key, "hook-key");
+        let checked = sdk_validates(key, signature, content_type, body).await;
+        assert_eq!(checked["valid"], true, "{body}");
+        assert_eq!(
+            checked["events"],
+            serde_json::from_str::<Value>(body).unwrap()["events"]
+        );
+    }
+    let (key, signature, content_type, body) = &requests[0];
+    let forged = body.replace("orders", "orderz");
+    assert_eq!(
+        sdk_validates(key, signature, content_type, &forged).await["valid"],
+        false
+    );
+    let (_, stats) = server.get("/api/broadcast/stats").await;
+    assert_eq!(stats["webhooks"]["failed"], 0);
+    assert_eq!(stats["webhooks"]["delivered"].as_u64(), Some(all.len() as u64));
+}
+
+#[tokio::test]
+async fn a_receiver_down_for_three_seconds_loses_nothing() {
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let received: Received = Arc::default();
+    let server = start_with(config_from(lookup(format!("http://{addr}/hook")))).await;
+    let mut sockets = Vec::new();
+    for name in ["orders"] {
+        sockets.push(server.connect(&format!("/ws/{name}")).await.0);
+    }
+    sockets.clear();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (_, stats) = server.get("/api/broadcast/stats").await;
+    assert!(stats["webhooks"]["retries"].as_u64().unwrap() >= 2, "{stats}");
+    let _r = receiver(addr, received.clone()).await;
+    let got = wait_until(&received, |e| e.len() >= 2).await;
+    assert_eq!(names(&got), ["channel_occupied orders", "channel_vacated orders"]);
+    let (_, stats) = server.get("/api/broadcast/stats").await;
+    assert_eq!(
+        (
+            stats["webhooks"]["failed"].as_u64(),
+            stats["webhooks"]["delivered"].as_u64()
+        ),
+        (Some(0), Some(2))
+    );
+}
+
+#[tokio::test]
+async fn two_nodes_send_one_occupied_and_one_vacated() {
+    let redis = RedisServer::start();
+    let prefix = unique_prefix();
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let received: Received = Arc::default();
+    let _r = receiver(addr, received.clone()).await;
+    let node = |prefix: String| {
+        let hook = format!("http://{addr}/hook");
+        let mut c = config_from(lookup(hook));
+        c.driver = rustaxum::config::Driver::Redis;
+        c.redis.url = Some(redis.url());
+        c.redis.channels_prefix = prefix;
+        c
+    };
+    let a = start_with(node(prefix.clone())).await;
+    let b = start_with(node(prefix.clone())).await;
+    for n in [&a, &b] {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while n.get("/ready").await.0 != 200 {
+            assert!(Instant::now() < deadline);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let (on_a, _) = a.connect("/ws/orders").await;
+    let (on_b, _) = b.connect("/ws/orders").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(on_a);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(on_b);
+    wait_until(&received, |e| e.len() >= 2).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        names(&events(&received)),
+        ["channel_occupied orders", "channel_vacated orders"]
+    );
+}
