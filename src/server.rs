@@ -163,6 +163,10 @@ impl Rustaxum {
         }
         let metrics: Arc<protocol::metrics::Metrics> = Arc::default();
         metrics.observe(node.lifecycle(), stop.clone(), &background);
+        let dashboard: Arc<protocol::dashboard::Feed> = Arc::default();
+        if tokio::runtime::Handle::try_current().is_ok() {
+            dashboard.observe(node.lifecycle(), stop.clone(), &background);
+        }
         let webhooks = crate::webhooks::Webhooks::new(
             webhook_targets(&config),
             &config.webhooks,
@@ -191,6 +195,7 @@ impl Rustaxum {
                 rtc,
                 cluster,
                 webhooks,
+                dashboard,
                 metrics,
                 sessions: TaskTracker::new(),
             },

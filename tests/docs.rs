@@ -46,6 +46,8 @@ const ENDPOINTS: &[(&str, &str)] = &[
     ("get", "/rtc/ws"),
     ("get", "/info"),
     ("get", "/api/broadcast/channels/{name}/history"),
+    ("get", "/dashboard"),
+    ("get", "/dashboard/ws"),
 ];
 
 #[tokio::test]

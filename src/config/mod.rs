@@ -118,6 +118,8 @@ pub struct ServerConfig {
     /// `BROADCAST_API_TOKEN`: when set, publishing and the read endpoints need
     /// `Authorization: Bearer`.
     pub api_token: Option<String>,
+    /// `BROADCAST_DASHBOARD_TOKEN`: what `/dashboard` asks for (default: the API token).
+    pub dashboard_token: Option<String>,
     /// `CORS_ALLOWED_ORIGINS`: comma-separated origins (or `*`) whose browser pages may call
     /// the HTTP API; default none (same origin only). Writes from other origins get 403.
     pub cors_allowed_origins: Vec<String>,
@@ -403,6 +405,7 @@ impl Default for ServerConfig {
             app_port: Some(3000),
             explicit_ports: ExplicitPorts::default(),
             api_token: None,
+            dashboard_token: None,
             cors_allowed_origins: Vec::new(),
             cors_allowed_methods: ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
                 .map(String::from)
@@ -693,6 +696,7 @@ fn server(env: &Env<'_>) -> Result<ServerConfig, ConfigError> {
             app: env.string("BROADCAST_APP_PORT").is_some(),
         },
         api_token: env.string("BROADCAST_API_TOKEN"),
+        dashboard_token: env.string("BROADCAST_DASHBOARD_TOKEN"),
         cors_allowed_origins: env.list("CORS_ALLOWED_ORIGINS"),
         cors_allowed_methods: match env.list("CORS_ALLOWED_METHODS") {
             list if list.is_empty() => d.cors_allowed_methods,

@@ -117,6 +117,7 @@ pub const VARIABLES: &[Variable] = &[
     var("LOG_FORMAT", "log_format", Text, "text", "text, or json (one JSON object per line)"),
     var("BROADCAST_DRIVER", "driver", Text, "websocket", "default broadcast connection: websocket (alias local), redis (a cluster), log, null"),
     var("BROADCAST_REDIS_ENABLED", "redis_enabled", Bool, "", "true means BROADCAST_DRIVER=redis (the RustAxum document's name)"),
+    var("BROADCAST_DASHBOARD_TOKEN", "dashboard_token", Text, "", "what /dashboard asks for; unset: the API token (with neither, the dashboard is open, which only a loopback address allows)").live().secret(),
     var("BROADCAST_API_TOKEN", "api_token", Text, "", "Bearer token for publishing, the read endpoints and EmitHub's REST API; at least 16 characters on a non-loopback host").live().secret(),
     var("BROADCAST_PUBLIC_CHANNELS", "public_channels", List, "", "extra public channel patterns (* wildcard)"),
     var("BROADCAST_RULES_FILE", "rules_file", Text, "", "TOML channel rules"),

@@ -37,6 +37,7 @@
 
 pub(crate) mod body;
 pub(crate) mod credentials;
+pub(crate) mod dashboard;
 mod docs;
 pub mod emithub;
 mod error;
@@ -80,6 +81,8 @@ pub(crate) struct AppState {
     pub(crate) rtc: Arc<crate::rtc::Rtc>,
     /// This node's Redis broker when clustered.
     pub(crate) cluster: Option<Arc<RedisBroker>>,
+    /// The dashboard's tail of recent events.
+    pub(crate) dashboard: Arc<dashboard::Feed>,
     /// Webhook delivery, when any URL is configured.
     pub(crate) webhooks: Option<Arc<crate::webhooks::Webhooks>>,
     /// The Prometheus recorder behind `/metrics`.
@@ -98,6 +101,8 @@ pub(crate) fn router(state: AppState) -> Result<Router, ConfigError> {
         .merge(pusher::routes(&config))
         .merge(emithub::routes(&config))
         .merge(rtc::routes(&config))
+        .routes(utoipa_axum::routes!(dashboard::page))
+        .routes(utoipa_axum::routes!(dashboard::feed))
         .split_for_parts();
     let api = docs::finish(api);
     let router: Router<AppState> = router.merge(docs::routes(&api));

@@ -163,7 +163,7 @@ pub struct NodeStats {
     pub webhooks: Option<crate::webhooks::WebhookStats>,
 }
 
-async fn node_stats(st: &AppState, scope: &'static str) -> NodeStats {
+pub(crate) async fn node_stats(st: &AppState, scope: &'static str) -> NodeStats {
     NodeStats {
         hub: snapshot_with_members(st).await,
         scope,

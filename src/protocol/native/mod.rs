@@ -5,7 +5,7 @@
 //! - `ws`: the upgrade and the session handler.
 //! - `api`: publish, stats, channels, users.
 
-mod api;
+pub(crate) mod api;
 pub mod codec;
 mod ws;
 

@@ -1,0 +1,228 @@
+//! The operators' dashboard: `GET /dashboard` (one page embedded in the binary: no build
+//! step, no CDN) and `GET /dashboard/ws`, the server's own WebSocket that pushes a
+//! snapshot every second: figures, channels, nodes, history and webhook status, a tail
+//! of lifecycle events, EmitHub channels (managed from the page through `/api/v1`).
+//!
+//! Protected by `BROADCAST_DASHBOARD_TOKEN`, else the API token (the page asks for it, or
+//! takes `?token=`). With neither, it is open: that only happens on a loopback address,
+//! since any other address needs an API token to start.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use subtle::ConstantTimeEq;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::cluster::Broker;
+use crate::lifecycle::{Lifecycle, LifecycleEvent};
+use crate::protocol::{ApiError, AppState};
+use crate::sync::lock;
+
+const PAGE: &str = include_str!("index.html");
+/// Events the tail keeps.
+const TAIL: usize = 50;
+/// How often the page gets a snapshot.
+const EVERY: Duration = Duration::from_secs(1);
+
+/// The recent lifecycle events the page shows.
+#[derive(Debug, Default)]
+pub(crate) struct Feed {
+    events: Mutex<VecDeque<Value>>,
+}
+
+impl Feed {
+    /// Keeps the latest lifecycle events until `stop`.
+    pub(crate) fn observe(self: &Arc<Self>, lifecycle: &Lifecycle, stop: CancellationToken, tasks: &TaskTracker) {
+        let mut rx = lifecycle.subscribe(1024);
+        let feed = self.clone();
+        tasks.spawn(async move {
+            loop {
+                let event = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    e = rx.recv() => match e { Some(e) => e, None => return },
+                };
+                let what = match &event {
+                    LifecycleEvent::ConnectionOpened { protocol, user, .. } => {
+                        format!("connection opened ({protocol:?}{})", who(user.as_deref()))
+                    }
+                    LifecycleEvent::ConnectionClosed { protocol, user, .. } => {
+                        format!("connection closed ({protocol:?}{})", who(user.as_deref()))
+                    }
+                    LifecycleEvent::ChannelOccupied { channel } => format!("{channel} occupied"),
+                    LifecycleEvent::ChannelVacated { channel } => format!("{channel} vacated"),
+                    LifecycleEvent::MemberAdded { channel, member } => format!("{} joined {channel}", member.user_id),
+                    LifecycleEvent::MemberRemoved { channel, member } => format!("{} left {channel}", member.user_id),
+                    LifecycleEvent::ClientEvent { channel, event, .. } => format!("{event} on {channel}"),
+                };
+                let at = chrono::Utc::now().format("%H:%M:%S").to_string();
+                let mut events = lock(&feed.events);
+                if events.len() == TAIL {
+                    events.pop_front();
+                }
+                events.push_back(json!({"at": at, "what": what}));
+            }
+        });
+    }
+
+    fn tail(&self) -> Vec<Value> {
+        lock(&self.events).iter().cloned().collect()
+    }
+}
+
+fn who(user: Option<&str>) -> String {
+    user.map(|u| format!(", user {u}")).unwrap_or_default()
+}
+
+/// The token the dashboard asks for, if any.
+fn expected_token(st: &AppState) -> Option<String> {
+    let config = st.config.load();
+    config
+        .server
+        .dashboard_token
+        .clone()
+        .or_else(|| config.server.api_token.clone())
+}
+
+fn token_ok(st: &AppState, given: Option<&str>) -> bool {
+    match expected_token(st) {
+        None => true,
+        Some(expected) => given.is_some_and(|g| bool::from(g.as_bytes().ct_eq(expected.as_bytes()))),
+    }
+}
+
+/// The dashboard page (the token is checked by its WebSocket).
+#[utoipa::path(get, path = "/dashboard", tag = "operations", responses((status = 200, content_type = "text/html", body = String, description = "the dashboard page; it asks for the token (`BROADCAST_DASHBOARD_TOKEN`, else the API token) or takes `?token=`")))]
+pub(crate) async fn page() -> Response {
+    (
+        [
+            (header::CACHE_CONTROL, "no-store"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'",
+            ),
+        ],
+        Html(PAGE),
+    )
+        .into_response()
+}
+
+/// `?token=` of the dashboard's WebSocket.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub(crate) struct TokenQuery {
+    /// The dashboard token.
+    token: Option<String>,
+}
+
+/// What the page gets every second.
+#[derive(Serialize)]
+struct Snapshot {
+    node: String,
+    interval_ms: u64,
+    stats: super::native::api::NodeStats,
+    nodes: Vec<Value>,
+    events: Vec<Value>,
+    emithub: Vec<Value>,
+}
+
+async fn snapshot(st: &AppState) -> Snapshot {
+    let stats = super::native::api::node_stats(st, "local").await;
+    let (node, nodes) = match &st.cluster {
+        None => (
+            "single node".to_string(),
+            vec![json!({"id": "this node", "detail": "no cluster (BROADCAST_DRIVER is not redis)"})],
+        ),
+        Some(broker) => {
+            let status = broker.status();
+            let mut nodes = Vec::new();
+            if let Ok(cluster) = broker.cluster_stats().await {
+                for n in cluster["nodes"].as_array().into_iter().flatten() {
+                    let id = n.as_str().map(str::to_string).unwrap_or_else(|| n.to_string());
+                    nodes.push(json!({"id": id, "detail": "alive"}));
+                }
+            }
+            if nodes.is_empty() {
+                nodes.push(
+                    json!({"id": status.node_id, "detail": if broker.healthy() { "healthy" } else { "degraded" }}),
+                );
+            }
+            (status.node_id.clone(), nodes)
+        }
+    };
+    let hub = st.node.hub();
+    let emithub = st
+        .emithub
+        .list()
+        .into_iter()
+        .map(|c| {
+            let connections = crate::channel::Channel::parse(&crate::emithub::model::hub_channel_name(c.id))
+                .map(|ch| hub.subscriber_count(&ch))
+                .unwrap_or(0);
+            json!({"id": c.id, "name": c.name, "status": c.status, "connections": connections})
+        })
+        .collect();
+    Snapshot {
+        node,
+        interval_ms: u64::try_from(EVERY.as_millis()).unwrap_or(1000),
+        stats,
+        nodes,
+        events: st.dashboard.tail(),
+        emithub,
+    }
+}
+
+/// The dashboard's live feed: a snapshot every second.
+#[utoipa::path(get, path = "/dashboard/ws", tag = "operations", params(TokenQuery), responses((status = 101, description = "WebSocket: a JSON snapshot every second"), (status = 401, description = "missing or wrong token", body = crate::protocol::ErrorBody)))]
+pub(crate) async fn feed(
+    State(st): State<AppState>,
+    Query(q): Query<TokenQuery>,
+    headers: HeaderMap,
+    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Response {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if !token_ok(&st, q.token.as_deref().or(bearer)) {
+        return ApiError::unauthorized("the dashboard needs its token (BROADCAST_DASHBOARD_TOKEN, else the API token)")
+            .into_response();
+    }
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(e) => {
+            let message = format!("a WebSocket upgrade is required: {}", e.body_text());
+            return ApiError::new(StatusCode::UPGRADE_REQUIRED, "upgrade_required", message).into_response();
+        }
+    };
+    let sessions = st.sessions.clone();
+    ws.on_upgrade(move |socket| sessions.track_future(push(st, socket)))
+}
+
+async fn push(st: AppState, mut socket: WebSocket) {
+    let mut tick = tokio::time::interval(EVERY);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                if st.node.hub().is_shutting_down() {
+                    let _ = socket.send(WsMessage::Close(None)).await;
+                    return;
+                }
+                let Ok(text) = serde_json::to_string(&snapshot(&st).await) else { return };
+                if socket.send(WsMessage::Text(text.into())).await.is_err() {
+                    return;
+                }
+            }
+            incoming = socket.recv() => match incoming {
+                Some(Ok(WsMessage::Close(_))) | None | Some(Err(_)) => return,
+                Some(Ok(_)) => {}
+            },
+        }
+    }
+}

@@ -1,0 +1,66 @@
+// Drives the dashboard in a real headless Chromium: logs in, sees a channel appear when a
+// client subscribes and the message counter move when events are published, creates and
+// starts an EmitHub channel from the page, and saves a screenshot.
+// Usage: node drive.mjs <base-url> <token> <screenshot.png>
+import puppeteer from 'puppeteer-core';
+
+const [base, token, screenshot] = process.argv.slice(2);
+const executablePath = process.env.CHROMIUM || '/usr/bin/chromium';
+const browser = await puppeteer.launch({
+  executablePath,
+  headless: true,
+  args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage'],
+});
+const steps = [];
+const text = (page, sel) => page.$eval(sel, (e) => e.textContent);
+try {
+  // A wrong token is refused and the login form says so.
+  const wrong = await browser.newPage();
+  await wrong.goto(`${base}/dashboard?token=wrong`);
+  await wrong.waitForFunction(() => document.getElementById('login-error').textContent.includes('not accepted'), { timeout: 10000 });
+  steps.push('wrong token refused');
+  await wrong.close();
+
+  const page = await browser.newPage();
+  await page.setViewport({ width: 1400, height: 1000 });
+  await page.goto(`${base}/dashboard`);
+  await page.waitForSelector('#login:not(.hidden)', { timeout: 10000 });
+  await page.type('#token', token);
+  await page.click('#login-form button');
+  await page.waitForFunction(() => document.getElementById('status').textContent === 'live', { timeout: 10000 });
+  steps.push('logged in');
+
+  // A client subscribes (a WebSocket of the browser itself): the channel appears.
+  await page.evaluate((wsBase) => { window.demo = new WebSocket(`${wsBase}/ws?channel=dash-demo`); }, base.replace('http', 'ws'));
+  await page.waitForFunction(() => [...document.querySelectorAll('#channels td')].some((td) => td.textContent === 'dash-demo'), { timeout: 10000 });
+  steps.push('channel appeared');
+
+  // Events published: the counter moves.
+  const before = Number(await text(page, '#published'));
+  await page.evaluate(async (t) => {
+    for (let i = 0; i < 3; i++) {
+      await fetch('/api/broadcast', { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${t}` }, body: JSON.stringify({ channel: 'dash-demo', event: 'tick', data: { i } }) });
+    }
+  }, token);
+  await page.waitForFunction((b) => Number(document.getElementById('published').textContent) >= b + 3, { timeout: 10000 }, before);
+  steps.push('counter moved');
+
+  // An EmitHub channel created and started from the page.
+  await page.type('#new-name', 'Queue System');
+  await page.click('#create-form button');
+  await page.waitForSelector('#emithub tr[data-name="Queue System"]', { timeout: 10000 });
+  const status = () => page.$eval('#emithub tr[data-name="Queue System"] td:nth-child(2)', (e) => e.textContent);
+  const created = await status();
+  await page.click('#emithub tr[data-name="Queue System"] button[data-action="start"]');
+  await page.waitForFunction(() => document.querySelector('#emithub tr[data-name="Queue System"] td:nth-child(2)').textContent === 'Active', { timeout: 10000 });
+  steps.push(`emithub ${created} -> ${await status()}`);
+
+  await new Promise((r) => setTimeout(r, 1500)); // a few chart points
+  await page.screenshot({ path: screenshot, fullPage: true });
+  steps.push('screenshot');
+  console.log(JSON.stringify({ ok: true, steps }));
+} catch (e) {
+  console.log(JSON.stringify({ ok: false, steps, error: String(e) }));
+} finally {
+  await browser.close();
+}
