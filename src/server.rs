@@ -182,7 +182,7 @@ impl Rustaxum {
         })?;
         if let Some(w) = &webhooks {
             if tokio::runtime::Handle::try_current().is_ok() {
-                w.start(node.lifecycle(), stop.clone(), &background);
+                w.start(node.lifecycle(), emithub.changes(), stop.clone(), &background);
             }
             tracing::info!(targets = ?w, "webhooks on");
         }

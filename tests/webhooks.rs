@@ -251,3 +251,43 @@ async fn two_nodes_send_one_occupied_and_one_vacated() {
         ["channel_occupied orders", "channel_vacated orders"]
     );
 }
+
+#[tokio::test]
+async fn emithub_state_changes_are_webhooks_too() {
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let received: Received = Arc::default();
+    let _r = receiver(addr, received.clone()).await;
+    let server = start_with(config_from(lookup(format!("http://{addr}/hook")))).await;
+    let http = reqwest::Client::new();
+    let created: Value = http
+        .post(server.url("/api/v1/channels"))
+        .json(&json!({"name": "Queue"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["id"].as_str().unwrap().to_string();
+    for action in ["start", "pause"] {
+        let r = http
+            .put(server.url(&format!("/api/v1/channels/{id}/{action}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let r = http
+        .delete(server.url(&format!("/api/v1/channels/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let got = wait_until(&received, |e| e.len() >= 4).await;
+    let statuses: Vec<&str> = got.iter().map(|e| e["status"].as_str().unwrap()).collect();
+    assert_eq!(statuses, ["Created", "Active", "Paused", "Deleted"]);
+    assert!(got.iter().all(|e| e["name"] == "emithub_channel_changed"
+        && e["channel_id"] == id.as_str()
+        && e["channel_name"] == "Queue"
+        && e["channel"] == format!("emithub.{id}")));
+}

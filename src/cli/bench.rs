@@ -167,13 +167,16 @@ pub async fn measure(client: &ApiClient, args: &BenchArgs) -> Result<BenchReport
         }));
     }
     let mut sockets = Vec::with_capacity(n);
+    let bar = progress(n as u64, "connecting");
     for c in connecting {
         let ws = c
             .await
             .map_err(|e| CliError::Bench(e.to_string()))?
             .map_err(CliError::Bench)?;
         sockets.push(ws);
+        bar.inc(1);
     }
+    bar.finish_and_clear();
     eprintln!("connected {n} sockets in {:.2?}", started.elapsed());
 
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -209,13 +212,16 @@ pub async fn measure(client: &ApiClient, args: &BenchArgs) -> Result<BenchReport
     let cpu_before = args.server_pid.and_then(cpu_seconds);
     let publish_start = Instant::now();
     let gap = (args.rate > 0).then(|| Duration::from_secs_f64(1.0 / args.rate as f64));
+    let bar = progress(messages as u64, "publishing");
     for seq in 0..messages {
         let data = json!({"seq": seq, "pad": padding, "sent_ns": now_ns()});
         client.publish(&args.channel, "bench", data).await?;
+        bar.inc(1);
         if let Some(gap) = gap {
             tokio::time::sleep(gap).await;
         }
     }
+    bar.finish_and_clear();
 
     let mut all = Vec::with_capacity(n * messages);
     let mut last_receipt = publish_start;
@@ -247,6 +253,16 @@ pub async fn measure(client: &ApiClient, args: &BenchArgs) -> Result<BenchReport
         max_ms: pct(1.0),
         server_cpu_us_per_delivery: cpu.map(|c| c * 1e6 / its_deliveries.max(1.0)),
     })
+}
+
+/// A progress bar on stderr (drawn only when stderr is a terminal).
+fn progress(len: u64, what: &'static str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(len);
+    if let Ok(style) = indicatif::ProgressStyle::with_template("{msg:>10} [{bar:40}] {pos}/{len} {per_sec}") {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message(what);
+    bar
 }
 
 fn now_ns() -> u64 {

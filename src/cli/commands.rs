@@ -230,6 +230,14 @@ pub(super) async fn monitor(client: &ApiClient, duration: u64, interval: f64) ->
     say!("👀 Monitoring {} for {duration}s (Ctrl-C to stop)", client.base());
     let mut previous: Option<(Instant, Value)> = None;
     let mut peak_connections = 0u64;
+    // On a terminal: one line refreshed in place, with the time left as a bar.
+    let bar = tty.then(|| {
+        let bar = indicatif::ProgressBar::new(duration.max(1));
+        if let Ok(style) = indicatif::ProgressStyle::with_template("[{bar:20}] {pos:>4}/{len}s {msg}") {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar
+    });
     loop {
         let now = Instant::now();
         let s = client.get("/api/broadcast/stats").await?;
@@ -242,15 +250,16 @@ pub(super) async fn monitor(client: &ApiClient, duration: u64, interval: f64) ->
             }
             None => (0.0, 0.0),
         };
-        let line = format!(
-            "⏱  {:>4}s | connections: {connections} | channels: {} | published/s: {published_rate:.1} | delivered/s: {delivered_rate:.1}",
-            start.elapsed().as_secs(),
+        let figures = format!(
+            "connections: {connections} | channels: {} | published/s: {published_rate:.1} | delivered/s: {delivered_rate:.1}",
             s["channels"].as_object().map_or(0, |c| c.len()),
         );
-        if tty {
-            say_inline!("\r\x1b[2K{line}");
-        } else {
-            say!("{line}");
+        match &bar {
+            Some(bar) => {
+                bar.set_position(start.elapsed().as_secs().min(duration));
+                bar.set_message(figures);
+            }
+            None => say!("⏱  {:>4}s | {figures}", start.elapsed().as_secs()),
         }
         previous = Some((now, s));
         if Instant::now() + interval > end {
@@ -258,8 +267,8 @@ pub(super) async fn monitor(client: &ApiClient, duration: u64, interval: f64) ->
         }
         tokio::time::sleep(interval).await;
     }
-    if tty {
-        say!();
+    if let Some(bar) = bar {
+        bar.finish();
     }
     say!("✅ Monitoring finished: peak {peak_connections} connection(s)");
     Ok(())

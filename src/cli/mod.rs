@@ -15,13 +15,6 @@ macro_rules! say {
     };
 }
 
-/// `print!` for command output (no newline), with the same broken-pipe handling.
-macro_rules! say_inline {
-    ($($arg:tt)*) => {
-        $crate::cli::write_out(format_args!($($arg)*))
-    };
-}
-
 pub mod bench;
 pub mod client;
 mod commands;

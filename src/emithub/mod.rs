@@ -206,6 +206,18 @@ pub struct EmitHub {
     backup_dir: Option<PathBuf>,
     database: Option<Arc<redb::Database>>,
     order: tokio::sync::Mutex<()>,
+    changes: tokio::sync::broadcast::Sender<ChannelChange>,
+}
+
+/// A managed channel was created, changed state or was deleted through this node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelChange {
+    /// The channel.
+    pub id: Uuid,
+    /// Its name.
+    pub name: String,
+    /// `Created`, `Active`, `Paused`, `Stopped` or `Deleted`.
+    pub status: String,
 }
 
 impl std::fmt::Debug for EmitHub {
@@ -272,7 +284,22 @@ impl EmitHub {
             backup_dir,
             database: None,
             order: tokio::sync::Mutex::new(()),
+            changes: tokio::sync::broadcast::channel(1024).0,
         }
+    }
+
+    /// Creations, state changes and deletions made through this node (once per cluster:
+    /// other nodes' changes are not repeated here).
+    pub fn changes(&self) -> tokio::sync::broadcast::Receiver<ChannelChange> {
+        self.changes.subscribe()
+    }
+
+    fn changed(&self, id: Uuid, name: &str, status: &str) {
+        let _ = self.changes.send(ChannelChange {
+            id,
+            name: name.to_string(),
+            status: status.to_string(),
+        });
     }
 
     /// The redb database of a single node (where channel history can be kept too).
@@ -347,7 +374,9 @@ impl EmitHub {
             updated_at: now,
             settings,
         };
-        self.save(channel).await
+        let channel = self.save(channel).await?;
+        self.changed(channel.id, &channel.name, "Created");
+        Ok(channel)
     }
 
     /// Starts, pauses or stops a channel. Stopping closes its open sockets with 4010.
@@ -367,6 +396,7 @@ impl EmitHub {
         channel.updated_at = model::now();
         let channel = self.save(channel).await?;
         tracing::info!(channel = %channel.id, name = %channel.name, status = ?channel.status, "channel state changed");
+        self.changed(channel.id, &channel.name, &format!("{:?}", channel.status));
         Ok(channel)
     }
 
@@ -398,6 +428,7 @@ impl EmitHub {
         self.close_sockets(id, close::DELETED);
         self.announce(id).await;
         tracing::info!(channel = %id, name = %channel.name, "channel deleted");
+        self.changed(id, &channel.name, "Deleted");
         Ok(())
     }
 

@@ -44,12 +44,13 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 const REAP_EVERY: Duration = Duration::from_secs(2);
 
 /// The event names a target may ask for.
-pub const EVENTS: [&str; 5] = [
+pub const EVENTS: [&str; 6] = [
     "channel_occupied",
     "channel_vacated",
     "member_added",
     "member_removed",
     "client_event",
+    "emithub_channel_changed",
 ];
 
 /// One webhook URL of an app (`[[apps.webhooks]]` in the apps file).
@@ -110,6 +111,15 @@ pub struct WebhookEvent {
     /// Client events: the sender's socket.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub socket_id: Option<String>,
+    /// EmitHub changes: the channel's id, name and new status.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub channel_id: Option<String>,
+    /// EmitHub changes: the channel's name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub channel_name: Option<String>,
+    /// EmitHub changes: `Created`, `Active`, `Paused`, `Stopped` or `Deleted`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
     #[serde(skip)]
     native: String,
 }
@@ -123,6 +133,9 @@ impl WebhookEvent {
             event: None,
             data: None,
             socket_id: None,
+            channel_id: None,
+            channel_name: None,
+            status: None,
             native: channel.name().to_string(),
         }
     }
@@ -314,8 +327,39 @@ impl Webhooks {
         }
     }
 
-    /// Watches `lifecycle` and delivers until `stop`.
-    pub fn start(self: &Arc<Self>, lifecycle: &Lifecycle, stop: CancellationToken, tasks: &TaskTracker) {
+    /// Watches `lifecycle` (and EmitHub's `changes`) and delivers until `stop`.
+    pub fn start(
+        self: &Arc<Self>,
+        lifecycle: &Lifecycle,
+        mut changes: tokio::sync::broadcast::Receiver<crate::emithub::ChannelChange>,
+        stop: CancellationToken,
+        tasks: &TaskTracker,
+    ) {
+        let this = self.clone();
+        let watching = stop.clone();
+        tasks.spawn(async move {
+            loop {
+                let change = tokio::select! {
+                    _ = watching.cancelled() => return,
+                    c = changes.recv() => match c {
+                        Ok(c) => c,
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                            this.counters.dropped.fetch_add(n, Ordering::Relaxed);
+                            continue;
+                        }
+                        Err(_) => return,
+                    },
+                };
+                let name = crate::emithub::model::hub_channel_name(change.id);
+                if let Ok(channel) = Channel::parse(&name) {
+                    let mut e = WebhookEvent::channel("emithub_channel_changed", &channel);
+                    e.channel_id = Some(change.id.to_string());
+                    e.channel_name = Some(change.name);
+                    e.status = Some(change.status);
+                    this.emit(e);
+                }
+            }
+        });
         let mut events = lifecycle.subscribe(65_536);
         let http = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)

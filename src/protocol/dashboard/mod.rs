@@ -128,6 +128,8 @@ struct Snapshot {
     interval_ms: u64,
     stats: super::native::api::NodeStats,
     nodes: Vec<Value>,
+    /// Presence channels' members (user ids; the first 20 channels, 50 members each).
+    presence: serde_json::Map<String, Value>,
     events: Vec<Value>,
     emithub: Vec<Value>,
 }
@@ -156,6 +158,19 @@ async fn snapshot(st: &AppState) -> Snapshot {
             (status.node_id.clone(), nodes)
         }
     };
+    let mut presence = serde_json::Map::new();
+    let presence_channels = stats
+        .hub
+        .channels
+        .iter()
+        .filter(|(_, c)| c.kind == crate::channel::ChannelKind::Presence)
+        .take(20);
+    for (name, _) in presence_channels {
+        if let Ok(members) = st.node.presence().members(name).await {
+            let ids: Vec<&str> = members.iter().take(50).map(|m| m.user_id.as_str()).collect();
+            presence.insert(name.clone(), json!(ids));
+        }
+    }
     let hub = st.node.hub();
     let emithub = st
         .emithub
@@ -173,6 +188,7 @@ async fn snapshot(st: &AppState) -> Snapshot {
         interval_ms: u64::try_from(EVERY.as_millis()).unwrap_or(1000),
         stats,
         nodes,
+        presence,
         events: st.dashboard.tail(),
         emithub,
     }
