@@ -59,7 +59,8 @@ fn names(events: &[Value]) -> Vec<String> {
 }
 
 async fn wait_until(received: &Received, what: impl Fn(&[Value]) -> bool) -> Vec<Value> {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    // Long enough for a dead node's liveness key to expire (8 s) and be reaped (every 2 s).
+    let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let got = events(received);
         if what(&got) {
@@ -290,4 +291,42 @@ async fn emithub_state_changes_are_webhooks_too() {
         && e["channel_id"] == id.as_str()
         && e["channel_name"] == "Queue"
         && e["channel"] == format!("emithub.{id}")));
+}
+
+#[tokio::test]
+async fn a_node_that_dies_still_ends_in_one_channel_vacated() {
+    let redis = RedisServer::start();
+    let prefix = unique_prefix();
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let received: Received = Arc::default();
+    let _r = receiver(addr, received.clone()).await;
+    let hook = format!("http://{addr}/hook");
+    let mut config = config_from(lookup(hook.clone()));
+    config.driver = rustaxum::config::Driver::Redis;
+    config.redis.url = Some(redis.url());
+    config.redis.channels_prefix = prefix.clone();
+    let _a = start_with(config).await;
+    // Node B, a real process that will be killed with its subscriber on it.
+    let url = redis.url();
+    let env = [
+        ("BROADCAST_DRIVER", "redis"),
+        ("REDIS_URL", url.as_str()),
+        ("BROADCAST_CHANNELS_PREFIX", prefix.as_str()),
+        ("BROADCAST_PUBLIC_CHANNELS", "orders"),
+        ("PUSHER_APP_ID", "42"),
+        ("PUSHER_APP_KEY", "hook-key"),
+        ("PUSHER_APP_SECRET", "hook-secret"),
+        ("BROADCAST_WEBHOOK_URLS", hook.as_str()),
+    ];
+    let (mut b, base) = spawn_server(&env).await;
+    let ws_url = format!("{}/ws/orders", base.replacen("http", "ws", 1));
+    let (_socket, _) = tokio_tungstenite::connect_async(ws_url).await.expect("connect to B");
+    wait_until(&received, |e| !e.is_empty()).await;
+    b.kill().await.expect("SIGKILL node B");
+    let started = Instant::now();
+    let got = wait_until(&received, |e| e.len() >= 2).await;
+    assert_eq!(names(&got), ["channel_occupied orders", "channel_vacated orders"]);
+    assert!(started.elapsed() < Duration::from_secs(18), "{:?}", started.elapsed());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(events(&received).len(), 2, "reaped once");
 }
