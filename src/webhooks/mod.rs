@@ -649,6 +649,23 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn https_urls_can_be_reached() {
+        // Built with TLS: an https URL fails to connect (nothing listens), not as an
+        // unsupported scheme.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let err = reqwest::Client::new()
+            .post(format!("https://127.0.0.1:{port}/hook"))
+            .send()
+            .await
+            .unwrap_err();
+        assert!(err.is_connect(), "{err:?}");
+    }
+
     #[test]
     fn client_event_data_is_a_json_string_as_pusher_sends_it() {
         let raw = |v: &str| serde_json::value::RawValue::from_string(v.to_string()).unwrap();
