@@ -170,6 +170,7 @@ impl Rustaxum {
         let webhooks = crate::webhooks::Webhooks::new(
             webhook_targets(&config),
             &config.webhooks,
+            node.hub().clone(),
             node.presence().clone(),
             cluster.clone(),
         )

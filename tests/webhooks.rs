@@ -330,3 +330,41 @@ async fn a_node_that_dies_still_ends_in_one_channel_vacated() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(events(&received).len(), 2, "reaped once");
 }
+
+#[tokio::test]
+async fn occupancy_is_written_again_after_redis_restarts() {
+    let mut redis = RedisServer::start();
+    let prefix = unique_prefix();
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let received: Received = Arc::default();
+    let _r = receiver(addr, received.clone()).await;
+    let mut config = config_from(lookup(format!("http://{addr}/hook")));
+    config.driver = rustaxum::config::Driver::Redis;
+    config.redis.url = Some(redis.url());
+    config.redis.channels_prefix = prefix;
+    let a = start_with(config).await;
+    let ready = |n: &TestServer| {
+        let url = n.url("/ready");
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while reqwest::get(&url).await.map(|r| r.status().as_u16()).unwrap_or(0) != 200 {
+                assert!(Instant::now() < deadline, "never ready");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    ready(&a).await;
+    let (socket, _) = a.connect("/ws/orders").await;
+    wait_until(&received, |e| !e.is_empty()).await;
+    // Redis loses everything (no persistence) and comes back.
+    redis.kill();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    redis.restart();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    ready(&a).await;
+    // The node notices within a heartbeat (2 s) that Redis forgot it, and writes again.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    drop(socket);
+    let got = wait_until(&received, |e| e.len() >= 2).await;
+    assert_eq!(names(&got), ["channel_occupied orders", "channel_vacated orders"]);
+}

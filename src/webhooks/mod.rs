@@ -229,6 +229,7 @@ return empty
 
 /// The webhooks of one node.
 pub struct Webhooks {
+    hub: Arc<crate::hub::Hub>,
     targets: Vec<Arc<Target>>,
     counters: Arc<Counters>,
     cluster: Option<Arc<RedisBroker>>,
@@ -264,6 +265,7 @@ impl Webhooks {
     pub fn new(
         targets: Vec<SignedTarget>,
         config: &WebhookConfig,
+        hub: Arc<crate::hub::Hub>,
         presence: Presence,
         cluster: Option<Arc<RedisBroker>>,
     ) -> Result<Option<Arc<Self>>, String> {
@@ -301,6 +303,7 @@ impl Webhooks {
             built.push(target);
         }
         Ok(Some(Arc::new(Self {
+            hub,
             targets: built,
             counters: Arc::default(),
             cluster,
@@ -384,6 +387,25 @@ impl Webhooks {
                 this.observe(event).await;
             }
         });
+        if let Some(broker) = &self.cluster {
+            // Redis restarted or was unreachable: what it knew of this node's occupied
+            // channels may be gone; write it again (no event: nothing changed here).
+            let mut resyncs = broker.resync_requests();
+            let (this, stop) = (self.clone(), stop.clone());
+            tasks.spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        changed = resyncs.changed() => {
+                            if changed.is_err() {
+                                return;
+                            }
+                            this.reregister().await;
+                        }
+                    }
+                }
+            });
+        }
         if self.cluster.is_some() {
             let this = self.clone();
             tasks.spawn(async move {
@@ -478,23 +500,51 @@ impl Webhooks {
     /// occupant (`script` 0) or its last (`script` 1). When Redis cannot say, the event is
     /// sent (a duplicate is better than a loss).
     async fn cluster_says(&self, script: usize, channel: &Channel) -> bool {
-        let Some(broker) = &self.cluster else { return true };
+        match self.occupancy(script, channel).await {
+            Ok(first_or_last) => first_or_last,
+            Err(e) => {
+                tracing::warn!(channel = %channel, error = %e, "webhook occupancy unknown (Redis); sending the event");
+                true
+            }
+        }
+    }
+
+    /// Runs occupancy `script` for this node and `channel` (always true on one node).
+    async fn occupancy(&self, script: usize, channel: &Channel) -> Result<bool, crate::cluster::ClusterError> {
+        let Some(broker) = &self.cluster else { return Ok(true) };
         let link = broker.link();
         let mut invocation = self.scripts[script].key(link.key(&format!("webhooks:occupancy:{}", channel.name())));
         invocation
             .key(link.key(&format!("webhooks:node:{}", link.node_id())))
             .arg(link.node_id())
             .arg(channel.name());
-        match link
-            .exec(|mut c| async move { invocation.invoke_async::<i64>(&mut c).await })
-            .await
-        {
-            Ok(n) => n == 1,
-            Err(e) => {
-                tracing::warn!(channel = %channel, error = %e, "webhook occupancy unknown (Redis); sending the event");
-                true
+        let n: i64 = link
+            .exec(|mut c| async move { invocation.invoke_async(&mut c).await })
+            .await?;
+        Ok(n == 1)
+    }
+
+    /// Writes this node's occupied channels to Redis again.
+    async fn reregister(&self) {
+        let channels: Vec<String> = self.hub.snapshot().channels.into_keys().collect();
+        let mut restored = 0;
+        for name in channels {
+            let Ok(channel) = Channel::parse(&name) else { continue };
+            // Redis has just come back: its circuit breaker may still be cooling down.
+            for attempt in 0..20 {
+                match self.occupancy(0, &channel).await {
+                    Ok(_) => {
+                        restored += 1;
+                        break;
+                    }
+                    Err(e) if attempt == 19 => {
+                        tracing::warn!(channel = %name, error = %e, "could not write webhook occupancy again");
+                    }
+                    Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+                }
             }
         }
+        tracing::info!(channels = restored, "webhook occupancy written to Redis again");
     }
 
     /// Sends `channel_vacated` for the channels only dead nodes occupied.
