@@ -105,6 +105,33 @@ impl Lifecycle {
         rx
     }
 
+    /// Runs `handle` on every event from now on (through a queue of `capacity`), one at a
+    /// time, in a task of `tasks`, until `stop`.
+    pub fn observe<F, Fut>(
+        &self,
+        capacity: usize,
+        stop: tokio_util::sync::CancellationToken,
+        tasks: &tokio_util::task::TaskTracker,
+        mut handle: F,
+    ) where
+        F: FnMut(LifecycleEvent) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send,
+    {
+        let mut events = self.subscribe(capacity);
+        tasks.spawn(async move {
+            loop {
+                let event = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    event = events.recv() => match event {
+                        Some(event) => event,
+                        None => return,
+                    },
+                };
+                handle(event).await;
+            }
+        });
+    }
+
     /// Offers `event` to every observer without waiting; observers that went away are
     /// forgotten.
     pub fn emit(&self, event: LifecycleEvent) {

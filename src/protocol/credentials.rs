@@ -39,12 +39,7 @@ impl Credentials {
                 subprotocol: None,
             };
         }
-        let bearer = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
-            .filter(|t| !t.is_empty());
+        let bearer = bearer(headers).map(str::trim).filter(|t| !t.is_empty());
         if let Some(token) = bearer {
             return Self {
                 token: Some(token.to_string()),
@@ -94,6 +89,19 @@ pub(crate) fn token_error(e: &TokenError) -> ApiError {
     ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string())
 }
 
+/// The token of `Authorization: Bearer <token>`, if the request has one.
+pub(crate) fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+}
+
+/// Whether `given` is the secret `expected`, compared in constant time.
+pub(crate) fn same_secret(given: &str, expected: &str) -> bool {
+    bool::from(given.as_bytes().ct_eq(expected.as_bytes()))
+}
+
 /// Proof that the request carries `Authorization: Bearer <BROADCAST_API_TOKEN>` (or that
 /// no token is configured). Every endpoint that publishes or tells who is online takes it.
 pub(crate) struct ApiToken;
@@ -106,13 +114,9 @@ impl FromRequestParts<AppState> for ApiToken {
         let Some(expected) = config.server.api_token.as_deref() else {
             return Ok(Self);
         };
-        let given = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
+        let given = bearer(&parts.headers)
             .ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer <BROADCAST_API_TOKEN>"))?;
-        if bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
+        if same_secret(given, expected) {
             Ok(Self)
         } else {
             Err(ApiError::unauthorized("invalid API token"))

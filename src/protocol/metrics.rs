@@ -52,19 +52,10 @@ fn protocol_label(p: Protocol) -> &'static str {
 impl Metrics {
     /// Counts `lifecycle`'s events until `stop` is cancelled.
     pub(crate) fn observe(self: &Arc<Self>, lifecycle: &Lifecycle, stop: CancellationToken, tasks: &TaskTracker) {
-        let mut events = lifecycle.subscribe(OBSERVER_QUEUE);
         let this = self.clone();
-        tasks.spawn(async move {
-            loop {
-                let event = tokio::select! {
-                    _ = stop.cancelled() => return,
-                    event = events.recv() => match event {
-                        Some(event) => event,
-                        None => return,
-                    },
-                };
-                with_local_recorder(&this.0, || count(&event));
-            }
+        lifecycle.observe(OBSERVER_QUEUE, stop, tasks, move |event| {
+            with_local_recorder(&this.0, || count(&event));
+            std::future::ready(())
         });
     }
 }

@@ -363,7 +363,6 @@ impl Webhooks {
                 }
             }
         });
-        let mut events = lifecycle.subscribe(65_536);
         let http = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
             .build()
@@ -374,18 +373,9 @@ impl Webhooks {
             tasks.spawn(send_loop(target, rx, http, counters, retry_for, stop));
         }
         let this = self.clone();
-        let observing = stop.clone();
-        tasks.spawn(async move {
-            loop {
-                let event = tokio::select! {
-                    _ = observing.cancelled() => return,
-                    event = events.recv() => match event {
-                        Some(e) => e,
-                        None => return,
-                    },
-                };
-                this.observe(event).await;
-            }
+        lifecycle.observe(65_536, stop.clone(), tasks, move |event| {
+            let this = this.clone();
+            async move { this.observe(event).await }
         });
         if let Some(broker) = &self.cluster {
             // Redis restarted or was unreachable: what it knew of this node's occupied

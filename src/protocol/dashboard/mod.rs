@@ -17,12 +17,12 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use subtle::ConstantTimeEq;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::cluster::Broker;
 use crate::lifecycle::{Lifecycle, LifecycleEvent};
+use crate::protocol::credentials::{bearer, same_secret};
 use crate::protocol::{ApiError, AppState};
 use crate::sync::lock;
 
@@ -41,35 +41,33 @@ pub(crate) struct Feed {
 impl Feed {
     /// Keeps the latest lifecycle events until `stop`.
     pub(crate) fn observe(self: &Arc<Self>, lifecycle: &Lifecycle, stop: CancellationToken, tasks: &TaskTracker) {
-        let mut rx = lifecycle.subscribe(1024);
         let feed = self.clone();
-        tasks.spawn(async move {
-            loop {
-                let event = tokio::select! {
-                    _ = stop.cancelled() => return,
-                    e = rx.recv() => match e { Some(e) => e, None => return },
-                };
-                let what = match &event {
-                    LifecycleEvent::ConnectionOpened { protocol, user, .. } => {
-                        format!("connection opened ({protocol:?}{})", who(user.as_deref()))
-                    }
-                    LifecycleEvent::ConnectionClosed { protocol, user, .. } => {
-                        format!("connection closed ({protocol:?}{})", who(user.as_deref()))
-                    }
-                    LifecycleEvent::ChannelOccupied { channel } => format!("{channel} occupied"),
-                    LifecycleEvent::ChannelVacated { channel } => format!("{channel} vacated"),
-                    LifecycleEvent::MemberAdded { channel, member } => format!("{} joined {channel}", member.user_id),
-                    LifecycleEvent::MemberRemoved { channel, member } => format!("{} left {channel}", member.user_id),
-                    LifecycleEvent::ClientEvent { channel, event, .. } => format!("{event} on {channel}"),
-                };
-                let at = chrono::Utc::now().format("%H:%M:%S").to_string();
-                let mut events = lock(&feed.events);
-                if events.len() == TAIL {
-                    events.pop_front();
-                }
-                events.push_back(json!({"at": at, "what": what}));
-            }
+        lifecycle.observe(1024, stop, tasks, move |event| {
+            feed.record(&event);
+            std::future::ready(())
         });
+    }
+
+    fn record(&self, event: &LifecycleEvent) {
+        let what = match event {
+            LifecycleEvent::ConnectionOpened { protocol, user, .. } => {
+                format!("connection opened ({protocol:?}{})", who(user.as_deref()))
+            }
+            LifecycleEvent::ConnectionClosed { protocol, user, .. } => {
+                format!("connection closed ({protocol:?}{})", who(user.as_deref()))
+            }
+            LifecycleEvent::ChannelOccupied { channel } => format!("{channel} occupied"),
+            LifecycleEvent::ChannelVacated { channel } => format!("{channel} vacated"),
+            LifecycleEvent::MemberAdded { channel, member } => format!("{} joined {channel}", member.user_id),
+            LifecycleEvent::MemberRemoved { channel, member } => format!("{} left {channel}", member.user_id),
+            LifecycleEvent::ClientEvent { channel, event, .. } => format!("{event} on {channel}"),
+        };
+        let at = chrono::Utc::now().format("%H:%M:%S").to_string();
+        let mut events = lock(&self.events);
+        if events.len() == TAIL {
+            events.pop_front();
+        }
+        events.push_back(json!({"at": at, "what": what}));
     }
 
     fn tail(&self) -> Vec<Value> {
@@ -94,7 +92,7 @@ fn expected_token(st: &AppState) -> Option<String> {
 fn token_ok(st: &AppState, given: Option<&str>) -> bool {
     match expected_token(st) {
         None => true,
-        Some(expected) => given.is_some_and(|g| bool::from(g.as_bytes().ct_eq(expected.as_bytes()))),
+        Some(expected) => given.is_some_and(|g| same_secret(g, &expected)),
     }
 }
 
@@ -202,11 +200,7 @@ pub(crate) async fn feed(
     headers: HeaderMap,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    if !token_ok(&st, q.token.as_deref().or(bearer)) {
+    if !token_ok(&st, q.token.as_deref().or(bearer(&headers))) {
         return ApiError::unauthorized("the dashboard needs its token (BROADCAST_DASHBOARD_TOKEN, else the API token)")
             .into_response();
     }
