@@ -4,6 +4,14 @@
 //! clients name the same channels `general`, `private-user.42`, `presence-chat.1`.
 //! Both spellings parse to the same canonical [`Channel`], so the hub keys every
 //! channel once and each wire protocol renders the name its clients expect.
+//!
+//! **Apps.** Each Pusher app has its own channels. A channel of the default app (the one
+//! native clients and the native API belong to) is keyed by its canonical name; a
+//! channel of another app by `{app_id}:{canonical name}`. `:` is not a channel name
+//! character, so no client spelling can reach another app's key, and everything keyed by
+//! [`Channel::name`] (hub, presence, history, Redis keys and pub/sub, webhooks) is kept
+//! apart per app without knowing about apps. Wire protocols render
+//! [`local_name`](Channel::local_name) / [`pusher_name`](Channel::pusher_name).
 
 use std::fmt;
 use std::sync::Arc;
@@ -47,9 +55,10 @@ pub enum ChannelError {
     /// The name holds a character outside `A-Z a-z 0-9 _ - = @ , . ;`.
     #[error("channel name contains the invalid character {0:?}; allowed are A-Z a-z 0-9 _ - = @ , . ;")]
     InvalidCharacter(char),
-    /// `private-encrypted-` channels need end-to-end encryption keys this server does not manage.
-    #[error("encrypted channels (private-encrypted-*) are not supported")]
-    EncryptedNotSupported,
+    /// An app id that cannot key channels (empty, too long, or holding other characters
+    /// than a channel name's).
+    #[error("invalid app id {0:?}")]
+    InvalidApp(String),
 }
 
 /// A validated channel: its kind and its canonical (native) name.
@@ -60,13 +69,56 @@ pub enum ChannelError {
 #[derive(Debug, Clone)]
 pub struct Channel {
     kind: ChannelKind,
+    /// The key: `{app}:{canonical}` for a channel of a non-default app, else the canonical name.
     name: Arc<str>,
+    /// Bytes of `{app}:` at the start of `name` (0 for the default app).
+    app_len: u16,
+}
+
+/// Longest app id that can key channels.
+pub const MAX_APP_ID_LEN: usize = 100;
+
+/// Separates an app id from a channel name in keys; never part of a channel name.
+const APP_SEPARATOR: char = ':';
+
+/// Splits a key (channel, user) into its app (`None`: the default app) and the name.
+pub fn split_key(key: &str) -> (Option<&str>, &str) {
+    match key.rfind(APP_SEPARATOR) {
+        Some(i) => (Some(&key[..i]), &key[i + 1..]),
+        None => (None, key),
+    }
+}
+
+/// The key of `name` in `app` (`None`: the default app): `{app}:{name}`, or `name`.
+pub fn app_key(app: Option<&str>, name: &str) -> String {
+    match app {
+        Some(app) => format!("{app}{APP_SEPARATOR}{name}"),
+        None => name.to_string(),
+    }
+}
+
+/// Whether `id` can name an app: 1 to [`MAX_APP_ID_LEN`] channel-name characters
+/// (`A-Z a-z 0-9 _ - = @ , . ;`).
+pub fn valid_app_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= MAX_APP_ID_LEN && id.chars().all(is_channel_char)
+}
+
+/// Namespaces of the server's own channels start with `#`, which no app id holds, so no
+/// client of any app can name them.
+pub const INTERNAL_NAMESPACE_PREFIX: char = '#';
+
+fn valid_namespace(ns: &str) -> bool {
+    match ns.strip_prefix(INTERNAL_NAMESPACE_PREFIX) {
+        Some(rest) => valid_app_id(rest),
+        None => valid_app_id(ns),
+    }
 }
 
 const PUSHER_PRIVATE: &str = "private-";
 const PUSHER_PRESENCE: &str = "presence-";
 const NATIVE_PRESENCE: &str = "presence.";
 const PUSHER_ENCRYPTED: &str = "private-encrypted-";
+const CACHE: &str = "cache-";
 
 impl Channel {
     /// Parses a channel name in native or Pusher spelling.
@@ -80,7 +132,44 @@ impl Channel {
     ///
     /// Whether a native name without a prefix (such as `user.42`) is private is decided
     /// by the channel rules at join time, not by the parser.
+    ///
+    /// `private-encrypted-orders` is a private channel of its own (its canonical name keeps
+    /// the prefix, so it never meets `private-orders`); `cache-x`, `private-cache-x` and
+    /// `presence-cache-x` are cache channels (see [`is_cache`](Self::is_cache)).
     pub fn parse(raw: &str) -> Result<Self, ChannelError> {
+        Self::parse_in(None, raw)
+    }
+
+    /// Parses a client's channel name as a channel of `app` (`None`: the default app).
+    pub fn parse_in(app: Option<&str>, raw: &str) -> Result<Self, ChannelError> {
+        let (kind, canonical) = Self::canonical(raw)?;
+        let Some(app) = app else {
+            return Ok(Self {
+                kind,
+                name: canonical,
+                app_len: 0,
+            });
+        };
+        if !valid_namespace(app) {
+            return Err(ChannelError::InvalidApp(app.to_string()));
+        }
+        let app_len = u16::try_from(app.len() + 1).map_err(|_| ChannelError::InvalidApp(app.to_string()))?;
+        Ok(Self {
+            kind,
+            name: app_key(Some(app), &canonical).into(),
+            app_len,
+        })
+    }
+
+    /// The channel a key names (as [`name`](Self::name) returns it): for keys read back
+    /// from Redis, stores and other nodes. Never for client input (it would let a client
+    /// name another app's channel).
+    pub fn from_key(key: &str) -> Result<Self, ChannelError> {
+        let (app, name) = split_key(key);
+        Self::parse_in(app, name)
+    }
+
+    fn canonical(raw: &str) -> Result<(ChannelKind, Arc<str>), ChannelError> {
         if raw.is_empty() {
             return Err(ChannelError::Empty);
         }
@@ -90,10 +179,12 @@ impl Channel {
         if let Some(bad) = raw.chars().find(|c| !is_channel_char(*c)) {
             return Err(ChannelError::InvalidCharacter(bad));
         }
-        if raw.starts_with(PUSHER_ENCRYPTED) {
-            return Err(ChannelError::EncryptedNotSupported);
-        }
-        let (kind, name): (ChannelKind, Arc<str>) = if let Some(rest) = raw.strip_prefix(PUSHER_PRIVATE) {
+        let (kind, name): (ChannelKind, Arc<str>) = if let Some(rest) = raw.strip_prefix(PUSHER_ENCRYPTED) {
+            if rest.is_empty() {
+                return Err(ChannelError::Empty);
+            }
+            (ChannelKind::Private, raw.into())
+        } else if let Some(rest) = raw.strip_prefix(PUSHER_PRIVATE) {
             (ChannelKind::Private, rest.into())
         } else if let Some(rest) = raw.strip_prefix(PUSHER_PRESENCE) {
             if rest.is_empty() {
@@ -111,7 +202,7 @@ impl Channel {
         if name.is_empty() {
             return Err(ChannelError::Empty);
         }
-        Ok(Self { kind, name })
+        Ok((kind, name))
     }
 
     /// The kind implied by the name's spelling.
@@ -119,14 +210,50 @@ impl Channel {
         self.kind
     }
 
-    /// The canonical (native protocol) name, e.g. `user.42` or `presence.chat.1`.
+    /// The key everything is stored and routed by: the canonical (native protocol) name,
+    /// e.g. `user.42` or `presence.chat.1`, prefixed with `{app}:` for a channel of a
+    /// non-default app.
     pub fn name(&self) -> &str {
         &self.name
     }
 
-    /// The shared canonical name, for use as a map key without copying.
+    /// The shared key, for use as a map key without copying.
     pub fn name_arc(&self) -> &Arc<str> {
         &self.name
+    }
+
+    /// The canonical name within its app, as the app's clients see it (native spelling).
+    pub fn local_name(&self) -> &str {
+        &self.name[usize::from(self.app_len)..]
+    }
+
+    /// The app the channel belongs to (`None`: the default app).
+    pub fn app(&self) -> Option<&str> {
+        match self.app_len {
+            0 => None,
+            n => Some(&self.name[..usize::from(n) - 1]),
+        }
+    }
+
+    /// The name channel rules and patterns match: the local name, without
+    /// `private-encrypted-` (as Laravel matches `private-encrypted-orders.1` with the
+    /// rule of `orders.{id}`).
+    pub fn rule_name(&self) -> &str {
+        let local = self.local_name();
+        local.strip_prefix(PUSHER_ENCRYPTED).unwrap_or(local)
+    }
+
+    /// An end-to-end encrypted channel (`private-encrypted-*`): the server relays payloads
+    /// it cannot read and refuses client events.
+    pub fn is_encrypted(&self) -> bool {
+        self.local_name().starts_with(PUSHER_ENCRYPTED)
+    }
+
+    /// A cache channel (`cache-*`, `private-cache-*`, `presence-cache-*`): a new subscriber
+    /// gets the last event at once, or `pusher:cache_miss`.
+    pub fn is_cache(&self) -> bool {
+        let local = self.local_name();
+        local.strip_prefix(NATIVE_PRESENCE).unwrap_or(local).starts_with(CACHE)
     }
 
     /// Returns the same channel with another kind (used when rules decide a native
@@ -135,16 +262,20 @@ impl Channel {
         Self {
             kind,
             name: self.name.clone(),
+            app_len: self.app_len,
         }
     }
 
-    /// The name as a Pusher client spells it: `private-user.42`, `presence-chat.1`.
+    /// The name as a Pusher client of its app spells it: `private-user.42`,
+    /// `presence-chat.1`, `private-encrypted-orders`.
     pub fn pusher_name(&self) -> String {
+        let local = self.local_name();
         match self.kind {
-            ChannelKind::Public => self.name.to_string(),
-            ChannelKind::Private => format!("{PUSHER_PRIVATE}{}", self.name),
+            ChannelKind::Public => local.to_string(),
+            ChannelKind::Private if self.is_encrypted() => local.to_string(),
+            ChannelKind::Private => format!("{PUSHER_PRIVATE}{local}"),
             ChannelKind::Presence => {
-                let rest = self.name.strip_prefix(NATIVE_PRESENCE).unwrap_or(&self.name);
+                let rest = local.strip_prefix(NATIVE_PRESENCE).unwrap_or(local);
                 format!("{PUSHER_PRESENCE}{rest}")
             }
         }
@@ -234,6 +365,54 @@ mod tests {
     }
 
     #[test]
+    fn apps_key_their_channels_apart() {
+        let default = Channel::parse("private-orders").unwrap();
+        let other = Channel::parse_in(Some("app-2"), "private-orders").unwrap();
+        assert_ne!(default, other, "two apps' channels are different channels");
+        assert_eq!((default.name(), default.app()), ("orders", None));
+        assert_eq!(
+            (other.name(), other.local_name(), other.app()),
+            ("app-2:orders", "orders", Some("app-2"))
+        );
+        assert_eq!(other.pusher_name(), "private-orders");
+        let back = Channel::from_key(other.name()).unwrap();
+        assert_eq!((back.app(), back.local_name()), (Some("app-2"), "orders"));
+        let presence = Channel::from_key("app-2:presence.room").unwrap();
+        assert_eq!(
+            (presence.kind(), presence.pusher_name()),
+            (ChannelKind::Presence, "presence-room".into())
+        );
+        // A client cannot spell another app's key.
+        assert_eq!(
+            Channel::parse("app-2:orders").unwrap_err(),
+            ChannelError::InvalidCharacter(':')
+        );
+        assert!(Channel::parse_in(Some("a:b"), "x").is_err());
+        assert!(Channel::parse_in(Some(""), "x").is_err());
+    }
+
+    #[test]
+    fn encrypted_and_cache_channels() {
+        let enc = Channel::parse("private-encrypted-orders.1").unwrap();
+        assert_eq!(enc.kind(), ChannelKind::Private);
+        assert!(enc.is_encrypted() && !enc.is_cache());
+        assert_eq!(enc.name(), "private-encrypted-orders.1");
+        assert_eq!(enc.rule_name(), "orders.1");
+        assert_eq!(enc.pusher_name(), "private-encrypted-orders.1");
+        assert_ne!(enc, Channel::parse("private-orders.1").unwrap());
+        for (raw, name) in [
+            ("cache-news", "cache-news"),
+            ("private-cache-news", "cache-news"),
+            ("presence-cache-room", "presence.cache-room"),
+        ] {
+            let c = Channel::parse(raw).unwrap();
+            assert!(c.is_cache(), "{raw}");
+            assert_eq!((c.name(), c.pusher_name().as_str()), (name, raw));
+        }
+        assert!(!Channel::parse("news-cache").unwrap().is_cache());
+    }
+
+    #[test]
     fn rejects_bad_names() {
         let long = "a".repeat(MAX_CHANNEL_NAME_LEN + 1);
         let table: &[(&str, ChannelError)] = &[
@@ -246,7 +425,7 @@ mod tests {
             ("a/b", ChannelError::InvalidCharacter('/')),
             ("ünï", ChannelError::InvalidCharacter('ü')),
             ("a\nb", ChannelError::InvalidCharacter('\n')),
-            ("private-encrypted-x", ChannelError::EncryptedNotSupported),
+            ("private-encrypted-", ChannelError::Empty),
         ];
         for (raw, err) in table {
             assert_eq!(Channel::parse(raw).unwrap_err(), *err, "{raw:?}");

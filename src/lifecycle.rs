@@ -47,6 +47,13 @@ pub enum LifecycleEvent {
         /// The channel.
         channel: Channel,
     },
+    /// A channel's subscribers on this node changed (a socket joined or left it).
+    SubscriptionCount {
+        /// The channel.
+        channel: Channel,
+        /// Its subscribers on this node now.
+        subscribers: usize,
+    },
     /// A user's first socket joined a presence channel (across the cluster).
     MemberAdded {
         /// The presence channel.

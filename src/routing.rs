@@ -82,7 +82,7 @@ struct Rule {
 
 impl Rule {
     fn matches(&self, message: &Message) -> bool {
-        self.topic.matches(message.channel.name()).is_some()
+        self.topic.matches(message.channel.local_name()).is_some()
             && self.event.as_ref().is_none_or(|e| e.matches(&message.event).is_some())
     }
 

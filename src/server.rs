@@ -187,11 +187,17 @@ impl Rustaxum {
             }
             tracing::info!(targets = ?w, "webhooks on");
         }
+        let shared_config = Arc::new(ArcSwap::new(config));
+        let pusher = crate::pusher::Features::new(node.fanout(), cluster.as_ref(), shared_config.clone());
+        if tokio::runtime::Handle::try_current().is_ok() {
+            pusher.start(node.lifecycle(), stop.clone(), &background);
+        }
         Ok(Self {
             state: AppState {
                 node: Arc::new(node),
                 manager,
-                config: Arc::new(ArcSwap::new(config)),
+                config: shared_config,
+                pusher,
                 emithub,
                 rtc,
                 cluster,
@@ -682,6 +688,7 @@ fn webhook_targets(config: &Config) -> Vec<crate::webhooks::SignedTarget> {
                 },
                 key: app.key.clone(),
                 secret: app.secret.clone(),
+                app: None,
             });
         }
     }
@@ -691,6 +698,7 @@ fn webhook_targets(config: &Config) -> Vec<crate::webhooks::SignedTarget> {
                 target: target.clone(),
                 key: app.key.clone(),
                 secret: app.secret.clone(),
+                app: apps.namespace(app).map(str::to_string),
             });
         }
     }

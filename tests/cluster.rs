@@ -374,14 +374,7 @@ async fn terminate_connections_reaches_every_node() {
     let prefix = unique_prefix();
     let node = |redis: &RedisServer| {
         let mut c = cluster_config(redis, &prefix);
-        c.pusher.apps = rustaxum::pusher::Apps::new(vec![rustaxum::pusher::PusherApp {
-            id: "app".into(),
-            key: "key".into(),
-            secret: "secret".into(),
-            enabled: true,
-            max_connections: 0,
-            webhooks: Vec::new(),
-        }]);
+        c.pusher.apps = rustaxum::pusher::Apps::new(vec![rustaxum::pusher::PusherApp::new("app", "key", "secret")]);
         c
     };
     let a = start_with(node(&redis)).await;

@@ -7,6 +7,54 @@ use std::time::Duration;
 
 use common::*;
 
+/// base64 of 32 bytes: the first app's encryption master key.
+const MASTER_KEY: &str = "K0UzPUbNBEq6f2lSpYJcDhvXo4ZXO6G5yW9nVp0iHvM=";
+
+/// Three tenants: the default app (encrypted channels, subscription counts), a second
+/// app, and one with tight limits.
+fn apps() -> Vec<rustaxum::pusher::PusherApp> {
+    use rustaxum::pusher::PusherApp;
+    vec![
+        PusherApp {
+            encryption_master_key: Some(MASTER_KEY.into()),
+            enable_subscription_count: true,
+            ..PusherApp::new("app-1", "app-key", "app-secret")
+        },
+        PusherApp::new("app-2", "app2-key", "app2-secret"),
+        PusherApp {
+            max_presence_members_per_channel: 2,
+            max_presence_member_size: 64,
+            max_event_name_length: 20,
+            max_channels_per_event: Some(2),
+            max_api_requests_per_second: 3,
+            ..PusherApp::new("app-3", "app3-key", "app3-secret")
+        },
+    ]
+}
+
+/// What the Node suites read: the node(s) and the apps' credentials.
+fn node_env(port: u16, port2: Option<u16>) -> Vec<(String, String)> {
+    let mut env = vec![
+        ("RX_HOST", "127.0.0.1".to_string()),
+        ("RX_PORT", port.to_string()),
+        ("RX_APP_ID", "app-1".into()),
+        ("RX_KEY", "app-key".into()),
+        ("RX_SECRET", "app-secret".into()),
+        ("RX_APP_ID2", "app-2".into()),
+        ("RX_KEY2", "app2-key".into()),
+        ("RX_SECRET2", "app2-secret".into()),
+        ("RX_APP_ID3", "app-3".into()),
+        ("RX_KEY3", "app3-key".into()),
+        ("RX_SECRET3", "app3-secret".into()),
+        ("RX_MASTER_KEY", MASTER_KEY.into()),
+        ("RX_JWT_SECRET", SECRET.into()),
+    ];
+    if let Some(p) = port2 {
+        env.push(("RX_PORT2", p.to_string()));
+    }
+    env.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+}
+
 #[tokio::test]
 async fn published_pusher_packages_work_unchanged() {
     let modules = std::path::Path::new("tests/pusher/node_modules");
@@ -15,25 +63,14 @@ async fn published_pusher_packages_work_unchanged() {
         "run `npm ci` in tests/pusher first (scripts/test does)"
     );
     let mut config = config();
-    config.pusher.apps = rustaxum::pusher::Apps::new(vec![rustaxum::pusher::PusherApp {
-        id: "app-1".into(),
-        key: "app-key".into(),
-        secret: "app-secret".into(),
-        enabled: true,
-        max_connections: 0,
-        webhooks: Vec::new(),
-    }]);
-    config.auth.public_channels.push("nobody-here".into());
-    config.auth.public_channels.push("probe".into());
+    config.pusher.apps = rustaxum::pusher::Apps::new(apps());
+    for public in ["nobody-here", "probe", "orders", "counted", "cache-*"] {
+        config.auth.public_channels.push(public.into());
+    }
     let server = start_with(config).await;
     let run = tokio::process::Command::new("node")
         .args(["--test", "--test-concurrency=1", "--test-force-exit", "tests/pusher/"])
-        .env("RX_HOST", "127.0.0.1")
-        .env("RX_PORT", server.addr.port().to_string())
-        .env("RX_APP_ID", "app-1")
-        .env("RX_KEY", "app-key")
-        .env("RX_SECRET", "app-secret")
-        .env("RX_JWT_SECRET", SECRET)
+        .envs(node_env(server.addr.port(), None))
         .kill_on_drop(true)
         .output();
     let out = tokio::time::timeout(Duration::from_secs(120), run)

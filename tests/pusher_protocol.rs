@@ -11,12 +11,9 @@ use tokio_tungstenite::tungstenite::Message;
 
 fn app(id: &str, key: &str, enabled: bool, max_connections: usize) -> PusherApp {
     PusherApp {
-        id: id.into(),
-        key: key.into(),
-        secret: format!("{id}-secret"),
         enabled,
         max_connections,
-        webhooks: Vec::new(),
+        ..PusherApp::new(id, key, format!("{id}-secret"))
     }
 }
 

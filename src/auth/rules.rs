@@ -323,30 +323,44 @@ fn compile_conditions(allow: &[String]) -> Result<Check, String> {
     }))
 }
 
+/// The kind a rule gives `channel`: an encrypted channel is private whatever rule
+/// admits it (its name says so, and only a private grant gets its shared secret).
+fn kind_for(channel: &Channel, rule: ChannelKind) -> ChannelKind {
+    if channel.is_encrypted() {
+        ChannelKind::Private
+    } else {
+        rule
+    }
+}
+
 impl ChannelAuthorizer for ChannelRules {
     fn authorize(&self, identity: Option<&Identity>, channel: &Channel) -> Result<Channel, AuthError> {
+        // Rules are the server's, for every app; `private-encrypted-orders.1` is matched
+        // as `orders.1` (as Laravel does).
+        let name = channel.rule_name();
         for rule in &self.rules {
-            let Some(params) = rule.pattern.matches(channel.name()) else {
+            let Some(params) = rule.pattern.matches(name) else {
                 continue;
             };
+            let kind = kind_for(channel, rule.kind);
             let Some(check) = &rule.check else {
-                return Ok(channel.with_kind(rule.kind));
+                return Ok(channel.with_kind(kind));
             };
-            let user = identity.ok_or_else(|| AuthError::Unauthenticated(channel.name().to_string()))?;
+            let user = identity.ok_or_else(|| AuthError::Unauthenticated(channel.local_name().to_string()))?;
             return if check(user, &params) {
-                Ok(channel.with_kind(rule.kind))
+                Ok(channel.with_kind(kind))
             } else {
-                Err(AuthError::Forbidden(channel.name().to_string()))
+                Err(AuthError::Forbidden(channel.local_name().to_string()))
             };
         }
-        Err(AuthError::Forbidden(channel.name().to_string()))
+        Err(AuthError::Forbidden(channel.local_name().to_string()))
     }
 
     fn kind_of(&self, channel: &Channel) -> Option<ChannelKind> {
         self.rules
             .iter()
-            .find(|r| r.pattern.matches(channel.name()).is_some())
-            .map(|r| r.kind)
+            .find(|r| r.pattern.matches(channel.rule_name()).is_some())
+            .map(|r| kind_for(channel, r.kind))
     }
 }
 

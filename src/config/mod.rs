@@ -1023,12 +1023,9 @@ fn pusher(env: &Env<'_>) -> Result<PusherConfig, ConfigError> {
     ];
     let single = match parts {
         [Some(id), Some(key), Some(secret)] => Some(PusherApp {
-            id,
-            key,
-            secret,
-            enabled: true,
-            max_connections: 0,
-            webhooks: Vec::new(),
+            encryption_master_key: env.string("PUSHER_APP_ENCRYPTION_MASTER_KEY"),
+            enable_subscription_count: env.bool("PUSHER_APP_ENABLE_SUBSCRIPTION_COUNT")?.unwrap_or(false),
+            ..PusherApp::new(id, key, secret)
         }),
         [None, None, None] => None,
         _ => {
@@ -1041,7 +1038,7 @@ fn pusher(env: &Env<'_>) -> Result<PusherConfig, ConfigError> {
     };
     let file = env.string("PUSHER_APPS_FILE").map(PathBuf::from);
     Ok(PusherConfig {
-        apps: Apps::from_parts(single, file.as_deref())?,
+        apps: Apps::from_parts_with_default(single, file.as_deref(), env.string("PUSHER_DEFAULT_APP").as_deref())?,
         max_event_size: env.positive("PUSHER_MAX_EVENT_SIZE")?.unwrap_or(d.max_event_size),
         max_channels_per_event: env
             .positive("PUSHER_MAX_CHANNELS_PER_EVENT")?

@@ -25,10 +25,83 @@ pub struct PusherApp {
     /// Where to send this app's webhooks (`[[apps.webhooks]]`: `url`, `events`, `channels`).
     #[serde(default)]
     pub webhooks: Vec<crate::webhooks::WebhookTarget>,
+    /// Base64 of 32 random bytes: lets `/broadcasting/auth` hand out the `shared_secret`
+    /// of `private-encrypted-*` channels (and the app's server SDK encrypt for them).
+    /// Never logged.
+    #[serde(default)]
+    pub encryption_master_key: Option<String>,
+    /// Send `pusher_internal:subscription_count` to the subscribers of non-presence
+    /// channels when their subscriber count changes.
+    #[serde(default)]
+    pub enable_subscription_count: bool,
+    /// Client events one connection may send per second (default: `BROADCAST_CLIENT_EVENTS_PER_SECOND`).
+    #[serde(default)]
+    pub max_client_events_per_second: Option<u32>,
+    /// Most members of one presence channel (Pusher: 100); over it: subscription error 4100.
+    #[serde(default = "hundred")]
+    pub max_presence_members_per_channel: usize,
+    /// Largest presence member (`user_info` JSON) in bytes (Pusher: 1 KB); over it: 4301.
+    #[serde(default = "one_kb")]
+    pub max_presence_member_size: usize,
+    /// Channels per triggered event (default: `PUSHER_MAX_CHANNELS_PER_EVENT`).
+    #[serde(default)]
+    pub max_channels_per_event: Option<usize>,
+    /// Longest event name in bytes (Pusher: 200).
+    #[serde(default = "two_hundred")]
+    pub max_event_name_length: usize,
+    /// Largest event `data` in bytes (default: `PUSHER_MAX_EVENT_SIZE`).
+    #[serde(default)]
+    pub max_event_size: Option<usize>,
+    /// HTTP API requests per second for this app, 0 for no limit (over it: 429).
+    #[serde(default)]
+    pub max_api_requests_per_second: u32,
 }
 
 fn yes() -> bool {
     true
+}
+
+fn hundred() -> usize {
+    100
+}
+
+fn one_kb() -> usize {
+    1024
+}
+
+fn two_hundred() -> usize {
+    200
+}
+
+impl PusherApp {
+    /// An app with these credentials and every setting at its default.
+    pub fn new(id: impl Into<String>, key: impl Into<String>, secret: impl Into<String>) -> Self {
+        Self {
+            id: id.into(),
+            key: key.into(),
+            secret: secret.into(),
+            enabled: true,
+            max_connections: 0,
+            webhooks: Vec::new(),
+            encryption_master_key: None,
+            enable_subscription_count: false,
+            max_client_events_per_second: None,
+            max_presence_members_per_channel: hundred(),
+            max_presence_member_size: one_kb(),
+            max_channels_per_event: None,
+            max_event_name_length: two_hundred(),
+            max_event_size: None,
+            max_api_requests_per_second: 0,
+        }
+    }
+
+    /// The 32-byte encryption master key, when configured.
+    pub fn master_key(&self) -> Option<[u8; 32]> {
+        use base64::Engine as _;
+        let raw = self.encryption_master_key.as_deref()?;
+        let bytes = base64::engine::general_purpose::STANDARD.decode(raw.trim()).ok()?;
+        bytes.try_into().ok()
+    }
 }
 
 impl std::fmt::Debug for PusherApp {
@@ -41,11 +114,13 @@ impl std::fmt::Debug for PusherApp {
     }
 }
 
-/// The configured apps. All apps share the server's channels: an app is a set of
-/// credentials, not a separate namespace.
+/// The configured apps. Each app is a tenant with its own channels, presence, limits and
+/// stats; the default app (the first, or `PUSHER_DEFAULT_APP`) also owns the native
+/// protocol's channels, so its Pusher and native clients share them.
 #[derive(Debug, Clone, Default)]
 pub struct Apps {
     apps: Vec<PusherApp>,
+    default: usize,
 }
 
 #[derive(Deserialize)]
@@ -58,6 +133,16 @@ impl Apps {
     /// Apps from `PUSHER_APP_ID`/`PUSHER_APP_KEY`/`PUSHER_APP_SECRET` (if set) followed by
     /// the `[[apps]]` of `PUSHER_APPS_FILE` (if set).
     pub fn from_parts(single: Option<PusherApp>, file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::from_parts_with_default(single, file, None)
+    }
+
+    /// As [`from_parts`](Self::from_parts), with the default app named by id
+    /// (`PUSHER_DEFAULT_APP`; `None`: the first app).
+    pub fn from_parts_with_default(
+        single: Option<PusherApp>,
+        file: Option<&Path>,
+        default: Option<&str>,
+    ) -> Result<Self, ConfigError> {
         let mut apps: Vec<PusherApp> = single.into_iter().collect();
         if let Some(path) = file {
             let bad = |reason: String| ConfigError::Invalid {
@@ -84,13 +169,41 @@ impl Apps {
                     reason: "app ids and keys must be unique".into(),
                 });
             }
+            if !crate::channel::valid_app_id(&a.id) {
+                return Err(ConfigError::Invalid {
+                    var: "PUSHER_APP_ID",
+                    value: a.id.clone(),
+                    reason: format!(
+                        "an app id must be 1 to {} of the characters A-Z a-z 0-9 _ - = @ , . ;",
+                        crate::channel::MAX_APP_ID_LEN
+                    ),
+                });
+            }
+            if a.encryption_master_key.is_some() && a.master_key().is_none() {
+                return Err(ConfigError::Invalid {
+                    var: "PUSHER_APP_ENCRYPTION_MASTER_KEY",
+                    value: format!("(app {})", a.id),
+                    reason: "must be base64 of exactly 32 bytes (e.g. `openssl rand -base64 32`)".into(),
+                });
+            }
         }
-        Ok(Self { apps })
+        let default = match default {
+            None => 0,
+            Some(id) => apps
+                .iter()
+                .position(|a| a.id == id)
+                .ok_or_else(|| ConfigError::Invalid {
+                    var: "PUSHER_DEFAULT_APP",
+                    value: id.to_string(),
+                    reason: "no configured app has this id".into(),
+                })?,
+        };
+        Ok(Self { apps, default })
     }
 
-    /// Apps from a list (tests, library users).
+    /// Apps from a list (tests, library users); the first is the default app.
     pub fn new(apps: Vec<PusherApp>) -> Self {
-        Self { apps }
+        Self { apps, default: 0 }
     }
 
     /// The app with this key.
@@ -103,9 +216,27 @@ impl Apps {
         self.apps.iter().find(|a| a.id == id)
     }
 
-    /// The first app: the one `/broadcasting/auth` signs for.
+    /// The default app: the one native clients and the native API belong to, and the
+    /// one `/broadcasting/auth` signs for unless the request names another.
     pub fn default_app(&self) -> Option<&PusherApp> {
-        self.apps.first()
+        self.apps.get(self.default)
+    }
+
+    /// The channel namespace of `app`: `None` for the default app (its channels are the
+    /// native protocol's), else its id.
+    pub fn namespace<'a>(&self, app: &'a PusherApp) -> Option<&'a str> {
+        match self.default_app() {
+            Some(d) if d.id == app.id => None,
+            _ => Some(&app.id),
+        }
+    }
+
+    /// The app a namespace belongs to (`None`: the default app).
+    pub fn by_namespace(&self, namespace: Option<&str>) -> Option<&PusherApp> {
+        match namespace {
+            None => self.default_app(),
+            Some(id) => self.by_id(id),
+        }
     }
 
     /// Every app.

@@ -334,7 +334,7 @@ impl History {
 
     /// Whether `channel` keeps history.
     pub fn keeps(&self, channel: &Channel) -> bool {
-        self.patterns.iter().any(|p| p.matches(channel.name()).is_some())
+        self.patterns.iter().any(|p| p.matches(channel.local_name()).is_some())
     }
 
     /// Publishes a message of a channel that keeps history: gives it its position, keeps

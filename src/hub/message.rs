@@ -38,6 +38,11 @@ pub enum EnvelopeKind {
     MemberAdded,
     /// A presence member left.
     MemberRemoved,
+    /// A channel's subscriber count (`{"subscription_count": n}`), for Pusher clients.
+    SubscriptionCount,
+    /// Users a Pusher client watches came online or went offline
+    /// (`{"events":[{"name","user_ids"}]}`); sent to chosen sockets, not a channel's.
+    Watchlist,
 }
 
 /// Where a message stands in its channel's history: the same on every node. The epoch

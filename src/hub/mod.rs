@@ -50,6 +50,28 @@ impl Default for HubConfig {
 struct ChannelState {
     channel: Channel,
     subscribers: HashMap<SocketId, Arc<ConnectionHandle>>,
+    /// The counters of the channel's app, found once when the channel is created.
+    app: Arc<AppCounters>,
+}
+
+/// One app's message counters.
+#[derive(Debug, Default)]
+struct AppCounters {
+    published: AtomicU64,
+    delivered: AtomicU64,
+}
+
+/// One app's live figures on this node (the default app under `""`).
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
+pub struct AppSnapshot {
+    /// Channels with at least one subscriber.
+    pub channels: usize,
+    /// Subscriptions over those channels.
+    pub subscriptions: usize,
+    /// Messages published to the app's channels.
+    pub published: u64,
+    /// Copies of them queued to sockets.
+    pub delivered: u64,
 }
 
 #[derive(Default)]
@@ -84,6 +106,8 @@ pub struct Hub {
     slots: Arc<AtomicUsize>,
     channels: RwLock<HashMap<Arc<str>, ChannelState>>,
     connections: RwLock<HashMap<SocketId, Arc<ConnectionHandle>>>,
+    /// Message counters per app namespace (`""`: the default app).
+    apps: RwLock<HashMap<Arc<str>, Arc<AppCounters>>>,
     counters: Counters,
     shutdown: CancellationToken,
     started: Instant,
@@ -171,6 +195,7 @@ impl Hub {
             slots: Arc::default(),
             channels: RwLock::new(HashMap::new()),
             connections: RwLock::new(HashMap::new()),
+            apps: RwLock::default(),
             counters: Counters::default(),
             shutdown: CancellationToken::new(),
             started: Instant::now(),
@@ -202,22 +227,22 @@ impl Hub {
     }
 
     /// Removes a connection from every channel and from the hub. Idempotent. Returns the
-    /// channels it left empty on this node.
-    pub fn disconnect(&self, handle: &ConnectionHandle) -> Vec<Channel> {
+    /// channels it left, each with its subscribers left on this node (0: vacated).
+    pub fn disconnect(&self, handle: &ConnectionHandle) -> Vec<(Channel, usize)> {
         let channels = std::mem::take(&mut *lock(&handle.channels));
-        let mut vacated = Vec::new();
+        let mut left = Vec::new();
         if !channels.is_empty() {
             let mut map = write(&self.channels);
             for channel in channels {
-                if remove_subscriber(&mut map, &channel, handle.id()) {
-                    vacated.push(channel);
+                if let Some(remaining) = remove_subscriber(&mut map, &channel, handle.id()) {
+                    left.push((channel, remaining));
                 }
             }
         }
         if write(&self.connections).remove(&handle.id()).is_some() {
             self.counters.connections.fetch_sub(1, Ordering::Relaxed);
         }
-        vacated
+        left
     }
 
     /// Subscribes a connection to a channel whose join was already authorized.
@@ -237,13 +262,21 @@ impl Hub {
         }
         let mut map = write(&self.channels);
         let mut occupied = false;
-        let state = map.entry(channel.name_arc().clone()).or_insert_with(|| {
+        if !map.contains_key(channel.name()) {
+            let app = self.app_counters(channel);
+            map.insert(
+                channel.name_arc().clone(),
+                ChannelState {
+                    channel: channel.clone(),
+                    subscribers: HashMap::new(),
+                    app,
+                },
+            );
             occupied = true;
-            ChannelState {
-                channel: channel.clone(),
-                subscribers: HashMap::new(),
-            }
-        });
+        }
+        let Some(state) = map.get_mut(channel.name()) else {
+            unreachable!("inserted above under the same lock")
+        };
         state.subscribers.insert(handle.id(), handle.clone());
         Ok(Subscribed {
             subscribers: state.subscribers.len(),
@@ -251,16 +284,28 @@ impl Hub {
         })
     }
 
-    /// Unsubscribes a connection: `None` when it was not subscribed, otherwise whether the
-    /// channel is now empty on this node.
-    pub fn unsubscribe(&self, handle: &ConnectionHandle, channel: &Channel) -> Option<bool> {
+    /// Unsubscribes a connection: `None` when it was not subscribed, otherwise the
+    /// channel's subscribers left on this node (0: vacated).
+    pub fn unsubscribe(&self, handle: &ConnectionHandle, channel: &Channel) -> Option<usize> {
         let was = {
             let mut mine = lock(&handle.channels);
             let before = mine.len();
             mine.retain(|c| c != channel);
             mine.len() != before
         };
-        was.then(|| remove_subscriber(&mut write(&self.channels), channel, handle.id()))
+        if !was {
+            return None;
+        }
+        remove_subscriber(&mut write(&self.channels), channel, handle.id())
+    }
+
+    /// The counters of `channel`'s app, created on first use.
+    fn app_counters(&self, channel: &Channel) -> Arc<AppCounters> {
+        let app = channel.app().unwrap_or("");
+        if let Some(c) = read(&self.apps).get(app) {
+            return c.clone();
+        }
+        write(&self.apps).entry(Arc::from(app)).or_default().clone()
     }
 
     /// Queues `message` to every subscriber of its channel on this node, except its
@@ -280,8 +325,12 @@ impl Hub {
         {
             let map = read(&self.channels);
             let Some(state) = map.get(message.channel.name()) else {
+                if let Some(app) = read(&self.apps).get(message.channel.app().unwrap_or("")) {
+                    app.published.fetch_add(1, Ordering::Relaxed);
+                }
                 return report;
             };
+            state.app.published.fetch_add(1, Ordering::Relaxed);
             let envelope = Arc::new(Envelope::new(
                 state.channel.clone(),
                 message,
@@ -297,6 +346,10 @@ impl Hub {
                     Delivery::Gone => {}
                 }
             }
+            state
+                .app
+                .delivered
+                .fetch_add(report.delivered as u64, Ordering::Relaxed);
         }
         for conn in &slow {
             tracing::warn!(socket_id = %conn.id(), "disconnecting slow consumer");
@@ -309,6 +362,38 @@ impl Hub {
         self.counters
             .slow_disconnects
             .fetch_add(slow.len() as u64, Ordering::Relaxed);
+        report
+    }
+
+    /// Queues `message` to the listed sockets of this node (not to a channel's
+    /// subscribers): one envelope, encoded once per protocol. Returns what it reached.
+    pub fn deliver_to(&self, sockets: &[SocketId], message: Message) -> PublishReport {
+        let mut report = PublishReport::default();
+        let conns: Vec<_> = {
+            let map = read(&self.connections);
+            sockets.iter().filter_map(|id| map.get(id).cloned()).collect()
+        };
+        if conns.is_empty() {
+            return report;
+        }
+        let envelope = Arc::new(Envelope::new(
+            message.channel.clone(),
+            message,
+            self.counters.encoded.clone(),
+        ));
+        for conn in conns {
+            match conn.try_deliver(&envelope) {
+                Delivery::Queued => report.delivered += 1,
+                Delivery::Full => {
+                    conn.close(CloseReason::SLOW_CONSUMER);
+                    report.dropped += 1;
+                }
+                Delivery::Gone => {}
+            }
+        }
+        self.counters
+            .delivered
+            .fetch_add(report.delivered as u64, Ordering::Relaxed);
         report
     }
 
@@ -395,6 +480,27 @@ impl Hub {
         }
     }
 
+    /// Each app's figures on this node, by namespace (`""`: the default app).
+    pub fn app_snapshots(&self) -> BTreeMap<String, AppSnapshot> {
+        let mut out: BTreeMap<String, AppSnapshot> = read(&self.apps)
+            .iter()
+            .map(|(app, c)| {
+                let snap = AppSnapshot {
+                    published: c.published.load(Ordering::Relaxed),
+                    delivered: c.delivered.load(Ordering::Relaxed),
+                    ..AppSnapshot::default()
+                };
+                (app.to_string(), snap)
+            })
+            .collect();
+        for state in read(&self.channels).values() {
+            let app = out.entry(state.channel.app().unwrap_or("").to_string()).or_default();
+            app.channels += 1;
+            app.subscriptions += state.subscribers.len();
+        }
+        out
+    }
+
     /// Asks every connection to close with [`CloseReason::SHUTDOWN`].
     pub fn shutdown(&self) {
         self.shutdown.cancel();
@@ -406,16 +512,16 @@ impl Hub {
     }
 }
 
-/// Removes `id` from `channel`; whether that emptied the channel.
-fn remove_subscriber(map: &mut HashMap<Arc<str>, ChannelState>, channel: &Channel, id: SocketId) -> bool {
-    let Some(state) = map.get_mut(channel.name()) else {
-        return false;
-    };
-    if state.subscribers.remove(&id).is_none() || !state.subscribers.is_empty() {
-        return false;
+/// Removes `id` from `channel`: `None` when it was not there, else the subscribers left
+/// (the channel is forgotten at 0).
+fn remove_subscriber(map: &mut HashMap<Arc<str>, ChannelState>, channel: &Channel, id: SocketId) -> Option<usize> {
+    let state = map.get_mut(channel.name())?;
+    state.subscribers.remove(&id)?;
+    let remaining = state.subscribers.len();
+    if remaining == 0 {
+        map.remove(channel.name());
     }
-    map.remove(channel.name());
-    true
+    Some(remaining)
 }
 
 #[cfg(test)]
@@ -479,7 +585,7 @@ mod tests {
         let again = hub.subscribe(&a, &ch).unwrap();
         assert_eq!((again.subscribers, again.occupied), (1, false));
         assert_eq!(hub.snapshot().channels["general"].subscribers, 1);
-        assert_eq!(hub.disconnect(&a), vec![ch.clone()], "the channel emptied");
+        assert_eq!(hub.disconnect(&a), vec![(ch.clone(), 0)], "the channel emptied");
         assert!(hub.disconnect(&a).is_empty());
         let s = hub.snapshot();
         assert!(s.channels.is_empty());

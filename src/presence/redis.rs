@@ -191,7 +191,9 @@ impl RedisPresence {
         channels.sort();
         channels.dedup();
         for name in channels {
-            let Ok(channel) = Channel::parse(&name) else { continue };
+            let Ok(channel) = Channel::from_key(&name) else {
+                continue;
+            };
             let live: Vec<Value> = lock(&self.local)
                 .get(&name)
                 .map(|sockets| {
@@ -266,7 +268,7 @@ impl RedisPresence {
                 continue;
             };
             for name in channels {
-                let Ok(channel) = Channel::parse(&name) else {
+                let Ok(channel) = Channel::from_key(&name) else {
                     continue;
                 };
                 let members_key = self.link.key(&format!("presence:{name}:members"));

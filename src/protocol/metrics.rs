@@ -60,6 +60,14 @@ impl Metrics {
     }
 }
 
+/// The `app` label of a channel's events: its app id, or `default` for the default app.
+fn app_label(channel: &crate::channel::Channel) -> String {
+    channel.app().unwrap_or(DEFAULT_APP_LABEL).to_string()
+}
+
+/// The `app` label of the default app's channels (native clients share them).
+pub(crate) const DEFAULT_APP_LABEL: &str = "default";
+
 fn count(event: &LifecycleEvent) {
     match event {
         LifecycleEvent::ConnectionOpened { protocol, .. } => {
@@ -68,11 +76,22 @@ fn count(event: &LifecycleEvent) {
         LifecycleEvent::ConnectionClosed { protocol, .. } => {
             counter!("rustaxum_connections_closed_total", "protocol" => protocol_label(*protocol)).increment(1);
         }
-        LifecycleEvent::ChannelOccupied { .. } => counter!("rustaxum_channels_occupied_total").increment(1),
-        LifecycleEvent::ChannelVacated { .. } => counter!("rustaxum_channels_vacated_total").increment(1),
-        LifecycleEvent::MemberAdded { .. } => counter!("rustaxum_presence_members_added_total").increment(1),
-        LifecycleEvent::MemberRemoved { .. } => counter!("rustaxum_presence_members_removed_total").increment(1),
-        LifecycleEvent::ClientEvent { .. } => counter!("rustaxum_client_events_total").increment(1),
+        LifecycleEvent::ChannelOccupied { channel } => {
+            counter!("rustaxum_channels_occupied_total", "app" => app_label(channel)).increment(1);
+        }
+        LifecycleEvent::ChannelVacated { channel } => {
+            counter!("rustaxum_channels_vacated_total", "app" => app_label(channel)).increment(1);
+        }
+        LifecycleEvent::MemberAdded { channel, .. } => {
+            counter!("rustaxum_presence_members_added_total", "app" => app_label(channel)).increment(1);
+        }
+        LifecycleEvent::MemberRemoved { channel, .. } => {
+            counter!("rustaxum_presence_members_removed_total", "app" => app_label(channel)).increment(1);
+        }
+        LifecycleEvent::ClientEvent { channel, .. } => {
+            counter!("rustaxum_client_events_total", "app" => app_label(channel)).increment(1);
+        }
+        LifecycleEvent::SubscriptionCount { .. } => {}
     }
 }
 
@@ -95,6 +114,13 @@ pub(crate) async fn metrics(State(st): State<AppState>, _token: ApiToken) -> imp
         gauge!("rustaxum_broadcast_queue_pending").set(st.manager.pending_broadcasts() as f64);
         gauge!("rustaxum_broadcast_queue_failed").set(st.manager.failed_broadcasts().len() as f64);
         gauge!("rustaxum_uptime_seconds").set(snapshot.uptime_seconds as f64);
+        for (app, a) in crate::protocol::native::api::app_stats(&st) {
+            gauge!("rustaxum_app_connections", "app" => app.clone()).set(a.connections as f64);
+            gauge!("rustaxum_app_channels", "app" => app.clone()).set(a.hub.channels as f64);
+            gauge!("rustaxum_app_subscriptions", "app" => app.clone()).set(a.hub.subscriptions as f64);
+            counter!("rustaxum_app_messages_published_total", "app" => app.clone()).absolute(a.hub.published);
+            counter!("rustaxum_app_messages_delivered_total", "app" => app).absolute(a.hub.delivered);
+        }
         if let Some(broker) = &st.cluster {
             let status = broker.status();
             gauge!("rustaxum_redis_healthy").set(if broker.healthy() { 1.0 } else { 0.0 });

@@ -77,6 +77,8 @@ pub(crate) struct AppState {
     pub(crate) config: Arc<ArcSwap<Config>>,
     /// EmitHub managed channels.
     pub(crate) emithub: Arc<EmitHub>,
+    /// Pusher apps' cache channels, subscription counts and watchlists.
+    pub(crate) pusher: Arc<crate::pusher::Features>,
     /// The typed-frame service (rooms, rate limits, who is online).
     pub(crate) rtc: Arc<crate::rtc::Rtc>,
     /// This node's Redis broker when clustered.
@@ -89,6 +91,21 @@ pub(crate) struct AppState {
     pub(crate) metrics: Arc<metrics::Metrics>,
     /// Tracks every WebSocket session so shutdown can wait for them.
     pub(crate) sessions: TaskTracker,
+}
+
+/// Admits a connection of the default app (native, EmitHub and typed-frame sockets):
+/// the node's limit, and the default Pusher app's `max_connections` when apps are
+/// configured (its Pusher and native clients share its channels, and its quota).
+pub(crate) fn admit_default(
+    st: &AppState,
+    identity: Option<crate::auth::Identity>,
+) -> Result<crate::session::Admission, crate::session::ConnectError> {
+    let config = st.config.load();
+    let quota = config.pusher.apps.default_app().map(|a| crate::session::AppQuota {
+        id: &a.id,
+        max_connections: a.max_connections,
+    });
+    st.node.admit(identity, quota)
 }
 
 /// The full router: every protocol's routes, health endpoints, guards and CORS.

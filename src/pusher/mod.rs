@@ -1,8 +1,14 @@
 //! Pusher protocol v7 pieces that do not touch sockets: apps (credentials), channel and
-//! user authentication signatures, and REST request signing.
+//! user authentication signatures, REST request signing, the shared secrets of encrypted
+//! channels, and the app features built on the session core: [`cache`] channels,
+//! subscription [`counts`] and [`watchlist`]s.
 //!
 //! References: pusher.com/docs/channels/library_auth_reference/ (auth-signatures,
 //! rest-api, pusher-websockets-protocol).
+
+pub mod cache;
+pub mod counts;
+pub mod watchlist;
 
 use std::collections::BTreeMap;
 
@@ -60,6 +66,84 @@ pub fn user_auth(app: &PusherApp, socket_id: &str, user_data: &str) -> String {
 /// Checks a `pusher:signin`'s `auth` in constant time.
 pub fn verify_user_auth(app: &PusherApp, socket_id: &str, user_data: &str, auth: &str) -> bool {
     ct_eq(&user_auth(app, socket_id, user_data), auth)
+}
+
+/// The Pusher features of one node that keep state: cache channels, subscription counts
+/// and watchlists.
+#[derive(Debug)]
+pub struct Features {
+    /// The last event of every cache channel.
+    pub cache: std::sync::Arc<cache::CacheChannels>,
+    /// Subscription counts for the apps that enable them.
+    pub counts: std::sync::Arc<counts::SubscriptionCounts>,
+    /// Who watches whom.
+    pub watchlist: std::sync::Arc<watchlist::Watchlist>,
+    /// Each app's HTTP API rate limiter (`max_api_requests_per_second`), with its rate.
+    api_limits: std::sync::Mutex<std::collections::HashMap<String, (u32, governor::DefaultDirectRateLimiter)>>,
+}
+
+impl Features {
+    /// The features of a node publishing through `fanout` (in a cluster when `cluster` is
+    /// given), for the apps of `config`. The cache and the watchlist hook into `fanout`.
+    pub fn new(
+        fanout: &crate::cluster::Fanout,
+        cluster: Option<&std::sync::Arc<crate::cluster::redis::RedisBroker>>,
+        config: std::sync::Arc<arc_swap::ArcSwap<crate::config::Config>>,
+    ) -> std::sync::Arc<Self> {
+        let cache = cache::CacheChannels::new(cluster.cloned());
+        fanout.add_hook(cache.clone());
+        std::sync::Arc::new(Self {
+            cache,
+            counts: counts::SubscriptionCounts::new(fanout.clone(), cluster.cloned(), config),
+            watchlist: watchlist::Watchlist::new(fanout.clone(), cluster.cloned()),
+            api_limits: std::sync::Mutex::default(),
+        })
+    }
+
+    /// Whether `app` may make one more HTTP API request now (its
+    /// `max_api_requests_per_second`; 0 = no limit). Per node.
+    pub fn allow_api_request(&self, app: &PusherApp) -> bool {
+        let Some(rate) = std::num::NonZeroU32::new(app.max_api_requests_per_second) else {
+            return true;
+        };
+        let mut limits = crate::sync::lock(&self.api_limits);
+        let entry = limits.entry(app.id.clone()).or_insert_with(|| {
+            (
+                rate.get(),
+                governor::RateLimiter::direct(governor::Quota::per_second(rate)),
+            )
+        });
+        if entry.0 != rate.get() {
+            *entry = (
+                rate.get(),
+                governor::RateLimiter::direct(governor::Quota::per_second(rate)),
+            );
+        }
+        entry.1.check().is_ok()
+    }
+
+    /// Starts the observers (until `stop`).
+    pub fn start(
+        &self,
+        lifecycle: &crate::lifecycle::Lifecycle,
+        stop: tokio_util::sync::CancellationToken,
+        tasks: &tokio_util::task::TaskTracker,
+    ) {
+        self.counts.start(lifecycle, stop.clone(), tasks);
+        self.watchlist.start(lifecycle, stop, tasks);
+    }
+}
+
+/// The `shared_secret` of an encrypted channel (`private-encrypted-*`, as the client
+/// spells it): base64 of SHA-256 of the channel name followed by the app's 32-byte
+/// master key, as Pusher's SDKs compute it. `None` without a master key.
+pub fn shared_secret(app: &PusherApp, channel: &str) -> Option<String> {
+    use base64::Engine as _;
+    let key = app.master_key()?;
+    let mut hash = Sha256::new();
+    hash.update(channel.as_bytes());
+    hash.update(key);
+    Some(base64::engine::general_purpose::STANDARD.encode(hash.finalize()))
 }
 
 /// Why a REST request was refused.
@@ -143,14 +227,7 @@ mod tests {
     use super::*;
 
     fn app() -> PusherApp {
-        PusherApp {
-            id: "3".into(),
-            key: "278d425bdf160c739803".into(),
-            secret: "7ad3773142a6692b25b8".into(),
-            enabled: true,
-            max_connections: 0,
-            webhooks: Vec::new(),
-        }
+        PusherApp::new("3", "278d425bdf160c739803", "7ad3773142a6692b25b8")
     }
 
     fn params(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {

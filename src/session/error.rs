@@ -101,6 +101,22 @@ pub enum JoinError {
     /// The presence store could not be reached.
     #[error("{0}")]
     PresenceUnavailable(String),
+    /// The presence channel has its app's most members.
+    #[error("presence channel {channel} has the most members it may ({max})")]
+    PresenceFull {
+        /// The channel.
+        channel: String,
+        /// The app's limit.
+        max: usize,
+    },
+    /// The member's `user_info` is larger than its app allows.
+    #[error("the presence member's user_info is {size} bytes; the limit is {max}")]
+    MemberTooLarge {
+        /// Its size in bytes (JSON).
+        size: usize,
+        /// The app's limit.
+        max: usize,
+    },
     /// The channel does not exist (a managed channel's id that is unknown).
     #[error("channel {0} not found")]
     NotFound(String),
@@ -124,6 +140,8 @@ impl Refusal for JoinError {
             Self::TooManyChannels(_) => "too_many_channels",
             Self::ChannelFull { .. } => "channel_full",
             Self::PresenceUnavailable(_) => "presence_unavailable",
+            Self::PresenceFull { .. } => "presence_full",
+            Self::MemberTooLarge { .. } => "member_too_large",
             Self::NotFound(_) => "not_found",
             Self::NotActive(_) => "not_active",
             Self::Closing => "closing",
@@ -132,9 +150,11 @@ impl Refusal for JoinError {
 
     fn reconnect(&self) -> Reconnect {
         match self {
-            Self::ChannelFull { .. } | Self::PresenceUnavailable(_) | Self::NotActive(_) | Self::Closing => {
-                Reconnect::Backoff
-            }
+            Self::ChannelFull { .. }
+            | Self::PresenceFull { .. }
+            | Self::PresenceUnavailable(_)
+            | Self::NotActive(_)
+            | Self::Closing => Reconnect::Backoff,
             _ => Reconnect::Never,
         }
     }
@@ -167,6 +187,9 @@ pub enum ClientEventError {
     /// The channel does not accept client events (public channels never do).
     #[error("client events are only allowed on private and presence channels")]
     Forbidden,
+    /// The channel is end-to-end encrypted (`private-encrypted-*`).
+    #[error("client events are not allowed on encrypted channels")]
+    Encrypted,
     /// The event name is empty, lacks `client-`, or is too long.
     #[error("event name is empty or too long")]
     InvalidEvent,
@@ -183,6 +206,7 @@ impl Refusal for ClientEventError {
         match self {
             Self::NotSubscribed => "not_subscribed",
             Self::Forbidden => "client_events_forbidden",
+            Self::Encrypted => "encrypted_channel",
             Self::InvalidEvent => "invalid_event",
             Self::RateLimited(_) => "rate_limited",
             Self::Unavailable(_) => "unavailable",

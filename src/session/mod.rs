@@ -256,6 +256,11 @@ impl Node {
         })
     }
 
+    /// Connections of app `id` open or opening on this node.
+    pub fn app_connections(&self, id: &str) -> usize {
+        self.quotas.used(&format!("app:{id}"))
+    }
+
     /// What `identity` may do on `channel`, joining as `how`.
     pub fn grant(&self, identity: Option<&Identity>, channel: &Channel, how: &JoinAs) -> Result<Grant, JoinError> {
         // A service's own grant is final; otherwise grant sources come before the rules.
@@ -272,14 +277,16 @@ impl Node {
                 let member = match (channel.kind(), identity) {
                     (ChannelKind::Presence, Some(user)) => Some(member_of(user)),
                     // The rules only grant presence channels to authenticated users.
-                    (ChannelKind::Presence, None) => return Err(JoinError::Unauthenticated(channel.name().into())),
+                    (ChannelKind::Presence, None) => {
+                        return Err(JoinError::Unauthenticated(channel.local_name().into()))
+                    }
                     _ => None,
                 };
                 Ok(Grant::for_channel(channel, member))
             }
             JoinAs::Public => match self.authorizer.authorize(None, channel) {
                 Ok(c) if c.kind() == ChannelKind::Public => Ok(Grant::for_channel(c, None)),
-                _ => Err(JoinError::NotPublic(channel.name().into())),
+                _ => Err(JoinError::NotPublic(channel.local_name().into())),
             },
             JoinAs::Granted(grant) => Ok((**grant).clone()),
             JoinAs::Signed { member } => {
@@ -288,7 +295,7 @@ impl Node {
                 if let Some(actual) = self.authorizer.kind_of(channel) {
                     if actual != channel.kind() {
                         return Err(JoinError::WrongKind {
-                            channel: channel.name().into(),
+                            channel: channel.local_name().into(),
                             actual,
                             spelled: channel.kind(),
                         });
@@ -312,7 +319,7 @@ impl Node {
         let grant = self.grant(identity, channel, &JoinAs::User)?;
         if grant.channel.kind() != channel.kind() {
             return Err(JoinError::WrongKind {
-                channel: channel.name().into(),
+                channel: channel.local_name().into(),
                 actual: grant.channel.kind(),
                 spelled: channel.kind(),
             });
@@ -343,6 +350,21 @@ pub struct AppQuota<'a> {
     pub id: &'a str,
     /// Its `max_connections` (0 = no limit).
     pub max_connections: usize,
+}
+
+/// The app a session belongs to: its channel namespace and its own limits. Sessions
+/// without one belong to the default app under the node's limits.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tenant {
+    /// The app's channel namespace (`None`: the default app, whose channels native
+    /// clients share).
+    pub namespace: Option<Arc<str>>,
+    /// Client events per connection per second (`None`: the node's limit).
+    pub client_events_per_second: Option<u32>,
+    /// Most members of one presence channel (0: no limit).
+    pub max_presence_members: usize,
+    /// Largest presence member's `user_info`, JSON bytes (0: no limit).
+    pub max_member_size: usize,
 }
 
 /// A connection's reserved place; [`open`](Self::open) it once the socket is upgraded.
@@ -383,6 +405,7 @@ impl Admission {
             _quotas: self.quotas,
             closed: false,
             floors: Vec::new(),
+            tenant: None,
         };
         let mut session = session;
         session.expiry = session.compute_expiry();
@@ -450,6 +473,8 @@ pub struct Session {
     /// Channels recovered from history: live messages of that epoch at or below the
     /// offset were sent from history already and are skipped.
     floors: Vec<(Channel, Position)>,
+    /// The app it belongs to (`None`: the default app, the node's limits).
+    tenant: Option<Arc<Tenant>>,
 }
 
 impl std::fmt::Debug for Session {
@@ -501,14 +526,37 @@ impl Session {
 
     /// The joined channel named `name` (either spelling), with the kind it was joined as.
     pub fn subscription(&self, name: &str) -> Option<&Channel> {
-        let wanted = Channel::parse(name).ok()?;
+        let wanted = self.parse(name).ok()?;
         self.joined.iter().map(|j| &j.channel).find(|c| **c == wanted)
     }
 
+    /// Makes the session one of an app's: its channels are looked up in the app's
+    /// namespace and its limits apply. Call before joining anything.
+    pub fn set_tenant(&mut self, tenant: Arc<Tenant>) {
+        self.tenant = Some(tenant);
+    }
+
+    /// The session's app namespace (`None`: the default app).
+    pub fn namespace(&self) -> Option<&str> {
+        self.tenant.as_ref()?.namespace.as_deref()
+    }
+
+    /// A client's channel name, in this session's app.
+    pub fn parse(&self, name: &str) -> Result<Channel, crate::channel::ChannelError> {
+        Channel::parse_in(self.namespace(), name)
+    }
+
     /// Records that the connection belongs to `user_id` (e.g. after Pusher's signin), so
-    /// user-targeted features (terminate_connections) find it.
+    /// user-targeted features (terminate_connections) find it. Users are per app: the
+    /// connection is recorded under the app's key of the user.
     pub fn sign_in(&mut self, user_id: &str) {
-        self.conn.set_user(user_id);
+        self.conn.set_user(&crate::channel::app_key(self.namespace(), user_id));
+    }
+
+    /// The signed-in user as the app knows it (without the app's namespace).
+    pub fn app_user(&self) -> Option<String> {
+        let user = self.conn.user()?;
+        Some(crate::channel::split_key(&user).1.to_string())
     }
 
     /// When the connection's token expires (plus the grace period); `None` without a
@@ -549,11 +597,14 @@ impl Session {
                     .quotas
                     .acquire(&format!("channel:{}", channel.name()), max)
                     .ok_or_else(|| JoinError::ChannelFull {
-                        channel: channel.name().into(),
+                        channel: channel.local_name().into(),
                         max,
                     })?,
             ),
         };
+        if let (Some(member), Some(tenant)) = (&grant.member, &self.tenant) {
+            self.check_member_limits(tenant, &channel, member).await?;
+        }
         let subscribed = self.node.hub.subscribe(&self.conn, &channel).map_err(|e| match e {
             SubscribeError::TooManyChannels(limit) => JoinError::TooManyChannels(limit),
             SubscribeError::Closing => JoinError::Closing,
@@ -563,6 +614,10 @@ impl Session {
                 channel: channel.clone(),
             });
         }
+        self.emit(LifecycleEvent::SubscriptionCount {
+            channel: channel.clone(),
+            subscribers: subscribed.subscribers,
+        });
         let presence = match &grant.member {
             None => None,
             Some(member) => match self.node.presence.join(self.conn.id(), &channel, member).await {
@@ -598,13 +653,40 @@ impl Session {
         })
     }
 
-    async fn presence_state(&self, channel: &Channel, user: &str) -> Result<PresenceState, JoinError> {
-        let members = self
-            .node
+    /// An app's presence limits: the member's size, and the channel's member count (a
+    /// user already present may open more sockets).
+    async fn check_member_limits(&self, tenant: &Tenant, channel: &Channel, member: &Member) -> Result<(), JoinError> {
+        if tenant.max_member_size > 0 {
+            let size = serde_json::to_string(&member.user_info).map_or(0, |s| s.len());
+            if size > tenant.max_member_size {
+                return Err(JoinError::MemberTooLarge {
+                    size,
+                    max: tenant.max_member_size,
+                });
+            }
+        }
+        if tenant.max_presence_members > 0 {
+            let members = self.members(channel).await?;
+            if members.len() >= tenant.max_presence_members && !members.iter().any(|m| m.user_id == member.user_id) {
+                return Err(JoinError::PresenceFull {
+                    channel: channel.local_name().into(),
+                    max: tenant.max_presence_members,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    async fn members(&self, channel: &Channel) -> Result<Vec<Member>, JoinError> {
+        self.node
             .presence
             .members(channel.name())
             .await
-            .map_err(|e| JoinError::PresenceUnavailable(e.to_string()))?;
+            .map_err(|e| JoinError::PresenceUnavailable(e.to_string()))
+    }
+
+    async fn presence_state(&self, channel: &Channel, user: &str) -> Result<PresenceState, JoinError> {
+        let members = self.members(channel).await?;
         let me = members
             .iter()
             .find(|m| m.user_id == user)
@@ -614,7 +696,14 @@ impl Session {
     }
 
     fn unsubscribe(&self, channel: &Channel) {
-        if self.node.hub.unsubscribe(&self.conn, channel) == Some(true) {
+        let Some(subscribers) = self.node.hub.unsubscribe(&self.conn, channel) else {
+            return;
+        };
+        self.emit(LifecycleEvent::SubscriptionCount {
+            channel: channel.clone(),
+            subscribers,
+        });
+        if subscribers == 0 {
             self.emit(LifecycleEvent::ChannelVacated {
                 channel: channel.clone(),
             });
@@ -700,7 +789,7 @@ impl Session {
 
     /// Leaves the channel named `name` (either spelling); returns it.
     pub async fn leave(&mut self, name: &str) -> Result<Channel, LeaveError> {
-        let wanted = Channel::parse(name).map_err(|_| LeaveError::NotSubscribed)?;
+        let wanted = self.parse(name).map_err(|_| LeaveError::NotSubscribed)?;
         let i = self
             .joined
             .iter()
@@ -741,8 +830,12 @@ impl Session {
     /// [`send_client_event`](Self::send_client_event), for a protocol that has work to do
     /// in between (keeping the message first, for instance).
     pub fn allow_client_event(&mut self, name: &str, event: &str) -> Result<Channel, ClientEventError> {
-        let wanted = Channel::parse(name).map_err(|_| ClientEventError::NotSubscribed)?;
-        let per_second = self.node.limits().client_events_per_second;
+        let wanted = self.parse(name).map_err(|_| ClientEventError::NotSubscribed)?;
+        let per_second = self
+            .tenant
+            .as_ref()
+            .and_then(|t| t.client_events_per_second)
+            .unwrap_or_else(|| self.node.limits().client_events_per_second);
         let joined = self
             .joined
             .iter()
@@ -751,6 +844,11 @@ impl Session {
         // The grant decides (the rules never allow client events on public channels).
         if !joined.client_events {
             return Err(ClientEventError::Forbidden);
+        }
+        // Pusher refuses them on end-to-end encrypted channels: the server could not
+        // have checked what they carry, and clients could not tell them from real events.
+        if joined.channel.is_encrypted() {
+            return Err(ClientEventError::Encrypted);
         }
         let name_ok = event.starts_with(CLIENT_EVENT_PREFIX)
             && event.len() > CLIENT_EVENT_PREFIX.len()
@@ -832,8 +930,14 @@ impl Session {
             return;
         }
         self.closed = true;
-        for channel in self.node.hub.disconnect(&self.conn) {
-            self.emit(LifecycleEvent::ChannelVacated { channel });
+        for (channel, subscribers) in self.node.hub.disconnect(&self.conn) {
+            self.emit(LifecycleEvent::SubscriptionCount {
+                channel: channel.clone(),
+                subscribers,
+            });
+            if subscribers == 0 {
+                self.emit(LifecycleEvent::ChannelVacated { channel });
+            }
         }
         self.emit(LifecycleEvent::ConnectionClosed {
             socket: self.conn.id(),
@@ -919,7 +1023,15 @@ mod tests {
         let events: Vec<_> = std::iter::from_fn(|| lifecycle.try_recv().ok()).collect();
         assert!(matches!(events[0], LifecycleEvent::ConnectionOpened { .. }));
         assert!(matches!(events[1], LifecycleEvent::ChannelOccupied { .. }));
-        assert!(matches!(events[2], LifecycleEvent::ChannelVacated { .. }));
+        assert!(matches!(
+            events[2],
+            LifecycleEvent::SubscriptionCount { subscribers: 1, .. }
+        ));
+        assert!(matches!(
+            events[3],
+            LifecycleEvent::SubscriptionCount { subscribers: 0, .. }
+        ));
+        assert!(matches!(events[4], LifecycleEvent::ChannelVacated { .. }));
     }
 
     #[tokio::test]

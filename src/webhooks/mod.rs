@@ -44,12 +44,13 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 const REAP_EVERY: Duration = Duration::from_secs(2);
 
 /// The event names a target may ask for.
-pub const EVENTS: [&str; 6] = [
+pub const EVENTS: [&str; 7] = [
     "channel_occupied",
     "channel_vacated",
     "member_added",
     "member_removed",
     "client_event",
+    "cache_miss",
     "emithub_channel_changed",
 ];
 
@@ -122,6 +123,9 @@ pub struct WebhookEvent {
     pub status: Option<String>,
     #[serde(skip)]
     native: String,
+    /// The app whose targets get it (`None`: the default app).
+    #[serde(skip)]
+    app: Option<String>,
 }
 
 impl WebhookEvent {
@@ -136,7 +140,8 @@ impl WebhookEvent {
             channel_id: None,
             channel_name: None,
             status: None,
-            native: channel.name().to_string(),
+            native: channel.local_name().to_string(),
+            app: channel.app().map(str::to_string),
         }
     }
 }
@@ -174,6 +179,8 @@ struct Counters {
 }
 
 struct Target {
+    /// The app it belongs to (`None`: the default app).
+    app: Option<String>,
     url: String,
     key: String,
     secret: String,
@@ -184,7 +191,8 @@ struct Target {
 
 impl Target {
     fn wants(&self, e: &WebhookEvent) -> bool {
-        (self.events.is_empty() || self.events.iter().any(|n| n == e.name))
+        self.app == e.app
+            && (self.events.is_empty() || self.events.iter().any(|n| n == e.name))
             && (self.channels.is_empty() || self.channels.iter().any(|p| p.matches(&e.native).is_some()))
     }
 }
@@ -198,6 +206,8 @@ pub struct SignedTarget {
     pub key: String,
     /// Signs the body.
     pub secret: String,
+    /// The app's channel namespace (`None`: the default app): only its channels' events.
+    pub app: Option<String>,
 }
 
 const OCCUPY_LUA: &str = r"
@@ -292,6 +302,7 @@ impl Webhooks {
                 .collect::<Result<Vec<_>, _>>()?;
             let (tx, rx) = mpsc::channel(QUEUE);
             let target = Arc::new(Target {
+                app: t.app,
                 url: t.target.url,
                 key: t.key,
                 secret: t.secret,
@@ -410,6 +421,11 @@ impl Webhooks {
         }
     }
 
+    /// A subscriber of cache channel `channel` found no event to get (`cache_miss`).
+    pub fn cache_miss(&self, channel: &Channel) {
+        self.emit(WebhookEvent::channel("cache_miss", channel));
+    }
+
     fn emit(&self, event: WebhookEvent) {
         for t in &self.targets {
             if t.wants(&event) && t.queue.try_send(event.clone()).is_err() {
@@ -482,7 +498,9 @@ impl Webhooks {
                 e.user_id = user.map(|u| u.to_string());
                 self.emit(e);
             }
-            LifecycleEvent::ConnectionOpened { .. } | LifecycleEvent::ConnectionClosed { .. } => {}
+            LifecycleEvent::ConnectionOpened { .. }
+            | LifecycleEvent::ConnectionClosed { .. }
+            | LifecycleEvent::SubscriptionCount { .. } => {}
         }
     }
 
@@ -519,7 +537,9 @@ impl Webhooks {
         let channels: Vec<String> = self.hub.snapshot().channels.into_keys().collect();
         let mut restored = 0;
         for name in channels {
-            let Ok(channel) = Channel::parse(&name) else { continue };
+            let Ok(channel) = Channel::from_key(&name) else {
+                continue;
+            };
             // Redis has just come back: its circuit breaker may still be cooling down.
             for attempt in 0..20 {
                 match self.occupancy(0, &channel).await {
@@ -585,7 +605,7 @@ impl Webhooks {
                 Err(_) => return,
             };
             for name in emptied {
-                if let Ok(channel) = Channel::parse(&name) {
+                if let Ok(channel) = Channel::from_key(&name) {
                     tracing::info!(%node, channel = %name, "a dead node's channel is vacated");
                     self.emit(WebhookEvent::channel("channel_vacated", &channel));
                 }

@@ -306,14 +306,7 @@ pub fn cluster_config(redis: &redis::RedisServer, prefix: &str) -> Config {
 
 /// The Pusher app the hardening and Pusher tests configure.
 pub fn pusher_app(id: &str, key: &str, secret: &str) -> rustaxum::pusher::PusherApp {
-    rustaxum::pusher::PusherApp {
-        id: id.into(),
-        key: key.into(),
-        secret: secret.into(),
-        enabled: true,
-        max_connections: 0,
-        webhooks: Vec::new(),
-    }
+    rustaxum::pusher::PusherApp::new(id, key, secret)
 }
 
 /// `path` with the query of a signed Pusher REST request (auth_key, auth_timestamp,

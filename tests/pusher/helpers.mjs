@@ -13,6 +13,14 @@ export const KEY = process.env.RX_KEY;
 export const SECRET = process.env.RX_SECRET;
 const JWT_SECRET = process.env.RX_JWT_SECRET;
 export const BASE = `http://${HOST}:${PORT}`;
+/** The second app (its own tenant), the app with tight limits, and the first app's
+ *  encryption master key. */
+export const APP2 = { id: process.env.RX_APP_ID2, key: process.env.RX_KEY2, secret: process.env.RX_SECRET2 };
+export const APP3 = { id: process.env.RX_APP_ID3, key: process.env.RX_KEY3, secret: process.env.RX_SECRET3 };
+export const APP1 = { id: APP_ID, key: KEY, secret: SECRET };
+export const MASTER_KEY = process.env.RX_MASTER_KEY;
+/** A second node of the same cluster, when the harness started one. */
+export const PORT2 = Number(process.env.RX_PORT2 || 0);
 
 if (!PORT || !KEY) {
   throw new Error('run through `cargo nextest run --test pusher_js` (RX_PORT and RX_KEY are not set)');
@@ -52,6 +60,32 @@ export function pusher(token, extra = {}) {
   return p;
 }
 
+/** A pusher-js client of `app`, connected to `port`, signing its own channel and user
+ *  authorizations with the app secret (as an app's own backend would). */
+export function pusherOf(app, { port = PORT, userData, extra = {} } = {}) {
+  const sign = (text) => crypto.createHmac('sha256', app.secret).update(text).digest('hex');
+  const p = new Pusher(app.key, {
+    ...clientOptions(null, { wsPort: port }),
+    channelAuthorization: {
+      customHandler: ({ socketId, channelName }, cb) => {
+        const presence = channelName.startsWith('presence-');
+        const channel_data = presence ? JSON.stringify({ user_id: `u-${socketId}`, user_info: {} }) : undefined;
+        const text = presence ? `${socketId}:${channelName}:${channel_data}` : `${socketId}:${channelName}`;
+        cb(null, { auth: `${app.key}:${sign(text)}`, channel_data });
+      },
+    },
+    userAuthentication: {
+      customHandler: ({ socketId }, cb) => {
+        const user_data = JSON.stringify(userData);
+        cb(null, { auth: `${app.key}:${sign(`${socketId}::user::${user_data}`)}`, user_data });
+      },
+    },
+    ...extra,
+  });
+  opened.push(() => p.disconnect());
+  return p;
+}
+
 /** A Laravel Echo client over pusher-js, exactly as an app would configure it. */
 export function echo(token, extra = {}) {
   const e = new Echo({ broadcaster: 'pusher', key: KEY, Pusher, ...clientOptions(token, extra) });
@@ -59,9 +93,15 @@ export function echo(token, extra = {}) {
   return e;
 }
 
+
 /** The official server SDK, pointed at rustaxum. */
 export function server(secret = SECRET) {
   return new PusherServer({ appId: APP_ID, key: KEY, secret, host: HOST, port: String(PORT), useTLS: false });
+}
+
+/** The official server SDK for `app`, at `port` (with `options` such as the encryption key). */
+export function serverOf(app, { port = PORT, ...options } = {}) {
+  return new PusherServer({ appId: app.id, key: app.key, secret: app.secret, host: HOST, port: String(port), useTLS: false, ...options });
 }
 
 /** A native-protocol WebSocket client. Resolves once the first message arrived. */
@@ -121,10 +161,10 @@ export function closeAll() {
 }
 
 /** A signed REST request made by hand (for cases the SDK will not produce). */
-export async function signedFetch(method, path, { body, timestamp, secret = SECRET, params = {} } = {}) {
+export async function signedFetch(method, path, { body, timestamp, secret = SECRET, key = KEY, params = {} } = {}) {
   const bodyText = body === undefined ? '' : JSON.stringify(body);
   const query = {
-    auth_key: KEY,
+    auth_key: key,
     auth_timestamp: String(timestamp ?? Math.floor(Date.now() / 1000)),
     auth_version: '1.0',
     ...params,

@@ -266,7 +266,7 @@ impl RedisBroker {
         }
         let Some(channel) = name
             .strip_prefix(self.link.prefix())
-            .and_then(|n| Channel::parse(n).ok())
+            .and_then(|n| Channel::from_key(n).ok())
         else {
             self.counters.invalid.fetch_add(1, Ordering::Relaxed);
             return;
@@ -500,6 +500,8 @@ impl RedisBroker {
                 EnvelopeKind::Event => None,
                 EnvelopeKind::MemberAdded => Some("member_added".into()),
                 EnvelopeKind::MemberRemoved => Some("member_removed".into()),
+                EnvelopeKind::SubscriptionCount => Some("subscription_count".into()),
+                EnvelopeKind::Watchlist => Some("watchlist".into()),
             },
             user: message.sender.as_deref().map(Into::into),
             ts: Some(message.timestamp.as_ref().into()),
@@ -529,6 +531,8 @@ fn wire_message(channel: Channel, wire: Wire<'_>) -> Option<(Message, Option<Str
     let kind = match wire.kind.as_deref() {
         Some("member_added") => EnvelopeKind::MemberAdded,
         Some("member_removed") => EnvelopeKind::MemberRemoved,
+        Some("subscription_count") => EnvelopeKind::SubscriptionCount,
+        Some("watchlist") => EnvelopeKind::Watchlist,
         _ => EnvelopeKind::Event,
     };
     let data: Arc<RawValue> = match wire.data {

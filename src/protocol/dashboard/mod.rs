@@ -61,6 +61,8 @@ impl Feed {
             LifecycleEvent::MemberAdded { channel, member } => format!("{} joined {channel}", member.user_id),
             LifecycleEvent::MemberRemoved { channel, member } => format!("{} left {channel}", member.user_id),
             LifecycleEvent::ClientEvent { channel, event, .. } => format!("{event} on {channel}"),
+            // Every subscription: too many to be news.
+            LifecycleEvent::SubscriptionCount { .. } => return,
         };
         let at = chrono::Utc::now().format("%H:%M:%S").to_string();
         let mut events = lock(&self.events);

@@ -42,7 +42,7 @@ pub(crate) async fn upgrade(
             return ApiError::new(StatusCode::UPGRADE_REQUIRED, "upgrade_required", message).into_response();
         }
     };
-    let admission = match st.node.admit(None, None) {
+    let admission = match crate::protocol::admit_default(&st, None) {
         Ok(admission) => admission,
         Err(e) => return ApiError::unavailable(e.to_string()).into_response(),
     };

@@ -1,6 +1,6 @@
 //! The native HTTP API: publish, stats, channels, a presence channel's users.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -161,10 +161,52 @@ pub struct NodeStats {
     /// Webhook delivery, when configured.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub webhooks: Option<crate::webhooks::WebhookStats>,
+    /// Each app's figures on this node, by app id (`default` when no Pusher app is
+    /// configured: the native protocol's channels).
+    pub apps: BTreeMap<String, AppStats>,
+}
+
+/// One app's figures on this node.
+#[derive(Debug, Serialize)]
+pub struct AppStats {
+    /// Connections open or opening (its Pusher sockets; for the default app also the
+    /// native, EmitHub and typed-frame sockets).
+    pub connections: usize,
+    /// Channels, subscriptions and messages.
+    #[serde(flatten)]
+    pub hub: crate::hub::AppSnapshot,
+}
+
+/// Every app's figures on this node, by app id.
+pub(crate) fn app_stats(st: &AppState) -> BTreeMap<String, AppStats> {
+    let config = st.config.load();
+    let apps = &config.pusher.apps;
+    let mut by_namespace = st.node.hub().app_snapshots();
+    let mut out = BTreeMap::new();
+    for app in apps.iter() {
+        let ns = apps.namespace(app).unwrap_or("");
+        out.insert(
+            app.id.clone(),
+            AppStats {
+                connections: st.node.app_connections(&app.id),
+                hub: by_namespace.remove(ns).unwrap_or_default(),
+            },
+        );
+    }
+    if apps.is_empty() {
+        let hub = by_namespace.remove("").unwrap_or_default();
+        let connections = st.node.hub().connection_count();
+        out.insert(
+            crate::protocol::metrics::DEFAULT_APP_LABEL.to_string(),
+            AppStats { connections, hub },
+        );
+    }
+    out
 }
 
 pub(crate) async fn node_stats(st: &AppState, scope: &'static str) -> NodeStats {
     NodeStats {
+        apps: app_stats(st),
         hub: snapshot_with_members(st).await,
         scope,
         nodes: (scope == "cluster").then(|| vec!["local"]),

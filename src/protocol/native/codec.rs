@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::channel::ChannelKind;
-use crate::hub::{now_rfc3339, Envelope, Position};
+use crate::hub::{now_rfc3339, Envelope, EnvelopeKind, Position};
 use crate::presence::Member;
 
 /// The number a refusal code gets in `error` / `subscription_error` data (the one table
@@ -63,6 +63,10 @@ pub fn frame<D: Serialize + ?Sized>(channel: &str, event: &str, data: &D) -> Str
 
 /// A hub message as a native frame (once per message, shared by every native socket).
 pub fn encode(envelope: &Envelope) -> Option<String> {
+    if matches!(envelope.kind, EnvelopeKind::SubscriptionCount | EnvelopeKind::Watchlist) {
+        // Pusher clients' business.
+        return None;
+    }
     serialise(&ServerFrame {
         channel: envelope.channel.name(),
         event: &envelope.event,

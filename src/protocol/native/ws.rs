@@ -83,7 +83,7 @@ fn upgrade(
         Ok(since) => since,
         Err(e) => return e.into_response(),
     };
-    let admission = match st.node.admit(identity, None) {
+    let admission = match crate::protocol::admit_default(&st, identity) {
         Ok(admission) => admission,
         Err(e) => return http_refusal(&e).into_response(),
     };

@@ -50,6 +50,8 @@ fn lowercase_query(raw: Option<&str>) -> BTreeMap<String, String> {
 pub(crate) struct Signed {
     /// The app named in the path.
     pub(crate) app: PusherApp,
+    /// Its channel namespace (`None`: the default app).
+    pub(crate) namespace: Option<String>,
     /// Query parameters with lowercased keys.
     pub(crate) query: BTreeMap<String, String>,
     /// The raw body (what `body_md5` covers).
@@ -67,14 +69,14 @@ impl FromRequest<AppState> for Signed {
         let body = axum::body::to_bytes(body, st.config.load().server.max_payload_size)
             .await
             .map_err(|_| ApiError::too_large(st.config.load().server.max_payload_size))?;
-        let app = st
-            .config
-            .load()
+        let config = st.config.load();
+        let app = config
             .pusher
             .apps
             .by_id(&app_id)
             .cloned()
             .ok_or_else(|| ApiError::not_found(format!("unknown app {app_id}")))?;
+        let namespace = config.pusher.apps.namespace(&app).map(str::to_string);
         if !app.enabled {
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
@@ -85,7 +87,30 @@ impl FromRequest<AppState> for Signed {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         pusher::verify_request(&app, parts.method.as_str(), parts.uri.path(), &query, &body, now)
             .map_err(|e| ApiError::unauthorized(e.to_string()))?;
-        Ok(Self { app, query, body })
+        if !st.pusher.allow_api_request(&app) {
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!(
+                    "app {} is limited to {} HTTP API requests per second",
+                    app.id, app.max_api_requests_per_second
+                ),
+            ));
+        }
+        Ok(Self {
+            app,
+            namespace,
+            query,
+            body,
+        })
+    }
+}
+
+impl Signed {
+    /// A channel name of the request, in the app's namespace.
+    fn channel(&self, name: &str) -> Result<Channel, ApiError> {
+        Channel::parse_in(self.namespace.as_deref(), name)
+            .map_err(|e| bad_request(format!("invalid channel {name:?}: {e}")))
     }
 }
 
@@ -111,18 +136,24 @@ struct Prepared {
     info: Vec<String>,
 }
 
-fn prepare(st: &AppState, e: EventBody) -> Result<Prepared, ApiError> {
+fn prepare(st: &AppState, signed: &Signed, e: EventBody) -> Result<Prepared, ApiError> {
+    let app = &signed.app;
     let mut names = e.channels.unwrap_or_default();
     names.extend(e.channel);
     if names.is_empty() {
         return Err(bad_request("give channels (array) or channel"));
     }
-    let max = st.config.load().pusher.max_channels_per_event;
+    let max = app
+        .max_channels_per_event
+        .unwrap_or_else(|| st.config.load().pusher.max_channels_per_event);
     if names.len() > max {
         return Err(bad_request(format!("at most {max} channels per event")));
     }
-    if e.name.is_empty() || e.name.len() > crate::broadcasting::manager::MAX_EVENT_NAME_LEN {
-        return Err(bad_request("event name must be 1 to 200 characters"));
+    let max_name = app
+        .max_event_name_length
+        .min(crate::broadcasting::manager::MAX_EVENT_NAME_LEN);
+    if e.name.is_empty() || e.name.len() > max_name {
+        return Err(bad_request(format!("event name must be 1 to {max_name} characters")));
     }
     // Pusher's data is a string (usually JSON); JSON is kept structured so native
     // clients get objects, and Pusher clients get the same string back.
@@ -130,7 +161,9 @@ fn prepare(st: &AppState, e: EventBody) -> Result<Prepared, ApiError> {
         Value::String(s) => s.len(),
         other => other.to_string().len(),
     };
-    let max = st.config.load().pusher.max_event_size;
+    let max = app
+        .max_event_size
+        .unwrap_or_else(|| st.config.load().pusher.max_event_size);
     if data_len > max {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -142,10 +175,7 @@ fn prepare(st: &AppState, e: EventBody) -> Result<Prepared, ApiError> {
         Value::String(s) => serde_json::from_str::<Value>(&s).unwrap_or(Value::String(s)),
         other => other,
     };
-    let channels = names
-        .iter()
-        .map(|n| Channel::parse(n).map_err(|err| bad_request(format!("invalid channel {n:?}: {err}"))))
-        .collect::<Result<Vec<_>, _>>()?;
+    let channels = names.iter().map(|n| signed.channel(n)).collect::<Result<Vec<_>, _>>()?;
     let socket = e
         .socket_id
         .as_deref()
@@ -252,7 +282,7 @@ async fn channel_info(st: &AppState, channel: &Channel, info: &[String]) -> Resu
 pub(crate) async fn events(State(st): State<AppState>, signed: Signed) -> Result<Json<EventsResponse>, ApiError> {
     let e: EventBody =
         serde_json::from_slice(&signed.body).map_err(|e| bad_request(format!("invalid event body: {e}")))?;
-    let prepared = prepare(&st, e)?;
+    let prepared = prepare(&st, &signed, e)?;
     let channels = publish(&st, &prepared).await?;
     Ok(Json(EventsResponse { channels }))
 }
@@ -275,7 +305,7 @@ pub(crate) async fn batch_events(State(st): State<AppState>, signed: Signed) -> 
     let prepared = batch
         .batch
         .into_iter()
-        .map(|e| prepare(&st, e))
+        .map(|e| prepare(&st, &signed, e))
         .collect::<Result<Vec<_>, _>>()?;
     let mut results = Vec::with_capacity(prepared.len());
     for p in &prepared {
@@ -290,7 +320,7 @@ pub(crate) async fn batch_events(State(st): State<AppState>, signed: Signed) -> 
 /// Occupied channels, optionally filtered by prefix (signed request).
 #[utoipa::path(get, path = "/apps/{app_id}/channels", tag = "pusher", params(("app_id" = String, Path), ("filter_by_prefix" = Option<String>, Query), ("info" = Option<String>, Query, description = "`user_count` (presence- prefix only)")), responses((status = 200, body = ChannelsResponse), (status = 401, description = "missing or invalid request signature", body = crate::protocol::ErrorBody)))]
 pub(crate) async fn channels(State(st): State<AppState>, signed: Signed) -> Result<Json<ChannelsResponse>, ApiError> {
-    let query = signed.query;
+    let query = &signed.query;
     let prefix = query.get("filter_by_prefix").cloned().unwrap_or_default();
     let info = info_list(query.get("info").map(String::as_str));
     if info.iter().any(|i| i == "user_count") && !prefix.starts_with("presence-") {
@@ -299,7 +329,10 @@ pub(crate) async fn channels(State(st): State<AppState>, signed: Signed) -> Resu
     let snapshot = st.node.hub().snapshot();
     let mut channels = BTreeMap::new();
     for (name, c) in &snapshot.channels {
-        let Ok(parsed) = Channel::parse(name) else { continue };
+        let Ok(parsed) = Channel::from_key(name) else { continue };
+        if parsed.app() != signed.namespace.as_deref() {
+            continue;
+        }
         let channel = parsed.with_kind(c.kind);
         let pusher_name = channel.pusher_name();
         if pusher_name.starts_with(&prefix) {
@@ -316,8 +349,8 @@ pub(crate) async fn channel(
     Path((_app_id, name)): Path<(String, String)>,
     signed: Signed,
 ) -> Result<Json<ChannelInfo>, ApiError> {
+    let channel = signed.channel(&name)?;
     let query = signed.query;
-    let channel = Channel::parse(&name).map_err(|e| bad_request(format!("invalid channel: {e}")))?;
     let info = info_list(query.get("info").map(String::as_str));
     let mut body = channel_info(&st, &channel, &info).await?;
     body.occupied = Some(st.node.hub().subscriber_count(&channel) > 0);
@@ -329,9 +362,9 @@ pub(crate) async fn channel(
 pub(crate) async fn channel_users(
     State(st): State<AppState>,
     Path((_app_id, name)): Path<(String, String)>,
-    _signed: Signed,
+    signed: Signed,
 ) -> Result<Json<UsersResponse>, ApiError> {
-    let channel = Channel::parse(&name).map_err(|e| bad_request(format!("invalid channel: {e}")))?;
+    let channel = signed.channel(&name)?;
     if channel.kind() != ChannelKind::Presence {
         return Err(bad_request("users are only available for presence channels"));
     }
@@ -347,7 +380,9 @@ pub(crate) async fn terminate_connections(
     Path((_app_id, user_id)): Path<(String, String)>,
     signed: Signed,
 ) -> Result<Json<Empty>, ApiError> {
-    let closed = st.node.fanout().terminate_user(&user_id).await?;
+    // Users are per app: the sockets signed in as this app's user.
+    let key = crate::channel::app_key(signed.namespace.as_deref(), &user_id);
+    let closed = st.node.fanout().terminate_user(&key).await?;
     tracing::info!(app = %signed.app.id, user = %user_id, closed, "terminated user connections");
     Ok(Json(Empty {}))
 }
@@ -396,6 +431,10 @@ pub struct AuthResponse {
     /// Presence channels: the member the signature covers, JSON-encoded.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub channel_data: Option<String>,
+    /// Encrypted channels (`private-encrypted-*`): the key that decrypts their events,
+    /// base64 of SHA-256 of the channel name and the app's encryption master key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shared_secret: Option<String>,
 }
 
 /// The answer of `/broadcasting/user-auth`.
@@ -443,6 +482,12 @@ pub(crate) async fn broadcasting_auth(
     if channel.kind() == ChannelKind::Public {
         return Err(bad_request("public channels need no authorization"));
     }
+    let shared_secret = match channel.is_encrypted() {
+        false => None,
+        true => Some(pusher::shared_secret(&app, name).ok_or_else(|| {
+            bad_request("encrypted channels need the app's encryption master key (PUSHER_APP_ENCRYPTION_MASTER_KEY)")
+        })?),
+    };
     let identity = Credentials::from_request(&headers, &HashMap::new()).authenticate(&st)?;
     // Never sign a spelling whose kind the rules contradict (`private-general` for the
     // public `general`): the signature would let the socket whisper on a public channel.
@@ -460,11 +505,13 @@ pub(crate) async fn broadcasting_auth(
             AuthResponse {
                 auth: pusher::channel_auth(&app, &socket_id, name, Some(&channel_data)),
                 channel_data: Some(channel_data),
+                shared_secret,
             }
         }
         None => AuthResponse {
             auth: pusher::channel_auth(&app, &socket_id, name, None),
             channel_data: None,
+            shared_secret,
         },
     };
     Ok(Json(response))

@@ -51,6 +51,9 @@ pub fn subscription_status(code: &str) -> u16 {
         "not_found" => 404,
         "not_active" => 409,
         "presence_unavailable" => 503,
+        // Pusher-compatible servers answer these limits with WebSocket-style codes.
+        "presence_full" => codes::OVER_CAPACITY,
+        "member_too_large" => codes::CLIENT_EVENT_RATE_LIMIT,
         // invalid_channel, invalid_member and anything new
         _ => 400,
     }
@@ -109,10 +112,10 @@ struct SubscriptionErrorData<'a> {
 
 /// `pusher:subscription_error` with an HTTP-like `status`.
 pub fn subscription_error(channel: &str, status: u16, text: &str) -> String {
-    let kind = if status == 401 || status == 403 {
-        "AuthError"
-    } else {
-        "InvalidChannel"
+    let kind = match status {
+        401 | 403 => "AuthError",
+        codes::OVER_CAPACITY | codes::CLIENT_EVENT_RATE_LIMIT => "LimitReached",
+        _ => "InvalidChannel",
     };
     message(
         "pusher:subscription_error",
@@ -149,6 +152,16 @@ struct RemovedData<'a> {
 pub fn encode(envelope: &Envelope) -> Option<String> {
     let channel = envelope.channel.pusher_name();
     let (event, data) = match envelope.kind {
+        EnvelopeKind::SubscriptionCount => ("pusher_internal:subscription_count", envelope.data.get().to_string()),
+        EnvelopeKind::Watchlist => {
+            return serde_json::to_string(&Out {
+                event: "pusher_internal:watchlist_events",
+                channel: None,
+                data: envelope.data.get(),
+                position: None,
+            })
+            .ok()
+        }
         EnvelopeKind::Event => (envelope.event.as_ref(), data_string(&envelope.data)),
         EnvelopeKind::MemberAdded => ("pusher_internal:member_added", envelope.data.get().to_string()),
         EnvelopeKind::MemberRemoved => {

@@ -20,7 +20,7 @@ use crate::presence::Member;
 use crate::protocol::{socket, ApiError, AppState};
 use crate::pusher::{self, PusherApp};
 use crate::session::runner::{replay, Handler, Reply};
-use crate::session::{AppQuota, JoinAs, JoinError, Joined, Refusal, Session};
+use crate::session::{AppQuota, JoinAs, JoinError, Joined, Refusal, Session, Tenant};
 
 /// pusher-js's per-user channel after `pusher:signin`.
 const SERVER_TO_USER: &str = "#server-to-user-";
@@ -53,7 +53,9 @@ pub(crate) async fn upgrade(
     };
     match st.node.admit(None, Some(quota)) {
         Ok(admission) => {
-            let handler = PusherSession { app: Arc::new(app) };
+            let handler = PusherSession {
+                cx: Arc::new(AppContext::new(&st, app)),
+            };
             ws.on_upgrade(move |s| socket::serve(&st, s, admission, handler))
         }
         Err(e) => {
@@ -96,9 +98,35 @@ fn check(st: &AppState, key: &str, protocol: Option<&str>) -> Result<PusherApp, 
     }
 }
 
+/// What a Pusher connection needs of its app, shared by the connection's handler.
+pub(crate) struct AppContext {
+    app: PusherApp,
+    tenant: Arc<Tenant>,
+    features: Arc<crate::pusher::Features>,
+    webhooks: Option<Arc<crate::webhooks::Webhooks>>,
+}
+
+impl AppContext {
+    fn new(st: &AppState, app: PusherApp) -> Self {
+        let config = st.config.load();
+        let tenant = Tenant {
+            namespace: config.pusher.apps.namespace(&app).map(Arc::from),
+            client_events_per_second: app.max_client_events_per_second,
+            max_presence_members: app.max_presence_members_per_channel,
+            max_member_size: app.max_presence_member_size,
+        };
+        Self {
+            app,
+            tenant: Arc::new(tenant),
+            features: st.pusher.clone(),
+            webhooks: st.webhooks.clone(),
+        }
+    }
+}
+
 /// A Pusher connection of one app.
 pub(crate) struct PusherSession {
-    app: Arc<PusherApp>,
+    cx: Arc<AppContext>,
 }
 
 #[derive(Serialize)]
@@ -167,7 +195,7 @@ impl PusherSession {
         let name = data.channel;
         if let Some(user) = name.strip_prefix(SERVER_TO_USER) {
             // pusher-js joins this after pusher:signin; only the signed-in user may.
-            if s.user().as_deref() == Some(user) {
+            if s.app_user().as_deref() == Some(user) {
                 return Reply::text(codec::message(
                     "pusher_internal:subscription_succeeded",
                     Some(&name),
@@ -176,7 +204,7 @@ impl PusherSession {
             }
             return Reply::text(codec::subscription_error(&name, 403, "sign in as this user first"));
         }
-        let channel = match Channel::parse(&name) {
+        let channel = match s.parse(&name) {
             Ok(c) => c,
             Err(e) => return Reply::text(codec::subscription_error(&name, 400, &e.to_string())),
         };
@@ -191,7 +219,7 @@ impl PusherSession {
                     .as_deref()
                     .filter(|_| channel.kind() == ChannelKind::Presence);
                 let auth = data.auth.as_deref().unwrap_or("");
-                if !pusher::verify_channel_auth(&self.app, &socket_id, &name, channel_data, auth) {
+                if !pusher::verify_channel_auth(&self.cx.app, &socket_id, &name, channel_data, auth) {
                     let message = format!(
                         "Invalid signature: expected HMAC SHA256 of '{socket_id}:{name}{}'",
                         if channel_data.is_some() { ":<channel_data>" } else { "" }
@@ -209,6 +237,9 @@ impl PusherSession {
         match s.join(&channel, how).await {
             Ok(joined) => {
                 let mut reply = succeeded(&name, &joined);
+                if joined.channel.is_cache() {
+                    reply.frames.push(self.cached(&joined.channel, &name).await);
+                }
                 if data.since.is_some() {
                     let up = s.catch_up(&joined.channel, data.since.as_ref()).await;
                     reply.frames.extend(replay::<Self>(up.messages));
@@ -232,6 +263,20 @@ impl PusherSession {
         }
     }
 
+    /// A cache channel's last event for a new subscriber, or `pusher:cache_miss`.
+    async fn cached(&self, channel: &Channel, name: &str) -> String {
+        if let Some(message) = self.cx.features.cache.last(channel).await {
+            let envelope = Envelope::detached(message);
+            if let Some(frame) = codec::encode(&envelope) {
+                return frame;
+            }
+        }
+        if let Some(w) = &self.cx.webhooks {
+            w.cache_miss(channel);
+        }
+        codec::message("pusher:cache_miss", Some(name), Map::new())
+    }
+
     async fn client_event(&self, s: &mut Session, event: &str, channel: Option<&str>, data: Option<Value>) -> Reply {
         let Some(name) = channel else {
             return error(None, "Client event rejected: no channel given");
@@ -253,20 +298,36 @@ impl PusherSession {
         }
     }
 
-    fn signin(&self, s: &mut Session, data: Option<Value>) -> Reply {
+    async fn signin(&self, s: &mut Session, data: Option<Value>) -> Reply {
         let auth = data.as_ref().and_then(|d| d["auth"].as_str()).unwrap_or("");
         let user_data = data.as_ref().and_then(|d| d["user_data"].as_str()).unwrap_or("");
-        let user_id = serde_json::from_str::<Value>(user_data)
-            .ok()
-            .and_then(|u| id_string(&u["id"]));
+        let user = serde_json::from_str::<Value>(user_data).ok();
+        let user_id = user.as_ref().and_then(|u| id_string(&u["id"]));
         match user_id {
-            Some(id) if pusher::verify_user_auth(&self.app, &s.id().to_string(), user_data, auth) => {
+            Some(id) if pusher::verify_user_auth(&self.cx.app, &s.id().to_string(), user_data, auth) => {
                 s.sign_in(&id);
-                Reply::text(codec::message_encoded(
+                let mut reply = Reply::text(codec::message_encoded(
                     "pusher:signin_success",
                     None,
                     &SigninSuccess { user_data },
-                ))
+                ));
+                let watchlist: Vec<String> = user
+                    .as_ref()
+                    .and_then(|u| u["watchlist"].as_array())
+                    .map(|ids| ids.iter().filter_map(id_string).collect())
+                    .unwrap_or_default();
+                let online = self
+                    .cx
+                    .features
+                    .watchlist
+                    .signed_in(s.id(), s.namespace(), &id, &watchlist)
+                    .await;
+                if let Some(events) = online {
+                    reply
+                        .frames
+                        .push(codec::message("pusher_internal:watchlist_events", None, events.get()));
+                }
+                reply
             }
             _ => error(
                 Some(codes::UNAUTHORIZED),
@@ -302,6 +363,7 @@ impl Handler for PusherSession {
     }
 
     async fn on_open(&mut self, s: &mut Session) -> Reply {
+        s.set_tenant(self.cx.tenant.clone());
         let data = Established {
             socket_id: s.id().to_string(),
             activity_timeout: s.node().limits().keepalive().0.as_secs(),
@@ -332,7 +394,7 @@ impl Handler for PusherSession {
                 }
                 Reply::none()
             }
-            "pusher:signin" => self.signin(s, data),
+            "pusher:signin" => self.signin(s, data).await,
             e if e.starts_with(crate::session::CLIENT_EVENT_PREFIX) => {
                 let event = e.to_string();
                 self.client_event(s, &event, msg.channel.as_deref(), data).await
@@ -356,21 +418,30 @@ mod tests {
     use serde_json::json;
 
     fn app() -> PusherApp {
-        PusherApp {
-            id: "app".into(),
-            key: "key".into(),
-            secret: "secret".into(),
-            enabled: true,
-            max_connections: 0,
-            webhooks: Vec::new(),
-        }
+        PusherApp::new("app", "key", "secret")
     }
 
     /// A Pusher session over an in-memory socket; returns the client and its socket id.
     async fn connect(node: &Arc<Node>) -> (TestClient, String) {
         let (session, rx) = node.admit(None, None).unwrap().open(Protocol::Pusher);
         let (socket, mut client) = pair();
-        let handler = PusherSession { app: Arc::new(app()) };
+        let config = crate::Config {
+            pusher: crate::config::PusherConfig {
+                apps: pusher::Apps::new(vec![app()]),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let features =
+            crate::pusher::Features::new(node.fanout(), None, Arc::new(arc_swap::ArcSwap::from_pointee(config)));
+        let handler = PusherSession {
+            cx: Arc::new(AppContext {
+                app: app(),
+                tenant: Arc::default(),
+                features,
+                webhooks: None,
+            }),
+        };
         tokio::spawn(run::<_, String, _>(session, rx, socket, handler));
         let established = client.recv_json().await;
         assert_eq!(established["event"], "pusher:connection_established");

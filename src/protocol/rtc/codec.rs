@@ -273,6 +273,8 @@ struct DirectOut<'a> {
 pub fn encode(envelope: &Envelope) -> Option<String> {
     let channel = envelope.channel.name();
     match envelope.kind {
+        // Pusher clients' business.
+        EnvelopeKind::SubscriptionCount | EnvelopeKind::Watchlist => None,
         EnvelopeKind::MemberAdded | EnvelopeKind::MemberRemoved => {
             let member: Value = serde_json::from_str(envelope.data.get()).ok()?;
             let joined = envelope.kind == EnvelopeKind::MemberAdded;

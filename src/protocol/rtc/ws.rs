@@ -62,7 +62,7 @@ pub(crate) async fn upgrade(
         Ok(identity) => identity,
         Err(e) => return e.into_response(),
     };
-    let admission = match st.node.admit(identity, None) {
+    let admission = match crate::protocol::admit_default(&st, identity) {
         Ok(admission) => admission,
         Err(e) => {
             let status = match e.code() {
