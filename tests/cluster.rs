@@ -39,14 +39,6 @@ async fn two_nodes(redis: &RedisServer) -> (TestServer, TestServer, String) {
     (a, b, prefix)
 }
 
-async fn wait_ready(node: &TestServer) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while node.get("/ready").await.0 != 200 {
-        assert!(Instant::now() < deadline, "node never became ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test]
 async fn an_event_published_anywhere_reaches_every_subscriber_exactly_once() {
     let redis = RedisServer::start();
@@ -606,4 +598,35 @@ async fn broadcast_redis_enabled_makes_a_cluster_node() {
     let (_, ready) = node.get("/ready").await;
     assert_eq!(ready["driver"], "redis", "{ready}");
     assert_eq!(ready["redis"]["subscribed"], true, "{ready}");
+}
+
+#[tokio::test]
+async fn a_node_started_after_a_cache_channel_event_still_serves_it_from_redis() {
+    let redis = RedisServer::start();
+    let prefix = unique_prefix();
+    let node = |redis: &RedisServer| {
+        let mut c = cluster_config(redis, &prefix);
+        c.pusher.apps = rustaxum::pusher::Apps::new(vec![rustaxum::pusher::PusherApp::new("app", "key", "secret")]);
+        c.auth.public_channels.push("cache-*".into());
+        c
+    };
+    let a = start_with(node(&redis)).await;
+    wait_ready(&a).await;
+    a.publish("cache-scores", "score", json!({"home": 2})).await;
+    let late = start_with(node(&redis)).await;
+    wait_ready(&late).await;
+    let (mut ws, _) = late.connect("/app/key?protocol=7").await;
+    send_json(
+        &mut ws,
+        json!({"event": "pusher:subscribe", "data": {"channel": "cache-scores"}}),
+    )
+    .await;
+    assert_eq!(
+        recv_json(&mut ws).await["event"],
+        "pusher_internal:subscription_succeeded"
+    );
+    let cached = recv_json(&mut ws).await;
+    assert_eq!(cached["event"], "score", "{cached}");
+    assert_eq!(cached["channel"], "cache-scores");
+    assert_eq!(cached["data"], r#"{"home":2}"#);
 }

@@ -370,12 +370,7 @@ async fn history_is_off_unless_configured_and_the_api_pages_through_it() {
         let (status, _) = server.get(&format!("/api/broadcast/channels/feed/history?{bad}")).await;
         assert_eq!(status, 422, "{bad}");
     }
-    let metrics = reqwest::get(server.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics().await;
     assert!(metrics.contains("rustaxum_history_messages 25"), "{metrics}");
     assert!(metrics.contains("rustaxum_history_bytes"), "{metrics}");
 }

@@ -5,6 +5,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::redis::{unique_prefix, RedisServer};
 use common::*;
 
 /// base64 of 32 bytes: the first app's encryption master key.
@@ -68,9 +69,14 @@ async fn published_pusher_packages_work_unchanged() {
         config.auth.public_channels.push(public.into());
     }
     let server = start_with(config).await;
+    run_node_suite("tests/pusher/", server.addr.port(), None).await;
+}
+
+/// Runs `suite` under node against the given node(s); asserts it passes.
+async fn run_node_suite(suite: &str, port: u16, port2: Option<u16>) {
     let run = tokio::process::Command::new("node")
-        .args(["--test", "--test-concurrency=1", "--test-force-exit", "tests/pusher/"])
-        .envs(node_env(server.addr.port(), None))
+        .args(["--test", "--test-concurrency=1", "--test-force-exit", suite])
+        .envs(node_env(port, port2))
         .kill_on_drop(true)
         .output();
     let out = tokio::time::timeout(Duration::from_secs(120), run)
@@ -80,6 +86,26 @@ async fn published_pusher_packages_work_unchanged() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     println!("{stdout}");
     eprintln!("{}", String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "pusher compatibility tests failed (output above)");
+    assert!(out.status.success(), "{suite} failed (output above)");
     assert!(stdout.contains("# fail 0"), "{stdout}");
+}
+
+#[tokio::test]
+async fn pusher_features_work_across_two_nodes_with_redis() {
+    let redis = RedisServer::start();
+    let prefix = unique_prefix();
+    let node = || {
+        let mut c = cluster_config(&redis, &prefix);
+        c.pusher.apps = rustaxum::pusher::Apps::new(apps());
+        for public in ["orders", "counted", "cache-*"] {
+            c.auth.public_channels.push(public.into());
+        }
+        c
+    };
+    let a = start_with(node()).await;
+    let b = start_with(node()).await;
+    for n in [&a, &b] {
+        wait_ready(n).await;
+    }
+    run_node_suite("tests/pusher/cluster.mjs", a.addr.port(), Some(b.addr.port())).await;
 }

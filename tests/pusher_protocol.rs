@@ -152,3 +152,96 @@ async fn several_apps_from_a_file_and_disabled_apps_refuse_rest() {
     assert!(err.to_string().contains("PUSHER_APP_KEY"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A raw Pusher client of `key`: its socket and socket id.
+async fn pusher_client(server: &TestServer, key: &str) -> (Ws, String) {
+    let (ws, first) = server.connect(&format!("/app/{key}?protocol=7")).await;
+    let data: Value = serde_json::from_str(first["data"].as_str().unwrap()).unwrap();
+    (ws, data["socket_id"].as_str().unwrap().to_string())
+}
+
+async fn pusher_subscribe(ws: &mut Ws, channel: &str) {
+    send_json(ws, json!({"event": "pusher:subscribe", "data": {"channel": channel}})).await;
+    let ok = recv_json(ws).await;
+    assert_eq!(ok["event"], "pusher_internal:subscription_succeeded", "{ok}");
+}
+
+#[tokio::test]
+async fn native_clients_share_the_default_apps_channels_and_stats_are_per_app() {
+    let server = server_with(vec![app("one", "k1", true, 0), app("two", "k2", true, 0)]).await;
+    let (mut native, _) = server.connect("/ws/general").await;
+    let (mut one, _) = pusher_client(&server, "k1").await;
+    let (mut two, _) = pusher_client(&server, "k2").await;
+    pusher_subscribe(&mut one, "general").await;
+    pusher_subscribe(&mut two, "general").await;
+
+    server.publish("general", "news", json!({"n": 1})).await;
+    assert_eq!(recv_json(&mut native).await["event"], "news");
+    assert_eq!(
+        recv_json(&mut one).await["event"],
+        "news",
+        "the default app shares native channels"
+    );
+    expect_silence(&mut two, std::time::Duration::from_millis(300)).await;
+
+    let (status, stats) = server.get("/api/broadcast/stats").await;
+    assert_eq!(status, 200);
+    let apps = &stats["apps"];
+    assert_eq!(
+        apps["one"]["connections"], 2,
+        "the Pusher socket and the native one: {stats}"
+    );
+    assert_eq!(apps["two"]["connections"], 1, "{stats}");
+    assert_eq!(
+        (apps["one"]["channels"].as_u64(), apps["one"]["subscriptions"].as_u64()),
+        (Some(1), Some(2))
+    );
+    assert_eq!(
+        (apps["one"]["published"].as_u64(), apps["one"]["delivered"].as_u64()),
+        (Some(1), Some(2))
+    );
+    assert_eq!(
+        (apps["two"]["channels"].as_u64(), apps["two"]["delivered"].as_u64()),
+        (Some(1), Some(0))
+    );
+    let metrics = server.metrics().await;
+    assert!(
+        metrics.contains(r#"rustaxum_app_connections{app="two"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"rustaxum_app_messages_delivered_total{app="one"} 2"#),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn users_are_per_app_for_terminate_connections() {
+    let apps = vec![app("one", "k1", true, 0), app("two", "k2", true, 0)];
+    let server = server_with(apps.clone()).await;
+    let mut sockets = Vec::new();
+    for a in &apps {
+        let (mut ws, socket_id) = pusher_client(&server, &a.key).await;
+        let user_data = r#"{"id":"9"}"#;
+        let auth = rustaxum::pusher::user_auth(a, &socket_id, user_data);
+        send_json(
+            &mut ws,
+            json!({"event": "pusher:signin", "data": {"auth": auth, "user_data": user_data}}),
+        )
+        .await;
+        assert_eq!(recv_json(&mut ws).await["event"], "pusher:signin_success");
+        sockets.push(ws);
+    }
+    let path = "/apps/two/users/9/terminate_connections";
+    let url = server.url(&signed_path(&apps[1], "POST", path, ""));
+    let resp = reqwest::Client::new().post(url).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let close = expect_close(&mut sockets[1]).await.expect("app two's user 9 is closed");
+    assert_eq!(u16::from(close.code), 4009);
+    send_json(&mut sockets[0], json!({"event": "pusher:ping", "data": {}})).await;
+    assert_eq!(
+        recv_json(&mut sockets[0]).await["event"],
+        "pusher:pong",
+        "app one's user 9 is someone else"
+    );
+}

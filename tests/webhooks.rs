@@ -368,3 +368,72 @@ async fn occupancy_is_written_again_after_redis_restarts() {
     let got = wait_until(&received, |e| e.len() >= 2).await;
     assert_eq!(names(&got), ["channel_occupied orders", "channel_vacated orders"]);
 }
+
+#[tokio::test]
+async fn each_app_gets_its_own_channels_events_and_cache_misses() {
+    let addr1: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let addr2: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let (one, two): (Received, Received) = (Arc::default(), Arc::default());
+    let _r1 = receiver(addr1, one.clone()).await;
+    let _r2 = receiver(addr2, two.clone()).await;
+    let dir = std::env::temp_dir().join(format!("rustaxum-webhook-apps-{}", unique_prefix()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("apps.toml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"
+[[apps]]
+id = "one"
+key = "one-key"
+secret = "one-secret"
+[[apps.webhooks]]
+url = "http://{addr1}/hook"
+
+[[apps]]
+id = "two"
+key = "two-key"
+secret = "two-secret"
+[[apps.webhooks]]
+url = "http://{addr2}/hook"
+"#
+        ),
+    )
+    .unwrap();
+    let path = file.display().to_string();
+    let server = start_with(config_from(move |k| match k {
+        "JWT_SECRET" => Some(SECRET.into()),
+        "BROADCAST_PUBLIC_CHANNELS" => Some("orders,cache-*".into()),
+        "PUSHER_APPS_FILE" => Some(path.clone()),
+        _ => None,
+    }))
+    .await;
+    let subscribe = |channel: &str| json!({"event": "pusher:subscribe", "data": {"channel": channel}});
+    let (mut on_two, _) = server.connect("/app/two-key?protocol=7").await;
+    send_json(&mut on_two, subscribe("orders")).await;
+    assert_eq!(
+        recv_json(&mut on_two).await["event"],
+        "pusher_internal:subscription_succeeded"
+    );
+    let got = wait_until(&two, |e| !e.is_empty()).await;
+    assert_eq!(names(&got), ["channel_occupied orders"]);
+
+    let (mut on_one, _) = server.connect("/app/one-key?protocol=7").await;
+    send_json(&mut on_one, subscribe("cache-prices")).await;
+    assert_eq!(
+        recv_json(&mut on_one).await["event"],
+        "pusher_internal:subscription_succeeded"
+    );
+    let miss = recv_json(&mut on_one).await;
+    assert_eq!(
+        (miss["event"].as_str(), miss["channel"].as_str()),
+        (Some("pusher:cache_miss"), Some("cache-prices"))
+    );
+    let got = wait_until(&one, |e| e.len() >= 2).await;
+    let mut seen = names(&got);
+    seen.sort();
+    assert_eq!(seen, ["cache_miss cache-prices", "channel_occupied cache-prices"]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(events(&two).len(), 1, "app two's receiver got only app two's event");
+    let _ = std::fs::remove_dir_all(&dir);
+}

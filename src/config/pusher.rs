@@ -249,3 +249,71 @@ impl Apps {
         self.apps.is_empty()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(name: &str, text: &str) -> std::path::PathBuf {
+        let path = std::env::temp_dir().join(format!("rustaxum-apps-{name}-{}.toml", std::process::id()));
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[test]
+    fn app_settings_load_validate_and_pick_the_default_app() {
+        let path = write(
+            "ok",
+            r#"
+[[apps]]
+id = "a"
+key = "ka"
+secret = "sa"
+
+[[apps]]
+id = "b"
+key = "kb"
+secret = "sb"
+encryption_master_key = "K0UzPUbNBEq6f2lSpYJcDhvXo4ZXO6G5yW9nVp0iHvM="
+enable_subscription_count = true
+max_presence_members_per_channel = 5
+max_api_requests_per_second = 10
+"#,
+        );
+        let apps = Apps::from_parts_with_default(None, Some(&path), Some("b")).unwrap();
+        let b = apps.by_id("b").unwrap();
+        assert_eq!(apps.default_app().unwrap().id, "b");
+        assert_eq!(
+            apps.namespace(b),
+            None,
+            "the default app keys its channels by name alone"
+        );
+        assert_eq!(apps.namespace(apps.by_id("a").unwrap()), Some("a"));
+        assert!(b.enable_subscription_count && b.master_key().is_some());
+        assert_eq!(
+            (b.max_presence_members_per_channel, b.max_api_requests_per_second),
+            (5, 10)
+        );
+        let a = apps.by_id("a").unwrap();
+        assert_eq!(
+            (a.max_presence_members_per_channel, a.max_presence_member_size),
+            (100, 1024)
+        );
+        assert_eq!(apps.by_namespace(Some("a")).unwrap().id, "a");
+        assert!(Apps::from_parts_with_default(None, Some(&path), Some("zzz")).is_err());
+        let _ = std::fs::remove_file(path);
+
+        let bad = |name: &str, app: PusherApp| {
+            let err = Apps::from_parts(Some(app), None).unwrap_err().to_string();
+            assert!(!err.is_empty(), "{name}");
+            err
+        };
+        assert!(bad("colon", PusherApp::new("a:b", "k", "s")).contains("app id"));
+        assert!(bad("space", PusherApp::new("a b", "k", "s")).contains("app id"));
+        let short_key = PusherApp {
+            encryption_master_key: Some("c2hvcnQ=".into()),
+            ..PusherApp::new("a", "k", "s")
+        };
+        assert!(bad("key", short_key).contains("32 bytes"));
+    }
+}

@@ -217,6 +217,11 @@ impl TestServer {
         (status, resp.json().await.unwrap_or(Value::Null))
     }
 
+    /// The Prometheus text of `/metrics`.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(self.url("/metrics")).await.unwrap().text().await.unwrap()
+    }
+
     pub async fn get(&self, path: &str) -> (u16, Value) {
         let resp = reqwest::get(self.url(path)).await.expect("http");
         let status = resp.status().as_u16();
@@ -295,6 +300,15 @@ pub async fn wait_for<F: Fn(&rustaxum::hub::StatsSnapshot) -> bool>(server: &Tes
 }
 
 /// A node of a cluster on `redis` with key prefix `prefix`.
+/// Waits until `node` answers `/ready` (its Redis subscription is up), for at most 10 s.
+pub async fn wait_ready(node: &TestServer) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while node.get("/ready").await.0 != 200 {
+        assert!(std::time::Instant::now() < deadline, "node never became ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 pub fn cluster_config(redis: &redis::RedisServer, prefix: &str) -> Config {
     let mut c = config();
     c.driver = rustaxum::config::Driver::Redis;

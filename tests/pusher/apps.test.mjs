@@ -6,31 +6,18 @@ import crypto from 'node:crypto';
 import WebSocket from 'ws';
 import {
   APP1, APP2, APP3, BASE, HOST, MASTER_KEY, PORT,
-  closeAll, echo, jwt, once, pusherOf, serverOf, signedFetch, sleep, until, within,
+  channelSubscribed, closeAll, collect, echo, jwt, once, pusherOf, serverOf, signedFetch, sleep, until, within,
 } from './helpers.mjs';
 
 afterEach(closeAll);
-
-/** Resolves once a pusher-js channel is subscribed. */
-function subscribed(channel) {
-  if (channel.subscribed) return Promise.resolve();
-  return once((cb) => channel.bind('pusher:subscription_succeeded', cb), `subscription to ${channel.name}`);
-}
-
-/** Collects the events named `name` a pusher-js channel gets. */
-function collect(channel, name) {
-  const got = [];
-  channel.bind(name, (d) => got.push(d));
-  return got;
-}
 
 test('two apps on the same channel name see only their own events, presence and channel lists', async () => {
   const a = pusherOf(APP1);
   const b = pusherOf(APP2);
   const chA = a.subscribe('orders');
   const chB = b.subscribe('orders');
-  await subscribed(chA);
-  await subscribed(chB);
+  await channelSubscribed(chA);
+  await channelSubscribed(chB);
   const gotA = collect(chA, 'created');
   const gotB = collect(chB, 'created');
   await serverOf(APP1).trigger('orders', 'created', { app: 1 });
@@ -42,7 +29,7 @@ test('two apps on the same channel name see only their own events, presence and 
 
   // Private and presence channels too, and the HTTP API answers per app.
   const pa = a.subscribe('presence-team');
-  await subscribed(pa);
+  await channelSubscribed(pa);
   const pb = b.subscribe('presence-team');
   const members = await once((cb) => pb.bind('pusher:subscription_succeeded', cb), 'members of app 2');
   assert.equal(members.count, 1, 'app 2 does not see app 1 members');
@@ -83,7 +70,7 @@ test('cache channels: a late subscriber gets the last event at once, an early on
   const early = pusherOf(APP1);
   const ch = early.subscribe('cache-headlines');
   const miss = once((cb) => ch.bind('pusher:cache_miss', cb), 'cache_miss');
-  await subscribed(ch);
+  await channelSubscribed(ch);
   await miss;
   await serverOf(APP1).trigger('cache-headlines', 'headline', { text: 'first' });
   await serverOf(APP1).trigger('cache-headlines', 'headline', { text: 'second' });
@@ -113,7 +100,7 @@ test('subscription counts arrive for apps that enable them, and not for others',
   const c = pusherOf(APP2);
   const chC = c.subscribe('counted');
   const none = collect(chC, 'pusher:subscription_count');
-  await subscribed(chC);
+  await channelSubscribed(chC);
   pusherOf(APP2).subscribe('counted');
   await sleep(500);
   assert.deepEqual(none, [], 'app 2 did not enable subscription counts');
@@ -152,7 +139,7 @@ test('per-app limits: presence members, member size, event name, channels per ev
   for (let i = 0; i < 2; i++) {
     const p = pusherOf(APP3);
     const ch = p.subscribe('presence-small');
-    await subscribed(ch);
+    await channelSubscribed(ch);
     members.push(p);
   }
   const third = pusherOf(APP3).subscribe('presence-small');

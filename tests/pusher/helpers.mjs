@@ -176,3 +176,16 @@ export async function signedFetch(method, path, { body, timestamp, secret = SECR
   const res = await fetch(url, { method, body: bodyText || undefined, headers: { 'content-type': 'application/json' } });
   return { status: res.status, body: await res.json().catch(() => null) };
 }
+
+/** Resolves once a pusher-js channel is subscribed (at once if it already is). */
+export function channelSubscribed(channel) {
+  if (channel.subscribed) return Promise.resolve();
+  return once((cb) => channel.bind('pusher:subscription_succeeded', cb), `subscription to ${channel.name}`);
+}
+
+/** The data of every `name` event a pusher-js channel gets from now on. */
+export function collect(channel, name) {
+  const got = [];
+  channel.bind(name, (d) => got.push(d));
+  return got;
+}

@@ -1,0 +1,90 @@
+// The Pusher features across two nodes sharing Redis (run by tests/pusher_js.rs with
+// RX_PORT and RX_PORT2; not part of the single-node suite, whose files end in .test.mjs).
+import { test, afterEach } from 'node:test';
+import assert from 'node:assert/strict';
+import {
+  APP1, APP2, MASTER_KEY, PORT, PORT2,
+  channelSubscribed, closeAll, collect, echo, jwt, once, pusherOf, serverOf, sleep, until,
+} from './helpers.mjs';
+
+afterEach(closeAll);
+
+if (!PORT2) throw new Error('RX_PORT2 is not set: run through `cargo nextest run --test pusher_js`');
+
+test('two apps stay apart across nodes', async () => {
+  const a = pusherOf(APP1, { port: PORT }).subscribe('orders');
+  const b = pusherOf(APP2, { port: PORT2 }).subscribe('orders');
+  await channelSubscribed(a);
+  await channelSubscribed(b);
+  const gotA = collect(a, 'created');
+  const gotB = collect(b, 'created');
+  await serverOf(APP1, { port: PORT2 }).trigger('orders', 'created', { app: 1 });
+  await serverOf(APP2, { port: PORT }).trigger('orders', 'created', { app: 2 });
+  await until(() => gotA.length === 1 && gotB.length === 1, 'one event each');
+  await sleep(300);
+  assert.deepEqual([gotA, gotB], [[{ app: 1 }], [{ app: 2 }]]);
+});
+
+test('an encrypted event triggered on one node is decrypted by Echo on the other', async () => {
+  const e = echo(jwt('42'), { wsPort: PORT });
+  const ch = e.encryptedPrivate('user.42');
+  const got = once((cb) => ch.listen('.Secret', cb), 'decrypted event');
+  await once((cb) => ch.subscribed(cb), 'encrypted subscription');
+  await serverOf(APP1, { port: PORT2, encryptionMasterKeyBase64: MASTER_KEY }).trigger('private-encrypted-user.42', 'Secret', { n: 42 });
+  assert.deepEqual(await got, { n: 42 });
+});
+
+test('a cache channel event published on one node is what a late subscriber on the other gets', async () => {
+  const first = pusherOf(APP1, { port: PORT2 }).subscribe('cache-cluster');
+  await once((cb) => first.bind('pusher:cache_miss', cb), 'cache_miss on B');
+  await serverOf(APP1, { port: PORT }).trigger('cache-cluster', 'state', { v: 3 });
+  await sleep(200);
+  const late = pusherOf(APP1, { port: PORT2 }).subscribe('cache-cluster');
+  assert.deepEqual(await once((cb) => late.bind('state', cb), 'cached on B'), { v: 3 });
+});
+
+test('subscription counts add up over the nodes', async () => {
+  const onA = pusherOf(APP1, { port: PORT }).subscribe('counted');
+  const countsA = [];
+  onA.bind('pusher:subscription_count', (d) => countsA.push(d.subscription_count));
+  await until(() => countsA.includes(1), 'count 1 on A');
+  const bClient = pusherOf(APP1, { port: PORT2 });
+  const onB = bClient.subscribe('counted');
+  const countsB = [];
+  onB.bind('pusher:subscription_count', (d) => countsB.push(d.subscription_count));
+  await until(() => countsA.at(-1) === 2 && countsB.at(-1) === 2, 'count 2 on both nodes');
+  bClient.disconnect();
+  await until(() => countsA.at(-1) === 1, 'count 1 again on A');
+});
+
+test('a watcher on one node sees a user on the other come online and go offline', async () => {
+  // Bob is online on node B before Alice signs in on node A: she is told at once.
+  const bobOnB = pusherOf(APP1, { port: PORT2, userData: { id: 'bob-c' } });
+  bobOnB.signin();
+  await until(() => bobOnB.user.user_data?.id === 'bob-c', 'bob signed in on B');
+  const alice = pusherOf(APP1, { port: PORT, userData: { id: 'alice-c', watchlist: ['bob-c', 'carol-c'] } });
+  const online = [];
+  const offline = [];
+  alice.user.watchlist.bind('online', (e) => online.push(...e.user_ids));
+  alice.user.watchlist.bind('offline', (e) => offline.push(...e.user_ids));
+  alice.signin();
+  await until(() => online.includes('bob-c'), 'bob already online (on the other node)');
+
+  // Bob opens a second tab on node A, then closes the one on B: still online.
+  const bobOnA = pusherOf(APP1, { port: PORT, userData: { id: 'bob-c' } });
+  bobOnA.signin();
+  await until(() => bobOnA.user.user_data?.id === 'bob-c', 'bob signed in on A');
+  bobOnB.disconnect();
+  await sleep(500);
+  assert.deepEqual(offline, [], 'bob still has a connection on node A');
+  bobOnA.disconnect();
+  await until(() => offline.includes('bob-c'), 'bob offline');
+
+  // Carol comes online on node B while Alice watches from node A.
+  const carol = pusherOf(APP1, { port: PORT2, userData: { id: 'carol-c' } });
+  carol.signin();
+  await until(() => online.includes('carol-c'), 'carol online');
+  carol.disconnect();
+  await until(() => offline.includes('carol-c'), 'carol offline');
+  assert.deepEqual(online.filter((u) => u === 'bob-c'), ['bob-c'], 'one online for bob');
+});
