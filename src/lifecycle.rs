@@ -89,10 +89,31 @@ pub struct Lifecycle {
     inner: Arc<Inner>,
 }
 
+/// Which events an observer wants.
+pub type Wants = fn(&LifecycleEvent) -> bool;
+
+struct Observer {
+    wants: Wants,
+    tx: mpsc::Sender<LifecycleEvent>,
+}
+
 #[derive(Default)]
 struct Inner {
-    observers: RwLock<Vec<mpsc::Sender<LifecycleEvent>>>,
+    observers: RwLock<Vec<Observer>>,
     dropped: AtomicU64,
+}
+
+impl LifecycleEvent {
+    /// Every event (for [`Lifecycle::observe`]).
+    pub fn any(_: &Self) -> bool {
+        true
+    }
+
+    /// Every event but the (frequent) subscription counts: what logs, metrics and
+    /// webhooks look at.
+    pub fn notable(event: &Self) -> bool {
+        !matches!(event, Self::SubscriptionCount { .. })
+    }
 }
 
 impl std::fmt::Debug for Lifecycle {
@@ -107,16 +128,23 @@ impl std::fmt::Debug for Lifecycle {
 impl Lifecycle {
     /// A new observer: every event from now on, through a queue of `capacity` events.
     pub fn subscribe(&self, capacity: usize) -> mpsc::Receiver<LifecycleEvent> {
+        self.subscribe_to(capacity, LifecycleEvent::any)
+    }
+
+    /// A new observer of the events `wants` accepts, from now on (others are not even
+    /// queued for it).
+    pub fn subscribe_to(&self, capacity: usize, wants: Wants) -> mpsc::Receiver<LifecycleEvent> {
         let (tx, rx) = mpsc::channel(capacity.max(1));
-        write(&self.inner.observers).push(tx);
+        write(&self.inner.observers).push(Observer { wants, tx });
         rx
     }
 
-    /// Runs `handle` on every event from now on (through a queue of `capacity`), one at a
-    /// time, in a task of `tasks`, until `stop`.
+    /// Runs `handle` on every event `wants` accepts from now on (through a queue of
+    /// `capacity`), one at a time, in a task of `tasks`, until `stop`.
     pub fn observe<F, Fut>(
         &self,
         capacity: usize,
+        wants: Wants,
         stop: tokio_util::sync::CancellationToken,
         tasks: &tokio_util::task::TaskTracker,
         mut handle: F,
@@ -124,7 +152,7 @@ impl Lifecycle {
         F: FnMut(LifecycleEvent) -> Fut + Send + 'static,
         Fut: std::future::Future<Output = ()> + Send,
     {
-        let mut events = self.subscribe(capacity);
+        let mut events = self.subscribe_to(capacity, wants);
         tasks.spawn(async move {
             loop {
                 let event = tokio::select! {
@@ -143,8 +171,11 @@ impl Lifecycle {
     /// forgotten.
     pub fn emit(&self, event: LifecycleEvent) {
         let mut gone = false;
-        for tx in read(&self.inner.observers).iter() {
-            match tx.try_send(event.clone()) {
+        for observer in read(&self.inner.observers).iter() {
+            if !(observer.wants)(&event) {
+                continue;
+            }
+            match observer.tx.try_send(event.clone()) {
                 Ok(()) => {}
                 Err(mpsc::error::TrySendError::Full(_)) => {
                     self.inner.dropped.fetch_add(1, Ordering::Relaxed);
@@ -153,7 +184,7 @@ impl Lifecycle {
             }
         }
         if gone {
-            write(&self.inner.observers).retain(|tx| !tx.is_closed());
+            write(&self.inner.observers).retain(|o| !o.tx.is_closed());
         }
     }
 

@@ -198,6 +198,7 @@ impl Rustaxum {
                 manager,
                 config: shared_config,
                 pusher,
+                pusher_contexts: Arc::default(),
                 emithub,
                 rtc,
                 cluster,

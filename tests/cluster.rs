@@ -630,3 +630,49 @@ async fn a_node_started_after_a_cache_channel_event_still_serves_it_from_redis()
     assert_eq!(cached["channel"], "cache-scores");
     assert_eq!(cached["data"], r#"{"home":2}"#);
 }
+
+#[tokio::test]
+async fn cluster_stats_sum_each_apps_figures_over_the_nodes() {
+    let redis = RedisServer::start();
+    let prefix = unique_prefix();
+    let node = |redis: &RedisServer| {
+        let mut c = cluster_config(redis, &prefix);
+        c.pusher.apps = rustaxum::pusher::Apps::new(vec![
+            rustaxum::pusher::PusherApp::new("one", "k1", "s1"),
+            rustaxum::pusher::PusherApp::new("two", "k2", "s2"),
+        ]);
+        c
+    };
+    let a = start_with(node(&redis)).await;
+    let b = start_with(node(&redis)).await;
+    for n in [&a, &b] {
+        wait_ready(n).await;
+    }
+    let (_native, _) = a.connect("/ws/general").await;
+    let mut two_sockets = Vec::new();
+    for n in [&a, &b] {
+        let (mut ws, _) = n.connect("/app/k2?protocol=7").await;
+        send_json(
+            &mut ws,
+            json!({"event": "pusher:subscribe", "data": {"channel": "general"}}),
+        )
+        .await;
+        assert_eq!(
+            recv_json(&mut ws).await["event"],
+            "pusher_internal:subscription_succeeded"
+        );
+        two_sockets.push(ws);
+    }
+    // Nodes report their figures with each heartbeat (every 2 s).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, stats) = a.get("/api/broadcast/stats?scope=cluster").await;
+        let apps = &stats["apps"];
+        if apps["two"]["subscriptions"] == 2 && apps["one"]["subscriptions"] == 1 {
+            assert_eq!(apps["two"]["channels"], 2, "one `general` of app two per node: {stats}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{stats}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

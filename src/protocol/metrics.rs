@@ -53,7 +53,7 @@ impl Metrics {
     /// Counts `lifecycle`'s events until `stop` is cancelled.
     pub(crate) fn observe(self: &Arc<Self>, lifecycle: &Lifecycle, stop: CancellationToken, tasks: &TaskTracker) {
         let this = self.clone();
-        lifecycle.observe(OBSERVER_QUEUE, stop, tasks, move |event| {
+        lifecycle.observe(OBSERVER_QUEUE, LifecycleEvent::notable, stop, tasks, move |event| {
             with_local_recorder(&this.0, || count(&event));
             std::future::ready(())
         });

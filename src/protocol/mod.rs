@@ -79,6 +79,8 @@ pub(crate) struct AppState {
     pub(crate) emithub: Arc<EmitHub>,
     /// Pusher apps' cache channels, subscription counts and watchlists.
     pub(crate) pusher: Arc<crate::pusher::Features>,
+    /// What each Pusher app's connections share.
+    pub(crate) pusher_contexts: Arc<pusher::AppContexts>,
     /// The typed-frame service (rooms, rate limits, who is online).
     pub(crate) rtc: Arc<crate::rtc::Rtc>,
     /// This node's Redis broker when clustered.

@@ -75,6 +75,10 @@ impl std::fmt::Debug for SubscriptionCounts {
     }
 }
 
+fn counted(event: &LifecycleEvent) -> bool {
+    matches!(event, LifecycleEvent::SubscriptionCount { .. })
+}
+
 impl SubscriptionCounts {
     /// Counts for the apps of `config` (swapped on reload), published through `fanout`.
     pub fn new(fanout: Fanout, cluster: Option<Arc<RedisBroker>>, config: Arc<ArcSwap<Config>>) -> Arc<Self> {
@@ -88,9 +92,20 @@ impl SubscriptionCounts {
     }
 
     /// Watches `lifecycle` until `stop`; busy channels' pending counts go out each second.
+    /// Nothing runs when no app enables subscription counts (apps do not change on reload).
     pub fn start(self: &Arc<Self>, lifecycle: &Lifecycle, stop: CancellationToken, tasks: &TaskTracker) {
+        if !self
+            .config
+            .load()
+            .pusher
+            .apps
+            .iter()
+            .any(|a| a.enable_subscription_count)
+        {
+            return;
+        }
         let this = self.clone();
-        lifecycle.observe(65_536, stop.clone(), tasks, move |event| {
+        lifecycle.observe(65_536, counted, stop.clone(), tasks, move |event| {
             let this = this.clone();
             async move {
                 if let LifecycleEvent::SubscriptionCount { channel, subscribers } = event {

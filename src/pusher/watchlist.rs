@@ -123,6 +123,10 @@ fn events_data(name: &str, user_ids: Vec<&str>) -> Option<Arc<RawValue>> {
     Some(Arc::from(raw))
 }
 
+fn closed(event: &LifecycleEvent) -> bool {
+    matches!(event, LifecycleEvent::ConnectionClosed { .. })
+}
+
 impl Watchlist {
     /// Watchlists over `fanout` (registered as its hook), in a cluster when `cluster` is given.
     pub fn new(fanout: Fanout, cluster: Option<Arc<RedisBroker>>) -> Arc<Self> {
@@ -141,7 +145,7 @@ impl Watchlist {
     /// Forgets sockets as they close (until `stop`).
     pub fn start(self: &Arc<Self>, lifecycle: &Lifecycle, stop: CancellationToken, tasks: &TaskTracker) {
         let this = self.clone();
-        lifecycle.observe(65_536, stop, tasks, move |event| {
+        lifecycle.observe(65_536, closed, stop, tasks, move |event| {
             let this = this.clone();
             async move {
                 if let LifecycleEvent::ConnectionClosed { socket, .. } = event {

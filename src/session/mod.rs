@@ -229,7 +229,11 @@ impl Node {
             .hub
             .reserve_connection(max)
             .ok_or(ConnectError::OverCapacity(max))?;
-        let mut quotas = Vec::new();
+        // Exactly as many as taken (a boxed slice, no spare capacity): every connection
+        // of the default app holds one for its whole life.
+        let per_user = self.limits.load().max_connections_per_user;
+        let user_quota = identity.as_ref().filter(|_| per_user > 0);
+        let mut quotas = Vec::with_capacity(usize::from(app.is_some()) + usize::from(user_quota.is_some()));
         if let Some(app) = app {
             quotas.push(
                 self.quotas
@@ -240,14 +244,14 @@ impl Node {
                     })?,
             );
         }
-        let per_user = self.limits.load().max_connections_per_user;
-        if let (Some(user), true) = (&identity, per_user > 0) {
+        if let Some(user) = user_quota {
             quotas.push(
                 self.quotas
                     .acquire(&format!("user:{}", user.user_id), per_user)
                     .ok_or(ConnectError::UserOverQuota(per_user))?,
             );
         }
+        let quotas = quotas.into_boxed_slice();
         Ok(Admission {
             node: self.clone(),
             slot,
@@ -373,7 +377,7 @@ pub struct Tenant {
 pub struct Admission {
     node: Arc<Node>,
     slot: ConnectionSlot,
-    quotas: Vec<QuotaSlot>,
+    quotas: Box<[QuotaSlot]>,
     identity: Option<Identity>,
 }
 
@@ -468,7 +472,7 @@ pub struct Session {
     limiter: Option<Box<DefaultDirectRateLimiter>>,
     expiry: Option<Instant>,
     _slot: ConnectionSlot,
-    _quotas: Vec<QuotaSlot>,
+    _quotas: Box<[QuotaSlot]>,
     closed: bool,
     /// Channels recovered from history: live messages of that epoch at or below the
     /// offset were sent from history already and are skipped.

@@ -384,7 +384,7 @@ impl Webhooks {
             tasks.spawn(send_loop(target, rx, http, counters, retry_for, stop));
         }
         let this = self.clone();
-        lifecycle.observe(65_536, stop.clone(), tasks, move |event| {
+        lifecycle.observe(65_536, LifecycleEvent::notable, stop.clone(), tasks, move |event| {
             let this = this.clone();
             async move { this.observe(event).await }
         });

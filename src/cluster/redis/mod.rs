@@ -301,8 +301,10 @@ impl RedisBroker {
         let mut epochs = self.subscription_epoch.subscribe();
         let mut owe_resync = false;
         loop {
-            let snapshot = serde_json::to_string(&json!({"node": self.link.node_id(), "stats": hub.snapshot()}))
-                .unwrap_or_default();
+            let snapshot = serde_json::to_string(
+                &json!({"node": self.link.node_id(), "stats": hub.snapshot(), "apps": hub.app_snapshots()}),
+            )
+            .unwrap_or_default();
             let (nk, nsk, id) = (node_key.clone(), nodes_key.clone(), self.link.node_id().to_string());
             let ttl = NODE_TTL.as_millis() as u64;
             let beat = self
@@ -381,11 +383,20 @@ impl RedisBroker {
         let mut channels = serde_json::Map::new();
         let mut live = Vec::new();
         let mut messages = json!({"published": 0, "delivered": 0, "received": 0});
+        let mut apps = serde_json::Map::new();
         for (id, value) in ids.iter().zip(values) {
             let Some(stats) = value.and_then(|v| serde_json::from_str::<Value>(&v).ok()) else {
                 continue;
             };
             live.push(id.clone());
+            for (app, figures) in stats["apps"].as_object().into_iter().flatten() {
+                let entry = apps
+                    .entry(app.clone())
+                    .or_insert_with(|| json!({"channels": 0, "subscriptions": 0, "published": 0, "delivered": 0}));
+                for key in ["channels", "subscriptions", "published", "delivered"] {
+                    entry[key] = json!(entry[key].as_u64().unwrap_or(0) + figures[key].as_u64().unwrap_or(0));
+                }
+            }
             let s = &stats["stats"];
             connections += s["connections"].as_u64().unwrap_or(0);
             for key in ["published", "delivered", "received"] {
@@ -408,6 +419,7 @@ impl RedisBroker {
             "connections": connections,
             "channels": channels,
             "messages": messages,
+            "apps": apps,
         }))
     }
 

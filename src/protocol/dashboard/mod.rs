@@ -42,7 +42,7 @@ impl Feed {
     /// Keeps the latest lifecycle events until `stop`.
     pub(crate) fn observe(self: &Arc<Self>, lifecycle: &Lifecycle, stop: CancellationToken, tasks: &TaskTracker) {
         let feed = self.clone();
-        lifecycle.observe(1024, stop, tasks, move |event| {
+        lifecycle.observe(1024, LifecycleEvent::notable, stop, tasks, move |event| {
             feed.record(&event);
             std::future::ready(())
         });

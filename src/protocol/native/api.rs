@@ -204,6 +204,26 @@ pub(crate) fn app_stats(st: &AppState) -> BTreeMap<String, AppStats> {
     out
 }
 
+/// The cluster's per-app sums keyed by app id, as the node stats are (nodes report them
+/// by channel namespace, the default app's being `""`).
+fn name_apps(st: &AppState, mut stats: Value) -> Value {
+    let Some(by_namespace) = stats.get_mut("apps").and_then(Value::as_object_mut).map(std::mem::take) else {
+        return stats;
+    };
+    let config = st.config.load();
+    let default = config
+        .pusher
+        .apps
+        .default_app()
+        .map_or(crate::protocol::metrics::DEFAULT_APP_LABEL, |a| a.id.as_str());
+    let named: serde_json::Map<String, Value> = by_namespace
+        .into_iter()
+        .map(|(ns, figures)| (if ns.is_empty() { default.to_string() } else { ns }, figures))
+        .collect();
+    stats["apps"] = Value::Object(named);
+    stats
+}
+
 pub(crate) async fn node_stats(st: &AppState, scope: &'static str) -> NodeStats {
     NodeStats {
         apps: app_stats(st),
@@ -230,7 +250,7 @@ pub(crate) async fn stats(
 ) -> Result<Json<Value>, ApiError> {
     let body = match (q.scope.as_deref(), &st.cluster) {
         (None | Some("local"), _) => serde_json::to_value(node_stats(&st, "local").await),
-        (Some("cluster"), Some(broker)) => Ok(broker.cluster_stats().await?),
+        (Some("cluster"), Some(broker)) => Ok(name_apps(&st, broker.cluster_stats().await?)),
         (Some("cluster"), None) => serde_json::to_value(node_stats(&st, "cluster").await),
         (Some(other), _) => {
             return Err(ApiError::unprocessable(format!(

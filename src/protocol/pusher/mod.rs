@@ -21,6 +21,8 @@ pub use api::{
     UsersResponse,
 };
 
+pub(crate) use ws::AppContexts;
+
 use super::AppState;
 use crate::config::Config;
 

@@ -54,7 +54,7 @@ pub(crate) async fn upgrade(
     match st.node.admit(None, Some(quota)) {
         Ok(admission) => {
             let handler = PusherSession {
-                cx: Arc::new(AppContext::new(&st, app)),
+                cx: st.pusher_contexts.get(&st, &app),
             };
             ws.on_upgrade(move |s| socket::serve(&st, s, admission, handler))
         }
@@ -104,6 +104,26 @@ pub(crate) struct AppContext {
     tenant: Arc<Tenant>,
     features: Arc<crate::pusher::Features>,
     webhooks: Option<Arc<crate::webhooks::Webhooks>>,
+}
+
+/// Each app's [`AppContext`], built once and shared by all its connections (so a Pusher
+/// connection costs one pointer for it, not a copy of its app's settings).
+#[derive(Default)]
+pub(crate) struct AppContexts {
+    built: std::sync::Mutex<HashMap<String, Arc<AppContext>>>,
+}
+
+impl AppContexts {
+    /// The context of `app` (rebuilt if its settings are not those it was built with).
+    fn get(&self, st: &AppState, app: &PusherApp) -> Arc<AppContext> {
+        let mut built = crate::sync::lock(&self.built);
+        if let Some(cx) = built.get(&app.id).filter(|cx| cx.app == *app) {
+            return cx.clone();
+        }
+        let cx = Arc::new(AppContext::new(st, app.clone()));
+        built.insert(app.id.clone(), cx.clone());
+        cx
+    }
 }
 
 impl AppContext {
