@@ -56,6 +56,11 @@ async fn stats_and_channels_show_live_figures() {
     assert!(text.contains("user.123: 1 connections (private)"), "{text}");
     assert!(text.contains("Total Active Channels: 2"), "{text}");
     assert!(text.contains("Connections: 3"), "{text}");
+    // No Pusher app here: the native channels are the default app's.
+    assert!(
+        text.contains("default: 3 connections, 2 channels, 3 subscriptions"),
+        "{text}"
+    );
 
     let t = token("9", json!({}));
     let (_p1, _) = server.connect(&format!("/ws/presence.room.1?auth_token={t}")).await;

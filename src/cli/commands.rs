@@ -75,6 +75,21 @@ pub(super) async fn stats(client: &ApiClient) -> Result<(), CliError> {
     );
     say!("  • Slow consumers disconnected: {}", s["slow_disconnects"]);
     say!("  • Uptime: {}s", s["uptime_seconds"]);
+    let apps = s["apps"].as_object().cloned().unwrap_or_default();
+    if !apps.is_empty() {
+        say!();
+        say!("🏢 Apps:");
+        for (id, a) in &apps {
+            say!(
+                "  • {id}: {} connections, {} channels, {} subscriptions, {} published, {} delivered",
+                a["connections"],
+                a["channels"],
+                a["subscriptions"],
+                a["published"],
+                a["delivered"]
+            );
+        }
+    }
     Ok(())
 }
 
