@@ -31,6 +31,9 @@ pub enum CliError {
     /// The benchmark failed.
     #[error("benchmark: {0}")]
     Bench(String),
+    /// A local file or the chart could not be read or written.
+    #[error("{0}")]
+    Other(String),
 }
 
 /// A client bound to one server.

@@ -18,6 +18,7 @@ macro_rules! say {
 pub mod bench;
 pub mod client;
 mod commands;
+pub mod report;
 
 use std::process::ExitCode;
 
@@ -136,6 +137,8 @@ pub enum Broadcast {
     },
     /// Measure fan-out: connect many sockets, publish, report deliveries/s and latency.
     Bench(bench::BenchArgs),
+    /// Turn the benchmark matrix's runs (scripts/bench-report) into a table and a chart.
+    BenchReport(report::ReportArgs),
 }
 
 /// Alert severities.
@@ -232,6 +235,15 @@ pub async fn run(cli: Cli) -> ExitCode {
     if let Broadcast::Websocket { port, app_port, host } = command {
         return commands::websocket(config, host, port, app_port).await;
     }
+    if let Broadcast::BenchReport(args) = &command {
+        return match report::run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("❌ {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
     let base = cli.server.unwrap_or_else(|| config.server_url());
     let token = cli.token.or_else(|| config.server.api_token.clone());
     let client = match client::ApiClient::new(&base, token) {
@@ -266,7 +278,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         } => commands::system_alert(&client, level.as_str(), &message, action_required).await,
         Broadcast::Monitor { duration, interval } => commands::monitor(&client, duration, interval).await,
         Broadcast::Bench(args) => bench::run(&client, &args).await,
-        Broadcast::Websocket { .. } => Ok(()),
+        Broadcast::Websocket { .. } | Broadcast::BenchReport(_) => Ok(()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
