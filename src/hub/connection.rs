@@ -4,10 +4,11 @@
 //! `try_send`; when the queue is full the connection is too slow, and the hub asks it
 //! to close with [`CloseReason::SLOW_CONSUMER`] instead of waiting for it.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
+use futures_util::task::AtomicWaker;
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
 use super::message::{Envelope, Protocol};
 use super::socket::SocketId;
@@ -91,24 +92,25 @@ pub struct ConnectionHandle {
     id: SocketId,
     protocol: Protocol,
     tx: mpsc::Sender<Arc<Envelope>>,
-    close: CancellationToken,
+    /// Set when the connection is asked to close; checked per delivery and per wake-up
+    /// of the socket's task, so a plain atomic (a cancellation token locks on each check).
+    closing: AtomicBool,
+    /// The socket task waiting in [`closed`](Self::closed).
+    closing_waker: AtomicWaker,
     close_reason: OnceLock<CloseReason>,
     pub(super) channels: Mutex<Vec<Channel>>,
     user: Mutex<Option<Arc<str>>>,
 }
 
 impl ConnectionHandle {
-    pub(super) fn new(
-        protocol: Protocol,
-        queue: usize,
-        close: CancellationToken,
-    ) -> (Arc<Self>, mpsc::Receiver<Arc<Envelope>>) {
+    pub(super) fn new(protocol: Protocol, queue: usize) -> (Arc<Self>, mpsc::Receiver<Arc<Envelope>>) {
         let (tx, rx) = mpsc::channel(queue);
         let handle = Arc::new(Self {
             id: SocketId::next(),
             protocol,
             tx,
-            close,
+            closing: AtomicBool::new(false),
+            closing_waker: AtomicWaker::new(),
             close_reason: OnceLock::new(),
             channels: Mutex::new(Vec::new()),
             user: Mutex::new(None),
@@ -129,17 +131,25 @@ impl ConnectionHandle {
     /// Asks the connection to close with `reason`. The first reason given wins.
     pub fn close(&self, reason: CloseReason) {
         let _ = self.close_reason.set(reason);
-        self.close.cancel();
+        self.ask_to_close();
+    }
+
+    /// Asks the connection to close without a reason of its own (the hub shuts down:
+    /// [`close_reason`](Self::close_reason) is then [`CloseReason::SHUTDOWN`]).
+    pub(super) fn ask_to_close(&self) {
+        self.closing.store(true, Ordering::Release);
+        self.closing_waker.wake();
     }
 
     /// Whether the connection has been asked to close.
     pub fn is_closing(&self) -> bool {
-        self.close.is_cancelled()
+        self.closing.load(Ordering::Acquire)
     }
 
     /// Resolves once the connection has been asked to close (or the hub shuts down).
-    pub async fn closed(&self) {
-        self.close.cancelled().await
+    /// One task at a time may wait (the socket's own).
+    pub fn closed(&self) -> Closed<'_> {
+        Closed(self)
     }
 
     /// The reason the connection is closing: the one given to [`close`](Self::close),
@@ -177,6 +187,28 @@ impl ConnectionHandle {
             Ok(()) => Delivery::Queued,
             Err(mpsc::error::TrySendError::Full(_)) => Delivery::Full,
             Err(mpsc::error::TrySendError::Closed(_)) => Delivery::Gone,
+        }
+    }
+}
+
+/// The future of [`ConnectionHandle::closed`]: lock-free to poll, so the socket task
+/// can check it at every wake-up.
+#[derive(Debug)]
+pub struct Closed<'a>(&'a ConnectionHandle);
+
+impl std::future::Future for Closed<'_> {
+    type Output = ();
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        if self.0.is_closing() {
+            return std::task::Poll::Ready(());
+        }
+        self.0.closing_waker.register(cx.waker());
+        // Asked between the check and the registration: the wake went to an older waker.
+        if self.0.is_closing() {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
         }
     }
 }

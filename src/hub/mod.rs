@@ -21,7 +21,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-pub use connection::{CloseReason, ConnectionHandle, SubscribeError};
+pub use connection::{CloseReason, Closed, ConnectionHandle, SubscribeError};
 pub use message::{now_rfc3339, Envelope, EnvelopeKind, Message, Position, Protocol};
 pub use socket::{InvalidSocketId, SocketId};
 
@@ -219,8 +219,12 @@ impl Hub {
     /// Registers a new connection and returns its handle and the receiving end of its
     /// outbound queue. Call [`disconnect`](Self::disconnect) when the socket ends.
     pub fn connect(&self, protocol: Protocol) -> (Arc<ConnectionHandle>, mpsc::Receiver<Arc<Envelope>>) {
-        let (handle, rx) = ConnectionHandle::new(protocol, self.config.send_queue_size, self.shutdown.child_token());
+        let (handle, rx) = ConnectionHandle::new(protocol, self.config.send_queue_size);
         write(&self.connections).insert(handle.id(), handle.clone());
+        // After the insert: a shutdown either saw this connection or is seen here.
+        if self.is_shutting_down() {
+            handle.ask_to_close();
+        }
         self.counters.connections.fetch_add(1, Ordering::Relaxed);
         self.counters.connections_total.fetch_add(1, Ordering::Relaxed);
         (handle, rx)
@@ -504,6 +508,10 @@ impl Hub {
     /// Asks every connection to close with [`CloseReason::SHUTDOWN`].
     pub fn shutdown(&self) {
         self.shutdown.cancel();
+        let open: Vec<_> = read(&self.connections).values().cloned().collect();
+        for conn in open {
+            conn.ask_to_close();
+        }
     }
 
     /// Whether [`shutdown`](Self::shutdown) was called.
@@ -642,5 +650,37 @@ mod tests {
         }
         assert!(frames.windows(2).all(|w| Arc::ptr_eq(&w[0], &w[1])), "one shared frame");
         assert_eq!(hub.snapshot().messages.encoded, 2, "once per protocol");
+    }
+
+    #[tokio::test]
+    async fn a_waiting_socket_task_wakes_on_close_and_on_shutdown() {
+        let hub = Hub::default();
+        let (a, _ra) = hub.connect(Protocol::Native);
+        let (b, _rb) = hub.connect(Protocol::Native);
+        let waiting_a = tokio::spawn({
+            let a = a.clone();
+            async move { a.closed().await }
+        });
+        let waiting_b = tokio::spawn({
+            let b = b.clone();
+            async move { b.closed().await }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        assert!(!waiting_a.is_finished() && !waiting_b.is_finished());
+        a.close(CloseReason::TERMINATED);
+        tokio::time::timeout(std::time::Duration::from_secs(1), waiting_a)
+            .await
+            .expect("woken by close")
+            .unwrap();
+        assert_eq!(a.close_reason(), CloseReason::TERMINATED);
+        assert!(!b.is_closing());
+        hub.shutdown();
+        tokio::time::timeout(std::time::Duration::from_secs(1), waiting_b)
+            .await
+            .expect("woken by the shutdown")
+            .unwrap();
+        assert_eq!(b.close_reason(), CloseReason::SHUTDOWN);
+        let (late, _rl) = hub.connect(Protocol::Native);
+        assert!(late.is_closing(), "a connection made during shutdown closes at once");
     }
 }

@@ -11,8 +11,10 @@
 //! its task forever: the hub closes it when its queue fills, and the write is abandoned.
 //! The session's clean-up runs even if the handler panics.
 
+use std::future::Future;
 use std::ops::Deref;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -186,9 +188,15 @@ async fn close<T, S: Socket<T>>(socket: &mut S, reason: CloseReason) {
     let _ = tokio::time::timeout(CLOSE_GRACE, socket.send(Frame::Close(Some(reason)))).await;
 }
 
-/// Sends a handler's reply; `false` when the session must end.
-async fn answer<T: Text, S: Socket<T>>(s: &Session, socket: &mut S, reply: Reply) -> bool {
-    let conn = s.conn().clone();
+/// Sends a handler's reply; `false` when the session must end. `closed` is the
+/// session's one "asked to close" future (made once: making it takes the token's locks).
+async fn answer<T: Text, S: Socket<T>, C: Future<Output = ()>>(
+    s: &Session,
+    socket: &mut S,
+    reply: Reply,
+    closed: Pin<&mut C>,
+) -> bool {
+    let conn = s.conn();
     let write = async {
         for frame in reply.frames {
             if socket.feed(Frame::Text(T::from(frame))).await.is_err() {
@@ -199,7 +207,7 @@ async fn answer<T: Text, S: Socket<T>>(s: &Session, socket: &mut S, reply: Reply
     };
     let sent = tokio::select! {
         sent = write => sent,
-        _ = conn.closed() => false,
+        _ = closed => false,
     };
     match reply.close {
         Some(reason) => {
@@ -212,13 +220,13 @@ async fn answer<T: Text, S: Socket<T>>(s: &Session, socket: &mut S, reply: Reply
 }
 
 /// Writes `first` and whatever else is queued (up to a batch), then flushes.
-async fn write_batch<H: Handler, T: Text, S: Socket<T>>(
+async fn write_batch<H: Handler, T: Text, S: Socket<T>, C: Future<Output = ()>>(
     s: &Session,
     socket: &mut S,
     first: Arc<Envelope>,
     rx: &mut mpsc::Receiver<Arc<Envelope>>,
+    closed: Pin<&mut C>,
 ) -> bool {
-    let conn = s.conn().clone();
     let write = async {
         let mut next = Some(first);
         let mut written = 0;
@@ -242,7 +250,7 @@ async fn write_batch<H: Handler, T: Text, S: Socket<T>>(
     };
     tokio::select! {
         ok = write => ok,
-        _ = conn.closed() => false,
+        _ = closed => false,
     }
 }
 
@@ -253,9 +261,13 @@ where
     S: Socket<T>,
 {
     let conn = s.conn().clone();
+    // One future for the whole session: polled again after each wake-up, it stays
+    // registered, where a fresh one per loop would lock the token twice each time.
+    let closed = conn.closed();
+    tokio::pin!(closed);
     let (interval, timeout) = s.node().limits().keepalive();
     let opening = handler.on_open(s).await;
-    if !answer(s, socket, opening).await {
+    if !answer(s, socket, opening, closed.as_mut()).await {
         return;
     }
     let deadline = tokio::time::sleep(interval);
@@ -267,7 +279,7 @@ where
     loop {
         tokio::select! {
             biased;
-            _ = conn.closed() => {
+            _ = closed.as_mut() => {
                 close(socket, handler.close_reason(conn.close_reason())).await;
                 return;
             }
@@ -277,7 +289,7 @@ where
                 return;
             }
             Some(envelope) = rx.recv() => {
-                if !write_batch::<H, T, S>(s, socket, envelope, &mut rx).await {
+                if !write_batch::<H, T, S, _>(s, socket, envelope, &mut rx, closed.as_mut()).await {
                     if conn.is_closing() {
                         close(socket, handler.close_reason(conn.close_reason())).await;
                     }
@@ -310,7 +322,7 @@ where
                     Frame::Ping(_) | Frame::Pong(_) => Reply::none(),
                     Frame::Close(_) => return,
                 };
-                if !answer(s, socket, reply).await {
+                if !answer(s, socket, reply, closed.as_mut()).await {
                     return;
                 }
                 let now = s.expires_at();
