@@ -11,8 +11,11 @@ use super::AppState;
 use crate::session::runner::{self, Frame, Handler, ReadError, Socket};
 use crate::session::Admission;
 
-/// tungstenite's read buffer per socket (its default, 128 KiB, dominates idle memory).
-const READ_BUFFER: usize = 2 * 1024;
+/// tungstenite's read buffer per socket, allocated for the socket's whole life (its
+/// default, 128 KiB, would dominate idle memory). Subscribers send small frames; a larger
+/// one is read in several steps. 512 bytes instead of 2 KiB took 10,000 idle sockets
+/// from 7.2 to 5.6 KiB each, with the same CPU per delivery.
+const READ_BUFFER: usize = 512;
 /// Bytes buffered before tungstenite writes to the socket (flushes write sooner).
 const WRITE_BUFFER: usize = 8 * 1024;
 
