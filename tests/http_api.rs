@@ -165,6 +165,25 @@ async fn prometheus_metrics_follow_the_hub() {
         text.lines().any(|l| l == "rustaxum_messages_published_total 2"),
         "{text}"
     );
+    // Publish-to-write latency: one observation per written batch (both sockets wrote).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let text = scrape().await;
+        if text.lines().any(|l| l == "rustaxum_write_latency_seconds_count 2") {
+            assert!(
+                text.contains("# TYPE rustaxum_write_latency_seconds histogram"),
+                "{text}"
+            );
+            assert!(
+                text.lines()
+                    .any(|l| l == r#"rustaxum_write_latency_seconds_bucket{le="+Inf"} 2"#),
+                "{text}"
+            );
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{text}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test]

@@ -134,6 +134,8 @@ pub struct Envelope {
     pub sender: Option<Arc<str>>,
     frames: [OnceLock<Box<dyn Any + Send + Sync>>; PROTOCOLS],
     encoded: Arc<AtomicU64>,
+    /// When the hub queued it (for the publish-to-write latency).
+    pub queued_at: std::time::Instant,
 }
 
 impl std::fmt::Debug for Envelope {
@@ -160,6 +162,7 @@ impl Envelope {
             sender: message.sender,
             frames: Default::default(),
             encoded,
+            queued_at: std::time::Instant::now(),
         }
     }
 

@@ -8,6 +8,7 @@
 //! sockets never waits on a slow one.
 
 mod connection;
+pub mod latency;
 mod message;
 mod socket;
 
@@ -109,6 +110,7 @@ pub struct Hub {
     /// Message counters per app namespace (`""`: the default app).
     apps: RwLock<HashMap<Arc<str>, Arc<AppCounters>>>,
     counters: Counters,
+    latency: latency::LatencyHistogram,
     shutdown: CancellationToken,
     started: Instant,
 }
@@ -197,6 +199,7 @@ impl Hub {
             connections: RwLock::new(HashMap::new()),
             apps: RwLock::default(),
             counters: Counters::default(),
+            latency: latency::LatencyHistogram::default(),
             shutdown: CancellationToken::new(),
             started: Instant::now(),
         }
@@ -399,6 +402,16 @@ impl Hub {
             .delivered
             .fetch_add(report.delivered as u64, Ordering::Relaxed);
         report
+    }
+
+    /// Records how long a written message waited since the hub queued it.
+    pub fn record_write_latency(&self, waited: std::time::Duration) {
+        self.latency.record(waited);
+    }
+
+    /// The publish-to-write latency histogram so far.
+    pub fn write_latency(&self) -> latency::LatencySnapshot {
+        self.latency.snapshot()
     }
 
     /// Counts a frame received from a client.

@@ -161,8 +161,10 @@ pub(crate) async fn metrics(State(st): State<AppState>, _token: ApiToken) -> imp
             }
         }
     });
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        recorder.0.handle().render(),
-    )
+    let mut text = recorder.0.handle().render();
+    text.push_str(&hub.write_latency().prometheus(
+        "rustaxum_write_latency_seconds",
+        "time from the hub queueing a message for a socket to the socket writing it (one observation per written batch)",
+    ));
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }

@@ -227,6 +227,7 @@ async fn write_batch<H: Handler, T: Text, S: Socket<T>, C: Future<Output = ()>>(
     rx: &mut mpsc::Receiver<Arc<Envelope>>,
     closed: Pin<&mut C>,
 ) -> bool {
+    let queued_at = first.queued_at;
     let write = async {
         let mut next = Some(first);
         let mut written = 0;
@@ -248,10 +249,15 @@ async fn write_batch<H: Handler, T: Text, S: Socket<T>, C: Future<Output = ()>>(
         }
         socket.flush().await.is_ok()
     };
-    tokio::select! {
+    let ok = tokio::select! {
         ok = write => ok,
         _ = closed => false,
+    };
+    if ok {
+        // One observation per batch: the oldest message of it, once on the wire.
+        s.node().hub().record_write_latency(queued_at.elapsed());
     }
+    ok
 }
 
 async fn serve<H, T, S>(s: &mut Session, socket: &mut S, mut rx: mpsc::Receiver<Arc<Envelope>>, handler: &mut H)
