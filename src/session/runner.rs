@@ -179,7 +179,9 @@ where
         tracing::error!(socket_id = %session.id(), "a protocol's clean-up panicked");
     }
     let id = session.id();
-    session.close().await;
+    // Boxed, as the replies below: they run once per socket or per client frame, and
+    // their states would otherwise be part of every idle socket's task (192 bytes).
+    Box::pin(session.close()).await;
     tracing::debug!(socket_id = %id, "socket closed");
 }
 
@@ -273,7 +275,7 @@ where
     tokio::pin!(closed);
     let (interval, timeout) = s.node().limits().keepalive();
     let opening = handler.on_open(s).await;
-    if !answer(s, socket, opening, closed.as_mut()).await {
+    if !Box::pin(answer(s, socket, opening, closed.as_mut())).await {
         return;
     }
     let deadline = tokio::time::sleep(interval);
@@ -328,7 +330,7 @@ where
                     Frame::Ping(_) | Frame::Pong(_) => Reply::none(),
                     Frame::Close(_) => return,
                 };
-                if !answer(s, socket, reply, closed.as_mut()).await {
+                if !Box::pin(answer(s, socket, reply, closed.as_mut())).await {
                     return;
                 }
                 let now = s.expires_at();
