@@ -282,8 +282,9 @@ where
     tokio::pin!(deadline);
     let mut awaiting_pong = false;
     let mut expiry = s.expires_at();
-    let expiry_timer = tokio::time::sleep_until(expiry.unwrap_or_else(far_future));
-    tokio::pin!(expiry_timer);
+    // Boxed and only for sessions whose token expires: a timer is 112 bytes of every
+    // socket's task otherwise.
+    let mut expiry_timer = expiry.map(|at| Box::pin(tokio::time::sleep_until(at)));
     loop {
         tokio::select! {
             biased;
@@ -291,7 +292,7 @@ where
                 close(socket, handler.close_reason(conn.close_reason())).await;
                 return;
             }
-            _ = &mut expiry_timer, if expiry.is_some() => {
+            _ = async { if let Some(t) = expiry_timer.as_mut() { t.as_mut().await } }, if expiry_timer.is_some() => {
                 conn.close(CloseReason::TOKEN_EXPIRED);
                 close(socket, CloseReason::TOKEN_EXPIRED).await;
                 return;
@@ -336,7 +337,11 @@ where
                 let now = s.expires_at();
                 if now != expiry {
                     expiry = now;
-                    expiry_timer.as_mut().reset(expiry.unwrap_or_else(far_future));
+                    match (expiry, expiry_timer.as_mut()) {
+                        (Some(at), Some(timer)) => timer.as_mut().reset(at),
+                        (Some(at), None) => expiry_timer = Some(Box::pin(tokio::time::sleep_until(at))),
+                        (None, _) => expiry_timer = None,
+                    }
                 }
             }
             _ = &mut deadline => {
@@ -353,8 +358,4 @@ where
             }
         }
     }
-}
-
-fn far_future() -> Instant {
-    Instant::now() + Duration::from_secs(365 * 24 * 3600)
 }
