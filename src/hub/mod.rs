@@ -358,18 +358,24 @@ impl Hub {
                 .delivered
                 .fetch_add(report.delivered as u64, Ordering::Relaxed);
         }
-        for conn in &slow {
-            tracing::warn!(socket_id = %conn.id(), "disconnecting slow consumer");
-            conn.close(CloseReason::SLOW_CONSUMER);
-        }
-        report.dropped = slow.len();
+        report.dropped = self.disconnect_slow(&slow);
         self.counters
             .delivered
             .fetch_add(report.delivered as u64, Ordering::Relaxed);
+        report
+    }
+
+    /// Closes connections whose queue was full with [`CloseReason::SLOW_CONSUMER`] and
+    /// counts them; returns how many.
+    fn disconnect_slow(&self, slow: &[Arc<ConnectionHandle>]) -> usize {
+        for conn in slow {
+            tracing::warn!(socket_id = %conn.id(), "disconnecting slow consumer");
+            conn.close(CloseReason::SLOW_CONSUMER);
+        }
         self.counters
             .slow_disconnects
             .fetch_add(slow.len() as u64, Ordering::Relaxed);
-        report
+        slow.len()
     }
 
     /// Queues `message` to the listed sockets of this node (not to a channel's
@@ -388,16 +394,15 @@ impl Hub {
             message,
             self.counters.encoded.clone(),
         ));
+        let mut slow = Vec::new();
         for conn in conns {
             match conn.try_deliver(&envelope) {
                 Delivery::Queued => report.delivered += 1,
-                Delivery::Full => {
-                    conn.close(CloseReason::SLOW_CONSUMER);
-                    report.dropped += 1;
-                }
+                Delivery::Full => slow.push(conn),
                 Delivery::Gone => {}
             }
         }
+        report.dropped = self.disconnect_slow(&slow);
         self.counters
             .delivered
             .fetch_add(report.delivered as u64, Ordering::Relaxed);
