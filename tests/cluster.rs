@@ -6,7 +6,7 @@ mod common;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::redis::{unique_prefix, RedisServer};
+use common::redis::{unique_prefix, Backend, RedisCluster, RedisServer};
 use common::*;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
@@ -29,7 +29,7 @@ fn events(frames: &[Value], event: &str) -> usize {
     frames.iter().filter(|f| f["event"] == event).count()
 }
 
-async fn two_nodes(redis: &RedisServer) -> (TestServer, TestServer, String) {
+async fn two_nodes(redis: &impl Backend) -> (TestServer, TestServer, String) {
     let prefix = unique_prefix();
     let a = start_with(cluster_config(redis, &prefix)).await;
     let b = start_with(cluster_config(redis, &prefix)).await;
@@ -41,8 +41,11 @@ async fn two_nodes(redis: &RedisServer) -> (TestServer, TestServer, String) {
 
 #[tokio::test]
 async fn an_event_published_anywhere_reaches_every_subscriber_exactly_once() {
-    let redis = RedisServer::start();
-    let (a, b, prefix) = two_nodes(&redis).await;
+    exactly_once(&RedisServer::start()).await;
+}
+
+async fn exactly_once(redis: &impl Backend) {
+    let (a, b, prefix) = two_nodes(redis).await;
     let (mut on_a, _) = a.connect("/ws/general").await;
     let (mut on_b, _) = b.connect("/ws/general").await;
     let (mut elsewhere, _) = a.connect("/ws/news").await;
@@ -57,7 +60,7 @@ async fn an_event_published_anywhere_reaches_every_subscriber_exactly_once() {
     assert!(out.status.success());
 
     // A Rust application in another process would use the redis driver without a server.
-    let app_config = std::sync::Arc::new(cluster_config(&redis, &prefix));
+    let app_config = std::sync::Arc::new(cluster_config(redis, &prefix));
     let hub = std::sync::Arc::new(rustaxum::hub::Hub::default());
     let manager = std::sync::Arc::new(rustaxum::broadcasting::BroadcastManager::from_config(app_config, hub));
     manager
@@ -85,19 +88,16 @@ async fn an_event_published_anywhere_reaches_every_subscriber_exactly_once() {
 
 #[tokio::test]
 async fn laravel_redis_broadcaster_payloads_are_delivered() {
-    let redis = RedisServer::start();
-    let (a, b, prefix) = two_nodes(&redis).await;
+    laravel_payloads(&RedisServer::start()).await;
+}
+
+async fn laravel_payloads(redis: &impl Backend) {
+    let (a, b, prefix) = two_nodes(redis).await;
     let (mut on_a, _) = a.connect("/ws/orders.1").await;
     let (mut on_b, first) = b.connect("/ws/orders.1").await;
     let sender = first["data"]["socket_id"].as_str().unwrap().to_string();
-    let mut conn = redis.client().await;
     let payload = r#"{"event":"App\\Events\\OrderShipped","data":{"order_id":1},"socket":null}"#;
-    let _: () = ::redis::cmd("PUBLISH")
-        .arg(format!("{prefix}private-orders.1"))
-        .arg(payload)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    redis.publish(&format!("{prefix}private-orders.1"), payload);
     for ws in [&mut on_a, &mut on_b] {
         let frames = collect(ws, Duration::from_millis(500)).await;
         assert_eq!(frames.len(), 1, "{frames:?}");
@@ -107,21 +107,11 @@ async fn laravel_redis_broadcaster_payloads_are_delivered() {
     }
     // Laravel's toOthers(): the socket in the payload is skipped, wherever it is.
     let payload = json!({"event": "x", "data": {}, "socket": sender}).to_string();
-    let _: () = ::redis::cmd("PUBLISH")
-        .arg(format!("{prefix}orders.1"))
-        .arg(payload)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    redis.publish(&format!("{prefix}orders.1"), &payload);
     assert_eq!(collect(&mut on_a, Duration::from_millis(400)).await.len(), 1);
     assert!(collect(&mut on_b, Duration::from_millis(100)).await.is_empty());
     // Garbage on the prefix is ignored and counted, nothing crashes.
-    let _: () = ::redis::cmd("PUBLISH")
-        .arg(format!("{prefix}orders.1"))
-        .arg("not json")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    redis.publish(&format!("{prefix}orders.1"), "not json");
     tokio::time::sleep(Duration::from_millis(200)).await;
     let (_, stats) = a.get("/api/broadcast/stats").await;
     assert!(stats["redis"]["invalid"].as_u64().unwrap() >= 1, "{stats}");
@@ -134,8 +124,11 @@ fn presence_token(user: &str, name: &str) -> String {
 
 #[tokio::test]
 async fn presence_is_one_list_across_nodes_and_tabs() {
-    let redis = RedisServer::start();
-    let (a, b, _) = two_nodes(&redis).await;
+    presence_across_nodes(&RedisServer::start()).await;
+}
+
+async fn presence_across_nodes(redis: &impl Backend) {
+    let (a, b, _) = two_nodes(redis).await;
     let path = |u: &str, n: &str| format!("/ws/presence.chat.1?auth_token={}", presence_token(u, n));
     let (mut alice, _) = a.connect(&path("1", "Alice")).await;
     let (mut bob_b, first) = b.connect(&path("2", "Bob")).await;
@@ -181,14 +174,17 @@ async fn presence_is_one_list_across_nodes_and_tabs() {
 
 #[tokio::test]
 async fn members_of_a_node_that_dies_vanish_everywhere_within_15_seconds() {
-    let redis = RedisServer::start();
+    node_death(&RedisServer::start()).await;
+}
+
+async fn node_death(redis: &impl Backend) {
     let prefix = unique_prefix();
-    let a = start_with(cluster_config(&redis, &prefix)).await;
+    let a = start_with(cluster_config(redis, &prefix)).await;
     wait_ready(&a).await;
     let mut node_b = server_command()
         .args(["--port", "0"])
         .env("BROADCAST_DRIVER", "redis")
-        .env("REDIS_URL", redis.url())
+        .envs(redis.env())
         .env("BROADCAST_CHANNELS_PREFIX", &prefix)
         .env("JWT_SECRET", SECRET)
         .stdout(Stdio::piped())
@@ -362,15 +358,18 @@ async fn a_redis_that_stops_answering_is_detected_and_recovered_from() {
 
 #[tokio::test]
 async fn terminate_connections_reaches_every_node() {
-    let redis = RedisServer::start();
+    terminate_everywhere(&RedisServer::start()).await;
+}
+
+async fn terminate_everywhere(redis: &impl Backend) {
     let prefix = unique_prefix();
-    let node = |redis: &RedisServer| {
+    let node = || {
         let mut c = cluster_config(redis, &prefix);
         c.pusher.apps = rustaxum::pusher::Apps::new(vec![rustaxum::pusher::PusherApp::new("app", "key", "secret")]);
         c
     };
-    let a = start_with(node(&redis)).await;
-    let b = start_with(node(&redis)).await;
+    let a = start_with(node()).await;
+    let b = start_with(node()).await;
     for n in [&a, &b] {
         wait_ready(n).await;
     }
@@ -602,18 +601,21 @@ async fn broadcast_redis_enabled_makes_a_cluster_node() {
 
 #[tokio::test]
 async fn a_node_started_after_a_cache_channel_event_still_serves_it_from_redis() {
-    let redis = RedisServer::start();
+    late_cache(&RedisServer::start()).await;
+}
+
+async fn late_cache(redis: &impl Backend) {
     let prefix = unique_prefix();
-    let node = |redis: &RedisServer| {
+    let node = |redis: &dyn Backend| {
         let mut c = cluster_config(redis, &prefix);
         c.pusher.apps = rustaxum::pusher::Apps::new(vec![rustaxum::pusher::PusherApp::new("app", "key", "secret")]);
         c.auth.public_channels.push("cache-*".into());
         c
     };
-    let a = start_with(node(&redis)).await;
+    let a = start_with(node(redis)).await;
     wait_ready(&a).await;
     a.publish("cache-scores", "score", json!({"home": 2})).await;
-    let late = start_with(node(&redis)).await;
+    let late = start_with(node(redis)).await;
     wait_ready(&late).await;
     let (mut ws, _) = late.connect("/app/key?protocol=7").await;
     send_json(
@@ -633,9 +635,12 @@ async fn a_node_started_after_a_cache_channel_event_still_serves_it_from_redis()
 
 #[tokio::test]
 async fn cluster_stats_sum_each_apps_figures_over_the_nodes() {
-    let redis = RedisServer::start();
+    app_stats(&RedisServer::start()).await;
+}
+
+async fn app_stats(redis: &impl Backend) {
     let prefix = unique_prefix();
-    let node = |redis: &RedisServer| {
+    let node = |redis: &dyn Backend| {
         let mut c = cluster_config(redis, &prefix);
         c.pusher.apps = rustaxum::pusher::Apps::new(vec![
             rustaxum::pusher::PusherApp::new("one", "k1", "s1"),
@@ -643,8 +648,8 @@ async fn cluster_stats_sum_each_apps_figures_over_the_nodes() {
         ]);
         c
     };
-    let a = start_with(node(&redis)).await;
-    let b = start_with(node(&redis)).await;
+    let a = start_with(node(redis)).await;
+    let b = start_with(node(redis)).await;
     for n in [&a, &b] {
         wait_ready(n).await;
     }
@@ -674,5 +679,46 @@ async fn cluster_stats_sum_each_apps_figures_over_the_nodes() {
         }
         assert!(Instant::now() < deadline, "{stats}");
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The same guarantees on a Redis Cluster of three masters: keys hash-tagged into single
+/// slots, channel traffic on sharded pub/sub (`SPUBLISH`/`SSUBSCRIBE`).
+mod on_a_redis_cluster {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_event_published_anywhere_reaches_every_subscriber_exactly_once() {
+        exactly_once(&RedisCluster::start()).await;
+    }
+
+    #[tokio::test]
+    async fn laravel_redis_broadcaster_payloads_are_delivered() {
+        laravel_payloads(&RedisCluster::start()).await;
+    }
+
+    #[tokio::test]
+    async fn presence_is_one_list_across_nodes_and_tabs() {
+        presence_across_nodes(&RedisCluster::start()).await;
+    }
+
+    #[tokio::test]
+    async fn members_of_a_node_that_dies_vanish_everywhere_within_15_seconds() {
+        node_death(&RedisCluster::start()).await;
+    }
+
+    #[tokio::test]
+    async fn terminate_connections_reaches_every_node() {
+        terminate_everywhere(&RedisCluster::start()).await;
+    }
+
+    #[tokio::test]
+    async fn a_node_started_after_a_cache_channel_event_still_serves_it_from_redis() {
+        late_cache(&RedisCluster::start()).await;
+    }
+
+    #[tokio::test]
+    async fn cluster_stats_sum_each_apps_figures_over_the_nodes() {
+        app_stats(&RedisCluster::start()).await;
     }
 }

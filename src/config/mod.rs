@@ -235,9 +235,71 @@ pub struct RedisConfig {
     /// `BROADCAST_CHANNELS_PREFIX`: prefix of Redis channels and keys, default empty
     /// (Laravel's is `laravel_database_`).
     pub channels_prefix: String,
+    /// `REDIS_CLUSTER_NODES`: seed nodes of a Redis Cluster (`redis://host:port` or
+    /// `host:port`); when set, the node runs on the cluster instead of one Redis.
+    pub cluster_nodes: Vec<String>,
+    /// `REDIS_CLUSTER_SHARDS`: sharded pub/sub channels the traffic is spread over on a
+    /// Redis Cluster, default 16.
+    pub cluster_shards: u16,
+    /// `REDIS_SENTINELS`: Sentinel addresses; when set, the master is found through them.
+    pub sentinels: Vec<String>,
+    /// `REDIS_SENTINEL_MASTER`: the master's name in Sentinel, default `mymaster`.
+    pub sentinel_master: String,
 }
 
 impl RedisConfig {
+    /// Refuses combinations that cannot work: a cluster and Sentinel at once, a shard
+    /// count out of range, a prefix with hash-tag braces on a cluster (the prefix would
+    /// decide the slot of every key).
+    fn validated(self) -> Result<Self, ConfigError> {
+        if !self.cluster_nodes.is_empty() && !self.sentinels.is_empty() {
+            return Err(ConfigError::Invalid {
+                var: "REDIS_SENTINELS",
+                value: self.sentinels.join(","),
+                reason: "set either REDIS_CLUSTER_NODES (Redis Cluster) or REDIS_SENTINELS (Sentinel), not both".into(),
+            });
+        }
+        if !(1..=1024).contains(&self.cluster_shards) {
+            return Err(ConfigError::Invalid {
+                var: "REDIS_CLUSTER_SHARDS",
+                value: self.cluster_shards.to_string(),
+                reason: "expected a number of shards from 1 to 1024".into(),
+            });
+        }
+        if !self.cluster_nodes.is_empty() && self.channels_prefix.contains(['{', '}']) {
+            return Err(ConfigError::Invalid {
+                var: "BROADCAST_CHANNELS_PREFIX",
+                value: self.channels_prefix,
+                reason:
+                    "on a Redis Cluster the prefix cannot contain { or } (they would pick the hash slot of every key)"
+                        .into(),
+            });
+        }
+        Ok(self)
+    }
+
+    /// Which Redis deployment the settings describe.
+    pub fn topology(&self) -> RedisTopology {
+        if !self.cluster_nodes.is_empty() {
+            RedisTopology::Cluster
+        } else if !self.sentinels.is_empty() {
+            RedisTopology::Sentinel
+        } else {
+            RedisTopology::Single
+        }
+    }
+
+    /// `address` (`host:port` or a URL) as a URL carrying the password when it has none.
+    pub fn node_url(&self, address: &str) -> String {
+        if address.contains("://") {
+            return address.to_string();
+        }
+        match &self.password {
+            Some(p) => format!("redis://:{p}@{address}"),
+            None => format!("redis://{address}"),
+        }
+    }
+
     /// The connection URL built from the settings (password included, never log it).
     pub fn connection_url(&self) -> String {
         if let Some(url) = &self.url {
@@ -248,6 +310,17 @@ impl RedisConfig {
             None => format!("redis://{}:{}/{}", self.host, self.port, self.database),
         }
     }
+}
+
+/// The kind of Redis deployment a node runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RedisTopology {
+    /// One Redis (`REDIS_URL` or the host/port settings).
+    Single,
+    /// A Redis Cluster (`REDIS_CLUSTER_NODES`).
+    Cluster,
+    /// A master found through Sentinel (`REDIS_SENTINELS`).
+    Sentinel,
 }
 
 /// The Pusher protocol's apps and HTTP API limits.
@@ -446,6 +519,10 @@ impl Default for RedisConfig {
             password: None,
             database: 0,
             channels_prefix: String::new(),
+            cluster_nodes: Vec::new(),
+            cluster_shards: 16,
+            sentinels: Vec::new(),
+            sentinel_master: "mymaster".into(),
         }
     }
 }
@@ -1000,7 +1077,7 @@ fn emithub(env: &Env<'_>) -> Result<EmitHubConfig, ConfigError> {
 
 fn redis(env: &Env<'_>) -> Result<RedisConfig, ConfigError> {
     let d = RedisConfig::default();
-    Ok(RedisConfig {
+    RedisConfig {
         url: env.string("REDIS_URL"),
         host: env.string("BROADCAST_REDIS_HOST").unwrap_or(d.host),
         port: env.parse("BROADCAST_REDIS_PORT", "a port number")?.unwrap_or(d.port),
@@ -1011,7 +1088,14 @@ fn redis(env: &Env<'_>) -> Result<RedisConfig, ConfigError> {
         channels_prefix: env
             .string_allow_empty("BROADCAST_CHANNELS_PREFIX")
             .unwrap_or(d.channels_prefix),
-    })
+        cluster_nodes: env.list("REDIS_CLUSTER_NODES"),
+        cluster_shards: env
+            .parse("REDIS_CLUSTER_SHARDS", "a number of shards from 1 to 1024")?
+            .unwrap_or(d.cluster_shards),
+        sentinels: env.list("REDIS_SENTINELS"),
+        sentinel_master: env.string("REDIS_SENTINEL_MASTER").unwrap_or(d.sentinel_master),
+    }
+    .validated()
 }
 
 fn pusher(env: &Env<'_>) -> Result<PusherConfig, ConfigError> {
@@ -1179,6 +1263,43 @@ mod tests {
     fn redis_url_from_parts() {
         let c = config(&[("BROADCAST_REDIS_PASSWORD", "pw"), ("BROADCAST_REDIS_DATABASE", "3")]).unwrap();
         assert_eq!(c.redis.connection_url(), "redis://:pw@127.0.0.1:6379/3");
+    }
+
+    #[test]
+    fn redis_cluster_and_sentinel_settings() {
+        let c = config(&[
+            ("REDIS_CLUSTER_NODES", "10.0.0.1:6379, redis://10.0.0.2:6379"),
+            ("BROADCAST_REDIS_PASSWORD", "pw"),
+        ])
+        .unwrap();
+        assert_eq!(c.redis.topology(), RedisTopology::Cluster);
+        assert_eq!(c.redis.cluster_shards, 16);
+        let urls: Vec<String> = c.redis.cluster_nodes.iter().map(|n| c.redis.node_url(n)).collect();
+        assert_eq!(urls, ["redis://:pw@10.0.0.1:6379", "redis://10.0.0.2:6379"]);
+        let c = config(&[("REDIS_SENTINELS", "10.0.0.1:26379")]).unwrap();
+        assert_eq!(
+            (c.redis.topology(), c.redis.sentinel_master.as_str()),
+            (RedisTopology::Sentinel, "mymaster")
+        );
+        assert_eq!(config(&[]).unwrap().redis.topology(), RedisTopology::Single);
+        let refused = |vars: &[(&str, &str)]| match config(vars) {
+            Err(ConfigError::Invalid { var, .. }) => var,
+            other => panic!("{vars:?} accepted: {other:?}"),
+        };
+        assert_eq!(
+            refused(&[("REDIS_CLUSTER_NODES", "a:1"), ("REDIS_SENTINELS", "b:2")]),
+            "REDIS_SENTINELS"
+        );
+        assert_eq!(refused(&[("REDIS_CLUSTER_SHARDS", "0")]), "REDIS_CLUSTER_SHARDS");
+        assert_eq!(refused(&[("REDIS_CLUSTER_SHARDS", "1025")]), "REDIS_CLUSTER_SHARDS");
+        assert_eq!(
+            refused(&[("REDIS_CLUSTER_NODES", "a:1"), ("BROADCAST_CHANNELS_PREFIX", "app{x}_")]),
+            "BROADCAST_CHANNELS_PREFIX"
+        );
+        assert!(
+            config(&[("BROADCAST_CHANNELS_PREFIX", "app{x}_")]).is_ok(),
+            "braces are fine on one Redis"
+        );
     }
 
     fn with_file(vars: &[(&str, &str)], text: &str) -> Result<Config, ConfigError> {

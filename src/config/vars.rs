@@ -180,6 +180,10 @@ pub const VARIABLES: &[Variable] = &[
     var("BROADCAST_REDIS_PASSWORD", "redis.password", Text, "", "Redis password").secret(),
     var("BROADCAST_REDIS_DATABASE", "redis.database", Integer, "0", "Redis database"),
     var("BROADCAST_CHANNELS_PREFIX", "redis.prefix", Text, "", "prefix of Redis channels and keys (Laravel: laravel_database_)"),
+    var("REDIS_CLUSTER_NODES", "redis.cluster_nodes", List, "", "seed nodes of a Redis Cluster (host:port or redis:// URLs); set to run on a cluster").secret(),
+    var("REDIS_CLUSTER_SHARDS", "redis.cluster_shards", Integer, "16", "sharded pub/sub channels the traffic is spread over on a Redis Cluster (1-1024)"),
+    var("REDIS_SENTINELS", "redis.sentinels", List, "", "Redis Sentinel addresses (host:port); set to find the master through Sentinel"),
+    var("REDIS_SENTINEL_MASTER", "redis.sentinel_master", Text, "mymaster", "the master's name in Sentinel"),
     // [pusher]
     var("PUSHER_APP_ID", "pusher.app_id", Text, "", "a Pusher app (with PUSHER_APP_KEY and PUSHER_APP_SECRET)"),
     var("PUSHER_APP_KEY", "pusher.app_key", Text, "", "the app's key"),

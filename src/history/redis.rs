@@ -5,8 +5,11 @@
 //! | a channel's epoch and last offset | hash `{p}rustaxum:history:{channel}:meta` (`epoch`, `offset`), kept for max(TTL, 24 h) after the last message |
 //! | its messages | stream `{p}rustaxum:history:{channel}`, entry id `{offset}-0`, fields `ms` and `m` (the pub/sub message), `MAXLEN` = size, expires TTL after the last message |
 //!
+//! On a Redis Cluster both keys carry the hash tag of the channel's pub/sub shard
+//! (`{p}rustaxum:history:{tag}:{channel}`), so the script below runs in one slot.
+//!
 //! One script assigns the offset (`HINCRBY`), keeps the message (`XADD ... MAXLEN`) and
-//! publishes it (`PUBLISH`), so the order on pub/sub is the order of offsets and every
+//! publishes it (`PUBLISH`, `SPUBLISH` on a cluster), so the order on pub/sub is the order of offsets and every
 //! node (the publisher included) delivers in that order. Reads drop messages older than
 //! the TTL first (`XTRIM MINID`). A meta hash that is gone (Redis restarted or flushed)
 //! gets a new epoch, so clients of the old one learn that their history is lost.
@@ -34,7 +37,7 @@ local msg = ARGV[6] .. ',"pos":{"epoch":"' .. epoch .. '","offset":' .. offset .
 redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[2], offset .. '-0', 'ms', ARGV[7], 'm', msg)
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
-redis.call('PUBLISH', ARGV[5], msg)
+redis.call(ARGV[8], ARGV[5], msg)
 return {epoch, offset}
 "#;
 
@@ -108,7 +111,7 @@ impl RedisHistory {
     }
 
     fn keys(&self, channel: &Channel) -> (String, String) {
-        let stream = self.broker.link().key(&format!("history:{}", channel.name()));
+        let stream = self.broker.link().channel_key("history", channel);
         (format!("{stream}:meta"), stream)
     }
 }
@@ -142,9 +145,10 @@ impl HistoryStore for RedisHistory {
             .arg(retention.size.max(1))
             .arg(millis(retention.ttl))
             .arg(millis(retention.ttl.max(META_TTL)))
-            .arg(self.broker.pubsub_channel(&message.channel))
+            .arg(self.broker.link().pubsub_channel(&message.channel))
             .arg(prefix)
-            .arg(now_ms());
+            .arg(now_ms())
+            .arg(self.broker.link().publish_command());
         let (epoch, offset): (String, u64) = self
             .broker
             .link()

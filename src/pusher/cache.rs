@@ -56,7 +56,7 @@ impl CacheChannels {
     }
 
     fn redis_key(broker: &RedisBroker, channel: &Channel) -> String {
-        broker.link().key(&format!("cache:{}", channel.name()))
+        broker.link().channel_key("cache", channel)
     }
 
     /// The last event of `channel` within the TTL, if any.

@@ -141,16 +141,10 @@ impl RecordStore for RedisRecords {
     async fn keys(&self, prefix: &str) -> Result<Vec<String>, ClusterError> {
         let pattern = format!("{}*", crate::cluster::redis::escape_glob(&self.full(prefix)));
         let strip = self.link.key("");
+        let slot_key = strip.clone();
         let found: Vec<String> = self
             .link
-            .exec(|mut c| async move {
-                let mut out = Vec::new();
-                let mut iter: redis::AsyncIter<'_, String> = redis::AsyncCommands::scan_match(&mut c, &pattern).await?;
-                while let Some(k) = futures_util::StreamExt::next(&mut iter).await {
-                    out.push(k?);
-                }
-                Ok(out)
-            })
+            .exec(|mut c| async move { c.scan_keys(&pattern, &slot_key).await })
             .await?;
         Ok(found
             .into_iter()

@@ -563,15 +563,9 @@ impl Webhooks {
         let link = broker.link();
         let prefix = link.key("webhooks:node:");
         let pattern = format!("{}*", crate::cluster::redis::escape_glob(&prefix));
+        let prefix_key = prefix.clone();
         let keys: Vec<String> = match link
-            .exec(|mut c| async move {
-                let mut iter: redis::AsyncIter<String> = redis::AsyncCommands::scan_match(&mut c, &pattern).await?;
-                let mut keys = Vec::new();
-                while let Some(k) = futures_util::StreamExt::next(&mut iter).await {
-                    keys.push(k?);
-                }
-                Ok(keys)
-            })
+            .exec(|mut c| async move { c.scan_keys(&pattern, &prefix_key).await })
             .await
         {
             Ok(keys) => keys,

@@ -309,10 +309,10 @@ pub async fn wait_ready(node: &TestServer) {
     }
 }
 
-pub fn cluster_config(redis: &redis::RedisServer, prefix: &str) -> Config {
+pub fn cluster_config(redis: &(impl redis::Backend + ?Sized), prefix: &str) -> Config {
     let mut c = config();
     c.driver = rustaxum::config::Driver::Redis;
-    c.redis.url = Some(redis.url());
+    redis.configure(&mut c);
     c.redis.channels_prefix = prefix.to_string();
     c.auth.public_channels.push("orders.*".into());
     c

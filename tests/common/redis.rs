@@ -23,6 +23,44 @@ pub fn unique_prefix() -> String {
 
 use super::free_port;
 
+/// A Redis deployment the tests run nodes on: one server, a cluster, or Sentinel.
+pub trait Backend {
+    /// Points `config` at this deployment.
+    fn configure(&self, config: &mut rustaxum::config::Config);
+    /// The variables that point a server process at it.
+    fn env(&self) -> Vec<(&'static str, String)>;
+    /// `PUBLISH channel payload` as another program (Laravel) would.
+    fn publish(&self, channel: &str, payload: &str);
+}
+
+impl Backend for RedisServer {
+    fn configure(&self, config: &mut rustaxum::config::Config) {
+        config.redis.url = Some(self.url());
+    }
+
+    fn env(&self) -> Vec<(&'static str, String)> {
+        vec![("REDIS_URL", self.url())]
+    }
+
+    fn publish(&self, channel: &str, payload: &str) {
+        redis_cli(self.port, &["PUBLISH", channel, payload]);
+    }
+}
+
+impl Backend for RedisCluster {
+    fn configure(&self, config: &mut rustaxum::config::Config) {
+        config.redis.cluster_nodes = self.nodes();
+    }
+
+    fn env(&self) -> Vec<(&'static str, String)> {
+        vec![("REDIS_CLUSTER_NODES", self.nodes().join(","))]
+    }
+
+    fn publish(&self, channel: &str, payload: &str) {
+        redis_cli(self.ports[1], &["PUBLISH", channel, payload]);
+    }
+}
+
 impl RedisServer {
     pub fn start() -> Self {
         let mut server = Self {
@@ -106,5 +144,143 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// A port whose cluster-bus port (port + 10000) is free too.
+fn free_cluster_port() -> u16 {
+    loop {
+        let port = super::free_port();
+        if port < 55_000 && std::net::TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+            return port;
+        }
+    }
+}
+
+fn spawn_redis(args: &[&str]) -> Child {
+    Command::new("redis-server")
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server must be installed (apt-get install redis-server)")
+}
+
+fn redis_cli(port: u16, args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
+        .output()
+        .expect("redis-cli must be installed (apt-get install redis-tools)");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !ok() {
+        assert!(Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A real Redis Cluster of three masters (no replicas) on free loopback ports, made with
+/// `redis-cli --cluster create`; killed on drop.
+pub struct RedisCluster {
+    pub ports: Vec<u16>,
+    children: Vec<Child>,
+    dir: std::path::PathBuf,
+}
+
+impl RedisCluster {
+    pub fn start() -> Self {
+        let dir = std::env::temp_dir().join(format!("rustaxum-cluster-{}", unique_prefix()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ports: Vec<u16> = (0..3).map(|_| free_cluster_port()).collect();
+        let mut children = Vec::new();
+        for port in &ports {
+            let p = port.to_string();
+            let conf = format!("nodes-{port}.conf");
+            children.push(spawn_redis(&[
+                "--port",
+                &p,
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                dir.to_str().unwrap(),
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                &conf,
+                "--cluster-node-timeout",
+                "2000",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ]));
+        }
+        let cluster = Self { ports, children, dir };
+        for port in &cluster.ports {
+            wait_until("a cluster node did not start", || {
+                redis_cli(*port, &["PING"]).trim() == "PONG"
+            });
+        }
+        let addresses: Vec<String> = cluster.ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        let mut create = vec!["--cluster", "create"];
+        create.extend(addresses.iter().map(String::as_str));
+        create.extend(["--cluster-replicas", "0", "--cluster-yes"]);
+        let out = redis_cli(cluster.ports[0], &create);
+        assert!(out.contains("[OK]"), "redis-cli --cluster create failed: {out}");
+        for port in &cluster.ports {
+            wait_until("the cluster never became ok", || {
+                redis_cli(*port, &["CLUSTER", "INFO"]).contains("cluster_state:ok")
+            });
+        }
+        cluster
+    }
+
+    /// The seed nodes, as `REDIS_CLUSTER_NODES` takes them.
+    pub fn nodes(&self) -> Vec<String> {
+        self.ports.iter().map(|p| format!("127.0.0.1:{p}")).collect()
+    }
+
+    /// `redis-cli` against master `index`, for the test's own commands.
+    pub fn cli(&self, index: usize, args: &[&str]) -> String {
+        redis_cli(self.ports[index], args)
+    }
+
+    /// The port of the master that owns `key`'s slot.
+    pub fn master_of(&self, key: &str) -> u16 {
+        let slot: u16 = redis_cli(self.ports[0], &["CLUSTER", "KEYSLOT", key])
+            .trim()
+            .parse()
+            .unwrap();
+        let nodes = redis_cli(self.ports[0], &["CLUSTER", "NODES"]);
+        for line in nodes.lines() {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if fields.len() < 9 || !fields[2].contains("master") {
+                continue;
+            }
+            let port: u16 = fields[1].split(['@', ':']).nth(1).unwrap().parse().unwrap();
+            for range in &fields[8..] {
+                let (lo, hi) = range.split_once('-').unwrap_or((range, range));
+                if let (Ok(lo), Ok(hi)) = (lo.parse::<u16>(), hi.parse::<u16>()) {
+                    if (lo..=hi).contains(&slot) {
+                        return port;
+                    }
+                }
+            }
+        }
+        panic!("no master owns slot {slot}: {nodes}");
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

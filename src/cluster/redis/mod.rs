@@ -12,12 +12,15 @@
 //! | a user's sockets on `c` | set `{p}rustaxum:presence:c:sockets:{user}` of `node|socket` |
 //! | channels with presence | set `{p}rustaxum:presence:channels` |
 //!
+//! On a Redis Cluster the same keys carry hash tags and channel messages travel on sharded
+//! pub/sub (`SPUBLISH {p}rustaxum:shard:{tag}`, the message naming its channel in `ch`);
+//! see [`RedisLink`].
+//!
 //! A node that dies without saying goodbye stops refreshing its key; the presence
 //! janitors of the live nodes then remove its members. After a resubscription (Redis
 //! restarted, or was unreachable), or when the heartbeat finds the node's own key gone,
 //! the broker beats at once and asks for a resync of what the node keeps in Redis
-//! ([`RedisBroker::resync_requests`]). The presence scripts touch keys they compute, so
-//! this needs a standalone Redis (or Sentinel), not Redis Cluster.
+//! ([`RedisBroker::resync_requests`]).
 
 mod link;
 
@@ -34,7 +37,7 @@ use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use link::RedisLink;
+pub use link::{slot_of, RedisConn, RedisLink};
 
 use super::breaker::BreakerState;
 use super::{Broker, ClusterError, Fanout};
@@ -74,6 +77,9 @@ struct Wire<'a> {
     /// When it was published (kept across nodes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     ts: Option<std::borrow::Cow<'a, str>>,
+    /// The channel's key, on a Redis Cluster's shard channels (which carry many channels).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ch: Option<std::borrow::Cow<'a, str>>,
     /// Its place in the channel's history.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pos: Option<Position>,
@@ -81,6 +87,16 @@ struct Wire<'a> {
     /// publishes in offset order).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     all: bool,
+}
+
+/// How following the Redis subscription ended.
+enum Followed {
+    /// The node is stopping.
+    Stopped,
+    /// It was up, then lost.
+    Lost,
+    /// It could not be set up.
+    Failed(String),
 }
 
 /// Counters of the broker's life, for the stats endpoint.
@@ -167,50 +183,159 @@ impl RedisBroker {
     }
 
     async fn subscribe_loop(self: Arc<Self>, fanout: Fanout, stop: CancellationToken) {
-        let pattern = format!("{}*", escape_glob(self.link.prefix()));
         let mut backoff = Duration::from_millis(100);
         while !stop.is_cancelled() {
-            let connected = tokio::time::timeout(COMMAND_TIMEOUT * 2, async {
-                let mut pubsub = self.link.client().get_async_pubsub().await?;
-                pubsub.psubscribe(&pattern).await?;
-                RedisResult::Ok(pubsub)
-            })
-            .await;
-            if let Ok(Ok(pubsub)) = connected {
-                self.subscribed.store(true, Ordering::Release);
-                self.counters.subscriptions.fetch_add(1, Ordering::Relaxed);
-                self.subscription_epoch.send_modify(|n| *n = n.wrapping_add(1));
-                tracing::info!(node = %self.link.node_id(), pattern = %pattern, "subscribed to Redis");
-                backoff = Duration::from_millis(100);
-                let (mut sink, mut messages) = pubsub.split();
-                // A Redis that stops answering without closing the connection (a frozen
-                // process, a silent partition) is caught by a periodic PING.
-                let mut keepalive = tokio::time::interval(SUBSCRIPTION_PING);
-                keepalive.tick().await;
-                loop {
-                    tokio::select! {
-                        _ = stop.cancelled() => return,
-                        msg = messages.next() => match msg {
-                            Some(msg) => self.deliver(&fanout, &msg),
-                            None => break,
-                        },
-                        _ = keepalive.tick() => {
-                            let pong = tokio::time::timeout(COMMAND_TIMEOUT, sink.ping::<redis::Value>()).await;
-                            if !matches!(pong, Ok(Ok(_))) {
-                                break;
-                            }
-                        }
-                    }
+            let lost = if self.link.is_cluster() {
+                self.follow_cluster(&fanout, &stop).await
+            } else {
+                self.follow_single(&fanout, &stop).await
+            };
+            match lost {
+                Followed::Stopped => return,
+                Followed::Lost => {
+                    self.subscribed.store(false, Ordering::Release);
+                    self.counters.subscription_losses.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(node = %self.link.node_id(), "lost the Redis subscription; reconnecting");
+                    backoff = Duration::from_millis(100);
                 }
-                self.subscribed.store(false, Ordering::Release);
-                self.counters.subscription_losses.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(node = %self.link.node_id(), "lost the Redis subscription; reconnecting");
+                Followed::Failed(e) => tracing::debug!(error = %e, "could not subscribe to Redis"),
             }
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = tokio::time::sleep(backoff) => {}
             }
             backoff = (backoff * 2).min(Duration::from_secs(2));
+        }
+    }
+
+    /// The pattern every channel Laravel (or anyone) publishes on matches: `{prefix}*`.
+    fn pattern(&self) -> String {
+        format!("{}*", escape_glob(self.link.prefix()))
+    }
+
+    fn subscription_up(&self, what: &str) {
+        self.subscribed.store(true, Ordering::Release);
+        self.counters.subscriptions.fetch_add(1, Ordering::Relaxed);
+        self.subscription_epoch.send_modify(|n| *n = n.wrapping_add(1));
+        tracing::info!(node = %self.link.node_id(), subscription = %what, "subscribed to Redis");
+    }
+
+    /// One Redis (or the master Sentinel names): `PSUBSCRIBE {prefix}*` on a connection of
+    /// its own, until it fails.
+    async fn follow_single(&self, fanout: &Fanout, stop: &CancellationToken) -> Followed {
+        let pattern = self.pattern();
+        let connected = tokio::time::timeout(COMMAND_TIMEOUT * 2, async {
+            let client =
+                self.link.pubsub_client().await?.ok_or_else(|| {
+                    redis::RedisError::from((redis::ErrorKind::InvalidClientConfig, "no single Redis"))
+                })?;
+            let mut pubsub = client.get_async_pubsub().await?;
+            pubsub.psubscribe(&pattern).await?;
+            RedisResult::Ok(pubsub)
+        })
+        .await;
+        let pubsub = match connected {
+            Ok(Ok(pubsub)) => pubsub,
+            Ok(Err(e)) => return Followed::Failed(e.to_string()),
+            Err(_) => return Followed::Failed("timed out".into()),
+        };
+        self.subscription_up(&pattern);
+        let (mut sink, mut messages) = pubsub.split();
+        // A Redis that stops answering without closing the connection (a frozen
+        // process, a silent partition) is caught by a periodic PING.
+        let mut keepalive = tokio::time::interval(SUBSCRIPTION_PING);
+        keepalive.tick().await;
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return Followed::Stopped,
+                msg = messages.next() => match msg {
+                    Some(msg) => self.deliver(fanout, msg.get_channel_name(), msg.get_payload_bytes(), false),
+                    None => return Followed::Lost,
+                },
+                _ = keepalive.tick() => {
+                    let pong = tokio::time::timeout(COMMAND_TIMEOUT, sink.ping::<redis::Value>()).await;
+                    if !matches!(pong, Ok(Ok(_))) {
+                        return Followed::Lost;
+                    }
+                }
+            }
+        }
+    }
+
+    /// A Redis Cluster: `SSUBSCRIBE` to every shard channel (each on the master owning
+    /// its slot) and `PSUBSCRIBE {prefix}*` for what other programs publish, on a cluster
+    /// connection of its own, until a master stops answering or a shard channel is taken
+    /// away (its slot moved): then everything is set up again from a fresh slot map.
+    async fn follow_cluster(&self, fanout: &Fanout, stop: &CancellationToken) -> Followed {
+        let pattern = self.pattern();
+        let shards = self.link.shard_channels();
+        let (tx, mut pushes) = tokio::sync::mpsc::unbounded_channel();
+        let connected = tokio::time::timeout(COMMAND_TIMEOUT * 4, async {
+            let mut conn = self.link.cluster_pubsub(tx).await?.ok_or_else(|| {
+                redis::RedisError::from((redis::ErrorKind::InvalidClientConfig, "not a Redis Cluster"))
+            })?;
+            // One command per shard: a subscription may not span slots.
+            for shard in &shards {
+                conn.ssubscribe(shard).await?;
+            }
+            conn.psubscribe(&pattern).await?;
+            RedisResult::Ok(conn)
+        })
+        .await;
+        let mut conn = match connected {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(e)) => return Followed::Failed(e.to_string()),
+            Err(_) => return Followed::Failed("timed out".into()),
+        };
+        self.subscription_up(&format!("{pattern} and {} shard channels", shards.len()));
+        let mut keepalive = tokio::time::interval(SUBSCRIPTION_PING);
+        keepalive.tick().await;
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return Followed::Stopped,
+                push = pushes.recv() => {
+                    let Some(push) = push else { return Followed::Lost };
+                    match push.kind {
+                        redis::PushKind::SMessage => {
+                            if let [channel, payload] = &push.data[..] {
+                                self.deliver_value(fanout, channel, payload, true);
+                            }
+                        }
+                        redis::PushKind::PMessage => {
+                            if let [_, channel, payload] = &push.data[..] {
+                                self.deliver_value(fanout, channel, payload, false);
+                            }
+                        }
+                        // Redis takes a shard channel away when its slot moves to another
+                        // master; a dropped connection to a master loses its messages.
+                        redis::PushKind::SUnsubscribe | redis::PushKind::Disconnection => return Followed::Lost,
+                        _ => {}
+                    }
+                }
+                _ = keepalive.tick() => {
+                    // PING goes to every master.
+                    let pong = tokio::time::timeout(COMMAND_TIMEOUT, redis::cmd("PING").query_async::<redis::Value>(&mut conn)).await;
+                    if !matches!(pong, Ok(Ok(_))) {
+                        return Followed::Lost;
+                    }
+                }
+            }
+        }
+    }
+
+    fn deliver_value(&self, fanout: &Fanout, channel: &redis::Value, payload: &redis::Value, sharded: bool) {
+        match (channel, payload) {
+            (redis::Value::BulkString(channel), redis::Value::BulkString(payload)) => {
+                match std::str::from_utf8(channel) {
+                    Ok(name) => self.deliver(fanout, name, payload, sharded),
+                    Err(_) => {
+                        self.counters.invalid.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            _ => {
+                self.counters.invalid.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 
@@ -258,22 +383,26 @@ impl RedisBroker {
         self.control_events.subscribe()
     }
 
-    fn deliver(&self, fanout: &Fanout, msg: &redis::Msg) {
+    /// A message received on Redis channel `name`; `sharded` when it came on a shard
+    /// channel of a Redis Cluster (the hub channel is then in the message).
+    fn deliver(&self, fanout: &Fanout, name: &str, payload: &[u8], sharded: bool) {
         self.counters.received.fetch_add(1, Ordering::Relaxed);
-        let name = msg.get_channel_name();
-        if name == self.control_channel() {
-            return self.control(fanout.hub(), msg.get_payload_bytes());
+        if !sharded && name == self.control_channel() {
+            return self.control(fanout.hub(), payload);
         }
-        let Some(channel) = name
-            .strip_prefix(self.link.prefix())
-            .and_then(|n| Channel::from_key(n).ok())
-        else {
+        let Ok(wire) = serde_json::from_slice::<Wire<'_>>(payload) else {
             self.counters.invalid.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(redis_channel = %name, "ignoring a Redis message that is not {{\"event\",\"data\"}} JSON");
             return;
         };
-        let Ok(wire) = serde_json::from_slice::<Wire<'_>>(msg.get_payload_bytes()) else {
+        let channel = if sharded {
+            wire.ch.as_deref().and_then(|c| Channel::from_key(c).ok())
+        } else {
+            name.strip_prefix(self.link.prefix())
+                .and_then(|n| Channel::from_key(n).ok())
+        };
+        let Some(channel) = channel else {
             self.counters.invalid.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(channel = %channel, "ignoring a Redis message that is not {{\"event\",\"data\"}} JSON");
             return;
         };
         // A node delivers its own messages itself, except those the history script
@@ -473,10 +602,11 @@ pub struct BrokerStatus {
 impl Broker for RedisBroker {
     async fn publish(&self, message: &Message) -> Result<(), ClusterError> {
         let payload = self.encode(message)?;
-        let target = format!("{}{}", self.link.prefix(), message.channel.name());
+        let mut publish = redis::cmd(self.link.publish_command());
+        publish.arg(self.link.pubsub_channel(&message.channel)).arg(payload);
         let result = self
             .link
-            .exec(|mut c| async move { c.publish::<_, _, ()>(&target, payload).await })
+            .exec(|mut c| async move { publish.query_async::<()>(&mut c).await })
             .await;
         match &result {
             Ok(()) => self.counters.published.fetch_add(1, Ordering::Relaxed),
@@ -519,13 +649,9 @@ impl RedisBroker {
             ts: Some(message.timestamp.as_ref().into()),
             pos: message.position.clone(),
             all: false,
+            ch: self.link.is_cluster().then(|| message.channel.name().into()),
         };
         Ok(serde_json::to_string(&wire)?)
-    }
-
-    /// The Redis channel a hub channel's messages are published on.
-    pub(crate) fn pubsub_channel(&self, channel: &Channel) -> String {
-        format!("{}{}", self.link.prefix(), channel.name())
     }
 }
 
