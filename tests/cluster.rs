@@ -722,3 +722,66 @@ mod on_a_redis_cluster {
         app_stats(&RedisCluster::start()).await;
     }
 }
+
+#[tokio::test]
+async fn on_a_redis_cluster_traffic_spreads_over_every_master_and_survives_a_slot_move() {
+    let redis = RedisCluster::start();
+    let (a, b, prefix) = two_nodes(&redis).await;
+    // Every master carries some of the 16 shard channels.
+    let per_master: Vec<Vec<String>> = redis.ports.iter().map(|p| redis.shard_channels_on(*p)).collect();
+    assert!(per_master.iter().all(|c| !c.is_empty()), "{per_master:?}");
+    assert_eq!(per_master.iter().map(Vec::len).sum::<usize>(), 16, "{per_master:?}");
+
+    let mut sockets = Vec::new();
+    for i in 0..24 {
+        sockets.push(b.connect(&format!("/ws/orders.{i}")).await.0);
+    }
+    for i in 0..24 {
+        a.publish(&format!("orders.{i}"), "e", json!({"i": i})).await;
+    }
+    for (i, ws) in sockets.iter_mut().enumerate() {
+        let frames = collect(ws, Duration::from_millis(150)).await;
+        assert_eq!(frames.len(), 1, "orders.{i}: {frames:?}");
+        assert_eq!(frames[0]["data"]["i"], i);
+    }
+    let calls: Vec<u64> = redis.ports.iter().map(|p| redis.spublish_calls_on(*p)).collect();
+    assert!(calls.iter().all(|c| *c > 0), "every master published some: {calls:?}");
+    assert_eq!(calls.iter().sum::<u64>(), 24, "{calls:?}");
+
+    // The slot of orders.0's shard moves to another master: both nodes are told (their
+    // shard subscription is taken away), subscribe again, and orders.0 keeps working.
+    let mut settings = rustaxum::config::RedisConfig::default();
+    redis.configure_redis(&mut settings);
+    settings.channels_prefix = prefix.clone();
+    let link = rustaxum::cluster::redis::RedisLink::new(&settings).unwrap();
+    let shard = link.pubsub_channel(&rustaxum::channel::Channel::parse("orders.0").unwrap());
+    let slot = rustaxum::cluster::redis::slot_of(&shard);
+    let from = redis.master_of(&shard);
+    let to = *redis.ports.iter().find(|p| **p != from).unwrap();
+    let subscriptions = |stats: &Value| stats["redis"]["subscriptions"].as_u64().unwrap_or(0);
+    let before = [
+        subscriptions(&a.get("/api/broadcast/stats").await.1),
+        subscriptions(&b.get("/api/broadcast/stats").await.1),
+    ];
+    redis.move_slot(slot, to);
+    assert_eq!(redis.master_of(&shard), to);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for (node, before) in [&a, &b].into_iter().zip(before) {
+        loop {
+            let (ready, stats) = node.get("/api/broadcast/stats").await;
+            if ready == 200 && subscriptions(&stats) > before && stats["redis"]["subscribed"] == true {
+                break;
+            }
+            assert!(Instant::now() < deadline, "never subscribed again: {stats}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    assert!(
+        redis.shard_channels_on(to).contains(&shard),
+        "{:?}",
+        redis.shard_channels_on(to)
+    );
+    a.publish("orders.0", "after.move", json!({})).await;
+    let frames = collect(&mut sockets[0], Duration::from_millis(500)).await;
+    assert_eq!(events(&frames, "after.move"), 1, "{frames:?}");
+}

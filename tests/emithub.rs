@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::redis::{unique_prefix, RedisServer};
+use common::redis::{unique_prefix, Backend, RedisCluster, RedisServer};
 use common::*;
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -894,10 +894,18 @@ async fn the_documents_admin_panel_runs_unchanged() {
 
 #[tokio::test]
 async fn two_nodes_with_redis_share_channels_and_history() {
-    let redis = RedisServer::start();
+    two_nodes_share_channels(&RedisServer::start()).await;
+}
+
+#[tokio::test]
+async fn two_nodes_on_a_redis_cluster_share_channels_and_history() {
+    two_nodes_share_channels(&RedisCluster::start()).await;
+}
+
+async fn two_nodes_share_channels(redis: &impl Backend) {
     let prefix = unique_prefix();
-    let a = start_with(cluster_config(&redis, &prefix)).await;
-    let b = start_with(cluster_config(&redis, &prefix)).await;
+    let a = start_with(cluster_config(redis, &prefix)).await;
+    let b = start_with(cluster_config(redis, &prefix)).await;
     for node in [&a, &b] {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         while node.get("/api/v1/ready").await.0 != 200 {
@@ -964,7 +972,7 @@ async fn two_nodes_with_redis_share_channels_and_history() {
     assert_eq!(u16::from(frame.code), 4010);
 
     // A node that starts later sees every channel.
-    let c = start_with(cluster_config(&redis, &prefix)).await;
+    let c = start_with(cluster_config(redis, &prefix)).await;
     until_status(&Api::of(&c), &id, "Stopped").await;
     assert_eq!(Api::of(&c).get("/channels").await.1["count"], 1);
 

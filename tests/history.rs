@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::redis::{unique_prefix, RedisServer};
+use common::redis::{unique_prefix, Backend, RedisCluster, RedisServer};
 use common::*;
 use futures_util::SinkExt;
 use serde_json::{json, Value};
@@ -155,13 +155,21 @@ async fn a_client_that_drops_for_two_seconds_misses_nothing() {
 
 #[tokio::test]
 async fn across_two_nodes_with_redis_offsets_agree_and_nothing_is_missed() {
-    let redis = RedisServer::start();
+    offsets_agree_across_nodes(&RedisServer::start()).await;
+}
+
+#[tokio::test]
+async fn on_a_redis_cluster_offsets_agree_and_nothing_is_missed() {
+    offsets_agree_across_nodes(&RedisCluster::start()).await;
+}
+
+async fn offsets_agree_across_nodes(redis: &impl Backend) {
     let prefix = unique_prefix();
-    let mut a = cluster_config(&redis, &prefix);
+    let mut a = cluster_config(redis, &prefix);
     a.history.channels = vec!["feed".into()];
     a.auth.public_channels.push("feed".into());
     let a = start_with(a.clone()).await;
-    let mut b = cluster_config(&redis, &prefix);
+    let mut b = cluster_config(redis, &prefix);
     b.history.channels = vec!["feed".into()];
     b.auth.public_channels.push("feed".into());
     let b = start_with(b).await;

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::redis::{unique_prefix, RedisServer};
+use common::redis::{unique_prefix, Backend, RedisCluster, RedisServer};
 use common::*;
 
 /// base64 of 32 bytes: the first app's encryption master key.
@@ -92,10 +92,18 @@ async fn run_node_suite(suite: &str, port: u16, port2: Option<u16>) {
 
 #[tokio::test]
 async fn pusher_features_work_across_two_nodes_with_redis() {
-    let redis = RedisServer::start();
+    pusher_features_across_nodes(&RedisServer::start()).await;
+}
+
+#[tokio::test]
+async fn pusher_features_work_across_two_nodes_on_a_redis_cluster() {
+    pusher_features_across_nodes(&RedisCluster::start()).await;
+}
+
+async fn pusher_features_across_nodes(redis: &impl Backend) {
     let prefix = unique_prefix();
     let node = || {
-        let mut c = cluster_config(&redis, &prefix);
+        let mut c = cluster_config(redis, &prefix);
         c.pusher.apps = rustaxum::pusher::Apps::new(apps());
         for public in ["orders", "counted", "cache-*"] {
             c.auth.public_channels.push(public.into());

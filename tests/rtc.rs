@@ -7,7 +7,7 @@ mod common;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::redis::{unique_prefix, RedisServer};
+use common::redis::{unique_prefix, Backend, RedisCluster, RedisServer};
 use common::*;
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -354,10 +354,18 @@ async fn direct_messages_reach_every_connection_of_the_user_and_nobody_else() {
 
 #[tokio::test]
 async fn direct_messages_cross_nodes_through_redis() {
-    let redis = RedisServer::start();
+    direct_messages_across_nodes(&RedisServer::start()).await;
+}
+
+#[tokio::test]
+async fn direct_messages_cross_nodes_through_a_redis_cluster() {
+    direct_messages_across_nodes(&RedisCluster::start()).await;
+}
+
+async fn direct_messages_across_nodes(redis: &impl Backend) {
     let prefix = unique_prefix();
-    let a = start_with_rtc(cluster_config(&redis, &prefix)).await;
-    let b = start_with_rtc(cluster_config(&redis, &prefix)).await;
+    let a = start_with_rtc(cluster_config(redis, &prefix)).await;
+    let b = start_with_rtc(cluster_config(redis, &prefix)).await;
     for node in [&a, &b] {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         while node.get("/ready").await.0 != 200 {

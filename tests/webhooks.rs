@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::http::HeaderMap;
-use common::redis::{unique_prefix, RedisServer};
+use common::redis::{unique_prefix, Backend, RedisCluster, RedisServer};
 use common::*;
 use serde_json::{json, Value};
 use tokio::time::Instant;
@@ -217,7 +217,15 @@ async fn a_receiver_down_for_three_seconds_loses_nothing() {
 
 #[tokio::test]
 async fn two_nodes_send_one_occupied_and_one_vacated() {
-    let redis = RedisServer::start();
+    one_occupied_one_vacated(&RedisServer::start()).await;
+}
+
+#[tokio::test]
+async fn two_nodes_on_a_redis_cluster_send_one_occupied_and_one_vacated() {
+    one_occupied_one_vacated(&RedisCluster::start()).await;
+}
+
+async fn one_occupied_one_vacated(redis: &impl Backend) {
     let prefix = unique_prefix();
     let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let received: Received = Arc::default();
@@ -226,7 +234,7 @@ async fn two_nodes_send_one_occupied_and_one_vacated() {
         let hook = format!("http://{addr}/hook");
         let mut c = config_from(lookup(hook));
         c.driver = rustaxum::config::Driver::Redis;
-        c.redis.url = Some(redis.url());
+        redis.configure(&mut c);
         c.redis.channels_prefix = prefix;
         c
     };
@@ -295,7 +303,15 @@ async fn emithub_state_changes_are_webhooks_too() {
 
 #[tokio::test]
 async fn a_node_that_dies_still_ends_in_one_channel_vacated() {
-    let redis = RedisServer::start();
+    dead_node_vacates(&RedisServer::start()).await;
+}
+
+#[tokio::test]
+async fn on_a_redis_cluster_a_node_that_dies_still_ends_in_one_channel_vacated() {
+    dead_node_vacates(&RedisCluster::start()).await;
+}
+
+async fn dead_node_vacates(redis: &impl Backend) {
     let prefix = unique_prefix();
     let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let received: Received = Arc::default();
@@ -303,21 +319,21 @@ async fn a_node_that_dies_still_ends_in_one_channel_vacated() {
     let hook = format!("http://{addr}/hook");
     let mut config = config_from(lookup(hook.clone()));
     config.driver = rustaxum::config::Driver::Redis;
-    config.redis.url = Some(redis.url());
+    redis.configure(&mut config);
     config.redis.channels_prefix = prefix.clone();
     let _a = start_with(config).await;
     // Node B, a real process that will be killed with its subscriber on it.
-    let url = redis.url();
-    let env = [
+    let backend = redis.env();
+    let mut env: Vec<(&str, &str)> = backend.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    env.extend([
         ("BROADCAST_DRIVER", "redis"),
-        ("REDIS_URL", url.as_str()),
         ("BROADCAST_CHANNELS_PREFIX", prefix.as_str()),
         ("BROADCAST_PUBLIC_CHANNELS", "orders"),
         ("PUSHER_APP_ID", "42"),
         ("PUSHER_APP_KEY", "hook-key"),
         ("PUSHER_APP_SECRET", "hook-secret"),
         ("BROADCAST_WEBHOOK_URLS", hook.as_str()),
-    ];
+    ]);
     let (mut b, base) = spawn_server(&env).await;
     let ws_url = format!("{}/ws/orders", base.replacen("http", "ws", 1));
     let (_socket, _) = tokio_tungstenite::connect_async(ws_url).await.expect("connect to B");

@@ -49,7 +49,7 @@ impl Backend for RedisServer {
 
 impl Backend for RedisCluster {
     fn configure(&self, config: &mut rustaxum::config::Config) {
-        config.redis.cluster_nodes = self.nodes();
+        self.configure_redis(&mut config.redis);
     }
 
     fn env(&self) -> Vec<(&'static str, String)> {
@@ -239,6 +239,11 @@ impl RedisCluster {
         cluster
     }
 
+    /// Points Redis settings at this cluster.
+    pub fn configure_redis(&self, redis: &mut rustaxum::config::RedisConfig) {
+        redis.cluster_nodes = self.nodes();
+    }
+
     /// The seed nodes, as `REDIS_CLUSTER_NODES` takes them.
     pub fn nodes(&self) -> Vec<String> {
         self.ports.iter().map(|p| format!("127.0.0.1:{p}")).collect()
@@ -282,5 +287,46 @@ impl Drop for RedisCluster {
             let _ = c.wait();
         }
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl RedisCluster {
+    /// Gives `slot` to master `to` (a slot without keys moves at once, as the last step of
+    /// a resharding does), and waits until every master agrees.
+    pub fn move_slot(&self, slot: u16, to: u16) {
+        let id = redis_cli(to, &["CLUSTER", "MYID"]).trim().to_string();
+        let slot = slot.to_string();
+        let mut order = vec![to];
+        order.extend(self.ports.iter().copied().filter(|p| *p != to));
+        for port in order {
+            let out = redis_cli(port, &["CLUSTER", "SETSLOT", &slot, "NODE", &id]);
+            assert!(out.trim() == "OK", "CLUSTER SETSLOT on {port}: {out}");
+        }
+        for port in &self.ports {
+            wait_until("the masters never agreed on the moved slot", || {
+                redis_cli(*port, &["CLUSTER", "NODES"])
+                    .lines()
+                    .any(|l| l.starts_with(&id) && l.split_whitespace().skip(8).any(|r| r == slot))
+            });
+        }
+    }
+
+    /// The shard channels with subscribers on master `port`.
+    pub fn shard_channels_on(&self, port: u16) -> Vec<String> {
+        redis_cli(port, &["PUBSUB", "SHARDCHANNELS"])
+            .lines()
+            .map(str::to_string)
+            .filter(|l| !l.is_empty())
+            .collect()
+    }
+
+    /// How many `SPUBLISH` commands master `port` ran.
+    pub fn spublish_calls_on(&self, port: u16) -> u64 {
+        redis_cli(port, &["INFO", "commandstats"])
+            .lines()
+            .find_map(|l| l.strip_prefix("cmdstat_spublish:calls="))
+            .and_then(|rest| rest.split(',').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
     }
 }
