@@ -785,3 +785,53 @@ async fn on_a_redis_cluster_traffic_spreads_over_every_master_and_survives_a_slo
     let frames = collect(&mut sockets[0], Duration::from_millis(500)).await;
     assert_eq!(events(&frames, "after.move"), 1, "{frames:?}");
 }
+
+/// Nodes that find their Redis through Sentinel, and follow it through a failover.
+mod through_sentinel {
+    use super::*;
+    use common::redis::RedisSentinel;
+
+    #[tokio::test]
+    async fn an_event_published_anywhere_reaches_every_subscriber_exactly_once() {
+        exactly_once(&RedisSentinel::start()).await;
+    }
+
+    #[tokio::test]
+    async fn presence_is_one_list_across_nodes_and_tabs() {
+        presence_across_nodes(&RedisSentinel::start()).await;
+    }
+
+    #[tokio::test]
+    async fn nodes_follow_a_failover_to_the_new_master() {
+        let mut redis = RedisSentinel::start();
+        let (a, b, _) = two_nodes(&redis).await;
+        let (mut on_a, _) = a.connect("/ws/general").await;
+        b.publish("general", "before", json!({})).await;
+        assert_eq!(
+            events(&collect(&mut on_a, Duration::from_millis(400)).await, "before"),
+            1
+        );
+
+        redis.fail_over();
+        // Both nodes reconnect to the promoted replica; publishing through B reaches A again.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (status, _) = b
+                .post(
+                    "/api/broadcast",
+                    &json!({"channel": "general", "event": "after"}).to_string(),
+                )
+                .await;
+            if status == 200 && a.get("/ready").await.0 == 200 {
+                let frames = collect(&mut on_a, Duration::from_millis(400)).await;
+                if events(&frames, "after") == 1 {
+                    break;
+                }
+            }
+            assert!(Instant::now() < deadline, "the nodes never followed the failover");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let (_, ready) = a.get("/ready").await;
+        assert_eq!(ready["redis"]["subscribed"], true, "{ready}");
+    }
+}

@@ -330,3 +330,108 @@ impl RedisCluster {
             .unwrap_or(0)
     }
 }
+
+/// A real Sentinel setup: a master, a replica of it and one Sentinel (quorum 1, a master
+/// is down after 1 s), on free loopback ports; killed on drop.
+pub struct RedisSentinel {
+    pub master: RedisServer,
+    pub replica_port: u16,
+    pub sentinel_port: u16,
+    children: Vec<Child>,
+    dir: std::path::PathBuf,
+}
+
+impl RedisSentinel {
+    pub fn start() -> Self {
+        let dir = std::env::temp_dir().join(format!("rustaxum-sentinel-{}", unique_prefix()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let master = RedisServer::start();
+        let replica_port = free_port();
+        let replica = spawn_redis(&[
+            "--port",
+            &replica_port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--replicaof",
+            "127.0.0.1",
+            &master.port.to_string(),
+        ]);
+        wait_until("the replica never caught up", || {
+            redis_cli(replica_port, &["INFO", "replication"]).contains("master_link_status:up")
+        });
+        let sentinel_port = free_port();
+        let conf = dir.join("sentinel.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "port {sentinel_port}\nbind 127.0.0.1\ndir {}\n\
+                 sentinel monitor mymaster 127.0.0.1 {} 1\n\
+                 sentinel down-after-milliseconds mymaster 1000\n\
+                 sentinel failover-timeout mymaster 5000\n",
+                dir.display(),
+                master.port
+            ),
+        )
+        .unwrap();
+        let sentinel = spawn_redis(&[conf.to_str().unwrap(), "--sentinel"]);
+        wait_until("Sentinel never saw the replica", || {
+            redis_cli(sentinel_port, &["SENTINEL", "REPLICAS", "mymaster"]).contains(&replica_port.to_string())
+        });
+        Self {
+            master,
+            replica_port,
+            sentinel_port,
+            children: vec![replica, sentinel],
+            dir,
+        }
+    }
+
+    /// The port of the master Sentinel names now.
+    pub fn master_port(&self) -> u16 {
+        let out = redis_cli(self.sentinel_port, &["SENTINEL", "GET-MASTER-ADDR-BY-NAME", "mymaster"]);
+        out.lines().nth(1).and_then(|p| p.trim().parse().ok()).unwrap_or(0)
+    }
+
+    /// Kills the master (SIGKILL) and waits until Sentinel has promoted the replica.
+    pub fn fail_over(&mut self) {
+        self.master.kill();
+        wait_until("Sentinel never promoted the replica", || {
+            self.master_port() == self.replica_port
+        });
+        wait_until("the replica never became master", || {
+            redis_cli(self.replica_port, &["INFO", "replication"]).contains("role:master")
+        });
+    }
+}
+
+impl Backend for RedisSentinel {
+    fn configure(&self, config: &mut rustaxum::config::Config) {
+        config.redis.sentinels = vec![format!("127.0.0.1:{}", self.sentinel_port)];
+        config.redis.sentinel_master = "mymaster".into();
+    }
+
+    fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("REDIS_SENTINELS", format!("127.0.0.1:{}", self.sentinel_port)),
+            ("REDIS_SENTINEL_MASTER", "mymaster".into()),
+        ]
+    }
+
+    fn publish(&self, channel: &str, payload: &str) {
+        redis_cli(self.master_port(), &["PUBLISH", channel, payload]);
+    }
+}
+
+impl Drop for RedisSentinel {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
