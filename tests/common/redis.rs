@@ -183,24 +183,49 @@ fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
     }
 }
 
-/// A real Redis Cluster of three masters (no replicas) on free loopback ports, made with
-/// `redis-cli --cluster create`; killed on drop.
-pub struct RedisCluster {
-    pub ports: Vec<u16>,
+/// Redis processes a test started and their working directory: killed and removed on drop.
+struct Processes {
     children: Vec<Child>,
     dir: std::path::PathBuf,
 }
 
+impl Processes {
+    fn new(kind: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("rustaxum-{kind}-{}", unique_prefix()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self {
+            children: Vec::new(),
+            dir,
+        }
+    }
+}
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A real Redis Cluster of three masters (no replicas) on free loopback ports, made with
+/// `redis-cli --cluster create`; killed on drop.
+pub struct RedisCluster {
+    pub ports: Vec<u16>,
+    _processes: Processes,
+}
+
 impl RedisCluster {
     pub fn start() -> Self {
-        let dir = std::env::temp_dir().join(format!("rustaxum-cluster-{}", unique_prefix()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let mut processes = Processes::new("cluster");
+        let dir = processes.dir.clone();
         let ports: Vec<u16> = (0..3).map(|_| free_cluster_port()).collect();
-        let mut children = Vec::new();
         for port in &ports {
             let p = port.to_string();
             let conf = format!("nodes-{port}.conf");
-            children.push(spawn_redis(&[
+            processes.children.push(spawn_redis(&[
                 "--port",
                 &p,
                 "--bind",
@@ -219,7 +244,10 @@ impl RedisCluster {
                 "no",
             ]));
         }
-        let cluster = Self { ports, children, dir };
+        let cluster = Self {
+            ports,
+            _processes: processes,
+        };
         for port in &cluster.ports {
             wait_until("a cluster node did not start", || {
                 redis_cli(*port, &["PING"]).trim() == "PONG"
@@ -280,16 +308,6 @@ impl RedisCluster {
     }
 }
 
-impl Drop for RedisCluster {
-    fn drop(&mut self) {
-        for c in &mut self.children {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 impl RedisCluster {
     /// Gives `slot` to master `to` (a slot without keys moves at once, as the last step of
     /// a resharding does), and waits until every master agrees.
@@ -337,17 +355,16 @@ pub struct RedisSentinel {
     pub master: RedisServer,
     pub replica_port: u16,
     pub sentinel_port: u16,
-    children: Vec<Child>,
-    dir: std::path::PathBuf,
+    _processes: Processes,
 }
 
 impl RedisSentinel {
     pub fn start() -> Self {
-        let dir = std::env::temp_dir().join(format!("rustaxum-sentinel-{}", unique_prefix()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let mut processes = Processes::new("sentinel");
+        let dir = processes.dir.clone();
         let master = RedisServer::start();
         let replica_port = free_port();
-        let replica = spawn_redis(&[
+        processes.children.push(spawn_redis(&[
             "--port",
             &replica_port.to_string(),
             "--bind",
@@ -359,7 +376,7 @@ impl RedisSentinel {
             "--replicaof",
             "127.0.0.1",
             &master.port.to_string(),
-        ]);
+        ]));
         wait_until("the replica never caught up", || {
             redis_cli(replica_port, &["INFO", "replication"]).contains("master_link_status:up")
         });
@@ -377,7 +394,9 @@ impl RedisSentinel {
             ),
         )
         .unwrap();
-        let sentinel = spawn_redis(&[conf.to_str().unwrap(), "--sentinel"]);
+        processes
+            .children
+            .push(spawn_redis(&[conf.to_str().unwrap(), "--sentinel"]));
         wait_until("Sentinel never saw the replica", || {
             redis_cli(sentinel_port, &["SENTINEL", "REPLICAS", "mymaster"]).contains(&replica_port.to_string())
         });
@@ -385,8 +404,7 @@ impl RedisSentinel {
             master,
             replica_port,
             sentinel_port,
-            children: vec![replica, sentinel],
-            dir,
+            _processes: processes,
         }
     }
 
@@ -423,15 +441,5 @@ impl Backend for RedisSentinel {
 
     fn publish(&self, channel: &str, payload: &str) {
         redis_cli(self.master_port(), &["PUBLISH", channel, payload]);
-    }
-}
-
-impl Drop for RedisSentinel {
-    fn drop(&mut self) {
-        for c in &mut self.children {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
