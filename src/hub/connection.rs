@@ -1,18 +1,20 @@
 //! The hub's view of one connection: an id, a bounded outbound queue and a close signal.
 //!
-//! The hub never touches a socket. It pushes [`Envelope`]s into the queue with
-//! `try_send`; when the queue is full the connection is too slow, and the hub asks it
-//! to close with [`CloseReason::SLOW_CONSUMER`] instead of waiting for it.
+//! The hub never touches a socket. It pushes [`Envelope`]s into the queue without
+//! waiting; when the queue is full the connection is too slow, and the hub asks it to
+//! close with [`CloseReason::SLOW_CONSUMER`] instead of waiting for it.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context, Poll};
 
 use futures_util::task::AtomicWaker;
-use tokio::sync::mpsc;
 
 use super::message::{Envelope, Protocol};
 use super::socket::SocketId;
 use crate::channel::Channel;
+use crate::sync::lock;
 
 /// Why the server closes a socket: a WebSocket close code and a short reason.
 ///
@@ -91,7 +93,7 @@ pub enum SubscribeError {
 pub struct ConnectionHandle {
     id: SocketId,
     protocol: Protocol,
-    tx: mpsc::Sender<Arc<Envelope>>,
+    outbox: Outbox,
     /// Set when the connection is asked to close; checked per delivery and per wake-up
     /// of the socket's task, so a plain atomic (a cancellation token locks on each check).
     closing: AtomicBool,
@@ -103,18 +105,23 @@ pub struct ConnectionHandle {
 }
 
 impl ConnectionHandle {
-    pub(super) fn new(protocol: Protocol, queue: usize) -> (Arc<Self>, mpsc::Receiver<Arc<Envelope>>) {
-        let (tx, rx) = mpsc::channel(queue);
+    pub(super) fn new(protocol: Protocol, queue: usize) -> (Arc<Self>, OutboxReceiver) {
         let handle = Arc::new(Self {
             id: SocketId::next(),
             protocol,
-            tx,
+            outbox: Outbox {
+                queue: Mutex::new(VecDeque::new()),
+                capacity: queue.max(1),
+                waker: AtomicWaker::new(),
+                receiver_gone: AtomicBool::new(false),
+            },
             closing: AtomicBool::new(false),
             closing_waker: AtomicWaker::new(),
             close_reason: OnceLock::new(),
             channels: Mutex::new(Vec::new()),
             user: Mutex::new(None),
         });
+        let rx = OutboxReceiver(handle.clone());
         (handle, rx)
     }
 
@@ -181,13 +188,87 @@ impl ConnectionHandle {
         self.channels.lock().map(|c| c.clone()).unwrap_or_default()
     }
 
-    /// Offers a message without waiting; `false` when the queue is full.
+    /// Offers a message without waiting.
     pub(super) fn try_deliver(&self, envelope: &Arc<Envelope>) -> Delivery {
-        match self.tx.try_send(envelope.clone()) {
-            Ok(()) => Delivery::Queued,
-            Err(mpsc::error::TrySendError::Full(_)) => Delivery::Full,
-            Err(mpsc::error::TrySendError::Closed(_)) => Delivery::Gone,
+        let outbox = &self.outbox;
+        if outbox.receiver_gone.load(Ordering::Acquire) {
+            return Delivery::Gone;
         }
+        {
+            let mut queue = lock(&outbox.queue);
+            if queue.len() >= outbox.capacity {
+                return Delivery::Full;
+            }
+            queue.push_back(envelope.clone());
+        }
+        outbox.waker.wake();
+        Delivery::Queued
+    }
+}
+
+/// A connection's outbound queue, part of its handle: a deque that holds no memory while
+/// it is empty (a channel's first block is 512 bytes of every idle connection), a bound,
+/// and the waker of the socket's task.
+#[derive(Debug)]
+struct Outbox {
+    queue: Mutex<VecDeque<Arc<Envelope>>>,
+    capacity: usize,
+    waker: AtomicWaker,
+    receiver_gone: AtomicBool,
+}
+
+/// Deques that grew past this during a burst are freed once drained, so an idle
+/// connection does not keep its largest burst's memory.
+const KEEP_DRAINED: usize = 16;
+
+/// Why [`OutboxReceiver::try_recv`] returned nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TryRecvError {
+    /// Nothing is queued now.
+    Empty,
+}
+
+/// The receiving end of a connection's outbound queue (the socket's task holds it).
+/// Dropping it makes further deliveries to the connection fail as gone.
+#[derive(Debug)]
+pub struct OutboxReceiver(Arc<ConnectionHandle>);
+
+impl OutboxReceiver {
+    /// The next queued message, without waiting.
+    pub fn try_recv(&mut self) -> Result<Arc<Envelope>, TryRecvError> {
+        let mut queue = lock(&self.0.outbox.queue);
+        let next = queue.pop_front().ok_or(TryRecvError::Empty);
+        if queue.is_empty() && queue.capacity() > KEEP_DRAINED {
+            *queue = VecDeque::new();
+        }
+        next
+    }
+
+    /// Waits for the next message. The connection's handle is the only sender and lives
+    /// as long as this receiver, so this never returns `None`; the `Option` keeps the
+    /// shape of a channel's `recv`.
+    pub async fn recv(&mut self) -> Option<Arc<Envelope>> {
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Arc<Envelope>>> {
+        if let Ok(next) = self.try_recv() {
+            return Poll::Ready(Some(next));
+        }
+        self.0.outbox.waker.register(cx.waker());
+        // Queued between the check and the registration: the wake went to an older waker.
+        match self.try_recv() {
+            Ok(next) => Poll::Ready(Some(next)),
+            Err(TryRecvError::Empty) => Poll::Pending,
+        }
+    }
+}
+
+impl Drop for OutboxReceiver {
+    fn drop(&mut self) {
+        self.0.outbox.receiver_gone.store(true, Ordering::Release);
+        // Queued messages go with the socket.
+        drop(std::mem::take(&mut *lock(&self.0.outbox.queue)));
     }
 }
 
@@ -217,4 +298,54 @@ pub(super) enum Delivery {
     Queued,
     Full,
     Gone,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hub::Message;
+
+    fn envelope(n: u64) -> Arc<Envelope> {
+        let channel = Channel::parse("general").unwrap();
+        let data = Arc::from(serde_json::value::to_raw_value(&n).unwrap());
+        Arc::new(Envelope::detached(Message::event(channel, "e", data)))
+    }
+
+    #[tokio::test]
+    async fn the_outbox_is_bounded_ordered_wakes_its_reader_and_lets_go() {
+        let (handle, mut rx) = ConnectionHandle::new(Protocol::Native, 3);
+        let reader = tokio::spawn(async move {
+            let first = rx.recv().await.unwrap();
+            (first, rx)
+        });
+        tokio::task::yield_now().await;
+        assert!(matches!(handle.try_deliver(&envelope(1)), Delivery::Queued));
+        let (first, mut rx) = reader.await.unwrap();
+        assert_eq!(first.data.get(), "1", "the waiting reader was woken");
+        for n in 2..=4 {
+            assert!(matches!(handle.try_deliver(&envelope(n)), Delivery::Queued));
+        }
+        assert!(matches!(handle.try_deliver(&envelope(5)), Delivery::Full), "bound of 3");
+        let order: Vec<String> = std::iter::from_fn(|| rx.try_recv().ok())
+            .map(|e| e.data.get().to_string())
+            .collect();
+        assert_eq!(order, ["2", "3", "4"]);
+        assert_eq!(rx.try_recv().unwrap_err(), TryRecvError::Empty);
+
+        // A burst's memory is not kept once drained.
+        let (handle, mut rx) = ConnectionHandle::new(Protocol::Native, 1024);
+        let kept = envelope(0);
+        for _ in 0..500 {
+            assert!(matches!(handle.try_deliver(&kept), Delivery::Queued));
+        }
+        assert_eq!(Arc::strong_count(&kept), 501);
+        while rx.try_recv().is_ok() {}
+        assert_eq!(lock(&handle.outbox.queue).capacity(), 0);
+
+        // A dropped reader: later deliveries fail as gone, and queued ones are released.
+        assert!(matches!(handle.try_deliver(&kept), Delivery::Queued));
+        drop(rx);
+        assert_eq!(Arc::strong_count(&kept), 1);
+        assert!(matches!(handle.try_deliver(&kept), Delivery::Gone));
+    }
 }

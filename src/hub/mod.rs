@@ -19,10 +19,9 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-pub use connection::{CloseReason, Closed, ConnectionHandle, SubscribeError};
+pub use connection::{CloseReason, Closed, ConnectionHandle, OutboxReceiver, SubscribeError, TryRecvError};
 pub use message::{now_rfc3339, Envelope, EnvelopeKind, Message, Position, Protocol};
 pub use socket::{InvalidSocketId, SocketId};
 
@@ -221,7 +220,7 @@ impl Hub {
 
     /// Registers a new connection and returns its handle and the receiving end of its
     /// outbound queue. Call [`disconnect`](Self::disconnect) when the socket ends.
-    pub fn connect(&self, protocol: Protocol) -> (Arc<ConnectionHandle>, mpsc::Receiver<Arc<Envelope>>) {
+    pub fn connect(&self, protocol: Protocol) -> (Arc<ConnectionHandle>, crate::hub::OutboxReceiver) {
         let (handle, rx) = ConnectionHandle::new(protocol, self.config.send_queue_size);
         write(&self.connections).insert(handle.id(), handle.clone());
         // After the insert: a shutdown either saw this connection or is seen here.

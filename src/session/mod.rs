@@ -28,7 +28,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde_json::value::RawValue;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 pub use error::{ClientEventError, ConnectError, JoinError, LeaveError, Reconnect, RefreshError, Refusal};
@@ -388,7 +387,7 @@ impl Admission {
     }
 
     /// Registers the connection with the hub: the session and its outbound queue.
-    pub fn open(self, protocol: Protocol) -> (Session, mpsc::Receiver<Arc<Envelope>>) {
+    pub fn open(self, protocol: Protocol) -> (Session, crate::hub::OutboxReceiver) {
         let (conn, rx) = self.node.hub.connect(protocol);
         if let Some(user) = &self.identity {
             conn.set_user(&user.user_id);
@@ -1000,7 +999,7 @@ mod tests {
         }
     }
 
-    fn open(node: &Arc<Node>, sub: Option<&str>) -> (Session, mpsc::Receiver<Arc<Envelope>>) {
+    fn open(node: &Arc<Node>, sub: Option<&str>) -> (Session, crate::hub::OutboxReceiver) {
         let identity = sub.map(|u| node.verify(&token(u)).unwrap());
         node.admit(identity, None).unwrap().open(Protocol::Native)
     }

@@ -21,7 +21,6 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::{FutureExt, Sink, SinkExt, Stream, StreamExt};
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::Session;
@@ -156,7 +155,7 @@ pub trait Text: From<String> + Deref<Target = str> + Clone + Send + Sync + 'stat
 impl<T> Text for T where T: From<String> + Deref<Target = str> + Clone + Send + Sync + 'static {}
 
 /// Runs a session to its end, then cleans it up (also after a panic).
-pub async fn run<H, T, S>(mut session: Session, rx: mpsc::Receiver<Arc<Envelope>>, mut socket: S, mut handler: H)
+pub async fn run<H, T, S>(mut session: Session, rx: crate::hub::OutboxReceiver, mut socket: S, mut handler: H)
 where
     H: Handler,
     T: Text,
@@ -226,7 +225,7 @@ async fn write_batch<H: Handler, T: Text, S: Socket<T>, C: Future<Output = ()>>(
     s: &Session,
     socket: &mut S,
     first: Arc<Envelope>,
-    rx: &mut mpsc::Receiver<Arc<Envelope>>,
+    rx: &mut crate::hub::OutboxReceiver,
     closed: Pin<&mut C>,
 ) -> bool {
     let queued_at = first.queued_at;
@@ -262,7 +261,7 @@ async fn write_batch<H: Handler, T: Text, S: Socket<T>, C: Future<Output = ()>>(
     ok
 }
 
-async fn serve<H, T, S>(s: &mut Session, socket: &mut S, mut rx: mpsc::Receiver<Arc<Envelope>>, handler: &mut H)
+async fn serve<H, T, S>(s: &mut Session, socket: &mut S, mut rx: crate::hub::OutboxReceiver, handler: &mut H)
 where
     H: Handler,
     T: Text,
