@@ -322,7 +322,7 @@ impl RedisLink {
     /// (RESP3). `None` unless on a Redis Cluster.
     pub async fn cluster_pubsub(
         &self,
-        pushes: tokio::sync::mpsc::UnboundedSender<redis::PushInfo>,
+        pushes: impl redis::aio::AsyncPushSender,
     ) -> RedisResult<Option<ClusterConnection>> {
         let Backend::Cluster { nodes, .. } = &self.backend else {
             return Ok(None);

@@ -266,12 +266,36 @@ impl RedisBroker {
     /// its slot) and `PSUBSCRIBE {prefix}*` for what other programs publish, on a cluster
     /// connection of its own, until a master stops answering or a shard channel is taken
     /// away (its slot moved): then everything is set up again from a fresh slot map.
-    async fn follow_cluster(&self, fanout: &Fanout, stop: &CancellationToken) -> Followed {
+    async fn follow_cluster(self: &Arc<Self>, fanout: &Fanout, stop: &CancellationToken) -> Followed {
         let pattern = self.pattern();
         let shards = self.link.shard_channels();
-        let (tx, mut pushes) = tokio::sync::mpsc::unbounded_channel();
+        // Messages are delivered where the cluster connection hands them over (no queue
+        // of ours between); a shard taken away (its slot moved to another master) or a
+        // dropped connection to a master wakes the loop below, which sets everything up
+        // again. `live` keeps a connection being torn down from delivering anything more.
+        let lost = Arc::new(tokio::sync::Notify::new());
+        let live = Arc::new(AtomicBool::new(true));
+        let sender = {
+            let (this, fanout, lost, live) = (self.clone(), fanout.clone(), lost.clone(), live.clone());
+            move |push: redis::PushInfo| -> Result<(), ()> {
+                if !live.load(Ordering::Acquire) {
+                    return Ok(());
+                }
+                match (push.kind, &push.data[..]) {
+                    (redis::PushKind::SMessage, [channel, payload]) => {
+                        this.deliver_value(&fanout, channel, payload, true)
+                    }
+                    (redis::PushKind::PMessage, [_, channel, payload]) => {
+                        this.deliver_value(&fanout, channel, payload, false)
+                    }
+                    (redis::PushKind::SUnsubscribe | redis::PushKind::Disconnection, _) => lost.notify_one(),
+                    _ => {}
+                }
+                Ok(())
+            }
+        };
         let connected = tokio::time::timeout(COMMAND_TIMEOUT * 4, async {
-            let mut conn = self.link.cluster_pubsub(tx).await?.ok_or_else(|| {
+            let mut conn = self.link.cluster_pubsub(sender).await?.ok_or_else(|| {
                 redis::RedisError::from((redis::ErrorKind::InvalidClientConfig, "not a Redis Cluster"))
             })?;
             // One command per shard: a subscription may not span slots.
@@ -284,43 +308,33 @@ impl RedisBroker {
         .await;
         let mut conn = match connected {
             Ok(Ok(conn)) => conn,
-            Ok(Err(e)) => return Followed::Failed(e.to_string()),
-            Err(_) => return Followed::Failed("timed out".into()),
+            Ok(Err(e)) => {
+                live.store(false, Ordering::Release);
+                return Followed::Failed(e.to_string());
+            }
+            Err(_) => {
+                live.store(false, Ordering::Release);
+                return Followed::Failed("timed out".into());
+            }
         };
         self.subscription_up(&format!("{pattern} and {} shard channels", shards.len()));
         let mut keepalive = tokio::time::interval(SUBSCRIPTION_PING);
         keepalive.tick().await;
-        loop {
+        let ended = loop {
             tokio::select! {
-                _ = stop.cancelled() => return Followed::Stopped,
-                push = pushes.recv() => {
-                    let Some(push) = push else { return Followed::Lost };
-                    match push.kind {
-                        redis::PushKind::SMessage => {
-                            if let [channel, payload] = &push.data[..] {
-                                self.deliver_value(fanout, channel, payload, true);
-                            }
-                        }
-                        redis::PushKind::PMessage => {
-                            if let [_, channel, payload] = &push.data[..] {
-                                self.deliver_value(fanout, channel, payload, false);
-                            }
-                        }
-                        // Redis takes a shard channel away when its slot moves to another
-                        // master; a dropped connection to a master loses its messages.
-                        redis::PushKind::SUnsubscribe | redis::PushKind::Disconnection => return Followed::Lost,
-                        _ => {}
-                    }
-                }
+                _ = stop.cancelled() => break Followed::Stopped,
+                _ = lost.notified() => break Followed::Lost,
                 _ = keepalive.tick() => {
                     // PING goes to every master.
                     let pong = tokio::time::timeout(COMMAND_TIMEOUT, redis::cmd("PING").query_async::<redis::Value>(&mut conn)).await;
                     if !matches!(pong, Ok(Ok(_))) {
-                        return Followed::Lost;
+                        break Followed::Lost;
                     }
                 }
             }
-        }
+        };
+        live.store(false, Ordering::Release);
+        ended
     }
 
     fn deliver_value(&self, fanout: &Fanout, channel: &redis::Value, payload: &redis::Value, sharded: bool) {
