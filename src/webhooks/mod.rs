@@ -14,7 +14,7 @@
 //! dropped), one sender task per URL batches them, retries 5xx, 408, 429 and network
 //! errors with back-off for `BROADCAST_WEBHOOK_RETRY_FOR`, then counts them as failed.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -251,6 +251,10 @@ pub struct Webhooks {
     generation: AtomicU64,
     scripts: [Script; 3],
     receivers: Mutex<Vec<(Arc<Target>, mpsc::Receiver<WebhookEvent>)>>,
+    /// Channels whose occupancy this node wrote for a `channel_occupied` it handled: the
+    /// only ones a resync writes again. A channel whose event is still queued is left to
+    /// the event, which would otherwise find this node already registered and stay silent.
+    announced: Mutex<HashSet<String>>,
 }
 
 impl std::fmt::Debug for Webhooks {
@@ -325,6 +329,7 @@ impl Webhooks {
             generation: AtomicU64::new(0),
             scripts: [Script::new(OCCUPY_LUA), Script::new(VACATE_LUA), Script::new(REAP_LUA)],
             receivers: Mutex::new(receivers),
+            announced: Mutex::default(),
         })))
     }
 
@@ -437,11 +442,14 @@ impl Webhooks {
     async fn observe(self: &Arc<Self>, event: LifecycleEvent) {
         match event {
             LifecycleEvent::ChannelOccupied { channel } => {
-                if self.cluster_says(0, &channel).await {
+                let first = self.cluster_says(0, &channel).await;
+                lock(&self.announced).insert(channel.name().to_string());
+                if first {
                     self.emit(WebhookEvent::channel("channel_occupied", &channel));
                 }
             }
             LifecycleEvent::ChannelVacated { channel } => {
+                lock(&self.announced).remove(channel.name());
                 if self.cluster_says(1, &channel).await {
                     self.emit(WebhookEvent::channel("channel_vacated", &channel));
                 }
@@ -532,9 +540,15 @@ impl Webhooks {
         Ok(n == 1)
     }
 
-    /// Writes this node's occupied channels to Redis again.
+    /// Writes this node's occupied channels to Redis again (those whose
+    /// `channel_occupied` was handled; see `announced`).
     async fn reregister(&self) {
-        let channels: Vec<String> = self.hub.snapshot().channels.into_keys().collect();
+        let occupied = self.hub.snapshot().channels;
+        let channels: Vec<String> = lock(&self.announced)
+            .iter()
+            .filter(|c| occupied.contains_key(*c))
+            .cloned()
+            .collect();
         let mut restored = 0;
         for name in channels {
             let Ok(channel) = Channel::from_key(&name) else {
