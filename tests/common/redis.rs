@@ -77,22 +77,7 @@ impl RedisServer {
 
     /// Starts (again) on the same port and waits until it answers PING.
     pub fn restart(&mut self) {
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server must be installed (apt-get install redis-server)");
-        self.child = Some(child);
+        self.child = Some(spawn_redis(self.port, &[]));
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) {
@@ -157,7 +142,25 @@ fn free_cluster_port() -> u16 {
     }
 }
 
-fn spawn_redis(args: &[&str]) -> Child {
+/// A redis-server on `port` of loopback that keeps nothing on disk, with `extra` arguments.
+fn spawn_redis(port: u16, extra: &[&str]) -> Child {
+    let port = port.to_string();
+    let mut args = vec![
+        "--port",
+        &port,
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+    ];
+    args.extend(extra);
+    redis_server(&args)
+}
+
+/// `redis-server args...`, its output discarded.
+fn redis_server(args: &[&str]) -> Child {
     Command::new("redis-server")
         .args(args)
         .stdout(Stdio::null())
@@ -223,26 +226,20 @@ impl RedisCluster {
         let dir = processes.dir.clone();
         let ports: Vec<u16> = (0..3).map(|_| free_cluster_port()).collect();
         for port in &ports {
-            let p = port.to_string();
             let conf = format!("nodes-{port}.conf");
-            processes.children.push(spawn_redis(&[
-                "--port",
-                &p,
-                "--bind",
-                "127.0.0.1",
-                "--dir",
-                dir.to_str().unwrap(),
-                "--cluster-enabled",
-                "yes",
-                "--cluster-config-file",
-                &conf,
-                "--cluster-node-timeout",
-                "2000",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ]));
+            processes.children.push(spawn_redis(
+                *port,
+                &[
+                    "--dir",
+                    dir.to_str().unwrap(),
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    &conf,
+                    "--cluster-node-timeout",
+                    "2000",
+                ],
+            ));
         }
         let cluster = Self {
             ports,
@@ -364,19 +361,10 @@ impl RedisSentinel {
         let dir = processes.dir.clone();
         let master = RedisServer::start();
         let replica_port = free_port();
-        processes.children.push(spawn_redis(&[
-            "--port",
-            &replica_port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--replicaof",
-            "127.0.0.1",
-            &master.port.to_string(),
-        ]));
+        processes.children.push(spawn_redis(
+            replica_port,
+            &["--replicaof", "127.0.0.1", &master.port.to_string()],
+        ));
         wait_until("the replica never caught up", || {
             redis_cli(replica_port, &["INFO", "replication"]).contains("master_link_status:up")
         });
@@ -396,7 +384,7 @@ impl RedisSentinel {
         .unwrap();
         processes
             .children
-            .push(spawn_redis(&[conf.to_str().unwrap(), "--sentinel"]));
+            .push(redis_server(&[conf.to_str().unwrap(), "--sentinel"]));
         wait_until("Sentinel never saw the replica", || {
             redis_cli(sentinel_port, &["SENTINEL", "REPLICAS", "mymaster"]).contains(&replica_port.to_string())
         });
