@@ -204,6 +204,7 @@ impl Rustaxum {
                 cluster,
                 webhooks,
                 dashboard,
+                dashboard_strikes: Arc::default(),
                 metrics,
                 sessions: TaskTracker::new(),
             },
@@ -363,6 +364,19 @@ fn default_rules(config: &Config, have_key: bool) -> Result<ChannelRules, StartE
         }
     }
     rules.add_default_private_rules();
+    for shadow in rules.shadowed() {
+        tracing::warn!(
+            public = %shadow.public,
+            covers = %shadow.covered,
+            kind = %shadow.kind,
+            "the public pattern {} (BROADCAST_PUBLIC_CHANNELS) comes first and covers the {} rule {}: \
+             channels such as {} are public to anyone; narrow the pattern if that is not meant",
+            shadow.public,
+            shadow.kind,
+            shadow.covered,
+            shadow.example
+        );
+    }
     if !have_key {
         tracing::warn!("no JWT key configured (JWT_SECRET or JWT_PUBLIC_KEY_FILE): only public channels can be joined");
     }

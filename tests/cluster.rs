@@ -835,3 +835,103 @@ mod through_sentinel {
         assert_eq!(ready["redis"]["subscribed"], true, "{ready}");
     }
 }
+
+// Hardening round two (issue 21, defect 3): after Redis was frozen while a user's join got
+// 503, the others received `member_removed` for a member they had never seen added. The
+// join's script had run once Redis thawed, leaving an entry the node never announced;
+// here that entry is written as the lost join left it, and the node is made to resync.
+#[tokio::test]
+async fn a_member_whose_join_never_completed_is_not_announced_as_leaving() {
+    let redis = RedisServer::start();
+    let (a, b, prefix) = two_nodes(&redis).await;
+    let (_, stats) = a.get("/api/broadcast/stats").await;
+    let node = stats["redis"]["node_id"].as_str().unwrap().to_string();
+    let (mut watcher, _) = b
+        .connect(&format!("/ws/presence.room?auth_token={}", token("watcher", json!({}))))
+        .await;
+    let key = |rest: &str| format!("{prefix}rustaxum:{rest}");
+    redis.cli(&[
+        "HSET",
+        &key("presence:presence.room:members"),
+        "ghost",
+        r#"{"user_id":"ghost","user_info":{}}"#,
+    ]);
+    redis.cli(&[
+        "SADD",
+        &key("presence:presence.room:sockets:ghost"),
+        &format!("{node}|999.999"),
+    ]);
+    redis.cli(&["SADD", &key("presence:channels"), "presence.room"]);
+    // The node's liveness key gone: its next heartbeat rewrites its presence (a resync).
+    redis.cli(&["DEL", &key(&format!("node:{node}"))]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, users) = a.get("/api/broadcast/channels/presence.room/users").await;
+        let ids: Vec<&str> = users["users"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|u| u["id"].as_str())
+            .collect();
+        if !ids.contains(&"ghost") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the stale entry was never cleaned up: {users}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let frames = collect(&mut watcher, Duration::from_millis(500)).await;
+    assert_eq!(events(&frames, "member_removed"), 0, "{frames:?}");
+}
+
+// Hardening round two (issue 21, defect 6): nodes on one Redis with different JWT keys ran
+// side by side without a word.
+#[tokio::test]
+async fn nodes_with_different_security_settings_are_warned_about_and_shown() {
+    let redis = RedisServer::start();
+    let prefix = unique_prefix();
+    let a = start_with(cluster_config(&redis, &prefix)).await;
+    wait_ready(&a).await;
+    let mut b = server_command()
+        .args(["--port", "0"])
+        .env("BROADCAST_DRIVER", "redis")
+        .env("REDIS_URL", redis.url())
+        .env("BROADCAST_CHANNELS_PREFIX", &prefix)
+        .env("JWT_SECRET", "another-jwt-key-0123456789")
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(b.stderr.take().unwrap()).lines();
+    let warning = tokio::time::timeout(Duration::from_secs(15), async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line.contains("other security settings") {
+                return line;
+            }
+        }
+        panic!("the node exited without the warning");
+    })
+    .await
+    .expect("a warning about the other node's security settings");
+    assert!(
+        !warning.contains(SECRET) && !warning.contains("another-jwt-key"),
+        "{warning}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, stats) = a.get("/api/broadcast/stats?scope=cluster").await;
+        let prints = stats["security"]["fingerprints"]
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+        if prints.len() == 2 {
+            assert_eq!(stats["security"]["consistent"], false, "{stats}");
+            let values: Vec<&Value> = prints.values().collect();
+            assert_ne!(values[0], values[1], "{stats}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{stats}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(b);
+}

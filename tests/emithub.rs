@@ -1055,3 +1055,63 @@ async fn a_returning_socket_gets_the_persisted_messages_it_missed() {
         (Some("connected"), Some(false))
     );
 }
+
+// Hardening round two (issue 21, defect 2): `POST /api/broadcast` into `emithub.<id>` of
+// a paused or stopped channel answered 200 and the EmitHub sockets received it, past the
+// channel's rate limit and persistence.
+#[tokio::test]
+async fn the_native_api_honours_a_managed_channels_state_limit_and_persistence() {
+    let server = start().await;
+    let api = Api::of(&server);
+    let channel = api
+        .create(json!({"name": "Gate", "settings": {"persist_messages": true, "rate_limit_per_minute": 3}}))
+        .await;
+    let id = channel["id"].as_str().unwrap().to_string();
+    let topic = format!("emithub.{id}");
+    let native = |event: &str| json!({"channel": topic, "event": event, "data": {"n": event}}).to_string();
+
+    // Created: refused with the channel's own code, nothing delivered.
+    let (status, answer) = server.post("/api/broadcast", &native("early")).await;
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (409, Some("channel_not_active")),
+        "{answer}"
+    );
+
+    api.start(&id).await;
+    let (mut ws, _) = join(&server, &id).await;
+    let (status, answer) = server.post("/api/broadcast", &native("one")).await;
+    assert_eq!(status, 200, "{answer}");
+    let got = recv_json(&mut ws).await;
+    assert_eq!(
+        (got["status"].as_str(), got["channel_id"].as_str()),
+        (Some("broadcast"), Some(id.as_str())),
+        "{got}"
+    );
+    // Kept, as an EmitHub broadcast of its own would be.
+    assert_eq!(api.messages(&id).await.len(), 1);
+
+    // Paused: 409 and silence.
+    assert_eq!(api.put(&id, "pause").await.0, 200);
+    let (status, answer) = server.post("/api/broadcast", &native("paused")).await;
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (409, Some("channel_paused")),
+        "{answer}"
+    );
+    expect_silence(&mut ws, Duration::from_millis(300)).await;
+
+    // The channel's rate limit (3 a minute) counts these publishes too.
+    api.start(&id).await;
+    let mut codes = Vec::new();
+    for i in 0..3 {
+        codes.push(server.post("/api/broadcast", &native(&format!("r{i}"))).await.0);
+    }
+    assert_eq!(codes, [200, 200, 429], "one was already spent");
+    assert_eq!(api.messages(&id).await.len(), 3);
+
+    // Stopped: refused.
+    assert_eq!(api.put(&id, "stop").await.0, 200);
+    let (status, _) = server.post("/api/broadcast", &native("stopped")).await;
+    assert_eq!(status, 409);
+}

@@ -519,3 +519,105 @@ async fn protocol_violations_get_their_close_codes() {
     send_json(&mut ws, json!({"action": "ping"})).await;
     assert_eq!(recv_json(&mut ws).await["event"], "pong", "others keep being served");
 }
+
+// Hardening round two (issue 21, defect 1): with a 1-character dashboard token on a
+// public address the server started and `/dashboard/ws?token=a` streamed channels,
+// members and user names.
+#[tokio::test]
+async fn a_short_dashboard_token_on_a_public_address_is_refused_at_start() {
+    let out = tokio::time::timeout(
+        Duration::from_secs(10),
+        server_command()
+            .args(["--host", "0.0.0.0", "--port", "0"])
+            .env("BROADCAST_API_TOKEN", "0123456789abcdefghij")
+            .env("BROADCAST_DASHBOARD_TOKEN", "a")
+            .output(),
+    )
+    .await
+    .expect("the server refused to start, it did not serve")
+    .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("BROADCAST_DASHBOARD_TOKEN") && err.contains("16"), "{err}");
+}
+
+#[tokio::test]
+async fn a_reload_cannot_shorten_a_guarding_secret_on_a_public_address() {
+    let public = |dashboard: Option<&'static str>| {
+        config_from(move |k| match k {
+            "BROADCAST_HOST" => Some("0.0.0.0".into()),
+            "BROADCAST_API_TOKEN" => Some("0123456789abcdefghij".into()),
+            "BROADCAST_DASHBOARD_TOKEN" => dashboard.map(str::to_string),
+            _ => None,
+        })
+    };
+    let app = rustaxum::Rustaxum::new(public(Some("a-long-dashboard-token"))).unwrap();
+    let err = app.reload(&public(Some("a"))).unwrap_err().to_string();
+    assert!(err.contains("BROADCAST_DASHBOARD_TOKEN"), "{err}");
+    assert_eq!(
+        app.config().server.dashboard_token.as_deref(),
+        Some("a-long-dashboard-token"),
+        "nothing was applied"
+    );
+}
+
+#[tokio::test]
+async fn wrong_dashboard_tokens_are_slowed_down_per_address() {
+    let right = "the-right-dashboard-token";
+    let server = start_with(config_from(|k| {
+        (k == "BROADCAST_DASHBOARD_TOKEN").then(|| right.into())
+    }))
+    .await;
+    let from = |ip: [u8; 4]| {
+        reqwest::Client::builder()
+            .local_address(std::net::IpAddr::from(ip))
+            .build()
+            .unwrap()
+    };
+    let attacker = from([127, 0, 0, 1]);
+    let status = |client: &reqwest::Client, token: &str| {
+        let req = client.get(server.url(&format!("/dashboard/ws?token={token}")));
+        async move { req.send().await.unwrap() }
+    };
+    for i in 0..10 {
+        assert_eq!(status(&attacker, &format!("guess{i}")).await.status().as_u16(), 401);
+    }
+    // The budget is spent: even the right token is refused, so answers tell nothing.
+    let refused = status(&attacker, right).await;
+    assert_eq!(refused.status().as_u16(), 429);
+    let wait: u64 = refused.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&wait), "{wait}");
+    // Another address is not affected (426: the token was accepted, the upgrade is missing).
+    assert_eq!(status(&from([127, 0, 0, 2]), right).await.status().as_u16(), 426);
+}
+
+// Hardening round two (issue 21, defect 6): `BROADCAST_PUBLIC_CHANNELS=*` made private and
+// presence channels public without a word.
+#[tokio::test]
+async fn a_public_pattern_covering_private_rules_is_warned_about_at_start() {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = server_command()
+        .args(["--port", "0"])
+        .env("BROADCAST_PUBLIC_CHANNELS", "*")
+        .env("JWT_SECRET", SECRET)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    let found = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line.contains("WARN") && line.contains("user.{id}") {
+                return line;
+            }
+            seen.push(line);
+        }
+        panic!("no warning: {seen:?}");
+    })
+    .await
+    .expect("the warning at start");
+    assert!(
+        found.contains("BROADCAST_PUBLIC_CHANNELS") && found.contains('*'),
+        "{found}"
+    );
+    let _ = child.kill().await;
+}

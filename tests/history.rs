@@ -399,7 +399,7 @@ async fn typed_frame_clients_recover_too() {
     for n in 1..=5 {
         server.publish("feed", "tick", json!({"n": n})).await;
     }
-    let mut c = ws(&rtc, "/ws").await;
+    let mut c = ws(&rtc, &format!("/ws?token={}", token("1", json!({})))).await;
     let connected = recv_json(&mut c).await;
     assert_eq!(connected["type"], "Status", "{connected}");
     let (_, page) = server.get("/api/broadcast/channels/feed/history?limit=1").await;

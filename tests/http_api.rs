@@ -231,3 +231,36 @@ async fn the_log_driver_writes_json_lines_to_its_file() {
     assert!(lines[0]["timestamp"].as_str().unwrap().ends_with('Z'));
     std::fs::remove_file(&path).unwrap();
 }
+
+// Hardening round two (issue 21, item 10): the RustAxum document's monitoring section
+// names `websocket_connections_total` and `broadcast_duration_seconds`.
+#[tokio::test]
+async fn the_documents_metric_names_are_exposed() {
+    let server = start().await;
+    let mut sockets = Vec::new();
+    for _ in 0..3 {
+        sockets.push(server.connect("/ws?channel=general").await.0);
+    }
+    server.publish("general", "e", json!({"n": 1})).await;
+    server.publish("news", "nobody-listens", json!({})).await;
+    for ws in &mut sockets {
+        assert_eq!(recv_json(ws).await["event"], "e");
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let text = server.metrics().await;
+        let has = |line: &str| text.lines().any(|l| l == line);
+        if has("broadcast_duration_seconds_count 1") {
+            assert!(text.contains("# TYPE broadcast_duration_seconds histogram"), "{text}");
+            assert!(has(r#"broadcast_duration_seconds_bucket{le="+Inf"} 1"#), "{text}");
+            assert!(text.contains("# TYPE websocket_connections_total counter"), "{text}");
+            assert!(has("websocket_connections_total 3"), "{text}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "one message reached sockets: {text}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

@@ -185,7 +185,9 @@ async fn the_documents_realtime_client_runs_unchanged() {
 
 #[tokio::test]
 async fn topics_are_shared_with_every_protocol_and_bad_frames_keep_the_socket() {
-    let server = start_with_rtc(config()).await;
+    let mut c = config();
+    c.rtc.allow_anonymous = true;
+    let server = start_with_rtc(c).await;
     let (mut a, hello) = rtc(&server, Some("1")).await;
     assert!(hello["data"]["connection_id"].is_string());
     let (mut anon, hello) = rtc(&server, None).await;
@@ -392,6 +394,20 @@ async fn direct_messages_across_nodes(redis: &impl Backend) {
         );
     }
     expect_silence(&mut three_on_a, Duration::from_millis(200)).await;
+    // A message to yourself reaches your connection on the other node, not the sender's.
+    send(
+        &mut one_on_a,
+        "DirectMessage",
+        json!({"target_user": "1", "payload": "note"}),
+    )
+    .await;
+    status(&mut one_on_a, "sent").await;
+    let dm = next_of(&mut one_on_b, "DirectMessage").await;
+    assert_eq!(
+        (dm["data"]["from"].as_str(), dm["data"]["payload"].as_str()),
+        (Some("1"), Some("note"))
+    );
+    expect_silence(&mut one_on_a, Duration::from_millis(200)).await;
     // User 2 is online only on node B; node A knows.
     send(
         &mut three_on_a,
@@ -690,6 +706,7 @@ drop = true
     .unwrap();
     let mut c = config();
     c.routes_file = Some(file.clone());
+    c.rtc.allow_anonymous = true;
     let server = start_with_rtc(c).await;
     let (mut orders, _) = server.connect("/ws/orders").await;
     let (mut jobs, _) = server.connect("/ws/jobs").await;
@@ -765,8 +782,183 @@ async fn info_describes_the_server_without_secrets() {
     assert_eq!(first["event"], "connection_established");
     drop(native.close(None).await);
     // And typed frames at /rtc/ws on the main port.
-    let (mut ws, _) = tokio_tungstenite::connect_async(server.ws_url("/rtc/ws"))
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async(server.ws_url(&format!("/rtc/ws?token={}", token("1", json!({})))))
+            .await
+            .unwrap();
+    assert_eq!(recv_json(&mut ws).await["data"]["status"], "connected");
+}
+
+// Hardening round two (issue 21, item 7): with a JWT key configured, a typed-frame
+// connection without a token was admitted as anonymous; the service's document
+// authenticates every connection.
+#[tokio::test]
+async fn without_a_token_the_typed_frame_service_answers_401_unless_anonymous_is_allowed() {
+    let server = start_with_rtc(config()).await;
+    let addr = server.rtc_addr.unwrap();
+    for url in [format!("ws://{addr}/ws"), server.ws_url("/rtc/ws")] {
+        match tokio_tungstenite::connect_async(&url).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                assert_eq!(response.status().as_u16(), 401, "{url}");
+                let body = String::from_utf8_lossy(response.body().as_deref().unwrap_or_default()).to_string();
+                assert!(body.contains("BROADCAST_RTC_ALLOW_ANONYMOUS"), "{body}");
+            }
+            other => panic!("{url}: expected 401, got {other:?}"),
+        }
+    }
+    // A forged token is refused as before; a valid one is admitted.
+    let forged = format!("ws://{addr}/ws?token=not.a.jwt");
+    assert!(tokio_tungstenite::connect_async(&forged).await.is_err());
+    rtc(&server, Some("1")).await;
+
+    let mut c = config();
+    c.rtc.allow_anonymous = true;
+    let open = start_with_rtc(c).await;
+    let (_anon, hello) = rtc(&open, None).await;
+    assert_eq!(hello["data"]["user_id"], Value::Null);
+}
+
+// Hardening round two (issue 21, item 8): the document's client subscribes to
+// ['notifications', 'updates'] and broadcasts to topics; with default settings and a JWT
+// key, `updates` was refused and so was a broadcast to a topic no rule names.
+#[tokio::test]
+async fn the_documents_client_works_against_default_settings_with_a_jwt_key() {
+    assert!(
+        std::path::Path::new("tests/pusher/node_modules/ws").exists(),
+        "run `npm ci` in tests/pusher first (scripts/test does)"
+    );
+    let server = start_with_rtc(config_from(|k| (k == "JWT_SECRET").then(|| SECRET.into()))).await;
+    let port = server.rtc_addr.unwrap().port();
+    let mut child = tokio::process::Command::new("node")
+        .arg("tests/rtc/run-client.mjs")
+        .env("RX_RTC_PORT", port.to_string())
+        .env("RX_TOKEN", token("1", json!({})))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node");
+    let mut stdin = child.stdin.take().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut printed = Vec::new();
+    printed_frame(&mut lines, &mut printed, "connected").await;
+    let subscribed = printed_frame(&mut lines, &mut printed, "subscribed").await;
+    assert_eq!(subscribed["data"]["topics"], json!(["notifications", "updates"]));
+    assert!(!printed.iter().any(|l| l.contains("\"Error\"")), "{printed:?}");
+
+    // A second client of another user on `updates` receives the document client's broadcast.
+    let (mut second, _) = rtc(&server, Some("2")).await;
+    send(&mut second, "Subscribe", json!({"topics": ["updates"]})).await;
+    assert_eq!(status(&mut second, "subscribed").await["topics"], json!(["updates"]));
+    stdin
+        .write_all(b"{\"do\":\"broadcast\",\"topic\":\"updates\",\"payload\":{\"v\":2}}\n")
         .await
         .unwrap();
-    assert_eq!(recv_json(&mut ws).await["data"]["status"], "connected");
+    let got = next_of(&mut second, "Broadcast").await;
+    assert_eq!(
+        (
+            got["data"]["topic"].as_str(),
+            got["data"]["from"].as_str(),
+            &got["data"]["payload"]
+        ),
+        (Some("updates"), Some("1"), &json!({"v": 2}))
+    );
+    // And the other way round.
+    send(
+        &mut second,
+        "Broadcast",
+        json!({"topic": "updates", "payload": {"v": 3}}),
+    )
+    .await;
+    let back = printed_frame(&mut lines, &mut printed, "Broadcast").await;
+    assert_eq!(
+        (back["data"]["from"].as_str(), &back["data"]["payload"]),
+        (Some("2"), &json!({"v": 3}))
+    );
+
+    // Topics under rules keep their rules: public `general` takes no client broadcast,
+    // another user's channel stays closed, and an open topic takes broadcasts only from
+    // its subscribers.
+    send(&mut second, "Subscribe", json!({"topics": ["general", "user.1"]})).await;
+    assert_eq!(status(&mut second, "subscribed").await["topics"], json!(["general"]));
+    assert_eq!(error(&mut second).await["code"], "forbidden");
+    send(&mut second, "Broadcast", json!({"topic": "general", "payload": 1})).await;
+    assert_eq!(error(&mut second).await["code"], "client_events_forbidden");
+    send(&mut second, "Broadcast", json!({"topic": "elsewhere", "payload": 1})).await;
+    assert_eq!(error(&mut second).await["code"], "not_subscribed");
+    // Native clients cannot reach an open topic: the native protocol keeps its rules.
+    let refused =
+        tokio_tungstenite::connect_async(server.ws_url(&format!("/ws/updates?auth_token={}", token("3", json!({})))))
+            .await;
+    assert!(refused.is_err(), "native /ws/updates must be refused");
+    stdin.write_all(b"{\"do\":\"exit\"}\n").await.unwrap();
+    let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
+}
+
+// Hardening round two (issue 21, item 9): a direct message to yourself answered
+// `sent` but your other connections never received it.
+#[tokio::test]
+async fn a_direct_message_to_yourself_reaches_your_other_connections() {
+    let server = start_with_rtc(config()).await;
+    let (mut phone, _) = rtc(&server, Some("1")).await;
+    let (mut laptop, _) = rtc(&server, Some("1")).await;
+    let (mut other, _) = rtc(&server, Some("2")).await;
+    send(
+        &mut phone,
+        "DirectMessage",
+        json!({"target_user": "1", "payload": {"note": "to self"}}),
+    )
+    .await;
+    status(&mut phone, "sent").await;
+    let dm = next_of(&mut laptop, "DirectMessage").await;
+    assert_eq!(
+        (dm["data"]["from"].as_str(), &dm["data"]["payload"]),
+        (Some("1"), &json!({"note": "to self"}))
+    );
+    expect_silence(&mut phone, Duration::from_millis(200)).await;
+    expect_silence(&mut other, Duration::from_millis(50)).await;
+}
+
+// Hardening round two (issue 21, item 5): one user created 1,500 rooms, and CreateRoom
+// answered room_created even when the creator's own join failed.
+#[tokio::test]
+async fn rooms_per_user_are_limited_and_a_room_its_creator_cannot_enter_is_not_kept() {
+    let mut c = config();
+    c.rtc.max_rooms_per_user = 2;
+    c.websocket.max_channels_per_connection = 3;
+    let server = start_with_rtc(c).await;
+    let (mut alice, _) = rtc(&server, Some("alice")).await;
+    for room in ["r1", "r2"] {
+        send(&mut alice, "CreateRoom", json!({"room": room})).await;
+        status(&mut alice, "room_created").await;
+        status(&mut alice, "room_joined").await;
+    }
+    send(&mut alice, "CreateRoom", json!({"room": "r3"})).await;
+    let e = error(&mut alice).await;
+    assert_eq!(
+        (e["code"].as_str(), e["room"].as_str()),
+        (Some("too_many_rooms"), Some("r3")),
+        "{e}"
+    );
+    // Another user is not affected by alice's count.
+    let (mut bob, _) = rtc(&server, Some("bob")).await;
+    send(&mut bob, "CreateRoom", json!({"room": "b1"})).await;
+    status(&mut bob, "room_created").await;
+    status(&mut bob, "room_joined").await;
+    // Bob's socket holds his own channel and b1; two more channels fill it (3).
+    send(&mut bob, "Subscribe", json!({"topics": ["general"]})).await;
+    status(&mut bob, "subscribed").await;
+    // His next room cannot be entered: the answer is the error alone, and no room stays.
+    send(&mut bob, "CreateRoom", json!({"room": "b2"})).await;
+    let frame = loop {
+        let f = recv_json(&mut bob).await;
+        if f["type"] == "Error" || f["data"]["status"] == "room_created" {
+            break f;
+        }
+    };
+    assert_eq!(frame["type"], "Error", "{frame}");
+    assert_eq!(frame["data"]["code"], "too_many_channels", "{frame}");
+    send(&mut alice, "JoinRoom", json!({"room": "b2"})).await;
+    assert_eq!(error(&mut alice).await["code"], "room_not_found");
 }

@@ -10,7 +10,7 @@ pub mod rules;
 
 pub use crate::config::JwtConfig;
 pub use jwt::{JwtVerifier, TokenError};
-pub use rules::{ChannelRules, Params, Pattern};
+pub use rules::{ChannelRules, Params, Pattern, Shadowed};
 
 use crate::channel::{Channel, ChannelKind};
 
@@ -79,6 +79,14 @@ pub trait ChannelAuthorizer: Send + Sync {
     /// as a private one (and whisper on it). The default says nothing is known.
     fn kind_of(&self, _channel: &Channel) -> Option<ChannelKind> {
         None
+    }
+
+    /// Whether `channel` is this authorizer's to decide. A typed-frame topic that no
+    /// authorizer reserves is open to authenticated connections (see
+    /// [`JoinAs::Topic`](crate::session::JoinAs::Topic)). The default reserves every
+    /// channel, so an authorizer of your own keeps deciding them all.
+    fn reserves(&self, _channel: &Channel) -> bool {
+        true
     }
 }
 

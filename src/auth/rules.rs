@@ -91,6 +91,30 @@ impl Pattern {
     pub fn as_str(&self) -> &str {
         &self.raw
     }
+
+    /// A channel name the pattern matches (each `{param}` and `*` as `x`).
+    pub fn example(&self) -> String {
+        self.tokens
+            .iter()
+            .map(|t| match t {
+                Token::Literal(l) => l.as_str(),
+                Token::Param(_) | Token::Star => "x",
+            })
+            .collect()
+    }
+}
+
+/// A private or presence rule that an earlier public rule swallows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shadowed {
+    /// The public pattern.
+    pub public: String,
+    /// The rule it covers.
+    pub covered: String,
+    /// The covered rule's kind.
+    pub kind: ChannelKind,
+    /// A channel that is public because of it.
+    pub example: String,
 }
 
 fn match_tokens(tokens: &[Token], s: &str, params: &mut Params) -> bool {
@@ -250,6 +274,41 @@ impl ChannelRules {
         Ok(self)
     }
 
+    /// Private and presence rules that a public rule before them swallows (e.g.
+    /// `BROADCAST_PUBLIC_CHANNELS=*` before `user.{id}`): the first matching rule decides,
+    /// so their channels are public. Also a public pattern spelled with a Pusher
+    /// `private-`/`presence-` prefix, which can only be a mistake.
+    pub fn shadowed(&self) -> Vec<Shadowed> {
+        let mut found = Vec::new();
+        for (j, rule) in self.rules.iter().enumerate() {
+            if rule.kind == ChannelKind::Public {
+                let raw = rule.pattern.as_str();
+                if raw.starts_with("private-") || raw.starts_with("presence-") {
+                    found.push(Shadowed {
+                        public: raw.to_string(),
+                        covered: "the private-/presence- prefix".into(),
+                        kind: ChannelKind::Private,
+                        example: raw.to_string(),
+                    });
+                }
+                continue;
+            }
+            let example = rule.pattern.example();
+            let first = self.rules[..j]
+                .iter()
+                .find(|p| p.kind == ChannelKind::Public && p.pattern.matches(&example).is_some());
+            if let Some(public) = first {
+                found.push(Shadowed {
+                    public: public.pattern.as_str().to_string(),
+                    covered: rule.pattern.as_str().to_string(),
+                    kind: rule.kind,
+                    example,
+                });
+            }
+        }
+        found
+    }
+
     /// Patterns of the rules file's rules marked `history = true`: their channels keep
     /// history (beside `BROADCAST_HISTORY_CHANNELS`).
     pub fn history_patterns(&self) -> &[String] {
@@ -362,12 +421,39 @@ impl ChannelAuthorizer for ChannelRules {
             .find(|r| r.pattern.matches(channel.rule_name()).is_some())
             .map(|r| kind_for(channel, r.kind))
     }
+
+    /// The channels some rule names.
+    fn reserves(&self, channel: &Channel) -> bool {
+        self.kind_of(channel).is_some()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    // Hardening round two (issue 21, defect 6): `BROADCAST_PUBLIC_CHANNELS=*` made private
+    // and presence names public without a word.
+    #[test]
+    fn public_patterns_that_swallow_private_rules_are_found() {
+        let star = ChannelRules::defaults(&["*".to_string()]);
+        let covered: Vec<String> = star.shadowed().into_iter().map(|s| s.covered).collect();
+        assert!(covered.contains(&"user.{id}".to_string()), "{covered:?}");
+        assert!(covered.contains(&"presence.*".to_string()), "{covered:?}");
+        let user = ChannelRules::defaults(&["user.*".to_string()]);
+        let shadows = user.shadowed();
+        assert_eq!(shadows.len(), 1, "{shadows:?}");
+        assert_eq!(
+            (shadows[0].public.as_str(), shadows[0].covered.as_str()),
+            ("user.*", "user.{id}")
+        );
+        assert_eq!(shadows[0].example, "user.x");
+        let fine = ChannelRules::defaults(&["orders.*".to_string(), "chat".to_string()]);
+        assert_eq!(fine.shadowed(), Vec::new());
+        let prefixed = ChannelRules::defaults(&["private-orders".to_string()]);
+        assert_eq!(prefixed.shadowed().len(), 1);
+    }
 
     fn user(id: &str, roles: &[&str], teams: &[&str], orgs: &[&str]) -> Identity {
         Identity {

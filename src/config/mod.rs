@@ -344,6 +344,8 @@ pub struct EmitHubConfig {
     pub db_path: Option<PathBuf>,
     /// `EMIT_HUB_MAX_CONNECTIONS`: default `max_connections` of a new channel, 1000.
     pub max_connections: usize,
+    /// `EMIT_HUB_MAX_CHANNELS`: channels that may exist at once, 1000.
+    pub max_channels: usize,
     /// `EMIT_HUB_ALLOW_CLIENT_MESSAGES`: default `allow_client_messages`, `true`.
     pub allow_client_messages: bool,
     /// `EMIT_HUB_PERSIST_MESSAGES`: default `persist_messages`, `false`.
@@ -367,6 +369,7 @@ impl Default for EmitHubConfig {
         Self {
             db_path: None,
             max_connections: 1000,
+            max_channels: DEFAULT_EMIT_HUB_MAX_CHANNELS,
             allow_client_messages: true,
             persist_messages: false,
             rate_limit_per_minute: 60,
@@ -388,6 +391,11 @@ pub struct RtcConfig {
     pub explicit_port: bool,
     /// `BROADCAST_ROOM_GRACE`: how long an away member and an empty room are kept, 60 s.
     pub room_grace: Duration,
+    /// `BROADCAST_RTC_MAX_ROOMS_PER_USER`: rooms one user may own at once, 20.
+    pub max_rooms_per_user: usize,
+    /// `BROADCAST_RTC_ALLOW_ANONYMOUS`: with a JWT key configured, admit connections
+    /// without a token, `false` (they get 401).
+    pub allow_anonymous: bool,
     /// The rate limits.
     pub limits: crate::rtc::RateLimits,
 }
@@ -400,10 +408,17 @@ impl Default for RtcConfig {
             port: None,
             explicit_port: false,
             room_grace: Duration::from_secs(60),
+            max_rooms_per_user: DEFAULT_MAX_ROOMS_PER_USER,
+            allow_anonymous: false,
             limits: crate::rtc::RateLimits::default(),
         }
     }
 }
+
+/// `BROADCAST_RTC_MAX_ROOMS_PER_USER` when not set.
+pub const DEFAULT_MAX_ROOMS_PER_USER: usize = 20;
+/// `EMIT_HUB_MAX_CHANNELS` when not set.
+pub const DEFAULT_EMIT_HUB_MAX_CHANNELS: usize = 1000;
 
 /// The EmitHub database file when `EMIT_HUB_DB_PATH` is not set.
 pub const DEFAULT_EMIT_HUB_DB_PATH: &str = "./data/emit_hub.redb";
@@ -689,25 +704,94 @@ impl Config {
         Ok((merged, live, restart))
     }
 
-    /// Checks combinations that are unsafe to serve: an open publishing API on a
-    /// non-loopback address is refused, and so is a short API token there.
+    /// Checks combinations that are unsafe to serve on a non-loopback address: an open
+    /// publishing API is refused, and so is any secret that guards data and is short
+    /// enough to guess ([`MIN_PUBLIC_API_TOKEN_LEN`] characters at least): the API token,
+    /// the dashboard token, the JWT HMAC key and every Pusher app's secret. Start-up and
+    /// every reload check it.
     pub fn validate_for_serving(&self) -> Result<(), ConfigError> {
         let host = self.server.host;
         if host.is_loopback() {
             return Ok(());
         }
-        match &self.server.api_token {
-            None => Err(ConfigError::Unsafe(format!(
+        if self.server.api_token.is_none() {
+            return Err(ConfigError::Unsafe(format!(
                 "refusing to listen on {host} without BROADCAST_API_TOKEN: anyone could publish; \
                  set BROADCAST_API_TOKEN or bind to 127.0.0.1"
-            ))),
-            Some(t) if t.chars().count() < MIN_PUBLIC_API_TOKEN_LEN => Err(ConfigError::Unsafe(format!(
-                "refusing to listen on {host} with a BROADCAST_API_TOKEN of {} characters: use at least \
-                 {MIN_PUBLIC_API_TOKEN_LEN} (e.g. openssl rand -hex 32)",
-                t.chars().count()
-            ))),
-            Some(_) => Ok(()),
+            )));
         }
+        for (var, secret) in self.guarding_secrets() {
+            let len = secret.chars().count();
+            if len < MIN_PUBLIC_API_TOKEN_LEN {
+                return Err(ConfigError::Unsafe(format!(
+                    "refusing to listen on {host} with a {var} of {len} characters: it guards data and \
+                     a short one can be guessed; use at least {MIN_PUBLIC_API_TOKEN_LEN} (e.g. openssl rand -hex 32)"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// A fingerprint of the settings that decide who gets in: the JWT algorithm, audience
+    /// and key (the public key file's contents), the API and dashboard tokens, every
+    /// Pusher app's id, key, secret and encryption key. Nodes sharing one Redis compare
+    /// theirs (a node with another key refuses tokens the others accept). It is a SHA-256
+    /// prefix: it names no secret, and tells only whether two nodes' settings agree.
+    pub fn security_fingerprint(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        let mut field = |label: &str, value: &[u8]| {
+            h.update((label.len() as u64).to_le_bytes());
+            h.update(label.as_bytes());
+            h.update((value.len() as u64).to_le_bytes());
+            h.update(value);
+        };
+        if let Some(jwt) = &self.auth.jwt {
+            field("jwt.algorithm", format!("{:?}", jwt.algorithm).as_bytes());
+            field("jwt.audience", jwt.audience.as_bytes());
+            field("jwt.secret", jwt.secret.as_deref().unwrap_or_default().as_bytes());
+            if let Some(path) = &jwt.public_key_file {
+                field("jwt.public_key", &std::fs::read(path).unwrap_or_default());
+            }
+        }
+        field(
+            "api_token",
+            self.server.api_token.as_deref().unwrap_or_default().as_bytes(),
+        );
+        field(
+            "dashboard_token",
+            self.server.dashboard_token.as_deref().unwrap_or_default().as_bytes(),
+        );
+        let mut apps: Vec<_> = self.pusher.apps.iter().collect();
+        apps.sort_by(|a, b| a.id.cmp(&b.id));
+        for app in apps {
+            field("app.id", app.id.as_bytes());
+            field("app.key", app.key.as_bytes());
+            field("app.secret", app.secret.as_bytes());
+            field(
+                "app.encryption",
+                app.encryption_master_key.as_deref().unwrap_or_default().as_bytes(),
+            );
+        }
+        hex::encode(&h.finalize()[..8])
+    }
+
+    /// The secrets that guard data, each with the setting that holds it.
+    fn guarding_secrets(&self) -> Vec<(String, &str)> {
+        let mut secrets: Vec<(String, &str)> = Vec::new();
+        if let Some(t) = &self.server.api_token {
+            secrets.push(("BROADCAST_API_TOKEN".into(), t));
+        }
+        if let Some(t) = &self.server.dashboard_token {
+            secrets.push(("BROADCAST_DASHBOARD_TOKEN".into(), t));
+        }
+        if let Some(t) = self.auth.jwt.as_ref().and_then(|j| j.secret.as_deref()) {
+            secrets.push(("JWT_SECRET".into(), t));
+        }
+        for app in self.pusher.apps.iter() {
+            secrets.push((format!("secret of Pusher app {}", app.id), &app.secret));
+        }
+        secrets
     }
 
     /// The base URL a local client (the CLI) uses to reach this server.
@@ -924,6 +1008,10 @@ fn rtc(env: &Env<'_>) -> Result<RtcConfig, ConfigError> {
         room_grace: env
             .duration_or_zero("BROADCAST_ROOM_GRACE")?
             .unwrap_or(Duration::from_secs(60)),
+        max_rooms_per_user: env
+            .positive("BROADCAST_RTC_MAX_ROOMS_PER_USER")?
+            .unwrap_or(DEFAULT_MAX_ROOMS_PER_USER),
+        allow_anonymous: env.bool("BROADCAST_RTC_ALLOW_ANONYMOUS")?.unwrap_or(false),
         limits: crate::rtc::RateLimits {
             enabled: env.bool("BROADCAST_RATE_LIMIT_ENABLED")?.unwrap_or(d.enabled),
             per_connection: per_second("BROADCAST_RATE_LIMIT_CONNECTION", d.per_connection)?,
@@ -1053,6 +1141,7 @@ fn emithub(env: &Env<'_>) -> Result<EmitHubConfig, ConfigError> {
     Ok(EmitHubConfig {
         db_path,
         max_connections: env.positive("EMIT_HUB_MAX_CONNECTIONS")?.unwrap_or(d.max_connections),
+        max_channels: env.positive("EMIT_HUB_MAX_CHANNELS")?.unwrap_or(d.max_channels),
         allow_client_messages: env
             .bool("EMIT_HUB_ALLOW_CLIENT_MESSAGES")?
             .unwrap_or(d.allow_client_messages),
@@ -1206,6 +1295,58 @@ mod tests {
         .unwrap();
         assert!(c.validate_for_serving().is_ok());
         assert_eq!(c.server_url(), "http://127.0.0.1:8080");
+    }
+
+    #[test]
+    fn the_security_fingerprint_changes_with_keys_and_names_none() {
+        let a = config(&[("JWT_SECRET", "first-key-0123456789")]).unwrap();
+        let b = config(&[("JWT_SECRET", "other-key-0123456789")]).unwrap();
+        let a2 = config(&[
+            ("JWT_SECRET", "first-key-0123456789"),
+            ("BROADCAST_PING_INTERVAL", "10s"),
+        ])
+        .unwrap();
+        assert_eq!(
+            a.security_fingerprint(),
+            a2.security_fingerprint(),
+            "other settings do not count"
+        );
+        assert_ne!(a.security_fingerprint(), b.security_fingerprint());
+        assert_eq!(a.security_fingerprint().len(), 16);
+        assert!(!a.security_fingerprint().contains("first"));
+    }
+
+    // Hardening round two (issue 21, defect 1): every secret that guards data, not only
+    // the API token, must be long enough off loopback.
+    #[test]
+    fn every_guarding_secret_is_long_enough_on_a_public_host() {
+        let long = "0123456789abcdef";
+        for (var, short) in [
+            ("BROADCAST_DASHBOARD_TOKEN", "a"),
+            ("JWT_SECRET", "short-key"),
+            ("PUSHER_APP_SECRET", "secret"),
+        ] {
+            let mut vars = vec![
+                ("BROADCAST_HOST", "0.0.0.0"),
+                ("BROADCAST_API_TOKEN", long),
+                (var, short),
+            ];
+            if var == "PUSHER_APP_SECRET" {
+                vars.extend([("PUSHER_APP_ID", "app"), ("PUSHER_APP_KEY", "key")]);
+            }
+            let err = config(&vars).unwrap().validate_for_serving().unwrap_err().to_string();
+            let named = if var == "PUSHER_APP_SECRET" {
+                "Pusher app app"
+            } else {
+                var
+            };
+            assert!(err.contains(named) && err.contains("16"), "{var}: {err}");
+            let local: Vec<_> = vars.iter().filter(|(k, _)| *k != "BROADCAST_HOST").copied().collect();
+            assert!(
+                config(&local).unwrap().validate_for_serving().is_ok(),
+                "loopback: {var}"
+            );
+        }
     }
 
     #[test]

@@ -110,6 +110,7 @@ pub const VARIABLES: &[Variable] = &[
     var("BROADCAST_APP_PORT", "app_port", PortOrOff, "3000", "the application port, same routes; off for none"),
     var("EMIT_HUB_DB_PATH", "db_path", Text, "./data/emit_hub.redb", "EmitHub's redb database file (:memory: keeps nothing); unused with BROADCAST_DRIVER=redis"),
     var("EMIT_HUB_MAX_CONNECTIONS", "max_connections_per_channel", Integer, "1000", "default max_connections of a new EmitHub channel").live(),
+    var("EMIT_HUB_MAX_CHANNELS", "max_channels", Integer, "1000", "EmitHub channels that may exist at once (deleted ones do not count); over it POST /api/v1/channels answers 409 too_many_channels").live(),
     var("EMIT_HUB_ALLOW_CLIENT_MESSAGES", "allow_client_messages_default", Bool, "true", "default allow_client_messages of a new EmitHub channel").live(),
     var("EMIT_HUB_RATE_LIMIT_PER_MINUTE", "rate_limit_per_minute_default", Integer, "60", "default rate_limit_per_minute of a new EmitHub channel").live(),
     var("BROADCAST_MAX_PAYLOAD_SIZE", "message_size_limit", Integer, "1048576", "largest HTTP body in bytes (a broadcast's size); larger gets 413").alias(&["EMIT_HUB_MESSAGE_SIZE_LIMIT"]),
@@ -156,6 +157,8 @@ pub const VARIABLES: &[Variable] = &[
     // [rtc]: the typed-frame service (the real-time communication document).
     var("BROADCAST_RTC_PORT", "rtc.port", PortOrOff, "8081", "port of the typed-frame service, where /ws speaks typed frames; off for none (it is also on the main ports at /rtc/ws)").weak(&["PORT"]),
     var("BROADCAST_ROOM_GRACE", "rtc.room_grace", Duration, "60s", "how long a member whose sockets closed stays in a room, and an empty room stays"),
+    var("BROADCAST_RTC_MAX_ROOMS_PER_USER", "rtc.max_rooms_per_user", Integer, "20", "rooms one user may own at once (created and not yet removed); over it CreateRoom answers too_many_rooms"),
+    var("BROADCAST_RTC_ALLOW_ANONYMOUS", "rtc.allow_anonymous", Bool, "false", "with a JWT key configured, admit typed-frame connections without a token (anonymous: public topics only); otherwise they get 401"),
     var("BROADCAST_RATE_LIMIT_ENABLED", "rtc.rate_limit_enabled", Bool, "true", "the typed-frame service's rate limits, every level").weak(&["RATE_LIMIT_ENABLED"]),
     var("BROADCAST_RATE_LIMIT_CONNECTION", "rtc.rate_limit_connection", Integer, "20", "typed frames per second from one connection (0 = no limit)"),
     var("BROADCAST_RATE_LIMIT_USER", "rtc.rate_limit_user", Integer, "50", "messages per second from one user, all connections and nodes (0 = no limit)"),

@@ -115,6 +115,9 @@ pub enum EmitHubError {
     /// Over the channel's `rate_limit_per_minute`.
     #[error("rate limit exceeded: {0} messages per minute")]
     RateLimited(u32),
+    /// `EMIT_HUB_MAX_CHANNELS` channels exist already.
+    #[error("{0} channels exist, the most EMIT_HUB_MAX_CHANNELS allows: delete one first")]
+    TooManyChannels(usize),
     /// The request is invalid.
     #[error("{0}")]
     Invalid(String),
@@ -361,6 +364,11 @@ impl EmitHub {
         let name = request.name.trim().to_string();
         if name.is_empty() || name.len() > 200 {
             return Err(EmitHubError::Invalid("name must be 1 to 200 characters".into()));
+        }
+        let max = self.config.load().max_channels;
+        let existing = read(&self.channels).len();
+        if existing >= max {
+            return Err(EmitHubError::TooManyChannels(max));
         }
         let settings = self.default_settings().patched(&request.settings);
         settings.validate().map_err(EmitHubError::Invalid)?;

@@ -14,6 +14,10 @@ use crate::sync::lock;
 
 /// Bytes a kept message is counted for besides its payload, names and timestamp.
 const OVERHEAD: usize = 96;
+/// The largest share of the bound one message may take: a larger one is given its
+/// position (recovery across it then says `recovered: false`) but not kept, so one
+/// publish can neither exceed the bound nor evict every other channel's history.
+const MAX_SHARE: u64 = 4;
 
 struct Kept {
     published_ms: u64,
@@ -46,6 +50,7 @@ struct Inner {
     order: VecDeque<Order>,
     messages: u64,
     bytes: u64,
+    too_large: u64,
 }
 
 impl Inner {
@@ -151,10 +156,14 @@ impl HistoryStore for MemoryHistory {
             epoch: self.epoch.clone(),
             offset: log.top,
         };
+        let bytes = size_of(message);
+        if bytes > self.limit_bytes / MAX_SHARE {
+            inner.too_large += 1;
+            return Ok(position);
+        }
         let mut kept = message.clone();
         kept.position = Some(position.clone());
         kept.except = None;
-        let bytes = size_of(&kept);
         log.kept.push_back(Kept {
             published_ms: now,
             bytes,
@@ -173,13 +182,10 @@ impl HistoryStore for MemoryHistory {
             offset: position.offset,
             published_ms: now,
         });
+        // The message being published is at most a share of the bound, so evicting older
+        // ones always brings the total under it.
         while inner.bytes > self.limit_bytes {
             let Some(o) = inner.order.pop_front() else { break };
-            if o.channel.as_ref() == message.channel.name() && o.offset == position.offset {
-                // Never drop the message being published: the bound applies to older ones.
-                inner.order.push_front(o);
-                break;
-            }
             inner.evict(&o.channel, o.offset);
         }
         inner.compact();
@@ -237,6 +243,7 @@ impl HistoryStore for MemoryHistory {
             channels: inner.logs.len() as u64,
             messages: inner.messages,
             bytes: inner.bytes,
+            too_large: inner.too_large,
         }
     }
 

@@ -116,6 +116,9 @@ pub struct Usage {
     pub messages: u64,
     /// Bytes kept (payloads and names; the memory store's bound).
     pub bytes: u64,
+    /// Messages given a position but not kept because one alone would take more than
+    /// its share of the memory store's bound (a quarter of `BROADCAST_HISTORY_MEMORY_LIMIT`).
+    pub too_large: u64,
 }
 
 /// Keeps channels' histories.

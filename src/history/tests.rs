@@ -105,6 +105,40 @@ async fn the_memory_store_keeps_the_contract_and_its_byte_bound() {
     assert_eq!(busy.usage().messages, 5);
 }
 
+// Hardening round two (issue 21, defect 4): a 1 MB publish into a 1 MB store was kept
+// (1,000,139 bytes) and evicted every other channel's history.
+#[tokio::test]
+async fn one_large_message_neither_exceeds_the_bound_nor_evicts_other_channels() {
+    let limit = 1 << 20;
+    let store = MemoryHistory::new(limit);
+    let keep = Retention {
+        size: 100,
+        ttl: Duration::from_secs(60),
+    };
+    for n in 1..=3 {
+        store.append(&message("small", n), keep).await.unwrap();
+    }
+    let huge = serde_json::value::to_raw_value(&"x".repeat(1_000_000)).unwrap();
+    let big = Message::event(Channel::parse("big").unwrap(), "blob", Arc::from(huge));
+    let position = store.append(&big, keep).await.unwrap();
+    assert_eq!(position.offset, 1, "it still has its place in the channel");
+    let usage = store.usage();
+    assert!(usage.bytes <= limit as u64, "{usage:?}");
+    assert_eq!((usage.messages, usage.too_large), (3, 1), "{usage:?}");
+    let small = store
+        .read(&Channel::parse("small").unwrap(), 0, 10, End::Oldest, keep)
+        .await
+        .unwrap();
+    assert_eq!(ns(&small.messages), [1, 2, 3], "the other channel's history stays");
+    // The next message of the big channel is kept and is 2: a recovery across 1 says so.
+    let next = store.append(&message("big", 2), keep).await.unwrap();
+    let read = store
+        .read(&Channel::parse("big").unwrap(), 0, 10, End::Oldest, keep)
+        .await
+        .unwrap();
+    assert_eq!((next.offset, read.first, offsets(&read.messages)), (2, 2, vec![2]));
+}
+
 #[tokio::test]
 async fn the_redb_store_keeps_the_contract_and_survives_a_restart() {
     let dir = std::env::temp_dir().join(format!("rustaxum-history-{}", uuid::Uuid::new_v4()));

@@ -136,6 +136,20 @@ pub struct Envelope {
     encoded: Arc<AtomicU64>,
     /// When the hub queued it (for the publish-to-write latency).
     pub queued_at: std::time::Instant,
+    /// Where the time from queueing to the last write goes, once some socket was given
+    /// it: recorded when the last socket is done with it (the envelope is dropped).
+    duration: Option<Arc<super::latency::LatencyHistogram>>,
+    reached: std::sync::atomic::AtomicBool,
+}
+
+impl Drop for Envelope {
+    fn drop(&mut self) {
+        if let Some(histogram) = &self.duration {
+            if self.reached.load(Ordering::Relaxed) {
+                histogram.record(self.queued_at.elapsed());
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Envelope {
@@ -149,8 +163,15 @@ impl std::fmt::Debug for Envelope {
 }
 
 impl Envelope {
-    /// `message` on `channel` (the hub's record of it), counting encodings in `encoded`.
-    pub(super) fn new(channel: Channel, message: Message, encoded: Arc<AtomicU64>) -> Self {
+    /// `message` on `channel` (the hub's record of it), counting encodings in `encoded`;
+    /// once [`reached`](Self::reached) is called, the time until the last socket is done
+    /// with it goes to `duration`.
+    pub(super) fn new(
+        channel: Channel,
+        message: Message,
+        encoded: Arc<AtomicU64>,
+        duration: Option<Arc<super::latency::LatencyHistogram>>,
+    ) -> Self {
         Self {
             channel,
             event: message.event,
@@ -163,13 +184,20 @@ impl Envelope {
             frames: Default::default(),
             encoded,
             queued_at: std::time::Instant::now(),
+            duration,
+            reached: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Some socket was given it: its broadcast duration is recorded when it is dropped.
+    pub(super) fn reached(&self) {
+        self.reached.store(true, Ordering::Relaxed);
     }
 
     /// A message outside the hub (replayed from history), to encode for one socket.
     pub fn detached(message: Message) -> Self {
         let channel = message.channel.clone();
-        Self::new(channel, message, Arc::default())
+        Self::new(channel, message, Arc::default(), None)
     }
 
     /// The frame for `protocol`, encoding it with `encode` only the first time.

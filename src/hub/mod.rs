@@ -110,6 +110,8 @@ pub struct Hub {
     apps: RwLock<HashMap<Arc<str>, Arc<AppCounters>>>,
     counters: Counters,
     latency: latency::LatencyHistogram,
+    /// Time from queueing a message to the last socket writing it, per message.
+    broadcast_duration: Arc<latency::LatencyHistogram>,
     shutdown: CancellationToken,
     started: Instant,
 }
@@ -199,6 +201,7 @@ impl Hub {
             apps: RwLock::default(),
             counters: Counters::default(),
             latency: latency::LatencyHistogram::default(),
+            broadcast_duration: Arc::default(),
             shutdown: CancellationToken::new(),
             started: Instant::now(),
         }
@@ -341,6 +344,7 @@ impl Hub {
                 state.channel.clone(),
                 message,
                 self.counters.encoded.clone(),
+                Some(self.broadcast_duration.clone()),
             ));
             for (id, conn) in &state.subscribers {
                 if Some(*id) == except || conn.is_closing() {
@@ -351,6 +355,9 @@ impl Hub {
                     Delivery::Full => slow.push(conn.clone()),
                     Delivery::Gone => {}
                 }
+            }
+            if report.delivered > 0 {
+                envelope.reached();
             }
             state
                 .app
@@ -392,6 +399,7 @@ impl Hub {
             message.channel.clone(),
             message,
             self.counters.encoded.clone(),
+            Some(self.broadcast_duration.clone()),
         ));
         let mut slow = Vec::new();
         for conn in conns {
@@ -400,6 +408,9 @@ impl Hub {
                 Delivery::Full => slow.push(conn),
                 Delivery::Gone => {}
             }
+        }
+        if report.delivered > 0 {
+            envelope.reached();
         }
         report.dropped = self.disconnect_slow(&slow);
         self.counters
@@ -416,6 +427,12 @@ impl Hub {
     /// The publish-to-write latency histogram so far.
     pub fn write_latency(&self) -> latency::LatencySnapshot {
         self.latency.snapshot()
+    }
+
+    /// Per message: the time from the hub queueing it to the last of its sockets being
+    /// done with it (written, or dropped by a closing socket), so far.
+    pub fn broadcast_duration(&self) -> latency::LatencySnapshot {
+        self.broadcast_duration.snapshot()
     }
 
     /// Counts a frame received from a client.

@@ -233,7 +233,17 @@ impl RedisPresence {
                 .await
                 .map_err(presence_error)?;
             lock(&self.orphans).remove(&name);
-            let mut gone: Vec<Member> = removed.iter().filter_map(|m| parse_member(m)).collect();
+            // Only members whose leave this node owes are announced. An entry of this node
+            // that is neither live nor owed comes from a join whose answer never arrived
+            // (Redis ran the script after the node had given up and refused the socket):
+            // nobody was told that member joined, so nobody is told they left.
+            let (mut gone, unannounced): (Vec<Member>, Vec<Member>) = removed
+                .iter()
+                .filter_map(|m| parse_member(m))
+                .partition(|m| orphan_ids.contains(&m.user_id.as_str()));
+            for member in unannounced {
+                tracing::info!(channel = %channel, user = %member.user_id, "removed a member whose join never completed (not announced)");
+            }
             for orphan in orphans {
                 let announced = gone.iter().any(|m| m.user_id == orphan.user_id);
                 if !announced && !present.contains(&orphan.user_id) {

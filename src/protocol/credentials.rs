@@ -123,3 +123,83 @@ impl FromRequestParts<AppState> for ApiToken {
         }
     }
 }
+
+/// Wrong secrets tried per client address, to slow down guessing: after
+/// [`WRONG_TOKENS_ALLOWED`] wrong tokens within [`WRONG_TOKENS_WINDOW`], every attempt from
+/// that address (a right token included, so answers leak nothing) is refused with 429
+/// until the window since the first of them has passed. Behind a proxy every client
+/// shares the proxy's address, and so this budget.
+#[derive(Debug, Default)]
+pub(crate) struct WrongTokens {
+    by_address: std::sync::Mutex<HashMap<std::net::IpAddr, (u32, std::time::Instant)>>,
+}
+
+/// Wrong tokens an address may send per [`WRONG_TOKENS_WINDOW`].
+pub(crate) const WRONG_TOKENS_ALLOWED: u32 = 10;
+/// The window of [`WRONG_TOKENS_ALLOWED`].
+pub(crate) const WRONG_TOKENS_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
+/// Addresses remembered at most (the oldest windows are dropped first when full).
+const WRONG_TOKENS_ADDRESSES: usize = 10_000;
+
+impl WrongTokens {
+    /// How long `address` must still wait, if it spent its budget.
+    pub(crate) fn blocked(&self, address: std::net::IpAddr) -> Option<std::time::Duration> {
+        let map = crate::sync::lock(&self.by_address);
+        let (count, since) = map.get(&address)?;
+        let left = WRONG_TOKENS_WINDOW.checked_sub(since.elapsed())?;
+        (*count >= WRONG_TOKENS_ALLOWED && !left.is_zero()).then_some(left)
+    }
+
+    /// Counts a wrong token from `address`.
+    pub(crate) fn strike(&self, address: std::net::IpAddr) {
+        let mut map = crate::sync::lock(&self.by_address);
+        if map.len() >= WRONG_TOKENS_ADDRESSES && !map.contains_key(&address) {
+            map.retain(|_, (_, since)| since.elapsed() < WRONG_TOKENS_WINDOW);
+            if map.len() >= WRONG_TOKENS_ADDRESSES {
+                if let Some(oldest) = map.iter().min_by_key(|(_, (_, since))| *since).map(|(a, _)| *a) {
+                    map.remove(&oldest);
+                }
+            }
+        }
+        let entry = map.entry(address).or_insert((0, std::time::Instant::now()));
+        if entry.1.elapsed() >= WRONG_TOKENS_WINDOW {
+            *entry = (0, std::time::Instant::now());
+        }
+        entry.0 = entry.0.saturating_add(1);
+    }
+}
+
+/// The answer to an address that spent its budget of wrong tokens.
+pub(crate) fn too_many_wrong_tokens(wait: std::time::Duration) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let secs = wait.as_secs().max(1);
+    let mut response = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "too_many_attempts",
+        format!("too many wrong tokens from this address; try again in {secs} s"),
+    )
+    .into_response();
+    if let Ok(v) = axum::http::HeaderValue::from_str(&secs.to_string()) {
+        response.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    response
+}
+
+#[cfg(test)]
+mod wrong_token_tests {
+    use super::*;
+
+    #[test]
+    fn an_address_is_blocked_after_its_budget_and_others_are_not() {
+        let strikes = WrongTokens::default();
+        let a: std::net::IpAddr = [10, 0, 0, 1].into();
+        let b: std::net::IpAddr = [10, 0, 0, 2].into();
+        for _ in 0..WRONG_TOKENS_ALLOWED - 1 {
+            strikes.strike(a);
+        }
+        assert_eq!(strikes.blocked(a), None);
+        strikes.strike(a);
+        assert!(strikes.blocked(a).is_some_and(|w| w <= WRONG_TOKENS_WINDOW));
+        assert_eq!(strikes.blocked(b), None);
+    }
+}

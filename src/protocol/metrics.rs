@@ -152,6 +152,7 @@ pub(crate) async fn metrics(State(st): State<AppState>, _token: ApiToken) -> imp
             gauge!("rustaxum_history_memory_limit_bytes").set(h.memory_limit as f64);
             counter!("rustaxum_history_appended_total").absolute(h.appended);
             counter!("rustaxum_history_failures_total").absolute(h.failures);
+            counter!("rustaxum_history_too_large_total").absolute(h.usage.too_large);
             for (outcome, value) in [
                 ("recovered", h.recovered),
                 ("not_recovered", h.not_recovered),
@@ -165,6 +166,16 @@ pub(crate) async fn metrics(State(st): State<AppState>, _token: ApiToken) -> imp
     text.push_str(&hub.write_latency().prometheus(
         "rustaxum_write_latency_seconds",
         "time from the hub queueing a message for a socket to the socket writing it (one observation per written batch)",
+    ));
+    // The two names the RustAxum document's monitoring section promises, beside ours.
+    text.push_str(&hub.broadcast_duration().prometheus(
+        "broadcast_duration_seconds",
+        "per message, the time from its publish reaching this node's hub to the last write to one of its sockets",
+    ));
+    text.push_str(&format!(
+        "# HELP websocket_connections_total WebSocket connections accepted since start (every protocol)\n\
+         # TYPE websocket_connections_total counter\nwebsocket_connections_total {}\n",
+        snapshot.connections_total
     ));
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }

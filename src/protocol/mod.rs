@@ -87,6 +87,8 @@ pub(crate) struct AppState {
     pub(crate) cluster: Option<Arc<RedisBroker>>,
     /// The dashboard's tail of recent events.
     pub(crate) dashboard: Arc<dashboard::Feed>,
+    /// Wrong dashboard tokens per client address (guessing is slowed down).
+    pub(crate) dashboard_strikes: Arc<credentials::WrongTokens>,
     /// Webhook delivery, when any URL is configured.
     pub(crate) webhooks: Option<Arc<crate::webhooks::Webhooks>>,
     /// The Prometheus recorder behind `/metrics`.
@@ -108,6 +110,41 @@ pub(crate) fn admit_default(
         max_connections: a.max_connections,
     });
     st.node.admit(identity, quota)
+}
+
+/// Publishes an event that arrived through one of the server's inbound HTTP APIs (native,
+/// Pusher) on `channels`; how many local sockets it reached.
+///
+/// A managed channel (`emithub.{id}`) keeps its state, rate limit and persistence
+/// whichever API publishes into it: the event goes through EmitHub's own broadcast
+/// (`content` is the data, as text unless it is a JSON string; `message_type` is the
+/// event name), so a Paused or Stopped channel answers 409 here too.
+pub(crate) async fn publish_inbound(
+    st: &AppState,
+    channels: &[crate::channel::Channel],
+    event: &str,
+    payload: &crate::broadcasting::Payload,
+) -> Result<usize, ApiError> {
+    let (managed, plain): (Vec<_>, Vec<_>) = channels
+        .iter()
+        .cloned()
+        .partition(|c| st.emithub.for_hub_channel(c).is_some());
+    let mut recipients = 0;
+    for channel in &managed {
+        let Some(found) = st.emithub.for_hub_channel(channel) else {
+            continue;
+        };
+        let content = match serde_json::from_str::<String>(payload.data.get()) {
+            Ok(text) => text,
+            Err(_) => payload.data.get().to_string(),
+        };
+        let sent = st.emithub.broadcast(found?.id, content, event.to_string()).await?;
+        recipients += sent.recipients;
+    }
+    if !plain.is_empty() {
+        recipients += st.manager.send(None, &plain, event, payload).await?;
+    }
+    Ok(recipients)
 }
 
 /// The full router: every protocol's routes, health endpoints, guards and CORS.

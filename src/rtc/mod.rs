@@ -52,11 +52,14 @@ impl Rtc {
     pub fn new(config: RtcConfig, cluster: Option<&Arc<RedisBroker>>) -> Arc<Self> {
         let (rooms, limiter) = match cluster {
             Some(broker) => (
-                Rooms::new(Arc::new(RedisRecords::new(broker.link().clone()))),
+                Rooms::new(
+                    Arc::new(RedisRecords::new(broker.link().clone())),
+                    config.max_rooms_per_user,
+                ),
                 Limiter::clustered(config.limits, broker.link().clone()),
             ),
             None => (
-                Rooms::new(Arc::new(MemoryRecords::default())),
+                Rooms::new(Arc::new(MemoryRecords::default()), config.max_rooms_per_user),
                 Limiter::local(config.limits),
             ),
         };

@@ -25,6 +25,8 @@ use crate::session::{Grant, GrantSource, JoinError};
 pub const ROOM_CHANNEL_PREFIX: &str = "presence.rtc-room.";
 const ROOM_KEY: &str = "rooms:room:";
 const USER_KEY: &str = "rooms:user:";
+/// The rooms a user owns (created and not yet removed): what their room limit counts.
+const OWNER_KEY: &str = "rooms:owner:";
 /// Longest room name.
 pub const MAX_ROOM_NAME: usize = 64;
 
@@ -57,6 +59,9 @@ pub enum RoomError {
     /// Only an authenticated user can be in a room.
     #[error("rooms need an authenticated connection (a token)")]
     Unauthenticated,
+    /// The user owns as many rooms as `BROADCAST_RTC_MAX_ROOMS_PER_USER` allows.
+    #[error("you own {0} rooms, the most allowed (BROADCAST_RTC_MAX_ROOMS_PER_USER): leave or let one empty first")]
+    TooManyRooms(usize),
     /// The records could not be reached.
     #[error("rooms unavailable: {0}")]
     Unavailable(String),
@@ -79,6 +84,7 @@ impl RoomError {
             Self::Private(_) => "room_private",
             Self::NotMember(_) => "not_a_member",
             Self::Unauthenticated => "unauthorized",
+            Self::TooManyRooms(_) => "too_many_rooms",
             Self::Unavailable(_) => "unavailable",
         }
     }
@@ -169,6 +175,7 @@ fn encode<T: Serialize>(value: &T) -> Result<String, RoomError> {
 /// The rooms of a node (shared with the other nodes through the record store).
 pub struct Rooms {
     store: Arc<dyn RecordStore>,
+    max_per_owner: usize,
 }
 
 impl std::fmt::Debug for Rooms {
@@ -178,12 +185,13 @@ impl std::fmt::Debug for Rooms {
 }
 
 impl Rooms {
-    /// Rooms kept in `store`.
-    pub fn new(store: Arc<dyn RecordStore>) -> Self {
-        Self { store }
+    /// Rooms kept in `store`; one user owns at most `max_per_owner` at once.
+    pub fn new(store: Arc<dyn RecordStore>, max_per_owner: usize) -> Self {
+        Self { store, max_per_owner }
     }
 
-    /// Creates room `name` owned by `owner`, who becomes its first member.
+    /// Creates room `name` owned by `owner`, who becomes its first member. Refused when
+    /// the owner already owns the most rooms allowed.
     pub async fn create(&self, name: &str, owner: &str, new: NewRoom) -> Result<Room, RoomError> {
         check_name(name)?;
         if new.max_members == Some(0) {
@@ -191,6 +199,54 @@ impl Rooms {
                 "{name} (max_members must be at least 1)"
             )));
         }
+        self.own(owner, name).await?;
+        let created = self.insert(name, owner, new).await;
+        if created.is_err() {
+            self.disown(owner, name).await?;
+        }
+        created
+    }
+
+    /// Removes room `name` that `owner` just created and could not enter.
+    pub async fn abandon(&self, name: &str, owner: &str) -> Result<(), RoomError> {
+        update(&*self.store, &format!("{ROOM_KEY}{name}"), |raw| {
+            let Some(room) = decode::<Room>(raw)? else {
+                return Ok::<_, RoomError>((None, ()));
+            };
+            let others = room.members.keys().any(|u| u != owner);
+            Ok((if others { raw.map(str::to_string) } else { None }, ()))
+        })
+        .await?;
+        self.index(owner, name, false).await?;
+        self.disown(owner, name).await
+    }
+
+    /// Reserves one of `owner`'s rooms for `name`.
+    async fn own(&self, owner: &str, name: &str) -> Result<(), RoomError> {
+        let max = self.max_per_owner;
+        update(&*self.store, &format!("{OWNER_KEY}{owner}"), |raw| {
+            let mut rooms: Vec<String> = decode(raw)?.unwrap_or_default();
+            if !rooms.iter().any(|r| r == name) {
+                if rooms.len() >= max {
+                    return Err(RoomError::TooManyRooms(max));
+                }
+                rooms.push(name.to_string());
+            }
+            Ok((Some(encode(&rooms)?), ()))
+        })
+        .await
+    }
+
+    async fn disown(&self, owner: &str, name: &str) -> Result<(), RoomError> {
+        update(&*self.store, &format!("{OWNER_KEY}{owner}"), |raw| {
+            let mut rooms: Vec<String> = decode(raw)?.unwrap_or_default();
+            rooms.retain(|r| r != name);
+            Ok((if rooms.is_empty() { None } else { Some(encode(&rooms)?) }, ()))
+        })
+        .await
+    }
+
+    async fn insert(&self, name: &str, owner: &str, new: NewRoom) -> Result<Room, RoomError> {
         let now = Utc::now();
         let mut room = Room {
             name: name.to_string(),
@@ -378,6 +434,7 @@ impl Rooms {
             }
             members_removed += removed.len();
             if gone {
+                self.disown(&room.owner, &name).await?;
                 rooms_removed += 1;
                 tracing::debug!(room = %name, "empty room removed");
             }
@@ -405,7 +462,7 @@ mod tests {
 
     #[tokio::test]
     async fn rooms_have_owners_limits_privacy_and_a_grace_period() {
-        let rooms = Rooms::new(Arc::new(MemoryRecords::default()));
+        let rooms = Rooms::new(Arc::new(MemoryRecords::default()), 20);
         let room = rooms
             .create(
                 "lobby",

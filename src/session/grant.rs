@@ -62,6 +62,12 @@ pub enum JoinAs {
     /// A service of the server decided itself (a room it checked membership of): this
     /// grant, with neither grant sources nor rules consulted.
     Granted(Box<Grant>),
+    /// A typed-frame client's topic: where a grant source or a rule names the channel, it
+    /// decides (as [`User`](Self::User)); a topic nothing names is open to authenticated
+    /// connections, who may also publish to it once subscribed (the real-time service's
+    /// document: clients subscribe to topics and broadcast to them). Anonymous
+    /// connections get no such topic.
+    Topic,
 }
 
 /// Fills grants for the channels it owns (managed channels, for instance). Consulted

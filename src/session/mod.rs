@@ -275,7 +275,16 @@ impl Node {
             }
         }
         match how {
-            JoinAs::User => {
+            // Only an unprefixed name: `private-x` asks for a kind, which only rules give.
+            JoinAs::Topic if channel.kind() == ChannelKind::Public && !self.authorizer.reserves(channel) => {
+                if identity.is_none() {
+                    return Err(JoinError::Unauthenticated(channel.local_name().into()));
+                }
+                let mut grant = Grant::for_channel(channel.with_kind(ChannelKind::Public), None);
+                grant.client_events = true;
+                Ok(grant)
+            }
+            JoinAs::User | JoinAs::Topic => {
                 let channel = self.authorizer.authorize(identity, channel).map_err(join_error)?;
                 let member = match (channel.kind(), identity) {
                     (ChannelKind::Presence, Some(user)) => Some(member_of(user)),

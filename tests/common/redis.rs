@@ -97,6 +97,11 @@ impl RedisServer {
         }
     }
 
+    /// Runs a `redis-cli` command against this server; its output.
+    pub fn cli(&self, args: &[&str]) -> String {
+        redis_cli(self.port, args)
+    }
+
     /// Sends a signal by name (e.g. `STOP`, `CONT`) to the server process.
     pub fn signal(&self, name: &str) {
         if let Some(c) = &self.child {

@@ -123,6 +123,10 @@ pub struct RedisBroker {
     resync_requests: tokio::sync::watch::Sender<u64>,
     control_events: tokio::sync::broadcast::Sender<ControlEvent>,
     counters: Counters,
+    /// [`Config::security_fingerprint`] of this node, published in its heartbeat.
+    fingerprint: String,
+    /// Nodes already warned about (node id, fingerprint), so each difference is logged once.
+    warned: std::sync::Mutex<std::collections::HashSet<(String, String)>>,
 }
 
 /// A notice another node published with [`RedisBroker::publish_control`].
@@ -153,6 +157,8 @@ impl RedisBroker {
             resync_requests: tokio::sync::watch::Sender::new(0),
             control_events: tokio::sync::broadcast::channel(1024).0,
             counters: Counters::default(),
+            fingerprint: config.security_fingerprint(),
+            warned: Default::default(),
         }))
     }
 
@@ -443,10 +449,14 @@ impl RedisBroker {
         let nodes_key = self.key("nodes");
         let mut epochs = self.subscription_epoch.subscribe();
         let mut owe_resync = false;
+        let mut beats: u32 = 0;
         loop {
-            let snapshot = serde_json::to_string(
-                &json!({"node": self.link.node_id(), "stats": hub.snapshot(), "apps": hub.app_snapshots()}),
-            )
+            let snapshot = serde_json::to_string(&json!({
+                "node": self.link.node_id(),
+                "security": self.fingerprint,
+                "stats": hub.snapshot(),
+                "apps": hub.app_snapshots(),
+            }))
             .unwrap_or_default();
             let (nk, nsk, id) = (node_key.clone(), nodes_key.clone(), self.link.node_id().to_string());
             let ttl = NODE_TTL.as_millis() as u64;
@@ -479,6 +489,14 @@ impl RedisBroker {
                 }
                 Err(e) => tracing::debug!(error = %e, "heartbeat failed"),
             }
+            // Every fifth beat (the heartbeats carry whole snapshots: not worth reading
+            // back every 2 s).
+            if beats % 5 == 0 {
+                if let Err(e) = self.compare_security().await {
+                    tracing::debug!(error = %e, "comparing security settings with the other nodes failed");
+                }
+            }
+            beats = beats.wrapping_add(1);
             tokio::select! {
                 _ = stop.cancelled() => break,
                 _ = tokio::time::sleep(HEARTBEAT) => {}
@@ -496,12 +514,45 @@ impl RedisBroker {
             .await;
     }
 
-    /// Stats summed over live nodes: `{"scope":"cluster","nodes","connections","channels"}`.
-    pub async fn cluster_stats(&self) -> Result<Value, ClusterError> {
+    /// Logs a warning, once per node and fingerprint, for each live node whose security
+    /// settings (JWT key, app secrets, tokens) differ from this node's: tokens one node
+    /// accepts the other refuses, and clients fail depending on where they land.
+    async fn compare_security(&self) -> Result<(), ClusterError> {
+        for (node, fingerprint) in self.fingerprints().await? {
+            if node == self.link.node_id() || fingerprint == self.fingerprint {
+                continue;
+            }
+            if crate::sync::lock(&self.warned).insert((node.clone(), fingerprint.clone())) {
+                tracing::warn!(
+                    node = %node,
+                    theirs = %fingerprint,
+                    ours = %self.fingerprint,
+                    "node {node} shares this Redis with other security settings (JWT key, Pusher app secrets or \
+                     API/dashboard tokens differ): tokens one node accepts, the other refuses"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Each live node's security fingerprint.
+    async fn fingerprints(&self) -> Result<Vec<(String, String)>, ClusterError> {
+        let (ids, values) = self.node_values().await?;
+        Ok(ids
+            .into_iter()
+            .zip(values)
+            .filter_map(|(id, v)| {
+                let v: Value = serde_json::from_str(&v?).ok()?;
+                Some((id, v["security"].as_str()?.to_string()))
+            })
+            .collect())
+    }
+
+    /// The live nodes' ids and heartbeat values (dead ones are removed from the set).
+    async fn node_values(&self) -> Result<(Vec<String>, Vec<Option<String>>), ClusterError> {
         let nodes_key = self.key("nodes");
         let prefix = self.key("node:");
-        let (ids, values): (Vec<String>, Vec<Option<String>>) = self
-            .link
+        self.link
             .exec(|mut c| async move {
                 let ids: Vec<String> = c.smembers(&nodes_key).await?;
                 let keys: Vec<String> = ids.iter().map(|id| format!("{prefix}{id}")).collect();
@@ -521,7 +572,13 @@ impl RedisBroker {
                 }
                 Ok((ids, values))
             })
-            .await?;
+            .await
+    }
+
+    /// Stats summed over live nodes: `{"scope":"cluster","nodes","connections","channels"}`.
+    pub async fn cluster_stats(&self) -> Result<Value, ClusterError> {
+        let (ids, values) = self.node_values().await?;
+        let mut security = serde_json::Map::new();
         let mut connections = 0u64;
         let mut channels = serde_json::Map::new();
         let mut live = Vec::new();
@@ -532,6 +589,7 @@ impl RedisBroker {
                 continue;
             };
             live.push(id.clone());
+            security.insert(id.clone(), stats["security"].clone());
             for (app, figures) in stats["apps"].as_object().into_iter().flatten() {
                 let entry = apps
                     .entry(app.clone())
@@ -563,6 +621,10 @@ impl RedisBroker {
             "channels": channels,
             "messages": messages,
             "apps": apps,
+            "security": {
+                "consistent": security.values().all(|f| *f == json!(self.fingerprint)),
+                "fingerprints": security,
+            },
         }))
     }
 

@@ -8,11 +8,12 @@
 //! since any other address needs an API token to start.
 
 use std::collections::VecDeque;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
-use axum::extract::{Query, State};
+use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -22,7 +23,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::cluster::Broker;
 use crate::lifecycle::{Lifecycle, LifecycleEvent};
-use crate::protocol::credentials::{bearer, same_secret};
+use crate::protocol::credentials::{bearer, same_secret, too_many_wrong_tokens};
 use crate::protocol::{ApiError, AppState};
 use crate::sync::lock;
 
@@ -31,6 +32,9 @@ const PAGE: &str = include_str!("index.html");
 const TAIL: usize = 50;
 /// How often the page gets a snapshot.
 const EVERY: Duration = Duration::from_secs(1);
+/// Channels (and EmitHub channels) a snapshot lists at most, the busiest first: the rest
+/// are only counted, so a snapshot stays small however many channels exist.
+const LISTED: usize = 100;
 
 /// The recent lifecycle events the page shows.
 #[derive(Debug, Default)]
@@ -132,10 +136,47 @@ struct Snapshot {
     presence: serde_json::Map<String, Value>,
     events: Vec<Value>,
     emithub: Vec<Value>,
+    /// Channels on this node (listed or not).
+    channel_count: usize,
+    /// Channels not listed in `stats.channels` (the least subscribed).
+    channels_not_listed: usize,
+    /// EmitHub channels (listed or not).
+    emithub_count: usize,
+    /// EmitHub channels not listed (the ones with the fewest sockets).
+    emithub_not_listed: usize,
+}
+
+/// Keeps the `LISTED` entries with the highest `weight`, in their order; how many went.
+fn keep_busiest<T>(entries: &mut Vec<T>, weight: impl Fn(&T) -> usize) -> usize {
+    if entries.len() <= LISTED {
+        return 0;
+    }
+    let mut weights: Vec<usize> = entries.iter().map(&weight).collect();
+    weights.sort_unstable_by(|a, b| b.cmp(a));
+    let threshold = weights[LISTED - 1];
+    let above = weights.iter().filter(|w| **w > threshold).count();
+    let mut ties_left = LISTED - above;
+    let before = entries.len();
+    entries.retain(|e| {
+        let w = weight(e);
+        if w > threshold {
+            true
+        } else if w == threshold && ties_left > 0 {
+            ties_left -= 1;
+            true
+        } else {
+            false
+        }
+    });
+    before - entries.len()
 }
 
 async fn snapshot(st: &AppState) -> Snapshot {
-    let stats = super::native::api::node_stats(st, "local").await;
+    let mut stats = super::native::api::node_stats(st, "local").await;
+    let channel_count = stats.hub.channels.len();
+    let mut listed: Vec<_> = std::mem::take(&mut stats.hub.channels).into_iter().collect();
+    let channels_not_listed = keep_busiest(&mut listed, |(_, c)| c.subscribers);
+    stats.hub.channels = listed.into_iter().collect();
     let (node, nodes) = match &st.cluster {
         None => (
             "single node".to_string(),
@@ -172,7 +213,7 @@ async fn snapshot(st: &AppState) -> Snapshot {
         }
     }
     let hub = st.node.hub();
-    let emithub = st
+    let mut emithub: Vec<(usize, Value)> = st
         .emithub
         .list()
         .into_iter()
@@ -180,9 +221,15 @@ async fn snapshot(st: &AppState) -> Snapshot {
             let connections = crate::channel::Channel::parse(&crate::emithub::model::hub_channel_name(c.id))
                 .map(|ch| hub.subscriber_count(&ch))
                 .unwrap_or(0);
-            json!({"id": c.id, "name": c.name, "status": c.status, "connections": connections})
+            (
+                connections,
+                json!({"id": c.id, "name": c.name, "status": c.status, "connections": connections}),
+            )
         })
         .collect();
+    let emithub_count = emithub.len();
+    let emithub_not_listed = keep_busiest(&mut emithub, |(n, _)| *n);
+    let emithub = emithub.into_iter().map(|(_, v)| v).collect();
     Snapshot {
         node,
         interval_ms: u64::try_from(EVERY.as_millis()).unwrap_or(1000),
@@ -191,18 +238,30 @@ async fn snapshot(st: &AppState) -> Snapshot {
         presence,
         events: st.dashboard.tail(),
         emithub,
+        channel_count,
+        channels_not_listed,
+        emithub_count,
+        emithub_not_listed,
     }
 }
 
 /// The dashboard's live feed: a snapshot every second.
-#[utoipa::path(get, path = "/dashboard/ws", tag = "operations", params(TokenQuery), responses((status = 101, description = "WebSocket: a JSON snapshot every second"), (status = 401, description = "missing or wrong token", body = crate::protocol::ErrorBody)))]
+#[utoipa::path(get, path = "/dashboard/ws", tag = "operations", params(TokenQuery), responses((status = 101, description = "WebSocket: a JSON snapshot every second"), (status = 401, description = "missing or wrong token", body = crate::protocol::ErrorBody), (status = 429, description = "10 wrong tokens from this address within a minute: every attempt is refused until the minute has passed (`Retry-After`)", body = crate::protocol::ErrorBody)))]
 pub(crate) async fn feed(
     State(st): State<AppState>,
     Query(q): Query<TokenQuery>,
+    peer: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
+    // A router mounted without connection info counts every client as one address.
+    let address = peer.map_or(IpAddr::from([0, 0, 0, 0]), |axum::Extension(ConnectInfo(a))| a.ip());
+    if let Some(wait) = st.dashboard_strikes.blocked(address) {
+        return too_many_wrong_tokens(wait);
+    }
     if !token_ok(&st, q.token.as_deref().or(bearer(&headers))) {
+        st.dashboard_strikes.strike(address);
+        tracing::debug!(%address, "wrong dashboard token");
         return ApiError::unauthorized("the dashboard needs its token (BROADCAST_DASHBOARD_TOKEN, else the API token)")
             .into_response();
     }
@@ -236,5 +295,23 @@ async fn push(st: AppState, mut socket: WebSocket) {
                 Some(Ok(_)) => {}
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_busiest_are_listed_in_their_order() {
+        let mut few: Vec<usize> = (0..10).collect();
+        assert_eq!(keep_busiest(&mut few, |n| *n), 0);
+        assert_eq!(few.len(), 10);
+        // 300 entries, weights 0..300 shuffled by a stride; ties at the threshold are cut.
+        let mut many: Vec<usize> = (0..300).map(|i| (i * 7) % 300).collect();
+        many.extend([200, 200, 200]);
+        assert_eq!(keep_busiest(&mut many, |n| *n), 203);
+        assert_eq!(many.len(), LISTED);
+        assert!(many.iter().all(|n| *n >= 200), "{many:?}");
     }
 }

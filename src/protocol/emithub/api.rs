@@ -27,6 +27,7 @@ impl From<EmitHubError> for ApiError {
             E::NotActive { .. } => (StatusCode::CONFLICT, "channel_not_active"),
             E::Paused(_) => (StatusCode::CONFLICT, "channel_paused"),
             E::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            E::TooManyChannels(_) => (StatusCode::CONFLICT, "too_many_channels"),
             E::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
             E::Store(_) | E::Cluster(_) => {
                 tracing::warn!(error = %e, "EmitHub store unavailable");
@@ -42,7 +43,7 @@ fn id(raw: &str) -> Result<Uuid, ApiError> {
 }
 
 /// Creates a channel (status `Created`); settings left out take the server's defaults.
-#[utoipa::path(post, path = "/api/v1/channels", tag = "emithub", security(("api_token" = [])), request_body(content = CreateChannel, description = "JSON, whatever the Content-Type"), responses((status = 201, body = ManagedChannel), (status = 400, description = "the body is not JSON", body = crate::protocol::ErrorBody), (status = 401, description = "missing or wrong `Authorization: Bearer <BROADCAST_API_TOKEN>` (when one is set)", body = crate::protocol::ErrorBody), (status = 422, description = "invalid request", body = crate::protocol::ErrorBody), (status = 503, description = "the store or the cluster is unavailable", body = crate::protocol::ErrorBody)))]
+#[utoipa::path(post, path = "/api/v1/channels", tag = "emithub", security(("api_token" = [])), request_body(content = CreateChannel, description = "JSON, whatever the Content-Type"), responses((status = 201, body = ManagedChannel), (status = 400, description = "the body is not JSON", body = crate::protocol::ErrorBody), (status = 401, description = "missing or wrong `Authorization: Bearer <BROADCAST_API_TOKEN>` (when one is set)", body = crate::protocol::ErrorBody), (status = 409, description = "`too_many_channels`: EMIT_HUB_MAX_CHANNELS channels exist", body = crate::protocol::ErrorBody), (status = 422, description = "invalid request", body = crate::protocol::ErrorBody), (status = 503, description = "the store or the cluster is unavailable", body = crate::protocol::ErrorBody)))]
 pub(crate) async fn create(
     State(st): State<AppState>,
     _token: ApiToken,

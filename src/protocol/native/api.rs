@@ -100,7 +100,7 @@ pub(crate) async fn publish(
         data: Arc::from(serde_json::value::to_raw_value(&data).map_err(|e| ApiError::unprocessable(e.to_string()))?),
         socket,
     };
-    let recipients = st.manager.send(None, &channels, &req.event, &payload).await?;
+    let recipients = crate::protocol::publish_inbound(&st, &channels, &req.event, &payload).await?;
     let names: BTreeSet<String> = channels.iter().map(|c| c.name().to_string()).collect();
     Ok(Json(Published {
         ok: true,

@@ -251,7 +251,7 @@ pub struct UsersResponse {
 pub struct Empty {}
 
 async fn publish(st: &AppState, p: &Prepared) -> Result<Option<BTreeMap<String, ChannelInfo>>, ApiError> {
-    st.manager.send(None, &p.channels, &p.event, &p.payload).await?;
+    crate::protocol::publish_inbound(st, &p.channels, &p.event, &p.payload).await?;
     if p.info.is_empty() {
         return Ok(None);
     }

@@ -39,7 +39,7 @@ const MAX_USER_ID: usize = 200;
     params(("token" = Option<String>, Query, description = "a JWT (or `Authorization: Bearer`, or the `access_token.<JWT>` subprotocol)")),
     responses(
         (status = 101, description = "WebSocket of typed frames (also at `/ws` on BROADCAST_RTC_PORT)"),
-        (status = 401, description = "the token is invalid"),
+        (status = 401, description = "the token is invalid, or missing while a JWT key is configured (unless BROADCAST_RTC_ALLOW_ANONYMOUS=true)"),
         (status = 429, description = "BROADCAST_MAX_CONNECTIONS_PER_USER reached"),
         (status = 503, description = "BROADCAST_MAX_CONNECTIONS reached")
     )
@@ -62,6 +62,17 @@ pub(crate) async fn upgrade(
         Ok(identity) => identity,
         Err(e) => return e.into_response(),
     };
+    // The service authenticates every connection (its document); anonymous typed-frame
+    // connections are the operator's choice once a JWT key exists.
+    if identity.is_none() && st.node.verifier().is_some() && !st.rtc.config().allow_anonymous {
+        return ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "a token is required (?token=, Authorization: Bearer or the access_token.<jwt> subprotocol); \
+             BROADCAST_RTC_ALLOW_ANONYMOUS=true admits connections without one",
+        )
+        .into_response();
+    }
     let admission = match crate::protocol::admit_default(&st, identity) {
         Ok(admission) => admission,
         Err(e) => {
@@ -213,7 +224,7 @@ impl RtcSession {
         for topic in topics {
             if join {
                 match Channel::parse(&topic) {
-                    Ok(channel) => match s.join(&channel, JoinAs::User).await {
+                    Ok(channel) => match s.join(&channel, JoinAs::Topic).await {
                         Ok(joined) => {
                             let name = joined.channel.name().to_string();
                             let catch_up = s.catch_up(&joined.channel, since.get(&topic)).await;
@@ -356,10 +367,13 @@ impl RtcSession {
                         frames: vec![created, joined],
                         close: None,
                     },
-                    Err(f) => Reply {
-                        frames: vec![created, f],
-                        close: None,
-                    },
+                    // A room its creator cannot enter is not kept: the answer is the error.
+                    Err(f) => {
+                        if let Err(e) = self.rtc.rooms().abandon(name, &me).await {
+                            tracing::warn!(room = %name, error = %e, "removing a room its creator could not enter failed");
+                        }
+                        Reply::text(f)
+                    }
                 }
             }
             Err(e) => Reply::text(room_error(&e, name)),
@@ -531,7 +545,7 @@ mod tests {
         let mut bob = connect(&node, &rtc, Some("2"));
         bob.recv_json().await;
 
-        alice.send_text(r#"{"type":"Subscribe","data":{"topics":["notifications","nowhere"]}}"#);
+        alice.send_text(r#"{"type":"Subscribe","data":{"topics":["notifications","user.2"]}}"#);
         let subscribed = alice.recv_json().await;
         assert_eq!(
             subscribed["data"],
@@ -540,7 +554,7 @@ mod tests {
         let refused = alice.recv_json().await;
         assert_eq!(
             (refused["type"].as_str(), refused["data"]["topic"].as_str()),
-            (Some("Error"), Some("nowhere"))
+            (Some("Error"), Some("user.2"))
         );
 
         bob.send_text(r#"{"type":"DirectMessage","data":{"target_user":"1","payload":{"hi":true}}}"#);
