@@ -17,9 +17,14 @@
 //!   [`ChannelAuthorizer`](auth::ChannelAuthorizer).
 //! - [`presence`]: presence members per user behind the
 //!   [`PresenceStore`](presence::PresenceStore) trait (in memory, or Redis).
-//! - [`cluster`]: the one publish path ([`Fanout`](cluster::Fanout)) and the
-//!   [`Broker`](cluster::Broker) trait (local, or Redis pub/sub with node heartbeats and
-//!   a circuit breaker).
+//! - [`setting`]: [`InvalidSetting`](setting::InvalidSetting), the error a domain gives
+//!   for a setting it cannot use (the configuration wraps it).
+//! - [`backend`]: the Redis connection every shared store uses (one Redis, a Cluster or
+//!   Sentinel), its circuit breaker, settings and [`BackendError`](backend::BackendError).
+//! - [`cluster`]: the [`Broker`](cluster::Broker) trait (local, or Redis pub/sub with node
+//!   heartbeats); a broker hands what it receives to a [`Receiver`](cluster::Receiver).
+//! - [`publish`]: the one publish path ([`Fanout`](publish::Fanout)): route → hooks →
+//!   history → broker → hub.
 //! - [`routing`]: routing rules (copy, drop, reshape messages once at publish).
 //! - [`emithub`]: EmitHub managed channels: the registry (a grant source), states,
 //!   settings, persisted messages in redb (one node) or Redis (cluster).
@@ -27,11 +32,19 @@
 //! - [`broadcasting`]: events and `ShouldBroadcast`, the `BroadcastManager`, drivers,
 //!   helpers, facades, macros, the broadcast queue.
 //! - [`events`]: the event system where the RustAxum document imports it from.
-//! - [`config`]: environment configuration in sections, with documented defaults.
+//! - [`config`]: reads the environment and the file and assembles each domain's own
+//!   settings (`JwtConfig` from [`auth`], `RedisConfig` from [`backend`], `EmitHubConfig`,
+//!   `RtcConfig`, the Pusher `Apps`), with documented defaults.
+//!
+//! Each module uses only those below it (`scripts/check-layers` checks it): channel,
+//! sync, setting → hub, auth, backend → cluster, routing → history → publish → presence
+//! → lifecycle → session → emithub, rtc → webhooks → pusher → config → broadcasting →
+//! protocols → server → cli.
 //!
 //! Edges:
-//! - [`protocol`]: axum: one folder per wire protocol (native, Pusher), each with its
-//!   WebSocket handler, HTTP endpoints and codec; health and metrics endpoints.
+//! - [`protocol`]: axum: one folder per wire protocol (native, Pusher, EmitHub, typed
+//!   frames), each with its WebSocket handler, HTTP endpoints and codec; a node's stats,
+//!   health, metrics, the dashboard and `/docs`.
 //! - [`server`]: [`Rustaxum`] (node + manager + router) and [`run`].
 //! - [`cli`]: the `artisan` commands, talking to a running server over HTTP, and the
 //!   fan-out benchmark behind `artisan broadcast bench`.
@@ -40,6 +53,7 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 pub mod auth;
+pub mod backend;
 pub mod broadcasting;
 pub mod channel;
 pub mod cli;
@@ -52,11 +66,13 @@ pub mod hub;
 pub mod lifecycle;
 pub mod presence;
 pub mod protocol;
+pub mod publish;
 pub mod pusher;
 pub mod routing;
 pub mod rtc;
 pub mod server;
 pub mod session;
+pub mod setting;
 mod sync;
 pub mod webhooks;
 

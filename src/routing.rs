@@ -33,8 +33,8 @@ use serde_json::{Map, Value};
 
 use crate::auth::Pattern;
 use crate::channel::Channel;
-use crate::config::ConfigError;
 use crate::hub::Message;
+use crate::setting::InvalidSetting;
 
 /// One rule as written in the file.
 #[derive(Debug, Deserialize)]
@@ -120,8 +120,8 @@ pub struct Routing {
 }
 
 /// A rule that cannot be used.
-fn invalid(path: &Path, rule: &str, reason: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
+fn invalid(path: &Path, rule: &str, reason: impl Into<String>) -> InvalidSetting {
+    InvalidSetting {
         var: "BROADCAST_ROUTES_FILE",
         value: path.display().to_string(),
         reason: format!("rule {rule}: {}", reason.into()),
@@ -146,13 +146,13 @@ impl Routing {
 
     /// Reads the rules of a TOML file; a rule that cannot work stops with its name (or
     /// number) and why.
-    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+    pub fn load(path: &Path) -> Result<Self, InvalidSetting> {
         let text = std::fs::read_to_string(path).map_err(|e| invalid(path, "file", format!("cannot read it: {e}")))?;
         Self::parse(path, &text)
     }
 
     /// Reads rules from `text` (the file at `path`, for messages).
-    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+    pub fn parse(path: &Path, text: &str) -> Result<Self, InvalidSetting> {
         let file: RoutesFile = toml::from_str(text).map_err(|e| invalid(path, "file", e.message().to_string()))?;
         let mut rules = Vec::with_capacity(file.route.len());
         for (i, r) in file.route.into_iter().enumerate() {

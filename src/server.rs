@@ -14,13 +14,13 @@ use tokio_util::task::TaskTracker;
 use crate::auth::{ChannelAuthorizer, ChannelRules, JwtVerifier};
 use crate::broadcasting::{manager, BroadcastError, BroadcastManager};
 use crate::cluster::redis::RedisBroker;
-use crate::cluster::Fanout;
 use crate::config::vars::Variable;
 use crate::config::{Config, ConfigError, Driver};
 use crate::emithub::EmitHub;
 use crate::hub::{Hub, HubConfig};
 use crate::presence::{MemoryPresence, Presence, PresenceStore, RedisPresence};
 use crate::protocol::{self, AppState};
+use crate::publish::Fanout;
 use crate::session::{Limits, Node};
 
 /// Why the server could not start.
@@ -100,7 +100,7 @@ impl Rustaxum {
             if tokio::runtime::Handle::try_current().is_err() {
                 return Err(StartError::NoRuntime);
             }
-            Some(RedisBroker::new(&config)?)
+            Some(RedisBroker::new(&config.redis, config.security_fingerprint())?)
         } else {
             None
         };
@@ -128,7 +128,7 @@ impl Rustaxum {
             Some(broker) => {
                 let store = RedisPresence::new(broker);
                 store.start(fanout.clone(), stop.clone(), &background);
-                broker.start(fanout.clone(), stop.clone(), &background);
+                broker.start(Arc::new(fanout.clone()), stop.clone(), &background);
                 store
             }
             None => Arc::new(MemoryPresence::new()),
@@ -188,7 +188,11 @@ impl Rustaxum {
             tracing::info!(targets = ?w, "webhooks on");
         }
         let shared_config = Arc::new(ArcSwap::new(config));
-        let pusher = crate::pusher::Features::new(node.fanout(), cluster.as_ref(), shared_config.clone());
+        let pusher = crate::pusher::Features::new(
+            node.fanout(),
+            cluster.as_ref(),
+            shared_config.load().pusher.apps.clone(),
+        );
         if tokio::runtime::Handle::try_current().is_ok() {
             pusher.start(node.lifecycle(), stop.clone(), &background);
         }
@@ -785,4 +789,10 @@ pub fn set_log_filter(filter: &str) -> bool {
         return false;
     };
     handle.reload(filter).is_ok()
+}
+
+impl From<crate::setting::InvalidSetting> for StartError {
+    fn from(e: crate::setting::InvalidSetting) -> Self {
+        Self::Config(e.into())
+    }
 }

@@ -216,10 +216,17 @@ async fn the_log_driver_writes_json_lines_to_its_file() {
     let server = start_with(c).await;
     let (mut ws, _) = server.connect("/ws/general").await;
     for n in 1..=2 {
-        let body = json!({"channels": ["general", "news"], "event": "logged", "data": {"n": n}});
-        let (status, answer) = server.post("/api/broadcast", &body.to_string()).await;
-        assert_eq!(status, 200, "{answer}");
-        assert_eq!(answer["recipients"], 0, "the log driver delivers nothing");
+        let recipients = server
+            .app
+            .manager()
+            .broadcast()
+            .channels(["general", "news"])
+            .event("logged")
+            .with(json!({"n": n}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(recipients, 0, "the log driver delivers nothing");
     }
     expect_silence(&mut ws, std::time::Duration::from_millis(200)).await;
     let text = std::fs::read_to_string(&path).unwrap();
@@ -262,5 +269,23 @@ async fn the_documents_metric_names_are_exposed() {
             "one message reached sockets: {text}"
         );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+// Issue 22: the server's own inbound APIs publish through the publish pipeline; with
+// `BROADCAST_DRIVER=log` (Laravel's default value) `POST /api/broadcast` used to log the
+// event and deliver nothing.
+#[tokio::test]
+async fn the_inbound_api_delivers_whatever_driver_the_application_side_uses() {
+    for driver in ["log", "null"] {
+        let server = start_with(config_from(|k| (k == "BROADCAST_DRIVER").then(|| driver.into()))).await;
+        let (mut ws, _) = server.connect("/ws/general").await;
+        let answer = server.publish("general", "delivered", json!({"driver": driver})).await;
+        assert_eq!(answer["recipients"], 1, "{driver}: {answer}");
+        let got = recv_json(&mut ws).await;
+        assert_eq!(
+            (got["event"].as_str(), &got["data"]),
+            (Some("delivered"), &json!({"driver": driver}))
+        );
     }
 }

@@ -208,10 +208,22 @@ async fn custom_driver_through_extend_and_typed_errors() {
     assert!(recorder.was_broadcast("general", "audited"));
     assert_eq!(recorder.records()[0].data, json!({"who": "me"}));
 
-    // Make it the default: the HTTP API now goes through it.
+    // Make it the default: the application's broadcasts now go through it; the server's
+    // own HTTP API keeps delivering through the publish pipeline.
     manager.set_default_driver("audit");
-    server.publish("news", "via.api", json!({})).await;
-    assert!(recorder.was_broadcast("news", "via.api"));
+    manager
+        .broadcast()
+        .channel("news")
+        .event("via.default")
+        .with(json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert!(recorder.was_broadcast("news", "via.default"));
+    let (mut ws, _) = server.connect("/ws/general").await;
+    server.publish("general", "via.api", json!({})).await;
+    assert_eq!(recv_json(&mut ws).await["event"], "via.api");
+    assert!(!recorder.was_broadcast("general", "via.api"));
 
     assert!(matches!(manager.driver("nope").err(), Some(BroadcastError::ConnectionNotDefined(n)) if n == "nope"));
     manager.add_connection(

@@ -84,17 +84,19 @@ async fn error(ws: &mut Ws) -> Value {
     frame["data"].clone()
 }
 
-#[tokio::test]
-async fn the_documents_realtime_client_runs_unchanged() {
+/// The document's `RealtimeClient` (tests/rtc/run-client.mjs) as user 1 against `server`'s
+/// typed-frame port: the process, its stdin (commands) and its printed lines.
+fn document_client(server: &TestServer) -> (tokio::process::Child, tokio::process::ChildStdin, Lines) {
     assert!(
         std::path::Path::new("tests/pusher/node_modules/ws").exists(),
         "run `npm ci` in tests/pusher first (scripts/test does)"
     );
-    let server = start_with_rtc(config()).await;
-    let port = server.rtc_addr.unwrap().port();
     let mut child = tokio::process::Command::new("node")
         .arg("tests/rtc/run-client.mjs")
-        .env("RX_RTC_PORT", port.to_string())
+        .env(
+            "RX_RTC_PORT",
+            server.rtc_addr.expect("started with start_with_rtc").port().to_string(),
+        )
         .env("RX_TOKEN", token("1", json!({})))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -102,8 +104,15 @@ async fn the_documents_realtime_client_runs_unchanged() {
         .kill_on_drop(true)
         .spawn()
         .expect("node");
-    let mut stdin = child.stdin.take().unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let stdin = child.stdin.take().unwrap();
+    let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    (child, stdin, lines)
+}
+
+#[tokio::test]
+async fn the_documents_realtime_client_runs_unchanged() {
+    let server = start_with_rtc(config()).await;
+    let (mut child, mut stdin, mut lines) = document_client(&server);
     let mut printed = Vec::new();
     let connected = printed_frame(&mut lines, &mut printed, "connected").await;
     assert_eq!(connected["data"]["user_id"], "1");
@@ -823,24 +832,8 @@ async fn without_a_token_the_typed_frame_service_answers_401_unless_anonymous_is
 // key, `updates` was refused and so was a broadcast to a topic no rule names.
 #[tokio::test]
 async fn the_documents_client_works_against_default_settings_with_a_jwt_key() {
-    assert!(
-        std::path::Path::new("tests/pusher/node_modules/ws").exists(),
-        "run `npm ci` in tests/pusher first (scripts/test does)"
-    );
     let server = start_with_rtc(config_from(|k| (k == "JWT_SECRET").then(|| SECRET.into()))).await;
-    let port = server.rtc_addr.unwrap().port();
-    let mut child = tokio::process::Command::new("node")
-        .arg("tests/rtc/run-client.mjs")
-        .env("RX_RTC_PORT", port.to_string())
-        .env("RX_TOKEN", token("1", json!({})))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("node");
-    let mut stdin = child.stdin.take().unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut child, mut stdin, mut lines) = document_client(&server);
     let mut printed = Vec::new();
     printed_frame(&mut lines, &mut printed, "connected").await;
     let subscribed = printed_frame(&mut lines, &mut printed, "subscribed").await;

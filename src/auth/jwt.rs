@@ -11,7 +11,38 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::Identity;
-use crate::config::{ConfigError, JwtConfig};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::setting::InvalidSetting;
+
+/// How tokens are verified.
+#[derive(Clone, PartialEq, Eq)]
+pub struct JwtConfig {
+    /// `JWT_ALGORITHM`, default `HS256`. `HS*` use `JWT_SECRET`; `RS*`/`ES*` use
+    /// `JWT_PUBLIC_KEY_FILE` (PEM).
+    pub algorithm: Algorithm,
+    /// `JWT_SECRET` for HMAC algorithms.
+    pub secret: Option<String>,
+    /// `JWT_PUBLIC_KEY_FILE` for RSA and ECDSA algorithms.
+    pub public_key_file: Option<PathBuf>,
+    /// `JWT_AUDIENCE`, default `websocket`.
+    pub audience: String,
+    /// `JWT_LEEWAY`, default 5 s: clock skew tolerated on `exp` and `nbf`.
+    pub leeway: Duration,
+}
+
+impl std::fmt::Debug for JwtConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtConfig")
+            .field("algorithm", &self.algorithm)
+            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .field("public_key_file", &self.public_key_file)
+            .field("audience", &self.audience)
+            .field("leeway", &self.leeway)
+            .finish()
+    }
+}
 
 /// Why a token was refused. Every variant means HTTP 401.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -58,11 +89,11 @@ impl std::fmt::Debug for JwtVerifier {
 
 impl JwtVerifier {
     /// Loads the key named by `config`; a missing or unreadable key names its variable.
-    pub fn new(config: &JwtConfig) -> Result<Self, ConfigError> {
+    pub fn new(config: &JwtConfig) -> Result<Self, InvalidSetting> {
         use Algorithm::*;
         let key = match config.algorithm {
             HS256 | HS384 | HS512 => {
-                let secret = config.secret.as_deref().ok_or_else(|| ConfigError::Invalid {
+                let secret = config.secret.as_deref().ok_or_else(|| InvalidSetting {
                     var: "JWT_SECRET",
                     value: String::new(),
                     reason: format!("required for JWT_ALGORITHM={:?}", config.algorithm),
@@ -70,12 +101,12 @@ impl JwtVerifier {
                 DecodingKey::from_secret(secret.as_bytes())
             }
             RS256 | RS384 | RS512 | PS256 | PS384 | PS512 | ES256 | ES384 | EdDSA => {
-                let path = config.public_key_file.as_ref().ok_or_else(|| ConfigError::Invalid {
+                let path = config.public_key_file.as_ref().ok_or_else(|| InvalidSetting {
                     var: "JWT_PUBLIC_KEY_FILE",
                     value: String::new(),
                     reason: format!("required for JWT_ALGORITHM={:?}", config.algorithm),
                 })?;
-                let bad = |reason: String| ConfigError::Invalid {
+                let bad = |reason: String| InvalidSetting {
                     var: "JWT_PUBLIC_KEY_FILE",
                     value: path.display().to_string(),
                     reason,

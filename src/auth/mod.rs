@@ -8,8 +8,7 @@
 pub mod jwt;
 pub mod rules;
 
-pub use crate::config::JwtConfig;
-pub use jwt::{JwtVerifier, TokenError};
+pub use jwt::{JwtConfig, JwtVerifier, TokenError};
 pub use rules::{ChannelRules, Params, Pattern, Shadowed};
 
 use crate::channel::{Channel, ChannelKind};
@@ -83,7 +82,7 @@ pub trait ChannelAuthorizer: Send + Sync {
 
     /// Whether `channel` is this authorizer's to decide. A typed-frame topic that no
     /// authorizer reserves is open to authenticated connections (see
-    /// [`JoinAs::Topic`](crate::session::JoinAs::Topic)). The default reserves every
+    /// the session core's `JoinAs::Topic`). The default reserves every
     /// channel, so an authorizer of your own keeps deciding them all.
     fn reserves(&self, _channel: &Channel) -> bool {
         true

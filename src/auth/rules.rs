@@ -18,7 +18,7 @@ use serde::Deserialize;
 
 use super::{AuthError, ChannelAuthorizer, Identity};
 use crate::channel::{Channel, ChannelKind};
-use crate::config::ConfigError;
+use crate::setting::InvalidSetting;
 
 /// Values captured by a pattern's `{param}` placeholders.
 pub type Params = HashMap<String, String>;
@@ -253,8 +253,8 @@ impl ChannelRules {
     }
 
     /// Rules read from a TOML file (see the README), added in file order.
-    pub fn load_file(&mut self, path: &std::path::Path) -> Result<&mut Self, ConfigError> {
-        let bad = |reason: String| ConfigError::Invalid {
+    pub fn load_file(&mut self, path: &std::path::Path) -> Result<&mut Self, InvalidSetting> {
+        let bad = |reason: String| InvalidSetting {
             var: "BROADCAST_RULES_FILE",
             value: path.display().to_string(),
             reason,

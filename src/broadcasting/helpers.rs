@@ -235,14 +235,14 @@ pub fn system_alert_payload(level: &str, message: &str, action_required: bool) -
 /// [`Broadcastable`], whichever is most specific, whatever is in scope);
 /// `broadcast!(channel, event, data)` broadcasts on a channel. Both are futures.
 ///
-/// [`ShouldQueue`]: crate::events::ShouldQueue
-/// [`ShouldBroadcast`]: crate::events::ShouldBroadcast
-/// [`Broadcastable`]: crate::events::Broadcastable
+/// [`ShouldQueue`]: crate::broadcasting::event::ShouldQueue
+/// [`ShouldBroadcast`]: crate::broadcasting::event::ShouldBroadcast
+/// [`Broadcastable`]: crate::broadcasting::event::Broadcastable
 #[macro_export]
 macro_rules! broadcast {
     ($event:expr $(,)?) => {{
         #[allow(unused_imports)]
-        use $crate::events::{Broadcastable as _, ShouldBroadcast as _, ShouldQueue as _};
+        use $crate::broadcasting::event::{Broadcastable as _, ShouldBroadcast as _, ShouldQueue as _};
         ($event).dispatch()
     }};
     ($channel:expr, $event:expr, $data:expr $(,)?) => {

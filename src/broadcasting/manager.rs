@@ -105,11 +105,11 @@ impl BroadcastManager {
 
     /// A manager from the environment configuration, publishing into `hub`.
     pub fn from_config(config: Arc<crate::config::Config>, hub: Arc<Hub>) -> Self {
-        Self::with_fanout(config, crate::cluster::Fanout::local(hub))
+        Self::with_fanout(config, crate::publish::Fanout::local(hub))
     }
 
     /// A manager whose drivers publish through `fanout` (a clustered node's broker).
-    pub fn with_fanout(config: Arc<crate::config::Config>, fanout: crate::cluster::Fanout) -> Self {
+    pub fn with_fanout(config: Arc<crate::config::Config>, fanout: crate::publish::Fanout) -> Self {
         let hub = fanout.hub().clone();
         Self::new(
             BroadcastConfig::from_config(&config),
@@ -267,7 +267,8 @@ impl BroadcastManager {
 /// Longest accepted event name in bytes (Pusher's limit).
 pub use crate::session::MAX_EVENT_NAME_LEN;
 
-fn validate(channels: &[Channel], event: &str) -> Result<(), BroadcastError> {
+/// Refuses a broadcast without channels or with an empty or overlong event name.
+pub fn validate(channels: &[Channel], event: &str) -> Result<(), BroadcastError> {
     if channels.is_empty() {
         return Err(BroadcastError::NoChannels);
     }

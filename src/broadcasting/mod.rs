@@ -4,7 +4,8 @@
 //!   [`BroadcastDriver`] for custom drivers (with [`DriverAdapter`]), the built-in drivers.
 //! - [`manager`]: [`BroadcastManager`], the registry that builds and caches drivers.
 //! - [`event`]: [`Event`], [`ShouldBroadcast`], [`Broadcastable`], [`ShouldQueue`],
-//!   `dispatch()` and [`EventFacade`] fakes (also at [`crate::events`]).
+//!   `dispatch()` and [`EventFacade`] fakes (also at `rustaxum::events`, where the
+//!   RustAxum document imports them from).
 //! - [`helpers`]: the fluent [`broadcast()`] builder, `broadcast_to_*` and [`BroadcastFacade`].
 //! - [`queue`]: queued broadcasts with tries, timeout and back-off.
 //! - [`testing`]: a [`RecordingDriver`](testing::RecordingDriver) for application tests.
@@ -29,8 +30,8 @@ pub use helpers::{
 pub use manager::{global, install, BroadcastConfig, BroadcastManager, ConnectionConfig, DriverFactory};
 pub use queue::{FailedBroadcast, QueueOptions};
 
+use crate::backend::BackendError;
 use crate::channel::ChannelError;
-use crate::cluster::ClusterError;
 
 /// `Result` with [`BroadcastError`], as the RustAxum document's code writes it.
 pub type Result<T, E = BroadcastError> = std::result::Result<T, E>;
@@ -99,9 +100,9 @@ pub enum BroadcastError {
     QueueClosed,
 }
 
-impl From<ClusterError> for BroadcastError {
+impl From<BackendError> for BroadcastError {
     /// The cluster backend (Redis) failed: the `redis` driver is unavailable for now.
-    fn from(e: ClusterError) -> Self {
+    fn from(e: BackendError) -> Self {
         Self::Unavailable {
             driver: "redis".into(),
             reason: e.to_string(),

@@ -1,42 +1,32 @@
-//! Running several nodes as one: a [`Broker`] carries messages between nodes, and
-//! [`Fanout`] publishes everywhere (the broker first, then this node's hub).
+//! Running several nodes as one: a [`Broker`] carries messages between nodes; what a
+//! broker receives it hands to the [`Receiver`] it is given (the node's publish
+//! pipeline, which lives above this module), as centrifuge's `BrokerEventHandler`.
 //!
-//! - [`breaker`]: the circuit breaker guarding the broker.
-//! - [`redis`]: the Redis broker (pub/sub, node heartbeats, cluster stats) and the
-//!   command connection ([`RedisLink`](redis::RedisLink)) it shares with the Redis
-//!   presence store.
+//! - [`redis`]: the Redis broker (pub/sub, node heartbeats, cluster stats) over the
+//!   backend's connection ([`RedisLink`](crate::backend::RedisLink)).
 //!
 //! Exactly once: every message a node publishes carries its node id; a node delivers its
 //! own messages locally and skips their echo from the broker. Messages from elsewhere
 //! (other nodes, or a Laravel app publishing straight into Redis) are delivered by every
 //! node once.
 
-pub mod breaker;
-mod error;
 pub mod redis;
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use async_trait::async_trait;
-use serde_json::value::RawValue;
 
-use crate::channel::Channel;
-use crate::history::History;
-use crate::hub::{Hub, Message, PublishReport, SocketId};
-use crate::routing::Routing;
-use crate::sync::{read, write};
-use arc_swap::ArcSwap;
-
-pub use error::ClusterError;
+pub use crate::backend::BackendError;
+use crate::hub::{Hub, Message, PublishReport};
 
 /// Carries messages to the other nodes.
 #[async_trait]
 pub trait Broker: Send + Sync {
     /// Publishes one message to every other node.
-    async fn publish(&self, message: &Message) -> Result<(), ClusterError>;
+    async fn publish(&self, message: &Message) -> Result<(), BackendError>;
 
     /// Asks every other node to close `user_id`'s connections.
-    async fn terminate_user(&self, user_id: &str) -> Result<(), ClusterError>;
+    async fn terminate_user(&self, user_id: &str) -> Result<(), BackendError>;
 
     /// Whether the broker can currently carry messages both ways.
     fn healthy(&self) -> bool;
@@ -53,11 +43,11 @@ pub struct LocalBroker;
 
 #[async_trait]
 impl Broker for LocalBroker {
-    async fn publish(&self, _message: &Message) -> Result<(), ClusterError> {
+    async fn publish(&self, _message: &Message) -> Result<(), BackendError> {
         Ok(())
     }
 
-    async fn terminate_user(&self, _user_id: &str) -> Result<(), ClusterError> {
+    async fn terminate_user(&self, _user_id: &str) -> Result<(), BackendError> {
         Ok(())
     }
 
@@ -70,241 +60,15 @@ impl Broker for LocalBroker {
     }
 }
 
-/// Where a message came from, as publish hooks see it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Origin {
-    /// Published on this node (an API, a driver, a client event, presence).
-    Local,
-    /// Published on another node and received through the broker.
-    Remote,
-}
+/// What a broker hands its messages to: the node that runs it.
+pub trait Receiver: Send + Sync {
+    /// This node's hub (control messages act on it directly).
+    fn hub(&self) -> &Arc<Hub>;
 
-/// Sees every message that passes through a node's fan-out, before it is delivered.
-///
-/// Runs on the publish path: it must not block (hand work to a task of its own).
-pub trait PublishHook: Send + Sync {
-    /// `message` is about to be delivered.
-    fn published(&self, message: &Message, origin: Origin);
-}
+    /// Delivers a message another node published.
+    fn deliver_remote(&self, message: Message) -> PublishReport;
 
-/// The one publish path of a node: every publish (drivers, HTTP APIs, client events,
-/// presence events) enters here, runs the publish hooks, goes to the other nodes through
-/// the broker (when clustered), then to this node's sockets. Messages from other nodes
-/// enter through [`deliver_remote`](Self::deliver_remote).
-#[derive(Clone)]
-pub struct Fanout {
-    hub: Arc<Hub>,
-    broker: Arc<dyn Broker>,
-    hooks: Arc<RwLock<Vec<Arc<dyn PublishHook>>>>,
-    routing: Arc<ArcSwap<Routing>>,
-    history: Arc<arc_swap::ArcSwapOption<History>>,
-}
-
-impl std::fmt::Debug for Fanout {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Fanout")
-            .field("clustered", &!self.broker.is_local())
-            .finish_non_exhaustive()
-    }
-}
-
-impl Fanout {
-    /// Fan-out over `hub` through `broker`.
-    pub fn new(hub: Arc<Hub>, broker: Arc<dyn Broker>) -> Self {
-        Self {
-            hub,
-            broker,
-            hooks: Arc::default(),
-            routing: Arc::new(ArcSwap::from_pointee(Routing::none())),
-            history: Arc::default(),
-        }
-    }
-
-    /// Keeps history for the channels `history` names (for every clone of this fan-out).
-    pub fn set_history(&self, history: Arc<History>) {
-        self.history.store(Some(history));
-    }
-
-    /// The channel history, when configured.
-    pub fn history(&self) -> Option<Arc<History>> {
-        self.history.load_full()
-    }
-
-    /// Replaces the routing rules (for every clone of this fan-out).
-    pub fn set_routing(&self, routing: Routing) {
-        self.routing.store(Arc::new(routing));
-    }
-
-    /// Fan-out of a single node (a [`LocalBroker`]).
-    pub fn local(hub: Arc<Hub>) -> Self {
-        Self::new(hub, Arc::new(LocalBroker))
-    }
-
-    /// The local hub.
-    pub fn hub(&self) -> &Arc<Hub> {
-        &self.hub
-    }
-
-    /// The broker.
-    pub fn broker(&self) -> &Arc<dyn Broker> {
-        &self.broker
-    }
-
-    /// Whether messages also go to other nodes.
-    pub fn is_clustered(&self) -> bool {
-        !self.broker.is_local()
-    }
-
-    /// Adds a hook that sees every message from now on.
-    pub fn add_hook(&self, hook: Arc<dyn PublishHook>) {
-        write(&self.hooks).push(hook);
-    }
-
-    fn run_hooks(&self, message: &Message, origin: Origin) {
-        for hook in read(&self.hooks).iter() {
-            hook.published(message, origin);
-        }
-    }
-
-    /// Publishes one message everywhere. When the broker fails the message is not
-    /// delivered anywhere (so a retry cannot duplicate it locally) and the error is returned.
-    ///
-    /// The routing rules run first, once: the message may be changed, dropped or copied
-    /// to other channels (each copy is published the same way, not routed again).
-    pub async fn publish(&self, message: Message) -> Result<PublishReport, ClusterError> {
-        if !self.routing.load().is_empty() {
-            return Box::pin(self.publish_routed(message)).await;
-        }
-        self.run_hooks(&message, Origin::Local);
-        if let Some(history) = self.history_of(&message) {
-            // Boxed: this future is inlined wherever anything publishes (presence joins
-            // and leaves in every connection's task among them); unboxed, its lock and
-            // store states would grow each connection by most of a KiB.
-            return Box::pin(history.publish(message, &*self.broker, &self.hub)).await;
-        }
-        self.broker.publish(&message).await?;
-        Ok(self.hub.deliver(message))
-    }
-
-    /// The history that keeps `message`, if its channel keeps one.
-    fn history_of(&self, message: &Message) -> Option<Arc<History>> {
-        let history = self.history.load_full()?;
-        (crate::history::is_kept(message) && history.keeps(&message.channel)).then_some(history)
-    }
-
-    async fn publish_routed(&self, message: Message) -> Result<PublishReport, ClusterError> {
-        let routing = self.routing.load_full();
-        let mut total = PublishReport::default();
-        for message in routing.route(message) {
-            self.run_hooks(&message, Origin::Local);
-            let report = match self.history_of(&message) {
-                Some(history) => Box::pin(history.publish(message, &*self.broker, &self.hub)).await?,
-                None => {
-                    self.broker.publish(&message).await?;
-                    self.hub.deliver(message)
-                }
-            };
-            total.delivered += report.delivered;
-            total.dropped += report.dropped;
-        }
-        Ok(total)
-    }
-
-    /// Delivers a message another node published (the broker calls this).
-    pub fn deliver_remote(&self, message: Message) -> PublishReport {
-        self.run_hooks(&message, Origin::Remote);
-        self.hub.deliver(message)
-    }
-
-    /// Delivers a message that entered the cluster from outside (published straight into
-    /// Redis by another program): each node delivers it to its own sockets.
-    /// It is routed here (every node routes it alike, so each delivers the copies to its
-    /// own sockets).
-    pub fn deliver_foreign(&self, message: Message) -> PublishReport {
-        let mut total = PublishReport::default();
-        for message in self.routing.load().route(message) {
-            let report = self.deliver_remote(message);
-            total.delivered += report.delivered;
-            total.dropped += report.dropped;
-        }
-        total
-    }
-
-    /// Closes `user_id`'s connections on every node; returns how many were on this one.
-    pub async fn terminate_user(&self, user_id: &str) -> Result<usize, ClusterError> {
-        self.broker.terminate_user(user_id).await?;
-        Ok(self.hub.terminate_user(user_id))
-    }
-
-    /// Publishes one event on several channels, sharing payload and timestamp; stops at
-    /// the first broker failure.
-    pub async fn publish_many(
-        &self,
-        channels: &[Channel],
-        event: &str,
-        data: Arc<RawValue>,
-        except: Option<SocketId>,
-    ) -> Result<PublishReport, ClusterError> {
-        let Some(first) = channels.first() else {
-            return Ok(PublishReport::default());
-        };
-        let template = Message::event(first.clone(), event, data).except(except);
-        let mut total = PublishReport::default();
-        for channel in channels {
-            let message = Message {
-                channel: channel.clone(),
-                ..template.clone()
-            };
-            let r = self.publish(message).await?;
-            total.delivered += r.delivered;
-            total.dropped += r.dropped;
-        }
-        Ok(total)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::hub::{EnvelopeKind, Protocol};
-    use std::sync::Mutex;
-
-    #[derive(Default)]
-    struct Recorder(Mutex<Vec<(String, String, Origin)>>);
-
-    impl PublishHook for Recorder {
-        fn published(&self, message: &Message, origin: Origin) {
-            let mut seen = self.0.lock().unwrap();
-            seen.push((message.channel.name().to_string(), message.event.to_string(), origin));
-        }
-    }
-
-    #[tokio::test]
-    async fn hooks_see_every_message_once_before_delivery() {
-        let hub = Arc::new(Hub::default());
-        let fanout = Fanout::local(hub.clone());
-        let recorder = Arc::new(Recorder::default());
-        fanout.add_hook(recorder.clone());
-        let general = Channel::parse("general").unwrap();
-        let news = Channel::parse("news").unwrap();
-        let (conn, mut rx) = hub.connect(Protocol::Native);
-        hub.subscribe(&conn, &general).unwrap();
-        let data: Arc<RawValue> = Arc::from(serde_json::value::to_raw_value(&1).unwrap());
-        let report = fanout
-            .publish_many(&[general.clone(), news.clone()], "e", data.clone(), None)
-            .await
-            .unwrap();
-        assert_eq!(report.delivered, 1);
-        fanout.deliver_remote(Message::event(general.clone(), "from.b", data).kind(EnvelopeKind::MemberAdded));
-        assert_eq!(rx.try_recv().unwrap().event.as_ref(), "e");
-        assert_eq!(rx.try_recv().unwrap().kind, EnvelopeKind::MemberAdded);
-        let seen = recorder.0.lock().unwrap().clone();
-        let expected = [
-            ("general", "e", Origin::Local),
-            ("news", "e", Origin::Local),
-            ("general", "from.b", Origin::Remote),
-        ];
-        let seen: Vec<(&str, &str, Origin)> = seen.iter().map(|(c, e, o)| (c.as_str(), e.as_str(), *o)).collect();
-        assert_eq!(seen, expected);
-    }
+    /// Delivers a message that entered the cluster from outside (another program
+    /// publishing straight into Redis, e.g. Laravel).
+    fn deliver_foreign(&self, message: Message) -> PublishReport;
 }

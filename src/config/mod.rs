@@ -13,7 +13,6 @@
 
 mod env;
 pub mod file;
-mod pusher;
 pub mod vars;
 
 use std::cell::RefCell;
@@ -24,9 +23,13 @@ use std::time::Duration;
 
 use jsonwebtoken::Algorithm;
 
+pub use crate::auth::JwtConfig;
+pub use crate::backend::{RedisConfig, RedisTopology};
+pub use crate::emithub::{EmitHubConfig, DEFAULT_EMIT_HUB_DB_PATH, DEFAULT_EMIT_HUB_MAX_CHANNELS};
+pub use crate::pusher::{Apps, PusherApp};
+pub use crate::rtc::{RtcConfig, DEFAULT_MAX_ROOMS_PER_USER};
 pub use env::parse_duration;
 pub use file::{ConfigFile, Sources};
-pub use pusher::{Apps, PusherApp};
 
 use env::Env;
 
@@ -56,6 +59,16 @@ pub enum ConfigError {
         /// What is wrong.
         reason: String,
     },
+}
+
+impl From<crate::setting::InvalidSetting> for ConfigError {
+    fn from(e: crate::setting::InvalidSetting) -> Self {
+        Self::Invalid {
+            var: e.var,
+            value: e.value,
+            reason: e.reason,
+        }
+    }
 }
 
 /// Shortest `BROADCAST_API_TOKEN` accepted on a non-loopback address: a short token can
@@ -178,34 +191,6 @@ pub struct WebSocketConfig {
     pub client_events_per_second: u32,
 }
 
-/// How tokens are verified.
-#[derive(Clone, PartialEq, Eq)]
-pub struct JwtConfig {
-    /// `JWT_ALGORITHM`, default `HS256`. `HS*` use `JWT_SECRET`; `RS*`/`ES*` use
-    /// `JWT_PUBLIC_KEY_FILE` (PEM).
-    pub algorithm: Algorithm,
-    /// `JWT_SECRET` for HMAC algorithms.
-    pub secret: Option<String>,
-    /// `JWT_PUBLIC_KEY_FILE` for RSA and ECDSA algorithms.
-    pub public_key_file: Option<PathBuf>,
-    /// `JWT_AUDIENCE`, default `websocket`.
-    pub audience: String,
-    /// `JWT_LEEWAY`, default 5 s: clock skew tolerated on `exp` and `nbf`.
-    pub leeway: Duration,
-}
-
-impl std::fmt::Debug for JwtConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JwtConfig")
-            .field("algorithm", &self.algorithm)
-            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
-            .field("public_key_file", &self.public_key_file)
-            .field("audience", &self.audience)
-            .field("leeway", &self.leeway)
-            .finish()
-    }
-}
-
 /// Who may join which channel.
 #[derive(Debug, Clone, Default)]
 pub struct AuthConfig {
@@ -217,110 +202,6 @@ pub struct AuthConfig {
     pub rules_file: Option<PathBuf>,
     /// `BROADCAST_TOKEN_GRACE`: how long a socket stays open after its token expires, default 5s.
     pub token_grace: Duration,
-}
-
-/// Redis connection settings (used by the `redis` driver).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RedisConfig {
-    /// `REDIS_URL`; when set it wins over host/port/password/database.
-    pub url: Option<String>,
-    /// `BROADCAST_REDIS_HOST`, default `127.0.0.1`.
-    pub host: String,
-    /// `BROADCAST_REDIS_PORT`, default `6379`.
-    pub port: u16,
-    /// `BROADCAST_REDIS_PASSWORD`, default none.
-    pub password: Option<String>,
-    /// `BROADCAST_REDIS_DATABASE`, default `0`.
-    pub database: u32,
-    /// `BROADCAST_CHANNELS_PREFIX`: prefix of Redis channels and keys, default empty
-    /// (Laravel's is `laravel_database_`).
-    pub channels_prefix: String,
-    /// `REDIS_CLUSTER_NODES`: seed nodes of a Redis Cluster (`redis://host:port` or
-    /// `host:port`); when set, the node runs on the cluster instead of one Redis.
-    pub cluster_nodes: Vec<String>,
-    /// `REDIS_CLUSTER_SHARDS`: sharded pub/sub channels the traffic is spread over on a
-    /// Redis Cluster, default 16.
-    pub cluster_shards: u16,
-    /// `REDIS_SENTINELS`: Sentinel addresses; when set, the master is found through them.
-    pub sentinels: Vec<String>,
-    /// `REDIS_SENTINEL_MASTER`: the master's name in Sentinel, default `mymaster`.
-    pub sentinel_master: String,
-}
-
-impl RedisConfig {
-    /// Refuses combinations that cannot work: a cluster and Sentinel at once, a shard
-    /// count out of range, a prefix with hash-tag braces on a cluster (the prefix would
-    /// decide the slot of every key).
-    fn validated(self) -> Result<Self, ConfigError> {
-        if !self.cluster_nodes.is_empty() && !self.sentinels.is_empty() {
-            return Err(ConfigError::Invalid {
-                var: "REDIS_SENTINELS",
-                value: self.sentinels.join(","),
-                reason: "set either REDIS_CLUSTER_NODES (Redis Cluster) or REDIS_SENTINELS (Sentinel), not both".into(),
-            });
-        }
-        if !(1..=1024).contains(&self.cluster_shards) {
-            return Err(ConfigError::Invalid {
-                var: "REDIS_CLUSTER_SHARDS",
-                value: self.cluster_shards.to_string(),
-                reason: "expected a number of shards from 1 to 1024".into(),
-            });
-        }
-        if !self.cluster_nodes.is_empty() && self.channels_prefix.contains(['{', '}']) {
-            return Err(ConfigError::Invalid {
-                var: "BROADCAST_CHANNELS_PREFIX",
-                value: self.channels_prefix,
-                reason:
-                    "on a Redis Cluster the prefix cannot contain { or } (they would pick the hash slot of every key)"
-                        .into(),
-            });
-        }
-        Ok(self)
-    }
-
-    /// Which Redis deployment the settings describe.
-    pub fn topology(&self) -> RedisTopology {
-        if !self.cluster_nodes.is_empty() {
-            RedisTopology::Cluster
-        } else if !self.sentinels.is_empty() {
-            RedisTopology::Sentinel
-        } else {
-            RedisTopology::Single
-        }
-    }
-
-    /// `address` (`host:port` or a URL) as a URL carrying the password when it has none.
-    pub fn node_url(&self, address: &str) -> String {
-        if address.contains("://") {
-            return address.to_string();
-        }
-        match &self.password {
-            Some(p) => format!("redis://:{p}@{address}"),
-            None => format!("redis://{address}"),
-        }
-    }
-
-    /// The connection URL built from the settings (password included, never log it).
-    pub fn connection_url(&self) -> String {
-        if let Some(url) = &self.url {
-            return url.clone();
-        }
-        match &self.password {
-            Some(p) => format!("redis://:{p}@{}:{}/{}", self.host, self.port, self.database),
-            None => format!("redis://{}:{}/{}", self.host, self.port, self.database),
-        }
-    }
-}
-
-/// The kind of Redis deployment a node runs on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RedisTopology {
-    /// One Redis (`REDIS_URL` or the host/port settings).
-    Single,
-    /// A Redis Cluster (`REDIS_CLUSTER_NODES`).
-    Cluster,
-    /// A master found through Sentinel (`REDIS_SENTINELS`).
-    Sentinel,
 }
 
 /// The Pusher protocol's apps and HTTP API limits.
@@ -335,93 +216,6 @@ pub struct PusherConfig {
     /// `PUSHER_MAX_BATCH_SIZE`: events per `batch_events` call, default 10.
     pub max_batch_size: usize,
 }
-
-/// EmitHub managed channels: where they are kept, and the defaults of new channels.
-#[derive(Debug, Clone, PartialEq)]
-pub struct EmitHubConfig {
-    /// `EMIT_HUB_DB_PATH`: the redb database file, default `./data/emit_hub.redb`; `None`
-    /// (`:memory:`) keeps it in memory. Unused in a cluster (channels live in Redis).
-    pub db_path: Option<PathBuf>,
-    /// `EMIT_HUB_MAX_CONNECTIONS`: default `max_connections` of a new channel, 1000.
-    pub max_connections: usize,
-    /// `EMIT_HUB_MAX_CHANNELS`: channels that may exist at once, 1000.
-    pub max_channels: usize,
-    /// `EMIT_HUB_ALLOW_CLIENT_MESSAGES`: default `allow_client_messages`, `true`.
-    pub allow_client_messages: bool,
-    /// `EMIT_HUB_PERSIST_MESSAGES`: default `persist_messages`, `false`.
-    pub persist_messages: bool,
-    /// `EMIT_HUB_RATE_LIMIT_PER_MINUTE`: default `rate_limit_per_minute`, 60.
-    pub rate_limit_per_minute: u32,
-    /// `EMIT_HUB_MAX_MESSAGES_PER_CHANNEL`: messages kept per channel, 10000.
-    pub max_messages_per_channel: usize,
-    /// `EMIT_HUB_MESSAGE_RETENTION_DAYS`: days messages are kept, 30 (0 = forever).
-    pub message_retention_days: u32,
-    /// `EMIT_HUB_AUTO_BACKUP`: copy the database periodically, `false`.
-    pub auto_backup: bool,
-    /// `EMIT_HUB_BACKUP_INTERVAL_HOURS`: hours between backups (fractions allowed), 24.
-    pub backup_interval_hours: f64,
-}
-
-impl Default for EmitHubConfig {
-    /// The environment's defaults, except the database, which is in memory (so a library
-    /// default has no side effect on the disk).
-    fn default() -> Self {
-        Self {
-            db_path: None,
-            max_connections: 1000,
-            max_channels: DEFAULT_EMIT_HUB_MAX_CHANNELS,
-            allow_client_messages: true,
-            persist_messages: false,
-            rate_limit_per_minute: 60,
-            max_messages_per_channel: 10_000,
-            message_retention_days: 30,
-            auto_backup: false,
-            backup_interval_hours: 24.0,
-        }
-    }
-}
-
-/// The typed-frame service (the real-time communication document).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RtcConfig {
-    /// `BROADCAST_RTC_PORT` (also `PORT`): its own port, where `/ws` speaks typed frames,
-    /// default 8081; `None` (`off`) for none. It is also mounted on the main ports.
-    pub port: Option<u16>,
-    /// Whether `BROADCAST_RTC_PORT` was set (an explicit port that is taken stops start-up).
-    pub explicit_port: bool,
-    /// `BROADCAST_ROOM_GRACE`: how long an away member and an empty room are kept, 60 s.
-    pub room_grace: Duration,
-    /// `BROADCAST_RTC_MAX_ROOMS_PER_USER`: rooms one user may own at once, 20.
-    pub max_rooms_per_user: usize,
-    /// `BROADCAST_RTC_ALLOW_ANONYMOUS`: with a JWT key configured, admit connections
-    /// without a token, `false` (they get 401).
-    pub allow_anonymous: bool,
-    /// The rate limits.
-    pub limits: crate::rtc::RateLimits,
-}
-
-impl Default for RtcConfig {
-    /// The environment's defaults, except the port, which is off (a library default opens
-    /// no port of its own).
-    fn default() -> Self {
-        Self {
-            port: None,
-            explicit_port: false,
-            room_grace: Duration::from_secs(60),
-            max_rooms_per_user: DEFAULT_MAX_ROOMS_PER_USER,
-            allow_anonymous: false,
-            limits: crate::rtc::RateLimits::default(),
-        }
-    }
-}
-
-/// `BROADCAST_RTC_MAX_ROOMS_PER_USER` when not set.
-pub const DEFAULT_MAX_ROOMS_PER_USER: usize = 20;
-/// `EMIT_HUB_MAX_CHANNELS` when not set.
-pub const DEFAULT_EMIT_HUB_MAX_CHANNELS: usize = 1000;
-
-/// The EmitHub database file when `EMIT_HUB_DB_PATH` is not set.
-pub const DEFAULT_EMIT_HUB_DB_PATH: &str = "./data/emit_hub.redb";
 
 /// Everything the server and the library read from their environment.
 #[derive(Debug, Clone, Default)]
@@ -521,23 +315,6 @@ impl Default for WebSocketConfig {
             ping_timeout: Duration::from_secs(10),
             connection_timeout: None,
             client_events_per_second: 10,
-        }
-    }
-}
-
-impl Default for RedisConfig {
-    fn default() -> Self {
-        Self {
-            url: None,
-            host: "127.0.0.1".into(),
-            port: 6379,
-            password: None,
-            database: 0,
-            channels_prefix: String::new(),
-            cluster_nodes: Vec::new(),
-            cluster_shards: 16,
-            sentinels: Vec::new(),
-            sentinel_master: "mymaster".into(),
         }
     }
 }
@@ -1166,7 +943,7 @@ fn emithub(env: &Env<'_>) -> Result<EmitHubConfig, ConfigError> {
 
 fn redis(env: &Env<'_>) -> Result<RedisConfig, ConfigError> {
     let d = RedisConfig::default();
-    RedisConfig {
+    Ok(RedisConfig {
         url: env.string("REDIS_URL"),
         host: env.string("BROADCAST_REDIS_HOST").unwrap_or(d.host),
         port: env.parse("BROADCAST_REDIS_PORT", "a port number")?.unwrap_or(d.port),
@@ -1184,7 +961,7 @@ fn redis(env: &Env<'_>) -> Result<RedisConfig, ConfigError> {
         sentinels: env.list("REDIS_SENTINELS"),
         sentinel_master: env.string("REDIS_SENTINEL_MASTER").unwrap_or(d.sentinel_master),
     }
-    .validated()
+    .validated()?)
 }
 
 fn pusher(env: &Env<'_>) -> Result<PusherConfig, ConfigError> {

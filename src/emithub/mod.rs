@@ -11,8 +11,11 @@
 //! - [`model`]: channels, settings, states, messages.
 //! - [`store`]: where they are kept.
 
+mod config;
 pub mod model;
 pub mod store;
+
+pub use config::{EmitHubConfig, DEFAULT_EMIT_HUB_DB_PATH, DEFAULT_EMIT_HUB_MAX_CHANNELS};
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -30,11 +33,11 @@ use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 use crate::auth::Identity;
+use crate::backend::BackendError;
 use crate::channel::{Channel, ChannelKind};
 use crate::cluster::redis::RedisBroker;
-use crate::cluster::{ClusterError, Fanout};
-use crate::config::EmitHubConfig;
 use crate::hub::{CloseReason, Message, Position};
+use crate::publish::Fanout;
 use crate::session::{Grant, GrantSource, JoinError};
 use crate::sync::{lock, read, write};
 use model::{
@@ -126,7 +129,7 @@ pub enum EmitHubError {
     Store(#[from] StoreError),
     /// The cluster could not carry the message.
     #[error("{0}")]
-    Cluster(#[from] ClusterError),
+    Cluster(#[from] BackendError),
 }
 
 /// `POST /channels`.

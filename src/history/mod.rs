@@ -31,9 +31,9 @@ use async_trait::async_trait;
 use serde::Serialize;
 
 use crate::auth::Pattern;
+use crate::backend::BackendError;
 use crate::channel::Channel;
-use crate::cluster::{Broker, ClusterError};
-use crate::hub::{EnvelopeKind, Hub, Message, Position, PublishReport};
+use crate::hub::{EnvelopeKind, Message, Position};
 
 pub use self::memory::MemoryHistory;
 pub use self::redb::RedbHistory;
@@ -63,14 +63,14 @@ pub enum HistoryError {
     Store(String),
     /// The cluster backend failed.
     #[error(transparent)]
-    Cluster(#[from] ClusterError),
+    Cluster(#[from] BackendError),
 }
 
-impl From<HistoryError> for ClusterError {
+impl From<HistoryError> for BackendError {
     fn from(e: HistoryError) -> Self {
         match e {
             HistoryError::Cluster(c) => c,
-            HistoryError::Store(s) => ClusterError::Unavailable(s),
+            HistoryError::Store(s) => BackendError::Unavailable(s),
         }
     }
 }
@@ -340,30 +340,8 @@ impl History {
         self.patterns.iter().any(|p| p.matches(channel.local_name()).is_some())
     }
 
-    /// Publishes a message of a channel that keeps history: gives it its position, keeps
-    /// it, sends it to the other nodes and delivers it here, in position order.
-    pub(crate) async fn publish(
-        &self,
-        mut message: Message,
-        broker: &dyn Broker,
-        hub: &Hub,
-    ) -> Result<PublishReport, ClusterError> {
-        if self.store.publishes() {
-            // Published to every node (this one included) by the store's own script.
-            let local = hub.subscriber_count(&message.channel);
-            self.append(&message).await?;
-            return Ok(PublishReport {
-                delivered: local,
-                dropped: 0,
-            });
-        }
-        let _order = self.lock(&message.channel).lock().await;
-        message.position = Some(self.append(&message).await?);
-        broker.publish(&message).await?;
-        Ok(hub.deliver(message))
-    }
-
-    async fn append(&self, message: &Message) -> Result<Position, HistoryError> {
+    /// Gives `message` its position and keeps it (counted).
+    pub(crate) async fn append(&self, message: &Message) -> Result<Position, HistoryError> {
         match self.store.append(message, self.retention).await {
             Ok(p) => {
                 self.counters.appended.fetch_add(1, Ordering::Relaxed);
@@ -377,7 +355,8 @@ impl History {
         }
     }
 
-    fn lock(&self, channel: &Channel) -> &tokio::sync::Mutex<()> {
+    /// The lock that keeps `channel`'s appends and deliveries in position order.
+    pub(crate) fn lock(&self, channel: &Channel) -> &tokio::sync::Mutex<()> {
         let mut h = DefaultHasher::new();
         channel.name().hash(&mut h);
         let i = usize::try_from(h.finish() % LOCKS as u64).unwrap_or(0);

@@ -57,7 +57,7 @@ pub struct Position {
 }
 
 /// One message to deliver on one channel: what every publish path builds and the
-/// fan-out entry ([`Fanout`](crate::cluster::Fanout)) hands to hooks, the broker and the hub.
+/// fan-out entry (the publish pipeline's `Fanout`) hands to hooks, the broker and the hub.
 #[derive(Debug, Clone)]
 pub struct Message {
     /// The channel it is published on.

@@ -321,7 +321,7 @@ impl Hub {
     /// `except` socket. Returns what it reached.
     ///
     /// This reaches this node's sockets only and skips the publish hooks: publish through
-    /// [`Fanout`](crate::cluster::Fanout), the one publish path, so hooks and the other
+    /// the publish pipeline's `Fanout`, the one publish path, so hooks and the other
     /// nodes see the message too.
     ///
     /// Never waits: a subscriber whose queue is full is closed with

@@ -18,8 +18,8 @@ pub use memory::MemoryPresence;
 pub use redis::RedisPresence;
 
 use crate::channel::Channel;
-use crate::cluster::Fanout;
 use crate::hub::{EnvelopeKind, Message, SocketId};
+use crate::publish::Fanout;
 
 /// Native event name when a user joins a presence channel.
 pub const MEMBER_ADDED: &str = "member_added";

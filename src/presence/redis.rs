@@ -27,10 +27,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::{Member, PresenceError, PresenceStore, MEMBER_ADDED, MEMBER_REMOVED};
+use crate::backend::BackendError;
 use crate::channel::Channel;
 use crate::cluster::redis::{RedisBroker, RedisLink, BREAKER_COOLDOWN};
-use crate::cluster::{ClusterError, Fanout};
 use crate::hub::{EnvelopeKind, Message, SocketId};
+use crate::publish::Fanout;
 use crate::sync::lock;
 
 /// How often each node looks for dead nodes' presence entries.
@@ -367,7 +368,7 @@ async fn announce(fanout: &Fanout, channel: &Channel, event: &str, member: &Memb
     }
 }
 
-fn presence_error(e: ClusterError) -> PresenceError {
+fn presence_error(e: BackendError) -> PresenceError {
     PresenceError(e.to_string())
 }
 

@@ -87,8 +87,8 @@ impl From<crate::presence::PresenceError> for ApiError {
     }
 }
 
-impl From<crate::cluster::ClusterError> for ApiError {
-    fn from(e: crate::cluster::ClusterError) -> Self {
+impl From<crate::backend::BackendError> for ApiError {
+    fn from(e: crate::backend::BackendError) -> Self {
         tracing::warn!(error = %e, "cluster backend unavailable");
         Self::unavailable(e.to_string())
     }

@@ -65,8 +65,7 @@ fn app_label(channel: &crate::channel::Channel) -> String {
     channel.app().unwrap_or(DEFAULT_APP_LABEL).to_string()
 }
 
-/// The `app` label of the default app's channels (native clients share them).
-pub(crate) const DEFAULT_APP_LABEL: &str = "default";
+use crate::protocol::stats::DEFAULT_APP_LABEL;
 
 fn count(event: &LifecycleEvent) {
     match event {
@@ -114,7 +113,7 @@ pub(crate) async fn metrics(State(st): State<AppState>, _token: ApiToken) -> imp
         gauge!("rustaxum_broadcast_queue_pending").set(st.manager.pending_broadcasts() as f64);
         gauge!("rustaxum_broadcast_queue_failed").set(st.manager.failed_broadcasts().len() as f64);
         gauge!("rustaxum_uptime_seconds").set(snapshot.uptime_seconds as f64);
-        for (app, a) in crate::protocol::native::api::app_stats(&st) {
+        for (app, a) in crate::protocol::stats::app_stats(&st) {
             gauge!("rustaxum_app_connections", "app" => app.clone()).set(a.connections as f64);
             gauge!("rustaxum_app_channels", "app" => app.clone()).set(a.hub.channels as f64);
             gauge!("rustaxum_app_subscriptions", "app" => app.clone()).set(a.hub.subscriptions as f64);

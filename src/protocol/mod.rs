@@ -30,7 +30,7 @@
 //!    [`Session`](crate::session::Session) (`join`, `leave`, `client_event`, `refresh`) and
 //!    return a [`Reply`](crate::session::runner::Reply).
 //! 4. Put any HTTP endpoints in `api.rs`; publish through the node's
-//!    [`Fanout`](crate::cluster::Fanout) (or the broadcast manager), never the hub.
+//!    [`Fanout`](crate::publish::Fanout) (or the broadcast manager), never the hub.
 //! 5. Expose `routes()` and merge it in `protocol::router`.
 //! 6. Test the codec and handler with [`session::testing`](crate::session::testing) (no
 //!    network) and the whole protocol through real sockets in `tests/`.
@@ -48,6 +48,7 @@ pub mod ops;
 pub mod pusher;
 pub mod rtc;
 pub(crate) mod socket;
+pub(crate) mod stats;
 
 use std::sync::Arc;
 
@@ -115,6 +116,10 @@ pub(crate) fn admit_default(
 /// Publishes an event that arrived through one of the server's inbound HTTP APIs (native,
 /// Pusher) on `channels`; how many local sockets it reached.
 ///
+/// It goes through the node's publish pipeline, never through the application-side
+/// driver `BROADCAST_DRIVER` chooses: with `log` or `null` there (Laravel's values), the
+/// server still delivers what its APIs accept.
+///
 /// A managed channel (`emithub.{id}`) keeps its state, rate limit and persistence
 /// whichever API publishes into it: the event goes through EmitHub's own broadcast
 /// (`content` is the data, as text unless it is a JSON string; `message_type` is the
@@ -142,7 +147,14 @@ pub(crate) async fn publish_inbound(
         recipients += sent.recipients;
     }
     if !plain.is_empty() {
-        recipients += st.manager.send(None, &plain, event, payload).await?;
+        crate::broadcasting::manager::validate(&plain, event)?;
+        let report = st
+            .node
+            .fanout()
+            .publish_many(&plain, event, payload.data.clone(), payload.socket)
+            .await
+            .map_err(crate::broadcasting::BroadcastError::from)?;
+        recipients += report.delivered;
     }
     Ok(recipients)
 }

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use crate::channel::Channel;
 use crate::cluster::redis::{decode_wire, RedisBroker};
-use crate::cluster::{Origin, PublishHook};
 use crate::hub::{EnvelopeKind, Message};
+use crate::publish::{Origin, PublishHook};
 use crate::session::CLIENT_EVENT_PREFIX;
 use crate::sync::lock;
 

@@ -15,17 +15,16 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwap;
 use redis::Script;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::Apps;
 use crate::channel::{Channel, ChannelKind};
 use crate::cluster::redis::RedisBroker;
-use crate::cluster::Fanout;
-use crate::config::Config;
 use crate::hub::{EnvelopeKind, Message};
 use crate::lifecycle::{Lifecycle, LifecycleEvent};
+use crate::publish::Fanout;
 use crate::sync::lock;
 
 /// Subscribers above which a channel's count updates are throttled.
@@ -64,7 +63,7 @@ struct Throttle {
 pub struct SubscriptionCounts {
     fanout: Fanout,
     cluster: Option<Arc<RedisBroker>>,
-    config: Arc<ArcSwap<Config>>,
+    apps: Apps,
     throttles: Mutex<HashMap<Arc<str>, (Channel, Throttle)>>,
     script: Script,
 }
@@ -80,12 +79,12 @@ fn counted(event: &LifecycleEvent) -> bool {
 }
 
 impl SubscriptionCounts {
-    /// Counts for the apps of `config` (swapped on reload), published through `fanout`.
-    pub fn new(fanout: Fanout, cluster: Option<Arc<RedisBroker>>, config: Arc<ArcSwap<Config>>) -> Arc<Self> {
+    /// Counts for `apps`, published through `fanout`.
+    pub fn new(fanout: Fanout, cluster: Option<Arc<RedisBroker>>, apps: Apps) -> Arc<Self> {
         Arc::new(Self {
             fanout,
             cluster,
-            config,
+            apps,
             throttles: Mutex::default(),
             script: Script::new(COUNT_LUA),
         })
@@ -94,14 +93,7 @@ impl SubscriptionCounts {
     /// Watches `lifecycle` until `stop`; busy channels' pending counts go out each second.
     /// Nothing runs when no app enables subscription counts (apps do not change on reload).
     pub fn start(self: &Arc<Self>, lifecycle: &Lifecycle, stop: CancellationToken, tasks: &TaskTracker) {
-        if !self
-            .config
-            .load()
-            .pusher
-            .apps
-            .iter()
-            .any(|a| a.enable_subscription_count)
-        {
+        if !self.apps.iter().any(|a| a.enable_subscription_count) {
             return;
         }
         let this = self.clone();
@@ -128,9 +120,6 @@ impl SubscriptionCounts {
     fn enabled(&self, channel: &Channel) -> bool {
         channel.kind() != ChannelKind::Presence
             && self
-                .config
-                .load()
-                .pusher
                 .apps
                 .by_namespace(channel.app())
                 .is_some_and(|a| a.enable_subscription_count)

@@ -17,7 +17,9 @@ use md5::{Digest, Md5};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
-pub use crate::config::{Apps, PusherApp};
+mod apps;
+
+pub use apps::{Apps, PusherApp};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -84,17 +86,18 @@ pub struct Features {
 
 impl Features {
     /// The features of a node publishing through `fanout` (in a cluster when `cluster` is
-    /// given), for the apps of `config`. The cache and the watchlist hook into `fanout`.
+    /// given), for `apps` (they do not change on reload). The cache and the watchlist hook
+    /// into `fanout`.
     pub fn new(
-        fanout: &crate::cluster::Fanout,
+        fanout: &crate::publish::Fanout,
         cluster: Option<&std::sync::Arc<crate::cluster::redis::RedisBroker>>,
-        config: std::sync::Arc<arc_swap::ArcSwap<crate::config::Config>>,
+        apps: Apps,
     ) -> std::sync::Arc<Self> {
         let cache = cache::CacheChannels::new(cluster.cloned());
         fanout.add_hook(cache.clone());
         std::sync::Arc::new(Self {
             cache,
-            counts: counts::SubscriptionCounts::new(fanout.clone(), cluster.cloned(), config),
+            counts: counts::SubscriptionCounts::new(fanout.clone(), cluster.cloned(), apps),
             watchlist: watchlist::Watchlist::new(fanout.clone(), cluster.cloned()),
             api_limits: std::sync::Mutex::default(),
         })

@@ -21,9 +21,9 @@ use tokio_util::task::TaskTracker;
 
 use crate::channel::{app_key, split_key, Channel};
 use crate::cluster::redis::RedisBroker;
-use crate::cluster::{Fanout, Origin, PublishHook};
 use crate::hub::{EnvelopeKind, Message, SocketId};
 use crate::lifecycle::{Lifecycle, LifecycleEvent};
+use crate::publish::{Fanout, Origin, PublishHook};
 use crate::sync::lock;
 
 /// Most users one watchlist holds (the rest are ignored), as Pusher limits it.

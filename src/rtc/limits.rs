@@ -13,8 +13,8 @@ use async_trait::async_trait;
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
 use redis::Script;
 
+use crate::backend::BackendError;
 use crate::cluster::redis::RedisLink;
-use crate::cluster::ClusterError;
 
 /// The limits, in messages per second (0 = no limit at that level).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,7 +72,7 @@ impl Level {
 #[async_trait]
 pub trait Counter: Send + Sync {
     /// Records a hit on `key`; whether it is within `per_second`.
-    async fn hit(&self, key: &str, per_second: u32) -> Result<bool, ClusterError>;
+    async fn hit(&self, key: &str, per_second: u32) -> Result<bool, BackendError>;
 }
 
 fn quota(per_second: u32) -> Quota {
@@ -103,7 +103,7 @@ impl MemoryCounter {
 
 #[async_trait]
 impl Counter for MemoryCounter {
-    async fn hit(&self, key: &str, per_second: u32) -> Result<bool, ClusterError> {
+    async fn hit(&self, key: &str, per_second: u32) -> Result<bool, BackendError> {
         debug_assert_eq!(per_second, self.per_second);
         Ok(self.keyed.check_key(&key.to_string()).is_ok())
     }
@@ -134,7 +134,7 @@ impl RedisCounter {
 
 #[async_trait]
 impl Counter for RedisCounter {
-    async fn hit(&self, key: &str, per_second: u32) -> Result<bool, ClusterError> {
+    async fn hit(&self, key: &str, per_second: u32) -> Result<bool, BackendError> {
         let second = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -170,7 +170,7 @@ struct Shared(Arc<MemoryCounter>);
 
 #[async_trait]
 impl Counter for Shared {
-    async fn hit(&self, key: &str, per_second: u32) -> Result<bool, ClusterError> {
+    async fn hit(&self, key: &str, per_second: u32) -> Result<bool, BackendError> {
         self.0.hit(key, per_second).await
     }
 }

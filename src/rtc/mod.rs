@@ -7,6 +7,7 @@
 //! - [`limits`]: per connection, per user, per topic and global rate limits.
 //! - [`records`]: compare-and-set records in memory or Redis, which rooms live in.
 
+mod config;
 pub mod limits;
 pub mod records;
 pub mod rooms;
@@ -18,11 +19,11 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use config::{RtcConfig, DEFAULT_MAX_ROOMS_PER_USER};
 pub use limits::{Level, Limiter, RateLimits};
 pub use rooms::{NewRoom, Room, RoomError, Rooms};
 
 use crate::cluster::redis::RedisBroker;
-use crate::config::RtcConfig;
 use crate::hub::SocketId;
 use crate::presence::{Member, Presence, PresenceError, PresenceStore};
 use crate::session::Node;

@@ -9,8 +9,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use redis::Script;
 
+use crate::backend::BackendError;
 use crate::cluster::redis::RedisLink;
-use crate::cluster::ClusterError;
 use crate::sync::lock;
 
 /// Sets `KEYS[1]` to `ARGV[2]` (or deletes it when `ARGV[3]` is `del`) only if it still
@@ -34,15 +34,15 @@ return 1
 #[async_trait]
 pub trait RecordStore: Send + Sync {
     /// The record at `key`.
-    async fn get(&self, key: &str) -> Result<Option<String>, ClusterError>;
+    async fn get(&self, key: &str) -> Result<Option<String>, BackendError>;
 
     /// Replaces `key` with `new` (`None` deletes it) if it still holds `expected` (`None`:
     /// must not exist); whether it did.
     async fn compare_and_set(&self, key: &str, expected: Option<&str>, new: Option<&str>)
-        -> Result<bool, ClusterError>;
+        -> Result<bool, BackendError>;
 
     /// Every key starting with `prefix`.
-    async fn keys(&self, prefix: &str) -> Result<Vec<String>, ClusterError>;
+    async fn keys(&self, prefix: &str) -> Result<Vec<String>, BackendError>;
 }
 
 /// Records of one node.
@@ -53,7 +53,7 @@ pub struct MemoryRecords {
 
 #[async_trait]
 impl RecordStore for MemoryRecords {
-    async fn get(&self, key: &str) -> Result<Option<String>, ClusterError> {
+    async fn get(&self, key: &str) -> Result<Option<String>, BackendError> {
         Ok(lock(&self.records).get(key).cloned())
     }
 
@@ -62,7 +62,7 @@ impl RecordStore for MemoryRecords {
         key: &str,
         expected: Option<&str>,
         new: Option<&str>,
-    ) -> Result<bool, ClusterError> {
+    ) -> Result<bool, BackendError> {
         let mut records = lock(&self.records);
         if records.get(key).map(String::as_str) != expected {
             return Ok(false);
@@ -74,7 +74,7 @@ impl RecordStore for MemoryRecords {
         Ok(true)
     }
 
-    async fn keys(&self, prefix: &str) -> Result<Vec<String>, ClusterError> {
+    async fn keys(&self, prefix: &str) -> Result<Vec<String>, BackendError> {
         Ok(lock(&self.records)
             .keys()
             .filter(|k| k.starts_with(prefix))
@@ -111,7 +111,7 @@ impl RedisRecords {
 
 #[async_trait]
 impl RecordStore for RedisRecords {
-    async fn get(&self, key: &str) -> Result<Option<String>, ClusterError> {
+    async fn get(&self, key: &str) -> Result<Option<String>, BackendError> {
         let key = self.full(key);
         self.link
             .exec(|mut c| async move { redis::AsyncCommands::get(&mut c, key).await })
@@ -123,7 +123,7 @@ impl RecordStore for RedisRecords {
         key: &str,
         expected: Option<&str>,
         new: Option<&str>,
-    ) -> Result<bool, ClusterError> {
+    ) -> Result<bool, BackendError> {
         let key = self.full(key);
         let mut invocation = self.cas.key(key);
         invocation
@@ -138,7 +138,7 @@ impl RecordStore for RedisRecords {
         Ok(done == 1)
     }
 
-    async fn keys(&self, prefix: &str) -> Result<Vec<String>, ClusterError> {
+    async fn keys(&self, prefix: &str) -> Result<Vec<String>, BackendError> {
         let pattern = format!("{}*", crate::cluster::redis::escape_glob(&self.full(prefix)));
         let strip = self.link.key("");
         let slot_key = strip.clone();
@@ -162,7 +162,7 @@ pub async fn update<T, E>(
     mut change: impl FnMut(Option<&str>) -> Result<(Option<String>, T), E>,
 ) -> Result<T, E>
 where
-    E: From<ClusterError>,
+    E: From<BackendError>,
 {
     let mut backoff = Duration::from_millis(1);
     for _ in 0..16 {
@@ -174,7 +174,7 @@ where
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_millis(50));
     }
-    Err(ClusterError::Unavailable(format!("{key} is being changed too often; try again")).into())
+    Err(BackendError::Unavailable(format!("{key} is being changed too often; try again")).into())
 }
 
 #[cfg(test)]
@@ -191,7 +191,7 @@ mod tests {
         assert_eq!(store.get("a").await.unwrap().as_deref(), Some("2"));
         assert!(store.compare_and_set("a", Some("2"), None).await.unwrap());
         assert_eq!(store.get("a").await.unwrap(), None);
-        let n: Result<u32, ClusterError> = update(&store, "n", |now| {
+        let n: Result<u32, BackendError> = update(&store, "n", |now| {
             let n = now.map_or(0, |v| v.parse().unwrap_or(0)) + 1;
             Ok((Some(n.to_string()), n))
         })

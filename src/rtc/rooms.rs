@@ -17,8 +17,8 @@ use serde::{Deserialize, Serialize};
 
 use super::records::{update, RecordStore};
 use crate::auth::Identity;
+use crate::backend::BackendError;
 use crate::channel::Channel;
-use crate::cluster::ClusterError;
 use crate::session::{Grant, GrantSource, JoinError};
 
 /// Hub channels of rooms start with this.
@@ -67,8 +67,8 @@ pub enum RoomError {
     Unavailable(String),
 }
 
-impl From<ClusterError> for RoomError {
-    fn from(e: ClusterError) -> Self {
+impl From<BackendError> for RoomError {
+    fn from(e: BackendError) -> Self {
         Self::Unavailable(e.to_string())
     }
 }

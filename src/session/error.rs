@@ -4,8 +4,8 @@
 //! table.
 
 use crate::auth::TokenError;
+use crate::backend::BackendError;
 use crate::channel::ChannelKind;
-use crate::cluster::ClusterError;
 
 /// What a client should do after a refusal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -198,7 +198,7 @@ pub enum ClientEventError {
     RateLimited(String),
     /// The cluster could not carry it.
     #[error("{0}")]
-    Unavailable(ClusterError),
+    Unavailable(BackendError),
 }
 
 impl Refusal for ClientEventError {

@@ -36,12 +36,12 @@ pub use quota::{QuotaSlot, Quotas};
 
 use crate::auth::{AuthError, ChannelAuthorizer, Identity, JwtVerifier, TokenError};
 use crate::channel::{Channel, ChannelKind};
-use crate::cluster::Fanout;
 use crate::hub::{
     ConnectionHandle, ConnectionSlot, Envelope, Hub, Message, Position, Protocol, SocketId, SubscribeError,
 };
 use crate::lifecycle::{Lifecycle, LifecycleEvent};
 use crate::presence::{Member, Presence};
+use crate::publish::Fanout;
 
 /// Longest event name accepted, in bytes.
 pub const MAX_EVENT_NAME_LEN: usize = 200;

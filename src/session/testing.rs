@@ -122,9 +122,9 @@ pub(crate) mod fixtures {
     use serde_json::json;
 
     use crate::auth::{ChannelRules, JwtConfig, JwtVerifier};
-    use crate::cluster::Fanout;
     use crate::hub::Hub;
     use crate::presence::{MemoryPresence, Presence, PresenceStore};
+    use crate::publish::Fanout;
     use crate::session::{Limits, Node};
 
     /// The HS256 secret of [`token`].

@@ -526,7 +526,7 @@ impl Webhooks {
     }
 
     /// Runs occupancy `script` for this node and `channel` (always true on one node).
-    async fn occupancy(&self, script: usize, channel: &Channel) -> Result<bool, crate::cluster::ClusterError> {
+    async fn occupancy(&self, script: usize, channel: &Channel) -> Result<bool, crate::backend::BackendError> {
         let Some(broker) = &self.cluster else { return Ok(true) };
         let link = broker.link();
         let mut invocation = self.scripts[script].key(link.key(&format!("webhooks:occupancy:{}", channel.name())));

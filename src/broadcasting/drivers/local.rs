@@ -3,7 +3,7 @@ use async_trait::async_trait;
 use super::{Broadcaster, Payload};
 use crate::broadcasting::BroadcastError;
 use crate::channel::Channel;
-use crate::cluster::Fanout;
+use crate::publish::Fanout;
 
 /// The `websocket` driver: delivers to this process's sockets through the node's
 /// fan-out (so publish hooks see it; in a clustered server the other nodes too).

@@ -127,7 +127,7 @@ impl<D: BroadcastDriver> Broadcaster for DriverAdapter<D> {
 /// Publishes through `fanout` (the node's one publish path): what the `websocket` and
 /// `redis` drivers both do; they differ in the fan-out they are given.
 async fn publish(
-    fanout: &crate::cluster::Fanout,
+    fanout: &crate::publish::Fanout,
     channels: &[Channel],
     event: &str,
     payload: &Payload,
@@ -144,7 +144,7 @@ pub struct DriverContext {
     /// The in-process hub (for drivers that deliver locally).
     pub hub: Arc<Hub>,
     /// Cluster-wide fan-out (has a broker when this node is part of a cluster).
-    pub fanout: crate::cluster::Fanout,
+    pub fanout: crate::publish::Fanout,
     /// The full configuration.
     pub config: Arc<crate::config::Config>,
 }

@@ -4,7 +4,7 @@ use super::{Broadcaster, DriverContext, Payload};
 use crate::broadcasting::BroadcastError;
 use crate::channel::Channel;
 use crate::cluster::redis::RedisBroker;
-use crate::cluster::Fanout;
+use crate::publish::Fanout;
 
 /// The `redis` driver: publishes through Redis to every node (Laravel's payload format
 /// plus rustaxum's node id), then delivers to this node's sockets.
@@ -27,9 +27,11 @@ impl RedisDriver {
         if ctx.fanout.is_clustered() {
             return Ok(Self::new(ctx.fanout.clone()));
         }
-        let broker = RedisBroker::new(&ctx.config).map_err(|e| BroadcastError::Unavailable {
-            driver: "redis".into(),
-            reason: e.to_string(),
+        let broker = RedisBroker::new(&ctx.config.redis, ctx.config.security_fingerprint()).map_err(|e| {
+            BroadcastError::Unavailable {
+                driver: "redis".into(),
+                reason: e.to_string(),
+            }
         })?;
         Ok(Self::new(Fanout::new(ctx.hub.clone(), broker)))
     }

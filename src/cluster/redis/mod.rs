@@ -22,8 +22,6 @@
 //! the broker beats at once and asks for a resync of what the node keeps in Redis
 //! ([`RedisBroker::resync_requests`]).
 
-mod link;
-
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,13 +35,14 @@ use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use link::{slot_of, RedisConn, RedisLink};
+pub use crate::backend::{slot_of, RedisConn, RedisLink};
 
-use super::breaker::BreakerState;
-use super::{Broker, ClusterError, Fanout};
+use super::{BackendError, Broker, Receiver};
+use crate::backend::breaker::BreakerState;
+use crate::backend::RedisConfig;
 use crate::channel::Channel;
-use crate::config::{Config, ConfigError};
 use crate::hub::{now_rfc3339, EnvelopeKind, Hub, Message, Position, SocketId};
+use crate::setting::InvalidSetting;
 
 /// How often a node refreshes its liveness key.
 pub const HEARTBEAT: Duration = Duration::from_secs(2);
@@ -51,12 +50,7 @@ pub const HEARTBEAT: Duration = Duration::from_secs(2);
 pub const NODE_TTL: Duration = Duration::from_secs(8);
 /// How often the subscription connection is checked with PING.
 pub const SUBSCRIPTION_PING: Duration = Duration::from_secs(3);
-/// Time limit of one Redis command or connection attempt.
-pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
-/// Consecutive failures that open the circuit.
-pub const BREAKER_THRESHOLD: u32 = 3;
-/// How long the circuit stays open before a probe.
-pub const BREAKER_COOLDOWN: Duration = Duration::from_secs(2);
+pub use crate::backend::{BREAKER_COOLDOWN, BREAKER_THRESHOLD, COMMAND_TIMEOUT};
 
 /// A message between nodes, and the format Laravel's Redis broadcaster publishes
 /// (`{"event","data","socket"}`; `node` and `kind` are rustaxum's additions).
@@ -149,15 +143,18 @@ impl std::fmt::Debug for RedisBroker {
 impl RedisBroker {
     /// A broker for the configured Redis; connects lazily, so a Redis that is down at
     /// start-up only makes the node degraded.
-    pub fn new(config: &Config) -> Result<Arc<Self>, ConfigError> {
+    ///
+    /// `fingerprint` is this node's security fingerprint
+    /// (`Config::security_fingerprint`), compared with the other nodes' in heartbeats.
+    pub fn new(config: &RedisConfig, fingerprint: String) -> Result<Arc<Self>, InvalidSetting> {
         Ok(Arc::new(Self {
-            link: Arc::new(RedisLink::new(&config.redis)?),
+            link: Arc::new(RedisLink::new(config)?),
             subscribed: AtomicBool::new(false),
             subscription_epoch: tokio::sync::watch::Sender::new(0),
             resync_requests: tokio::sync::watch::Sender::new(0),
             control_events: tokio::sync::broadcast::channel(1024).0,
             counters: Counters::default(),
-            fingerprint: config.security_fingerprint(),
+            fingerprint,
             warned: Default::default(),
         }))
     }
@@ -183,12 +180,12 @@ impl RedisBroker {
     }
 
     /// Starts the subscriber and heartbeat tasks; they stop when `stop` is cancelled.
-    pub fn start(self: &Arc<Self>, fanout: Fanout, stop: CancellationToken, tasks: &TaskTracker) {
+    pub fn start(self: &Arc<Self>, fanout: Arc<dyn Receiver>, stop: CancellationToken, tasks: &TaskTracker) {
         tasks.spawn(self.clone().subscribe_loop(fanout.clone(), stop.clone()));
         tasks.spawn(self.clone().heartbeat_loop(fanout.hub().clone(), stop));
     }
 
-    async fn subscribe_loop(self: Arc<Self>, fanout: Fanout, stop: CancellationToken) {
+    async fn subscribe_loop(self: Arc<Self>, fanout: Arc<dyn Receiver>, stop: CancellationToken) {
         let mut backoff = Duration::from_millis(100);
         while !stop.is_cancelled() {
             let lost = if self.link.is_cluster() {
@@ -228,7 +225,7 @@ impl RedisBroker {
 
     /// One Redis (or the master Sentinel names): `PSUBSCRIBE {prefix}*` on a connection of
     /// its own, until it fails.
-    async fn follow_single(&self, fanout: &Fanout, stop: &CancellationToken) -> Followed {
+    async fn follow_single(&self, fanout: &Arc<dyn Receiver>, stop: &CancellationToken) -> Followed {
         let pattern = self.pattern();
         let connected = tokio::time::timeout(COMMAND_TIMEOUT * 2, async {
             let client =
@@ -272,7 +269,7 @@ impl RedisBroker {
     /// its slot) and `PSUBSCRIBE {prefix}*` for what other programs publish, on a cluster
     /// connection of its own, until a master stops answering or a shard channel is taken
     /// away (its slot moved): then everything is set up again from a fresh slot map.
-    async fn follow_cluster(self: &Arc<Self>, fanout: &Fanout, stop: &CancellationToken) -> Followed {
+    async fn follow_cluster(self: &Arc<Self>, fanout: &Arc<dyn Receiver>, stop: &CancellationToken) -> Followed {
         let pattern = self.pattern();
         let shards = self.link.shard_channels();
         // Messages are delivered where the cluster connection hands them over (no queue
@@ -343,7 +340,7 @@ impl RedisBroker {
         ended
     }
 
-    fn deliver_value(&self, fanout: &Fanout, channel: &redis::Value, payload: &redis::Value, sharded: bool) {
+    fn deliver_value(&self, fanout: &Arc<dyn Receiver>, channel: &redis::Value, payload: &redis::Value, sharded: bool) {
         match (channel, payload) {
             (redis::Value::BulkString(channel), redis::Value::BulkString(payload)) => {
                 match std::str::from_utf8(channel) {
@@ -390,7 +387,7 @@ impl RedisBroker {
     /// Tells every other node about `op` (delivered to their [`control_events`] listeners).
     ///
     /// [`control_events`]: Self::control_events
-    pub async fn publish_control(&self, op: &str, payload: Value) -> Result<(), ClusterError> {
+    pub async fn publish_control(&self, op: &str, payload: Value) -> Result<(), BackendError> {
         let message = json!({"op": op, "payload": payload, "node": self.link.node_id()}).to_string();
         let target = self.control_channel();
         self.link
@@ -405,7 +402,7 @@ impl RedisBroker {
 
     /// A message received on Redis channel `name`; `sharded` when it came on a shard
     /// channel of a Redis Cluster (the hub channel is then in the message).
-    fn deliver(&self, fanout: &Fanout, name: &str, payload: &[u8], sharded: bool) {
+    fn deliver(&self, fanout: &Arc<dyn Receiver>, name: &str, payload: &[u8], sharded: bool) {
         self.counters.received.fetch_add(1, Ordering::Relaxed);
         if !sharded && name == self.control_channel() {
             return self.control(fanout.hub(), payload);
@@ -517,7 +514,7 @@ impl RedisBroker {
     /// Logs a warning, once per node and fingerprint, for each live node whose security
     /// settings (JWT key, app secrets, tokens) differ from this node's: tokens one node
     /// accepts the other refuses, and clients fail depending on where they land.
-    async fn compare_security(&self) -> Result<(), ClusterError> {
+    async fn compare_security(&self) -> Result<(), BackendError> {
         for (node, fingerprint) in self.fingerprints().await? {
             if node == self.link.node_id() || fingerprint == self.fingerprint {
                 continue;
@@ -536,7 +533,7 @@ impl RedisBroker {
     }
 
     /// Each live node's security fingerprint.
-    async fn fingerprints(&self) -> Result<Vec<(String, String)>, ClusterError> {
+    async fn fingerprints(&self) -> Result<Vec<(String, String)>, BackendError> {
         let (ids, values) = self.node_values().await?;
         Ok(ids
             .into_iter()
@@ -549,7 +546,7 @@ impl RedisBroker {
     }
 
     /// The live nodes' ids and heartbeat values (dead ones are removed from the set).
-    async fn node_values(&self) -> Result<(Vec<String>, Vec<Option<String>>), ClusterError> {
+    async fn node_values(&self) -> Result<(Vec<String>, Vec<Option<String>>), BackendError> {
         let nodes_key = self.key("nodes");
         let prefix = self.key("node:");
         self.link
@@ -576,7 +573,7 @@ impl RedisBroker {
     }
 
     /// Stats summed over live nodes: `{"scope":"cluster","nodes","connections","channels"}`.
-    pub async fn cluster_stats(&self) -> Result<Value, ClusterError> {
+    pub async fn cluster_stats(&self) -> Result<Value, BackendError> {
         let (ids, values) = self.node_values().await?;
         let mut security = serde_json::Map::new();
         let mut connections = 0u64;
@@ -676,7 +673,7 @@ pub struct BrokerStatus {
 
 #[async_trait]
 impl Broker for RedisBroker {
-    async fn publish(&self, message: &Message) -> Result<(), ClusterError> {
+    async fn publish(&self, message: &Message) -> Result<(), BackendError> {
         let payload = self.encode(message)?;
         let mut publish = redis::cmd(self.link.publish_command());
         publish.arg(self.link.pubsub_channel(&message.channel)).arg(payload);
@@ -691,7 +688,7 @@ impl Broker for RedisBroker {
         result
     }
 
-    async fn terminate_user(&self, user_id: &str) -> Result<(), ClusterError> {
+    async fn terminate_user(&self, user_id: &str) -> Result<(), BackendError> {
         let payload = json!({"op": "terminate_user", "user_id": user_id, "node": self.link.node_id()}).to_string();
         let target = self.control_channel();
         self.link
@@ -708,7 +705,7 @@ impl Broker for RedisBroker {
 
 impl RedisBroker {
     /// `message` as the other nodes read it (`{"event","data","socket","node",...}`).
-    pub(crate) fn encode(&self, message: &Message) -> Result<String, ClusterError> {
+    pub(crate) fn encode(&self, message: &Message) -> Result<String, BackendError> {
         let wire = Wire {
             event: message.event.as_ref().into(),
             data: Some(&message.data),

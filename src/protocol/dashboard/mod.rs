@@ -130,7 +130,7 @@ pub(crate) struct TokenQuery {
 struct Snapshot {
     node: String,
     interval_ms: u64,
-    stats: super::native::api::NodeStats,
+    stats: crate::protocol::stats::NodeStats,
     nodes: Vec<Value>,
     /// Presence channels' members (user ids; the first 20 channels, 50 members each).
     presence: serde_json::Map<String, Value>,
@@ -172,7 +172,7 @@ fn keep_busiest<T>(entries: &mut Vec<T>, weight: impl Fn(&T) -> usize) -> usize 
 }
 
 async fn snapshot(st: &AppState) -> Snapshot {
-    let mut stats = super::native::api::node_stats(st, "local").await;
+    let mut stats = crate::protocol::stats::node_stats(st, "local").await;
     let channel_count = stats.hub.channels.len();
     let mut listed: Vec<_> = std::mem::take(&mut stats.hub.channels).into_iter().collect();
     let channels_not_listed = keep_busiest(&mut listed, |(_, c)| c.subscribers);

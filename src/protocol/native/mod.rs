@@ -12,7 +12,8 @@ mod ws;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-pub use api::{ChannelEntry, ChannelList, NodeStats, Published, QueueStats, Users, MAX_CHANNELS_PER_PUBLISH};
+pub use crate::protocol::stats::{AppStats, NodeStats, QueueStats};
+pub use api::{ChannelEntry, ChannelList, Published, Users, MAX_CHANNELS_PER_PUBLISH};
 
 use super::AppState;
 use crate::config::Config;

@@ -452,8 +452,7 @@ mod tests {
             },
             ..Default::default()
         };
-        let features =
-            crate::pusher::Features::new(node.fanout(), None, Arc::new(arc_swap::ArcSwap::from_pointee(config)));
+        let features = crate::pusher::Features::new(node.fanout(), None, config.pusher.apps.clone());
         let handler = PusherSession {
             cx: Arc::new(AppContext {
                 app: app(),

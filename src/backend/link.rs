@@ -22,11 +22,12 @@ use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr
 use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
 use redis::{Cmd, Pipeline, RedisConnectionInfo, RedisFuture, RedisResult, Value};
 
+use super::breaker::CircuitBreaker;
+use super::{RedisConfig, RedisTopology};
 use super::{BREAKER_COOLDOWN, BREAKER_THRESHOLD, COMMAND_TIMEOUT};
+use crate::backend::BackendError;
 use crate::channel::Channel;
-use crate::cluster::breaker::CircuitBreaker;
-use crate::cluster::ClusterError;
-use crate::config::{ConfigError, RedisConfig, RedisTopology};
+use crate::setting::InvalidSetting;
 
 /// Hash slots of a Redis Cluster.
 const SLOTS: u16 = 16384;
@@ -130,14 +131,14 @@ impl RedisConn {
     }
 }
 
-fn invalid(config: &RedisConfig, e: impl std::fmt::Display) -> ConfigError {
+fn invalid(config: &RedisConfig, e: impl std::fmt::Display) -> InvalidSetting {
     let (var, value) = match config.topology() {
         RedisTopology::Cluster => ("REDIS_CLUSTER_NODES", config.cluster_nodes.join(",")),
         RedisTopology::Sentinel => ("REDIS_SENTINELS", config.sentinels.join(",")),
         RedisTopology::Single if config.url.is_some() => ("REDIS_URL", String::from("(set)")),
         RedisTopology::Single => ("BROADCAST_REDIS_HOST", config.host.clone()),
     };
-    ConfigError::Invalid {
+    InvalidSetting {
         var,
         value,
         reason: format!("not a usable Redis address: {e}"),
@@ -178,7 +179,7 @@ fn shard_tags(count: u16) -> Vec<String> {
 impl RedisLink {
     /// A link to the configured Redis with a fresh node id; connects on first use, so a
     /// Redis that is down at start-up only makes the node degraded.
-    pub fn new(config: &RedisConfig) -> Result<Self, ConfigError> {
+    pub fn new(config: &RedisConfig) -> Result<Self, InvalidSetting> {
         let backend = match config.topology() {
             RedisTopology::Single => {
                 Backend::Single(redis::Client::open(config.connection_url().as_str()).map_err(|e| invalid(config, e))?)
@@ -365,38 +366,38 @@ impl RedisLink {
         }
     }
 
-    async fn connection(&self) -> Result<RedisConn, ClusterError> {
+    async fn connection(&self) -> Result<RedisConn, BackendError> {
         let mut slot = self.conn.lock().await;
         if let Some(c) = slot.as_ref() {
             return Ok(c.clone());
         }
         let conn = tokio::time::timeout(COMMAND_TIMEOUT * 2, self.connect())
             .await
-            .map_err(|_| ClusterError::Timeout)?
-            .map_err(|e| ClusterError::Unavailable(e.to_string()))?;
+            .map_err(|_| BackendError::Timeout)?
+            .map_err(|e| BackendError::Unavailable(e.to_string()))?;
         *slot = Some(conn.clone());
         Ok(conn)
     }
 
     /// Runs one Redis operation behind the circuit breaker and a time limit.
-    pub async fn exec<T, F, Fut>(&self, op: F) -> Result<T, ClusterError>
+    pub async fn exec<T, F, Fut>(&self, op: F) -> Result<T, BackendError>
     where
         F: FnOnce(RedisConn) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
     {
         let Some(permit) = self.breaker.allow() else {
-            return Err(ClusterError::CircuitOpen);
+            return Err(BackendError::CircuitOpen);
         };
         let result = match self.connection().await {
             Ok(conn) => match tokio::time::timeout(COMMAND_TIMEOUT, op(conn)).await {
                 Ok(Ok(v)) => Ok(v),
                 Ok(Err(e)) => {
                     self.forget_after(&e).await;
-                    Err(ClusterError::Unavailable(e.to_string()))
+                    Err(BackendError::Unavailable(e.to_string()))
                 }
                 Err(_) => {
                     self.forget_sentinel_master().await;
-                    Err(ClusterError::Timeout)
+                    Err(BackendError::Timeout)
                 }
             },
             Err(e) => Err(e),

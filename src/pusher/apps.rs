@@ -5,7 +5,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use super::ConfigError;
+use crate::setting::InvalidSetting;
 
 /// One Pusher app: the credentials clients and SDKs use.
 #[derive(Clone, PartialEq, Eq, Deserialize)]
@@ -132,7 +132,7 @@ struct AppsFile {
 impl Apps {
     /// Apps from `PUSHER_APP_ID`/`PUSHER_APP_KEY`/`PUSHER_APP_SECRET` (if set) followed by
     /// the `[[apps]]` of `PUSHER_APPS_FILE` (if set).
-    pub fn from_parts(single: Option<PusherApp>, file: Option<&Path>) -> Result<Self, ConfigError> {
+    pub fn from_parts(single: Option<PusherApp>, file: Option<&Path>) -> Result<Self, InvalidSetting> {
         Self::from_parts_with_default(single, file, None)
     }
 
@@ -142,10 +142,10 @@ impl Apps {
         single: Option<PusherApp>,
         file: Option<&Path>,
         default: Option<&str>,
-    ) -> Result<Self, ConfigError> {
+    ) -> Result<Self, InvalidSetting> {
         let mut apps: Vec<PusherApp> = single.into_iter().collect();
         if let Some(path) = file {
-            let bad = |reason: String| ConfigError::Invalid {
+            let bad = |reason: String| InvalidSetting {
                 var: "PUSHER_APPS_FILE",
                 value: path.display().to_string(),
                 reason,
@@ -156,21 +156,21 @@ impl Apps {
         }
         for (i, a) in apps.iter().enumerate() {
             if a.id.is_empty() || a.key.is_empty() || a.secret.is_empty() {
-                return Err(ConfigError::Invalid {
+                return Err(InvalidSetting {
                     var: "PUSHER_APP_ID",
                     value: a.id.clone(),
                     reason: "every app needs a non-empty id, key and secret".into(),
                 });
             }
             if apps[..i].iter().any(|b| b.id == a.id || b.key == a.key) {
-                return Err(ConfigError::Invalid {
+                return Err(InvalidSetting {
                     var: "PUSHER_APP_ID",
                     value: a.id.clone(),
                     reason: "app ids and keys must be unique".into(),
                 });
             }
             if !crate::channel::valid_app_id(&a.id) {
-                return Err(ConfigError::Invalid {
+                return Err(InvalidSetting {
                     var: "PUSHER_APP_ID",
                     value: a.id.clone(),
                     reason: format!(
@@ -180,7 +180,7 @@ impl Apps {
                 });
             }
             if a.encryption_master_key.is_some() && a.master_key().is_none() {
-                return Err(ConfigError::Invalid {
+                return Err(InvalidSetting {
                     var: "PUSHER_APP_ENCRYPTION_MASTER_KEY",
                     value: format!("(app {})", a.id),
                     reason: "must be base64 of exactly 32 bytes (e.g. `openssl rand -base64 32`)".into(),
@@ -189,14 +189,11 @@ impl Apps {
         }
         let default = match default {
             None => 0,
-            Some(id) => apps
-                .iter()
-                .position(|a| a.id == id)
-                .ok_or_else(|| ConfigError::Invalid {
-                    var: "PUSHER_DEFAULT_APP",
-                    value: id.to_string(),
-                    reason: "no configured app has this id".into(),
-                })?,
+            Some(id) => apps.iter().position(|a| a.id == id).ok_or_else(|| InvalidSetting {
+                var: "PUSHER_DEFAULT_APP",
+                value: id.to_string(),
+                reason: "no configured app has this id".into(),
+            })?,
         };
         Ok(Self { apps, default })
     }

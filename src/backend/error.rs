@@ -2,7 +2,7 @@
 
 /// A cluster operation failed; the cluster backend is unreachable or refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ClusterError {
+pub enum BackendError {
     /// The backend could not be reached or answered with an error.
     #[error("{0}")]
     Unavailable(String),
@@ -17,7 +17,7 @@ pub enum ClusterError {
     Encode(String),
 }
 
-impl From<serde_json::Error> for ClusterError {
+impl From<serde_json::Error> for BackendError {
     fn from(e: serde_json::Error) -> Self {
         Self::Encode(e.to_string())
     }

@@ -1,0 +1,24 @@
+//! The Redis backend every shared store uses: the connection ([`RedisLink`]: one Redis,
+//! a Redis Cluster or Sentinel, with key naming, a command timeout and a circuit
+//! breaker), its settings ([`RedisConfig`]) and its error ([`BackendError`]).
+//!
+//! Presence, history, rooms, rate limits, webhooks, EmitHub and the Pusher features keep
+//! their shared state through it; the broker (`cluster`) publishes through it.
+
+pub mod breaker;
+mod config;
+mod error;
+mod link;
+
+use std::time::Duration;
+
+pub use config::{RedisConfig, RedisTopology};
+pub use error::BackendError;
+pub use link::{slot_of, RedisConn, RedisLink};
+
+/// How long a Redis command may take before it counts as a failure.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
+/// Consecutive failures that open the circuit breaker.
+pub const BREAKER_THRESHOLD: u32 = 3;
+/// How long an open circuit fails fast before a probe is let through.
+pub const BREAKER_COOLDOWN: Duration = Duration::from_secs(2);

@@ -1,0 +1,137 @@
+//! A node's figures, in one place for the native stats API, `/metrics` and the dashboard:
+//! the hub's snapshot (with presence member counts), each app's figures, the broadcast
+//! queue, Redis, history and webhooks.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::channel::ChannelKind;
+use crate::cluster::redis::BrokerStatus;
+use crate::hub::StatsSnapshot;
+use crate::protocol::AppState;
+
+/// The `app` label of the default app's channels (native clients share them).
+pub(crate) const DEFAULT_APP_LABEL: &str = "default";
+
+/// The hub's snapshot with presence member counts filled in.
+pub(crate) async fn snapshot_with_members(st: &AppState) -> StatsSnapshot {
+    let mut snapshot = st.node.hub().snapshot();
+    for (name, c) in snapshot.channels.iter_mut() {
+        if c.kind == ChannelKind::Presence {
+            c.members = st.node.presence().members(name).await.ok().map(|m| m.len());
+        }
+    }
+    snapshot
+}
+
+/// The broadcast queue's figures.
+#[derive(Debug, Serialize)]
+pub struct QueueStats {
+    /// Jobs waiting or running.
+    pub pending: usize,
+    /// Jobs that failed every try.
+    pub failed: usize,
+}
+
+/// `GET /api/broadcast/stats` for this node.
+#[derive(Debug, Serialize)]
+pub struct NodeStats {
+    /// The hub's figures.
+    #[serde(flatten)]
+    pub hub: StatsSnapshot,
+    /// `local`, or `cluster` on a node without a cluster.
+    pub scope: &'static str,
+    /// `["local"]` when a cluster scope was asked of a single node.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nodes: Option<Vec<&'static str>>,
+    /// The default driver.
+    pub driver: String,
+    /// The Redis broker, when clustered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis: Option<BrokerStatus>,
+    /// The broadcast queue.
+    pub queue: QueueStats,
+    /// Channel history, when some channels keep one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history: Option<crate::history::HistoryStats>,
+    /// Webhook delivery, when configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhooks: Option<crate::webhooks::WebhookStats>,
+    /// Each app's figures on this node, by app id (`default` when no Pusher app is
+    /// configured: the native protocol's channels).
+    pub apps: BTreeMap<String, AppStats>,
+}
+
+/// One app's figures on this node.
+#[derive(Debug, Serialize)]
+pub struct AppStats {
+    /// Connections open or opening (its Pusher sockets; for the default app also the
+    /// native, EmitHub and typed-frame sockets).
+    pub connections: usize,
+    /// Channels, subscriptions and messages.
+    #[serde(flatten)]
+    pub hub: crate::hub::AppSnapshot,
+}
+
+/// Every app's figures on this node, by app id.
+pub(crate) fn app_stats(st: &AppState) -> BTreeMap<String, AppStats> {
+    let config = st.config.load();
+    let apps = &config.pusher.apps;
+    let mut by_namespace = st.node.hub().app_snapshots();
+    let mut out = BTreeMap::new();
+    for app in apps.iter() {
+        let ns = apps.namespace(app).unwrap_or("");
+        out.insert(
+            app.id.clone(),
+            AppStats {
+                connections: st.node.app_connections(&app.id),
+                hub: by_namespace.remove(ns).unwrap_or_default(),
+            },
+        );
+    }
+    if apps.is_empty() {
+        let hub = by_namespace.remove("").unwrap_or_default();
+        let connections = st.node.hub().connection_count();
+        out.insert(DEFAULT_APP_LABEL.to_string(), AppStats { connections, hub });
+    }
+    out
+}
+
+/// The cluster's per-app sums keyed by app id, as the node stats are (nodes report them
+/// by channel namespace, the default app's being `""`).
+pub(crate) fn name_apps(st: &AppState, mut stats: Value) -> Value {
+    let Some(by_namespace) = stats.get_mut("apps").and_then(Value::as_object_mut).map(std::mem::take) else {
+        return stats;
+    };
+    let config = st.config.load();
+    let default = config
+        .pusher
+        .apps
+        .default_app()
+        .map_or(DEFAULT_APP_LABEL, |a| a.id.as_str());
+    let named: serde_json::Map<String, Value> = by_namespace
+        .into_iter()
+        .map(|(ns, figures)| (if ns.is_empty() { default.to_string() } else { ns }, figures))
+        .collect();
+    stats["apps"] = Value::Object(named);
+    stats
+}
+
+pub(crate) async fn node_stats(st: &AppState, scope: &'static str) -> NodeStats {
+    NodeStats {
+        apps: app_stats(st),
+        hub: snapshot_with_members(st).await,
+        scope,
+        nodes: (scope == "cluster").then(|| vec!["local"]),
+        driver: st.manager.default_driver_name(),
+        redis: st.cluster.as_ref().map(|b| b.status()),
+        queue: QueueStats {
+            pending: st.manager.pending_broadcasts(),
+            failed: st.manager.failed_broadcasts().len(),
+        },
+        history: st.node.fanout().history().map(|h| h.stats()),
+        webhooks: st.webhooks.as_ref().map(|w| w.stats()),
+    }
+}
