@@ -73,6 +73,7 @@ pub mod rtc;
 pub mod server;
 pub mod session;
 pub mod setting;
+pub mod sign;
 mod sync;
 pub mod webhooks;
 

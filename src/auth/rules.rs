@@ -252,7 +252,7 @@ impl ChannelRules {
         self.rules.iter().any(|r| r.kind != ChannelKind::Public)
     }
 
-    /// Rules read from a TOML file (see the README), added in file order.
+    /// Rules read from a TOML file (see docs/security.md), added in file order.
     pub fn load_file(&mut self, path: &std::path::Path) -> Result<&mut Self, InvalidSetting> {
         let bad = |reason: String| InvalidSetting {
             var: "BROADCAST_RULES_FILE",

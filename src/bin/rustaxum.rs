@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 /// mimalloc instead of the system allocator: smaller and less fragmented per-connection
-/// allocations (see the README's performance section).
+/// allocations (see docs/performance.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -2,7 +2,7 @@
 //! configuration file, its default, what it does, and whether a running server applies a
 //! new value on reload. `--show-env-vars`, `--generate-config`, the configuration file and
 //! hot reload all read this table; a test checks that the configuration reads no variable
-//! that is missing here.
+//! that is missing here, and that docs/configuration.md and .env.example list each.
 
 /// How a setting is written in the TOML file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -265,12 +265,16 @@ mod tests {
     }
 
     #[test]
-    fn the_readme_and_env_example_list_every_variable() {
+    fn the_configuration_reference_and_env_example_list_every_variable() {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-        let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+        let readme = std::fs::read_to_string(root.join("docs/configuration.md")).unwrap();
         let example = std::fs::read_to_string(root.join(".env.example")).unwrap();
         for v in VARIABLES {
-            assert!(readme.contains(v.name), "README.md does not mention {}", v.name);
+            assert!(
+                readme.contains(v.name),
+                "docs/configuration.md does not mention {}",
+                v.name
+            );
             assert!(
                 example
                     .lines()

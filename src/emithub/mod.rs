@@ -12,7 +12,9 @@
 //! - [`store`]: where they are kept.
 
 mod config;
+mod maintenance;
 pub mod model;
+mod recovery;
 pub mod store;
 
 pub use config::{EmitHubConfig, DEFAULT_EMIT_HUB_DB_PATH, DEFAULT_EMIT_HUB_MAX_CHANNELS};
@@ -28,8 +30,6 @@ use chrono::Utc;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 use crate::auth::Identity;
@@ -210,7 +210,7 @@ pub struct EmitHub {
     cluster: Option<Arc<RedisBroker>>,
     limiters: Mutex<HashMap<Uuid, (u32, Arc<DefaultDirectRateLimiter>)>>,
     backup_dir: Option<PathBuf>,
-    database: Option<Arc<redb::Database>>,
+    redb: Option<RedbStore>,
     order: tokio::sync::Mutex<()>,
     changes: tokio::sync::broadcast::Sender<ChannelChange>,
 }
@@ -254,9 +254,8 @@ impl EmitHub {
                 .unwrap_or_else(|| PathBuf::from("backups"))
         });
         let channels = store.channels_now()?;
-        let database = store.database();
-        let mut hub = Self::with_store(Arc::new(store), config, fanout, None, backup_dir);
-        hub.database = Some(database);
+        let mut hub = Self::with_store(Arc::new(store.clone()), config, fanout, None, backup_dir);
+        hub.redb = Some(store);
         let hub = Arc::new(hub);
         hub.replace_all(channels);
         Ok(hub)
@@ -288,7 +287,7 @@ impl EmitHub {
             cluster,
             limiters: Mutex::default(),
             backup_dir,
-            database: None,
+            redb: None,
             order: tokio::sync::Mutex::new(()),
             changes: tokio::sync::broadcast::channel(1024).0,
         }
@@ -308,9 +307,10 @@ impl EmitHub {
         });
     }
 
-    /// The redb database of a single node (where channel history can be kept too).
-    pub fn database(&self) -> Option<Arc<redb::Database>> {
-        self.database.clone()
+    /// The redb database of a single node (where channel history can be kept too),
+    /// created now if it does not exist yet; `None` in a cluster.
+    pub fn database(&self) -> Option<Result<Arc<redb::Database>, StoreError>> {
+        self.redb.as_ref().map(RedbStore::database)
     }
 
     fn replace_all(&self, channels: Vec<ManagedChannel>) {
@@ -580,54 +580,6 @@ impl EmitHub {
         Ok(Some(self.keep(id, new).await?))
     }
 
-    /// What a socket that last saw `since` on a `persist_messages` channel missed: the
-    /// persisted messages after it (at most `limit`, the newest), whether that is all of
-    /// them, whether it was cut to `limit`, and the channel's position. `None` when the
-    /// channel keeps no messages.
-    pub async fn recover(&self, id: Uuid, since: &Position, limit: usize) -> Result<Option<Recovered>, EmitHubError> {
-        let channel = self.get(id)?;
-        if !channel.settings.persist_messages {
-            return Ok(None);
-        }
-        let epoch = epoch_of(id);
-        let page = self
-            .store
-            .messages(id, None, limit.saturating_add(1).min(10_000))
-            .await?;
-        let top = page.messages.last().map_or(0, |m| m.sequence);
-        let position = Position {
-            epoch: epoch.clone(),
-            offset: top,
-        };
-        if since.epoch != epoch || since.offset > top {
-            return Ok(Some(Recovered {
-                messages: Vec::new(),
-                recovered: false,
-                capped: false,
-                position,
-            }));
-        }
-        let mut missed: Vec<StoredMessage> = page
-            .messages
-            .into_iter()
-            .filter(|m| m.sequence > since.offset)
-            .collect();
-        let capped = missed.len() > limit;
-        if capped {
-            missed.drain(..missed.len() - limit);
-        }
-        // Continuous when the first missed one follows `since` (or nothing was missed).
-        let continuous = missed
-            .first()
-            .map_or(since.offset == top, |m| m.sequence == since.offset + 1);
-        Ok(Some(Recovered {
-            recovered: continuous && !capped,
-            capped,
-            messages: if continuous || capped { missed } else { Vec::new() },
-            position,
-        }))
-    }
-
     /// Appends to a channel's history (within the kept count); the message's sequence.
     async fn keep(&self, id: Uuid, message: NewMessage) -> Result<u64, EmitHubError> {
         let keep = self.config.load().max_messages_per_channel;
@@ -675,142 +627,9 @@ impl EmitHub {
         Ok(self.store.messages(id, before, limit.clamp(1, 500)).await?)
     }
 
-    /// Removes messages older than the retention period; how many.
-    pub async fn purge(&self) -> Result<usize, EmitHubError> {
-        let days = self.config.load().message_retention_days;
-        if days == 0 {
-            return Ok(0);
-        }
-        let cutoff = Utc::now() - chrono::Duration::days(i64::from(days));
-        let purged = self.store.purge_older_than(cutoff).await?;
-        if purged > 0 {
-            tracing::info!(purged, days, "purged messages past their retention");
-        }
-        Ok(purged)
-    }
-
-    /// Writes a backup now; returns its path. The newest backups are kept.
-    pub async fn backup(&self) -> Result<PathBuf, EmitHubError> {
-        let dir = self
-            .backup_dir
-            .clone()
-            .ok_or_else(|| EmitHubError::Invalid("the database is in memory: there is nothing to back up".into()))?;
-        let name = format!("emit_hub-{}.redb", Utc::now().format("%Y%m%dT%H%M%S%.3fZ"));
-        let path = dir.join(name);
-        self.store.backup(&path).await?;
-        tracing::info!(path = %path.display(), "database backed up");
-        prune_backups(&dir);
-        Ok(path)
-    }
-
     /// Whether the store answers.
     pub async fn check(&self) -> Result<(), EmitHubError> {
         Ok(self.store.check().await?)
-    }
-
-    /// Starts the background work: retention purges, automatic backups and, in a
-    /// cluster, following the other nodes' changes.
-    pub fn start(self: &Arc<Self>, stop: CancellationToken, tasks: &TaskTracker) {
-        let this = self.clone();
-        let s = stop.clone();
-        tasks.spawn(async move {
-            loop {
-                if let Err(e) = this.purge().await {
-                    tracing::warn!(error = %e, "purging old messages failed");
-                }
-                tokio::select! {
-                    _ = s.cancelled() => return,
-                    _ = tokio::time::sleep(RETENTION_SWEEP) => {}
-                }
-            }
-        });
-        let config = self.config();
-        if config.auto_backup && self.backup_dir.is_some() {
-            let this = self.clone();
-            let s = stop.clone();
-            let every = Duration::from_secs_f64(config.backup_interval_hours * 3600.0);
-            tasks.spawn(async move {
-                loop {
-                    tokio::select! {
-                        _ = s.cancelled() => return,
-                        _ = tokio::time::sleep(every) => {}
-                    }
-                    if let Err(e) = this.backup().await {
-                        tracing::error!(error = %e, "automatic backup failed");
-                    }
-                }
-            });
-        }
-        if let Some(broker) = self.cluster.clone() {
-            let this = self.clone();
-            tasks.spawn(async move {
-                let mut notices = broker.control_events();
-                let mut resyncs = broker.resync_requests();
-                let mut backoff = Duration::from_millis(100);
-                // Load everything first (and again after every resubscription: notices
-                // sent while this node was away were missed).
-                let mut reload = true;
-                loop {
-                    if reload {
-                        match this.reload_all().await {
-                            Ok(()) => {
-                                reload = false;
-                                backoff = Duration::from_millis(100);
-                            }
-                            Err(e) => {
-                                tracing::warn!(error = %e, "loading managed channels failed; retrying");
-                                tokio::select! {
-                                    _ = stop.cancelled() => return,
-                                    _ = tokio::time::sleep(backoff) => {}
-                                }
-                                backoff = (backoff * 2).min(Duration::from_secs(2));
-                                continue;
-                            }
-                        }
-                    }
-                    tokio::select! {
-                        _ = stop.cancelled() => return,
-                        changed = resyncs.changed() => match changed {
-                            Ok(()) => reload = true,
-                            Err(_) => return,
-                        },
-                        notice = notices.recv() => match notice {
-                            Ok(n) if n.op == CHANGED => {
-                                let id = n.payload["id"].as_str().and_then(|id| Uuid::parse_str(id).ok());
-                                if let Some(id) = id {
-                                    if this.reload(id).await.is_err() {
-                                        reload = true;
-                                    }
-                                }
-                            }
-                            Ok(_) => {}
-                            // Missed notices: reload everything.
-                            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => reload = true,
-                            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-                        },
-                    }
-                }
-            });
-        }
-    }
-}
-
-fn prune_backups(dir: &std::path::Path) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
-    let mut backups: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("emit_hub-") && n.ends_with(".redb"))
-        })
-        .collect();
-    backups.sort();
-    while backups.len() > BACKUPS_KEPT {
-        let oldest = backups.remove(0);
-        if let Err(e) = std::fs::remove_file(&oldest) {
-            tracing::warn!(path = %oldest.display(), error = %e, "removing an old backup failed");
-        }
     }
 }
 

@@ -12,7 +12,6 @@ pub mod watchlist;
 
 use std::collections::BTreeMap;
 
-use hmac::{Hmac, Mac};
 use md5::{Digest, Md5};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
@@ -21,14 +20,8 @@ mod apps;
 
 pub use apps::{Apps, PusherApp};
 
-type HmacSha256 = Hmac<Sha256>;
-
 fn hmac_hex(secret: &str, message: &str) -> String {
-    // HMAC accepts keys of any length, so this cannot fail.
-    let mut mac =
-        HmacSha256::new_from_slice(secret.as_bytes()).unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
-    mac.update(message.as_bytes());
-    hex::encode(mac.finalize().into_bytes())
+    crate::sign::hmac_sha256_hex(secret, message.as_bytes())
 }
 
 fn ct_eq(a: &str, b: &str) -> bool {

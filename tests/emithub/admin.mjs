@@ -1,5 +1,5 @@
 // The EmitHub document's "Admin Panel (Channel Management)" example, verbatim.
-// tests/emithub.rs runs it with Node (fetch is built in) against the test server.
+// tests/it/emithub.rs runs it with Node (fetch is built in) against the test server.
 
 // Functions to manage channels from admin panel
 

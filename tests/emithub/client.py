@@ -1,4 +1,4 @@
-# The EmitHub document's "Python Client", verbatim. tests/emithub.rs runs it with the
+# The EmitHub document's "Python Client", verbatim. tests/it/emithub.rs runs it with the
 # document's base_url and channel_id replaced by the test server's.
 
 import asyncio

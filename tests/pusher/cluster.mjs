@@ -1,4 +1,4 @@
-// The Pusher features across two nodes sharing Redis (run by tests/pusher_js.rs with
+// The Pusher features across two nodes sharing Redis (run by tests/it/pusher_js.rs with
 // RX_PORT and RX_PORT2; not part of the single-node suite, whose files end in .test.mjs).
 import { test, afterEach } from 'node:test';
 import assert from 'node:assert/strict';

@@ -1,4 +1,4 @@
-// Shared setup for the Pusher compatibility tests. The Rust harness (tests/pusher_js.rs)
+// Shared setup for the Pusher compatibility tests. The Rust harness (tests/it/pusher_js.rs)
 // starts rustaxum and passes its address and credentials in the environment.
 import crypto from 'node:crypto';
 import Pusher from 'pusher-js';

@@ -29,19 +29,24 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use redis::{AsyncCommands, RedisResult};
-use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
+use serde::Serialize;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use crate::backend::{slot_of, RedisConn, RedisLink};
+pub(crate) use wire::decode_wire;
+pub use wire::escape_glob;
+use wire::{wire_message, Wire};
+
+mod nodes;
+mod wire;
 
 use super::{BackendError, Broker, Receiver};
 use crate::backend::breaker::BreakerState;
 use crate::backend::RedisConfig;
 use crate::channel::Channel;
-use crate::hub::{now_rfc3339, EnvelopeKind, Hub, Message, Position, SocketId};
+use crate::hub::{EnvelopeKind, Hub, Message};
 use crate::setting::InvalidSetting;
 
 /// How often a node refreshes its liveness key.
@@ -51,37 +56,6 @@ pub const NODE_TTL: Duration = Duration::from_secs(8);
 /// How often the subscription connection is checked with PING.
 pub const SUBSCRIPTION_PING: Duration = Duration::from_secs(3);
 pub use crate::backend::{BREAKER_COOLDOWN, BREAKER_THRESHOLD, COMMAND_TIMEOUT};
-
-/// A message between nodes, and the format Laravel's Redis broadcaster publishes
-/// (`{"event","data","socket"}`; `node` and `kind` are rustaxum's additions).
-#[derive(Serialize, Deserialize)]
-struct Wire<'a> {
-    event: std::borrow::Cow<'a, str>,
-    #[serde(borrow)]
-    data: Option<&'a RawValue>,
-    #[serde(default)]
-    socket: Option<Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    node: Option<std::borrow::Cow<'a, str>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    kind: Option<std::borrow::Cow<'a, str>>,
-    /// The user who sent a client event.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    user: Option<std::borrow::Cow<'a, str>>,
-    /// When it was published (kept across nodes).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    ts: Option<std::borrow::Cow<'a, str>>,
-    /// The channel's key, on a Redis Cluster's shard channels (which carry many channels).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    ch: Option<std::borrow::Cow<'a, str>>,
-    /// Its place in the channel's history.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pos: Option<Position>,
-    /// Delivered by every node, the publisher included (set by the history script, which
-    /// publishes in offset order).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    all: bool,
-}
 
 /// How following the Redis subscription ended.
 enum Followed {
@@ -511,120 +485,6 @@ impl RedisBroker {
             .await;
     }
 
-    /// Logs a warning, once per node and fingerprint, for each live node whose security
-    /// settings (JWT key, app secrets, tokens) differ from this node's: tokens one node
-    /// accepts the other refuses, and clients fail depending on where they land.
-    async fn compare_security(&self) -> Result<(), BackendError> {
-        for (node, fingerprint) in self.fingerprints().await? {
-            if node == self.link.node_id() || fingerprint == self.fingerprint {
-                continue;
-            }
-            if crate::sync::lock(&self.warned).insert((node.clone(), fingerprint.clone())) {
-                tracing::warn!(
-                    node = %node,
-                    theirs = %fingerprint,
-                    ours = %self.fingerprint,
-                    "node {node} shares this Redis with other security settings (JWT key, Pusher app secrets or \
-                     API/dashboard tokens differ): tokens one node accepts, the other refuses"
-                );
-            }
-        }
-        Ok(())
-    }
-
-    /// Each live node's security fingerprint.
-    async fn fingerprints(&self) -> Result<Vec<(String, String)>, BackendError> {
-        let (ids, values) = self.node_values().await?;
-        Ok(ids
-            .into_iter()
-            .zip(values)
-            .filter_map(|(id, v)| {
-                let v: Value = serde_json::from_str(&v?).ok()?;
-                Some((id, v["security"].as_str()?.to_string()))
-            })
-            .collect())
-    }
-
-    /// The live nodes' ids and heartbeat values (dead ones are removed from the set).
-    async fn node_values(&self) -> Result<(Vec<String>, Vec<Option<String>>), BackendError> {
-        let nodes_key = self.key("nodes");
-        let prefix = self.key("node:");
-        self.link
-            .exec(|mut c| async move {
-                let ids: Vec<String> = c.smembers(&nodes_key).await?;
-                let keys: Vec<String> = ids.iter().map(|id| format!("{prefix}{id}")).collect();
-                let values: Vec<Option<String>> = if keys.is_empty() {
-                    Vec::new()
-                } else {
-                    c.mget(&keys).await?
-                };
-                let dead: Vec<&String> = ids
-                    .iter()
-                    .zip(&values)
-                    .filter(|(_, v)| v.is_none())
-                    .map(|(id, _)| id)
-                    .collect();
-                if !dead.is_empty() {
-                    c.srem::<_, _, ()>(&nodes_key, dead).await?;
-                }
-                Ok((ids, values))
-            })
-            .await
-    }
-
-    /// Stats summed over live nodes: `{"scope":"cluster","nodes","connections","channels"}`.
-    pub async fn cluster_stats(&self) -> Result<Value, BackendError> {
-        let (ids, values) = self.node_values().await?;
-        let mut security = serde_json::Map::new();
-        let mut connections = 0u64;
-        let mut channels = serde_json::Map::new();
-        let mut live = Vec::new();
-        let mut messages = json!({"published": 0, "delivered": 0, "received": 0});
-        let mut apps = serde_json::Map::new();
-        for (id, value) in ids.iter().zip(values) {
-            let Some(stats) = value.and_then(|v| serde_json::from_str::<Value>(&v).ok()) else {
-                continue;
-            };
-            live.push(id.clone());
-            security.insert(id.clone(), stats["security"].clone());
-            for (app, figures) in stats["apps"].as_object().into_iter().flatten() {
-                let entry = apps
-                    .entry(app.clone())
-                    .or_insert_with(|| json!({"channels": 0, "subscriptions": 0, "published": 0, "delivered": 0}));
-                for key in ["channels", "subscriptions", "published", "delivered"] {
-                    entry[key] = json!(entry[key].as_u64().unwrap_or(0) + figures[key].as_u64().unwrap_or(0));
-                }
-            }
-            let s = &stats["stats"];
-            connections += s["connections"].as_u64().unwrap_or(0);
-            for key in ["published", "delivered", "received"] {
-                messages[key] = json!(messages[key].as_u64().unwrap_or(0) + s["messages"][key].as_u64().unwrap_or(0));
-            }
-            if let Some(map) = s["channels"].as_object() {
-                for (name, c) in map {
-                    let entry = channels
-                        .entry(name.clone())
-                        .or_insert_with(|| json!({"kind": c["kind"], "subscribers": 0}));
-                    entry["subscribers"] =
-                        json!(entry["subscribers"].as_u64().unwrap_or(0) + c["subscribers"].as_u64().unwrap_or(0));
-                }
-            }
-        }
-        live.sort();
-        Ok(json!({
-            "scope": "cluster",
-            "nodes": live,
-            "connections": connections,
-            "channels": channels,
-            "messages": messages,
-            "apps": apps,
-            "security": {
-                "consistent": security.values().all(|f| *f == json!(self.fingerprint)),
-                "fingerprints": security,
-            },
-        }))
-    }
-
     /// Health and counters for `/ready` and the stats endpoint.
     pub fn status(&self) -> BrokerStatus {
         let c = &self.counters;
@@ -728,69 +588,5 @@ impl RedisBroker {
     }
 }
 
-/// A message published on `channel` (by a node or by another program), and the node that
-/// published it; `None` when it is not `{"event","data"}` JSON.
-pub(crate) fn decode_wire(channel: Channel, payload: &[u8]) -> Option<(Message, Option<String>)> {
-    wire_message(channel, serde_json::from_slice::<Wire<'_>>(payload).ok()?)
-}
-
-fn wire_message(channel: Channel, wire: Wire<'_>) -> Option<(Message, Option<String>)> {
-    let except = match &wire.socket {
-        Some(Value::String(s)) => s.parse::<SocketId>().ok(),
-        _ => None,
-    };
-    let kind = match wire.kind.as_deref() {
-        Some("member_added") => EnvelopeKind::MemberAdded,
-        Some("member_removed") => EnvelopeKind::MemberRemoved,
-        Some("subscription_count") => EnvelopeKind::SubscriptionCount,
-        Some("watchlist") => EnvelopeKind::Watchlist,
-        _ => EnvelopeKind::Event,
-    };
-    let data: Arc<RawValue> = match wire.data {
-        Some(d) => Arc::from(d.to_owned()),
-        None => Arc::from(serde_json::value::to_raw_value(&json!({})).ok()?),
-    };
-    let message = Message {
-        channel,
-        event: wire.event.as_ref().into(),
-        data,
-        except,
-        kind,
-        timestamp: wire.ts.as_deref().map_or_else(now_rfc3339, Arc::from),
-        position: wire.pos,
-        sender: wire.user.as_deref().map(Arc::from),
-    };
-    Some((message, wire.node.map(|n| n.into_owned())))
-}
-
-/// `s` with Redis glob characters escaped, to match it literally in `SCAN MATCH` or `PSUBSCRIBE`.
-pub fn escape_glob(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn glob_characters_in_the_prefix_are_escaped() {
-        assert_eq!(escape_glob("app_"), "app_");
-        assert_eq!(escape_glob("a*b?[c]\\"), "a\\*b\\?\\[c\\]\\\\");
-    }
-
-    #[test]
-    fn laravel_payloads_parse() {
-        let w: Wire<'_> =
-            serde_json::from_str(r#"{"event":"App\\Events\\OrderShipped","data":{"id":1},"socket":null}"#).unwrap();
-        assert_eq!(w.event, "App\\Events\\OrderShipped");
-        assert_eq!(w.data.unwrap().get(), r#"{"id":1}"#);
-        assert!(w.node.is_none());
-    }
-}
+mod tests;

@@ -28,7 +28,9 @@ const BOUNDS: TableDefinition<&str, (u64, u64)> = TableDefinition::new("bounds")
 /// Channels and messages in a redb database.
 #[derive(Clone)]
 pub struct RedbStore {
-    db: Arc<Database>,
+    /// `None` until the file exists: an embedding application that never uses EmitHub
+    /// gets no file (the first write creates it).
+    db: Arc<std::sync::Mutex<Option<Arc<Database>>>>,
     path: Option<PathBuf>,
 }
 
@@ -43,23 +45,55 @@ fn err(e: impl std::fmt::Display) -> StoreError {
 }
 
 impl RedbStore {
-    /// Opens (or creates) the database file at `path`, creating its directory. A file
-    /// that is not a redb database, is damaged, or cannot be written is an error naming it.
+    /// Opens the database file at `path` when it exists (a file that is not a redb
+    /// database, is damaged, or cannot be written is an error naming it); otherwise the
+    /// file and its directory are created by the first write, so nothing appears on disk
+    /// until a channel is created.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let store = Self {
+            db: Arc::default(),
+            path: Some(path.to_path_buf()),
+        };
+        if path.exists() {
+            store.created()?;
+        } else {
+            writable(path)?;
+        }
+        Ok(store)
+    }
+
+    /// Opens (or creates) the file now.
+    pub fn create(path: &Path) -> Result<Self, StoreError> {
+        let store = Self::open(path)?;
+        store.created()?;
+        Ok(store)
+    }
+
+    /// The database, opened (created, with its directory) on first use.
+    fn created(&self) -> Result<Arc<Database>, StoreError> {
+        let mut slot = crate::sync::lock(&self.db);
+        if let Some(db) = slot.as_ref() {
+            return Ok(db.clone());
+        }
+        let path = self
+            .path
+            .as_deref()
+            .ok_or_else(|| err("an in-memory database is always open"))?;
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
                 .map_err(|e| StoreError(format!("cannot create the directory {}: {e}", dir.display())))?;
         }
         let db = Database::create(path)
             .map_err(|e| StoreError(format!("cannot open the database {}: {e}", path.display())))?;
-        let store = Self {
-            db: Arc::new(db),
-            path: Some(path.to_path_buf()),
-        };
-        store
-            .init()
-            .map_err(|e| StoreError(format!("the database {} is not usable: {e}", path.display())))?;
-        Ok(store)
+        init(&db).map_err(|e| StoreError(format!("the database {} is not usable: {e}", path.display())))?;
+        let db = Arc::new(db);
+        *slot = Some(db.clone());
+        Ok(db)
+    }
+
+    /// The database if it exists yet.
+    fn existing(&self) -> Option<Arc<Database>> {
+        crate::sync::lock(&self.db).clone()
     }
 
     /// A database in memory (nothing survives the process).
@@ -67,22 +101,25 @@ impl RedbStore {
         let db = Database::builder()
             .create_with_backend(redb::backends::InMemoryBackend::new())
             .map_err(err)?;
-        let store = Self {
-            db: Arc::new(db),
+        init(&db)?;
+        Ok(Self {
+            db: Arc::new(std::sync::Mutex::new(Some(Arc::new(db)))),
             path: None,
-        };
-        store.init()?;
-        Ok(store)
+        })
     }
 
     /// Every channel, read now on this thread (for start-up, before serving).
     pub fn channels_now(&self) -> Result<Vec<ManagedChannel>, StoreError> {
-        read_channels(&self.db)
+        match self.existing() {
+            Some(db) => read_channels(&db),
+            None => Ok(Vec::new()),
+        }
     }
 
-    /// The database, to keep other tables in the same file (channel history).
-    pub fn database(&self) -> Arc<Database> {
-        self.db.clone()
+    /// The database, to keep other tables in the same file (channel history); created now
+    /// if it does not exist yet.
+    pub fn database(&self) -> Result<Arc<Database>, StoreError> {
+        self.created()
     }
 
     /// The file, when the database has one.
@@ -90,24 +127,68 @@ impl RedbStore {
         self.path.as_deref()
     }
 
-    fn init(&self) -> Result<(), StoreError> {
-        let tx = self.db.begin_write().map_err(err)?;
-        tx.open_table(CHANNELS).map_err(err)?;
-        tx.open_table(MESSAGES).map_err(err)?;
-        tx.open_table(BOUNDS).map_err(err)?;
-        tx.commit().map_err(err)
-    }
-
+    /// Runs `f` on the database on a blocking thread, creating the file first if needed.
     async fn blocking<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
     {
-        let db = self.db.clone();
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || f(&*this.created()?))
+            .await
+            .map_err(|e| StoreError(format!("database task failed: {e}")))?
+    }
+
+    /// Runs `f` on the database if it exists; `absent` otherwise (nothing was ever kept).
+    async fn reading<T, F>(&self, absent: T, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
+    {
+        let Some(db) = self.existing() else {
+            return Ok(absent);
+        };
         tokio::task::spawn_blocking(move || f(&db))
             .await
             .map_err(|e| StoreError(format!("database task failed: {e}")))?
     }
+}
+
+/// Whether `path` could be created, found without creating it: its nearest existing
+/// ancestor must be a directory this process can write in (a file is made there and
+/// removed at once). An unusable location is a start-up error, not a surprise on the
+/// first channel.
+fn writable(path: &Path) -> Result<(), StoreError> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut existing = dir;
+    while !existing.exists() {
+        match existing.parent().filter(|d| !d.as_os_str().is_empty()) {
+            Some(parent) => existing = parent,
+            None => {
+                existing = Path::new(".");
+                break;
+            }
+        }
+    }
+    let refuse = |e: String| StoreError(format!("cannot create the directory {}: {e}", dir.display()));
+    if !existing.is_dir() {
+        return Err(refuse(format!("{} is not a directory", existing.display())));
+    }
+    let probe = existing.join(format!(".rustaxum-probe-{}", std::process::id()));
+    std::fs::File::create(&probe).map_err(|e| refuse(e.to_string()))?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
+}
+
+fn init(db: &Database) -> Result<(), StoreError> {
+    let tx = db.begin_write().map_err(err)?;
+    tx.open_table(CHANNELS).map_err(err)?;
+    tx.open_table(MESSAGES).map_err(err)?;
+    tx.open_table(BOUNDS).map_err(err)?;
+    tx.commit().map_err(err)
 }
 
 fn read_channels(db: &Database) -> Result<Vec<ManagedChannel>, StoreError> {
@@ -133,11 +214,11 @@ fn encode<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
 #[async_trait]
 impl ChannelStore for RedbStore {
     async fn channels(&self) -> Result<Vec<ManagedChannel>, StoreError> {
-        self.blocking(read_channels).await
+        self.reading(Vec::new(), read_channels).await
     }
 
     async fn channel(&self, id: Uuid) -> Result<Option<ManagedChannel>, StoreError> {
-        self.blocking(move |db| {
+        self.reading(None, move |db| {
             let tx = db.begin_read().map_err(err)?;
             let table = tx.open_table(CHANNELS).map_err(err)?;
             let key = id.to_string();
@@ -164,7 +245,7 @@ impl ChannelStore for RedbStore {
     }
 
     async fn delete(&self, id: Uuid) -> Result<bool, StoreError> {
-        self.blocking(move |db| {
+        self.reading(false, move |db| {
             let key = id.to_string();
             let tx = db.begin_write().map_err(err)?;
             let existed = tx
@@ -227,7 +308,7 @@ impl ChannelStore for RedbStore {
     }
 
     async fn messages(&self, channel: Uuid, before: Option<u64>, limit: usize) -> Result<MessagePage, StoreError> {
-        self.blocking(move |db| {
+        self.reading(page(Vec::new(), limit), move |db| {
             let key = channel.to_string();
             let tx = db.begin_read().map_err(err)?;
             let table = tx.open_table(MESSAGES).map_err(err)?;
@@ -246,7 +327,7 @@ impl ChannelStore for RedbStore {
     }
 
     async fn purge_older_than(&self, cutoff: DateTime<Utc>) -> Result<usize, StoreError> {
-        self.blocking(move |db| {
+        self.reading(0, move |db| {
             let tx = db.begin_write().map_err(err)?;
             let mut purged = 0;
             {

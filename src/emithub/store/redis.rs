@@ -228,7 +228,7 @@ impl ChannelStore for RedisStore {
         // cluster's consistent backup).
         let partial = path.with_extension("partial");
         let _ = std::fs::remove_file(&partial);
-        let copy = RedbStore::open(&partial)?;
+        let copy = RedbStore::create(&partial)?;
         for channel in self.channels().await? {
             copy.put(&channel).await?;
             let mut before = None;

@@ -1,0 +1,419 @@
+//! Reading each section from the environment (and the file, through the same lookup):
+//! one function per section, each naming the variable of any value it refuses.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::*;
+
+/// `BROADCAST_DRIVER`, with the document's `BROADCAST_REDIS_ENABLED`: `true` alone means
+/// the redis driver; a value that contradicts `BROADCAST_DRIVER` is refused.
+pub(super) fn driver(env: &Env<'_>) -> Result<Driver, ConfigError> {
+    let driver: Option<Driver> = env.parse("BROADCAST_DRIVER", "websocket, local, redis, log or null")?;
+    let contradiction = |value: &str, reason: String| ConfigError::Invalid {
+        var: "BROADCAST_REDIS_ENABLED",
+        value: value.into(),
+        reason,
+    };
+    match (driver, env.bool("BROADCAST_REDIS_ENABLED")?) {
+        (d, None) => Ok(d.unwrap_or_default()),
+        (None | Some(Driver::Redis), Some(true)) => Ok(Driver::Redis),
+        (Some(d), Some(true)) => Err(contradiction(
+            "true",
+            format!(
+                "contradicts BROADCAST_DRIVER={}: Redis is what the redis driver uses; set BROADCAST_DRIVER=redis, \
+                 or BROADCAST_REDIS_ENABLED=false",
+                d.name()
+            ),
+        )),
+        (Some(Driver::Redis), Some(false)) => Err(contradiction(
+            "false",
+            "contradicts BROADCAST_DRIVER=redis, which needs Redis; remove one of them".into(),
+        )),
+        (d, Some(false)) => Ok(d.unwrap_or_default()),
+    }
+}
+
+pub(super) fn server(env: &Env<'_>) -> Result<ServerConfig, ConfigError> {
+    let d = ServerConfig::default();
+    Ok(ServerConfig {
+        host: env
+            .parse("BROADCAST_HOST", "an IP address such as 127.0.0.1")?
+            .unwrap_or(d.host),
+        port: env
+            .parse("BROADCAST_WEBSOCKET_PORT", "a port number 0-65535")?
+            .unwrap_or(d.port),
+        app_port: match env.string("BROADCAST_APP_PORT") {
+            Some(v) if v.eq_ignore_ascii_case("off") => None,
+            _ => Some(
+                env.parse("BROADCAST_APP_PORT", "a port number 0-65535, or off")?
+                    .unwrap_or(3000),
+            ),
+        },
+        explicit_ports: ExplicitPorts {
+            websocket: env.string("BROADCAST_WEBSOCKET_PORT").is_some(),
+            app: env.string("BROADCAST_APP_PORT").is_some(),
+        },
+        api_token: env.string("BROADCAST_API_TOKEN"),
+        dashboard_token: env.string("BROADCAST_DASHBOARD_TOKEN"),
+        cors_allowed_origins: env.list("CORS_ALLOWED_ORIGINS"),
+        cors_allowed_methods: match env.list("CORS_ALLOWED_METHODS") {
+            list if list.is_empty() => d.cors_allowed_methods,
+            list => {
+                for m in &list {
+                    if axum::http::Method::from_bytes(m.to_ascii_uppercase().as_bytes()).is_err() {
+                        return Err(ConfigError::Invalid {
+                            var: "CORS_ALLOWED_METHODS",
+                            value: m.clone(),
+                            reason: "expected HTTP methods such as GET,POST".into(),
+                        });
+                    }
+                }
+                list.into_iter().map(|m| m.to_ascii_uppercase()).collect()
+            }
+        },
+        cors_allowed_headers: match env.list("CORS_ALLOWED_HEADERS") {
+            list if list.is_empty() => d.cors_allowed_headers,
+            list => {
+                for h in list.iter().filter(|h| *h != "*") {
+                    if axum::http::HeaderName::from_bytes(h.as_bytes()).is_err() {
+                        return Err(ConfigError::Invalid {
+                            var: "CORS_ALLOWED_HEADERS",
+                            value: h.clone(),
+                            reason: "expected header names such as Content-Type,Authorization, or *".into(),
+                        });
+                    }
+                }
+                list
+            }
+        },
+        cors_max_age: env.duration_or_zero("CORS_MAX_AGE")?.unwrap_or(d.cors_max_age),
+        max_payload_size: env
+            .positive("BROADCAST_MAX_PAYLOAD_SIZE")?
+            .unwrap_or(d.max_payload_size),
+        http_header_timeout: env
+            .duration("BROADCAST_HTTP_HEADER_TIMEOUT")?
+            .unwrap_or(d.http_header_timeout),
+        http_request_timeout: env
+            .duration("BROADCAST_HTTP_REQUEST_TIMEOUT")?
+            .unwrap_or(d.http_request_timeout),
+        shutdown_timeout: env
+            .duration("BROADCAST_SHUTDOWN_TIMEOUT")?
+            .unwrap_or(d.shutdown_timeout),
+    })
+}
+
+pub(super) fn websocket(env: &Env<'_>) -> Result<WebSocketConfig, ConfigError> {
+    let d = WebSocketConfig::default();
+    Ok(WebSocketConfig {
+        enabled: env.bool("BROADCAST_WEBSOCKET_ENABLED")?.unwrap_or(d.enabled),
+        max_message_size: env
+            .positive("BROADCAST_MAX_MESSAGE_SIZE")?
+            .unwrap_or(d.max_message_size),
+        send_queue_size: env.positive("BROADCAST_SEND_QUEUE_SIZE")?.unwrap_or(d.send_queue_size),
+        max_connections: env
+            .parse("BROADCAST_MAX_CONNECTIONS", "a whole number (0 = no limit)")?
+            .unwrap_or(d.max_connections),
+        max_connections_per_user: env
+            .parse("BROADCAST_MAX_CONNECTIONS_PER_USER", "a whole number (0 = no limit)")?
+            .unwrap_or(d.max_connections_per_user),
+        max_channels_per_connection: env
+            .positive("BROADCAST_MAX_CHANNELS_PER_CONNECTION")?
+            .unwrap_or(d.max_channels_per_connection),
+        ping_interval: env.duration("BROADCAST_PING_INTERVAL")?.unwrap_or(d.ping_interval),
+        ping_timeout: env.duration("BROADCAST_PING_TIMEOUT")?.unwrap_or(d.ping_timeout),
+        connection_timeout: env.duration("BROADCAST_CONNECTION_TIMEOUT")?,
+        client_events_per_second: env
+            .positive("BROADCAST_CLIENT_EVENTS_PER_SECOND")?
+            .map(|n| u32::try_from(n).unwrap_or(u32::MAX))
+            .unwrap_or(d.client_events_per_second),
+    })
+}
+
+pub(super) fn auth(env: &Env<'_>) -> Result<AuthConfig, ConfigError> {
+    Ok(AuthConfig {
+        jwt: jwt(env)?,
+        public_channels: env.list("BROADCAST_PUBLIC_CHANNELS"),
+        rules_file: env.string("BROADCAST_RULES_FILE").map(PathBuf::from),
+        token_grace: env
+            .duration_or_zero("BROADCAST_TOKEN_GRACE")?
+            .unwrap_or(Duration::from_secs(5)),
+    })
+}
+
+pub(super) fn jwt(env: &Env<'_>) -> Result<Option<JwtConfig>, ConfigError> {
+    let secret = env.0("JWT_SECRET").filter(|s| !s.is_empty());
+    let public_key_file = env.string("JWT_PUBLIC_KEY_FILE").map(PathBuf::from);
+    if secret.is_none() && public_key_file.is_none() {
+        return Ok(None);
+    }
+    let algorithm = match env.string("JWT_ALGORITHM") {
+        None => Algorithm::HS256,
+        Some(value) => value.parse::<Algorithm>().map_err(|_| ConfigError::Invalid {
+            var: "JWT_ALGORITHM",
+            value,
+            reason: "expected HS256, HS384, HS512, RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384 or EdDSA"
+                .into(),
+        })?,
+    };
+    Ok(Some(JwtConfig {
+        algorithm,
+        secret,
+        public_key_file,
+        audience: env.string("JWT_AUDIENCE").unwrap_or_else(|| "websocket".into()),
+        leeway: env.duration_or_zero("JWT_LEEWAY")?.unwrap_or(Duration::from_secs(5)),
+    }))
+}
+
+/// An EmitHub name (`EMIT_HUB_PORT`) and the variable it stands for
+/// (`BROADCAST_WEBSOCKET_PORT`) set to different values is a mistake worth stopping for.
+pub(super) fn check_aliases(lookup: &dyn Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+    for var in vars::VARIABLES {
+        let names = std::iter::once(var.name).chain(var.aliases.iter().copied());
+        let set: Vec<(&str, String)> = names
+            .filter_map(|n| lookup(n).map(|v| (n, v.trim().to_string())))
+            .filter(|(_, v)| !v.is_empty())
+            .collect();
+        if let [(first, a), rest @ ..] = set.as_slice() {
+            if let Some((other, b)) = rest.iter().find(|(_, b)| b != a) {
+                return Err(ConfigError::Invalid {
+                    var: var.name,
+                    value: b.clone(),
+                    reason: format!("{other}={b} contradicts {first}={a}; they are the same setting, set one"),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn rtc(env: &Env<'_>) -> Result<RtcConfig, ConfigError> {
+    let d = crate::rtc::RateLimits::default();
+    let per_second = |var: &'static str, default: u32| -> Result<u32, ConfigError> {
+        Ok(env
+            .parse::<u32>(var, "a whole number of messages per second (0 = no limit)")?
+            .unwrap_or(default))
+    };
+    Ok(RtcConfig {
+        port: match env.string("BROADCAST_RTC_PORT") {
+            Some(v) if v.eq_ignore_ascii_case("off") => None,
+            _ => Some(
+                env.parse("BROADCAST_RTC_PORT", "a port number 0-65535, or off")?
+                    .unwrap_or(8081),
+            ),
+        },
+        explicit_port: env.string("BROADCAST_RTC_PORT").is_some(),
+        room_grace: env
+            .duration_or_zero("BROADCAST_ROOM_GRACE")?
+            .unwrap_or(Duration::from_secs(60)),
+        max_rooms_per_user: env
+            .positive("BROADCAST_RTC_MAX_ROOMS_PER_USER")?
+            .unwrap_or(DEFAULT_MAX_ROOMS_PER_USER),
+        allow_anonymous: env.bool("BROADCAST_RTC_ALLOW_ANONYMOUS")?.unwrap_or(false),
+        limits: crate::rtc::RateLimits {
+            enabled: env.bool("BROADCAST_RATE_LIMIT_ENABLED")?.unwrap_or(d.enabled),
+            per_connection: per_second("BROADCAST_RATE_LIMIT_CONNECTION", d.per_connection)?,
+            per_user: per_second("BROADCAST_RATE_LIMIT_USER", d.per_user)?,
+            per_topic: per_second("BROADCAST_RATE_LIMIT_TOPIC", d.per_topic)?,
+            global: per_second("BROADCAST_RATE_LIMIT_GLOBAL", d.global)?,
+        },
+    })
+}
+
+pub(super) fn webhooks(env: &Env<'_>) -> Result<crate::webhooks::WebhookConfig, ConfigError> {
+    let d = crate::webhooks::WebhookConfig::default();
+    let urls = env.list("BROADCAST_WEBHOOK_URLS");
+    if let Some(bad) = urls
+        .iter()
+        .find(|u| !(u.starts_with("http://") || u.starts_with("https://")))
+    {
+        return Err(ConfigError::Invalid {
+            var: "BROADCAST_WEBHOOK_URLS",
+            value: bad.clone(),
+            reason: "expected http:// or https:// URLs, comma-separated".into(),
+        });
+    }
+    if !urls.is_empty() && (env.string("PUSHER_APP_KEY").is_none() || env.string("PUSHER_APP_SECRET").is_none()) {
+        return Err(ConfigError::Invalid {
+            var: "BROADCAST_WEBHOOK_URLS",
+            value: urls.join(","),
+            reason: "webhooks are signed with PUSHER_APP_KEY and PUSHER_APP_SECRET; set the app (PUSHER_APP_ID too)"
+                .into(),
+        });
+    }
+    let events = env.list("BROADCAST_WEBHOOK_EVENTS");
+    if let Some(bad) = events.iter().find(|e| !crate::webhooks::EVENTS.contains(&e.as_str())) {
+        return Err(ConfigError::Invalid {
+            var: "BROADCAST_WEBHOOK_EVENTS",
+            value: bad.clone(),
+            reason: format!("expected some of {}", crate::webhooks::EVENTS.join(", ")),
+        });
+    }
+    Ok(crate::webhooks::WebhookConfig {
+        urls,
+        events,
+        retry_for: env.duration("BROADCAST_WEBHOOK_RETRY_FOR")?.unwrap_or(d.retry_for),
+        member_delay: env
+            .duration_or_zero("BROADCAST_WEBHOOK_MEMBER_DELAY")?
+            .unwrap_or(d.member_delay),
+    })
+}
+
+pub(super) fn history(env: &Env<'_>) -> Result<crate::history::HistoryConfig, ConfigError> {
+    let d = crate::history::HistoryConfig::default();
+    let channels = env.list("BROADCAST_HISTORY_CHANNELS");
+    for pattern in &channels {
+        crate::auth::Pattern::parse(pattern).map_err(|reason| ConfigError::Invalid {
+            var: "BROADCAST_HISTORY_CHANNELS",
+            value: pattern.clone(),
+            reason,
+        })?;
+    }
+    let size = env.positive("BROADCAST_HISTORY_SIZE")?.unwrap_or(d.size);
+    if size > 1_000_000 {
+        return Err(ConfigError::Invalid {
+            var: "BROADCAST_HISTORY_SIZE",
+            value: size.to_string(),
+            reason: "expected at most 1000000 messages per channel".into(),
+        });
+    }
+    let store = env.parse::<crate::history::StoreKind>("BROADCAST_HISTORY_STORE", "memory, redb or redis")?;
+    Ok(crate::history::HistoryConfig {
+        channels,
+        size,
+        ttl: env.duration("BROADCAST_HISTORY_TTL")?.unwrap_or(d.ttl),
+        store,
+        recovery_limit: env
+            .positive("BROADCAST_HISTORY_RECOVERY_LIMIT")?
+            .unwrap_or(d.recovery_limit),
+        memory_limit: env
+            .positive("BROADCAST_HISTORY_MEMORY_LIMIT")?
+            .unwrap_or(d.memory_limit),
+    })
+}
+
+pub(super) fn log(env: &Env<'_>) -> Result<LogConfig, ConfigError> {
+    let filter = env.string("RUST_LOG").unwrap_or_else(|| "info".into());
+    if tracing_subscriber::EnvFilter::try_new(&filter).is_err() {
+        return Err(ConfigError::Invalid {
+            var: "RUST_LOG",
+            value: filter,
+            reason: "expected a level (error, warn, info, debug, trace) or a filter such as rustaxum=debug,info".into(),
+        });
+    }
+    let format = match env.string("LOG_FORMAT").map(|f| f.to_ascii_lowercase()) {
+        None => LogFormat::Text,
+        Some(f) if f == "text" => LogFormat::Text,
+        Some(f) if f == "json" => LogFormat::Json,
+        Some(f) => {
+            return Err(ConfigError::Invalid {
+                var: "LOG_FORMAT",
+                value: f,
+                reason: "expected text or json".into(),
+            })
+        }
+    };
+    Ok(LogConfig { filter, format })
+}
+
+pub(super) fn emithub(env: &Env<'_>) -> Result<EmitHubConfig, ConfigError> {
+    let d = EmitHubConfig::default();
+    let db_path = match env.string("EMIT_HUB_DB_PATH") {
+        Some(p) if p == ":memory:" => None,
+        Some(p) => Some(PathBuf::from(p)),
+        None => Some(PathBuf::from(DEFAULT_EMIT_HUB_DB_PATH)),
+    };
+    let hours = match env.string("EMIT_HUB_BACKUP_INTERVAL_HOURS") {
+        None => d.backup_interval_hours,
+        Some(v) => match v.parse::<f64>() {
+            Ok(h) if h.is_finite() && h > 0.0 && h <= 24.0 * 365.0 => h,
+            _ => {
+                return Err(ConfigError::Invalid {
+                    var: "EMIT_HUB_BACKUP_INTERVAL_HOURS",
+                    value: v,
+                    reason: "expected a number of hours greater than 0, e.g. 12 or 0.5".into(),
+                })
+            }
+        },
+    };
+    Ok(EmitHubConfig {
+        db_path,
+        max_connections: env.positive("EMIT_HUB_MAX_CONNECTIONS")?.unwrap_or(d.max_connections),
+        max_channels: env.positive("EMIT_HUB_MAX_CHANNELS")?.unwrap_or(d.max_channels),
+        allow_client_messages: env
+            .bool("EMIT_HUB_ALLOW_CLIENT_MESSAGES")?
+            .unwrap_or(d.allow_client_messages),
+        persist_messages: env.bool("EMIT_HUB_PERSIST_MESSAGES")?.unwrap_or(d.persist_messages),
+        rate_limit_per_minute: env
+            .positive("EMIT_HUB_RATE_LIMIT_PER_MINUTE")?
+            .map(|n| u32::try_from(n).unwrap_or(u32::MAX))
+            .unwrap_or(d.rate_limit_per_minute),
+        max_messages_per_channel: env
+            .positive("EMIT_HUB_MAX_MESSAGES_PER_CHANNEL")?
+            .unwrap_or(d.max_messages_per_channel),
+        message_retention_days: env
+            .parse(
+                "EMIT_HUB_MESSAGE_RETENTION_DAYS",
+                "a whole number of days (0 = keep forever)",
+            )?
+            .unwrap_or(d.message_retention_days),
+        auto_backup: env.bool("EMIT_HUB_AUTO_BACKUP")?.unwrap_or(d.auto_backup),
+        backup_interval_hours: hours,
+    })
+}
+
+pub(super) fn redis(env: &Env<'_>) -> Result<RedisConfig, ConfigError> {
+    let d = RedisConfig::default();
+    Ok(RedisConfig {
+        url: env.string("REDIS_URL"),
+        host: env.string("BROADCAST_REDIS_HOST").unwrap_or(d.host),
+        port: env.parse("BROADCAST_REDIS_PORT", "a port number")?.unwrap_or(d.port),
+        password: env.string("BROADCAST_REDIS_PASSWORD"),
+        database: env
+            .parse("BROADCAST_REDIS_DATABASE", "a database number")?
+            .unwrap_or(d.database),
+        channels_prefix: env
+            .string_allow_empty("BROADCAST_CHANNELS_PREFIX")
+            .unwrap_or(d.channels_prefix),
+        cluster_nodes: env.list("REDIS_CLUSTER_NODES"),
+        cluster_shards: env
+            .parse("REDIS_CLUSTER_SHARDS", "a number of shards from 1 to 1024")?
+            .unwrap_or(d.cluster_shards),
+        sentinels: env.list("REDIS_SENTINELS"),
+        sentinel_master: env.string("REDIS_SENTINEL_MASTER").unwrap_or(d.sentinel_master),
+    }
+    .validated()?)
+}
+
+pub(super) fn pusher(env: &Env<'_>) -> Result<PusherConfig, ConfigError> {
+    let d = PusherConfig::default();
+    let parts = [
+        env.string("PUSHER_APP_ID"),
+        env.string("PUSHER_APP_KEY"),
+        env.string("PUSHER_APP_SECRET"),
+    ];
+    let single = match parts {
+        [Some(id), Some(key), Some(secret)] => Some(PusherApp {
+            encryption_master_key: env.string("PUSHER_APP_ENCRYPTION_MASTER_KEY"),
+            enable_subscription_count: env.bool("PUSHER_APP_ENABLE_SUBSCRIPTION_COUNT")?.unwrap_or(false),
+            ..PusherApp::new(id, key, secret)
+        }),
+        [None, None, None] => None,
+        _ => {
+            return Err(ConfigError::Invalid {
+                var: "PUSHER_APP_ID",
+                value: env.string("PUSHER_APP_ID").unwrap_or_default(),
+                reason: "set PUSHER_APP_ID, PUSHER_APP_KEY and PUSHER_APP_SECRET together".into(),
+            })
+        }
+    };
+    let file = env.string("PUSHER_APPS_FILE").map(PathBuf::from);
+    Ok(PusherConfig {
+        apps: Apps::from_parts_with_default(single, file.as_deref(), env.string("PUSHER_DEFAULT_APP").as_deref())?,
+        max_event_size: env.positive("PUSHER_MAX_EVENT_SIZE")?.unwrap_or(d.max_event_size),
+        max_channels_per_event: env
+            .positive("PUSHER_MAX_CHANNELS_PER_EVENT")?
+            .unwrap_or(d.max_channels_per_event),
+        max_batch_size: env.positive("PUSHER_MAX_BATCH_SIZE")?.unwrap_or(d.max_batch_size),
+    })
+}

@@ -1,0 +1,588 @@
+//! Putting it together: [`Rustaxum`] owns the session core ([`Node`]), the manager and
+//! the sessions, and [`run`] serves it on a listener until a shutdown future resolves.
+
+mod process;
+
+pub use process::{init_tracing, serve, set_log_filter, shutdown_signal};
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::{ChannelAuthorizer, ChannelRules, JwtVerifier};
+use crate::broadcasting::{manager, BroadcastError, BroadcastManager};
+use crate::cluster::redis::RedisBroker;
+use crate::config::vars::Variable;
+use crate::config::{Config, ConfigError, Driver};
+use crate::emithub::EmitHub;
+use crate::hub::{Hub, HubConfig};
+use crate::presence::{MemoryPresence, Presence, PresenceStore, RedisPresence};
+use crate::protocol::{self, AppState};
+use crate::publish::Fanout;
+use crate::session::{Limits, Node};
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Configuration is invalid or unsafe.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The default broadcast driver could not be created.
+    #[error("broadcast driver: {0}")]
+    Driver(#[from] BroadcastError),
+    /// The listener failed.
+    #[error("listener: {0}")]
+    Io(#[from] std::io::Error),
+    /// A port set explicitly could not be bound.
+    #[error("cannot listen on {addr} ({var}): {source}")]
+    Bind {
+        /// The variable that set the port.
+        var: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Neither the WebSocket port nor the application port could be bound.
+    #[error("no port to listen on: {0}")]
+    NoListener(String),
+    /// `BROADCAST_DRIVER=redis` needs a running tokio runtime to start its tasks.
+    #[error("the redis driver must be started inside a tokio runtime")]
+    NoRuntime,
+    /// The EmitHub database could not be opened (corrupt, unwritable, or open in another
+    /// process).
+    #[error("EmitHub database (EMIT_HUB_DB_PATH): {0}")]
+    Store(#[from] crate::emithub::store::StoreError),
+    /// Private or presence rules exist but no JWT key is configured to verify users.
+    #[error("channel rules need authenticated users but no JWT key is configured: set JWT_SECRET (HS*) or JWT_PUBLIC_KEY_FILE (RS*/ES*)")]
+    NoJwtKey,
+}
+
+/// A broadcasting runtime: hub, manager, authorizer and the sessions it serves.
+///
+/// ```no_run
+/// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+/// let app = rustaxum::Rustaxum::new(rustaxum::Config::from_env()?)?;
+/// // Mount under your own axum app:
+/// let router: axum::Router = axum::Router::new().merge(app.router()?);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Rustaxum {
+    state: AppState,
+    background: TaskTracker,
+    stop: CancellationToken,
+}
+
+impl std::fmt::Debug for Rustaxum {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rustaxum").finish_non_exhaustive()
+    }
+}
+
+impl Rustaxum {
+    /// Builds the hub and the manager from `config`, creating the default driver now
+    /// so a misconfigured driver fails at start, not at the first broadcast. Installs
+    /// the manager for the helpers and facades if none is installed yet.
+    pub fn new(config: Config) -> Result<Self, StartError> {
+        let config = Arc::new(config);
+        let hub = Arc::new(Hub::new(HubConfig {
+            send_queue_size: config.websocket.send_queue_size,
+            max_channels_per_connection: config.websocket.max_channels_per_connection,
+        }));
+        let background = TaskTracker::new();
+        let stop = CancellationToken::new();
+        // BROADCAST_DRIVER=redis makes this node part of a cluster: publishes, whispers
+        // and presence go through Redis.
+        let cluster = if config.driver == Driver::Redis {
+            if tokio::runtime::Handle::try_current().is_err() {
+                return Err(StartError::NoRuntime);
+            }
+            Some(RedisBroker::new(&config.redis, config.security_fingerprint())?)
+        } else {
+            None
+        };
+        let fanout = match &cluster {
+            Some(broker) => Fanout::new(hub.clone(), broker.clone()),
+            None => Fanout::local(hub.clone()),
+        };
+        if let Some(path) = &config.routes_file {
+            let routing = crate::routing::Routing::load(path)?;
+            tracing::info!(rules = routing.len(), path = %path.display(), "routing rules loaded");
+            fanout.set_routing(routing);
+        }
+        let manager = Arc::new(BroadcastManager::with_fanout(config.clone(), fanout.clone()));
+        manager.default_driver()?;
+        let verifier = config
+            .auth
+            .jwt
+            .as_ref()
+            .map(JwtVerifier::new)
+            .transpose()?
+            .map(Arc::new);
+        let rules = default_rules(&config, verifier.is_some())?;
+        manager::install_if_absent(&manager);
+        let store: Arc<dyn PresenceStore> = match &cluster {
+            Some(broker) => {
+                let store = RedisPresence::new(broker);
+                store.start(fanout.clone(), stop.clone(), &background);
+                broker.start(Arc::new(fanout.clone()), stop.clone(), &background);
+                store
+            }
+            None => Arc::new(MemoryPresence::new()),
+        };
+        let presence = Presence::new(store, fanout.clone());
+        // EmitHub managed channels: in Redis when clustered, else in the redb file.
+        let emithub = match &cluster {
+            Some(broker) => EmitHub::clustered(config.emithub.clone(), fanout.clone(), broker.clone()),
+            None => EmitHub::single_node(config.emithub.clone(), fanout.clone())?,
+        };
+        if tokio::runtime::Handle::try_current().is_ok() {
+            emithub.start(stop.clone(), &background);
+        } else {
+            tracing::warn!("created outside a tokio runtime: EmitHub retention purges and backups are not running");
+        }
+        let mut history_config = config.history.clone();
+        history_config.channels.extend(rules.history_patterns().iter().cloned());
+        if !history_config.channels.is_empty() {
+            let history = Arc::new(build_history(&config, &history_config, cluster.as_ref(), &emithub)?);
+            if tokio::runtime::Handle::try_current().is_ok() {
+                history.start(stop.clone(), &background);
+            }
+            tracing::info!(store = history.store().name(), channels = ?history_config.channels, "channel history on");
+            fanout.set_history(history);
+        }
+        let node = Node::new(fanout, presence, Arc::new(rules), verifier, limits(&config))
+            .with_grant_source(emithub.clone())
+            .with_grant_source(Arc::new(crate::rtc::rooms::RoomChannels));
+        let rtc = crate::rtc::Rtc::new(config.rtc.clone(), cluster.as_ref());
+        if tokio::runtime::Handle::try_current().is_ok() {
+            rtc.start(node.presence().clone(), stop.clone(), &background);
+        }
+        let metrics: Arc<protocol::metrics::Metrics> = Arc::default();
+        metrics.observe(node.lifecycle(), stop.clone(), &background);
+        let dashboard: Arc<protocol::dashboard::Feed> = Arc::default();
+        if tokio::runtime::Handle::try_current().is_ok() {
+            dashboard.observe(node.lifecycle(), stop.clone(), &background);
+        }
+        let webhooks = crate::webhooks::Webhooks::new(
+            webhook_targets(&config),
+            &config.webhooks,
+            node.hub().clone(),
+            node.presence().clone(),
+            cluster.clone(),
+        )
+        .map_err(|reason| {
+            StartError::Config(ConfigError::Invalid {
+                var: "PUSHER_APPS_FILE",
+                value: "webhooks".into(),
+                reason,
+            })
+        })?;
+        if let Some(w) = &webhooks {
+            if tokio::runtime::Handle::try_current().is_ok() {
+                w.start(node.lifecycle(), emithub.changes(), stop.clone(), &background);
+            }
+            tracing::info!(targets = ?w, "webhooks on");
+        }
+        let shared_config = Arc::new(ArcSwap::new(config));
+        let pusher = crate::pusher::Features::new(
+            node.fanout(),
+            cluster.as_ref(),
+            shared_config.load().pusher.apps.clone(),
+        );
+        if tokio::runtime::Handle::try_current().is_ok() {
+            pusher.start(node.lifecycle(), stop.clone(), &background);
+        }
+        Ok(Self {
+            state: AppState {
+                node: Arc::new(node),
+                manager,
+                config: shared_config,
+                pusher,
+                pusher_contexts: Arc::default(),
+                emithub,
+                rtc,
+                cluster,
+                webhooks,
+                dashboard,
+                dashboard_strikes: Arc::default(),
+                metrics,
+                sessions: TaskTracker::new(),
+            },
+            background,
+            stop,
+        })
+    }
+
+    /// Replaces the channel rules. Fails if they contain private or presence rules and
+    /// no JWT key is configured.
+    pub fn with_rules(self, rules: ChannelRules) -> Result<Self, StartError> {
+        if rules.has_private() && self.state.node.verifier().is_none() {
+            return Err(StartError::NoJwtKey);
+        }
+        Ok(self.with_authorizer(Arc::new(rules)))
+    }
+
+    /// Replaces the channel authorizer with any implementation.
+    pub fn with_authorizer(mut self, authorizer: Arc<dyn ChannelAuthorizer>) -> Self {
+        self.state.node = Arc::new((*self.state.node).clone().with_authorizer(authorizer));
+        self
+    }
+
+    /// Replaces where presence members are kept (the default is in-process memory).
+    pub fn with_presence_store(mut self, store: Arc<dyn crate::presence::PresenceStore>) -> Self {
+        let presence = Presence::new(store, self.state.node.fanout().clone());
+        self.state.node = Arc::new((*self.state.node).clone().with_presence(presence));
+        self
+    }
+
+    /// Adds a source of grants consulted before the channel rules (e.g. a registry of
+    /// managed channels).
+    pub fn with_grant_source(mut self, source: Arc<dyn crate::session::GrantSource>) -> Self {
+        self.state.node = Arc::new((*self.state.node).clone().with_grant_source(source));
+        self
+    }
+
+    /// The router with every endpoint, ready to serve or to merge into another app.
+    pub fn router(&self) -> Result<Router, ConfigError> {
+        protocol::router(self.state.clone())
+    }
+
+    /// The router of the typed-frame service's own port: `/ws` speaks typed frames, beside
+    /// `/info`, `/health`, `/ready` and `/metrics`.
+    pub fn rtc_router(&self) -> Result<Router, ConfigError> {
+        protocol::rtc_router(self.state.clone())
+    }
+
+    /// The typed-frame service (rooms, rate limits).
+    pub fn rtc(&self) -> &Arc<crate::rtc::Rtc> {
+        &self.state.rtc
+    }
+
+    /// The hub.
+    pub fn hub(&self) -> &Arc<Hub> {
+        self.state.node.hub()
+    }
+
+    /// The session core.
+    pub fn node(&self) -> &Arc<Node> {
+        &self.state.node
+    }
+
+    /// The broadcast manager.
+    pub fn manager(&self) -> &Arc<BroadcastManager> {
+        &self.state.manager
+    }
+
+    /// The EmitHub managed-channel registry.
+    pub fn emithub(&self) -> &Arc<EmitHub> {
+        &self.state.emithub
+    }
+
+    /// The configuration now (a reload replaces it).
+    pub fn config(&self) -> Arc<Config> {
+        self.state.config.load_full()
+    }
+
+    /// Applies a freshly read configuration (environment and file, as
+    /// [`Config::load`] reads them) to the running server: the settings marked live in
+    /// [`VARIABLES`](crate::config::vars::VARIABLES) (CORS origins, limits, EmitHub
+    /// defaults and retention, the API token, the log filter) take effect for new sockets
+    /// and requests; open sockets are not touched. The others keep their running values
+    /// and are reported as needing a restart. An invalid or unsafe configuration changes
+    /// nothing.
+    pub fn reload(&self, fresh: &Config) -> Result<Reloaded, ConfigError> {
+        let current = self.state.config.load_full();
+        let (merged, applied, need_restart) = current.reloaded(fresh)?;
+        for origin in merged.server.cors_allowed_origins.iter().filter(|o| *o != "*") {
+            protocol::check_origin(origin)?;
+        }
+        if current.validate_for_serving().is_ok() {
+            merged.validate_for_serving()?;
+        }
+        if merged.log.filter != current.log.filter && !set_log_filter(&merged.log.filter) {
+            tracing::warn!(filter = %merged.log.filter, "the log filter could not be replaced (no reloadable subscriber)");
+        }
+        self.state.node.set_limits(limits(&merged));
+        self.state.emithub.set_config(merged.emithub.clone());
+        self.state.config.store(Arc::new(merged));
+        Ok(Reloaded { applied, need_restart })
+    }
+
+    /// Closes every socket with 1001, waits for sessions and queued broadcasts up to
+    /// `BROADCAST_SHUTDOWN_TIMEOUT`, then closes the drivers.
+    pub async fn shutdown(&self) {
+        let drain = self.state.config.load().server.shutdown_timeout;
+        self.state.node.hub().shutdown();
+        self.state.sessions.close();
+        if tokio::time::timeout(drain, self.state.sessions.wait()).await.is_err() {
+            tracing::warn!(
+                open = self.state.node.hub().connection_count(),
+                "sockets still open after {drain:?}; dropping them"
+            );
+        }
+        self.state.manager.close(drain).await;
+        self.stop.cancel();
+        self.background.close();
+        if tokio::time::timeout(drain, self.background.wait()).await.is_err() {
+            tracing::warn!("cluster tasks did not stop in {drain:?}");
+        }
+    }
+}
+
+/// The session limits `config` sets.
+fn limits(config: &Config) -> Limits {
+    Limits {
+        max_connections: config.websocket.max_connections,
+        client_events_per_second: config.websocket.client_events_per_second,
+        token_grace: config.auth.token_grace,
+        ping_interval: config.websocket.ping_interval,
+        ping_timeout: config.websocket.ping_timeout,
+        max_connections_per_user: config.websocket.max_connections_per_user,
+        connection_timeout: config.websocket.connection_timeout,
+    }
+}
+
+/// What a configuration reload did.
+#[derive(Debug, Default)]
+pub struct Reloaded {
+    /// Settings that changed and now apply (to new sockets and requests).
+    pub applied: Vec<&'static Variable>,
+    /// Settings that changed but keep their running value until a restart.
+    pub need_restart: Vec<&'static Variable>,
+}
+
+/// The server's rules: the public channels, then `BROADCAST_RULES_FILE`, then the
+/// default private and presence rules. Without a JWT key the defaults can never pass
+/// (no user can authenticate), so joins get a clear 401; explicitly configured private
+/// rules without a key are a start-up error.
+fn default_rules(config: &Config, have_key: bool) -> Result<ChannelRules, StartError> {
+    let mut rules = ChannelRules::public_only(&config.auth.public_channels);
+    if let Some(path) = &config.auth.rules_file {
+        rules.load_file(path)?;
+        if rules.has_private() && !have_key {
+            return Err(StartError::NoJwtKey);
+        }
+    }
+    rules.add_default_private_rules();
+    for shadow in rules.shadowed() {
+        tracing::warn!(
+            public = %shadow.public,
+            covers = %shadow.covered,
+            kind = %shadow.kind,
+            "the public pattern {} (BROADCAST_PUBLIC_CHANNELS) comes first and covers the {} rule {}: \
+             channels such as {} are public to anyone; narrow the pattern if that is not meant",
+            shadow.public,
+            shadow.kind,
+            shadow.covered,
+            shadow.example
+        );
+    }
+    if !have_key {
+        tracing::warn!("no JWT key configured (JWT_SECRET or JWT_PUBLIC_KEY_FILE): only public channels can be joined");
+    }
+    Ok(rules)
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves, then stops accepting, closes
+/// every socket with 1001 and returns once drained (bounded by the shutdown timeout).
+///
+/// Each TCP connection gets `BROADCAST_HTTP_HEADER_TIMEOUT` to send a request's headers
+/// (an idle keep-alive connection is closed after the same time) and each request
+/// `BROADCAST_HTTP_REQUEST_TIMEOUT` to send its body and be answered, so connections
+/// that never finish a request cannot pile up. WebSocket sessions, once upgraded, are
+/// not HTTP requests and have their own keep-alive.
+pub async fn run(
+    listener: TcpListener,
+    app: Rustaxum,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
+    run_listeners(vec![listener], app, shutdown).await
+}
+
+/// [`run`] on several listeners at once (the WebSocket port and the application port),
+/// all serving the same routes.
+pub async fn run_listeners(
+    listeners: Vec<TcpListener>,
+    app: Rustaxum,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
+    let router = app.router()?;
+    let routed = listeners.into_iter().map(|l| (l, router.clone())).collect();
+    run_routed(routed, app, shutdown).await
+}
+
+/// Serves each listener with its own router (the main routes, or the typed-frame
+/// service's port), all on the same app.
+pub async fn run_routed(
+    listeners: Vec<(TcpListener, Router)>,
+    app: Rustaxum,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
+    let hub = app.hub().clone();
+    let drain = app.config().server.shutdown_timeout;
+    let header_timeout = app.config().server.http_header_timeout;
+    let connections = TaskTracker::new();
+    let stop_http = CancellationToken::new();
+    let stop_accepting = CancellationToken::new();
+    let acceptors = TaskTracker::new();
+    for (listener, router) in listeners {
+        let (router, connections, stop_http, stop) =
+            (router, connections.clone(), stop_http.clone(), stop_accepting.clone());
+        acceptors.spawn(async move {
+            loop {
+                let (stream, peer) = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    accepted = listener.accept() => match accepted {
+                        Ok(accepted) => accepted,
+                        Err(e) => {
+                            // Out of file descriptors (or a connection reset before accept):
+                            // back off instead of spinning; established connections keep
+                            // being served.
+                            tracing::warn!(error = %e, "accept failed");
+                            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    },
+                };
+                connections.spawn(serve_connection(
+                    stream,
+                    peer,
+                    router.clone(),
+                    header_timeout,
+                    stop_http.clone(),
+                ));
+            }
+        });
+    }
+    acceptors.close();
+    shutdown.await;
+    tracing::info!("shutting down");
+    stop_accepting.cancel();
+    acceptors.wait().await;
+    // Sockets are not HTTP requests: tell them to close now; HTTP connections finish
+    // their request in flight.
+    hub.shutdown();
+    stop_http.cancel();
+    connections.close();
+    if tokio::time::timeout(drain, connections.wait()).await.is_err() {
+        tracing::warn!("HTTP connections still open after {drain:?}; closing them");
+    }
+    app.shutdown().await;
+    Ok(())
+}
+
+/// One HTTP/1.1 connection, with upgrades (WebSocket) and a header read timeout.
+async fn serve_connection(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    router: Router,
+    header_timeout: std::time::Duration,
+    stop: CancellationToken,
+) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use tower::ServiceExt;
+
+    let service = router.map_request(move |mut req: axum::http::Request<hyper::body::Incoming>| {
+        req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+        req.map(axum::body::Body::new)
+    });
+    let service = hyper_util::service::TowerToHyperService::new(service);
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder.timer(TokioTimer::new()).header_read_timeout(header_timeout);
+    let conn = builder.serve_connection(TokioIo::new(stream), service).with_upgrades();
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
+            }
+        }
+        _ = stop.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+}
+
+/// Every webhook URL with the app credentials that sign it: `BROADCAST_WEBHOOK_URLS` for
+/// the environment app, and each app's `webhooks` from the apps file.
+fn webhook_targets(config: &Config) -> Vec<crate::webhooks::SignedTarget> {
+    use crate::webhooks::{SignedTarget, WebhookTarget};
+    let mut targets = Vec::new();
+    let apps = &config.pusher.apps;
+    if let Some(app) = apps.default_app() {
+        for url in &config.webhooks.urls {
+            targets.push(SignedTarget {
+                target: WebhookTarget {
+                    url: url.clone(),
+                    events: config.webhooks.events.clone(),
+                    channels: Vec::new(),
+                },
+                key: app.key.clone(),
+                secret: app.secret.clone(),
+                app: None,
+            });
+        }
+    }
+    for app in apps.iter() {
+        for target in &app.webhooks {
+            targets.push(SignedTarget {
+                target: target.clone(),
+                key: app.key.clone(),
+                secret: app.secret.clone(),
+                app: apps.namespace(app).map(str::to_string),
+            });
+        }
+    }
+    targets
+}
+
+/// The history of the channels `BROADCAST_HISTORY_CHANNELS` names, in the store it says
+/// (Redis in a cluster; memory by default on one node; or the EmitHub redb file).
+fn build_history(
+    config: &Config,
+    history: &crate::history::HistoryConfig,
+    cluster: Option<&Arc<RedisBroker>>,
+    emithub: &EmitHub,
+) -> Result<crate::history::History, StartError> {
+    use crate::history::{History, HistoryStore, MemoryHistory, RedbHistory, RedisHistory, StoreKind};
+    let bad = |reason: String| {
+        StartError::Config(ConfigError::Invalid {
+            var: "BROADCAST_HISTORY_STORE",
+            value: format!("{:?}", config.history.store).to_ascii_lowercase(),
+            reason,
+        })
+    };
+    let store: Arc<dyn HistoryStore> = match (cluster, config.history.store) {
+        (Some(broker), _) => Arc::new(RedisHistory::new(broker.clone())),
+        (None, Some(StoreKind::Redb)) => {
+            let db = emithub
+                .database()
+                .ok_or_else(|| bad("no EmitHub database is open".into()))?
+                .map_err(|e| bad(e.to_string()))?;
+            Arc::new(RedbHistory::open(db).map_err(|e| bad(e.to_string()))?)
+        }
+        (None, _) => Arc::new(MemoryHistory::new(config.history.memory_limit)),
+    };
+    History::new(history, store).map_err(|reason| {
+        StartError::Config(ConfigError::Invalid {
+            var: "BROADCAST_HISTORY_CHANNELS",
+            value: history.channels.join(","),
+            reason,
+        })
+    })
+}
+
+impl From<crate::setting::InvalidSetting> for StartError {
+    fn from(e: crate::setting::InvalidSetting) -> Self {
+        Self::Config(e.into())
+    }
+}

@@ -1,0 +1,228 @@
+//! The server as a process: binding the configured ports, signals, reloading the
+//! configuration on SIGHUP or when its file changes, the open-files limit, logging.
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use super::*;
+use crate::config::vars::Variable;
+use crate::config::Config;
+
+/// Binds the configured ports (the WebSocket port, then the application port) and serves
+/// until SIGINT or SIGTERM.
+pub async fn serve(config: Config) -> Result<(), StartError> {
+    config.validate_for_serving()?;
+    raise_open_files_limit();
+    let server = config.server.clone();
+    let app = Rustaxum::new(config)?;
+    let shutdown = shutdown_signal();
+    let explicit = server.explicit_ports;
+    let mut bound: Vec<(TcpListener, &str)> = Vec::new();
+    let websocket = SocketAddr::new(server.host, server.port);
+    if let Some(l) = bind(websocket, "BROADCAST_WEBSOCKET_PORT", explicit.websocket).await? {
+        bound.push((l, ""));
+    }
+    // The same port twice is one listener (0 means "any free port", so two of them).
+    if let Some(port) = server.app_port.filter(|p| *p != server.port || *p == 0) {
+        let addr = SocketAddr::new(server.host, port);
+        if let Some(l) = bind(addr, "BROADCAST_APP_PORT", explicit.app).await? {
+            bound.push((l, " (application port)"));
+        }
+    }
+    if bound.is_empty() {
+        return Err(StartError::NoListener(
+            "the default ports are taken; set BROADCAST_WEBSOCKET_PORT or BROADCAST_APP_PORT".into(),
+        ));
+    }
+    for (l, role) in &bound {
+        let local = l.local_addr()?;
+        tracing::info!(driver = %app.manager().default_driver_name(), "rustaxum listening on http://{local}{role}");
+        println!("rustaxum listening on http://{local}{role}");
+    }
+    let router = app.router()?;
+    let mut listeners: Vec<(TcpListener, Router)> = bound.into_iter().map(|(l, _)| (l, router.clone())).collect();
+    // The typed-frame service's own port (BROADCAST_RTC_PORT), where /ws speaks typed frames.
+    let rtc = app.state.rtc.config().clone();
+    if let (Some(port), true) = (rtc.port, app.config().websocket.enabled) {
+        let addr = SocketAddr::new(server.host, port);
+        if let Some(l) = bind(addr, "BROADCAST_RTC_PORT", rtc.explicit_port).await? {
+            let local = l.local_addr()?;
+            tracing::info!("typed-frame service listening on ws://{local}/ws");
+            println!("rustaxum listening on http://{local} (typed frames at /ws)");
+            listeners.push((l, protocol::rtc_router(app.state.clone())?));
+        }
+    }
+    let watcher = CancellationToken::new();
+    tokio::spawn(watch_config(app.clone(), watcher.clone()));
+    let result = run_routed(listeners, app, shutdown).await;
+    watcher.cancel();
+    result
+}
+
+/// How often the configuration file's modification time is checked.
+const CONFIG_POLL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Reloads the configuration on SIGHUP, and when the configuration file changes.
+async fn watch_config(app: Rustaxum, stop: CancellationToken) {
+    let path = app.config().sources.file.as_ref().map(|f| f.path.clone());
+    let modified = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let mut last = path.as_deref().and_then(modified);
+    #[cfg(unix)]
+    let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP; the configuration reloads only when its file changes");
+            None
+        }
+    };
+    let mut poll = tokio::time::interval(CONFIG_POLL);
+    loop {
+        #[cfg(unix)]
+        let hangup = async {
+            match hup.as_mut() {
+                Some(s) => s.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let hangup = std::future::pending::<Option<()>>();
+        let why = tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = hangup => "SIGHUP",
+            _ = poll.tick() => {
+                let now = path.as_deref().and_then(modified);
+                if now == last {
+                    continue;
+                }
+                last = now;
+                "the configuration file changed"
+            }
+        };
+        reload_now(&app, path.as_deref(), why);
+    }
+}
+
+fn reload_now(app: &Rustaxum, path: Option<&std::path::Path>, why: &str) {
+    let names = |vars: &[&Variable]| vars.iter().map(|v| v.name).collect::<Vec<_>>().join(", ");
+    let fresh = match Config::load_with(path, &app.config().sources.overrides) {
+        Ok(fresh) => fresh,
+        Err(e) => {
+            tracing::error!(error = %e, "configuration reload ({why}) failed; the running configuration is kept");
+            return;
+        }
+    };
+    match app.reload(&fresh) {
+        Ok(done) if done.applied.is_empty() && done.need_restart.is_empty() => {
+            tracing::info!("configuration reloaded ({why}): nothing changed");
+        }
+        Ok(done) => {
+            if !done.applied.is_empty() {
+                tracing::info!(applied = %names(&done.applied), "configuration reloaded ({why})");
+            }
+            if !done.need_restart.is_empty() {
+                tracing::warn!(
+                    settings = %names(&done.need_restart),
+                    "configuration reloaded ({why}): these changed but apply only after a restart; their running values are kept"
+                );
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "configuration reload ({why}) refused; the running configuration is kept")
+        }
+    }
+}
+
+/// Binds `addr`. A port the operator set must bind (or start-up stops naming it); a
+/// default one that is taken is skipped with a warning.
+async fn bind(addr: SocketAddr, var: &'static str, explicit: bool) -> Result<Option<TcpListener>, StartError> {
+    match TcpListener::bind(addr).await {
+        Ok(l) => Ok(Some(l)),
+        Err(source) if explicit => Err(StartError::Bind { var, addr, source }),
+        Err(e) => {
+            tracing::warn!("{addr} ({var}, default) is not available ({e}); skipped, set {var} to choose another port");
+            Ok(None)
+        }
+    }
+}
+
+/// Raises the soft limit on open files to the hard limit: every socket is a file, and
+/// the usual soft default (1,024) would cap the server far below what it can hold.
+fn raise_open_files_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::info!(limit, "open files limit"),
+        Err(e) => tracing::warn!(error = %e, "could not raise the open files limit"),
+    }
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+///
+/// The handlers are installed when this is called, not when the future is first polled,
+/// so a signal that arrives right after start-up is not fatal.
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let int = signal(SignalKind::interrupt());
+        let term = signal(SignalKind::terminate());
+        async move {
+            match (int, term) {
+                (Ok(mut int), Ok(mut term)) => {
+                    tokio::select! {
+                        _ = int.recv() => {},
+                        _ = term.recv() => {},
+                    }
+                }
+                (int, term) => {
+                    let e = int.err().or(term.err()).map(|e| e.to_string()).unwrap_or_default();
+                    tracing::error!(error = %e, "cannot listen for SIGINT/SIGTERM; stop the server with SIGKILL");
+                    std::future::pending::<()>().await;
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+type FilterHandle = tracing_subscriber::reload::Handle<tracing_subscriber::EnvFilter, tracing_subscriber::Registry>;
+
+/// The log filter installed by [`init_tracing`], replaced on reload.
+static LOG_FILTER: std::sync::OnceLock<FilterHandle> = std::sync::OnceLock::new();
+
+/// Logs to stderr as `log` says: filtered by `RUST_LOG` (default `info`), as text or
+/// one JSON object per line (`LOG_FORMAT=json`). The filter can be changed later
+/// ([`set_log_filter`], used by a configuration reload).
+pub fn init_tracing(log: &crate::config::LogConfig) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let filter = tracing_subscriber::EnvFilter::try_new(&log.filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+    let registry = tracing_subscriber::registry().with(filter);
+    let installed = match log.format {
+        crate::config::LogFormat::Json => registry
+            .with(tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr))
+            .try_init(),
+        crate::config::LogFormat::Text => registry
+            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .try_init(),
+    };
+    if installed.is_ok() {
+        let _ = LOG_FILTER.set(handle);
+    }
+}
+
+/// Replaces the log filter installed by [`init_tracing`]; false when there is none (the
+/// application installed its own subscriber) or `filter` is invalid.
+pub fn set_log_filter(filter: &str) -> bool {
+    let (Some(handle), Ok(filter)) = (LOG_FILTER.get(), tracing_subscriber::EnvFilter::try_new(filter)) else {
+        return false;
+    };
+    handle.reload(filter).is_ok()
+}

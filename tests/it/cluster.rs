@@ -1,0 +1,950 @@
+//! Several nodes sharing a real redis-server: exactly-once delivery, Laravel payloads,
+//! presence across nodes, a node dying, Redis dying and coming back.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use crate::common::redis::{unique_prefix, Backend, RedisCluster, RedisServer};
+use crate::common::*;
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio_tungstenite::tungstenite::Message;
+
+/// Every text frame that arrives within `dur`.
+async fn collect(ws: &mut Ws, dur: Duration) -> Vec<Value> {
+    let deadline = tokio::time::Instant::now() + dur;
+    let mut out = Vec::new();
+    while let Ok(Some(Ok(msg))) = tokio::time::timeout_at(deadline, ws.next()).await {
+        if let Message::Text(t) = msg {
+            out.push(serde_json::from_str(&t).unwrap());
+        }
+    }
+    out
+}
+
+fn events(frames: &[Value], event: &str) -> usize {
+    frames.iter().filter(|f| f["event"] == event).count()
+}
+
+async fn two_nodes(redis: &impl Backend) -> (TestServer, TestServer, String) {
+    let prefix = unique_prefix();
+    let a = start_with(cluster_config(redis, &prefix)).await;
+    let b = start_with(cluster_config(redis, &prefix)).await;
+    for node in [&a, &b] {
+        wait_ready(node).await;
+    }
+    (a, b, prefix)
+}
+
+#[tokio::test]
+async fn an_event_published_anywhere_reaches_every_subscriber_exactly_once() {
+    exactly_once(&RedisServer::start()).await;
+}
+
+async fn exactly_once(redis: &impl Backend) {
+    let (a, b, prefix) = two_nodes(redis).await;
+    let (mut on_a, _) = a.connect("/ws/general").await;
+    let (mut on_b, _) = b.connect("/ws/general").await;
+    let (mut elsewhere, _) = a.connect("/ws/news").await;
+
+    let answer = b.publish("general", "from.b", json!({"n": 1})).await;
+    assert_eq!(answer["recipients"], 1, "B's own socket, counted locally");
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_artisan"))
+        .args(["--server", &a.url(""), "broadcast", "test", "--message", "via artisan"])
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success());
+
+    // A Rust application in another process would use the redis driver without a server.
+    let app_config = std::sync::Arc::new(cluster_config(redis, &prefix));
+    let hub = std::sync::Arc::new(rustaxum::hub::Hub::default());
+    let manager = std::sync::Arc::new(rustaxum::broadcasting::BroadcastManager::from_config(app_config, hub));
+    manager
+        .broadcast()
+        .channel("general")
+        .event("from.app")
+        .with(json!({}))
+        .send()
+        .await
+        .unwrap();
+
+    for ws in [&mut on_a, &mut on_b] {
+        let frames = collect(ws, Duration::from_millis(800)).await;
+        assert_eq!(events(&frames, "from.b"), 1, "{frames:?}");
+        assert_eq!(events(&frames, "test"), 1, "{frames:?}");
+        assert_eq!(events(&frames, "from.app"), 1, "{frames:?}");
+        assert_eq!(frames.len(), 3, "{frames:?}");
+        assert_eq!(
+            frames.iter().find(|f| f["event"] == "test").unwrap()["data"]["message"],
+            "via artisan"
+        );
+    }
+    assert!(collect(&mut elsewhere, Duration::from_millis(100)).await.is_empty());
+}
+
+#[tokio::test]
+async fn laravel_redis_broadcaster_payloads_are_delivered() {
+    laravel_payloads(&RedisServer::start()).await;
+}
+
+async fn laravel_payloads(redis: &impl Backend) {
+    let (a, b, prefix) = two_nodes(redis).await;
+    let (mut on_a, _) = a.connect("/ws/orders.1").await;
+    let (mut on_b, first) = b.connect("/ws/orders.1").await;
+    let sender = first["data"]["socket_id"].as_str().unwrap().to_string();
+    let payload = r#"{"event":"App\\Events\\OrderShipped","data":{"order_id":1},"socket":null}"#;
+    redis.publish(&format!("{prefix}private-orders.1"), payload);
+    for ws in [&mut on_a, &mut on_b] {
+        let frames = collect(ws, Duration::from_millis(500)).await;
+        assert_eq!(frames.len(), 1, "{frames:?}");
+        assert_eq!(frames[0]["channel"], "orders.1");
+        assert_eq!(frames[0]["event"], "App\\Events\\OrderShipped");
+        assert_eq!(frames[0]["data"], json!({"order_id": 1}));
+    }
+    // Laravel's toOthers(): the socket in the payload is skipped, wherever it is.
+    let payload = json!({"event": "x", "data": {}, "socket": sender}).to_string();
+    redis.publish(&format!("{prefix}orders.1"), &payload);
+    assert_eq!(collect(&mut on_a, Duration::from_millis(400)).await.len(), 1);
+    assert!(collect(&mut on_b, Duration::from_millis(100)).await.is_empty());
+    // Garbage on the prefix is ignored and counted, nothing crashes.
+    redis.publish(&format!("{prefix}orders.1"), "not json");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (_, stats) = a.get("/api/broadcast/stats").await;
+    assert!(stats["redis"]["invalid"].as_u64().unwrap() >= 1, "{stats}");
+    assert_eq!(a.get("/ready").await.0, 200);
+}
+
+fn presence_token(user: &str, name: &str) -> String {
+    token(user, json!({"user_info": {"name": name}}))
+}
+
+#[tokio::test]
+async fn presence_is_one_list_across_nodes_and_tabs() {
+    presence_across_nodes(&RedisServer::start()).await;
+}
+
+async fn presence_across_nodes(redis: &impl Backend) {
+    let (a, b, _) = two_nodes(redis).await;
+    let path = |u: &str, n: &str| format!("/ws/presence.chat.1?auth_token={}", presence_token(u, n));
+    let (mut alice, _) = a.connect(&path("1", "Alice")).await;
+    let (mut bob_b, first) = b.connect(&path("2", "Bob")).await;
+    let ids: Vec<&str> = first["data"]["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["user_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["1", "2"], "Bob on B sees Alice who joined on A");
+    let frames = collect(&mut alice, Duration::from_millis(500)).await;
+    assert_eq!(events(&frames, "member_added"), 1, "{frames:?}");
+    assert_eq!(frames[0]["data"], json!({"user_id": "2", "user_info": {"name": "Bob"}}));
+
+    // Bob's second tab, on the other node: still one member, no event.
+    let (mut bob_a, first) = a.connect(&path("2", "Bob")).await;
+    assert_eq!(first["data"]["count"], 2);
+    assert!(collect(&mut alice, Duration::from_millis(400)).await.is_empty());
+    let (_, users) = b.get("/api/broadcast/channels/presence.chat.1/users").await;
+    assert_eq!(users["count"], 2);
+
+    bob_b.close(None).await.unwrap();
+    assert!(
+        collect(&mut alice, Duration::from_millis(400)).await.is_empty(),
+        "Bob still has a tab"
+    );
+    bob_a.close(None).await.unwrap();
+    let frames = collect(&mut alice, Duration::from_millis(800)).await;
+    assert_eq!(events(&frames, "member_removed"), 1, "{frames:?}");
+    assert_eq!(frames.len(), 1, "exactly once: {frames:?}");
+
+    // Whispers cross nodes too.
+    let (mut carol, _) = b.connect(&path("3", "Carol")).await;
+    collect(&mut alice, Duration::from_millis(300)).await; // member_added
+    send_json(
+        &mut alice,
+        json!({"action": "whisper", "channel": "presence.chat.1", "event": "typing", "data": {"x": 1}}),
+    )
+    .await;
+    let frames = collect(&mut carol, Duration::from_millis(500)).await;
+    assert_eq!(events(&frames, "client-typing"), 1, "{frames:?}");
+}
+
+#[tokio::test]
+async fn members_of_a_node_that_dies_vanish_everywhere_within_15_seconds() {
+    node_death(&RedisServer::start()).await;
+}
+
+async fn node_death(redis: &impl Backend) {
+    let prefix = unique_prefix();
+    let a = start_with(cluster_config(redis, &prefix)).await;
+    wait_ready(&a).await;
+    let mut node_b = server_command()
+        .args(["--port", "0"])
+        .env("BROADCAST_DRIVER", "redis")
+        .envs(redis.env())
+        .env("BROADCAST_CHANNELS_PREFIX", &prefix)
+        .env("JWT_SECRET", SECRET)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(node_b.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(WAIT, lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let b_url = line.strip_prefix("rustaxum listening on http://").unwrap().to_string();
+
+    let (mut alice, _) = a
+        .connect(&format!(
+            "/ws/presence.room.9?auth_token={}",
+            presence_token("1", "Alice")
+        ))
+        .await;
+    let bob_url = format!(
+        "ws://{b_url}/ws/presence.room.9?auth_token={}",
+        presence_token("2", "Bob")
+    );
+    let (mut bob, _) = tokio_tungstenite::connect_async(bob_url).await.unwrap();
+    assert_eq!(recv_json(&mut bob).await["data"]["count"], 2);
+    assert_eq!(recv_json(&mut alice).await["event"], "member_added");
+
+    node_b.start_kill().unwrap(); // SIGKILL: no goodbye
+    node_b.wait().await.unwrap();
+    let killed = Instant::now();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let removed = loop {
+        let msg = tokio::time::timeout_at(deadline, alice.next())
+            .await
+            .expect("member_removed within 20 s");
+        let Some(Ok(Message::Text(t))) = msg else {
+            continue;
+        };
+        let msg: Value = serde_json::from_str(&t).unwrap();
+        if msg["event"] == "member_removed" {
+            break msg;
+        }
+    };
+    assert!(
+        killed.elapsed() < Duration::from_secs(15),
+        "took {:?}",
+        killed.elapsed()
+    );
+    assert_eq!(removed["data"]["user_id"], "2");
+    let (_, users) = a.get("/api/broadcast/channels/presence.room.9/users").await;
+    assert_eq!(users["count"], 1);
+}
+
+#[tokio::test]
+async fn redis_outage_degrades_then_recovers_without_restarts() {
+    let mut redis = RedisServer::start();
+    let (a, b, _) = two_nodes(&redis).await;
+    let (mut on_a, _) = a.connect("/ws/general").await;
+
+    redis.kill();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body) = a.get("/ready").await;
+        if status == 503 {
+            assert_eq!(body["status"], "degraded");
+            break;
+        }
+        assert!(Instant::now() < deadline, "never reported degraded");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Publishing needs Redis: a fast, clear 503, never a hang.
+    for _ in 0..5 {
+        let started = Instant::now();
+        let (status, body) = a
+            .post(
+                "/api/broadcast",
+                &json!({"channel": "general", "event": "e"}).to_string(),
+            )
+            .await;
+        assert_eq!(status, 503, "{body}");
+        assert_eq!(body["error"], "unavailable");
+        assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    }
+    // The node still serves its sockets.
+    send_json(&mut on_a, json!({"action": "ping"})).await;
+    assert_eq!(recv_json(&mut on_a).await["event"], "pong");
+    let (_, stats) = a.get("/api/broadcast/stats").await;
+    assert!(stats["redis"]["publish_failures"].as_u64().unwrap() >= 1, "{stats}");
+
+    redis.restart();
+    for node in [&a, &b] {
+        wait_ready(node).await;
+    }
+    // Cross-node delivery resumes (the circuit may need one probe to close).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, _) = b
+            .post(
+                "/api/broadcast",
+                &json!({"channel": "general", "event": "back"}).to_string(),
+            )
+            .await;
+        if status == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "publishing never recovered");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let frames = collect(&mut on_a, Duration::from_millis(800)).await;
+    assert_eq!(events(&frames, "back"), 1, "{frames:?}");
+    let (_, stats) = a.get("/api/broadcast/stats").await;
+    assert!(
+        stats["redis"]["subscriptions"].as_u64().unwrap() >= 2,
+        "resubscribed: {stats}"
+    );
+}
+
+#[tokio::test]
+async fn a_redis_that_stops_answering_is_detected_and_recovered_from() {
+    let redis = RedisServer::start();
+    let (a, b, _) = two_nodes(&redis).await;
+    let (mut on_a, _) = a.connect("/ws/general").await;
+    // SIGSTOP: the TCP connections stay open but nothing answers, like a silent partition.
+    redis.signal("STOP");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (ready, _) = a.get("/ready").await;
+        let (_, stats) = a.get("/api/broadcast/stats").await;
+        if ready == 503 && stats["redis"]["subscription_losses"].as_u64() >= Some(1) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "a frozen Redis was never noticed: {stats}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let started = Instant::now();
+    let (status, _) = b
+        .post(
+            "/api/broadcast",
+            &json!({"channel": "general", "event": "e"}).to_string(),
+        )
+        .await;
+    assert_eq!(status, 503);
+    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    redis.signal("CONT");
+    for node in [&a, &b] {
+        wait_ready(node).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while b
+        .post(
+            "/api/broadcast",
+            &json!({"channel": "general", "event": "thawed"}).to_string(),
+        )
+        .await
+        .0
+        != 200
+    {
+        assert!(Instant::now() < deadline, "publishing never recovered");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let frames = collect(&mut on_a, Duration::from_millis(800)).await;
+    assert!(events(&frames, "thawed") >= 1, "{frames:?}");
+    // Only the keep-alive PING notices a frozen subscription connection; without it the
+    // node would keep listening on the stale connection.
+    let (_, stats) = a.get("/api/broadcast/stats").await;
+    assert!(stats["redis"]["subscription_losses"].as_u64().unwrap() >= 1, "{stats}");
+    assert!(stats["redis"]["subscriptions"].as_u64().unwrap() >= 2, "{stats}");
+}
+
+#[tokio::test]
+async fn terminate_connections_reaches_every_node() {
+    terminate_everywhere(&RedisServer::start()).await;
+}
+
+async fn terminate_everywhere(redis: &impl Backend) {
+    let prefix = unique_prefix();
+    let node = || {
+        let mut c = cluster_config(redis, &prefix);
+        c.pusher.apps = rustaxum::pusher::Apps::new(vec![rustaxum::pusher::PusherApp::new("app", "key", "secret")]);
+        c
+    };
+    let a = start_with(node()).await;
+    let b = start_with(node()).await;
+    for n in [&a, &b] {
+        wait_ready(n).await;
+    }
+    let five = token("5", json!({}));
+    let (mut five_on_a, _) = a.connect(&format!("/ws/general?auth_token={five}")).await;
+    let (mut five_on_b, _) = b.connect(&format!("/ws/general?auth_token={five}")).await;
+    let (mut six_on_b, _) = b
+        .connect(&format!("/ws/general?auth_token={}", token("6", json!({}))))
+        .await;
+
+    let path = "/apps/app/users/5/terminate_connections";
+    let mut params: std::collections::BTreeMap<String, String> = [
+        ("auth_key", "key".to_string()),
+        ("auth_timestamp", now().to_string()),
+        ("auth_version", "1.0".to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let signature = rustaxum::pusher::sign_request("secret", "POST", path, &params);
+    params.insert("auth_signature".into(), signature);
+    let query: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let resp = reqwest::Client::new()
+        .post(a.url(&format!("{path}?{}", query.join("&"))))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200, "{:?}", resp.text().await);
+
+    for ws in [&mut five_on_a, &mut five_on_b] {
+        let frame = expect_close(ws).await.expect("close frame");
+        assert_eq!(u16::from(frame.code), 4009);
+    }
+    send_json(&mut six_on_b, json!({"action": "ping"})).await;
+    assert_eq!(
+        recv_json(&mut six_on_b).await["event"],
+        "pong",
+        "other users stay connected"
+    );
+}
+
+#[tokio::test]
+async fn stats_can_cover_the_whole_cluster() {
+    let redis = RedisServer::start();
+    let (a, b, _) = two_nodes(&redis).await;
+    let (_a1, _) = a.connect("/ws/general").await;
+    let (_a2, _) = a.connect("/ws/news").await;
+    let (_b1, _) = b.connect("/ws/general").await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, s) = a.get("/api/broadcast/stats?scope=cluster").await;
+        assert_eq!(status, 200);
+        if s["connections"] == 3 && s["nodes"].as_array().map(Vec::len) == Some(2) {
+            assert_eq!(s["channels"]["general"]["subscribers"], 2);
+            assert_eq!(s["channels"]["news"]["subscribers"], 1);
+            break;
+        }
+        assert!(Instant::now() < deadline, "cluster stats never added up: {s}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let (_, local) = b.get("/api/broadcast/stats").await;
+    assert_eq!(
+        (local["scope"].as_str(), local["connections"].as_u64()),
+        (Some("local"), Some(1))
+    );
+    assert_eq!(a.get("/api/broadcast/stats?scope=galaxy").await.0, 422);
+    let metrics = reqwest::get(a.url("/metrics")).await.unwrap().text().await.unwrap();
+    assert!(metrics.lines().any(|l| l == "rustaxum_redis_healthy 1"), "{metrics}");
+    assert!(
+        metrics.contains("rustaxum_redis_events_total{kind=\"subscriptions\"} 1"),
+        "{metrics}"
+    );
+}
+
+// Hardening (issue 8, defect 1): a publish whose HTTP client gave up while it held the
+// circuit breaker's half-open probe left the circuit open for good, while /ready said 200.
+#[tokio::test]
+async fn impatient_clients_cannot_wedge_the_circuit_breaker() {
+    let redis = RedisServer::start();
+    let (a, _b, _) = two_nodes(&redis).await;
+    let (mut on_a, _) = a.connect("/ws/general").await;
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let body = json!({"channel": "general", "event": "e"}).to_string();
+    redis.signal("STOP");
+    // Three patient publishes time out (1 s each) and open the circuit.
+    let patient = (0..3).map(|_| a.post("/api/broadcast", &body));
+    for (status, _) in futures_util::future::join_all(patient).await {
+        assert_eq!(status, 503);
+    }
+    let (_, stats) = a.get("/api/broadcast/stats").await;
+    assert_eq!(stats["redis"]["circuit"], "open", "{stats}");
+    assert_eq!(a.get("/ready").await.0, 503, "/ready reports the open circuit");
+    // Publishes that give up after 0.3 s, fifty a second: when the circuit half-opens,
+    // one of them takes the probe and abandons it.
+    let frozen = Instant::now();
+    while frozen.elapsed() < Duration::from_secs(4) {
+        let (client, url, body) = (impatient.clone(), a.url("/api/broadcast"), body.clone());
+        tokio::spawn(async move {
+            let _ = client
+                .post(url)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await;
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    redis.signal("CONT");
+
+    // Once Redis answers again, the node recovers by itself, and /ready never claims 200
+    // while publishes still fail fast.
+    let thawed = Instant::now();
+    loop {
+        let (ready, status) = a.get("/ready").await;
+        let (code, answer) = a
+            .post(
+                "/api/broadcast",
+                &json!({"channel": "general", "event": "thawed"}).to_string(),
+            )
+            .await;
+        if code == 200 {
+            break;
+        }
+        assert_ne!(
+            ready, 200,
+            "/ready said 200 ({status}) while publishing failed: {answer}"
+        );
+        assert!(
+            thawed.elapsed() < Duration::from_secs(10),
+            "publishing never recovered: {answer}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let frames = collect(&mut on_a, Duration::from_millis(800)).await;
+    assert_eq!(events(&frames, "thawed"), 1, "{frames:?}");
+}
+/// Waits until `node` lists `count` members on `channel`.
+async fn wait_members(node: &TestServer, channel: &str, count: u64) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (status, users) = node.get(&format!("/api/broadcast/channels/{channel}/users")).await;
+        if status == 200 && users["count"] == count {
+            return;
+        }
+        assert!(Instant::now() < deadline, "never {count} members: {users}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+// Hardening (issue 8, defect 4): presence was lost when Redis restarted: members from
+// before were missing, and their later leave sent no member_removed.
+#[tokio::test]
+async fn presence_survives_a_redis_restart() {
+    let mut redis = RedisServer::start();
+    let (a, b, _) = two_nodes(&redis).await;
+    let path = |u: &str, n: &str| format!("/ws/presence.lobby?auth_token={}", presence_token(u, n));
+    let (mut alice, _) = a.connect(&path("1", "Alice")).await;
+    let (mut bob, _) = b.connect(&path("2", "Bob")).await;
+    let (dave, _) = b.connect(&path("4", "Dave")).await;
+    wait_members(&a, "presence.lobby", 3).await;
+    collect(&mut alice, Duration::from_millis(300)).await;
+    collect(&mut bob, Duration::from_millis(100)).await;
+
+    redis.kill();
+    // Dave leaves while Redis is down: nobody can be told yet.
+    drop(dave);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    redis.restart();
+    for node in [&a, &b] {
+        wait_ready(node).await;
+    }
+    // Each node registers its live members again; Dave is not among them.
+    wait_members(&a, "presence.lobby", 2).await;
+    let frames = collect(&mut alice, Duration::from_millis(1500)).await;
+    let removed: Vec<&Value> = frames.iter().filter(|f| f["event"] == "member_removed").collect();
+    assert_eq!(removed.len(), 1, "Dave's departure is announced once: {frames:?}");
+    assert_eq!(removed[0]["data"]["user_id"], "4");
+
+    // A newcomer sees everyone, and everyone sees the newcomer.
+    let (mut carol, first) = a.connect(&path("3", "Carol")).await;
+    let ids: Vec<&str> = first["data"]["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["user_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["1", "2", "3"], "{first}");
+    let frames = collect(&mut bob, Duration::from_millis(800)).await;
+    assert!(
+        frames
+            .iter()
+            .any(|f| f["event"] == "member_added" && f["data"]["user_id"] == "3"),
+        "{frames:?}"
+    );
+    // A member from before the restart leaves: the others are told.
+    drop(bob);
+    for ws in [&mut alice, &mut carol] {
+        let frames = collect(ws, Duration::from_millis(1000)).await;
+        let removed: Vec<&Value> = frames.iter().filter(|f| f["event"] == "member_removed").collect();
+        assert_eq!(removed.len(), 1, "{frames:?}");
+        assert_eq!(removed[0]["data"]["user_id"], "2");
+    }
+    wait_members(&b, "presence.lobby", 2).await;
+}
+
+// Issue 10: the document's BROADCAST_REDIS_ENABLED=true is honoured.
+#[tokio::test]
+async fn broadcast_redis_enabled_makes_a_cluster_node() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let prefix = unique_prefix();
+    let mut c = rustaxum::Config::from_lookup(|k| match k {
+        "BROADCAST_REDIS_ENABLED" => Some("true".into()),
+        "REDIS_URL" => Some(url.clone()),
+        "BROADCAST_CHANNELS_PREFIX" => Some(prefix.clone()),
+        _ => None,
+    })
+    .unwrap();
+    c.auth.public_channels.push("news".into());
+    let node = start_with(c).await;
+    wait_ready(&node).await;
+    let (_, ready) = node.get("/ready").await;
+    assert_eq!(ready["driver"], "redis", "{ready}");
+    assert_eq!(ready["redis"]["subscribed"], true, "{ready}");
+}
+
+#[tokio::test]
+async fn a_node_started_after_a_cache_channel_event_still_serves_it_from_redis() {
+    late_cache(&RedisServer::start()).await;
+}
+
+async fn late_cache(redis: &impl Backend) {
+    let prefix = unique_prefix();
+    let node = |redis: &dyn Backend| {
+        let mut c = cluster_config(redis, &prefix);
+        c.pusher.apps = rustaxum::pusher::Apps::new(vec![rustaxum::pusher::PusherApp::new("app", "key", "secret")]);
+        c.auth.public_channels.push("cache-*".into());
+        c
+    };
+    let a = start_with(node(redis)).await;
+    wait_ready(&a).await;
+    a.publish("cache-scores", "score", json!({"home": 2})).await;
+    let late = start_with(node(redis)).await;
+    wait_ready(&late).await;
+    let (mut ws, _) = late.connect("/app/key?protocol=7").await;
+    send_json(
+        &mut ws,
+        json!({"event": "pusher:subscribe", "data": {"channel": "cache-scores"}}),
+    )
+    .await;
+    assert_eq!(
+        recv_json(&mut ws).await["event"],
+        "pusher_internal:subscription_succeeded"
+    );
+    let cached = recv_json(&mut ws).await;
+    assert_eq!(cached["event"], "score", "{cached}");
+    assert_eq!(cached["channel"], "cache-scores");
+    assert_eq!(cached["data"], r#"{"home":2}"#);
+}
+
+#[tokio::test]
+async fn cluster_stats_sum_each_apps_figures_over_the_nodes() {
+    app_stats(&RedisServer::start()).await;
+}
+
+async fn app_stats(redis: &impl Backend) {
+    let prefix = unique_prefix();
+    let node = |redis: &dyn Backend| {
+        let mut c = cluster_config(redis, &prefix);
+        c.pusher.apps = rustaxum::pusher::Apps::new(vec![
+            rustaxum::pusher::PusherApp::new("one", "k1", "s1"),
+            rustaxum::pusher::PusherApp::new("two", "k2", "s2"),
+        ]);
+        c
+    };
+    let a = start_with(node(redis)).await;
+    let b = start_with(node(redis)).await;
+    for n in [&a, &b] {
+        wait_ready(n).await;
+    }
+    let (_native, _) = a.connect("/ws/general").await;
+    let mut two_sockets = Vec::new();
+    for n in [&a, &b] {
+        let (mut ws, _) = n.connect("/app/k2?protocol=7").await;
+        send_json(
+            &mut ws,
+            json!({"event": "pusher:subscribe", "data": {"channel": "general"}}),
+        )
+        .await;
+        assert_eq!(
+            recv_json(&mut ws).await["event"],
+            "pusher_internal:subscription_succeeded"
+        );
+        two_sockets.push(ws);
+    }
+    // Nodes report their figures with each heartbeat (every 2 s).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, stats) = a.get("/api/broadcast/stats?scope=cluster").await;
+        let apps = &stats["apps"];
+        if apps["two"]["subscriptions"] == 2 && apps["one"]["subscriptions"] == 1 {
+            assert_eq!(apps["two"]["channels"], 2, "one `general` of app two per node: {stats}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{stats}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The same guarantees on a Redis Cluster of three masters: keys hash-tagged into single
+/// slots, channel traffic on sharded pub/sub (`SPUBLISH`/`SSUBSCRIBE`).
+mod on_a_redis_cluster {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_event_published_anywhere_reaches_every_subscriber_exactly_once() {
+        exactly_once(&RedisCluster::start()).await;
+    }
+
+    #[tokio::test]
+    async fn laravel_redis_broadcaster_payloads_are_delivered() {
+        laravel_payloads(&RedisCluster::start()).await;
+    }
+
+    #[tokio::test]
+    async fn presence_is_one_list_across_nodes_and_tabs() {
+        presence_across_nodes(&RedisCluster::start()).await;
+    }
+
+    #[tokio::test]
+    async fn members_of_a_node_that_dies_vanish_everywhere_within_15_seconds() {
+        node_death(&RedisCluster::start()).await;
+    }
+
+    #[tokio::test]
+    async fn terminate_connections_reaches_every_node() {
+        terminate_everywhere(&RedisCluster::start()).await;
+    }
+
+    #[tokio::test]
+    async fn a_node_started_after_a_cache_channel_event_still_serves_it_from_redis() {
+        late_cache(&RedisCluster::start()).await;
+    }
+
+    #[tokio::test]
+    async fn cluster_stats_sum_each_apps_figures_over_the_nodes() {
+        app_stats(&RedisCluster::start()).await;
+    }
+}
+
+#[tokio::test]
+async fn on_a_redis_cluster_traffic_spreads_over_every_master_and_survives_a_slot_move() {
+    let redis = RedisCluster::start();
+    let (a, b, prefix) = two_nodes(&redis).await;
+    // Every master carries some of the 16 shard channels.
+    let per_master: Vec<Vec<String>> = redis.ports.iter().map(|p| redis.shard_channels_on(*p)).collect();
+    assert!(per_master.iter().all(|c| !c.is_empty()), "{per_master:?}");
+    assert_eq!(per_master.iter().map(Vec::len).sum::<usize>(), 16, "{per_master:?}");
+
+    let mut sockets = Vec::new();
+    for i in 0..24 {
+        sockets.push(b.connect(&format!("/ws/orders.{i}")).await.0);
+    }
+    for i in 0..24 {
+        a.publish(&format!("orders.{i}"), "e", json!({"i": i})).await;
+    }
+    for (i, ws) in sockets.iter_mut().enumerate() {
+        let frames = collect(ws, Duration::from_millis(150)).await;
+        assert_eq!(frames.len(), 1, "orders.{i}: {frames:?}");
+        assert_eq!(frames[0]["data"]["i"], i);
+    }
+    let calls: Vec<u64> = redis.ports.iter().map(|p| redis.spublish_calls_on(*p)).collect();
+    assert!(calls.iter().all(|c| *c > 0), "every master published some: {calls:?}");
+    assert_eq!(calls.iter().sum::<u64>(), 24, "{calls:?}");
+
+    // The slot of orders.0's shard moves to another master: both nodes are told (their
+    // shard subscription is taken away), subscribe again, and orders.0 keeps working.
+    let mut settings = rustaxum::config::RedisConfig::default();
+    redis.configure_redis(&mut settings);
+    settings.channels_prefix = prefix.clone();
+    let link = rustaxum::cluster::redis::RedisLink::new(&settings).unwrap();
+    let shard = link.pubsub_channel(&rustaxum::channel::Channel::parse("orders.0").unwrap());
+    let slot = rustaxum::cluster::redis::slot_of(&shard);
+    let from = redis.master_of(&shard);
+    let to = *redis.ports.iter().find(|p| **p != from).unwrap();
+    let subscriptions = |stats: &Value| stats["redis"]["subscriptions"].as_u64().unwrap_or(0);
+    let before = [
+        subscriptions(&a.get("/api/broadcast/stats").await.1),
+        subscriptions(&b.get("/api/broadcast/stats").await.1),
+    ];
+    redis.move_slot(slot, to);
+    assert_eq!(redis.master_of(&shard), to);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for (node, before) in [&a, &b].into_iter().zip(before) {
+        loop {
+            let (ready, stats) = node.get("/api/broadcast/stats").await;
+            if ready == 200 && subscriptions(&stats) > before && stats["redis"]["subscribed"] == true {
+                break;
+            }
+            assert!(Instant::now() < deadline, "never subscribed again: {stats}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    assert!(
+        redis.shard_channels_on(to).contains(&shard),
+        "{:?}",
+        redis.shard_channels_on(to)
+    );
+    a.publish("orders.0", "after.move", json!({})).await;
+    let frames = collect(&mut sockets[0], Duration::from_millis(500)).await;
+    assert_eq!(events(&frames, "after.move"), 1, "{frames:?}");
+}
+
+/// Nodes that find their Redis through Sentinel, and follow it through a failover.
+mod through_sentinel {
+    use super::*;
+    use crate::common::redis::RedisSentinel;
+
+    #[tokio::test]
+    async fn an_event_published_anywhere_reaches_every_subscriber_exactly_once() {
+        exactly_once(&RedisSentinel::start()).await;
+    }
+
+    #[tokio::test]
+    async fn presence_is_one_list_across_nodes_and_tabs() {
+        presence_across_nodes(&RedisSentinel::start()).await;
+    }
+
+    #[tokio::test]
+    async fn nodes_follow_a_failover_to_the_new_master() {
+        let mut redis = RedisSentinel::start();
+        let (a, b, _) = two_nodes(&redis).await;
+        let (mut on_a, _) = a.connect("/ws/general").await;
+        b.publish("general", "before", json!({})).await;
+        assert_eq!(
+            events(&collect(&mut on_a, Duration::from_millis(400)).await, "before"),
+            1
+        );
+
+        redis.fail_over();
+        // Both nodes reconnect to the promoted replica; publishing through B reaches A again.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (status, _) = b
+                .post(
+                    "/api/broadcast",
+                    &json!({"channel": "general", "event": "after"}).to_string(),
+                )
+                .await;
+            if status == 200 && a.get("/ready").await.0 == 200 {
+                let frames = collect(&mut on_a, Duration::from_millis(400)).await;
+                if events(&frames, "after") == 1 {
+                    break;
+                }
+            }
+            assert!(Instant::now() < deadline, "the nodes never followed the failover");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let (_, ready) = a.get("/ready").await;
+        assert_eq!(ready["redis"]["subscribed"], true, "{ready}");
+    }
+}
+
+// Hardening round two (issue 21, defect 3): after Redis was frozen while a user's join got
+// 503, the others received `member_removed` for a member they had never seen added. The
+// join's script had run once Redis thawed, leaving an entry the node never announced;
+// here that entry is written as the lost join left it, and the node is made to resync.
+#[tokio::test]
+async fn a_member_whose_join_never_completed_is_not_announced_as_leaving() {
+    let redis = RedisServer::start();
+    let (a, b, prefix) = two_nodes(&redis).await;
+    let (_, stats) = a.get("/api/broadcast/stats").await;
+    let node = stats["redis"]["node_id"].as_str().unwrap().to_string();
+    let (mut watcher, _) = b
+        .connect(&format!("/ws/presence.room?auth_token={}", token("watcher", json!({}))))
+        .await;
+    // A member of this node on the channel: node A's resync visits the channel.
+    let (_resident, _) = a
+        .connect(&format!(
+            "/ws/presence.room?auth_token={}",
+            token("resident", json!({}))
+        ))
+        .await;
+    assert_eq!(recv_json(&mut watcher).await["event"], "member_added");
+    let key = |rest: &str| format!("{prefix}rustaxum:{rest}");
+    redis.cli(&[
+        "HSET",
+        &key("presence:presence.room:members"),
+        "ghost",
+        r#"{"user_id":"ghost","user_info":{}}"#,
+    ]);
+    redis.cli(&[
+        "SADD",
+        &key("presence:presence.room:sockets:ghost"),
+        &format!("{node}|999.999"),
+    ]);
+    redis.cli(&["SADD", &key("presence:channels"), "presence.room"]);
+    let (_, users) = a.get("/api/broadcast/channels/presence.room/users").await;
+    assert!(
+        users.to_string().contains("ghost"),
+        "the entry is where the lost join left it: {users}"
+    );
+    // The subscriptions cut, as when Redis comes back: each node resubscribes and rewrites
+    // its presence (a resync), as node A did when Redis thawed.
+    redis.cli(&["CLIENT", "KILL", "TYPE", "pubsub"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, users) = a.get("/api/broadcast/channels/presence.room/users").await;
+        let ids: Vec<&str> = users["users"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|u| u["user_id"].as_str())
+            .collect();
+        if !ids.contains(&"ghost") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the stale entry was never cleaned up: {users}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let frames = collect(&mut watcher, Duration::from_millis(500)).await;
+    let removed: Vec<&Value> = frames.iter().filter(|f| f["event"] == "member_removed").collect();
+    assert!(removed.is_empty(), "{frames:?}");
+}
+
+// Hardening round two (issue 21, defect 6): nodes on one Redis with different JWT keys ran
+// side by side without a word.
+#[tokio::test]
+async fn nodes_with_different_security_settings_are_warned_about_and_shown() {
+    let redis = RedisServer::start();
+    let prefix = unique_prefix();
+    let a = start_with(cluster_config(&redis, &prefix)).await;
+    wait_ready(&a).await;
+    let mut b = server_command()
+        .args(["--port", "0"])
+        .env("BROADCAST_DRIVER", "redis")
+        .env("REDIS_URL", redis.url())
+        .env("BROADCAST_CHANNELS_PREFIX", &prefix)
+        .env("JWT_SECRET", "another-jwt-key-0123456789")
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(b.stderr.take().unwrap()).lines();
+    let warning = tokio::time::timeout(Duration::from_secs(15), async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line.contains("other security settings") {
+                return line;
+            }
+        }
+        panic!("the node exited without the warning");
+    })
+    .await
+    .expect("a warning about the other node's security settings");
+    assert!(
+        !warning.contains(SECRET) && !warning.contains("another-jwt-key"),
+        "{warning}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, stats) = a.get("/api/broadcast/stats?scope=cluster").await;
+        let prints = stats["security"]["fingerprints"]
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+        if prints.len() == 2 {
+            assert_eq!(stats["security"]["consistent"], false, "{stats}");
+            let values: Vec<&Value> = prints.values().collect();
+            assert_ne!(values[0], values[1], "{stats}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{stats}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(b);
+}

@@ -1,0 +1,117 @@
+//! Runs the Pusher compatibility suite (tests/pusher/*.test.mjs) with the published
+//! pusher-js, laravel-echo and pusher packages against a real rustaxum server.
+
+use std::time::Duration;
+
+use crate::common::redis::{unique_prefix, Backend, RedisCluster, RedisServer};
+use crate::common::*;
+
+/// base64 of 32 bytes: the first app's encryption master key.
+const MASTER_KEY: &str = "K0UzPUbNBEq6f2lSpYJcDhvXo4ZXO6G5yW9nVp0iHvM=";
+
+/// Three tenants: the default app (encrypted channels, subscription counts), a second
+/// app, and one with tight limits.
+fn apps() -> Vec<rustaxum::pusher::PusherApp> {
+    use rustaxum::pusher::PusherApp;
+    vec![
+        PusherApp {
+            encryption_master_key: Some(MASTER_KEY.into()),
+            enable_subscription_count: true,
+            ..PusherApp::new("app-1", "app-key", "app-secret")
+        },
+        PusherApp::new("app-2", "app2-key", "app2-secret"),
+        PusherApp {
+            max_presence_members_per_channel: 2,
+            max_presence_member_size: 64,
+            max_event_name_length: 20,
+            max_channels_per_event: Some(2),
+            max_api_requests_per_second: 3,
+            ..PusherApp::new("app-3", "app3-key", "app3-secret")
+        },
+    ]
+}
+
+/// What the Node suites read: the node(s) and the apps' credentials.
+fn node_env(port: u16, port2: Option<u16>) -> Vec<(String, String)> {
+    let mut env = vec![
+        ("RX_HOST", "127.0.0.1".to_string()),
+        ("RX_PORT", port.to_string()),
+        ("RX_APP_ID", "app-1".into()),
+        ("RX_KEY", "app-key".into()),
+        ("RX_SECRET", "app-secret".into()),
+        ("RX_APP_ID2", "app-2".into()),
+        ("RX_KEY2", "app2-key".into()),
+        ("RX_SECRET2", "app2-secret".into()),
+        ("RX_APP_ID3", "app-3".into()),
+        ("RX_KEY3", "app3-key".into()),
+        ("RX_SECRET3", "app3-secret".into()),
+        ("RX_MASTER_KEY", MASTER_KEY.into()),
+        ("RX_JWT_SECRET", SECRET.into()),
+    ];
+    if let Some(p) = port2 {
+        env.push(("RX_PORT2", p.to_string()));
+    }
+    env.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+}
+
+#[tokio::test]
+async fn published_pusher_packages_work_unchanged() {
+    let modules = std::path::Path::new("tests/pusher/node_modules");
+    assert!(
+        modules.exists(),
+        "run `npm ci` in tests/pusher first (scripts/test does)"
+    );
+    let mut config = config();
+    config.pusher.apps = rustaxum::pusher::Apps::new(apps());
+    for public in ["nobody-here", "probe", "orders", "counted", "cache-*"] {
+        config.auth.public_channels.push(public.into());
+    }
+    let server = start_with(config).await;
+    run_node_suite("tests/pusher/", server.addr.port(), None).await;
+}
+
+/// Runs `suite` under node against the given node(s); asserts it passes.
+async fn run_node_suite(suite: &str, port: u16, port2: Option<u16>) {
+    let run = tokio::process::Command::new("node")
+        .args(["--test", "--test-concurrency=1", "--test-force-exit", suite])
+        .envs(node_env(port, port2))
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(120), run)
+        .await
+        .expect("the node suite finishes within 2 minutes")
+        .expect("node is installed");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}");
+    eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{suite} failed (output above)");
+    assert!(stdout.contains("# fail 0"), "{stdout}");
+}
+
+#[tokio::test]
+async fn pusher_features_work_across_two_nodes_with_redis() {
+    pusher_features_across_nodes(&RedisServer::start()).await;
+}
+
+#[tokio::test]
+async fn pusher_features_work_across_two_nodes_on_a_redis_cluster() {
+    pusher_features_across_nodes(&RedisCluster::start()).await;
+}
+
+async fn pusher_features_across_nodes(redis: &impl Backend) {
+    let prefix = unique_prefix();
+    let node = || {
+        let mut c = cluster_config(redis, &prefix);
+        c.pusher.apps = rustaxum::pusher::Apps::new(apps());
+        for public in ["orders", "counted", "cache-*"] {
+            c.auth.public_channels.push(public.into());
+        }
+        c
+    };
+    let a = start_with(node()).await;
+    let b = start_with(node()).await;
+    for n in [&a, &b] {
+        wait_ready(n).await;
+    }
+    run_node_suite("tests/pusher/cluster.mjs", a.addr.port(), Some(b.addr.port())).await;
+}

@@ -1,0 +1,359 @@
+//! The `rustaxum` binary: starts on defaults, refuses unsafe or invalid config, and
+//! shuts down on SIGTERM closing sockets with 1001 and exiting 0.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+
+fn server() -> Command {
+    crate::common::server_command()
+}
+
+#[tokio::test]
+async fn sigterm_closes_sockets_with_1001_and_exits_zero() {
+    let mut child = server().args(["--port", "0"]).spawn().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let url = line.strip_prefix("rustaxum listening on ").expect(&line).to_string();
+    let ws_url = format!("{}/ws?channel=general", url.replacen("http", "ws", 1));
+    let (mut ws, _) = tokio_tungstenite::connect_async(ws_url).await.unwrap();
+    crate::common::recv_json(&mut ws).await;
+
+    let pid = child.id().unwrap().to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let frame = crate::common::expect_close(&mut ws).await.expect("close frame");
+    assert_eq!(u16::from(frame.code), 1001);
+    let exit = tokio::time::timeout(Duration::from_secs(15), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(exit.code(), Some(0));
+}
+
+#[tokio::test]
+async fn invalid_config_stops_startup_naming_the_variable() {
+    let out = server().env("BROADCAST_WEBSOCKET_PORT", "80x0").output().await.unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("BROADCAST_WEBSOCKET_PORT") && err.contains("80x0"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn public_address_without_api_token_is_refused() {
+    let out = server()
+        .args(["--host", "0.0.0.0", "--port", "0"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("BROADCAST_API_TOKEN"));
+}
+
+#[tokio::test]
+async fn artisan_websocket_runs_the_server() {
+    let port = crate::common::free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_artisan"))
+        .args([
+            "broadcast",
+            "websocket",
+            "--port",
+            &port.to_string(),
+            "--app-port",
+            "off",
+        ])
+        .env_remove("BROADCAST_HOST")
+        .env("EMIT_HUB_DB_PATH", ":memory:")
+        .env("BROADCAST_RTC_PORT", "off")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(first, format!("🌐 Starting WebSocket server on port {port}"));
+    let listening = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(listening.contains(&format!("127.0.0.1:{port}")), "{listening}");
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/ws/general"))
+        .await
+        .unwrap();
+    assert_eq!(
+        crate::common::recv_json(&mut ws).await["event"],
+        "subscription_succeeded"
+    );
+    let pid = child.id().unwrap().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    let exit = tokio::time::timeout(Duration::from_secs(15), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(exit.code(), Some(0));
+}
+
+// Hardening (issue 8, defect 11): a guessable API token on a public address is refused.
+#[tokio::test]
+async fn a_short_api_token_on_a_public_address_is_refused() {
+    let run = server()
+        .args(["--host", "0.0.0.0", "--port", "0"])
+        .env("BROADCAST_API_TOKEN", "x")
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(10), run)
+        .await
+        .expect("the server refused to start, it did not serve")
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("BROADCAST_API_TOKEN") && err.contains("16"), "{err}");
+}
+
+fn soft_open_files(pid: u32) -> u64 {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits.lines().find(|l| l.starts_with("Max open files")).unwrap();
+    line.split_whitespace().nth(3).unwrap().parse().unwrap()
+}
+
+// Hardening (issue 8, defect 3): with the usual soft limit of a few hundred open files,
+// a few hundred idle TCP connections used to take the server offline.
+#[tokio::test]
+async fn idle_connections_cannot_exhaust_a_low_soft_file_limit() {
+    let hard: u64 = {
+        let out = std::process::Command::new("sh")
+            .args(["-c", "ulimit -Hn"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(u64::MAX)
+    };
+    assert!(hard > 1024, "this test needs a hard limit above 1024, have {hard}");
+    let mut child = Command::new("sh")
+        .args([
+            "-c",
+            "ulimit -Sn 256 && exec \"$0\" --port 0",
+            env!("CARGO_BIN_EXE_rustaxum"),
+        ])
+        .env_remove("BROADCAST_HOST")
+        .env("EMIT_HUB_DB_PATH", ":memory:")
+        .env("BROADCAST_RTC_PORT", "off")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let url = line.strip_prefix("rustaxum listening on ").expect(&line).to_string();
+    let pid = child.id().unwrap();
+    assert!(soft_open_files(pid) > 1024, "the soft limit was raised");
+    let addr = url.trim_start_matches("http://").to_string();
+    let mut idle = Vec::new();
+    for _ in 0..600 {
+        idle.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+    }
+    let health = tokio::time::timeout(Duration::from_secs(5), reqwest::get(format!("{url}/health")))
+        .await
+        .expect("/health answers while 600 idle connections are open")
+        .unwrap();
+    assert_eq!(health.status().as_u16(), 200);
+}
+
+/// Reads `lines` until one satisfies `want`, within ten seconds.
+async fn line_matching<R: tokio::io::AsyncBufRead + Unpin>(
+    lines: &mut tokio::io::Lines<R>,
+    want: impl Fn(&str) -> bool,
+) -> String {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let line = lines.next_line().await.unwrap().expect("output ended");
+            if want(&line) {
+                return line;
+            }
+        }
+    })
+    .await
+    .expect("the expected line")
+}
+
+// Issue 10: the application port and the WebSocket port serve the same routes.
+#[tokio::test]
+async fn the_application_port_and_the_websocket_port_serve_the_same_routes() {
+    let mut child = server().args(["--port", "0", "--app-port", "0"]).spawn().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let ws_line = line_matching(&mut lines, |l| l.starts_with("rustaxum listening on")).await;
+    let app_line = line_matching(&mut lines, |l| l.starts_with("rustaxum listening on")).await;
+    assert!(!ws_line.contains("application port"), "{ws_line}");
+    assert!(app_line.ends_with("(application port)"), "{app_line}");
+    let ws_url = ws_line.trim_start_matches("rustaxum listening on ").to_string();
+    let app_url = app_line
+        .trim_start_matches("rustaxum listening on ")
+        .trim_end_matches(" (application port)")
+        .to_string();
+    assert_ne!(ws_url, app_url);
+    // The document's client connects to the application port.
+    let (mut on_app, _) =
+        tokio_tungstenite::connect_async(format!("{}/ws?channel=general", app_url.replacen("http", "ws", 1)))
+            .await
+            .unwrap();
+    assert_eq!(
+        crate::common::recv_json(&mut on_app).await["event"],
+        "subscription_succeeded"
+    );
+    let (mut on_ws, _) = tokio_tungstenite::connect_async(format!("{}/ws/general", ws_url.replacen("http", "ws", 1)))
+        .await
+        .unwrap();
+    crate::common::recv_json(&mut on_ws).await;
+    // `curl localhost:3000/api/broadcast/stats` from the document.
+    let stats: serde_json::Value = reqwest::get(format!("{app_url}/api/broadcast/stats"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stats["connections"], 2, "one hub behind both ports");
+    let published = reqwest::Client::new()
+        .post(format!("{ws_url}/api/broadcast"))
+        .json(&serde_json::json!({"channel": "general", "event": "both", "data": {}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(published.status().as_u16(), 200);
+    for ws in [&mut on_app, &mut on_ws] {
+        assert_eq!(crate::common::recv_json(ws).await["event"], "both");
+    }
+}
+
+// Issue 10: a port set explicitly that cannot be bound stops start-up, naming it.
+#[tokio::test]
+async fn an_explicit_port_that_is_taken_stops_start_up() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let run = server().args(["--port", "0"]).env("BROADCAST_APP_PORT", &port).output();
+    let out = tokio::time::timeout(Duration::from_secs(10), run)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("BROADCAST_APP_PORT") && err.contains(&port), "{err}");
+}
+
+// Issue 10: a default port already taken by another program is a warning, not a failure.
+#[tokio::test]
+async fn a_default_port_that_is_taken_is_skipped_with_a_warning() {
+    // Hold the default application port (or find it held already by someone else).
+    let _held = std::net::TcpListener::bind("127.0.0.1:3000");
+    let mut child = server()
+        .args(["--port", "0"])
+        .env_remove("BROADCAST_APP_PORT")
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut err = BufReader::new(child.stderr.take().unwrap()).lines();
+    let warning = line_matching(&mut err, |l| l.contains("BROADCAST_APP_PORT")).await;
+    assert!(warning.contains("3000") && warning.contains("skipped"), "{warning}");
+    let line = line_matching(&mut out, |l| l.starts_with("rustaxum listening on")).await;
+    let url = line.trim_start_matches("rustaxum listening on ").to_string();
+    let health = reqwest::get(format!("{url}/health")).await.unwrap();
+    assert_eq!(health.status().as_u16(), 200);
+}
+
+// Issue 10: BROADCAST_REDIS_ENABLED that contradicts BROADCAST_DRIVER stops start-up.
+#[tokio::test]
+async fn redis_enabled_contradicting_the_driver_is_refused() {
+    let run = server()
+        .args(["--port", "0"])
+        .env("BROADCAST_DRIVER", "websocket")
+        .env("BROADCAST_REDIS_ENABLED", "true")
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(10), run)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("BROADCAST_REDIS_ENABLED") && err.contains("BROADCAST_DRIVER=websocket"),
+        "{err}"
+    );
+}
+
+// Issue 12: the typed-frame service's own port (BROADCAST_RTC_PORT, or the document's PORT).
+#[tokio::test]
+async fn the_typed_frame_service_has_its_own_port() {
+    let rtc_port = crate::common::free_port();
+    let mut child = server()
+        .args(["--port", "0"])
+        .env("BROADCAST_RTC_PORT", rtc_port.to_string())
+        .env("PORT", "1")
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
+    line_matching(&mut out, |l| l.starts_with("rustaxum listening on")).await;
+    let typed = line_matching(&mut out, |l| l.contains("typed frames")).await;
+    assert_eq!(
+        typed,
+        format!("rustaxum listening on http://127.0.0.1:{rtc_port} (typed frames at /ws)"),
+        "BROADCAST_RTC_PORT wins over PORT"
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{rtc_port}/ws"))
+        .await
+        .unwrap();
+    let hello = crate::common::recv_json(&mut ws).await;
+    assert_eq!(
+        (hello["type"].as_str(), hello["data"]["status"].as_str()),
+        (Some("Status"), Some("connected"))
+    );
+    drop(child);
+
+    // The document's PORT when BROADCAST_RTC_PORT is unset.
+    let port = crate::common::free_port();
+    let mut child = server()
+        .args(["--port", "0"])
+        .env_remove("BROADCAST_RTC_PORT")
+        .env("PORT", port.to_string())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
+    let typed = line_matching(&mut out, |l| l.contains("typed frames")).await;
+    assert!(typed.contains(&format!(":{port} ")), "{typed}");
+    drop(child);
+
+    // A port set explicitly that is taken stops start-up naming the variable.
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = held.local_addr().unwrap().port().to_string();
+    let out = server()
+        .args(["--port", "0"])
+        .env("BROADCAST_RTC_PORT", &taken)
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("BROADCAST_RTC_PORT") && err.contains(&taken), "{err}");
+}
