@@ -56,6 +56,7 @@ pub mod auth;
 pub mod backend;
 pub mod broadcasting;
 pub mod channel;
+#[cfg(feature = "cli")]
 pub mod cli;
 pub mod cluster;
 pub mod config;
@@ -68,6 +69,7 @@ pub mod presence;
 pub mod protocol;
 pub mod publish;
 pub mod pusher;
+pub mod rate;
 pub mod routing;
 pub mod rtc;
 pub mod server;

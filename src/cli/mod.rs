@@ -18,6 +18,7 @@ macro_rules! say {
 pub mod bench;
 pub mod client;
 mod commands;
+#[cfg(feature = "bench-report")]
 pub mod report;
 
 use std::process::ExitCode;
@@ -138,6 +139,7 @@ pub enum Broadcast {
     /// Measure fan-out: connect many sockets, publish, report deliveries/s and latency.
     Bench(bench::BenchArgs),
     /// Turn the benchmark matrix's runs (scripts/bench-report) into a table and a chart.
+    #[cfg(feature = "bench-report")]
     BenchReport(report::ReportArgs),
 }
 
@@ -235,6 +237,7 @@ pub async fn run(cli: Cli) -> ExitCode {
     if let Broadcast::Websocket { port, app_port, host } = command {
         return commands::websocket(config, host, port, app_port).await;
     }
+    #[cfg(feature = "bench-report")]
     if let Broadcast::BenchReport(args) = &command {
         return match report::run(args) {
             Ok(()) => ExitCode::SUCCESS,
@@ -278,7 +281,10 @@ pub async fn run(cli: Cli) -> ExitCode {
         } => commands::system_alert(&client, level.as_str(), &message, action_required).await,
         Broadcast::Monitor { duration, interval } => commands::monitor(&client, duration, interval).await,
         Broadcast::Bench(args) => bench::run(&client, &args).await,
-        Broadcast::Websocket { .. } | Broadcast::BenchReport(_) => Ok(()),
+        // Handled above.
+        Broadcast::Websocket { .. } => Ok(()),
+        #[cfg(feature = "bench-report")]
+        Broadcast::BenchReport(_) => Ok(()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -20,14 +20,12 @@ pub mod store;
 pub use config::{EmitHubConfig, DEFAULT_EMIT_HUB_DB_PATH, DEFAULT_EMIT_HUB_MAX_CHANNELS};
 
 use std::collections::HashMap;
-use std::num::NonZeroU32;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use chrono::Utc;
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use uuid::Uuid;
@@ -39,7 +37,7 @@ use crate::cluster::redis::RedisBroker;
 use crate::hub::{CloseReason, Message, Position};
 use crate::publish::Fanout;
 use crate::session::{Grant, GrantSource, JoinError};
-use crate::sync::{lock, read, write};
+use crate::sync::{read, write};
 use model::{
     hub_channel_name, ChannelSettings, ChannelStatus, ManagedChannel, MessagePage, SettingsPatch, StoredMessage,
     Transition, HUB_PREFIX,
@@ -208,7 +206,7 @@ pub struct EmitHub {
     fanout: Fanout,
     config: ArcSwap<EmitHubConfig>,
     cluster: Option<Arc<RedisBroker>>,
-    limiters: Mutex<HashMap<Uuid, (u32, Arc<DefaultDirectRateLimiter>)>>,
+    limiters: crate::rate::Limiters<Uuid>,
     backup_dir: Option<PathBuf>,
     redb: Option<RedbStore>,
     order: tokio::sync::Mutex<()>,
@@ -232,12 +230,6 @@ impl std::fmt::Debug for EmitHub {
             .field("channels", &read(&self.channels).len())
             .finish_non_exhaustive()
     }
-}
-
-fn limiter(per_minute: u32) -> Arc<DefaultDirectRateLimiter> {
-    Arc::new(RateLimiter::direct(Quota::per_minute(
-        NonZeroU32::new(per_minute).unwrap_or(NonZeroU32::MIN),
-    )))
 }
 
 impl EmitHub {
@@ -285,7 +277,7 @@ impl EmitHub {
             fanout,
             config: ArcSwap::from_pointee(config),
             cluster,
-            limiters: Mutex::default(),
+            limiters: crate::rate::Limiters::new(crate::rate::per_minute),
             backup_dir,
             redb: None,
             order: tokio::sync::Mutex::new(()),
@@ -435,7 +427,7 @@ impl EmitHub {
         let channel = self.get(id)?;
         self.store.delete(id).await?;
         write(&self.channels).remove(&id);
-        lock(&self.limiters).remove(&id);
+        self.limiters.remove(&id);
         self.close_sockets(id, close::DELETED);
         self.announce(id).await;
         tracing::info!(channel = %id, name = %channel.name, "channel deleted");
@@ -608,17 +600,11 @@ impl EmitHub {
 
     fn check_rate(&self, channel: &ManagedChannel) -> Result<(), EmitHubError> {
         let per_minute = channel.settings.rate_limit_per_minute;
-        let limiter = {
-            let mut limiters = lock(&self.limiters);
-            let entry = limiters
-                .entry(channel.id)
-                .or_insert_with(|| (per_minute, limiter(per_minute)));
-            if entry.0 != per_minute {
-                *entry = (per_minute, limiter(per_minute));
-            }
-            entry.1.clone()
-        };
-        limiter.check().map_err(|_| EmitHubError::RateLimited(per_minute))
+        if self.limiters.check(channel.id, per_minute) {
+            Ok(())
+        } else {
+            Err(EmitHubError::RateLimited(per_minute))
+        }
     }
 
     /// A page of the channel's persisted history.

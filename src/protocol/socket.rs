@@ -19,6 +19,21 @@ const READ_BUFFER: usize = 512;
 /// Bytes buffered before tungstenite writes to the socket (flushes write sooner).
 const WRITE_BUFFER: usize = 8 * 1024;
 
+/// What a WebSocket route takes: the upgrade, or why the request is not one (checked with
+/// [`required`] after the route's own checks, so a wrong token is a 401 either way).
+pub(crate) type Upgrade = Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>;
+
+/// The upgrade, or the 426 `upgrade_required` answer every WebSocket route gives a plain
+/// HTTP request.
+#[allow(clippy::result_large_err)]
+pub(crate) fn required(ws: Upgrade) -> Result<WebSocketUpgrade, axum::response::Response> {
+    use axum::response::IntoResponse;
+    ws.map_err(|e| {
+        let message = format!("a WebSocket upgrade is required: {}", e.body_text());
+        super::ApiError::new(axum::http::StatusCode::UPGRADE_REQUIRED, "upgrade_required", message).into_response()
+    })
+}
+
 /// The upgrade with the server's buffer sizes and message limit.
 pub(crate) fn configure(ws: WebSocketUpgrade, st: &AppState) -> WebSocketUpgrade {
     let limit = st.config.load().websocket.max_message_size;

@@ -74,7 +74,7 @@ pub struct Features {
     /// Who watches whom.
     pub watchlist: std::sync::Arc<watchlist::Watchlist>,
     /// Each app's HTTP API rate limiter (`max_api_requests_per_second`), with its rate.
-    api_limits: std::sync::Mutex<std::collections::HashMap<String, (u32, governor::DefaultDirectRateLimiter)>>,
+    api_limits: crate::rate::Limiters<String>,
 }
 
 impl Features {
@@ -92,30 +92,14 @@ impl Features {
             cache,
             counts: counts::SubscriptionCounts::new(fanout.clone(), cluster.cloned(), apps),
             watchlist: watchlist::Watchlist::new(fanout.clone(), cluster.cloned()),
-            api_limits: std::sync::Mutex::default(),
+            api_limits: crate::rate::Limiters::new(crate::rate::per_second),
         })
     }
 
     /// Whether `app` may make one more HTTP API request now (its
     /// `max_api_requests_per_second`; 0 = no limit). Per node.
     pub fn allow_api_request(&self, app: &PusherApp) -> bool {
-        let Some(rate) = std::num::NonZeroU32::new(app.max_api_requests_per_second) else {
-            return true;
-        };
-        let mut limits = crate::sync::lock(&self.api_limits);
-        let entry = limits.entry(app.id.clone()).or_insert_with(|| {
-            (
-                rate.get(),
-                governor::RateLimiter::direct(governor::Quota::per_second(rate)),
-            )
-        });
-        if entry.0 != rate.get() {
-            *entry = (
-                rate.get(),
-                governor::RateLimiter::direct(governor::Quota::per_second(rate)),
-            );
-        }
-        entry.1.check().is_ok()
+        app.max_api_requests_per_second == 0 || self.api_limits.check(app.id.clone(), app.max_api_requests_per_second)
     }
 
     /// Starts the observers (until `stop`).

@@ -5,7 +5,6 @@
 //! connection; if Redis cannot be reached the shared levels let messages through (logged)
 //! rather than stopping every connection.
 
-use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -76,7 +75,7 @@ pub trait Counter: Send + Sync {
 }
 
 fn quota(per_second: u32) -> Quota {
-    Quota::per_second(NonZeroU32::new(per_second).unwrap_or(NonZeroU32::MIN))
+    crate::rate::per_second(per_second)
 }
 
 /// Counting on one node (token buckets per key).

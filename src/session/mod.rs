@@ -21,12 +21,11 @@ pub mod quota;
 pub mod runner;
 pub mod testing;
 
-use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use governor::DefaultDirectRateLimiter;
 use serde_json::value::RawValue;
 use tokio::time::Instant;
 
@@ -166,15 +165,11 @@ impl std::fmt::Debug for Session {
 }
 
 fn limiter(per_second: u32) -> Box<DefaultDirectRateLimiter> {
-    Box::new(RateLimiter::direct(Quota::per_second(
-        NonZeroU32::new(per_second).unwrap_or(NonZeroU32::MIN),
-    )))
+    Box::new(crate::rate::direct(crate::rate::per_second(per_second)))
 }
 
 fn limiter_per_minute(per_minute: u32) -> Box<DefaultDirectRateLimiter> {
-    Box::new(RateLimiter::direct(Quota::per_minute(
-        NonZeroU32::new(per_minute).unwrap_or(NonZeroU32::MIN),
-    )))
+    Box::new(crate::rate::direct(crate::rate::per_minute(per_minute)))
 }
 
 impl Session {

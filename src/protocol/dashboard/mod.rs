@@ -12,9 +12,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{Message as WsMessage, WebSocket};
 use axum::extract::{ConnectInfo, Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap};
 use axum::response::{Html, IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -252,7 +252,7 @@ pub(crate) async fn feed(
     Query(q): Query<TokenQuery>,
     peer: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
-    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+    ws: crate::protocol::socket::Upgrade,
 ) -> Response {
     // A router mounted without connection info counts every client as one address.
     let address = peer.map_or(IpAddr::from([0, 0, 0, 0]), |axum::Extension(ConnectInfo(a))| a.ip());
@@ -265,12 +265,9 @@ pub(crate) async fn feed(
         return ApiError::unauthorized("the dashboard needs its token (BROADCAST_DASHBOARD_TOKEN, else the API token)")
             .into_response();
     }
-    let ws = match ws {
+    let ws = match crate::protocol::socket::required(ws) {
         Ok(ws) => ws,
-        Err(e) => {
-            let message = format!("a WebSocket upgrade is required: {}", e.body_text());
-            return ApiError::new(StatusCode::UPGRADE_REQUIRED, "upgrade_required", message).into_response();
-        }
+        Err(refused) => return refused,
     };
     let sessions = st.sessions.clone();
     ws.on_upgrade(move |socket| sessions.track_future(push(st, socket)))

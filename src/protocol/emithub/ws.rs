@@ -5,9 +5,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use uuid::Uuid;
@@ -21,7 +19,7 @@ use crate::protocol::{socket, ApiError, AppState};
 use crate::session::runner::{Handler, Reply};
 use crate::session::{ClientEventError, JoinAs, JoinError, Refusal, Session};
 
-type Upgrade = Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>;
+use crate::protocol::socket::Upgrade;
 
 /// Joins a channel over WebSocket (while it is Active or Paused).
 #[utoipa::path(get, path = "/api/v1/channels/{id}/ws", tag = "emithub", params(("id" = String, Path, description = "the channel id"), ("since" = Option<String>, Query, description = "`EPOCH:OFFSET`: the last position seen (`persist_messages` channels), to receive what was missed")), responses((status = 101, description = "WebSocket of the channel: `connected`, then `broadcast` and `client_message` messages; `denied` and a close (4000 not found, 4003 not active, 4100 full) when it cannot join")))]
@@ -35,12 +33,9 @@ pub(crate) async fn upgrade(
         Ok(since) => since,
         Err(e) => return e.into_response(),
     };
-    let ws = match ws {
+    let ws = match crate::protocol::socket::required(ws) {
         Ok(ws) => socket::configure(ws, &st),
-        Err(e) => {
-            let message = format!("a WebSocket upgrade is required: {}", e.body_text());
-            return ApiError::new(StatusCode::UPGRADE_REQUIRED, "upgrade_required", message).into_response();
-        }
+        Err(refused) => return refused,
     };
     let admission = match crate::protocol::admit_default(&st, None) {
         Ok(admission) => admission,

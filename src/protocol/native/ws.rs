@@ -5,7 +5,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -19,7 +18,7 @@ use crate::protocol::{socket, ApiError, AppState};
 use crate::session::runner::{replay, Handler, Reply};
 use crate::session::{JoinAs, JoinError, Refusal, Session, CLIENT_EVENT_PREFIX};
 
-type Upgrade = Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>;
+use crate::protocol::socket::Upgrade;
 
 /// Opens a native protocol connection, optionally joining `channel`.
 #[utoipa::path(get, path = "/ws", tag = "native", params(("channel" = Option<String>, Query, description = "a channel to join at once"), ("since" = Option<String>, Query, description = "`EPOCH:OFFSET`: the last position seen on `channel`, to recover what was missed"), ("auth_token" = Option<String>, Query, description = "a JWT (or `Authorization: Bearer`, or the `access_token.<JWT>` subprotocol)")), responses((status = 101, description = "WebSocket of the native protocol"), (status = 401, description = "the token is missing or invalid for a private channel"), (status = 403, description = "the channel is not allowed"), (status = 503, description = "BROADCAST_MAX_CONNECTIONS reached")))]
@@ -58,12 +57,9 @@ fn upgrade(
     headers: &HeaderMap,
     query: &HashMap<String, String>,
 ) -> Response {
-    let ws = match ws {
+    let ws = match crate::protocol::socket::required(ws) {
         Ok(ws) => ws,
-        Err(e) => {
-            let message = format!("a WebSocket upgrade is required: {}", e.body_text());
-            return ApiError::new(StatusCode::UPGRADE_REQUIRED, "upgrade_required", message).into_response();
-        }
+        Err(refused) => return refused,
     };
     let credentials = Credentials::from_request(headers, query);
     let identity = match credentials.authenticate(&st) {

@@ -6,9 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
@@ -31,13 +29,11 @@ pub(crate) async fn upgrade(
     State(st): State<AppState>,
     Path(key): Path<String>,
     Query(query): Query<HashMap<String, String>>,
-    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+    ws: socket::Upgrade,
 ) -> Response {
-    let ws = match ws {
+    let ws = match socket::required(ws) {
         Ok(ws) => socket::configure(ws, &st),
-        Err(e) => {
-            return ApiError::new(StatusCode::UPGRADE_REQUIRED, "upgrade_required", e.body_text()).into_response()
-        }
+        Err(refused) => return refused,
     };
     // Only a server shutting down refuses at the HTTP level.
     if st.node.hub().is_shutting_down() {

@@ -6,7 +6,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -24,7 +23,7 @@ use crate::rtc::{RoomError, Rtc};
 use crate::session::runner::{replay, Handler, Reply};
 use crate::session::{member_of, Grant, JoinAs, JoinError, Refusal, Session, CLIENT_EVENT_PREFIX};
 
-type Upgrade = Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>;
+use crate::protocol::socket::Upgrade;
 
 /// Most topics one `Subscribe` or `Unsubscribe` may name.
 const MAX_TOPICS_PER_FRAME: usize = 100;
@@ -50,12 +49,9 @@ pub(crate) async fn upgrade(
     headers: HeaderMap,
     ws: Upgrade,
 ) -> Response {
-    let ws = match ws {
+    let ws = match crate::protocol::socket::required(ws) {
         Ok(ws) => ws,
-        Err(e) => {
-            let message = format!("a WebSocket upgrade is required: {}", e.body_text());
-            return ApiError::new(StatusCode::UPGRADE_REQUIRED, "upgrade_required", message).into_response();
-        }
+        Err(refused) => return refused,
     };
     let credentials = Credentials::from_request(&headers, &query);
     let identity = match credentials.authenticate(&st) {
