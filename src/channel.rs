@@ -313,6 +313,11 @@ fn is_channel_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '=' | '@' | ',' | '.' | ';')
 }
 
+/// The channel of one user's private messages: `user.{id}` (direct messages go there).
+pub fn user_channel(user_id: impl std::fmt::Display) -> String {
+    format!("user.{user_id}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -22,10 +22,7 @@ pub const SYSTEM_ALERT_EVENT: &str = "system.alert";
 /// Event name of [`BroadcastFacade::notify_user`] messages.
 pub const NOTIFICATION_EVENT: &str = "notification";
 
-/// The channel of one user's private messages: `user.{id}`.
-pub fn user_channel(user_id: impl Display) -> String {
-    format!("user.{user_id}")
-}
+pub use crate::channel::user_channel;
 
 /// The channel of an organisation: `org.{id}`.
 pub fn organization_channel(org_id: impl Display) -> String {

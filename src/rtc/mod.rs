@@ -3,11 +3,13 @@
 //! rooms, and rate limits at every level. The wire protocol is in
 //! `protocol::rtc`; this module holds what it shares between connections and nodes.
 //!
+//! - [`direct`]: direct messages between users (on every node).
 //! - [`rooms`]: rooms and their members.
 //! - [`limits`]: per connection, per user, per topic and global rate limits.
 //! - [`records`]: compare-and-set records in memory or Redis, which rooms live in.
 
 mod config;
+pub mod direct;
 pub mod limits;
 pub mod records;
 pub mod rooms;
@@ -20,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use config::{RtcConfig, DEFAULT_MAX_ROOMS_PER_USER};
+pub use direct::{DirectMessageError, DIRECT_MESSAGE_EVENT};
 pub use limits::{Level, Limiter, RateLimits};
 pub use rooms::{NewRoom, Room, RoomError, Rooms};
 

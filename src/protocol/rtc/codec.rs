@@ -16,7 +16,7 @@ use crate::hub::{now_rfc3339, Envelope, EnvelopeKind, Position};
 use crate::rtc::rooms::ROOM_CHANNEL_PREFIX;
 
 /// The event of a direct message on a user's channel.
-pub const DIRECT_MESSAGE_EVENT: &str = "direct-message";
+pub use crate::rtc::DIRECT_MESSAGE_EVENT;
 /// The event of a client's `Broadcast` without an `event` of its own (client events
 /// carry the `client-` prefix on the hub).
 pub const DEFAULT_CLIENT_EVENT: &str = "client-broadcast";

@@ -12,14 +12,14 @@ use axum::response::{IntoResponse, Response};
 use governor::DefaultDirectRateLimiter;
 use serde_json::{json, Value};
 
-use super::codec::{self, ClientFrame, DEFAULT_CLIENT_EVENT, DIRECT_MESSAGE_EVENT};
+use super::codec::{self, ClientFrame, DEFAULT_CLIENT_EVENT};
 use crate::broadcasting::helpers::user_channel;
 use crate::channel::{Channel, ChannelKind};
-use crate::hub::{Envelope, Message, Position, Protocol};
+use crate::hub::{Envelope, Position, Protocol};
 use crate::protocol::credentials::Credentials;
 use crate::protocol::{socket, ApiError, AppState};
 use crate::rtc::rooms::room_channel;
-use crate::rtc::{RoomError, Rtc};
+use crate::rtc::{DirectMessageError, RoomError, Rtc};
 use crate::session::runner::{replay, Handler, Reply};
 use crate::session::{member_of, Grant, JoinAs, JoinError, Refusal, Session, CLIENT_EVENT_PREFIX};
 
@@ -27,8 +27,6 @@ use crate::protocol::socket::Upgrade;
 
 /// Most topics one `Subscribe` or `Unsubscribe` may name.
 const MAX_TOPICS_PER_FRAME: usize = 100;
-/// Longest user id a direct message may name.
-const MAX_USER_ID: usize = 200;
 
 /// Opens a typed-frame connection (the real-time communication service's protocol).
 #[utoipa::path(
@@ -297,36 +295,12 @@ impl RtcSession {
                 "direct messages need an authenticated connection (a token)",
             ));
         };
-        if target.is_empty() || target.len() > MAX_USER_ID {
-            return Reply::text(error("invalid_frame", "target_user must be 1 to 200 characters"));
-        }
-        if let Err(level) = self.rtc.limiter().check(Some(&me), None).await {
-            return Reply::text(error(level.code(), "rate limit exceeded; this message was not sent"));
-        }
-        let Ok(channel) = Channel::parse(&user_channel(target)) else {
-            return Reply::text(error("invalid_user", &format!("{target:?} is not a valid user id")));
-        };
-        match self.rtc.is_online(s.node(), target).await {
-            Ok(true) => {}
-            Ok(false) => {
-                return Reply::text(codec::error(
-                    "user_offline",
-                    &format!("user {target} has no connection; the message was not delivered"),
-                    Some(("target_user", target)),
-                ))
+        match self.rtc.direct_message(s.node(), me, s.id(), target, payload).await {
+            Ok(()) => Reply::text(codec::status("sent", json!({"target_user": target}))),
+            Err(e @ DirectMessageError::Offline(_)) => {
+                Reply::text(codec::error(e.code(), &e.to_string(), Some(("target_user", target))))
             }
-            Err(e) => return Reply::text(error("unavailable", &e.to_string())),
-        }
-        let data = json!({"from": me.as_ref(), "payload": payload});
-        let Ok(raw) = serde_json::value::to_raw_value(&data) else {
-            return Reply::text(error("invalid_frame", "the payload cannot be sent"));
-        };
-        let message = Message::event(channel, DIRECT_MESSAGE_EVENT, Arc::from(raw))
-            .except(Some(s.id()))
-            .sender(Some(me));
-        match s.node().fanout().publish(message).await {
-            Ok(_) => Reply::text(codec::status("sent", json!({"target_user": target}))),
-            Err(e) => Reply::text(error("unavailable", &e.to_string())),
+            Err(e) => Reply::text(error(e.code(), &e.to_string())),
         }
     }
 
@@ -563,6 +537,8 @@ mod tests {
         );
         bob.send_text(r#"{"type":"DirectMessage","data":{"target_user":"9","payload":1}}"#);
         assert_eq!(bob.recv_json().await["data"]["code"], "user_offline");
+        bob.send_text(r#"{"type":"DirectMessage","data":{"target_user":"","payload":1}}"#);
+        assert_eq!(bob.recv_json().await["data"]["code"], "invalid_user");
 
         alice.send_text(r#"{"type":"Ping"}"#);
         assert_eq!(alice.recv_json().await["type"], "Pong");
