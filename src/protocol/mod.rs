@@ -130,21 +130,24 @@ pub(crate) async fn publish_inbound(
     event: &str,
     payload: &crate::broadcasting::Payload,
 ) -> Result<usize, ApiError> {
-    let (managed, plain): (Vec<_>, Vec<_>) = channels
-        .iter()
-        .cloned()
-        .partition(|c| st.emithub.for_hub_channel(c).is_some());
+    let mut plain = Vec::new();
+    let mut managed = Vec::new();
+    for channel in channels {
+        match st.emithub.for_hub_channel(channel) {
+            Some(found) => managed.push(found?.id),
+            None => plain.push(channel.clone()),
+        }
+    }
     let mut recipients = 0;
-    for channel in &managed {
-        let Some(found) = st.emithub.for_hub_channel(channel) else {
-            continue;
-        };
+    if !managed.is_empty() {
         let content = match serde_json::from_str::<String>(payload.data.get()) {
             Ok(text) => text,
             Err(_) => payload.data.get().to_string(),
         };
-        let sent = st.emithub.broadcast(found?.id, content, event.to_string()).await?;
-        recipients += sent.recipients;
+        for id in managed {
+            let sent = st.emithub.broadcast(id, content.clone(), event.to_string()).await?;
+            recipients += sent.recipients;
+        }
     }
     if !plain.is_empty() {
         crate::broadcasting::manager::validate(&plain, event)?;
