@@ -42,7 +42,9 @@ use model::{
     hub_channel_name, ChannelSettings, ChannelStatus, ManagedChannel, MessagePage, SettingsPatch, StoredMessage,
     Transition, HUB_PREFIX,
 };
-use store::{ChannelStore, NewMessage, RedbStore, RedisStore, StoreError};
+#[cfg(feature = "redb")]
+use store::RedbStore;
+use store::{ChannelStore, NewMessage, RedisStore, StoreError};
 
 /// The event name of a REST broadcast on the hub channel.
 pub const BROADCAST_EVENT: &str = "broadcast";
@@ -208,6 +210,7 @@ pub struct EmitHub {
     cluster: Option<Arc<RedisBroker>>,
     limiters: crate::rate::Limiters<Uuid>,
     backup_dir: Option<PathBuf>,
+    #[cfg(feature = "redb")]
     redb: Option<RedbStore>,
     order: tokio::sync::Mutex<()>,
     changes: tokio::sync::broadcast::Sender<ChannelChange>,
@@ -235,6 +238,7 @@ impl std::fmt::Debug for EmitHub {
 impl EmitHub {
     /// The registry of a single node: channels in the redb file of `config.db_path` (or
     /// in memory), loaded now. A database that cannot be opened is an error naming it.
+    #[cfg(feature = "redb")]
     pub fn single_node(config: EmitHubConfig, fanout: Fanout) -> Result<Arc<Self>, StoreError> {
         let store = match &config.db_path {
             Some(path) => RedbStore::open(path)?,
@@ -251,6 +255,25 @@ impl EmitHub {
         let hub = Arc::new(hub);
         hub.replace_all(channels);
         Ok(hub)
+    }
+
+    /// The registry of a single node in a build without the `redb` feature: channels in
+    /// memory. A `config.db_path` is refused (nothing could be kept there).
+    #[cfg(not(feature = "redb"))]
+    pub fn single_node(config: EmitHubConfig, fanout: Fanout) -> Result<Arc<Self>, StoreError> {
+        if let Some(path) = &config.db_path {
+            return Err(StoreError(format!(
+                "EMIT_HUB_DB_PATH={} needs rustaxum's `redb` feature (this build has none): set EMIT_HUB_DB_PATH=:memory: to keep channels in memory",
+                path.display()
+            )));
+        }
+        Ok(Arc::new(Self::with_store(
+            Arc::new(store::MemoryStore::default()),
+            config,
+            fanout,
+            None,
+            None,
+        )))
     }
 
     /// The registry of a cluster node: channels and history in Redis, loaded in the
@@ -279,6 +302,7 @@ impl EmitHub {
             cluster,
             limiters: crate::rate::Limiters::new(crate::rate::per_minute),
             backup_dir,
+            #[cfg(feature = "redb")]
             redb: None,
             order: tokio::sync::Mutex::new(()),
             changes: tokio::sync::broadcast::channel(1024).0,
@@ -301,10 +325,12 @@ impl EmitHub {
 
     /// The redb database of a single node (where channel history can be kept too),
     /// created now if it does not exist yet; `None` in a cluster.
+    #[cfg(feature = "redb")]
     pub fn database(&self) -> Option<Result<Arc<redb::Database>, StoreError>> {
         self.redb.as_ref().map(RedbStore::database)
     }
 
+    #[cfg(feature = "redb")]
     fn replace_all(&self, channels: Vec<ManagedChannel>) {
         *write(&self.channels) = channels.into_iter().map(|c| (c.id, c)).collect();
     }

@@ -18,6 +18,7 @@
 //! last offset it was sent from history is skipped (the session's floor).
 
 mod memory;
+#[cfg(feature = "redb")]
 mod redb;
 mod redis;
 
@@ -36,6 +37,7 @@ use crate::channel::Channel;
 use crate::hub::{EnvelopeKind, Message, Position};
 
 pub use self::memory::MemoryHistory;
+#[cfg(feature = "redb")]
 pub use self::redb::RedbHistory;
 pub use self::redis::RedisHistory;
 

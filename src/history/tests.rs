@@ -145,6 +145,7 @@ async fn one_large_message_neither_exceeds_the_bound_nor_evicts_other_channels()
     assert_eq!((next.offset, read.first, offsets(&read.messages)), (2, 2, vec![2]));
 }
 
+#[cfg(feature = "redb")]
 #[tokio::test]
 async fn the_redb_store_keeps_the_contract_and_survives_a_restart() {
     let dir = std::env::temp_dir().join(format!("rustaxum-history-{}", uuid::Uuid::new_v4()));

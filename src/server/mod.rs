@@ -553,7 +553,7 @@ fn build_history(
     cluster: Option<&Arc<RedisBroker>>,
     emithub: &EmitHub,
 ) -> Result<crate::history::History, StartError> {
-    use crate::history::{History, HistoryStore, MemoryHistory, RedbHistory, RedisHistory, StoreKind};
+    use crate::history::{History, HistoryStore, MemoryHistory, RedisHistory, StoreKind};
     let bad = |reason: String| {
         StartError::Config(ConfigError::Invalid {
             var: "BROADCAST_HISTORY_STORE",
@@ -563,12 +563,18 @@ fn build_history(
     };
     let store: Arc<dyn HistoryStore> = match (cluster, config.history.store) {
         (Some(broker), _) => Arc::new(RedisHistory::new(broker.clone())),
+        #[cfg(feature = "redb")]
         (None, Some(StoreKind::Redb)) => {
             let db = emithub
                 .database()
                 .ok_or_else(|| bad("no EmitHub database is open".into()))?
                 .map_err(|e| bad(e.to_string()))?;
-            Arc::new(RedbHistory::open(db).map_err(|e| bad(e.to_string()))?)
+            Arc::new(crate::history::RedbHistory::open(db).map_err(|e| bad(e.to_string()))?)
+        }
+        #[cfg(not(feature = "redb"))]
+        (None, Some(StoreKind::Redb)) => {
+            let _ = emithub;
+            return Err(bad("this build of rustaxum has no `redb` feature".into()));
         }
         (None, _) => Arc::new(MemoryHistory::new(config.history.memory_limit)),
     };

@@ -1,10 +1,13 @@
 //! Where managed channels and their persisted messages live.
 //!
 //! - [`RedbStore`]: an embedded redb database file (single node; also in memory for
-//!   tests and the library's defaults).
+//!   tests and the library's defaults). Feature `redb` (on by default).
+//! - [`MemoryStore`]: this process only, for a library built without `redb`.
 //! - [`RedisStore`]: Redis hashes and streams, so every node of a cluster sees the same
 //!   channels and history.
 
+mod memory;
+#[cfg(feature = "redb")]
 mod redb;
 mod redis;
 
@@ -12,6 +15,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+pub use self::memory::MemoryStore;
+#[cfg(feature = "redb")]
 pub use self::redb::RedbStore;
 pub use self::redis::RedisStore;
 

@@ -17,7 +17,7 @@ use redis::streams::StreamRangeReply;
 use redis::{AsyncCommands, Script};
 use uuid::Uuid;
 
-use super::{page, ChannelStore, NewMessage, RedbStore, StoreError};
+use super::{page, ChannelStore, NewMessage, StoreError};
 use crate::cluster::redis::RedisLink;
 use crate::emithub::model::{ManagedChannel, MessagePage, StoredMessage};
 
@@ -223,7 +223,16 @@ impl ChannelStore for RedisStore {
         Ok(purged)
     }
 
+    #[cfg(not(feature = "redb"))]
+    async fn backup(&self, _path: &Path) -> Result<(), StoreError> {
+        Err(StoreError(
+            "backups are redb files: this build of rustaxum has no `redb` feature".into(),
+        ))
+    }
+
+    #[cfg(feature = "redb")]
     async fn backup(&self, path: &Path) -> Result<(), StoreError> {
+        use super::RedbStore;
         // An export into a redb file, channel by channel (Redis' own persistence is the
         // cluster's consistent backup).
         let partial = path.with_extension("partial");
