@@ -3,12 +3,14 @@
 //! rooms, and rate limits at every level. The wire protocol is in
 //! `protocol::rtc`; this module holds what it shares between connections and nodes.
 //!
+//! - [`connection`]: one connection's part: online, its rooms, entering and leaving.
 //! - [`direct`]: direct messages between users (on every node).
 //! - [`rooms`]: rooms and their members.
 //! - [`limits`]: per connection, per user, per topic and global rate limits.
 //! - [`records`]: compare-and-set records in memory or Redis, which rooms live in.
 
 mod config;
+pub mod connection;
 pub mod direct;
 pub mod limits;
 pub mod records;
@@ -22,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use config::{RtcConfig, DEFAULT_MAX_ROOMS_PER_USER};
+pub use connection::{Authenticated, Connection, EnterError, Entered};
 pub use direct::{DirectMessageError, DIRECT_MESSAGE_EVENT};
 pub use limits::{Level, Limiter, RateLimits};
 pub use rooms::{NewRoom, Room, RoomError, Rooms};

@@ -13,15 +13,14 @@ use governor::DefaultDirectRateLimiter;
 use serde_json::{json, Value};
 
 use super::codec::{self, ClientFrame, DEFAULT_CLIENT_EVENT};
-use crate::broadcasting::helpers::user_channel;
 use crate::channel::{Channel, ChannelKind};
 use crate::hub::{Envelope, Position, Protocol};
 use crate::protocol::credentials::Credentials;
 use crate::protocol::{socket, ApiError, AppState};
 use crate::rtc::rooms::room_channel;
-use crate::rtc::{DirectMessageError, RoomError, Rtc};
+use crate::rtc::{Connection, DirectMessageError, EnterError, Entered, RoomError, Rtc};
 use crate::session::runner::{replay, Handler, Reply};
-use crate::session::{member_of, Grant, JoinAs, JoinError, Refusal, Session, CLIENT_EVENT_PREFIX};
+use crate::session::{JoinAs, JoinError, Refusal, Session, CLIENT_EVENT_PREFIX};
 
 use crate::protocol::socket::Upgrade;
 
@@ -87,12 +86,8 @@ pub(crate) async fn upgrade(
 
 /// One typed-frame connection.
 pub(crate) struct RtcSession {
-    rtc: Arc<Rtc>,
+    conn: Connection,
     limiter: Option<DefaultDirectRateLimiter>,
-    /// The user this connection counts as online for, once authenticated.
-    online: Option<String>,
-    /// Rooms this connection is in.
-    rooms: Vec<String>,
 }
 
 fn error(code: &str, message: &str) -> String {
@@ -107,95 +102,59 @@ fn room_error(e: &RoomError, room: &str) -> String {
     codec::error(e.code(), &e.to_string(), Some(("room", room)))
 }
 
+fn enter_error(e: &EnterError, room: &str) -> String {
+    codec::error(e.code(), &e.to_string(), Some(("room", room)))
+}
+
+/// The `room_joined` status.
+fn room_joined(entered: &Entered) -> String {
+    let room = &entered.room;
+    let members: Vec<&String> = room.members.keys().collect();
+    codec::status(
+        "room_joined",
+        json!({
+            "room": room.name,
+            "topic": entered.channel.name(),
+            "owner": room.owner,
+            "private": room.private,
+            "max_members": room.max_members,
+            "members": members,
+            "rejoined": entered.rejoined,
+        }),
+    )
+}
+
 impl RtcSession {
     pub(crate) fn new(rtc: Arc<Rtc>) -> Self {
         let limiter = rtc.limiter().connection_limiter();
         Self {
-            rtc,
+            conn: Connection::new(rtc),
             limiter,
-            online: None,
-            rooms: Vec::new(),
         }
     }
 
-    /// Joins the user's own channel (direct messages), counts them online, and brings
-    /// back the rooms they are still a member of. Returns the frames to send.
+    fn rtc(&self) -> &Arc<Rtc> {
+        self.conn.rtc()
+    }
+
+    /// Once authenticated: the rooms brought back, and their frames.
     async fn authenticated(&mut self, s: &mut Session) -> (Vec<String>, Vec<String>) {
-        let Some(identity) = s.identity().cloned() else {
-            return (Vec::new(), Vec::new());
-        };
-        let mut frames = Vec::new();
-        if let Ok(own) = Channel::parse(&user_channel(&identity.user_id)) {
-            if let Err(e) = s.join(&own, JoinAs::User).await {
-                tracing::warn!(user = %identity.user_id, error = %e, "the rules refuse a user their own channel: no direct messages for them");
-            }
-        }
-        match self.rtc.online(s.node(), &member_of(&identity), s.id()).await {
-            Ok(()) => self.online = Some(identity.user_id.clone()),
-            Err(e) => tracing::warn!(user = %identity.user_id, error = %e, "could not record the user online"),
-        }
+        let done = self.conn.authenticated(s).await;
         let mut rooms = Vec::new();
-        match self.rtc.rooms().rooms_of(&identity.user_id).await {
-            Ok(names) => {
-                for name in names {
-                    match self.enter_room(s, &name, true).await {
-                        Ok(room_frame) => {
-                            rooms.push(name);
-                            frames.push(room_frame);
-                        }
-                        Err(f) => frames.push(f),
-                    }
+        let mut frames = Vec::new();
+        for entered in done.rooms {
+            match entered {
+                Ok(entered) => {
+                    frames.push(room_joined(&entered));
+                    rooms.push(entered.room.name);
                 }
+                Err((name, e)) => frames.push(enter_error(&e, &name)),
             }
-            Err(e) => frames.push(room_error(&e, "")),
+        }
+        if let Some(e) = done.unlisted {
+            frames.push(room_error(&e, ""));
         }
         (rooms, frames)
-    }
-
-    /// Whether a channel rule lets the connection's user into private room `name`.
-    fn allowed_by_rule(s: &Session, name: &str) -> bool {
-        let Ok(channel) = Channel::parse(&format!("room.{name}")) else {
-            return false;
-        };
-        matches!(s.node().grant(s.identity(), &channel, &JoinAs::User), Ok(g) if g.channel.kind() != ChannelKind::Public)
-    }
-
-    /// Adds the user to room `name` (unless `rejoin`, which only marks them back) and
-    /// joins its channel: the `room_joined` status, or an error frame.
-    async fn enter_room(&mut self, s: &mut Session, name: &str, rejoin: bool) -> Result<String, String> {
-        let Some(identity) = s.identity().cloned() else {
-            return Err(room_error(&RoomError::Unauthenticated, name));
-        };
-        let rooms = self.rtc.rooms();
-        let room = rooms
-            .join(name, &identity.user_id, Self::allowed_by_rule(s, name))
-            .await
-            .map_err(|e| room_error(&e, name))?;
-        let Some(channel) = room.channel() else {
-            return Err(room_error(&RoomError::InvalidName(name.into()), name));
-        };
-        let mut grant = Grant::for_channel(channel.clone(), Some(member_of(&identity)));
-        grant.client_events = true;
-        match s.join(&channel, JoinAs::Granted(Box::new(grant))).await {
-            Ok(_) => {}
-            Err(e) => return Err(codec::error(e.code(), &e.to_string(), Some(("room", name)))),
-        }
-        if !self.rooms.iter().any(|r| r == name) {
-            self.rooms.push(name.to_string());
-        }
-        let members: Vec<&String> = room.members.keys().collect();
-        Ok(codec::status(
-            "room_joined",
-            json!({
-                "room": room.name,
-                "topic": channel.name(),
-                "owner": room.owner,
-                "private": room.private,
-                "max_members": room.max_members,
-                "members": members,
-                "rejoined": rejoin,
-            }),
-        ))
     }
 
     async fn subscribe(
@@ -266,7 +225,7 @@ impl RtcSession {
     }
 
     async fn broadcast(&self, s: &mut Session, topic: &str, payload: Value, event: Option<String>) -> Reply {
-        if let Err(level) = self.rtc.limiter().check(s.user().as_deref(), Some(topic)).await {
+        if let Err(level) = self.rtc().limiter().check(s.user().as_deref(), Some(topic)).await {
             return Reply::text(codec::error(
                 level.code(),
                 "rate limit exceeded; this message was not sent",
@@ -295,7 +254,7 @@ impl RtcSession {
                 "direct messages need an authenticated connection (a token)",
             ));
         };
-        match self.rtc.direct_message(s.node(), me, s.id(), target, payload).await {
+        match self.rtc().direct_message(s.node(), me, s.id(), target, payload).await {
             Ok(()) => Reply::text(codec::status("sent", json!({"target_user": target}))),
             Err(e @ DirectMessageError::Offline(_)) => {
                 Reply::text(codec::error(e.code(), &e.to_string(), Some(("target_user", target))))
@@ -323,45 +282,26 @@ impl RtcSession {
     }
 
     async fn create_room(&mut self, s: &mut Session, name: &str, options: crate::rtc::NewRoom) -> Reply {
-        let Some(me) = s.user() else {
-            return Reply::text(room_error(&RoomError::Unauthenticated, name));
-        };
-        match self.rtc.rooms().create(name, &me, options).await {
-            Ok(room) => {
-                let created = codec::status(
-                    "room_created",
-                    json!({"room": room.name, "owner": room.owner, "private": room.private, "max_members": room.max_members}),
-                );
-                match self.enter_room(s, name, false).await {
-                    Ok(joined) => Reply {
-                        frames: vec![created, joined],
-                        close: None,
-                    },
-                    // A room its creator cannot enter is not kept: the answer is the error.
-                    Err(f) => {
-                        if let Err(e) = self.rtc.rooms().abandon(name, &me).await {
-                            tracing::warn!(room = %name, error = %e, "removing a room its creator could not enter failed");
-                        }
-                        Reply::text(f)
-                    }
-                }
-            }
-            Err(e) => Reply::text(room_error(&e, name)),
+        match self.conn.create(s, name, options).await {
+            Ok((room, entered)) => Reply {
+                frames: vec![
+                    codec::status(
+                        "room_created",
+                        json!({"room": room.name, "owner": room.owner, "private": room.private, "max_members": room.max_members}),
+                    ),
+                    room_joined(&entered),
+                ],
+                close: None,
+            },
+            Err(e) => Reply::text(enter_error(&e, name)),
         }
     }
 
     async fn leave_room(&mut self, s: &mut Session, name: &str) -> Reply {
-        let Some(me) = s.user() else {
-            return Reply::text(room_error(&RoomError::Unauthenticated, name));
-        };
-        if let Err(e) = self.rtc.rooms().leave(name, &me).await {
-            return Reply::text(room_error(&e, name));
+        match self.conn.leave(s, name).await {
+            Ok(()) => Reply::text(codec::status("room_left", json!({"room": name}))),
+            Err(e) => Reply::text(room_error(&e, name)),
         }
-        self.rooms.retain(|r| r != name);
-        if let Some(channel) = room_channel(name) {
-            let _ = s.leave(channel.name()).await;
-        }
-        Reply::text(codec::status("room_left", json!({"room": name})))
     }
 
     async fn presence(&self, s: &mut Session, topic: Option<String>, room: Option<String>) -> Reply {
@@ -427,7 +367,7 @@ impl Handler for RtcSession {
     async fn on_text(&mut self, s: &mut Session, text: &str) -> Reply {
         if let Some(limiter) = &self.limiter {
             if limiter.check().is_err() {
-                let per_second = self.rtc.limiter().limits().per_connection;
+                let per_second = self.rtc().limiter().limits().per_connection;
                 return Reply::text(error(
                     "rate_limited_connection",
                     &format!("more than {per_second} frames per second; this one was not handled"),
@@ -446,8 +386,9 @@ impl Handler for RtcSession {
             ClientFrame::DirectMessage { target_user, payload } => self.direct_message(s, &target_user, payload).await,
             ClientFrame::RefreshToken(token) => self.refresh(s, &token).await,
             ClientFrame::CreateRoom { room, options } => self.create_room(s, &room, options).await,
-            ClientFrame::JoinRoom(room) => match self.enter_room(s, &room, false).await {
-                Ok(frame) | Err(frame) => Reply::text(frame),
+            ClientFrame::JoinRoom(room) => match self.conn.enter(s, &room, false).await {
+                Ok(entered) => Reply::text(room_joined(&entered)),
+                Err(e) => Reply::text(enter_error(&e, &room)),
             },
             ClientFrame::LeaveRoom(room) => self.leave_room(s, &room).await,
             ClientFrame::Presence { topic, room } => self.presence(s, topic, room).await,
@@ -459,24 +400,7 @@ impl Handler for RtcSession {
     }
 
     async fn on_close(&mut self, s: &mut Session) {
-        let Some(user) = self.online.take() else {
-            return;
-        };
-        self.rtc.offline(s.node(), &user, s.id()).await;
-        for name in std::mem::take(&mut self.rooms) {
-            let Some(channel) = room_channel(&name) else { continue };
-            let _ = s.leave(channel.name()).await;
-            // Away once no socket of the user is in the room on any node.
-            let still_here = match s.node().presence().members(channel.name()).await {
-                Ok(members) => members.iter().any(|m| m.user_id == user),
-                Err(_) => true,
-            };
-            if !still_here {
-                if let Err(e) = self.rtc.rooms().away(&name, &user).await {
-                    tracing::debug!(room = %name, %user, error = %e, "marking a member away failed; the sweep will");
-                }
-            }
-        }
+        self.conn.closed(s).await;
     }
 }
 
