@@ -1,17 +1,22 @@
 //! Channel names, parsed once at the edge into a typed [`Channel`].
 //!
-//! Native clients name channels `general`, `user.42`, `presence.chat.1`; Pusher
-//! clients name the same channels `general`, `private-user.42`, `presence-chat.1`.
-//! Both spellings parse to the same canonical [`Channel`], so the hub keys every
-//! channel once and each wire protocol renders the name its clients expect.
+//! **The kind is part of the identity**, as in Pusher: `orders`, `private-orders`,
+//! `private-encrypted-orders` and `presence-orders` are four channels. A channel is keyed
+//! by its name with the kind's prefix: `orders`, `private-orders`,
+//! `private-encrypted-orders`, `presence.orders` (presence keeps the native spelling).
+//!
+//! Native clients name channels without a prefix (`user.42`); the channel rules decide
+//! that `user.42` is private, which makes it the channel `private-user.42`, the same one a
+//! Pusher client spells `private-user.42`. So a native client and a Pusher client meet
+//! on a private channel, and a public `orders` never meets a private `orders`.
 //!
 //! **Apps.** Each Pusher app has its own channels. A channel of the default app (the one
-//! native clients and the native API belong to) is keyed by its canonical name; a
-//! channel of another app by `{app_id}:{canonical name}`. `:` is not a channel name
-//! character, so no client spelling can reach another app's key, and everything keyed by
-//! [`Channel::name`] (hub, presence, history, Redis keys and pub/sub, webhooks) is kept
-//! apart per app without knowing about apps. Wire protocols render
-//! [`local_name`](Channel::local_name) / [`pusher_name`](Channel::pusher_name).
+//! native clients and the native API belong to) is keyed as above; a channel of another
+//! app by `{app_id}:{key}`. `:` is not a channel name character, so no client spelling
+//! can reach another app's key, and everything keyed by [`Channel::name`] (hub, presence,
+//! history, Redis keys and pub/sub, webhooks) is kept apart per app and per kind without
+//! knowing about either. Wire protocols render [`local_name`](Channel::local_name) /
+//! [`pusher_name`](Channel::pusher_name).
 
 use std::fmt;
 use std::sync::Arc;
@@ -61,15 +66,15 @@ pub enum ChannelError {
     InvalidApp(String),
 }
 
-/// A validated channel: its kind and its canonical (native) name.
+/// A validated channel: its kind and its key.
 ///
-/// Two channels are equal when their canonical names are: the kind is an attribute
-/// (the rules decide that `user.42` is private), not part of the identity. Cloning is
-/// cheap (the name is reference counted).
+/// Two channels are equal when their keys are, and the key carries the kind
+/// (`private-orders` is not `orders`). Cloning is cheap (the key is reference counted).
 #[derive(Debug, Clone)]
 pub struct Channel {
     kind: ChannelKind,
-    /// The key: `{app}:{canonical}` for a channel of a non-default app, else the canonical name.
+    /// The key: `{app}:{name}` for a channel of a non-default app, else the name, with
+    /// the kind's prefix (`private-user.42`, `presence.chat.1`).
     name: Arc<str>,
     /// Bytes of `{app}:` at the start of `name` (0 for the default app).
     app_len: u16,
@@ -123,19 +128,19 @@ const CACHE: &str = "cache-";
 impl Channel {
     /// Parses a channel name in native or Pusher spelling.
     ///
-    /// | input             | kind     | canonical name    |
-    /// |-------------------|----------|-------------------|
-    /// | `general`         | public   | `general`         |
-    /// | `private-user.42` | private  | `user.42`         |
-    /// | `presence-chat.1` | presence | `presence.chat.1` |
-    /// | `presence.chat.1` | presence | `presence.chat.1` |
+    /// | input             | kind     | key               | local name        |
+    /// |-------------------|----------|-------------------|-------------------|
+    /// | `general`         | public   | `general`         | `general`         |
+    /// | `private-user.42` | private  | `private-user.42` | `user.42`         |
+    /// | `presence-chat.1` | presence | `presence.chat.1` | `presence.chat.1` |
+    /// | `presence.chat.1` | presence | `presence.chat.1` | `presence.chat.1` |
     ///
     /// Whether a native name without a prefix (such as `user.42`) is private is decided
-    /// by the channel rules at join time, not by the parser.
+    /// by the channel rules ([`with_kind`](Self::with_kind)), not by the parser.
     ///
-    /// `private-encrypted-orders` is a private channel of its own (its canonical name keeps
-    /// the prefix, so it never meets `private-orders`); `cache-x`, `private-cache-x` and
-    /// `presence-cache-x` are cache channels (see [`is_cache`](Self::is_cache)).
+    /// `private-encrypted-orders` is a private channel of its own (it never meets
+    /// `private-orders`); `cache-x`, `private-cache-x` and `presence-cache-x` are cache
+    /// channels (see [`is_cache`](Self::is_cache)).
     pub fn parse(raw: &str) -> Result<Self, ChannelError> {
         Self::parse_in(None, raw)
     }
@@ -185,7 +190,10 @@ impl Channel {
             }
             (ChannelKind::Private, raw.into())
         } else if let Some(rest) = raw.strip_prefix(PUSHER_PRIVATE) {
-            (ChannelKind::Private, rest.into())
+            if rest.is_empty() {
+                return Err(ChannelError::Empty);
+            }
+            (ChannelKind::Private, raw.into())
         } else if let Some(rest) = raw.strip_prefix(PUSHER_PRESENCE) {
             if rest.is_empty() {
                 return Err(ChannelError::Empty);
@@ -210,9 +218,9 @@ impl Channel {
         self.kind
     }
 
-    /// The key everything is stored and routed by: the canonical (native protocol) name,
-    /// e.g. `user.42` or `presence.chat.1`, prefixed with `{app}:` for a channel of a
-    /// non-default app.
+    /// The key everything is stored and routed by: the name with its kind's prefix, e.g.
+    /// `orders`, `private-user.42` or `presence.chat.1`, prefixed with `{app}:` for a
+    /// channel of a non-default app.
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -222,9 +230,32 @@ impl Channel {
         &self.name
     }
 
-    /// The canonical name within its app, as the app's clients see it (native spelling).
+    /// The name within its app as native clients spell it: without `private-` (the rules
+    /// make `user.42` private), with `presence.` and `private-encrypted-` kept.
     pub fn local_name(&self) -> &str {
+        let key = self.key_in_app();
+        match self.kind {
+            ChannelKind::Private if !key.starts_with(PUSHER_ENCRYPTED) => {
+                key.strip_prefix(PUSHER_PRIVATE).unwrap_or(key)
+            }
+            _ => key,
+        }
+    }
+
+    /// The key without its app: `private-user.42`, `orders`.
+    fn key_in_app(&self) -> &str {
         &self.name[usize::from(self.app_len)..]
+    }
+
+    /// Whether a client naming `wanted` means this channel: the same key, or (for a name
+    /// without a prefix, which is how native clients name every channel) the same local
+    /// name, whatever kind the rules gave this one.
+    pub fn answers_to(&self, wanted: &Channel) -> bool {
+        *self == *wanted
+            || (wanted.kind == ChannelKind::Public
+                && self.app_len == wanted.app_len
+                && self.name[..usize::from(self.app_len)] == wanted.name[..usize::from(wanted.app_len)]
+                && self.local_name() == wanted.local_name())
     }
 
     /// The app the channel belongs to (`None`: the default app).
@@ -233,6 +264,12 @@ impl Channel {
             0 => None,
             n => Some(&self.name[..usize::from(n) - 1]),
         }
+    }
+
+    /// A channel of the server's own (its namespace starts with `#`, which no client
+    /// spelling reaches): the rules do not apply to it.
+    pub fn is_internal(&self) -> bool {
+        self.app().is_some_and(|a| a.starts_with(INTERNAL_NAMESPACE_PREFIX))
     }
 
     /// The name channel rules and patterns match: the local name, without
@@ -256,12 +293,26 @@ impl Channel {
         local.strip_prefix(NATIVE_PRESENCE).unwrap_or(local).starts_with(CACHE)
     }
 
-    /// Returns the same channel with another kind (used when rules decide a native
-    /// name such as `user.42` is private).
+    /// The channel of the same local name with another kind (used when rules decide a
+    /// native name such as `user.42` is private: it becomes `private-user.42`). An
+    /// encrypted channel stays private; presence keeps the name it has.
     pub fn with_kind(&self, kind: ChannelKind) -> Self {
+        if kind == self.kind {
+            return self.clone();
+        }
+        let local = self.local_name();
+        let key: std::borrow::Cow<'_, str> = match kind {
+            ChannelKind::Private if !local.starts_with(PUSHER_ENCRYPTED) => format!("{PUSHER_PRIVATE}{local}").into(),
+            _ => local.into(),
+        };
+        let kind = if local.starts_with(PUSHER_ENCRYPTED) {
+            ChannelKind::Private
+        } else {
+            kind
+        };
         Self {
             kind,
-            name: self.name.clone(),
+            name: app_key(self.app(), &key).into(),
             app_len: self.app_len,
         }
     }
@@ -327,7 +378,12 @@ mod tests {
         let table: &[(&str, ChannelKind, &str, &str)] = &[
             ("general", ChannelKind::Public, "general", "general"),
             ("user.42", ChannelKind::Public, "user.42", "user.42"),
-            ("private-user.42", ChannelKind::Private, "user.42", "private-user.42"),
+            (
+                "private-user.42",
+                ChannelKind::Private,
+                "private-user.42",
+                "private-user.42",
+            ),
             (
                 "presence-chat.1",
                 ChannelKind::Presence,
@@ -363,10 +419,45 @@ mod tests {
             Channel::parse("presence-chat.1").unwrap(),
             Channel::parse("presence.chat.1").unwrap()
         );
+        // `user.42` made private by the rules is the channel Pusher spells private-user.42.
+        let native = Channel::parse("user.42").unwrap().with_kind(ChannelKind::Private);
+        assert_eq!(native, Channel::parse("private-user.42").unwrap());
+        assert_eq!((native.name(), native.local_name()), ("private-user.42", "user.42"));
         assert_eq!(
-            Channel::parse("private-user.42").unwrap().name(),
-            Channel::parse("user.42").unwrap().name()
+            native.with_kind(ChannelKind::Public),
+            Channel::parse("user.42").unwrap()
         );
+    }
+
+    // Issue 27: in Pusher the prefix is the kind, so these are four channels.
+    #[test]
+    fn the_kind_is_part_of_the_identity() {
+        let names = [
+            "orders",
+            "private-orders",
+            "private-encrypted-orders",
+            "presence-orders",
+        ];
+        let channels: Vec<Channel> = names.iter().map(|n| Channel::parse(n).unwrap()).collect();
+        for (i, a) in channels.iter().enumerate() {
+            for b in &channels[i + 1..] {
+                assert_ne!(a, b, "{} and {} are different channels", a.name(), b.name());
+            }
+            assert_eq!(Channel::from_key(a.name()).unwrap(), *a, "keys read back");
+            assert_eq!(Channel::parse(&a.pusher_name()).unwrap(), *a, "Pusher spelling");
+        }
+        // A native client names every channel without a prefix; it finds the one it joined.
+        let unprefixed = Channel::parse("orders").unwrap();
+        assert!(channels[1].answers_to(&unprefixed));
+        assert!(
+            !channels[0].answers_to(&channels[1]),
+            "a prefixed name means that kind only"
+        );
+        assert!(!Channel::parse_in(Some("a"), "private-orders")
+            .unwrap()
+            .answers_to(&unprefixed));
+        // An encrypted channel stays what it is.
+        assert_eq!(channels[2].with_kind(ChannelKind::Public), channels[2]);
     }
 
     #[test]
@@ -374,10 +465,10 @@ mod tests {
         let default = Channel::parse("private-orders").unwrap();
         let other = Channel::parse_in(Some("app-2"), "private-orders").unwrap();
         assert_ne!(default, other, "two apps' channels are different channels");
-        assert_eq!((default.name(), default.app()), ("orders", None));
+        assert_eq!((default.name(), default.app()), ("private-orders", None));
         assert_eq!(
             (other.name(), other.local_name(), other.app()),
-            ("app-2:orders", "orders", Some("app-2"))
+            ("app-2:private-orders", "orders", Some("app-2"))
         );
         assert_eq!(other.pusher_name(), "private-orders");
         let back = Channel::from_key(other.name()).unwrap();
@@ -407,7 +498,7 @@ mod tests {
         assert_ne!(enc, Channel::parse("private-orders.1").unwrap());
         for (raw, name) in [
             ("cache-news", "cache-news"),
-            ("private-cache-news", "cache-news"),
+            ("private-cache-news", "private-cache-news"),
             ("presence-cache-room", "presence.cache-room"),
         ] {
             let c = Channel::parse(raw).unwrap();

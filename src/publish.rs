@@ -9,6 +9,7 @@ use std::sync::{Arc, RwLock};
 use arc_swap::ArcSwap;
 use serde_json::value::RawValue;
 
+use crate::auth::ChannelAuthorizer;
 use crate::backend::BackendError;
 use crate::channel::Channel;
 use crate::cluster::{Broker, LocalBroker};
@@ -45,6 +46,8 @@ pub struct Fanout {
     hooks: Arc<RwLock<Vec<Arc<dyn PublishHook>>>>,
     routing: Arc<ArcSwap<Routing>>,
     history: Arc<arc_swap::ArcSwapOption<History>>,
+    /// The rules that address a published unprefixed name (see [`crate::auth::addressed`]).
+    authorizer: Arc<arc_swap::ArcSwapOption<Arc<dyn ChannelAuthorizer>>>,
 }
 
 impl std::fmt::Debug for Fanout {
@@ -64,7 +67,25 @@ impl Fanout {
             hooks: Arc::default(),
             routing: Arc::new(ArcSwap::from_pointee(Routing::none())),
             history: Arc::default(),
+            authorizer: Arc::default(),
         }
+    }
+
+    /// Addresses what is published with `authorizer`'s rules (for every clone of this
+    /// fan-out): `user.42` reaches the subscribers of `private-user.42` when the rules
+    /// make it private. Without one, a name is the kind its prefix says.
+    pub fn set_authorizer(&self, authorizer: Arc<dyn ChannelAuthorizer>) {
+        self.authorizer.store(Some(Arc::new(authorizer)));
+    }
+
+    /// `message` on the channel its publisher means.
+    fn addressed(&self, mut message: Message) -> Message {
+        if message.channel.kind() == crate::channel::ChannelKind::Public {
+            if let Some(authorizer) = &*self.authorizer.load() {
+                message.channel = crate::auth::addressed(&***authorizer, &message.channel);
+            }
+        }
+        message
     }
 
     /// Keeps history for the channels `history` names (for every clone of this fan-out).
@@ -119,6 +140,7 @@ impl Fanout {
     /// The routing rules run first, once: the message may be changed, dropped or copied
     /// to other channels (each copy is published the same way, not routed again).
     pub async fn publish(&self, message: Message) -> Result<PublishReport, BackendError> {
+        let message = self.addressed(message);
         if !self.routing.load().is_empty() {
             return Box::pin(self.publish_routed(message)).await;
         }
@@ -143,6 +165,7 @@ impl Fanout {
         let routing = self.routing.load_full();
         let mut total = PublishReport::default();
         for message in routing.route(message) {
+            let message = self.addressed(message);
             self.run_hooks(&message, Origin::Local);
             let report = match self.history_of(&message) {
                 Some(history) => Box::pin(publish_kept(&history, message, &*self.broker, &self.hub)).await?,
@@ -169,7 +192,8 @@ impl Fanout {
     /// own sockets).
     pub fn deliver_foreign(&self, message: Message) -> PublishReport {
         let mut total = PublishReport::default();
-        for message in self.routing.load().route(message) {
+        for message in self.routing.load().route(self.addressed(message)) {
+            let message = self.addressed(message);
             let report = self.deliver_remote(message);
             total.delivered += report.delivered;
             total.dropped += report.dropped;

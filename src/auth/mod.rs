@@ -89,6 +89,20 @@ pub trait ChannelAuthorizer: Send + Sync {
     }
 }
 
+/// The channel a publisher means by `channel`: a name without a prefix is the kind the
+/// rules give it (`user.42` is the private `private-user.42` its subscribers joined),
+/// public where no rule names it; a prefixed name is that kind. Publishing is trusted
+/// (the HTTP APIs, the app's driver, Redis): this only finds where the subscribers are.
+pub fn addressed(authorizer: &dyn ChannelAuthorizer, channel: &Channel) -> Channel {
+    if channel.kind() != ChannelKind::Public || channel.is_internal() {
+        return channel.clone();
+    }
+    match authorizer.kind_of(channel) {
+        Some(kind) if kind != ChannelKind::Public => channel.with_kind(kind),
+        _ => channel.clone(),
+    }
+}
+
 /// Lets everybody join everything, as public channels. For tests and trusted networks
 /// only; the server uses [`ChannelRules`].
 #[derive(Debug, Clone, Copy, Default)]

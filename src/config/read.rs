@@ -396,6 +396,10 @@ pub(super) fn pusher(env: &Env<'_>) -> Result<PusherConfig, ConfigError> {
         [Some(id), Some(key), Some(secret)] => Some(PusherApp {
             encryption_master_key: env.string("PUSHER_APP_ENCRYPTION_MASTER_KEY"),
             enable_subscription_count: env.bool("PUSHER_APP_ENABLE_SUBSCRIPTION_COUNT")?.unwrap_or(false),
+            enable_client_events: env.bool("PUSHER_APP_ENABLE_CLIENT_EVENTS")?.unwrap_or(true),
+            user_authentication_timeout: env
+                .parse::<u64>("PUSHER_APP_USER_AUTHENTICATION_TIMEOUT", "whole seconds (0: off)")?
+                .unwrap_or(0),
             ..PusherApp::new(id, key, secret)
         }),
         [None, None, None] => None,

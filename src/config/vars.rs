@@ -194,6 +194,8 @@ pub const VARIABLES: &[Variable] = &[
     var("PUSHER_APPS_FILE", "pusher.apps_file", Text, "", "TOML file of more [[apps]]"),
     var("PUSHER_APP_ENCRYPTION_MASTER_KEY", "pusher.app_encryption_master_key", Text, "", "base64 of 32 bytes: shared secrets of the env app's private-encrypted-* channels").secret(),
     var("PUSHER_APP_ENABLE_SUBSCRIPTION_COUNT", "pusher.app_enable_subscription_count", Bool, "false", "send pusher_internal:subscription_count on the env app's channels"),
+    var("PUSHER_APP_ENABLE_CLIENT_EVENTS", "pusher.app_enable_client_events", Bool, "true", "the env app's clients may send client-* events on private and presence channels"),
+    var("PUSHER_APP_USER_AUTHENTICATION_TIMEOUT", "pusher.app_user_authentication_timeout", Integer, "0", "seconds the env app's sockets have to pusher:signin before 4009 (0: no sign-in needed)"),
     var("PUSHER_DEFAULT_APP", "pusher.default_app", Text, "", "id of the app whose channels the native protocol shares (default: the first app)"),
     var("PUSHER_MAX_EVENT_SIZE", "pusher.max_event_size", Integer, "10240", "largest event data over the Pusher HTTP API (bytes)").live(),
     var("PUSHER_MAX_CHANNELS_PER_EVENT", "pusher.max_channels_per_event", Integer, "100", "channels per Pusher event").live(),

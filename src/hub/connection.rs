@@ -180,7 +180,12 @@ impl ConnectionHandle {
     /// The joined channel named `name` (either spelling), with the kind it was joined as.
     pub fn subscription(&self, name: &str) -> Option<Channel> {
         let wanted = Channel::parse(name).ok()?;
-        self.channels.lock().ok()?.iter().find(|c| **c == wanted).cloned()
+        let channels = self.channels.lock().ok()?;
+        channels
+            .iter()
+            .find(|c| **c == wanted)
+            .or_else(|| channels.iter().find(|c| c.answers_to(&wanted)))
+            .cloned()
     }
 
     /// The channels this connection is subscribed to.

@@ -55,6 +55,15 @@ pub struct PusherApp {
     /// HTTP API requests per second for this app, 0 for no limit (over it: 429).
     #[serde(default)]
     pub max_api_requests_per_second: u32,
+    /// Whether clients may send `client-*` events on private and presence channels.
+    /// On by default here (Pusher's own dashboard starts with it off).
+    #[serde(default = "yes")]
+    pub enable_client_events: bool,
+    /// Pusher's "authorized connections": seconds a socket has to `pusher:signin` before
+    /// it is sent `pusher:error` 4009 and closed; 0 (the default) lets sockets stay
+    /// anonymous.
+    #[serde(default)]
+    pub user_authentication_timeout: u64,
 }
 
 fn yes() -> bool {
@@ -92,6 +101,8 @@ impl PusherApp {
             max_event_name_length: two_hundred(),
             max_event_size: None,
             max_api_requests_per_second: 0,
+            enable_client_events: true,
+            user_authentication_timeout: 0,
         }
     }
 

@@ -8,6 +8,7 @@
 
 pub mod cache;
 pub mod counts;
+pub mod quota;
 pub mod watchlist;
 
 use std::collections::BTreeMap;
@@ -19,6 +20,35 @@ use subtle::ConstantTimeEq;
 mod apps;
 
 pub use apps::{Apps, PusherApp};
+
+/// The channel pusher-js joins after `pusher:signin`; `sendToUser` publishes to it.
+pub const SERVER_TO_USER: &str = "#server-to-user-";
+
+/// The namespace of those channels (`#server-to-user.{app}` for a non-default app): `#`
+/// keeps any client spelling out of it.
+const SERVER_TO_USER_NAMESPACE: &str = "#server-to-user";
+
+/// The hub channel behind `#server-to-user-{user}` in app namespace `app` (`None`: the
+/// default app). `None` for a user id that cannot name one (characters outside
+/// `A-Z a-z 0-9 _ - = @ , . ;`, as Pusher's SDKs validate, or a `presence-` prefix).
+pub fn server_to_user(app: Option<&str>, user: &str) -> Option<crate::channel::Channel> {
+    let namespace = match app {
+        Some(app) => format!("{SERVER_TO_USER_NAMESPACE}.{app}"),
+        None => SERVER_TO_USER_NAMESPACE.to_string(),
+    };
+    let channel = crate::channel::Channel::parse_in(Some(&namespace), user).ok()?;
+    (channel.kind() != crate::channel::ChannelKind::Presence).then_some(channel)
+}
+
+/// `#server-to-user-{user}` for a channel [`server_to_user`] made.
+pub fn server_to_user_name(channel: &crate::channel::Channel) -> Option<String> {
+    let rest = channel.app()?.strip_prefix(SERVER_TO_USER_NAMESPACE)?;
+    if !(rest.is_empty() || rest.starts_with('.')) {
+        return None;
+    }
+    let (_, user) = crate::channel::split_key(channel.name());
+    Some(format!("{SERVER_TO_USER}{user}"))
+}
 
 fn hmac_hex(secret: &str, message: &str) -> String {
     crate::sign::hmac_sha256_hex(secret, message.as_bytes())
@@ -73,6 +103,8 @@ pub struct Features {
     pub counts: std::sync::Arc<counts::SubscriptionCounts>,
     /// Who watches whom.
     pub watchlist: std::sync::Arc<watchlist::Watchlist>,
+    /// Each app's `max_connections` over the cluster (cluster nodes only).
+    pub quota: Option<quota::ClusterQuota>,
     /// Each app's HTTP API rate limiter (`max_api_requests_per_second`), with its rate.
     api_limits: crate::rate::Limiters<String>,
 }
@@ -92,6 +124,7 @@ impl Features {
             cache,
             counts: counts::SubscriptionCounts::new(fanout.clone(), cluster.cloned(), apps),
             watchlist: watchlist::Watchlist::new(fanout.clone(), cluster.cloned()),
+            quota: cluster.map(|broker| quota::ClusterQuota::new(broker.clone())),
             api_limits: crate::rate::Limiters::new(crate::rate::per_second),
         })
     }
@@ -212,6 +245,23 @@ mod tests {
 
     fn params(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn server_to_user_channels_round_trip_and_stay_apart() {
+        for user in ["7", "private-x", "a@b.c"] {
+            let default = server_to_user(None, user).unwrap();
+            let other = server_to_user(Some("app-2"), user).unwrap();
+            assert_ne!(default, other);
+            for c in [&default, &other] {
+                assert_eq!(server_to_user_name(c).unwrap(), format!("#server-to-user-{user}"));
+            }
+        }
+        assert!(server_to_user(None, "a b").is_none());
+        assert!(server_to_user(None, "presence-x").is_none());
+        let plain = crate::channel::Channel::parse_in(Some("#server-to-userx"), "7").unwrap();
+        assert!(server_to_user_name(&plain).is_none());
+        assert!(server_to_user_name(&crate::channel::Channel::parse("7").unwrap()).is_none());
     }
 
     #[test]

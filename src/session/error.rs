@@ -190,6 +190,9 @@ pub enum ClientEventError {
     /// The channel is end-to-end encrypted (`private-encrypted-*`).
     #[error("client events are not allowed on encrypted channels")]
     Encrypted,
+    /// The app does not enable client events (Pusher's `enable_client_events`).
+    #[error("client events are not enabled for this app")]
+    Disabled,
     /// The event name is empty, lacks `client-`, or is too long.
     #[error("event name is empty or too long")]
     InvalidEvent,
@@ -207,6 +210,7 @@ impl Refusal for ClientEventError {
             Self::NotSubscribed => "not_subscribed",
             Self::Forbidden => "client_events_forbidden",
             Self::Encrypted => "encrypted_channel",
+            Self::Disabled => "client_events_disabled",
             Self::InvalidEvent => "invalid_event",
             Self::RateLimited(_) => "rate_limited",
             Self::Unavailable(_) => "unavailable",

@@ -200,8 +200,20 @@ impl Session {
 
     /// The joined channel named `name` (either spelling), with the kind it was joined as.
     pub fn subscription(&self, name: &str) -> Option<&Channel> {
+        self.joined_index(name).map(|i| &self.joined[i].channel)
+    }
+
+    /// Where the channel a client names is among the joined ones: the channel of that
+    /// key, else (an unprefixed name of a native or typed-frame client) the one of that
+    /// local name the rules made private. A Pusher client's name is exact: its prefix is
+    /// the kind.
+    fn joined_index(&self, name: &str) -> Option<usize> {
         let wanted = self.parse(name).ok()?;
-        self.joined.iter().map(|j| &j.channel).find(|c| **c == wanted)
+        let exact = self.joined.iter().position(|j| j.channel == wanted);
+        if exact.is_some() || self.conn.protocol() == Protocol::Pusher {
+            return exact;
+        }
+        self.joined.iter().position(|j| j.channel.answers_to(&wanted))
     }
 
     /// Makes the session one of an app's: its channels are looked up in the app's
@@ -463,12 +475,7 @@ impl Session {
 
     /// Leaves the channel named `name` (either spelling); returns it.
     pub async fn leave(&mut self, name: &str) -> Result<Channel, LeaveError> {
-        let wanted = self.parse(name).map_err(|_| LeaveError::NotSubscribed)?;
-        let i = self
-            .joined
-            .iter()
-            .position(|j| j.channel == wanted)
-            .ok_or(LeaveError::NotSubscribed)?;
+        let i = self.joined_index(name).ok_or(LeaveError::NotSubscribed)?;
         let joined = self.joined.swap_remove(i);
         self.floors.retain(|(c, _)| *c != joined.channel);
         self.leave_presence(&joined).await;
@@ -504,20 +511,19 @@ impl Session {
     /// [`send_client_event`](Self::send_client_event), for a protocol that has work to do
     /// in between (keeping the message first, for instance).
     pub fn allow_client_event(&mut self, name: &str, event: &str) -> Result<Channel, ClientEventError> {
-        let wanted = self.parse(name).map_err(|_| ClientEventError::NotSubscribed)?;
+        let i = self.joined_index(name).ok_or(ClientEventError::NotSubscribed)?;
         let per_second = self
             .tenant
             .as_ref()
             .and_then(|t| t.client_events_per_second)
             .unwrap_or_else(|| self.node.limits().client_events_per_second);
-        let joined = self
-            .joined
-            .iter()
-            .find(|j| j.channel == wanted)
-            .ok_or(ClientEventError::NotSubscribed)?;
+        let joined = &self.joined[i];
         // The grant decides (the rules never allow client events on public channels).
         if !joined.client_events {
             return Err(ClientEventError::Forbidden);
+        }
+        if self.tenant.as_ref().is_some_and(|t| t.client_events_disabled) {
+            return Err(ClientEventError::Disabled);
         }
         // Pusher refuses them on end-to-end encrypted channels: the server could not
         // have checked what they carry, and clients could not tell them from real events.
@@ -549,9 +555,15 @@ impl Session {
         event: &str,
         data: Arc<RawValue>,
     ) -> Result<Channel, ClientEventError> {
+        // On a presence channel the sender is the member (Pusher adds its `user_id`).
+        let member = self
+            .joined
+            .iter()
+            .find(|j| j.channel == channel)
+            .and_then(|j| j.user_id.clone());
         let message = Message::event(channel.clone(), event, data.clone())
             .except(Some(self.conn.id()))
-            .sender(self.conn.user());
+            .sender(member.or_else(|| self.conn.user()));
         self.node
             .fanout
             .publish(message)

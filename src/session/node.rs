@@ -100,6 +100,7 @@ impl Node {
         verifier: Option<Arc<JwtVerifier>>,
         limits: Limits,
     ) -> Self {
+        fanout.set_authorizer(authorizer.clone());
         Self {
             hub: fanout.hub().clone(),
             fanout,
@@ -113,10 +114,17 @@ impl Node {
         }
     }
 
-    /// The same node with another channel authorizer.
+    /// The same node with another channel authorizer (which also addresses what is
+    /// published: see [`crate::auth::addressed`]).
     pub fn with_authorizer(mut self, authorizer: Arc<dyn ChannelAuthorizer>) -> Self {
+        self.fanout.set_authorizer(authorizer.clone());
         self.authorizer = authorizer;
         self
+    }
+
+    /// The channel a publisher means by `channel` (see [`crate::auth::addressed`]).
+    pub fn addressed(&self, channel: &Channel) -> Channel {
+        crate::auth::addressed(&*self.authorizer, channel)
     }
 
     /// The same node with another presence.
@@ -232,6 +240,7 @@ impl Node {
 
     /// What `identity` may do on `channel`, joining as `how`.
     pub fn grant(&self, identity: Option<&Identity>, channel: &Channel, how: &JoinAs) -> Result<Grant, JoinError> {
+        let requested = channel;
         // A service's own grant is final; otherwise grant sources come before the rules.
         if !matches!(how, JoinAs::Granted(_)) {
             for source in &self.grants {
@@ -252,6 +261,15 @@ impl Node {
             }
             JoinAs::User | JoinAs::Topic => {
                 let channel = self.authorizer.authorize(identity, channel).map_err(join_error)?;
+                // A prefix asks for a kind, which only a rule that agrees can give: where
+                // `general` is public, `private-general` is not made (nor made public).
+                if asks_other_kind(how, channel.kind(), requested) {
+                    return Err(JoinError::WrongKind {
+                        channel: requested.local_name().into(),
+                        actual: channel.kind(),
+                        spelled: requested.kind(),
+                    });
+                }
                 let member = match (channel.kind(), identity) {
                     (ChannelKind::Presence, Some(user)) => Some(member_of(user)),
                     // The rules only grant presence channels to authenticated users.
@@ -262,23 +280,19 @@ impl Node {
                 };
                 Ok(Grant::for_channel(channel, member))
             }
+            // Pusher: a name without a prefix is public, unless a rule names it (then the
+            // rule decides, and a private or presence rule refuses it as public).
+            JoinAs::Public if !self.authorizer.reserves(channel) => {
+                Ok(Grant::for_channel(channel.with_kind(ChannelKind::Public), None))
+            }
             JoinAs::Public => match self.authorizer.authorize(None, channel) {
                 Ok(c) if c.kind() == ChannelKind::Public => Ok(Grant::for_channel(c, None)),
                 _ => Err(JoinError::NotPublic(channel.local_name().into())),
             },
             JoinAs::Granted(grant) => Ok((**grant).clone()),
             JoinAs::Signed { member } => {
-                // The spelling chose the kind; the rules must agree, or `private-general`
-                // would make the public `general` private (and open it to client events).
-                if let Some(actual) = self.authorizer.kind_of(channel) {
-                    if actual != channel.kind() {
-                        return Err(JoinError::WrongKind {
-                            channel: channel.local_name().into(),
-                            actual,
-                            spelled: channel.kind(),
-                        });
-                    }
-                }
+                // The app signed this very channel; its prefix is its kind, and it is its
+                // own channel (`private-general` never reaches the public `general`).
                 let member = match channel.kind() {
                     ChannelKind::Presence => Some(member.clone().ok_or(JoinError::MissingMember)?),
                     _ => None,
@@ -287,6 +301,14 @@ impl Node {
             }
         }
     }
+}
+
+/// Whether a join `how` of `requested`, granted as `granted`, asked for another kind by
+/// its prefix (typed-frame topics and native names without one take the rules' kind).
+fn asks_other_kind(how: &JoinAs, granted: ChannelKind, requested: &Channel) -> bool {
+    matches!(how, JoinAs::User | JoinAs::Topic)
+        && requested.kind() != ChannelKind::Public
+        && requested.kind() != granted
 }
 
 impl Node {
@@ -343,4 +365,6 @@ pub struct Tenant {
     pub max_presence_members: usize,
     /// Largest presence member's `user_info`, JSON bytes (0: no limit).
     pub max_member_size: usize,
+    /// The app switched client events off (Pusher's `enable_client_events = false`).
+    pub client_events_disabled: bool,
 }

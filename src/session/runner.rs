@@ -133,6 +133,12 @@ pub trait Handler: Send {
     fn close_reason(&self, reason: CloseReason) -> CloseReason {
         reason
     }
+
+    /// A last frame before the close frame of `reason` (Pusher sends `pusher:error` with
+    /// the close code, which pusher-js reports to the app). None by default.
+    fn farewell(&self, _reason: CloseReason) -> Option<String> {
+        None
+    }
 }
 
 /// Messages recovered from history, encoded for protocol `H` (oldest first).
@@ -187,6 +193,20 @@ where
 /// Sends a close frame (bounded by [`CLOSE_GRACE`]).
 async fn close<T, S: Socket<T>>(socket: &mut S, reason: CloseReason) {
     let _ = tokio::time::timeout(CLOSE_GRACE, socket.send(Frame::Close(Some(reason)))).await;
+}
+
+/// How protocol `H` closes for `reason`: its code, and its farewell frame.
+fn closing<H: Handler>(handler: &H, reason: CloseReason) -> (CloseReason, Option<String>) {
+    let reason = handler.close_reason(reason);
+    (reason, handler.farewell(reason))
+}
+
+/// Sends the farewell frame, then the close frame (each bounded by [`CLOSE_GRACE`]).
+async fn close_as<T: Text, S: Socket<T>>(socket: &mut S, (reason, farewell): (CloseReason, Option<String>)) {
+    if let Some(text) = farewell {
+        let _ = tokio::time::timeout(CLOSE_GRACE, socket.send(Frame::Text(T::from(text)))).await;
+    }
+    close(socket, reason).await;
 }
 
 /// Sends a handler's reply; `false` when the session must end. `closed` is the
@@ -288,18 +308,18 @@ where
         tokio::select! {
             biased;
             _ = closed.as_mut() => {
-                close(socket, handler.close_reason(conn.close_reason())).await;
+                close_as(socket, closing(handler, conn.close_reason())).await;
                 return;
             }
             _ = async { if let Some(t) = expiry_timer.as_mut() { t.as_mut().await } }, if expiry_timer.is_some() => {
                 conn.close(CloseReason::TOKEN_EXPIRED);
-                close(socket, CloseReason::TOKEN_EXPIRED).await;
+                close_as(socket, closing(handler, CloseReason::TOKEN_EXPIRED)).await;
                 return;
             }
             Some(envelope) = rx.recv() => {
                 if !write_batch::<H, T, S, _>(s, socket, envelope, &mut rx, closed.as_mut()).await {
                     if conn.is_closing() {
-                        close(socket, handler.close_reason(conn.close_reason())).await;
+                        close_as(socket, closing(handler, conn.close_reason())).await;
                     }
                     return;
                 }

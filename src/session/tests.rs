@@ -100,9 +100,9 @@ async fn refusals_carry_codes() {
         ("user.42", JoinAs::User, "unauthorized"),
         ("random", JoinAs::User, "forbidden"),
         ("user.42", JoinAs::Public, "not_public"),
-        ("private-general", JoinAs::Signed { member: None }, "wrong_kind"),
-        ("private-presence.x", JoinAs::Signed { member: None }, "wrong_kind"),
         ("presence-x", JoinAs::Signed { member: None }, "invalid_member"),
+        // A prefix asks for a kind the rules must agree with (`general` is public).
+        ("private-general", JoinAs::User, "wrong_kind"),
     ];
     for (name, how, code) in cases {
         let err = anon.join(&ch(name), how).await.unwrap_err();
@@ -114,6 +114,14 @@ async fn refusals_carry_codes() {
         .await
         .unwrap();
     assert_eq!(joined.channel.kind(), ChannelKind::Private);
+    // The prefix is the kind (issue 27): an app-signed `private-general` is its own
+    // channel, never the public `general` (so nothing whispered there reaches it).
+    let joined = anon
+        .join(&ch("private-general"), JoinAs::Signed { member: None })
+        .await
+        .unwrap();
+    assert_eq!(joined.channel.name(), "private-general");
+    assert_ne!(joined.channel, ch("general"));
     assert_eq!(anon.leave("nope").await.unwrap_err().code(), "not_subscribed");
 }
 

@@ -94,14 +94,29 @@ async fn laravel_payloads(redis: &impl Backend) {
     let (mut on_a, _) = a.connect("/ws/orders.1").await;
     let (mut on_b, first) = b.connect("/ws/orders.1").await;
     let sender = first["data"]["socket_id"].as_str().unwrap().to_string();
+    // Laravel's PrivateChannel('user.7') reaches the native subscribers of `user.7`,
+    // which the rules make private, on both nodes.
+    let user = token("7", json!({}));
+    let (mut private_a, _) = a.connect(&format!("/ws/user.7?auth_token={user}")).await;
+    let (mut private_b, _) = b.connect(&format!("/ws/user.7?auth_token={user}")).await;
     let payload = r#"{"event":"App\\Events\\OrderShipped","data":{"order_id":1},"socket":null}"#;
+    redis.publish(&format!("{prefix}private-user.7"), payload);
+    for ws in [&mut private_a, &mut private_b] {
+        let frames = collect(ws, Duration::from_millis(500)).await;
+        assert_eq!(frames.len(), 1, "{frames:?}");
+        assert_eq!(frames[0]["channel"], "user.7");
+        assert_eq!(frames[0]["event"], "App\\Events\\OrderShipped");
+        assert_eq!(frames[0]["data"], json!({"order_id": 1}));
+    }
+    // Laravel's public Channel('orders.1') reaches the public channel; its private
+    // namesake `private-orders.1` is another channel (the prefix is the kind).
     redis.publish(&format!("{prefix}private-orders.1"), payload);
+    redis.publish(&format!("{prefix}orders.1"), payload);
     for ws in [&mut on_a, &mut on_b] {
         let frames = collect(ws, Duration::from_millis(500)).await;
         assert_eq!(frames.len(), 1, "{frames:?}");
         assert_eq!(frames[0]["channel"], "orders.1");
         assert_eq!(frames[0]["event"], "App\\Events\\OrderShipped");
-        assert_eq!(frames[0]["data"], json!({"order_id": 1}));
     }
     // Laravel's toOthers(): the socket in the payload is skipped, wherever it is.
     let payload = json!({"event": "x", "data": {}, "socket": sender}).to_string();
@@ -682,8 +697,59 @@ async fn app_stats(redis: &impl Backend) {
 
 /// The same guarantees on a Redis Cluster of three masters: keys hash-tagged into single
 /// slots, channel traffic on sharded pub/sub (`SPUBLISH`/`SSUBSCRIBE`).
+// Issue 27, item 9: with max_connections = 2 a third client got in through the other node.
+#[tokio::test]
+async fn an_apps_max_connections_holds_over_the_cluster() {
+    app_quota_over_the_cluster(&RedisServer::start()).await;
+}
+
+async fn app_quota_over_the_cluster(redis: &impl Backend) {
+    let prefix = unique_prefix();
+    let node = || {
+        let mut c = cluster_config(redis, &prefix);
+        c.pusher.apps = rustaxum::pusher::Apps::new(vec![rustaxum::pusher::PusherApp {
+            max_connections: 2,
+            ..pusher_app("q", "q-key", "q-secret-0123456789")
+        }]);
+        start_with(c)
+    };
+    let (a, b) = (node().await, node().await);
+    for n in [&a, &b] {
+        wait_ready(n).await;
+    }
+    let (mut on_a, first) = a.connect("/app/q-key?protocol=7").await;
+    assert_eq!(first["event"], "pusher:connection_established");
+    let (_on_b, first) = b.connect("/app/q-key?protocol=7").await;
+    assert_eq!(first["event"], "pusher:connection_established");
+    // Node B has one socket of the app, under the limit of 2; the cluster has two.
+    let mut refused = b.connect_raw("/app/q-key?protocol=7").await;
+    let error = recv_json(&mut refused).await;
+    assert_eq!(
+        (error["event"].as_str(), error["data"]["code"].as_u64()),
+        (Some("pusher:error"), Some(4004)),
+        "{error}"
+    );
+    assert_eq!(expect_close(&mut refused).await.map(|c| u16::from(c.code)), Some(4004));
+    // A closed socket gives its place back.
+    on_a.close(None).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut ws = b.connect_raw("/app/q-key?protocol=7").await;
+        if recv_json(&mut ws).await["event"] == "pusher:connection_established" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the place was not given back");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 mod on_a_redis_cluster {
     use super::*;
+
+    #[tokio::test]
+    async fn an_apps_max_connections_holds_over_the_cluster() {
+        app_quota_over_the_cluster(&RedisCluster::start()).await;
+    }
 
     #[tokio::test]
     async fn an_event_published_anywhere_reaches_every_subscriber_exactly_once() {

@@ -9,8 +9,8 @@ use crate::common::*;
 /// base64 of 32 bytes: the first app's encryption master key.
 const MASTER_KEY: &str = "K0UzPUbNBEq6f2lSpYJcDhvXo4ZXO6G5yW9nVp0iHvM=";
 
-/// Three tenants: the default app (encrypted channels, subscription counts), a second
-/// app, and one with tight limits.
+/// Four tenants: the default app (encrypted channels, subscription counts), a second
+/// app, one with tight limits, and one with client events off and authorized connections.
 fn apps() -> Vec<rustaxum::pusher::PusherApp> {
     use rustaxum::pusher::PusherApp;
     vec![
@@ -27,6 +27,11 @@ fn apps() -> Vec<rustaxum::pusher::PusherApp> {
             max_channels_per_event: Some(2),
             max_api_requests_per_second: 3,
             ..PusherApp::new("app-3", "app3-key", "app3-secret")
+        },
+        PusherApp {
+            enable_client_events: false,
+            user_authentication_timeout: 1,
+            ..PusherApp::new("app-4", "app4-key", "app4-secret")
         },
     ]
 }
@@ -45,6 +50,9 @@ fn node_env(port: u16, port2: Option<u16>) -> Vec<(String, String)> {
         ("RX_APP_ID3", "app-3".into()),
         ("RX_KEY3", "app3-key".into()),
         ("RX_SECRET3", "app3-secret".into()),
+        ("RX_APP_ID4", "app-4".into()),
+        ("RX_KEY4", "app4-key".into()),
+        ("RX_SECRET4", "app4-secret".into()),
         ("RX_MASTER_KEY", MASTER_KEY.into()),
         ("RX_JWT_SECRET", SECRET.into()),
     ];

@@ -243,3 +243,77 @@ async fn users_are_per_app_for_terminate_connections() {
         "app one's user 9 is someone else"
     );
 }
+
+/// Reads frames until one with `event` arrives.
+async fn until_event(ws: &mut Ws, event: &str) -> Value {
+    loop {
+        let msg = recv_json(ws).await;
+        if msg["event"] == event {
+            return msg;
+        }
+    }
+}
+
+// Issue 27: the prefix is the kind. A native client on `user.42` (private by the rules)
+// and a Pusher client on `private-user.42` are on one channel; a Pusher client on the
+// public spelling is refused; `private-orders` and `orders` are two channels.
+#[tokio::test]
+async fn native_names_meet_pusher_prefixes_and_kinds_stay_apart() {
+    let app = app("1", "k1", true, 0);
+    let server = server_with(vec![app.clone()]).await;
+    let (mut native, _) = server
+        .connect(&format!("/ws/user.42?auth_token={}", token("42", json!({}))))
+        .await;
+    let (mut pusher, established) = server.connect("/app/k1?protocol=7").await;
+    let data: Value = serde_json::from_str(established["data"].as_str().unwrap()).unwrap();
+    let socket_id = data["socket_id"].as_str().unwrap().to_string();
+    for channel in ["private-user.42", "private-orders", "orders"] {
+        let auth = channel
+            .starts_with("private-")
+            .then(|| rustaxum::pusher::channel_auth(&app, &socket_id, channel, None));
+        send_json(
+            &mut pusher,
+            json!({"event": "pusher:subscribe", "data": {"channel": channel, "auth": auth}}),
+        )
+        .await;
+        let ok = until_event(&mut pusher, "pusher_internal:subscription_succeeded").await;
+        assert_eq!(ok["channel"], channel);
+    }
+    // `user.42` without the prefix: a rule names it private, so not as a public channel.
+    send_json(
+        &mut pusher,
+        json!({"event": "pusher:subscribe", "data": {"channel": "user.42"}}),
+    )
+    .await;
+    let refused = until_event(&mut pusher, "pusher:subscription_error").await;
+    assert_eq!(refused["data"]["status"], 403, "{refused}");
+
+    // The native API's `user.42` reaches both; each sees its own spelling.
+    server.publish("user.42", "shipped", json!({"n": 1})).await;
+    let got = until_event(&mut pusher, "shipped").await;
+    assert_eq!(got["channel"], "private-user.42");
+    let got = recv_json(&mut native).await;
+    assert_eq!((got["channel"].as_str(), got["event"].as_str()), (Some("user.42"), Some("shipped")));
+
+    // `orders` and `private-orders` are two channels: each event reaches its own only.
+    for (channel, event) in [("orders", "public.one"), ("private-orders", "private.one")] {
+        server.publish(channel, event, json!({})).await;
+    }
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let msg = recv_json(&mut pusher).await;
+        if let Some(event) = msg["event"].as_str().filter(|e| e.contains(".one")) {
+            seen.push((msg["channel"].as_str().unwrap().to_string(), event.to_string()));
+        }
+    }
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            ("orders".to_string(), "public.one".to_string()),
+            ("private-orders".to_string(), "private.one".to_string())
+        ]
+    );
+    expect_silence(&mut pusher, std::time::Duration::from_millis(200)).await;
+    expect_silence(&mut native, std::time::Duration::from_millis(100)).await;
+}

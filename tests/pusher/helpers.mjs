@@ -18,6 +18,8 @@ export const BASE = `http://${HOST}:${PORT}`;
 export const APP2 = { id: process.env.RX_APP_ID2, key: process.env.RX_KEY2, secret: process.env.RX_SECRET2 };
 export const APP3 = { id: process.env.RX_APP_ID3, key: process.env.RX_KEY3, secret: process.env.RX_SECRET3 };
 export const APP1 = { id: APP_ID, key: KEY, secret: SECRET };
+/** An app with client events off and authorized connections (sign in within 1 s). */
+export const APP4 = { id: process.env.RX_APP_ID4, key: process.env.RX_KEY4, secret: process.env.RX_SECRET4 };
 export const MASTER_KEY = process.env.RX_MASTER_KEY;
 /** A second node of the same cluster, when the harness started one. */
 export const PORT2 = Number(process.env.RX_PORT2 || 0);

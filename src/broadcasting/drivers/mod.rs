@@ -117,7 +117,8 @@ impl<D: BroadcastDriver> Broadcaster for DriverAdapter<D> {
         for channel in channels {
             match channel.kind() {
                 crate::channel::ChannelKind::Public => self.0.broadcast(channel.name(), message.clone()).await?,
-                _ => self.0.broadcast_private(channel.name(), message.clone()).await?,
+                // The method says private; the name is the one the app gave (`orders.1`).
+                _ => self.0.broadcast_private(channel.local_name(), message.clone()).await?,
             }
         }
         Ok(0)

@@ -268,6 +268,7 @@ pub(crate) async fn channel_history(
     Query(q): Query<HistoryQuery>,
 ) -> Result<Json<HistoryPage>, ApiError> {
     let channel = Channel::parse(&name).map_err(|e| ApiError::unprocessable(format!("invalid channel: {e}")))?;
+    let channel = st.node.addressed(&channel);
     let history = st
         .node
         .fanout()

@@ -68,7 +68,7 @@ pub fn encode(envelope: &Envelope) -> Option<String> {
         return None;
     }
     serialise(&ServerFrame {
-        channel: envelope.channel.name(),
+        channel: envelope.channel.local_name(),
         event: &envelope.event,
         data: &*envelope.data,
         timestamp: &envelope.timestamp,

@@ -108,7 +108,7 @@ async fn join(s: &mut Session, channel: &Channel, since: Option<&Position>) -> R
             let mut frames = replay::<NativeSession>(catch_up.messages);
             let presence = joined.presence.as_ref();
             let data = SubscriptionSucceeded {
-                channel: joined.channel.name(),
+                channel: joined.channel.local_name(),
                 kind: joined.channel.kind(),
                 socket_id: s.id().to_string(),
                 subscribers: joined.subscribers,
@@ -119,13 +119,17 @@ async fn join(s: &mut Session, channel: &Channel, since: Option<&Position>) -> R
                 recovered: catch_up.recovered,
                 capped: catch_up.capped,
             };
-            frames.push(codec::frame(joined.channel.name(), "subscription_succeeded", &data));
+            frames.push(codec::frame(
+                joined.channel.local_name(),
+                "subscription_succeeded",
+                &data,
+            ));
             Reply { frames, close: None }
         }
         // The connection is going away; the loop closes it.
         Err(JoinError::Closing) => Reply::none(),
         Err(e) => Reply::text(codec::refusal(
-            channel.name(),
+            channel.local_name(),
             "subscription_error",
             e.code(),
             &e.to_string(),
@@ -148,10 +152,10 @@ async fn subscribe(s: &mut Session, name: &str, since: Option<&Position>) -> Rep
 async fn unsubscribe(s: &mut Session, name: &str) -> Reply {
     match s.leave(name).await {
         Ok(channel) => Reply::text(codec::frame(
-            channel.name(),
+            channel.local_name(),
             "unsubscribed",
             &Unsubscribed {
-                channel: channel.name(),
+                channel: channel.local_name(),
             },
         )),
         Err(e) => error(name, e.code(), &e.to_string()),
@@ -172,7 +176,7 @@ async fn whisper(s: &mut Session, name: &str, event: &str, data: Option<Value>) 
     match s.client_event(name, &event, raw).await {
         Ok(_) => Reply::none(),
         Err(e) => {
-            let channel = s.subscription(name).map_or(name, |c| c.name()).to_string();
+            let channel = s.subscription(name).map_or(name, |c| c.local_name()).to_string();
             error(&channel, e.code(), &e.to_string())
         }
     }

@@ -112,6 +112,16 @@ impl Signed {
         Channel::parse_in(self.namespace.as_deref(), name)
             .map_err(|e| bad_request(format!("invalid channel {name:?}: {e}")))
     }
+
+    /// A channel an event may be published to: a channel of the app, or
+    /// `#server-to-user-{id}` (the server SDKs' `sendToUser`), the signed-in user's.
+    fn event_channel(&self, name: &str) -> Result<Channel, ApiError> {
+        match name.strip_prefix(crate::pusher::SERVER_TO_USER) {
+            Some(user) => crate::pusher::server_to_user(self.namespace.as_deref(), user)
+                .ok_or_else(|| bad_request(format!("invalid user id in {name:?}"))),
+            None => self.channel(name),
+        }
+    }
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -175,7 +185,10 @@ fn prepare(st: &AppState, signed: &Signed, e: EventBody) -> Result<Prepared, Api
         Value::String(s) => serde_json::from_str::<Value>(&s).unwrap_or(Value::String(s)),
         other => other,
     };
-    let channels = names.iter().map(|n| signed.channel(n)).collect::<Result<Vec<_>, _>>()?;
+    let channels = names
+        .iter()
+        .map(|n| signed.event_channel(n))
+        .collect::<Result<Vec<_>, _>>()?;
     let socket = e
         .socket_id
         .as_deref()

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::Value;
 
+use crate::channel::ChannelKind;
 use crate::hub::{Envelope, EnvelopeKind, Position};
 
 /// Pusher close and error codes used here.
@@ -70,6 +71,9 @@ struct Out<'a, D: Serialize> {
     #[serde(skip_serializing_if = "Option::is_none")]
     channel: Option<&'a str>,
     data: D,
+    /// The sending member of a client event on a presence channel (pusher-js: `metadata.user_id`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user_id: Option<&'a str>,
     /// rustaxum's addition on channels with history (Pusher clients ignore it).
     #[serde(skip_serializing_if = "Option::is_none")]
     position: Option<&'a Position>,
@@ -81,7 +85,23 @@ pub fn message<D: Serialize>(event: &str, channel: Option<&str>, data: D) -> Str
         event,
         channel,
         data,
+        user_id: None,
         position: None,
+    })
+    .unwrap_or_default()
+}
+
+#[derive(Serialize)]
+struct CacheMiss<'a> {
+    event: &'static str,
+    channel: &'a str,
+}
+
+/// `pusher:cache_miss`: Pusher sends it without `data`.
+pub fn cache_miss(channel: &str) -> String {
+    serde_json::to_string(&CacheMiss {
+        event: "pusher:cache_miss",
+        channel,
     })
     .unwrap_or_default()
 }
@@ -150,7 +170,8 @@ struct RemovedData<'a> {
 /// A hub message as a Pusher frame (once per message, shared by every Pusher socket):
 /// channel names in Pusher spelling, presence events as `pusher_internal:member_*`.
 pub fn encode(envelope: &Envelope) -> Option<String> {
-    let channel = envelope.channel.pusher_name();
+    let channel =
+        crate::pusher::server_to_user_name(&envelope.channel).unwrap_or_else(|| envelope.channel.pusher_name());
     let (event, data) = match envelope.kind {
         EnvelopeKind::SubscriptionCount => ("pusher_internal:subscription_count", envelope.data.get().to_string()),
         EnvelopeKind::Watchlist => {
@@ -158,6 +179,7 @@ pub fn encode(envelope: &Envelope) -> Option<String> {
                 event: "pusher_internal:watchlist_events",
                 channel: None,
                 data: envelope.data.get(),
+                user_id: None,
                 position: None,
             })
             .ok()
@@ -173,10 +195,20 @@ pub fn encode(envelope: &Envelope) -> Option<String> {
             ("pusher_internal:member_removed", data)
         }
     };
+    let user_id = match envelope.kind {
+        EnvelopeKind::Event
+            if envelope.channel.kind() == ChannelKind::Presence
+                && envelope.event.starts_with(crate::session::CLIENT_EVENT_PREFIX) =>
+        {
+            envelope.sender.as_deref()
+        }
+        _ => None,
+    };
     serde_json::to_string(&Out {
         event,
         channel: Some(&channel),
         data,
+        user_id,
         position: envelope.position.as_ref(),
     })
     .ok()

@@ -18,10 +18,9 @@ use crate::presence::Member;
 use crate::protocol::{socket, ApiError, AppState};
 use crate::pusher::{self, PusherApp};
 use crate::session::runner::{replay, Handler, Reply};
-use crate::session::{AppQuota, JoinAs, JoinError, Joined, Refusal, Session, Tenant};
+use crate::session::{AppQuota, Grant, JoinAs, JoinError, Joined, Refusal, Session, Tenant};
 
-/// pusher-js's per-user channel after `pusher:signin`.
-const SERVER_TO_USER: &str = "#server-to-user-";
+use crate::pusher::SERVER_TO_USER;
 
 /// Opens a Pusher protocol connection for an app.
 #[utoipa::path(get, path = "/app/{key}", tag = "pusher", params(("key" = String, Path, description = "the app key"), ("protocol" = Option<u32>, Query, description = "5 to 7")), responses((status = 101, description = "WebSocket of the Pusher protocol (errors are pusher:error frames and close codes 4000-4299)")))]
@@ -49,8 +48,21 @@ pub(crate) async fn upgrade(
     };
     match st.node.admit(None, Some(quota)) {
         Ok(admission) => {
+            // The app's quota holds over the whole cluster (as Pusher counts it).
+            let place = match (&st.pusher.quota, app.max_connections) {
+                (Some(cluster), max) if max > 0 => match cluster.reserve(&app.id, max).await {
+                    Ok(place) => place.map(Box::new),
+                    Err(e) => {
+                        drop(admission);
+                        let message = format!("Application is over connection quota: {e}");
+                        return ws.on_upgrade(move |s| refuse(s, codes::OVER_QUOTA, message));
+                    }
+                },
+                _ => None,
+            };
             let handler = PusherSession {
                 cx: st.pusher_contexts.get(&st, &app),
+                _place: place,
             };
             ws.on_upgrade(move |s| socket::serve(&st, s, admission, handler))
         }
@@ -130,6 +142,7 @@ impl AppContext {
             client_events_per_second: app.max_client_events_per_second,
             max_presence_members: app.max_presence_members_per_channel,
             max_member_size: app.max_presence_member_size,
+            client_events_disabled: !app.enable_client_events,
         };
         Self {
             app,
@@ -143,6 +156,8 @@ impl AppContext {
 /// A Pusher connection of one app.
 pub(crate) struct PusherSession {
     cx: Arc<AppContext>,
+    /// Its place in the app's cluster-wide connection quota (given back on close).
+    _place: Option<Box<crate::pusher::quota::Place>>,
 }
 
 #[derive(Serialize)]
@@ -203,6 +218,12 @@ fn succeeded(name: &str, joined: &Joined) -> Reply {
     ))
 }
 
+/// A socket of an app with `user_authentication_timeout` that did not sign in in time.
+const NOT_SIGNED_IN: CloseReason = CloseReason {
+    code: codes::UNAUTHORIZED,
+    reason: "Connection not authorized within timeout",
+};
+
 /// The event after the missed messages of a subscription that asked for them with `since`.
 const RECOVERED_EVENT: &str = "rustaxum:recovered";
 
@@ -210,15 +231,28 @@ impl PusherSession {
     async fn subscribe(&self, s: &mut Session, data: SubscribeData) -> Reply {
         let name = data.channel;
         if let Some(user) = name.strip_prefix(SERVER_TO_USER) {
-            // pusher-js joins this after pusher:signin; only the signed-in user may.
-            if s.app_user().as_deref() == Some(user) {
-                return Reply::text(codec::message(
+            // pusher-js joins this after pusher:signin; only the signed-in user may. What
+            // the HTTP API sends there (`sendToUser`) reaches each of the user's sockets.
+            if s.app_user().as_deref() != Some(user) {
+                return Reply::text(codec::subscription_error(&name, 403, "sign in as this user first"));
+            }
+            let Some(channel) = pusher::server_to_user(s.namespace(), user) else {
+                return Reply::text(codec::subscription_error(&name, 400, "invalid user id"));
+            };
+            let grant = Grant::for_channel(channel.clone(), None);
+            return match s.join(&channel, JoinAs::Granted(Box::new(grant))).await {
+                Ok(_) => Reply::text(codec::message(
                     "pusher_internal:subscription_succeeded",
                     Some(&name),
                     "{}",
-                ));
-            }
-            return Reply::text(codec::subscription_error(&name, 403, "sign in as this user first"));
+                )),
+                Err(JoinError::Closing) => Reply::none(),
+                Err(e) => Reply::text(codec::subscription_error(
+                    &name,
+                    codec::subscription_status(e.code()),
+                    &e.to_string(),
+                )),
+            };
         }
         let channel = match s.parse(&name) {
             Ok(c) => c,
@@ -290,7 +324,7 @@ impl PusherSession {
         if let Some(w) = &self.cx.webhooks {
             w.cache_miss(channel);
         }
-        codec::message("pusher:cache_miss", Some(name), Map::new())
+        codec::cache_miss(name)
     }
 
     async fn client_event(&self, s: &mut Session, event: &str, channel: Option<&str>, data: Option<Value>) -> Reply {
@@ -378,8 +412,29 @@ impl Handler for PusherSession {
         }
     }
 
+    /// Pusher sends `pusher:error` with the close code before closing (pusher-js reports
+    /// it to the app), for the codes that mean "do not just reconnect" (4000-4099).
+    fn farewell(&self, reason: CloseReason) -> Option<String> {
+        (4000..4100)
+            .contains(&reason.code)
+            .then(|| codec::error(Some(reason.code), reason.reason))
+    }
+
     async fn on_open(&mut self, s: &mut Session) -> Reply {
         s.set_tenant(self.cx.tenant.clone());
+        let timeout = self.cx.app.user_authentication_timeout;
+        if timeout > 0 {
+            // Pusher's authorized connections: sign in within the timeout or be closed.
+            let conn = Arc::downgrade(s.conn());
+            tokio::spawn(async move {
+                tokio::time::sleep(std::time::Duration::from_secs(timeout)).await;
+                if let Some(conn) = conn.upgrade() {
+                    if conn.user().is_none() {
+                        conn.close(NOT_SIGNED_IN);
+                    }
+                }
+            });
+        }
         let data = Established {
             socket_id: s.id().to_string(),
             activity_timeout: s.node().limits().keepalive().0.as_secs(),
@@ -456,6 +511,7 @@ mod tests {
                 features,
                 webhooks: None,
             }),
+            _place: None,
         };
         tokio::spawn(run::<_, String, _>(session, rx, socket, handler));
         let established = client.recv_json().await;
@@ -473,14 +529,9 @@ mod tests {
     async fn subscriptions_by_spelling_and_signature() {
         let node = node();
         let (mut c, socket_id) = connect(&node).await;
-        let cases: [(&str, Option<String>, u64); 4] = [
+        let cases: [(&str, Option<String>, u64); 3] = [
             ("user.42", None, 403),
             ("private-user.42", Some("key:forged".into()), 401),
-            (
-                "private-general",
-                Some(pusher::channel_auth(&app(), &socket_id, "private-general", None)),
-                403,
-            ),
             ("bad name", None, 400),
         ];
         for (channel, auth, status) in cases {

@@ -271,7 +271,7 @@ struct DirectOut<'a> {
 
 /// A hub message as a typed frame (once per message, shared by every typed-frame socket).
 pub fn encode(envelope: &Envelope) -> Option<String> {
-    let channel = envelope.channel.name();
+    let channel = envelope.channel.local_name();
     match envelope.kind {
         // Pusher clients' business.
         EnvelopeKind::SubscriptionCount | EnvelopeKind::Watchlist => None,

@@ -114,7 +114,7 @@ fn room_joined(entered: &Entered) -> String {
         "room_joined",
         json!({
             "room": room.name,
-            "topic": entered.channel.name(),
+            "topic": entered.channel.local_name(),
             "owner": room.owner,
             "private": room.private,
             "max_members": room.max_members,
@@ -179,7 +179,7 @@ impl RtcSession {
                 match Channel::parse(&topic) {
                     Ok(channel) => match s.join(&channel, JoinAs::Topic).await {
                         Ok(joined) => {
-                            let name = joined.channel.name().to_string();
+                            let name = joined.channel.local_name().to_string();
                             let catch_up = s.catch_up(&joined.channel, since.get(&topic)).await;
                             if let Some(p) = &catch_up.position {
                                 positions.insert(name.clone(), json!(p));
@@ -206,7 +206,7 @@ impl RtcSession {
                 }
             } else {
                 match s.leave(&topic).await {
-                    Ok(channel) => done.push(channel.name().to_string()),
+                    Ok(channel) => done.push(channel.local_name().to_string()),
                     Err(e) => frames.push(refusal_about(&e, "topic", &topic)),
                 }
             }
