@@ -13,6 +13,7 @@
 
 mod env;
 pub mod file;
+mod laravel;
 mod read;
 pub mod vars;
 
@@ -250,6 +251,28 @@ pub struct Config {
     pub log: LogConfig,
     /// Where each setting came from (for reloading and `--generate-config`).
     pub sources: Sources,
+    /// What the server explains once at start: settings that are a Laravel project's
+    /// rather than rustaxum's, and what rustaxum does with them.
+    pub notes: Vec<Note>,
+}
+
+/// Something the configuration explains once at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Note {
+    /// Worth a warning (something will not work as the setting's author may expect).
+    pub warn: bool,
+    /// What it says.
+    pub text: String,
+}
+
+impl Note {
+    fn info(text: String) -> Self {
+        Self { warn: false, text }
+    }
+
+    fn warn(text: String) -> Self {
+        Self { warn: true, text }
+    }
 }
 
 /// `LOG_FORMAT`.
@@ -426,7 +449,10 @@ impl Config {
 
     fn build(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let env = Env(lookup);
-        let driver = driver(&env)?;
+        let mut notes: Vec<Note> = Vec::new();
+        let driver = driver(&env, &mut notes)?;
+        laravel::connection(&env, driver, &mut notes);
+        let pusher = pusher(&env, &mut notes)?;
         let history = history(&env)?;
         match (driver, history.store) {
             (Driver::Redis, Some(kind @ (crate::history::StoreKind::Memory | crate::history::StoreKind::Redb))) => {
@@ -451,7 +477,7 @@ impl Config {
             websocket: websocket(&env)?,
             auth: auth(&env)?,
             redis: redis(&env)?,
-            pusher: pusher(&env)?,
+            pusher,
             log_file: env.string("BROADCAST_LOG_FILE").map(PathBuf::from),
             emithub: emithub(&env)?,
             routes_file: env.string("BROADCAST_ROUTES_FILE").map(PathBuf::from),
@@ -460,6 +486,7 @@ impl Config {
             webhooks: webhooks(&env)?,
             log: log(&env)?,
             sources: Sources::default(),
+            notes,
         })
     }
 

@@ -6,10 +6,11 @@ use std::time::Duration;
 
 use super::*;
 
-/// `BROADCAST_DRIVER`, with the document's `BROADCAST_REDIS_ENABLED`: `true` alone means
-/// the redis driver; a value that contradicts `BROADCAST_DRIVER` is refused.
-pub(super) fn driver(env: &Env<'_>) -> Result<Driver, ConfigError> {
-    let driver: Option<Driver> = env.parse("BROADCAST_DRIVER", "websocket, local, redis, log or null")?;
+/// `BROADCAST_DRIVER` (Laravel's values too: see [`super::laravel`]), with the document's
+/// `BROADCAST_REDIS_ENABLED`: `true` alone means the redis driver; a value that
+/// contradicts `BROADCAST_DRIVER` is refused.
+pub(super) fn driver(env: &Env<'_>, notes: &mut Vec<Note>) -> Result<Driver, ConfigError> {
+    let driver = super::laravel::driver(env, notes)?;
     let contradiction = |value: &str, reason: String| ConfigError::Invalid {
         var: "BROADCAST_REDIS_ENABLED",
         value: value.into(),
@@ -385,35 +386,23 @@ pub(super) fn redis(env: &Env<'_>) -> Result<RedisConfig, ConfigError> {
     .validated()?)
 }
 
-pub(super) fn pusher(env: &Env<'_>) -> Result<PusherConfig, ConfigError> {
+pub(super) fn pusher(env: &Env<'_>, notes: &mut Vec<Note>) -> Result<PusherConfig, ConfigError> {
     let d = PusherConfig::default();
-    let parts = [
-        env.string("PUSHER_APP_ID"),
-        env.string("PUSHER_APP_KEY"),
-        env.string("PUSHER_APP_SECRET"),
-    ];
-    let single = match parts {
-        [Some(id), Some(key), Some(secret)] => Some(PusherApp {
+    let mut apps = super::laravel::env_apps(env, notes)?;
+    for app in &mut apps {
+        *app = PusherApp {
             encryption_master_key: env.string("PUSHER_APP_ENCRYPTION_MASTER_KEY"),
             enable_subscription_count: env.bool("PUSHER_APP_ENABLE_SUBSCRIPTION_COUNT")?.unwrap_or(false),
             enable_client_events: env.bool("PUSHER_APP_ENABLE_CLIENT_EVENTS")?.unwrap_or(true),
             user_authentication_timeout: env
                 .parse::<u64>("PUSHER_APP_USER_AUTHENTICATION_TIMEOUT", "whole seconds (0: off)")?
                 .unwrap_or(0),
-            ..PusherApp::new(id, key, secret)
-        }),
-        [None, None, None] => None,
-        _ => {
-            return Err(ConfigError::Invalid {
-                var: "PUSHER_APP_ID",
-                value: env.string("PUSHER_APP_ID").unwrap_or_default(),
-                reason: "set PUSHER_APP_ID, PUSHER_APP_KEY and PUSHER_APP_SECRET together".into(),
-            })
-        }
-    };
+            ..PusherApp::new(app.id.clone(), app.key.clone(), app.secret.clone())
+        };
+    }
     let file = env.string("PUSHER_APPS_FILE").map(PathBuf::from);
     Ok(PusherConfig {
-        apps: Apps::from_parts_with_default(single, file.as_deref(), env.string("PUSHER_DEFAULT_APP").as_deref())?,
+        apps: Apps::from_parts_with_default(apps, file.as_deref(), env.string("PUSHER_DEFAULT_APP").as_deref())?,
         max_event_size: env.positive("PUSHER_MAX_EVENT_SIZE")?.unwrap_or(d.max_event_size),
         max_channels_per_event: env
             .positive("PUSHER_MAX_CHANNELS_PER_EVENT")?

@@ -342,3 +342,72 @@ fn a_reload_applies_live_settings_and_keeps_the_others() {
     assert!(applied.is_empty());
     assert_eq!(names(&restart), ["BROADCAST_WEBSOCKET_PORT"], "still pending");
 }
+
+// Issue 24: a Laravel project's .env never stops start-up, and its apps are served.
+#[test]
+fn laravel_broadcaster_values_never_stop_start_up_and_are_explained() {
+    for (var, value, warn) in [
+        ("BROADCAST_DRIVER", "pusher", false),
+        ("BROADCAST_DRIVER", "reverb", false),
+        ("BROADCAST_DRIVER", "ably", true),
+        ("BROADCAST_CONNECTION", "log", true),
+        ("BROADCAST_CONNECTION", "null", true),
+        ("BROADCAST_CONNECTION", "redis", true),
+        ("BROADCAST_CONNECTION", "reverb", false),
+    ] {
+        let c = config(&[(var, value)]).unwrap_or_else(|e| panic!("{var}={value}: {e}"));
+        assert_eq!(c.driver, Driver::Websocket, "{var}={value}");
+        let note = c.notes.iter().find(|n| n.text.starts_with(&format!("{var}={value}")));
+        assert_eq!(note.map(|n| n.warn), Some(warn), "{var}={value}: {:?}", c.notes);
+    }
+    // Laravel 10's default: rustaxum's `log` too, explained.
+    let c = config(&[("BROADCAST_DRIVER", "log")]).unwrap();
+    assert_eq!(c.driver, Driver::Log);
+    assert!(
+        c.notes[0].text.contains("Laravel then sends nothing here"),
+        "{:?}",
+        c.notes
+    );
+    assert!(config(&[("BROADCAST_DRIVER", "carrier-pigeon")]).is_err());
+}
+
+#[test]
+fn reverb_and_pusher_apps_from_the_env_with_the_named_one_first() {
+    let pusher = [
+        ("PUSHER_APP_ID", "p"),
+        ("PUSHER_APP_KEY", "pk"),
+        ("PUSHER_APP_SECRET", "ps"),
+    ];
+    let reverb = [
+        ("REVERB_APP_ID", "r"),
+        ("REVERB_APP_KEY", "rk"),
+        ("REVERB_APP_SECRET", "rs"),
+    ];
+    let ids = |c: &Config| c.pusher.apps.iter().map(|a| a.id.clone()).collect::<Vec<_>>();
+    assert_eq!(ids(&config(&reverb).unwrap()), ["r"]);
+    let both: Vec<_> = pusher.iter().chain(&reverb).copied().collect();
+    assert_eq!(ids(&config(&both).unwrap()), ["p", "r"]);
+    let mut named = both.clone();
+    named.push(("BROADCAST_CONNECTION", "reverb"));
+    let c = config(&named).unwrap();
+    assert_eq!(ids(&c), ["r", "p"]);
+    assert_eq!(c.pusher.apps.default_app().unwrap().key, "rk");
+    // The same app under both names is served once.
+    let same: Vec<_> = pusher
+        .iter()
+        .copied()
+        .chain([
+            ("REVERB_APP_ID", "p"),
+            ("REVERB_APP_KEY", "pk"),
+            ("REVERB_APP_SECRET", "ps"),
+        ])
+        .collect();
+    assert_eq!(ids(&config(&same).unwrap()), ["p"]);
+    // Half an app is a clear error naming the variables.
+    let err = config(&[("REVERB_APP_KEY", "rk")]).unwrap_err().to_string();
+    assert!(err.contains("REVERB_APP_ID"), "{err}");
+    // Reverb's server port is where rustaxum listens, unless BROADCAST_WEBSOCKET_PORT says.
+    assert_eq!(config(&[("REVERB_SERVER_PORT", "6001")]).unwrap().server.port, 6001);
+    let c = config(&[("REVERB_SERVER_PORT", "6001"), ("BROADCAST_WEBSOCKET_PORT", "7001")]).unwrap();
+    assert_eq!(c.server.port, 7001);
+}

@@ -105,8 +105,8 @@ use Kind::*;
 /// Every setting, in the order `--show-env-vars` and `--generate-config` print them.
 pub const VARIABLES: &[Variable] = &[
     // The top level: the server, as the EmitHub document's file shows it.
-    var("BROADCAST_HOST", "host", Text, "127.0.0.1", "listen address; a non-loopback address requires BROADCAST_API_TOKEN").alias(&["EMIT_HUB_HOST"]).weak(&["HOST"]),
-    var("BROADCAST_WEBSOCKET_PORT", "port", Integer, "8080", "the WebSocket port (every route answers on it)").alias(&["EMIT_HUB_PORT"]),
+    var("BROADCAST_HOST", "host", Text, "127.0.0.1", "listen address; a non-loopback address requires BROADCAST_API_TOKEN").alias(&["EMIT_HUB_HOST"]).weak(&["REVERB_SERVER_HOST", "HOST"]),
+    var("BROADCAST_WEBSOCKET_PORT", "port", Integer, "8080", "the WebSocket port (every route answers on it)").alias(&["EMIT_HUB_PORT"]).weak(&["REVERB_SERVER_PORT"]),
     var("BROADCAST_APP_PORT", "app_port", PortOrOff, "3000", "the application port, same routes; off for none"),
     var("EMIT_HUB_DB_PATH", "db_path", Text, "./data/emit_hub.redb", "EmitHub's redb database file (:memory: keeps nothing); unused with BROADCAST_DRIVER=redis"),
     var("EMIT_HUB_MAX_CONNECTIONS", "max_connections_per_channel", Integer, "1000", "default max_connections of a new EmitHub channel").live(),
@@ -117,6 +117,7 @@ pub const VARIABLES: &[Variable] = &[
     var("RUST_LOG", "log_level", Text, "info", "log level or filter, e.g. debug or rustaxum=debug,info").alias(&["EMIT_HUB_LOG_LEVEL"]).weak(&["LOG_LEVEL"]).live(),
     var("LOG_FORMAT", "log_format", Text, "text", "text, or json (one JSON object per line)"),
     var("BROADCAST_DRIVER", "driver", Text, "websocket", "default broadcast connection: websocket (alias local), redis (a cluster), log, null"),
+    var("BROADCAST_CONNECTION", "laravel_broadcast_connection", Text, "", "Laravel 11+'s broadcaster (pusher, reverb, redis, log, null, ably): never stops start-up; explained once at start"),
     var("BROADCAST_REDIS_ENABLED", "redis_enabled", Bool, "", "true means BROADCAST_DRIVER=redis (the RustAxum document's name)"),
     var("BROADCAST_DASHBOARD_TOKEN", "dashboard_token", Text, "", "what /dashboard asks for; unset: the API token (with neither, the dashboard is open, which only a loopback address allows)").live().secret(),
     var("BROADCAST_API_TOKEN", "api_token", Text, "", "Bearer token for publishing, the read endpoints and EmitHub's REST API; at least 16 characters on a non-loopback host").live().secret(),
@@ -191,6 +192,9 @@ pub const VARIABLES: &[Variable] = &[
     var("PUSHER_APP_ID", "pusher.app_id", Text, "", "a Pusher app (with PUSHER_APP_KEY and PUSHER_APP_SECRET)"),
     var("PUSHER_APP_KEY", "pusher.app_key", Text, "", "the app's key"),
     var("PUSHER_APP_SECRET", "pusher.app_secret", Text, "", "the app's secret").secret(),
+    var("REVERB_APP_ID", "pusher.reverb_app_id", Text, "", "a Laravel Reverb app (with REVERB_APP_KEY and REVERB_APP_SECRET), served like PUSHER_APP_*; the default app when BROADCAST_CONNECTION=reverb"),
+    var("REVERB_APP_KEY", "pusher.reverb_app_key", Text, "", "the Reverb app's key"),
+    var("REVERB_APP_SECRET", "pusher.reverb_app_secret", Text, "", "the Reverb app's secret").secret(),
     var("PUSHER_APPS_FILE", "pusher.apps_file", Text, "", "TOML file of more [[apps]]"),
     var("PUSHER_APP_ENCRYPTION_MASTER_KEY", "pusher.app_encryption_master_key", Text, "", "base64 of 32 bytes: shared secrets of the env app's private-encrypted-* channels").secret(),
     var("PUSHER_APP_ENABLE_SUBSCRIPTION_COUNT", "pusher.app_enable_subscription_count", Bool, "false", "send pusher_internal:subscription_count on the env app's channels"),

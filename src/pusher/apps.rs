@@ -144,17 +144,18 @@ impl Apps {
     /// Apps from `PUSHER_APP_ID`/`PUSHER_APP_KEY`/`PUSHER_APP_SECRET` (if set) followed by
     /// the `[[apps]]` of `PUSHER_APPS_FILE` (if set).
     pub fn from_parts(single: Option<PusherApp>, file: Option<&Path>) -> Result<Self, InvalidSetting> {
-        Self::from_parts_with_default(single, file, None)
+        Self::from_parts_with_default(single.into_iter().collect(), file, None)
     }
 
-    /// As [`from_parts`](Self::from_parts), with the default app named by id
-    /// (`PUSHER_DEFAULT_APP`; `None`: the first app).
+    /// The environment's apps (`PUSHER_APP_*`, `REVERB_APP_*`) followed by the `[[apps]]`
+    /// of `file`, with the default app named by id (`PUSHER_DEFAULT_APP`; `None`: the first
+    /// app).
     pub fn from_parts_with_default(
-        single: Option<PusherApp>,
+        env_apps: Vec<PusherApp>,
         file: Option<&Path>,
         default: Option<&str>,
     ) -> Result<Self, InvalidSetting> {
-        let mut apps: Vec<PusherApp> = single.into_iter().collect();
+        let mut apps = env_apps;
         if let Some(path) = file {
             let bad = |reason: String| InvalidSetting {
                 var: "PUSHER_APPS_FILE",
@@ -288,7 +289,7 @@ max_presence_members_per_channel = 5
 max_api_requests_per_second = 10
 "#,
         );
-        let apps = Apps::from_parts_with_default(None, Some(&path), Some("b")).unwrap();
+        let apps = Apps::from_parts_with_default(Vec::new(), Some(&path), Some("b")).unwrap();
         let b = apps.by_id("b").unwrap();
         assert_eq!(apps.default_app().unwrap().id, "b");
         assert_eq!(
@@ -308,7 +309,7 @@ max_api_requests_per_second = 10
             (100, 1024)
         );
         assert_eq!(apps.by_namespace(Some("a")).unwrap().id, "a");
-        assert!(Apps::from_parts_with_default(None, Some(&path), Some("zzz")).is_err());
+        assert!(Apps::from_parts_with_default(Vec::new(), Some(&path), Some("zzz")).is_err());
         let _ = std::fs::remove_file(path);
 
         let bad = |name: &str, app: PusherApp| {

@@ -50,6 +50,26 @@ pub fn server_to_user_name(channel: &crate::channel::Channel) -> Option<String> 
     Some(format!("{SERVER_TO_USER}{user}"))
 }
 
+/// The `user_info` of a presence member rustaxum signs for Pusher clients: Laravel's
+/// shape, with the user's `id` in it (a number when the id is one, as Laravel's ids are),
+/// so Echo's `here()`, `joining()` and `leaving()` give users with an `id`.
+pub fn laravel_user_info(user_id: &str, info: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    let id = match user_id.parse::<u64>() {
+        Ok(n) if n.to_string() == user_id => Value::from(n),
+        _ => Value::from(user_id),
+    };
+    match info {
+        Value::Null => serde_json::json!({ "id": id }),
+        Value::Object(map) if !map.contains_key("id") => {
+            let mut map = map.clone();
+            map.insert("id".into(), id);
+            Value::Object(map)
+        }
+        other => other.clone(),
+    }
+}
+
 fn hmac_hex(secret: &str, message: &str) -> String {
     crate::sign::hmac_sha256_hex(secret, message.as_bytes())
 }
@@ -245,6 +265,18 @@ mod tests {
 
     fn params(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn members_get_laravel_shaped_ids() {
+        use serde_json::json;
+        assert_eq!(
+            laravel_user_info("42", &json!({"name": "Ann"})),
+            json!({"id": 42, "name": "Ann"})
+        );
+        assert_eq!(laravel_user_info("u-7", &json!(null)), json!({"id": "u-7"}));
+        assert_eq!(laravel_user_info("007", &json!({})), json!({"id": "007"}));
+        assert_eq!(laravel_user_info("1", &json!({"id": 9})), json!({"id": 9}));
     }
 
     #[test]

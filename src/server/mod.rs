@@ -385,9 +385,6 @@ fn default_rules(config: &Config, have_key: bool) -> Result<ChannelRules, StartE
             shadow.example
         );
     }
-    if !have_key {
-        tracing::warn!("no JWT key configured (JWT_SECRET or JWT_PUBLIC_KEY_FILE): only public channels can be joined");
-    }
     Ok(rules)
 }
 

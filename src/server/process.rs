@@ -43,6 +43,7 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
         tracing::info!(driver = %app.manager().default_driver_name(), "rustaxum listening on http://{local}{role}");
         println!("rustaxum listening on http://{local}{role}");
     }
+    announce(&app.config());
     let router = app.router()?;
     let mut listeners: Vec<(TcpListener, Router)> = bound.into_iter().map(|(l, _)| (l, router.clone())).collect();
     // The typed-frame service's own port (BROADCAST_RTC_PORT), where /ws speaks typed frames.
@@ -61,6 +62,45 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
     let result = run_routed(listeners, app, shutdown).await;
     watcher.cancel();
     result
+}
+
+/// Says at start what is live: the configuration's notes (a Laravel `.env`'s settings and
+/// what rustaxum does with them), the Pusher apps, and who can join private and presence
+/// channels.
+fn announce(config: &Config) {
+    for note in &config.notes {
+        if note.warn {
+            tracing::warn!("{}", note.text);
+        } else {
+            tracing::info!("{}", note.text);
+        }
+    }
+    let apps = &config.pusher.apps;
+    let jwt = match &config.auth.jwt {
+        Some(j) => format!("JWT ({:?})", j.algorithm),
+        None => "JWT (off: no JWT_SECRET or JWT_PUBLIC_KEY_FILE)".to_string(),
+    };
+    match apps.default_app() {
+        None => tracing::info!(
+            "Pusher protocol: no app configured (PUSHER_APP_ID/KEY/SECRET, REVERB_APP_ID/KEY/SECRET or \
+             PUSHER_APPS_FILE): Pusher clients are refused with 4001"
+        ),
+        Some(default) => {
+            let ids: Vec<&str> = apps.iter().map(|a| a.id.as_str()).collect();
+            tracing::info!(apps = %ids.join(","), default = %default.id, "Pusher protocol: {} app(s), key {} is the default app", ids.len(), default.key);
+        }
+    }
+    match (apps.default_app(), config.auth.jwt.is_some()) {
+        (Some(app), _) => tracing::info!(
+            "private/presence channels: signed by the app's own auth endpoint (Laravel's /broadcasting/auth, app {}) \
+             and {jwt} for rustaxum's /broadcasting/auth, native and typed-frame clients",
+            app.id
+        ),
+        (None, true) => tracing::info!("private/presence channels: {jwt}"),
+        (None, false) => tracing::warn!(
+            "no JWT key configured (JWT_SECRET or JWT_PUBLIC_KEY_FILE) and no Pusher app: only public channels can be joined"
+        ),
+    }
 }
 
 /// How often the configuration file's modification time is checked.

@@ -16,6 +16,7 @@ mod event_fake;
 mod hardening;
 mod history;
 mod http_api;
+mod laravel;
 mod library;
 mod native_ws;
 mod pusher_js;

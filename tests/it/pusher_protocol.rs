@@ -293,7 +293,10 @@ async fn native_names_meet_pusher_prefixes_and_kinds_stay_apart() {
     let got = until_event(&mut pusher, "shipped").await;
     assert_eq!(got["channel"], "private-user.42");
     let got = recv_json(&mut native).await;
-    assert_eq!((got["channel"].as_str(), got["event"].as_str()), (Some("user.42"), Some("shipped")));
+    assert_eq!(
+        (got["channel"].as_str(), got["event"].as_str()),
+        (Some("user.42"), Some("shipped"))
+    );
 
     // `orders` and `private-orders` are two channels: each event reaches its own only.
     for (channel, event) in [("orders", "public.one"), ("private-orders", "private.one")] {

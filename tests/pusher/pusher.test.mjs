@@ -66,10 +66,10 @@ test('a public spelling of a private channel is refused', async () => {
   assert.equal(err.status, 403);
 });
 
-test('presence: here, joining, leaving; two tabs are one member', async () => {
+test('presence: here, joining, leaving give Laravel-shaped users (with id); two tabs are one member', async () => {
   const alice = echo(jwt('1', { user_info: { name: 'Alice' } }));
   const here = await once((cb) => alice.join('chat.1').here(cb), 'here');
-  assert.deepEqual(here, [{ name: 'Alice' }]);
+  assert.deepEqual(here, [{ id: 1, name: 'Alice' }]);
   const joined = [];
   const left = [];
   alice.join('chat.1').joining((u) => joined.push(u)).leaving((u) => left.push(u));
@@ -78,7 +78,7 @@ test('presence: here, joining, leaving; two tabs are one member', async () => {
   const bobHere = await once((cb) => bobTab1.join('chat.1').here(cb), 'bob here');
   assert.deepEqual(bobHere.map((u) => u.name).sort(), ['Alice', 'Bob']);
   await until(() => joined.length === 1, 'joining');
-  assert.deepEqual(joined, [{ name: 'Bob' }]);
+  assert.deepEqual(joined, [{ id: 2, name: 'Bob' }]);
 
   const bobTab2 = echo(jwt('2', { user_info: { name: 'Bob' } }));
   await once((cb) => bobTab2.join('chat.1').here(cb), 'second tab here');
@@ -93,7 +93,7 @@ test('presence: here, joining, leaving; two tabs are one member', async () => {
   assert.equal(left.length, 0, 'Bob still has a tab');
   bobTab2.disconnect();
   await until(() => left.length === 1, 'leaving');
-  assert.deepEqual(left, [{ name: 'Bob' }]);
+  assert.deepEqual(left, [{ id: 2, name: 'Bob' }]);
 });
 
 test('whisper reaches the others, not the sender', async () => {

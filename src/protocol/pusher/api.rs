@@ -510,9 +510,12 @@ pub(crate) async fn broadcasting_auth(
         .map_err(|e| refusal(&e))?;
     let response = match &grant.member {
         Some(member) => {
+            // Laravel's shape: Echo's here()/joining()/leaving() give user_info, which
+            // Laravel apps fill with the user's id.
+            let user_info = pusher::laravel_user_info(&member.user_id, &member.user_info);
             let channel_data = serde_json::to_string(&MemberData {
                 user_id: &member.user_id,
-                user_info: &member.user_info,
+                user_info: &user_info,
             })
             .map_err(|e| bad_request(e.to_string()))?;
             AuthResponse {

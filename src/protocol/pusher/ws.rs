@@ -89,10 +89,20 @@ async fn refuse(upgraded: axum::extract::ws::WebSocket, code: u16, message: Stri
     socket::refuse(upgraded, frames, CloseReason { code, reason }).await;
 }
 
+/// Whether a Pusher client refused for want of any app was logged (once per process).
+static NO_APP_LOGGED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// The app for `key`, if it may connect with this protocol version.
 fn check(st: &AppState, key: &str, protocol: Option<&str>) -> Result<PusherApp, (u16, &'static str)> {
     let config = st.config.load();
     let Some(app) = config.pusher.apps.by_key(key) else {
+        if config.pusher.apps.is_empty() && !NO_APP_LOGGED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            tracing::warn!(
+                key = %key.chars().take(64).collect::<String>(),
+                "a Pusher client was refused (4001): no Pusher app is configured; set PUSHER_APP_ID, PUSHER_APP_KEY \
+                 and PUSHER_APP_SECRET (or Laravel Reverb's REVERB_APP_*) to the values the app uses"
+            );
+        }
         return Err((codes::UNKNOWN_APP, "App key does not exist"));
     };
     if !app.enabled {
