@@ -1,22 +1,36 @@
-# Multi-stage build: compile with the Rust toolchain, run on a slim Debian as a non-root user.
+# Multi-stage build: compile with the Rust toolchain, run on a slim Debian as a non-root
+# user in /var/lib/rustaxum (a volume: EmitHub's database and backups live in ./data).
+#
+#   docker build -t rustaxum .
+#   docker run -d --name rustaxum -p 3000:3000 -p 8080:8080 -p 8081:8081 \
+#     -e BROADCAST_API_TOKEN=$(openssl rand -hex 32) -v rustaxum-data:/var/lib/rustaxum rustaxum
+#
+# It listens on 0.0.0.0, so it needs BROADCAST_API_TOKEN (16+ characters; it refuses to
+# start without one, naming that variable). Add JWT_SECRET, PUSHER_APP_* and the rest
+# as environment variables (docs/configuration.md), or mount a Laravel .env at
+# /var/lib/rustaxum/.env.
 FROM rust:1-bookworm AS build
 WORKDIR /src
-COPY Cargo.toml Cargo.lock ./
-COPY src ./src
+COPY . .
 RUN cargo build --release --locked --bins
 
 FROM debian:bookworm-slim
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates curl \
     && rm -rf /var/lib/apt/lists/* \
-    && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin rustaxum
+    && useradd --system --uid 10001 --home-dir /var/lib/rustaxum --shell /usr/sbin/nologin rustaxum \
+    && mkdir -p /var/lib/rustaxum/data \
+    && chown -R rustaxum:rustaxum /var/lib/rustaxum
 COPY --from=build /src/target/release/rustaxum /src/target/release/artisan /usr/local/bin/
+WORKDIR /var/lib/rustaxum
+VOLUME ["/var/lib/rustaxum"]
 USER rustaxum
 ENV BROADCAST_HOST=0.0.0.0 \
     BROADCAST_APP_PORT=3000 \
     BROADCAST_WEBSOCKET_PORT=8080 \
+    BROADCAST_RTC_PORT=8081 \
     RUST_LOG=info
-EXPOSE 3000 8080
+EXPOSE 3000 8080 8081
 STOPSIGNAL SIGTERM
 HEALTHCHECK --interval=10s --timeout=3s --retries=3 \
     CMD curl -fsS "http://127.0.0.1:${BROADCAST_WEBSOCKET_PORT}/health" || exit 1

@@ -33,15 +33,23 @@ impl Drop for Nginx {
 }
 
 /// nginx with the repository's config; `apps` are the (application, WebSocket) ports of
-/// the two instances.
+/// the two instances, `port` the front port (and the typed-frame service's front port
+/// with its instances' ports, when given).
 fn start_nginx(apps: [(u16, u16); 2], port: u16) -> Nginx {
+    start_nginx_with_rtc(apps, port, None)
+}
+
+fn start_nginx_with_rtc(apps: [(u16, u16); 2], port: u16, rtc: Option<(u16, [u16; 2])>) -> Nginx {
     let conf = std::fs::read_to_string("nginx.conf").expect("the repository's nginx.conf");
     let needles = [
         "server app1:3000",
         "server app2:3000",
         "server app1:8080",
         "server app2:8080",
+        "server app1:8081",
+        "server app2:8081",
         "listen 80;",
+        "listen 8081;",
     ];
     for needle in needles {
         assert!(conf.contains(needle), "nginx.conf no longer contains {needle:?}");
@@ -53,6 +61,17 @@ fn start_nginx(apps: [(u16, u16); 2], port: u16) -> Nginx {
         .replace("server app2:8080", &format!("server 127.0.0.1:{}", apps[1].1))
         .replace("listen 80;", &format!("listen 127.0.0.1:{port};"))
         .replace("worker_processes auto;", "worker_processes 1;");
+    let conf = match rtc {
+        Some((front, [a, b])) => conf
+            .replace("server app1:8081", &format!("server 127.0.0.1:{a}"))
+            .replace("server app2:8081", &format!("server 127.0.0.1:{b}"))
+            .replace("listen 8081;", &format!("listen 127.0.0.1:{front};")),
+        // No typed-frame port in this test: its server block listens where nobody looks.
+        None => conf
+            .replace("server app1:8081", &format!("server 127.0.0.1:{}", apps[0].1))
+            .replace("server app2:8081", &format!("server 127.0.0.1:{}", apps[1].1))
+            .replace("listen 8081;", &format!("listen 127.0.0.1:{};", free_port())),
+    };
     let dir = std::env::temp_dir().join(format!("rustaxum-nginx-{}-{port}", std::process::id()));
     std::fs::create_dir_all(dir.join("logs")).unwrap();
     std::fs::write(dir.join("nginx.conf"), conf).unwrap();
@@ -151,4 +170,112 @@ async fn clients_through_nginx_receive_events_published_through_either_instance(
         assert_eq!(got, ["via.app1", "via.app2", "via.nginx"]);
         expect_silence(ws, Duration::from_millis(200)).await;
     }
+}
+
+/// An instance with the binary's three listeners: the WebSocket port, the application
+/// port (same routes) and the typed-frame service's port.
+async fn start_deployed(config: rustaxum::Config) -> (rustaxum::Rustaxum, [std::net::SocketAddr; 3]) {
+    let app = rustaxum::Rustaxum::new(config).expect("app");
+    let mut listeners = Vec::new();
+    let mut addrs = Vec::new();
+    for _ in 0..3 {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        addrs.push(l.local_addr().unwrap());
+        listeners.push(l);
+    }
+    let rtc = listeners.pop().unwrap();
+    let mut routed: Vec<_> = listeners.into_iter().map(|l| (l, app.router().unwrap())).collect();
+    routed.push((rtc, app.rtc_router().unwrap()));
+    tokio::spawn(rustaxum::server::run_routed(routed, app.clone(), std::future::pending()));
+    (app, [addrs[0], addrs[1], addrs[2]])
+}
+
+// Issue 23: with the shipped nginx.conf, /dashboard/ws, /rtc/ws and the EmitHub channel
+// sockets got 426 (no Upgrade header forwarded), and the typed-frame port had no proxy.
+#[tokio::test]
+async fn every_websocket_endpoint_and_the_http_apis_work_through_nginx() {
+    let redis = RedisServer::start();
+    let prefix = unique_prefix();
+    let node = || {
+        let mut c = cluster_config(&redis, &prefix);
+        c.pusher.apps = rustaxum::pusher::Apps::new(vec![pusher_app("front", "front-key", "front-secret-0123456789")]);
+        start_deployed(c)
+    };
+    let (app1, a) = node().await;
+    let (_app2, b) = node().await;
+    let (port, rtc_port) = (free_port(), free_port());
+    let _nginx = start_nginx_with_rtc(
+        [(a[1].port(), a[0].port()), (b[1].port(), b[0].port())],
+        port,
+        Some((rtc_port, [a[2].port(), b[2].port()])),
+    );
+    let front = format!("127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while reqwest::get(format!("http://{front}/ready")).await.map(|r| r.status().as_u16()).ok() != Some(200) {
+        assert!(Instant::now() < deadline, "not ready through nginx");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let ws = |path: &str| format!("ws://{front}{path}");
+    let connect = |url: String| async move {
+        let (mut socket, response) = tokio_tungstenite::connect_async(&url)
+            .await
+            .unwrap_or_else(|e| panic!("{url}: {e}"));
+        assert_eq!(response.status().as_u16(), 101, "{url}");
+        let first = recv_json(&mut socket).await;
+        (socket, first)
+    };
+
+    // Native.
+    let (_native, first) = connect(ws("/ws/general")).await;
+    assert_eq!(first["event"], "subscription_succeeded");
+    // Pusher.
+    let (_pusher, first) = connect(ws("/app/front-key?protocol=7")).await;
+    assert_eq!(first["event"], "pusher:connection_established");
+    // Typed frames on the main ports and on the service's own port.
+    let jwt = token("7", json!({}));
+    let (_typed, first) = connect(ws(&format!("/rtc/ws?token={jwt}"))).await;
+    assert_eq!(first["data"]["status"], "connected", "{first}");
+    let (_typed_port, first) = connect(format!("ws://127.0.0.1:{rtc_port}/ws?token={jwt}")).await;
+    assert_eq!(first["data"]["status"], "connected", "{first}");
+    // The dashboard's live feed.
+    let (_dashboard, first) = connect(ws("/dashboard/ws")).await;
+    assert!(first.get("connections").is_some() || first.get("stats").is_some(), "{first}");
+    // An EmitHub channel, created and started through nginx.
+    let http = reqwest::Client::new();
+    let created: serde_json::Value = http
+        .post(format!("http://{front}/api/v1/channels"))
+        .json(&json!({"name": "Through nginx"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["id"].as_str().unwrap_or_else(|| panic!("{created}")).to_string();
+    let started = http
+        .put(format!("http://{front}/api/v1/channels/{id}/start"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(started.status().as_u16(), 200);
+    let (_managed, first) = connect(ws(&format!("/api/v1/channels/{id}/ws"))).await;
+    assert_eq!(first["status"], "connected", "{first}");
+    // HTTP: docs, metrics, the native API and the Pusher REST API.
+    for path in ["/docs", "/docs/openapi.json", "/metrics", "/api/broadcast/stats", "/dashboard"] {
+        let status = reqwest::get(format!("http://{front}{path}")).await.unwrap().status();
+        assert_eq!(status.as_u16(), 200, "{path}");
+    }
+    let app = pusher_app("front", "front-key", "front-secret-0123456789");
+    let body = json!({"name": "e", "channels": ["general"], "data": "{}"}).to_string();
+    let path = signed_path(&app, "POST", "/apps/front/events", &body);
+    let status = http
+        .post(format!("http://{front}{path}"))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status.as_u16(), 200);
+    assert!(app1.hub().connection_count() > 0);
 }

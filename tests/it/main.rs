@@ -8,6 +8,7 @@ mod artisan;
 mod auth;
 mod cluster;
 mod config_file;
+mod container;
 mod dashboard;
 mod deployment;
 mod docs;
