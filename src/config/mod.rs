@@ -117,6 +117,15 @@ impl std::str::FromStr for Driver {
     }
 }
 
+/// The certificate chain and private key files of TLS (PEM).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// `BROADCAST_TLS_CERT`: the certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// `BROADCAST_TLS_KEY`: its private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
 /// The listener and the HTTP side.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -151,6 +160,9 @@ pub struct ServerConfig {
     /// `BROADCAST_HTTP_HEADER_TIMEOUT`: time a connection has to send a request's headers
     /// (also the longest an idle keep-alive connection is kept), default 10s.
     pub http_header_timeout: Duration,
+    /// `BROADCAST_TLS_CERT` and `BROADCAST_TLS_KEY`: PEM files; every listener then
+    /// serves TLS (HTTPS and `wss://`).
+    pub tls: Option<TlsFiles>,
     /// `BROADCAST_HTTP_REQUEST_TIMEOUT`: time an HTTP request has to send its body and be
     /// answered (not WebSocket sessions), default 30s.
     pub http_request_timeout: Duration,
@@ -321,6 +333,7 @@ impl Default for ServerConfig {
             cors_max_age: Duration::from_secs(3600),
             max_payload_size: 1024 * 1024,
             http_header_timeout: Duration::from_secs(10),
+            tls: None,
             http_request_timeout: Duration::from_secs(30),
             shutdown_timeout: Duration::from_secs(10),
         }

@@ -95,6 +95,7 @@ pub(super) fn server(env: &Env<'_>) -> Result<ServerConfig, ConfigError> {
         http_header_timeout: env
             .duration("BROADCAST_HTTP_HEADER_TIMEOUT")?
             .unwrap_or(d.http_header_timeout),
+        tls: tls(env)?,
         http_request_timeout: env
             .duration("BROADCAST_HTTP_REQUEST_TIMEOUT")?
             .unwrap_or(d.http_request_timeout),
@@ -102,6 +103,27 @@ pub(super) fn server(env: &Env<'_>) -> Result<ServerConfig, ConfigError> {
             .duration("BROADCAST_SHUTDOWN_TIMEOUT")?
             .unwrap_or(d.shutdown_timeout),
     })
+}
+
+/// `BROADCAST_TLS_CERT` and `BROADCAST_TLS_KEY`, both or neither.
+fn tls(env: &Env<'_>) -> Result<Option<TlsFiles>, ConfigError> {
+    match (env.string("BROADCAST_TLS_CERT"), env.string("BROADCAST_TLS_KEY")) {
+        (Some(cert), Some(key)) => Ok(Some(TlsFiles {
+            cert: PathBuf::from(cert),
+            key: PathBuf::from(key),
+        })),
+        (None, None) => Ok(None),
+        (Some(cert), None) => Err(ConfigError::Invalid {
+            var: "BROADCAST_TLS_KEY",
+            value: String::new(),
+            reason: format!("BROADCAST_TLS_CERT={cert} needs its private key: set BROADCAST_TLS_KEY"),
+        }),
+        (None, Some(key)) => Err(ConfigError::Invalid {
+            var: "BROADCAST_TLS_CERT",
+            value: String::new(),
+            reason: format!("BROADCAST_TLS_KEY={key} needs its certificate chain: set BROADCAST_TLS_CERT"),
+        }),
+    }
 }
 
 pub(super) fn websocket(env: &Env<'_>) -> Result<WebSocketConfig, ConfigError> {

@@ -136,6 +136,8 @@ pub const VARIABLES: &[Variable] = &[
     var("BROADCAST_ROUTES_FILE", "routes_file", Text, "", "TOML routing rules: copy, drop or reshape messages at publish"),
     var("BROADCAST_LOG_FILE", "log_file", Text, "", "the log driver also appends broadcasts here, as JSON lines"),
     var("BROADCAST_SHUTDOWN_TIMEOUT", "shutdown_timeout", Duration, "10s", "how long shutdown waits for sockets and queued broadcasts").live(),
+    var("BROADCAST_TLS_CERT", "tls_cert", Text, "", "PEM certificate chain (leaf first): every listener serves TLS (https, wss); reloaded on SIGHUP and when the file changes"),
+    var("BROADCAST_TLS_KEY", "tls_key", Text, "", "PEM private key of BROADCAST_TLS_CERT (PKCS#8, PKCS#1 or SEC1)").secret(),
     var("BROADCAST_HTTP_HEADER_TIMEOUT", "http_header_timeout", Duration, "10s", "time a connection has to send a request's headers; also closes idle keep-alive connections"),
     var("BROADCAST_HTTP_REQUEST_TIMEOUT", "http_request_timeout", Duration, "30s", "time an HTTP request has to send its body and be answered (408 after)").live(),
     // [cors]

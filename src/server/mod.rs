@@ -2,6 +2,7 @@
 //! the sessions, and [`run`] serves it on a listener until a shutdown future resolves.
 
 mod process;
+pub mod tls;
 
 pub use process::{init_tracing, serve, set_log_filter, shutdown_signal};
 
@@ -59,6 +60,9 @@ pub enum StartError {
     /// process).
     #[error("EmitHub database (EMIT_HUB_DB_PATH): {0}")]
     Store(#[from] crate::emithub::store::StoreError),
+    /// The TLS certificate or key cannot be used.
+    #[error("TLS: {0}")]
+    Tls(#[from] tls::TlsError),
     /// Private or presence rules exist but no JWT key is configured to verify users.
     #[error("channel rules need authenticated users but no JWT key is configured: set JWT_SECRET (HS*) or JWT_PUBLIC_KEY_FILE (RS*/ES*)")]
     NoJwtKey,
@@ -78,6 +82,7 @@ pub struct Rustaxum {
     state: AppState,
     background: TaskTracker,
     stop: CancellationToken,
+    tls: Option<Arc<tls::Tls>>,
 }
 
 impl std::fmt::Debug for Rustaxum {
@@ -91,6 +96,7 @@ impl Rustaxum {
     /// so a misconfigured driver fails at start, not at the first broadcast. Installs
     /// the manager for the helpers and facades if none is installed yet.
     pub fn new(config: Config) -> Result<Self, StartError> {
+        let tls = config.server.tls.clone().map(tls::Tls::new).transpose()?;
         let config = Arc::new(config);
         let hub = Arc::new(Hub::new(HubConfig {
             send_queue_size: config.websocket.send_queue_size,
@@ -218,7 +224,13 @@ impl Rustaxum {
             },
             background,
             stop,
+            tls,
         })
+    }
+
+    /// TLS of the listeners, when `BROADCAST_TLS_CERT` and `BROADCAST_TLS_KEY` are set.
+    pub fn tls(&self) -> Option<&Arc<tls::Tls>> {
+        self.tls.as_ref()
     }
 
     /// Replaces the channel rules. Fails if they contain private or presence rules and
@@ -433,6 +445,7 @@ pub async fn run_routed(
     for (listener, router) in listeners {
         let (router, connections, stop_http, stop) =
             (router, connections.clone(), stop_http.clone(), stop_accepting.clone());
+        let tls = app.tls().cloned();
         acceptors.spawn(async move {
             loop {
                 let (stream, peer) = tokio::select! {
@@ -449,13 +462,23 @@ pub async fn run_routed(
                         }
                     },
                 };
-                connections.spawn(serve_connection(
-                    stream,
-                    peer,
-                    router.clone(),
-                    header_timeout,
-                    stop_http.clone(),
-                ));
+                let (router, stop_http) = (router.clone(), stop_http.clone());
+                match &tls {
+                    None => {
+                        connections.spawn(serve_connection(stream, peer, router, header_timeout, stop_http));
+                    }
+                    Some(tls) => {
+                        // The handshake gets the time a request has for its headers.
+                        let acceptor = tls.acceptor().clone();
+                        connections.spawn(async move {
+                            match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
+                                Ok(Ok(stream)) => serve_connection(stream, peer, router, header_timeout, stop_http).await,
+                                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                            }
+                        });
+                    }
+                }
             }
         });
     }
@@ -476,14 +499,17 @@ pub async fn run_routed(
     Ok(())
 }
 
-/// One HTTP/1.1 connection, with upgrades (WebSocket) and a header read timeout.
-async fn serve_connection(
-    stream: tokio::net::TcpStream,
+/// One HTTP/1.1 connection (plain or TLS), with upgrades (WebSocket) and a header read
+/// timeout.
+async fn serve_connection<S>(
+    stream: S,
     peer: SocketAddr,
     router: Router,
     header_timeout: std::time::Duration,
     stop: CancellationToken,
-) {
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     use hyper_util::rt::{TokioIo, TokioTimer};
     use tower::ServiceExt;
 

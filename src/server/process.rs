@@ -38,10 +38,11 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
             "the default ports are taken; set BROADCAST_WEBSOCKET_PORT or BROADCAST_APP_PORT".into(),
         ));
     }
+    let scheme = if app.tls().is_some() { "https" } else { "http" };
     for (l, role) in &bound {
         let local = l.local_addr()?;
-        tracing::info!(driver = %app.manager().default_driver_name(), "rustaxum listening on http://{local}{role}");
-        println!("rustaxum listening on http://{local}{role}");
+        tracing::info!(driver = %app.manager().default_driver_name(), "rustaxum listening on {scheme}://{local}{role}");
+        println!("rustaxum listening on {scheme}://{local}{role}");
     }
     announce(&app.config());
     let router = app.router()?;
@@ -52,13 +53,17 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
         let addr = SocketAddr::new(server.host, port);
         if let Some(l) = bind(addr, "BROADCAST_RTC_PORT", rtc.explicit_port).await? {
             let local = l.local_addr()?;
-            tracing::info!("typed-frame service listening on ws://{local}/ws");
-            println!("rustaxum listening on http://{local} (typed frames at /ws)");
+            let ws = if app.tls().is_some() { "wss" } else { "ws" };
+            tracing::info!("typed-frame service listening on {ws}://{local}/ws");
+            println!("rustaxum listening on {scheme}://{local} (typed frames at /ws)");
             listeners.push((l, protocol::rtc_router(app.state.clone())?));
         }
     }
     let watcher = CancellationToken::new();
     tokio::spawn(watch_config(app.clone(), watcher.clone()));
+    if let Some(tls) = app.tls() {
+        tokio::spawn(watch_tls(tls.clone(), watcher.clone()));
+    }
     let result = run_routed(listeners, app, shutdown).await;
     watcher.cancel();
     result
@@ -143,6 +148,36 @@ async fn watch_config(app: Rustaxum, stop: CancellationToken) {
             }
         };
         reload_now(&app, path.as_deref(), why);
+    }
+}
+
+/// Re-reads the TLS certificate and key on SIGHUP and when the files change.
+async fn watch_tls(tls: Arc<tls::Tls>, stop: CancellationToken) {
+    #[cfg(unix)]
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let mut poll = tokio::time::interval(CONFIG_POLL);
+    loop {
+        #[cfg(unix)]
+        let hangup = async {
+            match hup.as_mut() {
+                Some(s) => s.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let hangup = std::future::pending::<Option<()>>();
+        let outcome = tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = hangup => Some(("SIGHUP", tls.reload())),
+            _ = poll.tick() => tls.reload_if_changed().map(|r| ("the certificate files changed", r)),
+        };
+        match outcome {
+            Some((why, Ok(()))) => tracing::info!("TLS certificate reloaded ({why})"),
+            Some((why, Err(e))) => {
+                tracing::error!(error = %e, "TLS certificate reload ({why}) failed; the current certificate is kept")
+            }
+            None => {}
+        }
     }
 }
 

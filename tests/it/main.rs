@@ -25,4 +25,5 @@ mod pusher_protocol;
 mod rtc;
 mod seed_examples;
 mod server_binary;
+mod tls;
 mod webhooks;

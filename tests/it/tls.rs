@@ -1,0 +1,222 @@
+//! TLS in the server (`BROADCAST_TLS_CERT`, `BROADCAST_TLS_KEY`), with a CA and
+//! certificates the test makes with `openssl`: the native HTTP API over https (reqwest
+//! trusting the CA), a Python `websockets` client and pusher-js (`forceTLS`) over wss,
+//! certificate rotation without a restart, and clear start-up errors.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use crate::common::*;
+
+/// A CA and leaf certificates it signs, in a temporary directory.
+struct Pki {
+    dir: PathBuf,
+}
+
+impl Drop for Pki {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl is installed");
+    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+impl Pki {
+    fn new() -> Self {
+        let dir = std::env::temp_dir().join(format!("rustaxum-tls-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        openssl(&dir, &["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=rustaxum test CA"]);
+        Self { dir }
+    }
+
+    /// A leaf for 127.0.0.1 and localhost named `name` (its CN), signed by the CA.
+    fn leaf(&self, name: &str) -> (PathBuf, PathBuf) {
+        let ext = self.dir.join(format!("{name}.ext"));
+        std::fs::write(&ext, "subjectAltName=IP:127.0.0.1,DNS:localhost\n").unwrap();
+        openssl(&self.dir, &["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-keyout", &format!("{name}.key"), "-out", &format!("{name}.csr"), "-subj", &format!("/CN={name}")]);
+        openssl(&self.dir, &["x509", "-req", "-in", &format!("{name}.csr"), "-CA", "ca.pem", "-CAkey", "ca.key",
+            "-CAcreateserial", "-out", &format!("{name}.pem"), "-days", "2", "-extfile", &format!("{name}.ext")]);
+        (self.dir.join(format!("{name}.pem")), self.dir.join(format!("{name}.key")))
+    }
+
+    fn ca(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+}
+
+/// The binary serving TLS with `cert` and `key` (copied to the files it watches).
+async fn tls_server(cert: &Path, key: &Path, env: &[(&str, &str)]) -> (tokio::process::Child, u16) {
+    let mut cmd = server_command();
+    cmd.args(["--port", "0"])
+        .env("BROADCAST_TLS_CERT", cert)
+        .env("BROADCAST_TLS_KEY", key)
+        .envs(env.iter().copied());
+    let mut child = cmd.spawn().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap_or_default();
+    let port = line
+        .strip_prefix("rustaxum listening on https://127.0.0.1:")
+        .unwrap_or_else(|| panic!("{line}"))
+        .parse()
+        .unwrap();
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, port)
+}
+
+fn https(ca: &Path) -> reqwest::Client {
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(ca).unwrap()).unwrap();
+    reqwest::Client::builder().add_root_certificate(ca).build().unwrap()
+}
+
+/// The next message the Python client printed.
+async fn next(printed: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>) -> serde_json::Value {
+    let line = tokio::time::timeout(Duration::from_secs(10), printed.next_line())
+        .await
+        .expect("a message")
+        .unwrap();
+    serde_json::from_str(&line.expect("the client printed")).unwrap()
+}
+
+/// The CN of the certificate the server presents now.
+fn served_cn(port: u16) -> String {
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "openssl s_client -connect 127.0.0.1:{port} </dev/null 2>/dev/null | openssl x509 -noout -subject"
+        ))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[tokio::test]
+async fn https_and_wss_for_every_client_and_a_rotation_without_restart() {
+    let pki = Pki::new();
+    let (first_cert, first_key) = pki.leaf("first");
+    let (cert, key) = (pki.dir.join("live.pem"), pki.dir.join("live.key"));
+    std::fs::copy(&first_cert, &cert).unwrap();
+    std::fs::copy(&first_key, &key).unwrap();
+    let (child, port) = tls_server(&cert, &key, &[("BROADCAST_PUBLIC_CHANNELS", "secure-news")]).await;
+    let client = https(&pki.ca());
+    let base = format!("https://127.0.0.1:{port}");
+    assert_eq!(client.get(format!("{base}/health")).send().await.unwrap().status().as_u16(), 200);
+    assert!(served_cn(port).contains("CN = first"), "{}", served_cn(port));
+    // Plain HTTP on the TLS port is not served.
+    assert!(reqwest::get(format!("http://127.0.0.1:{port}/health")).await.is_err());
+
+    // A Python websockets client over wss, kept open across the rotation.
+    let python = "target/emithub-venv/bin/python";
+    assert!(Path::new(python).exists(), "scripts/test makes the venv");
+    let mut py = tokio::process::Command::new(python)
+        .args(["tests/tls/client.py", &format!("wss://127.0.0.1:{port}/ws/secure-news")])
+        .arg(pki.ca())
+        .args(["3", "10"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut printed = BufReader::new(py.stdout.take().unwrap()).lines();
+    assert_eq!(next(&mut printed).await["event"], "subscription_succeeded");
+    let publish = |event: &'static str| {
+        let (client, base) = (client.clone(), base.clone());
+        async move {
+            let r = client
+                .post(format!("{base}/api/broadcast"))
+                .json(&serde_json::json!({"channel": "secure-news", "event": event, "data": {}}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status().as_u16(), 200);
+        }
+    };
+    publish("before").await;
+    assert_eq!(next(&mut printed).await["event"], "before");
+
+    // Rotation: new files in place; new connections get the new certificate within the
+    // poll (1 s), the open socket keeps going.
+    let (second_cert, second_key) = pki.leaf("second");
+    std::fs::copy(&second_key, &key).unwrap();
+    std::fs::copy(&second_cert, &cert).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !served_cn(port).contains("CN = second") {
+        assert!(std::time::Instant::now() < deadline, "the new certificate is not served");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    publish("after").await;
+    assert_eq!(next(&mut printed).await["event"], "after", "the open socket is unaffected");
+
+    // A broken pair on disk is refused; the current certificate stays.
+    std::fs::copy(&first_key, &key).unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(served_cn(port).contains("CN = second"));
+    assert_eq!(client.get(format!("{base}/health")).send().await.unwrap().status().as_u16(), 200);
+    terminate(child).await;
+}
+
+#[tokio::test]
+async fn pusher_js_with_force_tls() {
+    assert!(Path::new("tests/pusher/node_modules").exists(), "scripts/test runs npm ci");
+    let pki = Pki::new();
+    let (cert, key) = pki.leaf("pusher");
+    let (child, port) = tls_server(
+        &cert,
+        &key,
+        &[
+            ("PUSHER_APP_ID", "tls"),
+            ("PUSHER_APP_KEY", "tls-key"),
+            ("PUSHER_APP_SECRET", "tls-secret-0123456789"),
+        ],
+    )
+    .await;
+    let out = tokio::process::Command::new("node")
+        .args(["--test", "--test-force-exit", "tests/pusher/tls.mjs"])
+        .env("RX_PORT", port.to_string())
+        .env("NODE_EXTRA_CA_CERTS", pki.ca())
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && stdout.contains("# fail 0"), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    terminate(child).await;
+}
+
+#[tokio::test]
+async fn a_missing_or_mismatched_certificate_stops_start_up_by_name() {
+    let pki = Pki::new();
+    let (cert, _) = pki.leaf("one");
+    let (_, other_key) = pki.leaf("two");
+    let run = |cert: PathBuf, key: PathBuf| async move {
+        let out = server_command()
+            .args(["--port", "0"])
+            .env("BROADCAST_TLS_CERT", cert)
+            .env("BROADCAST_TLS_KEY", key)
+            .output()
+            .await
+            .unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    let err = run(cert.clone(), other_key).await;
+    assert!(err.contains("does not belong to BROADCAST_TLS_CERT"), "{err}");
+    let err = run(pki.dir.join("nope.pem"), pki.dir.join("nope.key")).await;
+    assert!(err.contains("BROADCAST_TLS_CERT=") && err.contains("No such file"), "{err}");
+    let out = server_command().env("BROADCAST_TLS_CERT", &cert).output().await.unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("BROADCAST_TLS_KEY"));
+}
