@@ -153,7 +153,8 @@ impl Routing {
 
     /// Reads rules from `text` (the file at `path`, for messages).
     pub fn parse(path: &Path, text: &str) -> Result<Self, InvalidSetting> {
-        let file: RoutesFile = toml::from_str(text).map_err(|e| invalid(path, "file", e.message().to_string()))?;
+        let file: RoutesFile =
+            toml::from_str(text).map_err(|e| invalid(path, "file", crate::setting::toml_error(text, &e)))?;
         let mut rules = Vec::with_capacity(file.route.len());
         for (i, r) in file.route.into_iter().enumerate() {
             let name = r.name.clone().unwrap_or_else(|| format!("#{}", i + 1));

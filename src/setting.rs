@@ -25,3 +25,14 @@ impl InvalidSetting {
         }
     }
 }
+
+/// A TOML error as one line with where it is: `line 3, column 7: expected ...`.
+pub fn toml_error(text: &str, e: &toml::de::Error) -> String {
+    let Some(span) = e.span() else {
+        return format!("not valid TOML: {}", e.message());
+    };
+    let before = text.get(..span.start).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    format!("not valid TOML at line {line}, column {column}: {}", e.message())
+}

@@ -40,22 +40,18 @@ struct Args {
 async fn main() -> ExitCode {
     let args = Args::parse();
     if args.show_env_vars {
-        print!("{}", rustaxum::config::file::show_env_vars());
+        out(&rustaxum::config::file::show_env_vars());
         return ExitCode::SUCCESS;
     }
     let mut config = match rustaxum::Config::load(args.config.as_deref()) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("rustaxum: {e}");
-            return ExitCode::from(2);
-        }
+        Err(e) => return fail(&e, 2),
     };
     if let Err(e) = rustaxum::cli::apply_listen_args(&mut config, args.host, args.port, args.app_port.as_deref()) {
-        eprintln!("rustaxum: {e}");
-        return ExitCode::from(2);
+        return fail(&e, 2);
     }
     if args.generate_config {
-        print!("{}", config.sources.to_toml());
+        out(&config.sources.to_toml());
         return ExitCode::SUCCESS;
     }
     rustaxum::server::init_tracing(&config.log);
@@ -64,9 +60,26 @@ async fn main() -> ExitCode {
     }
     match rustaxum::server::serve(config).await {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("rustaxum: {e}");
-            ExitCode::from(1)
-        }
+        Err(e) => fail(&e, 1),
     }
+}
+
+/// Prints to stdout; a closed stdout (`rustaxum --show-env-vars | head`) is no error.
+fn out(text: &str) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush());
+}
+
+/// Reports a start-up error on stderr (as a JSON line with `LOG_FORMAT=json`) and exits.
+fn fail(e: &dyn std::fmt::Display, code: u8) -> ExitCode {
+    use std::io::Write;
+    let json = std::env::var("LOG_FORMAT").is_ok_and(|f| f.trim().eq_ignore_ascii_case("json"));
+    let line = if json {
+        serde_json::json!({"level": "ERROR", "target": "rustaxum", "fields": {"message": e.to_string()}}).to_string()
+    } else {
+        format!("rustaxum: {e}")
+    };
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+    ExitCode::from(code)
 }

@@ -66,7 +66,7 @@ impl ConfigFile {
     pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
         let table: toml::Table = text
             .parse()
-            .map_err(|e: toml::de::Error| file_error(path, "", format!("not valid TOML: {}", e.message())))?;
+            .map_err(|e: toml::de::Error| file_error(path, "", crate::setting::toml_error(text, &e)))?;
         let mut file = Self {
             path: path.to_path_buf(),
             values: BTreeMap::new(),
@@ -385,7 +385,7 @@ backup_interval_hours = 12
                 "websocket.ping_intervall",
                 "unknown key",
             ),
-            ("port = \"x\"\nport = 1", "", "not valid TOML"),
+            ("port = \"x\"\nport = 1", "", "not valid TOML at line 2, column 1"),
             (
                 "[cors]\nallowed_origins = [1]",
                 "cors.allowed_origins",

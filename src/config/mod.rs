@@ -145,6 +145,8 @@ pub struct ServerConfig {
     pub api_token: Option<String>,
     /// `BROADCAST_DASHBOARD_TOKEN`: what `/dashboard` asks for (default: the API token).
     pub dashboard_token: Option<String>,
+    /// `BROADCAST_METRICS_TOKEN`: a read-only token for `/metrics` (the API token works too).
+    pub metrics_token: Option<String>,
     /// `CORS_ALLOWED_ORIGINS`: comma-separated origins (or `*`) whose browser pages may call
     /// the HTTP API; default none (same origin only). Writes from other origins get 403.
     pub cors_allowed_origins: Vec<String>,
@@ -325,6 +327,7 @@ impl Default for ServerConfig {
             explicit_ports: ExplicitPorts::default(),
             api_token: None,
             dashboard_token: None,
+            metrics_token: None,
             cors_allowed_origins: Vec::new(),
             cors_allowed_methods: ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
                 .map(String::from)
@@ -603,6 +606,9 @@ impl Config {
         }
         if let Some(t) = &self.server.dashboard_token {
             secrets.push(("BROADCAST_DASHBOARD_TOKEN".into(), t));
+        }
+        if let Some(t) = &self.server.metrics_token {
+            secrets.push(("BROADCAST_METRICS_TOKEN".into(), t));
         }
         if let Some(t) = self.auth.jwt.as_ref().and_then(|j| j.secret.as_deref()) {
             secrets.push(("JWT_SECRET".into(), t));

@@ -57,6 +57,7 @@ pub(super) fn server(env: &Env<'_>) -> Result<ServerConfig, ConfigError> {
         },
         api_token: env.string("BROADCAST_API_TOKEN"),
         dashboard_token: env.string("BROADCAST_DASHBOARD_TOKEN"),
+        metrics_token: env.string("BROADCAST_METRICS_TOKEN"),
         cors_allowed_origins: env.list("CORS_ALLOWED_ORIGINS"),
         cors_allowed_methods: match env.list("CORS_ALLOWED_METHODS") {
             list if list.is_empty() => d.cors_allowed_methods,
@@ -315,13 +316,34 @@ pub(super) fn history(env: &Env<'_>) -> Result<crate::history::HistoryConfig, Co
     })
 }
 
+/// A bare word in a log filter that is no level: tracing takes it as a target to log at
+/// every level, so `RUST_LOG=verbose` would silently log nothing of the server. Targets
+/// are accepted as `target=level`, or bare when they name this crate or a module path.
+fn suspicious_log_directive(filter: &str) -> Option<&str> {
+    const LEVELS: [&str; 6] = ["error", "warn", "info", "debug", "trace", "off"];
+    filter.split(',').map(str::trim).filter(|d| !d.is_empty()).find(|d| {
+        !d.contains('=')
+            && !d.contains("::")
+            && !d.contains('[')
+            && !d.starts_with("rustaxum")
+            && !LEVELS.contains(&d.to_ascii_lowercase().as_str())
+    })
+}
+
 pub(super) fn log(env: &Env<'_>) -> Result<LogConfig, ConfigError> {
     let filter = env.string("RUST_LOG").unwrap_or_else(|| "info".into());
-    if tracing_subscriber::EnvFilter::try_new(&filter).is_err() {
+    if tracing_subscriber::EnvFilter::try_new(&filter).is_err() || suspicious_log_directive(&filter).is_some() {
+        let reason = match suspicious_log_directive(&filter) {
+            Some(word) => format!(
+                "{word:?} is neither a level (error, warn, info, debug, trace, off) nor target=level; \
+                 as a bare target it would log nothing of the server"
+            ),
+            None => "expected a level (error, warn, info, debug, trace) or a filter such as rustaxum=debug,info".into(),
+        };
         return Err(ConfigError::Invalid {
             var: "RUST_LOG",
             value: filter,
-            reason: "expected a level (error, warn, info, debug, trace) or a filter such as rustaxum=debug,info".into(),
+            reason,
         });
     }
     let format = match env.string("LOG_FORMAT").map(|f| f.to_ascii_lowercase()) {

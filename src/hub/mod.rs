@@ -77,6 +77,8 @@ pub struct AppSnapshot {
 #[derive(Default)]
 struct Counters {
     connections: AtomicUsize,
+    /// Open connections by protocol (indexed by `Protocol as usize`).
+    by_protocol: [AtomicUsize; 4],
     connections_total: AtomicU64,
     published: AtomicU64,
     delivered: AtomicU64,
@@ -231,6 +233,7 @@ impl Hub {
             handle.ask_to_close();
         }
         self.counters.connections.fetch_add(1, Ordering::Relaxed);
+        self.counters.by_protocol[protocol as usize].fetch_add(1, Ordering::Relaxed);
         self.counters.connections_total.fetch_add(1, Ordering::Relaxed);
         (handle, rx)
     }
@@ -250,6 +253,7 @@ impl Hub {
         }
         if write(&self.connections).remove(&handle.id()).is_some() {
             self.counters.connections.fetch_sub(1, Ordering::Relaxed);
+            self.counters.by_protocol[handle.protocol() as usize].fetch_sub(1, Ordering::Relaxed);
         }
         left
     }
@@ -450,6 +454,11 @@ impl Hub {
     /// Open connections.
     pub fn connection_count(&self) -> usize {
         self.counters.connections.load(Ordering::Relaxed)
+    }
+
+    /// Open connections speaking `protocol`.
+    pub fn protocol_connection_count(&self, protocol: Protocol) -> usize {
+        self.counters.by_protocol[protocol as usize].load(Ordering::Relaxed)
     }
 
     /// The handle of an open connection.

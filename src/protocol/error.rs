@@ -76,6 +76,9 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        if self.status.is_client_error() {
+            tracing::debug!(status = self.status.as_u16(), code = %self.code, reason = %self.message, "request refused");
+        }
         (self.status, Json(json!({"error": self.code, "message": self.message}))).into_response()
     }
 }

@@ -11,13 +11,13 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
-use metrics::{counter, gauge, with_local_recorder};
+use metrics::{counter, describe_counter, describe_gauge, gauge, with_local_recorder};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusRecorder};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::credentials::ApiToken;
-use super::AppState;
+use super::credentials::{bearer, same_secret};
+use super::{ApiError, AppState};
 use crate::cluster::Broker;
 use crate::hub::Protocol;
 use crate::lifecycle::{Lifecycle, LifecycleEvent};
@@ -25,8 +25,9 @@ use crate::lifecycle::{Lifecycle, LifecycleEvent};
 /// Lifecycle events queued for the metrics observer before it misses some.
 const OBSERVER_QUEUE: usize = 4096;
 
-/// The server's Prometheus recorder.
-pub(crate) struct Metrics(PrometheusRecorder);
+/// The server's Prometheus recorder, and the `app` label of the default app's channels
+/// (its id, as on every `app`-labelled family; `default` when no app is configured).
+pub(crate) struct Metrics(PrometheusRecorder, String);
 
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -34,9 +35,124 @@ impl std::fmt::Debug for Metrics {
     }
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
-        Self(PrometheusBuilder::new().build_recorder())
+/// A family's kind, for its `# TYPE` (and `# HELP`) lines.
+#[derive(Clone, Copy)]
+enum Kind {
+    Counter,
+    Gauge,
+}
+
+/// Every family the recorder renders, with its help text.
+const FAMILIES: &[(&str, Kind, &str)] = &[
+    ("rustaxum_build_info", Kind::Gauge, "1, labelled with the server's version"),
+    ("rustaxum_connections", Kind::Gauge, "open WebSocket connections on this node"),
+    ("rustaxum_protocol_connections", Kind::Gauge, "open WebSocket connections on this node by protocol (native, pusher, emithub, rtc)"),
+    ("rustaxum_channels", Kind::Gauge, "channels with at least one subscriber on this node"),
+    ("rustaxum_connections_total", Kind::Counter, "WebSocket connections accepted since start"),
+    ("rustaxum_connections_opened_total", Kind::Counter, "sessions opened, by protocol"),
+    ("rustaxum_connections_closed_total", Kind::Counter, "sessions closed, by protocol"),
+    ("rustaxum_messages_published_total", Kind::Counter, "messages published into this node's hub"),
+    ("rustaxum_messages_delivered_total", Kind::Counter, "messages queued to sockets (one per socket per message)"),
+    ("rustaxum_messages_received_total", Kind::Counter, "frames received from clients"),
+    ("rustaxum_frames_encoded_total", Kind::Counter, "frames serialised (once per message and wire protocol)"),
+    ("rustaxum_slow_consumer_disconnects_total", Kind::Counter, "sockets closed with 4100 because their outbound queue was full"),
+    ("rustaxum_lifecycle_events_dropped_total", Kind::Counter, "lifecycle events an observer (metrics, webhooks) was too slow to see"),
+    ("rustaxum_broadcast_queue_pending", Kind::Gauge, "queued broadcasts (ShouldQueue) not yet sent"),
+    ("rustaxum_broadcast_queue_failed", Kind::Gauge, "queued broadcasts that failed every retry"),
+    ("rustaxum_uptime_seconds", Kind::Gauge, "seconds since the hub started"),
+    ("rustaxum_channels_occupied_total", Kind::Counter, "channels that got their first subscriber on this node, by app"),
+    ("rustaxum_channels_vacated_total", Kind::Counter, "channels that lost their last subscriber on this node, by app"),
+    ("rustaxum_presence_members_added_total", Kind::Counter, "presence members added, by app"),
+    ("rustaxum_presence_members_removed_total", Kind::Counter, "presence members removed, by app"),
+    ("rustaxum_client_events_total", Kind::Counter, "client events (whispers) sent, by app"),
+    ("rustaxum_app_connections", Kind::Gauge, "open connections of each app on this node"),
+    ("rustaxum_app_channels", Kind::Gauge, "occupied channels of each app on this node"),
+    ("rustaxum_app_subscriptions", Kind::Gauge, "subscriptions of each app on this node"),
+    ("rustaxum_app_messages_published_total", Kind::Counter, "messages published on each app's channels"),
+    ("rustaxum_app_messages_delivered_total", Kind::Counter, "messages queued to each app's sockets"),
+    ("rustaxum_redis_healthy", Kind::Gauge, "1 while the Redis backend answers and the subscription is up"),
+    ("rustaxum_redis_events_total", Kind::Counter, "Redis broker events by kind (published, publish_failures, received, invalid, subscriptions, subscription_losses)"),
+    ("rustaxum_redis_circuit_opened_total", Kind::Counter, "times the Redis circuit breaker opened"),
+    ("rustaxum_webhook_events_total", Kind::Counter, "webhook events by outcome (delivered, failed, dropped)"),
+    ("rustaxum_webhook_requests_total", Kind::Counter, "webhook HTTP requests sent"),
+    ("rustaxum_webhook_retries_total", Kind::Counter, "webhook requests retried"),
+    ("rustaxum_history_channels", Kind::Gauge, "channels with kept history"),
+    ("rustaxum_history_messages", Kind::Gauge, "messages kept in history"),
+    ("rustaxum_history_bytes", Kind::Gauge, "bytes of kept history (memory store)"),
+    ("rustaxum_history_memory_limit_bytes", Kind::Gauge, "BROADCAST_HISTORY_MEMORY_LIMIT"),
+    ("rustaxum_history_appended_total", Kind::Counter, "messages appended to history"),
+    ("rustaxum_history_failures_total", Kind::Counter, "history appends or reads that failed"),
+    ("rustaxum_history_too_large_total", Kind::Counter, "messages too large to keep in the memory store"),
+    ("rustaxum_history_recoveries_total", Kind::Counter, "recoveries by outcome (recovered, not_recovered, capped)"),
+    ("process_cpu_seconds_total", Kind::Counter, "user and system CPU time of the process"),
+    ("process_resident_memory_bytes", Kind::Gauge, "resident memory of the process"),
+    ("process_open_fds", Kind::Gauge, "open file descriptors (each socket is one)"),
+    ("process_max_fds", Kind::Gauge, "the open files limit"),
+    ("process_start_time_seconds", Kind::Gauge, "start time of the process since the Unix epoch"),
+];
+
+impl Metrics {
+    /// A recorder with every family described; `default_app` labels the default app's
+    /// channels.
+    pub(crate) fn new(default_app: Option<&str>) -> Self {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        with_local_recorder(&recorder, || {
+            for (name, kind, help) in FAMILIES {
+                match kind {
+                    Kind::Counter => describe_counter!(*name, *help),
+                    Kind::Gauge => describe_gauge!(*name, *help),
+                }
+            }
+        });
+        Self(recorder, default_app.unwrap_or(DEFAULT_APP_LABEL).to_string())
+    }
+}
+
+/// The process's own figures, from `/proc` (Linux; nothing elsewhere).
+fn process_metrics() {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return;
+    };
+    // After the command name (in parentheses, which may hold spaces): fields 3 onwards.
+    let Some(fields) = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect::<Vec<_>>())
+    else {
+        return;
+    };
+    // /proc reports times in USER_HZ, 100 on Linux.
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok());
+    if let (Some(user), Some(system)) = (ticks(11), ticks(12)) {
+        counter!("process_cpu_seconds_total").absolute((user + system) / 100);
+    }
+    let boot = std::fs::read_to_string("/proc/stat").ok().and_then(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("btime ").and_then(|v| v.trim().parse::<u64>().ok()))
+    });
+    if let (Some(boot), Some(start)) = (boot, ticks(19)) {
+        gauge!("process_start_time_seconds").set(boot as f64 + start as f64 / 100.0);
+    }
+    if let Ok(status) = std::fs::read_to_string("/proc/self/status") {
+        let rss_kb = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok());
+        if let Some(kb) = rss_kb {
+            gauge!("process_resident_memory_bytes").set(kb * 1024.0);
+        }
+    }
+    if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+        gauge!("process_open_fds").set(fds.count() as f64);
+    }
+    if let Ok(limits) = std::fs::read_to_string("/proc/self/limits") {
+        let soft = limits
+            .lines()
+            .find(|l| l.starts_with("Max open files"))
+            .and_then(|l| l.split_whitespace().nth(3))
+            .and_then(|v| v.parse::<f64>().ok());
+        if let Some(soft) = soft {
+            gauge!("process_max_fds").set(soft);
+        }
     }
 }
 
@@ -54,20 +170,21 @@ impl Metrics {
     pub(crate) fn observe(self: &Arc<Self>, lifecycle: &Lifecycle, stop: CancellationToken, tasks: &TaskTracker) {
         let this = self.clone();
         lifecycle.observe(OBSERVER_QUEUE, LifecycleEvent::notable, stop, tasks, move |event| {
-            with_local_recorder(&this.0, || count(&event));
+            with_local_recorder(&this.0, || count(&event, &this.1));
             std::future::ready(())
         });
     }
 }
 
-/// The `app` label of a channel's events: its app id, or `default` for the default app.
-fn app_label(channel: &crate::channel::Channel) -> String {
-    channel.app().unwrap_or(DEFAULT_APP_LABEL).to_string()
+/// The `app` label of a channel's events: its app's id (the default app's for a channel
+/// of the default namespace), as `rustaxum_app_*` label it.
+fn app_label(channel: &crate::channel::Channel, default_app: &str) -> String {
+    channel.app().unwrap_or(default_app).to_string()
 }
 
 use crate::protocol::stats::DEFAULT_APP_LABEL;
 
-fn count(event: &LifecycleEvent) {
+fn count(event: &LifecycleEvent, default_app: &str) {
     match event {
         LifecycleEvent::ConnectionOpened { protocol, .. } => {
             counter!("rustaxum_connections_opened_total", "protocol" => protocol_label(*protocol)).increment(1);
@@ -76,32 +193,38 @@ fn count(event: &LifecycleEvent) {
             counter!("rustaxum_connections_closed_total", "protocol" => protocol_label(*protocol)).increment(1);
         }
         LifecycleEvent::ChannelOccupied { channel } => {
-            counter!("rustaxum_channels_occupied_total", "app" => app_label(channel)).increment(1);
+            counter!("rustaxum_channels_occupied_total", "app" => app_label(channel, default_app)).increment(1);
         }
         LifecycleEvent::ChannelVacated { channel } => {
-            counter!("rustaxum_channels_vacated_total", "app" => app_label(channel)).increment(1);
+            counter!("rustaxum_channels_vacated_total", "app" => app_label(channel, default_app)).increment(1);
         }
         LifecycleEvent::MemberAdded { channel, .. } => {
-            counter!("rustaxum_presence_members_added_total", "app" => app_label(channel)).increment(1);
+            counter!("rustaxum_presence_members_added_total", "app" => app_label(channel, default_app)).increment(1);
         }
         LifecycleEvent::MemberRemoved { channel, .. } => {
-            counter!("rustaxum_presence_members_removed_total", "app" => app_label(channel)).increment(1);
+            counter!("rustaxum_presence_members_removed_total", "app" => app_label(channel, default_app)).increment(1);
         }
         LifecycleEvent::ClientEvent { channel, .. } => {
-            counter!("rustaxum_client_events_total", "app" => app_label(channel)).increment(1);
+            counter!("rustaxum_client_events_total", "app" => app_label(channel, default_app)).increment(1);
         }
         LifecycleEvent::SubscriptionCount { .. } => {}
     }
 }
 
 /// Prometheus metrics.
-#[utoipa::path(get, path = "/metrics", tag = "operations", security(("api_token" = [])), responses((status = 200, content_type = "text/plain", body = String, description = "Prometheus text format"), (status = 401, description = "missing or wrong `Authorization: Bearer <BROADCAST_API_TOKEN>` (when one is set)", body = crate::protocol::ErrorBody)))]
-pub(crate) async fn metrics(State(st): State<AppState>, _token: ApiToken) -> impl IntoResponse {
+#[utoipa::path(get, path = "/metrics", tag = "operations", security(("api_token" = [])), responses((status = 200, content_type = "text/plain", body = String, description = "Prometheus text format"), (status = 401, description = "missing or wrong `Authorization: Bearer <token>`: BROADCAST_METRICS_TOKEN (read-only) or BROADCAST_API_TOKEN, when either is set", body = crate::protocol::ErrorBody)))]
+pub(crate) async fn metrics(State(st): State<AppState>, _token: MetricsToken) -> impl IntoResponse {
     let hub = st.node.hub();
     let snapshot = hub.snapshot();
     let recorder: &Arc<Metrics> = &st.metrics;
     with_local_recorder(&recorder.0, || {
+        gauge!("rustaxum_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
         gauge!("rustaxum_connections").set(snapshot.connections as f64);
+        for p in [Protocol::Native, Protocol::Pusher, Protocol::EmitHub, Protocol::Rtc] {
+            gauge!("rustaxum_protocol_connections", "protocol" => protocol_label(p))
+                .set(hub.protocol_connection_count(p) as f64);
+        }
+        process_metrics();
         gauge!("rustaxum_channels").set(snapshot.channels.len() as f64);
         counter!("rustaxum_connections_total").absolute(snapshot.connections_total);
         counter!("rustaxum_messages_published_total").absolute(snapshot.messages.published);
@@ -177,4 +300,35 @@ pub(crate) async fn metrics(State(st): State<AppState>, _token: ApiToken) -> imp
         snapshot.connections_total
     ));
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
+}
+
+/// Proof that a scrape may read `/metrics`: `Authorization: Bearer` with
+/// `BROADCAST_METRICS_TOKEN` (read-only: it publishes nothing) or the API token; open
+/// when neither is configured.
+pub(crate) struct MetricsToken;
+
+impl axum::extract::FromRequestParts<AppState> for MetricsToken {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, st: &AppState) -> Result<Self, ApiError> {
+        let config = st.config.load();
+        let accepted: Vec<&str> = [
+            config.server.metrics_token.as_deref(),
+            config.server.api_token.as_deref(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if accepted.is_empty() {
+            return Ok(Self);
+        }
+        let given = bearer(&parts.headers).ok_or_else(|| {
+            ApiError::unauthorized("missing Authorization: Bearer <BROADCAST_METRICS_TOKEN or BROADCAST_API_TOKEN>")
+        })?;
+        if accepted.iter().any(|t| same_secret(given, t)) {
+            Ok(Self)
+        } else {
+            Err(ApiError::unauthorized("invalid metrics token"))
+        }
+    }
 }

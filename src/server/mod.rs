@@ -4,7 +4,7 @@
 mod process;
 pub mod tls;
 
-pub use process::{init_tracing, serve, set_log_filter, shutdown_signal};
+pub use process::{init_tracing, say, serve, set_log_filter, shutdown_signal};
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -171,7 +171,9 @@ impl Rustaxum {
         if tokio::runtime::Handle::try_current().is_ok() {
             rtc.start(node.presence().clone(), stop.clone(), &background);
         }
-        let metrics: Arc<protocol::metrics::Metrics> = Arc::default();
+        let metrics = Arc::new(protocol::metrics::Metrics::new(
+            config.pusher.apps.default_app().map(|a| a.id.as_str()),
+        ));
         metrics.observe(node.lifecycle(), stop.clone(), &background);
         let dashboard: Arc<protocol::dashboard::Feed> = Arc::default();
         if tokio::runtime::Handle::try_current().is_ok() {
@@ -472,7 +474,9 @@ pub async fn run_routed(
                         let acceptor = tls.acceptor().clone();
                         connections.spawn(async move {
                             match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
-                                Ok(Ok(stream)) => serve_connection(stream, peer, router, header_timeout, stop_http).await,
+                                Ok(Ok(stream)) => {
+                                    serve_connection(stream, peer, router, header_timeout, stop_http).await
+                                }
                                 Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                                 Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                             }
@@ -484,7 +488,13 @@ pub async fn run_routed(
     }
     acceptors.close();
     shutdown.await;
-    tracing::info!("shutting down");
+    let started = std::time::Instant::now();
+    let (sockets, open) = (hub.connection_count(), connections.len());
+    tracing::info!(
+        sockets,
+        connections = open,
+        "shutting down: closing sockets, finishing requests in flight"
+    );
     stop_accepting.cancel();
     acceptors.wait().await;
     // Sockets are not HTTP requests: tell them to close now; HTTP connections finish
@@ -492,10 +502,22 @@ pub async fn run_routed(
     hub.shutdown();
     stop_http.cancel();
     connections.close();
-    if tokio::time::timeout(drain, connections.wait()).await.is_err() {
-        tracing::warn!("HTTP connections still open after {drain:?}; closing them");
+    let drained = tokio::time::timeout(drain, connections.wait()).await.is_ok();
+    if !drained {
+        tracing::warn!(
+            left = connections.len(),
+            "HTTP connections still open after {drain:?} (BROADCAST_SHUTDOWN_TIMEOUT); closing them"
+        );
     }
+    let pending = app.manager().pending_broadcasts();
     app.shutdown().await;
+    tracing::info!(
+        sockets_closed = sockets,
+        connections_drained = open,
+        queued_broadcasts = pending,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "shut down"
+    );
     Ok(())
 }
 

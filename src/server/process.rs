@@ -42,7 +42,7 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
     for (l, role) in &bound {
         let local = l.local_addr()?;
         tracing::info!(driver = %app.manager().default_driver_name(), "rustaxum listening on {scheme}://{local}{role}");
-        println!("rustaxum listening on {scheme}://{local}{role}");
+        say(&format!("rustaxum listening on {scheme}://{local}{role}"));
     }
     announce(&app.config());
     let router = app.router()?;
@@ -55,7 +55,9 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
             let local = l.local_addr()?;
             let ws = if app.tls().is_some() { "wss" } else { "ws" };
             tracing::info!("typed-frame service listening on {ws}://{local}/ws");
-            println!("rustaxum listening on {scheme}://{local} (typed frames at /ws)");
+            say(&format!(
+                "rustaxum listening on {scheme}://{local} (typed frames at /ws)"
+            ));
             listeners.push((l, protocol::rtc_router(app.state.clone())?));
         }
     }
@@ -265,6 +267,30 @@ pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
     }
 }
 
+/// Whether logs are JSON (`LOG_FORMAT=json`): then stdout's lines are JSON too.
+static JSON_LOGS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Writes a line for scripts to stdout (`rustaxum listening on ...`): plain text, or a
+/// JSON object `{"message": ...}` with `LOG_FORMAT=json`, so a merged stream stays JSON.
+/// A closed stdout (`rustaxum | head -1`) is not an error.
+pub fn say(line: &str) {
+    use std::io::Write;
+    let text = if JSON_LOGS.load(std::sync::atomic::Ordering::Relaxed) {
+        serde_json::json!({ "message": line }).to_string()
+    } else {
+        line.to_string()
+    };
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{text}").and_then(|()| out.flush());
+}
+
+/// Whether log lines get colours: only on a terminal, and not with `NO_COLOR` set
+/// (no-color.org).
+fn colour() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
 type FilterHandle = tracing_subscriber::reload::Handle<tracing_subscriber::EnvFilter, tracing_subscriber::Registry>;
 
 /// The log filter installed by [`init_tracing`], replaced on reload.
@@ -280,12 +306,18 @@ pub fn init_tracing(log: &crate::config::LogConfig) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
     let registry = tracing_subscriber::registry().with(filter);
+    let json = log.format == crate::config::LogFormat::Json;
+    JSON_LOGS.store(json, std::sync::atomic::Ordering::Relaxed);
     let installed = match log.format {
         crate::config::LogFormat::Json => registry
             .with(tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr))
             .try_init(),
         crate::config::LogFormat::Text => registry
-            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(colour())
+                    .with_writer(std::io::stderr),
+            )
             .try_init(),
     };
     if installed.is_ok() {

@@ -63,7 +63,9 @@ pub struct Tls {
 
 impl std::fmt::Debug for Tls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Tls").field("files", &self.files).finish_non_exhaustive()
+        f.debug_struct("Tls")
+            .field("files", &self.files)
+            .finish_non_exhaustive()
     }
 }
 
@@ -90,8 +92,7 @@ fn load(files: &TlsFiles) -> Result<CertifiedKey, TlsError> {
             "holds no certificate (expected -----BEGIN CERTIFICATE-----)".into(),
         ));
     }
-    let key_pem =
-        std::fs::read(&files.key).map_err(|e| file_error("BROADCAST_TLS_KEY", &files.key, e.to_string()))?;
+    let key_pem = std::fs::read(&files.key).map_err(|e| file_error("BROADCAST_TLS_KEY", &files.key, e.to_string()))?;
     let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
         file_error(
             "BROADCAST_TLS_KEY",

@@ -261,6 +261,25 @@ impl Session {
 
     /// Joins `channel`: authorize → grant → subscribe → presence, all or nothing.
     pub async fn join(&mut self, channel: &Channel, how: JoinAs) -> Result<Joined, JoinError> {
+        let joined = self.join_as(channel, how).await;
+        if let Err(e) = &joined {
+            if !matches!(e, JoinError::Closing) {
+                // The reason and the channel, never the token.
+                tracing::debug!(
+                    socket_id = %self.conn.id(),
+                    protocol = ?self.conn.protocol(),
+                    channel = %channel.local_name(),
+                    app = channel.app().unwrap_or(""),
+                    code = e.code(),
+                    reason = %e,
+                    "subscription refused"
+                );
+            }
+        }
+        joined
+    }
+
+    async fn join_as(&mut self, channel: &Channel, how: JoinAs) -> Result<Joined, JoinError> {
         let grant = self.node.grant(self.identity.as_deref(), channel, &how)?;
         let channel = grant.channel.clone();
         if let Some(i) = self.joined.iter().position(|j| j.channel == channel) {

@@ -62,32 +62,54 @@ fn the_dockerfile_matches_the_code() {
         .iter()
         .map(|k| env(k).parse().unwrap())
         .collect();
-    assert_eq!(ports, [defaults.server.app_port.unwrap(), defaults.server.port, defaults.rtc.port.unwrap()]);
+    assert_eq!(
+        ports,
+        [
+            defaults.server.app_port.unwrap(),
+            defaults.server.port,
+            defaults.rtc.port.unwrap()
+        ]
+    );
     for p in &ports {
         assert!(image.expose.contains(p), "EXPOSE {p}");
     }
     // A non-root user, a working directory that is the volume (where ./data goes).
     assert!(!image.user.is_empty() && image.user != "root");
     assert_eq!(image.workdir, image.volume);
-    assert!(rustaxum::emithub::DEFAULT_EMIT_HUB_DB_PATH.starts_with("./"), "relative to WORKDIR");
+    assert!(
+        rustaxum::emithub::DEFAULT_EMIT_HUB_DB_PATH.starts_with("./"),
+        "relative to WORKDIR"
+    );
     // The health check asks a route the server has, on the port the image listens on.
     assert!(image.healthcheck.contains("/health") && image.healthcheck.contains("${BROADCAST_WEBSOCKET_PORT}"));
     // The compose file runs the same ports and gives the token it requires.
     let compose = std::fs::read_to_string("docker-compose.prod.yml").unwrap();
-    for needle in ["BROADCAST_API_TOKEN: ${BROADCAST_API_TOKEN:?", "BROADCAST_RTC_PORT: \"8081\"", "/ready", "\"8081:8081\""] {
+    for needle in [
+        "BROADCAST_API_TOKEN: ${BROADCAST_API_TOKEN:?",
+        "BROADCAST_RTC_PORT: \"8081\"",
+        "/ready",
+        "\"8081:8081\"",
+    ] {
         assert!(compose.contains(needle), "docker-compose.prod.yml: {needle}");
     }
     // The build copies what Cargo.toml declares (examples and the test crate included).
     let ignore = std::fs::read_to_string(".dockerignore").unwrap();
     for kept in ["src", "examples", "tests/it"] {
-        assert!(!ignore.lines().any(|l| l.trim_end_matches('/') == kept), "{kept} is ignored");
+        assert!(
+            !ignore.lines().any(|l| l.trim_end_matches('/') == kept),
+            "{kept} is ignored"
+        );
     }
 }
 
 fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(1) == Some("0")))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(1) == Some("0"))
+        })
         .unwrap_or(false)
 }
 
@@ -96,12 +118,19 @@ fn is_root() -> bool {
 fn as_in_the_image(dir: &std::path::Path, extra: &[(&str, String)]) -> tokio::process::Command {
     let mut cmd = if is_root() {
         let mut c = tokio::process::Command::new("setpriv");
-        c.args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", env!("CARGO_BIN_EXE_rustaxum")]);
+        c.args([
+            "--reuid=nobody",
+            "--regid=nogroup",
+            "--clear-groups",
+            env!("CARGO_BIN_EXE_rustaxum"),
+        ]);
         c
     } else {
         tokio::process::Command::new(env!("CARGO_BIN_EXE_rustaxum"))
     };
-    cmd.current_dir(dir).env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
+    cmd.current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
     for (k, v) in &image().env {
         cmd.env(k, v);
     }
@@ -118,7 +147,11 @@ fn volume_dir() -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("rustaxum-image-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
     if is_root() {
-        let ok = std::process::Command::new("chown").args(["nobody:nogroup"]).arg(&dir).status().unwrap();
+        let ok = std::process::Command::new("chown")
+            .args(["nobody:nogroup"])
+            .arg(&dir)
+            .status()
+            .unwrap();
         assert!(ok.success());
     }
     dir
@@ -165,8 +198,16 @@ async fn the_image_starts_as_its_unprivileged_user_in_its_working_directory() {
         .send()
         .await
         .unwrap();
-    assert_eq!(created.status().as_u16(), 201, "{}", created.text().await.unwrap_or_default());
-    assert!(dir.join("data/emit_hub.redb").is_file(), "the database is in the volume");
+    assert_eq!(
+        created.status().as_u16(),
+        201,
+        "{}",
+        created.text().await.unwrap_or_default()
+    );
+    assert!(
+        dir.join("data/emit_hub.redb").is_file(),
+        "the database is in the volume"
+    );
     child.kill().await.unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -178,11 +219,18 @@ async fn the_systemd_unit_is_valid() {
     let unit = std::fs::read_to_string("deploy/rustaxum.service").unwrap();
     assert!(unit.contains("ExecStart=/usr/local/bin/rustaxum\n"));
     assert!(unit.contains("ExecReload=/bin/kill -HUP $MAINPID"), "reload is SIGHUP");
-    assert!(!unit.contains("@resources"), "setrlimit (the open-files limit) must stay allowed");
+    assert!(
+        !unit.contains("@resources"),
+        "setrlimit (the open-files limit) must stay allowed"
+    );
     let dir = std::env::temp_dir().join(format!("rustaxum-unit-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("rustaxum.service");
-    std::fs::write(&path, unit.replace("/usr/local/bin/rustaxum", env!("CARGO_BIN_EXE_rustaxum"))).unwrap();
+    std::fs::write(
+        &path,
+        unit.replace("/usr/local/bin/rustaxum", env!("CARGO_BIN_EXE_rustaxum")),
+    )
+    .unwrap();
     let out = tokio::process::Command::new("systemd-analyze")
         .arg("verify")
         .arg(&path)
@@ -190,6 +238,10 @@ async fn the_systemd_unit_is_valid() {
         .await
         .expect("systemd-analyze (systemd) is installed");
     let _ = std::fs::remove_dir_all(&dir);
-    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(out.status.success() && !said.contains("rustaxum.service:"), "{said}");
 }

@@ -186,7 +186,11 @@ async fn start_deployed(config: rustaxum::Config) -> (rustaxum::Rustaxum, [std::
     let rtc = listeners.pop().unwrap();
     let mut routed: Vec<_> = listeners.into_iter().map(|l| (l, app.router().unwrap())).collect();
     routed.push((rtc, app.rtc_router().unwrap()));
-    tokio::spawn(rustaxum::server::run_routed(routed, app.clone(), std::future::pending()));
+    tokio::spawn(rustaxum::server::run_routed(
+        routed,
+        app.clone(),
+        std::future::pending(),
+    ));
     (app, [addrs[0], addrs[1], addrs[2]])
 }
 
@@ -211,7 +215,12 @@ async fn every_websocket_endpoint_and_the_http_apis_work_through_nginx() {
     );
     let front = format!("127.0.0.1:{port}");
     let deadline = Instant::now() + Duration::from_secs(10);
-    while reqwest::get(format!("http://{front}/ready")).await.map(|r| r.status().as_u16()).ok() != Some(200) {
+    while reqwest::get(format!("http://{front}/ready"))
+        .await
+        .map(|r| r.status().as_u16())
+        .ok()
+        != Some(200)
+    {
         assert!(Instant::now() < deadline, "not ready through nginx");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -239,7 +248,10 @@ async fn every_websocket_endpoint_and_the_http_apis_work_through_nginx() {
     assert_eq!(first["data"]["status"], "connected", "{first}");
     // The dashboard's live feed.
     let (_dashboard, first) = connect(ws("/dashboard/ws")).await;
-    assert!(first.get("connections").is_some() || first.get("stats").is_some(), "{first}");
+    assert!(
+        first.get("connections").is_some() || first.get("stats").is_some(),
+        "{first}"
+    );
     // An EmitHub channel, created and started through nginx.
     let http = reqwest::Client::new();
     let created: serde_json::Value = http
@@ -251,7 +263,10 @@ async fn every_websocket_endpoint_and_the_http_apis_work_through_nginx() {
         .json()
         .await
         .unwrap();
-    let id = created["id"].as_str().unwrap_or_else(|| panic!("{created}")).to_string();
+    let id = created["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{created}"))
+        .to_string();
     let started = http
         .put(format!("http://{front}/api/v1/channels/{id}/start"))
         .send()
@@ -261,7 +276,13 @@ async fn every_websocket_endpoint_and_the_http_apis_work_through_nginx() {
     let (_managed, first) = connect(ws(&format!("/api/v1/channels/{id}/ws"))).await;
     assert_eq!(first["status"], "connected", "{first}");
     // HTTP: docs, metrics, the native API and the Pusher REST API.
-    for path in ["/docs", "/docs/openapi.json", "/metrics", "/api/broadcast/stats", "/dashboard"] {
+    for path in [
+        "/docs",
+        "/docs/openapi.json",
+        "/metrics",
+        "/api/broadcast/stats",
+        "/dashboard",
+    ] {
         let status = reqwest::get(format!("http://{front}{path}")).await.unwrap().status();
         assert_eq!(status.as_u16(), 200, "{path}");
     }

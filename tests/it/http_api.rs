@@ -1,7 +1,7 @@
 //! The HTTP API: publishing, every error status, stats and health.
 
 use crate::common::*;
-use serde_json::json;
+use serde_json::{json, Value};
 
 #[tokio::test]
 async fn publish_errors_are_json_with_fitting_statuses() {
@@ -286,4 +286,151 @@ async fn the_inbound_api_delivers_whatever_driver_the_application_side_uses() {
             (Some("delivered"), &json!({"driver": driver}))
         );
     }
+}
+
+// Issue 25: every family has HELP and TYPE, the exposition parses with the Prometheus
+// client's own parser, one app label per app, process and build metrics, and a
+// read-only metrics token that cannot publish.
+#[tokio::test]
+async fn metrics_parse_with_prometheus_own_parser_and_need_only_a_read_only_token() {
+    let mut config = config();
+    config.server.api_token = Some("publish-token-0123456789".into());
+    config.server.metrics_token = Some("scrape-token-0123456789".into());
+    config.pusher.apps = rustaxum::pusher::Apps::new(vec![pusher_app("shop", "shop-key", "shop-secret-0123456789")]);
+    let server = start_with(config).await;
+    let (_a, _) = server.connect("/ws?channel=general").await;
+    let (_p, _) = server.connect("/app/shop-key?protocol=7").await;
+    let http = reqwest::Client::new();
+    let scrape = |token: Option<&'static str>| {
+        let mut req = http.get(server.url("/metrics"));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        async move { req.send().await.unwrap() }
+    };
+    assert_eq!(scrape(None).await.status().as_u16(), 401);
+    assert_eq!(scrape(Some("wrong-token-0123456789")).await.status().as_u16(), 401);
+    assert_eq!(scrape(Some("publish-token-0123456789")).await.status().as_u16(), 200);
+    let text = scrape(Some("scrape-token-0123456789")).await.text().await.unwrap();
+    // The metrics token reads, it does not publish.
+    let published = http
+        .post(server.url("/api/broadcast"))
+        .bearer_auth("scrape-token-0123456789")
+        .json(&json!({"channel": "general", "event": "e", "data": {}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(published.status().as_u16(), 401);
+
+    // Every family: HELP and TYPE.
+    let mut families = std::collections::BTreeSet::new();
+    for line in text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+        let name = line.split(['{', ' ']).next().unwrap();
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| {
+                name.strip_suffix(s)
+                    .filter(|f| text.contains(&format!("# TYPE {f} histogram")))
+            })
+            .unwrap_or(name);
+        families.insert(family.to_string());
+    }
+    for family in &families {
+        assert!(text.contains(&format!("# HELP {family} ")), "no HELP for {family}");
+        assert!(text.contains(&format!("# TYPE {family} ")), "no TYPE for {family}");
+    }
+    for expected in [
+        "rustaxum_build_info",
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "process_start_time_seconds",
+        "rustaxum_protocol_connections",
+        "broadcast_duration_seconds",
+    ] {
+        assert!(families.contains(expected), "{expected} missing from {families:?}");
+    }
+    assert!(text.contains(&format!(
+        "rustaxum_build_info{{version=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION")
+    )));
+    assert!(
+        text.contains("rustaxum_protocol_connections{protocol=\"pusher\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("rustaxum_protocol_connections{protocol=\"native\"} 1"),
+        "{text}"
+    );
+    // One label value per app: the default app's channels are labelled with its id.
+    assert!(text.contains("rustaxum_app_connections{app=\"shop\"}"), "{text}");
+    assert!(
+        text.contains("rustaxum_channels_occupied_total{app=\"shop\"}"),
+        "{text}"
+    );
+    assert!(!text.contains("app=\"default\""), "{text}");
+
+    // The Prometheus client's own parser reads it all.
+    let python = "target/emithub-venv/bin/python";
+    let mut parser = tokio::process::Command::new(python)
+        .args([
+            "-c",
+            "import sys\nfrom prometheus_client.parser import text_string_to_metric_families as parse\n\
+             fams = list(parse(sys.stdin.read()))\nprint(len(fams), sum(len(f.samples) for f in fams))",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("scripts/test makes the venv");
+    use tokio::io::AsyncWriteExt;
+    parser.stdin.take().unwrap().write_all(text.as_bytes()).await.unwrap();
+    let out = parser.wait_with_output().await.unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let parsed = String::from_utf8_lossy(&out.stdout);
+    let count: usize = parsed.split_whitespace().next().unwrap().parse().unwrap();
+    assert!(
+        count >= families.len() - 3,
+        "parsed {parsed} of {} families",
+        families.len()
+    );
+}
+
+// The Grafana dashboard in deploy/ is built on names /metrics really has.
+#[tokio::test]
+async fn the_grafana_dashboard_uses_only_metrics_the_server_exports() {
+    // A node with everything the dashboard shows: Redis, webhooks, an app.
+    let redis = crate::common::redis::RedisServer::start();
+    let mut config = cluster_config(&redis, &crate::common::redis::unique_prefix());
+    config.pusher.apps = rustaxum::pusher::Apps::new(vec![pusher_app("g", "g-key", "g-secret-0123456789")]);
+    config.webhooks.urls = vec![format!("http://127.0.0.1:{}/hooks", free_port())];
+    let server = start_with(config).await;
+    wait_ready(&server).await;
+    let text = reqwest::get(server.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let dashboard: Value =
+        serde_json::from_str(&std::fs::read_to_string("deploy/grafana-dashboard.json").unwrap()).unwrap();
+    let mut checked = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                if !(word.starts_with("rustaxum_") || word.starts_with("process_") || word.starts_with("broadcast_")) {
+                    continue;
+                }
+                let family = word.strip_suffix("_bucket").unwrap_or(word);
+                assert!(
+                    text.contains(&format!("# TYPE {family} ")),
+                    "{word} in panel {:?} is not exported",
+                    panel["title"]
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 12, "{checked}");
 }

@@ -357,3 +357,120 @@ async fn the_typed_frame_service_has_its_own_port() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("BROADCAST_RTC_PORT") && err.contains(&taken), "{err}");
 }
+
+/// Runs the binary with `env` until it listens, does `then` with its base URL, sends
+/// SIGTERM and returns (stdout, stderr) as written.
+async fn run_and_collect<F, Fut>(env: &[(&str, &str)], then: F) -> (String, String)
+where
+    F: FnOnce(String) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut child = server()
+        .args(["--port", "0"])
+        .envs(env.iter().copied())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
+    let err = child.stderr.take().unwrap();
+    let errors = tokio::spawn(async move {
+        let mut lines = BufReader::new(err).lines();
+        let mut all = String::new();
+        while let Ok(Some(l)) = lines.next_line().await {
+            all.push_str(&l);
+            all.push('\n');
+        }
+        all
+    });
+    let first = tokio::time::timeout(Duration::from_secs(10), out.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let url = match serde_json::from_str::<serde_json::Value>(&first) {
+        Ok(v) => v["message"].as_str().unwrap().to_string(),
+        Err(_) => first.clone(),
+    };
+    let url = url.strip_prefix("rustaxum listening on ").unwrap().to_string();
+    then(url).await;
+    let pid = child.id().unwrap().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    let mut stdout = first + "\n";
+    while let Ok(Some(l)) = out.next_line().await {
+        stdout.push_str(&l);
+        stdout.push('\n');
+    }
+    child.wait().await.unwrap();
+    (stdout, errors.await.unwrap())
+}
+
+// Issue 25: colour codes went to files, JSON mode mixed a plain line into stdout,
+// refusals were not logged, shutdown said only "shutting down".
+#[tokio::test]
+async fn logs_are_plain_off_a_terminal_json_everywhere_with_log_format_json_and_say_what_happened() {
+    let refused = |url: String| async move {
+        let ws = url.replacen("http", "ws", 1);
+        let (mut s, _) = tokio_tungstenite::connect_async(format!("{ws}/ws/general"))
+            .await
+            .unwrap();
+        let _ = crate::common::recv_json(&mut s).await;
+        crate::common::send_json(&mut s, serde_json::json!({"action": "subscribe", "channel": "user.42"})).await;
+        let _ = crate::common::recv_json(&mut s).await;
+    };
+    let (_, text) = run_and_collect(&[("RUST_LOG", "debug")], refused).await;
+    assert!(
+        !text.contains('\u{1b}'),
+        "no ANSI codes when stderr is not a terminal:\n{text}"
+    );
+    let refusal = text
+        .lines()
+        .find(|l| l.contains("subscription refused"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(refusal.contains("user.42") && refusal.contains("Native"), "{refusal}");
+    let done = text
+        .lines()
+        .find(|l| l.contains("shut down"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(done.contains("sockets_closed") && done.contains("elapsed_ms"), "{done}");
+
+    let (stdout, stderr) = run_and_collect(&[("LOG_FORMAT", "json")], refused).await;
+    for line in stdout.lines().chain(stderr.lines()) {
+        assert!(
+            serde_json::from_str::<serde_json::Value>(line).is_ok(),
+            "not JSON: {line}"
+        );
+    }
+    assert!(stdout.contains("rustaxum listening on"));
+}
+
+#[tokio::test]
+async fn an_invalid_rust_log_stops_start_up_and_a_closed_stdout_is_no_panic() {
+    let out = server().env("RUST_LOG", "verbose").output().await.unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("RUST_LOG") && err.contains("verbose"), "{err}");
+    // `rustaxum --show-env-vars | head -1`: the reader goes away after one line.
+    let mut child = server()
+        .arg("--show-env-vars")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let status = child.wait().await.unwrap();
+    assert_ne!(status.code(), Some(101), "no panic on a closed stdout");
+    // A JSON error when start-up fails with LOG_FORMAT=json.
+    let out = server()
+        .env("LOG_FORMAT", "json")
+        .env("BROADCAST_WEBSOCKET_PORT", "80x0")
+        .output()
+        .await
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    let line: serde_json::Value = serde_json::from_str(err.trim()).unwrap_or_else(|_| panic!("{err}"));
+    assert!(line["fields"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("BROADCAST_WEBSOCKET_PORT"));
+}

@@ -28,15 +28,37 @@ fn openssl(dir: &Path, args: &[&str]) {
         .current_dir(dir)
         .output()
         .expect("openssl is installed");
-    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 impl Pki {
     fn new() -> Self {
         let dir = std::env::temp_dir().join(format!("rustaxum-tls-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();
-        openssl(&dir, &["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-            "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=rustaxum test CA"]);
+        openssl(
+            &dir,
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=rustaxum test CA",
+            ],
+        );
         Self { dir }
     }
 
@@ -44,11 +66,47 @@ impl Pki {
     fn leaf(&self, name: &str) -> (PathBuf, PathBuf) {
         let ext = self.dir.join(format!("{name}.ext"));
         std::fs::write(&ext, "subjectAltName=IP:127.0.0.1,DNS:localhost\n").unwrap();
-        openssl(&self.dir, &["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-            "-keyout", &format!("{name}.key"), "-out", &format!("{name}.csr"), "-subj", &format!("/CN={name}")]);
-        openssl(&self.dir, &["x509", "-req", "-in", &format!("{name}.csr"), "-CA", "ca.pem", "-CAkey", "ca.key",
-            "-CAcreateserial", "-out", &format!("{name}.pem"), "-days", "2", "-extfile", &format!("{name}.ext")]);
-        (self.dir.join(format!("{name}.pem")), self.dir.join(format!("{name}.key")))
+        openssl(
+            &self.dir,
+            &[
+                "req",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-keyout",
+                &format!("{name}.key"),
+                "-out",
+                &format!("{name}.csr"),
+                "-subj",
+                &format!("/CN={name}"),
+            ],
+        );
+        openssl(
+            &self.dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &format!("{name}.csr"),
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &format!("{name}.pem"),
+                "-days",
+                "2",
+                "-extfile",
+                &format!("{name}.ext"),
+            ],
+        );
+        (
+            self.dir.join(format!("{name}.pem")),
+            self.dir.join(format!("{name}.key")),
+        )
     }
 
     fn ca(&self) -> PathBuf {
@@ -115,7 +173,16 @@ async fn https_and_wss_for_every_client_and_a_rotation_without_restart() {
     let (child, port) = tls_server(&cert, &key, &[("BROADCAST_PUBLIC_CHANNELS", "secure-news")]).await;
     let client = https(&pki.ca());
     let base = format!("https://127.0.0.1:{port}");
-    assert_eq!(client.get(format!("{base}/health")).send().await.unwrap().status().as_u16(), 200);
+    assert_eq!(
+        client
+            .get(format!("{base}/health"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        200
+    );
     assert!(served_cn(port).contains("CN = first"), "{}", served_cn(port));
     // Plain HTTP on the TLS port is not served.
     assert!(reqwest::get(format!("http://127.0.0.1:{port}/health")).await.is_err());
@@ -156,23 +223,42 @@ async fn https_and_wss_for_every_client_and_a_rotation_without_restart() {
     std::fs::copy(&second_cert, &cert).unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while !served_cn(port).contains("CN = second") {
-        assert!(std::time::Instant::now() < deadline, "the new certificate is not served");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new certificate is not served"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     publish("after").await;
-    assert_eq!(next(&mut printed).await["event"], "after", "the open socket is unaffected");
+    assert_eq!(
+        next(&mut printed).await["event"],
+        "after",
+        "the open socket is unaffected"
+    );
 
     // A broken pair on disk is refused; the current certificate stays.
     std::fs::copy(&first_key, &key).unwrap();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(served_cn(port).contains("CN = second"));
-    assert_eq!(client.get(format!("{base}/health")).send().await.unwrap().status().as_u16(), 200);
+    assert_eq!(
+        client
+            .get(format!("{base}/health"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        200
+    );
     terminate(child).await;
 }
 
 #[tokio::test]
 async fn pusher_js_with_force_tls() {
-    assert!(Path::new("tests/pusher/node_modules").exists(), "scripts/test runs npm ci");
+    assert!(
+        Path::new("tests/pusher/node_modules").exists(),
+        "scripts/test runs npm ci"
+    );
     let pki = Pki::new();
     let (cert, key) = pki.leaf("pusher");
     let (child, port) = tls_server(
@@ -193,7 +279,11 @@ async fn pusher_js_with_force_tls() {
         .await
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success() && stdout.contains("# fail 0"), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success() && stdout.contains("# fail 0"),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     terminate(child).await;
 }
 
@@ -216,7 +306,14 @@ async fn a_missing_or_mismatched_certificate_stops_start_up_by_name() {
     let err = run(cert.clone(), other_key).await;
     assert!(err.contains("does not belong to BROADCAST_TLS_CERT"), "{err}");
     let err = run(pki.dir.join("nope.pem"), pki.dir.join("nope.key")).await;
-    assert!(err.contains("BROADCAST_TLS_CERT=") && err.contains("No such file"), "{err}");
-    let out = server_command().env("BROADCAST_TLS_CERT", &cert).output().await.unwrap();
+    assert!(
+        err.contains("BROADCAST_TLS_CERT=") && err.contains("No such file"),
+        "{err}"
+    );
+    let out = server_command()
+        .env("BROADCAST_TLS_CERT", &cert)
+        .output()
+        .await
+        .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("BROADCAST_TLS_KEY"));
 }
