@@ -153,7 +153,7 @@ pub async fn measure(client: &ApiClient, args: &BenchArgs) -> Result<BenchReport
             let _p = permits.acquire().await.map_err(|e| e.to_string())?;
             let (mut ws, _) = tokio_tungstenite::connect_async(&url)
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| refused_hint(&e))?;
             if let Some(frame) = subscribe {
                 // Pusher: connection_established first, then subscribe.
                 ws.next().await;
@@ -168,11 +168,12 @@ pub async fn measure(client: &ApiClient, args: &BenchArgs) -> Result<BenchReport
     }
     let mut sockets = Vec::with_capacity(n);
     let bar = progress(n as u64, "connecting");
+    let channel = args.channel.clone();
     for c in connecting {
         let ws = c
             .await
             .map_err(|e| CliError::Bench(e.to_string()))?
-            .map_err(CliError::Bench)?;
+            .map_err(|e| CliError::Bench(e.replace("{channel}", &channel)))?;
         sockets.push(ws);
         bar.inc(1);
     }
@@ -320,5 +321,19 @@ mod tests {
         assert!(burn > 0);
         let cpu = cpu_seconds(std::process::id()).expect("Linux /proc");
         assert!(cpu > 0.0, "{cpu}");
+    }
+}
+
+/// A refused WebSocket upgrade, with what to do about it: the benchmark's channel must
+/// be public on the server.
+fn refused_hint(e: &tokio_tungstenite::tungstenite::Error) -> String {
+    use tokio_tungstenite::tungstenite::Error;
+    match e {
+        Error::Http(resp) if matches!(resp.status().as_u16(), 401 | 403) => format!(
+            "the server refused the channel {{channel}} ({}): it is not public there; start the server with \
+             BROADCAST_PUBLIC_CHANNELS={{channel}} (or pass --channel with a public channel)",
+            resp.status()
+        ),
+        other => other.to_string(),
     }
 }

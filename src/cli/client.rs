@@ -47,12 +47,7 @@ pub struct ApiClient {
 impl ApiClient {
     /// A client for `base` (e.g. `http://127.0.0.1:8080`), sending `token` as Bearer if given.
     pub fn new(base: &str, token: Option<String>) -> Result<Self, CliError> {
-        let base = base.trim_end_matches('/').to_string();
-        if !(base.starts_with("http://") || base.starts_with("https://")) {
-            return Err(CliError::Usage(format!(
-                "--server must be an http(s) URL, got {base:?}"
-            )));
-        }
+        let base = server_url(base)?;
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .connect_timeout(Duration::from_secs(3))
@@ -120,10 +115,58 @@ impl ApiClient {
     }
 }
 
+/// `--server` as a base URL: `http(s)://host:port`, `ws(s)://` (taken as http(s)), or a
+/// bare `host:port` (http).
+pub fn server_url(given: &str) -> Result<String, CliError> {
+    let trimmed = given.trim().trim_end_matches('/');
+    let url = if let Some(rest) = trimmed.strip_prefix("ws://") {
+        format!("http://{rest}")
+    } else if let Some(rest) = trimmed.strip_prefix("wss://") {
+        format!("https://{rest}")
+    } else if trimmed.starts_with("http://") || trimmed.starts_with("https://") {
+        trimmed.to_string()
+    } else if !trimmed.is_empty() && !trimmed.contains("://") {
+        format!("http://{trimmed}")
+    } else {
+        return Err(CliError::Usage(format!(
+            "--server must be host:port or an http(s) URL, got {given:?}"
+        )));
+    };
+    Ok(url)
+}
+
+/// `n` and the noun, singular for one: `1 connection`, `2 connections`.
+pub fn count(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     let mut cause = e;
     while let Some(next) = cause.source() {
         cause = next;
     }
     cause.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_urls_from_what_operators_type() {
+        for (given, url) in [
+            ("127.0.0.1:3000", "http://127.0.0.1:3000"),
+            ("localhost:8080/", "http://localhost:8080"),
+            ("http://h:1", "http://h:1"),
+            ("https://h", "https://h"),
+            ("ws://h:8080", "http://h:8080"),
+            ("wss://h", "https://h"),
+        ] {
+            assert_eq!(server_url(given).unwrap(), url, "{given}");
+        }
+        assert!(server_url("ftp://h").is_err());
+        assert!(server_url("").is_err());
+        assert_eq!(count(1, "connection", "connections"), "1 connection");
+        assert_eq!(count(2, "connection", "connections"), "2 connections");
+    }
 }

@@ -57,8 +57,15 @@ pub(super) async fn stats(client: &ApiClient) -> Result<(), CliError> {
     for (name, c) in &channels {
         let kind = c["kind"].as_str().unwrap_or("public");
         match c["members"].as_u64() {
-            Some(m) => say!("  • {name}: {} connections ({kind}, {m} members)", c["subscribers"]),
-            None => say!("  • {name}: {} connections ({kind})", c["subscribers"]),
+            Some(m) => say!(
+                "  • {name}: {} ({kind}, {})",
+                super::client::count(c["subscribers"].as_u64().unwrap_or(0), "connection", "connections"),
+                super::client::count(m, "member", "members")
+            ),
+            None => say!(
+                "  • {name}: {} ({kind})",
+                super::client::count(c["subscribers"].as_u64().unwrap_or(0), "connection", "connections")
+            ),
         }
     }
     say!();
@@ -285,7 +292,10 @@ pub(super) async fn monitor(client: &ApiClient, duration: u64, interval: f64) ->
     if let Some(bar) = bar {
         bar.finish();
     }
-    say!("✅ Monitoring finished: peak {peak_connections} connection(s)");
+    say!(
+        "✅ Monitoring finished: peak {}",
+        super::client::count(peak_connections, "connection", "connections")
+    );
     Ok(())
 }
 

@@ -246,8 +246,25 @@ pub fn chart(runs: &[Run], png: &Path, font_path: &Path) -> Result<(), CliError>
     Ok(())
 }
 
+/// A default path (`docs/bench/...`) from another directory: the crate's own, where the
+/// benchmark writes them. A path given on the command line, or one that exists here, as is.
+fn located(path: &Path) -> PathBuf {
+    let here =
+        path.is_absolute() || path.exists() || path.parent().is_some_and(|d| d.as_os_str().is_empty() || d.is_dir());
+    if here {
+        return path.to_path_buf();
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
 /// Runs `artisan broadcast bench-report`.
 pub fn run(args: &ReportArgs) -> Result<(), CliError> {
+    let args = &ReportArgs {
+        input: located(&args.input),
+        markdown: located(&args.markdown),
+        png: located(&args.png),
+        font: args.font.clone(),
+    };
     let runs = read_runs(&args.input)?;
     if runs.is_empty() {
         return Err(CliError::Other(format!("{} holds no runs", args.input.display())));

@@ -355,3 +355,41 @@ async fn history_shows_a_channels_kept_messages_and_how_to_page() {
         "{out:?}"
     );
 }
+
+// Issue 25: `--server 127.0.0.1:3000` was refused; `bench` on a non-public channel said
+// only "HTTP error: 403 Forbidden"; "1 connections".
+#[tokio::test]
+async fn artisan_takes_host_port_says_what_to_do_and_counts_in_words() {
+    let server = start().await;
+    let (_ws, _) = server.connect("/ws?channel=general").await;
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_artisan"))
+        .args(["--server", &server.addr.to_string(), "broadcast", "stats"])
+        .env_remove("BROADCAST_API_TOKEN")
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        stdout(&out).contains("general: 1 connection (public)"),
+        "{}",
+        stdout(&out)
+    );
+
+    let out = artisan(
+        &server,
+        &[
+            "broadcast",
+            "bench",
+            "--connections",
+            "2",
+            "--messages",
+            "1",
+            "--channel",
+            "secret-room",
+        ],
+    )
+    .await;
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("BROADCAST_PUBLIC_CHANNELS=secret-room"), "{err}");
+}
