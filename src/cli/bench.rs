@@ -301,6 +301,20 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     Some((utime + stime) as f64 / 100.0)
 }
 
+/// A refused WebSocket upgrade, with what to do about it: the benchmark's channel must
+/// be public on the server.
+fn refused_hint(e: &tokio_tungstenite::tungstenite::Error) -> String {
+    use tokio_tungstenite::tungstenite::Error;
+    match e {
+        Error::Http(resp) if matches!(resp.status().as_u16(), 401 | 403) => format!(
+            "the server refused the channel {{channel}} ({}): it is not public there; start the server with \
+             BROADCAST_PUBLIC_CHANNELS={{channel}} (or pass --channel with a public channel)",
+            resp.status()
+        ),
+        other => other.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -321,19 +335,5 @@ mod tests {
         assert!(burn > 0);
         let cpu = cpu_seconds(std::process::id()).expect("Linux /proc");
         assert!(cpu > 0.0, "{cpu}");
-    }
-}
-
-/// A refused WebSocket upgrade, with what to do about it: the benchmark's channel must
-/// be public on the server.
-fn refused_hint(e: &tokio_tungstenite::tungstenite::Error) -> String {
-    use tokio_tungstenite::tungstenite::Error;
-    match e {
-        Error::Http(resp) if matches!(resp.status().as_u16(), 401 | 403) => format!(
-            "the server refused the channel {{channel}} ({}): it is not public there; start the server with \
-             BROADCAST_PUBLIC_CHANNELS={{channel}} (or pass --channel with a public channel)",
-            resp.status()
-        ),
-        other => other.to_string(),
     }
 }
