@@ -202,6 +202,8 @@ fn closing<H: Handler>(handler: &H, reason: CloseReason) -> (CloseReason, Option
 }
 
 /// Sends the farewell frame, then the close frame (each bounded by [`CLOSE_GRACE`]).
+/// Callers box it: it runs once per socket, and unboxed its state (a frame being sent)
+/// would be part of every idle socket's task.
 async fn close_as<T: Text, S: Socket<T>>(socket: &mut S, (reason, farewell): (CloseReason, Option<String>)) {
     if let Some(text) = farewell {
         let _ = tokio::time::timeout(CLOSE_GRACE, socket.send(Frame::Text(T::from(text)))).await;
@@ -308,18 +310,18 @@ where
         tokio::select! {
             biased;
             _ = closed.as_mut() => {
-                close_as(socket, closing(handler, conn.close_reason())).await;
+                Box::pin(close_as(socket, closing(handler, conn.close_reason()))).await;
                 return;
             }
             _ = async { if let Some(t) = expiry_timer.as_mut() { t.as_mut().await } }, if expiry_timer.is_some() => {
                 conn.close(CloseReason::TOKEN_EXPIRED);
-                close_as(socket, closing(handler, CloseReason::TOKEN_EXPIRED)).await;
+                Box::pin(close_as(socket, closing(handler, CloseReason::TOKEN_EXPIRED))).await;
                 return;
             }
             Some(envelope) = rx.recv() => {
                 if !write_batch::<H, T, S, _>(s, socket, envelope, &mut rx, closed.as_mut()).await {
                     if conn.is_closing() {
-                        close_as(socket, closing(handler, conn.close_reason())).await;
+                        Box::pin(close_as(socket, closing(handler, conn.close_reason()))).await;
                     }
                     return;
                 }
