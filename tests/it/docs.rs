@@ -157,3 +157,60 @@ async fn the_docs_page_is_readable_html_listing_every_endpoint() {
     assert!(page.contains("Pauses an Active channel"));
     assert!(!page.contains("<script"), "nothing to run, nothing fetched");
 }
+
+// Issue 25: a table of contents by protocol (native first) and an example request and
+// answer for every endpoint.
+#[tokio::test]
+async fn the_docs_page_has_contents_by_protocol_and_an_example_for_every_endpoint() {
+    let server = start().await;
+    let page = reqwest::get(server.url("/docs")).await.unwrap().text().await.unwrap();
+    let nav = &page[page.find("<nav id=\"contents\">").expect("contents")..page.find("</nav>").unwrap()];
+    let order: Vec<usize> = ["#native", "#pusher", "#rtc", "#emithub", "#operations"]
+        .iter()
+        .map(|t| {
+            nav.find(&format!("href=\"{t}\""))
+                .unwrap_or_else(|| panic!("{t} in contents"))
+        })
+        .collect();
+    assert!(
+        order.windows(2).all(|w| w[0] < w[1]),
+        "native first, then pusher, rtc, emithub, operations"
+    );
+    for (method, path) in ENDPOINTS {
+        let id = format!(
+            "{}{}",
+            method,
+            path.chars()
+                .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+                .collect::<String>()
+        );
+        assert!(
+            nav.contains(&format!("href=\"#{id}\"")),
+            "{method} {path} not in contents"
+        );
+        let start = page.find(&format!("id=\"{id}\"")).unwrap_or_else(|| panic!("{id}"));
+        let section = &page[start..start + page[start..].find("</div>\n").unwrap_or(page.len() - start).min(20_000)];
+        let op_end = section.find("<div class=\"op\"").unwrap_or(section.len());
+        let section = &section[..op_end];
+        assert!(
+            section.contains("<pre class=\"example\">"),
+            "{method} {path} has no example"
+        );
+    }
+    // The publish example carries a body built from the schema, and the token header.
+    let publish = page.find("id=\"post-api-broadcast\"").expect("POST /api/broadcast");
+    let example = &page[publish..];
+    let example = &example[..example.find("Answer").unwrap()];
+    assert!(
+        example.contains("curl -X POST 'http://127.0.0.1:8080/api/broadcast'"),
+        "{example}"
+    );
+    assert!(
+        example.contains("Authorization: Bearer $BROADCAST_API_TOKEN"),
+        "{example}"
+    );
+    assert!(
+        example.contains("-d '{") && example.contains("&quot;event&quot;"),
+        "{example}"
+    );
+}
