@@ -174,6 +174,7 @@ pub(crate) fn router(state: AppState) -> Result<Router, ConfigError> {
         .merge(rtc::routes(&config))
         .routes(utoipa_axum::routes!(dashboard::page))
         .routes(utoipa_axum::routes!(dashboard::feed))
+        .routes(utoipa_axum::routes!(dashboard::favicon))
         .split_for_parts();
     let api = docs::finish(api);
     let router: Router<AppState> = router.merge(docs::routes(&api));

@@ -29,6 +29,12 @@ try {
   await page.click('#login-form button');
   await page.waitForFunction(() => document.getElementById('status').textContent === 'live', { timeout: 10000 });
   steps.push('logged in');
+  // Version, uptime, and the favicon the page links.
+  const header = await page.$eval('header', (e) => e.textContent);
+  if (!/v\d+\.\d+\.\d+/.test(header) || !/up \d/.test(header)) throw new Error(`header without version and uptime: ${header}`);
+  const icon = await page.evaluate(async () => (await fetch('/favicon.ico')).headers.get('content-type'));
+  if (icon !== 'image/svg+xml') throw new Error(`favicon: ${icon}`);
+  steps.push('version, uptime, favicon');
 
   // A client subscribes (a WebSocket of the browser itself): the channel appears.
   await page.evaluate((wsBase) => { window.demo = new WebSocket(`${wsBase}/ws?channel=dash-demo`); }, base.replace('http', 'ws'));
@@ -44,6 +50,9 @@ try {
   }, token);
   await page.waitForFunction((b) => Number(document.getElementById('published').textContent) >= b + 3, { timeout: 10000 }, before);
   steps.push('counter moved');
+  // Apps with their figures.
+  await page.waitForFunction(() => document.querySelectorAll('#apps tr').length > 0, { timeout: 10000 });
+  steps.push('apps listed');
 
   // An EmitHub channel created and started from the page.
   await page.type('#new-name', 'Queue System');

@@ -36,8 +36,10 @@ async fn an_operator_logs_in_watches_and_manages_emithub_channels_in_chromium() 
         serde_json::json!([
             "wrong token refused",
             "logged in",
+            "version, uptime, favicon",
             "channel appeared",
             "counter moved",
+            "apps listed",
             "emithub Created -> Active",
             "screenshot"
         ])

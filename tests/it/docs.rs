@@ -46,6 +46,7 @@ const ENDPOINTS: &[(&str, &str)] = &[
     ("get", "/api/broadcast/channels/{name}/history"),
     ("get", "/dashboard"),
     ("get", "/dashboard/ws"),
+    ("get", "/favicon.ico"),
 ];
 
 #[tokio::test]

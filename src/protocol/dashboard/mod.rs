@@ -129,6 +129,8 @@ pub(crate) struct TokenQuery {
 #[derive(Serialize)]
 struct Snapshot {
     node: String,
+    /// The server's version.
+    version: &'static str,
     interval_ms: u64,
     stats: crate::protocol::stats::NodeStats,
     nodes: Vec<Value>,
@@ -232,6 +234,7 @@ async fn snapshot(st: &AppState) -> Snapshot {
     let emithub = emithub.into_iter().map(|(_, v)| v).collect();
     Snapshot {
         node,
+        version: env!("CARGO_PKG_VERSION"),
         interval_ms: u64::try_from(EVERY.as_millis()).unwrap_or(1000),
         stats,
         nodes,
@@ -244,6 +247,23 @@ async fn snapshot(st: &AppState) -> Snapshot {
         emithub_not_listed,
     }
 }
+
+/// The dashboard's icon (an SVG; browsers ask for `/favicon.ico`).
+#[utoipa::path(get, path = "/favicon.ico", tag = "operations", responses((status = 200, content_type = "image/svg+xml", body = String, description = "the dashboard's icon")))]
+pub(crate) async fn favicon() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "image/svg+xml"),
+            (header::CACHE_CONTROL, "public, max-age=86400"),
+        ],
+        FAVICON,
+    )
+}
+
+const FAVICON: &str = "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 32 32\">\
+<rect width=\"32\" height=\"32\" rx=\"6\" fill=\"#0f1419\"/>\
+<circle cx=\"16\" cy=\"16\" r=\"3\" fill=\"#4fb3ff\"/>\
+<path d=\"M9 9a10 10 0 0 0 0 14M23 9a10 10 0 0 1 0 14\" stroke=\"#4fb3ff\" stroke-width=\"2.5\" fill=\"none\" stroke-linecap=\"round\"/></svg>";
 
 /// The dashboard's live feed: a snapshot every second.
 #[utoipa::path(get, path = "/dashboard/ws", tag = "operations", params(TokenQuery), responses((status = 101, description = "WebSocket: a JSON snapshot every second"), (status = 401, description = "missing or wrong token", body = crate::protocol::ErrorBody), (status = 429, description = "10 wrong tokens from this address within a minute: every attempt is refused until the minute has passed (`Retry-After`)", body = crate::protocol::ErrorBody)))]
