@@ -227,6 +227,11 @@ pub struct RedisCluster {
 
 impl RedisCluster {
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// A cluster whose masters also take `extra` (e.g. `cluster-require-full-coverage no`).
+    pub fn start_with(extra: &[&str]) -> Self {
         let mut processes = Processes::new("cluster");
         let dir = processes.dir.clone();
         let ports: Vec<u16> = (0..3).map(|_| free_cluster_port()).collect();
@@ -243,7 +248,10 @@ impl RedisCluster {
                     &conf,
                     "--cluster-node-timeout",
                     "2000",
-                ],
+                ]
+                .into_iter()
+                .chain(extra.iter().copied())
+                .collect::<Vec<_>>(),
             ));
         }
         let cluster = Self {
@@ -277,6 +285,13 @@ impl RedisCluster {
     /// The seed nodes, as `REDIS_CLUSTER_NODES` takes them.
     pub fn nodes(&self) -> Vec<String> {
         self.ports.iter().map(|p| format!("127.0.0.1:{p}")).collect()
+    }
+
+    /// SIGKILLs master `index` (it stays dead).
+    pub fn kill(&mut self, index: usize) {
+        let child = &mut self._processes.children[index];
+        let _ = child.kill();
+        let _ = child.wait();
     }
 
     /// `redis-cli` against master `index`, for the test's own commands.
