@@ -51,7 +51,7 @@ async fn stats_and_channels_show_live_figures() {
     let text = stdout(&out);
     assert!(text.contains("Broadcasting System Statistics"), "{text}");
     assert!(text.contains("general: 2 connections"), "{text}");
-    assert!(text.contains("user.123: 1 connections (private)"), "{text}");
+    assert!(text.contains("user.123: 1 connection (private)"), "{text}");
     assert!(text.contains("Total Active Channels: 2"), "{text}");
     assert!(text.contains("Connections: 3"), "{text}");
     // No Pusher app here: the native channels are the default app's.
@@ -65,7 +65,7 @@ async fn stats_and_channels_show_live_figures() {
     let (_p2, _) = server.connect(&format!("/ws/presence.room.1?auth_token={t}")).await;
     let text = stdout(&artisan(&server, &["broadcast", "stats"]).await);
     assert!(
-        text.contains("presence.room.1: 2 connections (presence, 1 members)"),
+        text.contains("presence.room.1: 2 connections (presence, 1 member)"),
         "{text}"
     );
     let text = stdout(&artisan(&server, &["broadcast", "channels"]).await);
