@@ -39,8 +39,21 @@ const LISTED: usize = 100;
 /// The recent lifecycle events the page shows.
 #[derive(Debug, Default)]
 pub(crate) struct Feed {
-    events: Mutex<VecDeque<Value>>,
+    events: Mutex<VecDeque<Grouped>>,
 }
+
+/// The same event repeated within [`GROUP_WINDOW`] of the first: one line with a count.
+#[derive(Debug)]
+struct Grouped {
+    started: std::time::Instant,
+    at: String,
+    last: String,
+    what: String,
+    count: u64,
+}
+
+/// How long repeats of one event are counted on one line.
+const GROUP_WINDOW: Duration = Duration::from_secs(10);
 
 impl Feed {
     /// Keeps the latest lifecycle events until `stop`.
@@ -70,14 +83,30 @@ impl Feed {
         };
         let at = chrono::Utc::now().format("%H:%M:%S").to_string();
         let mut events = lock(&self.events);
+        if let Some(last) = events.back_mut() {
+            if last.what == what && last.started.elapsed() < GROUP_WINDOW {
+                last.count += 1;
+                last.last = at;
+                return;
+            }
+        }
         if events.len() == TAIL {
             events.pop_front();
         }
-        events.push_back(json!({"at": at, "what": what}));
+        events.push_back(Grouped {
+            started: std::time::Instant::now(),
+            last: at.clone(),
+            at,
+            what,
+            count: 1,
+        });
     }
 
     fn tail(&self) -> Vec<Value> {
-        lock(&self.events).iter().cloned().collect()
+        lock(&self.events)
+            .iter()
+            .map(|g| json!({"at": g.at, "last": g.last, "what": g.what, "count": g.count}))
+            .collect()
     }
 }
 
@@ -318,6 +347,35 @@ async fn push(st: AppState, mut socket: WebSocket) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // Issue 25: 50 identical lines filled the tail; repeats are one line with a count.
+    #[test]
+    fn repeated_events_are_one_line_with_a_count() {
+        let feed = Feed::default();
+        let general = crate::channel::Channel::parse("general").unwrap();
+        for _ in 0..37 {
+            feed.record(&LifecycleEvent::ChannelOccupied {
+                channel: general.clone(),
+            });
+        }
+        feed.record(&LifecycleEvent::ChannelVacated {
+            channel: general.clone(),
+        });
+        feed.record(&LifecycleEvent::ChannelOccupied { channel: general });
+        let tail = feed.tail();
+        let lines: Vec<(String, u64)> = tail
+            .iter()
+            .map(|e| (e["what"].as_str().unwrap().to_string(), e["count"].as_u64().unwrap()))
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                ("general occupied".to_string(), 37),
+                ("general vacated".to_string(), 1),
+                ("general occupied".to_string(), 1)
+            ]
+        );
+    }
 
     #[test]
     fn only_the_busiest_are_listed_in_their_order() {
