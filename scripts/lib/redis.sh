@@ -55,6 +55,6 @@ cleanup() { for ((i=${#pids[@]}-1; i>=0; i--)); do kill -TERM "${pids[i]}" 2>/de
 wait_ready() {
   local p
   for p in "$@"; do
-    for _ in $(seq 100); do curl -sf "http://127.0.0.1:$p/ready" >/dev/null && break; sleep 0.1; done
+    for _ in $(seq 100); do curl -sf ${CURL_CA:+--cacert "$CURL_CA"} "${SCHEME:-http}://127.0.0.1:$p/ready" >/dev/null && break; sleep 0.1; done
   done
 }

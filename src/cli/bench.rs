@@ -49,6 +49,10 @@ pub struct BenchArgs {
     /// The subscribers' wire protocol.
     #[arg(long, value_enum, default_value_t = BenchProtocol::Native)]
     pub protocol: BenchProtocol,
+    /// A PEM file of CA certificates to trust for https:// and wss:// (a server with
+    /// BROADCAST_TLS_CERT signed by a private or test CA).
+    #[arg(long)]
+    pub ca: Option<std::path::PathBuf>,
     /// The Pusher app key subscribers use with `--protocol pusher`.
     #[arg(long, env = "PUSHER_APP_KEY", default_value = "bench-key")]
     pub pusher_key: String,
@@ -123,6 +127,14 @@ pub async fn run(client: &ApiClient, args: &BenchArgs) -> Result<(), CliError> {
 /// Runs the benchmark and returns the figures.
 pub async fn measure(client: &ApiClient, args: &BenchArgs) -> Result<BenchReport, CliError> {
     let n = args.connections.max(1);
+    let client = &match &args.ca {
+        Some(ca) => client.with_ca(ca)?,
+        None => client.clone(),
+    };
+    let tls = match &args.ca {
+        Some(ca) => Some(tls_connector(ca)?),
+        None => None,
+    };
     let mut bases = vec![client.ws_base()];
     for other in &args.also {
         bases.push(ApiClient::new(other, None)?.ws_base());
@@ -149,9 +161,10 @@ pub async fn measure(client: &ApiClient, args: &BenchArgs) -> Result<BenchReport
         let permits = permits.clone();
         let url = urls[i % urls.len()].clone();
         let subscribe = subscribe.clone();
+        let tls = tls.clone();
         connecting.push(tokio::spawn(async move {
             let _p = permits.acquire().await.map_err(|e| e.to_string())?;
-            let (mut ws, _) = tokio_tungstenite::connect_async(&url)
+            let (mut ws, _) = tokio_tungstenite::connect_async_tls_with_config(&url, None, false, tls)
                 .await
                 .map_err(|e| refused_hint(&e))?;
             if let Some(frame) = subscribe {
@@ -299,6 +312,26 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     let stime: u64 = fields.get(12)?.parse().ok()?;
     // Linux reports these in USER_HZ, 100 per second on every mainstream architecture.
     Some((utime + stime) as f64 / 100.0)
+}
+
+/// A wss:// connector trusting the CA certificates in the PEM file `ca`.
+fn tls_connector(ca: &std::path::Path) -> Result<tokio_tungstenite::Connector, CliError> {
+    use rustls_pki_types::pem::PemObject;
+    use tokio_rustls::rustls;
+    let bad = |e: String| CliError::Usage(format!("--ca {}: {e}", ca.display()));
+    let pem = std::fs::read(ca).map_err(|e| bad(e.to_string()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_slice_iter(&pem) {
+        roots
+            .add(cert.map_err(|e| bad(e.to_string()))?)
+            .map_err(|e| bad(e.to_string()))?;
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(tokio_tungstenite::Connector::Rustls(Arc::new(config)))
 }
 
 /// A refused WebSocket upgrade, with what to do about it: the benchmark's channel must

@@ -56,6 +56,25 @@ impl ApiClient {
         Ok(Self { base, token, http })
     }
 
+    /// The same client trusting the CA certificates of the PEM file `ca` too (a private or
+    /// test CA of a server with `BROADCAST_TLS_CERT`).
+    pub fn with_ca(&self, ca: &std::path::Path) -> Result<Self, CliError> {
+        let pem = std::fs::read(ca).map_err(|e| CliError::Usage(format!("--ca {}: {e}", ca.display())))?;
+        let cert = reqwest::Certificate::from_pem(&pem)
+            .map_err(|e| CliError::Usage(format!("--ca {}: not a PEM certificate: {e}", ca.display())))?;
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .connect_timeout(Duration::from_secs(3))
+            .add_root_certificate(cert)
+            .build()
+            .map_err(|e| CliError::Usage(format!("cannot build HTTP client: {e}")))?;
+        Ok(Self {
+            base: self.base.clone(),
+            token: self.token.clone(),
+            http,
+        })
+    }
+
     /// The server's base URL.
     pub fn base(&self) -> &str {
         &self.base

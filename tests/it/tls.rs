@@ -317,3 +317,24 @@ async fn a_missing_or_mismatched_certificate_stops_start_up_by_name() {
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("BROADCAST_TLS_KEY"));
 }
+
+// The benchmark client speaks TLS too (`TLS=1 scripts/bench`): wss:// sockets and https://
+// publishes trusting the test's CA.
+#[tokio::test]
+async fn the_benchmark_client_runs_over_tls() {
+    let pki = Pki::new();
+    let (cert, key) = pki.leaf("bench");
+    let (child, port) = tls_server(&cert, &key, &[("BROADCAST_PUBLIC_CHANNELS", "bench")]).await;
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_artisan"))
+        .args(["--server", &format!("https://127.0.0.1:{port}"), "broadcast", "bench"])
+        .args(["--connections", "20", "--messages", "3", "--ca"])
+        .arg(pki.ca())
+        .env_remove("BROADCAST_API_TOKEN")
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("3 × 20 subscribers = 60 deliveries"), "{text}");
+    terminate(child).await;
+}
