@@ -78,4 +78,8 @@ async fn the_feed_needs_the_token_and_the_page_is_self_contained() {
     assert_eq!(snapshot["interval_ms"], 1000);
     assert!(snapshot["stats"]["connections"].is_u64(), "{snapshot}");
     assert!(snapshot["events"].is_array() && snapshot["emithub"].is_array());
+    // The latency chart's histogram: cumulative [le, count] buckets ending with +Inf (null).
+    let buckets = snapshot["latency"].as_array().expect("latency buckets");
+    assert!(buckets.len() > 2 && buckets.last().unwrap()[0].is_null(), "{snapshot}");
+    assert_eq!(snapshot["version"], env!("CARGO_PKG_VERSION"));
 }

@@ -160,6 +160,10 @@ struct Snapshot {
     node: String,
     /// The server's version.
     version: &'static str,
+    /// Publish-to-last-write latency (`broadcast_duration_seconds`): cumulative
+    /// `[le_seconds, count]` buckets (the last `le` null for +Inf); the page charts the
+    /// p99 of each second from their differences.
+    latency: Value,
     interval_ms: u64,
     stats: crate::protocol::stats::NodeStats,
     nodes: Vec<Value>,
@@ -261,9 +265,16 @@ async fn snapshot(st: &AppState) -> Snapshot {
     let emithub_count = emithub.len();
     let emithub_not_listed = keep_busiest(&mut emithub, |(n, _)| *n);
     let emithub = emithub.into_iter().map(|(_, v)| v).collect();
+    let duration = hub.broadcast_duration();
+    let latency = json!(duration
+        .buckets
+        .iter()
+        .map(|(le, n)| json!([if le.is_finite() { json!(le) } else { Value::Null }, n]))
+        .collect::<Vec<_>>());
     Snapshot {
         node,
         version: env!("CARGO_PKG_VERSION"),
+        latency,
         interval_ms: u64::try_from(EVERY.as_millis()).unwrap_or(1000),
         stats,
         nodes,
