@@ -50,6 +50,15 @@ try {
   }, token);
   await page.waitForFunction((b) => Number(document.getElementById('published').textContent) >= b + 3, { timeout: 10000 }, before);
   steps.push('counter moved');
+  // Look the channel up and send it a test event from the page: the page's own socket
+  // (window.demo) receives it.
+  await page.evaluate(() => { window.got = []; window.demo.onmessage = (m) => window.got.push(JSON.parse(m.data)); });
+  await page.type('#lookup-name', 'dash-demo');
+  await page.click('#lookup-form button');
+  await page.waitForFunction(() => [...document.querySelectorAll('#lookup-facts td')].some((td) => td.textContent === 'subscribers (this node)'), { timeout: 10000 });
+  await page.click('#send-form button');
+  await page.waitForFunction(() => window.got.some((m) => m.event === 'dashboard.test' && m.data.from === 'dashboard'), { timeout: 10000 });
+  steps.push('looked up and sent');
   // Apps with their figures.
   await page.waitForFunction(() => document.querySelectorAll('#apps tr').length > 0, { timeout: 10000 });
   steps.push('apps listed');

@@ -39,6 +39,7 @@ async fn an_operator_logs_in_watches_and_manages_emithub_channels_in_chromium() 
             "version, uptime, favicon",
             "channel appeared",
             "counter moved",
+            "looked up and sent",
             "apps listed",
             "emithub Created -> Active",
             "screenshot"
