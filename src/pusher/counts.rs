@@ -35,23 +35,17 @@ pub const BUSY_EVERY: Duration = Duration::from_secs(5);
 /// The event Pusher clients get.
 pub const EVENT: &str = "pusher_internal:subscription_count";
 
-const COUNT_LUA: &str = r"
+const COUNT_LUA: &str = concat!(
+    r"
 if tonumber(ARGV[2]) > 0 then
   redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 else
   redis.call('HDEL', KEYS[1], ARGV[1])
 end
-local total = 0
-local fields = redis.call('HGETALL', KEYS[1])
-for i = 1, #fields, 2 do
-  if fields[i] == ARGV[1] or redis.call('EXISTS', ARGV[3] .. fields[i]) == 1 then
-    total = total + tonumber(fields[i + 1])
-  else
-    redis.call('HDEL', KEYS[1], fields[i])
-  end
-end
-return total
-";
+",
+    live_nodes_total_lua!(),
+    "return total\n"
+);
 
 #[derive(Default)]
 struct Throttle {

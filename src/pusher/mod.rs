@@ -6,6 +6,26 @@
 //! References: pusher.com/docs/channels/library_auth_reference/ (auth-signatures,
 //! rest-api, pusher-websockets-protocol).
 
+/// Lua (for `concat!`): `total`, the sum of the hash `KEYS[1]`'s node → count fields over
+/// the live nodes (this node, `ARGV[1]`, and those whose liveness key `ARGV[3]..id`
+/// exists); a dead node's field is dropped on the way. Used by the cluster-wide
+/// subscription counts and connection quota.
+macro_rules! live_nodes_total_lua {
+    () => {
+        r"
+local total = 0
+local fields = redis.call('HGETALL', KEYS[1])
+for i = 1, #fields, 2 do
+  if fields[i] == ARGV[1] or redis.call('EXISTS', ARGV[3] .. fields[i]) == 1 then
+    total = total + tonumber(fields[i + 1])
+  else
+    redis.call('HDEL', KEYS[1], fields[i])
+  end
+end
+"
+    };
+}
+
 pub mod cache;
 pub mod counts;
 pub mod quota;

@@ -17,22 +17,17 @@ use redis::Script;
 
 use crate::cluster::redis::RedisBroker;
 
-const RESERVE_LUA: &str = r"
-local total = 0
-local fields = redis.call('HGETALL', KEYS[1])
-for i = 1, #fields, 2 do
-  if fields[i] == ARGV[1] or redis.call('EXISTS', ARGV[2] .. fields[i]) == 1 then
-    total = total + tonumber(fields[i + 1])
-  else
-    redis.call('HDEL', KEYS[1], fields[i])
-  end
-end
-if total >= tonumber(ARGV[3]) then
+// ARGV: node id, max, liveness key prefix.
+const RESERVE_LUA: &str = concat!(
+    live_nodes_total_lua!(),
+    r"
+if total >= tonumber(ARGV[2]) then
   return -1
 end
 redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
 return total + 1
-";
+"
+);
 
 const RELEASE_LUA: &str = r"
 local n = redis.call('HINCRBY', KEYS[1], ARGV[1], -1)
@@ -111,7 +106,7 @@ impl ClusterQuota {
         let link = self.broker.link();
         let key = link.key(&format!("app_connections:{id}"));
         let mut invocation = self.reserve.key(&key);
-        invocation.arg(link.node_id()).arg(link.key("node:")).arg(max);
+        invocation.arg(link.node_id()).arg(max).arg(link.key("node:"));
         match link
             .exec(|mut c| async move { invocation.invoke_async::<i64>(&mut c).await })
             .await

@@ -63,9 +63,6 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
     }
     let watcher = CancellationToken::new();
     tokio::spawn(watch_config(app.clone(), watcher.clone()));
-    if let Some(tls) = app.tls() {
-        tokio::spawn(watch_tls(tls.clone(), watcher.clone()));
-    }
     let result = run_routed(listeners, app, shutdown).await;
     watcher.cancel();
     result
@@ -113,8 +110,10 @@ fn announce(config: &Config) {
 /// How often the configuration file's modification time is checked.
 const CONFIG_POLL: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Reloads the configuration on SIGHUP, and when the configuration file changes.
+/// Reloads the configuration and the TLS certificate on SIGHUP, the configuration when
+/// its file changes, and the certificate when its files change.
 async fn watch_config(app: Rustaxum, stop: CancellationToken) {
+    let tls = app.tls().cloned();
     let path = app.config().sources.file.as_ref().map(|f| f.path.clone());
     let modified = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
     let mut last = path.as_deref().and_then(modified);
@@ -139,8 +138,16 @@ async fn watch_config(app: Rustaxum, stop: CancellationToken) {
         let hangup = std::future::pending::<Option<()>>();
         let why = tokio::select! {
             _ = stop.cancelled() => return,
-            _ = hangup => "SIGHUP",
+            _ = hangup => {
+                if let Some(tls) = &tls {
+                    tls_reloaded(Some(tls.reload()), "SIGHUP");
+                }
+                "SIGHUP"
+            }
             _ = poll.tick() => {
+                if let Some(tls) = &tls {
+                    tls_reloaded(tls.reload_if_changed(), "the certificate files changed");
+                }
                 let now = path.as_deref().and_then(modified);
                 if now == last {
                     continue;
@@ -153,33 +160,14 @@ async fn watch_config(app: Rustaxum, stop: CancellationToken) {
     }
 }
 
-/// Re-reads the TLS certificate and key on SIGHUP and when the files change.
-async fn watch_tls(tls: Arc<tls::Tls>, stop: CancellationToken) {
-    #[cfg(unix)]
-    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-    let mut poll = tokio::time::interval(CONFIG_POLL);
-    loop {
-        #[cfg(unix)]
-        let hangup = async {
-            match hup.as_mut() {
-                Some(s) => s.recv().await,
-                None => std::future::pending().await,
-            }
-        };
-        #[cfg(not(unix))]
-        let hangup = std::future::pending::<Option<()>>();
-        let outcome = tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = hangup => Some(("SIGHUP", tls.reload())),
-            _ = poll.tick() => tls.reload_if_changed().map(|r| ("the certificate files changed", r)),
-        };
-        match outcome {
-            Some((why, Ok(()))) => tracing::info!("TLS certificate reloaded ({why})"),
-            Some((why, Err(e))) => {
-                tracing::error!(error = %e, "TLS certificate reload ({why}) failed; the current certificate is kept")
-            }
-            None => {}
+/// Logs a TLS reload's outcome (`None`: nothing changed).
+fn tls_reloaded(outcome: Option<Result<(), tls::TlsError>>, why: &str) {
+    match outcome {
+        Some(Ok(())) => tracing::info!("TLS certificate reloaded ({why})"),
+        Some(Err(e)) => {
+            tracing::error!(error = %e, "TLS certificate reload ({why}) failed; the current certificate is kept")
         }
+        None => {}
     }
 }
 

@@ -102,17 +102,6 @@ fn the_dockerfile_matches_the_code() {
     }
 }
 
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false)
-}
-
 /// The binary as the image runs it: its environment, `dir` as the working directory, and
 /// (when these tests run as root) as the unprivileged user `nobody`.
 fn as_in_the_image(dir: &std::path::Path, extra: &[(&str, String)]) -> tokio::process::Command {

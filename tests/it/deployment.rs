@@ -104,17 +104,6 @@ fn start_nginx_with_rtc(apps: [(u16, u16); 2], port: u16, rtc: Option<(u16, [u16
     Nginx { child, dir }
 }
 
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false)
-}
-
 #[tokio::test]
 async fn clients_through_nginx_receive_events_published_through_either_instance() {
     let redis = RedisServer::start();

@@ -30,16 +30,6 @@ async fn pusher_socket(server: &TestServer) -> (Ws, String) {
     (ws, data["socket_id"].as_str().unwrap().to_string())
 }
 
-/// Reads Pusher messages until one with `event` arrives.
-async fn pusher_until(ws: &mut Ws, event: &str) -> Value {
-    loop {
-        let msg = recv_json(ws).await;
-        if msg["event"] == event {
-            return msg;
-        }
-    }
-}
-
 // Defect 2: a token holder whispered on public `general` through the Pusher side, and the
 // first subscriber's `private-` spelling made the hub treat `general` as private.
 #[tokio::test]
@@ -68,7 +58,7 @@ async fn pusher_side_cannot_make_a_public_channel_private_or_whisper_on_it() {
         json!({"event": "pusher:subscribe", "data": {"channel": "private-general", "auth": auth}}),
     )
     .await;
-    let ok = pusher_until(&mut attacker, "pusher_internal:subscription_succeeded").await;
+    let ok = until_event(&mut attacker, "pusher_internal:subscription_succeeded").await;
     assert_eq!(ok["channel"], "private-general");
 
     // Native and Pusher subscribers of the public channel.
@@ -79,7 +69,7 @@ async fn pusher_side_cannot_make_a_public_channel_private_or_whisper_on_it() {
         json!({"event": "pusher:subscribe", "data": {"channel": "general"}}),
     )
     .await;
-    pusher_until(&mut listener, "pusher_internal:subscription_succeeded").await;
+    until_event(&mut listener, "pusher_internal:subscription_succeeded").await;
 
     // A client event on the public channel is refused; one on `private-general` stays
     // there: neither reaches the public channel's subscribers.
@@ -88,7 +78,7 @@ async fn pusher_side_cannot_make_a_public_channel_private_or_whisper_on_it() {
         json!({"event": "client-spoof", "channel": "general", "data": {"fake": true}}),
     )
     .await;
-    let answer = pusher_until(&mut attacker, "pusher:error").await;
+    let answer = until_event(&mut attacker, "pusher:error").await;
     assert!(
         answer["data"]["message"].as_str().unwrap().contains("rejected"),
         "{answer}"
@@ -104,7 +94,7 @@ async fn pusher_side_cannot_make_a_public_channel_private_or_whisper_on_it() {
     // The channel stayed public: both subscribers receive it under its public name, and
     // the private namesake gets nothing.
     server.publish("general", "announcement", json!({"n": 1})).await;
-    let got = pusher_until(&mut listener, "announcement").await;
+    let got = until_event(&mut listener, "announcement").await;
     assert_eq!(got["channel"], "general", "{got}");
     assert_eq!(recv_json(&mut native).await["event"], "announcement");
     expect_silence(&mut attacker, Duration::from_millis(200)).await;
@@ -132,7 +122,7 @@ async fn app_signed_private_channels_outside_the_rules_still_work() {
             json!({"event": "pusher:subscribe", "data": {"channel": "private-App.Models.User.1", "auth": auth}}),
         )
         .await;
-        pusher_until(&mut ws, "pusher_internal:subscription_succeeded").await;
+        until_event(&mut ws, "pusher_internal:subscription_succeeded").await;
         sockets.push(ws);
     }
     send_json(
@@ -140,7 +130,7 @@ async fn app_signed_private_channels_outside_the_rules_still_work() {
         json!({"event": "client-typing", "channel": "private-App.Models.User.1", "data": {"t": 1}}),
     )
     .await;
-    let got = pusher_until(&mut sockets[1], "client-typing").await;
+    let got = until_event(&mut sockets[1], "client-typing").await;
     assert_eq!(got["channel"], "private-App.Models.User.1");
 }
 

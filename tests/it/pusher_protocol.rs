@@ -244,16 +244,6 @@ async fn users_are_per_app_for_terminate_connections() {
     );
 }
 
-/// Reads frames until one with `event` arrives.
-async fn until_event(ws: &mut Ws, event: &str) -> Value {
-    loop {
-        let msg = recv_json(ws).await;
-        if msg["event"] == event {
-            return msg;
-        }
-    }
-}
-
 // Issue 27: the prefix is the kind. A native client on `user.42` (private by the rules)
 // and a Pusher client on `private-user.42` are on one channel; a Pusher client on the
 // public spelling is refused; `private-orders` and `orders` are two channels.

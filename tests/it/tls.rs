@@ -151,6 +151,17 @@ async fn next(printed: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdo
     serde_json::from_str(&line.expect("the client printed")).unwrap()
 }
 
+/// The status of `GET {base}/health`.
+async fn health(client: &reqwest::Client, base: &str) -> u16 {
+    client
+        .get(format!("{base}/health"))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
 /// The CN of the certificate the server presents now.
 fn served_cn(port: u16) -> String {
     let out = std::process::Command::new("sh")
@@ -173,16 +184,7 @@ async fn https_and_wss_for_every_client_and_a_rotation_without_restart() {
     let (child, port) = tls_server(&cert, &key, &[("BROADCAST_PUBLIC_CHANNELS", "secure-news")]).await;
     let client = https(&pki.ca());
     let base = format!("https://127.0.0.1:{port}");
-    assert_eq!(
-        client
-            .get(format!("{base}/health"))
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .as_u16(),
-        200
-    );
+    assert_eq!(health(&client, &base).await, 200);
     assert!(served_cn(port).contains("CN = first"), "{}", served_cn(port));
     // Plain HTTP on the TLS port is not served.
     assert!(reqwest::get(format!("http://127.0.0.1:{port}/health")).await.is_err());
@@ -240,16 +242,7 @@ async fn https_and_wss_for_every_client_and_a_rotation_without_restart() {
     std::fs::copy(&first_key, &key).unwrap();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(served_cn(port).contains("CN = second"));
-    assert_eq!(
-        client
-            .get(format!("{base}/health"))
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .as_u16(),
-        200
-    );
+    assert_eq!(health(&client, &base).await, 200);
     terminate(child).await;
 }
 

@@ -409,3 +409,25 @@ pub async fn terminate(mut child: Child) {
         .unwrap();
     assert_eq!(exit.code(), Some(0));
 }
+
+/// Whether the tests run as root (nginx workers and the image's user need it known).
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+/// Reads frames until one whose `event` is `event` arrives (the others are skipped).
+pub async fn until_event(ws: &mut Ws, event: &str) -> Value {
+    loop {
+        let msg = recv_json(ws).await;
+        if msg["event"] == event {
+            return msg;
+        }
+    }
+}
