@@ -45,10 +45,15 @@ pub struct RedisLink {
     prefix: String,
     backend: Backend,
     conn: tokio::sync::Mutex<Option<RedisConn>>,
+    /// Guards the node-coordination commands (on one Redis: every command).
     breaker: CircuitBreaker,
     /// On a Redis Cluster: the hash tag of each sharded pub/sub channel, chosen so that
     /// the shards' slots are spread evenly over the slot space. Empty otherwise.
     shards: Vec<String>,
+    /// On a Redis Cluster: one breaker per shard, guarding the commands on that shard's
+    /// slot (its publishes, history and cache), so a master that dies opens the circuit
+    /// of its own shards only. Empty otherwise.
+    shard_breakers: Vec<CircuitBreaker>,
 }
 
 impl std::fmt::Debug for RedisLink {
@@ -209,6 +214,10 @@ impl RedisLink {
             RedisTopology::Cluster => shard_tags(config.cluster_shards),
             _ => Vec::new(),
         };
+        let shard_breakers = shards
+            .iter()
+            .map(|_| CircuitBreaker::new(BREAKER_THRESHOLD, BREAKER_COOLDOWN))
+            .collect();
         Ok(Self {
             node_id: format!("{:016x}", rand::random::<u64>()),
             prefix: config.channels_prefix.clone(),
@@ -216,6 +225,7 @@ impl RedisLink {
             conn: tokio::sync::Mutex::new(None),
             breaker: CircuitBreaker::new(BREAKER_THRESHOLD, BREAKER_COOLDOWN),
             shards,
+            shard_breakers,
         })
     }
 
@@ -274,11 +284,17 @@ impl RedisLink {
     }
 
     fn shard_tag(&self, channel: &Channel) -> Option<&str> {
+        self.shard_index(channel)
+            .and_then(|i| self.shards.get(i))
+            .map(String::as_str)
+    }
+
+    /// Which of the shards `channel` lives on (`None` unless on a Redis Cluster).
+    fn shard_index(&self, channel: &Channel) -> Option<usize> {
         if self.shards.is_empty() {
             return None;
         }
-        let index = usize::from(slot_of(channel.name())) * self.shards.len() / usize::from(SLOTS);
-        self.shards.get(index).map(String::as_str)
+        Some(usize::from(slot_of(channel.name())) * self.shards.len() / usize::from(SLOTS))
     }
 
     /// The Redis channel `channel`'s messages travel on: `{prefix}{channel}` (what Laravel
@@ -297,6 +313,11 @@ impl RedisLink {
     /// Every sharded channel a node subscribes to on a Redis Cluster (empty otherwise).
     pub fn shard_channels(&self) -> Vec<String> {
         self.shards.iter().map(|t| self.shard_channel(t)).collect()
+    }
+
+    /// The circuit breaker of shard `index` of [`shard_channels`](Self::shard_channels).
+    pub fn shard_breaker(&self, index: usize) -> Option<&CircuitBreaker> {
+        self.shard_breakers.get(index)
     }
 
     /// The command that publishes a channel's messages: `PUBLISH`, or `SPUBLISH` on a
@@ -319,6 +340,36 @@ impl RedisLink {
         }
     }
 
+    /// On a Redis Cluster: a client for seed node `attempt % seeds` (of
+    /// `REDIS_CLUSTER_NODES`), for a plain connection of its own. A cluster forwards every
+    /// `PUBLISH` to all its nodes, so the pattern subscription may live on any of them;
+    /// trying the seeds in turn moves it off a node that died. `None` unless on a cluster.
+    pub fn cluster_seed_client(&self, attempt: usize) -> Option<RedisResult<redis::Client>> {
+        let Backend::Cluster { nodes, .. } = &self.backend else {
+            return None;
+        };
+        let node = nodes.get(attempt.checked_rem(nodes.len())?)?;
+        Some(redis::Client::open(node.as_str()))
+    }
+
+    /// On a Redis Cluster: a client for the node at `address` (`host:port`, as the slot
+    /// map names it), with the seeds' credentials. `None` unless on a cluster.
+    pub fn cluster_node_client(&self, address: &str) -> Option<RedisResult<redis::Client>> {
+        let Backend::Cluster { nodes, .. } = &self.backend else {
+            return None;
+        };
+        let seed = nodes.first()?;
+        Some((|| {
+            let (host, port) = address
+                .rsplit_once(':')
+                .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
+                .ok_or_else(|| redis::RedisError::from((redis::ErrorKind::InvalidClientConfig, "not host:port")))?;
+            let info = redis::IntoConnectionInfo::into_connection_info(seed.as_str())?
+                .set_addr(redis::ConnectionAddr::Tcp(host, port));
+            redis::Client::open(info)
+        })())
+    }
+
     /// A cluster connection of its own whose pushes (pub/sub messages) go to `pushes`
     /// (RESP3). `None` unless on a Redis Cluster.
     pub async fn cluster_pubsub(
@@ -335,9 +386,18 @@ impl RedisLink {
         client.get_async_connection().await.map(Some)
     }
 
-    /// The circuit breaker guarding commands.
+    /// The circuit breaker guarding the node-coordination commands (on one Redis or
+    /// Sentinel: every command).
     pub fn breaker(&self) -> &CircuitBreaker {
         &self.breaker
+    }
+
+    /// The breaker guarding commands on `channel`'s own keys and shard: its shard's on a
+    /// Redis Cluster, the one breaker otherwise.
+    fn breaker_for(&self, channel: &Channel) -> &CircuitBreaker {
+        self.shard_index(channel)
+            .and_then(|i| self.shard_breakers.get(i))
+            .unwrap_or(&self.breaker)
     }
 
     async fn connect(&self) -> RedisResult<RedisConn> {
@@ -379,13 +439,33 @@ impl RedisLink {
         Ok(conn)
     }
 
-    /// Runs one Redis operation behind the circuit breaker and a time limit.
+    /// Runs one Redis operation on the node-coordination keys (those of [`key`](Self::key))
+    /// behind the circuit breaker and a time limit.
     pub async fn exec<T, F, Fut>(&self, op: F) -> Result<T, BackendError>
     where
         F: FnOnce(RedisConn) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
     {
-        let Some(permit) = self.breaker.allow() else {
+        self.exec_behind(&self.breaker, op).await
+    }
+
+    /// Runs one Redis operation on `channel`'s shard (its publish, or its
+    /// [`channel_key`](Self::channel_key)s) behind that shard's circuit breaker: on a Redis
+    /// Cluster a dead master then fails fast for its own channels only.
+    pub async fn exec_for<T, F, Fut>(&self, channel: &Channel, op: F) -> Result<T, BackendError>
+    where
+        F: FnOnce(RedisConn) -> Fut,
+        Fut: Future<Output = RedisResult<T>>,
+    {
+        self.exec_behind(self.breaker_for(channel), op).await
+    }
+
+    async fn exec_behind<T, F, Fut>(&self, breaker: &CircuitBreaker, op: F) -> Result<T, BackendError>
+    where
+        F: FnOnce(RedisConn) -> Fut,
+        Fut: Future<Output = RedisResult<T>>,
+    {
+        let Some(permit) = breaker.allow() else {
             return Err(BackendError::CircuitOpen);
         };
         let result = match self.connection().await {

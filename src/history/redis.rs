@@ -152,7 +152,9 @@ impl HistoryStore for RedisHistory {
         let (epoch, offset): (String, u64) = self
             .broker
             .link()
-            .exec(|mut c| async move { invocation.invoke_async(&mut c).await })
+            .exec_for(&message.channel, |mut c| async move {
+                invocation.invoke_async(&mut c).await
+            })
             .await?;
         Ok(Position {
             epoch: Arc::from(epoch.as_str()),
@@ -184,7 +186,7 @@ impl HistoryStore for RedisHistory {
         let (epoch, top, first, raw): (String, u64, u64, Vec<Vec<u8>>) = self
             .broker
             .link()
-            .exec(|mut c| async move { invocation.invoke_async(&mut c).await })
+            .exec_for(channel, |mut c| async move { invocation.invoke_async(&mut c).await })
             .await?;
         let mut messages: Vec<Message> = raw
             .iter()

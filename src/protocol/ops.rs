@@ -32,7 +32,8 @@ pub struct Index {
 /// `GET /health` and `GET /ready`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Status {
-    /// `ok`, `ready`, `degraded` or `shutting_down`.
+    /// `ok`, `ready`, `partial` (a Redis Cluster with some shards down: their channels
+    /// are not delivered between nodes; the others are), `degraded` or `shutting_down`.
     pub status: &'static str,
     /// The default broadcast driver (`/ready`).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -61,7 +62,8 @@ pub(crate) async fn health() -> Json<Status> {
     })
 }
 
-/// Readiness: 200 while serving; 503 while shutting down or while the cluster link is degraded.
+/// Readiness: 200 while serving (`partial` while some Redis Cluster shards are down); 503
+/// while shutting down or while the cluster link is degraded.
 #[utoipa::path(get, path = "/ready", tag = "operations", responses((status = 200, body = Status, description = "serving"), (status = 503, body = Status, description = "shutting down, or the cluster is degraded")))]
 pub(crate) async fn ready(State(st): State<AppState>) -> (StatusCode, Json<Status>) {
     if st.node.hub().is_shutting_down() {
@@ -73,11 +75,12 @@ pub(crate) async fn ready(State(st): State<AppState>) -> (StatusCode, Json<Statu
         return (StatusCode::SERVICE_UNAVAILABLE, Json(status));
     }
     let driver = Some(st.manager.default_driver_name());
-    let (code, status) = match &st.cluster {
-        Some(broker) if !broker.healthy() => (StatusCode::SERVICE_UNAVAILABLE, "degraded"),
+    let redis = st.cluster.as_ref().map(|b| b.status());
+    let (code, status) = match (&st.cluster, &redis) {
+        (Some(broker), _) if !broker.healthy() => (StatusCode::SERVICE_UNAVAILABLE, "degraded"),
+        (_, Some(redis)) if !redis.shards_down.is_empty() => (StatusCode::OK, "partial"),
         _ => (StatusCode::OK, "ready"),
     };
-    let redis = st.cluster.as_ref().map(|b| b.status());
     (code, Json(Status { status, driver, redis }))
 }
 

@@ -72,7 +72,9 @@ impl CacheChannels {
         let key = Self::redis_key(broker, channel);
         let raw: Option<Vec<u8>> = broker
             .link()
-            .exec(|mut c| async move { redis::cmd("GET").arg(&key).query_async(&mut c).await })
+            .exec_for(channel, |mut c| async move {
+                redis::cmd("GET").arg(&key).query_async(&mut c).await
+            })
             .await
             .map_err(|e| tracing::warn!(channel = %channel, error = %e, "cache channel: Redis read failed"))
             .ok()?;
@@ -114,10 +116,11 @@ impl PublishHook for CacheChannels {
         let Ok(wire) = broker.encode(&stored) else { return };
         let key = Self::redis_key(&broker, &message.channel);
         let ttl_ms = u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX);
+        let channel = message.channel.clone();
         tokio::spawn(async move {
             let set = broker
                 .link()
-                .exec(|mut c| async move {
+                .exec_for(&channel, |mut c| async move {
                     redis::cmd("SET")
                         .arg(&key)
                         .arg(&wire)

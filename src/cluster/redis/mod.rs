@@ -39,8 +39,12 @@ pub(crate) use wire::decode_wire;
 pub use wire::escape_glob;
 use wire::{wire_message, Wire};
 
+mod lanes;
 mod nodes;
 mod wire;
+
+use lanes::Lane;
+pub use lanes::{LaneHealth, LaneKind};
 
 use super::{BackendError, Broker, Receiver};
 use crate::backend::breaker::BreakerState;
@@ -48,6 +52,7 @@ use crate::backend::RedisConfig;
 use crate::channel::Channel;
 use crate::hub::{EnvelopeKind, Hub, Message};
 use crate::setting::InvalidSetting;
+use crate::sync::lock;
 
 /// How often a node refreshes its liveness key.
 pub const HEARTBEAT: Duration = Duration::from_secs(2);
@@ -95,6 +100,10 @@ pub struct RedisBroker {
     fingerprint: String,
     /// Nodes already warned about (node id, fingerprint), so each difference is logged once.
     warned: std::sync::Mutex<std::collections::HashSet<(String, String)>>,
+    /// On a Redis Cluster: each shard channel subscription's health (empty otherwise).
+    lanes: std::sync::Mutex<Vec<LaneHealth>>,
+    /// The node holding the pattern subscription (`host:port`), while it is up.
+    pattern_at: std::sync::Mutex<Option<String>>,
 }
 
 /// A notice another node published with [`RedisBroker::publish_control`].
@@ -130,6 +139,8 @@ impl RedisBroker {
             counters: Counters::default(),
             fingerprint,
             warned: Default::default(),
+            lanes: Default::default(),
+            pattern_at: Default::default(),
         }))
     }
 
@@ -155,34 +166,64 @@ impl RedisBroker {
 
     /// Starts the subscriber and heartbeat tasks; they stop when `stop` is cancelled.
     pub fn start(self: &Arc<Self>, fanout: Arc<dyn Receiver>, stop: CancellationToken, tasks: &TaskTracker) {
+        if self.link.is_cluster() {
+            tasks.spawn(self.clone().pattern_loop(fanout.clone(), stop.clone()));
+        }
         tasks.spawn(self.clone().subscribe_loop(fanout.clone(), stop.clone()));
         tasks.spawn(self.clone().heartbeat_loop(fanout.hub().clone(), stop));
     }
 
+    /// Follows the node's subscriptions: on one Redis (or Sentinel's master) the pattern;
+    /// on a Redis Cluster the shard channels (the pattern has [`pattern_loop`](Self::pattern_loop)).
     async fn subscribe_loop(self: Arc<Self>, fanout: Arc<dyn Receiver>, stop: CancellationToken) {
         let mut backoff = Duration::from_millis(100);
         while !stop.is_cancelled() {
             let lost = if self.link.is_cluster() {
                 self.follow_cluster(&fanout, &stop).await
             } else {
-                self.follow_single(&fanout, &stop).await
+                self.follow_pattern(None, &fanout, &stop).await
             };
-            match lost {
-                Followed::Stopped => return,
-                Followed::Lost => {
-                    self.subscribed.store(false, Ordering::Release);
-                    self.counters.subscription_losses.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(node = %self.link.node_id(), "lost the Redis subscription; reconnecting");
-                    backoff = Duration::from_millis(100);
-                }
-                Followed::Failed(e) => tracing::debug!(error = %e, "could not subscribe to Redis"),
+            if !self.lost(lost, &mut backoff, &stop).await {
+                return;
             }
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = tokio::time::sleep(backoff) => {}
-            }
-            backoff = (backoff * 2).min(Duration::from_secs(2));
         }
+    }
+
+    /// On a Redis Cluster: holds `PSUBSCRIBE {prefix}*` (Laravel's `PUBLISH`es and the
+    /// control notices) on a plain connection to one seed node, moving to the next seed
+    /// when that one fails: the cluster forwards every `PUBLISH` to all its nodes, and one
+    /// connection (not the cluster connection, which could subscribe on two nodes after a
+    /// failure) means each message arrives once.
+    async fn pattern_loop(self: Arc<Self>, fanout: Arc<dyn Receiver>, stop: CancellationToken) {
+        let mut backoff = Duration::from_millis(100);
+        let mut attempt = 0usize;
+        while !stop.is_cancelled() {
+            let lost = self.follow_pattern(Some(attempt), &fanout, &stop).await;
+            attempt = attempt.wrapping_add(1);
+            if !self.lost(lost, &mut backoff, &stop).await {
+                return;
+            }
+        }
+    }
+
+    /// After a subscription ended: counts and logs it, then waits before the next try.
+    /// `false` when the node is stopping.
+    async fn lost(&self, lost: Followed, backoff: &mut Duration, stop: &CancellationToken) -> bool {
+        match lost {
+            Followed::Stopped => return false,
+            Followed::Lost => {
+                self.counters.subscription_losses.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(node = %self.link.node_id(), "lost the Redis subscription; reconnecting");
+                *backoff = Duration::from_millis(100);
+            }
+            Followed::Failed(e) => tracing::debug!(error = %e, "could not subscribe to Redis"),
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return false,
+            _ = tokio::time::sleep(*backoff) => {}
+        }
+        *backoff = (*backoff * 2).min(Duration::from_secs(2));
+        true
     }
 
     /// The pattern every channel Laravel (or anyone) publishes on matches: `{prefix}*`.
@@ -191,69 +232,89 @@ impl RedisBroker {
     }
 
     fn subscription_up(&self, what: &str) {
-        self.subscribed.store(true, Ordering::Release);
         self.counters.subscriptions.fetch_add(1, Ordering::Relaxed);
         self.subscription_epoch.send_modify(|n| *n = n.wrapping_add(1));
         tracing::info!(node = %self.link.node_id(), subscription = %what, "subscribed to Redis");
     }
 
-    /// One Redis (or the master Sentinel names): `PSUBSCRIBE {prefix}*` on a connection of
-    /// its own, until it fails.
-    async fn follow_single(&self, fanout: &Arc<dyn Receiver>, stop: &CancellationToken) -> Followed {
+    /// `PSUBSCRIBE {prefix}*` on a connection of its own, until it fails: to the one
+    /// Redis (or the master Sentinel names) when `seed` is `None`, else to that attempt's
+    /// seed node of a Redis Cluster.
+    async fn follow_pattern(
+        &self,
+        seed: Option<usize>,
+        fanout: &Arc<dyn Receiver>,
+        stop: &CancellationToken,
+    ) -> Followed {
         let pattern = self.pattern();
         let connected = tokio::time::timeout(COMMAND_TIMEOUT * 2, async {
-            let client =
-                self.link.pubsub_client().await?.ok_or_else(|| {
-                    redis::RedisError::from((redis::ErrorKind::InvalidClientConfig, "no single Redis"))
-                })?;
+            let client = match seed {
+                None => self.link.pubsub_client().await?,
+                Some(attempt) => self.link.cluster_seed_client(attempt).transpose()?,
+            };
+            let client = client.ok_or_else(|| {
+                redis::RedisError::from((redis::ErrorKind::InvalidClientConfig, "no Redis to subscribe to"))
+            })?;
+            let at = client.get_connection_info().addr().to_string();
             let mut pubsub = client.get_async_pubsub().await?;
             pubsub.psubscribe(&pattern).await?;
-            RedisResult::Ok(pubsub)
+            RedisResult::Ok((pubsub, at))
         })
         .await;
-        let pubsub = match connected {
-            Ok(Ok(pubsub)) => pubsub,
+        let (pubsub, at) = match connected {
+            Ok(Ok(connected)) => connected,
             Ok(Err(e)) => return Followed::Failed(e.to_string()),
             Err(_) => return Followed::Failed("timed out".into()),
         };
-        self.subscription_up(&pattern);
+        self.pattern_held(Some(at.clone()));
+        self.subscription_up(&format!("{pattern} on {at}"));
         let (mut sink, mut messages) = pubsub.split();
         // A Redis that stops answering without closing the connection (a frozen
         // process, a silent partition) is caught by a periodic PING.
         let mut keepalive = tokio::time::interval(SUBSCRIPTION_PING);
         keepalive.tick().await;
-        loop {
+        let ended = loop {
             tokio::select! {
-                _ = stop.cancelled() => return Followed::Stopped,
+                _ = stop.cancelled() => break Followed::Stopped,
                 msg = messages.next() => match msg {
                     Some(msg) => self.deliver(fanout, msg.get_channel_name(), msg.get_payload_bytes(), false),
-                    None => return Followed::Lost,
+                    None => break Followed::Lost,
                 },
                 _ = keepalive.tick() => {
                     let pong = tokio::time::timeout(COMMAND_TIMEOUT, sink.ping::<redis::Value>()).await;
                     if !matches!(pong, Ok(Ok(_))) {
-                        return Followed::Lost;
+                        break Followed::Lost;
                     }
                 }
             }
-        }
+        };
+        self.pattern_held(None);
+        ended
     }
 
-    /// A Redis Cluster: `SSUBSCRIBE` to every shard channel (each on the master owning
-    /// its slot) and `PSUBSCRIBE {prefix}*` for what other programs publish, on a cluster
-    /// connection of its own, until a master stops answering or a shard channel is taken
-    /// away (its slot moved): then everything is set up again from a fresh slot map.
+    /// Where the pattern subscription lives now (`None`: it is down).
+    fn pattern_held(&self, at: Option<String>) {
+        let up = at.is_some();
+        *lock(&self.pattern_at) = at;
+        let shards_up = lock(&self.lanes).iter().any(|l| l.subscribed);
+        self.subscribed.store(up || shards_up, Ordering::Release);
+    }
+
+    /// A Redis Cluster: `PSUBSCRIBE {prefix}*` and `SSUBSCRIBE` of every shard channel on a
+    /// cluster connection of its own, followed lane by lane ([`lanes`]): a master that
+    /// stops answering takes down only the lanes it carries, and each lane is subscribed
+    /// again when its master answers (or its slot's new owner, after a move). The follow
+    /// ends only when every lane has been down for three checks in a row; the connection
+    /// is then built again from the seed nodes.
     async fn follow_cluster(self: &Arc<Self>, fanout: &Arc<dyn Receiver>, stop: &CancellationToken) -> Followed {
-        let pattern = self.pattern();
-        let shards = self.link.shard_channels();
+        let mut lanes = Lane::all(self.link.shard_channels());
+        let signals = Arc::new(lanes::Signals::default());
         // Messages are delivered where the cluster connection hands them over (no queue
-        // of ours between); a shard taken away (its slot moved to another master) or a
-        // dropped connection to a master wakes the loop below, which sets everything up
-        // again. `live` keeps a connection being torn down from delivering anything more.
-        let lost = Arc::new(tokio::sync::Notify::new());
+        // of ours between). `live` keeps a connection being torn down from delivering
+        // anything more.
         let live = Arc::new(AtomicBool::new(true));
         let sender = {
-            let (this, fanout, lost, live) = (self.clone(), fanout.clone(), lost.clone(), live.clone());
+            let (this, fanout, signals, live) = (self.clone(), fanout.clone(), signals.clone(), live.clone());
             move |push: redis::PushInfo| -> Result<(), ()> {
                 if !live.load(Ordering::Acquire) {
                     return Ok(());
@@ -265,53 +326,76 @@ impl RedisBroker {
                     (redis::PushKind::PMessage, [_, channel, payload]) => {
                         this.deliver_value(&fanout, channel, payload, false)
                     }
-                    (redis::PushKind::SUnsubscribe | redis::PushKind::Disconnection, _) => lost.notify_one(),
+                    (redis::PushKind::SUnsubscribe, [channel, ..]) => signals.taken_away(channel),
+                    (redis::PushKind::Disconnection, _) => signals.connection_dropped(),
                     _ => {}
                 }
                 Ok(())
             }
         };
-        let connected = tokio::time::timeout(COMMAND_TIMEOUT * 4, async {
-            let mut conn = self.link.cluster_pubsub(sender).await?.ok_or_else(|| {
-                redis::RedisError::from((redis::ErrorKind::InvalidClientConfig, "not a Redis Cluster"))
-            })?;
-            // One command per shard: a subscription may not span slots.
-            for shard in &shards {
-                conn.ssubscribe(shard).await?;
-            }
-            conn.psubscribe(&pattern).await?;
-            RedisResult::Ok(conn)
-        })
-        .await;
+        let connected = tokio::time::timeout(COMMAND_TIMEOUT * 4, self.link.cluster_pubsub(sender)).await;
         let mut conn = match connected {
-            Ok(Ok(conn)) => conn,
-            Ok(Err(e)) => {
-                live.store(false, Ordering::Release);
-                return Followed::Failed(e.to_string());
-            }
-            Err(_) => {
-                live.store(false, Ordering::Release);
-                return Followed::Failed("timed out".into());
-            }
+            Ok(Ok(Some(conn))) => conn,
+            Ok(Ok(None)) => return Followed::Failed("not a Redis Cluster".into()),
+            Ok(Err(e)) => return Followed::Failed(e.to_string()),
+            Err(_) => return Followed::Failed("timed out".into()),
         };
-        self.subscription_up(&format!("{pattern} and {} shard channels", shards.len()));
-        let mut keepalive = tokio::time::interval(SUBSCRIPTION_PING);
-        keepalive.tick().await;
+        let mut ever_up = false;
+        let mut all_down = 0u32;
+        let mut pinger = lanes::Pinger::default();
         let ended = loop {
+            let checked = lanes::check(&self.link, &mut conn, &mut pinger, &mut lanes, &signals).await;
+            for channel in &checked.down {
+                tracing::warn!(node = %self.link.node_id(), subscription = %channel, "a Redis Cluster master stopped answering: its channels stop until it is back");
+            }
+            if !checked.up.is_empty() {
+                self.counters.subscriptions.fetch_add(1, Ordering::Relaxed);
+                if ever_up {
+                    tracing::info!(node = %self.link.node_id(), shards = ?checked.up, "subscribed to Redis Cluster shards again");
+                } else {
+                    let up = lanes.iter().filter(|l| l.up).count();
+                    tracing::info!(node = %self.link.node_id(), "subscribed to {up} of {} Redis Cluster shard channels", lanes.len());
+                    ever_up = true;
+                }
+            }
+            self.show_lanes(&lanes);
+            all_down = if lanes.iter().any(|l| l.up) { 0 } else { all_down + 1 };
+            if all_down >= 3 {
+                break if ever_up {
+                    Followed::Lost
+                } else {
+                    Followed::Failed("no master answers".into())
+                };
+            }
             tokio::select! {
                 _ = stop.cancelled() => break Followed::Stopped,
-                _ = lost.notified() => break Followed::Lost,
-                _ = keepalive.tick() => {
-                    // PING goes to every master.
-                    let pong = tokio::time::timeout(COMMAND_TIMEOUT, redis::cmd("PING").query_async::<redis::Value>(&mut conn)).await;
-                    if !matches!(pong, Ok(Ok(_))) {
-                        break Followed::Lost;
-                    }
-                }
+                _ = signals.wake.notified() => {}
+                _ = tokio::time::sleep(lanes::CHECK) => {}
             }
         };
         live.store(false, Ordering::Release);
+        lock(&self.lanes).clear();
         ended
+    }
+
+    /// Publishes the lanes' state for the stats, `/ready` and the dashboard.
+    fn show_lanes(&self, lanes: &[Lane]) {
+        let health = lanes
+            .iter()
+            .map(|lane| LaneHealth {
+                channel: lane.channel.clone(),
+                kind: LaneKind::Shard,
+                slot: lane.slot,
+                master: lane.master.clone(),
+                subscribed: lane.up,
+                shard: lane.shard,
+                circuit: None,
+            })
+            .collect();
+        *lock(&self.lanes) = health;
+        let pattern_up = lock(&self.pattern_at).is_some();
+        self.subscribed
+            .store(pattern_up || lanes.iter().any(|l| l.up), Ordering::Release);
     }
 
     fn deliver_value(&self, fanout: &Arc<dyn Receiver>, channel: &redis::Value, payload: &redis::Value, sharded: bool) {
@@ -488,11 +572,39 @@ impl RedisBroker {
     /// Health and counters for `/ready` and the stats endpoint.
     pub fn status(&self) -> BrokerStatus {
         let c = &self.counters;
+        let link = &self.link;
+        let mut lanes = lock(&self.lanes).clone();
+        if link.is_cluster() {
+            let pattern = self.pattern();
+            let held = lock(&self.pattern_at).clone();
+            lanes.insert(
+                0,
+                LaneHealth {
+                    slot: slot_of(&pattern),
+                    channel: pattern,
+                    kind: LaneKind::Pattern,
+                    subscribed: held.is_some(),
+                    master: held,
+                    shard: None,
+                    circuit: None,
+                },
+            );
+        }
+        for lane in &mut lanes {
+            lane.circuit = lane.shard.and_then(|i| link.shard_breaker(i)).map(|b| b.state());
+        }
+        let shard_breakers = (0..link.shard_channels().len()).filter_map(|i| link.shard_breaker(i));
         BrokerStatus {
             node_id: self.link.node_id().to_string(),
             subscribed: self.subscribed.load(Ordering::Acquire),
             circuit: self.link.breaker().state(),
-            circuit_opened_total: self.link.breaker().opened_total(),
+            circuit_opened_total: shard_breakers.fold(link.breaker().opened_total(), |n, b| n + b.opened_total()),
+            shards_down: lanes
+                .iter()
+                .filter(|l| !l.subscribed || l.circuit == Some(BreakerState::Open))
+                .map(|l| l.channel.clone())
+                .collect(),
+            lanes,
             published: c.published.load(Ordering::Relaxed),
             publish_failures: c.publish_failures.load(Ordering::Relaxed),
             received: c.received.load(Ordering::Relaxed),
@@ -513,8 +625,17 @@ pub struct BrokerStatus {
     pub subscribed: bool,
     /// The circuit breaker's state.
     pub circuit: BreakerState,
-    /// How often the circuit opened.
+    /// How often a circuit opened (the coordination one and, on a Redis Cluster, the
+    /// shards').
     pub circuit_opened_total: u64,
+    /// On a Redis Cluster: the subscriptions (pattern and shard channels) that are down
+    /// or whose shard's circuit is open: channels on those shards are not delivered
+    /// between nodes (and their publishes are refused) until their master is back.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub shards_down: Vec<String>,
+    /// On a Redis Cluster: every subscription lane, its slot, master and state.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub lanes: Vec<LaneHealth>,
     /// Messages published to Redis.
     pub published: u64,
     /// Publishes that failed.
@@ -539,7 +660,9 @@ impl Broker for RedisBroker {
         publish.arg(self.link.pubsub_channel(&message.channel)).arg(payload);
         let result = self
             .link
-            .exec(|mut c| async move { publish.query_async::<()>(&mut c).await })
+            .exec_for(&message.channel, |mut c| async move {
+                publish.query_async::<()>(&mut c).await
+            })
             .await;
         match &result {
             Ok(()) => self.counters.published.fetch_add(1, Ordering::Relaxed),
@@ -556,8 +679,11 @@ impl Broker for RedisBroker {
             .await
     }
 
-    /// Subscribed, and the circuit closed: a half-open circuit has not shown yet that
-    /// Redis answers again, so `/ready` keeps saying degraded until a probe succeeds.
+    /// Subscribed (on a Redis Cluster: at least one lane up), and the coordination
+    /// circuit closed: a half-open circuit has not shown yet that Redis answers again, so
+    /// `/ready` keeps saying degraded until a probe succeeds. A cluster with some shards
+    /// down stays ready (`partial`): every node sees the same dead master, and taking
+    /// them all out of the load balancer would stop the healthy shards too.
     fn healthy(&self) -> bool {
         self.subscribed.load(Ordering::Acquire) && self.link.breaker().state() == BreakerState::Closed
     }

@@ -223,6 +223,8 @@ impl Drop for Processes {
 pub struct RedisCluster {
     pub ports: Vec<u16>,
     _processes: Processes,
+    /// Each master's `redis-server` arguments after its port, to start it again.
+    args: Vec<Vec<String>>,
 }
 
 impl RedisCluster {
@@ -235,28 +237,33 @@ impl RedisCluster {
         let mut processes = Processes::new("cluster");
         let dir = processes.dir.clone();
         let ports: Vec<u16> = (0..3).map(|_| free_cluster_port()).collect();
+        let mut args = Vec::new();
         for port in &ports {
             let conf = format!("nodes-{port}.conf");
+            let these: Vec<String> = [
+                "--dir",
+                dir.to_str().unwrap(),
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                &conf,
+                "--cluster-node-timeout",
+                "2000",
+            ]
+            .into_iter()
+            .chain(extra.iter().copied())
+            .map(String::from)
+            .collect();
             processes.children.push(spawn_redis(
                 *port,
-                &[
-                    "--dir",
-                    dir.to_str().unwrap(),
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-config-file",
-                    &conf,
-                    "--cluster-node-timeout",
-                    "2000",
-                ]
-                .into_iter()
-                .chain(extra.iter().copied())
-                .collect::<Vec<_>>(),
+                &these.iter().map(String::as_str).collect::<Vec<_>>(),
             ));
+            args.push(these);
         }
         let cluster = Self {
             ports,
             _processes: processes,
+            args,
         };
         for port in &cluster.ports {
             wait_until("a cluster node did not start", || {
@@ -292,6 +299,18 @@ impl RedisCluster {
         let child = &mut self._processes.children[index];
         let _ = child.kill();
         let _ = child.wait();
+    }
+
+    /// Starts master `index` again after [`kill`](Self::kill) (it rejoins with its node
+    /// file and its slots), and waits until the cluster is ok again.
+    pub fn restart(&mut self, index: usize) {
+        let args: Vec<&str> = self.args[index].iter().map(String::as_str).collect();
+        self._processes.children[index] = spawn_redis(self.ports[index], &args);
+        for port in &self.ports {
+            wait_until("the cluster never became ok again", || {
+                redis_cli(*port, &["CLUSTER", "INFO"]).contains("cluster_state:ok")
+            });
+        }
     }
 
     /// `redis-cli` against master `index`, for the test's own commands.
