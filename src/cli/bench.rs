@@ -56,6 +56,9 @@ pub struct BenchArgs {
     /// The Pusher app key subscribers use with `--protocol pusher`.
     #[arg(long, env = "PUSHER_APP_KEY", default_value = "bench-key")]
     pub pusher_key: String,
+    /// The server.
+    #[command(flatten)]
+    pub target: super::Target,
 }
 
 /// The protocol benchmark subscribers speak.

@@ -1,8 +1,10 @@
 //! The `artisan` operator CLI: clap definitions and command dispatch.
 //!
-//! Every command except `broadcast websocket` talks to a running server through its
-//! HTTP API ([`client::ApiClient`]); the server is found from the same configuration
-//! as the server itself, or `--server URL`.
+//! Every command except `broadcast websocket` and `broadcast bench-report` talks to a
+//! running server through its HTTP API ([`client::ApiClient`]); the server is found from
+//! the same configuration as the server itself, or `--server`. Only those commands take
+//! `--server` and `--token` (before `broadcast` too, as the scripts of earlier versions
+//! write them; given to a command that does not use them, they are refused by name).
 
 /// `println!` for command output: a closed stdout (`artisan broadcast stats | head`)
 /// ends the command quietly instead of panicking.
@@ -29,18 +31,37 @@ use clap::{Parser, Subcommand, ValueEnum};
 #[derive(Debug, Parser)]
 #[command(name = "artisan", version, about)]
 pub struct Cli {
-    /// Base URL of the server (default: from BROADCAST_HOST and BROADCAST_WEBSOCKET_PORT).
-    #[arg(long, global = true)]
+    /// The server (URL or host:port) for the commands that talk to one; the command's own
+    /// `--server` wins.
+    #[arg(long)]
     pub server: Option<String>,
-    /// API token (default: BROADCAST_API_TOKEN).
-    #[arg(long, global = true, hide_env_values = true)]
+    /// API token for the commands that talk to a server (default: BROADCAST_API_TOKEN).
+    #[arg(long, hide_env_values = true)]
     pub token: Option<String>,
-    /// Configuration file (default: BROADCAST_CONFIG_FILE, else ./emit_hub.toml if present).
-    #[arg(long, global = true)]
+    /// Configuration file for the commands that read one (default: BROADCAST_CONFIG_FILE,
+    /// else ./emit_hub.toml if present).
+    #[arg(long)]
     pub config: Option<std::path::PathBuf>,
     /// The command group.
     #[command(subcommand)]
     pub command: Group,
+}
+
+/// Which server a command talks to, and with which token: the options of every command
+/// that uses the HTTP API (and only of those).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct Target {
+    /// The server: a URL (`https://rt.example.com`) or `host:port` (default: from
+    /// BROADCAST_HOST and BROADCAST_WEBSOCKET_PORT).
+    #[arg(long)]
+    pub server: Option<String>,
+    /// API token (default: BROADCAST_API_TOKEN).
+    #[arg(long, hide_env_values = true)]
+    pub token: Option<String>,
+    /// Configuration file the defaults come from (default: BROADCAST_CONFIG_FILE, else
+    /// ./emit_hub.toml if present).
+    #[arg(long)]
+    pub config: Option<std::path::PathBuf>,
 }
 
 /// Command groups.
@@ -62,6 +83,9 @@ pub enum Broadcast {
         /// The message carried in the event's data.
         #[arg(long, default_value = "Test broadcast from artisan")]
         message: String,
+        /// The server.
+        #[command(flatten)]
+        target: Target,
     },
     /// Run the WebSocket server in this process.
     Websocket {
@@ -74,11 +98,23 @@ pub enum Broadcast {
         /// Address (overrides BROADCAST_HOST).
         #[arg(long)]
         host: Option<std::net::IpAddr>,
+        /// Configuration file (default: BROADCAST_CONFIG_FILE, else ./emit_hub.toml if
+        /// present).
+        #[arg(long)]
+        config: Option<std::path::PathBuf>,
     },
     /// Show live statistics.
-    Stats,
+    Stats {
+        /// The server.
+        #[command(flatten)]
+        target: Target,
+    },
     /// List channels with subscribers.
-    Channels,
+    Channels {
+        /// The server.
+        #[command(flatten)]
+        target: Target,
+    },
     /// Show a channel's kept messages (channels with history): the newest, or those after
     /// a position.
     History {
@@ -90,6 +126,9 @@ pub enum Broadcast {
         /// How many (at most 1000).
         #[arg(long, default_value_t = 20)]
         limit: usize,
+        /// The server.
+        #[command(flatten)]
+        target: Target,
     },
     /// Send `ping` events to a channel at an interval.
     Ping {
@@ -102,6 +141,9 @@ pub enum Broadcast {
         /// Stop after this many pings (default: until Ctrl-C).
         #[arg(long)]
         count: Option<u64>,
+        /// The server.
+        #[command(flatten)]
+        target: Target,
     },
     /// Send a notification to one user (`user.{ID}`).
     #[command(name = "notify:user")]
@@ -115,6 +157,9 @@ pub enum Broadcast {
         /// A link the client may open.
         #[arg(long)]
         action_url: Option<String>,
+        /// The server.
+        #[command(flatten)]
+        target: Target,
     },
     /// Send a system alert (channel `admin.alerts`, event `system.alert`).
     #[command(name = "system:alert")]
@@ -126,6 +171,9 @@ pub enum Broadcast {
         /// Mark the alert as needing action.
         #[arg(long)]
         action_required: bool,
+        /// The server.
+        #[command(flatten)]
+        target: Target,
     },
     /// Watch connections and message rates, refreshing in place.
     Monitor {
@@ -135,12 +183,54 @@ pub enum Broadcast {
         /// Seconds between samples.
         #[arg(long, default_value_t = 1.0)]
         interval: f64,
+        /// The server.
+        #[command(flatten)]
+        target: Target,
     },
     /// Measure fan-out: connect many sockets, publish, report deliveries/s and latency.
     Bench(bench::BenchArgs),
     /// Turn the benchmark matrix's runs (scripts/bench-report) into a table and a chart.
     #[cfg(feature = "bench-report")]
     BenchReport(report::ReportArgs),
+}
+
+impl Broadcast {
+    /// The server options of a command that talks to a server; `None` for those that do
+    /// not (`websocket`, `bench-report`).
+    fn target(&self) -> Option<&Target> {
+        match self {
+            Self::Test { target, .. }
+            | Self::Stats { target }
+            | Self::Channels { target }
+            | Self::History { target, .. }
+            | Self::Ping { target, .. }
+            | Self::NotifyUser { target, .. }
+            | Self::SystemAlert { target, .. }
+            | Self::Monitor { target, .. } => Some(target),
+            Self::Bench(args) => Some(&args.target),
+            Self::Websocket { .. } => None,
+            #[cfg(feature = "bench-report")]
+            Self::BenchReport(_) => None,
+        }
+    }
+
+    /// The command's name, for messages.
+    fn name(&self) -> &'static str {
+        match self {
+            Self::Test { .. } => "test",
+            Self::Websocket { .. } => "websocket",
+            Self::Stats { .. } => "stats",
+            Self::Channels { .. } => "channels",
+            Self::History { .. } => "history",
+            Self::Ping { .. } => "ping",
+            Self::NotifyUser { .. } => "notify:user",
+            Self::SystemAlert { .. } => "system:alert",
+            Self::Monitor { .. } => "monitor",
+            Self::Bench(_) => "bench",
+            #[cfg(feature = "bench-report")]
+            Self::BenchReport(_) => "bench-report",
+        }
+    }
 }
 
 /// Alert severities.
@@ -226,60 +316,85 @@ pub fn apply_listen_args(
 
 /// Runs a parsed command line; returns the process exit code.
 pub async fn run(cli: Cli) -> ExitCode {
-    let config = match crate::Config::load(cli.config.as_deref()) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("❌ {e}");
-            return ExitCode::from(2);
-        }
-    };
     let Group::Broadcast(command) = cli.command;
-    if let Broadcast::Websocket { port, app_port, host } = command {
-        return commands::websocket(config, host, port, app_port).await;
+    let fail = |e: &dyn std::fmt::Display, code: u8| {
+        eprintln!("❌ {e}");
+        ExitCode::from(code)
+    };
+    // Options given before `broadcast` apply to the commands that use them; to the others
+    // they are a mistake worth saying.
+    let misplaced: Vec<&str> = [
+        ("--server", cli.server.is_some() && command.target().is_none()),
+        ("--token", cli.token.is_some() && command.target().is_none()),
+        #[cfg(feature = "bench-report")]
+        (
+            "--config",
+            cli.config.is_some() && matches!(command, Broadcast::BenchReport(_)),
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(option, wrong)| wrong.then_some(option))
+    .collect();
+    if !misplaced.is_empty() {
+        let what = misplaced.join(" and ");
+        return fail(&format!("{what} does not apply to `broadcast {}`", command.name()), 2);
     }
     #[cfg(feature = "bench-report")]
     if let Broadcast::BenchReport(args) = &command {
         return match report::run(args) {
             Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("❌ {e}");
-                ExitCode::from(1)
-            }
+            Err(e) => fail(&e, 1),
         };
     }
-    let base = cli.server.unwrap_or_else(|| config.server_url());
-    let token = cli.token.or_else(|| config.server.api_token.clone());
+    let target = command.target().cloned().unwrap_or_default();
+    let file = match &command {
+        Broadcast::Websocket { config, .. } => config.clone(),
+        _ => target.config.clone(),
+    }
+    .or(cli.config);
+    let config = match crate::Config::load(file.as_deref()) {
+        Ok(c) => c,
+        Err(e) => return fail(&e, 2),
+    };
+    if let Broadcast::Websocket {
+        port, app_port, host, ..
+    } = command
+    {
+        return commands::websocket(config, host, port, app_port).await;
+    }
+    let base = target.server.or(cli.server).unwrap_or_else(|| config.server_url());
+    let token = target.token.or(cli.token).or_else(|| config.server.api_token.clone());
     let client = match client::ApiClient::new(&base, token) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("❌ {e}");
-            return ExitCode::from(2);
-        }
+        Err(e) => return fail(&e, 2),
     };
     let result = match command {
-        Broadcast::Test { channel, message } => commands::test(&client, &channel, &message).await,
-        Broadcast::Stats => commands::stats(&client).await,
-        Broadcast::Channels => commands::channels(&client).await,
-        Broadcast::History { channel, since, limit } => {
-            commands::history(&client, &channel, since.as_deref(), limit).await
-        }
+        Broadcast::Test { channel, message, .. } => commands::test(&client, &channel, &message).await,
+        Broadcast::Stats { .. } => commands::stats(&client).await,
+        Broadcast::Channels { .. } => commands::channels(&client).await,
+        Broadcast::History {
+            channel, since, limit, ..
+        } => commands::history(&client, &channel, since.as_deref(), limit).await,
         Broadcast::Ping {
             channel,
             interval,
             count,
+            ..
         } => commands::ping(&client, &channel, interval, count).await,
         Broadcast::NotifyUser {
             user_id,
             title,
             message,
             action_url,
+            ..
         } => commands::notify_user(&client, &user_id, &title, &message, action_url.as_deref()).await,
         Broadcast::SystemAlert {
             level,
             message,
             action_required,
+            ..
         } => commands::system_alert(&client, level.as_str(), &message, action_required).await,
-        Broadcast::Monitor { duration, interval } => commands::monitor(&client, duration, interval).await,
+        Broadcast::Monitor { duration, interval, .. } => commands::monitor(&client, duration, interval).await,
         Broadcast::Bench(args) => bench::run(&client, &args).await,
         // Handled above.
         Broadcast::Websocket { .. } => Ok(()),
@@ -288,9 +403,6 @@ pub async fn run(cli: Cli) -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("❌ {e}");
-            ExitCode::from(1)
-        }
+        Err(e) => fail(&e, 1),
     }
 }

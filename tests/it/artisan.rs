@@ -393,3 +393,64 @@ async fn artisan_takes_host_port_says_what_to_do_and_counts_in_words() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("BROADCAST_PUBLIC_CHANNELS=secret-room"), "{err}");
 }
+
+// Issue 25: global options cluttered every subcommand's help, and `bench-report` offered
+// `--server`/`--token` that meant nothing there.
+#[tokio::test]
+async fn server_options_are_offered_only_where_they_apply() {
+    let run = |args: &'static [&'static str]| async move {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_artisan"))
+            .args(args)
+            .env_remove("BROADCAST_API_TOKEN")
+            .output()
+            .await
+            .unwrap()
+    };
+    let help = |o: &Output| String::from_utf8_lossy(&o.stdout).into_owned();
+    for command in ["stats", "test", "bench", "monitor", "history"] {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_artisan"))
+            .args(["broadcast", command, "--help"])
+            .output()
+            .await
+            .unwrap();
+        let text = help(&out);
+        assert!(
+            text.contains("--server") && text.contains("--token"),
+            "{command}: {text}"
+        );
+    }
+    let out = run(&["broadcast", "bench-report", "--help"]).await;
+    let text = help(&out);
+    assert!(text.contains("--input"), "{text}");
+    for option in ["--server", "--token", "--config"] {
+        assert!(!text.contains(option), "bench-report offers {option}: {text}");
+    }
+    let out = run(&["broadcast", "websocket", "--help"]).await;
+    let text = help(&out);
+    assert!(text.contains("--config") && !text.contains("--server"), "{text}");
+
+    // Given where they mean nothing, they are refused by name.
+    let out = run(&["broadcast", "bench-report", "--server", "127.0.0.1:3000"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    let out = run(&["--server", "127.0.0.1:3000", "broadcast", "bench-report"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--server does not apply to `broadcast bench-report`"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn the_server_may_be_named_after_the_command_too() {
+    let server = start().await;
+    let (_ws, _) = server.connect("/ws?channel=general").await;
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_artisan"))
+        .args(["broadcast", "stats", "--server", &server.addr.to_string()])
+        .env_remove("BROADCAST_API_TOKEN")
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout(&out).contains("general: 1 connection"), "{}", stdout(&out));
+}

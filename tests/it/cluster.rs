@@ -1021,10 +1021,20 @@ async fn nodes_with_different_security_settings_are_warned_about_and_shown() {
 // It fails today, every channel answering 503 within seconds of the kill: the node's
 // subscription is all-or-nothing (one SSUBSCRIBE round and one PING to every master) and
 // its circuit breaker is one for the whole cluster. Kept as the reproduction for the fix.
+const DASHBOARD_TOKEN: &str = "cluster-dashboard-token-0123";
+
 #[tokio::test]
 async fn on_a_redis_cluster_losing_a_master_stops_only_its_shards() {
     let mut redis = RedisCluster::start_with(&["--cluster-require-full-coverage", "no"]);
-    let (a, b, prefix) = two_nodes(&redis).await;
+    let prefix = unique_prefix();
+    // A has a token, so its dashboard can be opened (below).
+    let mut with_token = cluster_config(&redis, &prefix);
+    with_token.server.api_token = Some(DASHBOARD_TOKEN.into());
+    let a = start_with(with_token).await;
+    let b = start_with(cluster_config(&redis, &prefix)).await;
+    for node in [&a, &b] {
+        wait_ready(node).await;
+    }
     let mut settings = rustaxum::config::RedisConfig::default();
     redis.configure_redis(&mut settings);
     settings.channels_prefix = prefix.clone();
@@ -1094,6 +1104,33 @@ async fn on_a_redis_cluster_losing_a_master_stops_only_its_shards() {
                 assert!(!on_dead, "the pattern moved off the dead node: {lane}");
             }
         }
+    }
+
+    // The operator sees it on the dashboard (headless Chromium): the dead master's row
+    // says how many of its shards are down, in red; the healthy masters' rows do not.
+    let shards_on_dead = dead_lanes.len();
+    let out = tokio::process::Command::new("node")
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/dashboard"))
+        .args([
+            "redis.mjs",
+            &a.url(""),
+            DASHBOARD_TOKEN,
+            &format!("master 127.0.0.1:{dead}"),
+            &format!("{shards_on_dead} of {shards_on_dead} shards down"),
+        ])
+        .output()
+        .await
+        .expect("node");
+    let page: Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(page["ok"], true, "{page:#}");
+    let rows = page["rows"].as_array().cloned().unwrap_or_default();
+    for port in &redis.ports {
+        let row = rows
+            .iter()
+            .find(|r| r["cells"][0] == format!("master 127.0.0.1:{port}"))
+            .unwrap_or_else(|| panic!("no row for master {port}: {page:#}"));
+        assert_eq!(row["down"], *port == dead, "{row}");
     }
 
     // The master comes back: its shards are subscribed again, every channel is delivered,
