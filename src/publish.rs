@@ -118,6 +118,12 @@ impl Fanout {
         &self.broker
     }
 
+    /// Makes sure this node receives `channel`'s messages from the other nodes; returns
+    /// once it does (see [`Broker::listen`]).
+    pub async fn listen(&self, channel: &crate::channel::Channel) {
+        self.broker.listen(channel).await;
+    }
+
     /// Whether messages also go to other nodes.
     pub fn is_clustered(&self) -> bool {
         !self.broker.is_local()

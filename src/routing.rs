@@ -134,6 +134,12 @@ impl Routing {
         Self::default()
     }
 
+    /// Whether a rule copies messages to other channels: a message published straight
+    /// into Redis on any channel may then end up on a channel this node serves.
+    pub fn copies(&self) -> bool {
+        self.rules.iter().any(|r| !r.copy_to.is_empty())
+    }
+
     /// Whether there are no rules.
     pub fn is_empty(&self) -> bool {
         self.rules.is_empty()

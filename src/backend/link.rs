@@ -290,7 +290,7 @@ impl RedisLink {
     }
 
     /// Which of the shards `channel` lives on (`None` unless on a Redis Cluster).
-    fn shard_index(&self, channel: &Channel) -> Option<usize> {
+    pub fn shard_index(&self, channel: &Channel) -> Option<usize> {
         if self.shards.is_empty() {
             return None;
         }

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 pub use crate::backend::BackendError;
+use crate::channel::Channel;
 use crate::hub::{Hub, Message, PublishReport};
 
 /// Carries messages to the other nodes.
@@ -24,6 +25,12 @@ use crate::hub::{Hub, Message, PublishReport};
 pub trait Broker: Send + Sync {
     /// Publishes one message to every other node.
     async fn publish(&self, message: &Message) -> Result<(), BackendError>;
+
+    /// Makes sure this node receives `channel`'s messages from the other nodes (a local
+    /// subscriber just joined it); returns once that holds, so a message published
+    /// anywhere after the join was acknowledged reaches the new subscriber. Nothing to do
+    /// for a broker that receives everything.
+    async fn listen(&self, _channel: &Channel) {}
 
     /// Asks every other node to close `user_id`'s connections.
     async fn terminate_user(&self, user_id: &str) -> Result<(), BackendError>;

@@ -365,9 +365,23 @@ impl EmitHub {
         all
     }
 
-    /// One channel.
+    /// One channel, as this node knows it.
     pub fn get(&self, id: Uuid) -> Result<ManagedChannel, EmitHubError> {
         read(&self.channels).get(&id).cloned().ok_or(EmitHubError::NotFound(id))
+    }
+
+    /// One channel; in a cluster, one this node has not heard of yet (created on another
+    /// node a moment ago: a load balancer may send the next request here before the notice
+    /// arrives) is read from the shared store.
+    pub async fn fetch(&self, id: Uuid) -> Result<ManagedChannel, EmitHubError> {
+        match self.get(id) {
+            Err(EmitHubError::NotFound(_)) if self.cluster.is_some() => {
+                let channel = self.store.channel(id).await?.ok_or(EmitHubError::NotFound(id))?;
+                self.apply(channel.clone());
+                Ok(channel)
+            }
+            known => known,
+        }
     }
 
     /// The managed channel behind hub channel `emithub.{id}`.
@@ -410,7 +424,7 @@ impl EmitHub {
 
     /// Starts, pauses or stops a channel. Stopping closes its open sockets with 4010.
     pub async fn transition(&self, id: Uuid, transition: Transition) -> Result<ManagedChannel, EmitHubError> {
-        let mut channel = self.get(id)?;
+        let mut channel = self.fetch(id).await?;
         let to = transition
             .apply(channel.status)
             .ok_or(EmitHubError::InvalidTransition {
@@ -431,7 +445,7 @@ impl EmitHub {
 
     /// Changes a channel's name, description or settings.
     pub async fn update(&self, id: Uuid, request: UpdateChannel) -> Result<ManagedChannel, EmitHubError> {
-        let mut channel = self.get(id)?;
+        let mut channel = self.fetch(id).await?;
         if let Some(name) = request.name {
             let name = name.trim().to_string();
             if name.is_empty() || name.len() > 200 {
@@ -450,7 +464,7 @@ impl EmitHub {
 
     /// Deletes a channel and its history; open sockets are closed with 4011.
     pub async fn delete(&self, id: Uuid) -> Result<(), EmitHubError> {
-        let channel = self.get(id)?;
+        let channel = self.fetch(id).await?;
         self.store.delete(id).await?;
         write(&self.channels).remove(&id);
         self.limiters.remove(&id);
@@ -538,7 +552,7 @@ impl EmitHub {
         content: String,
         message_type: String,
     ) -> Result<Broadcasted, EmitHubError> {
-        let channel = self.get(id)?;
+        let channel = self.fetch(id).await?;
         match channel.status {
             ChannelStatus::Active => {}
             ChannelStatus::Paused => return Err(EmitHubError::Paused(channel.name)),

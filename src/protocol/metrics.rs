@@ -71,7 +71,8 @@ const FAMILIES: &[(&str, Kind, &str)] = &[
     ("rustaxum_app_messages_published_total", Kind::Counter, "messages published on each app's channels"),
     ("rustaxum_app_messages_delivered_total", Kind::Counter, "messages queued to each app's sockets"),
     ("rustaxum_redis_healthy", Kind::Gauge, "1 while the Redis backend answers and the subscription is up"),
-    ("rustaxum_redis_events_total", Kind::Counter, "Redis broker events by kind (published, publish_failures, received, invalid, subscriptions, subscription_losses)"),
+    ("rustaxum_redis_events_total", Kind::Counter, "Redis broker events by kind (published, publish_failures, received, delivered_locally: received and delivered to at least one local socket, invalid, subscriptions, subscription_losses)"),
+    ("rustaxum_redis_listening", Kind::Gauge, "Redis channels this node listens to (those of its channels with local subscribers)"),
     ("rustaxum_redis_circuit_opened_total", Kind::Counter, "times the Redis circuit breaker opened"),
     ("rustaxum_webhook_events_total", Kind::Counter, "webhook events by outcome (delivered, failed, dropped)"),
     ("rustaxum_webhook_requests_total", Kind::Counter, "webhook HTTP requests sent"),
@@ -250,6 +251,7 @@ pub(crate) async fn metrics(State(st): State<AppState>, _token: MetricsToken) ->
                 ("published", status.published),
                 ("publish_failures", status.publish_failures),
                 ("received", status.received),
+                ("delivered_locally", status.delivered_locally),
                 ("invalid", status.invalid),
                 ("subscriptions", status.subscriptions),
                 ("subscription_losses", status.subscription_losses),
@@ -257,6 +259,9 @@ pub(crate) async fn metrics(State(st): State<AppState>, _token: MetricsToken) ->
                 counter!("rustaxum_redis_events_total", "kind" => kind).absolute(value);
             }
             counter!("rustaxum_redis_circuit_opened_total").absolute(status.circuit_opened_total);
+            if let Some(listening) = status.listening {
+                gauge!("rustaxum_redis_listening").set(listening as f64);
+            }
         }
         if let Some(w) = &st.webhooks {
             let w = w.stats();

@@ -131,6 +131,10 @@ impl Watchlist {
     /// Watchlists over `fanout` (registered as its hook), in a cluster when `cluster` is given.
     pub fn new(fanout: Fanout, cluster: Option<Arc<RedisBroker>>) -> Arc<Self> {
         let channel = Channel::parse_in(Some("#watch"), "users").unwrap_or_else(|_| unreachable!("a valid name"));
+        // Its messages go to watchers, not to subscribers: listened to for good.
+        if let Some(broker) = &cluster {
+            broker.pin(&channel);
+        }
         let this = Arc::new(Self {
             fanout: fanout.clone(),
             cluster,

@@ -121,6 +121,9 @@ impl Rustaxum {
         if let Some(path) = &config.routes_file {
             let routing = crate::routing::Routing::load(path)?;
             tracing::info!(rules = routing.len(), path = %path.display(), "routing rules loaded");
+            if let Some(broker) = &cluster {
+                broker.receive_everything(routing.copies());
+            }
             fanout.set_routing(routing);
         }
         let manager = Arc::new(BroadcastManager::with_fanout(config.clone(), fanout.clone()));

@@ -314,6 +314,8 @@ impl Session {
             SubscribeError::TooManyChannels(limit) => JoinError::TooManyChannels(limit),
             SubscribeError::Closing => JoinError::Closing,
         })?;
+        // Before the join is answered: from then on, what other nodes publish reaches it.
+        self.node.fanout.listen(&channel).await;
         if subscribed.occupied {
             self.emit(LifecycleEvent::ChannelOccupied {
                 channel: channel.clone(),

@@ -791,15 +791,32 @@ mod on_a_redis_cluster {
 async fn on_a_redis_cluster_traffic_spreads_over_every_master_and_survives_a_slot_move() {
     let redis = RedisCluster::start();
     let (a, b, prefix) = two_nodes(&redis).await;
-    // Every master carries some of the 16 shard channels.
-    let per_master: Vec<Vec<String>> = redis.ports.iter().map(|p| redis.shard_channels_on(*p)).collect();
-    assert!(per_master.iter().all(|c| !c.is_empty()), "{per_master:?}");
-    assert_eq!(per_master.iter().map(Vec::len).sum::<usize>(), 16, "{per_master:?}");
+    let mut settings = rustaxum::config::RedisConfig::default();
+    redis.configure_redis(&mut settings);
+    settings.channels_prefix = prefix.clone();
+    let link = rustaxum::cluster::redis::RedisLink::new(&settings).unwrap();
+    // No subscribers yet: no node subscribes any shard but the one of the Pusher
+    // watchlist channel (its messages go to watchers, whatever they subscribe).
+    let subscribed = || -> Vec<Vec<String>> { redis.ports.iter().map(|p| redis.shard_channels_on(*p)).collect() };
+    let watchlist = link.pubsub_channel(&rustaxum::channel::Channel::from_key("#watch:users").unwrap());
+    let before: Vec<String> = subscribed().into_iter().flatten().collect();
+    assert_eq!(before, std::slice::from_ref(&watchlist));
 
     let mut sockets = Vec::new();
     for i in 0..24 {
         sockets.push(b.connect(&format!("/ws/orders.{i}")).await.0);
     }
+    // A also serves orders.0 (it follows the slot move below too).
+    let (mut on_a, _) = a.connect("/ws/orders.0").await;
+    // B subscribes exactly the shards of its 24 channels, spread over every master.
+    let used: std::collections::BTreeSet<String> = (0..24)
+        .map(|i| link.pubsub_channel(&rustaxum::channel::Channel::parse(&format!("orders.{i}")).unwrap()))
+        .chain([watchlist])
+        .collect();
+    let per_master = subscribed();
+    assert!(per_master.iter().all(|c| !c.is_empty()), "{per_master:?}");
+    let all: std::collections::BTreeSet<String> = per_master.into_iter().flatten().collect();
+    assert_eq!(all, used);
     for i in 0..24 {
         a.publish(&format!("orders.{i}"), "e", json!({"i": i})).await;
     }
@@ -812,12 +829,10 @@ async fn on_a_redis_cluster_traffic_spreads_over_every_master_and_survives_a_slo
     assert!(calls.iter().all(|c| *c > 0), "every master published some: {calls:?}");
     assert_eq!(calls.iter().sum::<u64>(), 24, "{calls:?}");
 
+    let frames = collect(&mut on_a, Duration::from_millis(150)).await;
+    assert_eq!(frames.len(), 1, "A's orders.0: {frames:?}");
     // The slot of orders.0's shard moves to another master: both nodes are told (their
     // shard subscription is taken away), subscribe again, and orders.0 keeps working.
-    let mut settings = rustaxum::config::RedisConfig::default();
-    redis.configure_redis(&mut settings);
-    settings.channels_prefix = prefix.clone();
-    let link = rustaxum::cluster::redis::RedisLink::new(&settings).unwrap();
     let shard = link.pubsub_channel(&rustaxum::channel::Channel::parse("orders.0").unwrap());
     let slot = rustaxum::cluster::redis::slot_of(&shard);
     let from = redis.master_of(&shard);
@@ -1045,13 +1060,17 @@ async fn on_a_redis_cluster_losing_a_master_stops_only_its_shards() {
         redis.master_of(&shard) == dead
     };
     let channels: Vec<(usize, bool)> = (0..24).map(|i| (i, on_dead(i))).collect();
-    // The subscriptions the dead master carries: its shard channels. (The `{prefix}*`
-    // pattern moves to another node if it was held there.)
-    let dead_lanes: std::collections::BTreeSet<String> = link
-        .shard_channels()
-        .into_iter()
+    // The subscriptions the dead master carries: the shard channels of A's channels
+    // there. (The plain subscription moves to another node if it was held there.)
+    // Every node also needs the shard of the Pusher watchlist channel.
+    let watchlist = link.pubsub_channel(&rustaxum::channel::Channel::from_key("#watch:users").unwrap());
+    let dead_lanes: std::collections::BTreeSet<String> = (0..24)
+        .map(|i| link.pubsub_channel(&rustaxum::channel::Channel::parse(&format!("orders.{i}")).unwrap()))
+        .chain([watchlist.clone()])
         .filter(|c| redis.master_of(c) == dead)
         .collect();
+    let dead_for_b: std::collections::BTreeSet<String> =
+        [watchlist].into_iter().filter(|c| redis.master_of(c) == dead).collect();
     assert!(channels.iter().any(|(_, d)| *d) && channels.iter().any(|(_, d)| !*d));
     let mut sockets = Vec::new();
     for (i, _) in &channels {
@@ -1084,24 +1103,30 @@ async fn on_a_redis_cluster_losing_a_master_stops_only_its_shards() {
         assert!(Instant::now() < deadline, "after killing a master: {missing:?}");
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    // Both nodes name exactly the dead master's subscriptions, and stay ready (partial):
-    // every node sees the same dead master, and taking them all out of a load balancer
-    // would stop the healthy shards too.
-    for node in [&a, &b] {
+    // A (the subscribers' node) names exactly the dead master's shards it needs, and stays
+    // ready (partial): every node sees the same dead master, and taking them all out of a
+    // load balancer would stop the healthy shards too. B serves no channel: it needs no
+    // shard but the watchlist's.
+    for (node, expected) in [(&a, dead_lanes.clone()), (&b, dead_for_b)] {
         let (code, ready) = node.get("/ready").await;
-        assert_eq!((code, ready["status"].as_str()), (200, Some("partial")), "{ready}");
+        let status = if expected.is_empty() { "ready" } else { "partial" };
+        assert_eq!((code, ready["status"].as_str()), (200, Some(status)), "{ready}");
         let down: std::collections::BTreeSet<String> = ready["redis"]["shards_down"]
             .as_array()
             .map(|d| d.iter().filter_map(|c| c.as_str().map(String::from)).collect())
             .unwrap_or_default();
-        assert_eq!(down, dead_lanes, "{ready}");
+        assert_eq!(down, expected, "{ready}");
         let lanes = ready["redis"]["lanes"].as_array().cloned().unwrap_or_default();
         assert_eq!(lanes.len(), link.shard_channels().len() + 1, "{ready}");
         for lane in &lanes {
             let on_dead = lane["master"] == format!("127.0.0.1:{dead}");
-            assert_eq!(lane["subscribed"], !on_dead, "{lane}");
-            if lane["kind"] == "pattern" {
-                assert!(!on_dead, "the pattern moved off the dead node: {lane}");
+            if lane["kind"] == "plain" {
+                assert!(
+                    !on_dead && lane["subscribed"] == true,
+                    "the plain subscription moved off the dead node: {lane}"
+                );
+            } else {
+                assert_eq!(lane["subscribed"], lane["wanted"] == true && !on_dead, "{lane}");
             }
         }
     }
@@ -1159,4 +1184,189 @@ async fn on_a_redis_cluster_losing_a_master_stops_only_its_shards() {
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// How many clients are subscribed to Redis channel `name` (`PUBSUB NUMSUB`).
+fn numsub(redis: &RedisServer, name: &str) -> u64 {
+    let out = redis.cli(&["PUBSUB", "NUMSUB", name]);
+    out.lines().last().and_then(|l| l.trim().parse().ok()).unwrap_or(0)
+}
+
+fn broker_counter(stats: &Value, name: &str) -> u64 {
+    stats["redis"][name].as_u64().unwrap_or(0)
+}
+
+// Issue 26: every node received every message (PSUBSCRIBE of the whole prefix), so a
+// node's intake was the whole cluster's publish rate whatever it served.
+#[tokio::test]
+async fn a_node_receives_only_the_channels_it_has_subscribers_for() {
+    let redis = RedisServer::start();
+    let (a, b, prefix) = two_nodes(&redis).await;
+    let (mut on_a, _) = a.connect("/ws/orders.1").await;
+    let (mut on_b, _) = b.connect("/ws/orders.2").await;
+    let before = b.get("/api/broadcast/stats").await.1;
+    // orders.1 (only A has subscribers) gets 40 messages through A and 40 from "Laravel".
+    for i in 0..40 {
+        a.publish("orders.1", "e", json!({"i": i})).await;
+        redis.publish(
+            &format!("{prefix}orders.1"),
+            &json!({"event": "laravel", "data": {"i": i}}).to_string(),
+        );
+    }
+    let frames = collect(&mut on_a, Duration::from_millis(600)).await;
+    assert_eq!(events(&frames, "e") + events(&frames, "laravel"), 80, "{frames:?}");
+    let after = b.get("/api/broadcast/stats").await.1;
+    assert_eq!(
+        broker_counter(&after, "received"),
+        broker_counter(&before, "received"),
+        "B received orders.1's messages: {after}"
+    );
+    // Redis agrees: one subscriber of orders.1 (A), one of orders.2 (B); nobody holds a
+    // pattern over the prefix.
+    assert_eq!(numsub(&redis, &format!("{prefix}orders.1")), 1);
+    assert_eq!(numsub(&redis, &format!("{prefix}orders.2")), 1);
+    assert_eq!(redis.cli(&["PUBSUB", "NUMPAT"]).trim(), "0");
+    assert!(after["redis"]["listening"].as_u64().is_some_and(|n| n >= 1), "{after}");
+
+    // What B serves still arrives from anywhere, and counts as useful intake.
+    a.publish("orders.2", "to.b", json!({})).await;
+    redis.publish(&format!("{prefix}orders.2"), r#"{"event":"laravel.to.b","data":{}}"#);
+    let frames = collect(&mut on_b, Duration::from_millis(400)).await;
+    assert_eq!(
+        (events(&frames, "to.b"), events(&frames, "laravel.to.b")),
+        (1, 1),
+        "{frames:?}"
+    );
+    let now = b.get("/api/broadcast/stats").await.1;
+    assert_eq!(
+        broker_counter(&now, "received") - broker_counter(&after, "received"),
+        2,
+        "{now}"
+    );
+    assert_eq!(
+        broker_counter(&now, "delivered_locally") - broker_counter(&after, "delivered_locally"),
+        2,
+        "{now}"
+    );
+
+    // A socket joining orders.1 on B gets what is published right after its join was
+    // answered: the join waits for B's subscription.
+    let (mut late, first) = b.connect("/ws/orders.1").await;
+    assert_eq!(first["event"], "subscription_succeeded", "{first}");
+    a.publish("orders.1", "after.join", json!({})).await;
+    let frames = collect(&mut late, Duration::from_millis(400)).await;
+    assert_eq!(events(&frames, "after.join"), 1, "{frames:?}");
+    assert_eq!(numsub(&redis, &format!("{prefix}orders.1")), 2);
+
+    // Its last subscriber gone, B lets go of orders.1 after the linger.
+    drop(late);
+    let deadline = Instant::now() + rustaxum::cluster::redis::INTEREST_LINGER + Duration::from_secs(4);
+    while numsub(&redis, &format!("{prefix}orders.1")) != 1 {
+        assert!(Instant::now() < deadline, "B never unsubscribed orders.1");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        numsub(&redis, &format!("{prefix}orders.2")),
+        1,
+        "B still serves orders.2"
+    );
+}
+
+// Issue 26: subscriptions are batched, so a reconnect storm costs a bounded number of
+// Redis commands; and after Redis restarts, exactly the live set is subscribed again.
+#[tokio::test]
+async fn a_storm_of_joins_costs_a_few_subscribe_commands_and_a_restart_resubscribes_them() {
+    let mut redis = RedisServer::start();
+    let (a, b, prefix) = two_nodes(&redis).await;
+    let subscribe_calls = |redis: &RedisServer| -> u64 {
+        let info = redis.cli(&["INFO", "commandstats"]);
+        info.lines()
+            .find_map(|l| l.strip_prefix("cmdstat_subscribe:calls="))
+            .and_then(|rest| rest.split(',').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    let before = subscribe_calls(&redis);
+    let paths: Vec<String> = (0..300).map(|i| format!("/ws/orders.{i}")).collect();
+    let mut sockets: Vec<Ws> = futures_util::future::join_all(paths.iter().map(|p| b.connect(p)))
+        .await
+        .into_iter()
+        .map(|(ws, _)| ws)
+        .collect();
+    let calls = subscribe_calls(&redis) - before;
+    assert!(calls <= 40, "300 joins took {calls} SUBSCRIBE commands");
+    for i in [0, 150, 299] {
+        assert_eq!(numsub(&redis, &format!("{prefix}orders.{i}")), 1, "orders.{i}");
+    }
+
+    redis.restart();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (code, ready) = b.get("/ready").await;
+        if code == 200 && (0..300).all(|i| numsub(&redis, &format!("{prefix}orders.{i}")) == 1) {
+            assert!(
+                ready["redis"]["listening"].as_u64().is_some_and(|n| n >= 300),
+                "{ready}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "B did not subscribe its channels again: {ready}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    a.publish("orders.7", "after.restart", json!({})).await;
+    let frames = collect(&mut sockets[7], Duration::from_millis(500)).await;
+    assert_eq!(events(&frames, "after.restart"), 1, "{frames:?}");
+}
+
+// Issue 26, on a Redis Cluster: a node subscribes only the shards of its channels, so a
+// channel on a shard it does not need never reaches it.
+#[tokio::test]
+async fn on_a_redis_cluster_a_node_receives_only_the_shards_of_its_channels() {
+    let redis = RedisCluster::start();
+    let (a, b, prefix) = two_nodes(&redis).await;
+    let mut settings = rustaxum::config::RedisConfig::default();
+    redis.configure_redis(&mut settings);
+    settings.channels_prefix = prefix.clone();
+    let link = rustaxum::cluster::redis::RedisLink::new(&settings).unwrap();
+    let shard = |name: &str| link.pubsub_channel(&rustaxum::channel::Channel::from_key(name).unwrap());
+    let watchlist = shard("#watch:users");
+    // Two channels on two shards other than the watchlist's (every node needs that one).
+    let mut names = (0..200).map(|i| format!("orders.{i}"));
+    let only_a = names.find(|n| shard(n) != watchlist).unwrap();
+    let only_b = names
+        .find(|n| shard(n) != watchlist && shard(n) != shard(&only_a))
+        .unwrap();
+    let (mut on_a, _) = a.connect(&format!("/ws/{only_a}")).await;
+    let (mut on_b, _) = b.connect(&format!("/ws/{only_b}")).await;
+    let before = b.get("/api/broadcast/stats").await.1;
+    for i in 0..40 {
+        a.publish(&only_a, "e", json!({"i": i})).await;
+    }
+    let frames = collect(&mut on_a, Duration::from_millis(500)).await;
+    assert_eq!(events(&frames, "e"), 40);
+    let after = b.get("/api/broadcast/stats").await.1;
+    assert_eq!(
+        broker_counter(&after, "received"),
+        broker_counter(&before, "received"),
+        "B received {only_a}'s messages: {after}"
+    );
+    // Redis agrees: one subscriber (A) of only_a's shard.
+    let master = redis.master_of(&shard(&only_a));
+    let index = redis.ports.iter().position(|p| *p == master).unwrap();
+    let numsub = redis.cli(index, &["PUBSUB", "SHARDNUMSUB", &shard(&only_a)]);
+    assert_eq!(numsub.lines().last().map(str::trim), Some("1"), "{numsub}");
+    // B's own channel still gets what A publishes.
+    a.publish(&only_b, "to.b", json!({})).await;
+    let frames = collect(&mut on_b, Duration::from_millis(400)).await;
+    assert_eq!(events(&frames, "to.b"), 1, "{frames:?}");
+    // A socket joining only_a on B gets what is published right after its join was
+    // answered: the join waits for B's shard subscription.
+    let (mut late, first) = b.connect(&format!("/ws/{only_a}")).await;
+    assert_eq!(first["event"], "subscription_succeeded", "{first}");
+    a.publish(&only_a, "after.join", json!({})).await;
+    let frames = collect(&mut late, Duration::from_millis(400)).await;
+    assert_eq!(events(&frames, "after.join"), 1, "{frames:?}");
 }

@@ -38,8 +38,9 @@ pub(super) const CHECK: Duration = super::SUBSCRIPTION_PING;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum LaneKind {
-    /// `PSUBSCRIBE {prefix}*`: plain `PUBLISH`es (Laravel) and control notices.
-    Pattern,
+    /// The plain subscription (on one seed node): control notices and Laravel's
+    /// `PUBLISH`es of the node's channels (or the whole `{prefix}*` pattern).
+    Plain,
     /// `SSUBSCRIBE` of one shard channel: the nodes' channel messages on that shard.
     Shard,
 }
@@ -57,6 +58,9 @@ pub struct LaneHealth {
     pub master: Option<String>,
     /// Whether the subscription is up.
     pub subscribed: bool,
+    /// For a shard: whether this node has subscribers of a channel on it (a shard it does
+    /// not need is not subscribed, and not down).
+    pub wanted: bool,
     /// For a shard: its index among the shard channels.
     #[serde(skip)]
     pub shard: Option<usize>,
@@ -99,6 +103,9 @@ pub(super) struct Lane {
     pub slot: u16,
     pub master: Option<String>,
     pub up: bool,
+    /// Whether the node has subscribers of a channel on this shard (else it is not
+    /// subscribed: the node's intake is the traffic of the shards it serves).
+    pub wanted: bool,
     /// Index of its shard in `RedisLink::shard_channels` (its breaker).
     pub shard: Option<usize>,
 }
@@ -113,6 +120,7 @@ impl Lane {
                 channel,
                 master: None,
                 up: false,
+                wanted: false,
                 shard: Some(i),
             })
             .collect()
@@ -230,9 +238,18 @@ pub(super) async fn check(
     conn: &mut ClusterConnection,
     pinger: &mut Pinger,
     lanes: &mut [Lane],
+    wanted: &HashSet<usize>,
     signals: &Signals,
 ) -> Checked {
     let taken: HashSet<String> = std::mem::take(&mut *lock(&signals.taken));
+    // Shards without local channels are let go (their channels emptied a linger ago).
+    for lane in lanes.iter_mut() {
+        lane.wanted = lane.shard.is_some_and(|i| wanted.contains(&i));
+        if !lane.wanted && lane.up {
+            let _ = tokio::time::timeout(COMMAND_TIMEOUT, conn.sunsubscribe(&lane.channel)).await;
+            lane.up = false;
+        }
+    }
     let dropped = signals.dropped.swap(false, Ordering::AcqRel);
     if let Some(map) = slot_map(conn).await {
         for lane in lanes.iter_mut() {
@@ -243,10 +260,14 @@ pub(super) async fn check(
         }
     }
     // One PING per master; a lane whose master is not known yet is tried directly.
-    let masters: BTreeSet<String> = lanes.iter().filter_map(|l| l.master.clone()).collect();
+    let masters: BTreeSet<String> = lanes
+        .iter()
+        .filter(|l| l.wanted)
+        .filter_map(|l| l.master.clone())
+        .collect();
     let answers = pinger.ping_all(link, masters).await;
     let mut checked = Checked::default();
-    for lane in lanes.iter_mut() {
+    for lane in lanes.iter_mut().filter(|l| l.wanted) {
         let reachable = match &lane.master {
             Some(master) => answers.get(master).copied().unwrap_or(false),
             None => true,

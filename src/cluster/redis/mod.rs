@@ -16,6 +16,10 @@
 //! pub/sub (`SPUBLISH {p}rustaxum:shard:{tag}`, the message naming its channel in `ch`);
 //! see [`RedisLink`].
 //!
+//! A node listens only to what it serves ([`interest`]): the channels it has subscribers
+//! for (on a cluster, their shards), subscribed before a join is answered and let go a
+//! linger after the last subscriber left; with routing rules that copy, the whole prefix.
+//!
 //! A node that dies without saying goodbye stops refreshing its key; the presence
 //! janitors of the live nodes then remove its members. After a resubscription (Redis
 //! restarted, or was unreachable), or when the heartbeat finds the node's own key gone,
@@ -39,10 +43,12 @@ pub(crate) use wire::decode_wire;
 pub use wire::escape_glob;
 use wire::{wire_message, Wire};
 
+mod interest;
 mod lanes;
 mod nodes;
 mod wire;
 
+pub use interest::LINGER as INTEREST_LINGER;
 use lanes::Lane;
 pub use lanes::{LaneHealth, LaneKind};
 
@@ -82,6 +88,8 @@ struct Counters {
     invalid: AtomicU64,
     subscriptions: AtomicU64,
     subscription_losses: AtomicU64,
+    /// Messages from other nodes (or Laravel) that reached at least one local socket.
+    delivered_locally: AtomicU64,
 }
 
 /// The Redis broker of one node.
@@ -104,6 +112,14 @@ pub struct RedisBroker {
     lanes: std::sync::Mutex<Vec<LaneHealth>>,
     /// The node holding the pattern subscription (`host:port`), while it is up.
     pattern_at: std::sync::Mutex<Option<String>>,
+    /// The channels this node listens to in Redis.
+    interest: interest::Interest,
+    /// `PSUBSCRIBE` the whole prefix instead (routing rules copy foreign messages).
+    receive_everything: AtomicBool,
+    /// On a Redis Cluster: a join needs a shard subscribed now.
+    shard_wake: tokio::sync::Notify,
+    /// Bumped whenever the lanes' state is published.
+    lanes_changed: tokio::sync::watch::Sender<u64>,
 }
 
 /// A notice another node published with [`RedisBroker::publish_control`].
@@ -141,6 +157,10 @@ impl RedisBroker {
             warned: Default::default(),
             lanes: Default::default(),
             pattern_at: Default::default(),
+            interest: Default::default(),
+            receive_everything: AtomicBool::new(false),
+            shard_wake: tokio::sync::Notify::new(),
+            lanes_changed: tokio::sync::watch::Sender::new(0),
         }))
     }
 
@@ -162,6 +182,21 @@ impl RedisBroker {
 
     fn key(&self, rest: &str) -> String {
         self.link.key(rest)
+    }
+
+    /// Receive every message published under the prefix (`PSUBSCRIBE {prefix}*`), not only
+    /// those of the channels with local subscribers: for routing rules that copy messages,
+    /// since a message Laravel publishes on any channel may be copied to one served here.
+    /// Set before [`start`](Self::start).
+    pub fn receive_everything(&self, yes: bool) {
+        self.receive_everything.store(yes, Ordering::Release);
+    }
+
+    /// Listens to `channel` in Redis for as long as the node runs, subscribers or not (the
+    /// Pusher watchlist channel, whose messages go to watchers, not subscribers).
+    pub fn pin(&self, channel: &Channel) {
+        self.interest
+            .pin(channel, interest::redis_names(self.link.prefix(), channel));
     }
 
     /// Starts the subscriber and heartbeat tasks; they stop when `stop` is cancelled.
@@ -237,16 +272,21 @@ impl RedisBroker {
         tracing::info!(node = %self.link.node_id(), subscription = %what, "subscribed to Redis");
     }
 
-    /// `PSUBSCRIBE {prefix}*` on a connection of its own, until it fails: to the one
-    /// Redis (or the master Sentinel names) when `seed` is `None`, else to that attempt's
-    /// seed node of a Redis Cluster.
+    /// The node's plain subscription, on a connection of its own until it fails: to the
+    /// one Redis (or the master Sentinel names) when `seed` is `None`, else to that
+    /// attempt's seed node of a Redis Cluster. It carries the control channel and the
+    /// channels this node has subscribers for ([`interest`]: subscribed as joins ask, let
+    /// go after [`interest::LINGER`] without subscribers), or with
+    /// [`receive_everything`](Self::receive_everything) `PSUBSCRIBE {prefix}*`.
     async fn follow_pattern(
         &self,
         seed: Option<usize>,
         fanout: &Arc<dyn Receiver>,
         stop: &CancellationToken,
     ) -> Followed {
+        let everything = self.receive_everything.load(Ordering::Acquire);
         let pattern = self.pattern();
+        let control = self.control_channel();
         let connected = tokio::time::timeout(COMMAND_TIMEOUT * 2, async {
             let client = match seed {
                 None => self.link.pubsub_client().await?,
@@ -257,7 +297,11 @@ impl RedisBroker {
             })?;
             let at = client.get_connection_info().addr().to_string();
             let mut pubsub = client.get_async_pubsub().await?;
-            pubsub.psubscribe(&pattern).await?;
+            if everything {
+                pubsub.psubscribe(&pattern).await?;
+            } else {
+                pubsub.subscribe(&control).await?;
+            }
             RedisResult::Ok((pubsub, at))
         })
         .await;
@@ -266,13 +310,25 @@ impl RedisBroker {
             Ok(Err(e)) => return Followed::Failed(e.to_string()),
             Err(_) => return Followed::Failed("timed out".into()),
         };
-        self.pattern_held(Some(at.clone()));
-        self.subscription_up(&format!("{pattern} on {at}"));
         let (mut sink, mut messages) = pubsub.split();
+        // Exactly what is listened to now, on the new connection.
+        let listened = self.interest.everything();
+        let count = listened.len();
+        if let Err(unsent) = self.subscribe_batch(&mut sink, listened, everything).await {
+            self.interest.lost(unsent);
+            return Followed::Failed("subscribing the live channels failed".into());
+        }
+        self.pattern_held(Some(at.clone()));
+        if everything {
+            self.subscription_up(&format!("{pattern} on {at}"));
+        } else {
+            self.subscription_up(&format!("{control} and {count} channels on {at}"));
+        }
         // A Redis that stops answering without closing the connection (a frozen
         // process, a silent partition) is caught by a periodic PING.
         let mut keepalive = tokio::time::interval(SUBSCRIPTION_PING);
         keepalive.tick().await;
+        let mut linger = tokio::time::interval(Duration::from_secs(1));
         let ended = loop {
             tokio::select! {
                 _ = stop.cancelled() => break Followed::Stopped,
@@ -280,6 +336,22 @@ impl RedisBroker {
                     Some(msg) => self.deliver(fanout, msg.get_channel_name(), msg.get_payload_bytes(), false),
                     None => break Followed::Lost,
                 },
+                _ = self.interest.wake.notified() => {
+                    let batch = self.interest.take_pending();
+                    if let Err(unsent) = self.subscribe_batch(&mut sink, batch, everything).await {
+                        self.interest.lost(unsent);
+                        break Followed::Lost;
+                    }
+                }
+                _ = linger.tick(), if !everything => {
+                    let gone = self.interest.vacated(fanout.hub(), interest::LINGER);
+                    for chunk in gone.chunks(interest::BATCH) {
+                        let done = tokio::time::timeout(COMMAND_TIMEOUT, sink.unsubscribe(chunk)).await;
+                        if !matches!(done, Ok(Ok(()))) {
+                            break;
+                        }
+                    }
+                }
                 _ = keepalive.tick() => {
                     let pong = tokio::time::timeout(COMMAND_TIMEOUT, sink.ping::<redis::Value>()).await;
                     if !matches!(pong, Ok(Ok(_))) {
@@ -288,8 +360,30 @@ impl RedisBroker {
                 }
             }
         };
+        self.interest.lost(Vec::new());
         self.pattern_held(None);
         ended
+    }
+
+    /// `SUBSCRIBE`s `batch` in commands of [`interest::BATCH`] names (nothing to send when
+    /// the whole prefix is received anyway); on failure gives the batch back.
+    async fn subscribe_batch(
+        &self,
+        sink: &mut redis::aio::PubSubSink,
+        batch: Vec<(String, Channel)>,
+        everything: bool,
+    ) -> Result<(), Vec<(String, Channel)>> {
+        if !everything {
+            for chunk in batch.chunks(interest::BATCH) {
+                let names: Vec<&str> = chunk.iter().map(|(n, _)| n.as_str()).collect();
+                let done = tokio::time::timeout(COMMAND_TIMEOUT, sink.subscribe(names)).await;
+                if !matches!(done, Ok(Ok(()))) {
+                    return Err(batch);
+                }
+            }
+        }
+        self.interest.subscribed(batch);
+        Ok(())
     }
 
     /// Where the pattern subscription lives now (`None`: it is down).
@@ -344,7 +438,16 @@ impl RedisBroker {
         let mut all_down = 0u32;
         let mut pinger = lanes::Pinger::default();
         let ended = loop {
-            let checked = lanes::check(&self.link, &mut conn, &mut pinger, &mut lanes, &signals).await;
+            let wanted: std::collections::HashSet<usize> = if self.receive_everything.load(Ordering::Acquire) {
+                (0..lanes.len()).collect()
+            } else {
+                self.interest
+                    .channels()
+                    .iter()
+                    .filter_map(|c| self.link.shard_index(c))
+                    .collect()
+            };
+            let checked = lanes::check(&self.link, &mut conn, &mut pinger, &mut lanes, &wanted, &signals).await;
             for channel in &checked.down {
                 tracing::warn!(node = %self.link.node_id(), subscription = %channel, "a Redis Cluster master stopped answering: its channels stop until it is back");
             }
@@ -359,7 +462,12 @@ impl RedisBroker {
                 }
             }
             self.show_lanes(&lanes);
-            all_down = if lanes.iter().any(|l| l.up) { 0 } else { all_down + 1 };
+            let needed = lanes.iter().any(|l| l.wanted);
+            all_down = if !needed || lanes.iter().any(|l| l.up) {
+                0
+            } else {
+                all_down + 1
+            };
             if all_down >= 3 {
                 break if ever_up {
                     Followed::Lost
@@ -370,6 +478,7 @@ impl RedisBroker {
             tokio::select! {
                 _ = stop.cancelled() => break Followed::Stopped,
                 _ = signals.wake.notified() => {}
+                _ = self.shard_wake.notified() => {}
                 _ = tokio::time::sleep(lanes::CHECK) => {}
             }
         };
@@ -388,6 +497,7 @@ impl RedisBroker {
                 slot: lane.slot,
                 master: lane.master.clone(),
                 subscribed: lane.up,
+                wanted: lane.wanted,
                 shard: lane.shard,
                 circuit: None,
             })
@@ -396,6 +506,7 @@ impl RedisBroker {
         let pattern_up = lock(&self.pattern_at).is_some();
         self.subscribed
             .store(pattern_up || lanes.iter().any(|l| l.up), Ordering::Release);
+        self.lanes_changed.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     fn deliver_value(&self, fanout: &Arc<dyn Receiver>, channel: &redis::Value, payload: &redis::Value, sharded: bool) {
@@ -492,10 +603,13 @@ impl RedisBroker {
         };
         // A message from another node went through routing there; one published straight
         // into Redis (a Laravel app) is routed here, by every node alike.
-        if from.is_some() {
-            fanout.deliver_remote(message);
+        let report = if from.is_some() {
+            fanout.deliver_remote(message)
         } else {
-            fanout.deliver_foreign(message);
+            fanout.deliver_foreign(message)
+        };
+        if report.delivered > 0 {
+            self.counters.delivered_locally.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -575,15 +689,20 @@ impl RedisBroker {
         let link = &self.link;
         let mut lanes = lock(&self.lanes).clone();
         if link.is_cluster() {
-            let pattern = self.pattern();
             let held = lock(&self.pattern_at).clone();
+            let what = if self.receive_everything.load(Ordering::Acquire) {
+                self.pattern()
+            } else {
+                format!("{} and {} channels", self.control_channel(), self.interest.len())
+            };
             lanes.insert(
                 0,
                 LaneHealth {
-                    slot: slot_of(&pattern),
-                    channel: pattern,
-                    kind: LaneKind::Pattern,
+                    slot: slot_of(&self.control_channel()),
+                    channel: what,
+                    kind: LaneKind::Plain,
                     subscribed: held.is_some(),
+                    wanted: true,
                     master: held,
                     shard: None,
                     circuit: None,
@@ -601,7 +720,7 @@ impl RedisBroker {
             circuit_opened_total: shard_breakers.fold(link.breaker().opened_total(), |n, b| n + b.opened_total()),
             shards_down: lanes
                 .iter()
-                .filter(|l| !l.subscribed || l.circuit == Some(BreakerState::Open))
+                .filter(|l| l.wanted && (!l.subscribed || l.circuit == Some(BreakerState::Open)))
                 .map(|l| l.channel.clone())
                 .collect(),
             lanes,
@@ -612,6 +731,12 @@ impl RedisBroker {
             invalid: c.invalid.load(Ordering::Relaxed),
             subscriptions: c.subscriptions.load(Ordering::Relaxed),
             subscription_losses: c.subscription_losses.load(Ordering::Relaxed),
+            delivered_locally: c.delivered_locally.load(Ordering::Relaxed),
+            listening: if self.receive_everything.load(Ordering::Acquire) {
+                None
+            } else {
+                Some(self.interest.len())
+            },
         }
     }
 }
@@ -650,6 +775,14 @@ pub struct BrokerStatus {
     pub subscriptions: u64,
     /// Subscriptions lost.
     pub subscription_losses: u64,
+    /// Of `received`, the messages that reached at least one socket of this node (the
+    /// rest was received for nothing: watchlist notices, a channel just left).
+    pub delivered_locally: u64,
+    /// Redis channels this node listens to (those of its channels with subscribers, and
+    /// Laravel's spelling of its presence channels); absent when it receives the whole
+    /// prefix (routing rules that copy).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listening: Option<usize>,
 }
 
 #[async_trait]
@@ -669,6 +802,31 @@ impl Broker for RedisBroker {
             Err(_) => self.counters.publish_failures.fetch_add(1, Ordering::Relaxed),
         };
         result
+    }
+
+    async fn listen(&self, channel: &Channel) {
+        self.interest
+            .listen(channel, interest::redis_names(self.link.prefix(), channel))
+            .await;
+        // On a Redis Cluster the nodes' messages travel on the channel's shard: wait until
+        // it is subscribed (unless the cluster is unreachable: it is when it is back).
+        let Some(shard) = self.link.shard_index(channel) else {
+            return;
+        };
+        let mut changed = self.lanes_changed.subscribe();
+        let up = || lock(&self.lanes).iter().any(|l| l.shard == Some(shard) && l.subscribed);
+        if up() || !self.subscribed.load(Ordering::Acquire) {
+            return;
+        }
+        self.shard_wake.notify_one();
+        let _ = tokio::time::timeout(COMMAND_TIMEOUT * 2, async {
+            while !up() {
+                if changed.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
+        .await;
     }
 
     async fn terminate_user(&self, user_id: &str) -> Result<(), BackendError> {

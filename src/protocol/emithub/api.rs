@@ -91,7 +91,7 @@ pub(crate) async fn get(
     _token: ApiToken,
     Path(raw): Path<String>,
 ) -> Result<Json<ChannelView>, ApiError> {
-    let channel = st.emithub.get(id(&raw)?)?;
+    let channel = st.emithub.fetch(id(&raw)?).await?;
     let connections = crate::channel::Channel::parse(&channel.hub_channel_name())
         .map(|c| st.node.hub().subscriber_count(&c))
         .unwrap_or(0);
