@@ -31,17 +31,10 @@ use clap::{Parser, Subcommand, ValueEnum};
 #[derive(Debug, Parser)]
 #[command(name = "artisan", version, about)]
 pub struct Cli {
-    /// The server (URL or host:port) for the commands that talk to one; the command's own
-    /// `--server` wins.
-    #[arg(long)]
-    pub server: Option<String>,
-    /// API token for the commands that talk to a server (default: BROADCAST_API_TOKEN).
-    #[arg(long, hide_env_values = true)]
-    pub token: Option<String>,
-    /// Configuration file for the commands that read one (default: BROADCAST_CONFIG_FILE,
-    /// else ./emit_hub.toml if present).
-    #[arg(long)]
-    pub config: Option<std::path::PathBuf>,
+    /// The server, token and configuration file for the commands that use them, given
+    /// before `broadcast` (the command's own options win).
+    #[command(flatten)]
+    pub target: Target,
     /// The command group.
     #[command(subcommand)]
     pub command: Group,
@@ -323,13 +316,14 @@ pub async fn run(cli: Cli) -> ExitCode {
     };
     // Options given before `broadcast` apply to the commands that use them; to the others
     // they are a mistake worth saying.
+    let top = cli.target;
     let misplaced: Vec<&str> = [
-        ("--server", cli.server.is_some() && command.target().is_none()),
-        ("--token", cli.token.is_some() && command.target().is_none()),
+        ("--server", top.server.is_some() && command.target().is_none()),
+        ("--token", top.token.is_some() && command.target().is_none()),
         #[cfg(feature = "bench-report")]
         (
             "--config",
-            cli.config.is_some() && matches!(command, Broadcast::BenchReport(_)),
+            top.config.is_some() && matches!(command, Broadcast::BenchReport(_)),
         ),
     ]
     .into_iter()
@@ -351,7 +345,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Broadcast::Websocket { config, .. } => config.clone(),
         _ => target.config.clone(),
     }
-    .or(cli.config);
+    .or(top.config);
     let config = match crate::Config::load(file.as_deref()) {
         Ok(c) => c,
         Err(e) => return fail(&e, 2),
@@ -362,8 +356,8 @@ pub async fn run(cli: Cli) -> ExitCode {
     {
         return commands::websocket(config, host, port, app_port).await;
     }
-    let base = target.server.or(cli.server).unwrap_or_else(|| config.server_url());
-    let token = target.token.or(cli.token).or_else(|| config.server.api_token.clone());
+    let base = target.server.or(top.server).unwrap_or_else(|| config.server_url());
+    let token = target.token.or(top.token).or_else(|| config.server.api_token.clone());
     let client = match client::ApiClient::new(&base, token) {
         Ok(c) => c,
         Err(e) => return fail(&e, 2),

@@ -27,6 +27,14 @@ fn events(frames: &[Value], event: &str) -> usize {
     frames.iter().filter(|f| f["event"] == event).count()
 }
 
+/// A link like the nodes' (same cluster, same prefix), to compute their shard channels.
+fn link_to(redis: &RedisCluster, prefix: &str) -> rustaxum::cluster::redis::RedisLink {
+    let mut settings = rustaxum::config::RedisConfig::default();
+    redis.configure_redis(&mut settings);
+    settings.channels_prefix = prefix.to_string();
+    rustaxum::cluster::redis::RedisLink::new(&settings).unwrap()
+}
+
 async fn two_nodes(redis: &impl Backend) -> (TestServer, TestServer, String) {
     let prefix = unique_prefix();
     let a = start_with(cluster_config(redis, &prefix)).await;
@@ -791,10 +799,7 @@ mod on_a_redis_cluster {
 async fn on_a_redis_cluster_traffic_spreads_over_every_master_and_survives_a_slot_move() {
     let redis = RedisCluster::start();
     let (a, b, prefix) = two_nodes(&redis).await;
-    let mut settings = rustaxum::config::RedisConfig::default();
-    redis.configure_redis(&mut settings);
-    settings.channels_prefix = prefix.clone();
-    let link = rustaxum::cluster::redis::RedisLink::new(&settings).unwrap();
+    let link = link_to(&redis, &prefix);
     // No subscribers yet: no node subscribes any shard but the one of the Pusher
     // watchlist channel (its messages go to watchers, whatever they subscribe).
     let subscribed = || -> Vec<Vec<String>> { redis.ports.iter().map(|p| redis.shard_channels_on(*p)).collect() };
@@ -1050,10 +1055,7 @@ async fn on_a_redis_cluster_losing_a_master_stops_only_its_shards() {
     for node in [&a, &b] {
         wait_ready(node).await;
     }
-    let mut settings = rustaxum::config::RedisConfig::default();
-    redis.configure_redis(&mut settings);
-    settings.channels_prefix = prefix.clone();
-    let link = rustaxum::cluster::redis::RedisLink::new(&settings).unwrap();
+    let link = link_to(&redis, &prefix);
     let dead = redis.ports[2];
     let on_dead = |i: usize| {
         let shard = link.pubsub_channel(&rustaxum::channel::Channel::parse(&format!("orders.{i}")).unwrap());
@@ -1327,10 +1329,7 @@ async fn a_storm_of_joins_costs_a_few_subscribe_commands_and_a_restart_resubscri
 async fn on_a_redis_cluster_a_node_receives_only_the_shards_of_its_channels() {
     let redis = RedisCluster::start();
     let (a, b, prefix) = two_nodes(&redis).await;
-    let mut settings = rustaxum::config::RedisConfig::default();
-    redis.configure_redis(&mut settings);
-    settings.channels_prefix = prefix.clone();
-    let link = rustaxum::cluster::redis::RedisLink::new(&settings).unwrap();
+    let link = link_to(&redis, &prefix);
     let shard = |name: &str| link.pubsub_channel(&rustaxum::channel::Channel::from_key(name).unwrap());
     let watchlist = shard("#watch:users");
     // Two channels on two shards other than the watchlist's (every node needs that one).
