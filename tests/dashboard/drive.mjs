@@ -58,6 +58,9 @@ try {
   await page.waitForFunction(() => [...document.querySelectorAll('#lookup-facts td')].some((td) => td.textContent === 'subscribers (this node)'), { timeout: 10000 });
   await page.click('#send-form button');
   await page.waitForFunction(() => window.got.some((m) => m.event === 'dashboard.test' && m.data.from === 'dashboard'), { timeout: 10000 });
+  // The page's answer is a result, not shown as an error.
+  await page.waitForFunction(() => document.getElementById('lookup-error').textContent.startsWith('sent to 1 socket'), { timeout: 10000 });
+  if (await page.$eval('#lookup-error', (e) => e.classList.contains('error'))) throw new Error('the send answer is styled as an error');
   steps.push('looked up and sent');
   // Apps with their figures.
   await page.waitForFunction(() => document.querySelectorAll('#apps tr').length > 0, { timeout: 10000 });
