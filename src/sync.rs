@@ -17,3 +17,23 @@ pub(crate) fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
 pub(crate) fn lock<T>(l: &Mutex<T>) -> MutexGuard<'_, T> {
     l.lock().unwrap_or_else(|p| p.into_inner())
 }
+
+/// Waits until `ready()` holds, looking again each time `changes` moves, for at most
+/// `limit`; whether it holds. (Subscribe `changes` before the first look, so a change
+/// between the look and the wait is not missed.)
+pub(crate) async fn wait_until<T>(
+    mut changes: tokio::sync::watch::Receiver<T>,
+    limit: std::time::Duration,
+    ready: impl Fn() -> bool,
+) -> bool {
+    let waited = tokio::time::timeout(limit, async {
+        while !ready() {
+            if changes.changed().await.is_err() {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    matches!(waited, Ok(true))
+}

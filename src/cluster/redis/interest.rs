@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use crate::backend::COMMAND_TIMEOUT;
 use crate::channel::{Channel, ChannelKind};
 use crate::hub::Hub;
-use crate::sync::lock;
+use crate::sync::{lock, wait_until};
 
 /// How long a channel stays subscribed in Redis after its last local subscriber left.
 pub const LINGER: Duration = Duration::from_secs(3);
@@ -102,7 +102,7 @@ impl Interest {
     /// subscribed, at once when they already are or when Redis is down (they are then
     /// subscribed when it is back), and after at most two command timeouts.
     pub(super) async fn listen(&self, channel: &Channel, names: Vec<String>) {
-        let mut done = self.done.subscribe();
+        let done = self.done.subscribe();
         {
             let mut state = lock(&self.state);
             let mut missing = false;
@@ -123,16 +123,9 @@ impl Interest {
         if !self.connected.load(Ordering::Acquire) {
             return;
         }
-        let all_live = || {
+        wait_until(done, COMMAND_TIMEOUT * 2, || {
             let state = lock(&self.state);
             names.iter().all(|n| state.live.contains_key(n))
-        };
-        let _ = tokio::time::timeout(COMMAND_TIMEOUT * 2, async {
-            while !all_live() {
-                if done.changed().await.is_err() {
-                    return;
-                }
-            }
         })
         .await;
     }

@@ -48,9 +48,9 @@ pub enum LaneKind {
 /// One subscription of a node on a Redis Cluster, as the stats show it.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct LaneHealth {
-    /// The pattern or shard channel.
+    /// The shard channel, or what the plain subscription carries.
     pub channel: String,
-    /// Pattern or shard.
+    /// Plain or shard.
     pub kind: LaneKind,
     /// Its hash slot.
     pub slot: u16,
@@ -58,8 +58,8 @@ pub struct LaneHealth {
     pub master: Option<String>,
     /// Whether the subscription is up.
     pub subscribed: bool,
-    /// For a shard: whether this node has subscribers of a channel on it (a shard it does
-    /// not need is not subscribed, and not down).
+    /// Whether this node needs it: for a shard, whether it has subscribers of a channel
+    /// on it (a shard it does not need is not subscribed, and not down).
     pub wanted: bool,
     /// For a shard: its index among the shard channels.
     #[serde(skip)]
@@ -96,32 +96,21 @@ impl Signals {
     }
 }
 
-/// One lane being followed.
-#[derive(Debug)]
-pub(super) struct Lane {
-    pub channel: String,
-    pub slot: u16,
-    pub master: Option<String>,
-    pub up: bool,
-    /// Whether the node has subscribers of a channel on this shard (else it is not
-    /// subscribed: the node's intake is the traffic of the shards it serves).
-    pub wanted: bool,
-    /// Index of its shard in `RedisLink::shard_channels` (its breaker).
-    pub shard: Option<usize>,
-}
-
-impl Lane {
-    pub(super) fn all(shards: Vec<String>) -> Vec<Lane> {
-        shards
+impl LaneHealth {
+    /// One lane per shard channel, none subscribed yet.
+    pub(super) fn shards(channels: Vec<String>) -> Vec<LaneHealth> {
+        channels
             .into_iter()
             .enumerate()
-            .map(|(i, channel)| Lane {
+            .map(|(i, channel)| LaneHealth {
                 slot: slot_of(&channel),
                 channel,
+                kind: LaneKind::Shard,
                 master: None,
-                up: false,
+                subscribed: false,
                 wanted: false,
                 shard: Some(i),
+                circuit: None,
             })
             .collect()
     }
@@ -237,7 +226,7 @@ pub(super) async fn check(
     link: &RedisLink,
     conn: &mut ClusterConnection,
     pinger: &mut Pinger,
-    lanes: &mut [Lane],
+    lanes: &mut [LaneHealth],
     wanted: &HashSet<usize>,
     signals: &Signals,
 ) -> Checked {
@@ -245,9 +234,9 @@ pub(super) async fn check(
     // Shards without local channels are let go (their channels emptied a linger ago).
     for lane in lanes.iter_mut() {
         lane.wanted = lane.shard.is_some_and(|i| wanted.contains(&i));
-        if !lane.wanted && lane.up {
+        if !lane.wanted && lane.subscribed {
             let _ = tokio::time::timeout(COMMAND_TIMEOUT, conn.sunsubscribe(&lane.channel)).await;
-            lane.up = false;
+            lane.subscribed = false;
         }
     }
     let dropped = signals.dropped.swap(false, Ordering::AcqRel);
@@ -273,28 +262,28 @@ pub(super) async fn check(
             None => true,
         };
         if !reachable {
-            if lane.up {
-                lane.up = false;
+            if lane.subscribed {
+                lane.subscribed = false;
                 checked.down.push(lane.channel.clone());
             }
             continue;
         }
-        if lane.up && !dropped && !taken.contains(&lane.channel) {
+        if lane.subscribed && !dropped && !taken.contains(&lane.channel) {
             continue;
         }
         let subscribed = tokio::time::timeout(COMMAND_TIMEOUT * 2, conn.ssubscribe(&lane.channel)).await;
         match subscribed {
             Ok(Ok(())) => {
-                if !lane.up || taken.contains(&lane.channel) {
+                if !lane.subscribed || taken.contains(&lane.channel) {
                     checked.up.push(lane.channel.clone());
                 }
-                lane.up = true;
+                lane.subscribed = true;
             }
             _ => {
-                if lane.up {
+                if lane.subscribed {
                     checked.down.push(lane.channel.clone());
                 }
-                lane.up = false;
+                lane.subscribed = false;
             }
         }
     }

@@ -49,7 +49,6 @@ mod nodes;
 mod wire;
 
 pub use interest::LINGER as INTEREST_LINGER;
-use lanes::Lane;
 pub use lanes::{LaneHealth, LaneKind};
 
 use super::{BackendError, Broker, Receiver};
@@ -58,7 +57,7 @@ use crate::backend::RedisConfig;
 use crate::channel::Channel;
 use crate::hub::{EnvelopeKind, Hub, Message};
 use crate::setting::InvalidSetting;
-use crate::sync::lock;
+use crate::sync::{lock, wait_until};
 
 /// How often a node refreshes its liveness key.
 pub const HEARTBEAT: Duration = Duration::from_secs(2);
@@ -110,8 +109,8 @@ pub struct RedisBroker {
     warned: std::sync::Mutex<std::collections::HashSet<(String, String)>>,
     /// On a Redis Cluster: each shard channel subscription's health (empty otherwise).
     lanes: std::sync::Mutex<Vec<LaneHealth>>,
-    /// The node holding the pattern subscription (`host:port`), while it is up.
-    pattern_at: std::sync::Mutex<Option<String>>,
+    /// The node holding the plain subscription (`host:port`), while it is up.
+    plain_at: std::sync::Mutex<Option<String>>,
     /// The channels this node listens to in Redis.
     interest: interest::Interest,
     /// `PSUBSCRIBE` the whole prefix instead (routing rules copy foreign messages).
@@ -156,7 +155,7 @@ impl RedisBroker {
             fingerprint,
             warned: Default::default(),
             lanes: Default::default(),
-            pattern_at: Default::default(),
+            plain_at: Default::default(),
             interest: Default::default(),
             receive_everything: AtomicBool::new(false),
             shard_wake: tokio::sync::Notify::new(),
@@ -202,21 +201,22 @@ impl RedisBroker {
     /// Starts the subscriber and heartbeat tasks; they stop when `stop` is cancelled.
     pub fn start(self: &Arc<Self>, fanout: Arc<dyn Receiver>, stop: CancellationToken, tasks: &TaskTracker) {
         if self.link.is_cluster() {
-            tasks.spawn(self.clone().pattern_loop(fanout.clone(), stop.clone()));
+            tasks.spawn(self.clone().plain_loop(fanout.clone(), stop.clone()));
         }
         tasks.spawn(self.clone().subscribe_loop(fanout.clone(), stop.clone()));
         tasks.spawn(self.clone().heartbeat_loop(fanout.hub().clone(), stop));
     }
 
-    /// Follows the node's subscriptions: on one Redis (or Sentinel's master) the pattern;
-    /// on a Redis Cluster the shard channels (the pattern has [`pattern_loop`](Self::pattern_loop)).
+    /// Follows the node's subscriptions: on one Redis (or Sentinel's master) the plain
+    /// one; on a Redis Cluster the shard channels (the plain one has
+    /// [`plain_loop`](Self::plain_loop)).
     async fn subscribe_loop(self: Arc<Self>, fanout: Arc<dyn Receiver>, stop: CancellationToken) {
         let mut backoff = Duration::from_millis(100);
         while !stop.is_cancelled() {
             let lost = if self.link.is_cluster() {
                 self.follow_cluster(&fanout, &stop).await
             } else {
-                self.follow_pattern(None, &fanout, &stop).await
+                self.follow_plain(None, &fanout, &stop).await
             };
             if !self.lost(lost, &mut backoff, &stop).await {
                 return;
@@ -224,16 +224,16 @@ impl RedisBroker {
         }
     }
 
-    /// On a Redis Cluster: holds `PSUBSCRIBE {prefix}*` (Laravel's `PUBLISH`es and the
-    /// control notices) on a plain connection to one seed node, moving to the next seed
-    /// when that one fails: the cluster forwards every `PUBLISH` to all its nodes, and one
-    /// connection (not the cluster connection, which could subscribe on two nodes after a
-    /// failure) means each message arrives once.
-    async fn pattern_loop(self: Arc<Self>, fanout: Arc<dyn Receiver>, stop: CancellationToken) {
+    /// On a Redis Cluster: holds the plain subscription (control notices, Laravel's
+    /// `PUBLISH`es) on a connection to one seed node, moving to the next seed when that
+    /// one fails: the cluster forwards every `PUBLISH` to all its nodes, and one connection
+    /// (not the cluster connection, which could subscribe on two nodes after a failure)
+    /// means each message arrives once.
+    async fn plain_loop(self: Arc<Self>, fanout: Arc<dyn Receiver>, stop: CancellationToken) {
         let mut backoff = Duration::from_millis(100);
         let mut attempt = 0usize;
         while !stop.is_cancelled() {
-            let lost = self.follow_pattern(Some(attempt), &fanout, &stop).await;
+            let lost = self.follow_plain(Some(attempt), &fanout, &stop).await;
             attempt = attempt.wrapping_add(1);
             if !self.lost(lost, &mut backoff, &stop).await {
                 return;
@@ -278,7 +278,7 @@ impl RedisBroker {
     /// channels this node has subscribers for ([`interest`]: subscribed as joins ask, let
     /// go after [`interest::LINGER`] without subscribers), or with
     /// [`receive_everything`](Self::receive_everything) `PSUBSCRIBE {prefix}*`.
-    async fn follow_pattern(
+    async fn follow_plain(
         &self,
         seed: Option<usize>,
         fanout: &Arc<dyn Receiver>,
@@ -318,7 +318,7 @@ impl RedisBroker {
             self.interest.lost(unsent);
             return Followed::Failed("subscribing the live channels failed".into());
         }
-        self.pattern_held(Some(at.clone()));
+        self.plain_held(Some(at.clone()));
         if everything {
             self.subscription_up(&format!("{pattern} on {at}"));
         } else {
@@ -361,7 +361,7 @@ impl RedisBroker {
             }
         };
         self.interest.lost(Vec::new());
-        self.pattern_held(None);
+        self.plain_held(None);
         ended
     }
 
@@ -386,12 +386,10 @@ impl RedisBroker {
         Ok(())
     }
 
-    /// Where the pattern subscription lives now (`None`: it is down).
-    fn pattern_held(&self, at: Option<String>) {
-        let up = at.is_some();
-        *lock(&self.pattern_at) = at;
-        let shards_up = lock(&self.lanes).iter().any(|l| l.subscribed);
-        self.subscribed.store(up || shards_up, Ordering::Release);
+    /// Where the plain subscription lives now (`None`: it is down).
+    fn plain_held(&self, at: Option<String>) {
+        *lock(&self.plain_at) = at;
+        self.refresh_subscribed();
     }
 
     /// A Redis Cluster: `PSUBSCRIBE {prefix}*` and `SSUBSCRIBE` of every shard channel on a
@@ -401,7 +399,7 @@ impl RedisBroker {
     /// ends only when every lane has been down for three checks in a row; the connection
     /// is then built again from the seed nodes.
     async fn follow_cluster(self: &Arc<Self>, fanout: &Arc<dyn Receiver>, stop: &CancellationToken) -> Followed {
-        let mut lanes = Lane::all(self.link.shard_channels());
+        let mut lanes = LaneHealth::shards(self.link.shard_channels());
         let signals = Arc::new(lanes::Signals::default());
         // Messages are delivered where the cluster connection hands them over (no queue
         // of ours between). `live` keeps a connection being torn down from delivering
@@ -456,14 +454,14 @@ impl RedisBroker {
                 if ever_up {
                     tracing::info!(node = %self.link.node_id(), shards = ?checked.up, "subscribed to Redis Cluster shards again");
                 } else {
-                    let up = lanes.iter().filter(|l| l.up).count();
+                    let up = lanes.iter().filter(|l| l.subscribed).count();
                     tracing::info!(node = %self.link.node_id(), "subscribed to {up} of {} Redis Cluster shard channels", lanes.len());
                     ever_up = true;
                 }
             }
             self.show_lanes(&lanes);
             let needed = lanes.iter().any(|l| l.wanted);
-            all_down = if !needed || lanes.iter().any(|l| l.up) {
+            all_down = if !needed || lanes.iter().any(|l| l.subscribed) {
                 0
             } else {
                 all_down + 1
@@ -488,25 +486,17 @@ impl RedisBroker {
     }
 
     /// Publishes the lanes' state for the stats, `/ready` and the dashboard.
-    fn show_lanes(&self, lanes: &[Lane]) {
-        let health = lanes
-            .iter()
-            .map(|lane| LaneHealth {
-                channel: lane.channel.clone(),
-                kind: LaneKind::Shard,
-                slot: lane.slot,
-                master: lane.master.clone(),
-                subscribed: lane.up,
-                wanted: lane.wanted,
-                shard: lane.shard,
-                circuit: None,
-            })
-            .collect();
-        *lock(&self.lanes) = health;
-        let pattern_up = lock(&self.pattern_at).is_some();
-        self.subscribed
-            .store(pattern_up || lanes.iter().any(|l| l.up), Ordering::Release);
+    fn show_lanes(&self, lanes: &[LaneHealth]) {
+        *lock(&self.lanes) = lanes.to_vec();
+        self.refresh_subscribed();
         self.lanes_changed.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Subscribed: the plain subscription is up, or (on a Redis Cluster) some shard is.
+    fn refresh_subscribed(&self) {
+        let plain = lock(&self.plain_at).is_some();
+        let shards = lock(&self.lanes).iter().any(|l| l.subscribed);
+        self.subscribed.store(plain || shards, Ordering::Release);
     }
 
     fn deliver_value(&self, fanout: &Arc<dyn Receiver>, channel: &redis::Value, payload: &redis::Value, sharded: bool) {
@@ -689,7 +679,7 @@ impl RedisBroker {
         let link = &self.link;
         let mut lanes = lock(&self.lanes).clone();
         if link.is_cluster() {
-            let held = lock(&self.pattern_at).clone();
+            let held = lock(&self.plain_at).clone();
             let what = if self.receive_everything.load(Ordering::Acquire) {
                 self.pattern()
             } else {
@@ -753,12 +743,13 @@ pub struct BrokerStatus {
     /// How often a circuit opened (the coordination one and, on a Redis Cluster, the
     /// shards').
     pub circuit_opened_total: u64,
-    /// On a Redis Cluster: the subscriptions (pattern and shard channels) that are down
-    /// or whose shard's circuit is open: channels on those shards are not delivered
+    /// On a Redis Cluster: the subscriptions this node needs (plain and shard channels)
+    /// that are down or whose shard's circuit is open: channels on those shards are not delivered
     /// between nodes (and their publishes are refused) until their master is back.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub shards_down: Vec<String>,
-    /// On a Redis Cluster: every subscription lane, its slot, master and state.
+    /// On a Redis Cluster: every subscription lane, its slot, master, state and whether
+    /// this node needs it.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub lanes: Vec<LaneHealth>,
     /// Messages published to Redis.
@@ -813,20 +804,13 @@ impl Broker for RedisBroker {
         let Some(shard) = self.link.shard_index(channel) else {
             return;
         };
-        let mut changed = self.lanes_changed.subscribe();
+        let changed = self.lanes_changed.subscribe();
         let up = || lock(&self.lanes).iter().any(|l| l.shard == Some(shard) && l.subscribed);
         if up() || !self.subscribed.load(Ordering::Acquire) {
             return;
         }
         self.shard_wake.notify_one();
-        let _ = tokio::time::timeout(COMMAND_TIMEOUT * 2, async {
-            while !up() {
-                if changed.changed().await.is_err() {
-                    return;
-                }
-            }
-        })
-        .await;
+        wait_until(changed, COMMAND_TIMEOUT * 2, up).await;
     }
 
     async fn terminate_user(&self, user_id: &str) -> Result<(), BackendError> {
