@@ -78,6 +78,7 @@ pub mod setting;
 pub mod sign;
 mod sync;
 pub mod webhooks;
+pub mod websocket;
 
 pub use channel::{Channel, ChannelKind};
 pub use config::Config;

@@ -6,6 +6,10 @@
 //! send time; every socket records when it arrived. Reports deliveries per second and
 //! p50/p99/max latency from publish to receipt.
 //!
+//! `--compress` makes the subscribers offer permessage-deflate (ws:// only) and reports
+//! the bytes they read per delivery. Events carry realistic JSON (an order with items) of
+//! about `--payload` bytes, so compression sees what an application sends.
+//!
 //! The clients run in this process, on the same machine as the server, so the figures
 //! are a lower bound of what the server alone can do.
 
@@ -53,6 +57,10 @@ pub struct BenchArgs {
     /// BROADCAST_TLS_CERT signed by a private or test CA).
     #[arg(long)]
     pub ca: Option<std::path::PathBuf>,
+    /// Subscribers offer permessage-deflate (RFC 7692; ws:// only); the report then
+    /// includes the bytes they read per delivery.
+    #[arg(long)]
+    pub compress: bool,
     /// The Pusher app key subscribers use with `--protocol pusher`.
     #[arg(long, env = "PUSHER_APP_KEY", default_value = "bench-key")]
     pub pusher_key: String,
@@ -95,6 +103,56 @@ pub struct BenchReport {
     /// Server CPU time (user + system) per delivery it made, in microseconds, from the
     /// first publish to the last receipt, when the server's PID was given (Linux).
     pub server_cpu_us_per_delivery: Option<f64>,
+    /// Bytes the subscribers read per delivery while the events arrived (WebSocket
+    /// framing included; ws:// only).
+    pub wire_bytes_per_delivery: Option<f64>,
+    /// Deliveries that arrived compressed.
+    pub compressed_deliveries: Option<u64>,
+}
+
+/// A subscriber: over ws://, through the inflating client (counting the bytes it reads,
+/// and offering compression with `--compress`); over wss://, tungstenite's client.
+#[allow(clippy::large_enum_variant)] // one per socket, both variants large
+enum Subscriber {
+    Counted(crate::websocket::client::DeflateClient),
+    Tls(tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>),
+}
+
+impl Subscriber {
+    async fn connect(url: &str, tls: Option<tokio_tungstenite::Connector>, compress: bool) -> Result<Self, String> {
+        if url.starts_with("ws://") {
+            let (ws, _) = crate::websocket::client::connect(url, 1 << 20, compress)
+                .await
+                .map_err(|e| refused_hint(&e))?;
+            return Ok(Self::Counted(ws));
+        }
+        let (ws, _) = tokio_tungstenite::connect_async_tls_with_config(url, None, false, tls)
+            .await
+            .map_err(|e| refused_hint(&e))?;
+        Ok(Self::Tls(ws))
+    }
+
+    async fn next(&mut self) -> Option<Result<Message, tokio_tungstenite::tungstenite::Error>> {
+        match self {
+            Self::Counted(ws) => ws.next().await,
+            Self::Tls(ws) => ws.next().await,
+        }
+    }
+
+    async fn send(&mut self, message: Message) -> Result<(), tokio_tungstenite::tungstenite::Error> {
+        match self {
+            Self::Counted(ws) => ws.send(message).await,
+            Self::Tls(ws) => ws.send(message).await,
+        }
+    }
+
+    /// Bytes read so far and messages that came compressed (ws:// only).
+    fn counted(&self) -> Option<(u64, u64)> {
+        match self {
+            Self::Counted(ws) => Some((ws.get_ref().bytes_read(), ws.get_ref().inflated())),
+            Self::Tls(_) => None,
+        }
+    }
 }
 
 /// Runs the benchmark and prints its report.
@@ -114,6 +172,13 @@ pub async fn run(client: &ApiClient, args: &BenchArgs) -> Result<(), CliError> {
         report.deliveries
     );
     say!("throughput:           {:.0} deliveries/s", report.deliveries_per_second);
+    if let Some(bytes) = report.wire_bytes_per_delivery {
+        say!(
+            "on the wire:          {bytes:.0} bytes per delivery ({} of {} deliveries compressed)",
+            report.compressed_deliveries.unwrap_or(0),
+            report.deliveries
+        );
+    }
     if let Some(cpu) = report.server_cpu_us_per_delivery {
         say!("server CPU:           {cpu:.2} µs per delivery (user + system)");
     }
@@ -165,11 +230,10 @@ pub async fn measure(client: &ApiClient, args: &BenchArgs) -> Result<BenchReport
         let url = urls[i % urls.len()].clone();
         let subscribe = subscribe.clone();
         let tls = tls.clone();
+        let compress = args.compress;
         connecting.push(tokio::spawn(async move {
             let _p = permits.acquire().await.map_err(|e| e.to_string())?;
-            let (mut ws, _) = tokio_tungstenite::connect_async_tls_with_config(&url, None, false, tls)
-                .await
-                .map_err(|e| refused_hint(&e))?;
+            let mut ws = Subscriber::connect(&url, tls, compress).await?;
             if let Some(frame) = subscribe {
                 // Pusher: connection_established first, then subscribe.
                 ws.next().await;
@@ -209,6 +273,7 @@ pub async fn measure(client: &ApiClient, args: &BenchArgs) -> Result<BenchReport
         readers.push(tokio::spawn(async move {
             let mut latencies = Vec::with_capacity(messages);
             let mut last = Instant::now();
+            let counted_before = ws.counted();
             while latencies.len() < messages {
                 match tokio::time::timeout(Duration::from_secs(30), ws.next()).await {
                     Ok(Some(Ok(Message::Text(t)))) => {
@@ -221,17 +286,23 @@ pub async fn measure(client: &ApiClient, args: &BenchArgs) -> Result<BenchReport
                     _ => break,
                 }
             }
-            (latencies, last)
+            let counted = match (counted_before, ws.counted()) {
+                (Some((b0, c0)), Some((b1, c1))) => Some((b1 - b0, c1 - c0)),
+                _ => None,
+            };
+            (latencies, last, counted)
         }));
     }
 
-    let padding = "x".repeat(args.payload);
+    let body = realistic_body(args.payload);
     let cpu_before = args.server_pid.and_then(cpu_seconds);
     let publish_start = Instant::now();
     let gap = (args.rate > 0).then(|| Duration::from_secs_f64(1.0 / args.rate as f64));
     let bar = progress(messages as u64, "publishing");
     for seq in 0..messages {
-        let data = json!({"seq": seq, "pad": padding, "sent_ns": now_ns()});
+        let mut data = body.clone();
+        data["seq"] = json!(seq);
+        data["sent_ns"] = json!(now_ns());
         client.publish(&args.channel, "bench", data).await?;
         bar.inc(1);
         if let Some(gap) = gap {
@@ -242,10 +313,12 @@ pub async fn measure(client: &ApiClient, args: &BenchArgs) -> Result<BenchReport
 
     let mut all = Vec::with_capacity(n * messages);
     let mut last_receipt = publish_start;
+    let mut wire: Option<(u64, u64)> = Some((0, 0));
     for r in readers {
-        let (lat, last) = r.await.map_err(|e| CliError::Bench(e.to_string()))?;
+        let (lat, last, counted) = r.await.map_err(|e| CliError::Bench(e.to_string()))?;
         all.extend(lat);
         last_receipt = last_receipt.max(last);
+        wire = wire.zip(counted).map(|((b, c), (b1, c1))| (b + b1, c + c1));
     }
     if all.is_empty() {
         return Err(CliError::Bench("no message was received".into()));
@@ -269,7 +342,39 @@ pub async fn measure(client: &ApiClient, args: &BenchArgs) -> Result<BenchReport
         p99_ms: pct(0.99),
         max_ms: pct(1.0),
         server_cpu_us_per_delivery: cpu.map(|c| c * 1e6 / its_deliveries.max(1.0)),
+        wire_bytes_per_delivery: wire.map(|(bytes, _)| bytes as f64 / all.len() as f64),
+        compressed_deliveries: wire.map(|(_, compressed)| compressed),
     })
+}
+
+/// An event's data of about `size` bytes of JSON as an application sends it (an order
+/// with line items, ids, prices, names), without `seq` and `sent_ns` (set per message).
+fn realistic_body(size: usize) -> serde_json::Value {
+    const NAMES: [&str; 6] = [
+        "Espresso beans 1kg",
+        "Milk frother",
+        "Ceramic mug",
+        "Grinder burr set",
+        "Pour-over kettle",
+        "Paper filters x100",
+    ];
+    const WAREHOUSES: [&str; 3] = ["AMS-2", "FRA-1", "WAW-3"];
+    let mut body = json!({"order": "ord_8f2c4a19e3", "status": "shipped", "items": []});
+    let mut i: usize = 0;
+    while body.to_string().len() + 40 < size {
+        let item = json!({
+            "sku": format!("SKU-{:05}", 1000 + i * 37 % 9000),
+            "name": NAMES[i % NAMES.len()],
+            "qty": 1 + i % 3,
+            "price": 1299 + (i * 7919) % 5000,
+            "wh": WAREHOUSES[i % WAREHOUSES.len()],
+        });
+        if let Some(items) = body["items"].as_array_mut() {
+            items.push(item);
+        }
+        i += 1;
+    }
+    body
 }
 
 /// A progress bar on stderr (drawn only when stderr is a terminal).

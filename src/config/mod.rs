@@ -206,6 +206,10 @@ pub struct WebSocketConfig {
     pub connection_timeout: Option<Duration>,
     /// `BROADCAST_CLIENT_EVENTS_PER_SECOND`: whispers allowed per connection, default 10.
     pub client_events_per_second: u32,
+    /// `BROADCAST_COMPRESSION`: permessage-deflate with clients that offer it, `on`
+    /// (messages of 256 bytes or more compressed), `off`, or the threshold in bytes;
+    /// default `on`.
+    pub compression: crate::websocket::Compression,
 }
 
 /// Who may join which channel.
@@ -356,6 +360,7 @@ impl Default for WebSocketConfig {
             ping_timeout: Duration::from_secs(10),
             connection_timeout: None,
             client_events_per_second: 10,
+            compression: crate::websocket::Compression::default(),
         }
     }
 }

@@ -7,6 +7,7 @@ mod common;
 mod artisan;
 mod auth;
 mod cluster;
+mod compression;
 mod config_file;
 mod container;
 mod dashboard;

@@ -12,7 +12,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::ws::{Message as WsMessage, WebSocket};
+use futures_util::{SinkExt, StreamExt};
+
+use crate::protocol::socket::{WebSocket, WireText};
+use crate::session::runner::Frame;
 use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{header, HeaderMap};
 use axum::response::{Html, IntoResponse, Response};
@@ -326,7 +329,7 @@ pub(crate) async fn feed(
             .into_response();
     }
     let ws = match crate::protocol::socket::required(ws) {
-        Ok(ws) => ws,
+        Ok(ws) => crate::protocol::socket::configure(ws, &st),
         Err(refused) => return refused,
     };
     let sessions = st.sessions.clone();
@@ -339,16 +342,16 @@ async fn push(st: AppState, mut socket: WebSocket) {
         tokio::select! {
             _ = tick.tick() => {
                 if st.node.hub().is_shutting_down() {
-                    let _ = socket.send(WsMessage::Close(None)).await;
+                    let _ = socket.send(Frame::Close(None)).await;
                     return;
                 }
                 let Ok(text) = serde_json::to_string(&snapshot(&st).await) else { return };
-                if socket.send(WsMessage::Text(text.into())).await.is_err() {
+                if socket.send(Frame::Text(WireText::from(text))).await.is_err() {
                     return;
                 }
             }
-            incoming = socket.recv() => match incoming {
-                Some(Ok(WsMessage::Close(_))) | None | Some(Err(_)) => return,
+            incoming = socket.next() => match incoming {
+                Some(Ok(Frame::Close(_))) | None | Some(Err(_)) => return,
                 Some(Ok(_)) => {}
             },
         }

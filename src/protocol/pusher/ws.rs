@@ -77,7 +77,7 @@ pub(crate) async fn upgrade(
     }
 }
 
-async fn refuse(upgraded: axum::extract::ws::WebSocket, code: u16, message: String) {
+async fn refuse(upgraded: socket::WebSocket, code: u16, message: String) {
     let reason: &'static str = match code {
         codes::UNKNOWN_APP => "unknown app",
         codes::APP_DISABLED => "app disabled",

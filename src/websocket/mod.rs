@@ -1,0 +1,69 @@
+//! The WebSocket wire beneath the protocols: permessage-deflate (RFC 7692).
+//!
+//! [`deflate`] reads a client's offer and compresses or inflates one message;
+//! [`Inflating`] sits between the network and the WebSocket library and hands compressed
+//! incoming messages on inflated; [`client::connect`] offers the extension as a client.
+//! The server's sockets (`protocol::socket`) and the benchmark's clients use them. The compressed frame of an outgoing message is made
+//! once per message and window, and shared by every socket that agreed to it.
+
+pub mod client;
+pub mod deflate;
+mod inflating;
+
+pub use deflate::{Agreed, InflateError};
+pub use inflating::{DeflateReadError, Inflating, Role};
+
+/// `BROADCAST_COMPRESSION`: whether the server agrees to permessage-deflate, and from
+/// what size a message is sent compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    /// Offers are declined: every socket is uncompressed.
+    Off,
+    /// Offers are accepted; messages of at least this many bytes are sent compressed
+    /// (smaller ones gain little and cost the client an inflate).
+    Above(usize),
+}
+
+impl Compression {
+    /// `on`: messages of 256 bytes or more are compressed.
+    pub const DEFAULT_THRESHOLD: usize = 256;
+}
+
+impl Default for Compression {
+    fn default() -> Self {
+        Self::Above(Self::DEFAULT_THRESHOLD)
+    }
+}
+
+impl std::str::FromStr for Compression {
+    type Err = String;
+
+    /// `on`, `off` or a threshold in bytes (at least 1).
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "on" | "true" | "yes" => Ok(Self::default()),
+            "off" | "false" | "no" => Ok(Self::Off),
+            n => match n.parse::<usize>() {
+                Ok(0) | Err(_) => {
+                    Err("expected on, off, or the size in bytes from which messages are compressed (1 or more)".into())
+                }
+                Ok(n) => Ok(Self::Above(n)),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Compression;
+
+    #[test]
+    fn the_setting_reads_on_off_or_a_threshold() {
+        assert_eq!("on".parse(), Ok(Compression::Above(256)));
+        assert_eq!(" OFF ".parse(), Ok(Compression::Off));
+        assert_eq!("1024".parse(), Ok(Compression::Above(1024)));
+        for bad in ["0", "-1", "1kb", ""] {
+            assert!(bad.parse::<Compression>().is_err(), "{bad}");
+        }
+    }
+}
