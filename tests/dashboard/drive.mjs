@@ -23,6 +23,15 @@ try {
 
   const page = await browser.newPage();
   await page.setViewport({ width: 1400, height: 1000 });
+  // What the server answered to Chromium's permessage-deflate offer (its snapshots are
+  // over the threshold, so the page only works if Chromium decodes compressed frames).
+  const cdp = await page.createCDPSession();
+  await cdp.send('Network.enable');
+  let extensions = null;
+  cdp.on('Network.webSocketHandshakeResponseReceived', (e) => {
+    const h = e.response.headers;
+    extensions = h['Sec-WebSocket-Extensions'] ?? h['sec-websocket-extensions'] ?? extensions;
+  });
   await page.goto(`${base}/dashboard`);
   await page.waitForSelector('#login:not(.hidden)', { timeout: 10000 });
   await page.type('#token', token);
@@ -79,7 +88,7 @@ try {
   await new Promise((r) => setTimeout(r, 1500)); // a few chart points
   await page.screenshot({ path: screenshot, fullPage: true });
   steps.push('screenshot');
-  console.log(JSON.stringify({ ok: true, steps }));
+  console.log(JSON.stringify({ ok: true, steps, extensions }));
 } catch (e) {
   console.log(JSON.stringify({ ok: false, steps, error: String(e) }));
 } finally {

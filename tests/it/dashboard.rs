@@ -31,6 +31,11 @@ async fn an_operator_logs_in_watches_and_manages_emithub_channels_in_chromium() 
     let result: serde_json::Value =
         serde_json::from_str(stdout.trim()).unwrap_or_else(|_| panic!("{stdout}\n{stderr}"));
     assert_eq!(result["ok"], true, "{result:#}\n{stderr}");
+    // Chromium offered permessage-deflate and the page decoded the compressed snapshots.
+    assert_eq!(
+        result["extensions"],
+        "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
+    );
     assert_eq!(
         result["steps"],
         serde_json::json!([

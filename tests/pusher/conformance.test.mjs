@@ -118,3 +118,22 @@ test('pusher:cache_miss has no data', async () => {
   const miss = frames.find((f) => f.event === 'pusher:cache_miss');
   assert.deepEqual(miss, { event: 'pusher:cache_miss', channel: 'cache-empty' });
 });
+
+test('ws (which offers permessage-deflate by default) gets large events compressed and may compress its own frames', async () => {
+  const ws = new WebSocket(`ws://${HOST}:${PORT}/app/${APP1.key}?protocol=7`);
+  const frames = [];
+  ws.on('message', (m) => frames.push(JSON.parse(m.toString())));
+  await once((cb) => ws.once('open', cb), 'open');
+  assert.match(ws.extensions, /^permessage-deflate/);
+  await until(() => frames.length > 0, 'connection_established');
+  // ws compresses what it sends from 1 KiB on: this ping arrives compressed.
+  ws.send(JSON.stringify({ event: 'pusher:ping', data: { pad: 'p'.repeat(2048) } }));
+  await until(() => frames.some((f) => f.event === 'pusher:pong'), 'pong to a compressed ping');
+  ws.send(JSON.stringify({ event: 'pusher:subscribe', data: { channel: 'deflated' } }));
+  await until(() => frames.some((f) => f.event === 'pusher_internal:subscription_succeeded'), 'subscribed');
+  const items = Array.from({ length: 20 }, (_, i) => ({ sku: `SKU-${1000 + i}`, qty: 1 + (i % 3), price: 1299 + i * 150 }));
+  await serverOf(APP1).trigger('deflated', 'order.shipped', { order: 'ord_1', items });
+  await until(() => frames.some((f) => f.event === 'order.shipped'), 'the compressed event');
+  ws.close();
+  assert.deepEqual(JSON.parse(frames.find((f) => f.event === 'order.shipped').data), { order: 'ord_1', items });
+});
