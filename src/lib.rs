@@ -32,12 +32,15 @@
 //! - [`broadcasting`]: events and `ShouldBroadcast`, the `BroadcastManager`, drivers,
 //!   helpers, facades, macros, the broadcast queue.
 //! - [`events`]: the event system where the RustAxum document imports it from.
+//! - [`websocket`]: the WebSocket wire beneath the protocols: permessage-deflate
+//!   (RFC 7692) negotiation, compression once per message, and an adapter that inflates
+//!   compressed incoming messages beneath tungstenite; a client that offers it.
 //! - [`config`]: reads the environment and the file and assembles each domain's own
 //!   settings (`JwtConfig` from [`auth`], `RedisConfig` from [`backend`], `EmitHubConfig`,
 //!   `RtcConfig`, the Pusher `Apps`), with documented defaults.
 //!
 //! Each module uses only those below it (`scripts/check-layers` checks it): channel,
-//! sync, setting → hub, auth, backend → cluster, routing → history → publish → presence
+//! sync, setting, websocket → hub, auth, backend → cluster, routing → history → publish → presence
 //! → lifecycle → session → emithub, rtc → webhooks → pusher → config → broadcasting →
 //! protocols → server → cli.
 //!

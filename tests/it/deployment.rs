@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use crate::common::redis::{unique_prefix, RedisServer};
 use crate::common::*;
+use futures_util::StreamExt;
 use serde_json::json;
 
 struct Nginx {
@@ -229,6 +230,33 @@ async fn every_websocket_endpoint_and_the_http_apis_work_through_nginx() {
     // Pusher.
     let (_pusher, first) = connect(ws("/app/front-key?protocol=7")).await;
     assert_eq!(first["event"], "pusher:connection_established");
+    // A client offering permessage-deflate gets the extension through nginx, and a large
+    // event compressed.
+    let (mut zipped, agreed) = rustaxum::websocket::client::connect(&ws("/ws/general"), 1 << 20, true)
+        .await
+        .expect("deflate client through nginx");
+    assert_eq!(agreed.as_deref(), Some(rustaxum::websocket::client::OFFER));
+    zipped.next().await.expect("subscription_succeeded").expect("frame");
+    let big = json!({"text": "through nginx, compressed ".repeat(40)});
+    let body = json!({"channel": "general", "event": "big", "data": big}).to_string();
+    let answer = reqwest::Client::new()
+        .post(format!("http://{front}/api/broadcast"))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .expect("publish through nginx");
+    assert_eq!(answer.status().as_u16(), 200);
+    let event = loop {
+        match zipped.next().await.expect("event").expect("frame") {
+            tokio_tungstenite::tungstenite::Message::Text(t) => {
+                break serde_json::from_str::<serde_json::Value>(&t).expect("json")
+            }
+            _ => continue,
+        }
+    };
+    assert_eq!(event["data"], big);
+    assert_eq!(zipped.get_ref().inflated(), 1);
     // Typed frames on the main ports and on the service's own port.
     let jwt = token("7", json!({}));
     let (_typed, first) = connect(ws(&format!("/rtc/ws?token={jwt}"))).await;
