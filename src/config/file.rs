@@ -155,6 +155,7 @@ fn expected(kind: Kind) -> &'static str {
         Kind::List => "a list of strings",
         Kind::Duration => "seconds (a whole number) or a string such as \"500ms\"",
         Kind::PortOrOff => "a port number or \"off\"",
+        Kind::SwitchOrSize => "\"on\", \"off\", true, false or a size in bytes",
     }
 }
 
@@ -168,7 +169,10 @@ fn as_variable(kind: Kind, value: &toml::Value) -> Option<String> {
             .collect::<Option<Vec<_>>>()
             .map(|items| items.join(",")),
         (Kind::Bool, V::Boolean(b)) => Some(b.to_string()),
-        (Kind::Integer | Kind::Number | Kind::Duration | Kind::PortOrOff, V::Integer(n)) => Some(n.to_string()),
+        (Kind::Integer | Kind::Number | Kind::Duration | Kind::PortOrOff | Kind::SwitchOrSize, V::Integer(n)) => {
+            Some(n.to_string())
+        }
+        (Kind::SwitchOrSize, V::Boolean(b)) => Some(if *b { "on" } else { "off" }.to_string()),
         (Kind::Number, V::Float(f)) => Some(f.to_string()),
         // Strings are taken as the variable would be (e.g. "500ms", "off", "1,2").
         (_, V::String(s)) => Some(s.clone()),
@@ -281,7 +285,7 @@ fn capitalised(text: &str) -> String {
 fn toml_value(kind: Kind, value: &str) -> String {
     let quoted = |s: &str| toml::Value::String(s.to_string()).to_string();
     match kind {
-        Kind::Integer | Kind::PortOrOff if value.parse::<i64>().is_ok() => value.to_string(),
+        Kind::Integer | Kind::PortOrOff | Kind::SwitchOrSize if value.parse::<i64>().is_ok() => value.to_string(),
         Kind::Number if value.parse::<f64>().is_ok_and(f64::is_finite) => value.to_string(),
         Kind::Bool => match value.to_ascii_lowercase().as_str() {
             "1" | "true" | "yes" | "on" => "true".into(),
@@ -335,6 +339,19 @@ pub fn show_env_vars() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn compression_takes_on_off_a_boolean_or_a_size() {
+        use toml::Value as V;
+        let read = |v: V| as_variable(Kind::SwitchOrSize, &v);
+        assert_eq!(read(V::Integer(2048)).as_deref(), Some("2048"));
+        assert_eq!(read(V::Boolean(false)).as_deref(), Some("off"));
+        assert_eq!(read(V::Boolean(true)).as_deref(), Some("on"));
+        assert_eq!(read(V::String("off".into())).as_deref(), Some("off"));
+        assert_eq!(read(V::Float(1.5)), None);
+        assert_eq!(toml_value(Kind::SwitchOrSize, "2048"), "2048");
+        assert_eq!(toml_value(Kind::SwitchOrSize, "on"), "\"on\"");
+    }
 
     #[test]
     fn the_documents_file_is_read_as_documented() {

@@ -207,7 +207,7 @@ pub struct WebSocketConfig {
     /// `BROADCAST_CLIENT_EVENTS_PER_SECOND`: whispers allowed per connection, default 10.
     pub client_events_per_second: u32,
     /// `BROADCAST_COMPRESSION`: permessage-deflate with clients that offer it, `on`
-    /// (messages of 256 bytes or more compressed), `off`, or the threshold in bytes;
+    /// (messages of 1024 bytes or more compressed), `off`, or the threshold in bytes;
     /// default `on`.
     pub compression: crate::websocket::Compression,
 }

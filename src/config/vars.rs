@@ -21,6 +21,8 @@ pub enum Kind {
     Duration,
     /// A port number, or the string `"off"`.
     PortOrOff,
+    /// `on`, `off` (or `true`, `false`), or a size in bytes.
+    SwitchOrSize,
 }
 
 /// One setting.
@@ -156,7 +158,7 @@ pub const VARIABLES: &[Variable] = &[
     var("BROADCAST_MAX_CONNECTIONS_PER_USER", "websocket.max_connections_per_user", Integer, "0", "sockets one user may have open on this node, 0 = no limit; over it the upgrade gets 429 (Pusher: 4004)").live(),
     var("BROADCAST_MAX_CHANNELS_PER_CONNECTION", "websocket.max_channels_per_connection", Integer, "100", "channels one socket may join"),
     var("BROADCAST_SEND_QUEUE_SIZE", "websocket.send_queue_size", Integer, "256", "outbound queue per socket in messages; full closes with 4100"),
-    var("BROADCAST_COMPRESSION", "websocket.compression", Text, "on", "permessage-deflate with clients that offer it (browsers do): on (messages of 256 bytes or more sent compressed), off, or that threshold in bytes").live(),
+    var("BROADCAST_COMPRESSION", "websocket.compression", SwitchOrSize, "on", "permessage-deflate with clients that offer it (browsers do): on (messages of 1024 bytes or more sent compressed), off, or that threshold in bytes").live(),
     var("BROADCAST_CLIENT_EVENTS_PER_SECOND", "websocket.client_events_per_second", Integer, "10", "client events (whispers) per socket per second").live(),
     var("BROADCAST_TOKEN_GRACE", "websocket.token_grace", Duration, "5s", "how long a socket stays open after its token's exp").live(),
     // [rtc]: the typed-frame service (the real-time communication document).

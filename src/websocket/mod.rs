@@ -25,8 +25,10 @@ pub enum Compression {
 }
 
 impl Compression {
-    /// `on`: messages of 256 bytes or more are compressed.
-    pub const DEFAULT_THRESHOLD: usize = 256;
+    /// `on`: messages of 1 KiB or more are compressed. Smaller JSON gains little at the
+    /// fastest level (a 260-byte event shrinks by 5 %, a 1.8 KB one by 67 %) and costs
+    /// every client an inflate.
+    pub const DEFAULT_THRESHOLD: usize = 1024;
 }
 
 impl Default for Compression {
@@ -59,7 +61,7 @@ mod tests {
 
     #[test]
     fn the_setting_reads_on_off_or_a_threshold() {
-        assert_eq!("on".parse(), Ok(Compression::Above(256)));
+        assert_eq!("on".parse(), Ok(Compression::Above(1024)));
         assert_eq!(" OFF ".parse(), Ok(Compression::Off));
         assert_eq!("1024".parse(), Ok(Compression::Above(1024)));
         for bad in ["0", "-1", "1kb", ""] {

@@ -237,7 +237,7 @@ async fn every_websocket_endpoint_and_the_http_apis_work_through_nginx() {
         .expect("deflate client through nginx");
     assert_eq!(agreed.as_deref(), Some(rustaxum::websocket::client::OFFER));
     zipped.next().await.expect("subscription_succeeded").expect("frame");
-    let big = json!({"text": "through nginx, compressed ".repeat(40)});
+    let big = json!({"text": "through nginx, compressed ".repeat(80)});
     let body = json!({"channel": "general", "event": "big", "data": big}).to_string();
     let answer = reqwest::Client::new()
         .post(format!("http://{front}/api/broadcast"))

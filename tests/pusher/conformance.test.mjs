@@ -131,7 +131,7 @@ test('ws (which offers permessage-deflate by default) gets large events compress
   await until(() => frames.some((f) => f.event === 'pusher:pong'), 'pong to a compressed ping');
   ws.send(JSON.stringify({ event: 'pusher:subscribe', data: { channel: 'deflated' } }));
   await until(() => frames.some((f) => f.event === 'pusher_internal:subscription_succeeded'), 'subscribed');
-  const items = Array.from({ length: 20 }, (_, i) => ({ sku: `SKU-${1000 + i}`, qty: 1 + (i % 3), price: 1299 + i * 150 }));
+  const items = Array.from({ length: 40 }, (_, i) => ({ sku: `SKU-${1000 + i}`, qty: 1 + (i % 3), price: 1299 + i * 150 }));
   await serverOf(APP1).trigger('deflated', 'order.shipped', { order: 'ord_1', items });
   await until(() => frames.some((f) => f.event === 'order.shipped'), 'the compressed event');
   ws.close();
