@@ -586,6 +586,13 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_socket_that_agreed_holds_little_while_idle() {
+        // The plain adapter is the stream and a pointer; the scanner is one small box.
+        assert_eq!(std::mem::size_of::<Inflating<u64>>(), 16);
+        assert!(std::mem::size_of::<Scan>() <= 192, "{}", std::mem::size_of::<Scan>());
+    }
+
     #[tokio::test]
     async fn without_the_extension_bytes_are_not_looked_at() {
         let input = frame(0xc1, b"not even deflate", Some(KEY));
