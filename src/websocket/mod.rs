@@ -10,7 +10,25 @@ pub mod client;
 pub mod deflate;
 mod inflating;
 
+use bytes::Bytes;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::{Frame, FrameHeader};
+
 pub use deflate::{Agreed, InflateError};
+
+/// A compressed message's payload as a final text frame with RSV1 set (RFC 7692 §6), for
+/// tungstenite to write as it is (`Message::Frame`; a client's is masked on the way).
+pub fn compressed_text(payload: Bytes) -> Frame {
+    let header = FrameHeader {
+        is_final: true,
+        rsv1: true,
+        rsv2: false,
+        rsv3: false,
+        opcode: OpCode::Data(Data::Text),
+        mask: None,
+    };
+    Frame::from_payload(header, payload)
+}
 pub use inflating::{DeflateReadError, Inflating, Role};
 
 /// `BROADCAST_COMPRESSION`: whether the server agrees to permessage-deflate, and from

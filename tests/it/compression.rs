@@ -12,12 +12,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use rustaxum::websocket::client::{self, DeflateClient};
-use rustaxum::websocket::deflate;
+use rustaxum::websocket::{self, deflate};
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
-use tokio_tungstenite::tungstenite::protocol::frame::{Frame, FrameHeader};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::common::*;
@@ -50,33 +48,9 @@ fn order() -> Value {
     })
 }
 
-/// The next text frame of a compressing client as JSON (control frames skipped).
-async fn recv(ws: &mut DeflateClient) -> Value {
-    loop {
-        let msg = tokio::time::timeout(WAIT, ws.next())
-            .await
-            .expect("timed out waiting for a message")
-            .expect("socket ended")
-            .expect("socket error");
-        match msg {
-            Message::Text(t) => return serde_json::from_str(&t).expect("server sent JSON"),
-            Message::Ping(_) | Message::Pong(_) => continue,
-            other => panic!("expected a text frame, got {other:?}"),
-        }
-    }
-}
-
-/// `text` sent compressed (RSV1), as a browser sends it.
+/// `payload` sent compressed (RSV1), as a browser sends it (tungstenite masks it).
 async fn send_compressed(ws: &mut DeflateClient, payload: Bytes) {
-    let header = FrameHeader {
-        is_final: true,
-        rsv1: true,
-        rsv2: false,
-        rsv3: false,
-        opcode: OpCode::Data(Data::Text),
-        mask: None,
-    };
-    ws.send(Message::Frame(Frame::from_payload(header, payload)))
+    ws.send(Message::Frame(websocket::compressed_text(payload)))
         .await
         .expect("send");
 }
@@ -93,14 +67,14 @@ async fn a_client_offering_deflate_gets_large_events_compressed_and_small_ones_p
     let server = start().await;
     let (mut zipped, agreed) = deflate_client(&server, "/ws/news").await;
     assert_eq!(agreed.as_deref(), Some(AGREED));
-    assert_eq!(recv(&mut zipped).await["event"], "subscription_succeeded");
+    assert_eq!(recv_json(&mut zipped).await["event"], "subscription_succeeded");
     // A client that offers nothing (tungstenite's) shares the channel, uncompressed.
     let (mut plain, _) = server.connect("/ws/news").await;
 
     let data = order();
     let before = zipped.get_ref().bytes_read();
     server.publish("news", "order.shipped", data.clone()).await;
-    let got = recv(&mut zipped).await;
+    let got = recv_json(&mut zipped).await;
     let plain_got = until_event(&mut plain, "order.shipped").await;
     assert_eq!(got["data"], data);
     assert_eq!(got, plain_got, "both clients decode the same frame");
@@ -114,13 +88,13 @@ async fn a_client_offering_deflate_gets_large_events_compressed_and_small_ones_p
 
     // Under the 1024-byte threshold a message goes as it is.
     server.publish("news", "tick", json!({"n": 1})).await;
-    assert_eq!(recv(&mut zipped).await["data"], json!({"n": 1}));
+    assert_eq!(recv_json(&mut zipped).await["data"], json!({"n": 1}));
     assert_eq!(zipped.get_ref().inflated(), 1);
 
     // The client may compress what it sends: the server inflates it.
     let ping = json!({"action": "ping", "data": {"note": "compressed ".repeat(120)}}).to_string();
     send_compressed(&mut zipped, deflate::compress(ping.as_bytes(), 15).expect("compresses")).await;
-    let pong = recv(&mut zipped).await;
+    let pong = recv_json(&mut zipped).await;
     assert_eq!(pong["event"], "pong");
     assert_eq!(pong["data"]["note"], "compressed ".repeat(120));
     assert_eq!(
@@ -141,9 +115,9 @@ async fn compression_is_off_or_starts_higher_as_broadcast_compression_says() {
         .await;
         let (mut ws, agreed) = deflate_client(&server, "/ws/news").await;
         assert_eq!(agreed.is_some(), offered, "{setting}");
-        recv(&mut ws).await;
+        recv_json(&mut ws).await;
         server.publish("news", "order.shipped", order()).await;
-        assert_eq!(recv(&mut ws).await["data"], order(), "{setting}");
+        assert_eq!(recv_json(&mut ws).await["data"], order(), "{setting}");
         assert_eq!(ws.get_ref().inflated() == 1, compressed, "{setting}");
     }
 }
@@ -152,11 +126,11 @@ async fn compression_is_off_or_starts_higher_as_broadcast_compression_says() {
 async fn hostile_compressed_frames_close_only_their_own_socket() {
     let server = start().await;
     let (mut bystander, _) = deflate_client(&server, "/ws/news").await;
-    recv(&mut bystander).await;
+    recv_json(&mut bystander).await;
 
     // 1 MiB of JSON-ish text in about 4 KiB: inflating it would pass the 64 KiB limit.
     let (mut bomb, _) = deflate_client(&server, "/ws").await;
-    recv(&mut bomb).await;
+    recv_json(&mut bomb).await;
     let huge = format!("{{\"action\":\"ping\",\"data\":\"{}\"}}", "a".repeat(1 << 20));
     let payload = deflate::compress(huge.as_bytes(), 15).expect("compresses");
     assert!(payload.len() < 64 * 1024);
@@ -164,7 +138,7 @@ async fn hostile_compressed_frames_close_only_their_own_socket() {
 
     // Not DEFLATE at all.
     let (mut garbage, _) = deflate_client(&server, "/ws").await;
-    recv(&mut garbage).await;
+    recv_json(&mut garbage).await;
     send_compressed(&mut garbage, Bytes::from_static(&[0xff; 32])).await;
 
     for (ws, code) in [(&mut bomb, 1009), (&mut garbage, 1002)] {
@@ -181,7 +155,7 @@ async fn hostile_compressed_frames_close_only_their_own_socket() {
         assert_eq!(close.map(|c| u16::from(c.code)), Some(code));
     }
     server.publish("news", "order.shipped", order()).await;
-    assert_eq!(recv(&mut bystander).await["data"], order());
+    assert_eq!(recv_json(&mut bystander).await["data"], order());
 }
 
 /// The client's next line of output.

@@ -6,7 +6,6 @@ use std::time::{Duration, Instant};
 
 use crate::common::redis::{unique_prefix, RedisServer};
 use crate::common::*;
-use futures_util::StreamExt;
 use serde_json::json;
 
 struct Nginx {
@@ -236,7 +235,7 @@ async fn every_websocket_endpoint_and_the_http_apis_work_through_nginx() {
         .await
         .expect("deflate client through nginx");
     assert_eq!(agreed.as_deref(), Some(rustaxum::websocket::client::OFFER));
-    zipped.next().await.expect("subscription_succeeded").expect("frame");
+    assert_eq!(recv_json(&mut zipped).await["event"], "subscription_succeeded");
     let big = json!({"text": "through nginx, compressed ".repeat(80)});
     let body = json!({"channel": "general", "event": "big", "data": big}).to_string();
     let answer = reqwest::Client::new()
@@ -247,14 +246,7 @@ async fn every_websocket_endpoint_and_the_http_apis_work_through_nginx() {
         .await
         .expect("publish through nginx");
     assert_eq!(answer.status().as_u16(), 200);
-    let event = loop {
-        match zipped.next().await.expect("event").expect("frame") {
-            tokio_tungstenite::tungstenite::Message::Text(t) => {
-                break serde_json::from_str::<serde_json::Value>(&t).expect("json")
-            }
-            _ => continue,
-        }
-    };
+    let event = recv_json(&mut zipped).await;
     assert_eq!(event["data"], big);
     assert_eq!(zipped.get_ref().inflated(), 1);
     // Typed frames on the main ports and on the service's own port.

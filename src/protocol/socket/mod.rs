@@ -13,8 +13,6 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use futures_util::{Sink, SinkExt, Stream};
 use hyper_util::rt::TokioIo;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
-use tokio_tungstenite::tungstenite::protocol::frame::{Frame as WsFrame, FrameHeader};
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
@@ -113,23 +111,10 @@ impl WireText {
         let bits = deflate::window_for(self.text.len(), deflate.window_bits);
         let slot = &deflated.0[usize::from(bits - MIN_WINDOW_BITS)];
         match slot.get_or_init(|| deflate::compress(self.text.as_bytes(), bits)) {
-            Some(payload) => Message::Frame(compressed(payload.clone())),
+            Some(payload) => Message::Frame(crate::websocket::compressed_text(payload.clone())),
             None => Message::Text(self.text),
         }
     }
-}
-
-/// A final text frame with RSV1 set: a compressed message (RFC 7692 §6).
-fn compressed(payload: Bytes) -> WsFrame {
-    let header = FrameHeader {
-        is_final: true,
-        rsv1: true,
-        rsv2: false,
-        rsv3: false,
-        opcode: OpCode::Data(Data::Text),
-        mask: None,
-    };
-    WsFrame::from_payload(header, payload)
 }
 
 /// Starts `handler`'s session on `socket` in a task of its own that shutdown waits for;

@@ -237,7 +237,11 @@ impl TestServer {
 }
 
 /// The next text frame as JSON, skipping control frames. Panics on timeout or close.
-pub async fn recv_json(ws: &mut Ws) -> Value {
+/// Any client socket: tungstenite's, or one that inflates compressed messages.
+pub async fn recv_json<S>(ws: &mut S) -> Value
+where
+    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
     loop {
         let msg = tokio::time::timeout(WAIT, ws.next())
             .await
