@@ -55,6 +55,8 @@ const FAMILIES: &[(&str, Kind, &str)] = &[
     ("rustaxum_messages_delivered_total", Kind::Counter, "messages queued to sockets (one per socket per message)"),
     ("rustaxum_messages_received_total", Kind::Counter, "frames received from clients"),
     ("rustaxum_frames_encoded_total", Kind::Counter, "frames serialised (once per message and wire protocol)"),
+    ("rustaxum_frames_compressed_total", Kind::Counter, "frames compressed for permessage-deflate sockets (once per message, wire protocol and window size)"),
+    ("rustaxum_compression_bytes_total", Kind::Counter, "bytes of the compressed frames, before and after compression (stage=before|after)"),
     ("rustaxum_slow_consumer_disconnects_total", Kind::Counter, "sockets closed with 4100 because their outbound queue was full"),
     ("rustaxum_lifecycle_events_dropped_total", Kind::Counter, "lifecycle events an observer (metrics, webhooks) was too slow to see"),
     ("rustaxum_broadcast_queue_pending", Kind::Gauge, "queued broadcasts (ShouldQueue) not yet sent"),
@@ -232,6 +234,10 @@ pub(crate) async fn metrics(State(st): State<AppState>, _token: MetricsToken) ->
         counter!("rustaxum_messages_delivered_total").absolute(snapshot.messages.delivered);
         counter!("rustaxum_messages_received_total").absolute(snapshot.messages.received);
         counter!("rustaxum_frames_encoded_total").absolute(snapshot.messages.encoded);
+        let (compressed, before, after) = st.compression.snapshot();
+        counter!("rustaxum_frames_compressed_total").absolute(compressed);
+        counter!("rustaxum_compression_bytes_total", "stage" => "before").absolute(before);
+        counter!("rustaxum_compression_bytes_total", "stage" => "after").absolute(after);
         counter!("rustaxum_slow_consumer_disconnects_total").absolute(snapshot.slow_disconnects);
         counter!("rustaxum_lifecycle_events_dropped_total").absolute(st.node.lifecycle().dropped());
         gauge!("rustaxum_broadcast_queue_pending").set(st.manager.pending_broadcasts() as f64);

@@ -96,6 +96,8 @@ pub(crate) struct AppState {
     pub(crate) metrics: Arc<metrics::Metrics>,
     /// Tracks every WebSocket session so shutdown can wait for them.
     pub(crate) sessions: TaskTracker,
+    /// What permessage-deflate compressed (for `/metrics`).
+    pub(crate) compression: Arc<crate::websocket::DeflateStats>,
 }
 
 /// Admits a connection of the default app (native, EmitHub and typed-frame sockets):

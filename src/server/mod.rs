@@ -226,6 +226,7 @@ impl Rustaxum {
                 dashboard_strikes: Arc::default(),
                 metrics,
                 sessions: TaskTracker::new(),
+                compression: Arc::default(),
             },
             background,
             stop,

@@ -42,6 +42,35 @@ pub enum Compression {
     Above(usize),
 }
 
+/// What compression did on one server, for `/metrics`: messages compressed (once per
+/// message, protocol and window size) and their sizes before and after.
+#[derive(Debug, Default)]
+pub struct DeflateStats {
+    frames: std::sync::atomic::AtomicU64,
+    before: std::sync::atomic::AtomicU64,
+    after: std::sync::atomic::AtomicU64,
+}
+
+impl DeflateStats {
+    /// One message of `before` bytes compressed to `after`.
+    pub fn record(&self, before: usize, after: usize) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.frames.fetch_add(1, Relaxed);
+        self.before.fetch_add(before as u64, Relaxed);
+        self.after.fetch_add(after as u64, Relaxed);
+    }
+
+    /// Messages compressed, their bytes before, and after.
+    pub fn snapshot(&self) -> (u64, u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (
+            self.frames.load(Relaxed),
+            self.before.load(Relaxed),
+            self.after.load(Relaxed),
+        )
+    }
+}
+
 impl Compression {
     /// `on`: messages of 1 KiB or more are compressed. Smaller JSON gains little at the
     /// fastest level (a 260-byte event shrinks by 5 %, a 1.8 KB one by 67 %) and costs

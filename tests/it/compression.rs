@@ -68,7 +68,10 @@ async fn a_client_offering_deflate_gets_large_events_compressed_and_small_ones_p
     let (mut zipped, agreed) = deflate_client(&server, "/ws/news").await;
     assert_eq!(agreed.as_deref(), Some(AGREED));
     assert_eq!(recv_json(&mut zipped).await["event"], "subscription_succeeded");
-    // A client that offers nothing (tungstenite's) shares the channel, uncompressed.
+    // A second one shares the compressed frame; one that offers nothing (tungstenite's)
+    // shares the channel, uncompressed.
+    let (mut zipped2, _) = deflate_client(&server, "/ws/news").await;
+    recv_json(&mut zipped2).await;
     let (mut plain, _) = server.connect("/ws/news").await;
 
     let data = order();
@@ -79,8 +82,24 @@ async fn a_client_offering_deflate_gets_large_events_compressed_and_small_ones_p
     assert_eq!(got["data"], data);
     assert_eq!(got, plain_got, "both clients decode the same frame");
     assert_eq!(zipped.get_ref().inflated(), 1, "the event came compressed (RSV1)");
-    let on_wire = zipped.get_ref().bytes_read() - before;
+    assert_eq!(recv_json(&mut zipped2).await, got);
+    assert_eq!(zipped2.get_ref().inflated(), 1);
+    // Compressed once for both sockets, and counted in /metrics.
+    let metrics = server.metrics().await;
+    assert!(metrics.contains("\nrustaxum_frames_compressed_total 1\n"), "{metrics}");
+    let bytes = |stage: &str| -> u64 {
+        let prefix = format!("rustaxum_compression_bytes_total{{stage=\"{stage}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{prefix} in {metrics}"))
+    };
+    // The encoded frame (its JSON as the server wrote it, about the size of ours).
     let text = plain_got.to_string().len() as u64;
+    assert!(bytes("before").abs_diff(text) < 64, "{} vs {text}", bytes("before"));
+    assert!(bytes("after") * 2 < bytes("before"));
+    let on_wire = zipped.get_ref().bytes_read() - before;
     assert!(
         on_wire * 2 < text,
         "{on_wire} bytes on the wire for {text} bytes of JSON"

@@ -23,7 +23,7 @@ use super::AppState;
 use crate::session::runner::{self, Frame, Handler, ReadError};
 use crate::session::Admission;
 use crate::websocket::deflate::{self, MAX_WINDOW_BITS, MIN_WINDOW_BITS};
-use crate::websocket::{DeflateReadError, Inflating};
+use crate::websocket::{DeflateReadError, DeflateStats, Inflating};
 
 /// tungstenite's read buffer per socket, allocated for the socket's whole life (its
 /// default, 128 KiB, would dominate idle memory). Subscribers send small frames; a larger
@@ -49,7 +49,7 @@ pub(crate) fn required(ws: Upgrade) -> Result<WsUpgrade, axum::response::Respons
 pub(crate) fn configure(ws: WsUpgrade, st: &AppState) -> WsUpgrade {
     let config = st.config.load();
     ws.limits(READ_BUFFER, WRITE_BUFFER, config.websocket.max_message_size)
-        .compression(config.websocket.compression)
+        .compression(config.websocket.compression, &st.compression)
 }
 
 /// One upgraded connection: the WebSocket, and what it agreed to compress.
@@ -59,12 +59,14 @@ pub(crate) struct WebSocket {
 }
 
 /// permessage-deflate as one socket agreed to it.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct Deflate {
     /// The client's `server_max_window_bits` (15 when it named none).
     window_bits: u8,
     /// Texts of at least this many bytes are sent compressed.
     threshold: usize,
+    /// The server's compression counters.
+    stats: Arc<DeflateStats>,
 }
 
 /// An outgoing text as every socket of a protocol shares it: the text, and its
@@ -101,7 +103,7 @@ impl Deref for WireText {
 impl WireText {
     /// What to send to a socket that agreed to `deflate`: the compressed frame when the
     /// text is long enough and compresses, else the text.
-    fn into_message(self, deflate: Option<Deflate>) -> Message {
+    fn into_message(self, deflate: Option<&Deflate>) -> Message {
         let (Some(deflate), Some(deflated)) = (deflate, &self.deflated) else {
             return Message::Text(self.text);
         };
@@ -110,7 +112,14 @@ impl WireText {
         }
         let bits = deflate::window_for(self.text.len(), deflate.window_bits);
         let slot = &deflated.0[usize::from(bits - MIN_WINDOW_BITS)];
-        match slot.get_or_init(|| deflate::compress(self.text.as_bytes(), bits)) {
+        let compress = || {
+            let compressed = deflate::compress(self.text.as_bytes(), bits);
+            if let Some(payload) = &compressed {
+                deflate.stats.record(self.text.len(), payload.len());
+            }
+            compressed
+        };
+        match slot.get_or_init(compress) {
             Some(payload) => Message::Frame(crate::websocket::compressed_text(payload.clone())),
             None => Message::Text(self.text),
         }
@@ -156,7 +165,7 @@ impl Sink<Frame<WireText>> for WebSocket {
     }
 
     fn start_send(mut self: Pin<&mut Self>, frame: Frame<WireText>) -> Result<(), Self::Error> {
-        let message = to_message(frame, self.deflate);
+        let message = to_message(frame, self.deflate.as_ref());
         Pin::new(&mut self.stream).start_send(message)
     }
 
@@ -177,7 +186,7 @@ impl Stream for WebSocket {
     }
 }
 
-fn to_message(frame: Frame<WireText>, deflate: Option<Deflate>) -> Message {
+fn to_message(frame: Frame<WireText>, deflate: Option<&Deflate>) -> Message {
     match frame {
         Frame::Text(t) => t.into_message(deflate),
         Frame::Binary(b) => Message::Binary(b),

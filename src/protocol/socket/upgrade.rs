@@ -6,6 +6,7 @@
 //! `101` answer, then builds the socket on a stream that inflates what clients compress.
 
 use std::future::Future;
+use std::sync::Arc;
 
 use axum::extract::FromRequestParts;
 use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -18,7 +19,7 @@ use tokio_tungstenite::tungstenite::protocol::{Role as WsRole, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
 
 use super::{Deflate, WebSocket};
-use crate::websocket::{deflate, Compression, Inflating, Role};
+use crate::websocket::{deflate, Compression, DeflateStats, Inflating, Role};
 
 /// A request that asked to become a WebSocket, checked; [`on_upgrade`](Self::on_upgrade)
 /// answers it.
@@ -140,11 +141,12 @@ impl WsUpgrade {
 
     /// Accepts the client's permessage-deflate offer, if it made one the server can take,
     /// unless `compression` is off.
-    pub(crate) fn compression(mut self, compression: Compression) -> Self {
+    pub(crate) fn compression(mut self, compression: Compression, stats: &Arc<DeflateStats>) -> Self {
         self.deflate = match (compression, self.offer) {
             (Compression::Above(threshold), Some(agreed)) => Some(Deflate {
                 window_bits: agreed.window_bits,
                 threshold,
+                stats: stats.clone(),
             }),
             _ => None,
         };
@@ -177,6 +179,7 @@ impl WsUpgrade {
             ..
         } = self;
         let limit = config.max_message_size.unwrap_or(usize::MAX);
+        let agreed = offer.filter(|_| deflate.is_some());
         tokio::spawn(async move {
             let upgraded = match on_upgrade.await {
                 Ok(upgraded) => TokioIo::new(upgraded),
@@ -203,7 +206,7 @@ impl WsUpgrade {
         if let Some(protocol) = protocol {
             headers.insert(header::SEC_WEBSOCKET_PROTOCOL, protocol);
         }
-        if let Some(agreed) = offer.filter(|_| deflate.is_some()) {
+        if let Some(agreed) = agreed {
             if let Ok(answer) = HeaderValue::from_str(&agreed.response()) {
                 headers.insert(header::SEC_WEBSOCKET_EXTENSIONS, answer);
             }
