@@ -129,10 +129,10 @@ impl WireText {
 /// Starts `handler`'s session on `socket` in a task of its own that shutdown waits for;
 /// give the returned (finished) future to `on_upgrade`.
 ///
-/// Its own task, not the upgrade's: axum's upgrade task also holds the upgrade callback,
-/// its captures and the handshake's state beside the session, 2.4 KB per socket for the
-/// socket's whole life; a task of its own holds only the session loop, and the upgrade
-/// task ends here.
+/// Its own task, not the upgrade's: the upgrade task also holds the upgrade callback,
+/// its captures and the handshake's state beside the session (2.4 KB per socket for the
+/// socket's whole life, measured with axum's upgrade); a task of its own holds only the
+/// session loop, and the upgrade task ends here.
 pub(crate) fn serve<H: Handler + 'static>(
     st: &AppState,
     socket: WebSocket,
