@@ -35,6 +35,21 @@ pub struct QueueStats {
     pub failed: usize,
 }
 
+/// permessage-deflate on a node: its threshold and what it compressed.
+#[derive(Debug, Serialize)]
+pub struct CompressionStats {
+    /// Messages of at least this many bytes go compressed to sockets that agreed;
+    /// `None` when `BROADCAST_COMPRESSION=off`.
+    pub threshold: Option<usize>,
+    /// Frames compressed (once per message, protocol and window size, shared by every
+    /// socket that agreed).
+    pub frames: u64,
+    /// Their bytes before compression.
+    pub bytes_before: u64,
+    /// Their bytes after.
+    pub bytes_after: u64,
+}
+
 /// `GET /api/broadcast/stats` for this node.
 #[derive(Debug, Serialize)]
 pub struct NodeStats {
@@ -59,6 +74,8 @@ pub struct NodeStats {
     /// Webhook delivery, when configured.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub webhooks: Option<crate::webhooks::WebhookStats>,
+    /// permessage-deflate on this node.
+    pub compression: CompressionStats,
     /// Each app's figures on this node, by app id (`default` when no Pusher app is
     /// configured: the native protocol's channels).
     pub apps: BTreeMap<String, AppStats>,
@@ -133,5 +150,17 @@ pub(crate) async fn node_stats(st: &AppState, scope: &'static str) -> NodeStats 
         },
         history: st.node.fanout().history().map(|h| h.stats()),
         webhooks: st.webhooks.as_ref().map(|w| w.stats()),
+        compression: {
+            let (frames, bytes_before, bytes_after) = st.compression.snapshot();
+            CompressionStats {
+                threshold: match st.config.load().websocket.compression {
+                    crate::websocket::Compression::Above(n) => Some(n),
+                    crate::websocket::Compression::Off => None,
+                },
+                frames,
+                bytes_before,
+                bytes_after,
+            }
+        },
     }
 }

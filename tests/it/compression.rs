@@ -99,6 +99,10 @@ async fn a_client_offering_deflate_gets_large_events_compressed_and_small_ones_p
     let text = plain_got.to_string().len() as u64;
     assert!(bytes("before").abs_diff(text) < 64, "{} vs {text}", bytes("before"));
     assert!(bytes("after") * 2 < bytes("before"));
+    let (_, stats) = server.get("/api/broadcast/stats").await;
+    assert_eq!(stats["compression"]["threshold"], 1024);
+    assert_eq!(stats["compression"]["frames"], 1);
+    assert_eq!(stats["compression"]["bytes_after"], bytes("after"));
     let on_wire = zipped.get_ref().bytes_read() - before;
     assert!(
         on_wire * 2 < text,
