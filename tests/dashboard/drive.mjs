@@ -44,6 +44,10 @@ try {
   const icon = await page.evaluate(async () => (await fetch('/favicon.ico')).headers.get('content-type'));
   if (icon !== 'image/svg+xml') throw new Error(`favicon: ${icon}`);
   steps.push('version, uptime, favicon');
+  // Chromium agreed to compression, and the snapshots it receives are over the
+  // threshold: the compression figure shows how much smaller they went.
+  await page.waitForFunction(() => / % smaller$/.test(document.getElementById('compression').textContent), { timeout: 10000 });
+  steps.push(`compression ${await text(page, '#compression')}`.replace(/\d+ %/, 'N %'));
 
   // A client subscribes (a WebSocket of the browser itself): the channel appears.
   await page.evaluate((wsBase) => { window.demo = new WebSocket(`${wsBase}/ws?channel=dash-demo`); }, base.replace('http', 'ws'));
