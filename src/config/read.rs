@@ -152,10 +152,7 @@ pub(super) fn websocket(env: &Env<'_>) -> Result<WebSocketConfig, ConfigError> {
             .map(|n| u32::try_from(n).unwrap_or(u32::MAX))
             .unwrap_or(d.client_events_per_second),
         compression: env
-            .parse(
-                "BROADCAST_COMPRESSION",
-                "on, off, or the size in bytes from which messages are compressed (1 or more)",
-            )?
+            .parse("BROADCAST_COMPRESSION", crate::websocket::Compression::EXPECTED)?
             .unwrap_or(d.compression),
     })
 }

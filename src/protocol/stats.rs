@@ -153,10 +153,7 @@ pub(crate) async fn node_stats(st: &AppState, scope: &'static str) -> NodeStats 
         compression: {
             let (frames, bytes_before, bytes_after) = st.compression.snapshot();
             CompressionStats {
-                threshold: match st.config.load().websocket.compression {
-                    crate::websocket::Compression::Above(n) => Some(n),
-                    crate::websocket::Compression::Off => None,
-                },
+                threshold: st.config.load().websocket.compression.threshold(),
                 frames,
                 bytes_before,
                 bytes_after,

@@ -192,35 +192,33 @@ pub enum InflateError {
 /// Inflates one message's payload, refusing to produce more than `limit` bytes (so a
 /// small "zip bomb" cannot allocate more than a large plain message would).
 pub fn inflate(payload: &[u8], limit: usize) -> Result<Vec<u8>, InflateError> {
+    let input = [payload, &TAIL[..]].concat();
     let mut inflater = Decompress::new(false);
     let mut out = Vec::with_capacity(payload.len().saturating_mul(3).max(64).min(limit.saturating_add(1)));
-    for input in [payload, &TAIL[..]] {
-        let start = inflater.total_in();
-        loop {
-            let read = usize::try_from(inflater.total_in() - start).map_err(|_| InflateError::Corrupt)?;
-            let before = (inflater.total_in(), inflater.total_out());
-            let status = inflater
-                .decompress_vec(&input[read..], &mut out, FlushDecompress::Sync)
-                .map_err(|_| InflateError::Corrupt)?;
-            if out.len() > limit {
-                return Err(InflateError::TooBig);
-            }
-            if status == Status::StreamEnd {
-                // A final block (BFINAL) ends the message; what follows is ignored.
-                return Ok(out);
-            }
-            let read = usize::try_from(inflater.total_in() - start).map_err(|_| InflateError::Corrupt)?;
-            if read == input.len() && out.len() < out.capacity() {
-                break;
-            }
-            if out.len() == out.capacity() {
-                out.reserve(out.capacity().min(limit.saturating_add(1) - out.len()).max(64));
-            } else if before == (inflater.total_in(), inflater.total_out()) {
-                return Err(InflateError::Corrupt);
-            }
+    loop {
+        let before = (inflater.total_in(), inflater.total_out());
+        let read = usize::try_from(before.0).map_err(|_| InflateError::Corrupt)?;
+        let status = inflater
+            .decompress_vec(
+                input.get(read..).ok_or(InflateError::Corrupt)?,
+                &mut out,
+                FlushDecompress::Sync,
+            )
+            .map_err(|_| InflateError::Corrupt)?;
+        if out.len() > limit {
+            return Err(InflateError::TooBig);
+        }
+        // A final block (BFINAL) ends the message early; what follows is ignored.
+        let all_read = usize::try_from(inflater.total_in()).is_ok_and(|read| read == input.len());
+        if status == Status::StreamEnd || (all_read && out.len() < out.capacity()) {
+            return Ok(out);
+        }
+        if out.len() == out.capacity() {
+            out.reserve(out.capacity().min(limit.saturating_add(1) - out.len()).max(64));
+        } else if before == (inflater.total_in(), inflater.total_out()) {
+            return Err(InflateError::Corrupt);
         }
     }
-    Ok(out)
 }
 
 #[cfg(test)]

@@ -111,9 +111,9 @@ struct Scan {
     have: usize,
     /// Whether the current frame passes through (decided on its first byte).
     passing: bool,
-    /// Payload bytes of the current frame still to come (after its header).
+    /// Payload bytes of the current frame still to come once its header is read
+    /// (non-zero: the bytes that follow are payload).
     left: u64,
-    in_payload: bool,
     /// The current collected frame's mask, its position in it, and whether it ends the message.
     mask: [u8; 4],
     mask_at: usize,
@@ -154,7 +154,6 @@ impl Scan {
             have: 0,
             passing: true,
             left: 0,
-            in_payload: false,
             mask: [0; 4],
             mask_at: 0,
             fin: false,
@@ -170,29 +169,21 @@ impl Scan {
     /// Follows the frames in `region`, keeping (at its front) what passes through and
     /// taking compressed messages out.
     fn walk(&mut self, region: &mut [u8]) -> Result<Walked, DeflateReadError> {
-        let mut kept = 0;
         let mut i = 0;
+        // A client's stream starts with the HTTP answer: it passes as it is.
         while let Some(seen) = self.http {
-            let Some(&byte) = region.get(i) else {
-                return Ok(Walked {
-                    kept,
-                    used: i,
-                    complete: None,
-                });
-            };
-            region[kept] = byte;
-            kept += 1;
+            let Some(&byte) = region.get(i) else { break };
             i += 1;
             let seen = match (seen, byte) {
-                (0 | 2, b'\r') => seen + 1,
-                (1 | 3, b'\n') => seen + 1,
+                (0 | 2, b'\r') | (1 | 3, b'\n') => seen + 1,
                 (_, b'\r') => 1,
                 _ => 0,
             };
             self.http = (seen < 4).then_some(seen);
         }
+        let mut kept = i;
         while i < region.len() {
-            if self.in_payload {
+            if self.left > 0 {
                 let n = usize::try_from(self.left).unwrap_or(usize::MAX).min(region.len() - i);
                 if self.passing {
                     region.copy_within(i..i + n, kept);
@@ -208,44 +199,36 @@ impl Scan {
                 }
                 i += n;
                 self.left -= n as u64;
-                if self.left == 0 {
-                    self.in_payload = false;
-                    if let Some(complete) = self.frame_ended() {
-                        return Ok(Walked {
-                            kept,
-                            used: i,
-                            complete: Some(complete),
-                        });
-                    }
+                if self.left > 0 {
+                    continue;
                 }
-                continue;
-            }
-            let byte = region[i];
-            if self.have == 0 {
-                self.passing = self.passes(byte)?;
-            }
-            self.header[self.have] = byte;
-            self.have += 1;
-            if self.passing {
-                region[kept] = byte;
-                kept += 1;
-            }
-            i += 1;
-            if let Some(len) = self.header_len() {
-                if self.have == len {
-                    self.start_payload()?;
-                    if self.left == 0 {
-                        if let Some(complete) = self.frame_ended() {
-                            return Ok(Walked {
-                                kept,
-                                used: i,
-                                complete: Some(complete),
-                            });
-                        }
-                    } else {
-                        self.in_payload = true;
-                    }
+            } else {
+                let byte = region[i];
+                if self.have == 0 {
+                    self.passing = self.passes(byte)?;
                 }
+                self.header[self.have] = byte;
+                self.have += 1;
+                if self.passing {
+                    region[kept] = byte;
+                    kept += 1;
+                }
+                i += 1;
+                if self.header_len() != Some(self.have) {
+                    continue;
+                }
+                self.start_payload()?;
+                if self.left > 0 {
+                    continue;
+                }
+            }
+            // The current frame ended here.
+            if let Some(complete) = self.frame_ended() {
+                return Ok(Walked {
+                    kept,
+                    used: i,
+                    complete: Some(complete),
+                });
             }
         }
         Ok(Walked {

@@ -3,8 +3,9 @@
 //! [`deflate`] reads a client's offer and compresses or inflates one message;
 //! [`Inflating`] sits between the network and the WebSocket library and hands compressed
 //! incoming messages on inflated; [`client::connect`] offers the extension as a client.
-//! The server's sockets (`protocol::socket`) and the benchmark's clients use them. The compressed frame of an outgoing message is made
-//! once per message and window, and shared by every socket that agreed to it.
+//! The server's sockets (`protocol::socket`) and the benchmark's clients use them. The
+//! compressed frame of an outgoing message is made once per message and window, and
+//! shared by every socket that agreed to it.
 
 pub mod client;
 pub mod deflate;
@@ -15,6 +16,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::{Frame, FrameHeader};
 
 pub use deflate::{Agreed, InflateError};
+pub use inflating::{DeflateReadError, Inflating, Role};
 
 /// A compressed message's payload as a final text frame with RSV1 set (RFC 7692 §6), for
 /// tungstenite to write as it is (`Message::Frame`; a client's is masked on the way).
@@ -29,7 +31,6 @@ pub fn compressed_text(payload: Bytes) -> Frame {
     };
     Frame::from_payload(header, payload)
 }
-pub use inflating::{DeflateReadError, Inflating, Role};
 
 /// `BROADCAST_COMPRESSION`: whether the server agrees to permessage-deflate, and from
 /// what size a message is sent compressed.
@@ -72,6 +73,17 @@ impl DeflateStats {
 }
 
 impl Compression {
+    /// What a value must look like (the configuration's error says it).
+    pub const EXPECTED: &'static str = "on, off, or the size in bytes from which messages are compressed (1 or more)";
+
+    /// The size from which messages go compressed; `None` when off.
+    pub fn threshold(self) -> Option<usize> {
+        match self {
+            Self::Above(n) => Some(n),
+            Self::Off => None,
+        }
+    }
+
     /// `on`: messages of 1 KiB or more are compressed. Smaller JSON gains little at the
     /// fastest level (a 260-byte event shrinks by 5 %, a 1.8 KB one by 67 %) and costs
     /// every client an inflate.
@@ -93,9 +105,7 @@ impl std::str::FromStr for Compression {
             "on" | "true" | "yes" => Ok(Self::default()),
             "off" | "false" | "no" => Ok(Self::Off),
             n => match n.parse::<usize>() {
-                Ok(0) | Err(_) => {
-                    Err("expected on, off, or the size in bytes from which messages are compressed (1 or more)".into())
-                }
+                Ok(0) | Err(_) => Err(format!("expected {}", Self::EXPECTED)),
                 Ok(n) => Ok(Self::Above(n)),
             },
         }
