@@ -220,12 +220,15 @@ impl Fanout {
         channels: &[Channel],
         event: &str,
         data: Arc<RawValue>,
+        text: Option<Arc<str>>,
         except: Option<SocketId>,
     ) -> Result<PublishReport, BackendError> {
         let Some(first) = channels.first() else {
             return Ok(PublishReport::default());
         };
-        let template = Message::event(first.clone(), event, data).except(except);
+        let template = Message::event(first.clone(), event, data)
+            .with_text(text)
+            .except(except);
         let mut total = PublishReport::default();
         for channel in channels {
             let message = Message {
@@ -305,7 +308,7 @@ mod tests {
         hub.subscribe(&conn, &general).unwrap();
         let data: Arc<RawValue> = Arc::from(serde_json::value::to_raw_value(&1).unwrap());
         let report = fanout
-            .publish_many(&[general.clone(), news.clone()], "e", data.clone(), None)
+            .publish_many(&[general.clone(), news.clone()], "e", data.clone(), None, None)
             .await
             .unwrap();
         assert_eq!(report.delivered, 1);

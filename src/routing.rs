@@ -229,7 +229,9 @@ impl Routing {
             }
             if rule.transforms_payload() {
                 if let Some(data) = rule.transform(&message.data) {
+                    // Reshaped: the publisher's text no longer describes it.
                     message.data = data;
+                    message.text = None;
                 }
             }
             if let Some(event) = &rule.rename_event {

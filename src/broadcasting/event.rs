@@ -224,6 +224,7 @@ async fn run<E: Event>(event: &E, plan: Option<Plan>) -> Result<(), BroadcastErr
     let channels = parse_channels(&plan.channels)?;
     let payload = Payload {
         data: Arc::from(serde_json::value::to_raw_value(&plan.data)?),
+        text: None,
         socket: plan.except,
     };
     let manager = manager::global()?;

@@ -128,6 +128,7 @@ impl PendingBroadcast {
         };
         let payload = Payload {
             data: Arc::from(serde_json::value::to_raw_value(&data)?),
+            text: None,
             socket: self.except,
         };
         match self.queue {

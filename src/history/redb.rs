@@ -33,6 +33,9 @@ struct Row<'a> {
     t: std::borrow::Cow<'a, str>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     u: Option<std::borrow::Cow<'a, str>>,
+    /// The payload's text when `d` cannot give it back (`Message::text`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    x: Option<std::borrow::Cow<'a, str>>,
     ms: u64,
 }
 
@@ -102,6 +105,7 @@ fn decode(channel: &Channel, offset: u64, epoch: &Arc<str>, bytes: &[u8]) -> Res
             channel: channel.clone(),
             event: Arc::from(row.e.as_ref()),
             data,
+            text: row.x.as_deref().map(Arc::from),
             except: None,
             kind: EnvelopeKind::Event,
             timestamp: Arc::from(row.t.as_ref()),
@@ -126,6 +130,7 @@ impl HistoryStore for RedbHistory {
             d: &message.data,
             t: message.timestamp.as_ref().into(),
             u: message.sender.as_deref().map(Into::into),
+            x: message.text.as_deref().map(Into::into),
             ms: now_ms(),
         })
         .map_err(err)?;

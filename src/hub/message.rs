@@ -66,6 +66,12 @@ pub struct Message {
     pub event: Arc<str>,
     /// The payload, already JSON (shared between the channels of one broadcast).
     pub data: Arc<RawValue>,
+    /// The payload exactly as its publisher wrote it, when it came as text (the Pusher
+    /// HTTP API's `data` string) and `data` cannot give those bytes back: a JSON string
+    /// value (`"\"shipped\""`) or JSON with whitespace around it. Protocols whose payload
+    /// is a string (Pusher, webhooks) send this; JSON protocols send `data`. `None` in
+    /// every other case: the text is then [`payload_text`] of `data`.
+    pub text: Option<Arc<str>>,
     /// A socket that must not receive it (the sender).
     pub except: Option<SocketId>,
     /// What the message means.
@@ -86,12 +92,19 @@ impl Message {
             channel,
             event: event.into(),
             data,
+            text: None,
             except: None,
             kind: EnvelopeKind::Event,
             timestamp: now_rfc3339(),
             position: None,
             sender: None,
         }
+    }
+
+    /// The same payload given as text: `text` is kept when `data` cannot reproduce it.
+    pub fn with_text(mut self, text: Option<Arc<str>>) -> Self {
+        self.text = text;
+        self
     }
 
     /// The same message, sent by `user`.
@@ -122,6 +135,9 @@ pub struct Envelope {
     pub event: Arc<str>,
     /// The payload, already JSON (shared between the channels of one broadcast).
     pub data: Arc<RawValue>,
+    /// The payload as its publisher wrote it, when `data` cannot give it back (see
+    /// [`Message::text`](Message#structfield.text)).
+    pub text: Option<Arc<str>>,
     /// When it was published, RFC 3339 with milliseconds.
     pub timestamp: Arc<str>,
     /// A socket that must not receive it (the sender).
@@ -176,6 +192,7 @@ impl Envelope {
             channel,
             event: message.event,
             data: message.data,
+            text: message.text,
             timestamp: message.timestamp,
             except: message.except,
             kind: message.kind,
@@ -224,6 +241,36 @@ impl Envelope {
                 None => unreachable!("a slot initialised by this call has type T"),
             },
         }
+    }
+}
+
+/// A payload given as text (a Pusher publisher's `data` string) as JSON and text: JSON
+/// text is kept byte for byte as the JSON payload (key order, escapes, number spelling);
+/// other text becomes a JSON string. The text is returned too when the JSON cannot give
+/// it back ([`payload_text`] of the JSON differs: a JSON string value, or whitespace
+/// around the JSON).
+pub fn payload_from_text(text: String) -> (Arc<RawValue>, Option<Arc<str>>) {
+    match RawValue::from_string(text.clone()) {
+        Ok(raw) => {
+            let kept = (raw.get().len() != text.len() || raw.get().starts_with('"')).then(|| Arc::from(text));
+            (Arc::from(raw), kept)
+        }
+        Err(_) => {
+            let raw = serde_json::value::to_raw_value(&text).expect("a string is JSON");
+            (Arc::from(raw), None)
+        }
+    }
+}
+
+/// The payload as text (what Pusher clients and webhooks carry): `text` when the publisher
+/// gave one that `data` cannot reproduce, else a JSON string's contents, else the JSON.
+pub fn payload_text<'a>(data: &'a RawValue, text: Option<&'a str>) -> std::borrow::Cow<'a, str> {
+    if let Some(text) = text {
+        return text.into();
+    }
+    match serde_json::from_str::<std::borrow::Cow<'_, str>>(data.get()) {
+        Ok(s) => s,
+        Err(_) => data.get().into(),
     }
 }
 

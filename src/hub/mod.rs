@@ -22,7 +22,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 pub use connection::{CloseReason, Closed, ConnectionHandle, OutboxReceiver, SubscribeError, TryRecvError};
-pub use message::{now_rfc3339, Envelope, EnvelopeKind, Message, Position, Protocol};
+pub use message::{now_rfc3339, payload_from_text, payload_text, Envelope, EnvelopeKind, Message, Position, Protocol};
 pub use socket::{InvalidSocketId, SocketId};
 
 use crate::channel::{Channel, ChannelKind};

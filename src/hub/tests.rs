@@ -146,3 +146,46 @@ async fn a_waiting_socket_task_wakes_on_close_and_on_shutdown() {
     let (late, _rl) = hub.connect(Protocol::Native);
     assert!(late.is_closing(), "a connection made during shutdown closes at once");
 }
+
+#[test]
+fn text_payloads_come_back_byte_for_byte() {
+    use super::{payload_from_text, payload_text};
+    // What Laravel's json_encode writes, a pretty-printed body, a JSON string payload,
+    // plain text, and JSON with whitespace around it.
+    let laravel = r#"{"order":{"id":1,"total":99.50,"items":["caf\u00e9"],"url":"https:\/\/x.test\/a"}}"#;
+    let cases = [
+        laravel,
+        "{\n  \"b\": 1,\n  \"a\": [1e2, -0.0]\n}",
+        r#""shipped""#,
+        "plain text, not JSON",
+        " {\"a\":1}\n",
+        "",
+        "42",
+    ];
+    for text in cases {
+        let (data, kept) = payload_from_text(text.to_string());
+        assert_eq!(payload_text(&data, kept.as_deref()), text, "{text:?}");
+        // The JSON side is still JSON, of the same value.
+        serde_json::from_str::<serde_json::Value>(data.get()).unwrap();
+    }
+    let (data, kept) = payload_from_text(laravel.to_string());
+    assert_eq!(
+        data.get(),
+        laravel,
+        "JSON text is kept as it came (key order, escapes, 99.50)"
+    );
+    assert!(kept.is_none(), "nothing to keep beside it");
+    let (data, kept) = payload_from_text(r#""shipped""#.to_string());
+    assert_eq!(data.get(), r#""shipped""#, "JSON clients get the string");
+    assert_eq!(
+        kept.as_deref(),
+        Some(r#""shipped""#),
+        "Pusher clients get the quotes too"
+    );
+    let (data, kept) = payload_from_text("plain".to_string());
+    assert_eq!((data.get(), kept), (r#""plain""#, None));
+    // A payload that came as JSON: a string's contents, anything else its JSON.
+    let raw = |v: &str| serde_json::value::RawValue::from_string(v.to_string()).unwrap();
+    assert_eq!(payload_text(&raw(r#"{"a":1}"#), None), r#"{"a":1}"#);
+    assert_eq!(payload_text(&raw(r#""plain""#), None), "plain");
+}

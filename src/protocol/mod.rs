@@ -142,10 +142,7 @@ pub(crate) async fn publish_inbound(
     }
     let mut recipients = 0;
     if !managed.is_empty() {
-        let content = match serde_json::from_str::<String>(payload.data.get()) {
-            Ok(text) => text,
-            Err(_) => payload.data.get().to_string(),
-        };
+        let content = crate::hub::payload_text(&payload.data, payload.text.as_deref()).into_owned();
         for id in managed {
             let sent = st.emithub.broadcast(id, content.clone(), event.to_string()).await?;
             recipients += sent.recipients;
@@ -156,7 +153,13 @@ pub(crate) async fn publish_inbound(
         let report = st
             .node
             .fanout()
-            .publish_many(&plain, event, payload.data.clone(), payload.socket)
+            .publish_many(
+                &plain,
+                event,
+                payload.data.clone(),
+                payload.text.clone(),
+                payload.socket,
+            )
             .await
             .map_err(crate::broadcasting::BroadcastError::from)?;
         recipients += report.delivered;

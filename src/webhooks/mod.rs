@@ -493,7 +493,7 @@ impl Webhooks {
             } => {
                 let mut e = WebhookEvent::channel("client_event", &channel);
                 e.event = Some(event.to_string());
-                e.data = Some(data_string(&data));
+                e.data = Some(crate::hub::payload_text(&data, None).into_owned());
                 e.socket_id = Some(socket.to_string());
                 e.user_id = user.map(|u| u.to_string());
                 self.emit(e);
@@ -612,11 +612,6 @@ impl Webhooks {
             }
         }
     }
-}
-
-/// A payload as Pusher's `data` string: a JSON string as its text, anything else as JSON.
-fn data_string(raw: &serde_json::value::RawValue) -> String {
-    serde_json::from_str::<String>(raw.get()).unwrap_or_else(|_| raw.get().to_string())
 }
 
 /// Sends one target's events in batches, in order, retrying each batch for `retry_for`.

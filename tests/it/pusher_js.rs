@@ -71,9 +71,10 @@ async fn published_pusher_packages_work_unchanged() {
     );
     let mut config = config();
     config.pusher.apps = rustaxum::pusher::Apps::new(apps());
-    for public in ["nobody-here", "probe", "orders", "counted", "cache-*"] {
+    for public in ["nobody-here", "probe", "orders", "counted", "cache-*", "kept-*"] {
         config.auth.public_channels.push(public.into());
     }
+    config.history.channels = vec!["kept-*".into()];
     let server = start_with(config).await;
     run_node_suite("tests/pusher/", server.addr.port(), None).await;
 }
@@ -111,9 +112,10 @@ async fn pusher_features_across_nodes(redis: &impl Backend) {
     let node = || {
         let mut c = cluster_config(redis, &prefix);
         c.pusher.apps = rustaxum::pusher::Apps::new(apps());
-        for public in ["orders", "counted", "cache-*"] {
+        for public in ["orders", "counted", "cache-*", "kept-*"] {
             c.auth.public_channels.push(public.into());
         }
+        c.history.channels = vec!["kept-*".into()];
         c
     };
     let a = start_with(node()).await;

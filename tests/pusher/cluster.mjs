@@ -3,8 +3,8 @@
 import { test, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  APP1, APP2, MASTER_KEY, PORT, PORT2,
-  channelSubscribed, closeAll, collect, echo, jwt, once, pusherOf, serverOf, sleep, until,
+  APP1, APP2, EXACT_PAYLOADS, MASTER_KEY, PORT, PORT2,
+  channelSubscribed, closeAll, collect, echo, jwt, once, pusherOf, rawPusher, serverOf, sleep, until,
 } from './helpers.mjs';
 
 afterEach(closeAll);
@@ -87,4 +87,21 @@ test('a watcher on one node sees a user on the other come online and go offline'
   carol.disconnect();
   await until(() => offline.includes('carol-c'), 'carol offline');
   assert.deepEqual(online.filter((u) => u === 'bob-c'), ['bob-c'], 'one online for bob');
+});
+
+test('data triggered on one node reaches a Pusher client on the other byte for byte, live and replayed', async () => {
+  const raw = await rawPusher({ port: PORT2 });
+  await raw.subscribe('kept-cluster');
+  const sdk = serverOf(APP1, { port: PORT });
+  await sdk.trigger('kept-cluster', 'start', '{}');
+  const { position } = await raw.next((f) => f.event === 'start');
+  for (const [i, payload] of EXACT_PAYLOADS.entries()) {
+    await sdk.trigger('kept-cluster', `exact-${i}`, payload);
+    assert.equal((await raw.next((f) => f.event === `exact-${i}`)).data, payload, `payload ${i} across nodes`);
+  }
+  const late = await rawPusher({ port: PORT2 });
+  late.send({ event: 'pusher:subscribe', data: { channel: 'kept-cluster', since: position } });
+  for (const [i, payload] of EXACT_PAYLOADS.entries()) {
+    assert.equal((await late.next((f) => f.event === `exact-${i}`)).data, payload, `payload ${i} replayed from Redis`);
+  }
 });

@@ -191,3 +191,50 @@ export function collect(channel, name) {
   channel.bind(name, (d) => got.push(d));
   return got;
 }
+
+/** A Pusher-protocol client on a bare WebSocket, to see frames as the server wrote them
+ *  (pusher-js parses `data` before an app sees it). `next(match)` resolves with the first
+ *  frame `match` accepts, parsed, with its text in `.text`. */
+export function rawPusher({ key = KEY, port = PORT } = {}) {
+  const ws = new WebSocket(`ws://${HOST}:${port}/app/${key}?protocol=7&client=raw&version=1`);
+  const inbox = [];
+  const waiters = [];
+  ws.on('message', (m) => {
+    const text = m.toString();
+    const frame = { ...JSON.parse(text), text };
+    const w = waiters.findIndex((x) => x.match(frame));
+    if (w >= 0) waiters.splice(w, 1)[0].resolve(frame);
+    else inbox.push(frame);
+  });
+  opened.push(() => ws.close());
+  const next = (match = () => true, ms = 5000) => {
+    const i = inbox.findIndex(match);
+    if (i >= 0) return Promise.resolve(inbox.splice(i, 1)[0]);
+    return within(ms, new Promise((resolve) => waiters.push({ match, resolve })), 'a Pusher frame');
+  };
+  const send = (frame) => ws.send(JSON.stringify(frame));
+  /** Subscribes to a public channel (with `extra` data such as `since`); resolves once it is. */
+  const subscribe = async (channel, extra = {}) => {
+    send({ event: 'pusher:subscribe', data: { channel, ...extra } });
+    await next((f) => f.event === 'pusher_internal:subscription_succeeded' && f.channel === channel);
+  };
+  return new Promise((resolve, reject) => {
+    ws.once('error', reject);
+    ws.once('open', async () => {
+      const established = await next((f) => f.event === 'pusher:connection_established');
+      resolve({ ws, next, send, subscribe, socketId: JSON.parse(established.data).socket_id });
+    });
+  });
+}
+
+/** Payloads as Laravel and other Pusher publishers write them: key order that is not
+ *  sorted, json_encode's escapes (`\u00e9`, `\/`), a number spelled `99.50`, pretty
+ *  printing, a JSON string, plain text, whitespace around JSON. */
+export const EXACT_PAYLOADS = [
+  '{"order":{"id":1,"total":99.5,"items":[{"sku":"caf\\u00e9","url":"https:\\/\\/shop.test\\/p\\/1"}],"created_at":"2026-12-05"},"socket":null}',
+  '{"zeta":1,"alpha":2,"mid":{"b":true,"a":null},"price":99.50,"big":12345678901234567890}',
+  '{\n    "pretty": true,\n    "list": [\n        1,\n        2\n    ]\n}',
+  '"shipped"',
+  'plain text, not JSON',
+  ' {"padded":1}\n',
+];

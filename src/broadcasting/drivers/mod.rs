@@ -30,6 +30,10 @@ use crate::hub::{Hub, SocketId};
 pub struct Payload {
     /// The event data, already serialised once as JSON.
     pub data: Arc<RawValue>,
+    /// The data as its publisher wrote it, when it came as text that `data` cannot give
+    /// back byte for byte (see [`Message::text`](crate::hub::Message#structfield.text));
+    /// `None` for events built in Rust.
+    pub text: Option<Arc<str>>,
     /// A socket that must not receive the event (Laravel's `toOthers()`).
     pub socket: Option<SocketId>,
 }
@@ -134,7 +138,13 @@ async fn publish(
     payload: &Payload,
 ) -> Result<usize, BroadcastError> {
     let report = fanout
-        .publish_many(channels, event, payload.data.clone(), payload.socket)
+        .publish_many(
+            channels,
+            event,
+            payload.data.clone(),
+            payload.text.clone(),
+            payload.socket,
+        )
         .await?;
     Ok(report.delivered)
 }

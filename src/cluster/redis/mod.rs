@@ -837,6 +837,7 @@ impl RedisBroker {
         let wire = Wire {
             event: message.event.as_ref().into(),
             data: Some(&message.data),
+            txt: message.text.as_deref().map(Into::into),
             socket: message.except.map(|s| Value::String(s.to_string())),
             node: Some(self.link.node_id().into()),
             kind: match message.kind {

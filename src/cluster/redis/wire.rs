@@ -24,6 +24,10 @@ pub(super) struct Wire<'a> {
     pub(super) node: Option<std::borrow::Cow<'a, str>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) kind: Option<std::borrow::Cow<'a, str>>,
+    /// The payload as its publisher wrote it, when `data` cannot give it back
+    /// ([`Message::text`](crate::hub::Message#structfield.text)).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) txt: Option<std::borrow::Cow<'a, str>>,
     /// The user who sent a client event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) user: Option<std::borrow::Cow<'a, str>>,
@@ -68,6 +72,7 @@ pub(super) fn wire_message(channel: Channel, wire: Wire<'_>) -> Option<(Message,
         channel,
         event: wire.event.as_ref().into(),
         data,
+        text: wire.txt.as_deref().map(Arc::from),
         except,
         kind,
         timestamp: wire.ts.as_deref().map_or_else(now_rfc3339, Arc::from),

@@ -98,6 +98,7 @@ pub(crate) async fn publish(
     let data = req.data.unwrap_or_else(|| Value::Object(Default::default()));
     let payload = Payload {
         data: Arc::from(serde_json::value::to_raw_value(&data).map_err(|e| ApiError::unprocessable(e.to_string()))?),
+        text: None,
         socket,
     };
     let recipients = crate::protocol::publish_inbound(&st, &channels, &req.event, &payload).await?;

@@ -127,7 +127,9 @@ impl Signed {
 #[derive(Deserialize, utoipa::ToSchema)]
 struct EventBody {
     name: String,
-    data: Value,
+    /// A string (Pusher's API), kept byte for byte; JSON is accepted too.
+    #[schema(value_type = String)]
+    data: Box<serde_json::value::RawValue>,
     #[serde(default)]
     channels: Option<Vec<String>>,
     #[serde(default)]
@@ -165,12 +167,15 @@ fn prepare(st: &AppState, signed: &Signed, e: EventBody) -> Result<Prepared, Api
     if e.name.is_empty() || e.name.len() > max_name {
         return Err(bad_request(format!("event name must be 1 to {max_name} characters")));
     }
-    // Pusher's data is a string (usually JSON); JSON is kept structured so native
-    // clients get objects, and Pusher clients get the same string back.
-    let data_len = match &e.data {
-        Value::String(s) => s.len(),
-        other => other.to_string().len(),
+    // Pusher's data is a string (usually JSON) that Pusher clients get byte for byte;
+    // JSON clients get its JSON (see `payload_from_text`). Some clients send JSON itself.
+    let (data, text) = match serde_json::from_str::<String>(e.data.get()) {
+        Ok(text) => (None, Some(text)),
+        Err(_) => (Some(e.data), None),
     };
+    let data_len = text
+        .as_ref()
+        .map_or_else(|| data.as_ref().map_or(0, |d| d.get().len()), String::len);
     let max = app
         .max_event_size
         .unwrap_or_else(|| st.config.load().pusher.max_event_size);
@@ -181,9 +186,10 @@ fn prepare(st: &AppState, signed: &Signed, e: EventBody) -> Result<Prepared, Api
             format!("event data is {data_len} bytes; the limit is {max}"),
         ));
     }
-    let data = match e.data {
-        Value::String(s) => serde_json::from_str::<Value>(&s).unwrap_or(Value::String(s)),
-        other => other,
+    let (data, text) = match (data, text) {
+        (Some(raw), _) => (Arc::from(raw), None),
+        (None, Some(text)) => crate::hub::payload_from_text(text),
+        (None, None) => unreachable!("one of the two is set above"),
     };
     let channels = names
         .iter()
@@ -195,15 +201,11 @@ fn prepare(st: &AppState, signed: &Signed, e: EventBody) -> Result<Prepared, Api
         .map(str::parse::<SocketId>)
         .transpose()
         .map_err(|err| bad_request(err.to_string()))?;
-    let raw = serde_json::value::to_raw_value(&data).map_err(|err| bad_request(err.to_string()))?;
     let info = info_list(e.info.as_deref());
     Ok(Prepared {
         channels,
         event: e.name,
-        payload: Payload {
-            data: Arc::from(raw),
-            socket,
-        },
+        payload: Payload { data, text, socket },
         info,
     })
 }

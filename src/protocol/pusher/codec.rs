@@ -3,11 +3,10 @@
 //! Pusher's statuses and error codes.
 
 use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::channel::ChannelKind;
-use crate::hub::{Envelope, EnvelopeKind, Position};
+use crate::hub::{payload_text, Envelope, EnvelopeKind, Position};
 
 /// Pusher close and error codes used here.
 pub mod codes {
@@ -148,15 +147,6 @@ pub fn subscription_error(channel: &str, status: u16, text: &str) -> String {
     )
 }
 
-/// The Pusher `data` string of a payload: a JSON string payload is sent as its text
-/// (what a Pusher SDK published as a plain string), anything else as its JSON.
-pub fn data_string(raw: &RawValue) -> String {
-    match serde_json::from_str::<String>(raw.get()) {
-        Ok(s) => s,
-        Err(_) => raw.get().to_string(),
-    }
-}
-
 #[derive(Deserialize)]
 struct Removed {
     user_id: Value,
@@ -173,7 +163,7 @@ pub fn encode(envelope: &Envelope) -> Option<String> {
     let channel =
         crate::pusher::server_to_user_name(&envelope.channel).unwrap_or_else(|| envelope.channel.pusher_name());
     let (event, data) = match envelope.kind {
-        EnvelopeKind::SubscriptionCount => ("pusher_internal:subscription_count", envelope.data.get().to_string()),
+        EnvelopeKind::SubscriptionCount => ("pusher_internal:subscription_count", envelope.data.get().into()),
         EnvelopeKind::Watchlist => {
             return serde_json::to_string(&Out {
                 event: "pusher_internal:watchlist_events",
@@ -184,15 +174,19 @@ pub fn encode(envelope: &Envelope) -> Option<String> {
             })
             .ok()
         }
-        EnvelopeKind::Event => (envelope.event.as_ref(), data_string(&envelope.data)),
-        EnvelopeKind::MemberAdded => ("pusher_internal:member_added", envelope.data.get().to_string()),
+        // Byte for byte what the publisher gave (a Pusher SDK's string, Laravel's JSON).
+        EnvelopeKind::Event => (
+            envelope.event.as_ref(),
+            payload_text(&envelope.data, envelope.text.as_deref()),
+        ),
+        EnvelopeKind::MemberAdded => ("pusher_internal:member_added", envelope.data.get().into()),
         EnvelopeKind::MemberRemoved => {
             let removed: Removed = serde_json::from_str(envelope.data.get()).ok()?;
             let data = serde_json::to_string(&RemovedData {
                 user_id: &removed.user_id,
             })
             .ok()?;
-            ("pusher_internal:member_removed", data)
+            ("pusher_internal:member_removed", data.into())
         }
     };
     let user_id = match envelope.kind {
@@ -222,9 +216,10 @@ pub struct Incoming {
     /// The channel (client events).
     #[serde(default)]
     pub channel: Option<String>,
-    /// The data (an object, or for some clients the same JSON-encoded as a string).
+    /// The data (an object, or for some clients the same JSON-encoded as a string), as
+    /// the client wrote it: a client event passes it on byte for byte.
     #[serde(default)]
-    pub data: Option<Value>,
+    pub data: Option<Box<serde_json::value::RawValue>>,
 }
 
 /// The data of `pusher:subscribe`.
@@ -258,6 +253,7 @@ mod tests {
     use crate::channel::Channel;
     use crate::hub::{Hub, Message, Protocol};
     use serde_json::json;
+    use serde_json::value::RawValue;
     use std::sync::Arc;
 
     fn envelope(channel: &str, kind: EnvelopeKind, data: Value) -> Arc<Envelope> {

@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 
 use super::codec::{self, codes, id_string, Incoming, SubscribeData};
@@ -193,6 +194,10 @@ struct SigninSuccess<'a> {
     user_data: &'a str,
 }
 
+fn empty_object() -> Box<RawValue> {
+    serde_json::value::to_raw_value(&Map::new()).expect("an empty map is JSON")
+}
+
 fn error(code: Option<u16>, message: &str) -> Reply {
     Reply::text(codec::error(code, message))
 }
@@ -337,19 +342,17 @@ impl PusherSession {
         codec::cache_miss(name)
     }
 
-    async fn client_event(&self, s: &mut Session, event: &str, channel: Option<&str>, data: Option<Value>) -> Reply {
+    async fn client_event(&self, s: &mut Session, event: &str, channel: Option<&str>, data: Arc<RawValue>) -> Reply {
         let Some(name) = channel else {
             return error(None, "Client event rejected: no channel given");
         };
         // pusher-js sends the data as an object; a string is kept as the client sent it.
-        let payload = match data.unwrap_or(Value::Null) {
-            Value::Null => Value::Object(Default::default()),
-            other => other,
+        let data = if data.get() == "null" {
+            Arc::from(empty_object())
+        } else {
+            data
         };
-        let Ok(raw) = serde_json::value::to_raw_value(&payload) else {
-            return Reply::none();
-        };
-        match s.client_event(name, event, Arc::from(raw)).await {
+        match s.client_event(name, event, data).await {
             Ok(_) => Reply::none(),
             Err(e) => error(
                 codec::client_event_code(e.code()),
@@ -457,10 +460,16 @@ impl Handler for PusherSession {
             Ok(m) => m,
             Err(e) => return error(None, &format!("Invalid message: {e}")),
         };
+        if msg.event.starts_with(crate::session::CLIENT_EVENT_PREFIX) {
+            // Passed on as the client wrote it (key order, escapes, spelling of numbers).
+            let data = msg.data.map_or_else(|| Arc::from(empty_object()), Arc::from);
+            return self.client_event(s, &msg.event, msg.channel.as_deref(), data).await;
+        }
         // pusher-js sends `data` as an object; some clients send it JSON-encoded.
-        let data = match msg.data {
-            Some(Value::String(t)) if msg.event.starts_with("pusher:") => serde_json::from_str(&t).ok(),
-            other => other,
+        let data = match msg.data.map(|raw| serde_json::from_str::<Value>(raw.get())) {
+            Some(Ok(Value::String(t))) => serde_json::from_str(&t).ok(),
+            Some(Ok(Value::Null)) | Some(Err(_)) | None => None,
+            Some(Ok(other)) => Some(other),
         };
         match msg.event.as_str() {
             "pusher:ping" => Reply::text(codec::message("pusher:pong", None, Map::new())),
@@ -476,10 +485,6 @@ impl Handler for PusherSession {
                 Reply::none()
             }
             "pusher:signin" => self.signin(s, data).await,
-            e if e.starts_with(crate::session::CLIENT_EVENT_PREFIX) => {
-                let event = e.to_string();
-                self.client_event(s, &event, msg.channel.as_deref(), data).await
-            }
             other => error(None, &format!("Unknown event {other:?}")),
         }
     }
