@@ -286,11 +286,16 @@ impl Channel {
         self.local_name().starts_with(PUSHER_ENCRYPTED)
     }
 
-    /// A cache channel (`cache-*`, `private-cache-*`, `presence-cache-*`): a new subscriber
-    /// gets the last event at once, or `pusher:cache_miss`.
+    /// A cache channel (`cache-*`, `private-cache-*`, `private-encrypted-cache-*`,
+    /// `presence-cache-*`): a new subscriber gets the last event at once, or
+    /// `pusher:cache_miss`.
     pub fn is_cache(&self) -> bool {
         let local = self.local_name();
-        local.strip_prefix(NATIVE_PRESENCE).unwrap_or(local).starts_with(CACHE)
+        local
+            .strip_prefix(NATIVE_PRESENCE)
+            .or_else(|| local.strip_prefix(PUSHER_ENCRYPTED))
+            .unwrap_or(local)
+            .starts_with(CACHE)
     }
 
     /// The channel of the same local name with another kind (used when rules decide a
@@ -500,6 +505,7 @@ mod tests {
             ("cache-news", "cache-news"),
             ("private-cache-news", "private-cache-news"),
             ("presence-cache-room", "presence.cache-room"),
+            ("private-encrypted-cache-room", "private-encrypted-cache-room"),
         ] {
             let c = Channel::parse(raw).unwrap();
             assert!(c.is_cache(), "{raw}");

@@ -76,8 +76,9 @@ pub enum LifecycleEvent {
         event: Arc<str>,
         /// The sender.
         socket: SocketId,
-        /// The sender's user, if known.
-        user: Option<Arc<str>>,
+        /// The sender's user, if known: the member on a presence channel (with the JSON
+        /// type of its id), else the connection's user.
+        user: Option<crate::hub::Sender>,
         /// What it sent.
         data: Arc<serde_json::value::RawValue>,
     },

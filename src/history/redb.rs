@@ -32,7 +32,7 @@ struct Row<'a> {
     d: &'a RawValue,
     t: std::borrow::Cow<'a, str>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    u: Option<std::borrow::Cow<'a, str>>,
+    u: Option<crate::hub::Sender>,
     /// The payload's text when `d` cannot give it back (`Message::text`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     x: Option<std::borrow::Cow<'a, str>>,
@@ -113,7 +113,7 @@ fn decode(channel: &Channel, offset: u64, epoch: &Arc<str>, bytes: &[u8]) -> Res
                 epoch: epoch.clone(),
                 offset,
             }),
-            sender: row.u.as_deref().map(Arc::from),
+            sender: row.u,
         },
     ))
 }
@@ -129,7 +129,7 @@ impl HistoryStore for RedbHistory {
             e: message.event.as_ref().into(),
             d: &message.data,
             t: message.timestamp.as_ref().into(),
-            u: message.sender.as_deref().map(Into::into),
+            u: message.sender.clone(),
             x: message.text.as_deref().map(Into::into),
             ms: now_ms(),
         })

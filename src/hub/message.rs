@@ -82,7 +82,61 @@ pub struct Message {
     pub position: Option<Position>,
     /// The user who sent it (a client event of an authenticated connection); `None` when
     /// the server or an API published it.
-    pub sender: Option<Arc<str>>,
+    pub sender: Option<Sender>,
+}
+
+/// The user who sent a message: the id, and whether the app's authorization gave it as a
+/// JSON number (Laravel's `$user->id`), so it is written back as one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sender {
+    /// The user id.
+    pub id: Arc<str>,
+    /// Whether the id is written as a JSON number.
+    pub numeric: bool,
+}
+
+impl Sender {
+    /// A sender whose id is text.
+    pub fn text(id: impl Into<Arc<str>>) -> Self {
+        Self {
+            id: id.into(),
+            numeric: false,
+        }
+    }
+}
+
+impl serde::Serialize for Sender {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serialize_user_id(&self.id, self.numeric, serializer)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Sender {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        match serde_json::Value::deserialize(deserializer)? {
+            serde_json::Value::String(id) => Ok(Self::text(id)),
+            serde_json::Value::Number(n) => Ok(Self {
+                id: n.to_string().into(),
+                numeric: true,
+            }),
+            _ => Err(serde::de::Error::custom("a user id is a string or a number")),
+        }
+    }
+}
+
+impl std::fmt::Display for Sender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.id)
+    }
+}
+
+/// Writes a user id as JSON: a number when `numeric` (and it is one), else a string.
+pub fn serialize_user_id<S: serde::Serializer>(id: &str, numeric: bool, serializer: S) -> Result<S::Ok, S::Error> {
+    use serde::Serialize;
+    match numeric.then(|| id.parse::<serde_json::Number>().ok()).flatten() {
+        Some(n) => n.serialize(serializer),
+        None => serializer.serialize_str(id),
+    }
 }
 
 impl Message {
@@ -108,7 +162,7 @@ impl Message {
     }
 
     /// The same message, sent by `user`.
-    pub fn sender(mut self, user: Option<Arc<str>>) -> Self {
+    pub fn sender(mut self, user: Option<Sender>) -> Self {
         self.sender = user;
         self
     }
@@ -147,7 +201,7 @@ pub struct Envelope {
     /// Its place in the channel's history, when the channel keeps one.
     pub position: Option<Position>,
     /// The user who sent it, for client events of authenticated connections.
-    pub sender: Option<Arc<str>>,
+    pub sender: Option<Sender>,
     frames: [OnceLock<Box<dyn Any + Send + Sync>>; PROTOCOLS],
     encoded: Arc<AtomicU64>,
     /// When the hub queued it (for the publish-to-write latency).

@@ -22,7 +22,10 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 pub use connection::{CloseReason, Closed, ConnectionHandle, OutboxReceiver, SubscribeError, TryRecvError};
-pub use message::{now_rfc3339, payload_from_text, payload_text, Envelope, EnvelopeKind, Message, Position, Protocol};
+pub use message::{
+    now_rfc3339, payload_from_text, payload_text, serialize_user_id, Envelope, EnvelopeKind, Message, Position,
+    Protocol, Sender,
+};
 pub use socket::{InvalidSocketId, SocketId};
 
 use crate::channel::{Channel, ChannelKind};

@@ -73,10 +73,7 @@ mod tests {
     #[tokio::test]
     async fn two_tabs_are_one_member() {
         let store = MemoryPresence::new();
-        let alice = Member {
-            user_id: "a".into(),
-            user_info: json!({"name": "Alice"}),
-        };
+        let alice = Member::new("a", json!({"name": "Alice"}));
         let (t1, t2) = (SocketId::next(), SocketId::next());
         assert!(store.join("presence.x", &alice, t1).await.unwrap());
         assert!(!store.join("presence.x", &alice, t2).await.unwrap());

@@ -20,7 +20,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use redis::{AsyncCommands, Script};
-use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
@@ -429,14 +428,5 @@ impl PresenceStore for RedisPresence {
 }
 
 fn parse_member(json: &str) -> Option<Member> {
-    #[derive(Deserialize)]
-    struct Stored {
-        user_id: String,
-        #[serde(default)]
-        user_info: Value,
-    }
-    serde_json::from_str::<Stored>(json).ok().map(|s| Member {
-        user_id: s.user_id,
-        user_info: s.user_info,
-    })
+    Member::from_json(&serde_json::from_str::<Value>(json).ok()?)
 }

@@ -75,7 +75,7 @@ impl Rtc {
         let raw = serde_json::value::to_raw_value(&data).map_err(|e| DirectMessageError::Unavailable(e.to_string()))?;
         let message = Message::event(channel, DIRECT_MESSAGE_EVENT, Arc::from(raw))
             .except(Some(sender))
-            .sender(Some(from));
+            .sender(Some(crate::hub::Sender::text(from)));
         node.fanout()
             .publish(message)
             .await

@@ -98,8 +98,8 @@ struct JoinedChannel {
     client_events: bool,
     /// The channel's own client-event limit (per minute) and its limiter.
     limiter: Option<(u32, Box<DefaultDirectRateLimiter>)>,
-    /// The presence member's user id (presence channels).
-    user_id: Option<Arc<str>>,
+    /// The presence member's user id, with its JSON type (presence channels).
+    user_id: Option<crate::hub::Sender>,
     _quota: Option<QuotaSlot>,
 }
 
@@ -285,7 +285,7 @@ impl Session {
         if let Some(i) = self.joined.iter().position(|j| j.channel == channel) {
             // Already joined: answer as a join would, without a second subscription.
             let presence = match &self.joined[i].user_id {
-                Some(user) => Some(self.presence_state(&channel, user).await?),
+                Some(user) => Some(self.presence_state(&channel, &user.id).await?),
                 None => None,
             };
             let subscribers = self.node.hub.subscriber_count(&channel);
@@ -350,7 +350,7 @@ impl Session {
             channel: channel.clone(),
             client_events: grant.client_events,
             limiter: grant.client_events_per_minute.map(|n| (n, limiter_per_minute(n))),
-            user_id: grant.member.map(|m| Arc::from(m.user_id)),
+            user_id: grant.member.map(|m| m.id().sender()),
             _quota: quota,
         });
         Ok(Joined {
@@ -506,7 +506,11 @@ impl Session {
 
     async fn leave_presence(&self, joined: &JoinedChannel) {
         let Some(user) = &joined.user_id else { return };
-        let left = self.node.presence.leave(self.conn.id(), &joined.channel, user).await;
+        let left = self
+            .node
+            .presence
+            .leave(self.conn.id(), &joined.channel, &user.id)
+            .await;
         if let Some(member) = left {
             self.emit(LifecycleEvent::MemberRemoved {
                 channel: joined.channel.clone(),
@@ -582,9 +586,10 @@ impl Session {
             .iter()
             .find(|j| j.channel == channel)
             .and_then(|j| j.user_id.clone());
+        let sender = member.or_else(|| self.conn.user().map(crate::hub::Sender::text));
         let message = Message::event(channel.clone(), event, data.clone())
             .except(Some(self.conn.id()))
-            .sender(member.or_else(|| self.conn.user()));
+            .sender(sender.clone());
         self.node
             .fanout
             .publish(message)
@@ -594,7 +599,7 @@ impl Session {
             channel: channel.clone(),
             event: event.into(),
             socket: self.conn.id(),
-            user: self.conn.user(),
+            user: sender,
             data,
         });
         Ok(channel)
@@ -664,7 +669,7 @@ impl Drop for Session {
         let present: Vec<(Channel, Arc<str>)> = self
             .joined
             .iter()
-            .filter_map(|j| j.user_id.clone().map(|u| (j.channel.clone(), u)))
+            .filter_map(|j| j.user_id.as_ref().map(|u| (j.channel.clone(), u.id.clone())))
             .collect();
         if !present.is_empty() {
             if let Ok(rt) = tokio::runtime::Handle::try_current() {

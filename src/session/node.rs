@@ -337,10 +337,7 @@ pub(super) fn join_error(e: AuthError) -> JoinError {
 
 /// The presence member a user is: their id and public `user_info`.
 pub fn member_of(user: &Identity) -> Member {
-    Member {
-        user_id: user.user_id.clone(),
-        user_info: user.user_info.clone(),
-    }
+    Member::new(user.user_id.clone(), user.user_info.clone())
 }
 
 /// An app's connection quota, checked at admission.

@@ -100,7 +100,7 @@ pub struct WebhookEvent {
     pub channel: String,
     /// Member and client events: the user.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub user_id: Option<String>,
+    pub user_id: Option<crate::hub::Sender>,
     /// Client events: the event name.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub event: Option<String>,
@@ -453,7 +453,7 @@ impl Webhooks {
                     return;
                 }
                 let mut e = WebhookEvent::channel("member_added", &channel);
-                e.user_id = Some(member.user_id);
+                e.user_id = Some(member.id().sender());
                 self.emit(e);
             }
             LifecycleEvent::MemberRemoved { channel, member } => {
@@ -480,7 +480,7 @@ impl Webhooks {
                         }
                     }
                     let mut e = WebhookEvent::channel("member_removed", &channel);
-                    e.user_id = Some(member.user_id);
+                    e.user_id = Some(member.id().sender());
                     this.emit(e);
                 });
             }
@@ -495,7 +495,7 @@ impl Webhooks {
                 e.event = Some(event.to_string());
                 e.data = Some(crate::hub::payload_text(&data, None).into_owned());
                 e.socket_id = Some(socket.to_string());
-                e.user_id = user.map(|u| u.to_string());
+                e.user_id = user;
                 self.emit(e);
             }
             LifecycleEvent::ConnectionOpened { .. }

@@ -9,8 +9,9 @@ use crate::common::*;
 /// base64 of 32 bytes: the first app's encryption master key.
 const MASTER_KEY: &str = "K0UzPUbNBEq6f2lSpYJcDhvXo4ZXO6G5yW9nVp0iHvM=";
 
-/// Four tenants: the default app (encrypted channels, subscription counts), a second
-/// app, one with tight limits, and one with client events off and authorized connections.
+/// Five tenants: the default app (encrypted channels, subscription counts), a second
+/// app, one with tight limits, one with client events off and authorized connections,
+/// and one of at most 3 connections.
 fn apps() -> Vec<rustaxum::pusher::PusherApp> {
     use rustaxum::pusher::PusherApp;
     vec![
@@ -33,6 +34,10 @@ fn apps() -> Vec<rustaxum::pusher::PusherApp> {
             user_authentication_timeout: 1,
             ..PusherApp::new("app-4", "app4-key", "app4-secret")
         },
+        PusherApp {
+            max_connections: 3,
+            ..PusherApp::new("app-5", "app5-key", "app5-secret")
+        },
     ]
 }
 
@@ -53,6 +58,7 @@ fn node_env(port: u16, port2: Option<u16>) -> Vec<(String, String)> {
         ("RX_APP_ID4", "app-4".into()),
         ("RX_KEY4", "app4-key".into()),
         ("RX_SECRET4", "app4-secret".into()),
+        ("RX_KEY5", "app5-key".into()),
         ("RX_MASTER_KEY", MASTER_KEY.into()),
         ("RX_JWT_SECRET", SECRET.into()),
     ];

@@ -451,3 +451,52 @@ url = "http://{addr2}/hook"
     assert_eq!(events(&two).len(), 1, "app two's receiver got only app two's event");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Laravel's members have number ids and Pusher clients' whispers arbitrary JSON: webhooks
+/// carry the id as a number and the data as the client wrote it (issue 33).
+#[tokio::test]
+async fn webhooks_keep_number_user_ids_and_client_event_bytes() {
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let received: Received = Arc::default();
+    let _r = receiver(addr, received.clone()).await;
+    let server = start_with(config_from(lookup(format!("http://{addr}/hook")))).await;
+    let app = rustaxum::pusher::PusherApp::new("42", "hook-key", "hook-secret");
+    let join = |id: u64| {
+        let server = &server;
+        let app = &app;
+        async move {
+            let (mut ws, established) = server.connect("/app/hook-key?protocol=7").await;
+            let data: Value = serde_json::from_str(established["data"].as_str().unwrap()).unwrap();
+            let socket_id = data["socket_id"].as_str().unwrap().to_string();
+            let channel_data = json!({"user_id": id, "user_info": {"id": id}}).to_string();
+            let auth = rustaxum::pusher::channel_auth(app, &socket_id, "presence-desk", Some(&channel_data));
+            let sub = json!({"event": "pusher:subscribe", "data": {"channel": "presence-desk", "auth": auth, "channel_data": channel_data}});
+            send_json(&mut ws, sub).await;
+            assert_eq!(
+                recv_json(&mut ws).await["event"],
+                "pusher_internal:subscription_succeeded"
+            );
+            ws
+        }
+    };
+    let mut one = join(1).await;
+    let _two = join(2).await;
+    let whisper = r#"{"event":"client-note","channel":"presence-desk","data":{"z":1,"a":"caf\u00e9","n":1.50}}"#;
+    use futures_util::SinkExt;
+    one.send(tokio_tungstenite::tungstenite::Message::text(whisper))
+        .await
+        .unwrap();
+    let got = wait_until(&received, |e| e.iter().any(|e| e["name"] == "client_event")).await;
+    let added: Vec<&Value> = got
+        .iter()
+        .filter(|e| e["name"] == "member_added")
+        .map(|e| &e["user_id"])
+        .collect();
+    assert_eq!(added, [&json!(1), &json!(2)], "{got:#?}");
+    let client = got.iter().find(|e| e["name"] == "client_event").unwrap();
+    assert_eq!(client["user_id"], json!(1), "the presence member who sent it");
+    assert_eq!(
+        client["data"], r#"{"z":1,"a":"caf\u00e9","n":1.50}"#,
+        "as the client wrote it"
+    );
+}

@@ -105,3 +105,57 @@ test('data triggered on one node reaches a Pusher client on the other byte for b
     assert.equal((await late.next((f) => f.event === `exact-${i}`)).data, payload, `payload ${i} replayed from Redis`);
   }
 });
+
+test('presence across nodes: number ids stay numbers, and a member leaves the users API when its last socket closes', async () => {
+  const member = { user_id: 9, user_info: { id: 9, name: 'Nine' } };
+  const onB = pusherOf(APP1, { port: PORT2, member });
+  await channelSubscribed(onB.subscribe('presence-cluster-users'));
+  const users = async () => (await (await serverOf(APP1, { port: PORT }).get({ path: '/channels/presence-cluster-users/users' })).json()).users;
+  assert.deepEqual(await users(), [{ id: 9 }]);
+  const watcher = pusherOf(APP1, { port: PORT });
+  const ch = watcher.subscribe('presence-cluster-users');
+  await channelSubscribed(ch);
+  assert.equal(ch.members.get('9')?.info?.id, 9);
+  const left = once((cb) => ch.bind('pusher:member_removed', cb), 'member_removed on A');
+  onB.disconnect();
+  assert.equal((await left).id, 9);
+  await until(async () => !(await users()).some((u) => u.id === 9), 'gone from the users API', 500);
+});
+
+test('an app\'s max_connections holds across nodes at once, refused with 4004 so pusher-js does not retry', async () => {
+  const { APP5, HOST } = await import('./helpers.mjs');
+  const { default: WebSocket } = await import('ws');
+  // Nine sockets at once, alternating nodes, for an app of at most 3.
+  const attempts = Array.from({ length: 9 }, (_, i) => new Promise((resolve) => {
+    const ws = new WebSocket(`ws://${HOST}:${i % 2 ? PORT2 : PORT}/app/${APP5.key}?protocol=7`);
+    const frames = [];
+    ws.on('message', (m) => {
+      frames.push(JSON.parse(m.toString()));
+      if (frames[0].event === 'pusher:connection_established') resolve({ ws, ok: true });
+    });
+    ws.on('close', (code) => resolve({ ws, ok: false, code, error: frames.find((f) => f.event === 'pusher:error')?.data }));
+  }));
+  const results = await Promise.all(attempts);
+  const admitted = results.filter((r) => r.ok);
+  const refused = results.filter((r) => !r.ok);
+  assert.equal(admitted.length, 3, 'exactly max_connections admitted over both nodes');
+  for (const r of refused) {
+    assert.equal(r.code, 4004, 'Pusher\'s over-quota close code (4000-4099: pusher-js does not reconnect)');
+    assert.equal(r.error?.code, 4004);
+  }
+  // A place given back is a place another node can take.
+  const closedOne = new Promise((resolve) => admitted[0].ws.once('close', resolve));
+  admitted[0].ws.close();
+  await closedOne;
+  await until(() => new Promise((resolve) => {
+    const ws = new WebSocket(`ws://${HOST}:${PORT2}/app/${APP5.key}?protocol=7`);
+    ws.once('message', (m) => {
+      const ok = JSON.parse(m.toString()).event === 'pusher:connection_established';
+      if (!ok) ws.close();
+      else admitted.push({ ws });
+      resolve(ok);
+    });
+    ws.once('error', () => resolve(false));
+  }), 'a freed place taken on the other node', 3000);
+  for (const r of admitted) r.ws.close();
+});

@@ -21,6 +21,8 @@ export const APP1 = { id: APP_ID, key: KEY, secret: SECRET };
 /** An app with client events off and authorized connections (sign in within 1 s). */
 export const APP4 = { id: process.env.RX_APP_ID4, key: process.env.RX_KEY4, secret: process.env.RX_SECRET4 };
 export const MASTER_KEY = process.env.RX_MASTER_KEY;
+/** An app of at most 3 connections (over the whole cluster). */
+export const APP5 = { key: process.env.RX_KEY5 };
 /** A second node of the same cluster, when the harness started one. */
 export const PORT2 = Number(process.env.RX_PORT2 || 0);
 
@@ -63,15 +65,17 @@ export function pusher(token, extra = {}) {
 }
 
 /** A pusher-js client of `app`, connected to `port`, signing its own channel and user
- *  authorizations with the app secret (as an app's own backend would). */
-export function pusherOf(app, { port = PORT, userData, extra = {} } = {}) {
+ *  authorizations with the app secret (as an app's own backend would); presence as
+ *  `member` when given. */
+export function pusherOf(app, { port = PORT, userData, member, extra = {} } = {}) {
   const sign = (text) => crypto.createHmac('sha256', app.secret).update(text).digest('hex');
   const p = new Pusher(app.key, {
     ...clientOptions(null, { wsPort: port }),
     channelAuthorization: {
       customHandler: ({ socketId, channelName }, cb) => {
         const presence = channelName.startsWith('presence-');
-        const channel_data = presence ? JSON.stringify({ user_id: `u-${socketId}`, user_info: {} }) : undefined;
+        // `member`: the presence member the app's backend signs (Laravel: a number id).
+        const channel_data = presence ? JSON.stringify(member ?? { user_id: `u-${socketId}`, user_info: {} }) : undefined;
         const text = presence ? `${socketId}:${channelName}:${channel_data}` : `${socketId}:${channelName}`;
         cb(null, { auth: `${app.key}:${sign(text)}`, channel_data });
       },

@@ -847,7 +847,7 @@ impl RedisBroker {
                 EnvelopeKind::SubscriptionCount => Some("subscription_count".into()),
                 EnvelopeKind::Watchlist => Some("watchlist".into()),
             },
-            user: message.sender.as_deref().map(Into::into),
+            user: message.sender.clone(),
             ts: Some(message.timestamp.as_ref().into()),
             pos: message.position.clone(),
             all: false,

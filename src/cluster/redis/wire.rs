@@ -30,7 +30,7 @@ pub(super) struct Wire<'a> {
     pub(super) txt: Option<std::borrow::Cow<'a, str>>,
     /// The user who sent a client event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(super) user: Option<std::borrow::Cow<'a, str>>,
+    pub(super) user: Option<crate::hub::Sender>,
     /// When it was published (kept across nodes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) ts: Option<std::borrow::Cow<'a, str>>,
@@ -77,7 +77,7 @@ pub(super) fn wire_message(channel: Channel, wire: Wire<'_>) -> Option<(Message,
         kind,
         timestamp: wire.ts.as_deref().map_or_else(now_rfc3339, Arc::from),
         position: wire.pos,
-        sender: wire.user.as_deref().map(Arc::from),
+        sender: wire.user,
     };
     Some((message, wire.node.map(|n| n.into_owned())))
 }

@@ -250,8 +250,9 @@ pub struct ChannelsResponse {
 /// One user of a presence channel.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct UserId {
-    /// The user id.
-    pub id: String,
+    /// The user id: a number when the app's authorization gave a number, else a string.
+    #[schema(value_type = String)]
+    pub id: Value,
 }
 
 /// The answer of `GET channels/{name}/users`.
@@ -384,7 +385,12 @@ pub(crate) async fn channel_users(
         return Err(bad_request("users are only available for presence channels"));
     }
     let members = st.node.presence().members(channel.name()).await?;
-    let users = members.into_iter().map(|m| UserId { id: m.user_id }).collect();
+    let users = members
+        .iter()
+        .map(|m| UserId {
+            id: serde_json::to_value(m.id()).unwrap_or(Value::Null),
+        })
+        .collect();
     Ok(Json(UsersResponse { users }))
 }
 

@@ -72,7 +72,7 @@ struct Out<'a, D: Serialize> {
     data: D,
     /// The sending member of a client event on a presence channel (pusher-js: `metadata.user_id`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    user_id: Option<&'a str>,
+    user_id: Option<&'a crate::hub::Sender>,
     /// rustaxum's addition on channels with history (Pusher clients ignore it).
     #[serde(skip_serializing_if = "Option::is_none")]
     position: Option<&'a Position>,
@@ -194,7 +194,7 @@ pub fn encode(envelope: &Envelope) -> Option<String> {
             if envelope.channel.kind() == ChannelKind::Presence
                 && envelope.event.starts_with(crate::session::CLIENT_EVENT_PREFIX) =>
         {
-            envelope.sender.as_deref()
+            envelope.sender.as_ref()
         }
         _ => None,
     };

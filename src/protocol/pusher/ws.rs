@@ -184,7 +184,7 @@ struct PresenceData<'a> {
 
 #[derive(Serialize)]
 struct PresenceList<'a> {
-    ids: Vec<&'a str>,
+    ids: Vec<crate::presence::UserId<'a>>,
     hash: Map<String, Value>,
     count: usize,
 }
@@ -203,11 +203,7 @@ fn error(code: Option<u16>, message: &str) -> Reply {
 }
 
 fn parse_member(channel_data: &str) -> Option<Member> {
-    let v: Value = serde_json::from_str(channel_data).ok()?;
-    Some(Member {
-        user_id: id_string(&v["user_id"])?,
-        user_info: v.get("user_info").cloned().unwrap_or(Value::Null),
-    })
+    Member::from_json(&serde_json::from_str(channel_data).ok()?)
 }
 
 fn succeeded(name: &str, joined: &Joined) -> Reply {
@@ -215,7 +211,7 @@ fn succeeded(name: &str, joined: &Joined) -> Reply {
         None => "{}".to_string(),
         Some(p) => serde_json::to_string(&PresenceData {
             presence: PresenceList {
-                ids: p.members.iter().map(|m| m.user_id.as_str()).collect(),
+                ids: p.members.iter().map(Member::id).collect(),
                 hash: p
                     .members
                     .iter()

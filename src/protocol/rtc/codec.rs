@@ -295,7 +295,7 @@ pub fn encode(envelope: &Envelope) -> Option<String> {
             serde_json::to_string(&Typed {
                 kind: "DirectMessage",
                 data: DirectOut {
-                    from: dm.from.or(envelope.sender.as_deref()),
+                    from: dm.from.or(envelope.sender.as_ref().map(|s| &*s.id)),
                     payload: dm.payload,
                     timestamp: &envelope.timestamp,
                 },
@@ -308,7 +308,7 @@ pub fn encode(envelope: &Envelope) -> Option<String> {
                 topic: channel,
                 event: &envelope.event,
                 payload: &envelope.data,
-                from: envelope.sender.as_deref(),
+                from: envelope.sender.as_ref().map(|s| &*s.id),
                 timestamp: &envelope.timestamp,
                 position: envelope.position.as_ref(),
             },
