@@ -12,6 +12,9 @@ pub struct RedisConfig {
     pub host: String,
     /// `BROADCAST_REDIS_PORT`, default `6379`.
     pub port: u16,
+    /// `BROADCAST_REDIS_USERNAME` (Laravel's `REDIS_USERNAME`), default none: Redis 6
+    /// ACL users.
+    pub username: Option<String>,
     /// `BROADCAST_REDIS_PASSWORD`, default none.
     pub password: Option<String>,
     /// `BROADCAST_REDIS_DATABASE`, default `0`.
@@ -73,14 +76,29 @@ impl RedisConfig {
         }
     }
 
-    /// `address` (`host:port` or a URL) as a URL carrying the password when it has none.
+    /// `address` (`host:port` or a URL) as a URL carrying the credentials when it has none.
     pub fn node_url(&self, address: &str) -> String {
         if address.contains("://") {
             return address.to_string();
         }
-        match &self.password {
-            Some(p) => format!("redis://:{p}@{address}"),
-            None => format!("redis://{address}"),
+        format!("redis://{}{address}", self.credentials())
+    }
+
+    /// `user:password@`, `:password@`, `user@` or nothing, percent-encoded for a URL.
+    fn credentials(&self) -> String {
+        let enc = |s: &str| -> String {
+            s.bytes()
+                .map(|b| match b {
+                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => char::from(b).to_string(),
+                    _ => format!("%{b:02X}"),
+                })
+                .collect()
+        };
+        match (&self.username, &self.password) {
+            (Some(u), Some(p)) => format!("{}:{}@", enc(u), enc(p)),
+            (None, Some(p)) => format!(":{}@", enc(p)),
+            (Some(u), None) => format!("{}@", enc(u)),
+            (None, None) => String::new(),
         }
     }
 
@@ -89,11 +107,52 @@ impl RedisConfig {
         if let Some(url) = &self.url {
             return url.clone();
         }
-        match &self.password {
-            Some(p) => format!("redis://:{p}@{}:{}/{}", self.host, self.port, self.database),
-            None => format!("redis://{}:{}/{}", self.host, self.port, self.database),
+        let host = if self.host.contains(':') && !self.host.starts_with('[') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        format!("redis://{}{host}:{}/{}", self.credentials(), self.port, self.database)
+    }
+
+    /// Where the settings point, for logs and errors: never a password.
+    pub fn address(&self) -> String {
+        match self.topology() {
+            RedisTopology::Cluster => format!("the Redis Cluster of {}", redact_all(&self.cluster_nodes)),
+            RedisTopology::Sentinel => format!(
+                "master {:?} of Sentinel {} (database {})",
+                self.sentinel_master,
+                redact_all(&self.sentinels),
+                self.database
+            ),
+            RedisTopology::Single => match &self.url {
+                Some(url) => redact(url),
+                None => {
+                    let user = self.username.as_deref().map(|u| format!("{u}@")).unwrap_or_default();
+                    format!("redis://{user}{}:{}/{}", self.host, self.port, self.database)
+                }
+            },
         }
     }
+}
+
+/// A Redis URL or address without its password (`redis://user:***@host`).
+fn redact(address: &str) -> String {
+    let Some((scheme, rest)) = address.split_once("://") else {
+        return address.to_string();
+    };
+    match rest.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+            let hidden = if userinfo.contains(':') { ":***" } else { "" };
+            format!("{scheme}://{user}{hidden}@{host}")
+        }
+        None => address.to_string(),
+    }
+}
+
+fn redact_all(addresses: &[String]) -> String {
+    addresses.iter().map(|a| redact(a)).collect::<Vec<_>>().join(",")
 }
 
 /// The kind of Redis deployment a node runs on.
@@ -113,6 +172,7 @@ impl Default for RedisConfig {
             url: None,
             host: "127.0.0.1".into(),
             port: 6379,
+            username: None,
             password: None,
             database: 0,
             channels_prefix: String::new(),
@@ -121,5 +181,33 @@ impl Default for RedisConfig {
             sentinels: Vec::new(),
             sentinel_master: "mymaster".into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_never_show_a_password() {
+        let c = RedisConfig {
+            host: "10.0.0.5".into(),
+            port: 6380,
+            username: Some("app".into()),
+            password: Some("p@ss:word/1".into()),
+            database: 2,
+            ..RedisConfig::default()
+        };
+        assert_eq!(c.address(), "redis://app@10.0.0.5:6380/2");
+        assert_eq!(c.connection_url(), "redis://app:p%40ss%3Aword%2F1@10.0.0.5:6380/2");
+        let url = redis::IntoConnectionInfo::into_connection_info(c.connection_url().as_str()).unwrap();
+        assert_eq!(url.redis_settings().password(), Some("p@ss:word/1"));
+        assert_eq!(url.redis_settings().username(), Some("app"));
+        let c = RedisConfig {
+            url: Some("redis://:secret@redis.internal:6379/0".into()),
+            ..RedisConfig::default()
+        };
+        assert_eq!(c.address(), "redis://:***@redis.internal:6379/0");
+        assert!(!c.address().contains("secret"));
     }
 }

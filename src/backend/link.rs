@@ -41,6 +41,8 @@ enum Backend {
 
 /// One node's connection to Redis.
 pub struct RedisLink {
+    /// Where it connects, without a password (for errors and logs).
+    address: String,
     node_id: String,
     prefix: String,
     backend: Backend,
@@ -191,6 +193,9 @@ impl RedisLink {
             }
             RedisTopology::Sentinel => {
                 let mut info = RedisConnectionInfo::default().set_db(i64::from(config.database));
+                if let Some(u) = &config.username {
+                    info = info.set_username(u);
+                }
                 if let Some(p) = &config.password {
                     info = info.set_password(p);
                 }
@@ -219,6 +224,7 @@ impl RedisLink {
             .map(|_| CircuitBreaker::new(BREAKER_THRESHOLD, BREAKER_COOLDOWN))
             .collect();
         Ok(Self {
+            address: config.address(),
             node_id: format!("{:016x}", rand::random::<u64>()),
             prefix: config.channels_prefix.clone(),
             backend,
@@ -433,8 +439,14 @@ impl RedisLink {
         }
         let conn = tokio::time::timeout(COMMAND_TIMEOUT * 2, self.connect())
             .await
-            .map_err(|_| BackendError::Timeout)?
-            .map_err(|e| BackendError::Unavailable(e.to_string()))?;
+            .map_err(|_| {
+                BackendError::Unavailable(format!(
+                    "{} did not answer within {:?}",
+                    self.address,
+                    COMMAND_TIMEOUT * 2
+                ))
+            })?
+            .map_err(|e| BackendError::Unavailable(format!("cannot reach {}: {e}", self.address)))?;
         *slot = Some(conn.clone());
         Ok(conn)
     }

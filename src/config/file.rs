@@ -187,6 +187,9 @@ pub struct Sources {
     pub file: Option<ConfigFile>,
     /// Every setting that was set: variable → value.
     pub values: BTreeMap<&'static str, String>,
+    /// Where each setting of `values` came from (the variable, alias or other program's
+    /// name that set it, or the file).
+    pub origins: BTreeMap<&'static str, Origin>,
     /// Settings given on the command line (they win over the environment, and are
     /// applied again on reload).
     pub overrides: BTreeMap<&'static str, String>,
@@ -209,7 +212,34 @@ impl std::fmt::Debug for Sources {
     }
 }
 
+/// Where a setting came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// This environment variable (the setting's own, an alias, or another program's name
+    /// for it such as Laravel's `REDIS_HOST`).
+    Variable(&'static str),
+    /// The configuration file.
+    File,
+    /// Nothing set it.
+    Default,
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Variable(name) => f.write_str(name),
+            Self::File => f.write_str("the configuration file"),
+            Self::Default => f.write_str("default"),
+        }
+    }
+}
+
 impl Sources {
+    /// Where `var`'s value came from ([`Origin::Default`] when nothing set it).
+    pub fn origin(&self, var: &str) -> Origin {
+        self.origins.get(var).copied().unwrap_or(Origin::Default)
+    }
+
     /// The value of `var`: set, or its default.
     pub fn value(&self, var: &Variable) -> String {
         self.values

@@ -30,7 +30,7 @@ pub(super) fn driver(env: &Env<'_>, notes: &mut Vec<Note>) -> Result<Option<Driv
         return Ok(Some(driver));
     }
     if PUSHER_LIKE.contains(&value.as_str()) || value == "ably" {
-        notes.push(laravel_broadcaster("BROADCAST_DRIVER", &value));
+        notes.push(laravel_broadcaster(env, "BROADCAST_DRIVER", &value));
         return Ok(Some(Driver::default()));
     }
     Err(ConfigError::Invalid {
@@ -41,18 +41,25 @@ pub(super) fn driver(env: &Env<'_>, notes: &mut Vec<Note>) -> Result<Option<Driv
 }
 
 /// What Laravel does with broadcaster `value`, and so what this server does.
-fn laravel_broadcaster(var: &str, value: &str) -> Note {
+fn laravel_broadcaster(env: &Env<'_>, var: &str, value: &str) -> Note {
+    let scaling = env.bool("REVERB_SCALING_ENABLED").ok().flatten() == Some(true);
     match value {
         "pusher" | "reverb" => Note::info(format!(
             "{var}={value} is Laravel's setting: Laravel publishes to this server over the Pusher HTTP API, \
-             which it serves (rustaxum's own driver stays websocket)"
+             which it serves (rustaxum's own driver {})",
+            if scaling {
+                "is redis: REVERB_SCALING_ENABLED=true"
+            } else {
+                "stays websocket"
+            }
         )),
         "ably" => Note::warn(format!(
             "{var}=ably is Laravel's setting: Laravel publishes to Ably, not to this server"
         )),
         "redis" => Note::warn(format!(
-            "{var}=redis is Laravel's setting: Laravel publishes into Redis; this server delivers those events \
-             with BROADCAST_DRIVER=redis and BROADCAST_CHANNELS_PREFIX set to Laravel's Redis prefix"
+            "{var}=redis is Laravel's setting: Laravel publishes into Redis, which this server does not listen to \
+             while BROADCAST_DRIVER={} (unset it, or set it to redis)",
+            env.string("BROADCAST_DRIVER").unwrap_or_default()
         )),
         "log" | "null" => Note::warn(format!(
             "{var}={value} is Laravel's setting: Laravel sends its broadcasts {} and nothing reaches this server \
@@ -71,9 +78,27 @@ pub(super) fn connection(env: &Env<'_>, driver: Driver, notes: &mut Vec<Note>) {
         return;
     };
     if value == "redis" && driver == Driver::Redis {
+        notes.push(Note::info(
+            "BROADCAST_CONNECTION=redis: Laravel publishes into Redis, and this server listens there \
+             (rustaxum's redis driver); private and presence channels need an authorization that signs for the \
+             Pusher protocol: BROADCAST_AUTH_FORWARD_URL, or JWT (see docs/laravel.md)"
+                .into(),
+        ));
         return;
     }
-    notes.push(laravel_broadcaster("BROADCAST_CONNECTION", &value));
+    notes.push(laravel_broadcaster(env, "BROADCAST_CONNECTION", &value));
+}
+
+/// Laravel 11's `BROADCAST_CONNECTION=redis` with no `BROADCAST_DRIVER`: Laravel publishes
+/// into Redis, so the server must listen there (the redis driver).
+pub(super) fn redis_broadcaster(env: &Env<'_>, driver: Option<Driver>) -> Option<Driver> {
+    let laravel_redis = env
+        .string("BROADCAST_CONNECTION")
+        .is_some_and(|v| v.eq_ignore_ascii_case("redis"));
+    match driver {
+        None if laravel_redis => Some(Driver::Redis),
+        other => other,
+    }
 }
 
 /// The Laravel broadcaster named by `BROADCAST_CONNECTION`, else `BROADCAST_DRIVER`.
@@ -119,4 +144,134 @@ pub(super) fn env_apps(env: &Env<'_>, notes: &mut Vec<Note>) -> Result<Vec<Pushe
         }
     }
     Ok(apps)
+}
+
+/// `REVERB_SCALING_ENABLED=true` (Reverb's switch for several servers on one Redis): the
+/// server runs on Redis, while Laravel's own broadcaster stays `pusher` or `reverb`. It
+/// wins over a rustaxum value of `BROADCAST_DRIVER` other than `redis`, and says so.
+pub(super) fn scaling(
+    env: &Env<'_>,
+    driver: Option<Driver>,
+    notes: &mut Vec<Note>,
+) -> Result<Option<Driver>, ConfigError> {
+    if env.bool("REVERB_SCALING_ENABLED")? != Some(true) {
+        return Ok(driver);
+    }
+    let own = env.string("BROADCAST_DRIVER").filter(|raw| {
+        raw.to_ascii_lowercase()
+            .parse::<Driver>()
+            .is_ok_and(|d| d != Driver::Redis)
+    });
+    if let Some(raw) = own {
+        notes.push(Note::warn(format!(
+            "REVERB_SCALING_ENABLED=true wins over BROADCAST_DRIVER={raw}: this server shares Redis with the other \
+             servers (rustaxum's redis driver); remove one of the two to silence this"
+        )));
+    }
+    let laravel = broadcaster(env).unwrap_or_else(|| "pusher".into());
+    notes.push(Note::info(format!(
+        "REVERB_SCALING_ENABLED=true: this server shares Redis with the other servers, as Reverb's scaling does; \
+         Laravel keeps broadcasting through the Pusher HTTP API (its broadcaster: {laravel})"
+    )));
+    Ok(Some(Driver::Redis))
+}
+
+/// The prefix of Redis channels and keys when `BROADCAST_CHANNELS_PREFIX` is unset:
+/// `REVERB_SCALING_CHANNEL:` when Reverb's scaling names a channel; else, in a Laravel
+/// `.env` (`REDIS_PREFIX` or `APP_NAME` set), the prefix Laravel's Redis broadcaster puts
+/// before every channel name: `REDIS_PREFIX`, or the slug of `APP_NAME` + `_database_`.
+pub(super) fn redis_prefix(env: &Env<'_>) -> Option<String> {
+    if env.bool("REVERB_SCALING_ENABLED").ok().flatten() == Some(true) {
+        if let Some(channel) = env.string("REVERB_SCALING_CHANNEL") {
+            return Some(format!("{channel}:"));
+        }
+    }
+    match (env.string_allow_empty("REDIS_PREFIX"), env.string("APP_NAME")) {
+        (Some(prefix), _) => Some(prefix),
+        (None, Some(name)) => Some(format!("{}_database_", slug(&name))),
+        (None, None) => None,
+    }
+}
+
+/// Laravel's `Str::slug($name, '_')`: lower case, `@` as `_at_`, anything but letters,
+/// digits, spaces and `_` dropped, runs of spaces and separators one `_`, none at the
+/// ends (`My App!` → `my_app`). Non-ASCII letters are kept (Laravel transliterates them).
+pub(super) fn slug(name: &str) -> String {
+    let lowered = name.replace('-', "_").replace('@', "_at_").to_lowercase();
+    let kept: String = lowered
+        .chars()
+        .filter(|c| *c == '_' || c.is_alphanumeric() || c.is_whitespace())
+        .collect();
+    let mut out = String::with_capacity(kept.len());
+    for c in kept.chars() {
+        if c == '_' || c.is_whitespace() {
+            if !out.ends_with('_') {
+                out.push('_');
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out.trim_matches('_').to_string()
+}
+
+/// The port to listen on from a Laravel `.env`: `PUSHER_PORT` when `PUSHER_HOST` is this
+/// machine (called only when `BROADCAST_WEBSOCKET_PORT` and `REVERB_SERVER_PORT` are unset).
+pub(super) fn pusher_port(env: &Env<'_>, notes: &mut Vec<Note>) -> Result<Option<u16>, ConfigError> {
+    let (Some(host), Some(_)) = (env.string("PUSHER_HOST"), env.string("PUSHER_PORT")) else {
+        return Ok(None);
+    };
+    if !is_this_machine(&host) {
+        return Ok(None);
+    }
+    let port: Option<u16> = env.parse("PUSHER_PORT", "a port number 1-65535")?;
+    if let Some(port) = port {
+        notes.push(Note::info(format!(
+            "listening on PUSHER_PORT={port}: PUSHER_HOST={host} is this machine, where Laravel and Echo look for \
+             the server (BROADCAST_WEBSOCKET_PORT chooses another port)"
+        )));
+    }
+    Ok(port)
+}
+
+/// Whether `host` names this machine: `localhost`, a loopback or unspecified address, an
+/// address of one of its interfaces (one a socket can be bound to), or its host name.
+fn is_this_machine(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.eq_ignore_ascii_case("localhost") || host.to_ascii_lowercase().ends_with(".localhost") {
+        return true;
+    }
+    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+        return ip.is_loopback() || ip.is_unspecified() || std::net::UdpSocket::bind((ip, 0)).is_ok();
+    }
+    std::fs::read_to_string("/proc/sys/kernel/hostname").is_ok_and(|name| name.trim().eq_ignore_ascii_case(host))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slugs_as_laravel_makes_them() {
+        for (name, slug_) in [
+            ("Laravel", "laravel"),
+            ("My App", "my_app"),
+            ("my-shop 2", "my_shop_2"),
+            ("  Acme  Corp!! ", "acme_corp"),
+            ("mail@home", "mail_at_home"),
+            ("a__b", "a_b"),
+        ] {
+            assert_eq!(slug(name), slug_, "{name}");
+        }
+    }
+
+    #[test]
+    fn this_machine() {
+        for host in ["127.0.0.1", "localhost", "[::1]", "0.0.0.0", "app.localhost"] {
+            assert!(is_this_machine(host), "{host}");
+        }
+        for host in ["203.0.113.9", "ws.example.com", "ws-mt1.pusher.com"] {
+            assert!(!is_this_machine(host), "{host}");
+        }
+    }
 }

@@ -31,7 +31,7 @@ pub use crate::emithub::{EmitHubConfig, DEFAULT_EMIT_HUB_DB_PATH, DEFAULT_EMIT_H
 pub use crate::pusher::{Apps, PusherApp};
 pub use crate::rtc::{RtcConfig, DEFAULT_MAX_ROOMS_PER_USER};
 pub use env::parse_duration;
-pub use file::{ConfigFile, Sources};
+pub use file::{ConfigFile, Origin, Sources};
 
 use env::Env;
 use read::*;
@@ -427,24 +427,35 @@ impl Config {
     pub fn from_parts(lookup: &dyn Fn(&str) -> Option<String>, file: Option<ConfigFile>) -> Result<Self, ConfigError> {
         check_aliases(lookup)?;
         let seen: RefCell<BTreeMap<&'static str, String>> = RefCell::default();
+        let origins: RefCell<BTreeMap<&'static str, Origin>> = RefCell::default();
         let resolve = |key: &str| -> Option<String> {
             let var = vars::find(key);
             let name = var.map_or(key, |v| v.name);
             let set = |n: &str| lookup(n).filter(|v| !v.trim().is_empty());
-            let env = set(name)
-                .or_else(|| var.and_then(|v| v.aliases.iter().find_map(|a| set(a))))
-                .or_else(|| var.and_then(|v| v.weak.iter().find_map(|w| set(w))));
-            let value = match env {
-                Some(v) => Some(v),
-                None => file.as_ref().and_then(|f| f.get(name)).map(str::to_string),
+            let named = |n: &'static str| set(n).map(|v| (Origin::Variable(n), v));
+            let env = match var {
+                Some(v) => std::iter::once(v.name)
+                    .chain(v.aliases.iter().copied())
+                    .chain(v.weak.iter().copied())
+                    .find_map(named),
+                None => set(name).map(|v| (Origin::Default, v)),
+            };
+            let (origin, value) = match env {
+                Some((origin, v)) => (origin, Some(v)),
+                None => (
+                    Origin::File,
+                    file.as_ref().and_then(|f| f.get(name)).map(str::to_string),
+                ),
             };
             if let (Some(var), Some(v)) = (var, &value) {
                 seen.borrow_mut().insert(var.name, v.clone());
+                origins.borrow_mut().insert(var.name, origin);
             }
             value
         };
         let built = Self::build(&resolve);
         let values = seen.into_inner();
+        let origins = origins.into_inner();
         let mut config = match built {
             Ok(config) => config,
             // A bad value from the file: name its key.
@@ -463,6 +474,7 @@ impl Config {
         config.sources = Sources {
             file,
             values,
+            origins,
             overrides: BTreeMap::new(),
         };
         Ok(config)
@@ -494,7 +506,7 @@ impl Config {
         }
         Ok(Self {
             driver,
-            server: server(&env)?,
+            server: server(&env, &mut notes)?,
             websocket: websocket(&env)?,
             auth: auth(&env)?,
             redis: redis(&env)?,
@@ -622,6 +634,68 @@ impl Config {
             secrets.push((format!("secret of Pusher app {}", app.id), &app.secret));
         }
         secrets
+    }
+
+    /// What the server says at start about Redis when it uses it (`None` otherwise): where
+    /// it connects (never a password), which parts of that the operator did not set with a
+    /// `BROADCAST_*` variable and where they came from (Laravel's `REDIS_*`, a default), and
+    /// the Redis channels it listens to (what Laravel's Redis broadcaster publishes on).
+    pub fn redis_summary(&self) -> Option<String> {
+        if self.driver != Driver::Redis {
+            return None;
+        }
+        let redis = &self.redis;
+        let mut implicit: Vec<String> = Vec::new();
+        let mut part = |var: &str, what: &str, value: Option<String>| match self.sources.origin(var) {
+            Origin::Variable(name) if name.starts_with("BROADCAST_") => {}
+            Origin::Default => {
+                if let Some(v) = value {
+                    implicit.push(format!("{what} {v} by default"));
+                }
+            }
+            origin => implicit.push(match value {
+                Some(v) => format!("{what} {v} from {origin}"),
+                None => format!("{what} from {origin}"),
+            }),
+        };
+        if redis.topology() == crate::backend::RedisTopology::Single {
+            if redis.url.is_some() {
+                part("REDIS_URL", "the address", None);
+            } else {
+                part("BROADCAST_REDIS_HOST", "host", Some(redis.host.clone()));
+                part("BROADCAST_REDIS_PORT", "port", Some(redis.port.to_string()));
+                part("BROADCAST_REDIS_DATABASE", "database", Some(redis.database.to_string()));
+                if redis.username.is_some() {
+                    part("BROADCAST_REDIS_USERNAME", "user", redis.username.clone());
+                }
+                if redis.password.is_some() {
+                    part("BROADCAST_REDIS_PASSWORD", "the password", None);
+                }
+            }
+        }
+        let prefix = &redis.channels_prefix;
+        let prefix_from = match self.sources.origin("BROADCAST_CHANNELS_PREFIX") {
+            Origin::Default => match (
+                self.sources.values.get("REVERB_SCALING_CHANNEL"),
+                self.sources.values.get("REDIS_PREFIX"),
+                self.sources.values.get("APP_NAME"),
+            ) {
+                _ if prefix.is_empty() => String::new(),
+                (Some(c), _, _) if prefix == &format!("{c}:") => " (from REVERB_SCALING_CHANNEL)".to_string(),
+                (_, Some(_), _) => " (Laravel's REDIS_PREFIX)".to_string(),
+                (_, _, Some(name)) => format!(" (Laravel's prefix: APP_NAME={name:?} as a slug + _database_)"),
+                _ => String::new(),
+            },
+            origin => format!(" ({origin})"),
+        };
+        let set = match implicit.is_empty() {
+            true => String::new(),
+            false => format!("; not set by a BROADCAST_REDIS_* variable: {}", implicit.join(", ")),
+        };
+        Some(format!(
+            "Redis at {}{set}; listening on the Redis channels {prefix}<channel> of the channels with subscribers here{prefix_from}",
+            redis.address()
+        ))
     }
 
     /// The base URL a local client (the CLI) uses to reach this server.

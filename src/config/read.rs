@@ -11,6 +11,8 @@ use super::*;
 /// contradicts `BROADCAST_DRIVER` is refused.
 pub(super) fn driver(env: &Env<'_>, notes: &mut Vec<Note>) -> Result<Driver, ConfigError> {
     let driver = super::laravel::driver(env, notes)?;
+    let driver = super::laravel::scaling(env, driver, notes)?;
+    let driver = super::laravel::redis_broadcaster(env, driver);
     let contradiction = |value: &str, reason: String| ConfigError::Invalid {
         var: "BROADCAST_REDIS_ENABLED",
         value: value.into(),
@@ -35,15 +37,19 @@ pub(super) fn driver(env: &Env<'_>, notes: &mut Vec<Note>) -> Result<Driver, Con
     }
 }
 
-pub(super) fn server(env: &Env<'_>) -> Result<ServerConfig, ConfigError> {
+pub(super) fn server(env: &Env<'_>, notes: &mut Vec<Note>) -> Result<ServerConfig, ConfigError> {
     let d = ServerConfig::default();
+    // BROADCAST_WEBSOCKET_PORT (or REVERB_SERVER_PORT), else the PUSHER_PORT of a Laravel
+    // .env whose PUSHER_HOST is this machine: where Laravel and Echo look for the server.
+    let websocket_port = match env.parse("BROADCAST_WEBSOCKET_PORT", "a port number 0-65535")? {
+        Some(port) => Some(port),
+        None => super::laravel::pusher_port(env, notes)?,
+    };
     Ok(ServerConfig {
         host: env
             .parse("BROADCAST_HOST", "an IP address such as 127.0.0.1")?
             .unwrap_or(d.host),
-        port: env
-            .parse("BROADCAST_WEBSOCKET_PORT", "a port number 0-65535")?
-            .unwrap_or(d.port),
+        port: websocket_port.unwrap_or(d.port),
         app_port: match env.string("BROADCAST_APP_PORT") {
             Some(v) if v.eq_ignore_ascii_case("off") => None,
             _ => Some(
@@ -52,7 +58,7 @@ pub(super) fn server(env: &Env<'_>) -> Result<ServerConfig, ConfigError> {
             ),
         },
         explicit_ports: ExplicitPorts {
-            websocket: env.string("BROADCAST_WEBSOCKET_PORT").is_some(),
+            websocket: websocket_port.is_some(),
             app: env.string("BROADCAST_APP_PORT").is_some(),
         },
         api_token: env.string("BROADCAST_API_TOKEN"),
@@ -412,17 +418,21 @@ pub(super) fn emithub(env: &Env<'_>) -> Result<EmitHubConfig, ConfigError> {
 
 pub(super) fn redis(env: &Env<'_>) -> Result<RedisConfig, ConfigError> {
     let d = RedisConfig::default();
+    // Laravel's env() reads `null` and `(null)` as no value (REDIS_PASSWORD=null).
+    let laravel = |var: &str| env.string(var).filter(|v| !matches!(v.as_str(), "null" | "(null)"));
     Ok(RedisConfig {
-        url: env.string("REDIS_URL"),
-        host: env.string("BROADCAST_REDIS_HOST").unwrap_or(d.host),
+        url: laravel("REDIS_URL"),
+        host: laravel("BROADCAST_REDIS_HOST").unwrap_or(d.host),
         port: env.parse("BROADCAST_REDIS_PORT", "a port number")?.unwrap_or(d.port),
-        password: env.string("BROADCAST_REDIS_PASSWORD"),
+        username: laravel("BROADCAST_REDIS_USERNAME"),
+        password: laravel("BROADCAST_REDIS_PASSWORD"),
         database: env
             .parse("BROADCAST_REDIS_DATABASE", "a database number")?
             .unwrap_or(d.database),
-        channels_prefix: env
-            .string_allow_empty("BROADCAST_CHANNELS_PREFIX")
-            .unwrap_or(d.channels_prefix),
+        channels_prefix: match env.string_allow_empty("BROADCAST_CHANNELS_PREFIX") {
+            Some(prefix) => prefix,
+            None => super::laravel::redis_prefix(env).unwrap_or(d.channels_prefix),
+        },
         cluster_nodes: env.list("REDIS_CLUSTER_NODES"),
         cluster_shards: env
             .parse("REDIS_CLUSTER_SHARDS", "a number of shards from 1 to 1024")?

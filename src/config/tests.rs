@@ -352,11 +352,17 @@ fn laravel_broadcaster_values_never_stop_start_up_and_are_explained() {
         ("BROADCAST_DRIVER", "ably", true),
         ("BROADCAST_CONNECTION", "log", true),
         ("BROADCAST_CONNECTION", "null", true),
-        ("BROADCAST_CONNECTION", "redis", true),
+        ("BROADCAST_CONNECTION", "redis", false),
         ("BROADCAST_CONNECTION", "reverb", false),
     ] {
         let c = config(&[(var, value)]).unwrap_or_else(|e| panic!("{var}={value}: {e}"));
-        assert_eq!(c.driver, Driver::Websocket, "{var}={value}");
+        // Laravel 11 publishing into Redis: the server listens there.
+        let expected = if value == "redis" {
+            Driver::Redis
+        } else {
+            Driver::Websocket
+        };
+        assert_eq!(c.driver, expected, "{var}={value}");
         let note = c.notes.iter().find(|n| n.text.starts_with(&format!("{var}={value}")));
         assert_eq!(note.map(|n| n.warn), Some(warn), "{var}={value}: {:?}", c.notes);
     }
@@ -410,4 +416,134 @@ fn reverb_and_pusher_apps_from_the_env_with_the_named_one_first() {
     assert_eq!(config(&[("REVERB_SERVER_PORT", "6001")]).unwrap().server.port, 6001);
     let c = config(&[("REVERB_SERVER_PORT", "6001"), ("BROADCAST_WEBSOCKET_PORT", "7001")]).unwrap();
     assert_eq!(c.server.port, 7001);
+}
+
+// Issue 33: Laravel's Redis settings, Reverb's scaling switch, Laravel's Redis prefix and
+// the port a Laravel .env points Echo at.
+#[test]
+fn laravel_redis_settings_are_used_unless_rustaxum_s_own_are_set() {
+    let laravel = [
+        ("REDIS_HOST", "10.0.0.5"),
+        ("REDIS_PORT", "6380"),
+        ("REDIS_USERNAME", "app"),
+        ("REDIS_PASSWORD", "s3cret"),
+        ("REDIS_DB", "2"),
+        ("BROADCAST_DRIVER", "redis"),
+    ];
+    let c = config(&laravel).unwrap();
+    let r = &c.redis;
+    assert_eq!(
+        (
+            r.host.as_str(),
+            r.port,
+            r.username.as_deref(),
+            r.password.as_deref(),
+            r.database
+        ),
+        ("10.0.0.5", 6380, Some("app"), Some("s3cret"), 2)
+    );
+    let summary = c.redis_summary().unwrap();
+    assert!(summary.contains("redis://app@10.0.0.5:6380/2"), "{summary}");
+    assert!(
+        summary.contains("host 10.0.0.5 from REDIS_HOST") && summary.contains("the password from REDIS_PASSWORD"),
+        "{summary}"
+    );
+    assert!(!summary.contains("s3cret"), "never the password: {summary}");
+    // rustaxum's own win, and are not listed as implicit.
+    let mut own = laravel.to_vec();
+    own.extend([
+        ("BROADCAST_REDIS_HOST", "10.9.9.9"),
+        ("BROADCAST_REDIS_PASSWORD", "other"),
+    ]);
+    let c = config(&own).unwrap();
+    assert_eq!(
+        (c.redis.host.as_str(), c.redis.password.as_deref()),
+        ("10.9.9.9", Some("other"))
+    );
+    assert!(!c.redis_summary().unwrap().contains("host 10.9.9.9"));
+    // Laravel's null is no password; nothing set: defaults, named as such.
+    let c = config(&[("REDIS_PASSWORD", "null"), ("BROADCAST_DRIVER", "redis")]).unwrap();
+    assert_eq!(c.redis.password, None);
+    let summary = c.redis_summary().unwrap();
+    assert!(
+        summary.contains("host 127.0.0.1 by default, port 6379 by default"),
+        "{summary}"
+    );
+    assert_eq!(
+        config(&[("REDIS_PASSWORD", "x")]).unwrap().redis_summary(),
+        None,
+        "not using Redis: nothing to say"
+    );
+}
+
+#[test]
+fn reverb_scaling_makes_the_servers_share_redis_while_laravel_keeps_its_broadcaster() {
+    let c = config(&[("BROADCAST_CONNECTION", "reverb"), ("REVERB_SCALING_ENABLED", "true")]).unwrap();
+    assert_eq!(c.driver, Driver::Redis);
+    assert!(
+        c.notes
+            .iter()
+            .any(|n| n.text.contains("rustaxum's own driver is redis")),
+        "{:?}",
+        c.notes
+    );
+    let c = config(&[
+        ("BROADCAST_DRIVER", "pusher"),
+        ("REVERB_SCALING_ENABLED", "true"),
+        ("REVERB_SCALING_CHANNEL", "shop"),
+    ])
+    .unwrap();
+    assert_eq!((c.driver, c.redis.channels_prefix.as_str()), (Driver::Redis, "shop:"));
+    // Both present: which wins is said.
+    let c = config(&[("BROADCAST_DRIVER", "websocket"), ("REVERB_SCALING_ENABLED", "true")]).unwrap();
+    assert_eq!(c.driver, Driver::Redis);
+    assert!(c.notes.iter().any(|n| n.warn
+        && n.text
+            .contains("REVERB_SCALING_ENABLED=true wins over BROADCAST_DRIVER=websocket")));
+    let c = config(&[("BROADCAST_DRIVER", "pusher"), ("REVERB_SCALING_ENABLED", "false")]).unwrap();
+    assert_eq!(c.driver, Driver::Websocket);
+}
+
+#[test]
+fn laravel_s_redis_prefix_is_derived_as_laravel_derives_it() {
+    let prefix = |vars: &[(&str, &str)]| config(vars).unwrap().redis.channels_prefix;
+    assert_eq!(prefix(&[("APP_NAME", "Laravel")]), "laravel_database_");
+    assert_eq!(prefix(&[("APP_NAME", "My Shop")]), "my_shop_database_");
+    assert_eq!(prefix(&[("APP_NAME", "Laravel"), ("REDIS_PREFIX", "shop:")]), "shop:");
+    assert_eq!(
+        prefix(&[("APP_NAME", "Laravel"), ("BROADCAST_CHANNELS_PREFIX", "x_")]),
+        "x_"
+    );
+    assert_eq!(prefix(&[]), "", "not a Laravel .env");
+    let c = config(&[("APP_NAME", "Laravel"), ("BROADCAST_DRIVER", "redis")]).unwrap();
+    assert!(c.redis_summary().unwrap().contains("laravel_database_<channel>"));
+}
+
+#[test]
+fn a_laravel_env_pointing_echo_at_this_machine_is_where_the_server_listens() {
+    let c = config(&[("PUSHER_HOST", "127.0.0.1"), ("PUSHER_PORT", "6001")]).unwrap();
+    assert_eq!((c.server.port, c.server.explicit_ports.websocket), (6001, true));
+    assert!(c
+        .notes
+        .iter()
+        .any(|n| n.text.starts_with("listening on PUSHER_PORT=6001")));
+    // Behind nginx Echo talks to the public host: not this machine's port.
+    let c = config(&[("PUSHER_HOST", "ws.example.com"), ("PUSHER_PORT", "443")]).unwrap();
+    assert_eq!((c.server.port, c.server.explicit_ports.websocket), (8080, false));
+    // The server's own variable and Reverb's win.
+    let c = config(&[
+        ("PUSHER_HOST", "localhost"),
+        ("PUSHER_PORT", "6001"),
+        ("BROADCAST_WEBSOCKET_PORT", "7000"),
+    ])
+    .unwrap();
+    assert_eq!(c.server.port, 7000);
+    let c = config(&[
+        ("PUSHER_HOST", "localhost"),
+        ("PUSHER_PORT", "6001"),
+        ("REVERB_SERVER_PORT", "7001"),
+    ])
+    .unwrap();
+    assert_eq!(c.server.port, 7001);
+    assert!(config(&[("PUSHER_HOST", "localhost"), ("PUSHER_PORT", "http")]).is_err());
 }

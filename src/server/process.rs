@@ -79,6 +79,9 @@ fn announce(config: &Config) {
             tracing::info!("{}", note.text);
         }
     }
+    if let Some(redis) = config.redis_summary() {
+        tracing::info!("{redis}");
+    }
     let apps = &config.pusher.apps;
     let jwt = match &config.auth.jwt {
         Some(j) => format!("JWT ({:?})", j.algorithm),
