@@ -193,11 +193,12 @@ pub(super) fn redis_prefix(env: &Env<'_>) -> Option<String> {
     }
 }
 
-/// Laravel's `Str::slug($name, '_')`: lower case, `@` as `_at_`, anything but letters,
-/// digits, spaces and `_` dropped, runs of spaces and separators one `_`, none at the
-/// ends (`My App!` → `my_app`). Non-ASCII letters are kept (Laravel transliterates them).
+/// Laravel's `Str::slug($name, '_')`: transliterated to ASCII, lower case, `@` as `_at_`,
+/// anything but letters, digits, spaces and `_` dropped, runs of spaces and separators one
+/// `_`, none at the ends (`My Café!` → `my_cafe`).
 pub(super) fn slug(name: &str) -> String {
-    let lowered = name.replace('-', "_").replace('@', "_at_").to_lowercase();
+    let ascii = deunicode::deunicode(name);
+    let lowered = ascii.replace('-', "_").replace('@', "_at_").to_lowercase();
     let kept: String = lowered
         .chars()
         .filter(|c| *c == '_' || c.is_alphanumeric() || c.is_whitespace())

@@ -223,6 +223,9 @@ pub struct AuthConfig {
     pub rules_file: Option<PathBuf>,
     /// `BROADCAST_TOKEN_GRACE`: how long a socket stays open after its token expires, default 5s.
     pub token_grace: Duration,
+    /// `BROADCAST_AUTH_FORWARD_URL`: the app's own authorization endpoint, which
+    /// `/broadcasting/auth` asks before signing (Laravel's Redis-broadcaster path).
+    pub forward_url: Option<String>,
 }
 
 /// The Pusher protocol's apps and HTTP API limits.

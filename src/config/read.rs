@@ -171,6 +171,17 @@ pub(super) fn auth(env: &Env<'_>) -> Result<AuthConfig, ConfigError> {
         token_grace: env
             .duration_or_zero("BROADCAST_TOKEN_GRACE")?
             .unwrap_or(Duration::from_secs(5)),
+        forward_url: match env.string("BROADCAST_AUTH_FORWARD_URL") {
+            Some(url) if url.starts_with("http://") || url.starts_with("https://") => Some(url),
+            Some(url) => {
+                return Err(ConfigError::Invalid {
+                    var: "BROADCAST_AUTH_FORWARD_URL",
+                    value: url,
+                    reason: "expected an http:// or https:// URL, e.g. https://app.test/broadcasting/auth".into(),
+                })
+            }
+            None => None,
+        },
     })
 }
 

@@ -98,6 +98,8 @@ pub(crate) struct AppState {
     pub(crate) sessions: TaskTracker,
     /// What permessage-deflate compressed (for `/metrics`).
     pub(crate) compression: Arc<crate::websocket::DeflateStats>,
+    /// Outgoing requests of `/broadcasting/auth` in forwarding mode (no redirects).
+    pub(crate) http: reqwest::Client,
 }
 
 /// Admits a connection of the default app (native, EmitHub and typed-frame sockets):

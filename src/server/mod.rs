@@ -227,6 +227,7 @@ impl Rustaxum {
                 metrics,
                 sessions: TaskTracker::new(),
                 compression: Arc::default(),
+                http: crate::protocol::pusher::forward::client(),
             },
             background,
             stop,

@@ -1,7 +1,8 @@
 // A Laravel app's two halves, configured from its .env exactly as Laravel does it
 // (resources/js/echo.js or bootstrap.js through Vite's import.meta.env, and
 // config/broadcasting.php for the server SDK), against rustaxum started next to that .env.
-// Driven by tests/it/laravel.rs: RX_ENV_FILE (the .env) and RX_BROADCASTER (pusher or reverb).
+// Driven by tests/it/laravel.rs: RX_ENV_FILE (the .env), RX_BROADCASTER (pusher or reverb)
+// and, with two servers, RX_PORT2 (the second server, where Bob's Echo connects).
 import { test, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
@@ -94,7 +95,9 @@ test(`${broadcaster}: public, private and presence channels, and a whisper, from
   const ann = { id: 1, name: 'Ann' };
   const bob = { id: 2, name: 'Bob' };
   const a = echoFromEnv(env, ann);
-  const b = echoFromEnv(env, bob);
+  // With two servers (REVERB_SCALING_ENABLED=true), Bob's browser lands on the other one.
+  const port2 = process.env.RX_PORT2;
+  const b = echoFromEnv(port2 ? { ...env, VITE_REVERB_PORT: port2, VITE_PUSHER_PORT: port2 } : env, bob);
   const sdk = sdkFromEnv();
 
   // Public: new Channel('orders') and an event class App\Events\OrderShipped.

@@ -485,13 +485,14 @@ fn refusal<R: Refusal>(r: &R) -> ApiError {
     ApiError::new(status, r.code(), r.to_string())
 }
 
-/// Signs a private or presence channel subscription for Laravel Echo / pusher-js, checking the same channel rules as the native protocol.
-#[utoipa::path(post, path = "/broadcasting/auth", tag = "pusher", request_body(content = String, content_type = "application/x-www-form-urlencoded", description = "`socket_id`, `channel_name` (JSON also accepted); the user's JWT in `Authorization: Bearer`"), responses((status = 200, body = AuthResponse), (status = 400, description = "missing socket_id or channel_name", body = crate::protocol::ErrorBody), (status = 401, description = "the token is missing or invalid", body = crate::protocol::ErrorBody), (status = 403, description = "the channel is not allowed", body = crate::protocol::ErrorBody)))]
+/// Signs a private or presence channel subscription for Laravel Echo / pusher-js, checking the same channel rules as the native protocol; with `BROADCAST_AUTH_FORWARD_URL`, the app's own endpoint decides (the request is forwarded there) and this server signs what it allows.
+#[utoipa::path(post, path = "/broadcasting/auth", tag = "pusher", request_body(content = String, content_type = "application/x-www-form-urlencoded", description = "`socket_id`, `channel_name` (JSON also accepted); the user's JWT in `Authorization: Bearer`"), responses((status = 200, body = AuthResponse), (status = 400, description = "missing socket_id or channel_name", body = crate::protocol::ErrorBody), (status = 401, description = "the token is missing or invalid", body = crate::protocol::ErrorBody), (status = 403, description = "the channel is not allowed", body = crate::protocol::ErrorBody), (status = 502, description = "forwarding mode: the app's endpoint could not be reached or answered something unusable", body = crate::protocol::ErrorBody)))]
 pub(crate) async fn broadcasting_auth(
     State(st): State<AppState>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<AuthResponse>, ApiError> {
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
     let body = crate::protocol::body::bytes(&st, body)?;
     let fields = form_or_json(&headers, &body);
     let app = default_app(&st)?;
@@ -509,6 +510,31 @@ pub(crate) async fn broadcasting_auth(
             bad_request("encrypted channels need the app's encryption master key (PUSHER_APP_ENCRYPTION_MASTER_KEY)")
         })?),
     };
+    let forward_url = st.config.load().auth.forward_url.clone();
+    if let Some(url) = forward_url {
+        // The app decides (Laravel's channel callbacks); this server signs.
+        let allowed = super::forward::ask(&st.http, &url, &headers, body.clone()).await?;
+        let channel_data = match allowed {
+            super::forward::Allowed::Signed(answer) => {
+                return Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], answer).into_response())
+            }
+            super::forward::Allowed::Member(member) if channel.kind() == ChannelKind::Presence => Some(member),
+            super::forward::Allowed::Channel if channel.kind() == ChannelKind::Presence => {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    "the app allowed this presence channel without saying who the member is (channel_data)",
+                ))
+            }
+            _ => None,
+        };
+        return Ok(Json(AuthResponse {
+            auth: pusher::channel_auth(&app, &socket_id, name, channel_data.as_deref()),
+            channel_data,
+            shared_secret,
+        })
+        .into_response());
+    }
     let identity = Credentials::from_request(&headers, &HashMap::new()).authenticate(&st)?;
     // Never sign a spelling whose kind the rules contradict (`private-general` for the
     // public `general`): the signature would let the socket whisper on a public channel.
@@ -538,7 +564,7 @@ pub(crate) async fn broadcasting_auth(
             shared_secret,
         },
     };
-    Ok(Json(response))
+    Ok(Json(response).into_response())
 }
 
 /// Signs `pusher:signin` for the token's user.

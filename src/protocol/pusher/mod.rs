@@ -5,12 +5,14 @@
 //! - [`codec`]: frames and the refusal tables.
 //! - `ws`: the upgrade and the session handler.
 //! - `api`: the REST API and `/broadcasting/auth`, `/broadcasting/user-auth`.
+//! - `forward`: `/broadcasting/auth` asking the app's own endpoint (`BROADCAST_AUTH_FORWARD_URL`).
 //!
 //! Signatures (channel auth, user auth, REST requests) live in [`crate::pusher`], which
 //! needs no web framework.
 
 mod api;
 pub mod codec;
+pub(crate) mod forward;
 mod ws;
 
 use utoipa_axum::router::OpenApiRouter;

@@ -354,8 +354,16 @@ pub fn signed_path(app: &rustaxum::pusher::PusherApp, method: &str, path: &str, 
 pub fn server_command() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_rustaxum"));
     for (k, _) in std::env::vars() {
-        let ours = ["BROADCAST_", "EMIT_HUB_", "CORS_", "JWT_", "PUSHER_", "REDIS"];
-        if ours.iter().any(|p| k.starts_with(p)) || k == "RUST_LOG" || k == "LOG_FORMAT" {
+        let ours = [
+            "BROADCAST_",
+            "EMIT_HUB_",
+            "CORS_",
+            "JWT_",
+            "PUSHER_",
+            "REDIS",
+            "REVERB_",
+        ];
+        if ours.iter().any(|p| k.starts_with(p)) || ["RUST_LOG", "LOG_FORMAT", "APP_NAME"].contains(&k.as_str()) {
             cmd.env_remove(k);
         }
     }

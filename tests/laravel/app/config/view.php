@@ -1,0 +1,6 @@
+<?php
+
+return [
+    'paths' => [],
+    'compiled' => sys_get_temp_dir(),
+];
