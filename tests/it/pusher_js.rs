@@ -131,3 +131,41 @@ async fn pusher_features_across_nodes(redis: &impl Backend) {
     }
     run_node_suite("tests/pusher/cluster.mjs", a.addr.port(), Some(b.addr.port())).await;
 }
+
+/// The Python Pusher SDK's `trigger` and `trigger_batch`: what it sends as `data` reaches a
+/// Pusher client byte for byte (tests/pusher/python/sdk_bytes.py).
+#[tokio::test]
+async fn the_python_pusher_sdk_s_data_arrives_byte_for_byte() {
+    let python = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/emithub-venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: scripts/test makes it",
+        python.display()
+    );
+    let mut config = config();
+    // The Python SDK wants a numeric app id, as Pusher issues them.
+    config.pusher.apps =
+        rustaxum::pusher::Apps::new(vec![rustaxum::pusher::PusherApp::new("1700001", "py-key", "py-secret")]);
+    config.auth.public_channels.push("orders".into());
+    let server = start_with(config).await;
+    let run = tokio::process::Command::new(&python)
+        .arg("tests/pusher/python/sdk_bytes.py")
+        .args([
+            "127.0.0.1",
+            &server.addr.port().to_string(),
+            "1700001",
+            "py-key",
+            "py-secret",
+        ])
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("the Python SDK finishes")
+        .expect("python");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}");
+    eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stdout}");
+    assert_eq!(stdout.lines().filter(|l| l.starts_with("ok ")).count(), 7, "{stdout}");
+}
