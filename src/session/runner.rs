@@ -350,7 +350,14 @@ where
                         handler.on_binary(s, &data).await
                     }
                     Frame::Ping(_) | Frame::Pong(_) => Reply::none(),
-                    Frame::Close(_) => return,
+                    Frame::Close(_) => {
+                        // The client closed: the socket library queued the answering
+                        // Close (its code, 1000 for an empty one, 1002 for an invalid
+                        // one); send it before the connection ends (RFC 6455 §5.5.1), so
+                        // the client's close is clean.
+                        let _ = tokio::time::timeout(CLOSE_GRACE, socket.flush()).await;
+                        return;
+                    }
                 };
                 if !Box::pin(answer(s, socket, reply, closed.as_mut())).await {
                     return;

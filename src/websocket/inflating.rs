@@ -243,6 +243,15 @@ impl Scan {
     fn passes(&mut self, first: u8) -> Result<bool, DeflateReadError> {
         let rsv1 = first & 0x40 != 0;
         let opcode = first & 0x0f;
+        // RSV2 and RSV3 mean nothing here (RFC 6455 §5.2): a frame this layer takes in
+        // (so tungstenite never sees its first byte) must not carry them.
+        let absorbed = matches!(
+            (opcode, self.message.is_some(), rsv1),
+            (OP_TEXT | OP_BINARY, false, true) | (OP_CONTINUATION, true, _)
+        );
+        if absorbed && first & 0x30 != 0 {
+            return Err(DeflateReadError::Protocol("RSV2 or RSV3 set"));
+        }
         match (opcode, self.message.is_some()) {
             (OP_TEXT | OP_BINARY, false) if rsv1 => {
                 self.message = Some((opcode, Vec::new()));
@@ -559,6 +568,20 @@ mod tests {
             (
                 [frame(0x41, &bomb[..4], Some(KEY)), frame(0xc0, b"x", Some(KEY))].concat(),
                 DeflateReadError::Protocol("RSV1 set on a continuation frame"),
+            ),
+            // Issue 34: RSV2/RSV3 on a compressed frame, or on a continuation of a
+            // compressed message, were accepted.
+            (
+                frame(0xe1, &bomb[..4], Some(KEY)),
+                DeflateReadError::Protocol("RSV2 or RSV3 set"),
+            ),
+            (
+                frame(0xd1, &bomb[..4], Some(KEY)),
+                DeflateReadError::Protocol("RSV2 or RSV3 set"),
+            ),
+            (
+                [frame(0x41, &bomb[..4], Some(KEY)), frame(0xa0, b"x", Some(KEY))].concat(),
+                DeflateReadError::Protocol("RSV2 or RSV3 set"),
             ),
         ];
         for (input, reason) in cases {

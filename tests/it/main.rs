@@ -23,6 +23,7 @@ mod library;
 mod native_ws;
 mod pusher_js;
 mod pusher_protocol;
+mod rfc6455;
 mod rtc;
 mod seed_examples;
 mod server_binary;

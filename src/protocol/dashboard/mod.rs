@@ -15,7 +15,7 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 
 use crate::protocol::socket::{WebSocket, WireText};
-use crate::session::runner::Frame;
+use crate::session::runner::{Frame, CLOSE_GRACE};
 use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{header, HeaderMap};
 use axum::response::{Html, IntoResponse, Response};
@@ -342,7 +342,8 @@ async fn push(st: AppState, mut socket: WebSocket) {
         tokio::select! {
             _ = tick.tick() => {
                 if st.node.hub().is_shutting_down() {
-                    let _ = socket.send(Frame::Close(None)).await;
+                    let going = crate::hub::CloseReason::SHUTDOWN;
+                    let _ = tokio::time::timeout(CLOSE_GRACE, socket.send(Frame::Close(Some(going)))).await;
                     return;
                 }
                 let Ok(text) = serde_json::to_string(&snapshot(&st).await) else { return };
@@ -351,7 +352,19 @@ async fn push(st: AppState, mut socket: WebSocket) {
                 }
             }
             incoming = socket.next() => match incoming {
-                Some(Ok(Frame::Close(_))) | None | Some(Err(_)) => return,
+                // Answered with the Close the socket queued (RFC 6455 §5.5.1).
+                Some(Ok(Frame::Close(_))) => {
+                    let _ = tokio::time::timeout(CLOSE_GRACE, socket.flush()).await;
+                    return;
+                }
+                // A broken frame is failed with its code (1002, 1007, 1009), not a bare FIN.
+                Some(Err(e)) => {
+                    if let Some(reason) = e.close_reason() {
+                        let _ = tokio::time::timeout(CLOSE_GRACE, socket.send(Frame::Close(Some(reason)))).await;
+                    }
+                    return;
+                }
+                None => return,
                 Some(Ok(_)) => {}
             },
         }
