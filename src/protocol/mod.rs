@@ -39,6 +39,7 @@ pub(crate) mod body;
 pub(crate) mod credentials;
 pub(crate) mod dashboard;
 mod docs;
+mod echo;
 pub mod emithub;
 mod error;
 mod guard;
@@ -167,6 +168,11 @@ pub(crate) async fn publish_inbound(
         recipients += report.delivered;
     }
     Ok(recipients)
+}
+
+/// The echo endpoint (`/echo`) for conformance suites.
+pub(crate) fn echo_router(state: AppState) -> Router {
+    echo::router(state)
 }
 
 /// The full router: every protocol's routes, health endpoints, guards and CORS.

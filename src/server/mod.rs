@@ -274,6 +274,14 @@ impl Rustaxum {
         protocol::router(self.state.clone())
     }
 
+    /// `GET /echo`: a WebSocket that sends every message back on exactly this server's
+    /// WebSocket stack (upgrade, permessage-deflate, limits, close handshake), for
+    /// conformance suites such as the Autobahn TestSuite (`scripts/autobahn`,
+    /// `examples/autobahn_echo.rs`). Not part of [`router`](Self::router).
+    pub fn echo_router(&self) -> Router {
+        protocol::echo_router(self.state.clone())
+    }
+
     /// The router of the typed-frame service's own port: `/ws` speaks typed frames, beside
     /// `/info`, `/health`, `/ready` and `/metrics`.
     pub fn rtc_router(&self) -> Result<Router, ConfigError> {
