@@ -323,3 +323,43 @@ async fn server_initiated_closes_still_send_their_close_first() {
     assert_eq!(ws.close_code().await, Some(1001));
     stopping.await.unwrap().unwrap();
 }
+
+// Issue 34: an empty, short, long or duplicated Sec-WebSocket-Key got 101.
+#[tokio::test]
+async fn a_malformed_sec_websocket_key_is_a_400() {
+    let server = server().await;
+    let long = "A".repeat(4096);
+    for keys in [
+        vec![""],
+        vec!["abc"],
+        vec![long.as_str()],
+        vec!["dGhlIHNhbXBsZSBub25jZQ==", "dGhlIHNhbXBsZSBub25jZQ=="],
+        vec!["dGhlIHNhbXBsZSBub25jZSE="],
+    ] {
+        for path in [
+            "/ws?channel=news",
+            "/app/rfc-key?protocol=7",
+            "/rtc/ws",
+            "/dashboard/ws",
+        ] {
+            let mut stream = TcpStream::connect(server.addr).await.unwrap();
+            let headers: String = keys.iter().map(|k| format!("Sec-WebSocket-Key: {k}\r\n")).collect();
+            let request = format!(
+                "GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                 Sec-WebSocket-Version: 13\r\n{headers}\r\n"
+            );
+            stream.write_all(request.as_bytes()).await.unwrap();
+            let mut head = vec![0u8; 512];
+            let n = tokio::time::timeout(WAIT, stream.read(&mut head))
+                .await
+                .unwrap()
+                .unwrap();
+            let head = String::from_utf8_lossy(&head[..n]);
+            assert!(
+                head.starts_with("HTTP/1.1 400"),
+                "{path} with {:?}: {head}",
+                keys.iter().map(|k| k.len()).collect::<Vec<_>>()
+            );
+        }
+    }
+}

@@ -46,7 +46,7 @@ pub(crate) enum NotAnUpgrade {
     Upgrade,
     #[error("the Sec-WebSocket-Version header is not 13")]
     Version,
-    #[error("the Sec-WebSocket-Key header is missing")]
+    #[error("the Sec-WebSocket-Key header must be given once, the base64 of 16 bytes")]
     Key,
     #[error("the connection cannot be upgraded (no upgrade state)")]
     NotUpgradable,
@@ -54,6 +54,12 @@ pub(crate) enum NotAnUpgrade {
 
 impl axum::response::IntoResponse for NotAnUpgrade {
     fn into_response(self) -> Response {
+        // A handshake that is one but is malformed is a 400 (RFC 6455 §4.2.2); a request
+        // that is no handshake at all is told to upgrade (426).
+        if let Self::Key = self {
+            let message = format!("invalid WebSocket handshake: {self}");
+            return crate::protocol::ApiError::new(StatusCode::BAD_REQUEST, "bad_handshake", message).into_response();
+        }
         let message = format!("a WebSocket upgrade is required: {self}");
         crate::protocol::ApiError::new(StatusCode::UPGRADE_REQUIRED, "upgrade_required", message).into_response()
     }
@@ -80,11 +86,7 @@ impl<S: Send + Sync> FromRequestParts<S> for WsUpgrade {
         {
             return Err(NotAnUpgrade::Version);
         }
-        let key = parts
-            .headers
-            .get(header::SEC_WEBSOCKET_KEY)
-            .cloned()
-            .ok_or(NotAnUpgrade::Key)?;
+        let key = valid_key(&parts.headers).ok_or(NotAnUpgrade::Key)?;
         let on_upgrade = parts
             .extensions
             .remove::<hyper::upgrade::OnUpgrade>()
@@ -212,5 +214,46 @@ impl WsUpgrade {
             }
         }
         response
+    }
+}
+
+/// The `Sec-WebSocket-Key`: exactly one, the base64 of 16 bytes (RFC 6455 §4.1, §4.2.1).
+fn valid_key(headers: &HeaderMap) -> Option<HeaderValue> {
+    use base64::Engine;
+    let mut keys = headers.get_all(header::SEC_WEBSOCKET_KEY).iter();
+    let key = keys.next()?;
+    if keys.next().is_some() || key.len() != 24 {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD.decode(key.as_bytes()).ok()?;
+    (decoded.len() == 16).then(|| key.clone())
+}
+
+#[cfg(test)]
+mod key_tests {
+    use super::*;
+
+    #[test]
+    fn a_key_is_one_header_of_sixteen_bytes_in_base64() {
+        let with = |values: &[&str]| {
+            let mut h = HeaderMap::new();
+            for v in values {
+                h.append(header::SEC_WEBSOCKET_KEY, HeaderValue::from_str(v).unwrap());
+            }
+            valid_key(&h).is_some()
+        };
+        assert!(with(&["dGhlIHNhbXBsZSBub25jZQ=="]));
+        for bad in [
+            &[][..],
+            &[""],
+            &["abc"],
+            &["dGhlIHNhbXBsZSBub25jZQ"],
+            &["dGhlIHNhbXBsZSBub25jZQ==", "dGhlIHNhbXBsZSBub25jZQ=="],
+            &["!!!!!!!!!!!!!!!!!!!!!!=="],
+            &["dGhlIHNhbXBsZSBub25jZSE="],
+        ] {
+            assert!(!with(bad), "{bad:?}");
+        }
+        assert!(!with(&[&"A".repeat(4096)]));
     }
 }
