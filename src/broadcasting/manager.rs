@@ -272,15 +272,10 @@ pub fn validate(channels: &[Channel], event: &str) -> Result<(), BroadcastError>
     if channels.is_empty() {
         return Err(BroadcastError::NoChannels);
     }
-    if event.is_empty() {
-        return Err(BroadcastError::InvalidEvent("event name is empty".into()));
+    match crate::session::event_name_problem(event, MAX_EVENT_NAME_LEN) {
+        Some(problem) => Err(BroadcastError::InvalidEvent(problem)),
+        None => Ok(()),
     }
-    if event.len() > MAX_EVENT_NAME_LEN {
-        return Err(BroadcastError::InvalidEvent(format!(
-            "event name is longer than {MAX_EVENT_NAME_LEN} bytes"
-        )));
-    }
-    Ok(())
 }
 
 static GLOBAL: RwLock<Option<Arc<BroadcastManager>>> = RwLock::new(None);

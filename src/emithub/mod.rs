@@ -552,6 +552,9 @@ impl EmitHub {
         content: String,
         message_type: String,
     ) -> Result<Broadcasted, EmitHubError> {
+        if let Some(problem) = crate::session::event_name_problem(&message_type, crate::session::MAX_EVENT_NAME_LEN) {
+            return Err(EmitHubError::Invalid(format!("message_type: {problem}")));
+        }
         let channel = self.fetch(id).await?;
         match channel.status {
             ChannelStatus::Active => {}

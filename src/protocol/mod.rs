@@ -135,6 +135,16 @@ pub(crate) async fn publish_inbound(
     event: &str,
     payload: &crate::broadcasting::Payload,
 ) -> Result<usize, ApiError> {
+    // End-to-end encrypted channels carry only what the SDKs encrypt; plaintext would be
+    // relayed to clients that expect ciphertext (and shown decrypted by nobody).
+    if channels.iter().any(crate::channel::Channel::is_encrypted) && !is_ciphertext(&payload.data) {
+        return Err(ApiError::new(
+            axum::http::StatusCode::BAD_REQUEST,
+            "not_encrypted",
+            "data for private-encrypted-* channels must be {\"nonce\",\"ciphertext\"} as the Pusher SDKs encrypt it \
+             (set the SDK's encryptionMasterKeyBase64)",
+        ));
+    }
     let mut plain = Vec::new();
     let mut managed = Vec::new();
     for channel in channels {
@@ -168,6 +178,24 @@ pub(crate) async fn publish_inbound(
         recipients += report.delivered;
     }
     Ok(recipients)
+}
+
+/// Whether `data` is what the Pusher SDKs send to encrypted channels: an object (or its
+/// JSON text) with string `nonce` and `ciphertext` and nothing else.
+fn is_ciphertext(data: &serde_json::value::RawValue) -> bool {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Sealed {
+        #[allow(dead_code)]
+        nonce: String,
+        #[allow(dead_code)]
+        ciphertext: String,
+    }
+    let text = match serde_json::from_str::<String>(data.get()) {
+        Ok(text) => text,
+        Err(_) => data.get().to_string(),
+    };
+    serde_json::from_str::<Sealed>(&text).is_ok()
 }
 
 /// The echo endpoint (`/echo`) for conformance suites.

@@ -42,6 +42,21 @@ use crate::presence::Member;
 
 /// Longest event name accepted, in bytes.
 pub const MAX_EVENT_NAME_LEN: usize = 200;
+
+/// What is wrong with event name `name`, if anything: empty, longer than `max` bytes, or
+/// holding a control character (a name reaches logs, the dashboard and `artisan`'s
+/// terminal, where ESC or OSC sequences would act). Every publishing path checks it.
+pub fn event_name_problem(name: &str, max: usize) -> Option<String> {
+    if name.is_empty() {
+        return Some("event name is empty".into());
+    }
+    if name.len() > max {
+        return Some(format!("event name is longer than {max} bytes"));
+    }
+    name.chars()
+        .find(|c| c.is_control())
+        .map(|c| format!("event name contains the control character {c:?}"))
+}
 /// Prefix of client event names.
 pub const CLIENT_EVENT_PREFIX: &str = "client-";
 
@@ -557,7 +572,7 @@ impl Session {
         }
         let name_ok = event.starts_with(CLIENT_EVENT_PREFIX)
             && event.len() > CLIENT_EVENT_PREFIX.len()
-            && event.len() <= MAX_EVENT_NAME_LEN;
+            && event_name_problem(event, MAX_EVENT_NAME_LEN).is_none();
         if !name_ok {
             return Err(ClientEventError::InvalidEvent);
         }

@@ -92,3 +92,29 @@ test('history replays give back the same bytes', async () => {
   const marker = await late.next((f) => f.event === 'rustaxum:recovered');
   assert.equal(JSON.parse(marker.data).recovered, true);
 });
+
+test('encrypted channels take only ciphertext; names with control characters are refused (issue 34)', async () => {
+  const { MASTER_KEY, signedFetch, APP_ID } = await import('./helpers.mjs');
+  // A request with plaintext (the Node SDK refuses to send one; others do not): refused, not relayed.
+  const plain = await signedFetch('POST', `/apps/${APP_ID}/events`, { body: { name: 'sealed', channel: 'private-encrypted-vault', data: '{"secret":"x"}' } });
+  assert.equal(plain.status, 400);
+  assert.equal(plain.body.error, 'not_encrypted');
+  await serverOf(APP1, { encryptionMasterKeyBase64: MASTER_KEY }).trigger('private-encrypted-vault', 'sealed', { secret: 'x' });
+  const native = await fetch(`http://127.0.0.1:${process.env.RX_PORT}/api/broadcast`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ channel: 'private-encrypted-vault', event: 'plain', data: { secret: 'x' } }),
+  });
+  assert.equal(native.status, 400);
+  // ESC and OSC sequences in an event name would act in a terminal (artisan, logs).
+  for (const name of ['evil\u001b]0;pwned\u0007', 'line\nbreak', 'tab\there']) {
+    const res = await signedFetch('POST', `/apps/${APP_ID}/events`, { body: { name, channel: 'orders', data: '{}' } });
+    assert.equal(res.status, 400, JSON.stringify(name));
+    const nat = await fetch(`http://127.0.0.1:${process.env.RX_PORT}/api/broadcast`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ channel: 'orders', event: name, data: {} }),
+    });
+    assert.equal(nat.status, 422, JSON.stringify(name));
+  }
+});

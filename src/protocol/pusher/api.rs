@@ -164,8 +164,8 @@ fn prepare(st: &AppState, signed: &Signed, e: EventBody) -> Result<Prepared, Api
     let max_name = app
         .max_event_name_length
         .min(crate::broadcasting::manager::MAX_EVENT_NAME_LEN);
-    if e.name.is_empty() || e.name.len() > max_name {
-        return Err(bad_request(format!("event name must be 1 to {max_name} characters")));
+    if let Some(problem) = crate::session::event_name_problem(&e.name, max_name) {
+        return Err(bad_request(problem));
     }
     // Pusher's data is a string (usually JSON) that Pusher clients get byte for byte;
     // JSON clients get its JSON (see `payload_from_text`). Some clients send JSON itself.
