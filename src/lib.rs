@@ -17,6 +17,8 @@
 //!   [`ChannelAuthorizer`](auth::ChannelAuthorizer).
 //! - [`presence`]: presence members per user behind the
 //!   [`PresenceStore`](presence::PresenceStore) trait (in memory, or Redis).
+//! - [`net`]: client addresses behind trusted proxies, and the key a per-address limit
+//!   counts under.
 //! - [`setting`]: [`InvalidSetting`](setting::InvalidSetting), the error a domain gives
 //!   for a setting it cannot use (the configuration wraps it).
 //! - [`backend`]: the Redis connection every shared store uses (one Redis, a Cluster or
@@ -68,6 +70,7 @@ pub mod events;
 pub mod history;
 pub mod hub;
 pub mod lifecycle;
+pub mod net;
 pub mod presence;
 pub mod protocol;
 pub mod publish;

@@ -165,6 +165,9 @@ pub struct ServerConfig {
     /// `BROADCAST_TLS_CERT` and `BROADCAST_TLS_KEY`: PEM files; every listener then
     /// serves TLS (HTTPS and `wss://`).
     pub tls: Option<TlsFiles>,
+    /// `BROADCAST_TRUSTED_PROXIES`: the peers whose `X-Forwarded-For` / `X-Real-IP` name
+    /// the client (for the wrong-token limit and logs); none by default.
+    pub trusted_proxies: crate::net::TrustedProxies,
     /// `BROADCAST_HTTP_REQUEST_TIMEOUT`: time an HTTP request has to send its body and be
     /// answered (not WebSocket sessions), default 30s.
     pub http_request_timeout: Duration,
@@ -344,6 +347,7 @@ impl Default for ServerConfig {
             max_payload_size: 1024 * 1024,
             http_header_timeout: Duration::from_secs(10),
             tls: None,
+            trusted_proxies: crate::net::TrustedProxies::default(),
             http_request_timeout: Duration::from_secs(30),
             shutdown_timeout: Duration::from_secs(10),
         }

@@ -103,6 +103,13 @@ pub(super) fn server(env: &Env<'_>, notes: &mut Vec<Note>) -> Result<ServerConfi
             .duration("BROADCAST_HTTP_HEADER_TIMEOUT")?
             .unwrap_or(d.http_header_timeout),
         tls: tls(env)?,
+        trusted_proxies: crate::net::TrustedProxies::parse(&env.list("BROADCAST_TRUSTED_PROXIES")).map_err(|bad| {
+            ConfigError::Invalid {
+                var: "BROADCAST_TRUSTED_PROXIES",
+                value: bad,
+                reason: "expected addresses or networks such as 127.0.0.1,10.0.0.0/8".into(),
+            }
+        })?,
         http_request_timeout: env
             .duration("BROADCAST_HTTP_REQUEST_TIMEOUT")?
             .unwrap_or(d.http_request_timeout),

@@ -122,6 +122,7 @@ pub const VARIABLES: &[Variable] = &[
     var("BROADCAST_CONNECTION", "laravel_broadcast_connection", Text, "", "Laravel 11+'s broadcaster (pusher, reverb, redis, log, null, ably): never stops start-up; explained once at start"),
     var("BROADCAST_REDIS_ENABLED", "redis_enabled", Bool, "", "true means BROADCAST_DRIVER=redis (the RustAxum document's name)"),
     var("BROADCAST_DASHBOARD_TOKEN", "dashboard_token", Text, "", "what /dashboard asks for; unset: the API token (with neither, the dashboard is open, which only a loopback address allows)").live().secret(),
+    var("BROADCAST_TRUSTED_PROXIES", "trusted_proxies", List, "", "proxies (addresses and CIDRs, e.g. 127.0.0.1,10.0.0.0/8) whose X-Forwarded-For / X-Real-IP name the client; none by default: the peer is the client"),
     var("BROADCAST_METRICS_TOKEN", "metrics_token", Text, "", "read-only Bearer token for /metrics (Prometheus needs no publish right); the API token works too").secret().live(),
     var("BROADCAST_API_TOKEN", "api_token", Text, "", "Bearer token for publishing, the read endpoints and EmitHub's REST API; at least 16 characters on a non-loopback host").live().secret(),
     var("BROADCAST_PUBLIC_CHANNELS", "public_channels", List, "", "extra public channel patterns (* wildcard)"),

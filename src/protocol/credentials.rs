@@ -102,6 +102,68 @@ pub(crate) fn same_secret(given: &str, expected: &str) -> bool {
     bool::from(given.as_bytes().ct_eq(expected.as_bytes()))
 }
 
+/// The client's address of a request: the TCP peer, or, when the peer is one of
+/// `BROADCAST_TRUSTED_PROXIES`, who it says the client is (`X-Forwarded-For`, `X-Real-IP`).
+/// What throttles and logs use. A router mounted without connection info sees `0.0.0.0`.
+pub(crate) fn client_address(
+    peer: Option<std::net::SocketAddr>,
+    headers: &HeaderMap,
+    st: &AppState,
+) -> std::net::IpAddr {
+    let peer = peer.map_or(std::net::IpAddr::from([0, 0, 0, 0]), |p| p.ip());
+    let proxies = &st.config.load().server.trusted_proxies;
+    if proxies.is_empty() {
+        return peer;
+    }
+    let forwarded: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    let forwarded = (!forwarded.is_empty()).then(|| forwarded.join(","));
+    let real_ip = headers.get("x-real-ip").and_then(|v| v.to_str().ok());
+    proxies.client(peer, forwarded.as_deref(), real_ip)
+}
+
+/// The TCP peer of a request (`None` in a router mounted without connection info).
+pub(crate) fn peer_of(parts: &Parts) -> Option<std::net::SocketAddr> {
+    parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0)
+}
+
+/// Checks a secret a request presents (`given`) against the ones that open this door
+/// (`accepted`, none: open), under the one wrong-token limit every secret shares (the API
+/// token, the metrics token, the dashboard token): an address that spent its budget is
+/// refused with 429 before its secret is even looked at, so the answer says nothing about
+/// whether it was right. `what` names the secret for the 401.
+pub(crate) fn check_secret(
+    st: &AppState,
+    peer: Option<std::net::SocketAddr>,
+    headers: &HeaderMap,
+    given: Option<&str>,
+    accepted: &[&str],
+    what: &str,
+) -> Result<(), ApiError> {
+    if accepted.is_empty() {
+        return Ok(());
+    }
+    let address = client_address(peer, headers, st);
+    if let Some(wait) = st.wrong_tokens.blocked(address) {
+        return Err(too_many_wrong_tokens(wait));
+    }
+    let Some(given) = given else {
+        return Err(ApiError::unauthorized(format!("missing {what}")));
+    };
+    if accepted.iter().any(|a| same_secret(given, a)) {
+        return Ok(());
+    }
+    st.wrong_tokens.strike(address);
+    tracing::debug!(%address, "wrong {what}");
+    Err(ApiError::unauthorized(format!("invalid {what}")))
+}
+
 /// Proof that the request carries `Authorization: Bearer <BROADCAST_API_TOKEN>` (or that
 /// no token is configured). Every endpoint that publishes or tells who is online takes it.
 pub(crate) struct ApiToken;
@@ -111,24 +173,27 @@ impl FromRequestParts<AppState> for ApiToken {
 
     async fn from_request_parts(parts: &mut Parts, st: &AppState) -> Result<Self, ApiError> {
         let config = st.config.load();
-        let Some(expected) = config.server.api_token.as_deref() else {
-            return Ok(Self);
-        };
-        let given = bearer(&parts.headers)
-            .ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer <BROADCAST_API_TOKEN>"))?;
-        if same_secret(given, expected) {
-            Ok(Self)
-        } else {
-            Err(ApiError::unauthorized("invalid API token"))
-        }
+        let accepted: Vec<&str> = config.server.api_token.as_deref().into_iter().collect();
+        let what = "API token (Authorization: Bearer <BROADCAST_API_TOKEN>)";
+        check_secret(
+            st,
+            peer_of(parts),
+            &parts.headers,
+            bearer(&parts.headers),
+            &accepted,
+            what,
+        )?;
+        Ok(Self)
     }
 }
 
-/// Wrong secrets tried per client address, to slow down guessing: after
-/// [`WRONG_TOKENS_ALLOWED`] wrong tokens within [`WRONG_TOKENS_WINDOW`], every attempt from
-/// that address (a right token included, so answers leak nothing) is refused with 429
-/// until the window since the first of them has passed. Behind a proxy every client
-/// shares the proxy's address, and so this budget.
+/// Wrong secrets tried per client address (per IPv6 /64), to slow down guessing: after
+/// [`WRONG_TOKENS_ALLOWED`] wrong ones within [`WRONG_TOKENS_WINDOW`], every attempt from
+/// that address (a right secret included, so answers leak nothing) is refused with 429
+/// until the window since the first of them has passed. The address is the client's as
+/// [`client_address`] finds it (behind a trusted proxy: the proxy's client). When the
+/// table is full, addresses still within their budget make room first; blocked ones are
+/// never forgotten early (a flood of new addresses then goes uncounted, not unblocked).
 #[derive(Debug, Default)]
 pub(crate) struct WrongTokens {
     by_address: std::sync::Mutex<HashMap<std::net::IpAddr, (u32, std::time::Instant)>>,
@@ -138,30 +203,40 @@ pub(crate) struct WrongTokens {
 pub(crate) const WRONG_TOKENS_ALLOWED: u32 = 10;
 /// The window of [`WRONG_TOKENS_ALLOWED`].
 pub(crate) const WRONG_TOKENS_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
-/// Addresses remembered at most (the oldest windows are dropped first when full).
+/// Addresses remembered at most.
 const WRONG_TOKENS_ADDRESSES: usize = 10_000;
 
 impl WrongTokens {
     /// How long `address` must still wait, if it spent its budget.
     pub(crate) fn blocked(&self, address: std::net::IpAddr) -> Option<std::time::Duration> {
         let map = crate::sync::lock(&self.by_address);
-        let (count, since) = map.get(&address)?;
+        let (count, since) = map.get(&crate::net::limit_key(address))?;
         let left = WRONG_TOKENS_WINDOW.checked_sub(since.elapsed())?;
         (*count >= WRONG_TOKENS_ALLOWED && !left.is_zero()).then_some(left)
     }
 
     /// Counts a wrong token from `address`.
     pub(crate) fn strike(&self, address: std::net::IpAddr) {
+        let key = crate::net::limit_key(address);
         let mut map = crate::sync::lock(&self.by_address);
-        if map.len() >= WRONG_TOKENS_ADDRESSES && !map.contains_key(&address) {
+        if map.len() >= WRONG_TOKENS_ADDRESSES && !map.contains_key(&key) {
             map.retain(|_, (_, since)| since.elapsed() < WRONG_TOKENS_WINDOW);
             if map.len() >= WRONG_TOKENS_ADDRESSES {
-                if let Some(oldest) = map.iter().min_by_key(|(_, (_, since))| *since).map(|(a, _)| *a) {
-                    map.remove(&oldest);
+                let within_budget = map
+                    .iter()
+                    .filter(|(_, (count, _))| *count < WRONG_TOKENS_ALLOWED)
+                    .min_by_key(|(_, (_, since))| *since)
+                    .map(|(a, _)| *a);
+                match within_budget {
+                    Some(a) => {
+                        map.remove(&a);
+                    }
+                    // Every remembered address is blocked: keep them all.
+                    None => return,
                 }
             }
         }
-        let entry = map.entry(address).or_insert((0, std::time::Instant::now()));
+        let entry = map.entry(key).or_insert((0, std::time::Instant::now()));
         if entry.1.elapsed() >= WRONG_TOKENS_WINDOW {
             *entry = (0, std::time::Instant::now());
         }
@@ -170,19 +245,14 @@ impl WrongTokens {
 }
 
 /// The answer to an address that spent its budget of wrong tokens.
-pub(crate) fn too_many_wrong_tokens(wait: std::time::Duration) -> axum::response::Response {
-    use axum::response::IntoResponse;
+pub(crate) fn too_many_wrong_tokens(wait: std::time::Duration) -> ApiError {
     let secs = wait.as_secs().max(1);
-    let mut response = ApiError::new(
+    ApiError::new(
         StatusCode::TOO_MANY_REQUESTS,
         "too_many_attempts",
         format!("too many wrong tokens from this address; try again in {secs} s"),
     )
-    .into_response();
-    if let Ok(v) = axum::http::HeaderValue::from_str(&secs.to_string()) {
-        response.headers_mut().insert(header::RETRY_AFTER, v);
-    }
-    response
+    .retry_after(secs)
 }
 
 #[cfg(test)]
@@ -201,5 +271,25 @@ mod wrong_token_tests {
         strikes.strike(a);
         assert!(strikes.blocked(a).is_some_and(|w| w <= WRONG_TOKENS_WINDOW));
         assert_eq!(strikes.blocked(b), None);
+    }
+
+    // Issue 34: 12,000 source addresses unblocked a blocked one early.
+    #[test]
+    fn a_full_table_never_forgets_a_blocked_address() {
+        let strikes = WrongTokens::default();
+        let blocked: std::net::IpAddr = [192, 0, 2, 1].into();
+        for _ in 0..WRONG_TOKENS_ALLOWED {
+            strikes.strike(blocked);
+        }
+        for i in 0..12_000u32 {
+            strikes.strike(std::net::IpAddr::from((0x0a00_0000 + i).to_be_bytes()));
+        }
+        assert!(strikes.blocked(blocked).is_some(), "still blocked");
+        // The same /64 is one address.
+        let v6 = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        for i in 0..WRONG_TOKENS_ALLOWED {
+            strikes.strike(v6(&format!("2001:db8:0:1::{i:x}")));
+        }
+        assert!(strikes.blocked(v6("2001:db8:0:1:ffff::1")).is_some());
     }
 }

@@ -22,6 +22,8 @@ pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    /// Seconds for a `Retry-After` header (429, 503).
+    retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -31,7 +33,14 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after: None,
         }
+    }
+
+    /// The same error, telling the client to retry after `seconds` (`Retry-After`).
+    pub fn retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
+        self
     }
 
     /// 400 `invalid_json`.
@@ -79,7 +88,13 @@ impl IntoResponse for ApiError {
         if self.status.is_client_error() {
             tracing::debug!(status = self.status.as_u16(), code = %self.code, reason = %self.message, "request refused");
         }
-        (self.status, Json(json!({"error": self.code, "message": self.message}))).into_response()
+        let mut response = (self.status, Json(json!({"error": self.code, "message": self.message}))).into_response();
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(seconds));
+        }
+        response
     }
 }
 

@@ -16,7 +16,7 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusRecorder};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::credentials::{bearer, same_secret};
+use super::credentials::bearer;
 use super::{ApiError, AppState};
 use crate::cluster::Broker;
 use crate::hub::Protocol;
@@ -330,16 +330,9 @@ impl axum::extract::FromRequestParts<AppState> for MetricsToken {
         .into_iter()
         .flatten()
         .collect();
-        if accepted.is_empty() {
-            return Ok(Self);
-        }
-        let given = bearer(&parts.headers).ok_or_else(|| {
-            ApiError::unauthorized("missing Authorization: Bearer <BROADCAST_METRICS_TOKEN or BROADCAST_API_TOKEN>")
-        })?;
-        if accepted.iter().any(|t| same_secret(given, t)) {
-            Ok(Self)
-        } else {
-            Err(ApiError::unauthorized("invalid metrics token"))
-        }
+        let what = "metrics token (Authorization: Bearer <BROADCAST_METRICS_TOKEN or BROADCAST_API_TOKEN>)";
+        let peer = super::credentials::peer_of(parts);
+        super::credentials::check_secret(st, peer, &parts.headers, bearer(&parts.headers), &accepted, what)?;
+        Ok(Self)
     }
 }

@@ -89,8 +89,9 @@ pub(crate) struct AppState {
     pub(crate) cluster: Option<Arc<RedisBroker>>,
     /// The dashboard's tail of recent events.
     pub(crate) dashboard: Arc<dashboard::Feed>,
-    /// Wrong dashboard tokens per client address (guessing is slowed down).
-    pub(crate) dashboard_strikes: Arc<credentials::WrongTokens>,
+    /// Wrong secrets (API, metrics, dashboard tokens) per client address: guessing any of
+    /// them is slowed down by one shared limit.
+    pub(crate) wrong_tokens: Arc<credentials::WrongTokens>,
     /// Webhook delivery, when any URL is configured.
     pub(crate) webhooks: Option<Arc<crate::webhooks::Webhooks>>,
     /// The Prometheus recorder behind `/metrics`.

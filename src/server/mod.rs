@@ -223,7 +223,7 @@ impl Rustaxum {
                 cluster,
                 webhooks,
                 dashboard,
-                dashboard_strikes: Arc::default(),
+                wrong_tokens: Arc::default(),
                 metrics,
                 sessions: TaskTracker::new(),
                 compression: Arc::default(),

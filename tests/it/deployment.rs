@@ -318,3 +318,73 @@ async fn every_websocket_endpoint_and_the_http_apis_work_through_nginx() {
     assert_eq!(status.as_u16(), 200);
     assert!(app1.hub().connection_count() > 0);
 }
+
+// Issue 34: behind the shipped nginx.conf wrong tokens were counted per TCP peer (nginx),
+// so 10 wrong tokens from anyone locked the operator out. With nginx trusted
+// (BROADCAST_TRUSTED_PROXIES), each client is counted under its own address: here two
+// clients on two loopback addresses (127.0.0.2 guesses, 127.0.0.3 is the operator).
+#[tokio::test]
+async fn behind_nginx_a_guesser_is_slowed_and_the_operator_is_not_locked_out() {
+    let redis = RedisServer::start();
+    let prefix = unique_prefix();
+    let node = || {
+        let mut c = cluster_config(&redis, &prefix);
+        c.server.api_token = Some("operator-token-0123456789".into());
+        c.server.trusted_proxies = rustaxum::net::TrustedProxies::parse(&["127.0.0.1".into()]).unwrap();
+        start_two_ports(c)
+    };
+    let (app1, app2) = (node().await, node().await);
+    let port = free_port();
+    let ports = |s: &TestServer| (s.app_addr.expect("an application port").port(), s.addr.port());
+    let _nginx = start_nginx([ports(&app1), ports(&app2)], port);
+    let client = |ip: [u8; 4]| {
+        reqwest::Client::builder()
+            .local_address(std::net::IpAddr::from(ip))
+            .build()
+            .unwrap()
+    };
+    let (guesser, operator) = (client([127, 0, 0, 2]), client([127, 0, 0, 3]));
+    let stats = |c: &reqwest::Client, token: &str| {
+        c.get(format!("http://127.0.0.1:{port}/api/broadcast/stats"))
+            .bearer_auth(token)
+            .send()
+    };
+    assert_eq!(
+        stats(&operator, "operator-token-0123456789").await.unwrap().status(),
+        200
+    );
+    // Wrong tokens until both nodes (least_conn spreads the guesses) refuse the guesser.
+    let mut statuses = Vec::new();
+    for i in 0..40 {
+        statuses.push(stats(&guesser, &format!("guess-{i}")).await.unwrap().status().as_u16());
+    }
+    assert!(statuses.iter().take(10).all(|s| *s == 401), "{statuses:?}");
+    assert!(statuses.iter().rev().take(10).all(|s| *s == 429), "{statuses:?}");
+    // The guesser's right token answers 429 too: the answer says nothing about the token.
+    let right = stats(&guesser, "operator-token-0123456789").await.unwrap();
+    assert_eq!(right.status(), 429);
+    assert!(right.headers().contains_key("retry-after"));
+    // The operator, another client behind the same nginx, is not locked out.
+    for _ in 0..4 {
+        assert_eq!(
+            stats(&operator, "operator-token-0123456789").await.unwrap().status(),
+            200
+        );
+    }
+    // The metrics and dashboard tokens share the guesser's budget.
+    let metrics = guesser
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .bearer_auth("operator-token-0123456789")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(metrics.status(), 429);
+    let dashboard = guesser
+        .get(format!(
+            "http://127.0.0.1:{port}/dashboard/ws?token=operator-token-0123456789"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(dashboard.status(), 429);
+}

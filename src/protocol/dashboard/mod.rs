@@ -8,7 +8,7 @@
 //! since any other address needs an API token to start.
 
 use std::collections::VecDeque;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -26,8 +26,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::cluster::Broker;
 use crate::lifecycle::{Lifecycle, LifecycleEvent};
-use crate::protocol::credentials::{bearer, same_secret, too_many_wrong_tokens};
-use crate::protocol::{ApiError, AppState};
+use crate::protocol::credentials::{bearer, check_secret};
+use crate::protocol::AppState;
 use crate::sync::lock;
 
 const PAGE: &str = include_str!("index.html");
@@ -125,13 +125,6 @@ fn expected_token(st: &AppState) -> Option<String> {
         .dashboard_token
         .clone()
         .or_else(|| config.server.api_token.clone())
-}
-
-fn token_ok(st: &AppState, given: Option<&str>) -> bool {
-    match expected_token(st) {
-        None => true,
-        Some(expected) => given.is_some_and(|g| same_secret(g, &expected)),
-    }
 }
 
 /// The dashboard page (the token is checked by its WebSocket).
@@ -317,16 +310,14 @@ pub(crate) async fn feed(
     headers: HeaderMap,
     ws: crate::protocol::socket::Upgrade,
 ) -> Response {
-    // A router mounted without connection info counts every client as one address.
-    let address = peer.map_or(IpAddr::from([0, 0, 0, 0]), |axum::Extension(ConnectInfo(a))| a.ip());
-    if let Some(wait) = st.dashboard_strikes.blocked(address) {
-        return too_many_wrong_tokens(wait);
-    }
-    if !token_ok(&st, q.token.as_deref().or(bearer(&headers))) {
-        st.dashboard_strikes.strike(address);
-        tracing::debug!(%address, "wrong dashboard token");
-        return ApiError::unauthorized("the dashboard needs its token (BROADCAST_DASHBOARD_TOKEN, else the API token)")
-            .into_response();
+    // The one wrong-token limit every secret shares (a router mounted without connection
+    // info counts every client as one address).
+    let peer = peer.map(|axum::Extension(ConnectInfo(a))| a);
+    let expected = expected_token(&st);
+    let what = "dashboard token (BROADCAST_DASHBOARD_TOKEN, else the API token)";
+    let given = q.token.as_deref().or(bearer(&headers));
+    if let Err(refused) = check_secret(&st, peer, &headers, given, expected.as_deref().as_slice(), what) {
+        return refused.into_response();
     }
     let ws = match crate::protocol::socket::required(ws) {
         Ok(ws) => crate::protocol::socket::configure(ws, &st),
