@@ -156,3 +156,74 @@ mod tests {
         assert_eq!(limit_key(ip("::ffff:192.0.2.1")), ip("192.0.2.1"));
     }
 }
+
+/// `url` as logs and stats may show it: scheme, host (and port) and path; no user, no
+/// password, no query string or fragment (where secrets of webhook URLs live).
+pub fn shown_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "(not a URL)".into();
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let host = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+    let path = &tail[..tail.find(['?', '#']).unwrap_or(tail.len())];
+    format!("{scheme}://{host}{path}")
+}
+
+/// Whether `ip` is an address a server should rarely be sent to by configuration:
+/// loopback, private (RFC 1918, unique local), link-local (cloud metadata services live at
+/// 169.254.169.254), carrier-grade NAT, or unspecified.
+pub fn is_internal(ip: IpAddr) -> bool {
+    match canonical(ip) {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || (a == 100 && (64..128).contains(&b))
+        }
+        IpAddr::V6(v6) => {
+            let first = v6.segments()[0];
+            v6.is_loopback() || v6.is_unspecified() || (first & 0xfe00) == 0xfc00 || (first & 0xffc0) == 0xfe80
+        }
+    }
+}
+
+#[cfg(test)]
+mod url_tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_shown_without_secrets() {
+        assert_eq!(
+            shown_url("https://user:pa55@hooks.example.com:8443/pusher?token=s3cret#x"),
+            "https://hooks.example.com:8443/pusher"
+        );
+        assert_eq!(shown_url("http://example.com"), "http://example.com");
+        assert_eq!(shown_url("http://example.com?k=1"), "http://example.com");
+        assert_eq!(shown_url("nonsense"), "(not a URL)");
+    }
+
+    #[test]
+    fn internal_addresses() {
+        for ip in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:10.0.0.1",
+            "0.0.0.0",
+        ] {
+            assert!(is_internal(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in ["203.0.113.5", "8.8.8.8", "2001:4860::8888"] {
+            assert!(!is_internal(ip.parse().unwrap()), "{ip}");
+        }
+    }
+}

@@ -307,6 +307,7 @@ pub(super) fn webhooks(env: &Env<'_>) -> Result<crate::webhooks::WebhookConfig, 
         member_delay: env
             .duration_or_zero("BROADCAST_WEBHOOK_MEMBER_DELAY")?
             .unwrap_or(d.member_delay),
+        allow_private: env.bool("BROADCAST_WEBHOOK_ALLOW_PRIVATE")?.unwrap_or(d.allow_private),
     })
 }
 

@@ -131,6 +131,7 @@ pub const VARIABLES: &[Variable] = &[
     var("BROADCAST_WEBHOOK_URLS", "webhooks.urls", List, "", "URLs that get the environment app's webhooks (Pusher format, signed with PUSHER_APP_KEY/SECRET)"),
     var("BROADCAST_WEBHOOK_EVENTS", "webhooks.events", List, "", "which webhook events they get: channel_occupied, channel_vacated, member_added, member_removed, client_event (empty: all)"),
     var("BROADCAST_WEBHOOK_RETRY_FOR", "webhooks.retry_for", Duration, "60s", "how long a webhook batch is retried (5xx, 408, 429, network errors) before it counts as failed"),
+    var("BROADCAST_WEBHOOK_ALLOW_PRIVATE", "webhooks.allow_private", Bool, "false", "no start-up warning for webhook URLs on loopback, private or link-local addresses (a receiver on this host or network)"),
     var("BROADCAST_WEBHOOK_MEMBER_DELAY", "webhooks.member_delay", Duration, "3s", "how long member_removed waits (not sent when the user is back by then)"),
     var("BROADCAST_HISTORY_CHANNELS", "history.channels", List, "", "patterns of the channels that keep history for recovery, e.g. orders.*,chat.{room}; none by default"),
     var("BROADCAST_HISTORY_SIZE", "history.size", Integer, "1000", "messages of history kept per channel"),

@@ -78,6 +78,9 @@ pub struct WebhookConfig {
     pub retry_for: Duration,
     /// `BROADCAST_WEBHOOK_MEMBER_DELAY`: how long `member_removed` waits, default 3 s.
     pub member_delay: Duration,
+    /// `BROADCAST_WEBHOOK_ALLOW_PRIVATE`: no warning for URLs that point at loopback,
+    /// private or link-local addresses (a receiver on the same host or network), default off.
+    pub allow_private: bool,
 }
 
 impl Default for WebhookConfig {
@@ -87,6 +90,7 @@ impl Default for WebhookConfig {
             events: Vec::new(),
             retry_for: Duration::from_secs(60),
             member_delay: Duration::from_secs(3),
+            allow_private: false,
         }
     }
 }
@@ -244,6 +248,8 @@ pub struct Webhooks {
     presence: Presence,
     member_delay: Duration,
     retry_for: Duration,
+    /// `BROADCAST_WEBHOOK_ALLOW_PRIVATE`: no warning for internal addresses.
+    allow_private: bool,
     /// Removals waiting out the grace delay: (channel, user) → generation.
     pending: Mutex<HashMap<(String, String), u64>>,
     generation: AtomicU64,
@@ -260,7 +266,11 @@ impl std::fmt::Debug for Webhooks {
         f.debug_struct("Webhooks")
             .field(
                 "targets",
-                &self.targets.iter().map(|t| t.url.as_str()).collect::<Vec<_>>(),
+                &self
+                    .targets
+                    .iter()
+                    .map(|t| crate::net::shown_url(&t.url))
+                    .collect::<Vec<_>>(),
             )
             .finish_non_exhaustive()
     }
@@ -317,6 +327,7 @@ impl Webhooks {
             presence,
             member_delay: config.member_delay,
             retry_for: config.retry_for,
+            allow_private: config.allow_private,
             pending: Mutex::default(),
             generation: AtomicU64::new(0),
             scripts: [Script::new(OCCUPY_LUA), Script::new(VACATE_LUA), Script::new(REAP_LUA)],
@@ -371,10 +382,18 @@ impl Webhooks {
                 }
             }
         });
+        // A receiver's redirect is not followed (it could point anywhere, and would carry
+        // the signed body there); no Referer either (it would carry the URL's secrets).
         let http = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none())
+            .referer(false)
             .build()
             .unwrap_or_default();
+        if !self.allow_private {
+            let urls: Vec<String> = self.targets.iter().map(|t| t.url.clone()).collect();
+            tasks.spawn(warn_internal(urls));
+        }
         for (target, rx) in std::mem::take(&mut *lock(&self.receivers)) {
             let counters = self.counters.clone();
             let (http, stop, retry_for) = (http.clone(), stop.clone(), self.retry_for);
@@ -614,6 +633,39 @@ impl Webhooks {
     }
 }
 
+/// Warns once per URL whose host is (or resolves to) a loopback, private or link-local
+/// address: often a mistake, and the way to a cloud's metadata service
+/// (`BROADCAST_WEBHOOK_ALLOW_PRIVATE=true` when it is meant).
+async fn warn_internal(urls: Vec<String>) {
+    for url in urls {
+        let Ok(parsed) = reqwest::Url::parse(&url) else {
+            continue;
+        };
+        let (Some(host), Some(port)) = (parsed.host_str(), parsed.port_or_known_default()) else {
+            continue;
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+        let addresses: Vec<std::net::IpAddr> = match host.parse::<std::net::IpAddr>() {
+            Ok(ip) => vec![ip],
+            Err(_) => {
+                match tokio::time::timeout(Duration::from_secs(3), tokio::net::lookup_host((host.as_str(), port))).await
+                {
+                    Ok(Ok(found)) => found.map(|a| a.ip()).collect(),
+                    _ => continue,
+                }
+            }
+        };
+        if let Some(ip) = addresses.into_iter().find(|ip| crate::net::is_internal(*ip)) {
+            tracing::warn!(
+                url = %crate::net::shown_url(&url),
+                address = %ip,
+                "a webhook URL points at a loopback, private or link-local address; set \
+                 BROADCAST_WEBHOOK_ALLOW_PRIVATE=true if that is meant"
+            );
+        }
+    }
+}
+
 /// Sends one target's events in batches, in order, retrying each batch for `retry_for`.
 async fn send_loop(
     target: Arc<Target>,
@@ -665,6 +717,17 @@ async fn send_loop(
                     counters.delivered.fetch_add(batch.len() as u64, Ordering::Relaxed);
                     break;
                 }
+                Ok(r) if r.status().is_redirection() => {
+                    let to = r
+                        .headers()
+                        .get(reqwest::header::LOCATION)
+                        .and_then(|l| l.to_str().ok())
+                        .map(crate::net::shown_url)
+                        .unwrap_or_default();
+                    tracing::warn!(url = %crate::net::shown_url(&target.url), status = %r.status(), location = %to, events = batch.len(), "webhook receiver answered a redirect, which is not followed: events failed (point the URL at the final address)");
+                    counters.failed.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    break;
+                }
                 Ok(r) => {
                     let s = r.status();
                     s.is_server_error() || s.as_u16() == 408 || s.as_u16() == 429
@@ -677,11 +740,11 @@ async fn send_loop(
             };
             if !retry || tokio::time::Instant::now() + backoff > deadline {
                 counters.failed.fetch_add(batch.len() as u64, Ordering::Relaxed);
-                tracing::warn!(url = %target.url, events = batch.len(), error = %why, "webhook given up");
+                tracing::warn!(url = %crate::net::shown_url(&target.url), events = batch.len(), error = %why, "webhook given up");
                 break;
             }
             counters.retries.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(url = %target.url, error = %why, "webhook failed; retrying");
+            tracing::debug!(url = %crate::net::shown_url(&target.url), error = %why, "webhook failed; retrying");
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = tokio::time::sleep(backoff) => {}

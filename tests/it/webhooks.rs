@@ -500,3 +500,96 @@ async fn webhooks_keep_number_user_ids_and_client_event_bytes() {
         "as the client wrote it"
     );
 }
+
+// Issue 34: webhooks followed a receiver's redirect to another host (with a Referer
+// carrying the original URL and its query-string secret).
+#[tokio::test]
+async fn a_receiver_s_redirect_is_not_followed_and_counts_as_failed() {
+    let elsewhere: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let stolen: Received = Arc::default();
+    let _thief = receiver(elsewhere, stolen.clone()).await;
+    // The configured receiver redirects (and records the headers it got).
+    let seen: Arc<Mutex<Vec<HeaderMap>>> = Arc::default();
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let recorded = seen.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: HeaderMap| {
+            recorded.lock().unwrap().push(headers);
+            async move {
+                (
+                    axum::http::StatusCode::TEMPORARY_REDIRECT,
+                    [("location", format!("http://{elsewhere}/hook"))],
+                )
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let server = start_with(config_from(lookup(format!("http://{addr}/hook?secret=abc")))).await;
+    let (_ws, _) = server.connect("/ws/orders").await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_, stats) = server.get("/api/broadcast/stats").await;
+        if stats["webhooks"]["failed"].as_u64() >= Some(1) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the redirected batch never counted as failed: {stats}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(events(&stolen).is_empty(), "the redirect was followed");
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 1, "a redirect is not retried");
+    assert!(seen[0].get("referer").is_none());
+}
+
+// Issue 34: webhook URLs with passwords and secrets were logged; link-local metadata
+// addresses were accepted silently.
+#[tokio::test]
+async fn webhook_urls_on_internal_addresses_are_warned_about_and_never_logged_whole() {
+    let run = |allow: &'static str| async move {
+        let env = [
+            ("PUSHER_APP_ID", "1"),
+            ("PUSHER_APP_KEY", "k"),
+            ("PUSHER_APP_SECRET", "s"),
+            (
+                "BROADCAST_WEBHOOK_URLS",
+                "http://hook-user:hook-password@169.254.169.254/latest/hook?token=hook-secret",
+            ),
+            ("BROADCAST_WEBHOOK_ALLOW_PRIVATE", allow),
+        ];
+        let mut cmd = server_command();
+        cmd.args(["--port", "0"]).envs(env);
+        let mut child = cmd.spawn().unwrap();
+        let mut err = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut logged = String::new();
+        let _ = tokio::time::timeout(Duration::from_secs(3), async {
+            while let Ok(Some(l)) = err.next_line().await {
+                logged.push_str(&l);
+                logged.push('\n');
+                if l.contains("webhook URL points at") {
+                    break;
+                }
+            }
+        })
+        .await;
+        child.kill().await.unwrap();
+        logged
+    };
+    use tokio::io::AsyncBufReadExt;
+    let logged = run("false").await;
+    assert!(
+        logged.contains("a webhook URL points at a loopback, private or link-local address"),
+        "{logged}"
+    );
+    assert!(logged.contains("http://169.254.169.254/latest/hook"), "{logged}");
+    for secret in ["hook-password", "hook-user", "hook-secret"] {
+        assert!(!logged.contains(secret), "{secret} in the log: {logged}");
+    }
+    let logged = run("true").await;
+    assert!(!logged.contains("webhook URL points at"), "{logged}");
+}
