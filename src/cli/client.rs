@@ -25,6 +25,17 @@ pub enum CliError {
         /// The server's message.
         message: String,
     },
+    /// The server answered, but not with what rustaxum answers there: another program on
+    /// that port, a proxy's error page, a broken or hostile server.
+    #[error("{url}{path} did not answer as rustaxum does: {what} (is --server a rustaxum server?)")]
+    BadAnswer {
+        /// The server.
+        url: String,
+        /// The request's path.
+        path: String,
+        /// What came back instead (control characters escaped, cut short).
+        what: String,
+    },
     /// A command-line value was unusable.
     #[error("{0}")]
     Usage(String),
@@ -87,7 +98,27 @@ impl ApiClient {
 
     /// `GET path`, returning the JSON body.
     pub async fn get(&self, path: &str) -> Result<Value, CliError> {
-        self.send(self.http.get(self.url(path))).await
+        self.send(path, self.http.get(self.url(path))).await
+    }
+
+    /// `GET path`, whose answer must have `shape` (see [`Shape`]): what a command reads
+    /// from it is there, with the type it reads it as.
+    pub async fn get_shaped(&self, path: &str, shape: &[Shape<'_>]) -> Result<Value, CliError> {
+        let body = self.get(path).await?;
+        for (at, kind) in shape {
+            if let Some(problem) = check(&body, at, *kind) {
+                return Err(self.bad_answer(path, problem));
+            }
+        }
+        Ok(body)
+    }
+
+    fn bad_answer(&self, path: &str, what: String) -> CliError {
+        CliError::BadAnswer {
+            url: self.base.clone(),
+            path: path.split('?').next().unwrap_or(path).to_string(),
+            what,
+        }
     }
 
     /// Fails with [`CliError::Unreachable`] unless the server answers `/health`; commands
@@ -98,30 +129,60 @@ impl ApiClient {
 
     /// `POST path` with a JSON body, returning the JSON answer.
     pub async fn post(&self, path: &str, body: &Value) -> Result<Value, CliError> {
-        self.send(self.http.post(self.url(path)).json(body)).await
+        self.send(path, self.http.post(self.url(path)).json(body)).await
     }
 
     /// Publishes through `POST /api/broadcast`; returns the local recipients.
     pub async fn publish(&self, channel: &str, event: &str, data: Value) -> Result<u64, CliError> {
         let body = serde_json::json!({"channel": channel, "event": event, "data": data});
-        let answer = self.post("/api/broadcast", &body).await?;
-        Ok(answer["recipients"].as_u64().unwrap_or(0))
+        let path = "/api/broadcast";
+        let answer = self.post(path, &body).await?;
+        match answer["recipients"].as_u64() {
+            Some(n) => Ok(n),
+            None => Err(self.bad_answer(
+                path,
+                format!("no recipients count in {}", escaped(&truncate(&answer.to_string()))),
+            )),
+        }
     }
 
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
 
-    async fn send(&self, mut req: reqwest::RequestBuilder) -> Result<Value, CliError> {
+    async fn send(&self, path: &str, mut req: reqwest::RequestBuilder) -> Result<Value, CliError> {
         if let Some(t) = &self.token {
             req = req.bearer_auth(t);
         }
-        let resp = req.send().await.map_err(|e| CliError::Unreachable {
+        let unreachable = |e: reqwest::Error| CliError::Unreachable {
             url: self.base.clone(),
             reason: root_cause(&e),
-        })?;
+        };
+        let mut resp = req.send().await.map_err(unreachable)?;
         let status = resp.status();
-        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        // Read at most MAX_ANSWER bytes: an endless answer is cut off, not held in memory.
+        let mut raw = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(unreachable)? {
+            if raw.len() + chunk.len() > MAX_ANSWER {
+                return Err(self.bad_answer(
+                    path,
+                    format!("an answer larger than {} MiB (cut off)", MAX_ANSWER >> 20),
+                ));
+            }
+            raw.extend_from_slice(&chunk);
+        }
+        let body = match serde_json::from_slice::<Value>(&raw) {
+            Ok(body) => printable(body),
+            Err(_) if status.is_success() => {
+                let text = String::from_utf8_lossy(&raw);
+                let what = match text.trim() {
+                    "" => "an empty answer".to_string(),
+                    t => format!("not JSON: {}", escaped(&t.chars().take(120).collect::<String>())),
+                };
+                return Err(self.bad_answer(path, format!("{what} (HTTP {status})")));
+            }
+            Err(_) => Value::Null,
+        };
         if status.is_success() {
             Ok(body)
         } else {
@@ -131,6 +192,104 @@ impl ApiClient {
                 message: body["message"].as_str().unwrap_or("").to_string(),
             })
         }
+    }
+}
+
+/// The largest answer read from a server.
+const MAX_ANSWER: usize = 16 << 20;
+
+/// What a field of an answer must be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Json {
+    /// A number (a whole one: every figure the commands read is).
+    Count,
+    /// A string.
+    Text,
+    /// An object.
+    Object,
+    /// An array.
+    Array,
+    /// A count, or absent/null.
+    OptionalCount,
+}
+
+/// A field of an answer and its type: `"connections"`, `"messages.published"`, and `*` for
+/// every value of an object or array (`"channels.*.subscribers"`).
+pub type Shape<'a> = (&'a str, Json);
+
+/// Why `value` at `path` is not `kind`, if it is not.
+fn check(value: &Value, path: &str, kind: Json) -> Option<String> {
+    let (head, rest) = match path.split_once('.') {
+        Some((h, r)) => (h, Some(r)),
+        None => (path, None),
+    };
+    let mut children: Vec<&Value> = Vec::new();
+    match head {
+        "*" => match value {
+            Value::Object(m) => children.extend(m.values()),
+            Value::Array(a) => children.extend(a.iter()),
+            _ => return Some(format!("{path}: expected an object or array")),
+        },
+        key => children.push(value.get(key).unwrap_or(&Value::Null)),
+    }
+    for child in children {
+        let problem = match rest {
+            Some(rest) => check(child, rest, kind),
+            None => {
+                let ok = match kind {
+                    Json::Count => child.is_u64(),
+                    Json::OptionalCount => child.is_u64() || child.is_null(),
+                    Json::Text => child.is_string(),
+                    Json::Object => child.is_object(),
+                    Json::Array => child.is_array(),
+                };
+                (!ok).then(|| {
+                    format!(
+                        "{path} is {} where {kind:?} was expected",
+                        escaped(&truncate(&child.to_string()))
+                    )
+                })
+            }
+        };
+        if problem.is_some() {
+            return problem;
+        }
+    }
+    None
+}
+
+fn truncate(s: &str) -> String {
+    if s.chars().count() > 60 {
+        format!("{}…", s.chars().take(60).collect::<String>())
+    } else {
+        s.to_string()
+    }
+}
+
+/// `s` with control characters (ESC, OSC's BEL, CR, …) written as `\u{..}`, so text from a
+/// server cannot act on the terminal it is printed to.
+pub fn escaped(s: &str) -> String {
+    if !s.chars().any(char::is_control) {
+        return s.to_string();
+    }
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+/// Every string of a server's answer (keys included) made printable with [`escaped`].
+fn printable(value: Value) -> Value {
+    match value {
+        Value::String(s) => Value::String(escaped(&s)),
+        Value::Array(a) => Value::Array(a.into_iter().map(printable).collect()),
+        Value::Object(m) => Value::Object(m.into_iter().map(|(k, v)| (escaped(&k), printable(v))).collect()),
+        other => other,
     }
 }
 
@@ -187,5 +346,20 @@ mod tests {
         assert!(server_url("").is_err());
         assert_eq!(count(1, "connection", "connections"), "1 connection");
         assert_eq!(count(2, "connection", "connections"), "2 connections");
+    }
+
+    #[test]
+    fn answers_are_checked_and_made_printable() {
+        let stats =
+            serde_json::json!({"connections": 3, "channels": {"a": {"subscribers": 1}, "b": {"subscribers": "x"}}});
+        assert_eq!(check(&stats, "connections", Json::Count), None);
+        assert!(check(&stats, "channels.*.subscribers", Json::Count)
+            .unwrap()
+            .contains("\"x\""));
+        assert!(check(&stats, "driver", Json::Text).is_some(), "missing");
+        assert_eq!(check(&serde_json::json!({"m": null}), "m", Json::OptionalCount), None);
+        let evil = printable(serde_json::json!({"e\u{1b}]0;x\u{7}": ["ok", "\u{1b}[2J"]}));
+        let text = evil.to_string();
+        assert!(!text.contains('\u{1b}') && text.contains("\\u{1b}"), "{text}");
     }
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::client::{ApiClient, CliError};
+use super::client::{ApiClient, CliError, Json, Shape};
 use crate::broadcasting::helpers::{
     notification_payload, system_alert_payload, user_channel, NOTIFICATION_EVENT, SYSTEM_ALERT_CHANNEL,
     SYSTEM_ALERT_EVENT,
@@ -45,8 +45,23 @@ pub(super) async fn test(client: &ApiClient, channel: &str, message: &str) -> Re
     Ok(())
 }
 
+/// What `stats` and `monitor` read of `/api/broadcast/stats`.
+const STATS: &[Shape<'static>] = &[
+    ("connections", Json::Count),
+    ("channels", Json::Object),
+    ("channels.*.kind", Json::Text),
+    ("channels.*.subscribers", Json::Count),
+    ("channels.*.members", Json::OptionalCount),
+    ("driver", Json::Text),
+    ("messages.published", Json::Count),
+    ("messages.delivered", Json::Count),
+    ("messages.received", Json::Count),
+    ("slow_disconnects", Json::Count),
+    ("uptime_seconds", Json::Count),
+];
+
 pub(super) async fn stats(client: &ApiClient) -> Result<(), CliError> {
-    let s = client.get("/api/broadcast/stats").await?;
+    let s = client.get_shaped("/api/broadcast/stats", STATS).await?;
     say!("📊 Broadcasting System Statistics");
     say!("================================");
     say!("📡 WebSocket Channels:");
@@ -101,7 +116,14 @@ pub(super) async fn stats(client: &ApiClient) -> Result<(), CliError> {
 }
 
 pub(super) async fn channels(client: &ApiClient) -> Result<(), CliError> {
-    let body = client.get("/api/broadcast/channels").await?;
+    let shape = [
+        ("channels", Json::Array),
+        ("channels.*.name", Json::Text),
+        ("channels.*.kind", Json::Text),
+        ("channels.*.subscribers", Json::Count),
+        ("channels.*.members", Json::OptionalCount),
+    ];
+    let body = client.get_shaped("/api/broadcast/channels", &shape).await?;
     let list = body["channels"].as_array().cloned().unwrap_or_default();
     if list.is_empty() {
         say!("No active channels");
@@ -145,7 +167,16 @@ pub(super) async fn history(
     if let Some(since) = since {
         path.push_str(&format!("&since={since}"));
     }
-    let page = client.get(&path).await?;
+    let shape = [
+        ("position.epoch", Json::Text),
+        ("position.offset", Json::Count),
+        ("first", Json::Count),
+        ("messages", Json::Array),
+        ("messages.*.event", Json::Text),
+        ("messages.*.timestamp", Json::Text),
+        ("messages.*.position.offset", Json::Count),
+    ];
+    let page = client.get_shaped(&path, &shape).await?;
     let position = &page["position"];
     say!(
         "{} at {}:{} (oldest kept: {})",
@@ -262,7 +293,7 @@ pub(super) async fn monitor(client: &ApiClient, duration: u64, interval: f64) ->
     });
     loop {
         let now = Instant::now();
-        let s = client.get("/api/broadcast/stats").await?;
+        let s = client.get_shaped("/api/broadcast/stats", STATS).await?;
         let connections = s["connections"].as_u64().unwrap_or(0);
         peak_connections = peak_connections.max(connections);
         let (published_rate, delivered_rate) = match &previous {

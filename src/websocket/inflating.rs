@@ -104,8 +104,14 @@ impl<S> Inflating<S> {
 struct Scan {
     role: Role,
     limit: usize,
-    /// While the HTTP answer is read (clients): how much of its final CRLF CRLF was seen.
+    /// While the HTTP answer is read (clients): how much of its final CRLF CRLF was seen;
+    /// [`NOT_SWITCHING`] once an answer that is not `101` ended (what follows is its body,
+    /// not frames: it passes untouched).
     http: Option<u8>,
+    /// Bytes of the HTTP answer's status line seen (up to its status code), and whether
+    /// that code is not `101`.
+    status_seen: u8,
+    refused: bool,
     /// The current frame's header so far.
     header: [u8; 14],
     have: usize,
@@ -140,6 +146,9 @@ struct Walked {
     complete: Option<(u8, Vec<u8>)>,
 }
 
+/// `Scan::http` after an HTTP answer that is not `101 Switching Protocols`.
+const NOT_SWITCHING: u8 = u8::MAX;
+
 const OP_CONTINUATION: u8 = 0x0;
 const OP_TEXT: u8 = 0x1;
 const OP_BINARY: u8 = 0x2;
@@ -150,6 +159,8 @@ impl Scan {
             role,
             limit,
             http: (role == Role::Client).then_some(0),
+            status_seen: 0,
+            refused: false,
             header: [0; 14],
             have: 0,
             passing: true,
@@ -172,14 +183,30 @@ impl Scan {
         let mut i = 0;
         // A client's stream starts with the HTTP answer: it passes as it is.
         while let Some(seen) = self.http {
+            if seen == NOT_SWITCHING {
+                return Ok(Walked {
+                    kept: region.len(),
+                    used: region.len(),
+                    complete: None,
+                });
+            }
             let Some(&byte) = region.get(i) else { break };
             i += 1;
+            // "HTTP/1.1 101": the code is bytes 9 to 11 of the status line.
+            if let Some(expected) = b"101".get(usize::from(self.status_seen).wrapping_sub(9)) {
+                self.refused |= byte != *expected;
+            }
+            self.status_seen = self.status_seen.saturating_add(1).min(12);
             let seen = match (seen, byte) {
                 (0 | 2, b'\r') | (1 | 3, b'\n') => seen + 1,
                 (_, b'\r') => 1,
                 _ => 0,
             };
-            self.http = (seen < 4).then_some(seen);
+            self.http = match (seen < 4, self.refused) {
+                (true, _) => Some(seen),
+                (false, false) => None,
+                (false, true) => Some(NOT_SWITCHING),
+            };
         }
         let mut kept = i;
         while i < region.len() {
@@ -589,6 +616,19 @@ mod tests {
                 refused(through(input, Role::Server, 64 * 1024, 512).await),
                 Some(reason)
             );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_handshake_s_body_is_not_read_as_frames() {
+        // A client offered the extension; the server said 403 with a JSON body, whose
+        // bytes would read as frame headers with reserved bits set.
+        let answer = b"HTTP/1.1 403 Forbidden\r\ncontent-length: 27\r\n\r\n{\"error\":\"forbidden\",\"a\":1}".to_vec();
+        for chunk in [1, 7, 512] {
+            let got = through(answer.clone(), Role::Client, 64 * 1024, chunk)
+                .await
+                .expect("passes");
+            assert_eq!(got, answer, "chunk {chunk}");
         }
     }
 

@@ -454,3 +454,88 @@ async fn the_server_may_be_named_after_the_command_too() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout(&out).contains("general: 1 connection"), "{}", stdout(&out));
 }
+
+/// A server on loopback that is not rustaxum, or is a hostile one: `answer` for every path.
+async fn hostile(answer: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, answer).await.unwrap() });
+    url
+}
+
+async fn artisan_at(url: &str, args: &[&str]) -> Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_artisan"))
+        .arg("--server")
+        .arg(url)
+        .args(args)
+        .env_remove("BROADCAST_API_TOKEN")
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("run artisan")
+}
+
+// Issue 34: artisan trusted whatever answered: an HTML page or wrong JSON types exited 0,
+// an endless body grew it to 4.6 GB, escape sequences from the server were printed raw.
+#[tokio::test]
+async fn artisan_against_a_broken_or_hostile_server_fails_clearly() {
+    use axum::routing::any;
+    // Another program's web page.
+    let html = hostile(axum::Router::new().fallback(any(|| async {
+        axum::response::Html("<html><body>Welcome to nginx!</body></html>")
+    })))
+    .await;
+    for args in [
+        &["broadcast", "stats"][..],
+        &["broadcast", "channels"],
+        &["broadcast", "test", "--channel", "x"],
+    ] {
+        let out = artisan_at(&html, args).await;
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}: {out:?}");
+        assert!(
+            err.contains(&html) && err.contains("not JSON: <html><body>Welcome to nginx!"),
+            "{args:?}: {err}"
+        );
+    }
+    // JSON, but not rustaxum's.
+    let wrong = hostile(axum::Router::new().fallback(any(|| async {
+        axum::Json(json!({"connections": "many", "channels": "none", "status": "ok"}))
+    })))
+    .await;
+    let out = artisan_at(&wrong, &["broadcast", "stats"]).await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("connections is \"many\""),
+        "{err}"
+    );
+    let out = artisan_at(&wrong, &["broadcast", "channels"]).await;
+    assert!(!out.status.success(), "{out:?}");
+    // An endless answer: cut off at 16 MiB, not held.
+    let endless = hostile(axum::Router::new().fallback(any(|| async {
+        let chunk = bytes::Bytes::from(vec![b'['; 1 << 20]);
+        let stream = futures_util::stream::repeat_with(move || Ok::<_, std::io::Error>(chunk.clone()));
+        axum::body::Body::from_stream(stream)
+    })))
+    .await;
+    let started = std::time::Instant::now();
+    let out = artisan_at(&endless, &["broadcast", "stats"]).await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("larger than 16 MiB"), "{err}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    // Escape sequences in what the server says are shown, not obeyed.
+    let evil = hostile(axum::Router::new().fallback(any(|| async {
+        axum::Json(json!({
+            "connections": 1, "driver": "x\u{1b}]0;pwned\u{7}", "slow_disconnects": 0, "uptime_seconds": 1,
+            "messages": {"published": 0, "delivered": 0, "received": 0},
+            "channels": {"evil\u{1b}[2J": {"kind": "public", "subscribers": 1}},
+            "apps": {}
+        }))
+    })))
+    .await;
+    let out = artisan_at(&evil, &["broadcast", "stats"]).await;
+    let text = stdout(&out);
+    assert!(out.status.success(), "{out:?}");
+    assert!(!text.contains('\u{1b}') && !text.contains('\u{7}'), "{text:?}");
+    assert!(text.contains("evil\\u{1b}[2J"), "{text}");
+}
