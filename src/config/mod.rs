@@ -207,6 +207,9 @@ pub struct WebSocketConfig {
     /// `BROADCAST_CONNECTION_TIMEOUT`: the longest a socket may stay silent (no frame, no
     /// pong) before it is closed; `None` (the default) for `ping_interval + ping_timeout`.
     pub connection_timeout: Option<Duration>,
+    /// `BROADCAST_FRAME_TIMEOUT`: how long an incomplete frame or fragmented message may
+    /// stall before the socket is closed (1008), default 10s.
+    pub frame_timeout: Duration,
     /// `BROADCAST_CLIENT_EVENTS_PER_SECOND`: whispers allowed per connection, default 10.
     pub client_events_per_second: u32,
     /// `BROADCAST_COMPRESSION`: permessage-deflate with clients that offer it, `on`
@@ -366,6 +369,7 @@ impl Default for WebSocketConfig {
             ping_interval: Duration::from_secs(30),
             ping_timeout: Duration::from_secs(10),
             connection_timeout: None,
+            frame_timeout: Duration::from_secs(10),
             client_events_per_second: 10,
             compression: crate::websocket::Compression::default(),
         }

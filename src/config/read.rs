@@ -160,6 +160,7 @@ pub(super) fn websocket(env: &Env<'_>) -> Result<WebSocketConfig, ConfigError> {
         ping_interval: env.duration("BROADCAST_PING_INTERVAL")?.unwrap_or(d.ping_interval),
         ping_timeout: env.duration("BROADCAST_PING_TIMEOUT")?.unwrap_or(d.ping_timeout),
         connection_timeout: env.duration("BROADCAST_CONNECTION_TIMEOUT")?,
+        frame_timeout: env.duration("BROADCAST_FRAME_TIMEOUT")?.unwrap_or(d.frame_timeout),
         client_events_per_second: env
             .positive("BROADCAST_CLIENT_EVENTS_PER_SECOND")?
             .map(|n| u32::try_from(n).unwrap_or(u32::MAX))

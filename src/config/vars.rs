@@ -154,6 +154,7 @@ pub const VARIABLES: &[Variable] = &[
     // [websocket]
     var("BROADCAST_WEBSOCKET_ENABLED", "websocket.enabled", Bool, "true", "serve the WebSocket endpoints"),
     var("BROADCAST_CONNECTION_TIMEOUT", "websocket.connection_timeout", Duration, "", "longest a socket may stay silent (no frame, no pong) before it is closed; unset = ping_interval + pong_timeout").alias(&["EMIT_HUB_WS_TIMEOUT"]).weak(&["CLIENT_TIMEOUT"]).live(),
+    var("BROADCAST_FRAME_TIMEOUT", "websocket.frame_timeout", Duration, "10s", "how long an incomplete frame or fragmented message may stall before the socket is closed (1008); memory follows what arrives, not what a frame header announces").live(),
     var("BROADCAST_MAX_MESSAGE_SIZE", "websocket.max_continuation_size", Integer, "65536", "largest inbound WebSocket message in bytes, fragments included; larger closes with 1009").live(),
     var("BROADCAST_PING_INTERVAL", "websocket.ping_interval", Duration, "30s", "idle time before the server pings a socket").alias(&["EMIT_HUB_WS_PING_INTERVAL"]).weak(&["HEARTBEAT_INTERVAL"]).live(),
     var("BROADCAST_PING_TIMEOUT", "websocket.pong_timeout", Duration, "10s", "time to answer a ping before closing with 4201").live(),

@@ -50,6 +50,12 @@ impl CloseReason {
         code: 1007,
         reason: "invalid UTF-8 in a text frame",
     };
+    /// A frame or fragmented message stayed incomplete past the frame timeout (1008 policy
+    /// violation): a client that announces and does not send holds nothing for long.
+    pub const STALLED: Self = Self {
+        code: 1008,
+        reason: "frame not completed in time",
+    };
     /// The server failed while serving this connection (1011 internal error).
     pub const INTERNAL_ERROR: Self = Self {
         code: 1011,

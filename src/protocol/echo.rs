@@ -21,12 +21,12 @@ pub(crate) fn router(state: AppState) -> Router {
 
 async fn upgrade(State(st): State<AppState>, ws: socket::Upgrade) -> Response {
     match socket::required(ws) {
-        Ok(ws) => socket::configure(ws, &st).on_upgrade(echo),
+        Ok(ws) => socket::configure(ws, &st).on_upgrade(|s| async move { echo(s).await.linger().await }),
         Err(refused) => refused,
     }
 }
 
-async fn echo(mut socket: WebSocket) {
+async fn echo(mut socket: WebSocket) -> WebSocket {
     while let Some(frame) = socket.next().await {
         let sent = match frame {
             // A new outgoing text: compressed (when agreed) as every broadcast is.
@@ -36,17 +36,18 @@ async fn echo(mut socket: WebSocket) {
             Ok(Frame::Ping(_)) | Ok(Frame::Pong(_)) => socket.flush().await,
             Ok(Frame::Close(_)) => {
                 let _ = tokio::time::timeout(CLOSE_GRACE, socket.flush()).await;
-                return;
+                return socket;
             }
             Err(e) => {
                 if let Some(reason) = e.close_reason() {
                     let _ = tokio::time::timeout(CLOSE_GRACE, socket.send(Frame::Close(Some(reason)))).await;
                 }
-                return;
+                return socket;
             }
         };
         if sent.is_err() {
-            return;
+            return socket;
         }
     }
+    socket
 }

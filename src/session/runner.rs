@@ -58,6 +58,9 @@ pub enum ReadError {
     Protocol,
     /// A text frame was not UTF-8 (closed with 1007).
     InvalidUtf8,
+    /// A frame or fragmented message was not completed within the frame timeout (closed
+    /// with 1008).
+    Stalled,
     /// The connection is gone.
     Gone,
 }
@@ -69,6 +72,7 @@ impl ReadError {
             Self::TooBig => Some(CloseReason::MESSAGE_TOO_BIG),
             Self::Protocol => Some(CloseReason::PROTOCOL_ERROR),
             Self::InvalidUtf8 => Some(CloseReason::INVALID_PAYLOAD),
+            Self::Stalled => Some(CloseReason::STALLED),
             Self::Gone => None,
         }
     }
@@ -160,8 +164,9 @@ pub trait Text: From<String> + Deref<Target = str> + Clone + Send + Sync + 'stat
 
 impl<T> Text for T where T: From<String> + Deref<Target = str> + Clone + Send + Sync + 'static {}
 
-/// Runs a session to its end, then cleans it up (also after a panic).
-pub async fn run<H, T, S>(mut session: Session, rx: crate::hub::OutboxReceiver, mut socket: S, mut handler: H)
+/// Runs a session to its end, then cleans it up (also after a panic); gives the socket
+/// back, for the transport to close its connection as it should.
+pub async fn run<H, T, S>(mut session: Session, rx: crate::hub::OutboxReceiver, mut socket: S, mut handler: H) -> S
 where
     H: Handler,
     T: Text,
@@ -188,6 +193,7 @@ where
     // their states would otherwise be part of every idle socket's task (192 bytes).
     Box::pin(session.close()).await;
     tracing::debug!(socket_id = %id, "socket closed");
+    socket
 }
 
 /// Sends a close frame (bounded by [`CLOSE_GRACE`]).

@@ -89,6 +89,11 @@ impl<S> Inflating<S> {
         &self.io
     }
 
+    /// The stream underneath, to end the connection on it.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.io
+    }
+
     /// Bytes read from the stream so far (counted only when inflating).
     pub fn bytes_read(&self) -> u64 {
         self.scan.as_ref().map_or(0, |s| s.read)

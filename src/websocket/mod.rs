@@ -9,6 +9,7 @@
 
 pub mod client;
 pub mod deflate;
+mod holding;
 mod inflating;
 
 use bytes::Bytes;
@@ -16,6 +17,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::{Frame, FrameHeader};
 
 pub use deflate::{Agreed, InflateError};
+pub use holding::{Holding, Stalled};
 pub use inflating::{DeflateReadError, Inflating, Role};
 
 /// A compressed message's payload as a final text frame with RSV1 set (RFC 7692 §6), for

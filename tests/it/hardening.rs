@@ -622,3 +622,116 @@ async fn a_public_pattern_covering_private_rules_is_warned_about_at_start() {
     );
     let _ = child.kill().await;
 }
+
+/// The code of the Close frame among the server frames in `buf` (unmasked, short ones).
+fn close_code_in(buf: &[u8]) -> Option<u16> {
+    let mut at = 0;
+    while at + 2 <= buf.len() {
+        let (first, len) = (buf[at], usize::from(buf[at + 1] & 0x7f));
+        let (header, len) = match len {
+            126 => (
+                4,
+                usize::from(u16::from_be_bytes([*buf.get(at + 2)?, *buf.get(at + 3)?])),
+            ),
+            127 => return None,
+            n => (2, n),
+        };
+        let payload = buf.get(at + header..at + header + len)?;
+        if first & 0x0f == 0x8 {
+            return payload.get(..2).map(|c| u16::from_be_bytes([c[0], c[1]]));
+        }
+        at += header + len;
+    }
+    None
+}
+
+/// The server process's resident memory, in bytes.
+fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("Linux /proc");
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS");
+    kb * 1024
+}
+
+// Issue 34: memory followed the length a frame header announces: 300 sockets announcing
+// 4 MiB frames and sending 10 bytes each added 602 MB, and most stayed after they closed.
+// Now it follows the bytes received, and a frame that stalls is closed (1008).
+#[tokio::test]
+async fn memory_follows_the_bytes_received_not_the_length_announced() {
+    let (child, url) = spawn_server(&[
+        ("BROADCAST_PUBLIC_CHANNELS", "news"),
+        ("BROADCAST_MAX_MESSAGE_SIZE", "4194304"),
+        ("BROADCAST_FRAME_TIMEOUT", "3s"),
+    ])
+    .await;
+    let pid = child.id().expect("running");
+    let addr = url.strip_prefix("http://").unwrap().to_string();
+    let upgrade = format!(
+        "GET /ws?channel=news HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    // Settle the allocator with a first round of plain sockets.
+    let mut warm = Vec::new();
+    for _ in 0..300 {
+        let mut s = TcpStream::connect(&addr).await.unwrap();
+        s.write_all(upgrade.as_bytes()).await.unwrap();
+        warm.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    drop(warm);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let before = rss(pid);
+    // A masked text frame announcing 4 MiB (64-bit length), and ten bytes of it.
+    let mut announce = vec![0x81u8, 0x80 | 127];
+    announce.extend((4u64 << 20).to_be_bytes());
+    announce.extend([1, 2, 3, 4]);
+    announce.extend_from_slice(b"0123456789");
+    let mut sockets = Vec::new();
+    for _ in 0..300 {
+        let mut s = TcpStream::connect(&addr).await.unwrap();
+        s.write_all(upgrade.as_bytes()).await.unwrap();
+        let mut head = [0u8; 1024];
+        let n = s.read(&mut head).await.unwrap();
+        assert!(head[..n].starts_with(b"HTTP/1.1 101"));
+        s.write_all(&announce).await.unwrap();
+        sockets.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let during = rss(pid);
+    let added = during.saturating_sub(before);
+    eprintln!(
+        "RSS before {} MB, with 300 announcing sockets {} MB (+{} MB)",
+        before >> 20,
+        during >> 20,
+        added >> 20
+    );
+    assert!(
+        added <= 60 << 20,
+        "300 sockets announcing 4 MiB frames added {} MB",
+        added >> 20
+    );
+    // The stalled frames are closed after BROADCAST_FRAME_TIMEOUT with 1008.
+    let mut closed = 0;
+    for s in &mut sockets {
+        let mut buf = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await;
+        if read.is_ok() && close_code_in(&buf) == Some(1008) {
+            closed += 1;
+        }
+    }
+    assert_eq!(closed, sockets.len(), "every stalled socket got a Close (1008)");
+    drop(sockets);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let after = rss(pid);
+    eprintln!("RSS after they closed {} MB", after >> 20);
+    assert!(
+        after <= before + (20 << 20),
+        "memory returns: before {} MB, after {} MB",
+        before >> 20,
+        after >> 20
+    );
+    terminate(child).await;
+}

@@ -17,6 +17,8 @@ struct Raw {
     stream: TcpStream,
     buf: Vec<u8>,
     deflate: bool,
+    /// What this socket is and last sent (for failure messages).
+    label: String,
 }
 
 /// A frame as the server sent it.
@@ -94,10 +96,16 @@ impl Raw {
             "{head}"
         );
         buf.drain(..head_end);
-        Self { stream, buf, deflate }
+        Self {
+            stream,
+            buf,
+            deflate,
+            label: format!("{path} deflate={deflate}"),
+        }
     }
 
     async fn send(&mut self, bytes: &[u8]) {
+        self.label = format!("{} after {:02x?}", self.label, &bytes[..bytes.len().min(2)]);
         // The server may already have failed the connection; a write error is fine then.
         let _ = self.stream.write_all(bytes).await;
     }
@@ -126,7 +134,11 @@ impl Raw {
     /// then ends the TCP connection.
     async fn close_frame(&mut self) -> Vec<u8> {
         loop {
-            let frame = self.next().await.expect("a Close frame before the connection ended");
+            let label = self.label.clone();
+            let frame = self
+                .next()
+                .await
+                .unwrap_or_else(|| panic!("{label}: the connection ended without a Close frame"));
             if frame.opcode() == 0x8 {
                 assert_eq!(frame.first & 0x70, 0, "a control frame is never compressed");
                 assert!(self.next().await.is_none(), "the server ends TCP after its Close");

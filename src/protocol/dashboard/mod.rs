@@ -324,10 +324,15 @@ pub(crate) async fn feed(
         Err(refused) => return refused,
     };
     let sessions = st.sessions.clone();
-    ws.on_upgrade(move |socket| sessions.track_future(push(st, socket)))
+    ws.on_upgrade(move |socket| {
+        sessions.track_future(async move {
+            let socket = push(st, socket).await;
+            socket.linger().await;
+        })
+    })
 }
 
-async fn push(st: AppState, mut socket: WebSocket) {
+async fn push(st: AppState, mut socket: WebSocket) -> WebSocket {
     let mut tick = tokio::time::interval(EVERY);
     loop {
         tokio::select! {
@@ -335,27 +340,27 @@ async fn push(st: AppState, mut socket: WebSocket) {
                 if st.node.hub().is_shutting_down() {
                     let going = crate::hub::CloseReason::SHUTDOWN;
                     let _ = tokio::time::timeout(CLOSE_GRACE, socket.send(Frame::Close(Some(going)))).await;
-                    return;
+                    return socket;
                 }
-                let Ok(text) = serde_json::to_string(&snapshot(&st).await) else { return };
+                let Ok(text) = serde_json::to_string(&snapshot(&st).await) else { return socket };
                 if socket.send(Frame::Text(WireText::from(text))).await.is_err() {
-                    return;
+                    return socket;
                 }
             }
             incoming = socket.next() => match incoming {
                 // Answered with the Close the socket queued (RFC 6455 §5.5.1).
                 Some(Ok(Frame::Close(_))) => {
                     let _ = tokio::time::timeout(CLOSE_GRACE, socket.flush()).await;
-                    return;
+                    return socket;
                 }
                 // A broken frame is failed with its code (1002, 1007, 1009), not a bare FIN.
                 Some(Err(e)) => {
                     if let Some(reason) = e.close_reason() {
                         let _ = tokio::time::timeout(CLOSE_GRACE, socket.send(Frame::Close(Some(reason)))).await;
                     }
-                    return;
+                    return socket;
                 }
-                None => return,
+                None => return socket,
                 Some(Ok(_)) => {}
             },
         }

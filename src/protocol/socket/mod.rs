@@ -23,7 +23,7 @@ use super::AppState;
 use crate::session::runner::{self, Frame, Handler, ReadError};
 use crate::session::Admission;
 use crate::websocket::deflate::{self, MAX_WINDOW_BITS, MIN_WINDOW_BITS};
-use crate::websocket::{DeflateReadError, DeflateStats, Inflating};
+use crate::websocket::{DeflateReadError, DeflateStats, Holding, Inflating, Stalled};
 
 /// tungstenite's read buffer per socket, allocated for the socket's whole life (its
 /// default, 128 KiB, would dominate idle memory). Subscribers send small frames; a larger
@@ -48,13 +48,18 @@ pub(crate) fn required(ws: Upgrade) -> Result<WsUpgrade, axum::response::Respons
 /// The upgrade with the server's buffer sizes, message limit and compression setting.
 pub(crate) fn configure(ws: WsUpgrade, st: &AppState) -> WsUpgrade {
     let config = st.config.load();
-    ws.limits(READ_BUFFER, WRITE_BUFFER, config.websocket.max_message_size)
-        .compression(config.websocket.compression, &st.compression)
+    ws.limits(
+        READ_BUFFER,
+        WRITE_BUFFER,
+        config.websocket.max_message_size,
+        config.websocket.frame_timeout,
+    )
+    .compression(config.websocket.compression, &st.compression)
 }
 
 /// One upgraded connection: the WebSocket, and what it agreed to compress.
 pub(crate) struct WebSocket {
-    stream: WebSocketStream<Inflating<TokioIo<hyper::upgrade::Upgraded>>>,
+    stream: WebSocketStream<Inflating<Holding<TokioIo<hyper::upgrade::Upgraded>>>>,
     deflate: Option<Deflate>,
 }
 
@@ -140,11 +145,36 @@ pub(crate) fn serve<H: Handler + 'static>(
     handler: H,
 ) -> std::future::Ready<()> {
     let (session, rx) = admission.open(H::PROTOCOL);
-    tokio::spawn(
-        st.sessions
-            .track_future(runner::run::<H, WireText, _>(session, rx, socket, handler)),
-    );
+    tokio::spawn(st.sessions.track_future(async move {
+        let socket = runner::run::<H, WireText, _>(session, rx, socket, handler).await;
+        Box::pin(socket.linger()).await;
+    }));
     std::future::ready(())
+}
+
+/// How long a closed connection keeps reading what the client still sends.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl WebSocket {
+    /// Ends the connection after the Close frames (RFC 6455 §7.1.1): the server's side is
+    /// shut (FIN), and what the client still sends (the rest of a frame the server refused,
+    /// its own Close) is read and dropped for up to [`LINGER`] or until the client closes,
+    /// so the kernel does not answer unread data with a reset, which can make the client
+    /// lose the Close frame before it read it.
+    pub(crate) async fn linger(mut self) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let io = self.stream.get_mut().get_mut().get_mut();
+        let _ = tokio::time::timeout(LINGER, io.shutdown()).await;
+        let deadline = tokio::time::Instant::now() + LINGER;
+        let mut sink = [0u8; 2048];
+        let mut drained = 0usize;
+        while drained < 1 << 20 {
+            match tokio::time::timeout_at(deadline, io.read(&mut sink)).await {
+                Ok(Ok(n)) if n > 0 => drained += n,
+                _ => break,
+            }
+        }
+    }
 }
 
 /// Sends `frames`, then a close frame, on a socket refused after its upgrade.
@@ -155,6 +185,7 @@ pub(crate) async fn refuse(mut socket: WebSocket, frames: Vec<String>, close: cr
         }
     }
     let _ = tokio::time::timeout(runner::CLOSE_GRACE, socket.send(Frame::Close(Some(close)))).await;
+    socket.linger().await;
 }
 
 impl Sink<Frame<WireText>> for WebSocket {
@@ -221,6 +252,7 @@ fn read_error(e: tokio_tungstenite::tungstenite::Error) -> ReadError {
         Error::Capacity(_) => ReadError::TooBig,
         Error::Protocol(_) => ReadError::Protocol,
         Error::Utf8(_) => ReadError::InvalidUtf8,
+        Error::Io(e) if Stalled::is(&e) => ReadError::Stalled,
         Error::Io(e) => match DeflateReadError::find(&e) {
             Some(DeflateReadError::TooBig) => ReadError::TooBig,
             Some(DeflateReadError::Protocol(_)) => ReadError::Protocol,

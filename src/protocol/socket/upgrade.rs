@@ -19,7 +19,7 @@ use tokio_tungstenite::tungstenite::protocol::{Role as WsRole, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
 
 use super::{Deflate, WebSocket};
-use crate::websocket::{deflate, Compression, DeflateStats, Inflating, Role};
+use crate::websocket::{deflate, Compression, DeflateStats, Holding, Inflating, Role};
 
 /// A request that asked to become a WebSocket, checked; [`on_upgrade`](Self::on_upgrade)
 /// answers it.
@@ -33,6 +33,8 @@ pub(crate) struct WsUpgrade {
     protocol: Option<HeaderValue>,
     config: WebSocketConfig,
     deflate: Option<Deflate>,
+    /// How long an incomplete frame or message may stall (`BROADCAST_FRAME_TIMEOUT`).
+    frame_timeout: std::time::Duration,
 }
 
 /// Why a request is not a WebSocket upgrade (answered 426 `upgrade_required`).
@@ -115,6 +117,7 @@ impl<S: Send + Sync> FromRequestParts<S> for WsUpgrade {
             protocol: None,
             config: WebSocketConfig::default(),
             deflate: None,
+            frame_timeout: std::time::Duration::from_secs(10),
         })
     }
 }
@@ -130,8 +133,15 @@ fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
 }
 
 impl WsUpgrade {
-    /// The socket's buffers and message limit.
-    pub(crate) fn limits(mut self, read_buffer: usize, write_buffer: usize, max_message: usize) -> Self {
+    /// The socket's buffers, message limit and frame timeout.
+    pub(crate) fn limits(
+        mut self,
+        read_buffer: usize,
+        write_buffer: usize,
+        max_message: usize,
+        frame_timeout: std::time::Duration,
+    ) -> Self {
+        self.frame_timeout = frame_timeout;
         self.config = self
             .config
             .read_buffer_size(read_buffer)
@@ -178,6 +188,7 @@ impl WsUpgrade {
             protocol,
             config,
             deflate,
+            frame_timeout,
             ..
         } = self;
         let limit = config.max_message_size.unwrap_or(usize::MAX);
@@ -190,9 +201,11 @@ impl WsUpgrade {
                     return;
                 }
             };
+            // Frames reach tungstenite whole (it reserves what a header announces).
+            let held = Holding::new(upgraded, limit, frame_timeout);
             let io = match deflate {
-                Some(_) => Inflating::new(upgraded, Role::Server, limit),
-                None => Inflating::plain(upgraded),
+                Some(_) => Inflating::new(held, Role::Server, limit),
+                None => Inflating::plain(held),
             };
             let stream = WebSocketStream::from_raw_socket(io, WsRole::Server, Some(config)).await;
             callback(WebSocket { stream, deflate }).await;
