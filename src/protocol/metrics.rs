@@ -45,6 +45,7 @@ enum Kind {
 /// Every family the recorder renders, with its help text.
 const FAMILIES: &[(&str, Kind, &str)] = &[
     ("rustaxum_build_info", Kind::Gauge, "1, labelled with the server's version"),
+    ("rustaxum_tls_certificate_expiry_timestamp_seconds", Kind::Gauge, "when the served TLS certificate expires (Unix seconds; only with BROADCAST_TLS_CERT)"),
     ("rustaxum_connections", Kind::Gauge, "open WebSocket connections on this node"),
     ("rustaxum_protocol_connections", Kind::Gauge, "open WebSocket connections on this node by protocol (native, pusher, emithub, rtc)"),
     ("rustaxum_channels", Kind::Gauge, "channels with at least one subscriber on this node"),
@@ -222,6 +223,10 @@ pub(crate) async fn metrics(State(st): State<AppState>, _token: MetricsToken) ->
     let recorder: &Arc<Metrics> = &st.metrics;
     with_local_recorder(&recorder.0, || {
         gauge!("rustaxum_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+        let expiry = st.tls_expiry.load(std::sync::atomic::Ordering::Relaxed);
+        if expiry != 0 {
+            gauge!("rustaxum_tls_certificate_expiry_timestamp_seconds").set(expiry as f64);
+        }
         gauge!("rustaxum_connections").set(snapshot.connections as f64);
         for p in [Protocol::Native, Protocol::Pusher, Protocol::EmitHub, Protocol::Rtc] {
             gauge!("rustaxum_protocol_connections", "protocol" => protocol_label(p))

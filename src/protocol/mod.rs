@@ -102,6 +102,9 @@ pub(crate) struct AppState {
     pub(crate) compression: Arc<crate::websocket::DeflateStats>,
     /// Outgoing requests of `/broadcasting/auth` in forwarding mode (no redirects).
     pub(crate) http: reqwest::Client,
+    /// When the served TLS certificate expires (Unix seconds; 0 without TLS), kept current
+    /// by the TLS side across rotations.
+    pub(crate) tls_expiry: Arc<std::sync::atomic::AtomicI64>,
 }
 
 /// Admits a connection of the default app (native, EmitHub and typed-frame sockets):

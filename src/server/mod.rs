@@ -96,7 +96,13 @@ impl Rustaxum {
     /// so a misconfigured driver fails at start, not at the first broadcast. Installs
     /// the manager for the helpers and facades if none is installed yet.
     pub fn new(config: Config) -> Result<Self, StartError> {
-        let tls = config.server.tls.clone().map(tls::Tls::new).transpose()?;
+        let tls_expiry: Arc<std::sync::atomic::AtomicI64> = Arc::default();
+        let tls = config
+            .server
+            .tls
+            .clone()
+            .map(|files| tls::Tls::new(files, tls_expiry.clone()))
+            .transpose()?;
         let config = Arc::new(config);
         let hub = Arc::new(Hub::new(HubConfig {
             send_queue_size: config.websocket.send_queue_size,
@@ -228,6 +234,7 @@ impl Rustaxum {
                 sessions: TaskTracker::new(),
                 compression: Arc::default(),
                 http: crate::protocol::pusher::forward::client(),
+                tls_expiry,
             },
             background,
             stop,

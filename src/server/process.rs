@@ -164,9 +164,10 @@ async fn watch_config(app: Rustaxum, stop: CancellationToken) {
 }
 
 /// Logs a TLS reload's outcome (`None`: nothing changed).
-fn tls_reloaded(outcome: Option<Result<(), tls::TlsError>>, why: &str) {
+fn tls_reloaded(outcome: Option<Result<tls::CertInfo, tls::TlsError>>, why: &str) {
     match outcome {
-        Some(Ok(())) => tracing::info!("TLS certificate reloaded ({why})"),
+        // The certificate itself was announced (subject, dates, a warning if invalid).
+        Some(Ok(info)) => tracing::info!("TLS certificate reloaded ({why}): {}", info.subject),
         Some(Err(e)) => {
             tracing::error!(error = %e, "TLS certificate reload ({why}) failed; the current certificate is kept")
         }

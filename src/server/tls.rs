@@ -42,6 +42,69 @@ pub enum TlsError {
     },
 }
 
+/// What the operator needs to know of a certificate: whose it is and when it is valid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertInfo {
+    /// The leaf certificate's subject (`CN=realtime.example.com`).
+    pub subject: String,
+    /// Valid from (Unix seconds).
+    pub not_before: i64,
+    /// Valid until (Unix seconds).
+    pub not_after: i64,
+}
+
+impl CertInfo {
+    fn date(secs: i64) -> String {
+        chrono::DateTime::from_timestamp(secs, 0).map_or_else(|| secs.to_string(), |d| d.to_rfc3339())
+    }
+
+    /// `subject, valid <from> to <until>`.
+    pub fn describe(&self) -> String {
+        format!(
+            "{}, valid {} to {}",
+            self.subject,
+            Self::date(self.not_before),
+            Self::date(self.not_after)
+        )
+    }
+
+    /// Why the certificate is not valid now, if it is not.
+    pub fn invalid_now(&self) -> Option<&'static str> {
+        let now = chrono::Utc::now().timestamp();
+        if now > self.not_after {
+            Some("expired")
+        } else if now < self.not_before {
+            Some("not yet valid")
+        } else {
+            None
+        }
+    }
+
+    /// Logs what is served: the subject and dates, and a warning when it is not valid now
+    /// (clients refuse it: the server serves it anyway, so that a clock or a renewal can be
+    /// fixed without a restart).
+    fn announce(&self, what: &str) {
+        match self.invalid_now() {
+            Some(why) => tracing::warn!(
+                "TLS certificate {what}: {}: it is {why}; clients will refuse it (renew it: the files are read again on SIGHUP and when they change)",
+                self.describe()
+            ),
+            None => tracing::info!("TLS certificate {what}: {}", self.describe()),
+        }
+    }
+}
+
+/// The subject and validity of the chain's first (leaf) certificate.
+fn inspect(leaf: &CertificateDer<'_>) -> Result<CertInfo, String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).map_err(|e| e.to_string())?;
+    let validity = cert.validity();
+    Ok(CertInfo {
+        subject: cert.subject().to_string(),
+        not_before: validity.not_before.timestamp(),
+        not_after: validity.not_after.timestamp(),
+    })
+}
+
 /// The current certificate, shared with rustls.
 #[derive(Debug)]
 struct Current(ArcSwap<CertifiedKey>);
@@ -59,6 +122,10 @@ pub struct Tls {
     acceptor: TlsAcceptor,
     /// The files' modification times when last read.
     seen: std::sync::Mutex<(Option<SystemTime>, Option<SystemTime>)>,
+    /// The served certificate's subject and dates.
+    info: std::sync::Mutex<CertInfo>,
+    /// Its expiry (Unix seconds), for `/metrics`.
+    expiry: Arc<std::sync::atomic::AtomicI64>,
 }
 
 impl std::fmt::Debug for Tls {
@@ -74,7 +141,7 @@ fn modified(path: &Path) -> Option<SystemTime> {
 }
 
 /// Reads and checks a certificate chain and its key.
-fn load(files: &TlsFiles) -> Result<CertifiedKey, TlsError> {
+fn load(files: &TlsFiles) -> Result<(CertifiedKey, CertInfo), TlsError> {
     let file_error = |var: &'static str, path: &Path, reason: String| TlsError::File {
         var,
         path: path.display().to_string(),
@@ -92,6 +159,14 @@ fn load(files: &TlsFiles) -> Result<CertifiedKey, TlsError> {
             "holds no certificate (expected -----BEGIN CERTIFICATE-----)".into(),
         ));
     }
+    // A certificate that does not parse is said to be one, not a key that does not match.
+    let info = inspect(&chain[0]).map_err(|e| {
+        file_error(
+            "BROADCAST_TLS_CERT",
+            &files.cert,
+            format!("the first certificate is not a valid X.509 certificate: {e}"),
+        )
+    })?;
     let key_pem = std::fs::read(&files.key).map_err(|e| file_error("BROADCAST_TLS_KEY", &files.key, e.to_string()))?;
     let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
         file_error(
@@ -100,18 +175,23 @@ fn load(files: &TlsFiles) -> Result<CertifiedKey, TlsError> {
             format!("no private key (PKCS#8, PKCS#1 or SEC1 PEM): {e}"),
         )
     })?;
-    CertifiedKey::from_der(chain, key, &ring::default_provider()).map_err(|e| TlsError::Mismatch {
+    let key = CertifiedKey::from_der(chain, key, &ring::default_provider()).map_err(|e| TlsError::Mismatch {
         cert: files.cert.display().to_string(),
         key: files.key.display().to_string(),
         reason: e.to_string(),
-    })
+    })?;
+    Ok((key, info))
 }
 
 impl Tls {
     /// TLS with the certificate and key of `files`, checked now.
-    pub fn new(files: TlsFiles) -> Result<Arc<Self>, TlsError> {
+    /// `expiry` is kept at the served certificate's expiry (Unix seconds).
+    pub fn new(files: TlsFiles, expiry: Arc<std::sync::atomic::AtomicI64>) -> Result<Arc<Self>, TlsError> {
         let seen = (modified(&files.cert), modified(&files.key));
-        let current = Arc::new(Current(ArcSwap::from_pointee(load(&files)?)));
+        let (key, info) = load(&files)?;
+        info.announce("loaded");
+        expiry.store(info.not_after, std::sync::atomic::Ordering::Relaxed);
+        let current = Arc::new(Current(ArcSwap::from_pointee(key)));
         let mut config = ServerConfig::builder_with_provider(Arc::new(ring::default_provider()))
             .with_safe_default_protocol_versions()
             .map_err(|e| TlsError::Mismatch {
@@ -128,7 +208,14 @@ impl Tls {
             current,
             acceptor: TlsAcceptor::from(Arc::new(config)),
             seen: std::sync::Mutex::new(seen),
+            info: std::sync::Mutex::new(info),
+            expiry,
         }))
+    }
+
+    /// The served certificate's subject and dates.
+    pub fn info(&self) -> CertInfo {
+        crate::sync::lock(&self.info).clone()
     }
 
     /// What accepts TLS connections.
@@ -138,17 +225,20 @@ impl Tls {
 
     /// Reads the files again and serves the new certificate from the next connection on.
     /// A bad new pair is refused and the current one kept.
-    pub fn reload(&self) -> Result<(), TlsError> {
+    pub fn reload(&self) -> Result<CertInfo, TlsError> {
         let seen = (modified(&self.files.cert), modified(&self.files.key));
-        let key = load(&self.files)?;
+        let (key, info) = load(&self.files)?;
         self.current.0.store(Arc::new(key));
         *crate::sync::lock(&self.seen) = seen;
-        Ok(())
+        *crate::sync::lock(&self.info) = info.clone();
+        self.expiry.store(info.not_after, std::sync::atomic::Ordering::Relaxed);
+        info.announce("rotated");
+        Ok(info)
     }
 
     /// Reloads when either file changed since it was last read (certificate rotation by
     /// certbot and the like); `Some` with the outcome when it did.
-    pub fn reload_if_changed(&self) -> Option<Result<(), TlsError>> {
+    pub fn reload_if_changed(&self) -> Option<Result<CertInfo, TlsError>> {
         let now = (modified(&self.files.cert), modified(&self.files.key));
         if *crate::sync::lock(&self.seen) == now {
             return None;

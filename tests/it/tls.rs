@@ -331,3 +331,146 @@ async fn the_benchmark_client_runs_over_tls() {
     assert!(text.contains("3 × 20 subscribers = 60 deliveries"), "{text}");
     terminate(child).await;
 }
+
+/// A self-signed certificate for 127.0.0.1 named `name`, valid from `from` to `until`
+/// (years, months, days), written to `dir`.
+fn dated(dir: &Path, name: &str, from: (i32, u8, u8), until: (i32, u8, u8)) -> (PathBuf, PathBuf) {
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    params.distinguished_name.push(rcgen::DnType::CommonName, name);
+    params.not_before = rcgen::date_time_ymd(from.0, from.1, from.2);
+    params.not_after = rcgen::date_time_ymd(until.0, until.1, until.2);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    let (c, k) = (dir.join(format!("{name}.pem")), dir.join(format!("{name}.key")));
+    std::fs::write(&c, cert.pem()).unwrap();
+    std::fs::write(&k, key.serialize_pem()).unwrap();
+    (c, k)
+}
+
+/// What the binary logs within `wait` when started with `cert` and `key`; and it, running.
+async fn logs_with(
+    cert: &Path,
+    key: &Path,
+    wait: Duration,
+) -> (
+    tokio::process::Child,
+    u16,
+    String,
+    tokio::io::Lines<BufReader<tokio::process::ChildStderr>>,
+) {
+    let mut cmd = server_command();
+    cmd.args(["--port", "0"])
+        .env("BROADCAST_TLS_CERT", cert)
+        .env("BROADCAST_TLS_KEY", key);
+    let mut child = cmd.spawn().unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut err = BufReader::new(child.stderr.take().unwrap()).lines();
+    let line = tokio::time::timeout(Duration::from_secs(10), out.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap_or_default();
+    let port = line.rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    tokio::spawn(async move { while let Ok(Some(_)) = out.next_line().await {} });
+    let mut logged = String::new();
+    let _ = tokio::time::timeout(wait, async {
+        while let Ok(Some(l)) = err.next_line().await {
+            logged.push_str(&l);
+            logged.push('\n');
+        }
+    })
+    .await;
+    (child, port, logged, err)
+}
+
+// Issue 34: expired certificates were served without a word, at start and on rotation; a
+// certificate that does not parse was reported as a key mismatch.
+#[tokio::test]
+async fn certificates_that_are_not_valid_now_are_warned_about_with_their_dates() {
+    let dir = std::env::temp_dir().join(format!("rustaxum-tls-dates-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (expired, expired_key) = dated(&dir, "old.example", (2020, 1, 1), (2021, 1, 1));
+    let (child, port, logged, _) = logs_with(&expired, &expired_key, Duration::from_millis(1500)).await;
+    assert!(
+        logged.contains("WARN") && logged.contains("TLS certificate loaded: CN=old.example, valid 2020-01-01T00:00:00+00:00 to 2021-01-01T00:00:00+00:00: it is expired"),
+        "{logged}"
+    );
+    // /metrics tells when the served certificate expires.
+    let insecure = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .build()
+        .unwrap();
+    let metrics = insecure
+        .get(format!("https://127.0.0.1:{port}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("rustaxum_tls_certificate_expiry_timestamp_seconds 1609459200"),
+        "{metrics}"
+    );
+    drop(child);
+    // Rotation to a certificate not valid yet: warned about, and the rotation names it.
+    let (fresh, fresh_key) = dated(&dir, "now.example", (2025, 1, 1), (2099, 1, 1));
+    let (child, port, _, mut err) = logs_with(&fresh, &fresh_key, Duration::from_millis(300)).await;
+    let (future, future_key) = dated(&dir, "future.example", (2098, 1, 1), (2099, 1, 1));
+    std::fs::copy(&future, &fresh).unwrap();
+    std::fs::copy(&future_key, &fresh_key).unwrap();
+    let rotated = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut seen = String::new();
+        while let Ok(Some(l)) = err.next_line().await {
+            seen.push_str(&l);
+            seen.push('\n');
+            if l.contains("TLS certificate reloaded") {
+                break;
+            }
+        }
+        seen
+    })
+    .await
+    .expect("the rotation is logged");
+    assert!(
+        rotated.contains("TLS certificate rotated: CN=future.example") && rotated.contains("it is not yet valid"),
+        "{rotated}"
+    );
+    assert!(
+        rotated.contains("TLS certificate reloaded (") && rotated.contains("CN=future.example"),
+        "{rotated}"
+    );
+    let metrics = insecure
+        .get(format!("https://127.0.0.1:{port}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("rustaxum_tls_certificate_expiry_timestamp_seconds 4070908800"),
+        "{metrics}"
+    );
+    drop(child);
+    // A PEM block that is no certificate: said so, not "the key does not belong".
+    let broken = dir.join("broken.pem");
+    std::fs::write(
+        &broken,
+        "-----BEGIN CERTIFICATE-----\nAAAAAAAAAAAA\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    let out = server_command()
+        .args(["--port", "0"])
+        .env("BROADCAST_TLS_CERT", &broken)
+        .env("BROADCAST_TLS_KEY", &fresh_key)
+        .output()
+        .await
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("is not a valid X.509 certificate") && !err.contains("does not belong"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
