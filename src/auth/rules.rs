@@ -202,13 +202,26 @@ impl ChannelRules {
 
     /// Appends the default private and presence rules (see [`defaults`](Self::defaults)).
     pub fn add_default_private_rules(&mut self) {
-        self.channel("notifications", |_, _| true);
+        self.add_default_private_rules_guarded(false);
+    }
+
+    /// The default private and presence rules; with `signed_by_app` (a Pusher app, e.g.
+    /// Laravel, guards the same channels by its signature) without the two that let *any*
+    /// valid token in (`notifications`, `presence.*`): a channel the app guards with its
+    /// own callback is never readable through a rule that does not name it. The rules
+    /// that check who the user is (`user.{id}`, `admin.*`, `team.{id}`, `org.{id}`) stay.
+    pub fn add_default_private_rules_guarded(&mut self, signed_by_app: bool) {
+        if !signed_by_app {
+            self.channel("notifications", |_, _| true);
+        }
         self.channel("admin", |u, _| u.has_role("admin"));
         self.channel("admin.*", |u, _| u.has_role("admin"));
         self.channel("user.{id}", |u, p| p.get("id").is_some_and(|id| *id == u.user_id));
         self.channel("team.{id}", |u, p| p.get("id").is_some_and(|id| u.teams.contains(id)));
         self.channel("org.{id}", |u, p| p.get("id").is_some_and(|id| u.orgs.contains(id)));
-        self.presence("presence.*", |_, _| true);
+        if !signed_by_app {
+            self.presence("presence.*", |_, _| true);
+        }
     }
 
     /// Anyone may join channels matching `pattern`. Panics on an invalid pattern (a

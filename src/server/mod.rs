@@ -405,7 +405,18 @@ fn default_rules(config: &Config, have_key: bool) -> Result<ChannelRules, StartE
             return Err(StartError::NoJwtKey);
         }
     }
-    rules.add_default_private_rules();
+    // A Pusher app sharing the native channels (the default app) guards its private and
+    // presence channels by its own signature (Laravel's callbacks): the built-in "any valid
+    // token" rules must not open them to every JWT holder.
+    let signed_by_app = config.pusher.apps.default_app().is_some();
+    rules.add_default_private_rules_guarded(signed_by_app);
+    if signed_by_app && have_key {
+        tracing::info!(
+            "the built-in rules that let any valid token join (presence.*, notifications) are off: the Pusher \
+             app's signature guards those channels; write rules (BROADCAST_RULES_FILE) naming the ones JWT \
+             clients may join"
+        );
+    }
     for shadow in rules.shadowed() {
         tracing::warn!(
             public = %shadow.public,

@@ -490,3 +490,66 @@ async fn library_rules_with_parameters() {
     // Defaults were replaced: user.{id} is no longer a rule.
     assert_eq!(refused(&server, &format!("/ws/user.1?auth_token={pm}")).await, 403);
 }
+
+// Issue 34: presence-x (Pusher, signed by the app, e.g. Laravel's callback) and presence.x
+// (native) are one channel, and the built-in native rule let any valid JWT join presence
+// channels: an unrelated user saw the members' user_info that Laravel's callback returned.
+#[tokio::test]
+async fn a_channel_a_pusher_app_guards_is_not_opened_by_the_any_token_rules() {
+    let app = rustaxum::pusher::PusherApp::new("laravel", "laravel-key", "laravel-secret");
+    let mut config = config();
+    config.pusher.apps = rustaxum::pusher::Apps::new(vec![app.clone()]);
+    let server = start_with(config).await;
+    // A member Laravel signed, with what its callback returned.
+    let (mut pusher, established) = server.connect("/app/laravel-key?protocol=7").await;
+    let data: serde_json::Value = serde_json::from_str(established["data"].as_str().unwrap()).unwrap();
+    let socket_id = data["socket_id"].as_str().unwrap().to_string();
+    let member = json!({"user_id": 1, "user_info": {"name": "Ann", "email": "ann@example.com"}}).to_string();
+    let auth = rustaxum::pusher::channel_auth(&app, &socket_id, "presence-board", Some(&member));
+    send_json(&mut pusher, json!({"event": "pusher:subscribe", "data": {"channel": "presence-board", "auth": auth, "channel_data": member}})).await;
+    assert_eq!(
+        recv_json(&mut pusher).await["event"],
+        "pusher_internal:subscription_succeeded"
+    );
+    // Any other valid token: refused, natively and through rustaxum's /broadcasting/auth.
+    let eve = token("eve", json!({}));
+    let ws = tokio_tungstenite::connect_async(server.ws_url(&format!("/ws/presence.board?auth_token={eve}"))).await;
+    match ws {
+        Ok((mut ws, _)) => {
+            let first = recv_json(&mut ws).await;
+            assert_ne!(first["event"], "subscription_succeeded", "{first}");
+            assert!(!first.to_string().contains("ann@example.com"), "{first}");
+        }
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 403),
+        Err(e) => panic!("{e}"),
+    }
+    let signed = reqwest::Client::new()
+        .post(server.url("/broadcasting/auth"))
+        .bearer_auth(&eve)
+        .form(&[("socket_id", "1.2"), ("channel_name", "presence-board")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed.status(), 403);
+    // The rules that check who the user is still hold (user.{id}: only that user).
+    let (_, first) = server.connect(&format!("/ws/user.eve?auth_token={eve}")).await;
+    assert_eq!(first["event"], "subscription_succeeded", "{first}");
+}
+
+#[tokio::test]
+async fn a_rule_naming_the_channels_lets_token_holders_share_them() {
+    let mut config = config();
+    config.pusher.apps = rustaxum::pusher::Apps::new(vec![rustaxum::pusher::PusherApp::new(
+        "laravel",
+        "laravel-key",
+        "laravel-secret",
+    )]);
+    config.auth.rules_file = Some(rules_file(
+        "[[rules]]\npattern = \"presence.board\"\nkind = \"presence\"\nallow = [\"authenticated\"]\n",
+    ));
+    let server = start_with(config).await;
+    let (_, first) = server
+        .connect(&format!("/ws/presence.board?auth_token={}", token("eve", json!({}))))
+        .await;
+    assert_eq!(first["event"], "subscription_succeeded", "{first}");
+}

@@ -81,6 +81,9 @@ async fn published_pusher_packages_work_unchanged() {
         config.auth.public_channels.push(public.into());
     }
     config.history.channels = vec!["kept-*".into()];
+    // The Pusher apps guard their presence channels; JWT clients (rustaxum's own
+    // /broadcasting/auth) join them by a rule that says so.
+    config.auth.rules_file = Some(rules_file(PRESENCE_FOR_TOKENS));
     let server = start_with(config).await;
     run_node_suite("tests/pusher/", server.addr.port(), None).await;
 }

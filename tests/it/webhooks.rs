@@ -70,7 +70,9 @@ async fn wait_until(received: &Received, what: impl Fn(&[Value]) -> bool) -> Vec
 }
 
 fn lookup(hook: String) -> impl Fn(&str) -> Option<String> {
+    let rules = rules_file(PRESENCE_FOR_TOKENS).display().to_string();
     move |k| match k {
+        "BROADCAST_RULES_FILE" => Some(rules.clone()),
         "JWT_SECRET" => Some(SECRET.into()),
         "BROADCAST_PUBLIC_CHANNELS" => Some("orders".into()),
         "PUSHER_APP_ID" => Some("42".into()),

@@ -443,3 +443,17 @@ pub async fn until_event(ws: &mut Ws, event: &str) -> Value {
         }
     }
 }
+
+/// A rules file (TOML, as `BROADCAST_RULES_FILE` takes) holding `text`, in a fresh temp dir.
+pub fn rules_file(text: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("rustaxum-rules-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("rules.toml");
+    std::fs::write(&path, text).expect("rules file");
+    path
+}
+
+/// The rule an operator writes to let JWT clients join presence channels that a Pusher app
+/// shares (the built-in "any valid token" rule does not cover those).
+pub const PRESENCE_FOR_TOKENS: &str =
+    "[[rules]]\npattern = \"presence.*\"\nkind = \"presence\"\nallow = [\"authenticated\"]\n";
