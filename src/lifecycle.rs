@@ -12,9 +12,23 @@ use std::sync::{Arc, RwLock};
 use tokio::sync::mpsc;
 
 use crate::channel::Channel;
+use crate::hub::Member;
 use crate::hub::{Protocol, SocketId};
-use crate::presence::Member;
 use crate::sync::{read, write};
+
+/// A managed channel (EmitHub) was created, changed state or was deleted through this
+/// node: what the registry tells its observers (webhooks) besides the lifecycle events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelChange {
+    /// Its hub channel (`emithub.{id}`).
+    pub channel: String,
+    /// Its id.
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// `Created`, `Active`, `Paused`, `Stopped` or `Deleted`.
+    pub status: String,
+}
 
 /// Something that happened to a connection, a channel or a presence member on this node.
 #[derive(Debug, Clone)]

@@ -69,7 +69,7 @@ pub(super) fn server(env: &Env<'_>, notes: &mut Vec<Note>) -> Result<ServerConfi
             list if list.is_empty() => d.cors_allowed_methods,
             list => {
                 for m in &list {
-                    if axum::http::Method::from_bytes(m.to_ascii_uppercase().as_bytes()).is_err() {
+                    if http::Method::from_bytes(m.to_ascii_uppercase().as_bytes()).is_err() {
                         return Err(ConfigError::Invalid {
                             var: "CORS_ALLOWED_METHODS",
                             value: m.clone(),
@@ -84,7 +84,7 @@ pub(super) fn server(env: &Env<'_>, notes: &mut Vec<Note>) -> Result<ServerConfi
             list if list.is_empty() => d.cors_allowed_headers,
             list => {
                 for h in list.iter().filter(|h| *h != "*") {
-                    if axum::http::HeaderName::from_bytes(h.as_bytes()).is_err() {
+                    if http::HeaderName::from_bytes(h.as_bytes()).is_err() {
                         return Err(ConfigError::Invalid {
                             var: "CORS_ALLOWED_HEADERS",
                             value: h.clone(),

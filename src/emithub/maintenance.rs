@@ -1,6 +1,7 @@
 //! Keeping a single node's EmitHub in shape: retention purges, backups (on demand and
 //! automatic, the newest kept) and the background tasks that run them.
 
+use crate::cluster::redis::Control;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -106,12 +107,9 @@ impl EmitHub {
                             Err(_) => return,
                         },
                         notice = notices.recv() => match notice {
-                            Ok(n) if n.op == CHANGED => {
-                                let id = n.payload["id"].as_str().and_then(|id| Uuid::parse_str(id).ok());
-                                if let Some(id) = id {
-                                    if this.reload(id).await.is_err() {
-                                        reload = true;
-                                    }
+                            Ok(Control::ManagedChannelChanged { payload }) => {
+                                if this.reload(payload.id).await.is_err() {
+                                    reload = true;
                                 }
                             }
                             Ok(_) => {}

@@ -50,8 +50,6 @@ use store::{ChannelStore, NewMessage, RedisStore, StoreError};
 pub const BROADCAST_EVENT: &str = "broadcast";
 /// The event name of a client's relayed text on the hub channel.
 pub const CLIENT_MESSAGE_EVENT: &str = "client-message";
-/// Control notice of a changed (or deleted) channel between nodes.
-const CHANGED: &str = "emithub.channel";
 /// Backups kept in the backup directory.
 const BACKUPS_KEPT: usize = 5;
 /// How often old messages are purged.
@@ -216,16 +214,7 @@ pub struct EmitHub {
     changes: tokio::sync::broadcast::Sender<ChannelChange>,
 }
 
-/// A managed channel was created, changed state or was deleted through this node.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ChannelChange {
-    /// The channel.
-    pub id: Uuid,
-    /// Its name.
-    pub name: String,
-    /// `Created`, `Active`, `Paused`, `Stopped` or `Deleted`.
-    pub status: String,
-}
+pub use crate::lifecycle::ChannelChange;
 
 impl std::fmt::Debug for EmitHub {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -317,7 +306,8 @@ impl EmitHub {
 
     fn changed(&self, id: Uuid, name: &str, status: &str) {
         let _ = self.changes.send(ChannelChange {
-            id,
+            channel: hub_channel_name(id),
+            id: id.to_string(),
             name: name.to_string(),
             status: status.to_string(),
         });
@@ -504,7 +494,10 @@ impl EmitHub {
 
     async fn announce(&self, id: Uuid) {
         if let Some(broker) = &self.cluster {
-            if let Err(e) = broker.publish_control(CHANGED, json!({"id": id})).await {
+            let notice = crate::cluster::redis::Control::ManagedChannelChanged {
+                payload: crate::cluster::redis::ChannelRef { id },
+            };
+            if let Err(e) = broker.publish_control(notice).await {
                 tracing::warn!(channel = %id, error = %e, "telling the other nodes about a channel change failed");
             }
         }

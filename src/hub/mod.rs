@@ -9,6 +9,7 @@
 
 mod connection;
 pub mod latency;
+mod member;
 mod message;
 mod socket;
 
@@ -22,6 +23,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 pub use connection::{CloseReason, Closed, ConnectionHandle, OutboxReceiver, SubscribeError, TryRecvError};
+pub use member::{Member, UserId};
 pub use message::{
     now_rfc3339, payload_from_text, payload_text, serialize_user_id, Envelope, EnvelopeKind, Message, Position,
     Protocol, Sender,

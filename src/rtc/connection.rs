@@ -37,7 +37,7 @@ impl EnterError {
     pub fn code(&self) -> &'static str {
         match self {
             Self::Room(e) => e.code(),
-            Self::Join(e) => e.code(),
+            Self::Join(e) => e.code().as_str(),
         }
     }
 }

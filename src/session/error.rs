@@ -16,10 +16,109 @@ pub enum Reconnect {
     Backoff,
 }
 
+/// The stable machine code of a refusal. Each protocol maps it to its own wire code in one
+/// `match` without a fallback arm, so a new code fails to compile until every protocol
+/// says what it means there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Code {
+    /// The server is shutting down.
+    ShuttingDown,
+    /// The node's connection limit.
+    OverCapacity,
+    /// The app's connection quota.
+    OverQuota,
+    /// The user's connection limit.
+    UserOverQuota,
+    /// Authentication is needed, or the token does not verify.
+    Unauthorized,
+    /// Not allowed.
+    Forbidden,
+    /// The client's spelling names another kind than the rules give the channel.
+    WrongKind,
+    /// Joined without credentials, but the channel is not public.
+    NotPublic,
+    /// A presence join without (or with an unusable) member.
+    InvalidMember,
+    /// The connection holds the most channels it may.
+    TooManyChannels,
+    /// The channel holds the most connections it may.
+    ChannelFull,
+    /// The presence store could not be reached.
+    PresenceUnavailable,
+    /// The presence channel has its app's most members.
+    PresenceFull,
+    /// The presence member's `user_info` is too large.
+    MemberTooLarge,
+    /// The channel does not exist.
+    NotFound,
+    /// The channel takes no sockets now.
+    NotActive,
+    /// The connection is closing.
+    Closing,
+    /// Not subscribed to the channel.
+    NotSubscribed,
+    /// The channel does not accept client events.
+    ClientEventsForbidden,
+    /// Client events on an end-to-end encrypted channel.
+    EncryptedChannel,
+    /// The app does not enable client events.
+    ClientEventsDisabled,
+    /// The event name is empty, lacks `client-`, is too long or holds control characters.
+    InvalidEvent,
+    /// Over a rate limit.
+    RateLimited,
+    /// The cluster could not carry it.
+    Unavailable,
+}
+
+impl Code {
+    /// The code as it is written on the wire and in logs, e.g. `forbidden`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::ShuttingDown => "shutting_down",
+            Self::OverCapacity => "over_capacity",
+            Self::OverQuota => "over_quota",
+            Self::UserOverQuota => "user_over_quota",
+            Self::Unauthorized => "unauthorized",
+            Self::Forbidden => "forbidden",
+            Self::WrongKind => "wrong_kind",
+            Self::NotPublic => "not_public",
+            Self::InvalidMember => "invalid_member",
+            Self::TooManyChannels => "too_many_channels",
+            Self::ChannelFull => "channel_full",
+            Self::PresenceUnavailable => "presence_unavailable",
+            Self::PresenceFull => "presence_full",
+            Self::MemberTooLarge => "member_too_large",
+            Self::NotFound => "not_found",
+            Self::NotActive => "not_active",
+            Self::Closing => "closing",
+            Self::NotSubscribed => "not_subscribed",
+            Self::ClientEventsForbidden => "client_events_forbidden",
+            Self::EncryptedChannel => "encrypted_channel",
+            Self::ClientEventsDisabled => "client_events_disabled",
+            Self::InvalidEvent => "invalid_event",
+            Self::RateLimited => "rate_limited",
+            Self::Unavailable => "unavailable",
+        }
+    }
+}
+
+impl std::fmt::Display for Code {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<&str> for Code {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
 /// The common face of every refusal.
 pub trait Refusal: std::fmt::Display {
-    /// A stable machine-readable code, e.g. `forbidden`.
-    fn code(&self) -> &'static str;
+    /// Its stable machine code.
+    fn code(&self) -> Code;
     /// Whether retrying later can succeed.
     fn reconnect(&self) -> Reconnect;
 }
@@ -47,12 +146,12 @@ pub enum ConnectError {
 }
 
 impl Refusal for ConnectError {
-    fn code(&self) -> &'static str {
+    fn code(&self) -> Code {
         match self {
-            Self::ShuttingDown => "shutting_down",
-            Self::OverCapacity(_) => "over_capacity",
-            Self::AppOverQuota { .. } => "over_quota",
-            Self::UserOverQuota(_) => "user_over_quota",
+            Self::ShuttingDown => Code::ShuttingDown,
+            Self::OverCapacity(_) => Code::OverCapacity,
+            Self::AppOverQuota { .. } => Code::OverQuota,
+            Self::UserOverQuota(_) => Code::UserOverQuota,
         }
     }
 
@@ -130,21 +229,21 @@ pub enum JoinError {
 }
 
 impl Refusal for JoinError {
-    fn code(&self) -> &'static str {
+    fn code(&self) -> Code {
         match self {
-            Self::Unauthenticated(_) => "unauthorized",
-            Self::Forbidden(_) => "forbidden",
-            Self::WrongKind { .. } => "wrong_kind",
-            Self::NotPublic(_) => "not_public",
-            Self::MissingMember => "invalid_member",
-            Self::TooManyChannels(_) => "too_many_channels",
-            Self::ChannelFull { .. } => "channel_full",
-            Self::PresenceUnavailable(_) => "presence_unavailable",
-            Self::PresenceFull { .. } => "presence_full",
-            Self::MemberTooLarge { .. } => "member_too_large",
-            Self::NotFound(_) => "not_found",
-            Self::NotActive(_) => "not_active",
-            Self::Closing => "closing",
+            Self::Unauthenticated(_) => Code::Unauthorized,
+            Self::Forbidden(_) => Code::Forbidden,
+            Self::WrongKind { .. } => Code::WrongKind,
+            Self::NotPublic(_) => Code::NotPublic,
+            Self::MissingMember => Code::InvalidMember,
+            Self::TooManyChannels(_) => Code::TooManyChannels,
+            Self::ChannelFull { .. } => Code::ChannelFull,
+            Self::PresenceUnavailable(_) => Code::PresenceUnavailable,
+            Self::PresenceFull { .. } => Code::PresenceFull,
+            Self::MemberTooLarge { .. } => Code::MemberTooLarge,
+            Self::NotFound(_) => Code::NotFound,
+            Self::NotActive(_) => Code::NotActive,
+            Self::Closing => Code::Closing,
         }
     }
 
@@ -169,8 +268,8 @@ pub enum LeaveError {
 }
 
 impl Refusal for LeaveError {
-    fn code(&self) -> &'static str {
-        "not_subscribed"
+    fn code(&self) -> Code {
+        Code::NotSubscribed
     }
 
     fn reconnect(&self) -> Reconnect {
@@ -205,15 +304,15 @@ pub enum ClientEventError {
 }
 
 impl Refusal for ClientEventError {
-    fn code(&self) -> &'static str {
+    fn code(&self) -> Code {
         match self {
-            Self::NotSubscribed => "not_subscribed",
-            Self::Forbidden => "client_events_forbidden",
-            Self::Encrypted => "encrypted_channel",
-            Self::Disabled => "client_events_disabled",
-            Self::InvalidEvent => "invalid_event",
-            Self::RateLimited(_) => "rate_limited",
-            Self::Unavailable(_) => "unavailable",
+            Self::NotSubscribed => Code::NotSubscribed,
+            Self::Forbidden => Code::ClientEventsForbidden,
+            Self::Encrypted => Code::EncryptedChannel,
+            Self::Disabled => Code::ClientEventsDisabled,
+            Self::InvalidEvent => Code::InvalidEvent,
+            Self::RateLimited(_) => Code::RateLimited,
+            Self::Unavailable(_) => Code::Unavailable,
         }
     }
 
@@ -237,10 +336,10 @@ pub enum RefreshError {
 }
 
 impl Refusal for RefreshError {
-    fn code(&self) -> &'static str {
+    fn code(&self) -> Code {
         match self {
-            Self::Invalid(_) => "unauthorized",
-            Self::DifferentUser => "forbidden",
+            Self::Invalid(_) => Code::Unauthorized,
+            Self::DifferentUser => Code::Forbidden,
         }
     }
 

@@ -15,6 +15,8 @@
 //! - [`testing`]: an in-memory socket for tests without a network.
 
 pub mod error;
+mod names;
+pub use names::event_name_problem;
 pub mod grant;
 mod node;
 pub mod quota;
@@ -29,7 +31,7 @@ use governor::DefaultDirectRateLimiter;
 use serde_json::value::RawValue;
 use tokio::time::Instant;
 
-pub use error::{ClientEventError, ConnectError, JoinError, LeaveError, Reconnect, RefreshError, Refusal};
+pub use error::{ClientEventError, Code, ConnectError, JoinError, LeaveError, Reconnect, RefreshError, Refusal};
 pub use grant::{Grant, GrantSource, JoinAs};
 pub use node::{member_of, AppQuota, Limits, Node, Tenant};
 pub use quota::{QuotaSlot, Quotas};
@@ -43,20 +45,6 @@ use crate::presence::Member;
 /// Longest event name accepted, in bytes.
 pub const MAX_EVENT_NAME_LEN: usize = 200;
 
-/// What is wrong with event name `name`, if anything: empty, longer than `max` bytes, or
-/// holding a control character (a name reaches logs, the dashboard and `artisan`'s
-/// terminal, where ESC or OSC sequences would act). Every publishing path checks it.
-pub fn event_name_problem(name: &str, max: usize) -> Option<String> {
-    if name.is_empty() {
-        return Some("event name is empty".into());
-    }
-    if name.len() > max {
-        return Some(format!("event name is longer than {max} bytes"));
-    }
-    name.chars()
-        .find(|c| c.is_control())
-        .map(|c| format!("event name contains the control character {c:?}"))
-}
 /// Prefix of client event names.
 pub const CLIENT_EVENT_PREFIX: &str = "client-";
 
@@ -285,7 +273,7 @@ impl Session {
                     protocol = ?self.conn.protocol(),
                     channel = %channel.local_name(),
                     app = channel.app().unwrap_or(""),
-                    code = e.code(),
+                    code = e.code().as_str(),
                     reason = %e,
                     "subscription refused"
                 );

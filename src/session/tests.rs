@@ -141,7 +141,7 @@ async fn client_events_reach_the_others_within_limits() {
         s.join(&ch("lobby"), JoinAs::User).await.unwrap();
     }
     while ra.try_recv().is_ok() {}
-    let e = |r: Result<Channel, ClientEventError>| r.map(|_| ()).map_err(|e| e.code());
+    let e = |r: Result<Channel, ClientEventError>| r.map(|_| ()).map_err(|e| e.code().as_str());
     assert_eq!(
         e(a.client_event("lobby", "client-x", raw(json!({}))).await),
         Err("client_events_forbidden")

@@ -33,23 +33,27 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use redis::{AsyncCommands, RedisResult};
-use serde::Serialize;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use crate::backend::{slot_of, RedisConn, RedisLink};
+use control::ControlWire;
+pub use control::{ChannelRef, Control};
 pub(crate) use wire::decode_wire;
 pub use wire::escape_glob;
 use wire::{wire_message, Wire};
 
+mod control;
 mod interest;
 mod lanes;
 mod nodes;
+mod status;
 mod wire;
 
 pub use interest::LINGER as INTEREST_LINGER;
 pub use lanes::{LaneHealth, LaneKind};
+pub use status::BrokerStatus;
 
 use super::{BackendError, Broker, Receiver};
 use crate::backend::breaker::BreakerState;
@@ -101,7 +105,7 @@ pub struct RedisBroker {
     /// resubscription (Redis restarted or was unreachable), or when the node's own
     /// liveness key had vanished (other nodes may have removed its members).
     resync_requests: tokio::sync::watch::Sender<u64>,
-    control_events: tokio::sync::broadcast::Sender<ControlEvent>,
+    control_events: tokio::sync::broadcast::Sender<Control>,
     counters: Counters,
     /// [`Config::security_fingerprint`] of this node, published in its heartbeat.
     fingerprint: String,
@@ -119,15 +123,6 @@ pub struct RedisBroker {
     shard_wake: tokio::sync::Notify,
     /// Bumped whenever the lanes' state is published.
     lanes_changed: tokio::sync::watch::Sender<u64>,
-}
-
-/// A notice another node published with [`RedisBroker::publish_control`].
-#[derive(Debug, Clone)]
-pub struct ControlEvent {
-    /// What happened, e.g. `emithub.channel`.
-    pub op: String,
-    /// Its details.
-    pub payload: Value,
 }
 
 impl std::fmt::Debug for RedisBroker {
@@ -521,33 +516,34 @@ impl RedisBroker {
     }
 
     fn control(&self, hub: &Hub, payload: &[u8]) {
-        let Ok(msg) = serde_json::from_slice::<Value>(payload) else {
+        let Ok(wire) = serde_json::from_slice::<ControlWire<'_>>(payload) else {
             self.counters.invalid.fetch_add(1, Ordering::Relaxed);
             return;
         };
-        if msg["node"].as_str() == Some(self.link.node_id()) {
+        if wire.node == self.link.node_id() {
             return;
         }
-        match (msg["op"].as_str().unwrap_or(""), msg["user_id"].as_str()) {
-            ("terminate_user", Some(user)) => {
-                let closed = hub.terminate_user(user);
-                tracing::info!(user, closed, "terminated user connections on request of another node");
+        match wire.control {
+            Control::TerminateUser { user_id } => {
+                let closed = hub.terminate_user(&user_id);
+                tracing::info!(user = %user_id, closed, "terminated user connections on request of another node");
             }
-            // Other services' notices (e.g. EmitHub channel changes) go to their listeners.
-            (op, _) => {
-                let _ = self.control_events.send(ControlEvent {
-                    op: op.to_string(),
-                    payload: msg["payload"].clone(),
-                });
+            // Other services' notices go to their listeners.
+            notice @ Control::ManagedChannelChanged { .. } => {
+                let _ = self.control_events.send(notice);
             }
         }
     }
 
-    /// Tells every other node about `op` (delivered to their [`control_events`] listeners).
+    /// Tells every other node about `control` (what the broker does not act on itself
+    /// reaches their [`control_events`] listeners).
     ///
     /// [`control_events`]: Self::control_events
-    pub async fn publish_control(&self, op: &str, payload: Value) -> Result<(), BackendError> {
-        let message = json!({"op": op, "payload": payload, "node": self.link.node_id()}).to_string();
+    pub async fn publish_control(&self, control: Control) -> Result<(), BackendError> {
+        let message = serde_json::to_string(&ControlWire {
+            control,
+            node: self.link.node_id().into(),
+        })?;
         let target = self.control_channel();
         self.link
             .exec(|mut c| async move { c.publish::<_, _, ()>(&target, message).await })
@@ -555,7 +551,7 @@ impl RedisBroker {
     }
 
     /// Control notices from other nodes that the broker does not handle itself.
-    pub fn control_events(&self) -> tokio::sync::broadcast::Receiver<ControlEvent> {
+    pub fn control_events(&self) -> tokio::sync::broadcast::Receiver<Control> {
         self.control_events.subscribe()
     }
 
@@ -602,178 +598,6 @@ impl RedisBroker {
             self.counters.delivered_locally.fetch_add(1, Ordering::Relaxed);
         }
     }
-
-    async fn heartbeat_loop(self: Arc<Self>, hub: Arc<Hub>, stop: CancellationToken) {
-        let node_key = self.key(&format!("node:{}", self.link.node_id()));
-        let nodes_key = self.key("nodes");
-        let mut epochs = self.subscription_epoch.subscribe();
-        let mut owe_resync = false;
-        let mut beats: u32 = 0;
-        loop {
-            let snapshot = serde_json::to_string(&json!({
-                "node": self.link.node_id(),
-                "security": self.fingerprint,
-                "stats": hub.snapshot(),
-                "apps": hub.app_snapshots(),
-            }))
-            .unwrap_or_default();
-            let (nk, nsk, id) = (node_key.clone(), nodes_key.clone(), self.link.node_id().to_string());
-            let ttl = NODE_TTL.as_millis() as u64;
-            let beat = self
-                .link
-                .exec(|mut c| async move {
-                    let (previous,): (Option<String>,) = redis::pipe()
-                        .set_options(
-                            &nk,
-                            snapshot,
-                            redis::SetOptions::default()
-                                .get(true)
-                                .with_expiration(redis::SetExpiry::PX(ttl)),
-                        )
-                        .sadd(&nsk, &id)
-                        .ignore()
-                        .query_async(&mut c)
-                        .await?;
-                    Ok(previous)
-                })
-                .await;
-            match beat {
-                Ok(previous) => {
-                    // The key was gone (first beat, Redis restarted, or it expired while
-                    // Redis was unreachable): the node's presence entries must be rewritten.
-                    if owe_resync || previous.is_none() {
-                        self.resync_requests.send_modify(|n| *n = n.wrapping_add(1));
-                        owe_resync = false;
-                    }
-                }
-                Err(e) => tracing::debug!(error = %e, "heartbeat failed"),
-            }
-            // Every fifth beat (the heartbeats carry whole snapshots: not worth reading
-            // back every 2 s).
-            if beats % 5 == 0 {
-                if let Err(e) = self.compare_security().await {
-                    tracing::debug!(error = %e, "comparing security settings with the other nodes failed");
-                }
-            }
-            beats = beats.wrapping_add(1);
-            tokio::select! {
-                _ = stop.cancelled() => break,
-                _ = tokio::time::sleep(HEARTBEAT) => {}
-                // Resubscribed: beat now, then have presence re-registered.
-                changed = epochs.changed() => match changed {
-                    Ok(()) => owe_resync = true,
-                    Err(_) => break,
-                },
-            }
-        }
-        // Leaving on purpose: drop the liveness key so the cluster stops counting us.
-        let _ = self
-            .link
-            .exec(|mut c| async move { c.del::<_, ()>(&node_key).await })
-            .await;
-    }
-
-    /// Health and counters for `/ready` and the stats endpoint.
-    pub fn status(&self) -> BrokerStatus {
-        let c = &self.counters;
-        let link = &self.link;
-        let mut lanes = lock(&self.lanes).clone();
-        if link.is_cluster() {
-            let held = lock(&self.plain_at).clone();
-            let what = if self.receive_everything.load(Ordering::Acquire) {
-                self.pattern()
-            } else {
-                format!("{} and {} channels", self.control_channel(), self.interest.len())
-            };
-            lanes.insert(
-                0,
-                LaneHealth {
-                    slot: slot_of(&self.control_channel()),
-                    channel: what,
-                    kind: LaneKind::Plain,
-                    subscribed: held.is_some(),
-                    wanted: true,
-                    master: held,
-                    shard: None,
-                    circuit: None,
-                },
-            );
-        }
-        for lane in &mut lanes {
-            lane.circuit = lane.shard.and_then(|i| link.shard_breaker(i)).map(|b| b.state());
-        }
-        let shard_breakers = (0..link.shard_channels().len()).filter_map(|i| link.shard_breaker(i));
-        BrokerStatus {
-            node_id: self.link.node_id().to_string(),
-            subscribed: self.subscribed.load(Ordering::Acquire),
-            circuit: self.link.breaker().state(),
-            circuit_opened_total: shard_breakers.fold(link.breaker().opened_total(), |n, b| n + b.opened_total()),
-            shards_down: lanes
-                .iter()
-                .filter(|l| l.wanted && (!l.subscribed || l.circuit == Some(BreakerState::Open)))
-                .map(|l| l.channel.clone())
-                .collect(),
-            lanes,
-            published: c.published.load(Ordering::Relaxed),
-            publish_failures: c.publish_failures.load(Ordering::Relaxed),
-            received: c.received.load(Ordering::Relaxed),
-            skipped_own: c.skipped_own.load(Ordering::Relaxed),
-            invalid: c.invalid.load(Ordering::Relaxed),
-            subscriptions: c.subscriptions.load(Ordering::Relaxed),
-            subscription_losses: c.subscription_losses.load(Ordering::Relaxed),
-            delivered_locally: c.delivered_locally.load(Ordering::Relaxed),
-            listening: if self.receive_everything.load(Ordering::Acquire) {
-                None
-            } else {
-                Some(self.interest.len())
-            },
-        }
-    }
-}
-
-/// A broker's health and counters (`redis` in `/ready` and the stats).
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct BrokerStatus {
-    /// This node's id.
-    pub node_id: String,
-    /// Whether the pub/sub subscription is up.
-    pub subscribed: bool,
-    /// The circuit breaker's state.
-    pub circuit: BreakerState,
-    /// How often a circuit opened (the coordination one and, on a Redis Cluster, the
-    /// shards').
-    pub circuit_opened_total: u64,
-    /// On a Redis Cluster: the subscriptions this node needs (plain and shard channels)
-    /// that are down or whose shard's circuit is open: channels on those shards are not delivered
-    /// between nodes (and their publishes are refused) until their master is back.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub shards_down: Vec<String>,
-    /// On a Redis Cluster: every subscription lane, its slot, master, state and whether
-    /// this node needs it.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub lanes: Vec<LaneHealth>,
-    /// Messages published to Redis.
-    pub published: u64,
-    /// Publishes that failed.
-    pub publish_failures: u64,
-    /// Messages received from Redis.
-    pub received: u64,
-    /// Own messages received back and skipped.
-    pub skipped_own: u64,
-    /// Messages on the prefix that were not ours to read.
-    pub invalid: u64,
-    /// Successful (re)subscriptions.
-    pub subscriptions: u64,
-    /// Subscriptions lost.
-    pub subscription_losses: u64,
-    /// Of `received`, the messages that reached at least one socket of this node (the
-    /// rest was received for nothing: watchlist notices, a channel just left).
-    pub delivered_locally: u64,
-    /// Redis channels this node listens to (those of its channels with subscribers, and
-    /// Laravel's spelling of its presence channels); absent when it receives the whole
-    /// prefix (routing rules that copy).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub listening: Option<usize>,
 }
 
 #[async_trait]
@@ -814,11 +638,10 @@ impl Broker for RedisBroker {
     }
 
     async fn terminate_user(&self, user_id: &str) -> Result<(), BackendError> {
-        let payload = json!({"op": "terminate_user", "user_id": user_id, "node": self.link.node_id()}).to_string();
-        let target = self.control_channel();
-        self.link
-            .exec(|mut c| async move { c.publish::<_, _, ()>(&target, payload).await })
-            .await
+        self.publish_control(Control::TerminateUser {
+            user_id: user_id.to_string(),
+        })
+        .await
     }
 
     /// Subscribed (on a Redis Cluster: at least one lane up), and the coordination

@@ -12,22 +12,67 @@ use serde_json::Value;
 use crate::channel::ChannelKind;
 use crate::hub::{now_rfc3339, Envelope, EnvelopeKind, Position};
 use crate::presence::Member;
+use crate::session::Code;
 
-/// The number a refusal code gets in `error` / `subscription_error` data (the one table
-/// from the core's codes to this protocol's).
-pub fn status(code: &str) -> u16 {
+/// What a native client can be told went wrong: a refusal of the core, or a frame this
+/// protocol could not read. Each has its code (`error`) and HTTP-like number (`code`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// The core refused (join, leave, whisper, refresh, admission).
+    Refused(Code),
+    /// The frame is not JSON.
+    InvalidJson,
+    /// The frame is JSON but not a known action.
+    InvalidFrame,
+    /// The channel name is not a channel name.
+    InvalidChannel,
+    /// A binary frame.
+    BinaryNotSupported,
+}
+
+impl Failure {
+    /// The code in `error` data.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Refused(code) => code.as_str(),
+            Self::InvalidJson => "invalid_json",
+            Self::InvalidFrame => "invalid_frame",
+            Self::InvalidChannel => "invalid_channel",
+            Self::BinaryNotSupported => "binary_not_supported",
+        }
+    }
+
+    /// The number in `error` data (and the HTTP status of a refused upgrade).
+    pub fn status(self) -> u16 {
+        match self {
+            Self::Refused(code) => status(code),
+            Self::InvalidJson => 400,
+            Self::BinaryNotSupported => 415,
+            Self::InvalidFrame | Self::InvalidChannel => 422,
+        }
+    }
+}
+
+impl From<Code> for Failure {
+    fn from(code: Code) -> Self {
+        Self::Refused(code)
+    }
+}
+
+/// The number a core refusal gets (the one table from the core's codes to this protocol's;
+/// no fallback arm, so a new code must be given its number here).
+pub fn status(code: Code) -> u16 {
     match code {
-        "invalid_json" => 400,
-        "unauthorized" => 401,
-        "forbidden" | "wrong_kind" | "not_public" | "client_events_forbidden" => 403,
-        "not_subscribed" | "not_found" => 404,
-        "not_active" => 409,
-        "binary_not_supported" => 415,
-        "too_many_channels" | "rate_limited" | "channel_full" => 429,
-        "presence_unavailable" | "unavailable" | "over_capacity" | "over_quota" | "shutting_down" => 503,
-        "user_over_quota" => 429,
-        // invalid_frame, invalid_channel, invalid_event, invalid_member and anything new
-        _ => 422,
+        Code::Unauthorized => 401,
+        Code::Forbidden | Code::WrongKind | Code::NotPublic | Code::ClientEventsForbidden => 403,
+        Code::ClientEventsDisabled | Code::EncryptedChannel => 403,
+        Code::NotSubscribed | Code::NotFound => 404,
+        Code::NotActive => 409,
+        Code::TooManyChannels | Code::RateLimited | Code::ChannelFull | Code::PresenceFull => 429,
+        Code::UserOverQuota => 429,
+        Code::PresenceUnavailable | Code::Unavailable | Code::OverCapacity | Code::OverQuota => 503,
+        Code::ShuttingDown | Code::Closing => 503,
+        Code::InvalidMember | Code::InvalidEvent | Code::MemberTooLarge => 422,
     }
 }
 
@@ -88,10 +133,11 @@ pub struct ErrorData<'a> {
 }
 
 /// An `error` (or `subscription_error`) event for refusal `code`.
-pub fn refusal(channel: &str, event: &str, code: &str, message: &str) -> String {
+pub fn refusal(channel: &str, event: &str, failure: impl Into<Failure>, message: &str) -> String {
+    let failure = failure.into();
     let data = ErrorData {
-        code: status(code),
-        error: code,
+        code: failure.status(),
+        error: failure.as_str(),
         message,
     };
     frame(channel, event, &data)
@@ -241,20 +287,20 @@ mod tests {
 
     #[test]
     fn refusals_carry_code_error_and_message() {
-        let f: Value = serde_json::from_str(&refusal("c", "error", "rate_limited", "slow down")).unwrap();
+        let f: Value = serde_json::from_str(&refusal("c", "error", Code::RateLimited, "slow down")).unwrap();
         assert_eq!(f["event"], "error");
         assert_eq!(
             f["data"],
             json!({"code": 429, "error": "rate_limited", "message": "slow down"})
         );
         assert!(f["timestamp"].as_str().unwrap().ends_with('Z'));
-        for (code, n) in [
-            ("unauthorized", 401),
-            ("wrong_kind", 403),
-            ("not_subscribed", 404),
-            ("invalid_channel", 422),
+        for (failure, n) in [
+            (Failure::from(Code::Unauthorized), 401),
+            (Code::WrongKind.into(), 403),
+            (Code::NotSubscribed.into(), 404),
+            (Failure::InvalidChannel, 422),
         ] {
-            assert_eq!(status(code), n, "{code}");
+            assert_eq!(failure.status(), n, "{failure:?}");
         }
     }
 }

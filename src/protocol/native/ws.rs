@@ -47,7 +47,7 @@ pub(crate) async fn upgrade_path(
 /// A refusal before the upgrade, as JSON with the protocol's status.
 fn http_refusal<R: Refusal>(r: &R) -> ApiError {
     let status = StatusCode::from_u16(codec::status(r.code())).unwrap_or(StatusCode::FORBIDDEN);
-    ApiError::new(status, r.code(), r.to_string())
+    ApiError::new(status, r.code().as_str(), r.to_string())
 }
 
 fn upgrade(
@@ -97,8 +97,8 @@ pub(crate) struct NativeSession {
     since: Option<Position>,
 }
 
-fn error(channel: &str, code: &str, message: &str) -> Reply {
-    Reply::text(codec::refusal(channel, "error", code, message))
+fn error(channel: &str, failure: impl Into<codec::Failure>, message: &str) -> Reply {
+    Reply::text(codec::refusal(channel, "error", failure, message))
 }
 
 async fn join(s: &mut Session, channel: &Channel, since: Option<&Position>) -> Reply {
@@ -143,7 +143,7 @@ async fn subscribe(s: &mut Session, name: &str, since: Option<&Position>) -> Rep
         Err(e) => Reply::text(codec::refusal(
             name,
             "subscription_error",
-            "invalid_channel",
+            codec::Failure::InvalidChannel,
             &e.to_string(),
         )),
     }
@@ -171,7 +171,7 @@ async fn whisper(s: &mut Session, name: &str, event: &str, data: Option<Value>) 
     let data = data.unwrap_or_else(|| Value::Object(Default::default()));
     let raw = match serde_json::value::to_raw_value(&data) {
         Ok(raw) => Arc::from(raw),
-        Err(e) => return error(name, "invalid_frame", &e.to_string()),
+        Err(e) => return error(name, codec::Failure::InvalidFrame, &e.to_string()),
     };
     match s.client_event(name, &event, raw).await {
         Ok(_) => Reply::none(),
@@ -215,11 +215,17 @@ impl Handler for NativeSession {
     async fn on_text(&mut self, s: &mut Session, text: &str) -> Reply {
         let value: Value = match serde_json::from_str(text) {
             Ok(v) => v,
-            Err(e) => return error("", "invalid_json", &format!("frame is not valid JSON: {e}")),
+            Err(e) => {
+                return error(
+                    "",
+                    codec::Failure::InvalidJson,
+                    &format!("frame is not valid JSON: {e}"),
+                )
+            }
         };
         let frame: ClientFrame = match serde_json::from_value(value) {
             Ok(f) => f,
-            Err(e) => return error("", "invalid_frame", &e.to_string()),
+            Err(e) => return error("", codec::Failure::InvalidFrame, &e.to_string()),
         };
         match frame {
             ClientFrame::Ping { data, channel } => {
@@ -234,7 +240,7 @@ impl Handler for NativeSession {
     }
 
     async fn on_binary(&mut self, _s: &mut Session, _data: &[u8]) -> Reply {
-        error("", "binary_not_supported", "send JSON text frames")
+        error("", codec::Failure::BinaryNotSupported, "send JSON text frames")
     }
 }
 

@@ -482,7 +482,7 @@ struct UserData<'a> {
 /// A refused authorization, with the protocol's HTTP status.
 fn refusal<R: Refusal>(r: &R) -> ApiError {
     let status = StatusCode::from_u16(super::codec::subscription_status(r.code())).unwrap_or(StatusCode::FORBIDDEN);
-    ApiError::new(status, r.code(), r.to_string())
+    ApiError::new(status, r.code().as_str(), r.to_string())
 }
 
 /// Signs a private or presence channel subscription for Laravel Echo / pusher-js, checking the same channel rules as the native protocol; with `BROADCAST_AUTH_FORWARD_URL`, the app's own endpoint decides (the request is forwarded there) and this server signs what it allows.

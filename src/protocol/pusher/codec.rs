@@ -7,6 +7,7 @@ use serde_json::Value;
 
 use crate::channel::ChannelKind;
 use crate::hub::{payload_text, Envelope, EnvelopeKind, Position};
+use crate::session::Code;
 
 /// Pusher close and error codes used here.
 pub mod codes {
@@ -32,36 +33,82 @@ pub mod codes {
     pub const CLIENT_EVENT_RATE_LIMIT: u16 = 4301;
 }
 
-/// The close code of a refused connection, by the core's refusal code.
-pub fn connect_code(code: &str) -> u16 {
+/// The close code of a refused connection, by the core's refusal code (no fallback arm:
+/// a new code must be given its meaning here).
+pub fn connect_code(code: Code) -> u16 {
     match code {
-        "over_quota" => codes::OVER_QUOTA,
-        "user_over_quota" => codes::OVER_QUOTA,
-        "shutting_down" => codes::RECONNECT,
-        _ => codes::OVER_CAPACITY,
+        Code::OverQuota | Code::UserOverQuota => codes::OVER_QUOTA,
+        Code::ShuttingDown | Code::Closing => codes::RECONNECT,
+        Code::OverCapacity | Code::Unavailable | Code::PresenceUnavailable => codes::OVER_CAPACITY,
+        Code::Unauthorized | Code::Forbidden => codes::UNAUTHORIZED,
+        Code::WrongKind
+        | Code::NotPublic
+        | Code::InvalidMember
+        | Code::TooManyChannels
+        | Code::ChannelFull
+        | Code::PresenceFull
+        | Code::MemberTooLarge
+        | Code::NotFound
+        | Code::NotActive
+        | Code::NotSubscribed
+        | Code::ClientEventsForbidden
+        | Code::EncryptedChannel
+        | Code::ClientEventsDisabled
+        | Code::InvalidEvent
+        | Code::RateLimited => codes::OVER_CAPACITY,
     }
 }
 
 /// The `status` of a `pusher:subscription_error`, by the core's refusal code.
-pub fn subscription_status(code: &str) -> u16 {
+pub fn subscription_status(code: Code) -> u16 {
     match code {
-        "unauthorized" | "bad_signature" => 401,
-        "forbidden" | "wrong_kind" | "not_public" => 403,
-        "too_many_channels" | "channel_full" => 429,
-        "not_found" => 404,
-        "not_active" => 409,
-        "presence_unavailable" => 503,
+        Code::Unauthorized => 401,
+        Code::Forbidden | Code::WrongKind | Code::NotPublic => 403,
+        Code::TooManyChannels | Code::ChannelFull | Code::RateLimited => 429,
+        Code::NotFound => 404,
+        Code::NotActive => 409,
+        Code::PresenceUnavailable | Code::Unavailable | Code::OverCapacity | Code::ShuttingDown | Code::Closing => 503,
+        Code::OverQuota | Code::UserOverQuota => 429,
         // Pusher-compatible servers answer these limits with WebSocket-style codes.
-        "presence_full" => codes::OVER_CAPACITY,
-        "member_too_large" => codes::CLIENT_EVENT_RATE_LIMIT,
-        // invalid_channel, invalid_member and anything new
-        _ => 400,
+        Code::PresenceFull => codes::OVER_CAPACITY,
+        Code::MemberTooLarge => codes::CLIENT_EVENT_RATE_LIMIT,
+        Code::InvalidMember
+        | Code::InvalidEvent
+        | Code::NotSubscribed
+        | Code::ClientEventsForbidden
+        | Code::EncryptedChannel
+        | Code::ClientEventsDisabled => 400,
     }
 }
 
 /// The `code` of a `pusher:error` for a refused client event (only the rate limit has one).
-pub fn client_event_code(code: &str) -> Option<u16> {
-    (code == "rate_limited").then_some(codes::CLIENT_EVENT_RATE_LIMIT)
+pub fn client_event_code(code: Code) -> Option<u16> {
+    match code {
+        Code::RateLimited => Some(codes::CLIENT_EVENT_RATE_LIMIT),
+        Code::ShuttingDown
+        | Code::OverCapacity
+        | Code::OverQuota
+        | Code::UserOverQuota
+        | Code::Unauthorized
+        | Code::Forbidden
+        | Code::WrongKind
+        | Code::NotPublic
+        | Code::InvalidMember
+        | Code::TooManyChannels
+        | Code::ChannelFull
+        | Code::PresenceUnavailable
+        | Code::PresenceFull
+        | Code::MemberTooLarge
+        | Code::NotFound
+        | Code::NotActive
+        | Code::Closing
+        | Code::NotSubscribed
+        | Code::ClientEventsForbidden
+        | Code::EncryptedChannel
+        | Code::ClientEventsDisabled
+        | Code::InvalidEvent
+        | Code::Unavailable => None,
+    }
 }
 
 #[derive(Serialize)]
@@ -289,13 +336,13 @@ mod tests {
 
     #[test]
     fn refusal_tables() {
-        assert_eq!(subscription_status("wrong_kind"), 403);
-        assert_eq!(subscription_status("bad_signature"), 401);
-        assert_eq!(subscription_status("invalid_channel"), 400);
-        assert_eq!(client_event_code("rate_limited"), Some(4301));
-        assert_eq!(client_event_code("not_subscribed"), None);
-        assert_eq!(connect_code("over_quota"), 4004);
-        assert_eq!(connect_code("over_capacity"), 4100);
+        assert_eq!(subscription_status(Code::WrongKind), 403);
+        assert_eq!(subscription_status(Code::Unauthorized), 401);
+        assert_eq!(subscription_status(Code::InvalidMember), 400);
+        assert_eq!(client_event_code(Code::RateLimited), Some(4301));
+        assert_eq!(client_event_code(Code::NotSubscribed), None);
+        assert_eq!(connect_code(Code::OverQuota), 4004);
+        assert_eq!(connect_code(Code::OverCapacity), 4100);
         let e: Value = serde_json::from_str(&subscription_error("private-x", 401, "bad")).unwrap();
         assert_eq!(e["data"], json!({"type": "AuthError", "error": "bad", "status": 401}));
     }

@@ -69,11 +69,9 @@ pub(crate) async fn upgrade(
     let admission = match crate::protocol::admit_default(&st, identity) {
         Ok(admission) => admission,
         Err(e) => {
-            let status = match e.code() {
-                "user_over_quota" => StatusCode::TOO_MANY_REQUESTS,
-                _ => StatusCode::SERVICE_UNAVAILABLE,
-            };
-            return ApiError::new(status, e.code(), e.to_string()).into_response();
+            let status = StatusCode::from_u16(crate::protocol::native::codec::status(e.code()))
+                .unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+            return ApiError::new(status, e.code().as_str(), e.to_string()).into_response();
         }
     };
     let mut ws = socket::configure(ws, &st);
@@ -95,7 +93,7 @@ fn error(code: &str, message: &str) -> String {
 }
 
 fn refusal_about<R: Refusal>(r: &R, key: &str, value: &str) -> String {
-    codec::error(r.code(), &r.to_string(), Some((key, value)))
+    codec::error(r.code().as_str(), &r.to_string(), Some((key, value)))
 }
 
 fn room_error(e: &RoomError, room: &str) -> String {
@@ -277,7 +275,7 @@ impl RtcSession {
                 }
                 Reply { frames, close: None }
             }
-            Err(e) => Reply::text(error(e.code(), &e.to_string())),
+            Err(e) => Reply::text(error(e.code().as_str(), &e.to_string())),
         }
     }
 
