@@ -260,7 +260,11 @@ pub(crate) fn since_param(
 pub(crate) fn rtc_router(state: AppState) -> Result<Router, ConfigError> {
     let config = state.config.load_full();
     let cors = cors_layer(&config.server, state.config.clone())?;
-    Ok(guarded(rtc::service_routes(), state, &config.server, cors))
+    let routes = rtc::service_routes()
+        .route("/health", axum::routing::get(ops::health))
+        .route("/ready", axum::routing::get(ops::ready))
+        .route("/metrics", axum::routing::get(metrics::metrics));
+    Ok(guarded(routes, state, &config.server, cors))
 }
 
 /// CORS for the configured origins (none by default: only pages served by this server

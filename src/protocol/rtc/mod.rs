@@ -28,15 +28,10 @@ pub(crate) fn routes(config: &Config) -> OpenApiRouter<AppState> {
     router
 }
 
-/// The service's own port: `/ws` speaks typed frames, beside `/info`, `/health`,
-/// `/ready` and `/metrics`.
+/// The service's own port's protocol routes: `/ws` speaks typed frames, beside `/info`
+/// (the router adds `/health`, `/ready` and `/metrics`).
 pub(crate) fn service_routes() -> Router<AppState> {
-    Router::new()
-        .route("/ws", get(ws::upgrade))
-        .route("/info", get(info))
-        .route("/health", get(super::ops::health))
-        .route("/ready", get(super::ops::ready))
-        .route("/metrics", get(super::metrics::metrics))
+    Router::new().route("/ws", get(ws::upgrade)).route("/info", get(info))
 }
 
 /// One protocol and where it answers.

@@ -20,6 +20,7 @@ use crate::protocol::{socket, ApiError, AppState};
 use crate::rtc::rooms::room_channel;
 use crate::rtc::{Connection, DirectMessageError, EnterError, Entered, RoomError, Rtc};
 use crate::session::runner::{replay, Handler, Reply};
+use crate::session::ConnectError;
 use crate::session::{JoinAs, JoinError, Refusal, Session, CLIENT_EVENT_PREFIX};
 
 use crate::protocol::socket::Upgrade;
@@ -69,8 +70,12 @@ pub(crate) async fn upgrade(
     let admission = match crate::protocol::admit_default(&st, identity) {
         Ok(admission) => admission,
         Err(e) => {
-            let status = StatusCode::from_u16(crate::protocol::native::codec::status(e.code()))
-                .unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+            let status = match e {
+                ConnectError::UserOverQuota(_) => StatusCode::TOO_MANY_REQUESTS,
+                ConnectError::ShuttingDown | ConnectError::OverCapacity(_) | ConnectError::AppOverQuota { .. } => {
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
+            };
             return ApiError::new(status, e.code().as_str(), e.to_string()).into_response();
         }
     };
