@@ -88,7 +88,6 @@ const FAMILIES: &[(&str, Kind, &str)] = &[
     ("rustaxum_history_failures_total", Kind::Counter, "history appends or reads that failed"),
     ("rustaxum_history_too_large_total", Kind::Counter, "messages too large to keep in the memory store"),
     ("rustaxum_history_recoveries_total", Kind::Counter, "recoveries by outcome (recovered, not_recovered, capped)"),
-    ("process_cpu_seconds_total", Kind::Counter, "user and system CPU time of the process"),
     ("process_resident_memory_bytes", Kind::Gauge, "resident memory of the process"),
     ("process_open_fds", Kind::Gauge, "open file descriptors (each socket is one)"),
     ("process_max_fds", Kind::Gauge, "the open files limit"),
@@ -100,6 +99,7 @@ impl Metrics {
     /// channels.
     pub(crate) fn new(default_app: Option<&str>) -> Self {
         let recorder = PrometheusBuilder::new().build_recorder();
+        let app = default_app.unwrap_or(DEFAULT_APP_LABEL).to_string();
         with_local_recorder(&recorder, || {
             for (name, kind, help) in FAMILIES {
                 match kind {
@@ -107,9 +107,82 @@ impl Metrics {
                     Kind::Gauge => describe_gauge!(*name, *help),
                 }
             }
+            register_at_zero(&app);
         });
-        Self(recorder, default_app.unwrap_or(DEFAULT_APP_LABEL).to_string())
+        Self(recorder, app)
     }
+}
+
+/// Every counter at zero (with the label values known at start), so each family exists
+/// from the first scrape: `rate()` has no gap before the first event and `absent()` no
+/// false alarm. Gauges are set by every scrape.
+fn register_at_zero(app: &str) {
+    let plain = [
+        "rustaxum_connections_total",
+        "rustaxum_messages_published_total",
+        "rustaxum_messages_delivered_total",
+        "rustaxum_messages_received_total",
+        "rustaxum_frames_encoded_total",
+        "rustaxum_frames_compressed_total",
+        "rustaxum_slow_consumer_disconnects_total",
+        "rustaxum_lifecycle_events_dropped_total",
+        "rustaxum_redis_circuit_opened_total",
+        "rustaxum_webhook_requests_total",
+        "rustaxum_webhook_retries_total",
+        "rustaxum_history_appended_total",
+        "rustaxum_history_failures_total",
+        "rustaxum_history_too_large_total",
+    ];
+    for name in plain {
+        counter!(name).absolute(0);
+    }
+    for p in [Protocol::Native, Protocol::Pusher, Protocol::EmitHub, Protocol::Rtc] {
+        counter!("rustaxum_connections_opened_total", "protocol" => protocol_label(p)).absolute(0);
+        counter!("rustaxum_connections_closed_total", "protocol" => protocol_label(p)).absolute(0);
+    }
+    for name in [
+        "rustaxum_channels_occupied_total",
+        "rustaxum_channels_vacated_total",
+        "rustaxum_presence_members_added_total",
+        "rustaxum_presence_members_removed_total",
+        "rustaxum_client_events_total",
+        "rustaxum_app_messages_published_total",
+        "rustaxum_app_messages_delivered_total",
+    ] {
+        counter!(name, "app" => app.to_string()).absolute(0);
+    }
+    for stage in ["before", "after"] {
+        counter!("rustaxum_compression_bytes_total", "stage" => stage).absolute(0);
+    }
+    for kind in REDIS_EVENTS {
+        counter!("rustaxum_redis_events_total", "kind" => kind).absolute(0);
+    }
+    for outcome in ["delivered", "failed", "dropped"] {
+        counter!("rustaxum_webhook_events_total", "outcome" => outcome).absolute(0);
+    }
+    for outcome in ["recovered", "not_recovered", "capped"] {
+        counter!("rustaxum_history_recoveries_total", "outcome" => outcome).absolute(0);
+    }
+}
+
+/// The kinds of `rustaxum_redis_events_total`.
+const REDIS_EVENTS: [&str; 7] = [
+    "published",
+    "publish_failures",
+    "received",
+    "delivered_locally",
+    "invalid",
+    "subscriptions",
+    "subscription_losses",
+];
+
+/// The process's CPU time in seconds (user and system), from `/proc` (Linux).
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    // USER_HZ is 100 on Linux: ticks / 100 are seconds, as a fraction.
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok());
+    Some((ticks(11)? + ticks(12)?) as f64 / 100.0)
 }
 
 /// The process's own figures, from `/proc` (Linux; nothing elsewhere).
@@ -126,9 +199,6 @@ fn process_metrics() {
     };
     // /proc reports times in USER_HZ, 100 on Linux.
     let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok());
-    if let (Some(user), Some(system)) = (ticks(11), ticks(12)) {
-        counter!("process_cpu_seconds_total").absolute((user + system) / 100);
-    }
     let boot = std::fs::read_to_string("/proc/stat").ok().and_then(|s| {
         s.lines()
             .find_map(|l| l.strip_prefix("btime ").and_then(|v| v.trim().parse::<u64>().ok()))
@@ -258,15 +328,16 @@ pub(crate) async fn metrics(State(st): State<AppState>, _token: MetricsToken) ->
         if let Some(broker) = &st.cluster {
             let status = broker.status();
             gauge!("rustaxum_redis_healthy").set(if broker.healthy() { 1.0 } else { 0.0 });
-            for (kind, value) in [
-                ("published", status.published),
-                ("publish_failures", status.publish_failures),
-                ("received", status.received),
-                ("delivered_locally", status.delivered_locally),
-                ("invalid", status.invalid),
-                ("subscriptions", status.subscriptions),
-                ("subscription_losses", status.subscription_losses),
-            ] {
+            let values = [
+                status.published,
+                status.publish_failures,
+                status.received,
+                status.delivered_locally,
+                status.invalid,
+                status.subscriptions,
+                status.subscription_losses,
+            ];
+            for (kind, value) in REDIS_EVENTS.into_iter().zip(values) {
                 counter!("rustaxum_redis_events_total", "kind" => kind).absolute(value);
             }
             counter!("rustaxum_redis_circuit_opened_total").absolute(status.circuit_opened_total);
@@ -315,6 +386,14 @@ pub(crate) async fn metrics(State(st): State<AppState>, _token: MetricsToken) ->
          # TYPE websocket_connections_total counter\nwebsocket_connections_total {}\n",
         snapshot.connections_total
     ));
+    // A float (the recorder's counters are whole numbers: CPU time in whole seconds made
+    // rate() read 0 or jump).
+    if let Some(cpu) = cpu_seconds() {
+        text.push_str(&format!(
+            "# HELP process_cpu_seconds_total user and system CPU time of the process\n\
+             # TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total {cpu}\n"
+        ));
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
 
