@@ -1,7 +1,7 @@
 //! The HTTP API: publishing, every error status, stats and health.
 
 use crate::common::*;
-use serde_json::{json, Value};
+use serde_json::json;
 
 #[tokio::test]
 async fn publish_errors_are_json_with_fitting_statuses() {
