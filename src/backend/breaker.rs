@@ -26,13 +26,21 @@ pub enum BreakerState {
 /// A thread-safe circuit breaker.
 #[derive(Debug)]
 pub struct CircuitBreaker {
+    /// What it guards, for its log lines (`Redis at redis://10.0.0.5:6379/0`).
+    label: String,
     threshold: u32,
     cooldown: Duration,
     failures: AtomicU32,
     opened_at: Mutex<Option<Instant>>,
     probing: AtomicBool,
     opened_total: AtomicU64,
+    /// Calls refused while open since the last summary, and when that was.
+    refused: AtomicU64,
+    summarised: Mutex<Option<Instant>>,
 }
+
+/// How often, at most, an open circuit says how many calls it refused.
+const SUMMARY_EVERY: Duration = Duration::from_secs(60);
 
 /// Permission for one call. Report its outcome with [`success`](Self::success) or
 /// [`failure`](Self::failure); dropping it unreported releases a half-open probe.
@@ -70,7 +78,16 @@ impl Drop for Permit<'_> {
 impl CircuitBreaker {
     /// Opens after `threshold` consecutive failures, for `cooldown`.
     pub fn new(threshold: u32, cooldown: Duration) -> Self {
+        Self::labelled("Redis", threshold, cooldown)
+    }
+
+    /// A breaker whose log lines name what it guards: one WARN when it opens, at most one
+    /// summary a minute of the calls it refused while open, one INFO when it closes.
+    pub fn labelled(label: impl Into<String>, threshold: u32, cooldown: Duration) -> Self {
         Self {
+            label: label.into(),
+            refused: AtomicU64::new(0),
+            summarised: Mutex::new(None),
             threshold: threshold.max(1),
             cooldown,
             failures: AtomicU32::new(0),
@@ -86,8 +103,8 @@ impl CircuitBreaker {
         let opened = *lock(&self.opened_at);
         let probe = match opened {
             None => false,
-            Some(at) if at.elapsed() < self.cooldown => return None,
-            Some(_) if self.probing.swap(true, Ordering::AcqRel) => return None,
+            Some(at) if at.elapsed() < self.cooldown => return self.refuse(),
+            Some(_) if self.probing.swap(true, Ordering::AcqRel) => return self.refuse(),
             Some(_) => true,
         };
         Some(Permit {
@@ -97,21 +114,58 @@ impl CircuitBreaker {
         })
     }
 
+    /// A refused call: counted, and summed up at most once a minute.
+    fn refuse(&self) -> Option<Permit<'_>> {
+        let refused = self.refused.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut last = lock(&self.summarised);
+        if last.is_none_or(|at| at.elapsed() >= SUMMARY_EVERY) {
+            *last = Some(Instant::now());
+            self.refused.store(0, Ordering::Relaxed);
+            drop(last);
+            tracing::warn!(
+                refused,
+                "{} is still unavailable: {refused} call(s) failed fast in the last minute",
+                self.label
+            );
+        }
+        None
+    }
+
     fn record_success(&self) {
         self.failures.store(0, Ordering::Release);
-        *lock(&self.opened_at) = None;
+        let was_open = lock(&self.opened_at).take();
         self.probing.store(false, Ordering::Release);
+        if let Some(at) = was_open {
+            let refused = self.refused.swap(0, Ordering::Relaxed);
+            *lock(&self.summarised) = None;
+            tracing::info!(
+                "{} answers again after {:.1} s (circuit closed; {refused} more call(s) failed fast meanwhile)",
+                self.label,
+                at.elapsed().as_secs_f64()
+            );
+        }
     }
 
     fn record_failure(&self) {
         let n = self.failures.fetch_add(1, Ordering::AcqRel).saturating_add(1);
         let mut opened = lock(&self.opened_at);
         if n >= self.threshold || opened.is_some() {
-            if opened.is_none() {
+            let opening = opened.is_none();
+            if opening {
                 self.opened_total.fetch_add(1, Ordering::Relaxed);
             }
             *opened = Some(Instant::now());
             self.probing.store(false, Ordering::Release);
+            drop(opened);
+            if opening {
+                *lock(&self.summarised) = Some(Instant::now());
+                tracing::warn!(
+                    failures = n,
+                    "{} is unavailable: circuit open after {n} failed calls; calls fail fast and it is tried again every {:?}",
+                    self.label,
+                    self.cooldown
+                );
+            }
         }
     }
 

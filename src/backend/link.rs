@@ -221,7 +221,14 @@ impl RedisLink {
         };
         let shard_breakers = shards
             .iter()
-            .map(|_| CircuitBreaker::new(BREAKER_THRESHOLD, BREAKER_COOLDOWN))
+            .enumerate()
+            .map(|(i, tag)| {
+                CircuitBreaker::labelled(
+                    format!("shard {i} ({{{tag}}}) of the Redis Cluster of {}", config.address()),
+                    BREAKER_THRESHOLD,
+                    BREAKER_COOLDOWN,
+                )
+            })
             .collect();
         Ok(Self {
             address: config.address(),
@@ -229,7 +236,11 @@ impl RedisLink {
             prefix: config.channels_prefix.clone(),
             backend,
             conn: tokio::sync::Mutex::new(None),
-            breaker: CircuitBreaker::new(BREAKER_THRESHOLD, BREAKER_COOLDOWN),
+            breaker: CircuitBreaker::labelled(
+                format!("Redis at {}", config.address()),
+                BREAKER_THRESHOLD,
+                BREAKER_COOLDOWN,
+            ),
             shards,
             shard_breakers,
         })

@@ -92,6 +92,9 @@ pub enum BroadcastError {
         /// Why.
         reason: String,
     },
+    /// The cluster backend (Redis) failed; retry later.
+    #[error("driver [redis] is unavailable: {0}")]
+    Backend(#[source] BackendError),
     /// The background queue is full; the broadcast was not accepted.
     #[error("broadcast queue is full ({0} jobs pending)")]
     QueueFull(usize),
@@ -103,9 +106,6 @@ pub enum BroadcastError {
 impl From<BackendError> for BroadcastError {
     /// The cluster backend (Redis) failed: the `redis` driver is unavailable for now.
     fn from(e: BackendError) -> Self {
-        Self::Unavailable {
-            driver: "redis".into(),
-            reason: e.to_string(),
-        }
+        Self::Backend(e)
     }
 }

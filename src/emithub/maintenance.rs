@@ -90,7 +90,13 @@ impl EmitHub {
                                 backoff = Duration::from_millis(100);
                             }
                             Err(e) => {
-                                tracing::warn!(error = %e, "loading managed channels failed; retrying");
+                                // The first failure is a warning; retries while the store
+                                // stays away are not (its outage is logged where it is).
+                                if backoff <= Duration::from_millis(100) {
+                                    tracing::warn!(error = %e, "loading managed channels failed; retrying");
+                                } else {
+                                    tracing::debug!(error = %e, "loading managed channels failed; retrying");
+                                }
                                 tokio::select! {
                                     _ = stop.cancelled() => return,
                                     _ = tokio::time::sleep(backoff) => {}

@@ -107,7 +107,12 @@ impl From<crate::presence::PresenceError> for ApiError {
 
 impl From<crate::backend::BackendError> for ApiError {
     fn from(e: crate::backend::BackendError) -> Self {
-        tracing::warn!(error = %e, "cluster backend unavailable");
+        // An open circuit was announced once when it opened and is summed up once a
+        // minute: one line per refused request would drown the log in an outage.
+        match e {
+            crate::backend::BackendError::CircuitOpen => tracing::debug!(error = %e, "cluster backend unavailable"),
+            _ => tracing::warn!(error = %e, "cluster backend unavailable"),
+        }
         Self::unavailable(e.to_string())
     }
 }
@@ -119,7 +124,12 @@ impl From<BroadcastError> for ApiError {
             E::InvalidChannel { .. } | E::NoChannels | E::InvalidEvent(_) | E::Serialize(_) => {
                 Self::unprocessable(e.to_string())
             }
-            E::Unavailable { .. } | E::Timeout { .. } | E::QueueFull(_) | E::QueueClosed => {
+            E::Backend(crate::backend::BackendError::CircuitOpen) => {
+                // Announced when the circuit opened, summed up once a minute.
+                tracing::debug!(error = %e, "broadcast unavailable");
+                Self::unavailable(e.to_string())
+            }
+            E::Unavailable { .. } | E::Backend(_) | E::Timeout { .. } | E::QueueFull(_) | E::QueueClosed => {
                 tracing::warn!(error = %e, "broadcast unavailable");
                 Self::unavailable(e.to_string())
             }

@@ -1,6 +1,6 @@
 // Opens the dashboard in headless Chromium and waits until its Redis section has a row
 // whose first cell is <label> and whose second cell contains <text>; prints the section's
-// rows as JSON ({ok, rows}).
+// rows and the page's banner as JSON ({ok, rows, banner: {text, shown}}).
 // Usage: node redis.mjs <base-url> <token> <label> <text>
 import puppeteer from 'puppeteer-core';
 
@@ -22,7 +22,8 @@ try {
     const cells = tr.querySelectorAll('td');
     return cells.length === 2 && cells[0].textContent === label && cells[1].textContent.includes(text);
   }), { timeout: 15000 }, [label, text]);
-  console.log(JSON.stringify({ ok: true, rows: await rows(page) }));
+  const banner = await page.$eval('#banner', (b) => ({ text: b.textContent, shown: b.classList.contains('shown') }));
+  console.log(JSON.stringify({ ok: true, rows: await rows(page), banner }));
 } catch (e) {
   console.log(JSON.stringify({ ok: false, error: String(e), rows: page ? await rows(page).catch(() => []) : [] }));
 } finally {

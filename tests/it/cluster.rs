@@ -1151,6 +1151,15 @@ async fn on_a_redis_cluster_losing_a_master_stops_only_its_shards() {
     let page: Value =
         serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
     assert_eq!(page["ok"], true, "{page:#}");
+    // The top of the page says the node is degraded (issue 35: the header stayed "live").
+    assert_eq!(page["banner"]["shown"], true, "{page:#}");
+    assert!(
+        page["banner"]["text"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("shard(s) down"),
+        "{page:#}"
+    );
     let rows = page["rows"].as_array().cloned().unwrap_or_default();
     for port in &redis.ports {
         let row = rows
@@ -1368,4 +1377,71 @@ async fn on_a_redis_cluster_a_node_receives_only_the_shards_of_its_channels() {
     a.publish(&only_a, "after.join", json!({})).await;
     let frames = collect(&mut late, Duration::from_millis(400)).await;
     assert_eq!(events(&frames, "after.join"), 1, "{frames:?}");
+}
+
+// Issue 35: a Redis outage logged one WARN per failed publish and nothing when it ended.
+// Now: one WARN when the circuit opens (naming the Redis), a summary at most once a
+// minute while it stays open, one INFO when it closes again.
+#[tokio::test]
+async fn a_redis_outage_is_one_warning_and_its_end_one_line() {
+    use tokio::io::AsyncBufReadExt;
+    let mut redis = RedisServer::start();
+    let url = redis.url();
+    let prefix = unique_prefix();
+    let (mut child, base) = spawn_server(&[
+        ("BROADCAST_DRIVER", "redis"),
+        ("REDIS_URL", url.as_str()),
+        ("BROADCAST_CHANNELS_PREFIX", prefix.as_str()),
+    ])
+    .await;
+    let mut err = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let logged = tokio::spawn(async move {
+        let mut all = String::new();
+        while let Ok(Some(l)) = err.next_line().await {
+            all.push_str(&l);
+            all.push('\n');
+        }
+        all
+    });
+    let http = reqwest::Client::new();
+    let publish = || {
+        http.post(format!("{base}/api/broadcast"))
+            .json(&json!({"channel": "general", "event": "e", "data": {}}))
+            .send()
+    };
+    let ready = Instant::now() + Duration::from_secs(10);
+    while publish().await.map(|r| r.status().as_u16()).unwrap_or(0) != 200 {
+        assert!(Instant::now() < ready, "never published");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    redis.kill();
+    let mut refused = 0;
+    for _ in 0..40 {
+        if publish().await.unwrap().status() == 503 {
+            refused += 1;
+        }
+    }
+    assert!(refused >= 35, "{refused} of 40 publishes refused while Redis was down");
+    redis.restart();
+    let back = Instant::now() + Duration::from_secs(20);
+    while publish().await.map(|r| r.status().as_u16()).unwrap_or(0) != 200 {
+        assert!(Instant::now() < back, "publishing never came back");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    terminate(child).await;
+    let logged = logged.await.unwrap();
+    let count = |what: &str| logged.lines().filter(|l| l.contains(what)).count();
+    assert_eq!(count("is unavailable: circuit open"), 1, "{logged}");
+    assert!(logged.contains(&format!("Redis at {url} is unavailable")), "{logged}");
+    assert_eq!(count("answers again after"), 1, "{logged}");
+    let per_publish = logged
+        .lines()
+        .filter(|l| {
+            l.contains("WARN") && (l.contains("broadcast unavailable") || l.contains("cluster backend unavailable"))
+        })
+        .count();
+    assert!(
+        per_publish <= 3,
+        "{per_publish} WARN lines for failed publishes:\n{logged}"
+    );
 }
