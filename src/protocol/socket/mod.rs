@@ -144,11 +144,14 @@ pub(crate) fn serve<H: Handler + 'static>(
     admission: Admission,
     handler: H,
 ) -> std::future::Ready<()> {
+    use futures_util::FutureExt;
     let (session, rx) = admission.open(H::PROTOCOL);
-    tokio::spawn(st.sessions.track_future(async move {
-        let socket = runner::run::<H, WireText, _>(session, rx, socket, handler).await;
-        Box::pin(socket.linger()).await;
-    }));
+    // `then`, not an async block: a block would keep its captures (the socket, the
+    // session, the handler) beside the session future for the socket's whole life,
+    // about a KiB per idle socket; the lingering is boxed for the same reason (its read
+    // buffer would otherwise be part of every socket's task).
+    let served = runner::run::<H, WireText, _>(session, rx, socket, handler).then(|socket| Box::pin(socket.linger()));
+    tokio::spawn(st.sessions.track_future(served));
     std::future::ready(())
 }
 
