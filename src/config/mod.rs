@@ -173,6 +173,10 @@ pub struct ServerConfig {
     pub http_request_timeout: Duration,
     /// `BROADCAST_SHUTDOWN_TIMEOUT`: how long shutdown waits for sockets to close, default 10s.
     pub shutdown_timeout: Duration,
+    /// `BROADCAST_DRAIN_SECONDS`: on SIGTERM, how long the node keeps serving with `/ready`
+    /// at 503 (and HTTP keep-alive off) before it stops accepting and asks its clients to
+    /// reconnect elsewhere (1012, Pusher 4200); default 5s, 0 closes at once (1001).
+    pub drain: Duration,
 }
 
 /// Which listener ports were set explicitly (environment or command line).
@@ -353,6 +357,7 @@ impl Default for ServerConfig {
             trusted_proxies: crate::net::TrustedProxies::default(),
             http_request_timeout: Duration::from_secs(30),
             shutdown_timeout: Duration::from_secs(10),
+            drain: Duration::from_secs(5),
         }
     }
 }

@@ -116,6 +116,7 @@ pub(super) fn server(env: &Env<'_>, notes: &mut Vec<Note>) -> Result<ServerConfi
         shutdown_timeout: env
             .duration("BROADCAST_SHUTDOWN_TIMEOUT")?
             .unwrap_or(d.shutdown_timeout),
+        drain: env.duration_or_zero("BROADCAST_DRAIN_SECONDS")?.unwrap_or(d.drain),
     })
 }
 

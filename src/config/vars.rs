@@ -141,6 +141,7 @@ pub const VARIABLES: &[Variable] = &[
     var("BROADCAST_HISTORY_MEMORY_LIMIT", "history.memory_limit", Integer, "67108864", "bytes the memory store keeps over all channels (the oldest messages go first)"),
     var("BROADCAST_ROUTES_FILE", "routes_file", Text, "", "TOML routing rules: copy, drop or reshape messages at publish"),
     var("BROADCAST_LOG_FILE", "log_file", Text, "", "the log driver also appends broadcasts here, as JSON lines"),
+    var("BROADCAST_DRAIN_SECONDS", "drain_seconds", Duration, "5", "on SIGTERM: seconds the node keeps serving with /ready at 503 (keep-alive off) before it stops accepting and asks clients to reconnect elsewhere (1012, Pusher 4200); 0 closes at once (1001)").live(),
     var("BROADCAST_SHUTDOWN_TIMEOUT", "shutdown_timeout", Duration, "10s", "how long shutdown waits for sockets and queued broadcasts").live(),
     var("BROADCAST_TLS_CERT", "tls_cert", Text, "", "PEM certificate chain (leaf first): every listener serves TLS (https, wss); reloaded on SIGHUP and when the file changes"),
     var("BROADCAST_TLS_KEY", "tls_key", Text, "", "PEM private key of BROADCAST_TLS_CERT (PKCS#8, PKCS#1 or SEC1)").secret(),

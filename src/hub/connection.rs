@@ -45,6 +45,12 @@ impl CloseReason {
         code: 1002,
         reason: "protocol error",
     };
+    /// The node drained and is restarting or stopping: reconnect (to another node) at once
+    /// (1012 service restart).
+    pub const RESTART: Self = Self {
+        code: 1012,
+        reason: "service restart: reconnect",
+    };
     /// A text frame was not valid UTF-8 (1007 invalid frame payload data).
     pub const INVALID_PAYLOAD: Self = Self {
         code: 1007,

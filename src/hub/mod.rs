@@ -120,6 +120,9 @@ pub struct Hub {
     /// Time from queueing a message to the last socket writing it, per message.
     broadcast_duration: Arc<latency::LatencyHistogram>,
     shutdown: CancellationToken,
+    /// Draining: still serving, but `/ready` says otherwise and HTTP connections are not
+    /// kept alive, so a load balancer moves on before the node stops.
+    draining: std::sync::atomic::AtomicBool,
     started: Instant,
 }
 
@@ -210,6 +213,7 @@ impl Hub {
             latency: latency::LatencyHistogram::default(),
             broadcast_duration: Arc::default(),
             shutdown: CancellationToken::new(),
+            draining: std::sync::atomic::AtomicBool::new(false),
             started: Instant::now(),
         }
     }
@@ -562,9 +566,30 @@ impl Hub {
         }
     }
 
+    /// Like [`shutdown`](Self::shutdown), every socket closed with `reason` (a node that
+    /// drained asks its clients to reconnect elsewhere: 1012, Pusher 4200).
+    pub fn shutdown_with(&self, reason: CloseReason) {
+        self.shutdown.cancel();
+        let open: Vec<_> = read(&self.connections).values().cloned().collect();
+        for conn in open {
+            conn.close(reason);
+        }
+    }
+
     /// Whether [`shutdown`](Self::shutdown) was called.
     pub fn is_shutting_down(&self) -> bool {
         self.shutdown.is_cancelled()
+    }
+
+    /// Starts draining: the node keeps serving, `/ready` answers 503 and HTTP responses
+    /// ask for the connection to be closed (see [`is_draining`](Self::is_draining)).
+    pub fn begin_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
+    /// Whether the node is draining (or shutting down).
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire) || self.is_shutting_down()
     }
 }
 

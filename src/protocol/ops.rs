@@ -33,7 +33,8 @@ pub struct Index {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Status {
     /// `ok`, `ready`, `partial` (a Redis Cluster with some shards down: their channels
-    /// are not delivered between nodes; the others are), `degraded` or `shutting_down`.
+    /// are not delivered between nodes; the others are), `degraded`, `draining` (stopping
+    /// soon: still serving, take it out of rotation) or `shutting_down`.
     pub status: &'static str,
     /// The default broadcast driver (`/ready`).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -63,12 +64,17 @@ pub(crate) async fn health() -> Json<Status> {
 }
 
 /// Readiness: 200 while serving (`partial` while some Redis Cluster shards are down); 503
-/// while shutting down or while the cluster link is degraded.
+/// while draining, shutting down or while the cluster link is degraded.
 #[utoipa::path(get, path = "/ready", tag = "operations", responses((status = 200, body = Status, description = "serving"), (status = 503, body = Status, description = "shutting down, or the cluster is degraded")))]
 pub(crate) async fn ready(State(st): State<AppState>) -> (StatusCode, Json<Status>) {
-    if st.node.hub().is_shutting_down() {
+    let hub = st.node.hub();
+    if hub.is_draining() {
         let status = Status {
-            status: "shutting_down",
+            status: if hub.is_shutting_down() {
+                "shutting_down"
+            } else {
+                "draining"
+            },
             driver: None,
             redis: None,
         };

@@ -63,9 +63,60 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
     }
     let watcher = CancellationToken::new();
     tokio::spawn(watch_config(app.clone(), watcher.clone()));
+    // Every port is bound (connections queue in the kernel until the loop accepts them):
+    // a `Type=notify` unit is started once Redis answers too.
+    tokio::spawn(ready_when_reached(app.state.cluster.clone()));
     let result = run_routed(listeners, app, shutdown).await;
     watcher.cancel();
     result
+}
+
+/// Says READY=1 to systemd once the cluster link (when clustered) is healthy.
+async fn ready_when_reached(cluster: Option<Arc<crate::cluster::redis::RedisBroker>>) {
+    use crate::cluster::Broker;
+    if std::env::var_os("NOTIFY_SOCKET").is_none() {
+        return;
+    }
+    if let Some(broker) = cluster {
+        if !broker.healthy() {
+            tracing::info!("telling systemd the service is ready once Redis answers");
+        }
+        while !broker.healthy() {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+    notify_systemd("READY=1");
+}
+
+/// Tells systemd about the service's state (`READY=1`, `STOPPING=1`) when it runs as a
+/// `Type=notify` unit: a datagram to `$NOTIFY_SOCKET` (a path, or an abstract name after
+/// `@`). Nothing happens outside systemd; a failure is logged at debug, never fatal.
+pub(super) fn notify_systemd(state: &str) {
+    let Some(socket) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    if let Err(e) = send_notify(&socket, state) {
+        tracing::debug!(error = %e, "could not notify systemd ({state})");
+    }
+}
+
+fn send_notify(socket: &std::ffi::OsStr, state: &str) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::net::{SocketAddr as UnixAddr, UnixDatagram};
+    let bytes = socket.as_bytes();
+    let addr = match bytes.strip_prefix(b"@") {
+        #[cfg(target_os = "linux")]
+        Some(name) => {
+            use std::os::linux::net::SocketAddrExt;
+            UnixAddr::from_abstract_name(name)?
+        }
+        #[cfg(not(target_os = "linux"))]
+        Some(_) => return Err(std::io::Error::other("abstract sockets need Linux")),
+        None => UnixAddr::from_pathname(std::path::Path::new(socket))?,
+    };
+    let sender = UnixDatagram::unbound()?;
+    sender.send_to_addr(state.as_bytes(), &addr)?;
+    Ok(())
 }
 
 /// Says at start what is live: the configuration's notes (a Laravel `.env`'s settings and

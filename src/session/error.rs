@@ -126,8 +126,8 @@ pub trait Refusal: std::fmt::Display {
 /// A connection was not admitted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConnectError {
-    /// The server is shutting down.
-    #[error("server is shutting down")]
+    /// The server is draining or shutting down: connect to another node.
+    #[error("server is shutting down: connect to another node")]
     ShuttingDown,
     /// `BROADCAST_MAX_CONNECTIONS` sockets are open or opening.
     #[error("connection limit of {0} reached")]

@@ -194,7 +194,7 @@ impl Node {
         identity: Option<Identity>,
         app: Option<AppQuota<'_>>,
     ) -> Result<Admission, ConnectError> {
-        if self.hub.is_shutting_down() {
+        if self.hub.is_draining() {
             return Err(ConnectError::ShuttingDown);
         }
         let max = self.limits.load().max_connections;

@@ -41,6 +41,18 @@ fn start_nginx(apps: [(u16, u16); 2], port: u16) -> Nginx {
 
 fn start_nginx_with_rtc(apps: [(u16, u16); 2], port: u16, rtc: Option<(u16, [u16; 2])>) -> Nginx {
     let conf = std::fs::read_to_string("nginx.conf").expect("the repository's nginx.conf");
+    let (dir, globals) = nginx_conf(conf, apps, port, rtc);
+    run_nginx(dir, globals, port)
+}
+
+/// `conf` with the test's addresses in place of the nodes' names and ports, written to a
+/// fresh prefix directory; returns it and the `-g` globals to run nginx with.
+fn nginx_conf(
+    conf: String,
+    apps: [(u16, u16); 2],
+    port: u16,
+    rtc: Option<(u16, [u16; 2])>,
+) -> (std::path::PathBuf, String) {
     let needles = [
         "server app1:3000",
         "server app2:3000",
@@ -81,6 +93,10 @@ fn start_nginx_with_rtc(apps: [(u16, u16); 2], port: u16, rtc: Option<(u16, [u16
         // As root, workers would switch to "nobody", who cannot use this temp dir.
         if is_root() { " user root;" } else { "" }
     );
+    (dir, globals)
+}
+
+fn run_nginx(dir: std::path::PathBuf, globals: String, port: u16) -> Nginx {
     let child = Command::new("nginx")
         .arg("-p")
         .arg(&dir)
@@ -387,4 +403,97 @@ async fn behind_nginx_a_guesser_is_slowed_and_the_operator_is_not_locked_out() {
         .await
         .unwrap();
     assert_eq!(dashboard.status(), 429);
+}
+
+/// The TLS server block as nginx.conf documents it, uncommented; `tls` is its port, the
+/// certificate and key replace the Let's Encrypt paths.
+fn with_tls_block(conf: &str, tls: u16, cert: &std::path::Path, key: &std::path::Path) -> String {
+    let start = conf
+        .find("    # TLS at nginx")
+        .expect("nginx.conf documents a TLS block");
+    let (before, block) = conf.split_at(start);
+    let mut uncommented = String::new();
+    let mut inside = false;
+    for line in block.lines() {
+        inside |= line.trim() == "# server {";
+        match line.strip_prefix("    # ").or_else(|| (line == "    #").then_some("")) {
+            Some(code) if inside => uncommented.push_str(&format!("    {code}\n")),
+            _ => uncommented.push_str(&format!("{line}\n")),
+        }
+    }
+    assert!(inside, "no `# server {{` in nginx.conf's TLS block");
+    let live = "/etc/letsencrypt/live/realtime.example.com";
+    assert!(uncommented.contains(&format!("{live}/fullchain.pem")) && uncommented.contains("listen 443 ssl;"));
+    format!("{before}{uncommented}")
+        .replace(&format!("{live}/fullchain.pem"), &cert.display().to_string())
+        .replace(&format!("{live}/privkey.pem"), &key.display().to_string())
+        .replace("listen 443 ssl;", &format!("listen 127.0.0.1:{tls} ssl;"))
+        .replace("server_name realtime.example.com;", "server_name localhost 127.0.0.1;")
+}
+
+// Issue 35: the documented TLS block used `http2 off;`, which nginx 1.22 (Debian 12) does
+// not know: it did not load. Uncommented as documented it passes `nginx -t` on this
+// machine's nginx and serves https and wss through the same upstreams.
+#[tokio::test]
+async fn the_documented_tls_block_loads_on_this_nginx_and_serves_wss() {
+    let pki = crate::tls::Pki::new();
+    let (cert, key) = pki.leaf("nginx");
+    let node = start_two_ports(config()).await;
+    let (app, ws) = (node.app_addr.expect("application port").port(), node.addr.port());
+    let (port, tls) = (free_port(), free_port());
+    let conf = with_tls_block(&std::fs::read_to_string("nginx.conf").unwrap(), tls, &cert, &key);
+    let (dir, globals) = nginx_conf(conf, [(app, ws), (app, ws)], port, None);
+    let test = Command::new("nginx")
+        .arg("-t")
+        .arg("-p")
+        .arg(&dir)
+        .arg("-c")
+        .arg(dir.join("nginx.conf"))
+        .arg("-g")
+        .arg(&globals)
+        .output()
+        .expect("nginx");
+    assert!(
+        test.status.success(),
+        "nginx -t: {}",
+        String::from_utf8_lossy(&test.stderr)
+    );
+    let _nginx = run_nginx(dir, globals, port);
+
+    let client = crate::tls::https(&pki.ca());
+    let front = format!("https://127.0.0.1:{tls}");
+    let ready = client.get(format!("{front}/ready")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+    let connector = {
+        use rustls_pki_types::pem::PemObject;
+        let mut roots = tokio_rustls::rustls::RootCertStore::empty();
+        for c in rustls_pki_types::CertificateDer::pem_file_iter(pki.ca()).unwrap() {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let config = tokio_rustls::rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            tokio_rustls::rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        tokio_tungstenite::Connector::Rustls(std::sync::Arc::new(config))
+    };
+    let (mut socket, _) = tokio_tungstenite::connect_async_tls_with_config(
+        format!("wss://127.0.0.1:{tls}/ws/general"),
+        None,
+        false,
+        Some(connector),
+    )
+    .await
+    .expect("wss through nginx's TLS block");
+    assert_eq!(recv_json(&mut socket).await["event"], "subscription_succeeded");
+    let published = client
+        .post(format!("{front}/api/broadcast"))
+        .json(&json!({"channel": "general", "event": "over.tls", "data": {"n": 1}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(published.status(), 200);
+    assert_eq!(recv_json(&mut socket).await["event"], "over.tls");
 }

@@ -474,3 +474,113 @@ async fn an_invalid_rust_log_stops_start_up_and_a_closed_stdout_is_no_panic() {
         .unwrap()
         .contains("BROADCAST_WEBSOCKET_PORT"));
 }
+
+// Issue 35: a rolling restart must not drop what a load balancer can route elsewhere. On
+// SIGTERM the node drains: it keeps serving (a publish is still delivered), `/ready`
+// answers 503 `draining` and HTTP responses close their connection, so nginx and the
+// orchestrator stop sending it work; after BROADCAST_DRAIN_SECONDS every socket is asked
+// to reconnect elsewhere (1012; Pusher 4200) and the process exits 0. Under systemd
+// (`Type=notify`) it says READY=1 once its ports are bound and STOPPING=1 as it drains:
+// checked with a datagram socket standing in for systemd's.
+#[tokio::test]
+async fn sigterm_drains_then_asks_every_socket_to_reconnect_elsewhere() {
+    let dir = std::env::temp_dir().join(format!("rustaxum-notify-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let notify_path = dir.join("notify");
+    let systemd = tokio::net::UnixDatagram::bind(&notify_path).unwrap();
+    let (key, secret) = ("drain-key", "drain-secret");
+    let mut child = server()
+        .args(["--port", "0"])
+        .env("BROADCAST_DRAIN_SECONDS", "1500ms")
+        .env("NOTIFY_SOCKET", &notify_path)
+        .envs([
+            ("PUSHER_APP_ID", "1"),
+            ("PUSHER_APP_KEY", key),
+            ("PUSHER_APP_SECRET", secret),
+        ])
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let url = line.strip_prefix("rustaxum listening on ").expect(&line).to_string();
+    let mut said = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(5), systemd.recv(&mut said))
+        .await
+        .expect("READY=1 sent")
+        .unwrap();
+    assert_eq!(&said[..n], b"READY=1");
+
+    let ws_base = url.replacen("http", "ws", 1);
+    let (mut native, _) = tokio_tungstenite::connect_async(format!("{ws_base}/ws?channel=general"))
+        .await
+        .unwrap();
+    crate::common::recv_json(&mut native).await;
+    let (mut pusher, _) = tokio_tungstenite::connect_async(format!("{ws_base}/app/{key}?protocol=7"))
+        .await
+        .unwrap();
+    let hello = crate::common::recv_json(&mut pusher).await;
+    assert_eq!(hello["event"], "pusher:connection_established", "{hello}");
+    let http = reqwest::Client::new();
+    assert_eq!(http.get(format!("{url}/ready")).send().await.unwrap().status(), 200);
+
+    let pid = child.id().unwrap().to_string();
+    let term = std::time::Instant::now();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let n = tokio::time::timeout(Duration::from_secs(5), systemd.recv(&mut said))
+        .await
+        .expect("STOPPING=1 sent")
+        .unwrap();
+    assert_eq!(&said[..n], b"STOPPING=1");
+
+    // Draining: still serving, but out of rotation.
+    let ready = http.get(format!("{url}/ready")).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    assert_eq!(ready.headers()["connection"], "close");
+    let body: serde_json::Value = ready.json().await.unwrap();
+    assert_eq!(body["status"], "draining", "{body}");
+    let health = http.get(format!("{url}/health")).send().await.unwrap();
+    assert_eq!(health.status(), 200, "alive while draining");
+    let published = http
+        .post(format!("{url}/api/broadcast"))
+        .json(&serde_json::json!({"channel": "general", "event": "late", "data": {"n": 1}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(published.status(), 200);
+    let got = crate::common::recv_json(&mut native).await;
+    assert_eq!(got["event"], "late", "{got}");
+    // A new socket is sent elsewhere (nginx retries a 503 upgrade on the next node).
+    for path in ["/ws?channel=general", &format!("/app/{key}?protocol=7")] {
+        match tokio_tungstenite::connect_async(format!("{ws_base}{path}")).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(refused)) => {
+                assert_eq!(refused.status(), 503, "{path}")
+            }
+            other => panic!(
+                "{path}: a new socket while draining: {:?}",
+                other.map(|(_, r)| r.status())
+            ),
+        }
+    }
+
+    // Then the sockets are asked to reconnect, not before the drain is over.
+    let frame = crate::common::expect_close(&mut native).await.expect("close frame");
+    assert_eq!(u16::from(frame.code), 1012, "{frame:?}");
+    assert!(term.elapsed() >= Duration::from_millis(1400), "{:?}", term.elapsed());
+    let frame = crate::common::expect_close(&mut pusher).await.expect("close frame");
+    assert_eq!(u16::from(frame.code), 4200, "{frame:?}");
+    let exit = tokio::time::timeout(Duration::from_secs(15), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(exit.code(), Some(0));
+    let _ = std::fs::remove_dir_all(&dir);
+}

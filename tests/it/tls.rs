@@ -12,7 +12,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use crate::common::*;
 
 /// A CA and leaf certificates it signs, in a temporary directory.
-struct Pki {
+pub(crate) struct Pki {
     dir: PathBuf,
 }
 
@@ -36,7 +36,7 @@ fn openssl(dir: &Path, args: &[&str]) {
 }
 
 impl Pki {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let dir = std::env::temp_dir().join(format!("rustaxum-tls-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();
         openssl(
@@ -63,7 +63,7 @@ impl Pki {
     }
 
     /// A leaf for 127.0.0.1 and localhost named `name` (its CN), signed by the CA.
-    fn leaf(&self, name: &str) -> (PathBuf, PathBuf) {
+    pub(crate) fn leaf(&self, name: &str) -> (PathBuf, PathBuf) {
         let ext = self.dir.join(format!("{name}.ext"));
         std::fs::write(&ext, "subjectAltName=IP:127.0.0.1,DNS:localhost\n").unwrap();
         openssl(
@@ -109,7 +109,7 @@ impl Pki {
         )
     }
 
-    fn ca(&self) -> PathBuf {
+    pub(crate) fn ca(&self) -> PathBuf {
         self.dir.join("ca.pem")
     }
 }
@@ -137,7 +137,7 @@ async fn tls_server(cert: &Path, key: &Path, env: &[(&str, &str)]) -> (tokio::pr
     (child, port)
 }
 
-fn https(ca: &Path) -> reqwest::Client {
+pub(crate) fn https(ca: &Path) -> reqwest::Client {
     let ca = reqwest::Certificate::from_pem(&std::fs::read(ca).unwrap()).unwrap();
     reqwest::Client::builder().add_root_certificate(ca).build().unwrap()
 }

@@ -265,7 +265,7 @@ pub struct Checks {
 #[utoipa::path(get, path = "/api/v1/ready", tag = "emithub", responses((status = 200, body = Ready), (status = 503, body = Ready, description = "the database does not answer, or the server is shutting down")))]
 pub(crate) async fn ready(State(st): State<AppState>) -> (StatusCode, Json<Ready>) {
     let (code, status, database) = match st.emithub.check().await {
-        Ok(()) if !st.node.hub().is_shutting_down() => (StatusCode::OK, "ready", "ok".to_string()),
+        Ok(()) if !st.node.hub().is_draining() => (StatusCode::OK, "ready", "ok".to_string()),
         Ok(()) => (StatusCode::SERVICE_UNAVAILABLE, "not_ready", "ok".to_string()),
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, "not_ready", e.to_string()),
     };

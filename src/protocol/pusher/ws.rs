@@ -35,9 +35,9 @@ pub(crate) async fn upgrade(
         Ok(ws) => socket::configure(ws, &st),
         Err(refused) => return refused,
     };
-    // Only a server shutting down refuses at the HTTP level.
-    if st.node.hub().is_shutting_down() {
-        return ApiError::unavailable("server is shutting down").into_response();
+    // Only a server draining or shutting down refuses at the HTTP level.
+    if st.node.hub().is_draining() {
+        return ApiError::unavailable("server is shutting down: connect to another node").into_response();
     }
     let app = match check(&st, &key, query.get("protocol").map(String::as_str)) {
         Ok(app) => app,
@@ -409,7 +409,7 @@ impl Handler for PusherSession {
     }
 
     fn close_reason(&self, reason: CloseReason) -> CloseReason {
-        if reason == CloseReason::SHUTDOWN {
+        if reason == CloseReason::SHUTDOWN || reason == CloseReason::RESTART {
             // 4200: "generic reconnect immediately": another node (or this one restarted)
             // will take the client.
             CloseReason {

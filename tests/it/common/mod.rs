@@ -43,17 +43,25 @@ pub fn config() -> Config {
     Config::from_lookup(|k| match k {
         "JWT_SECRET" => Some(SECRET.into()),
         "EMIT_HUB_DB_PATH" => Some(":memory:".into()),
+        "BROADCAST_DRAIN_SECONDS" => Some("0".into()),
         "BROADCAST_PUBLIC_CHANNELS" => Some("other,news,alpha,beta,chat,firehose,orders,jobs,heartbeat,updates".into()),
         _ => None,
     })
     .expect("test config")
 }
 
-/// The configuration of `lookup` (and an EmitHub database in memory unless `lookup` names
-/// one), as `Config::from_lookup` would read it from the environment.
+/// The configuration of `lookup` (and, unless `lookup` names them, an EmitHub database in
+/// memory and no drain on shutdown), as `Config::from_lookup` would read it from the
+/// environment.
 pub fn config_from(lookup: impl Fn(&str) -> Option<String>) -> Config {
-    Config::from_lookup(|k| lookup(k).or_else(|| (k == "EMIT_HUB_DB_PATH").then(|| ":memory:".into())))
-        .expect("test config")
+    Config::from_lookup(|k| {
+        lookup(k).or_else(|| match k {
+            "EMIT_HUB_DB_PATH" => Some(":memory:".into()),
+            "BROADCAST_DRAIN_SECONDS" => Some("0".into()),
+            _ => None,
+        })
+    })
+    .expect("test config")
 }
 
 /// A loopback port that was free a moment ago.
@@ -381,6 +389,7 @@ pub fn server_command() -> Command {
     cmd.env("BROADCAST_APP_PORT", "off")
         .env("BROADCAST_RTC_PORT", "off")
         .env("EMIT_HUB_DB_PATH", ":memory:")
+        .env("BROADCAST_DRAIN_SECONDS", "0")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
