@@ -53,10 +53,6 @@ pub struct BenchArgs {
     /// The subscribers' wire protocol.
     #[arg(long, value_enum, default_value_t = BenchProtocol::Native)]
     pub protocol: BenchProtocol,
-    /// A PEM file of CA certificates to trust for https:// and wss:// (a server with
-    /// BROADCAST_TLS_CERT signed by a private or test CA).
-    #[arg(long)]
-    pub ca: Option<std::path::PathBuf>,
     /// Subscribers offer permessage-deflate (RFC 7692; ws:// only); the report then
     /// includes the bytes they read per delivery.
     #[arg(long)]
@@ -195,17 +191,10 @@ pub async fn run(client: &ApiClient, args: &BenchArgs) -> Result<(), CliError> {
 /// Runs the benchmark and returns the figures.
 pub async fn measure(client: &ApiClient, args: &BenchArgs) -> Result<BenchReport, CliError> {
     let n = args.connections.max(1);
-    let client = &match &args.ca {
-        Some(ca) => client.with_ca(ca)?,
-        None => client.clone(),
-    };
-    let tls = match &args.ca {
-        Some(ca) => Some(tls_connector(ca)?),
-        None => None,
-    };
+    let tls = client.connector();
     let mut bases = vec![client.ws_base()];
     for other in &args.also {
-        bases.push(ApiClient::new(other, None)?.ws_base());
+        bases.push(client.for_server(other)?.ws_base());
     }
     let urls: Vec<String> = bases
         .iter()
@@ -420,26 +409,6 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     let stime: u64 = fields.get(12)?.parse().ok()?;
     // Linux reports these in USER_HZ, 100 per second on every mainstream architecture.
     Some((utime + stime) as f64 / 100.0)
-}
-
-/// A wss:// connector trusting the CA certificates in the PEM file `ca`.
-fn tls_connector(ca: &std::path::Path) -> Result<tokio_tungstenite::Connector, CliError> {
-    use rustls_pki_types::pem::PemObject;
-    use tokio_rustls::rustls;
-    let bad = |e: String| CliError::Usage(format!("--ca {}: {e}", ca.display()));
-    let pem = std::fs::read(ca).map_err(|e| bad(e.to_string()))?;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pki_types::CertificateDer::pem_slice_iter(&pem) {
-        roots
-            .add(cert.map_err(|e| bad(e.to_string()))?)
-            .map_err(|e| bad(e.to_string()))?;
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| bad(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(tokio_tungstenite::Connector::Rustls(Arc::new(config)))
 }
 
 /// A refused WebSocket upgrade, with what to do about it: the benchmark's channel must

@@ -8,12 +8,14 @@ use serde_json::Value;
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
     /// The server could not be reached at all.
-    #[error("cannot reach rustaxum at {url}: {reason} (is the server running? use --server URL)")]
+    #[error("cannot reach rustaxum at {url}: {reason} ({hint})")]
     Unreachable {
         /// The URL tried.
         url: String,
         /// The network error.
         reason: String,
+        /// What to do about it (a TLS failure says which option helps).
+        hint: &'static str,
     },
     /// The server answered with an error.
     #[error("server answered {status}: {error}: {message}")]
@@ -53,37 +55,36 @@ pub struct ApiClient {
     base: String,
     token: Option<String>,
     http: reqwest::Client,
+    trust: super::tls::Trust,
 }
 
 impl ApiClient {
-    /// A client for `base` (e.g. `http://127.0.0.1:8080`), sending `token` as Bearer if given.
-    pub fn new(base: &str, token: Option<String>) -> Result<Self, CliError> {
+    /// A client for `base` (e.g. `http://127.0.0.1:8080`), sending `token` as Bearer if
+    /// given, trusting `trust`'s certificates over https.
+    pub fn new(base: &str, token: Option<String>, trust: &super::tls::Trust) -> Result<Self, CliError> {
         let base = server_url(base)?;
-        let http = reqwest::Client::builder()
+        let http = trust
+            .http()
             .timeout(Duration::from_secs(10))
             .connect_timeout(Duration::from_secs(3))
-            .build()
-            .map_err(|e| CliError::Usage(format!("cannot build HTTP client: {e}")))?;
-        Ok(Self { base, token, http })
-    }
-
-    /// The same client trusting the CA certificates of the PEM file `ca` too (a private or
-    /// test CA of a server with `BROADCAST_TLS_CERT`).
-    pub fn with_ca(&self, ca: &std::path::Path) -> Result<Self, CliError> {
-        let pem = std::fs::read(ca).map_err(|e| CliError::Usage(format!("--ca {}: {e}", ca.display())))?;
-        let cert = reqwest::Certificate::from_pem(&pem)
-            .map_err(|e| CliError::Usage(format!("--ca {}: not a PEM certificate: {e}", ca.display())))?;
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .connect_timeout(Duration::from_secs(3))
-            .add_root_certificate(cert)
             .build()
             .map_err(|e| CliError::Usage(format!("cannot build HTTP client: {e}")))?;
         Ok(Self {
-            base: self.base.clone(),
-            token: self.token.clone(),
+            base,
+            token,
             http,
+            trust: trust.clone(),
         })
+    }
+
+    /// The same trust for another server (a cluster's other nodes).
+    pub fn for_server(&self, base: &str) -> Result<Self, CliError> {
+        Self::new(base, self.token.clone(), &self.trust)
+    }
+
+    /// The connector for this server's `wss://` URLs (`None` over plain `ws://`).
+    pub fn connector(&self) -> Option<tokio_tungstenite::Connector> {
+        self.base.starts_with("https://").then(|| self.trust.connector())
     }
 
     /// The server's base URL.
@@ -154,9 +155,13 @@ impl ApiClient {
         if let Some(t) = &self.token {
             req = req.bearer_auth(t);
         }
-        let unreachable = |e: reqwest::Error| CliError::Unreachable {
-            url: self.base.clone(),
-            reason: root_cause(&e),
+        let unreachable = |e: reqwest::Error| {
+            let reason = root_cause(&e);
+            CliError::Unreachable {
+                url: self.base.clone(),
+                hint: super::tls::hint(&reason),
+                reason,
+            }
         };
         let mut resp = req.send().await.map_err(unreachable)?;
         let status = resp.status();

@@ -22,6 +22,7 @@ pub mod client;
 mod commands;
 #[cfg(feature = "bench-report")]
 pub mod report;
+pub mod tls;
 
 use std::process::ExitCode;
 
@@ -55,6 +56,13 @@ pub struct Target {
     /// ./emit_hub.toml if present).
     #[arg(long)]
     pub config: Option<std::path::PathBuf>,
+    /// A PEM file of CA certificates to trust for https:// and wss:// too (a server whose
+    /// BROADCAST_TLS_CERT a private CA signed); SSL_CERT_FILE is read as well.
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<std::path::PathBuf>,
+    /// Accept any certificate (its name and issuer unchecked): for a test server only.
+    #[arg(long)]
+    pub insecure: bool,
 }
 
 /// Command groups.
@@ -320,6 +328,8 @@ pub async fn run(cli: Cli) -> ExitCode {
     let misplaced: Vec<&str> = [
         ("--server", top.server.is_some() && command.target().is_none()),
         ("--token", top.token.is_some() && command.target().is_none()),
+        ("--ca", top.ca.is_some() && command.target().is_none()),
+        ("--insecure", top.insecure && command.target().is_none()),
         #[cfg(feature = "bench-report")]
         (
             "--config",
@@ -358,7 +368,14 @@ pub async fn run(cli: Cli) -> ExitCode {
     }
     let base = target.server.or(top.server).unwrap_or_else(|| config.server_url());
     let token = target.token.or(top.token).or_else(|| config.server.api_token.clone());
-    let client = match client::ApiClient::new(&base, token) {
+    let trust = match tls::Trust::new(
+        target.ca.as_deref().or(top.ca.as_deref()),
+        target.insecure || top.insecure,
+    ) {
+        Ok(t) => t,
+        Err(e) => return fail(&e, 2),
+    };
+    let client = match client::ApiClient::new(&base, token, &trust) {
         Ok(c) => c,
         Err(e) => return fail(&e, 2),
     };

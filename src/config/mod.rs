@@ -559,16 +559,18 @@ impl Config {
         Ok((merged, live, restart))
     }
 
-    /// The base URL a local client (the CLI) uses to reach this server.
+    /// The base URL a local client (the CLI) uses to reach this server: `https://` when
+    /// it serves TLS (`BROADCAST_TLS_CERT`).
     pub fn server_url(&self) -> String {
         let host = if self.server.host.is_unspecified() {
             IpAddr::from([127, 0, 0, 1])
         } else {
             self.server.host
         };
+        let scheme = if self.server.tls.is_some() { "https" } else { "http" };
         match host {
-            IpAddr::V6(v6) => format!("http://[{v6}]:{}", self.server.port),
-            IpAddr::V4(v4) => format!("http://{v4}:{}", self.server.port),
+            IpAddr::V6(v6) => format!("{scheme}://[{v6}]:{}", self.server.port),
+            IpAddr::V4(v4) => format!("{scheme}://{v4}:{}", self.server.port),
         }
     }
 }

@@ -474,3 +474,97 @@ async fn certificates_that_are_not_valid_now_are_warned_about_with_their_dates()
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+// artisan reaches a TLS node (issue 35): it trusts `--ca` and SSL_CERT_FILE, skips the
+// check with `--insecure`, says "pass --ca" when the issuer is unknown, and speaks https://
+// by itself beside a `.env` that configures BROADCAST_TLS_CERT.
+#[tokio::test]
+async fn artisan_reaches_a_tls_node_and_says_what_to_pass_when_it_cannot() {
+    let pki = Pki::new();
+    let (cert, key) = pki.leaf("artisan");
+    let (child, port) = tls_server(&cert, &key, &[]).await;
+    let server = format!("https://127.0.0.1:{port}");
+    let dir = pki.dir.join("node");
+    std::fs::create_dir_all(&dir).unwrap();
+    let artisan = |args: &[&str]| {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_artisan"));
+        for (k, _) in std::env::vars() {
+            if k.starts_with("BROADCAST_") || k == "SSL_CERT_FILE" {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.current_dir(&dir).args(args);
+        cmd
+    };
+    let stats = |out: &std::process::Output| {
+        let (o, e) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        (out.status.code(), format!("{o}{e}"))
+    };
+
+    let (code, text) = stats(
+        &artisan(&["broadcast", "stats", "--server", &server])
+            .output()
+            .await
+            .unwrap(),
+    );
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("pass --ca FILE"), "{text}");
+    let plain = format!("http://127.0.0.1:{port}");
+    let (code, text) = stats(
+        &artisan(&["broadcast", "stats", "--server", &plain])
+            .output()
+            .await
+            .unwrap(),
+    );
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("use https://"), "{text}");
+
+    let ca = pki.ca();
+    let ca = ca.to_str().unwrap();
+    for (how, mut cmd) in [
+        (
+            "--ca",
+            artisan(&["broadcast", "stats", "--server", &server, "--ca", ca]),
+        ),
+        (
+            "--ca before broadcast",
+            artisan(&["--ca", ca, "broadcast", "stats", "--server", &server]),
+        ),
+        (
+            "--insecure",
+            artisan(&["broadcast", "stats", "--server", &server, "--insecure"]),
+        ),
+        ("SSL_CERT_FILE", {
+            let mut c = artisan(&["broadcast", "stats", "--server", &server]);
+            c.env("SSL_CERT_FILE", ca);
+            c
+        }),
+    ] {
+        let (code, text) = stats(&cmd.output().await.unwrap());
+        assert_eq!(code, Some(0), "{how}: {text}");
+        assert!(text.contains("onnections"), "{how}: {text}");
+    }
+
+    // Beside the node's .env, no --server: https:// on its port.
+    std::fs::write(
+        dir.join(".env"),
+        format!(
+            "BROADCAST_TLS_CERT={}\nBROADCAST_TLS_KEY={}\nBROADCAST_WEBSOCKET_PORT={port}\n",
+            cert.display(),
+            key.display()
+        ),
+    )
+    .unwrap();
+    let (code, text) = stats(&artisan(&["broadcast", "stats", "--ca", ca]).output().await.unwrap());
+    assert_eq!(code, Some(0), "{text}");
+    let (code, text) = stats(&artisan(&["broadcast", "stats"]).output().await.unwrap());
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains(&format!("https://127.0.0.1:{port}")) && text.contains("--ca"),
+        "{text}"
+    );
+    terminate(child).await;
+}
