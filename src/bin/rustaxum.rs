@@ -16,17 +16,17 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[command(version, about)]
 struct Args {
     /// Address to listen on (overrides BROADCAST_HOST).
-    #[arg(long)]
+    #[arg(long, global = true)]
     host: Option<IpAddr>,
     /// WebSocket port, 0 for any free port (overrides BROADCAST_WEBSOCKET_PORT).
-    #[arg(long)]
+    #[arg(long, global = true)]
     port: Option<u16>,
     /// Application port, 0 for any free port, or `off` (overrides BROADCAST_APP_PORT).
     #[arg(long)]
     app_port: Option<String>,
     /// Configuration file (default: BROADCAST_CONFIG_FILE, else ./emit_hub.toml if present).
     /// The environment wins over it; it is reloaded when it changes.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", global = true)]
     config: Option<PathBuf>,
     /// Print every environment variable (default, file key, whether it reloads) and exit.
     #[arg(long)]
@@ -34,11 +34,33 @@ struct Args {
     /// Print a complete, commented configuration file of the current settings and exit.
     #[arg(long)]
     generate_config: bool,
+    /// Instead of serving: a probe of a running server.
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(clap::Subcommand)]
+enum Command {
+    /// Asks the server this configuration describes (its port, https:// with
+    /// BROADCAST_TLS_CERT, loopback when it listens on every address) whether it is
+    /// alive (`/health`) or, with --ready, taking traffic (`/ready`: 503 while draining
+    /// or degraded). Exit 0 when it answered 200, 1 otherwise: a container health check
+    /// without curl.
+    Health {
+        /// Ask `/ready` instead of `/health`.
+        #[arg(long)]
+        ready: bool,
+    },
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args = Args::parse();
+    // A mistyped option is a start-up error too: a JSON line with LOG_FORMAT=json.
+    let args = match Args::try_parse() {
+        Ok(args) => args,
+        Err(e) if e.use_stderr() && json_logs() => return fail(&e.to_string().trim_end(), 2),
+        Err(e) => e.exit(),
+    };
     if args.show_env_vars {
         out(&rustaxum::config::file::show_env_vars());
         return ExitCode::SUCCESS;
@@ -49,6 +71,16 @@ async fn main() -> ExitCode {
     };
     if let Err(e) = rustaxum::cli::apply_listen_args(&mut config, args.host, args.port, args.app_port.as_deref()) {
         return fail(&e, 2);
+    }
+    if let Some(Command::Health { ready }) = args.command {
+        use rustaxum::cli::health::{probe, Probe};
+        return match probe(&config, if ready { Probe::Ready } else { Probe::Alive }).await {
+            Ok(said) => {
+                out(&format!("{said}\n"));
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&e, 1),
+        };
     }
     if args.generate_config {
         out(&config.sources.to_toml());
@@ -71,12 +103,16 @@ fn out(text: &str) {
     let _ = stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush());
 }
 
+/// `LOG_FORMAT=json` (from the environment or the `.env` read by then).
+fn json_logs() -> bool {
+    std::env::var("LOG_FORMAT").is_ok_and(|f| f.trim().eq_ignore_ascii_case("json"))
+}
+
 /// Reports a start-up error on stderr (as a JSON line with `LOG_FORMAT=json`) and exits.
 fn fail(e: &dyn std::fmt::Display, code: u8) -> ExitCode {
     use std::io::Write;
-    let json = std::env::var("LOG_FORMAT").is_ok_and(|f| f.trim().eq_ignore_ascii_case("json"));
-    let line = if json {
-        serde_json::json!({"level": "ERROR", "target": "rustaxum", "fields": {"message": e.to_string()}}).to_string()
+    let line = if json_logs() {
+        rustaxum::server::json_line("ERROR", &e.to_string())
     } else {
         format!("rustaxum: {e}")
     };

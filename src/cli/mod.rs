@@ -20,6 +20,7 @@ macro_rules! say {
 pub mod bench;
 pub mod client;
 mod commands;
+pub mod health;
 #[cfg(feature = "bench-report")]
 pub mod report;
 pub mod tls;

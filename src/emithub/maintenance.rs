@@ -84,7 +84,11 @@ impl EmitHub {
                 let mut reload = true;
                 loop {
                     if reload {
-                        match this.reload_all().await {
+                        let loaded = match this.write_back_if_lost().await {
+                            Ok(()) => this.reload_all().await,
+                            Err(e) => Err(e),
+                        };
+                        match loaded {
                             Ok(()) => {
                                 reload = false;
                                 backoff = Duration::from_millis(100);
@@ -127,6 +131,40 @@ impl EmitHub {
                 }
             });
         }
+    }
+}
+
+impl EmitHub {
+    /// Before loading from a shared store: when its generation changed since this node
+    /// last loaded (Redis came back empty, or a failover lost writes), writes back every
+    /// channel this node holds (definition, state, settings) that the store no longer
+    /// has, as presence writes its members back. A channel another node deleted while
+    /// this one was away stays deleted: the generation is the same then.
+    async fn write_back_if_lost(&self) -> Result<(), StoreError> {
+        let fresh = Uuid::new_v4().to_string();
+        let Some(now) = self.store.generation(&fresh).await? else {
+            return Ok(());
+        };
+        let before = self.generation.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if before.as_ref().is_none_or(|b| *b == now) {
+            *self.generation.lock().unwrap_or_else(|p| p.into_inner()) = Some(now);
+            return Ok(());
+        }
+        let held: Vec<ManagedChannel> = read(&self.channels).values().cloned().collect();
+        let mut restored = 0usize;
+        for channel in &held {
+            if self.store.restore(channel).await? {
+                restored += 1;
+            }
+        }
+        tracing::warn!(
+            channels = held.len(),
+            written_back = restored,
+            "the EmitHub store lost its data (Redis restarted empty, or a failover lost writes): \
+             wrote back the channels this node holds; their kept messages are gone unless Redis persists them"
+        );
+        *self.generation.lock().unwrap_or_else(|p| p.into_inner()) = Some(now);
+        Ok(())
     }
 }
 

@@ -212,6 +212,8 @@ pub struct EmitHub {
     redb: Option<RedbStore>,
     order: tokio::sync::Mutex<()>,
     changes: tokio::sync::broadcast::Sender<ChannelChange>,
+    /// The store's generation when this node last loaded from it (see `write_back_if_lost`).
+    generation: std::sync::Mutex<Option<String>>,
 }
 
 pub use crate::lifecycle::ChannelChange;
@@ -295,6 +297,7 @@ impl EmitHub {
             redb: None,
             order: tokio::sync::Mutex::new(()),
             changes: tokio::sync::broadcast::channel(1024).0,
+            generation: std::sync::Mutex::new(None),
         }
     }
 

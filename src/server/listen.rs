@@ -121,7 +121,11 @@ pub async fn run_routed(
             sockets = hub.connection_count(),
             "draining for {drain_for:?} (BROADCAST_DRAIN_SECONDS): /ready answers 503, sockets are asked to reconnect after"
         );
-        tokio::time::sleep(drain_for).await;
+        // A second SIGINT/SIGTERM (an impatient operator, Ctrl-C twice) ends the drain.
+        tokio::select! {
+            _ = tokio::time::sleep(drain_for) => {}
+            _ = crate::server::shutdown_signal() => tracing::info!("a second signal: the drain ends now"),
+        }
     }
     let started = std::time::Instant::now();
     let (sockets, open) = (hub.connection_count(), connections.len());

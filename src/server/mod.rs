@@ -6,7 +6,7 @@ mod process;
 pub mod tls;
 
 pub use listen::{run, run_listeners, run_routed};
-pub use process::{init_tracing, say, serve, set_log_filter, shutdown_signal};
+pub use process::{init_tracing, json_line, say, serve, set_log_filter, shutdown_signal};
 
 use std::net::SocketAddr;
 use std::sync::Arc;

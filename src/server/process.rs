@@ -313,18 +313,32 @@ pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
 /// Whether logs are JSON (`LOG_FORMAT=json`): then stdout's lines are JSON too.
 static JSON_LOGS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-/// Writes a line for scripts to stdout (`rustaxum listening on ...`): plain text, or a
-/// JSON object `{"message": ...}` with `LOG_FORMAT=json`, so a merged stream stays JSON.
-/// A closed stdout (`rustaxum | head -1`) is not an error.
+/// Writes a line for scripts to stdout (`rustaxum listening on ...`): plain text, or with
+/// `LOG_FORMAT=json` a JSON object shaped as the log's own lines ([`json_line`]), so a
+/// merged stream stays JSON. A closed stdout (`rustaxum | head -1`) is not an error.
 pub fn say(line: &str) {
     use std::io::Write;
     let text = if JSON_LOGS.load(std::sync::atomic::Ordering::Relaxed) {
-        serde_json::json!({ "message": line }).to_string()
+        json_line("INFO", line)
     } else {
         line.to_string()
     };
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{text}").and_then(|()| out.flush());
+}
+
+/// One line in the shape of the JSON log (`tracing-subscriber`'s): `timestamp` (RFC 3339,
+/// UTC, microseconds), `level`, `fields.message` and `target`. For what is written
+/// outside the log: stdout's lines and the errors that stop start-up.
+pub fn json_line(level: &str, message: &str) -> String {
+    let timestamp = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    serde_json::json!({
+        "timestamp": timestamp,
+        "level": level,
+        "fields": {"message": message},
+        "target": "rustaxum",
+    })
+    .to_string()
 }
 
 /// Whether log lines get colours: only on a terminal, and not with `NO_COLOR` set

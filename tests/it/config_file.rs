@@ -33,7 +33,7 @@ async fn start(cmd: &mut Command) -> (Child, String, Lines<BufReader<ChildStderr
     // With LOG_FORMAT=json the line is a JSON object too.
     let line = serde_json::from_str::<serde_json::Value>(&line)
         .ok()
-        .and_then(|v| v["message"].as_str().map(str::to_string))
+        .and_then(|v| v["fields"]["message"].as_str().map(str::to_string))
         .unwrap_or(line);
     let url = line.strip_prefix("rustaxum listening on ").expect(&line).to_string();
     tokio::spawn(async move { while let Ok(Some(_)) = out.next_line().await {} });

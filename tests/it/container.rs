@@ -21,9 +21,14 @@ struct Image {
     healthcheck: String,
 }
 
-fn image() -> Image {
+/// The Dockerfile's last stage (what the image runs), lines continued with `\` joined.
+fn runtime_stage() -> String {
     let text = std::fs::read_to_string("Dockerfile").unwrap();
-    let runtime = text.rsplit("\nFROM ").next().unwrap().replace("\\\n", " ");
+    text.rsplit("\nFROM ").next().unwrap().replace("\\\n", " ")
+}
+
+fn image() -> Image {
+    let runtime = runtime_stage();
     let mut image = Image {
         env: BTreeMap::new(),
         expose: Vec::new(),
@@ -80,18 +85,41 @@ fn the_dockerfile_matches_the_code() {
         rustaxum::emithub::DEFAULT_EMIT_HUB_DB_PATH.starts_with("./"),
         "relative to WORKDIR"
     );
-    // The health check asks a route the server has, on the port the image listens on.
-    assert!(image.healthcheck.contains("/health") && image.healthcheck.contains("${BROADCAST_WEBSOCKET_PORT}"));
-    // The compose file runs the same ports and gives the token it requires.
+    // The health check is the binary's own probe (no curl in the image: a TLS node or
+    // one with the app port off would be unhealthy forever with a fixed http:// URL).
+    assert!(
+        image.healthcheck.ends_with(r#"CMD ["rustaxum", "health"]"#),
+        "{}",
+        image.healthcheck
+    );
+    assert!(
+        !runtime_stage()
+            .lines()
+            .any(|l| l.contains("apt-get install") && l.contains("curl")),
+        "the image installs no curl"
+    );
+    // The compose file runs the same ports and gives the token it requires; reads ./.env;
+    // builds one image and runs it twice; keeps Redis's data; probes readiness with the
+    // binary; gives the drain its time.
     let compose = std::fs::read_to_string("docker-compose.prod.yml").unwrap();
     for needle in [
         "BROADCAST_API_TOKEN: ${BROADCAST_API_TOKEN:?",
         "BROADCAST_RTC_PORT: \"8081\"",
-        "/ready",
+        r#"test: ["CMD", "rustaxum", "health", "--ready"]"#,
         "\"8081:8081\"",
+        "env_file:",
+        "path: .env",
+        r#""--appendonly", "yes""#,
+        "redis-data:/data",
+        "ipv4_address: 172.28.0.11",
+        "ipv4_address: 172.28.0.12",
+        "pull_policy: never",
+        "stop_grace_period: 20s",
     ] {
         assert!(compose.contains(needle), "docker-compose.prod.yml: {needle}");
     }
+    assert_eq!(compose.matches("\n    build: .").count(), 1, "the image is built once");
+    assert!(!compose.contains("\"curl\""));
     // The build copies what Cargo.toml declares (examples and the test crate included).
     let ignore = std::fs::read_to_string(".dockerignore").unwrap();
     for kept in ["src", "examples", "tests/it"] {
@@ -201,6 +229,127 @@ async fn the_image_starts_as_its_unprivileged_user_in_its_working_directory() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+// Issue 35: the health check is `rustaxum health`, run in the container beside the server
+// with the same environment: it finds the port and the scheme itself (https:// for a TLS
+// node, whose certificate names no loopback address), exits 0 while the server answers,
+// `--ready` fails while it drains, and both fail (naming the URL) once it is gone.
+#[tokio::test]
+async fn the_health_check_is_the_binary_and_speaks_what_the_node_speaks() {
+    let dir = volume_dir();
+    let pki = crate::tls::Pki::new();
+    let (cert, key) = pki.leaf("health");
+    // The image's user must read the key (a mounted secret would be made readable so).
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    for tls in [false, true] {
+        let ws = free_port();
+        let mut env = vec![
+            ("BROADCAST_API_TOKEN", "image-token-0123456789abcdef".to_string()),
+            ("BROADCAST_APP_PORT", "off".to_string()),
+            ("BROADCAST_WEBSOCKET_PORT", ws.to_string()),
+            ("BROADCAST_RTC_PORT", "off".to_string()),
+            ("BROADCAST_DRAIN_SECONDS", "2".to_string()),
+        ];
+        if tls {
+            env.push(("BROADCAST_TLS_CERT", cert.display().to_string()));
+            env.push(("BROADCAST_TLS_KEY", key.display().to_string()));
+        }
+        let health = |args: &[&str]| {
+            let mut cmd = as_in_the_image(&dir, &env);
+            cmd.arg("health").args(args);
+            cmd.output()
+        };
+        let scheme = if tls { "https" } else { "http" };
+        let out = health(&[]).await.unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "nothing listens yet: {err}");
+        assert!(err.contains(&format!("{scheme}://127.0.0.1:{ws}/health")), "{err}");
+
+        let mut server = as_in_the_image(&dir, &env).spawn().unwrap();
+        let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
+        let first = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+            .await
+            .expect("started")
+            .unwrap()
+            .unwrap_or_default();
+        assert_eq!(first, format!("rustaxum listening on {scheme}://0.0.0.0:{ws}"));
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        for args in [&[][..], &["--ready"][..]] {
+            let out = health(args).await.unwrap();
+            let said = String::from_utf8_lossy(&out.stdout);
+            assert_eq!(
+                out.status.code(),
+                Some(0),
+                "{args:?}: {said}{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let path = if args.is_empty() { "health" } else { "ready" };
+            assert!(
+                said.starts_with(&format!("{scheme}://127.0.0.1:{ws}/{path}: 200")),
+                "{said}"
+            );
+        }
+        // Draining: alive, not ready.
+        let pid = server.id().unwrap().to_string();
+        assert!(std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success());
+        let deadline = std::time::Instant::now() + Duration::from_secs(1);
+        let out = loop {
+            let out = health(&["--ready"]).await.unwrap();
+            if out.status.code() == Some(1) || std::time::Instant::now() > deadline {
+                break out;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains("503") && err.contains("draining"), "{err}");
+        assert_eq!(
+            health(&[]).await.unwrap().status.code(),
+            Some(0),
+            "alive while draining"
+        );
+        let exit = tokio::time::timeout(Duration::from_secs(15), server.wait())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(exit.code(), Some(0));
+        assert_eq!(health(&[]).await.unwrap().status.code(), Some(1), "gone");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+// The image itself, where a Docker daemon runs (none on the CI machine: the test says so
+// and checks the files above instead).
+#[tokio::test]
+async fn the_image_builds_where_docker_runs() {
+    let daemon = tokio::process::Command::new("docker")
+        .args(["info", "--format", "{{.ServerVersion}}"])
+        .output()
+        .await;
+    match daemon {
+        Ok(out) if out.status.success() => {}
+        Ok(_) | Err(_) => {
+            println!("no Docker daemon on this machine: the image is not built here (the Dockerfile is checked by the_dockerfile_matches_the_code)");
+            return;
+        }
+    }
+    let out = tokio::process::Command::new("docker")
+        .args(["build", "--quiet", "-t", "rustaxum:test", "."])
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = tokio::process::Command::new("docker")
+        .args(["run", "--rm", "rustaxum:test", "rustaxum", "health", "--help"])
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
 // The systemd unit in deploy/ is one systemd accepts (its own verifier), with the binary
 // it starts; the hardening leaves what the server needs (raising its open-files limit).
 #[tokio::test]
@@ -208,6 +357,15 @@ async fn the_systemd_unit_is_valid() {
     let unit = std::fs::read_to_string("deploy/rustaxum.service").unwrap();
     assert!(unit.contains("ExecStart=/usr/local/bin/rustaxum\n"));
     assert!(unit.contains("ExecReload=/bin/kill -HUP $MAINPID"), "reload is SIGHUP");
+    // The install comments, run in order on a fresh machine, leave nothing out: the
+    // directory of the environment file exists before the file is installed into it.
+    let steps: Vec<&str> = unit.lines().filter_map(|l| l.strip_prefix("#   sudo ")).collect();
+    let dir = steps
+        .iter()
+        .position(|s| s.starts_with("install -d") && s.contains("/etc/rustaxum"));
+    let env = steps.iter().position(|s| s.contains("/etc/rustaxum/rustaxum.env"));
+    assert!(matches!((dir, env), (Some(d), Some(e)) if d < e), "{steps:?}");
+    assert!(unit.contains("Type=notify"));
     assert!(
         !unit.contains("@resources"),
         "setrlimit (the open-files limit) must stay allowed"

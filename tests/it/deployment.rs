@@ -8,7 +8,7 @@ use crate::common::redis::{unique_prefix, RedisServer};
 use crate::common::*;
 use serde_json::json;
 
-struct Nginx {
+pub(crate) struct Nginx {
     child: Child,
     dir: std::path::PathBuf,
 }
@@ -28,14 +28,16 @@ impl Drop for Nginx {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if std::env::var_os("KEEP_NGINX").is_none() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 
 /// nginx with the repository's config; `apps` are the (application, WebSocket) ports of
 /// the two instances, `port` the front port (and the typed-frame service's front port
 /// with its instances' ports, when given).
-fn start_nginx(apps: [(u16, u16); 2], port: u16) -> Nginx {
+pub(crate) fn start_nginx(apps: [(u16, u16); 2], port: u16) -> Nginx {
     start_nginx_with_rtc(apps, port, None)
 }
 

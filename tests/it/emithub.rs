@@ -1164,3 +1164,100 @@ async fn a_channel_another_node_just_created_can_be_managed_at_once() {
     on_b.start(fresh).await;
     assert_eq!(on_b.broadcast(fresh, "first").await.0, 200);
 }
+
+// Issue 35: a Redis restarted without persistence (the compose file's Redis until now)
+// came back empty, and every node then forgot every EmitHub channel (404, no log line).
+// Now the nodes notice the lost generation and write back what they hold: definitions,
+// states and settings. A channel deleted afterwards stays deleted.
+#[tokio::test]
+async fn emithub_channels_survive_a_redis_that_restarts_empty() {
+    let mut redis = RedisServer::start();
+    let prefix = unique_prefix();
+    let a = start_with(cluster_config(&redis, &prefix)).await;
+    let b = start_with(cluster_config(&redis, &prefix)).await;
+    for node in [&a, &b] {
+        wait_ready(node).await;
+    }
+    let (on_a, on_b) = (Api::of(&a), Api::of(&b));
+    let paused = on_a
+        .create(json!({"name": "Orders", "description": "kept", "settings": {"persist_messages": true, "rate_limit_per_minute": 30, "max_connections": 7}}))
+        .await;
+    let paused_id = paused["id"].as_str().unwrap().to_string();
+    on_a.start(&paused_id).await;
+    assert_eq!(on_a.put(&paused_id, "pause").await.0, 200);
+    let created = on_b.create(json!({"name": "Draft"})).await;
+    let created_id = created["id"].as_str().unwrap().to_string();
+    let snapshot = |api: &'static str, v: Value| {
+        (
+            api,
+            v["name"].clone(),
+            v["status"].clone(),
+            v["description"].clone(),
+            v["settings"].clone(),
+        )
+    };
+    let before_paused = snapshot("paused", on_a.get(&format!("/channels/{paused_id}")).await.1);
+    let before_created = snapshot("created", on_b.get(&format!("/channels/{created_id}")).await.1);
+    assert_eq!(before_paused.2, "Paused");
+    // Both nodes know both channels before Redis goes.
+    for api in [&on_a, &on_b] {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while api.get("/channels").await.1["count"] != 2 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{}",
+                api.get("/channels").await.1
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    redis.kill();
+    redis.restart();
+    let key = format!("{prefix}rustaxum:emithub:channels");
+    assert_eq!(redis.cli(&["HLEN", &key]).trim(), "0", "Redis came back empty");
+    for node in [&a, &b] {
+        wait_ready(node).await;
+    }
+    // Written back to Redis, and every node answers as before.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while redis.cli(&["HLEN", &key]).trim() != "2" {
+        assert!(tokio::time::Instant::now() < deadline, "never written back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for api in [&on_a, &on_b] {
+        let (status, got) = api.get(&format!("/channels/{paused_id}")).await;
+        assert_eq!(status, 200, "{got}");
+        assert_eq!(snapshot("paused", got), before_paused);
+        let (status, got) = api.get(&format!("/channels/{created_id}")).await;
+        assert_eq!(status, 200, "{got}");
+        assert_eq!(snapshot("created", got), before_created);
+    }
+    // A node that starts now reads them from Redis; the state still rules.
+    let c = start_with(cluster_config(&redis, &prefix)).await;
+    wait_ready(&c).await;
+    let on_c = Api::of(&c);
+    assert_eq!(on_c.get("/channels").await.1["count"], 2);
+    assert_eq!(on_c.broadcast(&paused_id, "while paused").await.0, 409);
+    assert_eq!(on_c.put(&paused_id, "start").await.0, 200);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while on_a.broadcast(&paused_id, "resumed").await.0 != 200 {
+        assert!(tokio::time::Instant::now() < deadline, "A never saw the start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Deleted after the restart: gone everywhere, and not written back by anyone.
+    let resp = reqwest::Client::new()
+        .delete(b.url(&format!("/api/v1/channels/{created_id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 204);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while on_a.get(&format!("/channels/{created_id}")).await.0 != 404 {
+        assert!(tokio::time::Instant::now() < deadline, "still on A");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(redis.cli(&["HLEN", &key]).trim(), "1");
+}

@@ -24,6 +24,7 @@ mod native_ws;
 mod pusher_js;
 mod pusher_protocol;
 mod rfc6455;
+mod rolling;
 mod rtc;
 mod seed_examples;
 mod server_binary;

@@ -387,7 +387,7 @@ where
         .unwrap()
         .unwrap();
     let url = match serde_json::from_str::<serde_json::Value>(&first) {
-        Ok(v) => v["message"].as_str().unwrap().to_string(),
+        Ok(v) => v["fields"]["message"].as_str().unwrap().to_string(),
         Err(_) => first.clone(),
     };
     let url = url.strip_prefix("rustaxum listening on ").unwrap().to_string();
@@ -436,10 +436,15 @@ async fn logs_are_plain_off_a_terminal_json_everywhere_with_log_format_json_and_
     assert!(done.contains("sockets_closed") && done.contains("elapsed_ms"), "{done}");
 
     let (stdout, stderr) = run_and_collect(&[("LOG_FORMAT", "json")], refused).await;
+    // Every line on both streams: an object with a timestamp and a level (issue 35).
     for line in stdout.lines().chain(stderr.lines()) {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}"));
         assert!(
-            serde_json::from_str::<serde_json::Value>(line).is_ok(),
-            "not JSON: {line}"
+            v["timestamp"]
+                .as_str()
+                .is_some_and(|t| chrono::DateTime::parse_from_rfc3339(t).is_ok())
+                && v["level"].is_string(),
+            "{line}"
         );
     }
     assert!(stdout.contains("rustaxum listening on"));
@@ -473,6 +478,17 @@ async fn an_invalid_rust_log_stops_start_up_and_a_closed_stdout_is_no_panic() {
         .as_str()
         .unwrap()
         .contains("BROADCAST_WEBSOCKET_PORT"));
+    assert_eq!(line["level"], "ERROR");
+    assert!(line["timestamp"].is_string(), "{line}");
+    // A mistyped option too.
+    let out = server().env("LOG_FORMAT", "json").arg("--prot").output().await.unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    for l in err.lines() {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|_| panic!("not JSON: {err}"));
+        assert_eq!(v["level"], "ERROR", "{l}");
+    }
+    assert!(err.contains("--prot"), "{err}");
 }
 
 // Issue 35: a rolling restart must not drop what a load balancer can route elsewhere. On
@@ -583,4 +599,49 @@ async fn sigterm_drains_then_asks_every_socket_to_reconnect_elsewhere() {
         .unwrap();
     assert_eq!(exit.code(), Some(0));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+// A second signal during a long drain ends it: Ctrl-C twice does not wait a minute.
+#[tokio::test]
+async fn a_second_signal_ends_the_drain() {
+    let mut child = server()
+        .args(["--port", "0"])
+        .env("BROADCAST_DRAIN_SECONDS", "60")
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let url = line.strip_prefix("rustaxum listening on ").expect(&line).to_string();
+    let pid = child.id().unwrap().to_string();
+    let term = || {
+        assert!(std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success())
+    };
+    term();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while reqwest::get(format!("{url}/ready"))
+        .await
+        .map(|r| r.status().as_u16())
+        .ok()
+        != Some(503)
+    {
+        assert!(std::time::Instant::now() < deadline, "never draining");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let started = std::time::Instant::now();
+    term();
+    let exit = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .expect("the second signal ended the drain")
+        .unwrap();
+    assert_eq!(exit.code(), Some(0));
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
 }

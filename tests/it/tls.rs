@@ -13,7 +13,7 @@ use crate::common::*;
 
 /// A CA and leaf certificates it signs, in a temporary directory.
 pub(crate) struct Pki {
-    dir: PathBuf,
+    pub(crate) dir: PathBuf,
 }
 
 impl Drop for Pki {

@@ -71,6 +71,26 @@ pub trait ChannelStore: Send + Sync {
 
     /// Whether the store answers (for `/api/v1/ready`).
     async fn check(&self) -> Result<(), StoreError>;
+
+    /// The store's generation: an id the store takes from `fresh` when it has none and
+    /// keeps as long as its data. A different answer than the last one means the data
+    /// went behind this node's back (a Redis restarted without persistence, a failover
+    /// to a replica that had not received the writes). `None`: a store that cannot lose
+    /// its data so (a file, this process's memory).
+    async fn generation(&self, fresh: &str) -> Result<Option<String>, StoreError> {
+        let _ = fresh;
+        Ok(None)
+    }
+
+    /// Writes `channel` back unless the store has a channel with its id (another node
+    /// wrote it back first, or changed it since); whether it wrote.
+    async fn restore(&self, channel: &ManagedChannel) -> Result<bool, StoreError> {
+        if self.channel(channel.id).await?.is_some() {
+            return Ok(false);
+        }
+        self.put(channel).await?;
+        Ok(true)
+    }
 }
 
 /// The page of `all` (oldest first, by sequence) that [`ChannelStore::messages`] returns.
@@ -161,5 +181,20 @@ pub(crate) mod contract {
         assert!(store.channel(a.id).await.unwrap().is_none());
         assert_eq!(store.messages(a.id, None, 10).await.unwrap().count, 0);
         store.check().await.unwrap();
+
+        // Writing back: only what the store lacks; what it has (maybe newer) stays.
+        let mut stale = b.clone();
+        stale.status = ChannelStatus::Stopped;
+        assert!(!store.restore(&stale).await.unwrap());
+        assert_eq!(store.channel(b.id).await.unwrap().unwrap().status, b.status);
+        assert!(store.restore(&a).await.unwrap());
+        assert_eq!(
+            store.channel(a.id).await.unwrap().unwrap().status,
+            ChannelStatus::Active
+        );
+        // A generation, once taken, stays (stores that cannot lose data have none).
+        if let Some(first) = store.generation("one").await.unwrap() {
+            assert_eq!(store.generation("two").await.unwrap(), Some(first));
+        }
     }
 }

@@ -7,6 +7,7 @@
 //! | channels | hash `rustaxum:emithub:channels` (id → channel JSON) |
 //! | a channel's messages | stream `rustaxum:emithub:messages:{id}` (field `m`: message JSON) |
 //! | its last sequence | string `rustaxum:emithub:seq:{id}` |
+//! | the data's generation | string `rustaxum:emithub:generation` (a random id, set once; gone = the data was lost) |
 
 use std::path::Path;
 use std::sync::Arc;
@@ -31,10 +32,19 @@ redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[2], seq .. '-0', 'm', json)
 return json
 ";
 
+/// The store's generation: KEYS[1] if set, else set to ARGV[1].
+const GENERATION_LUA: &str = r"
+local g = redis.call('GET', KEYS[1])
+if g then return g end
+redis.call('SET', KEYS[1], ARGV[1])
+return ARGV[1]
+";
+
 /// Channels and messages in Redis.
 pub struct RedisStore {
     link: Arc<RedisLink>,
     append: Script,
+    generation: Script,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -53,6 +63,7 @@ impl RedisStore {
         Self {
             link,
             append: Script::new(APPEND_LUA),
+            generation: Script::new(GENERATION_LUA),
         }
     }
 
@@ -132,6 +143,26 @@ impl ChannelStore for RedisStore {
         let id = channel.id.to_string();
         self.link
             .exec(|mut c| async move { c.hset::<_, _, _, ()>(&key, id, json).await })
+            .await
+            .map_err(err)
+    }
+
+    async fn generation(&self, fresh: &str) -> Result<Option<String>, StoreError> {
+        let key = self.link.key("emithub:generation");
+        let (script, fresh) = (self.generation.clone(), fresh.to_string());
+        self.link
+            .exec(|mut c| async move { script.key(&key).arg(&fresh).invoke_async(&mut c).await })
+            .await
+            .map(Some)
+            .map_err(err)
+    }
+
+    async fn restore(&self, channel: &ManagedChannel) -> Result<bool, StoreError> {
+        let key = self.channels_key();
+        let json = serde_json::to_string(channel).map_err(err)?;
+        let id = channel.id.to_string();
+        self.link
+            .exec(|mut c| async move { c.hset_nx(&key, id, json).await })
             .await
             .map_err(err)
     }
