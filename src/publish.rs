@@ -35,6 +35,21 @@ pub trait PublishHook: Send + Sync {
     fn published(&self, message: &Message, origin: Origin);
 }
 
+/// The owner of a family of channels (EmitHub's `emithub.*`): every publish on them,
+/// whoever makes it (the HTTP APIs, a library driver, a routing rule's copy), goes
+/// through it, so its rules (a channel's state, its rate limit, keeping its messages,
+/// its message format) hold for every publisher. It delivers with
+/// [`Fanout::publish_owned`].
+#[async_trait::async_trait]
+pub trait ChannelOwner: Send + Sync {
+    /// Publishes `message`, whose channel is one of this owner's, its own way; a refusal
+    /// is [`BackendError::Refused`].
+    async fn publish(&self, message: Message) -> Result<PublishReport, BackendError>;
+}
+
+/// The owner of the channels whose names start with a prefix (see [`Fanout::set_owner`]).
+type Owner = (String, std::sync::Weak<dyn ChannelOwner>);
+
 /// The one publish path of a node: every publish (drivers, HTTP APIs, client events,
 /// presence events) enters here, runs the publish hooks, goes to the other nodes through
 /// the broker (when clustered), then to this node's sockets. Messages from other nodes
@@ -48,6 +63,9 @@ pub struct Fanout {
     history: Arc<arc_swap::ArcSwapOption<History>>,
     /// The rules that address a published unprefixed name (see [`crate::auth::addressed`]).
     authorizer: Arc<arc_swap::ArcSwapOption<Arc<dyn ChannelAuthorizer>>>,
+    /// The owner of a family of channels, set once (held weakly: the owner holds the
+    /// fan-out).
+    owner: Arc<std::sync::OnceLock<Owner>>,
 }
 
 impl std::fmt::Debug for Fanout {
@@ -68,6 +86,7 @@ impl Fanout {
             routing: Arc::new(ArcSwap::from_pointee(Routing::none())),
             history: Arc::default(),
             authorizer: Arc::default(),
+            owner: Arc::default(),
         }
     }
 
@@ -147,9 +166,45 @@ impl Fanout {
     /// to other channels (each copy is published the same way, not routed again).
     pub async fn publish(&self, message: Message) -> Result<PublishReport, BackendError> {
         let message = self.addressed(message);
+        if let Some(owner) = self.owner_of(&message.channel) {
+            return owner.publish(message).await;
+        }
         if !self.routing.load().is_empty() {
             return Box::pin(self.publish_routed(message)).await;
         }
+        self.publish_owned(message).await
+    }
+
+    /// Makes `owner` decide every publish on the channels whose names start with
+    /// `prefix` (once; a second owner is refused: `false`).
+    pub fn set_owner(&self, prefix: &str, owner: std::sync::Weak<dyn ChannelOwner>) -> bool {
+        self.owner.set((prefix.to_string(), owner)).is_ok()
+    }
+
+    /// The owner of `channel`, if another part owns it and is still there.
+    fn owner_of(&self, channel: &Channel) -> Option<Arc<dyn ChannelOwner>> {
+        let (prefix, owner) = self.owner.get()?;
+        if channel.name().starts_with(prefix.as_str()) {
+            owner.upgrade()
+        } else {
+            None
+        }
+    }
+
+    /// Publishes a client event the session allowed: past the channel's owner, whose own
+    /// sockets checked (and kept) it before (EmitHub's `client_message`); elsewhere as
+    /// [`publish`](Self::publish).
+    pub async fn publish_client_event(&self, message: Message) -> Result<PublishReport, BackendError> {
+        let message = self.addressed(message);
+        if self.owner_of(&message.channel).is_some() {
+            return self.publish_owned(message).await;
+        }
+        self.publish(message).await
+    }
+
+    /// Publishes a message of an owned channel, after its owner's checks: the rest of
+    /// [`publish`](Self::publish) (hooks, history, the other nodes, this node's sockets).
+    pub async fn publish_owned(&self, message: Message) -> Result<PublishReport, BackendError> {
         self.run_hooks(&message, Origin::Local);
         if let Some(history) = self.history_of(&message) {
             // Boxed: this future is inlined wherever anything publishes (presence joins
@@ -172,6 +227,12 @@ impl Fanout {
         let mut total = PublishReport::default();
         for message in routing.route(message) {
             let message = self.addressed(message);
+            if let Some(owner) = self.owner_of(&message.channel) {
+                let report = owner.publish(message).await?;
+                total.delivered += report.delivered;
+                total.dropped += report.dropped;
+                continue;
+            }
             self.run_hooks(&message, Origin::Local);
             let report = match self.history_of(&message) {
                 Some(history) => Box::pin(publish_kept(&history, message, &*self.broker, &self.hub)).await?,

@@ -15,6 +15,10 @@ pub enum BackendError {
     /// A message could not be encoded for the wire.
     #[error("could not encode a message: {0}")]
     Encode(String),
+    /// The channel's owner refused the message (an EmitHub channel that is paused,
+    /// stopped or over its rate limit): not an outage, retrying will not help.
+    #[error("refused: {0}")]
+    Refused(String),
 }
 
 impl From<serde_json::Error> for BackendError {

@@ -216,6 +216,10 @@ pub enum Json {
     Array,
     /// A count, or absent/null.
     OptionalCount,
+    /// Any number (rates, percentages).
+    Number,
+    /// `true` or `false`.
+    Bool,
 }
 
 /// A field of an answer and its type: `"connections"`, `"messages.published"`, and `*` for
@@ -247,6 +251,8 @@ fn check(value: &Value, path: &str, kind: Json) -> Option<String> {
                     Json::Text => child.is_string(),
                     Json::Object => child.is_object(),
                     Json::Array => child.is_array(),
+                    Json::Number => child.is_number(),
+                    Json::Bool => child.is_boolean(),
                 };
                 (!ok).then(|| {
                     format!(

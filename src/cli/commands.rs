@@ -46,7 +46,7 @@ pub(super) async fn test(client: &ApiClient, channel: &str, message: &str) -> Re
 }
 
 /// What `stats` and `monitor` read of `/api/broadcast/stats`.
-const STATS: &[Shape<'static>] = &[
+pub(super) const STATS: &[Shape<'static>] = &[
     ("connections", Json::Count),
     ("channels", Json::Object),
     ("channels.*.kind", Json::Text),
@@ -60,8 +60,8 @@ const STATS: &[Shape<'static>] = &[
     ("uptime_seconds", Json::Count),
 ];
 
-pub(super) async fn stats(client: &ApiClient) -> Result<(), CliError> {
-    let s = client.get_shaped("/api/broadcast/stats", STATS).await?;
+/// `stats` of one node: its answer to `GET /api/broadcast/stats` (shaped by [`STATS`]).
+pub(super) fn print_stats(s: &Value) -> Result<(), CliError> {
     say!("📊 Broadcasting System Statistics");
     say!("================================");
     say!("📡 WebSocket Channels:");
@@ -274,14 +274,27 @@ pub(super) async fn system_alert(
     Ok(())
 }
 
-pub(super) async fn monitor(client: &ApiClient, duration: u64, interval: f64) -> Result<(), CliError> {
+/// Samples the cluster (or `node`) every `interval`: the rates are the server's, computed
+/// per node from two of its cards, so they stay right through a load balancer.
+pub(super) async fn monitor(
+    client: &ApiClient,
+    duration: u64,
+    interval: f64,
+    node: Option<&str>,
+) -> Result<(), CliError> {
     let interval = seconds(interval, "--interval")?;
     let tty = std::io::stdout().is_terminal();
     client.check().await?;
     let start = Instant::now();
     let end = start + Duration::from_secs(duration);
-    say!("👀 Monitoring {} for {duration}s (Ctrl-C to stop)", client.base());
-    let mut previous: Option<(Instant, Value)> = None;
+    match node {
+        Some(id) => say!(
+            "👀 Monitoring node {} through {} for {duration}s (Ctrl-C to stop)",
+            super::client::escaped(id),
+            client.base()
+        ),
+        None => say!("👀 Monitoring {} for {duration}s (Ctrl-C to stop)", client.base()),
+    }
     let mut peak_connections = 0u64;
     // On a terminal: one line refreshed in place, with the time left as a bar.
     let bar = tty.then(|| {
@@ -292,20 +305,10 @@ pub(super) async fn monitor(client: &ApiClient, duration: u64, interval: f64) ->
         bar
     });
     loop {
-        let now = Instant::now();
-        let s = client.get_shaped("/api/broadcast/stats", STATS).await?;
-        let connections = s["connections"].as_u64().unwrap_or(0);
+        let (connections, channels, published_rate, delivered_rate) = super::cluster::sample(client, node).await?;
         peak_connections = peak_connections.max(connections);
-        let (published_rate, delivered_rate) = match &previous {
-            Some((t, p)) => {
-                let dt = now.duration_since(*t).as_secs_f64().max(1e-3);
-                (rate(&s, p, "published", dt), rate(&s, p, "delivered", dt))
-            }
-            None => (0.0, 0.0),
-        };
         let figures = format!(
-            "connections: {connections} | channels: {} | published/s: {published_rate:.1} | delivered/s: {delivered_rate:.1}",
-            s["channels"].as_object().map_or(0, |c| c.len()),
+            "connections: {connections} | channels: {channels} | published/s: {published_rate:.1} | delivered/s: {delivered_rate:.1}"
         );
         match &bar {
             Some(bar) => {
@@ -314,7 +317,6 @@ pub(super) async fn monitor(client: &ApiClient, duration: u64, interval: f64) ->
             }
             None => say!("⏱  {:>4}s | {figures}", start.elapsed().as_secs()),
         }
-        previous = Some((now, s));
         if Instant::now() + interval > end {
             break;
         }
@@ -328,12 +330,6 @@ pub(super) async fn monitor(client: &ApiClient, duration: u64, interval: f64) ->
         super::client::count(peak_connections, "connection", "connections")
     );
     Ok(())
-}
-
-fn rate(now: &Value, before: &Value, key: &str, dt: f64) -> f64 {
-    let a = now["messages"][key].as_u64().unwrap_or(0);
-    let b = before["messages"][key].as_u64().unwrap_or(0);
-    a.saturating_sub(b) as f64 / dt
 }
 
 fn seconds(value: f64, flag: &str) -> Result<Duration, CliError> {

@@ -19,6 +19,7 @@ macro_rules! say {
 
 pub mod bench;
 pub mod client;
+mod cluster;
 mod commands;
 pub mod health;
 #[cfg(feature = "bench-report")]
@@ -107,12 +108,18 @@ pub enum Broadcast {
     },
     /// Show live statistics.
     Stats {
+        /// One node of the cluster (its id, as `stats` lists them) instead of the totals.
+        #[arg(long, value_name = "ID")]
+        node: Option<String>,
         /// The server.
         #[command(flatten)]
         target: Target,
     },
     /// List channels with subscribers.
     Channels {
+        /// One node of the cluster (its id, as `stats` lists them) instead of the totals.
+        #[arg(long, value_name = "ID")]
+        node: Option<String>,
         /// The server.
         #[command(flatten)]
         target: Target,
@@ -185,6 +192,9 @@ pub enum Broadcast {
         /// Seconds between samples.
         #[arg(long, default_value_t = 1.0)]
         interval: f64,
+        /// One node of the cluster (its id, as `stats` lists them) instead of the totals.
+        #[arg(long, value_name = "ID")]
+        node: Option<String>,
         /// The server.
         #[command(flatten)]
         target: Target,
@@ -202,8 +212,8 @@ impl Broadcast {
     fn target(&self) -> Option<&Target> {
         match self {
             Self::Test { target, .. }
-            | Self::Stats { target }
-            | Self::Channels { target }
+            | Self::Stats { target, .. }
+            | Self::Channels { target, .. }
             | Self::History { target, .. }
             | Self::Ping { target, .. }
             | Self::NotifyUser { target, .. }
@@ -382,8 +392,8 @@ pub async fn run(cli: Cli) -> ExitCode {
     };
     let result = match command {
         Broadcast::Test { channel, message, .. } => commands::test(&client, &channel, &message).await,
-        Broadcast::Stats { .. } => commands::stats(&client).await,
-        Broadcast::Channels { .. } => commands::channels(&client).await,
+        Broadcast::Stats { node, .. } => cluster::stats_command(&client, node.as_deref()).await,
+        Broadcast::Channels { node, .. } => cluster::channels_command(&client, node.as_deref()).await,
         Broadcast::History {
             channel, since, limit, ..
         } => commands::history(&client, &channel, since.as_deref(), limit).await,
@@ -406,7 +416,12 @@ pub async fn run(cli: Cli) -> ExitCode {
             action_required,
             ..
         } => commands::system_alert(&client, level.as_str(), &message, action_required).await,
-        Broadcast::Monitor { duration, interval, .. } => commands::monitor(&client, duration, interval).await,
+        Broadcast::Monitor {
+            duration,
+            interval,
+            node,
+            ..
+        } => commands::monitor(&client, duration, interval, node.as_deref()).await,
         Broadcast::Bench(args) => bench::run(&client, &args).await,
         // Handled above.
         Broadcast::Websocket { .. } => Ok(()),

@@ -12,6 +12,7 @@
 //! - [`store`]: where they are kept.
 
 mod config;
+mod gate;
 mod maintenance;
 pub mod model;
 mod recovery;
@@ -243,7 +244,7 @@ impl EmitHub {
         let channels = store.channels_now()?;
         let mut hub = Self::with_store(Arc::new(store.clone()), config, fanout, None, backup_dir);
         hub.redb = Some(store);
-        let hub = Arc::new(hub);
+        let hub = Self::owning(Arc::new(hub));
         hub.replace_all(channels);
         Ok(hub)
     }
@@ -258,13 +259,13 @@ impl EmitHub {
                 path.display()
             )));
         }
-        Ok(Arc::new(Self::with_store(
+        Ok(Self::owning(Arc::new(Self::with_store(
             Arc::new(store::MemoryStore::default()),
             config,
             fanout,
             None,
             None,
-        )))
+        ))))
     }
 
     /// The registry of a cluster node: channels and history in Redis, loaded in the
@@ -275,7 +276,13 @@ impl EmitHub {
             .db_path
             .as_ref()
             .and_then(|p| p.parent().map(|d| d.join("backups")));
-        Arc::new(Self::with_store(store, config, fanout, Some(broker), backup_dir))
+        Self::owning(Arc::new(Self::with_store(
+            store,
+            config,
+            fanout,
+            Some(broker),
+            backup_dir,
+        )))
     }
 
     fn with_store(
@@ -629,7 +636,7 @@ impl EmitHub {
         let raw = serde_json::value::to_raw_value(&data).map_err(|e| EmitHubError::Invalid(e.to_string()))?;
         let report = self
             .fanout
-            .publish(Message {
+            .publish_owned(Message {
                 position,
                 ..Message::event(channel, event, Arc::from(raw)).except(except)
             })

@@ -110,6 +110,9 @@ impl From<crate::backend::BackendError> for ApiError {
         // An open circuit was announced once when it opened and is summed up once a
         // minute: one line per refused request would drown the log in an outage.
         match e {
+            crate::backend::BackendError::Refused(_) => {
+                return Self::new(StatusCode::CONFLICT, "refused", e.to_string())
+            }
             crate::backend::BackendError::CircuitOpen => tracing::debug!(error = %e, "cluster backend unavailable"),
             _ => tracing::warn!(error = %e, "cluster backend unavailable"),
         }
@@ -123,6 +126,9 @@ impl From<BroadcastError> for ApiError {
         match &e {
             E::InvalidChannel { .. } | E::NoChannels | E::InvalidEvent(_) | E::Serialize(_) => {
                 Self::unprocessable(e.to_string())
+            }
+            E::Backend(crate::backend::BackendError::Refused(_)) => {
+                Self::new(StatusCode::CONFLICT, "refused", e.to_string())
             }
             E::Backend(crate::backend::BackendError::CircuitOpen) => {
                 // Announced when the circuit opened, summed up once a minute.

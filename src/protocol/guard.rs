@@ -41,6 +41,22 @@ pub(crate) async fn http_limits(State(st): State<AppState>, req: Request, next: 
     }
 }
 
+/// Counts the answers that refused (401, 403, 429) or failed (5xx) for the node's card
+/// and `/metrics` (WebSocket upgrades are answers too, before they upgrade).
+/// Probes are left out: a `/ready` that answers 503 while the node starts or drains is
+/// the probe working, not a failure.
+pub(crate) async fn count_answers(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    let probe = matches!(
+        req.uri().path(),
+        "/health" | "/ready" | "/api/v1/health" | "/api/v1/ready"
+    );
+    let response = next.run(req).await;
+    if !probe {
+        st.cluster_view.answers.count(response.status());
+    }
+    response
+}
+
 /// Asks the client to close: the rest of its request was never read.
 fn closing(mut response: Response) -> Response {
     response

@@ -176,57 +176,20 @@ const REDIS_EVENTS: [&str; 7] = [
     "subscription_losses",
 ];
 
-/// The process's CPU time in seconds (user and system), from `/proc` (Linux).
-fn cpu_seconds() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    // USER_HZ is 100 on Linux: ticks / 100 are seconds, as a fraction.
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok());
-    Some((ticks(11)? + ticks(12)?) as f64 / 100.0)
-}
-
 /// The process's own figures, from `/proc` (Linux; nothing elsewhere).
 fn process_metrics() {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
-        return;
-    };
-    // After the command name (in parentheses, which may hold spaces): fields 3 onwards.
-    let Some(fields) = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect::<Vec<_>>())
-    else {
-        return;
-    };
-    // /proc reports times in USER_HZ, 100 on Linux.
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok());
-    let boot = std::fs::read_to_string("/proc/stat").ok().and_then(|s| {
-        s.lines()
-            .find_map(|l| l.strip_prefix("btime ").and_then(|v| v.trim().parse::<u64>().ok()))
-    });
-    if let (Some(boot), Some(start)) = (boot, ticks(19)) {
-        gauge!("process_start_time_seconds").set(boot as f64 + start as f64 / 100.0);
+    let p = super::stats::ProcessFigures::read();
+    if let Some(start) = p.start_time_seconds {
+        gauge!("process_start_time_seconds").set(start);
     }
-    if let Ok(status) = std::fs::read_to_string("/proc/self/status") {
-        let rss_kb = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok());
-        if let Some(kb) = rss_kb {
-            gauge!("process_resident_memory_bytes").set(kb * 1024.0);
-        }
+    if let Some(bytes) = p.resident_bytes {
+        gauge!("process_resident_memory_bytes").set(bytes as f64);
     }
-    if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
-        gauge!("process_open_fds").set(fds.count() as f64);
+    if let Some(fds) = p.open_fds {
+        gauge!("process_open_fds").set(fds as f64);
     }
-    if let Ok(limits) = std::fs::read_to_string("/proc/self/limits") {
-        let soft = limits
-            .lines()
-            .find(|l| l.starts_with("Max open files"))
-            .and_then(|l| l.split_whitespace().nth(3))
-            .and_then(|v| v.parse::<f64>().ok());
-        if let Some(soft) = soft {
-            gauge!("process_max_fds").set(soft);
-        }
+    if let Some(max) = p.max_fds {
+        gauge!("process_max_fds").set(max as f64);
     }
 }
 
@@ -386,9 +349,21 @@ pub(crate) async fn metrics(State(st): State<AppState>, _token: MetricsToken) ->
          # TYPE websocket_connections_total counter\nwebsocket_connections_total {}\n",
         snapshot.connections_total
     ));
+    // Refused and failed HTTP answers (WebSocket upgrades included; probes left out).
+    let (unauthorized, forbidden, throttled, server_errors) = st.cluster_view.answers.totals();
+    text.push_str(&format!(
+        "# HELP rustaxum_http_refusals_total HTTP requests refused: 401 (wrong or missing token or signature), 403 (not allowed), 429 (over a limit)\n\
+         # TYPE rustaxum_http_refusals_total counter\n\
+         rustaxum_http_refusals_total{{status=\"401\"}} {unauthorized}\n\
+         rustaxum_http_refusals_total{{status=\"403\"}} {forbidden}\n\
+         rustaxum_http_refusals_total{{status=\"429\"}} {throttled}\n\
+         # HELP rustaxum_http_server_errors_total HTTP requests answered with a server error (5xx; probes left out)\n\
+         # TYPE rustaxum_http_server_errors_total counter\n\
+         rustaxum_http_server_errors_total {server_errors}\n"
+    ));
     // A float (the recorder's counters are whole numbers: CPU time in whole seconds made
     // rate() read 0 or jump).
-    if let Some(cpu) = cpu_seconds() {
+    if let Some(cpu) = super::stats::ProcessFigures::read().cpu_seconds {
         text.push_str(&format!(
             "# HELP process_cpu_seconds_total user and system CPU time of the process\n\
              # TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total {cpu}\n"

@@ -36,6 +36,7 @@
 //!    network) and the whole protocol through real sockets in `tests/`.
 
 pub(crate) mod body;
+pub mod cluster_view;
 pub(crate) mod credentials;
 pub(crate) mod dashboard;
 mod docs;
@@ -105,6 +106,8 @@ pub(crate) struct AppState {
     /// When the served TLS certificate expires (Unix seconds; 0 without TLS), kept current
     /// by the TLS side across rotations.
     pub(crate) tls_expiry: Arc<std::sync::atomic::AtomicI64>,
+    /// Every node's card and the cluster's last 15 minutes (dashboard, artisan).
+    pub(crate) cluster_view: Arc<cluster_view::ClusterView>,
 }
 
 /// Admits a connection of the default app (native, EmitHub and typed-frame sockets):
@@ -238,6 +241,10 @@ fn guarded(router: Router<AppState>, state: AppState, server: &ServerConfig, cor
             guard::same_origin_writes,
         ))
         .layer(axum::middleware::from_fn_with_state(state.clone(), guard::http_limits))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            guard::count_answers,
+        ))
         .layer(cors)
         .with_state(state)
 }

@@ -161,3 +161,63 @@ pub(crate) async fn node_stats(st: &AppState, scope: &'static str) -> NodeStats 
         },
     }
 }
+
+/// The process's own figures, from `/proc` (Linux; `None` elsewhere), for `/metrics` and
+/// the node's card.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct ProcessFigures {
+    /// User and system CPU time, seconds (a fraction).
+    pub(crate) cpu_seconds: Option<f64>,
+    /// Resident memory, bytes.
+    pub(crate) resident_bytes: Option<u64>,
+    /// Open file descriptors.
+    pub(crate) open_fds: Option<u64>,
+    /// The open files limit (soft).
+    pub(crate) max_fds: Option<u64>,
+    /// When the process started, Unix seconds.
+    pub(crate) start_time_seconds: Option<f64>,
+}
+
+impl ProcessFigures {
+    /// Reads them now.
+    pub(crate) fn read() -> Self {
+        let mut out = Self::default();
+        if let Ok(stat) = std::fs::read_to_string("/proc/self/stat") {
+            // After the command name (in parentheses, which may hold spaces): fields 3 on.
+            let fields: Vec<&str> = stat
+                .rsplit_once(')')
+                .map(|(_, rest)| rest.split_whitespace().collect())
+                .unwrap_or_default();
+            // /proc counts in USER_HZ, 100 on Linux.
+            let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok());
+            if let (Some(user), Some(system)) = (ticks(11), ticks(12)) {
+                out.cpu_seconds = Some(user.saturating_add(system) as f64 / 100.0);
+            }
+            let boot = std::fs::read_to_string("/proc/stat").ok().and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("btime ").and_then(|v| v.trim().parse::<u64>().ok()))
+            });
+            if let (Some(boot), Some(start)) = (boot, ticks(19)) {
+                out.start_time_seconds = Some(boot as f64 + start as f64 / 100.0);
+            }
+        }
+        if let Ok(status) = std::fs::read_to_string("/proc/self/status") {
+            out.resident_bytes = status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                .map(|kb| kb.saturating_mul(1024));
+        }
+        if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+            out.open_fds = Some(fds.count() as u64);
+        }
+        if let Ok(limits) = std::fs::read_to_string("/proc/self/limits") {
+            out.max_fds = limits
+                .lines()
+                .find(|l| l.starts_with("Max open files"))
+                .and_then(|l| l.split_whitespace().nth(3))
+                .and_then(|v| v.parse::<u64>().ok());
+        }
+        out
+    }
+}

@@ -217,7 +217,7 @@ impl Rustaxum {
         if tokio::runtime::Handle::try_current().is_ok() {
             pusher.start(node.lifecycle(), stop.clone(), &background);
         }
-        Ok(Self {
+        let app = Self {
             state: AppState {
                 node: Arc::new(node),
                 manager,
@@ -235,11 +235,16 @@ impl Rustaxum {
                 compression: Arc::default(),
                 http: crate::protocol::pusher::forward::client(),
                 tls_expiry,
+                cluster_view: Arc::default(),
             },
             background,
             stop,
             tls,
-        })
+        };
+        if tokio::runtime::Handle::try_current().is_ok() {
+            protocol::cluster_view::ClusterView::start(app.state.clone(), app.stop.clone(), &app.background);
+        }
+        Ok(app)
     }
 
     /// TLS of the listeners, when `BROADCAST_TLS_CERT` and `BROADCAST_TLS_KEY` are set.

@@ -595,7 +595,7 @@ impl Session {
             .sender(sender.clone());
         self.node
             .fanout
-            .publish(message)
+            .publish_client_event(message)
             .await
             .map_err(ClientEventError::Unavailable)?;
         self.emit(LifecycleEvent::ClientEvent {

@@ -93,3 +93,74 @@ async fn the_feed_needs_the_token_and_the_page_is_self_contained() {
     assert!(buckets.len() > 2 && buckets.last().unwrap()[0].is_null(), "{snapshot}");
     assert_eq!(snapshot["version"], env!("CARGO_PKG_VERSION"));
 }
+
+// Issue 35: through a load balancer the dashboard showed the node it landed on. Now it
+// shows every node and the cluster's totals, a picked node's figures, refusals per node,
+// and charts that survive a reload (checked in Chromium with two nodes sharing Redis).
+#[tokio::test]
+async fn the_dashboard_shows_every_node_and_the_cluster_in_chromium() {
+    use crate::common::redis::{unique_prefix, RedisServer};
+    let redis = RedisServer::start();
+    let prefix = unique_prefix();
+    let with_token = |mut c: rustaxum::Config| {
+        c.server.api_token = Some(TOKEN.into());
+        c
+    };
+    let a = start_with(with_token(cluster_config(&redis, &prefix))).await;
+    let b = start_with(with_token(cluster_config(&redis, &prefix))).await;
+    for node in [&a, &b] {
+        wait_ready(node).await;
+    }
+    let mut sockets = Vec::new();
+    for (node, n) in [(&a, 3), (&b, 2)] {
+        for _ in 0..n {
+            sockets.push(node.connect("/ws/general").await.0);
+        }
+    }
+    let wrong = reqwest::Client::new()
+        .get(b.url("/api/broadcast/stats"))
+        .bearer_auth("wrong-token-0123456789")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    let stats: serde_json::Value = reqwest::Client::new()
+        .get(b.url("/api/broadcast/stats"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let b_id = stats["redis"]["node_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{stats}"))
+        .to_string();
+
+    let shot = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/dashboard-cluster.png");
+    let _ = std::fs::remove_file(&shot);
+    let out = tokio::process::Command::new("node")
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/dashboard"))
+        .args(["cluster.mjs", &a.url(""), TOKEN, &b_id, &shot.display().to_string()])
+        .output()
+        .await
+        .expect("node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let result: serde_json::Value = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|_| panic!("{stdout}\n{}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(result["ok"], true, "{result:#}");
+    assert_eq!(
+        result["steps"],
+        serde_json::json!([
+            "two nodes and the totals",
+            "now shows the cluster",
+            "picked node B",
+            "picked the cluster",
+            "refusal counted on B",
+            "charts kept across a reload",
+            "screenshot"
+        ])
+    );
+    drop(sockets);
+}

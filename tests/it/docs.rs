@@ -13,6 +13,7 @@ const ENDPOINTS: &[(&str, &str)] = &[
     ("get", "/docs/openapi.json"),
     ("post", "/api/broadcast"),
     ("get", "/api/broadcast/stats"),
+    ("get", "/api/broadcast/nodes"),
     ("get", "/api/broadcast/channels"),
     ("get", "/api/broadcast/channels/{name}/users"),
     ("get", "/ws"),

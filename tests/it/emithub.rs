@@ -1261,3 +1261,61 @@ async fn emithub_channels_survive_a_redis_that_restarts_empty() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(redis.cli(&["HLEN", &key]).trim(), "1");
 }
+
+// Issue 36: EmitHub's rules were applied by the HTTP APIs only; the library's drivers
+// published straight into the fan-out, past a paused channel's state, its rate limit and
+// its persistence. Now EmitHub owns its channels on the fan-out: one gate, any publisher.
+#[tokio::test]
+async fn the_library_cannot_publish_past_an_emithub_channels_state() {
+    let server = start().await;
+    let api = Api::of(&server);
+    let channel = api
+        .create(json!({"name": "Gated", "settings": {"persist_messages": true, "rate_limit_per_minute": 3}}))
+        .await;
+    let id = channel["id"].as_str().unwrap().to_string();
+    let hub_channel = format!("emithub.{id}");
+    let manager = server.app.manager().clone();
+    let send = |content: &'static str| {
+        let (manager, hub_channel) = (manager.clone(), hub_channel.clone());
+        async move {
+            manager
+                .broadcast()
+                .channel(&hub_channel)
+                .event("Broadcast")
+                .with(content)
+                .send()
+                .await
+        }
+    };
+    // Created, not started: refused, and nothing kept.
+    let err = send("too early").await.unwrap_err();
+    assert!(err.to_string().contains("refused"), "{err}");
+    api.start(&id).await;
+    let (mut ws, _) = join(&server, &id).await;
+    // Active: an EmitHub broadcast like any other (format, sequence, kept).
+    send("through the library").await.unwrap();
+    let got = recv_json(&mut ws).await;
+    assert_eq!(got["message"], "through the library", "{got}");
+    assert_eq!(got["data"]["position"]["offset"], 1, "{got}");
+    assert_eq!(api.messages(&id).await, ["through the library"]);
+    // Paused: refused, nothing delivered, nothing kept.
+    assert_eq!(api.put(&id, "pause").await.0, 200);
+    let err = send("while paused").await.unwrap_err();
+    assert!(err.to_string().contains("paused"), "{err}");
+    expect_silence(&mut ws, Duration::from_millis(300)).await;
+    // Over its rate limit (3 a minute, one used): the third from now is refused.
+    api.start(&id).await;
+    send("two").await.unwrap();
+    send("three").await.unwrap();
+    let err = send("four").await.unwrap_err();
+    assert!(err.to_string().contains("rate"), "{err}");
+    assert_eq!(api.messages(&id).await, ["through the library", "two", "three"]);
+    // The native HTTP API goes the same way.
+    let resp = reqwest::Client::new()
+        .post(server.url("/api/broadcast"))
+        .json(&json!({"channel": hub_channel, "event": "Broadcast", "data": "five"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 429, "{}", resp.text().await.unwrap_or_default());
+}

@@ -354,6 +354,16 @@ async fn metrics_parse_with_prometheus_own_parser_and_need_only_a_read_only_toke
         "rustaxum_build_info{{version=\"{}\"}} 1",
         env!("CARGO_PKG_VERSION")
     )));
+    // The two refused scrapes above are counted (issue 35: refusals per node).
+    assert!(
+        text.contains("rustaxum_http_refusals_total{status=\"401\"} 2"),
+        "{text}"
+    );
+    assert!(
+        text.contains("rustaxum_http_refusals_total{status=\"429\"} 0"),
+        "{text}"
+    );
+    assert!(text.contains("rustaxum_http_server_errors_total 0"), "{text}");
     assert!(
         text.contains("rustaxum_protocol_connections{protocol=\"pusher\"} 1"),
         "{text}"

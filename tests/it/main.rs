@@ -7,6 +7,7 @@ mod common;
 mod artisan;
 mod auth;
 mod cluster;
+mod cluster_view;
 mod compression;
 mod config_file;
 mod container;

@@ -111,6 +111,9 @@ pub struct RedisBroker {
     fingerprint: String,
     /// Nodes already warned about (node id, fingerprint), so each difference is logged once.
     warned: std::sync::Mutex<std::collections::HashSet<(String, String)>>,
+    /// What this node tells the others about itself with every heartbeat (its card for
+    /// the cluster's dashboard and artisan), set by whoever computes it.
+    card: std::sync::Mutex<serde_json::Value>,
     /// On a Redis Cluster: each shard channel subscription's health (empty otherwise).
     lanes: std::sync::Mutex<Vec<LaneHealth>>,
     /// The node holding the plain subscription (`host:port`), while it is up.
@@ -149,6 +152,7 @@ impl RedisBroker {
             counters: Counters::default(),
             fingerprint,
             warned: Default::default(),
+            card: Default::default(),
             lanes: Default::default(),
             plain_at: Default::default(),
             interest: Default::default(),

@@ -7,6 +7,31 @@ use serde_json::{json, Value};
 use super::{BackendError, RedisBroker};
 
 impl RedisBroker {
+    /// Sets what this node's heartbeats carry about it (see [`node_cards`](Self::node_cards)).
+    pub fn set_card(&self, card: Value) {
+        *crate::sync::lock(&self.card) = card;
+    }
+
+    /// What this node's heartbeats carry about it.
+    pub(super) fn card(&self) -> Value {
+        crate::sync::lock(&self.card).clone()
+    }
+
+    /// Each live node's card (as its last heartbeat carried it, at most 2 s old), with its
+    /// id; nodes that have not set one yet are left out.
+    pub async fn node_cards(&self) -> Result<Vec<(String, Value)>, BackendError> {
+        let (ids, values) = self.node_values().await?;
+        Ok(ids
+            .into_iter()
+            .zip(values)
+            .filter_map(|(id, v)| {
+                let mut v: Value = serde_json::from_str(&v?).ok()?;
+                let card = v.get_mut("card").map(Value::take).filter(|c| !c.is_null())?;
+                Some((id, card))
+            })
+            .collect())
+    }
+
     /// Logs a warning, once per node and fingerprint, for each live node whose security
     /// settings (JWT key, app secrets, tokens) differ from this node's: tokens one node
     /// accepts the other refuses, and clients fail depending on where they land.

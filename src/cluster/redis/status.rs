@@ -22,6 +22,7 @@ impl RedisBroker {
                 "security": self.fingerprint,
                 "stats": hub.snapshot(),
                 "apps": hub.app_snapshots(),
+                "card": self.card(),
             }))
             .unwrap_or_default();
             let (nk, nsk, id) = (node_key.clone(), nodes_key.clone(), self.link.node_id().to_string());

@@ -24,7 +24,6 @@ use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::cluster::Broker;
 use crate::lifecycle::{Lifecycle, LifecycleEvent};
 use crate::protocol::credentials::{bearer, check_secret};
 use crate::protocol::AppState;
@@ -162,7 +161,12 @@ struct Snapshot {
     latency: Value,
     interval_ms: u64,
     stats: crate::protocol::stats::NodeStats,
-    nodes: Vec<Value>,
+    /// Every node's card and the cluster's totals.
+    cluster: crate::protocol::cluster_view::NodesView,
+    /// The cluster's last 15 minutes, in the first snapshot only (the page draws its
+    /// charts from it at once, then adds a point per snapshot).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    history: Option<Vec<crate::protocol::cluster_view::Sample>>,
     /// Presence channels' members (user ids; the first 20 channels, 50 members each).
     presence: serde_json::Map<String, Value>,
     events: Vec<Value>,
@@ -202,34 +206,21 @@ fn keep_busiest<T>(entries: &mut Vec<T>, weight: impl Fn(&T) -> usize) -> usize 
     before - entries.len()
 }
 
-async fn snapshot(st: &AppState) -> Snapshot {
+async fn snapshot(st: &AppState, first: bool) -> Snapshot {
     let mut stats = crate::protocol::stats::node_stats(st, "local").await;
     let channel_count = stats.hub.channels.len();
     let mut listed: Vec<_> = std::mem::take(&mut stats.hub.channels).into_iter().collect();
     let channels_not_listed = keep_busiest(&mut listed, |(_, c)| c.subscribers);
     stats.hub.channels = listed.into_iter().collect();
-    let (node, nodes) = match &st.cluster {
-        None => (
-            "single node".to_string(),
-            vec![json!({"id": "this node", "detail": "no cluster (BROADCAST_DRIVER is not redis)"})],
-        ),
-        Some(broker) => {
-            let status = broker.status();
-            let mut nodes = Vec::new();
-            if let Ok(cluster) = broker.cluster_stats().await {
-                for n in cluster["nodes"].as_array().into_iter().flatten() {
-                    let id = n.as_str().map(str::to_string).unwrap_or_else(|| n.to_string());
-                    nodes.push(json!({"id": id, "detail": "alive"}));
-                }
-            }
-            if nodes.is_empty() {
-                nodes.push(
-                    json!({"id": status.node_id, "detail": if broker.healthy() { "healthy" } else { "degraded" }}),
-                );
-            }
-            (status.node_id.clone(), nodes)
-        }
+    let node = match &st.cluster {
+        None => "single node".to_string(),
+        Some(broker) => broker.status().node_id,
     };
+    let mut cluster = st.cluster_view.view();
+    if cluster.nodes.is_empty() {
+        st.cluster_view.refresh(st, &mut Default::default()).await;
+        cluster = st.cluster_view.view();
+    }
     let mut presence = serde_json::Map::new();
     let presence_channels = stats
         .hub
@@ -273,7 +264,8 @@ async fn snapshot(st: &AppState) -> Snapshot {
         latency,
         interval_ms: u64::try_from(EVERY.as_millis()).unwrap_or(1000),
         stats,
-        nodes,
+        cluster,
+        history: first.then(|| st.cluster_view.history()),
         presence,
         events: st.dashboard.tail(),
         emithub,
@@ -334,6 +326,7 @@ pub(crate) async fn feed(
 
 async fn push(st: AppState, mut socket: WebSocket) -> WebSocket {
     let mut tick = tokio::time::interval(EVERY);
+    let mut first = true;
     loop {
         tokio::select! {
             _ = tick.tick() => {
@@ -342,7 +335,8 @@ async fn push(st: AppState, mut socket: WebSocket) -> WebSocket {
                     let _ = tokio::time::timeout(CLOSE_GRACE, socket.send(Frame::Close(Some(going)))).await;
                     return socket;
                 }
-                let Ok(text) = serde_json::to_string(&snapshot(&st).await) else { return socket };
+                let Ok(text) = serde_json::to_string(&snapshot(&st, first).await) else { return socket };
+                first = false;
                 if socket.send(Frame::Text(WireText::from(text))).await.is_err() {
                     return socket;
                 }

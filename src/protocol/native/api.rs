@@ -139,6 +139,41 @@ pub(crate) async fn stats(
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))
 }
 
+/// Query of the nodes endpoint.
+#[derive(Debug, Deserialize)]
+pub(crate) struct NodesQuery {
+    #[serde(default)]
+    node: Option<String>,
+}
+
+/// Every live node of the cluster (this node alone without Redis): its card (address,
+/// version, uptime, draining, connections by protocol, channels, counters, CPU, memory,
+/// open files, Redis state, refusals and failures) with per-second rates, and the
+/// cluster's totals; refreshed every second, cards of other nodes at most 2 s old.
+#[utoipa::path(get, path = "/api/broadcast/nodes", tag = "native", security(("api_token" = [])), params(("node" = Option<String>, Query, description = "only this node (its id)")), responses((status = 200, body = crate::protocol::cluster_view::NodesView), (status = 401, description = "missing or wrong `Authorization: Bearer <BROADCAST_API_TOKEN>` (when one is set)", body = crate::protocol::ErrorBody), (status = 404, description = "no live node has that id", body = crate::protocol::ErrorBody)))]
+pub(crate) async fn nodes(
+    State(st): State<AppState>,
+    _token: ApiToken,
+    Query(q): Query<NodesQuery>,
+) -> Result<Json<crate::protocol::cluster_view::NodesView>, ApiError> {
+    if st.cluster_view.view().nodes.is_empty() {
+        // The first second after start: compute it now rather than answer nothing.
+        st.cluster_view.refresh(&st, &mut Default::default()).await;
+    }
+    let mut view = st.cluster_view.view_now(&st);
+    if let Some(id) = q.node {
+        view.nodes.retain(|n| n.id == id);
+        if view.nodes.is_empty() {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no live node has the id {id:?}"),
+            ));
+        }
+    }
+    Ok(Json(view))
+}
+
 /// One entry of `GET /api/broadcast/channels`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ChannelEntry {

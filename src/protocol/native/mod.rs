@@ -23,6 +23,7 @@ pub(crate) fn routes(config: &Config) -> OpenApiRouter<AppState> {
     let mut router = OpenApiRouter::new()
         .routes(routes!(api::publish))
         .routes(routes!(api::stats))
+        .routes(routes!(api::nodes))
         .routes(routes!(api::channels))
         .routes(routes!(api::channel_users))
         .routes(routes!(api::channel_history));

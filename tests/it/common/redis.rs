@@ -183,6 +183,15 @@ fn redis_cli(port: u16, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Whether a `CLUSTER NODES` slot field (`5461`, or a range `5461-10923` into which a moved
+/// slot next to the node's own merges) holds `slot`.
+fn holds(field: &str, slot: u16) -> bool {
+    match field.split_once('-') {
+        Some((a, b)) => matches!((a.parse::<u16>(), b.parse::<u16>()), (Ok(a), Ok(b)) if (a..=b).contains(&slot)),
+        None => field.parse::<u16>() == Ok(slot),
+    }
+}
+
 fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while !ok() {
@@ -349,6 +358,7 @@ impl RedisCluster {
     /// a resharding does), and waits until every master agrees.
     pub fn move_slot(&self, slot: u16, to: u16) {
         let id = redis_cli(to, &["CLUSTER", "MYID"]).trim().to_string();
+        let number = slot;
         let slot = slot.to_string();
         let mut order = vec![to];
         order.extend(self.ports.iter().copied().filter(|p| *p != to));
@@ -360,7 +370,7 @@ impl RedisCluster {
             wait_until("the masters never agreed on the moved slot", || {
                 redis_cli(*port, &["CLUSTER", "NODES"])
                     .lines()
-                    .any(|l| l.starts_with(&id) && l.split_whitespace().skip(8).any(|r| r == slot))
+                    .any(|l| l.starts_with(&id) && l.split_whitespace().skip(8).any(|r| holds(r, number)))
             });
         }
     }
