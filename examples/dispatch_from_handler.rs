@@ -23,11 +23,8 @@ struct OrderShipped {
     customer_id: u64,
 }
 
-impl Event for OrderShipped {
-    fn to_json(&self) -> serde_json::Value {
-        serde_json::to_value(self).unwrap_or_default()
-    }
-}
+// The payload is the event's fields (its `Serialize` form).
+impl Event for OrderShipped {}
 
 impl ShouldBroadcast for OrderShipped {
     fn broadcast_on(&self) -> Vec<String> {

@@ -3,5 +3,5 @@
 //! [`crate::broadcasting::event`].
 
 pub use crate::broadcasting::event::{
-    dispatch, listen, Broadcastable, Event, EventFacade, EventFake, ShouldBroadcast, ShouldQueue,
+    dispatch, listen, Broadcastable, Event, EventFacade, EventFake, EventPayload, ShouldBroadcast, ShouldQueue,
 };

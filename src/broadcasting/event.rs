@@ -12,21 +12,44 @@ use crate::channel::Channel;
 use crate::hub::SocketId;
 use crate::sync::{lock, read, write};
 
+/// What an event carries as JSON ([`Event::to_json`]'s default): for every type that
+/// implements `serde::Serialize`, its serde form, so an event's payload is its fields
+/// without a line of code. A type that cannot derive `Serialize` implements this trait
+/// itself and says what it carries (`serde_json::Value::Null` for nothing, explicitly).
+pub trait EventPayload {
+    /// The JSON this event carries.
+    fn payload(&self) -> serde_json::Value;
+}
+
+impl<T: serde::Serialize> EventPayload for T {
+    fn payload(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or_else(|e| {
+            // A map with non-string keys, a failing custom Serialize: say so, once per
+            // dispatch, rather than broadcast `null` silently.
+            tracing::warn!(event = std::any::type_name::<T>(), error = %e, "an event's payload does not serialise as JSON; it carries null");
+            serde_json::Value::Null
+        })
+    }
+}
+
 /// Something that happened in the application. Listeners run when it is dispatched.
 ///
-/// Plain events write `impl Event for UserLoggedIn {}` and are dispatched with
-/// [`dispatch`]; events that also implement [`ShouldBroadcast`], [`Broadcastable`] or
-/// [`ShouldQueue`] get a `dispatch()` method that runs the listeners and broadcasts.
-pub trait Event: Send + Sync + 'static {
+/// Plain events write `#[derive(Serialize)] struct UserLoggedIn; impl Event for
+/// UserLoggedIn {}` and are dispatched with [`dispatch`]; events that also implement
+/// [`ShouldBroadcast`], [`Broadcastable`] or [`ShouldQueue`] get a `dispatch()` method
+/// that runs the listeners and broadcasts. The payload is the event's `Serialize` form
+/// ([`EventPayload`]) unless [`to_json`](Self::to_json) says otherwise.
+pub trait Event: EventPayload + Send + Sync + 'static {
     /// The event's name, as fakes record it and (unless `broadcast_as` says otherwise)
     /// as clients see it; default: the type's name without its module path.
     fn event_name(&self) -> &'static str {
         short_type_name(std::any::type_name::<Self>())
     }
 
-    /// The event as JSON; the default payload of a broadcast. Default: `null`.
+    /// The event as JSON; the default payload of a broadcast. Default: its
+    /// [`EventPayload`] (the `Serialize` form).
     fn to_json(&self) -> serde_json::Value {
-        serde_json::Value::Null
+        self.payload()
     }
 }
 
@@ -36,14 +59,11 @@ pub trait Event: Send + Sync + 'static {
 /// ```
 /// use rustaxum::events::{Event, ShouldBroadcast};
 ///
+/// // The payload is the event's fields: {"order_id":1,"user_id":42}.
 /// #[derive(serde::Serialize)]
 /// struct OrderShipped { order_id: u64, user_id: u64 }
 ///
-/// impl Event for OrderShipped {
-///     fn to_json(&self) -> serde_json::Value {
-///         serde_json::to_value(self).unwrap_or_default()
-///     }
-/// }
+/// impl Event for OrderShipped {}
 ///
 /// impl ShouldBroadcast for OrderShipped {
 ///     fn broadcast_on(&self) -> Vec<String> {

@@ -23,7 +23,9 @@ pub use drivers::{
     BroadcastDriver, Broadcaster, DriverAdapter, DriverContext, LocalDriver, LogDriver, NullDriver, Payload,
     RedisDriver,
 };
-pub use event::{dispatch, listen, Broadcastable, Event, EventFacade, EventFake, ShouldBroadcast, ShouldQueue};
+pub use event::{
+    dispatch, listen, Broadcastable, Event, EventFacade, EventFake, EventPayload, ShouldBroadcast, ShouldQueue,
+};
 pub use helpers::{
     broadcast, broadcast_to_channel, broadcast_to_organization, broadcast_to_user, BroadcastFacade, PendingBroadcast,
 };

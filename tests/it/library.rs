@@ -55,6 +55,7 @@ impl ShouldBroadcast for Renamed {
     }
 }
 
+#[derive(serde::Serialize)]
 struct UserLoggedIn;
 impl Event for UserLoggedIn {}
 
@@ -340,4 +341,35 @@ async fn helpers_work_without_manual_setup() {
         broadcast().channel("bad name").event("x").send().await,
         Err(BroadcastError::InvalidChannel { .. })
     ));
+}
+
+#[derive(serde::Serialize)]
+struct InvoicePaid {
+    invoice: u64,
+    amount: f64,
+}
+impl Event for InvoicePaid {}
+impl ShouldBroadcast for InvoicePaid {
+    fn broadcast_on(&self) -> Vec<String> {
+        vec!["general".into()]
+    }
+}
+
+// Issue 36: `Event::to_json` defaulted to `null`, so an event that forgot to override it
+// broadcast `null` silently. Its payload is now its `Serialize` form.
+#[tokio::test]
+async fn an_events_payload_is_its_serialize_form_by_default() {
+    let server = start().await;
+    broadcasting::install(server.app.manager().clone());
+    let (mut ws, _) = server.connect("/ws/general").await;
+    InvoicePaid {
+        invoice: 7,
+        amount: 12.5,
+    }
+    .dispatch()
+    .await
+    .unwrap();
+    let got = recv_json(&mut ws).await;
+    assert_eq!(got["event"], "InvoicePaid", "{got}");
+    assert_eq!(got["data"], json!({"invoice": 7, "amount": 12.5}), "{got}");
 }
