@@ -71,6 +71,7 @@ pub mod history;
 pub mod hub;
 pub mod lifecycle;
 pub mod net;
+pub mod prelude;
 pub mod presence;
 pub mod protocol;
 pub mod publish;

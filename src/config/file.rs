@@ -2,7 +2,7 @@
 //! setting came from.
 //!
 //! The file sets the same settings as the environment, under the keys of
-//! [`VARIABLES`](super::vars::VARIABLES): top-level keys (`host`, `port`, `db_path`, ...)
+//! [`super::vars::VARIABLES`]: top-level keys (`host`, `port`, `db_path`, ...)
 //! and the sections `[cors]`, `[websocket]`, `[persistence]`, `[jwt]`, `[redis]` and
 //! `[pusher]`; `[env]` sets any variable by name. The environment wins over the file.
 

@@ -13,7 +13,7 @@
 //!   published to every node in one atomic script, so every node delivers in offset order.
 //!
 //! Order on one node: the fan-out appends and delivers a channel's messages under that
-//! channel's lock ([`History::publish`]), so sockets see offsets in order. A recovering
+//! channel's lock (the fan-out's `publish_kept`, under `History::lock`), so sockets see offsets in order. A recovering
 //! socket subscribes first, then reads; whatever it then receives live at or below the
 //! last offset it was sent from history is skipped (the session's floor).
 

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// A notice on the control bus between nodes (`{p}rustaxum:control`), published with
-/// [`RedisBroker::publish_control`]. One variant per operation: a new one is handled
+/// [`RedisBroker::publish_control`](super::RedisBroker::publish_control). One variant per operation: a new one is handled
 /// wherever notices are, or it does not compile.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op")]

@@ -16,7 +16,7 @@
 //! pub/sub (`SPUBLISH {p}rustaxum:shard:{tag}`, the message naming its channel in `ch`);
 //! see [`RedisLink`].
 //!
-//! A node listens only to what it serves ([`interest`]): the channels it has subscribers
+//! A node listens only to what it serves (its interest): the channels it has subscribers
 //! for (on a cluster, their shards), subscribed before a join is answered and let go a
 //! linger after the last subscriber left; with routing rules that copy, the whole prefix.
 //!

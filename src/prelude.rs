@@ -1,0 +1,39 @@
+//! What an application needs, in one import:
+//!
+//! ```
+//! use rustaxum::prelude::*;
+//!
+//! #[derive(serde::Serialize)]
+//! struct OrderShipped { order_id: u64, user_id: u64 }
+//!
+//! impl Event for OrderShipped {}
+//!
+//! impl ShouldBroadcast for OrderShipped {
+//!     fn broadcast_on(&self) -> Vec<String> {
+//!         vec![format!("user.{}", self.user_id)]
+//!     }
+//! }
+//!
+//! # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+//! // The server and its manager, from the environment (as the `rustaxum` binary reads it).
+//! let app = Rustaxum::new(Config::from_env()?)?;
+//! rustaxum::broadcasting::install(app.manager().clone());
+//! // Dispatch: listeners run, then it is broadcast with its fields as the payload.
+//! OrderShipped { order_id: 1, user_id: 42 }.dispatch().await?;
+//! // Or publish directly.
+//! broadcast().channel("orders").event("order.shipped").with(serde_json::json!({"id": 1})).send().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! Events ([`Event`], [`ShouldBroadcast`], [`Broadcastable`], [`ShouldQueue`],
+//! [`dispatch`], [`listen`]), the manager and its helpers ([`BroadcastManager`],
+//! [`broadcast`], [`broadcast_to_user`], [`BroadcastError`]), channels ([`Channel`],
+//! [`ChannelKind`]) and the app ([`Rustaxum`], [`Config`]).
+
+pub use crate::broadcasting::{
+    broadcast, broadcast_to_channel, broadcast_to_user, dispatch, listen, BroadcastError, BroadcastManager,
+    Broadcastable, Event, EventPayload, ShouldBroadcast, ShouldQueue,
+};
+pub use crate::channel::{Channel, ChannelKind};
+pub use crate::config::Config;
+pub use crate::server::Rustaxum;
