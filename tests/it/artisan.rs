@@ -5,7 +5,8 @@ use std::process::Output;
 use crate::common::*;
 use serde_json::json;
 
-async fn artisan(server: &TestServer, args: &[&str]) -> Output {
+/// The `artisan` binary against `server`, without a token from the environment.
+pub(crate) async fn artisan(server: &TestServer, args: &[&str]) -> Output {
     tokio::process::Command::new(env!("CARGO_BIN_EXE_artisan"))
         .arg("--server")
         .arg(server.url(""))

@@ -35,16 +35,6 @@ fn link_to(redis: &RedisCluster, prefix: &str) -> rustaxum::cluster::redis::Redi
     rustaxum::cluster::redis::RedisLink::new(&settings).unwrap()
 }
 
-async fn two_nodes(redis: &impl Backend) -> (TestServer, TestServer, String) {
-    let prefix = unique_prefix();
-    let a = start_with(cluster_config(redis, &prefix)).await;
-    let b = start_with(cluster_config(redis, &prefix)).await;
-    for node in [&a, &b] {
-        wait_ready(node).await;
-    }
-    (a, b, prefix)
-}
-
 #[tokio::test]
 async fn an_event_published_anywhere_reaches_every_subscriber_exactly_once() {
     exactly_once(&RedisServer::start()).await;

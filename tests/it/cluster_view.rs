@@ -3,23 +3,14 @@
 //! (or one node with `--node`), through the real binary against two nodes sharing Redis.
 
 use std::process::Output;
+
+use crate::artisan::artisan;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::common::redis::{unique_prefix, RedisServer};
+use crate::common::redis::RedisServer;
 use crate::common::*;
-
-async fn artisan(server: &TestServer, args: &[&str]) -> Output {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_artisan"))
-        .arg("--server")
-        .arg(server.url(""))
-        .args(args)
-        .env_remove("BROADCAST_API_TOKEN")
-        .output()
-        .await
-        .expect("run artisan")
-}
 
 fn text(o: &Output) -> String {
     format!(
@@ -46,12 +37,7 @@ async fn nodes_until(node: &TestServer, want: impl Fn(&Value) -> bool) -> Value 
 #[tokio::test]
 async fn every_node_shows_the_whole_cluster_and_artisan_its_totals() {
     let redis = RedisServer::start();
-    let prefix = unique_prefix();
-    let a = start_with(cluster_config(&redis, &prefix)).await;
-    let b = start_with(cluster_config(&redis, &prefix)).await;
-    for node in [&a, &b] {
-        wait_ready(node).await;
-    }
+    let (a, b, _) = two_nodes(&redis).await;
     let mut sockets = Vec::new();
     for (node, channel, n) in [(&a, "orders", 3), (&b, "orders", 2), (&b, "news", 1)] {
         for _ in 0..n {

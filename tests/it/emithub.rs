@@ -1142,12 +1142,7 @@ async fn the_database_file_appears_only_when_a_channel_is_created() {
 #[tokio::test]
 async fn a_channel_another_node_just_created_can_be_managed_at_once() {
     let redis = RedisServer::start();
-    let prefix = unique_prefix();
-    let a = start_with(cluster_config(&redis, &prefix)).await;
-    let b = start_with(cluster_config(&redis, &prefix)).await;
-    for node in [&a, &b] {
-        wait_ready(node).await;
-    }
+    let (a, b, prefix) = two_nodes(&redis).await;
     let template = Api::of(&a).create(json!({"name": "Template"})).await;
     let id = template["id"].as_str().unwrap();
     let key = format!("{prefix}rustaxum:emithub:channels");
@@ -1172,12 +1167,7 @@ async fn a_channel_another_node_just_created_can_be_managed_at_once() {
 #[tokio::test]
 async fn emithub_channels_survive_a_redis_that_restarts_empty() {
     let mut redis = RedisServer::start();
-    let prefix = unique_prefix();
-    let a = start_with(cluster_config(&redis, &prefix)).await;
-    let b = start_with(cluster_config(&redis, &prefix)).await;
-    for node in [&a, &b] {
-        wait_ready(node).await;
-    }
+    let (a, b, prefix) = two_nodes(&redis).await;
     let (on_a, on_b) = (Api::of(&a), Api::of(&b));
     let paused = on_a
         .create(json!({"name": "Orders", "description": "kept", "settings": {"persist_messages": true, "rate_limit_per_minute": 30, "max_connections": 7}}))

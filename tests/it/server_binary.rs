@@ -604,19 +604,7 @@ async fn sigterm_drains_then_asks_every_socket_to_reconnect_elsewhere() {
 // A second signal during a long drain ends it: Ctrl-C twice does not wait a minute.
 #[tokio::test]
 async fn a_second_signal_ends_the_drain() {
-    let mut child = server()
-        .args(["--port", "0"])
-        .env("BROADCAST_DRAIN_SECONDS", "60")
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    let url = line.strip_prefix("rustaxum listening on ").expect(&line).to_string();
+    let (mut child, url) = crate::common::spawn_server(&[("BROADCAST_DRAIN_SECONDS", "60")]).await;
     let pid = child.id().unwrap().to_string();
     let term = || {
         assert!(std::process::Command::new("kill")

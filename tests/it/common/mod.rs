@@ -321,6 +321,17 @@ pub async fn wait_ready(node: &TestServer) {
     }
 }
 
+/// Two nodes sharing `redis` under a fresh key prefix, both ready; and the prefix.
+pub async fn two_nodes(redis: &(impl redis::Backend + ?Sized)) -> (TestServer, TestServer, String) {
+    let prefix = redis::unique_prefix();
+    let a = start_with(cluster_config(redis, &prefix)).await;
+    let b = start_with(cluster_config(redis, &prefix)).await;
+    for node in [&a, &b] {
+        wait_ready(node).await;
+    }
+    (a, b, prefix)
+}
+
 pub fn cluster_config(redis: &(impl redis::Backend + ?Sized), prefix: &str) -> Config {
     let mut c = config();
     c.driver = rustaxum::config::Driver::Redis;
