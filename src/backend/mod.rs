@@ -13,7 +13,7 @@ mod link;
 use std::time::Duration;
 
 pub use config::{RedisConfig, RedisTopology};
-pub use error::BackendError;
+pub use error::{BackendError, Failure};
 pub use link::{slot_of, RedisConn, RedisLink};
 
 /// How long a Redis command may take before it counts as a failure.

@@ -254,7 +254,7 @@ impl EmitHub {
     #[cfg(not(feature = "redb"))]
     pub fn single_node(config: EmitHubConfig, fanout: Fanout) -> Result<Arc<Self>, StoreError> {
         if let Some(path) = &config.db_path {
-            return Err(StoreError(format!(
+            return Err(StoreError::new(format!(
                 "EMIT_HUB_DB_PATH={} needs rustaxum's `redb` feature (this build has none): set EMIT_HUB_DB_PATH=:memory: to keep channels in memory",
                 path.display()
             )));

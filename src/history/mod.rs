@@ -60,9 +60,9 @@ impl Retention {
 /// A store failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HistoryError {
-    /// The store could not be read or written.
+    /// The store could not be read or written (the underlying error is the source).
     #[error("history store: {0}")]
-    Store(String),
+    Store(#[source] crate::backend::Failure),
     /// The cluster backend failed.
     #[error(transparent)]
     Cluster(#[from] BackendError),
@@ -72,7 +72,7 @@ impl From<HistoryError> for BackendError {
     fn from(e: HistoryError) -> Self {
         match e {
             HistoryError::Cluster(c) => c,
-            HistoryError::Store(s) => BackendError::Unavailable(s),
+            HistoryError::Store(s) => BackendError::Unavailable(s.to_string()),
         }
     }
 }

@@ -54,8 +54,8 @@ impl std::fmt::Debug for RedbHistory {
     }
 }
 
-fn err(e: impl std::fmt::Display) -> HistoryError {
-    HistoryError::Store(e.to_string())
+fn err(e: impl std::error::Error + Send + Sync + 'static) -> HistoryError {
+    HistoryError::Store(crate::backend::Failure::of(e))
 }
 
 impl RedbHistory {
@@ -92,7 +92,7 @@ impl RedbHistory {
         let db = self.db.clone();
         tokio::task::spawn_blocking(move || f(&db))
             .await
-            .map_err(|e| HistoryError::Store(format!("database task failed: {e}")))?
+            .map_err(|e| HistoryError::Store(crate::backend::Failure::caused("database task failed", e)))?
     }
 }
 

@@ -135,7 +135,9 @@ impl HistoryStore for RedisHistory {
         // The script appends `,"pos":{...},"all":true}` to the message without its
         // closing brace.
         let Some(prefix) = wire.strip_suffix('}') else {
-            return Err(HistoryError::Store("unexpected message encoding".into()));
+            return Err(HistoryError::Store(crate::backend::Failure::new(
+                "unexpected message encoding",
+            )));
         };
         let (meta, stream) = self.keys(&message.channel);
         let mut invocation = self.append.key(meta);

@@ -36,10 +36,17 @@ pub struct PresenceJoin {
     pub added: bool,
 }
 
-/// The presence backend could not answer.
+/// The presence backend could not answer (the underlying error is the source).
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("presence store unavailable: {0}")]
-pub struct PresenceError(pub String);
+pub struct PresenceError(#[source] pub crate::backend::Failure);
+
+impl PresenceError {
+    /// A failure with no underlying error.
+    pub fn new(context: impl Into<String>) -> Self {
+        Self(crate::backend::Failure::new(context))
+    }
+}
 
 /// Where presence state lives.
 #[async_trait]

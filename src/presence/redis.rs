@@ -368,14 +368,14 @@ async fn announce(fanout: &Fanout, channel: &Channel, event: &str, member: &Memb
 }
 
 fn presence_error(e: BackendError) -> PresenceError {
-    PresenceError(e.to_string())
+    PresenceError(crate::backend::Failure::of(e))
 }
 
 #[async_trait]
 impl PresenceStore for RedisPresence {
     async fn join(&self, channel: &str, member: &Member, socket: SocketId) -> Result<bool, PresenceError> {
         let _shared = self.resyncing.read().await;
-        let json = serde_json::to_string(member).map_err(|e| PresenceError(e.to_string()))?;
+        let json = serde_json::to_string(member).map_err(|e| PresenceError(crate::backend::Failure::of(e)))?;
         let args = [member.user_id.clone(), json, self.entry(socket), channel.to_string()];
         let count: u64 = self.run(&self.join, channel, &member.user_id, args).await?;
         lock(&self.local)

@@ -10,13 +10,13 @@ struct Down;
 #[async_trait]
 impl PresenceStore for Down {
     async fn join(&self, _: &str, _: &Member, _: SocketId) -> Result<bool, PresenceError> {
-        Err(PresenceError("down for the test".into()))
+        Err(PresenceError::new("down for the test"))
     }
     async fn leave(&self, _: &str, _: &str, _: SocketId) -> Result<Option<Member>, PresenceError> {
-        Err(PresenceError("down for the test".into()))
+        Err(PresenceError::new("down for the test"))
     }
     async fn members(&self, _: &str) -> Result<Vec<Member>, PresenceError> {
-        Err(PresenceError("down for the test".into()))
+        Err(PresenceError::new("down for the test"))
     }
 }
 

@@ -67,7 +67,7 @@ impl ChannelStore for MemoryStore {
             let (messages, last) = k.messages.entry(channel).or_default();
             let sequence = last
                 .checked_add(1)
-                .ok_or_else(|| StoreError("sequence overflow".into()))?;
+                .ok_or_else(|| StoreError::new("sequence overflow"))?;
             *last = sequence;
             let stored = StoredMessage {
                 id: message.id,
@@ -112,8 +112,8 @@ impl ChannelStore for MemoryStore {
     }
 
     async fn backup(&self, _path: &Path) -> Result<(), StoreError> {
-        Err(StoreError(
-            "backups are redb files: this build of rustaxum has no `redb` feature".into(),
+        Err(StoreError::new(
+            "backups are redb files: this build of rustaxum has no `redb` feature",
         ))
     }
 

@@ -22,10 +22,27 @@ pub use self::redis::RedisStore;
 
 use super::model::{ManagedChannel, MessagePage, StoredMessage};
 
-/// A store failed.
+/// A store failed: what it was doing, and the underlying error as its source.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct StoreError(pub String);
+#[error(transparent)]
+pub struct StoreError(#[from] pub crate::backend::Failure);
+
+impl StoreError {
+    /// A failure with no underlying error.
+    pub fn new(context: impl Into<String>) -> Self {
+        Self(crate::backend::Failure::new(context))
+    }
+
+    /// `context` failed because of `source`.
+    pub fn caused(context: impl Into<String>, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self(crate::backend::Failure::caused(context, source))
+    }
+
+    /// The underlying error, with no more to say.
+    pub fn of(source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self(crate::backend::Failure::of(source))
+    }
+}
 
 /// A message to keep.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -40,8 +40,8 @@ impl std::fmt::Debug for RedbStore {
     }
 }
 
-fn err(e: impl std::fmt::Display) -> StoreError {
-    StoreError(e.to_string())
+fn err(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+    StoreError::of(e)
 }
 
 impl RedbStore {
@@ -78,14 +78,14 @@ impl RedbStore {
         let path = self
             .path
             .as_deref()
-            .ok_or_else(|| err("an in-memory database is always open"))?;
+            .ok_or_else(|| StoreError::new("an in-memory database is always open"))?;
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
-                .map_err(|e| StoreError(format!("cannot create the directory {}: {e}", dir.display())))?;
+                .map_err(|e| StoreError::caused(format!("cannot create the directory {}", dir.display()), e))?;
         }
         let db = Database::create(path)
-            .map_err(|e| StoreError(format!("cannot open the database {}: {e}", path.display())))?;
-        init(&db).map_err(|e| StoreError(format!("the database {} is not usable: {e}", path.display())))?;
+            .map_err(|e| StoreError::caused(format!("cannot open the database {}", path.display()), e))?;
+        init(&db).map_err(|e| StoreError::caused(format!("the database {} is not usable", path.display()), e))?;
         let db = Arc::new(db);
         *slot = Some(db.clone());
         Ok(db)
@@ -136,7 +136,7 @@ impl RedbStore {
         let this = self.clone();
         tokio::task::spawn_blocking(move || f(&*this.created()?))
             .await
-            .map_err(|e| StoreError(format!("database task failed: {e}")))?
+            .map_err(|e| StoreError::caused("database task failed", e))?
     }
 
     /// Runs `f` on the database if it exists; `absent` otherwise (nothing was ever kept).
@@ -150,7 +150,7 @@ impl RedbStore {
         };
         tokio::task::spawn_blocking(move || f(&db))
             .await
-            .map_err(|e| StoreError(format!("database task failed: {e}")))?
+            .map_err(|e| StoreError::caused("database task failed", e))?
     }
 }
 
@@ -173,7 +173,7 @@ fn writable(path: &Path) -> Result<(), StoreError> {
             }
         }
     }
-    let refuse = |e: String| StoreError(format!("cannot create the directory {}: {e}", dir.display()));
+    let refuse = |e: String| StoreError::new(format!("cannot create the directory {}: {e}", dir.display()));
     if !existing.is_dir() {
         return Err(refuse(format!("{} is not a directory", existing.display())));
     }
@@ -204,7 +204,7 @@ fn read_channels(db: &Database) -> Result<Vec<ManagedChannel>, StoreError> {
 }
 
 fn decode<T: serde::de::DeserializeOwned>(json: &str) -> Result<T, StoreError> {
-    serde_json::from_str(json).map_err(|e| StoreError(format!("a stored record is unreadable: {e}")))
+    serde_json::from_str(json).map_err(|e| StoreError::caused("a stored record is unreadable", e))
 }
 
 fn encode<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
@@ -281,7 +281,7 @@ impl ChannelStore for RedbStore {
                 let (mut first, last) = bounds.get(key.as_str()).map_err(err)?.map_or((1, 0), |b| b.value());
                 let sequence = last
                     .checked_add(1)
-                    .ok_or_else(|| StoreError("sequence overflow".into()))?;
+                    .ok_or_else(|| StoreError::new("sequence overflow"))?;
                 let stored = StoredMessage {
                     id: message.id,
                     sequence,
@@ -432,7 +432,11 @@ mod tests {
         let path = dir.join("corrupt.redb");
         std::fs::write(&path, vec![0x42u8; 8192]).unwrap();
         let e = RedbStore::open(&path).unwrap_err();
-        assert!(e.0.contains("corrupt.redb"), "{e}");
+        assert!(e.to_string().contains("corrupt.redb"), "{e}");
+        assert!(
+            std::error::Error::source(&e).is_some(),
+            "the redb error is kept as the source"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

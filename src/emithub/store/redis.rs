@@ -53,8 +53,8 @@ impl std::fmt::Debug for RedisStore {
     }
 }
 
-fn err(e: impl std::fmt::Display) -> StoreError {
-    StoreError(e.to_string())
+fn err(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+    StoreError::of(e)
 }
 
 impl RedisStore {
@@ -98,7 +98,7 @@ impl RedisStore {
 }
 
 fn decode<T: serde::de::DeserializeOwned>(json: &str) -> Result<T, StoreError> {
-    serde_json::from_str(json).map_err(|e| StoreError(format!("a stored record is unreadable: {e}")))
+    serde_json::from_str(json).map_err(|e| StoreError::caused("a stored record is unreadable", e))
 }
 
 fn messages_of(reply: StreamRangeReply) -> Result<Vec<StoredMessage>, StoreError> {
@@ -256,8 +256,8 @@ impl ChannelStore for RedisStore {
 
     #[cfg(not(feature = "redb"))]
     async fn backup(&self, _path: &Path) -> Result<(), StoreError> {
-        Err(StoreError(
-            "backups are redb files: this build of rustaxum has no `redb` feature".into(),
+        Err(StoreError::new(
+            "backups are redb files: this build of rustaxum has no `redb` feature",
         ))
     }
 
