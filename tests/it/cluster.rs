@@ -123,9 +123,15 @@ async fn laravel_payloads(redis: &impl Backend) {
     assert!(collect(&mut on_b, Duration::from_millis(100)).await.is_empty());
     // Garbage on the prefix is ignored and counted, nothing crashes.
     redis.publish(&format!("{prefix}orders.1"), "not json");
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let (_, stats) = a.get("/api/broadcast/stats").await;
-    assert!(stats["redis"]["invalid"].as_u64().unwrap() >= 1, "{stats}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_, stats) = a.get("/api/broadcast/stats").await;
+        if stats["redis"]["invalid"].as_u64().unwrap() >= 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{stats}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(a.get("/ready").await.0, 200);
 }
 
