@@ -387,10 +387,11 @@ fn card(st: &AppState) -> NodeCard {
     .collect();
     let (unauthorized, forbidden, throttled, server_errors) = st.cluster_view.answers.totals();
     let process = super::stats::ProcessFigures::read();
-    let redis = match &st.cluster {
+    // One status per card (it gathers the lanes and counters).
+    let broker = st.cluster.as_ref().map(|b| b.status());
+    let redis = match &broker {
         None => "not used".to_string(),
-        Some(broker) => {
-            let s = broker.status();
+        Some(s) => {
             if !s.shards_down.is_empty() {
                 format!("{} shard(s) down", s.shards_down.len())
             } else if s.circuit != crate::backend::breaker::BreakerState::Closed {
@@ -412,10 +413,9 @@ fn card(st: &AppState) -> NodeCard {
         config.server.host.to_string()
     };
     NodeCard {
-        id: st
-            .cluster
+        id: broker
             .as_ref()
-            .map_or_else(|| "this node".to_string(), |b| b.status().node_id),
+            .map_or_else(|| "this node".to_string(), |b| b.node_id.clone()),
         address: format!("{host}:{}", config.server.port),
         version: env!("CARGO_PKG_VERSION").to_string(),
         uptime_seconds: snapshot.uptime_seconds,
@@ -425,10 +425,7 @@ fn card(st: &AppState) -> NodeCard {
         channels: snapshot.channels.len() as u64,
         // Clustered, every message published here goes to Redis once; the hub's own count
         // includes the messages other nodes published.
-        published: st
-            .cluster
-            .as_ref()
-            .map_or(snapshot.messages.published, |b| b.status().published),
+        published: broker.as_ref().map_or(snapshot.messages.published, |b| b.published),
         delivered: snapshot.messages.delivered,
         received: snapshot.messages.received,
         cpu_seconds: process.cpu_seconds.unwrap_or(0.0),
@@ -441,7 +438,7 @@ fn card(st: &AppState) -> NodeCard {
             throttled,
         },
         server_errors,
-        publish_failures: st.cluster.as_ref().map_or(0, |b| b.status().publish_failures),
+        publish_failures: broker.as_ref().map_or(0, |b| b.publish_failures),
         slow_disconnects: snapshot.slow_disconnects,
         webhook_failures: st.webhooks.as_ref().map_or(0, |w| w.stats().failed),
         sampled_at_ms: u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0),

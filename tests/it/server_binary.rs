@@ -505,25 +505,15 @@ async fn sigterm_drains_then_asks_every_socket_to_reconnect_elsewhere() {
     let notify_path = dir.join("notify");
     let systemd = tokio::net::UnixDatagram::bind(&notify_path).unwrap();
     let (key, secret) = ("drain-key", "drain-secret");
-    let mut child = server()
-        .args(["--port", "0"])
-        .env("BROADCAST_DRAIN_SECONDS", "1500ms")
-        .env("NOTIFY_SOCKET", &notify_path)
-        .envs([
-            ("PUSHER_APP_ID", "1"),
-            ("PUSHER_APP_KEY", key),
-            ("PUSHER_APP_SECRET", secret),
-        ])
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    let url = line.strip_prefix("rustaxum listening on ").expect(&line).to_string();
+    let notify = notify_path.to_str().unwrap();
+    let (mut child, url) = crate::common::spawn_server(&[
+        ("BROADCAST_DRAIN_SECONDS", "1500ms"),
+        ("NOTIFY_SOCKET", notify),
+        ("PUSHER_APP_ID", "1"),
+        ("PUSHER_APP_KEY", key),
+        ("PUSHER_APP_SECRET", secret),
+    ])
+    .await;
     let mut said = [0u8; 64];
     let n = tokio::time::timeout(Duration::from_secs(5), systemd.recv(&mut said))
         .await
