@@ -326,19 +326,25 @@ async fn publish_kept(
     broker: &dyn Broker,
     hub: &Hub,
 ) -> Result<PublishReport, BackendError> {
-    if history.store().publishes() {
+    if history.publishes(&message.channel) {
         // Published to every node (this one included) by the store's own script.
         let local = hub.subscriber_count(&message.channel);
-        history.append(&message).await?;
+        let position = history.append(&message).await?;
         return Ok(PublishReport {
             delivered: local,
             dropped: 0,
+            offset: Some(position.offset),
         });
     }
     let _order = history.lock(&message.channel).lock().await;
-    message.position = Some(history.append(&message).await?);
+    let position = history.append(&message).await?;
+    let offset = position.offset;
+    message.position = Some(position);
     broker.publish(&message).await?;
-    Ok(hub.deliver(message))
+    Ok(PublishReport {
+        offset: Some(offset),
+        ..hub.deliver(message)
+    })
 }
 
 #[cfg(test)]

@@ -49,6 +49,7 @@ impl ChannelOwner for EmitHub {
         Ok(PublishReport {
             delivered: sent.recipients,
             dropped: 0,
+            offset: sent.sequence,
         })
     }
 }

@@ -1,5 +1,6 @@
-//! Keeping a single node's EmitHub in shape: retention purges, backups (on demand and
-//! automatic, the newest kept) and the background tasks that run them.
+//! Keeping a node's EmitHub in shape: backups (on demand and automatic, the newest kept),
+//! following the other nodes' changes, writing channels back to a store that lost them,
+//! and the background tasks that run them. (Retention purges are the history's sweeps.)
 
 use crate::cluster::redis::Control;
 use std::path::PathBuf;
@@ -12,20 +13,6 @@ use tokio_util::task::TaskTracker;
 use super::*;
 
 impl EmitHub {
-    /// Removes messages older than the retention period; how many.
-    pub async fn purge(&self) -> Result<usize, EmitHubError> {
-        let days = self.config.load().message_retention_days;
-        if days == 0 {
-            return Ok(0);
-        }
-        let cutoff = Utc::now() - chrono::Duration::days(i64::from(days));
-        let purged = self.store.purge_older_than(cutoff).await?;
-        if purged > 0 {
-            tracing::info!(purged, days, "purged messages past their retention");
-        }
-        Ok(purged)
-    }
-
     /// Writes a backup now; returns its path. The newest backups are kept.
     pub async fn backup(&self) -> Result<PathBuf, EmitHubError> {
         let dir = self
@@ -35,27 +22,76 @@ impl EmitHub {
         let name = format!("emit_hub-{}.redb", Utc::now().format("%Y%m%dT%H%M%S%.3fZ"));
         let path = dir.join(name);
         self.store.backup(&path).await?;
+        #[cfg(feature = "redb")]
+        if self.redb.is_none() {
+            self.export_history(&path).await?;
+        }
         tracing::info!(path = %path.display(), "database backed up");
         prune_backups(&dir);
         Ok(path)
     }
 
-    /// Starts the background work: retention purges, automatic backups and, in a
-    /// cluster, following the other nodes' changes.
-    pub fn start(self: &Arc<Self>, stop: CancellationToken, tasks: &TaskTracker) {
-        let this = self.clone();
-        let s = stop.clone();
-        tasks.spawn(async move {
+    /// Adds the channels' persisted messages to a backup file the store wrote (a cluster's
+    /// store exports only the channels; a single node's file copy holds both).
+    #[cfg(feature = "redb")]
+    async fn export_history(&self, path: &std::path::Path) -> Result<(), EmitHubError> {
+        use crate::history::{Imported, RedbTables};
+        let Some(history) = self.fanout.history() else {
+            return Ok(());
+        };
+        let db = RedbStore::open(path)?.database()?;
+        for managed in self.list() {
+            let Ok(channel) = Channel::parse(&hub_channel_name(managed.id)) else {
+                continue;
+            };
+            let mut all: Vec<Message> = Vec::new();
+            let mut before = None;
             loop {
-                if let Err(e) = this.purge().await {
-                    tracing::warn!(error = %e, "purging old messages failed");
-                }
-                tokio::select! {
-                    _ = s.cancelled() => return,
-                    _ = tokio::time::sleep(RETENTION_SWEEP) => {}
+                let (page, next) = history
+                    .page_back(&channel, before, 500)
+                    .await
+                    .map_err(history::history_error)?;
+                all.splice(0..0, page);
+                match next {
+                    Some(n) if before.is_none_or(|b| n < b) => before = Some(n),
+                    _ => break,
                 }
             }
-        });
+            if all.is_empty() {
+                continue;
+            }
+            let name = channel.name().to_string();
+            let db = db.clone();
+            tokio::task::spawn_blocking(move || -> Result<(), StoreError> {
+                let imported: Vec<Imported<'_>> = all
+                    .iter()
+                    .filter_map(|m| {
+                        let offset = m.position.as_ref()?.offset;
+                        let ms = chrono::DateTime::parse_from_rfc3339(&m.timestamp)
+                            .map_or(0, |t| u64::try_from(t.timestamp_millis()).unwrap_or(0));
+                        Some(Imported {
+                            offset,
+                            event: &m.event,
+                            data: &m.data,
+                            timestamp: &m.timestamp,
+                            ms,
+                        })
+                    })
+                    .collect();
+                let tx = db.begin_write().map_err(StoreError::of)?;
+                crate::history::import(&tx, RedbTables::MANAGED, &name, 0, &imported)
+                    .map_err(|e| StoreError::caused("exporting the persisted messages", e))?;
+                tx.commit().map_err(StoreError::of)
+            })
+            .await
+            .map_err(|e| StoreError::caused("database task failed", e))??;
+        }
+        Ok(())
+    }
+
+    /// Starts the background work: automatic backups and, in a cluster, following the
+    /// other nodes' changes.
+    pub fn start(self: &Arc<Self>, stop: CancellationToken, tasks: &TaskTracker) {
         let config = self.config();
         if config.auto_backup && self.backup_dir.is_some() {
             let this = self.clone();

@@ -13,9 +13,9 @@
 
 mod config;
 mod gate;
+mod history;
 mod maintenance;
 pub mod model;
-mod recovery;
 pub mod store;
 
 pub use config::{EmitHubConfig, DEFAULT_EMIT_HUB_DB_PATH, DEFAULT_EMIT_HUB_MAX_CHANNELS};
@@ -28,24 +28,24 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use uuid::Uuid;
 
 use crate::auth::Identity;
 use crate::backend::BackendError;
 use crate::channel::{Channel, ChannelKind};
 use crate::cluster::redis::RedisBroker;
-use crate::hub::{CloseReason, Message, Position};
+use crate::history::HistoryStore;
+use crate::hub::{CloseReason, Message};
 use crate::publish::Fanout;
 use crate::session::{Grant, GrantSource, JoinError};
 use crate::sync::{read, write};
 use model::{
-    hub_channel_name, ChannelSettings, ChannelStatus, ManagedChannel, MessagePage, SettingsPatch, StoredMessage,
-    Transition, HUB_PREFIX,
+    hub_channel_name, BroadcastPayload, ChannelSettings, ChannelStatus, ManagedChannel, SettingsPatch, Transition,
+    HUB_PREFIX,
 };
 #[cfg(feature = "redb")]
 use store::RedbStore;
-use store::{ChannelStore, NewMessage, RedisStore, StoreError};
+use store::{ChannelStore, RedisStore, StoreError};
 
 /// The event name of a REST broadcast on the hub channel.
 pub const BROADCAST_EVENT: &str = "broadcast";
@@ -53,8 +53,6 @@ pub const BROADCAST_EVENT: &str = "broadcast";
 pub const CLIENT_MESSAGE_EVENT: &str = "client-message";
 /// Backups kept in the backup directory.
 const BACKUPS_KEPT: usize = 5;
-/// How often old messages are purged.
-const RETENTION_SWEEP: Duration = Duration::from_secs(3600);
 
 /// Close codes of EmitHub sockets.
 pub mod close {
@@ -180,26 +178,6 @@ pub struct Broadcasted {
     pub sequence: Option<u64>,
 }
 
-/// What a returning EmitHub socket missed (see [`EmitHub::recover`]).
-#[derive(Debug, Clone)]
-pub struct Recovered {
-    /// The missed persisted messages, oldest first.
-    pub messages: Vec<StoredMessage>,
-    /// Whether they are all it missed.
-    pub recovered: bool,
-    /// More were missed than one recovery sends (these are the newest).
-    pub capped: bool,
-    /// The channel's position (its newest persisted message).
-    pub position: Position,
-}
-
-/// The epoch of a managed channel's positions: its persisted history lives as long as the
-/// channel, so the epoch is the channel's own (the first 12 hex digits of its id).
-pub fn epoch_of(id: Uuid) -> Arc<str> {
-    let hex = id.simple().to_string();
-    Arc::from(&hex[..12])
-}
-
 /// The managed-channel registry of one node.
 pub struct EmitHub {
     store: Arc<dyn ChannelStore>,
@@ -211,7 +189,8 @@ pub struct EmitHub {
     backup_dir: Option<PathBuf>,
     #[cfg(feature = "redb")]
     redb: Option<RedbStore>,
-    order: tokio::sync::Mutex<()>,
+    /// Where the persisted messages are kept (see [`EmitHub::keep_history_in`]).
+    history_store: Arc<dyn HistoryStore>,
     changes: tokio::sync::broadcast::Sender<ChannelChange>,
     /// The store's generation when this node last loaded from it (see `write_back_if_lost`).
     generation: std::sync::Mutex<Option<String>>,
@@ -242,7 +221,8 @@ impl EmitHub {
                 .unwrap_or_else(|| PathBuf::from("backups"))
         });
         let channels = store.channels_now()?;
-        let mut hub = Self::with_store(Arc::new(store.clone()), config, fanout, None, backup_dir);
+        let history = Arc::new(history::FileHistory::new(store.clone()));
+        let mut hub = Self::with_store(Arc::new(store.clone()), history, config, fanout, None, backup_dir);
         hub.redb = Some(store);
         let hub = Self::owning(Arc::new(hub));
         hub.replace_all(channels);
@@ -261,6 +241,7 @@ impl EmitHub {
         }
         Ok(Self::owning(Arc::new(Self::with_store(
             Arc::new(store::MemoryStore::default()),
+            Arc::new(crate::history::MemoryHistory::new(usize::MAX)),
             config,
             fanout,
             None,
@@ -272,12 +253,14 @@ impl EmitHub {
     /// background (and again whenever the broker resubscribes).
     pub fn clustered(config: EmitHubConfig, fanout: Fanout, broker: Arc<RedisBroker>) -> Arc<Self> {
         let store = Arc::new(RedisStore::new(broker.link().clone()));
+        let history = Arc::new(crate::history::RedisHistory::new(broker.clone()));
         let backup_dir = config
             .db_path
             .as_ref()
             .and_then(|p| p.parent().map(|d| d.join("backups")));
         Self::owning(Arc::new(Self::with_store(
             store,
+            history,
             config,
             fanout,
             Some(broker),
@@ -287,6 +270,7 @@ impl EmitHub {
 
     fn with_store(
         store: Arc<dyn ChannelStore>,
+        history_store: Arc<dyn HistoryStore>,
         config: EmitHubConfig,
         fanout: Fanout,
         cluster: Option<Arc<RedisBroker>>,
@@ -302,7 +286,7 @@ impl EmitHub {
             backup_dir,
             #[cfg(feature = "redb")]
             redb: None,
-            order: tokio::sync::Mutex::new(()),
+            history_store,
             changes: tokio::sync::broadcast::channel(1024).0,
             generation: std::sync::Mutex::new(None),
         }
@@ -466,6 +450,11 @@ impl EmitHub {
     pub async fn delete(&self, id: Uuid) -> Result<(), EmitHubError> {
         let channel = self.fetch(id).await?;
         self.store.delete(id).await?;
+        if let (Some(history), Ok(hub_channel)) = (self.fanout.history(), Channel::parse(&hub_channel_name(id))) {
+            if let Err(e) = history.clear(&hub_channel).await {
+                tracing::warn!(channel = %id, error = %e, "forgetting a deleted channel's messages failed");
+            }
+        }
         write(&self.channels).remove(&id);
         self.limiters.remove(&id);
         self.close_sockets(id, close::DELETED);
@@ -572,76 +561,29 @@ impl EmitHub {
         self.check_rate(&channel)?;
         let message_id = Uuid::new_v4();
         let timestamp = model::now();
-        // Kept and delivered in sequence order (on this node).
-        let _order = self.order.lock().await;
-        let sequence = if channel.settings.persist_messages {
-            let new = NewMessage {
-                id: message_id,
-                content: content.clone(),
-                message_type: message_type.clone(),
-                timestamp,
-            };
-            Some(self.keep(id, new).await?)
-        } else {
-            None
+        let payload = BroadcastPayload {
+            content,
+            message_type,
+            id: message_id,
         };
-        let data = json!({"content": content, "message_type": message_type, "id": message_id, "sequence": sequence});
-        let position = sequence.map(|offset| Position {
-            epoch: epoch_of(id),
-            offset,
-        });
-        let recipients = self.publish(id, BROADCAST_EVENT, data, None, position).await?;
+        let hub_channel = Channel::parse(&hub_channel_name(id)).map_err(|e| EmitHubError::Invalid(e.to_string()))?;
+        let raw = serde_json::value::to_raw_value(&payload).map_err(|e| EmitHubError::Invalid(e.to_string()))?;
+        let message = Message {
+            timestamp: Arc::from(timestamp.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+            ..Message::event(hub_channel, BROADCAST_EVENT, Arc::from(raw))
+        };
+        // Kept (when the channel persists messages) and delivered in position order by
+        // the fan-out, under the channel's history lock.
+        let report = self.fanout.publish_owned(message).await?;
         Ok(Broadcasted {
             id: message_id,
             channel_id: id,
-            content,
-            message_type,
+            content: payload.content,
+            message_type: payload.message_type,
             timestamp,
-            recipients,
-            sequence,
+            recipients: report.delivered,
+            sequence: report.offset,
         })
-    }
-
-    /// Keeps a client's text in the channel's history when `persist_messages`; its
-    /// sequence (relay it after this, with the sequence, so positions stay in order).
-    pub async fn record_client_message(&self, id: Uuid, text: &str) -> Result<Option<u64>, EmitHubError> {
-        let channel = self.get(id)?;
-        if !channel.settings.persist_messages {
-            return Ok(None);
-        }
-        let new = NewMessage {
-            id: Uuid::new_v4(),
-            content: text.to_string(),
-            message_type: "ClientMessage".into(),
-            timestamp: model::now(),
-        };
-        Ok(Some(self.keep(id, new).await?))
-    }
-
-    /// Appends to a channel's history (within the kept count); the message's sequence.
-    async fn keep(&self, id: Uuid, message: NewMessage) -> Result<u64, EmitHubError> {
-        let keep = self.config.load().max_messages_per_channel;
-        Ok(self.store.append(id, message, keep).await?.sequence)
-    }
-
-    async fn publish(
-        &self,
-        id: Uuid,
-        event: &str,
-        data: serde_json::Value,
-        except: Option<crate::hub::SocketId>,
-        position: Option<Position>,
-    ) -> Result<usize, EmitHubError> {
-        let channel = Channel::parse(&hub_channel_name(id)).map_err(|e| EmitHubError::Invalid(e.to_string()))?;
-        let raw = serde_json::value::to_raw_value(&data).map_err(|e| EmitHubError::Invalid(e.to_string()))?;
-        let report = self
-            .fanout
-            .publish_owned(Message {
-                position,
-                ..Message::event(channel, event, Arc::from(raw)).except(except)
-            })
-            .await?;
-        Ok(report.delivered)
     }
 
     fn check_rate(&self, channel: &ManagedChannel) -> Result<(), EmitHubError> {
@@ -651,12 +593,6 @@ impl EmitHub {
         } else {
             Err(EmitHubError::RateLimited(per_minute))
         }
-    }
-
-    /// A page of the channel's persisted history.
-    pub async fn messages(&self, id: Uuid, before: Option<u64>, limit: usize) -> Result<MessagePage, EmitHubError> {
-        self.get(id)?;
-        Ok(self.store.messages(id, before, limit.clamp(1, 500)).await?)
     }
 
     /// Whether the store answers.

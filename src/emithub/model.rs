@@ -196,6 +196,63 @@ pub struct StoredMessage {
     pub timestamp: DateTime<Utc>,
 }
 
+/// The payload of a broadcast on the hub channel `emithub.{id}` (event `broadcast`), as
+/// kept in history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BroadcastPayload {
+    /// The text.
+    pub content: String,
+    /// Its type.
+    pub message_type: String,
+    /// The message id.
+    pub id: Uuid,
+}
+
+/// The payload of a client's relayed text on the hub channel (event `client-message`), as
+/// kept in history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelayedPayload {
+    /// What the client sent.
+    pub text: String,
+    /// The channel's name (shown in the relayed message).
+    pub channel_name: String,
+    /// The message id (kept messages list it).
+    #[serde(default)]
+    pub id: Option<Uuid>,
+}
+
+/// `message_type` of a client's relayed text in the history.
+pub const CLIENT_MESSAGE_TYPE: &str = "ClientMessage";
+
+impl StoredMessage {
+    /// A message of a managed channel's history as the REST API lists it; `None` for
+    /// one that is not a broadcast or a relayed client message.
+    pub fn from_history(message: &crate::hub::Message) -> Option<Self> {
+        let sequence = message.position.as_ref()?.offset;
+        let timestamp = DateTime::parse_from_rfc3339(&message.timestamp)
+            .ok()?
+            .with_timezone(&Utc);
+        let (id, content, message_type) = match message.event.as_ref() {
+            crate::emithub::BROADCAST_EVENT => {
+                let b: BroadcastPayload = serde_json::from_str(message.data.get()).ok()?;
+                (b.id, b.content, b.message_type)
+            }
+            crate::emithub::CLIENT_MESSAGE_EVENT => {
+                let r: RelayedPayload = serde_json::from_str(message.data.get()).ok()?;
+                (r.id.unwrap_or_default(), r.text, CLIENT_MESSAGE_TYPE.to_string())
+            }
+            _ => return None,
+        };
+        Some(Self {
+            id,
+            sequence,
+            content,
+            message_type,
+            timestamp,
+        })
+    }
+}
+
 /// A page of history, oldest first.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct MessagePage {

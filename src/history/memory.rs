@@ -253,6 +253,16 @@ impl HistoryStore for MemoryHistory {
         inner.compact();
         Ok(removed)
     }
+
+    async fn clear(&self, channel: &Channel) -> Result<(), HistoryError> {
+        let mut inner = lock(&self.inner);
+        if let Some(log) = inner.logs.remove(channel.name()) {
+            inner.messages -= log.kept.len() as u64;
+            inner.bytes -= log.kept.iter().map(|k| k.bytes).sum::<u64>();
+            inner.compact();
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

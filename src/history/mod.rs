@@ -38,7 +38,9 @@ use crate::hub::{EnvelopeKind, Message, Position};
 
 pub use self::memory::MemoryHistory;
 #[cfg(feature = "redb")]
-pub use self::redb::RedbHistory;
+pub(crate) use self::redb::{import, Imported};
+#[cfg(feature = "redb")]
+pub use self::redb::{RedbHistory, Tables as RedbTables};
 pub use self::redis::RedisHistory;
 
 /// How much of a channel's history is kept.
@@ -159,6 +161,29 @@ pub trait HistoryStore: Send + Sync {
     async fn sweep(&self, _retention: Retention) -> Result<usize, HistoryError> {
         Ok(0)
     }
+
+    /// Forgets `channel`'s history (its messages and position): the next message starts
+    /// a new one. For a channel that is deleted (an EmitHub channel).
+    async fn clear(&self, channel: &Channel) -> Result<(), HistoryError>;
+}
+
+/// Which channels of a family (the channels whose names start with a prefix) keep history,
+/// and how much: a family's owner decides for its channels, instead of the patterns
+/// (EmitHub: a managed channel keeps its messages while `persist_messages` is on, as many
+/// as `EMIT_HUB_MAX_MESSAGES_PER_CHANNEL` for `EMIT_HUB_MESSAGE_RETENTION_DAYS`).
+pub trait KeepPolicy: Send + Sync {
+    /// Whether `channel` (one of the family) keeps its messages now.
+    fn keeps(&self, channel: &Channel) -> bool;
+
+    /// How much of each of the family's channels is kept.
+    fn retention(&self) -> Retention;
+}
+
+/// A family of channels whose owner decides what is kept, in a store of its own.
+struct Family {
+    prefix: String,
+    policy: std::sync::Weak<dyn KeepPolicy>,
+    store: Arc<dyn HistoryStore>,
 }
 
 /// The history settings (from `BROADCAST_HISTORY_*`).
@@ -277,6 +302,7 @@ pub struct History {
     store: Arc<dyn HistoryStore>,
     locks: Vec<tokio::sync::Mutex<()>>,
     counters: Counters,
+    family: std::sync::OnceLock<Family>,
 }
 
 impl std::fmt::Debug for History {
@@ -314,7 +340,47 @@ impl History {
             store,
             locks: (0..LOCKS).map(|_| tokio::sync::Mutex::new(())).collect(),
             counters: Counters::default(),
+            family: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Lets `policy` decide which channels whose names start with `prefix` keep history,
+    /// and how much, kept in `store` (once; a second family is refused: `false`). The
+    /// policy is held weakly: its owner usually holds the history.
+    pub fn set_family(
+        &self,
+        prefix: &str,
+        policy: std::sync::Weak<dyn KeepPolicy>,
+        store: Arc<dyn HistoryStore>,
+    ) -> bool {
+        self.family
+            .set(Family {
+                prefix: prefix.to_string(),
+                policy,
+                store,
+            })
+            .is_ok()
+    }
+
+    /// The family `channel` belongs to, if any.
+    fn family_of(&self, channel: &Channel) -> Option<&Family> {
+        self.family
+            .get()
+            .filter(|f| channel.name().starts_with(f.prefix.as_str()))
+    }
+
+    /// Where `channel`'s history is kept, and how much of it.
+    fn place(&self, channel: &Channel) -> (&Arc<dyn HistoryStore>, Retention) {
+        match self.family_of(channel) {
+            Some(f) => (&f.store, f.policy.upgrade().map_or(self.retention, |p| p.retention())),
+            None => (&self.store, self.retention),
+        }
+    }
+
+    /// Whether appending a message of `channel` also publishes it to every node (see
+    /// [`HistoryStore::publishes`]).
+    pub(crate) fn publishes(&self, channel: &Channel) -> bool {
+        self.place(channel).0.publishes()
     }
 
     /// Also keeps history for channels matching `pattern` (e.g. from a rules file).
@@ -339,12 +405,21 @@ impl History {
 
     /// Whether `channel` keeps history.
     pub fn keeps(&self, channel: &Channel) -> bool {
-        self.patterns.iter().any(|p| p.matches(channel.local_name()).is_some())
+        match self.family_of(channel) {
+            Some(f) => f.policy.upgrade().is_some_and(|p| p.keeps(channel)),
+            None => self.patterns.iter().any(|p| p.matches(channel.local_name()).is_some()),
+        }
+    }
+
+    /// Whether any channel may keep history (patterns, or a family's owner).
+    pub fn is_used(&self) -> bool {
+        !self.patterns.is_empty() || self.family.get().is_some()
     }
 
     /// Gives `message` its position and keeps it (counted).
     pub(crate) async fn append(&self, message: &Message) -> Result<Position, HistoryError> {
-        match self.store.append(message, self.retention).await {
+        let (store, retention) = self.place(&message.channel);
+        match store.append(message, retention).await {
             Ok(p) => {
                 self.counters.appended.fetch_add(1, Ordering::Relaxed);
                 Ok(p)
@@ -372,19 +447,63 @@ impl History {
             Some(p) => (p.offset, End::Oldest),
             None => (0, End::Newest),
         };
-        self.store
-            .read(channel, after, limit, end, self.retention)
+        self.read_at(channel, after, limit, end).await
+    }
+
+    async fn read_at(&self, channel: &Channel, after: u64, limit: usize, end: End) -> Result<Slice, HistoryError> {
+        let (store, retention) = self.place(channel);
+        store
+            .read(channel, after, limit, end, retention)
             .await
             .inspect_err(|_| {
                 self.counters.failures.fetch_add(1, Ordering::Relaxed);
             })
     }
 
+    /// A page of `channel`'s history going back: the newest `limit` messages before
+    /// offset `before` (the newest of all without it), oldest first, and the offset to
+    /// pass as `before` for the page before this one (`None` at the oldest kept message).
+    pub async fn page_back(
+        &self,
+        channel: &Channel,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<(Vec<Message>, Option<u64>), HistoryError> {
+        let limit = limit.max(1);
+        let slice = match before {
+            None => self.read_at(channel, 0, limit, End::Newest).await?,
+            Some(before) => {
+                // Offsets are consecutive: the page is the offsets in [before - limit, before).
+                let after = before.saturating_sub(1).saturating_sub(limit as u64);
+                let mut slice = self.read_at(channel, after, limit, End::Oldest).await?;
+                slice
+                    .messages
+                    .retain(|m| m.position.as_ref().is_some_and(|p| p.offset < before));
+                slice
+            }
+        };
+        let oldest = slice
+            .messages
+            .first()
+            .and_then(|m| m.position.as_ref())
+            .map(|p| p.offset);
+        let next = oldest.filter(|o| *o > slice.first);
+        Ok((slice.messages, next))
+    }
+
+    /// Forgets `channel`'s history (a deleted channel).
+    pub async fn clear(&self, channel: &Channel) -> Result<(), HistoryError> {
+        let (store, _) = self.place(channel);
+        store.clear(channel).await.inspect_err(|_| {
+            self.counters.failures.fetch_add(1, Ordering::Relaxed);
+        })
+    }
+
     /// Where `channel` stands (its last message's position).
     pub async fn position(&self, channel: &Channel) -> Result<Position, HistoryError> {
-        let slice = self
-            .store
-            .read(channel, u64::MAX, 1, End::Oldest, self.retention)
+        let (store, retention) = self.place(channel);
+        let slice = store
+            .read(channel, u64::MAX, 1, End::Oldest, retention)
             .await
             .inspect_err(|_| {
                 self.counters.failures.fetch_add(1, Ordering::Relaxed);
@@ -397,11 +516,8 @@ impl History {
     pub async fn recover(&self, channel: &Channel, since: &Position) -> Result<Recovery, HistoryError> {
         self.counters.recoveries.fetch_add(1, Ordering::Relaxed);
         let limit = self.recovery_limit;
-        let slice = match self
-            .store
-            .read(channel, since.offset, limit, End::Newest, self.retention)
-            .await
-        {
+        let (store, retention) = self.place(channel);
+        let slice = match store.read(channel, since.offset, limit, End::Newest, retention).await {
             Ok(s) => s,
             Err(e) => {
                 self.counters.failures.fetch_add(1, Ordering::Relaxed);
@@ -456,9 +572,17 @@ impl History {
     /// Stats for `/api/broadcast/stats` and `/metrics`.
     pub fn stats(&self) -> HistoryStats {
         let c = &self.counters;
+        let mut usage = self.store.usage();
+        if let Some(f) = self.family.get().filter(|f| !Arc::ptr_eq(&f.store, &self.store)) {
+            let more = f.store.usage();
+            usage.channels += more.channels;
+            usage.messages += more.messages;
+            usage.bytes += more.bytes;
+            usage.too_large += more.too_large;
+        }
         HistoryStats {
             store: self.store.name(),
-            usage: self.store.usage(),
+            usage,
             memory_limit: self.memory_limit,
             appended: c.appended.load(Ordering::Relaxed),
             recoveries: c.recoveries.load(Ordering::Relaxed),
@@ -480,6 +604,13 @@ impl History {
                     _ = tick.tick() => {
                         if let Err(e) = history.store.sweep(history.retention).await {
                             tracing::warn!(error = %e, "history sweep failed");
+                        }
+                        if let Some(f) = history.family.get().filter(|f| !Arc::ptr_eq(&f.store, &history.store)) {
+                            if let Some(policy) = f.policy.upgrade() {
+                                if let Err(e) = f.store.sweep(policy.retention()).await {
+                                    tracing::warn!(error = %e, family = %f.prefix, "history sweep failed");
+                                }
+                            }
                         }
                     }
                 }

@@ -4,7 +4,11 @@
 //! |---|---|---|
 //! | `history_epoch` | `""` | the file's epoch (made when the table is created) |
 //! | `history_top` | channel | last offset |
-//! | `history` | (channel, offset) | `{"e","d","t","u","ms"}` JSON |
+//! | `history` | (channel, offset) | `{"e","d","t","u","x","ms"}` JSON |
+//!
+//! The channels `BROADCAST_HISTORY_CHANNELS` names use these tables ([`Tables::CHANNELS`]);
+//! EmitHub's managed channels the same layout under `emithub_history*`
+//! ([`Tables::MANAGED`]), so each set keeps its own retention.
 //!
 //! The epoch belongs to the file: it changes only when the file is lost. Each append is
 //! one transaction (committed durably) on the blocking pool.
@@ -21,9 +25,40 @@ use super::{new_epoch, now_ms, End, HistoryError, HistoryStore, Retention, Slice
 use crate::channel::Channel;
 use crate::hub::{EnvelopeKind, Message, Position};
 
-const EPOCH: TableDefinition<&str, &str> = TableDefinition::new("history_epoch");
-const TOP: TableDefinition<&str, u64> = TableDefinition::new("history_top");
-const HISTORY: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("history");
+/// The names of one set of history tables in the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tables {
+    epoch: &'static str,
+    top: &'static str,
+    history: &'static str,
+}
+
+impl Tables {
+    /// The tables of the channels `BROADCAST_HISTORY_CHANNELS` names.
+    pub const CHANNELS: Tables = Tables {
+        epoch: "history_epoch",
+        top: "history_top",
+        history: "history",
+    };
+    /// The tables of EmitHub's managed channels.
+    pub const MANAGED: Tables = Tables {
+        epoch: "emithub_history_epoch",
+        top: "emithub_history_top",
+        history: "emithub_history",
+    };
+
+    fn epoch(self) -> TableDefinition<'static, &'static str, &'static str> {
+        TableDefinition::new(self.epoch)
+    }
+
+    fn top(self) -> TableDefinition<'static, &'static str, u64> {
+        TableDefinition::new(self.top)
+    }
+
+    fn history(self) -> TableDefinition<'static, (&'static str, u64), &'static [u8]> {
+        TableDefinition::new(self.history)
+    }
+}
 
 #[derive(Serialize, Deserialize)]
 struct Row<'a> {
@@ -42,6 +77,7 @@ struct Row<'a> {
 /// History in a redb database.
 pub struct RedbHistory {
     db: Arc<Database>,
+    tables: Tables,
     epoch: Arc<str>,
     appended: AtomicU64,
 }
@@ -61,9 +97,14 @@ fn err(e: impl std::error::Error + Send + Sync + 'static) -> HistoryError {
 impl RedbHistory {
     /// History in `db`, creating its tables (and the file's epoch) when missing.
     pub fn open(db: Arc<Database>) -> Result<Self, HistoryError> {
+        Self::open_tables(db, Tables::CHANNELS)
+    }
+
+    /// History in `db`'s `tables`, created (with their epoch) when missing.
+    pub fn open_tables(db: Arc<Database>, tables: Tables) -> Result<Self, HistoryError> {
         let tx = db.begin_write().map_err(err)?;
         let epoch = {
-            let mut table = tx.open_table(EPOCH).map_err(err)?;
+            let mut table = tx.open_table(tables.epoch()).map_err(err)?;
             let existing = table.get("").map_err(err)?.map(|v| v.value().to_string());
             match existing {
                 Some(e) => Arc::from(e.as_str()),
@@ -74,14 +115,56 @@ impl RedbHistory {
                 }
             }
         };
-        tx.open_table(TOP).map_err(err)?;
-        tx.open_table(HISTORY).map_err(err)?;
+        tx.open_table(tables.top()).map_err(err)?;
+        tx.open_table(tables.history()).map_err(err)?;
         tx.commit().map_err(err)?;
         Ok(Self {
             db,
+            tables,
             epoch,
             appended: AtomicU64::new(0),
         })
+    }
+
+    /// Copies `tables` from `snapshot` into `tx` (a backup), when the snapshot has them.
+    pub fn copy_tables(
+        snapshot: &redb::ReadTransaction,
+        tx: &redb::WriteTransaction,
+        tables: Tables,
+    ) -> Result<(), HistoryError> {
+        use redb::TableHandle;
+        let present: Vec<String> = snapshot
+            .list_tables()
+            .map_err(err)?
+            .map(|t| t.name().to_string())
+            .collect();
+        if present.iter().any(|t| t == tables.epoch) {
+            let mut to = tx.open_table(tables.epoch()).map_err(err)?;
+            for row in snapshot.open_table(tables.epoch()).map_err(err)?.iter().map_err(err)? {
+                let (k, v) = row.map_err(err)?;
+                to.insert(k.value(), v.value()).map_err(err)?;
+            }
+        }
+        if present.iter().any(|t| t == tables.top) {
+            let mut to = tx.open_table(tables.top()).map_err(err)?;
+            for row in snapshot.open_table(tables.top()).map_err(err)?.iter().map_err(err)? {
+                let (k, v) = row.map_err(err)?;
+                to.insert(k.value(), v.value()).map_err(err)?;
+            }
+        }
+        if present.iter().any(|t| t == tables.history) {
+            let mut to = tx.open_table(tables.history()).map_err(err)?;
+            for row in snapshot
+                .open_table(tables.history())
+                .map_err(err)?
+                .iter()
+                .map_err(err)?
+            {
+                let (k, v) = row.map_err(err)?;
+                to.insert(k.value(), v.value()).map_err(err)?;
+            }
+        }
+        Ok(())
     }
 
     async fn blocking<T, F>(&self, f: F) -> Result<T, HistoryError>
@@ -136,17 +219,18 @@ impl HistoryStore for RedbHistory {
         .map_err(err)?;
         let channel = message.channel.name().to_string();
         let keep = retention.size.max(1) as u64;
+        let tables = self.tables;
         let offset = self
             .blocking(move |db| {
                 let tx = db.begin_write().map_err(err)?;
                 let offset = {
-                    let mut top = tx.open_table(TOP).map_err(err)?;
+                    let mut top = tx.open_table(tables.top()).map_err(err)?;
                     let offset = top.get(channel.as_str()).map_err(err)?.map_or(0, |v| v.value()) + 1;
                     top.insert(channel.as_str(), offset).map_err(err)?;
                     offset
                 };
                 {
-                    let mut history = tx.open_table(HISTORY).map_err(err)?;
+                    let mut history = tx.open_table(tables.history()).map_err(err)?;
                     history
                         .insert((channel.as_str(), offset), row.as_slice())
                         .map_err(err)?;
@@ -185,17 +269,18 @@ impl HistoryStore for RedbHistory {
     ) -> Result<Slice, HistoryError> {
         let channel = channel.clone();
         let epoch = self.epoch.clone();
+        let tables = self.tables;
         self.blocking(move |db| {
             let now = now_ms();
             let tx = db.begin_read().map_err(err)?;
             let name = channel.name();
             let top = tx
-                .open_table(TOP)
+                .open_table(tables.top())
                 .map_err(err)?
                 .get(name)
                 .map_err(err)?
                 .map_or(0, |v| v.value());
-            let history = tx.open_table(HISTORY).map_err(err)?;
+            let history = tx.open_table(tables.history()).map_err(err)?;
             let mut first = top + 1;
             for row in history.range((name, 0)..=(name, u64::MAX)).map_err(err)? {
                 let (k, v) = row.map_err(err)?;
@@ -238,20 +323,21 @@ impl HistoryStore for RedbHistory {
     }
 
     async fn sweep(&self, retention: Retention) -> Result<usize, HistoryError> {
+        let tables = self.tables;
         self.blocking(move |db| {
             let now = now_ms();
             let tx = db.begin_write().map_err(err)?;
             let mut removed = 0;
             {
                 let channels: Vec<String> = tx
-                    .open_table(TOP)
+                    .open_table(tables.top())
                     .map_err(err)?
                     .iter()
                     .map_err(err)?
                     .map(|r| r.map(|(k, _)| k.value().to_string()))
                     .collect::<Result<_, _>>()
                     .map_err(err)?;
-                let mut history = tx.open_table(HISTORY).map_err(err)?;
+                let mut history = tx.open_table(tables.history()).map_err(err)?;
                 for name in &channels {
                     let mut stale = Vec::new();
                     for row in history
@@ -280,4 +366,73 @@ impl HistoryStore for RedbHistory {
         })
         .await
     }
+
+    async fn clear(&self, channel: &Channel) -> Result<(), HistoryError> {
+        let name = channel.name().to_string();
+        let tables = self.tables;
+        self.blocking(move |db| {
+            let tx = db.begin_write().map_err(err)?;
+            tx.open_table(tables.top())
+                .map_err(err)?
+                .remove(name.as_str())
+                .map_err(err)?;
+            tx.open_table(tables.history())
+                .map_err(err)?
+                .retain_in((name.as_str(), 0)..=(name.as_str(), u64::MAX), |_, _| false)
+                .map_err(err)?;
+            tx.commit().map_err(err)
+        })
+        .await
+    }
+}
+
+/// A message of an earlier layout to move into a set of history tables (see [`import`]).
+pub(crate) struct Imported<'a> {
+    /// Its offset.
+    pub offset: u64,
+    /// The event name.
+    pub event: &'a str,
+    /// The payload.
+    pub data: &'a RawValue,
+    /// When it was published, RFC 3339.
+    pub timestamp: &'a str,
+    /// The same, Unix milliseconds (what retention goes by).
+    pub ms: u64,
+}
+
+/// Writes `messages` of `channel` (oldest first) into `tables` within `tx`, with the
+/// offsets they have, and makes `top` the channel's last offset: for a migration of data
+/// kept in an earlier layout, in the transaction that removes the old tables.
+pub(crate) fn import(
+    tx: &redb::WriteTransaction,
+    tables: Tables,
+    channel: &str,
+    top: u64,
+    messages: &[Imported<'_>],
+) -> Result<(), HistoryError> {
+    {
+        let mut epoch = tx.open_table(tables.epoch()).map_err(err)?;
+        if epoch.get("").map_err(err)?.is_none() {
+            epoch.insert("", new_epoch().as_ref()).map_err(err)?;
+        }
+    }
+    let mut history = tx.open_table(tables.history()).map_err(err)?;
+    for m in messages {
+        let row = serde_json::to_vec(&Row {
+            e: m.event.into(),
+            d: m.data,
+            t: m.timestamp.into(),
+            u: None,
+            x: None,
+            ms: m.ms,
+        })
+        .map_err(err)?;
+        history.insert((channel, m.offset), row.as_slice()).map_err(err)?;
+    }
+    let top = messages.iter().map(|m| m.offset).max().unwrap_or(0).max(top);
+    tx.open_table(tables.top())
+        .map_err(err)?
+        .insert(channel, top)
+        .map_err(err)?;
+    Ok(())
 }

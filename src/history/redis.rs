@@ -116,8 +116,12 @@ impl RedisHistory {
     }
 }
 
+/// Longest expiry given to Redis (about 100 years: "kept forever"); Redis refuses
+/// expiries that overflow its clock.
+const MAX_MILLIS: u64 = 100 * 365 * 24 * 3600 * 1000;
+
 fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).clamp(1, MAX_MILLIS)
 }
 
 #[async_trait]
@@ -209,5 +213,16 @@ impl HistoryStore for RedisHistory {
             first,
             messages,
         })
+    }
+
+    async fn clear(&self, channel: &Channel) -> Result<(), HistoryError> {
+        let (meta, stream) = self.keys(channel);
+        self.broker
+            .link()
+            .exec_for(channel, |mut c| async move {
+                redis::cmd("DEL").arg(meta).arg(stream).query_async::<()>(&mut c).await
+            })
+            .await?;
+        Ok(())
     }
 }

@@ -150,6 +150,9 @@ pub struct PublishReport {
     pub delivered: usize,
     /// Sockets disconnected because their queue was full.
     pub dropped: usize,
+    /// The message's offset in its channel's history, when the channel keeps one.
+    #[serde(skip)]
+    pub offset: Option<u64>,
 }
 
 /// A point-in-time view of the hub, as served by `GET /api/broadcast/stats`.

@@ -163,16 +163,19 @@ impl Rustaxum {
         } else {
             tracing::warn!("created outside a tokio runtime: EmitHub retention purges and backups are not running");
         }
+        // History of the channels the settings and rules name, and of EmitHub's channels
+        // that persist their messages (in EmitHub's own store: the redb file, or Redis).
         let mut history_config = config.history.clone();
         history_config.channels.extend(rules.history_patterns().iter().cloned());
-        if !history_config.channels.is_empty() {
-            let history = Arc::new(build_history(&config, &history_config, cluster.as_ref(), &emithub)?);
-            if tokio::runtime::Handle::try_current().is_ok() {
-                history.start(stop.clone(), &background);
-            }
-            tracing::info!(store = history.store().name(), channels = ?history_config.channels, "channel history on");
-            fanout.set_history(history);
+        let history = Arc::new(build_history(&config, &history_config, cluster.as_ref(), &emithub)?);
+        emithub.keep_history_in(&history);
+        if tokio::runtime::Handle::try_current().is_ok() {
+            history.start(stop.clone(), &background);
         }
+        if !history_config.channels.is_empty() {
+            tracing::info!(store = history.store().name(), channels = ?history_config.channels, "channel history on");
+        }
+        fanout.set_history(history);
         let node = Node::new(fanout, presence, Arc::new(rules), verifier, limits(&config))
             .with_grant_source(emithub.clone())
             .with_grant_source(Arc::new(crate::rtc::rooms::RoomChannels));

@@ -639,12 +639,16 @@ async fn channels_and_persisted_messages_survive_a_restart() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// Writes a channel with messages of given ages straight into a redb file, as an
-/// earlier run of the server would have.
+/// Writes a channel with messages of given ages straight into a redb file in the layout
+/// the server used before persisted messages became channel history (tables `channels`,
+/// `messages`, `bounds`), as an earlier run of the server would have: the server moves
+/// them into the history when it opens the file.
 async fn seed_database(path: &Path, ages_in_days: &[i64]) -> String {
-    use rustaxum::emithub::model::{ChannelSettings, ChannelStatus, ManagedChannel};
-    use rustaxum::emithub::store::{ChannelStore, NewMessage, RedbStore};
-    let store = RedbStore::open(path).unwrap();
+    use redb::TableDefinition;
+    use rustaxum::emithub::model::{ChannelSettings, ChannelStatus, ManagedChannel, StoredMessage};
+    const CHANNELS: TableDefinition<&str, &str> = TableDefinition::new("channels");
+    const MESSAGES: TableDefinition<(&str, u64), &str> = TableDefinition::new("messages");
+    const BOUNDS: TableDefinition<&str, (u64, u64)> = TableDefinition::new("bounds");
     let now = chrono::Utc::now();
     let channel = ManagedChannel {
         id: uuid::Uuid::new_v4(),
@@ -660,17 +664,138 @@ async fn seed_database(path: &Path, ages_in_days: &[i64]) -> String {
             rate_limit_per_minute: 60,
         },
     };
-    store.put(&channel).await.unwrap();
-    for (n, days) in ages_in_days.iter().enumerate() {
-        let message = NewMessage {
-            id: uuid::Uuid::new_v4(),
-            content: format!("{days} days old (#{n})"),
-            message_type: "Broadcast".into(),
-            timestamp: now - chrono::Duration::days(*days),
-        };
-        store.append(channel.id, message, 100).await.unwrap();
+    let key = channel.id.to_string();
+    let db = redb::Database::create(path).unwrap();
+    let tx = db.begin_write().unwrap();
+    tx.open_table(CHANNELS)
+        .unwrap()
+        .insert(key.as_str(), serde_json::to_string(&channel).unwrap().as_str())
+        .unwrap();
+    {
+        let mut messages = tx.open_table(MESSAGES).unwrap();
+        for (n, days) in ages_in_days.iter().enumerate() {
+            let sequence = n as u64 + 1;
+            let message = StoredMessage {
+                id: uuid::Uuid::new_v4(),
+                sequence,
+                content: format!("{days} days old (#{n})"),
+                message_type: "Broadcast".into(),
+                timestamp: now - chrono::Duration::days(*days),
+            };
+            messages
+                .insert(
+                    (key.as_str(), sequence),
+                    serde_json::to_string(&message).unwrap().as_str(),
+                )
+                .unwrap();
+        }
     }
-    channel.id.to_string()
+    tx.open_table(BOUNDS)
+        .unwrap()
+        .insert(key.as_str(), (1, ages_in_days.len() as u64))
+        .unwrap();
+    tx.commit().unwrap();
+    key
+}
+
+/// A database file written by the server before persisted messages became channel
+/// history (commit 318fe71, `tests/fixtures/emithub-318fe71`: a persisted channel whose
+/// four kept messages are three broadcasts and a client's text, and a channel that keeps
+/// none) serves the same channels and the same message list, byte for byte, after the
+/// upgrade; sequences go on where they stopped.
+#[tokio::test]
+async fn a_database_written_before_the_one_history_is_migrated_on_first_start() {
+    use std::io::Read;
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/emithub-318fe71");
+    let dir = temp_dir("migrate");
+    let db = dir.join("emit_hub.redb");
+    let mut bytes = Vec::new();
+    flate2::read::GzDecoder::new(std::fs::File::open(fixture.join("emit_hub.redb.gz")).unwrap())
+        .read_to_end(&mut bytes)
+        .unwrap();
+    std::fs::write(&db, bytes).unwrap();
+    let expected_messages = std::fs::read_to_string(fixture.join("messages.json")).unwrap();
+    let expected_channels = std::fs::read_to_string(fixture.join("channels.json")).unwrap();
+    let kept = "ca203c2d-aa0e-40be-8a27-53ae36dd8d41";
+    let db_path = db.display().to_string();
+    let env = [
+        ("EMIT_HUB_DB_PATH", db_path.as_str()),
+        ("EMIT_HUB_MAX_MESSAGES_PER_CHANNEL", "4"),
+    ];
+    for run in 0..2 {
+        // Twice: the first start migrates, the second finds today's layout.
+        let (server, base) = spawn_server(&env).await;
+        let http = reqwest::Client::new();
+        let body = |path: String| {
+            let http = http.clone();
+            let base = base.clone();
+            async move {
+                http.get(format!("{base}/api/v1{path}"))
+                    .send()
+                    .await
+                    .unwrap()
+                    .text()
+                    .await
+                    .unwrap()
+            }
+        };
+        if run == 0 {
+            assert_eq!(body("/channels".into()).await, expected_channels.trim_end());
+            assert_eq!(
+                body(format!("/channels/{kept}/messages")).await,
+                expected_messages.trim_end()
+            );
+            // The next message follows the last sequence; the oldest goes (4 kept).
+            let api = Api::new(&base);
+            assert_eq!(api.broadcast(kept, "m7").await.1["sequence"], 7);
+        } else {
+            let api = Api::new(&base);
+            assert_eq!(
+                api.messages(kept).await,
+                ["m4", "m5", "hello from a client", "m7"],
+                "the migrated messages stay migrated"
+            );
+            // A socket that comes back with the position of the second message recovers
+            // the rest, in order.
+            let (_, page) = api.get(&format!("/channels/{kept}/messages?limit=4")).await;
+            let epoch_of_7 = {
+                let url = format!("{}{}", base.replacen("http", "ws", 1), ws_path(kept));
+                let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+                assert_eq!(recv_json(&mut ws).await["status"], "connected");
+                api.broadcast(kept, "m8").await;
+                let live = recv_json(&mut ws).await;
+                assert_eq!(live["data"]["position"]["offset"], 8, "{live}");
+                live["data"]["position"]["epoch"].as_str().unwrap().to_string()
+            };
+            assert_eq!(page["messages"][1]["sequence"], 5);
+            let url = format!(
+                "{}{}?since={epoch_of_7}:5",
+                base.replacen("http", "ws", 1),
+                ws_path(kept)
+            );
+            let (mut back, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+            let mut seen = Vec::new();
+            loop {
+                let m = recv_json(&mut back).await;
+                if m["status"] == "connected" {
+                    assert_eq!(m["data"]["recovered"], true, "{m}");
+                    break;
+                }
+                seen.push((
+                    m["status"].as_str().unwrap().to_string(),
+                    m["data"]["position"]["offset"].as_u64(),
+                ));
+            }
+            let want = [
+                ("client_message".to_string(), Some(6)),
+                ("broadcast".to_string(), Some(7)),
+                ("broadcast".to_string(), Some(8)),
+            ];
+            assert_eq!(seen, want);
+        }
+        terminate(server).await;
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[tokio::test]
@@ -739,9 +864,14 @@ async fn backups_open_and_hold_the_data() {
     let channels = copy.channels().await.unwrap();
     assert_eq!(channels.len(), 1);
     assert_eq!(channels[0].name, "Backed up");
-    let page = copy.messages(channels[0].id, None, 10).await.unwrap();
-    assert_eq!(page.messages[0].content, "keep me");
     drop(copy);
+    // Restoring is starting a server on the copy: channels and messages are there.
+    let restored = dir.join("restored.redb");
+    std::fs::copy(&path, &restored).unwrap();
+    let restored_path = restored.display().to_string();
+    let (other, other_base) = spawn_server(&[("EMIT_HUB_DB_PATH", &restored_path)]).await;
+    assert_eq!(Api::new(&other_base).messages(&id).await, ["keep me"]);
+    terminate(other).await;
 
     // Automatically, every EMIT_HUB_BACKUP_INTERVAL_HOURS.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -1016,7 +1146,14 @@ async fn a_returning_socket_gets_the_persisted_messages_it_missed() {
     assert_eq!(api.broadcast(&id, "A004").await.0, 200);
     let (mut other, _) = join(&server, &id).await;
     send_text(&mut other, "hello").await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while api.messages(&id).await.len() < 5 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the client's message was not kept"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(api.broadcast(&id, "A005").await.0, 200);
     let since = format!("{}:{}", last["epoch"].as_str().unwrap(), last["offset"]);
     let mut back = server.connect_raw(&format!("{}?since={since}", ws_path(&id))).await;
@@ -1054,6 +1191,19 @@ async fn a_returning_socket_gets_the_persisted_messages_it_missed() {
         (m["status"].as_str(), m["data"]["recovered"].as_bool()),
         (Some("connected"), Some(false))
     );
+    // One history: EmitHub's recoveries count where every other channel's do.
+    let (_, stats) = server.get("/api/broadcast/stats").await;
+    let h = &stats["history"];
+    assert_eq!(
+        (
+            h["recoveries"].as_u64(),
+            h["recovered"].as_u64(),
+            h["not_recovered"].as_u64()
+        ),
+        (Some(2), Some(1), Some(1)),
+        "{stats}"
+    );
+    assert_eq!(h["appended"], 7, "{stats}");
 }
 
 // Hardening round two (issue 21, defect 2): `POST /api/broadcast` into `emithub.<id>` of

@@ -1,22 +1,19 @@
-//! Channels and messages in this process only: the store of a library built without the
+//! Channels in this process only: the store of a library built without the
 //! `redb` feature (`EMIT_HUB_DB_PATH=:memory:`). Nothing survives a restart.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::{page, ChannelStore, NewMessage, StoreError};
-use crate::emithub::model::{ManagedChannel, MessagePage, StoredMessage};
+use super::{ChannelStore, StoreError};
+use crate::emithub::model::ManagedChannel;
 
 #[derive(Default)]
 struct Kept {
     channels: HashMap<Uuid, ManagedChannel>,
-    /// Each channel's messages by sequence, and the last sequence it gave.
-    messages: HashMap<Uuid, (BTreeMap<u64, StoredMessage>, u64)>,
 }
 
 /// A store in memory.
@@ -56,59 +53,7 @@ impl ChannelStore for MemoryStore {
     }
 
     async fn delete(&self, id: Uuid) -> Result<bool, StoreError> {
-        Ok(self.with(|k| {
-            k.messages.remove(&id);
-            k.channels.remove(&id).is_some()
-        }))
-    }
-
-    async fn append(&self, channel: Uuid, message: NewMessage, keep: usize) -> Result<StoredMessage, StoreError> {
-        self.with(|k| {
-            let (messages, last) = k.messages.entry(channel).or_default();
-            let sequence = last
-                .checked_add(1)
-                .ok_or_else(|| StoreError::new("sequence overflow"))?;
-            *last = sequence;
-            let stored = StoredMessage {
-                id: message.id,
-                sequence,
-                content: message.content,
-                message_type: message.message_type,
-                timestamp: message.timestamp,
-            };
-            messages.insert(sequence, stored.clone());
-            while messages.len() > keep.max(1) {
-                messages.pop_first();
-            }
-            Ok(stored)
-        })
-    }
-
-    async fn messages(&self, channel: Uuid, before: Option<u64>, limit: usize) -> Result<MessagePage, StoreError> {
-        let newest_first = self.with(|k| match k.messages.get(&channel) {
-            Some((messages, _)) => messages
-                .range(..before.unwrap_or(u64::MAX))
-                .rev()
-                .take(limit.saturating_add(1))
-                .map(|(_, m)| m.clone())
-                .collect(),
-            None => Vec::new(),
-        });
-        Ok(page(newest_first, limit))
-    }
-
-    async fn purge_older_than(&self, cutoff: DateTime<Utc>) -> Result<usize, StoreError> {
-        Ok(self.with(|k| {
-            let mut purged = 0;
-            for (messages, _) in k.messages.values_mut() {
-                // Oldest first, like the other stores: stop at the first one to keep.
-                while messages.first_key_value().is_some_and(|(_, m)| m.timestamp < cutoff) {
-                    messages.pop_first();
-                    purged += 1;
-                }
-            }
-            purged
-        }))
+        Ok(self.with(|k| k.channels.remove(&id).is_some()))
     }
 
     async fn backup(&self, _path: &Path) -> Result<(), StoreError> {

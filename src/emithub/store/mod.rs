@@ -1,10 +1,11 @@
-//! Where managed channels and their persisted messages live.
+//! Where managed channels' definitions live (their persisted messages are channel
+//! history: see [`crate::history`]).
 //!
 //! - [`RedbStore`]: an embedded redb database file (single node; also in memory for
-//!   tests and the library's defaults). Feature `redb` (on by default).
+//!   tests and the library's defaults). Feature `redb` (on by default). The file also
+//!   holds the channels' history ([`crate::history::RedbHistory`]).
 //! - [`MemoryStore`]: this process only, for a library built without `redb`.
-//! - [`RedisStore`]: Redis hashes and streams, so every node of a cluster sees the same
-//!   channels and history.
+//! - [`RedisStore`]: Redis hashes, so every node of a cluster sees the same channels.
 
 mod memory;
 #[cfg(feature = "redb")]
@@ -12,7 +13,6 @@ mod redb;
 mod redis;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 pub use self::memory::MemoryStore;
@@ -20,7 +20,7 @@ pub use self::memory::MemoryStore;
 pub use self::redb::RedbStore;
 pub use self::redis::RedisStore;
 
-use super::model::{ManagedChannel, MessagePage, StoredMessage};
+use super::model::ManagedChannel;
 
 /// A store failed: what it was doing, and the underlying error as its source.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -44,20 +44,7 @@ impl StoreError {
     }
 }
 
-/// A message to keep.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NewMessage {
-    /// Its id.
-    pub id: Uuid,
-    /// The text.
-    pub content: String,
-    /// Its type.
-    pub message_type: String,
-    /// When it was sent.
-    pub timestamp: DateTime<Utc>,
-}
-
-/// Channels and messages. Every method is a complete, atomic change.
+/// Channel definitions. Every method is a complete, atomic change.
 #[async_trait]
 pub trait ChannelStore: Send + Sync {
     /// Every channel.
@@ -69,19 +56,8 @@ pub trait ChannelStore: Send + Sync {
     /// Creates or replaces a channel.
     async fn put(&self, channel: &ManagedChannel) -> Result<(), StoreError>;
 
-    /// Deletes a channel and its messages; whether it existed.
+    /// Deletes a channel; whether it existed.
     async fn delete(&self, id: Uuid) -> Result<bool, StoreError>;
-
-    /// Appends a message to a channel's history, keeping at most `keep` messages (the
-    /// oldest go first); returns it with its sequence number.
-    async fn append(&self, channel: Uuid, message: NewMessage, keep: usize) -> Result<StoredMessage, StoreError>;
-
-    /// Up to `limit` messages older than sequence `before` (the newest when `None`),
-    /// returned oldest first.
-    async fn messages(&self, channel: Uuid, before: Option<u64>, limit: usize) -> Result<MessagePage, StoreError>;
-
-    /// Removes messages older than `cutoff`, in every channel; how many.
-    async fn purge_older_than(&self, cutoff: DateTime<Utc>) -> Result<usize, StoreError>;
 
     /// Writes a consistent copy of everything to `path` (a redb file), taken while serving.
     async fn backup(&self, path: &std::path::Path) -> Result<(), StoreError>;
@@ -110,25 +86,12 @@ pub trait ChannelStore: Send + Sync {
     }
 }
 
-/// The page of `all` (oldest first, by sequence) that [`ChannelStore::messages`] returns.
-pub(crate) fn page(mut older: Vec<StoredMessage>, limit: usize) -> MessagePage {
-    // `older` holds up to limit + 1 messages, newest first.
-    let more = older.len() > limit;
-    older.truncate(limit);
-    older.reverse();
-    let next_before = if more { older.first().map(|m| m.sequence) } else { None };
-    MessagePage {
-        count: older.len(),
-        messages: older,
-        next_before,
-    }
-}
-
 #[cfg(test)]
 pub(crate) mod contract {
     //! What every store must do, run against each implementation.
     use super::*;
     use crate::emithub::model::{ChannelSettings, ChannelStatus};
+    use chrono::Utc;
 
     pub(crate) fn channel(name: &str) -> ManagedChannel {
         let now = Utc::now();
@@ -148,15 +111,6 @@ pub(crate) mod contract {
         }
     }
 
-    fn message(text: &str, at: DateTime<Utc>) -> NewMessage {
-        NewMessage {
-            id: Uuid::new_v4(),
-            content: text.into(),
-            message_type: "Broadcast".into(),
-            timestamp: at,
-        }
-    }
-
     pub(crate) async fn check(store: &dyn ChannelStore) {
         let mut a = channel("A");
         let b = channel("B");
@@ -170,33 +124,9 @@ pub(crate) mod contract {
         );
         assert_eq!(store.channels().await.unwrap().len(), 2);
 
-        let old = Utc::now() - chrono::Duration::days(40);
-        for i in 1..=5 {
-            let at = if i <= 2 { old } else { Utc::now() };
-            let m = store.append(a.id, message(&format!("m{i}"), at), 4).await.unwrap();
-            assert_eq!(m.sequence, i);
-        }
-        let all = store.messages(a.id, None, 10).await.unwrap();
-        let texts: Vec<&str> = all.messages.iter().map(|m| m.content.as_str()).collect();
-        assert_eq!(texts, ["m2", "m3", "m4", "m5"], "at most 4 kept, oldest out first");
-        let page = store.messages(a.id, None, 2).await.unwrap();
-        assert_eq!(page.messages.iter().map(|m| m.sequence).collect::<Vec<_>>(), [4, 5]);
-        assert_eq!(page.next_before, Some(4));
-        let older = store.messages(a.id, Some(4), 2).await.unwrap();
-        assert_eq!(older.messages.iter().map(|m| m.sequence).collect::<Vec<_>>(), [2, 3]);
-        assert_eq!(older.next_before, None);
-
-        let purged = store
-            .purge_older_than(Utc::now() - chrono::Duration::days(30))
-            .await
-            .unwrap();
-        assert_eq!(purged, 1, "m2 was 40 days old");
-        assert_eq!(store.messages(a.id, None, 10).await.unwrap().count, 3);
-
         assert!(store.delete(a.id).await.unwrap());
         assert!(!store.delete(a.id).await.unwrap());
         assert!(store.channel(a.id).await.unwrap().is_none());
-        assert_eq!(store.messages(a.id, None, 10).await.unwrap().count, 0);
         store.check().await.unwrap();
 
         // Writing back: only what the store lacks; what it has (maybe newer) stays.

@@ -3,27 +3,33 @@
 //! | table | key | value |
 //! |---|---|---|
 //! | `channels` | channel id | channel JSON |
-//! | `messages` | (channel id, sequence) | message JSON |
-//! | `bounds` | channel id | (first kept sequence, last sequence) |
+//! | `emithub_history*` | | the channels' persisted messages: channel history ([`crate::history::RedbHistory`], [`Tables::MANAGED`](crate::history::RedbTables::MANAGED)) |
 //!
-//! Every call is one transaction, run on the blocking pool. A channel's messages are
-//! kept in sequence order, so trimming to a count and purging by age both remove from
-//! the oldest end.
+//! Every call is one transaction, run on the blocking pool.
+//!
+//! Files written before the messages became channel history kept them in `messages`
+//! ((channel id, sequence) → message JSON) and `bounds`; opening such a file moves them
+//! into the history tables, sequences, times and ids unchanged, in one transaction that
+//! also drops the old tables (see [`migrate`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
-use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle};
 use uuid::Uuid;
 
-use super::{page, ChannelStore, NewMessage, StoreError};
-use crate::emithub::model::{ManagedChannel, MessagePage, StoredMessage};
+use super::{ChannelStore, StoreError};
+use crate::emithub::model::{
+    hub_channel_name, BroadcastPayload, ManagedChannel, RelayedPayload, StoredMessage, CLIENT_MESSAGE_TYPE,
+};
+use crate::history::{Imported, RedbTables};
 
 const CHANNELS: TableDefinition<&str, &str> = TableDefinition::new("channels");
-const MESSAGES: TableDefinition<(&str, u64), &str> = TableDefinition::new("messages");
-const BOUNDS: TableDefinition<&str, (u64, u64)> = TableDefinition::new("bounds");
+/// The earlier layout's messages (migrated on open).
+const OLD_MESSAGES: TableDefinition<(&str, u64), &str> = TableDefinition::new("messages");
+/// The earlier layout's (first kept, last) sequences (migrated on open).
+const OLD_BOUNDS: TableDefinition<&str, (u64, u64)> = TableDefinition::new("bounds");
 
 /// Channels and messages in a redb database.
 #[derive(Clone)]
@@ -89,6 +95,11 @@ impl RedbStore {
         let db = Arc::new(db);
         *slot = Some(db.clone());
         Ok(db)
+    }
+
+    /// The database if it exists yet (never creates the file).
+    pub fn existing_database(&self) -> Option<Arc<Database>> {
+        self.existing()
     }
 
     /// The database if it exists yet.
@@ -186,9 +197,120 @@ fn writable(path: &Path) -> Result<(), StoreError> {
 fn init(db: &Database) -> Result<(), StoreError> {
     let tx = db.begin_write().map_err(err)?;
     tx.open_table(CHANNELS).map_err(err)?;
-    tx.open_table(MESSAGES).map_err(err)?;
-    tx.open_table(BOUNDS).map_err(err)?;
-    tx.commit().map_err(err)
+    let moved = migrate(&tx)?;
+    tx.commit().map_err(err)?;
+    if moved > 0 {
+        tracing::info!(
+            messages = moved,
+            "moved the persisted EmitHub messages of an earlier layout into the channel history"
+        );
+    }
+    Ok(())
+}
+
+/// Moves the messages of a file written before they became channel history (tables
+/// `messages` and `bounds`) into the history tables, with their sequences as offsets,
+/// and drops the old tables; how many messages it moved (0 for a file of today's
+/// layout). Runs within `tx`: the move happens entirely or not at all.
+pub(crate) fn migrate(tx: &redb::WriteTransaction) -> Result<usize, StoreError> {
+    let old = tx.list_tables().map_err(err)?.any(|t| t.name() == OLD_MESSAGES.name());
+    if !old {
+        return Ok(0);
+    }
+    let names: std::collections::HashMap<String, String> = {
+        let channels = tx.open_table(CHANNELS).map_err(err)?;
+        let mut names = std::collections::HashMap::new();
+        for row in channels.iter().map_err(err)? {
+            let (k, v) = row.map_err(err)?;
+            let channel: ManagedChannel = decode(v.value())?;
+            names.insert(k.value().to_string(), channel.name);
+        }
+        names
+    };
+    let mut by_channel: std::collections::BTreeMap<String, Vec<StoredMessage>> = Default::default();
+    {
+        let messages = tx.open_table(OLD_MESSAGES).map_err(err)?;
+        for row in messages.iter().map_err(err)? {
+            let (k, v) = row.map_err(err)?;
+            let (channel, _) = k.value();
+            by_channel
+                .entry(channel.to_string())
+                .or_default()
+                .push(decode(v.value())?);
+        }
+    }
+    let tops: std::collections::HashMap<String, u64> = {
+        let bounds = tx.open_table(OLD_BOUNDS).map_err(err)?;
+        let mut tops = std::collections::HashMap::new();
+        for row in bounds.iter().map_err(err)? {
+            let (k, v) = row.map_err(err)?;
+            tops.insert(k.value().to_string(), v.value().1);
+        }
+        tops
+    };
+    let mut moved = 0;
+    for (id, messages) in &by_channel {
+        let Ok(uuid) = Uuid::parse_str(id) else { continue };
+        let channel_name = names.get(id).cloned().unwrap_or_default();
+        let payloads = messages
+            .iter()
+            .map(|m| {
+                if m.message_type == CLIENT_MESSAGE_TYPE {
+                    serde_json::value::to_raw_value(&RelayedPayload {
+                        text: m.content.clone(),
+                        channel_name: channel_name.clone(),
+                        id: Some(m.id),
+                    })
+                } else {
+                    serde_json::value::to_raw_value(&BroadcastPayload {
+                        content: m.content.clone(),
+                        message_type: m.message_type.clone(),
+                        id: m.id,
+                    })
+                }
+                .map_err(err)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let times: Vec<String> = messages
+            .iter()
+            .map(|m| m.timestamp.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+            .collect();
+        let imported: Vec<Imported<'_>> = messages
+            .iter()
+            .zip(&payloads)
+            .zip(&times)
+            .map(|((m, data), timestamp)| Imported {
+                offset: m.sequence,
+                event: if m.message_type == CLIENT_MESSAGE_TYPE {
+                    crate::emithub::CLIENT_MESSAGE_EVENT
+                } else {
+                    crate::emithub::BROADCAST_EVENT
+                },
+                data,
+                timestamp,
+                ms: u64::try_from(m.timestamp.timestamp_millis()).unwrap_or(0),
+            })
+            .collect();
+        let top = tops.get(id).copied().unwrap_or(0);
+        crate::history::import(tx, RedbTables::MANAGED, &hub_channel_name(uuid), top, &imported)
+            .map_err(|e| StoreError::caused("moving the persisted messages into the history", e))?;
+        moved += imported.len();
+    }
+    // Channels whose messages were all gone keep their last sequence.
+    for (id, top) in &tops {
+        if by_channel.contains_key(id) {
+            continue;
+        }
+        if let Ok(uuid) = Uuid::parse_str(id) {
+            crate::history::import(tx, RedbTables::MANAGED, &hub_channel_name(uuid), *top, &[])
+                .map_err(|e| StoreError::caused("moving the persisted messages into the history", e))?;
+        }
+    }
+    tx.delete_table(OLD_MESSAGES).map_err(err)?;
+    if tx.list_tables().map_err(err)?.any(|t| t.name() == OLD_BOUNDS.name()) {
+        tx.delete_table(OLD_BOUNDS).map_err(err)?;
+    }
+    Ok(moved)
 }
 
 fn read_channels(db: &Database) -> Result<Vec<ManagedChannel>, StoreError> {
@@ -254,113 +376,8 @@ impl ChannelStore for RedbStore {
                 .remove(key.as_str())
                 .map_err(err)?
                 .is_some();
-            let bounds = tx
-                .open_table(BOUNDS)
-                .map_err(err)?
-                .remove(key.as_str())
-                .map_err(err)?
-                .map(|b| b.value());
-            if let Some((first, last)) = bounds {
-                let mut messages = tx.open_table(MESSAGES).map_err(err)?;
-                for seq in first..=last {
-                    messages.remove((key.as_str(), seq)).map_err(err)?;
-                }
-            }
             tx.commit().map_err(err)?;
             Ok(existed)
-        })
-        .await
-    }
-
-    async fn append(&self, channel: Uuid, message: NewMessage, keep: usize) -> Result<StoredMessage, StoreError> {
-        self.blocking(move |db| {
-            let key = channel.to_string();
-            let tx = db.begin_write().map_err(err)?;
-            let stored = {
-                let mut bounds = tx.open_table(BOUNDS).map_err(err)?;
-                let (mut first, last) = bounds.get(key.as_str()).map_err(err)?.map_or((1, 0), |b| b.value());
-                let sequence = last
-                    .checked_add(1)
-                    .ok_or_else(|| StoreError::new("sequence overflow"))?;
-                let stored = StoredMessage {
-                    id: message.id,
-                    sequence,
-                    content: message.content,
-                    message_type: message.message_type,
-                    timestamp: message.timestamp,
-                };
-                let mut messages = tx.open_table(MESSAGES).map_err(err)?;
-                messages
-                    .insert((key.as_str(), sequence), encode(&stored)?.as_str())
-                    .map_err(err)?;
-                let keep = keep.max(1) as u64;
-                while sequence - first + 1 > keep {
-                    messages.remove((key.as_str(), first)).map_err(err)?;
-                    first += 1;
-                }
-                bounds.insert(key.as_str(), (first, sequence)).map_err(err)?;
-                stored
-            };
-            tx.commit().map_err(err)?;
-            Ok(stored)
-        })
-        .await
-    }
-
-    async fn messages(&self, channel: Uuid, before: Option<u64>, limit: usize) -> Result<MessagePage, StoreError> {
-        self.reading(page(Vec::new(), limit), move |db| {
-            let key = channel.to_string();
-            let tx = db.begin_read().map_err(err)?;
-            let table = tx.open_table(MESSAGES).map_err(err)?;
-            let end = before.unwrap_or(u64::MAX);
-            let mut newest_first = Vec::new();
-            for row in table.range((key.as_str(), 0)..(key.as_str(), end)).map_err(err)?.rev() {
-                let (_, v) = row.map_err(err)?;
-                newest_first.push(decode::<StoredMessage>(v.value())?);
-                if newest_first.len() > limit {
-                    break;
-                }
-            }
-            Ok(page(newest_first, limit))
-        })
-        .await
-    }
-
-    async fn purge_older_than(&self, cutoff: DateTime<Utc>) -> Result<usize, StoreError> {
-        self.reading(0, move |db| {
-            let tx = db.begin_write().map_err(err)?;
-            let mut purged = 0;
-            {
-                let mut bounds = tx.open_table(BOUNDS).map_err(err)?;
-                let mut messages = tx.open_table(MESSAGES).map_err(err)?;
-                let all: Vec<(String, (u64, u64))> = bounds
-                    .iter()
-                    .map_err(err)?
-                    .map(|row| row.map(|(k, v)| (k.value().to_string(), v.value())))
-                    .collect::<Result<_, _>>()
-                    .map_err(err)?;
-                for (key, (mut first, last)) in all {
-                    while first <= last {
-                        let Some(json) = messages
-                            .get((key.as_str(), first))
-                            .map_err(err)?
-                            .map(|v| v.value().to_string())
-                        else {
-                            first += 1;
-                            continue;
-                        };
-                        if decode::<StoredMessage>(&json)?.timestamp >= cutoff {
-                            break;
-                        }
-                        messages.remove((key.as_str(), first)).map_err(err)?;
-                        purged += 1;
-                        first += 1;
-                    }
-                    bounds.insert(key.as_str(), (first, last)).map_err(err)?;
-                }
-            }
-            tx.commit().map_err(err)?;
-            Ok(purged)
         })
         .await
     }
@@ -383,17 +400,9 @@ impl ChannelStore for RedbStore {
                     let (k, v) = row.map_err(err)?;
                     channels.insert(k.value(), v.value()).map_err(err)?;
                 }
-                let mut messages = tx.open_table(MESSAGES).map_err(err)?;
-                for row in snapshot.open_table(MESSAGES).map_err(err)?.iter().map_err(err)? {
-                    let (k, v) = row.map_err(err)?;
-                    messages.insert(k.value(), v.value()).map_err(err)?;
-                }
-                let mut bounds = tx.open_table(BOUNDS).map_err(err)?;
-                for row in snapshot.open_table(BOUNDS).map_err(err)?.iter().map_err(err)? {
-                    let (k, v) = row.map_err(err)?;
-                    bounds.insert(k.value(), v.value()).map_err(err)?;
-                }
             }
+            crate::history::RedbHistory::copy_tables(&snapshot, &tx, RedbTables::MANAGED)
+                .map_err(|e| StoreError::caused("copying the persisted messages", e))?;
             tx.commit().map_err(err)?;
             drop(copy);
             // Only a complete copy takes the backup's name.
@@ -415,6 +424,7 @@ impl ChannelStore for RedbStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::history::{End, HistoryStore, RedbHistory, Retention};
 
     #[tokio::test]
     async fn the_store_contract_in_memory_and_on_disk() {
@@ -446,21 +456,109 @@ mod tests {
         let store = RedbStore::open(&dir.join("hub.redb")).unwrap();
         let channel = super::super::contract::channel("kept");
         store.put(&channel).await.unwrap();
-        let message = NewMessage {
-            id: Uuid::new_v4(),
+        let history = RedbHistory::open_tables(store.database().unwrap(), RedbTables::MANAGED).unwrap();
+        let hub_channel = crate::channel::Channel::parse(&hub_channel_name(channel.id)).unwrap();
+        let data = serde_json::value::to_raw_value(&BroadcastPayload {
             content: "hello".into(),
             message_type: "Broadcast".into(),
-            timestamp: Utc::now(),
-        };
-        store.append(channel.id, message, 10).await.unwrap();
+            id: Uuid::new_v4(),
+        })
+        .unwrap();
+        let message = crate::hub::Message::event(hub_channel.clone(), crate::emithub::BROADCAST_EVENT, data.into());
+        history.append(&message, RETENTION).await.unwrap();
         let backup = dir.join("backups").join("copy.redb");
         store.backup(&backup).await.unwrap();
         let copy = RedbStore::open(&backup).unwrap();
         assert_eq!(copy.channel(channel.id).await.unwrap().unwrap().name, "kept");
-        assert_eq!(
-            copy.messages(channel.id, None, 10).await.unwrap().messages[0].content,
-            "hello"
-        );
+        let copied = RedbHistory::open_tables(copy.database().unwrap(), RedbTables::MANAGED).unwrap();
+        let slice = copied.read(&hub_channel, 0, 10, End::Oldest, RETENTION).await.unwrap();
+        let kept = StoredMessage::from_history(&slice.messages[0]).unwrap();
+        assert_eq!((kept.content.as_str(), kept.sequence), ("hello", 1));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    const RETENTION: Retention = Retention {
+        size: 100,
+        ttl: std::time::Duration::from_secs(365 * 24 * 3600),
+    };
+
+    /// A file of the layout before the messages became channel history.
+    #[tokio::test]
+    async fn a_file_of_the_earlier_layout_is_migrated_on_open() {
+        let dir = std::env::temp_dir().join(format!("rustaxum-redb-{}", Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("old.redb");
+        let channel = super::super::contract::channel("Old");
+        let key = channel.id.to_string();
+        let at = chrono::DateTime::parse_from_rfc3339("2026-01-02T03:04:05.678Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        let old = [
+            (4u64, "four", "Broadcast"),
+            (5, "five", "Alert"),
+            (6, "hi all", CLIENT_MESSAGE_TYPE),
+        ];
+        {
+            let db = Database::create(&path).unwrap();
+            let tx = db.begin_write().unwrap();
+            tx.open_table(CHANNELS)
+                .unwrap()
+                .insert(key.as_str(), encode(&channel).unwrap().as_str())
+                .unwrap();
+            {
+                let mut messages = tx.open_table(OLD_MESSAGES).unwrap();
+                for (sequence, content, message_type) in old {
+                    let m = StoredMessage {
+                        id: Uuid::new_v4(),
+                        sequence,
+                        content: content.into(),
+                        message_type: message_type.into(),
+                        timestamp: at,
+                    };
+                    messages
+                        .insert((key.as_str(), sequence), encode(&m).unwrap().as_str())
+                        .unwrap();
+                }
+            }
+            tx.open_table(OLD_BOUNDS).unwrap().insert(key.as_str(), (4, 6)).unwrap();
+            tx.commit().unwrap();
+        }
+        let store = RedbStore::open(&path).unwrap();
+        assert_eq!(store.channel(channel.id).await.unwrap().unwrap().name, "Old");
+        let db = store.database().unwrap();
+        let tables: Vec<String> = db
+            .begin_read()
+            .unwrap()
+            .list_tables()
+            .unwrap()
+            .map(|t| t.name().to_string())
+            .collect();
+        assert!(!tables.iter().any(|t| t == "messages" || t == "bounds"), "{tables:?}");
+        let history = RedbHistory::open_tables(db, RedbTables::MANAGED).unwrap();
+        let hub_channel = crate::channel::Channel::parse(&hub_channel_name(channel.id)).unwrap();
+        let slice = history.read(&hub_channel, 0, 10, End::Oldest, RETENTION).await.unwrap();
+        let kept: Vec<StoredMessage> = slice
+            .messages
+            .iter()
+            .map(|m| StoredMessage::from_history(m).unwrap())
+            .collect();
+        let seen: Vec<(u64, &str, &str)> = kept
+            .iter()
+            .map(|m| (m.sequence, m.content.as_str(), m.message_type.as_str()))
+            .collect();
+        assert_eq!(seen, old);
+        assert!(kept.iter().all(|m| m.timestamp == at));
+        assert_eq!((slice.top, slice.first), (6, 4));
+        // The next message follows the last sequence.
+        let data = serde_json::value::to_raw_value(&1).unwrap();
+        let next = history
+            .append(
+                &crate::hub::Message::event(hub_channel, "broadcast", data.into()),
+                RETENTION,
+            )
+            .await
+            .unwrap();
+        assert_eq!(next.offset, 7);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -4,8 +4,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::emithub::model::StoredMessage;
-use crate::emithub::model::HUB_PREFIX;
+use crate::emithub::model::{RelayedPayload, HUB_PREFIX};
 use crate::emithub::{BROADCAST_EVENT, CLIENT_MESSAGE_EVENT};
 use crate::hub::{now_rfc3339, Envelope, EnvelopeKind, Position};
 
@@ -45,18 +44,6 @@ struct Broadcast {
     message_type: Option<String>,
 }
 
-/// The payload of a relayed client message on the hub channel.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct Relayed {
-    /// What the client sent.
-    pub text: String,
-    /// The channel's name (shown in the relayed message).
-    pub channel_name: String,
-    /// Its place in the persisted history (`persist_messages` channels).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub position: Option<Position>,
-}
-
 /// `data` of a `broadcast` message.
 fn broadcast_data(message_type: Option<&str>, position: Option<&Position>) -> Value {
     let mut data = serde_json::Map::new();
@@ -82,34 +69,6 @@ fn client_message(channel_name: &str, text: &str, position: Option<&Position>) -
     (format!("Client message in {channel_name}: {text}"), data)
 }
 
-/// A persisted message of `channel` replayed to a returning socket.
-pub fn replayed(channel: &crate::emithub::model::ManagedChannel, m: &StoredMessage) -> String {
-    let position = Position {
-        epoch: crate::emithub::epoch_of(channel.id),
-        offset: m.sequence,
-    };
-    let channel_id = channel.id.to_string();
-    let timestamp = m.timestamp.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    let (status, message, data) = if m.message_type == "ClientMessage" {
-        let (message, data) = client_message(&channel.name, &m.content, Some(&position));
-        ("client_message", message, data)
-    } else {
-        (
-            "broadcast",
-            m.content.clone(),
-            broadcast_data(Some(&m.message_type), Some(&position)),
-        )
-    };
-    serde_json::to_string(&Out {
-        status,
-        message: &message,
-        channel_id: &channel_id,
-        timestamp: &timestamp,
-        data,
-    })
-    .unwrap_or_default()
-}
-
 /// A hub message as an EmitHub message (once per message, shared by every EmitHub socket).
 pub fn encode(envelope: &Envelope) -> Option<String> {
     if envelope.kind != EnvelopeKind::Event {
@@ -123,8 +82,8 @@ pub fn encode(envelope: &Envelope) -> Option<String> {
             ("broadcast", b.content, data)
         }
         CLIENT_MESSAGE_EVENT => {
-            let r: Relayed = serde_json::from_str(envelope.data.get()).ok()?;
-            let (message, data) = client_message(&r.channel_name, &r.text, r.position.as_ref());
+            let r: RelayedPayload = serde_json::from_str(envelope.data.get()).ok()?;
+            let (message, data) = client_message(&r.channel_name, &r.text, envelope.position.as_ref());
             ("client_message", message, data)
         }
         // Anything else published on the channel (the native API, a driver).

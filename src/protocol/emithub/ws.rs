@@ -10,12 +10,13 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use uuid::Uuid;
 
-use super::codec::{self, Relayed};
+use super::codec;
 use crate::channel::Channel;
-use crate::emithub::model::{hub_channel_name, ChannelStatus};
+use crate::emithub::model::{hub_channel_name, ChannelStatus, RelayedPayload};
 use crate::emithub::{close, EmitHub, CLIENT_MESSAGE_EVENT};
 use crate::hub::{CloseReason, Envelope, Position, Protocol};
 use crate::protocol::{socket, ApiError, AppState};
+use crate::session::runner::replay;
 use crate::session::runner::{Handler, Reply};
 use crate::session::{ClientEventError, JoinAs, JoinError, Refusal, Session};
 
@@ -46,7 +47,6 @@ pub(crate) async fn upgrade(
         raw_id: id,
         channel: None,
         since,
-        recovery_limit: st.node.fanout().history().map_or(1000, |h| h.recovery_limit()),
     };
     ws.on_upgrade(move |upgraded| socket::serve(&st, upgraded, admission, handler))
 }
@@ -59,8 +59,6 @@ pub(crate) struct EmitHubSession {
     channel: Option<(Uuid, Channel)>,
     /// The last position the client saw, to recover from.
     since: Option<Position>,
-    /// Most messages one recovery sends.
-    recovery_limit: usize,
 }
 
 impl EmitHubSession {
@@ -112,9 +110,9 @@ impl Handler for EmitHubSession {
         let message = format!("Connected to channel: {}", channel.name);
         let mut frames = Vec::new();
         if let Some(since) = self.since.take() {
-            match self.emithub.recover(id, &since, self.recovery_limit).await {
+            match self.emithub.recover(id, &since).await {
                 Ok(Some(r)) => {
-                    frames.extend(r.messages.iter().map(|m| codec::replayed(&channel, m)));
+                    frames.extend(replay::<Self>(r.messages));
                     if r.recovered || r.capped {
                         s.mark_sent(&hub_channel, r.position.clone());
                     }
@@ -159,21 +157,11 @@ impl Handler for EmitHubSession {
                 }
             }
         };
-        // Kept first, so the relayed message carries its place in the history.
-        let position = match self.emithub.record_client_message(id, text).await {
-            Ok(sequence) => sequence.map(|offset| Position {
-                epoch: crate::emithub::epoch_of(id),
-                offset,
-            }),
-            Err(e) => {
-                tracing::warn!(channel = %id, error = %e, "keeping a client message failed");
-                None
-            }
-        };
-        let relayed = Relayed {
+        // Kept (persist_messages) and given its place in the history by the fan-out.
+        let relayed = RelayedPayload {
             text: text.to_string(),
             channel_name: channel.name.clone(),
-            position,
+            id: Some(Uuid::new_v4()),
         };
         let Ok(raw) = serde_json::value::to_raw_value(&relayed) else {
             return Reply::none();

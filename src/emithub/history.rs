@@ -1,0 +1,198 @@
+//! A managed channel's persisted messages are its channel history: while
+//! `persist_messages` is on, the fan-out gives each message its position and keeps it in
+//! the history store EmitHub hands the node's [`History`] (the redb file on one node,
+//! Redis in a cluster), as many as `EMIT_HUB_MAX_MESSAGES_PER_CHANNEL` for
+//! `EMIT_HUB_MESSAGE_RETENTION_DAYS`. The REST history (`GET /channels/{id}/messages`),
+//! a returning socket's catch-up and the history API read it there; recoveries count in
+//! the history's stats and `/metrics` like any other.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use uuid::Uuid;
+
+use super::model::{hub_channel_name, MessagePage, StoredMessage, HUB_PREFIX};
+use super::{EmitHub, EmitHubError};
+use crate::channel::Channel;
+use crate::history::{History, HistoryError, HistoryStore, KeepPolicy, Recovery, Retention};
+use crate::hub::Position;
+
+impl KeepPolicy for EmitHub {
+    fn keeps(&self, channel: &Channel) -> bool {
+        matches!(self.for_hub_channel(channel), Some(Ok(c)) if c.settings.persist_messages)
+    }
+
+    fn retention(&self) -> Retention {
+        let config = self.config.load();
+        let days = config.message_retention_days;
+        Retention {
+            size: config.max_messages_per_channel.max(1),
+            ttl: if days == 0 {
+                Duration::MAX
+            } else {
+                Duration::from_secs(u64::from(days) * 24 * 3600)
+            },
+        }
+    }
+}
+
+impl EmitHub {
+    /// Makes `history` keep the managed channels' persisted messages (in this registry's
+    /// history store, as its settings say). Call once, before serving.
+    pub fn keep_history_in(self: &Arc<Self>, history: &History) -> bool {
+        let policy: Arc<dyn KeepPolicy> = self.clone();
+        history.set_family(HUB_PREFIX, Arc::downgrade(&policy), self.history_store.clone())
+    }
+
+    /// Where this registry's persisted messages are kept.
+    pub fn history_store(&self) -> &Arc<dyn HistoryStore> {
+        &self.history_store
+    }
+
+    fn history(&self) -> Result<Arc<History>, EmitHubError> {
+        self.fanout
+            .history()
+            .ok_or_else(|| EmitHubError::Invalid("this node keeps no history".into()))
+    }
+
+    /// A page of the channel's persisted history.
+    pub async fn messages(&self, id: Uuid, before: Option<u64>, limit: usize) -> Result<MessagePage, EmitHubError> {
+        self.get(id)?;
+        let channel = hub_channel(id)?;
+        let (messages, next_before) = self
+            .history()?
+            .page_back(&channel, before, limit.clamp(1, 500))
+            .await
+            .map_err(history_error)?;
+        let messages: Vec<StoredMessage> = messages.iter().filter_map(StoredMessage::from_history).collect();
+        Ok(MessagePage {
+            count: messages.len(),
+            messages,
+            next_before,
+        })
+    }
+
+    /// What a socket that last saw `since` on a `persist_messages` channel missed (see
+    /// [`History::recover`]); `None` when the channel keeps no messages.
+    pub async fn recover(&self, id: Uuid, since: &Position) -> Result<Option<Recovery>, EmitHubError> {
+        let managed = self.get(id)?;
+        if !managed.settings.persist_messages {
+            return Ok(None);
+        }
+        let channel = hub_channel(id)?;
+        Ok(Some(
+            self.history()?.recover(&channel, since).await.map_err(history_error)?,
+        ))
+    }
+
+    /// Removes messages past the retention period now (the history also does so every
+    /// few seconds); how many.
+    pub async fn purge(&self) -> Result<usize, EmitHubError> {
+        let retention = KeepPolicy::retention(self);
+        self.history_store.sweep(retention).await.map_err(history_error)
+    }
+}
+
+fn hub_channel(id: Uuid) -> Result<Channel, EmitHubError> {
+    Channel::parse(&hub_channel_name(id)).map_err(|e| EmitHubError::Invalid(e.to_string()))
+}
+
+pub(super) fn history_error(e: HistoryError) -> EmitHubError {
+    match e {
+        HistoryError::Cluster(e) => EmitHubError::Cluster(e),
+        HistoryError::Store(f) => EmitHubError::Store(super::store::StoreError(f)),
+    }
+}
+
+/// History in the EmitHub redb file, opened when the file exists: an application that
+/// never creates a managed channel gets no file (reading or sweeping before then finds
+/// nothing).
+#[cfg(feature = "redb")]
+pub(super) struct FileHistory {
+    file: super::store::RedbStore,
+    opened: std::sync::Mutex<Option<Arc<crate::history::RedbHistory>>>,
+}
+
+#[cfg(feature = "redb")]
+use crate::history::{End, Slice};
+#[cfg(feature = "redb")]
+use crate::hub::Message;
+
+#[cfg(feature = "redb")]
+impl FileHistory {
+    pub(super) fn new(file: super::store::RedbStore) -> Self {
+        Self {
+            file,
+            opened: std::sync::Mutex::default(),
+        }
+    }
+
+    /// The history, opening the file's tables if the file exists (or `create`).
+    fn history(&self, create: bool) -> Result<Option<Arc<crate::history::RedbHistory>>, HistoryError> {
+        let mut opened = crate::sync::lock(&self.opened);
+        if let Some(h) = opened.as_ref() {
+            return Ok(Some(h.clone()));
+        }
+        let db = match self.file.existing_database() {
+            Some(db) => db,
+            None if create => self.file.database().map_err(|e| HistoryError::Store(e.0))?,
+            None => return Ok(None),
+        };
+        let history = Arc::new(crate::history::RedbHistory::open_tables(
+            db,
+            crate::history::RedbTables::MANAGED,
+        )?);
+        *opened = Some(history.clone());
+        Ok(Some(history))
+    }
+}
+
+#[cfg(feature = "redb")]
+#[async_trait::async_trait]
+impl HistoryStore for FileHistory {
+    fn name(&self) -> &'static str {
+        "redb"
+    }
+
+    async fn append(&self, message: &Message, retention: Retention) -> Result<Position, HistoryError> {
+        match self.history(true)? {
+            Some(h) => h.append(message, retention).await,
+            None => Err(HistoryError::Store(crate::backend::Failure::new(
+                "the database is not open",
+            ))),
+        }
+    }
+
+    async fn read(
+        &self,
+        channel: &Channel,
+        after: u64,
+        limit: usize,
+        end: End,
+        retention: Retention,
+    ) -> Result<Slice, HistoryError> {
+        match self.history(false)? {
+            Some(h) => h.read(channel, after, limit, end, retention).await,
+            None => Ok(Slice {
+                epoch: Arc::from("none"),
+                top: 0,
+                first: 1,
+                messages: Vec::new(),
+            }),
+        }
+    }
+
+    async fn sweep(&self, retention: Retention) -> Result<usize, HistoryError> {
+        match self.history(false)? {
+            Some(h) => h.sweep(retention).await,
+            None => Ok(0),
+        }
+    }
+
+    async fn clear(&self, channel: &Channel) -> Result<(), HistoryError> {
+        match self.history(false)? {
+            Some(h) => h.clear(channel).await,
+            None => Ok(()),
+        }
+    }
+}
