@@ -23,6 +23,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     println!("ws://{}/echo", listener.local_addr()?);
     let router = app.echo_router();
-    rustaxum::server::run_routed(vec![(listener, router)], app, rustaxum::server::shutdown_signal()).await?;
+    app.serve([(listener, router)], rustaxum::server::shutdown_signal())
+        .await?;
     Ok(())
 }

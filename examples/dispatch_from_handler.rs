@@ -48,14 +48,15 @@ async fn ship(Path(order_id): Path<u64>) -> Result<&'static str, String> {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut config = rustaxum::Config::default();
     config.auth.public_channels.push("orders".into());
-    let app = rustaxum::Rustaxum::new(config)?;
+    // `facade()`: the handler's `dispatch()` goes through this app.
+    let app = rustaxum::Rustaxum::builder(config).facade().build()?;
     let router = Router::new()
         .route("/orders/{id}/ship", post(ship))
         .merge(app.router()?);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(rustaxum::server::run_routed(vec![(listener, router)], app, async {
+    let server = tokio::spawn(app.serve([(listener, router)], async {
         let _ = stopped.await;
     }));
 

@@ -17,12 +17,14 @@ use axum::Router;
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let config = rustaxum::Config::from_env()?;
-    let app = rustaxum::Rustaxum::new(config)?;
+    // `facade()`: `broadcast()` and `Event::dispatch()` in your handlers use this app.
+    let app = rustaxum::Rustaxum::builder(config).facade().build()?;
     let router = Router::new()
         .route("/hello", get(|| async { "hello from my app\n" }))
         .merge(app.router()?);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:4000").await?;
     println!("listening on http://{}", listener.local_addr()?);
-    rustaxum::server::run_routed(vec![(listener, router)], app, rustaxum::server::shutdown_signal()).await?;
+    app.serve([(listener, router)], rustaxum::server::shutdown_signal())
+        .await?;
     Ok(())
 }

@@ -50,7 +50,8 @@
 //! - [`protocol`]: axum: one folder per wire protocol (native, Pusher, EmitHub, typed
 //!   frames), each with its WebSocket handler, HTTP endpoints and codec; a node's stats,
 //!   health, metrics, the dashboard and `/docs`.
-//! - [`server`]: [`Rustaxum`] (node + manager + router) and [`run`].
+//! - [`server`]: [`Rustaxum`] (node + manager + router), built by [`Builder`] and served by
+//!   [`Rustaxum::serve`].
 //! - [`cli`]: the `artisan` commands, talking to a running server over HTTP, and the
 //!   fan-out benchmark behind `artisan broadcast bench`.
 
@@ -89,4 +90,4 @@ pub mod websocket;
 
 pub use channel::{Channel, ChannelKind};
 pub use config::Config;
-pub use server::{run, run_listeners, Rustaxum, StartError};
+pub use server::{Builder, Rustaxum, StartError};

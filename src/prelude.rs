@@ -15,9 +15,10 @@
 //! }
 //!
 //! # async fn f() -> Result<(), Box<dyn std::error::Error>> {
-//! // The server and its manager, from the environment (as the `rustaxum` binary reads it).
-//! let app = Rustaxum::new(Config::from_env()?)?;
-//! rustaxum::broadcasting::install(app.manager().clone());
+//! // The server and its manager, from the environment (as the `rustaxum` binary reads it);
+//! // `facade()`: the helpers and `dispatch()` go through it once it starts.
+//! let app = Rustaxum::builder(Config::from_env()?).facade().build()?;
+//! app.start()?;
 //! // Dispatch: listeners run, then it is broadcast with its fields as the payload.
 //! OrderShipped { order_id: 1, user_id: 42 }.dispatch().await?;
 //! // Or publish directly.
@@ -28,12 +29,13 @@
 //! Events ([`Event`], [`ShouldBroadcast`], [`Broadcastable`], [`ShouldQueue`],
 //! [`dispatch`], [`listen`]), the manager and its helpers ([`BroadcastManager`],
 //! [`broadcast`], [`broadcast_to_user`], [`BroadcastError`]), channels ([`Channel`],
-//! [`ChannelKind`]) and the app ([`Rustaxum`], [`Config`]).
+//! [`ChannelKind`], [`ChannelRules`]) and the app ([`Rustaxum`], its [`Builder`], [`Config`]).
 
 pub use crate::broadcasting::{
     broadcast, broadcast_to_channel, broadcast_to_user, dispatch, listen, BroadcastError, BroadcastManager,
     Broadcastable, Event, EventPayload, ShouldBroadcast, ShouldQueue,
 };
+pub use crate::auth::ChannelRules;
 pub use crate::channel::{Channel, ChannelKind};
 pub use crate::config::Config;
-pub use crate::server::Rustaxum;
+pub use crate::server::{Builder, Rustaxum};

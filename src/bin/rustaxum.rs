@@ -90,7 +90,7 @@ async fn main() -> ExitCode {
     if let Some(file) = &config.sources.file {
         tracing::info!(path = %file.path.display(), "configuration file read (the environment wins over it)");
     }
-    match rustaxum::server::serve(config).await {
+    match rustaxum::server::run_process(config).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e, 1),
     }

@@ -285,14 +285,6 @@ pub fn install(manager: Arc<BroadcastManager>) {
     *write(&GLOBAL) = Some(manager);
 }
 
-/// Installs `manager` only if none is installed yet.
-pub(crate) fn install_if_absent(manager: &Arc<BroadcastManager>) {
-    let mut slot = write(&GLOBAL);
-    if slot.is_none() {
-        *slot = Some(manager.clone());
-    }
-}
-
 /// The installed manager. When none is installed, the first use installs one built
 /// from the environment (as Laravel's facades resolve from the container): it
 /// delivers to this process's hub, or through Redis with `BROADCAST_DRIVER=redis`.

@@ -26,7 +26,7 @@ pub(super) async fn websocket(
         return ExitCode::from(2);
     }
     say!("🌐 Starting WebSocket server on port {}", config.server.port);
-    match crate::server::serve(config).await {
+    match crate::server::run_process(config).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("❌ {e}");

@@ -14,37 +14,16 @@ use tokio_util::task::TaskTracker;
 use super::{Rustaxum, StartError};
 use crate::hub::Hub;
 
-/// Serves `app` on `listener` until `shutdown` resolves, then stops accepting, closes
-/// every socket with 1001 and returns once drained (bounded by the shutdown timeout).
+/// Serves each listener with its router, all on `app`, until `shutdown` resolves, then
+/// stops accepting, closes every socket with 1001 and returns once drained (bounded by the
+/// shutdown timeout).
 ///
 /// Each TCP connection gets `BROADCAST_HTTP_HEADER_TIMEOUT` to send a request's headers
 /// (an idle keep-alive connection is closed after the same time) and each request
 /// `BROADCAST_HTTP_REQUEST_TIMEOUT` to send its body and be answered, so connections
 /// that never finish a request cannot pile up. WebSocket sessions, once upgraded, are
 /// not HTTP requests and have their own keep-alive.
-pub async fn run(
-    listener: TcpListener,
-    app: Rustaxum,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), StartError> {
-    run_listeners(vec![listener], app, shutdown).await
-}
-
-/// [`run`] on several listeners at once (the WebSocket port and the application port),
-/// all serving the same routes.
-pub async fn run_listeners(
-    listeners: Vec<TcpListener>,
-    app: Rustaxum,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), StartError> {
-    let router = app.router()?;
-    let routed = listeners.into_iter().map(|l| (l, router.clone())).collect();
-    run_routed(routed, app, shutdown).await
-}
-
-/// Serves each listener with its own router (the main routes, or the typed-frame
-/// service's port), all on the same app.
-pub async fn run_routed(
+pub(super) async fn serve(
     listeners: Vec<(TcpListener, Router)>,
     app: Rustaxum,
     shutdown: impl Future<Output = ()> + Send + 'static,

@@ -1,31 +1,31 @@
 //! Putting it together: [`Rustaxum`] owns the session core ([`Node`]), the manager and
-//! the sessions, and [`run`] serves it on a listener until a shutdown future resolves.
+//! the sessions; [`Builder`] puts it together without starting anything, and
+//! [`Rustaxum::serve`] starts it and serves it on listeners until a shutdown future
+//! resolves.
 
+mod builder;
 mod listen;
 mod process;
 pub mod tls;
 
-pub use listen::{run, run_listeners, run_routed};
-pub use process::{init_tracing, json_line, say, serve, set_log_filter, shutdown_signal};
+pub use builder::Builder;
+pub use process::{init_tracing, json_line, run_process, say, set_log_filter, shutdown_signal};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
 use axum::Router;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::auth::{ChannelAuthorizer, ChannelRules, JwtVerifier};
-use crate::broadcasting::{manager, BroadcastError, BroadcastManager};
+use crate::auth::ChannelRules;
+use crate::broadcasting::{BroadcastError, BroadcastManager};
 use crate::cluster::redis::RedisBroker;
 use crate::config::vars::Variable;
-use crate::config::{Config, ConfigError, Driver};
+use crate::config::{Config, ConfigError};
 use crate::emithub::EmitHub;
-use crate::hub::{Hub, HubConfig};
-use crate::presence::{MemoryPresence, Presence, PresenceStore, RedisPresence};
+use crate::hub::Hub;
 use crate::protocol::{self, AppState};
-use crate::publish::Fanout;
 use crate::session::{Limits, Node};
 
 /// Why the server could not start.
@@ -68,13 +68,17 @@ pub enum StartError {
     NoJwtKey,
 }
 
-/// A broadcasting runtime: hub, manager, authorizer and the sessions it serves.
+/// A broadcasting runtime: hub, manager, authorizer and the sessions it serves. Built by
+/// [`Rustaxum::builder`] (or [`Rustaxum::new`]) without starting anything; started and
+/// served by [`serve`](Rustaxum::serve).
 ///
 /// ```no_run
 /// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
 /// let app = rustaxum::Rustaxum::new(rustaxum::Config::from_env()?)?;
-/// // Mount under your own axum app:
+/// // Mount under your own axum app, and serve it with the app's drain:
 /// let router: axum::Router = axum::Router::new().merge(app.router()?);
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+/// app.serve([(listener, router)], rustaxum::server::shutdown_signal()).await?;
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]
@@ -83,6 +87,31 @@ pub struct Rustaxum {
     background: TaskTracker,
     stop: CancellationToken,
     tls: Option<Arc<tls::Tls>>,
+    /// What [`start`](Rustaxum::start) starts (empty once started).
+    pending: Arc<std::sync::Mutex<Vec<builder::Start>>>,
+}
+
+/// A listener to serve, with the router it serves (the app's [`router`](Rustaxum::router)
+/// when none is given): a `TcpListener`, or a `(TcpListener, Router)`.
+#[derive(Debug)]
+pub struct Listener {
+    listener: tokio::net::TcpListener,
+    router: Option<Router>,
+}
+
+impl From<tokio::net::TcpListener> for Listener {
+    fn from(listener: tokio::net::TcpListener) -> Self {
+        Self { listener, router: None }
+    }
+}
+
+impl From<(tokio::net::TcpListener, Router)> for Listener {
+    fn from((listener, router): (tokio::net::TcpListener, Router)) -> Self {
+        Self {
+            listener,
+            router: Some(router),
+        }
+    }
 }
 
 impl std::fmt::Debug for Rustaxum {
@@ -92,196 +121,68 @@ impl std::fmt::Debug for Rustaxum {
 }
 
 impl Rustaxum {
-    /// Builds the hub and the manager from `config`, creating the default driver now
-    /// so a misconfigured driver fails at start, not at the first broadcast. Installs
-    /// the manager for the helpers and facades if none is installed yet.
+    /// An app of `config` with every part as the configuration describes it:
+    /// `Rustaxum::builder(config).build()`. Nothing is started until it is served.
     pub fn new(config: Config) -> Result<Self, StartError> {
-        let tls_expiry: Arc<std::sync::atomic::AtomicI64> = Arc::default();
-        let tls = config
-            .server
-            .tls
-            .clone()
-            .map(|files| tls::Tls::new(files, tls_expiry.clone()))
-            .transpose()?;
-        let config = Arc::new(config);
-        let hub = Arc::new(Hub::new(HubConfig {
-            send_queue_size: config.websocket.send_queue_size,
-            max_channels_per_connection: config.websocket.max_channels_per_connection,
-        }));
-        let background = TaskTracker::new();
-        let stop = CancellationToken::new();
-        // BROADCAST_DRIVER=redis makes this node part of a cluster: publishes, whispers
-        // and presence go through Redis.
-        let cluster = if config.driver == Driver::Redis {
-            if tokio::runtime::Handle::try_current().is_err() {
-                return Err(StartError::NoRuntime);
-            }
-            Some(RedisBroker::new(&config.redis, config.security_fingerprint())?)
-        } else {
-            None
-        };
-        let fanout = match &cluster {
-            Some(broker) => Fanout::new(hub.clone(), broker.clone()),
-            None => Fanout::local(hub.clone()),
-        };
-        if let Some(path) = &config.routes_file {
-            let routing = crate::routing::Routing::load(path)?;
-            tracing::info!(rules = routing.len(), path = %path.display(), "routing rules loaded");
-            if let Some(broker) = &cluster {
-                broker.receive_everything(routing.copies());
-            }
-            fanout.set_routing(routing);
+        Self::builder(config).build()
+    }
+
+    /// A builder: set the replaceable parts (rules, presence and history stores, drivers,
+    /// grant sources, the facade), then [`build`](Builder::build).
+    pub fn builder(config: Config) -> Builder {
+        Builder::new(config)
+    }
+
+    /// Starts the background work (the cluster's subscriptions and heartbeat, presence
+    /// sweeps, EmitHub's backups, history sweeps, webhooks, metrics and dashboard feeds)
+    /// and installs the facade when the builder asked for it. [`serve`](Self::serve)
+    /// does this; call it yourself when you serve [`router`](Self::router) with your own
+    /// server. Only the first call does anything. Needs a tokio runtime.
+    pub fn start(&self) -> Result<(), StartError> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(StartError::NoRuntime);
         }
-        let manager = Arc::new(BroadcastManager::with_fanout(config.clone(), fanout.clone()));
-        manager.default_driver()?;
-        let verifier = config
-            .auth
-            .jwt
-            .as_ref()
-            .map(JwtVerifier::new)
-            .transpose()?
-            .map(Arc::new);
-        let rules = default_rules(&config, verifier.is_some())?;
-        manager::install_if_absent(&manager);
-        let store: Arc<dyn PresenceStore> = match &cluster {
-            Some(broker) => {
-                let store = RedisPresence::new(broker);
-                store.start(fanout.clone(), stop.clone(), &background);
-                broker.start(Arc::new(fanout.clone()), stop.clone(), &background);
-                store
-            }
-            None => Arc::new(MemoryPresence::new()),
-        };
-        let presence = Presence::new(store, fanout.clone());
-        // EmitHub managed channels: in Redis when clustered, else in the redb file.
-        let emithub = match &cluster {
-            Some(broker) => EmitHub::clustered(config.emithub.clone(), fanout.clone(), broker.clone()),
-            None => EmitHub::single_node(config.emithub.clone(), fanout.clone())?,
-        };
-        if tokio::runtime::Handle::try_current().is_ok() {
-            emithub.start(stop.clone(), &background);
-        } else {
-            tracing::warn!("created outside a tokio runtime: EmitHub retention purges and backups are not running");
+        let pending: Vec<builder::Start> = std::mem::take(&mut *crate::sync::lock(&self.pending));
+        for start in pending {
+            start(&self.stop, &self.background);
         }
-        // History of the channels the settings and rules name, and of EmitHub's channels
-        // that persist their messages (in EmitHub's own store: the redb file, or Redis).
-        let mut history_config = config.history.clone();
-        history_config.channels.extend(rules.history_patterns().iter().cloned());
-        let history = Arc::new(build_history(&config, &history_config, cluster.as_ref(), &emithub)?);
-        emithub.keep_history_in(&history);
-        if tokio::runtime::Handle::try_current().is_ok() {
-            history.start(stop.clone(), &background);
+        Ok(())
+    }
+
+    /// Starts the app and serves it on `listeners` until `shutdown` resolves, then stops
+    /// accepting, closes every socket with 1001 and returns once drained (bounded by
+    /// `BROADCAST_SHUTDOWN_TIMEOUT`). Each listener serves [`router`](Self::router), or
+    /// the router given with it. Each TCP connection gets `BROADCAST_HTTP_HEADER_TIMEOUT`
+    /// to send a request's headers and each request `BROADCAST_HTTP_REQUEST_TIMEOUT` to
+    /// be answered; upgraded WebSockets have their own keep-alive.
+    ///
+    /// ```no_run
+    /// # async fn f(app: rustaxum::Rustaxum) -> Result<(), rustaxum::StartError> {
+    /// let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+    /// app.serve([listener], rustaxum::server::shutdown_signal()).await
+    /// # }
+    /// ```
+    pub async fn serve<L: Into<Listener>>(
+        self,
+        listeners: impl IntoIterator<Item = L>,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), StartError> {
+        self.start()?;
+        let mut routed = Vec::new();
+        for listener in listeners {
+            let Listener { listener, router } = listener.into();
+            let router = match router {
+                Some(router) => router,
+                None => self.router()?,
+            };
+            routed.push((listener, router));
         }
-        if !history_config.channels.is_empty() {
-            tracing::info!(store = history.store().name(), channels = ?history_config.channels, "channel history on");
-        }
-        fanout.set_history(history);
-        let node = Node::new(fanout, presence, Arc::new(rules), verifier, limits(&config))
-            .with_grant_source(emithub.clone())
-            .with_grant_source(Arc::new(crate::rtc::rooms::RoomChannels));
-        let rtc = crate::rtc::Rtc::new(config.rtc.clone(), cluster.as_ref());
-        if tokio::runtime::Handle::try_current().is_ok() {
-            rtc.start(node.presence().clone(), stop.clone(), &background);
-        }
-        let metrics = Arc::new(protocol::metrics::Metrics::new(
-            config.pusher.apps.default_app().map(|a| a.id.as_str()),
-        ));
-        metrics.observe(node.lifecycle(), stop.clone(), &background);
-        let dashboard: Arc<protocol::dashboard::Feed> = Arc::default();
-        if tokio::runtime::Handle::try_current().is_ok() {
-            dashboard.observe(node.lifecycle(), stop.clone(), &background);
-        }
-        let webhooks = crate::webhooks::Webhooks::new(
-            webhook_targets(&config),
-            &config.webhooks,
-            node.hub().clone(),
-            node.presence().clone(),
-            cluster.clone(),
-        )
-        .map_err(|reason| {
-            StartError::Config(ConfigError::Invalid {
-                var: "PUSHER_APPS_FILE",
-                value: "webhooks".into(),
-                reason,
-            })
-        })?;
-        if let Some(w) = &webhooks {
-            if tokio::runtime::Handle::try_current().is_ok() {
-                w.start(node.lifecycle(), emithub.changes(), stop.clone(), &background);
-            }
-            tracing::info!(targets = ?w, "webhooks on");
-        }
-        let shared_config = Arc::new(ArcSwap::new(config));
-        let pusher = crate::pusher::Features::new(
-            node.fanout(),
-            cluster.as_ref(),
-            shared_config.load().pusher.apps.clone(),
-        );
-        if tokio::runtime::Handle::try_current().is_ok() {
-            pusher.start(node.lifecycle(), stop.clone(), &background);
-        }
-        let app = Self {
-            state: AppState {
-                node: Arc::new(node),
-                manager,
-                config: shared_config,
-                pusher,
-                pusher_contexts: Arc::default(),
-                emithub,
-                rtc,
-                cluster,
-                webhooks,
-                dashboard,
-                wrong_tokens: Arc::default(),
-                metrics,
-                sessions: TaskTracker::new(),
-                compression: Arc::default(),
-                http: crate::protocol::pusher::forward::client(),
-                tls_expiry,
-                cluster_view: Arc::default(),
-            },
-            background,
-            stop,
-            tls,
-        };
-        if tokio::runtime::Handle::try_current().is_ok() {
-            protocol::cluster_view::ClusterView::start(app.state.clone(), app.stop.clone(), &app.background);
-        }
-        Ok(app)
+        listen::serve(routed, self, shutdown).await
     }
 
     /// TLS of the listeners, when `BROADCAST_TLS_CERT` and `BROADCAST_TLS_KEY` are set.
     pub fn tls(&self) -> Option<&Arc<tls::Tls>> {
         self.tls.as_ref()
-    }
-
-    /// Replaces the channel rules. Fails if they contain private or presence rules and
-    /// no JWT key is configured.
-    pub fn with_rules(self, rules: ChannelRules) -> Result<Self, StartError> {
-        if rules.has_private() && self.state.node.verifier().is_none() {
-            return Err(StartError::NoJwtKey);
-        }
-        Ok(self.with_authorizer(Arc::new(rules)))
-    }
-
-    /// Replaces the channel authorizer with any implementation.
-    pub fn with_authorizer(mut self, authorizer: Arc<dyn ChannelAuthorizer>) -> Self {
-        self.state.node = Arc::new((*self.state.node).clone().with_authorizer(authorizer));
-        self
-    }
-
-    /// Replaces where presence members are kept (the default is in-process memory).
-    pub fn with_presence_store(mut self, store: Arc<dyn crate::presence::PresenceStore>) -> Self {
-        let presence = Presence::new(store, self.state.node.fanout().clone());
-        self.state.node = Arc::new((*self.state.node).clone().with_presence(presence));
-        self
-    }
-
-    /// Adds a source of grants consulted before the channel rules (e.g. a registry of
-    /// managed channels).
-    pub fn with_grant_source(mut self, source: Arc<dyn crate::session::GrantSource>) -> Self {
-        self.state.node = Arc::new((*self.state.node).clone().with_grant_source(source));
-        self
     }
 
     /// The router with every endpoint, ready to serve or to merge into another app.
@@ -481,6 +382,7 @@ fn build_history(
     history: &crate::history::HistoryConfig,
     cluster: Option<&Arc<RedisBroker>>,
     emithub: &EmitHub,
+    given: Option<Arc<dyn crate::history::HistoryStore>>,
 ) -> Result<crate::history::History, StartError> {
     use crate::history::{History, HistoryStore, MemoryHistory, RedisHistory, StoreKind};
     let bad = |reason: String| {
@@ -490,10 +392,11 @@ fn build_history(
             reason,
         })
     };
-    let store: Arc<dyn HistoryStore> = match (cluster, config.history.store) {
-        (Some(broker), _) => Arc::new(RedisHistory::new(broker.clone())),
+    let store: Arc<dyn HistoryStore> = match (given, cluster, config.history.store) {
+        (Some(store), _, _) => store,
+        (None, Some(broker), _) => Arc::new(RedisHistory::new(broker.clone())),
         #[cfg(feature = "redb")]
-        (None, Some(StoreKind::Redb)) => {
+        (None, None, Some(StoreKind::Redb)) => {
             let db = emithub
                 .database()
                 .ok_or_else(|| bad("no EmitHub database is open".into()))?
@@ -501,11 +404,11 @@ fn build_history(
             Arc::new(crate::history::RedbHistory::open(db).map_err(|e| bad(e.to_string()))?)
         }
         #[cfg(not(feature = "redb"))]
-        (None, Some(StoreKind::Redb)) => {
+        (None, None, Some(StoreKind::Redb)) => {
             let _ = emithub;
             return Err(bad("this build of rustaxum has no `redb` feature".into()));
         }
-        (None, _) => Arc::new(MemoryHistory::new(config.history.memory_limit)),
+        (None, None, _) => Arc::new(MemoryHistory::new(config.history.memory_limit)),
     };
     History::new(history, store).map_err(|reason| {
         StartError::Config(ConfigError::Invalid {

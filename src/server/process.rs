@@ -12,13 +12,15 @@ use super::*;
 use crate::config::vars::Variable;
 use crate::config::Config;
 
-/// Binds the configured ports (the WebSocket port, then the application port) and serves
-/// until SIGINT or SIGTERM.
-pub async fn serve(config: Config) -> Result<(), StartError> {
+/// The server process: binds the configured ports (the WebSocket port, then the
+/// application port, then the typed-frame port), installs the app's manager as the
+/// process's facade, reloads the configuration on SIGHUP or when its file changes, and
+/// serves until SIGINT or SIGTERM.
+pub async fn run_process(config: Config) -> Result<(), StartError> {
     config.validate_for_serving()?;
     raise_open_files_limit();
     let server = config.server.clone();
-    let app = Rustaxum::new(config)?;
+    let app = Rustaxum::builder(config).facade().build()?;
     let shutdown = shutdown_signal();
     let explicit = server.explicit_ports;
     let mut bound: Vec<(TcpListener, &str)> = Vec::new();
@@ -66,7 +68,7 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
     // Every port is bound (connections queue in the kernel until the loop accepts them):
     // a `Type=notify` unit is started once Redis answers too.
     tokio::spawn(ready_when_reached(app.state.cluster.clone()));
-    let result = run_routed(listeners, app, shutdown).await;
+    let result = app.serve(listeners, shutdown).await;
     watcher.cancel();
     result
 }

@@ -460,21 +460,25 @@ async fn private_rules_without_a_key_fail_at_start() {
         .await;
     assert_eq!(first["data"]["kind"], "private");
 
-    let no_key = rustaxum::Rustaxum::new(crate::common::config_from(|_| None)).unwrap();
     let mut custom = rustaxum::auth::ChannelRules::new();
     custom.channel("x.{id}", |_, _| true);
-    assert!(matches!(no_key.with_rules(custom), Err(rustaxum::StartError::NoJwtKey)));
+    let no_key = rustaxum::Rustaxum::builder(crate::common::config_from(|_| None))
+        .rules(custom)
+        .build();
+    assert!(matches!(no_key, Err(rustaxum::StartError::NoJwtKey)));
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[tokio::test]
 async fn library_rules_with_parameters() {
-    let app = rustaxum::Rustaxum::new(crate::common::config()).unwrap();
     let mut rules = rustaxum::auth::ChannelRules::public_only(&[]);
     rules.channel("project.{project_id}", |user, params| {
         user.has_role("pm") && params["project_id"] != "secret"
     });
-    let app = app.with_rules(rules).unwrap();
+    let app = rustaxum::Rustaxum::builder(crate::common::config())
+        .rules(rules)
+        .build()
+        .unwrap();
     let server = start_app(app).await;
     let pm = token("1", json!({"roles": ["pm"]}));
     let (_ws, first) = server.connect(&format!("/ws/project.7?auth_token={pm}")).await;

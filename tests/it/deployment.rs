@@ -193,11 +193,7 @@ async fn start_deployed(config: rustaxum::Config) -> (rustaxum::Rustaxum, [std::
     let rtc = listeners.pop().unwrap();
     let mut routed: Vec<_> = listeners.into_iter().map(|l| (l, app.router().unwrap())).collect();
     routed.push((rtc, app.rtc_router().unwrap()));
-    tokio::spawn(rustaxum::server::run_routed(
-        routed,
-        app.clone(),
-        std::future::pending(),
-    ));
+    tokio::spawn(app.clone().serve(routed, std::future::pending()));
     (app, [addrs[0], addrs[1], addrs[2]])
 }
 

@@ -303,6 +303,8 @@ async fn router_mounts_inside_an_application() {
     let router = axum::Router::new()
         .route("/my/own", axum::routing::get(|| async { "mine" }))
         .merge(app.router().unwrap());
+    // Served by another server than the app's own: start its background work.
+    app.start().unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, router).await });
@@ -372,4 +374,54 @@ async fn an_events_payload_is_its_serialize_form_by_default() {
     let got = recv_json(&mut ws).await;
     assert_eq!(got["event"], "InvoicePaid", "{got}");
     assert_eq!(got["data"], json!({"invoice": 7, "amount": 12.5}), "{got}");
+}
+
+// Issue 36: `build()` starts nothing (no task, no connection); `serve`/`start` do. A
+// clustered app's first connection to "Redis" (a bare TCP listener standing in for it,
+// so the test sees the very first attempt) comes only after `start`.
+#[tokio::test]
+async fn building_an_app_starts_nothing_until_it_is_started() {
+    let redis = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("redis://{}", redis.local_addr().unwrap());
+    let built = rustaxum::Rustaxum::builder(config_from(|k| match k {
+        "BROADCAST_DRIVER" => Some("redis".into()),
+        "REDIS_URL" => Some(url.clone()),
+        _ => None,
+    }))
+    .build()
+    .expect("a clustered app builds without reaching Redis");
+    let early = tokio::time::timeout(Duration::from_millis(500), redis.accept()).await;
+    assert!(early.is_err(), "built, not started, yet it connected to Redis");
+    built.start().unwrap();
+    let connected = tokio::time::timeout(Duration::from_secs(5), redis.accept()).await;
+    assert!(connected.is_ok(), "started, but no connection to Redis");
+    // A second start does nothing more (and does not fail).
+    built.start().unwrap();
+}
+
+// Issue 36: no process-wide state a second app inherits: the facade is the app's that
+// asks for it, from when it starts.
+#[tokio::test]
+async fn only_the_app_built_with_the_facade_serves_the_helpers() {
+    let other = start_with(config()).await; // no facade
+    let mine = rustaxum::Rustaxum::builder(config()).facade().build().unwrap();
+    assert!(
+        !std::ptr::eq(
+            broadcasting::manager::global().unwrap().as_ref(),
+            mine.manager().as_ref()
+        ),
+        "built but not started: the facade is not this app's yet"
+    );
+    let mine = start_app(mine).await;
+    let (mut on_mine, _) = mine.connect("/ws/general").await;
+    let (mut on_other, _) = other.connect("/ws/general").await;
+    broadcast()
+        .channel("general")
+        .event("hello")
+        .with(json!({"n": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(recv_json(&mut on_mine).await["event"], "hello");
+    expect_silence(&mut on_other, Duration::from_millis(300)).await;
 }

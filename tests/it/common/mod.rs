@@ -133,7 +133,7 @@ pub async fn start_with_rtc(config: Config) -> TestServer {
         (rtc, app.rtc_router().expect("rtc router")),
     ];
     let (tx, rx) = oneshot::channel();
-    let handle = tokio::spawn(rustaxum::server::run_routed(routed, app.clone(), async {
+    let handle = tokio::spawn(app.clone().serve(routed, async {
         let _ = rx.await;
     }));
     TestServer {
@@ -159,7 +159,7 @@ async fn serve_on(app: Rustaxum, ports: usize) -> TestServer {
     let addr = listeners[0].local_addr().expect("addr");
     let app_addr = listeners.get(1).map(|l| l.local_addr().expect("addr"));
     let (tx, rx) = oneshot::channel();
-    let handle = tokio::spawn(rustaxum::run_listeners(listeners, app.clone(), async {
+    let handle = tokio::spawn(app.clone().serve(listeners, async {
         let _ = rx.await;
     }));
     TestServer {
