@@ -31,11 +31,11 @@
 //! [`broadcast`], [`broadcast_to_user`], [`BroadcastError`]), channels ([`Channel`],
 //! [`ChannelKind`], [`ChannelRules`]) and the app ([`Rustaxum`], its [`Builder`], [`Config`]).
 
+pub use crate::auth::ChannelRules;
 pub use crate::broadcasting::{
     broadcast, broadcast_to_channel, broadcast_to_user, dispatch, listen, BroadcastError, BroadcastManager,
     Broadcastable, Event, EventPayload, ShouldBroadcast, ShouldQueue,
 };
-pub use crate::auth::ChannelRules;
 pub use crate::channel::{Channel, ChannelKind};
 pub use crate::config::Config;
 pub use crate::server::{Builder, Rustaxum};

@@ -374,7 +374,8 @@ async fn expired_token_closes_the_socket_unless_refreshed() {
     assert_eq!(u16::from(frame.code), 4009);
     assert_eq!(frame.reason.as_str(), "token expired");
 
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The expired socket is gone from the hub; the refreshed one stays.
+    wait_for(&server, |s| s.connections == 1).await;
     let answer = server.publish("user.42", "still.here", json!({})).await;
     assert_eq!(answer["recipients"], 1);
     assert_eq!(recv_json(&mut refreshed).await["event"], "still.here");

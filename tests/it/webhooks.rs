@@ -14,8 +14,15 @@ use tokio::time::Instant;
 /// What the receiver got: (X-Pusher-Key, X-Pusher-Signature, Content-Type, body).
 type Received = Arc<Mutex<Vec<(String, String, String, String)>>>;
 
-/// A webhook receiver on `addr` answering 200.
-async fn receiver(addr: SocketAddr, received: Received) -> tokio::task::JoinHandle<()> {
+/// A listener on a port the system chose, and its address (no race with another process
+/// for a port picked in advance).
+async fn local() -> (SocketAddr, tokio::net::TcpListener) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    (listener.local_addr().unwrap(), listener)
+}
+
+/// A webhook receiver on `listener` answering 200.
+async fn receiver(listener: tokio::net::TcpListener, received: Received) -> tokio::task::JoinHandle<()> {
     let app = axum::Router::new().route(
         "/hook",
         axum::routing::post(move |headers: HeaderMap, body: String| {
@@ -30,7 +37,6 @@ async fn receiver(addr: SocketAddr, received: Received) -> tokio::task::JoinHand
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
     tokio::spawn(async move {
         axum::serve(listener, app).await.unwrap();
     })
@@ -105,9 +111,9 @@ console.log(JSON.stringify({ valid: webhook.isValid(), events: webhook.isValid()
 
 #[tokio::test]
 async fn each_event_once_signed_as_the_pusher_sdk_expects() {
-    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let (addr, addr_listener) = local().await;
     let received: Received = Arc::default();
-    let _r = receiver(addr, received.clone()).await;
+    let _r = receiver(addr_listener, received.clone()).await;
     let server = start_with(config_from(lookup(format!("http://{addr}/hook")))).await;
 
     // occupied, then vacated when the last subscriber leaves.
@@ -191,6 +197,7 @@ async fn each_event_once_signed_as_the_pusher_sdk_expects() {
 
 #[tokio::test]
 async fn a_receiver_down_for_three_seconds_loses_nothing() {
+    // A port picked in advance: nothing listens on it until the receiver comes up.
     let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let received: Received = Arc::default();
     let server = start_with(config_from(lookup(format!("http://{addr}/hook")))).await;
@@ -209,7 +216,7 @@ async fn a_receiver_down_for_three_seconds_loses_nothing() {
         assert!(tokio::time::Instant::now() < deadline, "{stats}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let _r = receiver(addr, received.clone()).await;
+    let _r = receiver(tokio::net::TcpListener::bind(addr).await.unwrap(), received.clone()).await;
     let got = wait_until(&received, |e| e.len() >= 2).await;
     assert_eq!(names(&got), ["channel_occupied orders", "channel_vacated orders"]);
     let (_, stats) = server.get("/api/broadcast/stats").await;
@@ -234,9 +241,9 @@ async fn two_nodes_on_a_redis_cluster_send_one_occupied_and_one_vacated() {
 
 async fn one_occupied_one_vacated(redis: &impl Backend) {
     let prefix = unique_prefix();
-    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let (addr, addr_listener) = local().await;
     let received: Received = Arc::default();
-    let _r = receiver(addr, received.clone()).await;
+    let _r = receiver(addr_listener, received.clone()).await;
     let node = |prefix: String| {
         let hook = format!("http://{addr}/hook");
         let mut c = config_from(lookup(hook));
@@ -270,9 +277,9 @@ async fn one_occupied_one_vacated(redis: &impl Backend) {
 
 #[tokio::test]
 async fn emithub_state_changes_are_webhooks_too() {
-    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let (addr, addr_listener) = local().await;
     let received: Received = Arc::default();
-    let _r = receiver(addr, received.clone()).await;
+    let _r = receiver(addr_listener, received.clone()).await;
     let server = start_with(config_from(lookup(format!("http://{addr}/hook")))).await;
     let http = reqwest::Client::new();
     let created: Value = http
@@ -320,9 +327,9 @@ async fn on_a_redis_cluster_a_node_that_dies_still_ends_in_one_channel_vacated()
 
 async fn dead_node_vacates(redis: &impl Backend) {
     let prefix = unique_prefix();
-    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let (addr, addr_listener) = local().await;
     let received: Received = Arc::default();
-    let _r = receiver(addr, received.clone()).await;
+    let _r = receiver(addr_listener, received.clone()).await;
     let hook = format!("http://{addr}/hook");
     let mut config = config_from(lookup(hook.clone()));
     config.driver = rustaxum::config::Driver::Redis;
@@ -358,9 +365,9 @@ async fn dead_node_vacates(redis: &impl Backend) {
 async fn occupancy_is_written_again_after_redis_restarts() {
     let mut redis = RedisServer::start();
     let prefix = unique_prefix();
-    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let (addr, addr_listener) = local().await;
     let received: Received = Arc::default();
-    let _r = receiver(addr, received.clone()).await;
+    let _r = receiver(addr_listener, received.clone()).await;
     let mut config = config_from(lookup(format!("http://{addr}/hook")));
     config.driver = rustaxum::config::Driver::Redis;
     config.redis.url = Some(redis.url());
@@ -383,7 +390,6 @@ async fn occupancy_is_written_again_after_redis_restarts() {
     redis.kill();
     tokio::time::sleep(Duration::from_millis(500)).await;
     redis.restart();
-    tokio::time::sleep(Duration::from_secs(1)).await;
     ready(&a).await;
     // The node notices within a heartbeat (2 s) that Redis forgot it, and writes again.
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -394,11 +400,11 @@ async fn occupancy_is_written_again_after_redis_restarts() {
 
 #[tokio::test]
 async fn each_app_gets_its_own_channels_events_and_cache_misses() {
-    let addr1: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let addr2: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let (addr1, addr1_listener) = local().await;
+    let (addr2, addr2_listener) = local().await;
     let (one, two): (Received, Received) = (Arc::default(), Arc::default());
-    let _r1 = receiver(addr1, one.clone()).await;
-    let _r2 = receiver(addr2, two.clone()).await;
+    let _r1 = receiver(addr1_listener, one.clone()).await;
+    let _r2 = receiver(addr2_listener, two.clone()).await;
     let dir = std::env::temp_dir().join(format!("rustaxum-webhook-apps-{}", unique_prefix()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("apps.toml");
@@ -465,9 +471,9 @@ url = "http://{addr2}/hook"
 /// carry the id as a number and the data as the client wrote it (issue 33).
 #[tokio::test]
 async fn webhooks_keep_number_user_ids_and_client_event_bytes() {
-    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let (addr, addr_listener) = local().await;
     let received: Received = Arc::default();
-    let _r = receiver(addr, received.clone()).await;
+    let _r = receiver(addr_listener, received.clone()).await;
     let server = start_with(config_from(lookup(format!("http://{addr}/hook")))).await;
     let app = rustaxum::pusher::PusherApp::new("42", "hook-key", "hook-secret");
     let join = |id: u64| {
@@ -514,12 +520,12 @@ async fn webhooks_keep_number_user_ids_and_client_event_bytes() {
 // carrying the original URL and its query-string secret).
 #[tokio::test]
 async fn a_receiver_s_redirect_is_not_followed_and_counts_as_failed() {
-    let elsewhere: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let (elsewhere, elsewhere_listener) = local().await;
     let stolen: Received = Arc::default();
-    let _thief = receiver(elsewhere, stolen.clone()).await;
+    let _thief = receiver(elsewhere_listener, stolen.clone()).await;
     // The configured receiver redirects (and records the headers it got).
     let seen: Arc<Mutex<Vec<HeaderMap>>> = Arc::default();
-    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let (addr, addr_listener) = local().await;
     let recorded = seen.clone();
     let app = axum::Router::new().route(
         "/hook",
@@ -533,8 +539,7 @@ async fn a_receiver_s_redirect_is_not_followed_and_counts_as_failed() {
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    tokio::spawn(async move { axum::serve(addr_listener, app).await.unwrap() });
     let server = start_with(config_from(lookup(format!("http://{addr}/hook?secret=abc")))).await;
     let (_ws, _) = server.connect("/ws/orders").await;
     let deadline = Instant::now() + Duration::from_secs(5);
