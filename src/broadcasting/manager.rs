@@ -44,8 +44,8 @@ pub struct BroadcastConfig {
 
 impl BroadcastConfig {
     /// The built-in connections (`websocket`/`local`, `redis`, `log`, `null`) with
-    /// `BROADCAST_DRIVER` as the default.
-    pub fn from_config(config: &crate::config::Config) -> Self {
+    /// `default` (a driver name) as the default.
+    pub fn builtin(default: &str) -> Self {
         let connections = [
             ("websocket", "websocket"),
             ("local", "websocket"),
@@ -57,7 +57,7 @@ impl BroadcastConfig {
         .map(|(name, driver)| (name.to_string(), ConnectionConfig::driver(driver)))
         .collect();
         Self {
-            default: config.driver.name().to_string(),
+            default: default.to_string(),
             connections,
         }
     }
@@ -93,7 +93,7 @@ impl BroadcastManager {
         };
         manager.extend("websocket", |_, ctx| Ok(Arc::new(LocalDriver::new(ctx.fanout.clone()))));
         manager.extend("log", |_, ctx| {
-            Ok(Arc::new(match &ctx.config.log_file {
+            Ok(Arc::new(match &ctx.settings.log_file {
                 Some(path) => LogDriver::with_file(path)?,
                 None => LogDriver::new(),
             }))
@@ -103,17 +103,13 @@ impl BroadcastManager {
         manager
     }
 
-    /// A manager from the environment configuration, publishing into `hub`.
-    pub fn from_config(config: Arc<crate::config::Config>, hub: Arc<Hub>) -> Self {
-        Self::with_fanout(config, crate::publish::Fanout::local(hub))
-    }
-
-    /// A manager whose drivers publish through `fanout` (a clustered node's broker).
-    pub fn with_fanout(config: Arc<crate::config::Config>, fanout: crate::publish::Fanout) -> Self {
+    /// A manager with the built-in connections (`default` the default one) whose
+    /// drivers publish through `fanout` (a clustered node's broker, or this process's hub).
+    pub fn over(default: &str, fanout: crate::publish::Fanout, settings: super::DriverSettings) -> Self {
         let hub = fanout.hub().clone();
         Self::new(
-            BroadcastConfig::from_config(&config),
-            DriverContext { hub, fanout, config },
+            BroadcastConfig::builtin(default),
+            DriverContext { hub, fanout, settings },
         )
     }
 
@@ -265,14 +261,14 @@ impl BroadcastManager {
 }
 
 /// Longest accepted event name in bytes (Pusher's limit).
-pub use crate::session::MAX_EVENT_NAME_LEN;
+pub use crate::hub::MAX_EVENT_NAME_LEN;
 
 /// Refuses a broadcast without channels or with an empty or overlong event name.
 pub fn validate(channels: &[Channel], event: &str) -> Result<(), BroadcastError> {
     if channels.is_empty() {
         return Err(BroadcastError::NoChannels);
     }
-    match crate::session::event_name_problem(event, MAX_EVENT_NAME_LEN) {
+    match crate::hub::event_name_problem(event, MAX_EVENT_NAME_LEN) {
         Some(problem) => Err(BroadcastError::InvalidEvent(problem)),
         None => Ok(()),
     }
@@ -285,6 +281,12 @@ pub fn install(manager: Arc<BroadcastManager>) {
     *write(&GLOBAL) = Some(manager);
 }
 
+/// Builds the manager the helpers use when none is installed: from the environment, as
+/// the server reads it. Provided by the configuration layer (the `config` module), which this
+/// library does not depend on; registered at link time.
+#[linkme::distributed_slice]
+pub static ENV_MANAGER: [fn() -> Result<BroadcastManager, BroadcastError>];
+
 /// The installed manager. When none is installed, the first use installs one built
 /// from the environment (as Laravel's facades resolve from the container): it
 /// delivers to this process's hub, or through Redis with `BROADCAST_DRIVER=redis`.
@@ -292,11 +294,10 @@ pub fn global() -> Result<Arc<BroadcastManager>, BroadcastError> {
     if let Some(manager) = read(&GLOBAL).clone() {
         return Ok(manager);
     }
-    let config = crate::config::Config::from_env().map_err(|e| BroadcastError::Config(e.to_string()))?;
-    let manager = Arc::new(BroadcastManager::from_config(
-        Arc::new(config),
-        Arc::new(Hub::default()),
-    ));
+    let build = ENV_MANAGER
+        .first()
+        .ok_or_else(|| BroadcastError::Config("no broadcast manager is installed".into()))?;
+    let manager = Arc::new(build()?);
     let mut slot = write(&GLOBAL);
     Ok(slot.get_or_insert(manager).clone())
 }

@@ -20,8 +20,8 @@ pub mod testing;
 use std::time::Duration;
 
 pub use drivers::{
-    BroadcastDriver, Broadcaster, DriverAdapter, DriverContext, LocalDriver, LogDriver, NullDriver, Payload,
-    RedisDriver,
+    BroadcastDriver, Broadcaster, DriverAdapter, DriverContext, DriverSettings, LocalDriver, LogDriver, NullDriver,
+    Payload, RedisDriver,
 };
 pub use event::{
     dispatch, listen, Broadcastable, Event, EventFacade, EventFake, EventPayload, ShouldBroadcast, ShouldQueue,

@@ -14,6 +14,7 @@
 mod env;
 pub mod file;
 mod laravel;
+mod library;
 mod read;
 pub mod vars;
 

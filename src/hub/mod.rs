@@ -11,6 +11,7 @@ mod connection;
 pub mod latency;
 mod member;
 mod message;
+mod names;
 mod socket;
 
 use std::collections::{BTreeMap, HashMap};
@@ -28,6 +29,7 @@ pub use message::{
     now_rfc3339, payload_from_text, payload_text, serialize_user_id, Envelope, EnvelopeKind, Message, Position,
     Protocol, Sender,
 };
+pub use names::{event_name_problem, MAX_EVENT_NAME_LEN};
 pub use socket::{InvalidSocketId, SocketId};
 
 use crate::channel::{Channel, ChannelKind};

@@ -27,8 +27,9 @@ use tokio_util::task::TaskTracker;
 
 use super::{Member, PresenceError, PresenceStore, MEMBER_ADDED, MEMBER_REMOVED};
 use crate::backend::BackendError;
+use crate::backend::RedisLink;
 use crate::channel::Channel;
-use crate::cluster::redis::{RedisBroker, RedisLink, BREAKER_COOLDOWN};
+use crate::cluster::redis::{RedisBroker, BREAKER_COOLDOWN};
 use crate::hub::{EnvelopeKind, Message, SocketId};
 use crate::publish::Fanout;
 use crate::sync::lock;

@@ -13,7 +13,7 @@ use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLim
 use redis::Script;
 
 use crate::backend::BackendError;
-use crate::cluster::redis::RedisLink;
+use crate::backend::RedisLink;
 
 /// The limits, in messages per second (0 = no limit at that level).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use redis::Script;
 
 use crate::backend::BackendError;
-use crate::cluster::redis::RedisLink;
+use crate::backend::RedisLink;
 use crate::sync::lock;
 
 /// Sets `KEYS[1]` to `ARGV[2]` (or deletes it when `ARGV[3]` is `del`) only if it still

@@ -15,8 +15,7 @@
 //! - [`testing`]: an in-memory socket for tests without a network.
 
 pub mod error;
-mod names;
-pub use names::event_name_problem;
+pub use crate::hub::{event_name_problem, MAX_EVENT_NAME_LEN};
 pub mod grant;
 mod node;
 pub mod quota;
@@ -41,9 +40,6 @@ use crate::channel::Channel;
 use crate::hub::{ConnectionHandle, ConnectionSlot, Envelope, Message, Position, Protocol, SocketId, SubscribeError};
 use crate::lifecycle::LifecycleEvent;
 use crate::presence::Member;
-
-/// Longest event name accepted, in bytes.
-pub const MAX_EVENT_NAME_LEN: usize = 200;
 
 /// Prefix of client event names.
 pub const CLIENT_EVENT_PREFIX: &str = "client-";

@@ -156,6 +156,17 @@ pub struct DriverContext {
     pub hub: Arc<Hub>,
     /// Cluster-wide fan-out (has a broker when this node is part of a cluster).
     pub fanout: crate::publish::Fanout,
-    /// The full configuration.
-    pub config: Arc<crate::config::Config>,
+    /// What the built-in drivers read from the configuration.
+    pub settings: DriverSettings,
+}
+
+/// What the built-in drivers read from the configuration (`Config::driver_settings`
+/// gives the environment's).
+#[derive(Debug, Clone, Default)]
+pub struct DriverSettings {
+    /// `BROADCAST_LOG_FILE`: where the `log` driver appends (standard output when `None`).
+    pub log_file: Option<std::path::PathBuf>,
+    /// The Redis the `redis` driver publishes to when this process is not a cluster node
+    /// (a node's driver uses the node's broker).
+    pub redis: crate::backend::RedisConfig,
 }

@@ -27,11 +27,11 @@ impl RedisDriver {
         if ctx.fanout.is_clustered() {
             return Ok(Self::new(ctx.fanout.clone()));
         }
-        let broker = RedisBroker::new(&ctx.config.redis, ctx.config.security_fingerprint()).map_err(|e| {
-            BroadcastError::Unavailable {
-                driver: "redis".into(),
-                reason: e.to_string(),
-            }
+        // A publish-only broker: it never joins the nodes' heartbeat, so it has no
+        // security fingerprint to compare.
+        let broker = RedisBroker::new(&ctx.settings.redis, String::new()).map_err(|e| BroadcastError::Unavailable {
+            driver: "redis".into(),
+            reason: e.to_string(),
         })?;
         Ok(Self::new(Fanout::new(ctx.hub.clone(), broker)))
     }

@@ -1,5 +1,8 @@
 //! Event names every publishing path accepts.
 
+/// Longest event name accepted, in bytes.
+pub const MAX_EVENT_NAME_LEN: usize = 200;
+
 /// What is wrong with event name `name`, if anything: empty, longer than `max` bytes, or
 /// holding a control character (a name reaches logs, the dashboard and `artisan`'s
 /// terminal, where ESC or OSC sequences would act). Every publishing path checks it.
