@@ -1,4 +1,4 @@
-//! A broadcast driver of your own: register it with `extend_driver`, then send through it
+//! A broadcast driver of your own: register it with `extend`, then send through it
 //! by name (or make it the default). This one prints each broadcast as a JSON line.
 //!
 //! ```sh
@@ -33,7 +33,8 @@ impl BroadcastDriver for Stdout {
 async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
     // A library default: no ports, nothing on disk.
     let app = rustaxum::Rustaxum::new(rustaxum::Config::default())?;
-    app.manager().extend_driver("stdout", || Stdout);
+    app.manager()
+        .extend("stdout", |_connection, _context| Ok(std::sync::Arc::new(Stdout)));
     app.manager()
         .broadcast()
         .channels(["general", "private-user.42"])

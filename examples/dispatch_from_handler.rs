@@ -14,7 +14,7 @@ use axum::extract::Path;
 use axum::routing::post;
 use axum::Router;
 use futures_util::StreamExt;
-use rustaxum::broadcasting::{Event, ShouldBroadcast};
+use rustaxum::events::{Event, ShouldBroadcast};
 use serde::Serialize;
 
 #[derive(Serialize)]

@@ -42,9 +42,10 @@
 //!   `RtcConfig`, the Pusher `Apps`), with documented defaults.
 //!
 //! Each module uses only those below it (`scripts/check-layers` checks it): channel,
-//! sync, setting, websocket → hub, auth, backend → cluster, routing → history → publish → presence
-//! → lifecycle → session → emithub, rtc → webhooks → pusher → config → broadcasting →
-//! protocols → server → cli.
+//! sync, setting, websocket → hub, auth, backend → cluster, routing, lifecycle → history →
+//! publish → broadcasting (the library, which knows nothing of the server), presence →
+//! session, webhooks → emithub, rtc, pusher (side by side) → config → protocols → server
+//! → cli.
 //!
 //! Edges:
 //! - [`protocol`]: axum: one folder per wire protocol (native, Pusher, EmitHub, typed

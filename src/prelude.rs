@@ -32,10 +32,8 @@
 //! [`ChannelKind`], [`ChannelRules`]) and the app ([`Rustaxum`], its [`Builder`], [`Config`]).
 
 pub use crate::auth::ChannelRules;
-pub use crate::broadcasting::{
-    broadcast, broadcast_to_channel, broadcast_to_user, dispatch, listen, BroadcastError, BroadcastManager,
-    Broadcastable, Event, EventPayload, ShouldBroadcast, ShouldQueue,
-};
+pub use crate::broadcasting::{broadcast, broadcast_to_channel, broadcast_to_user, BroadcastError, BroadcastManager};
 pub use crate::channel::{Channel, ChannelKind};
 pub use crate::config::Config;
+pub use crate::events::{dispatch, listen, Broadcastable, Event, EventPayload, ShouldBroadcast, ShouldQueue};
 pub use crate::server::{Builder, Rustaxum};

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use serde_json::json;
 
-use super::event::parse_channels;
+use super::parse_channels;
 use super::{manager, BroadcastError, BroadcastManager, Payload, QueueOptions};
 use crate::hub::SocketId;
 
@@ -227,25 +227,6 @@ pub fn system_alert_payload(level: &str, message: &str, action_required: bool) -
         "action_required": action_required,
         "timestamp": crate::hub::now_rfc3339(),
     })
-}
-
-/// `broadcast!(event)` dispatches an event ([`ShouldQueue`], [`ShouldBroadcast`] or
-/// [`Broadcastable`], whichever is most specific, whatever is in scope);
-/// `broadcast!(channel, event, data)` broadcasts on a channel. Both are futures.
-///
-/// [`ShouldQueue`]: crate::broadcasting::event::ShouldQueue
-/// [`ShouldBroadcast`]: crate::broadcasting::event::ShouldBroadcast
-/// [`Broadcastable`]: crate::broadcasting::event::Broadcastable
-#[macro_export]
-macro_rules! broadcast {
-    ($event:expr $(,)?) => {{
-        #[allow(unused_imports)]
-        use $crate::broadcasting::event::{Broadcastable as _, ShouldBroadcast as _, ShouldQueue as _};
-        ($event).dispatch()
-    }};
-    ($channel:expr, $event:expr, $data:expr $(,)?) => {
-        $crate::broadcasting::broadcast_to_channel($channel, $event, $data)
-    };
 }
 
 /// `broadcast_to_user!(user_id, event, data)`: a future broadcasting on `user.{id}`.

@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 
-use super::drivers::{Broadcaster, DriverContext, LocalDriver, LogDriver, NullDriver, Payload, RedisDriver};
+use super::drivers::{BroadcastDriver, DriverContext, LocalDriver, LogDriver, NullDriver, Payload, RedisDriver};
 use super::queue::{BroadcastQueue, FailedBroadcast, QueueOptions};
 use super::BroadcastError;
 use crate::channel::Channel;
@@ -12,7 +12,7 @@ use crate::sync::{read, write};
 
 /// Builds a driver for a connection (Laravel's `extend` closure).
 pub type DriverFactory =
-    Arc<dyn Fn(&ConnectionConfig, &DriverContext) -> Result<Arc<dyn Broadcaster>, BroadcastError> + Send + Sync>;
+    Arc<dyn Fn(&ConnectionConfig, &DriverContext) -> Result<Arc<dyn BroadcastDriver>, BroadcastError> + Send + Sync>;
 
 /// One named connection: which driver it uses and that driver's options.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,13 +65,13 @@ impl BroadcastConfig {
 
 /// Resolves connections to drivers and sends broadcasts through them.
 ///
-/// Drivers are created on first use and cached as `Arc<dyn Broadcaster>`;
+/// Drivers are created on first use and cached as `Arc<dyn BroadcastDriver>`;
 /// resolving is a read lock and a clone afterwards.
 pub struct BroadcastManager {
     config: RwLock<BroadcastConfig>,
     context: DriverContext,
     factories: RwLock<HashMap<String, DriverFactory>>,
-    resolved: RwLock<HashMap<String, Arc<dyn Broadcaster>>>,
+    resolved: RwLock<HashMap<String, Arc<dyn BroadcastDriver>>>,
     queue: BroadcastQueue,
 }
 
@@ -118,7 +118,7 @@ impl BroadcastManager {
     /// `extend("audit", ..)` then `driver("audit")` works without more setup.
     pub fn extend<F>(&self, name: &str, factory: F) -> &Self
     where
-        F: Fn(&ConnectionConfig, &DriverContext) -> Result<Arc<dyn Broadcaster>, BroadcastError>
+        F: Fn(&ConnectionConfig, &DriverContext) -> Result<Arc<dyn BroadcastDriver>, BroadcastError>
             + Send
             + Sync
             + 'static,
@@ -132,19 +132,6 @@ impl BroadcastManager {
                 .map_or(conn != name, |c| c.driver != name)
         });
         self
-    }
-
-    /// Registers a driver of the RustAxum document's shape ([`BroadcastDriver`]) under
-    /// `name`: `manager.extend_driver("custom", || CustomDriver {})`, then
-    /// `manager.driver("custom")` or `broadcast().via("custom")`.
-    ///
-    /// [`BroadcastDriver`]: super::BroadcastDriver
-    pub fn extend_driver<D, F>(&self, name: &str, make: F) -> &Self
-    where
-        D: super::BroadcastDriver,
-        F: Fn() -> D + Send + Sync + 'static,
-    {
-        self.extend(name, move |_, _| Ok(Arc::new(super::DriverAdapter(make()))))
     }
 
     /// Adds or replaces a named connection.
@@ -164,18 +151,18 @@ impl BroadcastManager {
     }
 
     /// The default connection's driver.
-    pub fn default_driver(&self) -> Result<Arc<dyn Broadcaster>, BroadcastError> {
+    pub fn default_driver(&self) -> Result<Arc<dyn BroadcastDriver>, BroadcastError> {
         let name = self.default_driver_name();
         self.connection(&name)
     }
 
     /// Laravel's `Broadcast::driver($name)`: same as [`connection`](Self::connection).
-    pub fn driver(&self, name: &str) -> Result<Arc<dyn Broadcaster>, BroadcastError> {
+    pub fn driver(&self, name: &str) -> Result<Arc<dyn BroadcastDriver>, BroadcastError> {
         self.connection(name)
     }
 
     /// The driver of connection `name`, created on first use.
-    pub fn connection(&self, name: &str) -> Result<Arc<dyn Broadcaster>, BroadcastError> {
+    pub fn connection(&self, name: &str) -> Result<Arc<dyn BroadcastDriver>, BroadcastError> {
         if let Some(driver) = read(&self.resolved).get(name) {
             return Ok(driver.clone());
         }
@@ -213,7 +200,7 @@ impl BroadcastManager {
             Some(name) => self.connection(name)?,
             None => self.default_driver()?,
         };
-        driver.broadcast(channels, event, payload).await
+        driver.deliver(channels, event, payload).await
     }
 
     /// Queues a broadcast to run in the background with retries; returns once accepted.

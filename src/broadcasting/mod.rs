@@ -1,17 +1,16 @@
 //! Laravel-style broadcasting: events, the manager, drivers, helpers and the queue.
 //!
-//! - [`drivers`]: the [`Broadcaster`] contract the manager calls, the document-shaped
-//!   [`BroadcastDriver`] for custom drivers (with [`DriverAdapter`]), the built-in drivers.
+//! - [`drivers`]: the one driver contract, [`BroadcastDriver`] (the RustAxum document's
+//!   shape; the manager calls its `deliver`), and the built-in drivers.
 //! - [`manager`]: [`BroadcastManager`], the registry that builds and caches drivers.
-//! - [`event`]: [`Event`], [`ShouldBroadcast`], [`Broadcastable`], [`ShouldQueue`],
-//!   `dispatch()` and [`EventFacade`] fakes (also at `rustaxum::events`, where the
-//!   RustAxum document imports them from).
+//! - events (`Event`, `ShouldBroadcast`, `Broadcastable`, `ShouldQueue`, `dispatch()`,
+//!   the `EventFacade` fakes) are in `rustaxum::events`, where the RustAxum document
+//!   imports them from, above this library: they go out through its manager.
 //! - [`helpers`]: the fluent [`broadcast()`] builder, `broadcast_to_*` and [`BroadcastFacade`].
 //! - [`queue`]: queued broadcasts with tries, timeout and back-off.
 //! - [`testing`]: a [`RecordingDriver`](testing::RecordingDriver) for application tests.
 
 pub mod drivers;
-pub mod event;
 pub mod helpers;
 pub mod manager;
 pub mod queue;
@@ -20,11 +19,7 @@ pub mod testing;
 use std::time::Duration;
 
 pub use drivers::{
-    BroadcastDriver, Broadcaster, DriverAdapter, DriverContext, DriverSettings, LocalDriver, LogDriver, NullDriver,
-    Payload, RedisDriver,
-};
-pub use event::{
-    dispatch, listen, Broadcastable, Event, EventFacade, EventFake, EventPayload, ShouldBroadcast, ShouldQueue,
+    BroadcastDriver, DriverContext, DriverSettings, LocalDriver, LogDriver, NullDriver, Payload, RedisDriver,
 };
 pub use helpers::{
     broadcast, broadcast_to_channel, broadcast_to_organization, broadcast_to_user, BroadcastFacade, PendingBroadcast,
@@ -33,7 +28,7 @@ pub use manager::{global, install, BroadcastConfig, BroadcastManager, Connection
 pub use queue::{FailedBroadcast, QueueOptions};
 
 use crate::backend::BackendError;
-use crate::channel::ChannelError;
+use crate::channel::{Channel, ChannelError};
 
 /// `Result` with [`BroadcastError`], as the RustAxum document's code writes it.
 pub type Result<T, E = BroadcastError> = std::result::Result<T, E>;
@@ -110,4 +105,21 @@ impl From<BackendError> for BroadcastError {
     fn from(e: BackendError) -> Self {
         Self::Backend(e)
     }
+}
+
+/// Parses channel names, failing on the first invalid one.
+pub(crate) fn parse_channels<I, S>(names: I) -> Result<Vec<Channel>, BroadcastError>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<str>,
+{
+    names
+        .into_iter()
+        .map(|n| {
+            Channel::parse(n.as_ref()).map_err(|source| BroadcastError::InvalidChannel {
+                channel: n.as_ref().chars().take(200).collect(),
+                source,
+            })
+        })
+        .collect()
 }

@@ -17,7 +17,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 
-use super::drivers::{Broadcaster, Payload};
+use super::drivers::{BroadcastDriver, Payload};
 use super::BroadcastError;
 use crate::channel::Channel;
 use crate::sync::lock;
@@ -112,7 +112,7 @@ impl Default for BroadcastQueue {
 impl BroadcastQueue {
     pub(crate) fn push(
         &self,
-        driver: Arc<dyn Broadcaster>,
+        driver: Arc<dyn BroadcastDriver>,
         channels: Vec<Channel>,
         event: String,
         payload: Payload,
@@ -166,7 +166,7 @@ impl BroadcastQueue {
 }
 
 struct Job {
-    driver: Arc<dyn Broadcaster>,
+    driver: Arc<dyn BroadcastDriver>,
     channels: Vec<Channel>,
     event: String,
     payload: Payload,
@@ -188,7 +188,7 @@ impl Job {
                     return;
                 }
                 Err(e) => {
-                    tracing::warn!(event = %self.event, driver = self.driver.name(), attempt, tries, error = %e, "queued broadcast attempt failed");
+                    tracing::warn!(event = %self.event, driver = self.driver.driver_name(), attempt, tries, error = %e, "queued broadcast attempt failed");
                     last_error = e.to_string();
                 }
             }
@@ -196,11 +196,11 @@ impl Job {
                 tokio::time::sleep(self.options.backoff_after(attempt)).await;
             }
         }
-        tracing::error!(event = %self.event, driver = self.driver.name(), tries, error = %last_error, "queued broadcast failed after every try");
+        tracing::error!(event = %self.event, driver = self.driver.driver_name(), tries, error = %last_error, "queued broadcast failed after every try");
         let record = FailedBroadcast {
             event: self.event.clone(),
             channels: self.channels.iter().map(|c| c.name().to_string()).collect(),
-            driver: self.driver.name().to_string(),
+            driver: self.driver.driver_name().to_string(),
             queue_connection: self.options.connection.clone(),
             queue: self.options.queue.clone(),
             attempts: tries,
@@ -219,11 +219,11 @@ impl Job {
 
     async fn attempt(&self) -> Result<usize, BroadcastError> {
         let _permit = self.permits.acquire().await.map_err(|_| BroadcastError::QueueClosed)?;
-        let send = self.driver.broadcast(&self.channels, &self.event, &self.payload);
+        let send = self.driver.deliver(&self.channels, &self.event, &self.payload);
         match tokio::time::timeout(self.options.timeout, send).await {
             Ok(result) => result,
             Err(_) => Err(BroadcastError::Timeout {
-                driver: self.driver.name().to_string(),
+                driver: self.driver.driver_name().to_string(),
                 after: self.options.timeout,
             }),
         }

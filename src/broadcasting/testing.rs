@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 
-use super::{BroadcastError, Broadcaster, Payload};
+use super::{BroadcastDriver, BroadcastError, Payload};
 use crate::channel::Channel;
 use crate::sync::lock;
 
@@ -63,12 +63,16 @@ impl RecordingDriver {
 }
 
 #[async_trait]
-impl Broadcaster for RecordingDriver {
-    fn name(&self) -> &str {
+impl BroadcastDriver for RecordingDriver {
+    async fn broadcast(&self, channel: &str, data: serde_json::Value) -> crate::broadcasting::Result<()> {
+        super::drivers::deliver_one(self, channel, false, data).await
+    }
+
+    fn driver_name(&self) -> &'static str {
         "recording"
     }
 
-    async fn broadcast(&self, channels: &[Channel], event: &str, payload: &Payload) -> Result<usize, BroadcastError> {
+    async fn deliver(&self, channels: &[Channel], event: &str, payload: &Payload) -> Result<usize, BroadcastError> {
         let call = self.calls.fetch_add(1, Ordering::SeqCst);
         if call < self.fail_first.load(Ordering::SeqCst) {
             return Err(BroadcastError::Failed {

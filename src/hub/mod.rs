@@ -284,6 +284,11 @@ impl Hub {
                 if mine.len() >= self.config.max_channels_per_connection {
                     return Err(SubscribeError::TooManyChannels(self.config.max_channels_per_connection));
                 }
+                // Most sockets join one channel: room for one, not the four a first push
+                // reserves (tens of thousands of idle sockets each keep this).
+                if mine.is_empty() {
+                    mine.reserve_exact(1);
+                }
                 mine.push(channel.clone());
             }
         }

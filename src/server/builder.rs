@@ -120,7 +120,8 @@ impl Builder {
         F: Fn(
                 &crate::broadcasting::ConnectionConfig,
                 &crate::broadcasting::DriverContext,
-            ) -> Result<Arc<dyn crate::broadcasting::Broadcaster>, crate::broadcasting::BroadcastError>
+            )
+                -> Result<Arc<dyn crate::broadcasting::BroadcastDriver>, crate::broadcasting::BroadcastError>
             + Send
             + Sync
             + 'static,

@@ -345,6 +345,10 @@ impl Session {
                 }
             },
         };
+        // Most sockets join one channel: room for one, not the four a first push reserves.
+        if self.joined.is_empty() {
+            self.joined.reserve_exact(1);
+        }
         self.joined.push(JoinedChannel {
             channel: channel.clone(),
             client_events: grant.client_events,

@@ -38,7 +38,10 @@ try {
   await page.click('#login-form button');
   await page.waitForFunction(() => document.getElementById('status').textContent === 'live', { timeout: 10000 });
   steps.push('logged in');
-  // Version, uptime, and the favicon the page links.
+  // Version, uptime, and the favicon the page links (the first snapshot follows 'live').
+  await page
+    .waitForFunction(() => /v\d+\.\d+\.\d+/.test(document.querySelector('header').textContent), { timeout: 10000 })
+    .catch(() => {});
   const header = await page.$eval('header', (e) => e.textContent);
   if (!/v\d+\.\d+\.\d+/.test(header) || !/up \d/.test(header)) throw new Error(`header without version and uptime: ${header}`);
   const icon = await page.evaluate(async () => (await fetch('/favicon.ico')).headers.get('content-type'));

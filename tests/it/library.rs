@@ -8,8 +8,9 @@ use crate::common::*;
 use rustaxum::broadcasting::testing::RecordingDriver;
 use rustaxum::broadcasting::{
     self, broadcast, broadcast_to_channel, broadcast_to_organization, broadcast_to_user, BroadcastError,
-    BroadcastFacade, Event, QueueOptions, ShouldBroadcast,
+    BroadcastFacade, QueueOptions,
 };
+use rustaxum::events::{Event, ShouldBroadcast};
 use serde::Serialize;
 use serde_json::json;
 
@@ -71,7 +72,7 @@ async fn dispatching_a_should_broadcast_event_reaches_sockets_and_runs_listeners
 
     let heard = Arc::new(AtomicUsize::new(0));
     let h = heard.clone();
-    broadcasting::event::listen(move |e: &OrderShipped| {
+    rustaxum::events::listen(move |e: &OrderShipped| {
         h.fetch_add(e.order_id as usize, Ordering::SeqCst);
     });
 
@@ -95,7 +96,7 @@ async fn dispatching_a_should_broadcast_event_reaches_sockets_and_runs_listeners
     assert_eq!(msg["data"], json!({"only": "this"}));
 
     // A plain event runs listeners and broadcasts nothing.
-    broadcasting::dispatch(UserLoggedIn).await.unwrap();
+    rustaxum::events::dispatch(UserLoggedIn).await.unwrap();
     expect_silence(&mut general, Duration::from_millis(200)).await;
 }
 
@@ -232,8 +233,8 @@ async fn custom_driver_through_extend_and_typed_errors() {
     assert!(
         matches!(manager.driver("weird").err(), Some(BroadcastError::DriverNotSupported(d)) if d == "carrier-pigeon")
     );
-    assert_eq!(manager.driver("log").unwrap().name(), "log");
-    assert_eq!(manager.driver("null").unwrap().name(), "null");
+    assert_eq!(manager.driver("log").unwrap().driver_name(), "log");
+    assert_eq!(manager.driver("null").unwrap().driver_name(), "null");
     assert!(
         Arc::ptr_eq(&manager.driver("log").unwrap(), &manager.driver("log").unwrap()),
         "drivers are cached"

@@ -19,7 +19,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::common::{recv_json, TestServer, Ws};
 use rustaxum::broadcasting::helpers::*;
-use rustaxum::broadcasting::{BroadcastDriver, Broadcastable, Result, ShouldQueue};
+use rustaxum::broadcasting::{BroadcastDriver, Result};
+use rustaxum::events::{Broadcastable, ShouldQueue};
 use rustaxum::events::{Event, EventFacade, ShouldBroadcast};
 use rustaxum::{broadcast, broadcast_to_user, notify_user};
 
@@ -563,7 +564,7 @@ async fn the_custom_driver_is_registered_with_extend_and_used() {
     server
         .app
         .manager()
-        .extend_driver("custom", move || CustomDriver { seen: s.clone() });
+        .extend("custom", move |_, _| Ok(Arc::new(CustomDriver { seen: s.clone() })));
     broadcast()
         .channels(["general", "private-orders.1"])
         .event("shipped")
@@ -584,7 +585,7 @@ async fn the_custom_driver_is_registered_with_extend_and_used() {
         seen[0].2,
         serde_json::json!({"event": "shipped", "data": {"id": 1}, "socket": null})
     );
-    assert_eq!(server.app.manager().driver("custom").unwrap().name(), "custom");
+    assert_eq!(server.app.manager().driver("custom").unwrap().driver_name(), "custom");
 }
 
 #[tokio::test]
@@ -645,7 +646,7 @@ async fn queued_timeout_applies_to_each_try() {
     }
     let server = server().await;
     let manager = server.app.manager().clone();
-    manager.extend_driver("slow", || Sleepy);
+    manager.extend("slow", |_, _| Ok(Arc::new(Sleepy)));
     Slow.dispatch().await.unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
     while manager.failed_broadcasts().is_empty() && tokio::time::Instant::now() < deadline {

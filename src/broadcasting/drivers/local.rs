@@ -1,6 +1,6 @@
 use async_trait::async_trait;
 
-use super::{Broadcaster, Payload};
+use super::{BroadcastDriver, Payload};
 use crate::broadcasting::BroadcastError;
 use crate::channel::Channel;
 use crate::publish::Fanout;
@@ -20,12 +20,20 @@ impl LocalDriver {
 }
 
 #[async_trait]
-impl Broadcaster for LocalDriver {
-    fn name(&self) -> &str {
+impl BroadcastDriver for LocalDriver {
+    async fn broadcast(&self, channel: &str, data: serde_json::Value) -> crate::broadcasting::Result<()> {
+        super::deliver_one(self, channel, false, data).await
+    }
+
+    async fn broadcast_private(&self, channel: &str, data: serde_json::Value) -> crate::broadcasting::Result<()> {
+        super::deliver_one(self, channel, true, data).await
+    }
+
+    fn driver_name(&self) -> &'static str {
         "websocket"
     }
 
-    async fn broadcast(&self, channels: &[Channel], event: &str, payload: &Payload) -> Result<usize, BroadcastError> {
+    async fn deliver(&self, channels: &[Channel], event: &str, payload: &Payload) -> Result<usize, BroadcastError> {
         super::publish(&self.fanout, channels, event, payload).await
     }
 }

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use super::{Broadcaster, Payload};
+use super::{BroadcastDriver, Payload};
 use crate::broadcasting::BroadcastError;
 use crate::channel::Channel;
 use crate::sync::lock;
@@ -48,12 +48,20 @@ impl LogDriver {
 }
 
 #[async_trait]
-impl Broadcaster for LogDriver {
-    fn name(&self) -> &str {
+impl BroadcastDriver for LogDriver {
+    async fn broadcast(&self, channel: &str, data: serde_json::Value) -> crate::broadcasting::Result<()> {
+        super::deliver_one(self, channel, false, data).await
+    }
+
+    async fn broadcast_private(&self, channel: &str, data: serde_json::Value) -> crate::broadcasting::Result<()> {
+        super::deliver_one(self, channel, true, data).await
+    }
+
+    fn driver_name(&self) -> &'static str {
         "log"
     }
 
-    async fn broadcast(&self, channels: &[Channel], event: &str, payload: &Payload) -> Result<usize, BroadcastError> {
+    async fn deliver(&self, channels: &[Channel], event: &str, payload: &Payload) -> Result<usize, BroadcastError> {
         let names: Vec<&str> = channels.iter().map(Channel::name).collect();
         tracing::info!(target: "rustaxum::broadcast", channels = ?names, event, data = payload.data.get(), "broadcast");
         if let Some((path, file)) = &self.file {

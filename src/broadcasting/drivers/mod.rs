@@ -1,10 +1,9 @@
-//! The driver contracts and the built-in drivers, one file each.
+//! The one driver contract, [`BroadcastDriver`], and the built-in drivers, one file each.
 //!
-//! - [`Broadcaster`]: what the manager calls: one event on several channels with a
-//!   shared payload (the built-in drivers implement it).
-//! - [`BroadcastDriver`]: the RustAxum document's custom-driver shape (one channel, a JSON
-//!   value, private channels apart). [`DriverAdapter`] makes one a `Broadcaster`, so
-//!   `manager.extend_driver("custom", || CustomDriver {})` is all a custom driver needs.
+//! A driver has the RustAxum document's shape (`broadcast` one message on one channel,
+//! `broadcast_private`, `driver_name`); the manager calls [`BroadcastDriver::deliver`]
+//! (one event on several channels with a shared payload), which by default hands each
+//! channel to those methods. The built-in drivers implement `deliver` directly.
 
 mod local;
 mod log;
@@ -38,26 +37,8 @@ pub struct Payload {
     pub socket: Option<SocketId>,
 }
 
-/// A broadcasting backend (Laravel's `Broadcaster` contract).
-///
-/// Drivers take `&self` so the manager can share one instance across tasks as an
-/// `Arc<dyn Broadcaster>` without a lock on the publish path.
-#[async_trait]
-pub trait Broadcaster: Send + Sync {
-    /// The driver's name, e.g. `websocket` or `log`.
-    fn name(&self) -> &str;
-
-    /// Delivers `event` with `payload` to `channels`. Returns how many sockets of this
-    /// process it reached (0 for drivers that do not deliver locally).
-    async fn broadcast(&self, channels: &[Channel], event: &str, payload: &Payload) -> Result<usize, BroadcastError>;
-
-    /// Releases the driver's resources. The default does nothing.
-    async fn close(&self) -> Result<(), BroadcastError> {
-        Ok(())
-    }
-}
-
-/// A custom broadcasting driver, in the RustAxum document's shape.
+/// A broadcasting backend (Laravel's `Broadcaster` contract), in the RustAxum document's
+/// shape.
 ///
 /// ```
 /// use async_trait::async_trait;
@@ -75,44 +56,36 @@ pub trait Broadcaster: Send + Sync {
 ///         "custom"
 ///     }
 /// }
+///
+/// # fn register(manager: &rustaxum::broadcasting::BroadcastManager) {
+/// manager.extend("custom", |_connection, _context| Ok(std::sync::Arc::new(CustomDriver)));
+/// # }
 /// ```
 ///
 /// `data` is the message as Laravel's Redis broadcaster writes it:
 /// `{"event": name, "data": payload, "socket": excluded socket id or null}`.
+///
+/// Drivers take `&self` so the manager shares one instance across tasks as an
+/// `Arc<dyn BroadcastDriver>`, without a lock on the publish path.
 #[async_trait]
 pub trait BroadcastDriver: Send + Sync + 'static {
     /// Delivers a message on a public channel.
     async fn broadcast(&self, channel: &str, data: serde_json::Value) -> super::Result<()>;
 
-    /// Delivers a message on a private or presence channel; by default like
-    /// [`broadcast`](Self::broadcast).
+    /// Delivers a message on a private or presence channel (`channel` is the name the
+    /// application gave, e.g. `orders.1`); by default like [`broadcast`](Self::broadcast).
     async fn broadcast_private(&self, channel: &str, data: serde_json::Value) -> super::Result<()> {
         self.broadcast(channel, data).await
     }
 
-    /// The driver's name.
+    /// The driver's name, e.g. `websocket` or `log`.
     fn driver_name(&self) -> &'static str;
-}
 
-/// A [`BroadcastDriver`] as a [`Broadcaster`]: each channel of a broadcast is handed to
-/// the driver on its own (private and presence channels through `broadcast_private`).
-#[derive(Debug)]
-pub struct DriverAdapter<D>(pub D);
-
-#[derive(serde::Serialize)]
-struct DriverMessage<'a> {
-    event: &'a str,
-    data: &'a RawValue,
-    socket: Option<String>,
-}
-
-#[async_trait]
-impl<D: BroadcastDriver> Broadcaster for DriverAdapter<D> {
-    fn name(&self) -> &str {
-        self.0.driver_name()
-    }
-
-    async fn broadcast(&self, channels: &[Channel], event: &str, payload: &Payload) -> Result<usize, BroadcastError> {
+    /// What the manager calls: `event` with `payload` on `channels`; how many sockets of
+    /// this process it reached (0 for drivers that do not deliver locally). By default
+    /// each channel is handed to [`broadcast`](Self::broadcast) (private and presence
+    /// channels to [`broadcast_private`](Self::broadcast_private)) as Laravel's message.
+    async fn deliver(&self, channels: &[Channel], event: &str, payload: &Payload) -> Result<usize, BroadcastError> {
         let message = serde_json::to_value(DriverMessage {
             event,
             data: &payload.data,
@@ -120,13 +93,55 @@ impl<D: BroadcastDriver> Broadcaster for DriverAdapter<D> {
         })?;
         for channel in channels {
             match channel.kind() {
-                crate::channel::ChannelKind::Public => self.0.broadcast(channel.name(), message.clone()).await?,
+                crate::channel::ChannelKind::Public => self.broadcast(channel.name(), message.clone()).await?,
                 // The method says private; the name is the one the app gave (`orders.1`).
-                _ => self.0.broadcast_private(channel.local_name(), message.clone()).await?,
+                _ => self.broadcast_private(channel.local_name(), message.clone()).await?,
             }
         }
         Ok(0)
     }
+
+    /// Releases the driver's resources. The default does nothing.
+    async fn close(&self) -> Result<(), BroadcastError> {
+        Ok(())
+    }
+}
+
+/// Laravel's message on one channel: what [`BroadcastDriver::broadcast`] receives.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct DriverMessage<'a> {
+    event: &'a str,
+    #[serde(borrow)]
+    data: &'a RawValue,
+    socket: Option<String>,
+}
+
+/// A message in the document's shape on one channel, delivered with the driver's own
+/// [`BroadcastDriver::deliver`] (how the built-in drivers answer `broadcast`).
+pub(crate) async fn deliver_one<D: BroadcastDriver + ?Sized>(
+    driver: &D,
+    channel: &str,
+    private: bool,
+    message: serde_json::Value,
+) -> Result<(), BroadcastError> {
+    let text = serde_json::to_string(&message)?;
+    let m: DriverMessage<'_> = serde_json::from_str(&text)?;
+    let name = if private && !channel.starts_with("private-") && !channel.starts_with("presence-") {
+        format!("private-{channel}")
+    } else {
+        channel.to_string()
+    };
+    let channel = Channel::parse(&name).map_err(|source| BroadcastError::InvalidChannel {
+        channel: name.clone(),
+        source,
+    })?;
+    let socket = m.socket.as_deref().map(str::parse).transpose().ok().flatten();
+    let payload = Payload {
+        data: Arc::from(m.data.to_owned()),
+        text: None,
+        socket,
+    };
+    driver.deliver(&[channel], m.event, &payload).await.map(|_| ())
 }
 
 /// Publishes through `fanout` (the node's one publish path): what the `websocket` and

@@ -1,6 +1,6 @@
 use async_trait::async_trait;
 
-use super::{Broadcaster, Payload};
+use super::{BroadcastDriver, Payload};
 use crate::broadcasting::BroadcastError;
 use crate::channel::Channel;
 
@@ -10,17 +10,20 @@ use crate::channel::Channel;
 pub struct NullDriver;
 
 #[async_trait]
-impl Broadcaster for NullDriver {
-    fn name(&self) -> &str {
+impl BroadcastDriver for NullDriver {
+    async fn broadcast(&self, channel: &str, data: serde_json::Value) -> crate::broadcasting::Result<()> {
+        super::deliver_one(self, channel, false, data).await
+    }
+
+    async fn broadcast_private(&self, channel: &str, data: serde_json::Value) -> crate::broadcasting::Result<()> {
+        super::deliver_one(self, channel, true, data).await
+    }
+
+    fn driver_name(&self) -> &'static str {
         "null"
     }
 
-    async fn broadcast(
-        &self,
-        _channels: &[Channel],
-        _event: &str,
-        _payload: &Payload,
-    ) -> Result<usize, BroadcastError> {
+    async fn deliver(&self, _channels: &[Channel], _event: &str, _payload: &Payload) -> Result<usize, BroadcastError> {
         Ok(0)
     }
 }

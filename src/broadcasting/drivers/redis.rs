@@ -1,6 +1,6 @@
 use async_trait::async_trait;
 
-use super::{Broadcaster, DriverContext, Payload};
+use super::{BroadcastDriver, DriverContext, Payload};
 use crate::broadcasting::BroadcastError;
 use crate::channel::Channel;
 use crate::cluster::redis::RedisBroker;
@@ -38,12 +38,20 @@ impl RedisDriver {
 }
 
 #[async_trait]
-impl Broadcaster for RedisDriver {
-    fn name(&self) -> &str {
+impl BroadcastDriver for RedisDriver {
+    async fn broadcast(&self, channel: &str, data: serde_json::Value) -> crate::broadcasting::Result<()> {
+        super::deliver_one(self, channel, false, data).await
+    }
+
+    async fn broadcast_private(&self, channel: &str, data: serde_json::Value) -> crate::broadcasting::Result<()> {
+        super::deliver_one(self, channel, true, data).await
+    }
+
+    fn driver_name(&self) -> &'static str {
         "redis"
     }
 
-    async fn broadcast(&self, channels: &[Channel], event: &str, payload: &Payload) -> Result<usize, BroadcastError> {
+    async fn deliver(&self, channels: &[Channel], event: &str, payload: &Payload) -> Result<usize, BroadcastError> {
         super::publish(&self.fanout, channels, event, payload).await
     }
 }

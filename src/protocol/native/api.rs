@@ -11,7 +11,7 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::broadcasting::event::parse_channels;
+use crate::broadcasting::parse_channels;
 use crate::broadcasting::Payload;
 use crate::channel::{Channel, ChannelKind};
 use crate::hub::{ChannelStats, SocketId};
