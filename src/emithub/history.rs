@@ -15,7 +15,7 @@ use super::model::{hub_channel_name, MessagePage, StoredMessage, HUB_PREFIX};
 use super::{EmitHub, EmitHubError};
 use crate::channel::Channel;
 use crate::history::{History, HistoryError, HistoryStore, KeepPolicy, Recovery, Retention};
-use crate::hub::Position;
+use crate::hub::{Message, Position};
 
 impl KeepPolicy for EmitHub {
     fn keeps(&self, channel: &Channel) -> bool {
@@ -93,6 +93,101 @@ impl EmitHub {
     }
 }
 
+impl EmitHub {
+    /// Moves what a cluster kept before persisted messages became channel history (a
+    /// stream `rustaxum:emithub:messages:{id}` and a counter `rustaxum:emithub:seq:{id}`
+    /// per channel) into each channel's history, sequences, ids and times unchanged, then
+    /// removes the old keys. Each channel moves once, whichever node gets there first.
+    /// How many messages this node moved.
+    pub(super) async fn migrate_redis_streams(&self) -> Result<usize, EmitHubError> {
+        use redis::AsyncCommands;
+        let Some(broker) = &self.cluster else {
+            return Ok(0);
+        };
+        let link = broker.link();
+        let history = crate::history::RedisHistory::new(broker.clone());
+        let retention = KeepPolicy::retention(self);
+        let mut moved = 0;
+        for managed in self.list() {
+            let stream = link.key(&format!("emithub:messages:{}", managed.id));
+            let seq = link.key(&format!("emithub:seq:{}", managed.id));
+            let (s, q) = (stream.clone(), seq.clone());
+            let (entries, top): (redis::streams::StreamRangeReply, Option<u64>) = link
+                .exec(|mut c| async move {
+                    let entries = c.xrange_all(&s).await?;
+                    let top = c.get(&q).await?;
+                    Ok((entries, top))
+                })
+                .await?;
+            if entries.ids.is_empty() && top.is_none() {
+                continue;
+            }
+            let channel = hub_channel(managed.id)?;
+            let mut messages = Vec::with_capacity(entries.ids.len());
+            for entry in &entries.ids {
+                let Some(json) = entry.get::<String>("m") else { continue };
+                let Ok(old) = serde_json::from_str::<StoredMessage>(&json) else {
+                    tracing::warn!(channel = %managed.id, entry = %entry.id, "an old persisted message is unreadable; not moved");
+                    continue;
+                };
+                messages.push(old_message(&channel, &managed.name, &old)?);
+            }
+            let last = messages.last().map_or(0, |(offset, _, _)| *offset);
+            if history
+                .import(&channel, top.unwrap_or(last).max(last), &messages, retention)
+                .await
+                .map_err(history_error)?
+            {
+                moved += messages.len();
+            }
+            let (s, q) = (stream, seq);
+            link.exec(|mut c| async move { c.del::<_, ()>(&[s, q]).await }).await?;
+        }
+        if moved > 0 {
+            tracing::info!(
+                messages = moved,
+                "moved the persisted EmitHub messages of an earlier layout into the channel history"
+            );
+        }
+        Ok(moved)
+    }
+}
+
+/// A persisted message of the earlier layout as a history message: its sequence, the hub
+/// message (event, payload and time as a broadcast or relayed text has them), its time in
+/// Unix milliseconds.
+pub(super) fn old_message(
+    channel: &Channel,
+    channel_name: &str,
+    old: &StoredMessage,
+) -> Result<(u64, Message, u64), EmitHubError> {
+    use super::model::{BroadcastPayload, RelayedPayload, CLIENT_MESSAGE_TYPE};
+    let invalid = |e: serde_json::Error| EmitHubError::Invalid(e.to_string());
+    let (event, data) = if old.message_type == CLIENT_MESSAGE_TYPE {
+        let data = serde_json::value::to_raw_value(&RelayedPayload {
+            text: old.content.clone(),
+            channel_name: channel_name.to_string(),
+            id: Some(old.id),
+        })
+        .map_err(invalid)?;
+        (super::CLIENT_MESSAGE_EVENT, data)
+    } else {
+        let data = serde_json::value::to_raw_value(&BroadcastPayload {
+            content: old.content.clone(),
+            message_type: old.message_type.clone(),
+            id: old.id,
+        })
+        .map_err(invalid)?;
+        (super::BROADCAST_EVENT, data)
+    };
+    let message = Message {
+        timestamp: Arc::from(old.timestamp.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+        ..Message::event(channel.clone(), event, Arc::from(data))
+    };
+    let ms = u64::try_from(old.timestamp.timestamp_millis()).unwrap_or(0);
+    Ok((old.sequence, message, ms))
+}
+
 fn hub_channel(id: Uuid) -> Result<Channel, EmitHubError> {
     Channel::parse(&hub_channel_name(id)).map_err(|e| EmitHubError::Invalid(e.to_string()))
 }
@@ -115,8 +210,6 @@ pub(super) struct FileHistory {
 
 #[cfg(feature = "redb")]
 use crate::history::{End, Slice};
-#[cfg(feature = "redb")]
-use crate::hub::Message;
 
 #[cfg(feature = "redb")]
 impl FileHistory {

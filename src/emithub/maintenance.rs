@@ -118,6 +118,8 @@ impl EmitHub {
                 // Load everything first (and again after every resubscription: notices
                 // sent while this node was away were missed).
                 let mut reload = true;
+                // The persisted messages of an earlier release's layout, moved once.
+                let mut migrated = false;
                 loop {
                     if reload {
                         let loaded = match this.write_back_if_lost().await {
@@ -128,6 +130,14 @@ impl EmitHub {
                             Ok(()) => {
                                 reload = false;
                                 backoff = Duration::from_millis(100);
+                                if !migrated {
+                                    match this.migrate_redis_streams().await {
+                                        Ok(_) => migrated = true,
+                                        Err(e) => {
+                                            tracing::warn!(error = %e, "moving old persisted messages into the history failed; retrying at the next reload");
+                                        }
+                                    }
+                                }
                             }
                             Err(e) => {
                                 // The first failure is a warning; retries while the store

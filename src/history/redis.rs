@@ -84,6 +84,23 @@ end
 return {epoch, top, first, out}
 "#;
 
+/// Moves messages kept in an earlier layout into a channel's history, unless the channel
+/// has one already: a new epoch, the offset at ARGV[2], each message at its own offset
+/// (ARGV from 5 in threes: offset, published ms, the message without its closing brace).
+const IMPORT_LUA: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local epoch = ARGV[1]
+redis.call('HSET', KEYS[1], 'epoch', epoch, 'offset', ARGV[2])
+redis.call('DEL', KEYS[2])
+for i = 5, #ARGV, 3 do
+  local msg = ARGV[i + 2] .. ',"pos":{"epoch":"' .. epoch .. '","offset":' .. ARGV[i] .. '},"all":true}'
+  redis.call('XADD', KEYS[2], ARGV[i] .. '-0', 'ms', ARGV[i + 1], 'm', msg)
+end
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return 1
+"#;
+
 /// How long a channel's epoch and offset outlive its last message.
 const META_TTL: Duration = Duration::from_secs(24 * 3600);
 
@@ -108,6 +125,43 @@ impl RedisHistory {
             append: Script::new(APPEND_LUA),
             read: Script::new(READ_LUA),
         }
+    }
+
+    /// Moves `messages` (oldest first: offset, message, published Unix ms) of `channel`,
+    /// kept in an earlier layout, into its history with their offsets, `top` the last
+    /// offset the channel gave; nothing when the channel has a history already (another
+    /// node moved them first). Whether it moved them.
+    pub(crate) async fn import(
+        &self,
+        channel: &Channel,
+        top: u64,
+        messages: &[(u64, Message, u64)],
+        retention: Retention,
+    ) -> Result<bool, HistoryError> {
+        let (meta, stream) = self.keys(channel);
+        let script = Script::new(IMPORT_LUA);
+        let mut invocation = script.key(meta);
+        invocation
+            .key(stream)
+            .arg(new_epoch().as_ref())
+            .arg(top)
+            .arg(millis(retention.ttl))
+            .arg(millis(retention.ttl.max(META_TTL)));
+        for (offset, message, ms) in messages {
+            let wire = self.broker.encode(message)?;
+            let Some(prefix) = wire.strip_suffix('}') else {
+                return Err(HistoryError::Store(crate::backend::Failure::new(
+                    "unexpected message encoding",
+                )));
+            };
+            invocation.arg(*offset).arg(*ms).arg(prefix);
+        }
+        let moved: u64 = self
+            .broker
+            .link()
+            .exec_for(channel, |mut c| async move { invocation.invoke_async(&mut c).await })
+            .await?;
+        Ok(moved == 1)
     }
 
     fn keys(&self, channel: &Channel) -> (String, String) {

@@ -1459,3 +1459,95 @@ async fn the_library_cannot_publish_past_an_emithub_channels_state() {
         .unwrap();
     assert_eq!(resp.status().as_u16(), 429, "{}", resp.text().await.unwrap_or_default());
 }
+
+/// A cluster's Redis holding persisted messages in the layout before they became channel
+/// history (a stream `rustaxum:emithub:messages:{id}` of message JSON and a counter
+/// `rustaxum:emithub:seq:{id}`, as the earlier release's store wrote them): the first
+/// node to load moves them into the history, sequences, ids, types and times unchanged,
+/// and removes the old keys; sequences go on where they stopped.
+#[tokio::test]
+async fn a_clusters_persisted_messages_of_the_earlier_layout_move_into_the_history() {
+    use rustaxum::emithub::model::{ChannelSettings, ChannelStatus, ManagedChannel, StoredMessage};
+    let redis = RedisServer::start();
+    let prefix = unique_prefix();
+    let now = chrono::Utc::now();
+    let at = |minutes: i64| {
+        use chrono::SubsecRound;
+        (now - chrono::Duration::minutes(minutes)).trunc_subsecs(3)
+    };
+    let channel = ManagedChannel {
+        id: uuid::Uuid::new_v4(),
+        name: "Old cluster".into(),
+        description: None,
+        status: ChannelStatus::Active,
+        created_at: at(60),
+        updated_at: at(60),
+        settings: ChannelSettings {
+            max_connections: 10,
+            allow_client_messages: true,
+            persist_messages: true,
+            rate_limit_per_minute: 60,
+        },
+    };
+    let id = channel.id.to_string();
+    let key = |rest: String| format!("{prefix}rustaxum:emithub:{rest}");
+    redis.cli(&[
+        "HSET",
+        &key("channels".into()),
+        &id,
+        &serde_json::to_string(&channel).unwrap(),
+    ]);
+    // Sequences 3 to 5 kept (1 and 2 trimmed), the last one a client's text.
+    let old: Vec<StoredMessage> = [
+        (3, "three", "Broadcast"),
+        (4, "four", "Alert"),
+        (5, "hello", "ClientMessage"),
+    ]
+    .into_iter()
+    .map(|(sequence, content, message_type)| StoredMessage {
+        id: uuid::Uuid::new_v4(),
+        sequence,
+        content: content.into(),
+        message_type: message_type.into(),
+        timestamp: at(10 - sequence as i64),
+    })
+    .collect();
+    for m in &old {
+        redis.cli(&[
+            "XADD",
+            &key(format!("messages:{id}")),
+            &format!("{}-0", m.sequence),
+            "m",
+            &serde_json::to_string(m).unwrap(),
+        ]);
+    }
+    redis.cli(&["SET", &key(format!("seq:{id}")), "5"]);
+
+    let node = start_with(cluster_config(&redis, &prefix)).await;
+    wait_ready(&node).await;
+    let api = Api::of(&node);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let page = loop {
+        let (status, page) = api.get(&format!("/channels/{id}/messages")).await;
+        if status == 200 && page["count"] == 3 {
+            break page;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "not moved: {status} {page}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let moved: Vec<StoredMessage> = serde_json::from_value(page["messages"].clone()).unwrap();
+    assert_eq!(moved, old, "the same messages, sequences, ids, types and times");
+    assert_eq!(
+        redis
+            .cli(&["EXISTS", &key(format!("messages:{id}")), &key(format!("seq:{id}"))])
+            .trim(),
+        "0",
+        "the old keys are gone"
+    );
+    assert_eq!(api.broadcast(&id, "six").await.1["sequence"], 6);
+    // A second node finds them moved: nothing twice.
+    let other = start_with(cluster_config(&redis, &prefix)).await;
+    wait_ready(&other).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(Api::of(&other).messages(&id).await, ["three", "four", "hello", "six"]);
+}

@@ -20,9 +20,7 @@ use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition, Tabl
 use uuid::Uuid;
 
 use super::{ChannelStore, StoreError};
-use crate::emithub::model::{
-    hub_channel_name, BroadcastPayload, ManagedChannel, RelayedPayload, StoredMessage, CLIENT_MESSAGE_TYPE,
-};
+use crate::emithub::model::{hub_channel_name, ManagedChannel, StoredMessage};
 use crate::history::{Imported, RedbTables};
 
 const CHANNELS: TableDefinition<&str, &str> = TableDefinition::new("channels");
@@ -252,43 +250,21 @@ pub(crate) fn migrate(tx: &redb::WriteTransaction) -> Result<usize, StoreError> 
     for (id, messages) in &by_channel {
         let Ok(uuid) = Uuid::parse_str(id) else { continue };
         let channel_name = names.get(id).cloned().unwrap_or_default();
-        let payloads = messages
+        let channel = crate::channel::Channel::parse(&hub_channel_name(uuid))
+            .map_err(|e| StoreError::caused("a channel id of the old layout", e))?;
+        let converted = messages
             .iter()
-            .map(|m| {
-                if m.message_type == CLIENT_MESSAGE_TYPE {
-                    serde_json::value::to_raw_value(&RelayedPayload {
-                        text: m.content.clone(),
-                        channel_name: channel_name.clone(),
-                        id: Some(m.id),
-                    })
-                } else {
-                    serde_json::value::to_raw_value(&BroadcastPayload {
-                        content: m.content.clone(),
-                        message_type: m.message_type.clone(),
-                        id: m.id,
-                    })
-                }
-                .map_err(err)
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let times: Vec<String> = messages
+            .map(|m| crate::emithub::history::old_message(&channel, &channel_name, m))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| StoreError::caused("moving the persisted messages into the history", e))?;
+        let imported: Vec<Imported<'_>> = converted
             .iter()
-            .map(|m| m.timestamp.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-            .collect();
-        let imported: Vec<Imported<'_>> = messages
-            .iter()
-            .zip(&payloads)
-            .zip(&times)
-            .map(|((m, data), timestamp)| Imported {
-                offset: m.sequence,
-                event: if m.message_type == CLIENT_MESSAGE_TYPE {
-                    crate::emithub::CLIENT_MESSAGE_EVENT
-                } else {
-                    crate::emithub::BROADCAST_EVENT
-                },
-                data,
-                timestamp,
-                ms: u64::try_from(m.timestamp.timestamp_millis()).unwrap_or(0),
+            .map(|(offset, m, ms)| Imported {
+                offset: *offset,
+                event: &m.event,
+                data: &m.data,
+                timestamp: &m.timestamp,
+                ms: *ms,
             })
             .collect();
         let top = tops.get(id).copied().unwrap_or(0);
@@ -424,6 +400,7 @@ impl ChannelStore for RedbStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::emithub::model::{BroadcastPayload, CLIENT_MESSAGE_TYPE};
     use crate::history::{End, HistoryStore, RedbHistory, Retention};
 
     #[tokio::test]
