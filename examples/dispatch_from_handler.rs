@@ -48,6 +48,8 @@ async fn ship(Path(order_id): Path<u64>) -> Result<&'static str, String> {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut config = rustaxum::Config::default();
     config.auth.public_channels.push("orders".into());
+    // Stop at once when done (a server behind a load balancer drains first).
+    config.server.drain = Duration::ZERO;
     // `facade()`: the handler's `dispatch()` goes through this app.
     let app = rustaxum::Rustaxum::builder(config).facade().build()?;
     let router = Router::new()
@@ -75,6 +77,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .ok_or("closed")??;
     println!("client: {event}");
 
+    // The client leaves, then the server stops (and drains: nothing is left open).
+    socket.close(None).await?;
     let _ = stop.send(());
     server.await??;
     Ok(())

@@ -426,3 +426,62 @@ async fn only_the_app_built_with_the_facade_serves_the_helpers() {
     assert_eq!(recv_json(&mut on_mine).await["event"], "hello");
     expect_silence(&mut on_other, Duration::from_millis(300)).await;
 }
+
+/// Runs one of `examples/` (built beside this test binary by `cargo test` and
+/// `cargo nextest run --all-targets`); its standard output.
+async fn run_example(name: &str) -> String {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+    let path = dir.join("examples").join(name);
+    assert!(
+        path.exists(),
+        "{} is not built (cargo build --examples)",
+        path.display()
+    );
+    let out = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::process::Command::new(&path)
+            .env_remove("BROADCAST_DRIVER")
+            .env("EMIT_HUB_DB_PATH", ":memory:")
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the example finished")
+    .unwrap();
+    assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+// The README and docs/library.md point to these programs: they run and print what they say.
+#[tokio::test]
+async fn the_examples_run_and_do_what_they_say() {
+    let built = run_example("builder").await;
+    let lines: Vec<&str> = built.lines().collect();
+    assert_eq!(lines.len(), 3, "{built}");
+    let joined: serde_json::Value = serde_json::from_str(lines[0].trim_start_matches("client: ")).unwrap();
+    assert_eq!(joined["event"], "subscription_succeeded");
+    let goal: serde_json::Value = serde_json::from_str(lines[1].trim_start_matches("client: ")).unwrap();
+    assert_eq!(
+        (goal["event"].as_str(), goal["data"]["minute"].as_u64()),
+        (Some("goal"), Some(87))
+    );
+    assert_eq!(
+        lines[2],
+        r#"audit: news.sport {"data":{"minute":88},"event":"goal","socket":null}"#
+    );
+
+    let shipped = run_example("dispatch_from_handler").await;
+    assert!(shipped.contains("handler: shipped"), "{shipped}");
+    let event = shipped.lines().last().unwrap().trim_start_matches("client: ");
+    let event: serde_json::Value = serde_json::from_str(event).unwrap();
+    assert_eq!(event["event"], "OrderShipped");
+    assert_eq!(event["data"], json!({"customer_id": 42, "order_id": 1001}));
+
+    let custom = run_example("custom_driver").await;
+    let seen: Vec<serde_json::Value> = custom.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(seen.len(), 3, "{custom}");
+    assert_eq!(seen[1]["channel"], "user.42");
+    assert_eq!(seen[1]["private"], true);
+    assert_eq!(seen[2]["message"]["event"], "shipped");
+}
