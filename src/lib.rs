@@ -3,64 +3,50 @@
 //! Laravel-style real-time broadcasting for Rust: a library to broadcast events from
 //! an application, a WebSocket server (`rustaxum`) and an operator CLI (`artisan`).
 //!
-//! # Layout
+//! # What an application uses
 //!
-//! Core (never imports axum):
-//! - [`channel`]: channel names parsed once into a typed [`Channel`].
-//! - [`hub`]: channels → subscribers, bounded per-connection queues, fan-out that
-//!   encodes once per wire protocol, live stats.
-//! - [`session`]: the protocol-neutral session core: admission (connection limits),
-//!   join (authorize → grant → subscribe → presence), leave, client events, refresh,
-//!   clean-up; typed refusals; the per-socket loop, generic over the socket.
-//! - [`lifecycle`]: connection, channel, member and client-event events for observers.
+//! - [`prelude`]: one import with events, the manager, `broadcast()`, channels, the app
+//!   builder and its configuration.
+//! - [`events`]: the event system where the RustAxum document imports it from (`Event`,
+//!   `ShouldBroadcast`, `Broadcastable`, `ShouldQueue`, `dispatch`, `EventFacade`).
+//! - [`broadcasting`]: the `BroadcastManager`, the one driver trait
+//!   ([`BroadcastDriver`](broadcasting::BroadcastDriver)) and the built-in drivers,
+//!   helpers, facades, macros, the broadcast queue, a recording driver for tests.
+//! - [`server`]: [`Rustaxum`] (node + manager + router), put together by [`Builder`]
+//!   without starting anything and served by [`Rustaxum::serve`]; the node and its
+//!   extension points (grant sources, publish hooks, channel owners, lifecycle events).
+//! - [`config`]: the environment and the file, assembled into each domain's settings, with
+//!   documented defaults.
 //! - [`auth`]: JWT verification and channel rules; every join goes through a
 //!   [`ChannelAuthorizer`](auth::ChannelAuthorizer).
-//! - [`presence`]: presence members per user behind the
-//!   [`PresenceStore`](presence::PresenceStore) trait (in memory, or Redis).
-//! - [`net`]: client addresses behind trusted proxies, and the key a per-address limit
-//!   counts under.
-//! - [`setting`]: [`InvalidSetting`](setting::InvalidSetting), the error a domain gives
-//!   for a setting it cannot use (the configuration wraps it).
-//! - [`backend`]: the Redis connection every shared store uses (one Redis, a Cluster or
-//!   Sentinel), its circuit breaker, settings and [`BackendError`](backend::BackendError).
-//! - [`cluster`]: the [`Broker`](cluster::Broker) trait (local, or Redis pub/sub with node
-//!   heartbeats); a broker hands what it receives to a [`Receiver`](cluster::Receiver).
-//! - [`publish`]: the one publish path ([`Fanout`](publish::Fanout)): route → hooks →
-//!   history → broker → hub.
-//! - [`routing`]: routing rules (copy, drop, reshape messages once at publish).
-//! - [`emithub`]: EmitHub managed channels: the registry (a grant source), states,
-//!   settings, persisted messages in redb (one node) or Redis (cluster).
-//! - [`pusher`]: Pusher signatures (channel auth, user auth, REST request signing).
-//! - [`broadcasting`]: events and `ShouldBroadcast`, the `BroadcastManager`, drivers,
-//!   helpers, facades, macros, the broadcast queue.
-//! - [`events`]: the event system where the RustAxum document imports it from.
-//! - [`websocket`]: the WebSocket wire beneath the protocols: permessage-deflate
-//!   (RFC 7692) negotiation, compression once per message, and an adapter that inflates
-//!   compressed incoming messages beneath tungstenite; a client that offers it.
-//! - [`config`]: reads the environment and the file and assembles each domain's own
-//!   settings (`JwtConfig` from [`auth`], `RedisConfig` from [`backend`], `EmitHubConfig`,
-//!   `RtcConfig`, the Pusher `Apps`), with documented defaults.
+//! - [`channel`] and [`hub`]: typed channel names; channels → subscribers, bounded queues,
+//!   fan-out encoded once per wire protocol, live stats.
+//! - [`presence`] and [`history`]: where members and kept messages live, behind
+//!   [`PresenceStore`](presence::PresenceStore) and
+//!   [`HistoryStore`](history::HistoryStore) (replaceable through the builder).
+//! - [`emithub`], [`pusher`], [`rtc`]: the managed-channel registry, Pusher signatures and
+//!   apps, the typed-frame service.
+//! - [`cluster`], [`net`], [`websocket`]: the Redis broker; client addresses behind trusted
+//!   proxies; the WebSocket wire (permessage-deflate) and a client that offers it.
+//! - [`cli`]: the `artisan` commands, talking to a running server over HTTP, and the
+//!   fan-out benchmark behind `artisan broadcast bench`.
+//!
+//! Inside (crate-private): the session core (`session`: admission, join, leave, client
+//! events, refusals, the per-socket loop), lifecycle events, the Redis connection and its
+//! circuit breaker (`backend`), the one publish path (`publish`), routing rules, webhooks,
+//! settings errors, rate limiters, signatures and the axum protocols (`protocol`).
 //!
 //! Each module uses only those below it (`scripts/check-layers` checks it): channel,
 //! sync, setting, websocket → hub, auth, backend → cluster, routing, lifecycle → history →
 //! publish → broadcasting (the library, which knows nothing of the server), presence →
 //! session, webhooks → emithub, rtc, pusher (side by side) → config → protocols → server
 //! → cli.
-//!
-//! Edges:
-//! - [`protocol`]: axum: one folder per wire protocol (native, Pusher, EmitHub, typed
-//!   frames), each with its WebSocket handler, HTTP endpoints and codec; a node's stats,
-//!   health, metrics, the dashboard and `/docs`.
-//! - [`server`]: [`Rustaxum`] (node + manager + router), built by [`Builder`] and served by
-//!   [`Rustaxum::serve`].
-//! - [`cli`]: the `artisan` commands, talking to a running server over HTTP, and the
-//!   fan-out benchmark behind `artisan broadcast bench`.
 
 // Library code never unwraps: input from outside gets a typed error instead.
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 pub mod auth;
-pub mod backend;
+pub(crate) mod backend;
 pub mod broadcasting;
 pub mod channel;
 #[cfg(feature = "cli")]
@@ -71,22 +57,22 @@ pub mod emithub;
 pub mod events;
 pub mod history;
 pub mod hub;
-pub mod lifecycle;
+pub(crate) mod lifecycle;
 pub mod net;
 pub mod prelude;
 pub mod presence;
-pub mod protocol;
-pub mod publish;
+pub(crate) mod protocol;
+pub(crate) mod publish;
 pub mod pusher;
-pub mod rate;
-pub mod routing;
+pub(crate) mod rate;
+pub(crate) mod routing;
 pub mod rtc;
 pub mod server;
-pub mod session;
-pub mod setting;
-pub mod sign;
+pub(crate) mod session;
+pub(crate) mod setting;
+pub(crate) mod sign;
 mod sync;
-pub mod webhooks;
+pub(crate) mod webhooks;
 pub mod websocket;
 
 pub use channel::{Channel, ChannelKind};

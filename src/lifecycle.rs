@@ -105,7 +105,7 @@ pub struct Lifecycle {
 }
 
 /// Which events an observer wants.
-pub type Wants = fn(&LifecycleEvent) -> bool;
+pub(crate) type Wants = fn(&LifecycleEvent) -> bool;
 
 struct Observer {
     wants: Wants,

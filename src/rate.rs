@@ -12,31 +12,31 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use crate::sync::lock;
 
 /// `n` per second, burst `n` (at least 1).
-pub fn per_second(n: u32) -> Quota {
+pub(crate) fn per_second(n: u32) -> Quota {
     Quota::per_second(NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN))
 }
 
 /// `n` per minute, burst `n` (at least 1).
-pub fn per_minute(n: u32) -> Quota {
+pub(crate) fn per_minute(n: u32) -> Quota {
     Quota::per_minute(NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN))
 }
 
 /// One token bucket of `quota`.
-pub fn direct(quota: Quota) -> DefaultDirectRateLimiter {
+pub(crate) fn direct(quota: Quota) -> DefaultDirectRateLimiter {
     RateLimiter::direct(quota)
 }
 
 /// Limiters by key, each for the rate its key had when last checked: a new rate starts a
 /// fresh bucket.
 #[derive(Debug)]
-pub struct Limiters<K> {
+pub(crate) struct Limiters<K> {
     quota: fn(u32) -> Quota,
     by_key: Mutex<HashMap<K, (u32, DefaultDirectRateLimiter)>>,
 }
 
 impl<K: Eq + Hash> Limiters<K> {
     /// Limiters whose rate is turned into a quota by `quota` ([`per_second`], [`per_minute`]).
-    pub fn new(quota: fn(u32) -> Quota) -> Self {
+    pub(crate) fn new(quota: fn(u32) -> Quota) -> Self {
         Self {
             quota,
             by_key: Mutex::default(),
@@ -44,7 +44,7 @@ impl<K: Eq + Hash> Limiters<K> {
     }
 
     /// Takes one token from `key`'s bucket at `rate`; false when it is empty.
-    pub fn check(&self, key: K, rate: u32) -> bool {
+    pub(crate) fn check(&self, key: K, rate: u32) -> bool {
         let mut map = lock(&self.by_key);
         let entry = map.entry(key).or_insert_with(|| (rate, direct((self.quota)(rate))));
         if entry.0 != rate {
@@ -54,7 +54,7 @@ impl<K: Eq + Hash> Limiters<K> {
     }
 
     /// Forgets `key`'s bucket.
-    pub fn remove(&self, key: &K) {
+    pub(crate) fn remove(&self, key: &K) {
         lock(&self.by_key).remove(key);
     }
 }

@@ -27,7 +27,7 @@ impl InvalidSetting {
 }
 
 /// A TOML error as one line with where it is: `line 3, column 7: expected ...`.
-pub fn toml_error(text: &str, e: &toml::de::Error) -> String {
+pub(crate) fn toml_error(text: &str, e: &toml::de::Error) -> String {
     let Some(span) = e.span() else {
         return format!("not valid TOML: {}", e.message());
     };

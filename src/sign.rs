@@ -5,7 +5,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 /// `hex(hmac_sha256(secret, message))`, lower case.
-pub fn hmac_sha256_hex(secret: &str, message: &[u8]) -> String {
+pub(crate) fn hmac_sha256_hex(secret: &str, message: &[u8]) -> String {
     // HMAC accepts keys of any length, so this cannot fail.
     let mut mac =
         Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap_or_else(|_| unreachable!("HMAC takes any key length"));

@@ -5,7 +5,7 @@
 //! Presence, history, rooms, rate limits, webhooks, EmitHub and the Pusher features keep
 //! their shared state through it; the broker (`cluster`) publishes through it.
 
-pub mod breaker;
+pub(crate) mod breaker;
 mod config;
 mod error;
 mod link;
@@ -13,7 +13,10 @@ mod link;
 use std::time::Duration;
 
 pub use config::{RedisConfig, RedisTopology};
-pub use error::{BackendError, Failure};
+pub(crate) use error::Failure;
+// Public: re-exported by the broadcasting and cluster modules.
+#[allow(unreachable_pub)]
+pub use error::BackendError;
 pub use link::{slot_of, RedisConn, RedisLink};
 
 /// How long a Redis command may take before it counts as a failure.

@@ -18,6 +18,9 @@ pub mod testing;
 
 use std::time::Duration;
 
+/// Why the cluster backend failed ([`BroadcastError::Backend`]).
+pub use crate::backend::BackendError;
+use crate::channel::{Channel, ChannelError};
 pub use drivers::{
     BroadcastDriver, DriverContext, DriverSettings, LocalDriver, LogDriver, NullDriver, Payload, RedisDriver,
 };
@@ -26,9 +29,6 @@ pub use helpers::{
 };
 pub use manager::{global, install, BroadcastConfig, BroadcastManager, ConnectionConfig, DriverFactory};
 pub use queue::{FailedBroadcast, QueueOptions};
-
-use crate::backend::BackendError;
-use crate::channel::{Channel, ChannelError};
 
 /// `Result` with [`BroadcastError`], as the RustAxum document's code writes it.
 pub type Result<T, E = BroadcastError> = std::result::Result<T, E>;

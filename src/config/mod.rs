@@ -31,6 +31,8 @@ pub use crate::backend::{RedisConfig, RedisTopology};
 pub use crate::emithub::{EmitHubConfig, DEFAULT_EMIT_HUB_DB_PATH, DEFAULT_EMIT_HUB_MAX_CHANNELS};
 pub use crate::pusher::{Apps, PusherApp};
 pub use crate::rtc::{RtcConfig, DEFAULT_MAX_ROOMS_PER_USER};
+pub use crate::setting::InvalidSetting;
+pub use crate::webhooks::{WebhookConfig, WebhookTarget};
 pub use env::parse_duration;
 pub use file::{ConfigFile, Origin, Sources};
 

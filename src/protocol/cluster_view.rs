@@ -60,7 +60,7 @@ impl Answers {
 
 /// Requests refused, by reason.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct Refused {
+pub(crate) struct Refused {
     /// 401: a missing or wrong token or signature.
     pub unauthorized: u64,
     /// 403: not allowed (a channel's rule, an origin).
@@ -71,7 +71,7 @@ pub struct Refused {
 
 /// Per-second rates of a node, from its last two cards.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct Rates {
+pub(crate) struct Rates {
     /// Messages published through the node per second ("in").
     pub published: f64,
     /// Messages queued to its sockets per second ("out").
@@ -89,7 +89,7 @@ pub struct Rates {
 
 /// What a node tells the cluster about itself.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct NodeCard {
+pub(crate) struct NodeCard {
     /// Its id (random per process, as on the Redis bus).
     pub id: String,
     /// Where it listens: host name (or address) and WebSocket port.
@@ -141,7 +141,7 @@ pub struct NodeCard {
 
 impl NodeCard {
     /// Whether something is wrong with the node: its Redis, or it is stopping.
-    pub fn degraded(&self) -> bool {
+    pub(crate) fn degraded(&self) -> bool {
         self.draining || !(self.redis == "healthy" || self.redis == "not used")
     }
 
@@ -187,7 +187,7 @@ impl NodeCard {
 
 /// The cluster's sums.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct Totals {
+pub(crate) struct Totals {
     /// Live nodes.
     pub nodes: usize,
     /// Nodes whose Redis is not healthy, or that are draining.
@@ -248,7 +248,7 @@ fn totals(cards: &[NodeCard]) -> Totals {
 
 /// One second of the cluster, for the dashboard's charts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct Sample {
+pub(crate) struct Sample {
     /// Unix milliseconds.
     pub t: u64,
     /// Open connections.
@@ -265,7 +265,7 @@ pub struct Sample {
 
 /// `GET /api/broadcast/nodes`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct NodesView {
+pub(crate) struct NodesView {
     /// Whether this node is part of a cluster (Redis).
     pub clustered: bool,
     /// The id of the node that answered.

@@ -9,7 +9,7 @@ use crate::broadcasting::BroadcastError;
 
 /// The body of every HTTP error (for the API description; [`ApiError`] writes it).
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
-pub struct ErrorBody {
+pub(crate) struct ErrorBody {
     /// A stable machine code, e.g. `not_found`, `validation_failed`, `rate_limited`.
     pub error: String,
     /// What went wrong, for humans.
@@ -18,7 +18,7 @@ pub struct ErrorBody {
 
 /// An HTTP API failure.
 #[derive(Debug)]
-pub struct ApiError {
+pub(crate) struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
@@ -28,7 +28,7 @@ pub struct ApiError {
 
 impl ApiError {
     /// An error with a status, a stable machine code and a message for humans.
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         Self {
             status,
             code,
@@ -38,33 +38,33 @@ impl ApiError {
     }
 
     /// The same error, telling the client to retry after `seconds` (`Retry-After`).
-    pub fn retry_after(mut self, seconds: u64) -> Self {
+    pub(crate) fn retry_after(mut self, seconds: u64) -> Self {
         self.retry_after = Some(seconds);
         self
     }
 
     /// 400 `invalid_json`.
-    pub fn bad_json(message: impl Into<String>) -> Self {
+    pub(crate) fn bad_json(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "invalid_json", message)
     }
 
     /// 422 `validation_failed`.
-    pub fn unprocessable(message: impl Into<String>) -> Self {
+    pub(crate) fn unprocessable(message: impl Into<String>) -> Self {
         Self::new(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed", message)
     }
 
     /// 401 `unauthorized`.
-    pub fn unauthorized(message: impl Into<String>) -> Self {
+    pub(crate) fn unauthorized(message: impl Into<String>) -> Self {
         Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
     }
 
     /// 404 `not_found`.
-    pub fn not_found(message: impl Into<String>) -> Self {
+    pub(crate) fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", message)
     }
 
     /// 413 `payload_too_large`.
-    pub fn too_large(limit: usize) -> Self {
+    pub(crate) fn too_large(limit: usize) -> Self {
         Self::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "payload_too_large",
@@ -73,13 +73,8 @@ impl ApiError {
     }
 
     /// 503 `unavailable`.
-    pub fn unavailable(message: impl Into<String>) -> Self {
+    pub(crate) fn unavailable(message: impl Into<String>) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
-    }
-
-    /// The HTTP status.
-    pub fn status(&self) -> StatusCode {
-        self.status
     }
 }
 

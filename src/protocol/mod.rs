@@ -36,19 +36,19 @@
 //!    network) and the whole protocol through real sockets in `tests/`.
 
 pub(crate) mod body;
-pub mod cluster_view;
+pub(crate) mod cluster_view;
 pub(crate) mod credentials;
 pub(crate) mod dashboard;
 mod docs;
 mod echo;
-pub mod emithub;
+pub(crate) mod emithub;
 mod error;
 mod guard;
 pub(crate) mod metrics;
-pub mod native;
-pub mod ops;
-pub mod pusher;
-pub mod rtc;
+pub(crate) mod native;
+pub(crate) mod ops;
+pub(crate) mod pusher;
+pub(crate) mod rtc;
 pub(crate) mod socket;
 pub(crate) mod stats;
 
@@ -61,7 +61,7 @@ use axum::Router;
 use tokio_util::task::TaskTracker;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 
-pub use error::{ApiError, ErrorBody};
+pub(crate) use error::{ApiError, ErrorBody};
 
 use crate::broadcasting::BroadcastManager;
 use crate::cluster::redis::RedisBroker;

@@ -22,7 +22,7 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
 
 /// `GET /`
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct Index {
+pub(crate) struct Index {
     /// `rustaxum`.
     pub name: &'static str,
     /// The crate version.
@@ -31,7 +31,7 @@ pub struct Index {
 
 /// `GET /health` and `GET /ready`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct Status {
+pub(crate) struct Status {
     /// `ok`, `ready`, `partial` (a Redis Cluster with some shards down: their channels
     /// are not delivered between nodes; the others are), `degraded`, `draining` (stopping
     /// soon: still serving, take it out of rotation) or `shutting_down`.

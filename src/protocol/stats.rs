@@ -28,7 +28,7 @@ pub(crate) async fn snapshot_with_members(st: &AppState) -> StatsSnapshot {
 
 /// The broadcast queue's figures.
 #[derive(Debug, Serialize)]
-pub struct QueueStats {
+pub(crate) struct QueueStats {
     /// Jobs waiting or running.
     pub pending: usize,
     /// Jobs that failed every try.
@@ -37,7 +37,7 @@ pub struct QueueStats {
 
 /// permessage-deflate on a node: its threshold and what it compressed.
 #[derive(Debug, Serialize)]
-pub struct CompressionStats {
+pub(crate) struct CompressionStats {
     /// Messages of at least this many bytes go compressed to sockets that agreed;
     /// `None` when `BROADCAST_COMPRESSION=off`.
     pub threshold: Option<usize>,
@@ -52,7 +52,7 @@ pub struct CompressionStats {
 
 /// `GET /api/broadcast/stats` for this node.
 #[derive(Debug, Serialize)]
-pub struct NodeStats {
+pub(crate) struct NodeStats {
     /// The hub's figures.
     #[serde(flatten)]
     pub hub: StatsSnapshot,
@@ -83,7 +83,7 @@ pub struct NodeStats {
 
 /// One app's figures on this node.
 #[derive(Debug, Serialize)]
-pub struct AppStats {
+pub(crate) struct AppStats {
     /// Connections open or opening (its Pusher sockets; for the default app also the
     /// native, EmitHub and typed-frame sockets).
     pub connections: usize,

@@ -9,6 +9,11 @@ mod process;
 pub mod tls;
 
 pub use builder::Builder;
+// The session core an app runs on ([`Rustaxum::node`]), where grants come from, and the
+// node's one publish path with its extension points.
+pub use crate::lifecycle::{Lifecycle, LifecycleEvent};
+pub use crate::publish::{ChannelOwner, Fanout, Origin as PublishOrigin, PublishHook};
+pub use crate::session::{Grant, GrantSource, JoinError, Limits, Node};
 pub use process::{init_tracing, json_line, run_process, say, set_log_filter, shutdown_signal};
 
 use std::net::SocketAddr;
@@ -26,7 +31,6 @@ use crate::config::{Config, ConfigError};
 use crate::emithub::EmitHub;
 use crate::hub::Hub;
 use crate::protocol::{self, AppState};
-use crate::session::{Limits, Node};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]

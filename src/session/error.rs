@@ -1,26 +1,17 @@
 //! Everything a connection can be refused for, as typed errors. Each carries a stable
-//! machine code ([`Refusal::code`]), a message for humans (`Display`) and whether the
-//! client should reconnect. Protocols map the codes to their own wire codes, each in one
-//! table.
+//! machine code ([`Refusal::code`]) and a message for humans (`Display`). Protocols map
+//! the codes to their own wire codes (which tell their clients whether to reconnect), each
+//! in one table.
 
 use crate::auth::TokenError;
 use crate::backend::BackendError;
 use crate::channel::ChannelKind;
 
-/// What a client should do after a refusal.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reconnect {
-    /// The same request will fail again: do not retry as is.
-    Never,
-    /// A temporary condition: retry after a back-off.
-    Backoff,
-}
-
 /// The stable machine code of a refusal. Each protocol maps it to its own wire code in one
 /// `match` without a fallback arm, so a new code fails to compile until every protocol
 /// says what it means there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Code {
+pub(crate) enum Code {
     /// The server is shutting down.
     ShuttingDown,
     /// The node's connection limit.
@@ -73,7 +64,7 @@ pub enum Code {
 
 impl Code {
     /// The code as it is written on the wire and in logs, e.g. `forbidden`.
-    pub const fn as_str(self) -> &'static str {
+    pub(crate) const fn as_str(self) -> &'static str {
         match self {
             Self::ShuttingDown => "shutting_down",
             Self::OverCapacity => "over_capacity",
@@ -116,11 +107,9 @@ impl PartialEq<&str> for Code {
 }
 
 /// The common face of every refusal.
-pub trait Refusal: std::fmt::Display {
+pub(crate) trait Refusal: std::fmt::Display {
     /// Its stable machine code.
     fn code(&self) -> Code;
-    /// Whether retrying later can succeed.
-    fn reconnect(&self) -> Reconnect;
 }
 
 /// A connection was not admitted.
@@ -153,10 +142,6 @@ impl Refusal for ConnectError {
             Self::AppOverQuota { .. } => Code::OverQuota,
             Self::UserOverQuota(_) => Code::UserOverQuota,
         }
-    }
-
-    fn reconnect(&self) -> Reconnect {
-        Reconnect::Backoff
     }
 }
 
@@ -246,17 +231,6 @@ impl Refusal for JoinError {
             Self::Closing => Code::Closing,
         }
     }
-
-    fn reconnect(&self) -> Reconnect {
-        match self {
-            Self::ChannelFull { .. }
-            | Self::PresenceFull { .. }
-            | Self::PresenceUnavailable(_)
-            | Self::NotActive(_)
-            | Self::Closing => Reconnect::Backoff,
-            _ => Reconnect::Never,
-        }
-    }
 }
 
 /// Leaving a channel failed.
@@ -270,10 +244,6 @@ pub enum LeaveError {
 impl Refusal for LeaveError {
     fn code(&self) -> Code {
         Code::NotSubscribed
-    }
-
-    fn reconnect(&self) -> Reconnect {
-        Reconnect::Never
     }
 }
 
@@ -315,13 +285,6 @@ impl Refusal for ClientEventError {
             Self::Unavailable(_) => Code::Unavailable,
         }
     }
-
-    fn reconnect(&self) -> Reconnect {
-        match self {
-            Self::RateLimited(_) | Self::Unavailable(_) => Reconnect::Backoff,
-            _ => Reconnect::Never,
-        }
-    }
 }
 
 /// A token refresh was refused; the connection keeps its current identity.
@@ -341,9 +304,5 @@ impl Refusal for RefreshError {
             Self::Invalid(_) => Code::Unauthorized,
             Self::DifferentUser => Code::Forbidden,
         }
-    }
-
-    fn reconnect(&self) -> Reconnect {
-        Reconnect::Never
     }
 }

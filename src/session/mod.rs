@@ -14,13 +14,14 @@
 //!   protocol's [`Handler`](runner::Handler).
 //! - [`testing`]: an in-memory socket for tests without a network.
 
-pub mod error;
-pub use crate::hub::{event_name_problem, MAX_EVENT_NAME_LEN};
-pub mod grant;
+pub(crate) mod error;
+pub(crate) use crate::hub::{event_name_problem, MAX_EVENT_NAME_LEN};
+pub(crate) mod grant;
 mod node;
-pub mod quota;
-pub mod runner;
-pub mod testing;
+pub(crate) mod quota;
+pub(crate) mod runner;
+#[cfg(test)]
+pub(crate) mod testing;
 
 use std::sync::Arc;
 
@@ -30,10 +31,17 @@ use governor::DefaultDirectRateLimiter;
 use serde_json::value::RawValue;
 use tokio::time::Instant;
 
-pub use error::{ClientEventError, Code, ConnectError, JoinError, LeaveError, Reconnect, RefreshError, Refusal};
-pub use grant::{Grant, GrantSource, JoinAs};
-pub use node::{member_of, AppQuota, Limits, Node, Tenant};
-pub use quota::{QuotaSlot, Quotas};
+pub(crate) use error::{ClientEventError, Code, ConnectError, LeaveError, RefreshError, Refusal};
+pub(crate) use grant::JoinAs;
+pub(crate) use node::{member_of, AppQuota, Tenant};
+// Public: re-exported by the server module.
+#[allow(unreachable_pub)]
+pub use error::JoinError;
+#[allow(unreachable_pub)]
+pub use grant::{Grant, GrantSource};
+#[allow(unreachable_pub)]
+pub use node::{Limits, Node};
+pub(crate) use quota::{QuotaSlot, Quotas};
 
 use crate::auth::Identity;
 use crate::channel::Channel;
@@ -42,7 +50,7 @@ use crate::lifecycle::LifecycleEvent;
 use crate::presence::Member;
 
 /// Prefix of client event names.
-pub const CLIENT_EVENT_PREFIX: &str = "client-";
+pub(crate) const CLIENT_EVENT_PREFIX: &str = "client-";
 
 /// A connection's reserved place; [`open`](Self::open) it once the socket is upgraded.
 /// Dropping it gives the place back.

@@ -336,7 +336,7 @@ pub(super) fn join_error(e: AuthError) -> JoinError {
 }
 
 /// The presence member a user is: their id and public `user_info`.
-pub fn member_of(user: &Identity) -> Member {
+pub(crate) fn member_of(user: &Identity) -> Member {
     Member::new(user.user_id.clone(), user.user_info.clone())
 }
 

@@ -12,13 +12,13 @@ type Table = Mutex<HashMap<Arc<str>, Arc<AtomicUsize>>>;
 
 /// Counters by key (an app id, a channel name, a user id).
 #[derive(Debug, Default)]
-pub struct Quotas {
+pub(crate) struct Quotas {
     counters: Arc<Table>,
 }
 
 /// One taken place under a quota; released when dropped.
 #[derive(Debug)]
-pub struct QuotaSlot {
+pub(crate) struct QuotaSlot {
     counter: Arc<AtomicUsize>,
     key: Arc<str>,
     table: Weak<Table>,
@@ -46,7 +46,7 @@ impl Drop for QuotaSlot {
 
 impl Quotas {
     /// Takes a place under `key` if fewer than `max` are taken (`max == 0`: no limit).
-    pub fn acquire(&self, key: &str, max: usize) -> Option<QuotaSlot> {
+    pub(crate) fn acquire(&self, key: &str, max: usize) -> Option<QuotaSlot> {
         let mut table = lock(&self.counters);
         let (key, counter) = match table.get_key_value(key) {
             Some((k, c)) => (k.clone(), c.clone()),
@@ -78,12 +78,13 @@ impl Quotas {
     }
 
     /// Places taken under `key`.
-    pub fn used(&self, key: &str) -> usize {
+    pub(crate) fn used(&self, key: &str) -> usize {
         lock(&self.counters).get(key).map_or(0, |c| c.load(Ordering::Acquire))
     }
 
     /// Keys with places taken.
-    pub fn keys(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn keys(&self) -> usize {
         lock(&self.counters).len()
     }
 }

@@ -29,14 +29,14 @@ use crate::hub::{CloseReason, Envelope, Protocol};
 /// How long a close frame may take to send before the socket is just dropped. It waits
 /// behind whatever the socket still has buffered, so a client that reads slowly (the
 /// usual reason for a slow-consumer close) still gets to learn its close code.
-pub const CLOSE_GRACE: Duration = Duration::from_secs(5);
+pub(crate) const CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// Queued messages written per flush.
 const WRITE_BATCH: usize = 64;
 
 /// A WebSocket frame, whatever the socket library. `T` is the socket's text type (a
 /// cheaply cloned, shared buffer), so an encoded message is shared by every socket.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Frame<T> {
+pub(crate) enum Frame<T> {
     /// A text frame.
     Text(T),
     /// A binary frame.
@@ -51,7 +51,7 @@ pub enum Frame<T> {
 
 /// Why reading from a socket failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReadError {
+pub(crate) enum ReadError {
     /// A frame or message was over the size limit (closed with 1009).
     TooBig,
     /// The client broke the WebSocket protocol (closed with 1002).
@@ -67,7 +67,7 @@ pub enum ReadError {
 
 impl ReadError {
     /// The close code the failure deserves, if the connection can still take one.
-    pub fn close_reason(self) -> Option<CloseReason> {
+    pub(crate) fn close_reason(self) -> Option<CloseReason> {
         match self {
             Self::TooBig => Some(CloseReason::MESSAGE_TOO_BIG),
             Self::Protocol => Some(CloseReason::PROTOCOL_ERROR),
@@ -80,7 +80,7 @@ impl ReadError {
 
 /// What a handler answers to a client frame: frames to send, then maybe a close.
 #[derive(Debug, Default, Clone, PartialEq)]
-pub struct Reply {
+pub(crate) struct Reply {
     /// Text frames, in order.
     pub frames: Vec<String>,
     /// Close the connection with this reason after sending the frames.
@@ -89,12 +89,12 @@ pub struct Reply {
 
 impl Reply {
     /// Nothing to send.
-    pub fn none() -> Self {
+    pub(crate) fn none() -> Self {
         Self::default()
     }
 
     /// One text frame.
-    pub fn text(frame: impl Into<String>) -> Self {
+    pub(crate) fn text(frame: impl Into<String>) -> Self {
         Self {
             frames: vec![frame.into()],
             close: None,
@@ -102,7 +102,7 @@ impl Reply {
     }
 
     /// Sends the frames, then closes with `reason`.
-    pub fn and_close(mut self, reason: CloseReason) -> Self {
+    pub(crate) fn and_close(mut self, reason: CloseReason) -> Self {
         self.close = Some(reason);
         self
     }
@@ -111,7 +111,7 @@ impl Reply {
 /// What one wire protocol adds to the shared loop: a codec for hub messages and the
 /// answers to client frames. It parses, calls the [`Session`], encodes; nothing else.
 #[async_trait]
-pub trait Handler: Send {
+pub(crate) trait Handler: Send {
     /// The protocol's frame-cache slot.
     const PROTOCOL: Protocol;
 
@@ -146,7 +146,7 @@ pub trait Handler: Send {
 }
 
 /// Messages recovered from history, encoded for protocol `H` (oldest first).
-pub fn replay<H: Handler>(messages: Vec<crate::hub::Message>) -> Vec<String> {
+pub(crate) fn replay<H: Handler>(messages: Vec<crate::hub::Message>) -> Vec<String> {
     messages
         .into_iter()
         .filter_map(|m| H::encode(&Envelope::detached(m)))
@@ -154,19 +154,24 @@ pub fn replay<H: Handler>(messages: Vec<crate::hub::Message>) -> Vec<String> {
 }
 
 /// A socket the loop can drive.
-pub trait Socket<T>: Sink<Frame<T>> + Stream<Item = Result<Frame<T>, ReadError>> + Unpin + Send {}
+pub(crate) trait Socket<T>: Sink<Frame<T>> + Stream<Item = Result<Frame<T>, ReadError>> + Unpin + Send {}
 
 impl<T, S> Socket<T> for S where S: Sink<Frame<T>> + Stream<Item = Result<Frame<T>, ReadError>> + Unpin + Send {}
 
 /// A socket's text type: built from the encoded `String` once per message, then cloned
 /// cheaply for every socket.
-pub trait Text: From<String> + Deref<Target = str> + Clone + Send + Sync + 'static {}
+pub(crate) trait Text: From<String> + Deref<Target = str> + Clone + Send + Sync + 'static {}
 
 impl<T> Text for T where T: From<String> + Deref<Target = str> + Clone + Send + Sync + 'static {}
 
 /// Runs a session to its end, then cleans it up (also after a panic); gives the socket
 /// back, for the transport to close its connection as it should.
-pub async fn run<H, T, S>(mut session: Session, rx: crate::hub::OutboxReceiver, mut socket: S, mut handler: H) -> S
+pub(crate) async fn run<H, T, S>(
+    mut session: Session,
+    rx: crate::hub::OutboxReceiver,
+    mut socket: S,
+    mut handler: H,
+) -> S
 where
     H: Handler,
     T: Text,

@@ -21,20 +21,20 @@ use super::runner::{Frame, ReadError};
 
 /// The server side of an in-memory socket; its text type is `String`.
 #[derive(Debug)]
-pub struct MemorySocket {
+pub(crate) struct MemorySocket {
     to_client: mpsc::UnboundedSender<Frame<String>>,
     from_client: mpsc::UnboundedReceiver<Result<Frame<String>, ReadError>>,
 }
 
 /// The client side of an in-memory socket.
 #[derive(Debug)]
-pub struct TestClient {
+pub(crate) struct TestClient {
     to_server: mpsc::UnboundedSender<Result<Frame<String>, ReadError>>,
     from_server: mpsc::UnboundedReceiver<Frame<String>>,
 }
 
 /// A connected pair: the server's socket and its client.
-pub fn pair() -> (MemorySocket, TestClient) {
+pub(crate) fn pair() -> (MemorySocket, TestClient) {
     let (to_client, from_server) = mpsc::unbounded_channel();
     let (to_server, from_client) = mpsc::unbounded_channel();
     (
@@ -46,7 +46,7 @@ pub fn pair() -> (MemorySocket, TestClient) {
 /// The client went away.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("the test client is gone")]
-pub struct Gone;
+pub(crate) struct Gone;
 
 impl Sink<Frame<String>> for MemorySocket {
     type Error = Gone;
@@ -78,18 +78,18 @@ impl Stream for MemorySocket {
 
 impl TestClient {
     /// Sends a text frame to the server.
-    pub fn send_text(&self, text: impl Into<String>) {
+    pub(crate) fn send_text(&self, text: impl Into<String>) {
         let _ = self.to_server.send(Ok(Frame::Text(text.into())));
     }
 
     /// Sends any frame, or a read failure, to the server.
-    pub fn send(&self, frame: Result<Frame<String>, ReadError>) {
+    pub(crate) fn send(&self, frame: Result<Frame<String>, ReadError>) {
         let _ = self.to_server.send(frame);
     }
 
     /// The next frame from the server (`None` once the server dropped its side), waiting
     /// at most five seconds.
-    pub async fn recv(&mut self) -> Option<Frame<String>> {
+    pub(crate) async fn recv(&mut self) -> Option<Frame<String>> {
         tokio::time::timeout(Duration::from_secs(5), self.from_server.recv())
             .await
             .ok()
@@ -97,7 +97,7 @@ impl TestClient {
     }
 
     /// The next text frame as JSON, skipping pings; panics on anything else.
-    pub async fn recv_json(&mut self) -> serde_json::Value {
+    pub(crate) async fn recv_json(&mut self) -> serde_json::Value {
         loop {
             match self.recv().await {
                 Some(Frame::Text(t)) => return serde_json::from_str(&t).expect("the server sent JSON"),
@@ -108,7 +108,7 @@ impl TestClient {
     }
 
     /// A frame if one is already waiting.
-    pub fn try_recv(&mut self) -> Option<Frame<String>> {
+    pub(crate) fn try_recv(&mut self) -> Option<Frame<String>> {
         self.from_server.try_recv().ok()
     }
 }

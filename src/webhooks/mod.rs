@@ -42,7 +42,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 const REAP_EVERY: Duration = Duration::from_secs(2);
 
 /// The event names a target may ask for.
-pub const EVENTS: [&str; 7] = [
+pub(crate) const EVENTS: [&str; 7] = [
     "channel_occupied",
     "channel_vacated",
     "member_added",
@@ -97,7 +97,7 @@ impl Default for WebhookConfig {
 
 /// One event of a webhook body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct WebhookEvent {
+pub(crate) struct WebhookEvent {
     /// `channel_occupied`, `member_added`, ...
     pub name: &'static str,
     /// The channel, Pusher spelling (`private-orders.1`).
@@ -156,7 +156,7 @@ struct Body<'a> {
 
 /// What webhook delivery did, for stats and `/metrics`.
 #[derive(Debug, Clone, Default, Serialize)]
-pub struct WebhookStats {
+pub(crate) struct WebhookStats {
     /// Configured URLs.
     pub targets: usize,
     /// Events delivered (acknowledged with 2xx).
@@ -201,7 +201,7 @@ impl Target {
 
 /// An app's webhook: its URL with the key and secret that sign it.
 #[derive(Debug, Clone)]
-pub struct SignedTarget {
+pub(crate) struct SignedTarget {
     /// The target.
     pub target: WebhookTarget,
     /// `X-Pusher-Key`.
@@ -240,7 +240,7 @@ return empty
 ";
 
 /// The webhooks of one node.
-pub struct Webhooks {
+pub(crate) struct Webhooks {
     hub: Arc<crate::hub::Hub>,
     targets: Vec<Arc<Target>>,
     counters: Arc<Counters>,
@@ -278,7 +278,7 @@ impl std::fmt::Debug for Webhooks {
 
 impl Webhooks {
     /// Webhooks for `targets`; `None` when there are none.
-    pub fn new(
+    pub(crate) fn new(
         targets: Vec<SignedTarget>,
         config: &WebhookConfig,
         hub: Arc<crate::hub::Hub>,
@@ -337,7 +337,7 @@ impl Webhooks {
     }
 
     /// What delivery did so far.
-    pub fn stats(&self) -> WebhookStats {
+    pub(crate) fn stats(&self) -> WebhookStats {
         let c = &self.counters;
         WebhookStats {
             targets: self.targets.len(),
@@ -350,7 +350,7 @@ impl Webhooks {
     }
 
     /// Watches `lifecycle` (and EmitHub's `changes`) and delivers until `stop`.
-    pub fn start(
+    pub(crate) fn start(
         self: &Arc<Self>,
         lifecycle: &Lifecycle,
         mut changes: tokio::sync::broadcast::Receiver<crate::lifecycle::ChannelChange>,
@@ -437,7 +437,7 @@ impl Webhooks {
     }
 
     /// A subscriber of cache channel `channel` found no event to get (`cache_miss`).
-    pub fn cache_miss(&self, channel: &Channel) {
+    pub(crate) fn cache_miss(&self, channel: &Channel) {
         self.emit(WebhookEvent::channel("cache_miss", channel));
     }
 

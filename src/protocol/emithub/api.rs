@@ -57,7 +57,7 @@ pub(crate) async fn create(
 /// `GET /api/v1/channels`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[schema(as = EmitHubChannelList)]
-pub struct ChannelList {
+pub(super) struct ChannelList {
     /// Every channel, oldest first.
     pub channels: Vec<ManagedChannel>,
     /// How many.
@@ -76,7 +76,7 @@ pub(crate) async fn list(State(st): State<AppState>, _token: ApiToken) -> Json<C
 
 /// `GET /api/v1/channels/{id}`: the channel and its sockets on this node.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct ChannelView {
+pub(super) struct ChannelView {
     /// The channel.
     #[serde(flatten)]
     pub channel: ManagedChannel,
@@ -205,7 +205,7 @@ pub(crate) async fn messages(
 
 /// `POST /api/v1/backup`: a backup now.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct BackupDone {
+pub(super) struct BackupDone {
     /// The backup file.
     pub path: String,
 }
@@ -221,7 +221,7 @@ pub(crate) async fn backup(State(st): State<AppState>, _token: ApiToken) -> Resu
 
 /// `GET /api/v1/health`
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct Health {
+pub(super) struct Health {
     /// `healthy`.
     pub status: &'static str,
     /// `emit-hub`, as the EmitHub documents show it.
@@ -245,7 +245,7 @@ pub(crate) async fn health() -> Json<Health> {
 
 /// `GET /api/v1/ready`
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct Ready {
+pub(super) struct Ready {
     /// `ready` or `not_ready`.
     pub status: &'static str,
     /// What was checked.
@@ -254,7 +254,7 @@ pub struct Ready {
 
 /// The checks of `/api/v1/ready`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct Checks {
+pub(super) struct Checks {
     /// `ok`, or what failed.
     pub database: String,
     /// `ok` (the process can allocate).

@@ -10,7 +10,7 @@ use crate::hub::{now_rfc3339, Envelope, EnvelopeKind, Position};
 
 /// One EmitHub message.
 #[derive(Debug, Serialize)]
-pub struct Out<'a> {
+pub(crate) struct Out<'a> {
     /// What it is.
     pub status: &'a str,
     /// For humans (or the broadcast's content).
@@ -24,7 +24,7 @@ pub struct Out<'a> {
 }
 
 /// A message the server sends now.
-pub fn now(status: &str, message: &str, channel_id: &str, data: Value) -> String {
+pub(crate) fn now(status: &str, message: &str, channel_id: &str, data: Value) -> String {
     let timestamp = now_rfc3339();
     serde_json::to_string(&Out {
         status,
@@ -70,7 +70,7 @@ fn client_message(channel_name: &str, text: &str, position: Option<&Position>) -
 }
 
 /// A hub message as an EmitHub message (once per message, shared by every EmitHub socket).
-pub fn encode(envelope: &Envelope) -> Option<String> {
+pub(crate) fn encode(envelope: &Envelope) -> Option<String> {
     if envelope.kind != EnvelopeKind::Event {
         return None;
     }

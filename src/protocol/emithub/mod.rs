@@ -7,13 +7,11 @@
 //! - `api`: channels, states, broadcasts, history, backup, health.
 
 mod api;
-pub mod codec;
+pub(crate) mod codec;
 mod ws;
 
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
-
-pub use api::{BackupDone, ChannelList, ChannelView, Checks, Health, Ready};
 
 use super::AppState;
 use crate::config::Config;

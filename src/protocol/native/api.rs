@@ -21,7 +21,7 @@ use crate::protocol::stats::{name_apps, node_stats, snapshot_with_members};
 use crate::protocol::{ApiError, AppState};
 
 /// Most channels one publish may name.
-pub const MAX_CHANNELS_PER_PUBLISH: usize = 100;
+pub(crate) const MAX_CHANNELS_PER_PUBLISH: usize = 100;
 
 /// The body of `POST /api/broadcast`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -40,7 +40,7 @@ struct PublishRequest {
 
 /// The answer of `POST /api/broadcast`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct Published {
+pub(crate) struct Published {
     /// Always `true`.
     pub ok: bool,
     /// The event name.
@@ -176,7 +176,7 @@ pub(crate) async fn nodes(
 
 /// One entry of `GET /api/broadcast/channels`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct ChannelEntry {
+pub(crate) struct ChannelEntry {
     /// The canonical name.
     pub name: String,
     /// Its figures.
@@ -186,7 +186,7 @@ pub struct ChannelEntry {
 
 /// `GET /api/broadcast/channels`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct ChannelList {
+pub(crate) struct ChannelList {
     /// Occupied channels, by name.
     pub channels: Vec<ChannelEntry>,
     /// How many.
@@ -210,7 +210,7 @@ pub(crate) async fn channels(State(st): State<AppState>, _token: ApiToken) -> Js
 
 /// `GET /api/broadcast/channels/{name}/users`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct Users {
+pub(crate) struct Users {
     /// The presence channel.
     pub channel: String,
     /// Its members.

@@ -17,7 +17,7 @@ use crate::session::Code;
 /// What a native client can be told went wrong: a refusal of the core, or a frame this
 /// protocol could not read. Each has its code (`error`) and HTTP-like number (`code`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Failure {
+pub(crate) enum Failure {
     /// The core refused (join, leave, whisper, refresh, admission).
     Refused(Code),
     /// The frame is not JSON.
@@ -32,7 +32,7 @@ pub enum Failure {
 
 impl Failure {
     /// The code in `error` data.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Refused(code) => code.as_str(),
             Self::InvalidJson => "invalid_json",
@@ -43,7 +43,7 @@ impl Failure {
     }
 
     /// The number in `error` data (and the HTTP status of a refused upgrade).
-    pub fn status(self) -> u16 {
+    pub(crate) fn status(self) -> u16 {
         match self {
             Self::Refused(code) => status(code),
             Self::InvalidJson => 400,
@@ -61,7 +61,7 @@ impl From<Code> for Failure {
 
 /// The number a core refusal gets (the one table from the core's codes to this protocol's;
 /// no fallback arm, so a new code must be given its number here).
-pub fn status(code: Code) -> u16 {
+pub(crate) fn status(code: Code) -> u16 {
     match code {
         Code::Unauthorized => 401,
         Code::Forbidden | Code::WrongKind | Code::NotPublic | Code::ClientEventsForbidden => 403,
@@ -94,7 +94,7 @@ fn serialise<D: Serialize + ?Sized>(frame: &ServerFrame<'_, D>) -> Option<String
 }
 
 /// A frame the server sends now (replies, refusals).
-pub fn frame<D: Serialize + ?Sized>(channel: &str, event: &str, data: &D) -> String {
+pub(crate) fn frame<D: Serialize + ?Sized>(channel: &str, event: &str, data: &D) -> String {
     let timestamp = now_rfc3339();
     serialise(&ServerFrame {
         channel,
@@ -107,7 +107,7 @@ pub fn frame<D: Serialize + ?Sized>(channel: &str, event: &str, data: &D) -> Str
 }
 
 /// A hub message as a native frame (once per message, shared by every native socket).
-pub fn encode(envelope: &Envelope) -> Option<String> {
+pub(crate) fn encode(envelope: &Envelope) -> Option<String> {
     if matches!(envelope.kind, EnvelopeKind::SubscriptionCount | EnvelopeKind::Watchlist) {
         // Pusher clients' business.
         return None;
@@ -123,7 +123,7 @@ pub fn encode(envelope: &Envelope) -> Option<String> {
 
 /// `{"code","error","message"}` of `error` and `subscription_error` events.
 #[derive(Debug, Serialize)]
-pub struct ErrorData<'a> {
+pub(crate) struct ErrorData<'a> {
     /// The HTTP-like number.
     pub code: u16,
     /// The refusal code.
@@ -133,7 +133,7 @@ pub struct ErrorData<'a> {
 }
 
 /// An `error` (or `subscription_error`) event for refusal `code`.
-pub fn refusal(channel: &str, event: &str, failure: impl Into<Failure>, message: &str) -> String {
+pub(crate) fn refusal(channel: &str, event: &str, failure: impl Into<Failure>, message: &str) -> String {
     let failure = failure.into();
     let data = ErrorData {
         code: failure.status(),
@@ -145,7 +145,7 @@ pub fn refusal(channel: &str, event: &str, failure: impl Into<Failure>, message:
 
 /// Data of `connection_established`.
 #[derive(Debug, Serialize)]
-pub struct ConnectionEstablished<'a> {
+pub(crate) struct ConnectionEstablished<'a> {
     /// The socket id (for `socket_id` exclusion when publishing).
     pub socket_id: String,
     /// Seconds of silence before the server pings.
@@ -156,7 +156,7 @@ pub struct ConnectionEstablished<'a> {
 
 /// Data of `subscription_succeeded`.
 #[derive(Debug, Serialize)]
-pub struct SubscriptionSucceeded<'a> {
+pub(crate) struct SubscriptionSucceeded<'a> {
     /// The channel's canonical name.
     pub channel: &'a str,
     /// Its kind.
@@ -187,14 +187,14 @@ pub struct SubscriptionSucceeded<'a> {
 
 /// Data of `unsubscribed`.
 #[derive(Debug, Serialize)]
-pub struct Unsubscribed<'a> {
+pub(crate) struct Unsubscribed<'a> {
     /// The channel left.
     pub channel: &'a str,
 }
 
 /// Data of `token_refreshed`.
 #[derive(Debug, Serialize)]
-pub struct TokenRefreshed {
+pub(crate) struct TokenRefreshed {
     /// The new token's `exp`.
     pub expires_at: Option<u64>,
 }
@@ -202,7 +202,7 @@ pub struct TokenRefreshed {
 /// A client frame.
 #[derive(Debug, Deserialize, PartialEq)]
 #[serde(tag = "action", rename_all = "snake_case")]
-pub enum ClientFrame {
+pub(crate) enum ClientFrame {
     /// `{"action":"ping","data":..}`: answered with `pong` echoing `data`.
     Ping {
         /// Echoed back.

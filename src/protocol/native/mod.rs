@@ -6,14 +6,11 @@
 //! - `api`: publish, stats, channels, users.
 
 pub(crate) mod api;
-pub mod codec;
+pub(crate) mod codec;
 mod ws;
 
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
-
-pub use crate::protocol::stats::{AppStats, NodeStats, QueueStats};
-pub use api::{ChannelEntry, ChannelList, Published, Users, MAX_CHANNELS_PER_PUBLISH};
 
 use super::AppState;
 use crate::config::Config;

@@ -212,7 +212,7 @@ fn prepare(st: &AppState, signed: &Signed, e: EventBody) -> Result<Prepared, Api
 
 /// What `info=` asked about a channel (and `occupied` for a single channel).
 #[derive(Debug, Default, Serialize, utoipa::ToSchema)]
-pub struct ChannelInfo {
+pub(super) struct ChannelInfo {
     /// Sockets subscribed on this node.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub subscription_count: Option<usize>,
@@ -226,7 +226,7 @@ pub struct ChannelInfo {
 
 /// The answer of `events`: `{}`, or the channels' info when `info` was given.
 #[derive(Debug, Default, Serialize, utoipa::ToSchema)]
-pub struct EventsResponse {
+pub(super) struct EventsResponse {
     /// Info by channel (Pusher spelling).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub channels: Option<BTreeMap<String, ChannelInfo>>,
@@ -234,7 +234,7 @@ pub struct EventsResponse {
 
 /// The answer of `batch_events`: `{}`, or each event's channels' info.
 #[derive(Debug, Default, Serialize, utoipa::ToSchema)]
-pub struct BatchResponse {
+pub(super) struct BatchResponse {
     /// Per event, info by channel.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub batch: Option<Vec<BTreeMap<String, ChannelInfo>>>,
@@ -242,14 +242,14 @@ pub struct BatchResponse {
 
 /// The answer of `GET channels`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct ChannelsResponse {
+pub(super) struct ChannelsResponse {
     /// Occupied channels (Pusher spelling) with the info asked for.
     pub channels: BTreeMap<String, ChannelInfo>,
 }
 
 /// One user of a presence channel.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct UserId {
+pub(super) struct UserId {
     /// The user id: a number when the app's authorization gave a number, else a string.
     #[schema(value_type = String)]
     pub id: Value,
@@ -257,14 +257,14 @@ pub struct UserId {
 
 /// The answer of `GET channels/{name}/users`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct UsersResponse {
+pub(super) struct UsersResponse {
     /// The members.
     pub users: Vec<UserId>,
 }
 
 /// An empty JSON object, Pusher's answer when there is nothing to say.
 #[derive(Debug, Default, Serialize, utoipa::ToSchema)]
-pub struct Empty {}
+pub(super) struct Empty {}
 
 async fn publish(st: &AppState, p: &Prepared) -> Result<Option<BTreeMap<String, ChannelInfo>>, ApiError> {
     crate::protocol::publish_inbound(st, &p.channels, &p.event, &p.payload).await?;
@@ -446,7 +446,7 @@ fn socket_id(fields: &HashMap<String, String>) -> Result<String, ApiError> {
 
 /// The answer of `/broadcasting/auth`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct AuthResponse {
+pub(super) struct AuthResponse {
     /// `key:signature`.
     pub auth: String,
     /// Presence channels: the member the signature covers, JSON-encoded.
@@ -460,7 +460,7 @@ pub struct AuthResponse {
 
 /// The answer of `/broadcasting/user-auth`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct UserAuthResponse {
+pub(super) struct UserAuthResponse {
     /// `key:signature`.
     pub auth: String,
     /// The user, JSON-encoded.

@@ -10,32 +10,32 @@ use crate::hub::{payload_text, Envelope, EnvelopeKind, Position};
 use crate::session::Code;
 
 /// Pusher close and error codes used here.
-pub mod codes {
+pub(crate) mod codes {
     /// Unknown app key.
-    pub const UNKNOWN_APP: u16 = 4001;
+    pub(crate) const UNKNOWN_APP: u16 = 4001;
     /// The app is disabled.
-    pub const APP_DISABLED: u16 = 4003;
+    pub(crate) const APP_DISABLED: u16 = 4003;
     /// The app is over its connection quota.
-    pub const OVER_QUOTA: u16 = 4004;
+    pub(crate) const OVER_QUOTA: u16 = 4004;
     /// The protocol version is not a number.
-    pub const INVALID_VERSION: u16 = 4006;
+    pub(crate) const INVALID_VERSION: u16 = 4006;
     /// The protocol version is not supported (5 to 7 are).
-    pub const UNSUPPORTED_PROTOCOL: u16 = 4007;
+    pub(crate) const UNSUPPORTED_PROTOCOL: u16 = 4007;
     /// No protocol version was given.
-    pub const NO_PROTOCOL: u16 = 4008;
+    pub(crate) const NO_PROTOCOL: u16 = 4008;
     /// Unauthorized (failed `pusher:signin`, terminated, expired).
-    pub const UNAUTHORIZED: u16 = 4009;
+    pub(crate) const UNAUTHORIZED: u16 = 4009;
     /// The server is over capacity.
-    pub const OVER_CAPACITY: u16 = 4100;
+    pub(crate) const OVER_CAPACITY: u16 = 4100;
     /// Generic "reconnect immediately" (the server is shutting down).
-    pub const RECONNECT: u16 = 4200;
+    pub(crate) const RECONNECT: u16 = 4200;
     /// A client event was refused by the rate limit.
-    pub const CLIENT_EVENT_RATE_LIMIT: u16 = 4301;
+    pub(crate) const CLIENT_EVENT_RATE_LIMIT: u16 = 4301;
 }
 
 /// The close code of a refused connection, by the core's refusal code (no fallback arm:
 /// a new code must be given its meaning here).
-pub fn connect_code(code: Code) -> u16 {
+pub(crate) fn connect_code(code: Code) -> u16 {
     match code {
         Code::OverQuota | Code::UserOverQuota => codes::OVER_QUOTA,
         Code::ShuttingDown | Code::Closing => codes::RECONNECT,
@@ -60,7 +60,7 @@ pub fn connect_code(code: Code) -> u16 {
 }
 
 /// The `status` of a `pusher:subscription_error`, by the core's refusal code.
-pub fn subscription_status(code: Code) -> u16 {
+pub(crate) fn subscription_status(code: Code) -> u16 {
     match code {
         Code::Unauthorized => 401,
         Code::Forbidden | Code::WrongKind | Code::NotPublic => 403,
@@ -82,7 +82,7 @@ pub fn subscription_status(code: Code) -> u16 {
 }
 
 /// The `code` of a `pusher:error` for a refused client event (only the rate limit has one).
-pub fn client_event_code(code: Code) -> Option<u16> {
+pub(crate) fn client_event_code(code: Code) -> Option<u16> {
     match code {
         Code::RateLimited => Some(codes::CLIENT_EVENT_RATE_LIMIT),
         Code::ShuttingDown
@@ -126,7 +126,7 @@ struct Out<'a, D: Serialize> {
 }
 
 /// A server message.
-pub fn message<D: Serialize>(event: &str, channel: Option<&str>, data: D) -> String {
+pub(crate) fn message<D: Serialize>(event: &str, channel: Option<&str>, data: D) -> String {
     serde_json::to_string(&Out {
         event,
         channel,
@@ -144,7 +144,7 @@ struct CacheMiss<'a> {
 }
 
 /// `pusher:cache_miss`: Pusher sends it without `data`.
-pub fn cache_miss(channel: &str) -> String {
+pub(crate) fn cache_miss(channel: &str) -> String {
     serde_json::to_string(&CacheMiss {
         event: "pusher:cache_miss",
         channel,
@@ -153,7 +153,7 @@ pub fn cache_miss(channel: &str) -> String {
 }
 
 /// A server message whose data is JSON encoded as a string, as Pusher sends it.
-pub fn message_encoded<D: Serialize>(event: &str, channel: Option<&str>, data: &D) -> String {
+pub(crate) fn message_encoded<D: Serialize>(event: &str, channel: Option<&str>, data: &D) -> String {
     message(event, channel, serde_json::to_string(data).unwrap_or_default())
 }
 
@@ -164,7 +164,7 @@ struct ErrorData<'a> {
 }
 
 /// `pusher:error`.
-pub fn error(code: Option<u16>, text: &str) -> String {
+pub(crate) fn error(code: Option<u16>, text: &str) -> String {
     message("pusher:error", None, ErrorData { code, message: text })
 }
 
@@ -177,7 +177,7 @@ struct SubscriptionErrorData<'a> {
 }
 
 /// `pusher:subscription_error` with an HTTP-like `status`.
-pub fn subscription_error(channel: &str, status: u16, text: &str) -> String {
+pub(crate) fn subscription_error(channel: &str, status: u16, text: &str) -> String {
     let kind = match status {
         401 | 403 => "AuthError",
         codes::OVER_CAPACITY | codes::CLIENT_EVENT_RATE_LIMIT => "LimitReached",
@@ -206,7 +206,7 @@ struct RemovedData<'a> {
 
 /// A hub message as a Pusher frame (once per message, shared by every Pusher socket):
 /// channel names in Pusher spelling, presence events as `pusher_internal:member_*`.
-pub fn encode(envelope: &Envelope) -> Option<String> {
+pub(crate) fn encode(envelope: &Envelope) -> Option<String> {
     let channel =
         crate::pusher::server_to_user_name(&envelope.channel).unwrap_or_else(|| envelope.channel.pusher_name());
     let (event, data) = match envelope.kind {
@@ -257,7 +257,7 @@ pub fn encode(envelope: &Envelope) -> Option<String> {
 
 /// A client message.
 #[derive(Debug, Deserialize)]
-pub struct Incoming {
+pub(crate) struct Incoming {
     /// The event, e.g. `pusher:subscribe` or `client-typing`.
     pub event: String,
     /// The channel (client events).
@@ -271,7 +271,7 @@ pub struct Incoming {
 
 /// The data of `pusher:subscribe`.
 #[derive(Debug, Deserialize)]
-pub struct SubscribeData {
+pub(crate) struct SubscribeData {
     /// The channel, Pusher spelling.
     pub channel: String,
     /// `key:signature` for private and presence channels.
@@ -286,7 +286,7 @@ pub struct SubscribeData {
 }
 
 /// An id that may be a string or a number.
-pub fn id_string(v: &Value) -> Option<String> {
+pub(crate) fn id_string(v: &Value) -> Option<String> {
     match v {
         Value::String(s) if !s.is_empty() => Some(s.clone()),
         Value::Number(n) => Some(n.to_string()),

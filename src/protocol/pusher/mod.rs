@@ -11,17 +11,12 @@
 //! needs no web framework.
 
 mod api;
-pub mod codec;
+pub(crate) mod codec;
 pub(crate) mod forward;
 mod ws;
 
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
-
-pub use api::{
-    AuthResponse, BatchResponse, ChannelInfo, ChannelsResponse, Empty, EventsResponse, UserAuthResponse, UserId,
-    UsersResponse,
-};
 
 pub(crate) use ws::AppContexts;
 

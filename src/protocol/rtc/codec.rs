@@ -16,14 +16,14 @@ use crate::hub::{now_rfc3339, Envelope, EnvelopeKind, Position};
 use crate::rtc::rooms::ROOM_CHANNEL_PREFIX;
 
 /// The event of a direct message on a user's channel.
-pub use crate::rtc::DIRECT_MESSAGE_EVENT;
+pub(crate) use crate::rtc::DIRECT_MESSAGE_EVENT;
 /// The event of a client's `Broadcast` without an `event` of its own (client events
 /// carry the `client-` prefix on the hub).
-pub const DEFAULT_CLIENT_EVENT: &str = "client-broadcast";
+pub(crate) const DEFAULT_CLIENT_EVENT: &str = "client-broadcast";
 
 /// A client frame, parsed.
 #[derive(Debug, Clone, PartialEq)]
-pub enum ClientFrame {
+pub(crate) enum ClientFrame {
     /// Join topics (recovering those with a last position seen).
     Subscribe(Vec<String>, std::collections::HashMap<String, Position>),
     /// Leave topics.
@@ -69,7 +69,7 @@ pub enum ClientFrame {
 }
 
 /// Why a frame could not be read: `(code, message)`.
-pub type BadFrame = (&'static str, String);
+pub(crate) type BadFrame = (&'static str, String);
 
 #[derive(Deserialize)]
 struct Raw {
@@ -143,7 +143,7 @@ fn data<T: serde::de::DeserializeOwned>(kind: &str, data: Option<Value>) -> Resu
 }
 
 /// Reads a client frame.
-pub fn parse(text: &str) -> Result<ClientFrame, BadFrame> {
+pub(crate) fn parse(text: &str) -> Result<ClientFrame, BadFrame> {
     let value: Value =
         serde_json::from_str(text).map_err(|e| ("invalid_json", format!("frame is not valid JSON: {e}")))?;
     let raw: Raw = serde_json::from_value(value).map_err(|e| {
@@ -216,7 +216,7 @@ fn frame(kind: &str, data: Value) -> String {
 }
 
 /// `Status` with `status` and more fields.
-pub fn status(status: &str, mut fields: Value) -> String {
+pub(crate) fn status(status: &str, mut fields: Value) -> String {
     if let Value::Object(map) = &mut fields {
         map.insert("status".into(), Value::String(status.into()));
     }
@@ -224,7 +224,7 @@ pub fn status(status: &str, mut fields: Value) -> String {
 }
 
 /// `Error {code, message}`, with the topic or room it is about when there is one.
-pub fn error(code: &str, message: &str, about: Option<(&str, &str)>) -> String {
+pub(crate) fn error(code: &str, message: &str, about: Option<(&str, &str)>) -> String {
     let mut data = json!({"code": code, "message": message});
     if let (Some((key, value)), Value::Object(map)) = (about, &mut data) {
         map.insert(key.into(), Value::String(value.into()));
@@ -233,7 +233,7 @@ pub fn error(code: &str, message: &str, about: Option<(&str, &str)>) -> String {
 }
 
 /// `Pong {timestamp}`.
-pub fn pong() -> String {
+pub(crate) fn pong() -> String {
     frame("Pong", json!({"timestamp": now_rfc3339().as_ref()}))
 }
 
@@ -270,7 +270,7 @@ struct DirectOut<'a> {
 }
 
 /// A hub message as a typed frame (once per message, shared by every typed-frame socket).
-pub fn encode(envelope: &Envelope) -> Option<String> {
+pub(crate) fn encode(envelope: &Envelope) -> Option<String> {
     let channel = envelope.channel.local_name();
     match envelope.kind {
         // Pusher clients' business.

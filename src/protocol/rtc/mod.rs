@@ -5,7 +5,7 @@
 //! - [`codec`]: the frames.
 //! - `ws`: the upgrade and the session handler.
 
-pub mod codec;
+pub(crate) mod codec;
 mod ws;
 
 use axum::extract::State;
@@ -36,7 +36,7 @@ pub(crate) fn service_routes() -> Router<AppState> {
 
 /// One protocol and where it answers.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct ProtocolInfo {
+pub(crate) struct ProtocolInfo {
     /// Its name.
     pub name: &'static str,
     /// Its endpoints (paths on the main ports, or `:port/path`).
@@ -45,7 +45,7 @@ pub struct ProtocolInfo {
 
 /// `GET /info`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct Info {
+pub(crate) struct Info {
     /// `rustaxum`.
     pub name: &'static str,
     /// The server's version.
