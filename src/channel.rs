@@ -81,13 +81,13 @@ pub struct Channel {
 }
 
 /// Longest app id that can key channels.
-pub const MAX_APP_ID_LEN: usize = 100;
+pub(crate) const MAX_APP_ID_LEN: usize = 100;
 
 /// Separates an app id from a channel name in keys; never part of a channel name.
 const APP_SEPARATOR: char = ':';
 
 /// Splits a key (channel, user) into its app (`None`: the default app) and the name.
-pub fn split_key(key: &str) -> (Option<&str>, &str) {
+pub(crate) fn split_key(key: &str) -> (Option<&str>, &str) {
     match key.rfind(APP_SEPARATOR) {
         Some(i) => (Some(&key[..i]), &key[i + 1..]),
         None => (None, key),
@@ -95,7 +95,7 @@ pub fn split_key(key: &str) -> (Option<&str>, &str) {
 }
 
 /// The key of `name` in `app` (`None`: the default app): `{app}:{name}`, or `name`.
-pub fn app_key(app: Option<&str>, name: &str) -> String {
+pub(crate) fn app_key(app: Option<&str>, name: &str) -> String {
     match app {
         Some(app) => format!("{app}{APP_SEPARATOR}{name}"),
         None => name.to_string(),
@@ -104,13 +104,13 @@ pub fn app_key(app: Option<&str>, name: &str) -> String {
 
 /// Whether `id` can name an app: 1 to [`MAX_APP_ID_LEN`] channel-name characters
 /// (`A-Z a-z 0-9 _ - = @ , . ;`).
-pub fn valid_app_id(id: &str) -> bool {
+pub(crate) fn valid_app_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= MAX_APP_ID_LEN && id.chars().all(is_channel_char)
 }
 
 /// Namespaces of the server's own channels start with `#`, which no app id holds, so no
 /// client of any app can name them.
-pub const INTERNAL_NAMESPACE_PREFIX: char = '#';
+pub(crate) const INTERNAL_NAMESPACE_PREFIX: char = '#';
 
 fn valid_namespace(ns: &str) -> bool {
     match ns.strip_prefix(INTERNAL_NAMESPACE_PREFIX) {

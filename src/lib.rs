@@ -19,22 +19,25 @@
 //!   documented defaults.
 //! - [`auth`]: JWT verification and channel rules; every join goes through a
 //!   [`ChannelAuthorizer`](auth::ChannelAuthorizer).
-//! - [`channel`] and [`hub`]: typed channel names; channels → subscribers, bounded queues,
+//! - [`Channel`] and [`hub`]: typed channel names; channels → subscribers, bounded queues,
 //!   fan-out encoded once per wire protocol, live stats.
 //! - [`presence`] and [`history`]: where members and kept messages live, behind
 //!   [`PresenceStore`](presence::PresenceStore) and
 //!   [`HistoryStore`](history::HistoryStore) (replaceable through the builder).
 //! - [`emithub`], [`pusher`], [`rtc`]: the managed-channel registry, Pusher signatures and
 //!   apps, the typed-frame service.
-//! - [`cluster`], [`net`], [`websocket`]: the Redis broker; client addresses behind trusted
-//!   proxies; the WebSocket wire (permessage-deflate) and a client that offers it.
+//! - [`cluster`], [`websocket`]: the Redis broker; the WebSocket wire (permessage-deflate)
+//!   and a client that offers it.
 //! - [`cli`]: the `artisan` commands, talking to a running server over HTTP, and the
 //!   fan-out benchmark behind `artisan broadcast bench`.
 //!
-//! Inside (crate-private): the session core (`session`: admission, join, leave, client
-//! events, refusals, the per-socket loop), lifecycle events, the Redis connection and its
-//! circuit breaker (`backend`), the one publish path (`publish`), routing rules, webhooks,
-//! settings errors, rate limiters, signatures and the axum protocols (`protocol`).
+//! Inside (crate-private): channel-name parsing (`channel`; [`Channel`], [`ChannelKind`]
+//! and [`ChannelError`] are at the root), the session core (`session`: admission, join,
+//! leave, client events, refusals, the per-socket loop), lifecycle events, the Redis
+//! connection and its circuit breaker (`backend`), the one publish path (`publish`),
+//! routing rules, webhooks, client addresses behind trusted proxies (`net`;
+//! [`TrustedProxies`](config::TrustedProxies) is in `config`), settings errors, rate
+//! limiters, signatures and the axum protocols (`protocol`).
 //!
 //! Each module uses only those below it (`scripts/check-layers` checks it): channel,
 //! sync, setting, websocket → hub, auth, backend → cluster, routing, lifecycle → history →
@@ -48,7 +51,7 @@
 pub mod auth;
 pub(crate) mod backend;
 pub mod broadcasting;
-pub mod channel;
+pub(crate) mod channel;
 #[cfg(feature = "cli")]
 pub mod cli;
 pub mod cluster;
@@ -58,7 +61,7 @@ pub mod events;
 pub mod history;
 pub mod hub;
 pub(crate) mod lifecycle;
-pub mod net;
+pub(crate) mod net;
 pub mod prelude;
 pub mod presence;
 pub(crate) mod protocol;
@@ -75,6 +78,6 @@ mod sync;
 pub(crate) mod webhooks;
 pub mod websocket;
 
-pub use channel::{Channel, ChannelKind};
+pub use channel::{Channel, ChannelError, ChannelKind, MAX_CHANNEL_NAME_LEN};
 pub use config::Config;
 pub use server::{Builder, Rustaxum, StartError};

@@ -83,7 +83,7 @@ fn canonical(ip: IpAddr) -> IpAddr {
 
 /// What a per-address limit counts under: an IPv4 address, or an IPv6 address's /64 (one
 /// subscriber usually holds a whole /64, so counting single addresses would not slow it).
-pub fn limit_key(ip: IpAddr) -> IpAddr {
+pub(crate) fn limit_key(ip: IpAddr) -> IpAddr {
     match canonical(ip) {
         IpAddr::V6(v6) => {
             let mut octets = v6.octets();
@@ -159,7 +159,7 @@ mod tests {
 
 /// `url` as logs and stats may show it: scheme, host (and port) and path; no user, no
 /// password, no query string or fragment (where secrets of webhook URLs live).
-pub fn shown_url(url: &str) -> String {
+pub(crate) fn shown_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return "(not a URL)".into();
     };
@@ -173,7 +173,7 @@ pub fn shown_url(url: &str) -> String {
 /// Whether `ip` is an address a server should rarely be sent to by configuration:
 /// loopback, private (RFC 1918, unique local), link-local (cloud metadata services live at
 /// 169.254.169.254), carrier-grade NAT, or unspecified.
-pub fn is_internal(ip: IpAddr) -> bool {
+pub(crate) fn is_internal(ip: IpAddr) -> bool {
     match canonical(ip) {
         IpAddr::V4(v4) => {
             let [a, b, ..] = v4.octets();

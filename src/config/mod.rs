@@ -29,6 +29,7 @@ use jsonwebtoken::Algorithm;
 pub use crate::auth::JwtConfig;
 pub use crate::backend::{RedisConfig, RedisTopology};
 pub use crate::emithub::{EmitHubConfig, DEFAULT_EMIT_HUB_DB_PATH, DEFAULT_EMIT_HUB_MAX_CHANNELS};
+pub use crate::net::TrustedProxies;
 pub use crate::pusher::{Apps, PusherApp};
 pub use crate::rtc::{RtcConfig, DEFAULT_MAX_ROOMS_PER_USER};
 pub use crate::setting::InvalidSetting;

@@ -799,7 +799,7 @@ async fn on_a_redis_cluster_traffic_spreads_over_every_master_and_survives_a_slo
     // No subscribers yet: no node subscribes any shard but the one of the Pusher
     // watchlist channel (its messages go to watchers, whatever they subscribe).
     let subscribed = || -> Vec<Vec<String>> { redis.ports.iter().map(|p| redis.shard_channels_on(*p)).collect() };
-    let watchlist = link.pubsub_channel(&rustaxum::channel::Channel::from_key("#watch:users").unwrap());
+    let watchlist = link.pubsub_channel(&rustaxum::Channel::from_key("#watch:users").unwrap());
     let before: Vec<String> = subscribed().into_iter().flatten().collect();
     assert_eq!(before, std::slice::from_ref(&watchlist));
 
@@ -811,7 +811,7 @@ async fn on_a_redis_cluster_traffic_spreads_over_every_master_and_survives_a_slo
     let (mut on_a, _) = a.connect("/ws/orders.0").await;
     // B subscribes exactly the shards of its 24 channels, spread over every master.
     let used: std::collections::BTreeSet<String> = (0..24)
-        .map(|i| link.pubsub_channel(&rustaxum::channel::Channel::parse(&format!("orders.{i}")).unwrap()))
+        .map(|i| link.pubsub_channel(&rustaxum::Channel::parse(&format!("orders.{i}")).unwrap()))
         .chain([watchlist])
         .collect();
     let per_master = subscribed();
@@ -834,7 +834,7 @@ async fn on_a_redis_cluster_traffic_spreads_over_every_master_and_survives_a_slo
     assert_eq!(frames.len(), 1, "A's orders.0: {frames:?}");
     // The slot of orders.0's shard moves to another master: both nodes are told (their
     // shard subscription is taken away), subscribe again, and orders.0 keeps working.
-    let shard = link.pubsub_channel(&rustaxum::channel::Channel::parse("orders.0").unwrap());
+    let shard = link.pubsub_channel(&rustaxum::Channel::parse("orders.0").unwrap());
     let slot = rustaxum::cluster::redis::slot_of(&shard);
     let from = redis.master_of(&shard);
     let to = *redis.ports.iter().find(|p| **p != from).unwrap();
@@ -1054,16 +1054,16 @@ async fn on_a_redis_cluster_losing_a_master_stops_only_its_shards() {
     let link = link_to(&redis, &prefix);
     let dead = redis.ports[2];
     let on_dead = |i: usize| {
-        let shard = link.pubsub_channel(&rustaxum::channel::Channel::parse(&format!("orders.{i}")).unwrap());
+        let shard = link.pubsub_channel(&rustaxum::Channel::parse(&format!("orders.{i}")).unwrap());
         redis.master_of(&shard) == dead
     };
     let channels: Vec<(usize, bool)> = (0..24).map(|i| (i, on_dead(i))).collect();
     // The subscriptions the dead master carries: the shard channels of A's channels
     // there. (The plain subscription moves to another node if it was held there.)
     // Every node also needs the shard of the Pusher watchlist channel.
-    let watchlist = link.pubsub_channel(&rustaxum::channel::Channel::from_key("#watch:users").unwrap());
+    let watchlist = link.pubsub_channel(&rustaxum::Channel::from_key("#watch:users").unwrap());
     let dead_lanes: std::collections::BTreeSet<String> = (0..24)
-        .map(|i| link.pubsub_channel(&rustaxum::channel::Channel::parse(&format!("orders.{i}")).unwrap()))
+        .map(|i| link.pubsub_channel(&rustaxum::Channel::parse(&format!("orders.{i}")).unwrap()))
         .chain([watchlist.clone()])
         .filter(|c| redis.master_of(c) == dead)
         .collect();
@@ -1335,7 +1335,7 @@ async fn on_a_redis_cluster_a_node_receives_only_the_shards_of_its_channels() {
     let redis = RedisCluster::start();
     let (a, b, prefix) = two_nodes(&redis).await;
     let link = link_to(&redis, &prefix);
-    let shard = |name: &str| link.pubsub_channel(&rustaxum::channel::Channel::from_key(name).unwrap());
+    let shard = |name: &str| link.pubsub_channel(&rustaxum::Channel::from_key(name).unwrap());
     let watchlist = shard("#watch:users");
     // Two channels on two shards other than the watchlist's (every node needs that one).
     let mut names = (0..200).map(|i| format!("orders.{i}"));

@@ -344,7 +344,7 @@ async fn behind_nginx_a_guesser_is_slowed_and_the_operator_is_not_locked_out() {
     let node = || {
         let mut c = cluster_config(&redis, &prefix);
         c.server.api_token = Some("operator-token-0123456789".into());
-        c.server.trusted_proxies = rustaxum::net::TrustedProxies::parse(&["127.0.0.1".into()]).unwrap();
+        c.server.trusted_proxies = rustaxum::config::TrustedProxies::parse(&["127.0.0.1".into()]).unwrap();
         start_two_ports(c)
     };
     let (app1, app2) = (node().await, node().await);
