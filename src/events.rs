@@ -41,6 +41,22 @@ impl<T: serde::Serialize> EventPayload for T {
 /// [`ShouldBroadcast`], [`Broadcastable`] or [`ShouldQueue`] get a `dispatch()` method
 /// that runs the listeners and broadcasts. The payload is the event's `Serialize` form
 /// ([`EventPayload`]) unless [`to_json`](Self::to_json) says otherwise.
+///
+/// ```no_run
+/// # async fn f() -> Result<(), rustaxum::broadcasting::BroadcastError> {
+/// use rustaxum::events::{dispatch, listen, Event};
+///
+/// #[derive(serde::Serialize)]
+/// struct UserLoggedIn {
+///     user_id: u64,
+/// }
+///
+/// impl Event for UserLoggedIn {}
+///
+/// listen(|e: &UserLoggedIn| println!("user {} logged in", e.user_id));
+/// dispatch(UserLoggedIn { user_id: 42 }).await?;
+/// # Ok(()) }
+/// ```
 pub trait Event: EventPayload + Send + Sync + 'static {
     /// The event's name, as fakes record it and (unless `broadcast_as` says otherwise)
     /// as clients see it; default: the type's name without its module path.

@@ -147,7 +147,17 @@ struct Rule {
     check: Option<Check>,
 }
 
-/// An ordered list of channel rules; implements [`ChannelAuthorizer`].
+/// An ordered list of channel rules; implements [`ChannelAuthorizer`]. The first rule
+/// whose pattern matches decides; a channel no rule matches is refused.
+///
+/// ```
+/// use rustaxum::auth::ChannelRules;
+///
+/// let mut rules = ChannelRules::public_only(&["news.*".to_string()]);
+/// rules.channel("project.{id}", |user, params| user.teams.contains(&params["id"]));
+/// rules.presence("room.{id}", |_user, _params| true);
+/// // Rustaxum::builder(config).rules(rules).build()
+/// ```
 #[derive(Default)]
 pub struct ChannelRules {
     rules: Vec<Rule>,

@@ -42,7 +42,21 @@ pub struct PendingBroadcast {
     manager: Option<Arc<BroadcastManager>>,
 }
 
-/// Starts a fluent broadcast through the installed manager.
+/// Starts a fluent broadcast through the installed manager (see
+/// [`install`](super::install); none installed: one built from the environment).
+///
+/// ```no_run
+/// # async fn f() -> Result<(), rustaxum::broadcasting::BroadcastError> {
+/// use rustaxum::broadcasting::broadcast;
+///
+/// let reached = broadcast()
+///     .channel("orders")
+///     .event("order.shipped")
+///     .with(serde_json::json!({"order": 1001}))
+///     .send()
+///     .await?; // sockets of this process it reached
+/// # let _ = reached; Ok(()) }
+/// ```
 pub fn broadcast() -> PendingBroadcast {
     PendingBroadcast::default()
 }
@@ -168,6 +182,15 @@ pub async fn broadcast_to_organization(
 }
 
 /// Laravel-style facade over the installed manager.
+///
+/// ```no_run
+/// # async fn f() -> Result<(), rustaxum::broadcasting::BroadcastError> {
+/// use rustaxum::broadcasting::BroadcastFacade;
+///
+/// BroadcastFacade::notify_user("42", "Order shipped", "On its way", Some("/orders/1001")).await?;
+/// BroadcastFacade::system_alert("warning", "Disk at 90 %", false).await?;
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct BroadcastFacade;
 

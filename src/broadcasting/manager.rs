@@ -67,6 +67,26 @@ impl BroadcastConfig {
 ///
 /// Drivers are created on first use and cached as `Arc<dyn BroadcastDriver>`;
 /// resolving is a read lock and a clone afterwards.
+///
+/// ```
+/// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::sync::Arc;
+/// use rustaxum::broadcasting::{BroadcastManager, NullDriver};
+///
+/// // A manager of a configuration, delivering to this process's sockets.
+/// let config = Arc::new(rustaxum::Config::default());
+/// let manager = Arc::new(BroadcastManager::from_config(config, Arc::new(rustaxum::hub::Hub::default())));
+/// manager.extend("quiet", |_connection, _context| Ok(Arc::new(NullDriver)));
+/// manager
+///     .broadcast()
+///     .channels(["orders", "private-user.42"])
+///     .event("order.shipped")
+///     .with(serde_json::json!({"order": 1001}))
+///     .via("quiet")
+///     .send()
+///     .await?;
+/// # Ok(()) }
+/// ```
 pub struct BroadcastManager {
     config: RwLock<BroadcastConfig>,
     context: DriverContext,

@@ -256,6 +256,20 @@ pub struct PusherConfig {
 }
 
 /// Everything the server and the library read from their environment.
+///
+/// ```
+/// # fn f() -> Result<(), rustaxum::config::ConfigError> {
+/// // As the server reads it: the environment, `.env`, then the configuration file.
+/// let from_env = rustaxum::Config::from_env()?;
+/// // Or from any lookup (tests, an application's own settings).
+/// let config = rustaxum::Config::from_lookup(|var| match var {
+///     "BROADCAST_PUBLIC_CHANNELS" => Some("news.*".into()),
+///     "EMIT_HUB_DB_PATH" => Some(":memory:".into()),
+///     _ => None,
+/// })?;
+/// assert_eq!(config.auth.public_channels, ["news.*"]);
+/// # let _ = from_env; Ok(()) }
+/// ```
 #[derive(Debug, Clone, Default)]
 pub struct Config {
     /// `BROADCAST_DRIVER`: the default broadcast connection, default `websocket`.
