@@ -258,9 +258,11 @@ pub struct PusherConfig {
 /// Everything the server and the library read from their environment.
 ///
 /// ```
-/// # fn f() -> Result<(), rustaxum::config::ConfigError> {
+/// # fn main() -> Result<(), rustaxum::config::ConfigError> {
 /// // As the server reads it: the environment, `.env`, then the configuration file.
-/// let from_env = rustaxum::Config::from_env()?;
+/// fn as_the_server_reads_it() -> Result<rustaxum::Config, rustaxum::config::ConfigError> {
+///     rustaxum::Config::from_env()
+/// }
 /// // Or from any lookup (tests, an application's own settings).
 /// let config = rustaxum::Config::from_lookup(|var| match var {
 ///     "BROADCAST_PUBLIC_CHANNELS" => Some("news.*".into()),
@@ -268,7 +270,7 @@ pub struct PusherConfig {
 ///     _ => None,
 /// })?;
 /// assert_eq!(config.auth.public_channels, ["news.*"]);
-/// # let _ = from_env; Ok(()) }
+/// # let _ = as_the_server_reads_it; Ok(()) }
 /// ```
 #[derive(Debug, Clone, Default)]
 pub struct Config {
