@@ -72,6 +72,31 @@ pub enum JoinAs {
 
 /// Fills grants for the channels it owns (managed channels, for instance). Consulted
 /// before the channel rules.
+///
+/// ```
+/// use std::sync::Arc;
+/// use rustaxum::auth::Identity;
+/// use rustaxum::server::{Grant, GrantSource, JoinError};
+/// use rustaxum::Channel;
+///
+/// /// `rooms.{n}`: open to signed-in users, ten sockets each, no client events.
+/// struct Rooms;
+///
+/// impl GrantSource for Rooms {
+///     fn grant(&self, identity: Option<&Identity>, channel: &Channel) -> Option<Result<Grant, JoinError>> {
+///         channel.name().strip_prefix("rooms.")?;
+///         if identity.is_none() {
+///             return Some(Err(JoinError::Forbidden(channel.name().to_string())));
+///         }
+///         let mut grant = Grant::for_channel(channel.clone(), None);
+///         grant.client_events = false;
+///         grant.max_connections = Some(10);
+///         Some(Ok(grant))
+///     }
+/// }
+/// // Rustaxum::builder(config).grant_source(Arc::new(Rooms)).build()
+/// # let _: Arc<dyn GrantSource> = Arc::new(Rooms);
+/// ```
 pub trait GrantSource: Send + Sync {
     /// `None` when this source does not own `channel`; otherwise the grant or the refusal.
     fn grant(&self, identity: Option<&Identity>, channel: &Channel) -> Option<Result<Grant, JoinError>>;
