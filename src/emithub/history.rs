@@ -188,7 +188,8 @@ pub(super) fn old_message(
     Ok((old.sequence, message, ms))
 }
 
-fn hub_channel(id: Uuid) -> Result<Channel, EmitHubError> {
+/// The hub channel `emithub.{id}` of managed channel `id`.
+pub(super) fn hub_channel(id: Uuid) -> Result<Channel, EmitHubError> {
     Channel::parse(&hub_channel_name(id)).map_err(|e| EmitHubError::Invalid(e.to_string()))
 }
 

@@ -41,7 +41,7 @@ impl EmitHub {
         };
         let db = RedbStore::open(path)?.database()?;
         for managed in self.list() {
-            let Ok(channel) = Channel::parse(&hub_channel_name(managed.id)) else {
+            let Ok(channel) = history::hub_channel(managed.id) else {
                 continue;
             };
             let mut all: Vec<Message> = Vec::new();

@@ -450,7 +450,7 @@ impl EmitHub {
     pub async fn delete(&self, id: Uuid) -> Result<(), EmitHubError> {
         let channel = self.fetch(id).await?;
         self.store.delete(id).await?;
-        if let (Some(history), Ok(hub_channel)) = (self.fanout.history(), Channel::parse(&hub_channel_name(id))) {
+        if let (Some(history), Ok(hub_channel)) = (self.fanout.history(), history::hub_channel(id)) {
             if let Err(e) = history.clear(&hub_channel).await {
                 tracing::warn!(channel = %id, error = %e, "forgetting a deleted channel's messages failed");
             }
@@ -483,7 +483,7 @@ impl EmitHub {
     }
 
     fn close_sockets(&self, id: Uuid, reason: CloseReason) {
-        if let Ok(channel) = Channel::parse(&hub_channel_name(id)) {
+        if let Ok(channel) = history::hub_channel(id) {
             let closed = self.fanout.hub().close_channel(&channel, reason);
             if closed > 0 {
                 tracing::info!(channel = %id, closed, code = reason.code, "closed the channel's sockets");
@@ -566,7 +566,7 @@ impl EmitHub {
             message_type,
             id: message_id,
         };
-        let hub_channel = Channel::parse(&hub_channel_name(id)).map_err(|e| EmitHubError::Invalid(e.to_string()))?;
+        let hub_channel = history::hub_channel(id)?;
         let raw = serde_json::value::to_raw_value(&payload).map_err(|e| EmitHubError::Invalid(e.to_string()))?;
         let message = Message {
             timestamp: Arc::from(timestamp.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),

@@ -38,7 +38,7 @@ use crate::hub::{EnvelopeKind, Message, Position};
 
 pub use self::memory::MemoryHistory;
 #[cfg(feature = "redb")]
-pub(crate) use self::redb::{import, Imported};
+pub(crate) use self::redb::{copy_table, import, Imported};
 #[cfg(feature = "redb")]
 pub use self::redb::{RedbHistory, Tables as RedbTables};
 pub use self::redis::RedisHistory;
@@ -409,11 +409,6 @@ impl History {
             Some(f) => f.policy.upgrade().is_some_and(|p| p.keeps(channel)),
             None => self.patterns.iter().any(|p| p.matches(channel.local_name()).is_some()),
         }
-    }
-
-    /// Whether any channel may keep history (patterns, or a family's owner).
-    pub fn is_used(&self) -> bool {
-        !self.patterns.is_empty() || self.family.get().is_some()
     }
 
     /// Gives `message` its position and keeps it (counted).

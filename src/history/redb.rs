@@ -138,31 +138,15 @@ impl RedbHistory {
             .map_err(err)?
             .map(|t| t.name().to_string())
             .collect();
-        if present.iter().any(|t| t == tables.epoch) {
-            let mut to = tx.open_table(tables.epoch()).map_err(err)?;
-            for row in snapshot.open_table(tables.epoch()).map_err(err)?.iter().map_err(err)? {
-                let (k, v) = row.map_err(err)?;
-                to.insert(k.value(), v.value()).map_err(err)?;
-            }
+        let has = |name: &str| present.iter().any(|t| t == name);
+        if has(tables.epoch) {
+            copy_table(snapshot, tx, tables.epoch())?;
         }
-        if present.iter().any(|t| t == tables.top) {
-            let mut to = tx.open_table(tables.top()).map_err(err)?;
-            for row in snapshot.open_table(tables.top()).map_err(err)?.iter().map_err(err)? {
-                let (k, v) = row.map_err(err)?;
-                to.insert(k.value(), v.value()).map_err(err)?;
-            }
+        if has(tables.top) {
+            copy_table(snapshot, tx, tables.top())?;
         }
-        if present.iter().any(|t| t == tables.history) {
-            let mut to = tx.open_table(tables.history()).map_err(err)?;
-            for row in snapshot
-                .open_table(tables.history())
-                .map_err(err)?
-                .iter()
-                .map_err(err)?
-            {
-                let (k, v) = row.map_err(err)?;
-                to.insert(k.value(), v.value()).map_err(err)?;
-            }
+        if has(tables.history) {
+            copy_table(snapshot, tx, tables.history())?;
         }
         Ok(())
     }
@@ -384,6 +368,21 @@ impl HistoryStore for RedbHistory {
         })
         .await
     }
+}
+
+/// Copies every row of `table` from `snapshot` into `tx` (a consistent copy taken while
+/// serving: backups).
+pub(crate) fn copy_table<K: redb::Key + 'static, V: redb::Value + 'static>(
+    snapshot: &redb::ReadTransaction,
+    tx: &redb::WriteTransaction,
+    table: TableDefinition<'_, K, V>,
+) -> Result<(), HistoryError> {
+    let mut to = tx.open_table(table).map_err(err)?;
+    for row in snapshot.open_table(table).map_err(err)?.iter().map_err(err)? {
+        let (k, v) = row.map_err(err)?;
+        to.insert(k.value(), v.value()).map_err(err)?;
+    }
+    Ok(())
 }
 
 /// A message of an earlier layout to move into a set of history tables (see [`import`]).

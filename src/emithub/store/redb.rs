@@ -370,13 +370,8 @@ impl ChannelStore for RedbStore {
             let _ = std::fs::remove_file(&partial);
             let copy = Database::create(&partial).map_err(err)?;
             let tx = copy.begin_write().map_err(err)?;
-            {
-                let mut channels = tx.open_table(CHANNELS).map_err(err)?;
-                for row in snapshot.open_table(CHANNELS).map_err(err)?.iter().map_err(err)? {
-                    let (k, v) = row.map_err(err)?;
-                    channels.insert(k.value(), v.value()).map_err(err)?;
-                }
-            }
+            crate::history::copy_table(&snapshot, &tx, CHANNELS)
+                .map_err(|e| StoreError::caused("copying the channels", e))?;
             crate::history::RedbHistory::copy_tables(&snapshot, &tx, RedbTables::MANAGED)
                 .map_err(|e| StoreError::caused("copying the persisted messages", e))?;
             tx.commit().map_err(err)?;
