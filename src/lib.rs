@@ -14,7 +14,8 @@
 //!   helpers, facades, macros, the broadcast queue, a recording driver for tests.
 //! - [`server`]: [`Rustaxum`] (node + manager + router), put together by [`Builder`]
 //!   without starting anything and served by [`Rustaxum::serve`]; the node and its
-//!   extension points (grant sources, publish hooks, channel owners, lifecycle events).
+//!   extension points (grant sources, publish hooks, channel owners, lifecycle events);
+//!   many nodes as one over Redis ([`server::cluster`]).
 //! - [`config`]: the environment and the file, assembled into each domain's settings, with
 //!   documented defaults.
 //! - [`auth`]: JWT verification and channel rules; every join goes through a
@@ -24,25 +25,27 @@
 //! - [`presence`] and [`history`]: where members and kept messages live, behind
 //!   [`PresenceStore`](presence::PresenceStore) and
 //!   [`HistoryStore`](history::HistoryStore) (replaceable through the builder).
-//! - [`emithub`], [`pusher`], [`rtc`]: the managed-channel registry, Pusher signatures and
-//!   apps, the typed-frame service.
-//! - [`cluster`], [`websocket`]: the Redis broker; the WebSocket wire (permessage-deflate)
-//!   and a client that offers it.
-//! - [`cli`]: the `artisan` commands, talking to a running server over HTTP, and the
-//!   fan-out benchmark behind `artisan broadcast bench`.
+//! - [`services`]: [`emithub`](services::emithub), [`pusher`](services::pusher) and
+//!   [`rtc`](services::rtc): the managed-channel registry, Pusher signatures and apps,
+//!   the typed-frame service.
+//! - [`cli`]: the `artisan` commands, talking to a running server over HTTP, the fan-out
+//!   benchmark behind `artisan broadcast bench` and its WebSocket client
+//!   ([`cli::websocket`], offering permessage-deflate).
 //!
 //! Inside (crate-private): channel-name parsing (`channel`; [`Channel`], [`ChannelKind`]
 //! and [`ChannelError`] are at the root), the session core (`session`: admission, join,
 //! leave, client events, refusals, the per-socket loop), lifecycle events, the Redis
 //! connection and its circuit breaker (`backend`), the one publish path (`publish`),
-//! routing rules, webhooks, client addresses behind trusted proxies (`net`;
+//! the cluster broker (`cluster`; public parts in [`server::cluster`]), the WebSocket
+//! wire (`websocket`: permessage-deflate, RFC 7692), routing rules, webhooks, client
+//! addresses behind trusted proxies (`net`;
 //! [`TrustedProxies`](config::TrustedProxies) is in `config`), settings errors, rate
 //! limiters, signatures and the axum protocols (`protocol`).
 //!
 //! Each module uses only those below it (`scripts/check-layers` checks it): channel,
 //! sync, setting, websocket → hub, auth, backend → cluster, routing, lifecycle → history →
 //! publish → broadcasting (the library, which knows nothing of the server), presence →
-//! session, webhooks → emithub, rtc, pusher (side by side) → config → protocols → server
+//! session, webhooks → services (emithub, rtc, pusher side by side) → config → protocols → server
 //! → cli.
 
 // Library code never unwraps: input from outside gets a typed error instead.
@@ -54,9 +57,8 @@ pub mod broadcasting;
 pub(crate) mod channel;
 #[cfg(feature = "cli")]
 pub mod cli;
-pub mod cluster;
+pub(crate) mod cluster;
 pub mod config;
-pub mod emithub;
 pub mod events;
 pub mod history;
 pub mod hub;
@@ -66,17 +68,16 @@ pub mod prelude;
 pub mod presence;
 pub(crate) mod protocol;
 pub(crate) mod publish;
-pub mod pusher;
 pub(crate) mod rate;
 pub(crate) mod routing;
-pub mod rtc;
 pub mod server;
+pub mod services;
 pub(crate) mod session;
 pub(crate) mod setting;
 pub(crate) mod sign;
 mod sync;
 pub(crate) mod webhooks;
-pub mod websocket;
+pub(crate) mod websocket;
 
 pub use channel::{Channel, ChannelError, ChannelKind, MAX_CHANNEL_NAME_LEN};
 pub use config::Config;

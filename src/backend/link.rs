@@ -153,7 +153,7 @@ fn invalid(config: &RedisConfig, e: impl std::fmt::Display) -> InvalidSetting {
 }
 
 /// The hash slot of `key` (CRC16 of its hash tag, or of the whole key without one).
-pub fn slot_of(key: &str) -> u16 {
+pub(crate) fn slot_of(key: &str) -> u16 {
     let bytes = key.as_bytes();
     let tagged = bytes.iter().position(|&b| b == b'{').and_then(|open| {
         let rest = &bytes[open + 1..];

@@ -17,11 +17,12 @@ pub(crate) use error::Failure;
 // Public: re-exported by the broadcasting and cluster modules.
 #[allow(unreachable_pub)]
 pub use error::BackendError;
-pub use link::{slot_of, RedisConn, RedisLink};
+pub(crate) use link::slot_of;
+pub use link::RedisLink;
 
 /// How long a Redis command may take before it counts as a failure.
-pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
+pub(crate) const COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
 /// Consecutive failures that open the circuit breaker.
-pub const BREAKER_THRESHOLD: u32 = 3;
+pub(crate) const BREAKER_THRESHOLD: u32 = 3;
 /// How long an open circuit fails fast before a probe is let through.
-pub const BREAKER_COOLDOWN: Duration = Duration::from_secs(2);
+pub(crate) const BREAKER_COOLDOWN: Duration = Duration::from_secs(2);

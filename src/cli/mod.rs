@@ -26,6 +26,12 @@ pub mod health;
 pub mod report;
 pub mod tls;
 
+/// The WebSocket client `artisan broadcast bench` subscribes with: it offers
+/// permessage-deflate (RFC 7692) and hands compressed messages on inflated.
+pub mod websocket {
+    pub use crate::websocket::client::{connect, DeflateClient, OFFER};
+}
+
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};

@@ -10,13 +10,13 @@
 //! (other nodes, or a Laravel app publishing straight into Redis) are delivered by every
 //! node once.
 
-pub mod redis;
+pub(crate) mod redis;
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 
-pub use crate::backend::BackendError;
+pub(crate) use crate::backend::BackendError;
 use crate::channel::Channel;
 use crate::hub::{Hub, Message, PublishReport};
 

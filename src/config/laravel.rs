@@ -6,7 +6,7 @@
 
 use super::env::Env;
 use super::{ConfigError, Driver, Note};
-use crate::pusher::PusherApp;
+use crate::services::pusher::PusherApp;
 
 /// Laravel's broadcasters that mean "publish to a Pusher-protocol server" (this one).
 const PUSHER_LIKE: [&str; 2] = ["pusher", "reverb"];

@@ -28,10 +28,10 @@ use jsonwebtoken::Algorithm;
 
 pub use crate::auth::JwtConfig;
 pub use crate::backend::{RedisConfig, RedisTopology};
-pub use crate::emithub::{EmitHubConfig, DEFAULT_EMIT_HUB_DB_PATH, DEFAULT_EMIT_HUB_MAX_CHANNELS};
 pub use crate::net::TrustedProxies;
-pub use crate::pusher::{Apps, PusherApp};
-pub use crate::rtc::{RtcConfig, DEFAULT_MAX_ROOMS_PER_USER};
+pub use crate::services::emithub::{EmitHubConfig, DEFAULT_EMIT_HUB_DB_PATH, DEFAULT_EMIT_HUB_MAX_CHANNELS};
+pub use crate::services::pusher::{Apps, PusherApp};
+pub use crate::services::rtc::{RtcConfig, DEFAULT_MAX_ROOMS_PER_USER};
 pub use crate::setting::InvalidSetting;
 pub use crate::webhooks::{WebhookConfig, WebhookTarget};
 pub use env::parse_duration;

@@ -241,7 +241,7 @@ pub(super) fn check_aliases(lookup: &dyn Fn(&str) -> Option<String>) -> Result<(
 }
 
 pub(super) fn rtc(env: &Env<'_>) -> Result<RtcConfig, ConfigError> {
-    let d = crate::rtc::RateLimits::default();
+    let d = crate::services::rtc::RateLimits::default();
     let per_second = |var: &'static str, default: u32| -> Result<u32, ConfigError> {
         Ok(env
             .parse::<u32>(var, "a whole number of messages per second (0 = no limit)")?
@@ -263,7 +263,7 @@ pub(super) fn rtc(env: &Env<'_>) -> Result<RtcConfig, ConfigError> {
             .positive("BROADCAST_RTC_MAX_ROOMS_PER_USER")?
             .unwrap_or(DEFAULT_MAX_ROOMS_PER_USER),
         allow_anonymous: env.bool("BROADCAST_RTC_ALLOW_ANONYMOUS")?.unwrap_or(false),
-        limits: crate::rtc::RateLimits {
+        limits: crate::services::rtc::RateLimits {
             enabled: env.bool("BROADCAST_RATE_LIMIT_ENABLED")?.unwrap_or(d.enabled),
             per_connection: per_second("BROADCAST_RATE_LIMIT_CONNECTION", d.per_connection)?,
             per_user: per_second("BROADCAST_RATE_LIMIT_USER", d.per_user)?,

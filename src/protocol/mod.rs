@@ -66,7 +66,7 @@ pub(crate) use error::{ApiError, ErrorBody};
 use crate::broadcasting::BroadcastManager;
 use crate::cluster::redis::RedisBroker;
 use crate::config::{Config, ConfigError, ServerConfig};
-use crate::emithub::EmitHub;
+use crate::services::emithub::EmitHub;
 use crate::session::Node;
 
 /// Everything a handler needs. Cheap to clone.
@@ -81,11 +81,11 @@ pub(crate) struct AppState {
     /// EmitHub managed channels.
     pub(crate) emithub: Arc<EmitHub>,
     /// Pusher apps' cache channels, subscription counts and watchlists.
-    pub(crate) pusher: Arc<crate::pusher::Features>,
+    pub(crate) pusher: Arc<crate::services::pusher::Features>,
     /// What each Pusher app's connections share.
     pub(crate) pusher_contexts: Arc<pusher::AppContexts>,
     /// The typed-frame service (rooms, rate limits, who is online).
-    pub(crate) rtc: Arc<crate::rtc::Rtc>,
+    pub(crate) rtc: Arc<crate::services::rtc::Rtc>,
     /// This node's Redis broker when clustered.
     pub(crate) cluster: Option<Arc<RedisBroker>>,
     /// The dashboard's tail of recent events.

@@ -15,12 +15,12 @@ use crate::auth::{ChannelAuthorizer, ChannelRules, JwtVerifier};
 use crate::broadcasting::{manager, BroadcastManager, DriverFactory};
 use crate::cluster::redis::RedisBroker;
 use crate::config::{Config, ConfigError, Driver};
-use crate::emithub::EmitHub;
 use crate::history::HistoryStore;
 use crate::hub::{Hub, HubConfig};
 use crate::presence::{MemoryPresence, Presence, PresenceStore, RedisPresence};
 use crate::protocol::{self, AppState};
 use crate::publish::Fanout;
+use crate::services::emithub::EmitHub;
 use crate::session::{GrantSource, Node};
 
 /// Background work an app starts when it is served.
@@ -249,11 +249,11 @@ impl Builder {
         let authorizer: Arc<dyn ChannelAuthorizer> = authorizer.unwrap_or_else(|| Arc::new(rules));
         let mut node = Node::new(fanout, presence, authorizer, verifier, limits(&config))
             .with_grant_source(emithub.clone())
-            .with_grant_source(Arc::new(crate::rtc::rooms::RoomChannels));
+            .with_grant_source(Arc::new(crate::services::rtc::rooms::RoomChannels));
         for source in grant_sources {
             node = node.with_grant_source(source);
         }
-        let rtc = crate::rtc::Rtc::new(config.rtc.clone(), cluster.as_ref());
+        let rtc = crate::services::rtc::Rtc::new(config.rtc.clone(), cluster.as_ref());
         {
             let (r, p) = (rtc.clone(), node.presence().clone());
             starts.push(Box::new(move |stop, tasks| r.start(p, stop.clone(), tasks)));
@@ -290,7 +290,7 @@ impl Builder {
             tracing::info!(targets = ?webhooks, "webhooks on");
         }
         let shared_config = Arc::new(ArcSwap::new(config));
-        let pusher = crate::pusher::Features::new(
+        let pusher = crate::services::pusher::Features::new(
             node.fanout(),
             cluster.as_ref(),
             shared_config.load().pusher.apps.clone(),

@@ -8,6 +8,20 @@ mod listen;
 mod process;
 pub mod tls;
 
+/// Many nodes as one over Redis (`BROADCAST_DRIVER=redis`): the [`RedisBroker`]
+/// carries messages between nodes (a message published on one node reaches every
+/// subscriber once), keeps node heartbeats and cluster-wide stats, and is what the
+/// clustered stores (presence, history, EmitHub, Pusher counts) share. The builder makes
+/// one ([`RedisBroker::new`]) when the configuration runs
+/// clustered.
+pub mod cluster {
+    pub use crate::backend::RedisLink;
+    pub use crate::cluster::redis::{
+        BrokerStatus, LaneHealth, LaneKind, RedisBroker, HEARTBEAT, INTEREST_LINGER, NODE_TTL,
+    };
+    pub use crate::cluster::{Broker, LocalBroker, Receiver};
+}
+
 pub use builder::Builder;
 // The session core an app runs on ([`Rustaxum::node`]), where grants come from, and the
 // node's one publish path with its extension points.
@@ -28,9 +42,9 @@ use crate::broadcasting::{BroadcastError, BroadcastManager};
 use crate::cluster::redis::RedisBroker;
 use crate::config::vars::Variable;
 use crate::config::{Config, ConfigError};
-use crate::emithub::EmitHub;
 use crate::hub::Hub;
 use crate::protocol::{self, AppState};
+use crate::services::emithub::EmitHub;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -63,7 +77,7 @@ pub enum StartError {
     /// The EmitHub database could not be opened (corrupt, unwritable, or open in another
     /// process).
     #[error("EmitHub database (EMIT_HUB_DB_PATH): {0}")]
-    Store(#[from] crate::emithub::store::StoreError),
+    Store(#[from] crate::services::emithub::store::StoreError),
     /// The TLS certificate or key cannot be used.
     #[error("TLS: {0}")]
     Tls(#[from] tls::TlsError),
@@ -209,7 +223,7 @@ impl Rustaxum {
     }
 
     /// The typed-frame service (rooms, rate limits).
-    pub fn rtc(&self) -> &Arc<crate::rtc::Rtc> {
+    pub fn rtc(&self) -> &Arc<crate::services::rtc::Rtc> {
         &self.state.rtc
     }
 

@@ -13,16 +13,16 @@ use bytes::Bytes;
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 
 /// The extension's name in `Sec-WebSocket-Extensions`.
-pub const EXTENSION: &str = "permessage-deflate";
+pub(crate) const EXTENSION: &str = "permessage-deflate";
 
 /// The four octets a sender removes from the end of each compressed message and the
 /// receiver appends again before inflating (RFC 7692 §7.2.1, §7.2.2).
 const TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
 
 /// The smallest window the server can compress within (zlib's raw deflate cannot use 8).
-pub const MIN_WINDOW_BITS: u8 = 9;
+pub(crate) const MIN_WINDOW_BITS: u8 = 9;
 /// The largest (and default) LZ77 window, 32 KiB.
-pub const MAX_WINDOW_BITS: u8 = 15;
+pub(crate) const MAX_WINDOW_BITS: u8 = 15;
 
 /// Compression level: 1, the fastest. Most of a small message's cost is the fixed cost of
 /// starting a message (about 6 µs at level 1, 14 µs from level 2 on, this machine); on a
@@ -31,7 +31,7 @@ const LEVEL: u32 = 1;
 
 /// What the server and one client agreed on in the handshake.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Agreed {
+pub(crate) struct Agreed {
     /// The largest window the server may compress with, in bits: the client's
     /// `server_max_window_bits`, or 15 when it named none.
     pub window_bits: u8,
@@ -41,7 +41,7 @@ pub struct Agreed {
 
 impl Agreed {
     /// The `Sec-WebSocket-Extensions` value that accepts the offer.
-    pub fn response(&self) -> String {
+    pub(crate) fn response(&self) -> String {
         let mut answer = format!("{EXTENSION}; server_no_context_takeover; client_no_context_takeover");
         if self.named_window {
             answer.push_str(&format!("; server_max_window_bits={}", self.window_bits));
@@ -54,7 +54,7 @@ impl Agreed {
 /// request's `Sec-WebSocket-Extensions` headers, or `None` (the connection is then not
 /// compressed). An offer with an unknown, repeated or malformed parameter is declined
 /// (RFC 7692 §5), as is one asking for an 8-bit server window.
-pub fn negotiate<'a>(values: impl IntoIterator<Item = &'a str>) -> Option<Agreed> {
+pub(crate) fn negotiate<'a>(values: impl IntoIterator<Item = &'a str>) -> Option<Agreed> {
     values
         .into_iter()
         .flat_map(|value| value.split(','))
@@ -125,7 +125,7 @@ fn window_bits(value: &str) -> Option<u8> {
 /// The window `text` is compressed with for a socket that allows `allowed` bits: no more
 /// than the message needs (a message of 300 bytes compresses the same in any window of
 /// 512 bytes or more, so every socket allowing that much shares one compressed frame).
-pub fn window_for(len: usize, allowed: u8) -> u8 {
+pub(crate) fn window_for(len: usize, allowed: u8) -> u8 {
     let needed = usize::BITS - len.max(1).saturating_sub(1).leading_zeros();
     let needed = u8::try_from(needed).unwrap_or(MAX_WINDOW_BITS);
     needed
@@ -142,7 +142,7 @@ thread_local! {
 /// `text` as one compressed message payload (a raw DEFLATE stream, flushed, without its
 /// last four octets), using at most a `2^window_bits` window; `None` when compressing
 /// would not make it smaller.
-pub fn compress(text: &[u8], window_bits: u8) -> Option<Bytes> {
+pub(crate) fn compress(text: &[u8], window_bits: u8) -> Option<Bytes> {
     let bits = window_bits.clamp(MIN_WINDOW_BITS, MAX_WINDOW_BITS);
     COMPRESSORS.with(|cell| {
         let mut compressors = cell.borrow_mut();
@@ -180,7 +180,7 @@ fn deflate(compressor: &mut Compress, text: &[u8]) -> Option<Bytes> {
 
 /// Why an incoming compressed message was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum InflateError {
+pub(crate) enum InflateError {
     /// It inflates to more than the message size limit (the socket closes with 1009).
     #[error("the compressed message inflates past the message size limit")]
     TooBig,
@@ -191,7 +191,7 @@ pub enum InflateError {
 
 /// Inflates one message's payload, refusing to produce more than `limit` bytes (so a
 /// small "zip bomb" cannot allocate more than a large plain message would).
-pub fn inflate(payload: &[u8], limit: usize) -> Result<Vec<u8>, InflateError> {
+pub(crate) fn inflate(payload: &[u8], limit: usize) -> Result<Vec<u8>, InflateError> {
     let input = [payload, &TAIL[..]].concat();
     let mut inflater = Decompress::new(false);
     let mut out = Vec::with_capacity(payload.len().saturating_mul(3).max(64).min(limit.saturating_add(1)));

@@ -27,17 +27,17 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 /// A frame or a fragmented message did not complete within the frame timeout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("a frame or message was not completed within the frame timeout")]
-pub struct Stalled;
+pub(crate) struct Stalled;
 
 impl Stalled {
     /// Whether `e` is this error.
-    pub fn is(e: &io::Error) -> bool {
+    pub(crate) fn is(e: &io::Error) -> bool {
         e.get_ref().is_some_and(|inner| inner.is::<Self>())
     }
 }
 
 /// A server socket's byte stream whose frames reach the reader whole (see the module).
-pub struct Holding<S> {
+pub(crate) struct Holding<S> {
     io: S,
     held: Option<Box<Held>>,
     /// The largest frame payload held back (larger ones pass: the reader refuses them).
@@ -105,7 +105,7 @@ fn complete_prefix(bytes: &[u8], limit: u64, mut open: bool) -> (usize, bool) {
 
 impl<S> Holding<S> {
     /// `io`, holding incomplete frames of up to `limit` bytes for at most `timeout`.
-    pub fn new(io: S, limit: usize, timeout: Duration) -> Self {
+    pub(crate) fn new(io: S, limit: usize, timeout: Duration) -> Self {
         Self {
             io,
             held: None,
@@ -114,13 +114,8 @@ impl<S> Holding<S> {
         }
     }
 
-    /// The stream underneath.
-    pub fn get_ref(&self) -> &S {
-        &self.io
-    }
-
     /// The stream underneath, to end the connection on it.
-    pub fn get_mut(&mut self) -> &mut S {
+    pub(crate) fn get_mut(&mut self) -> &mut S {
         &mut self.io
     }
 

@@ -31,7 +31,7 @@ pub enum Role {
 /// Why the incoming stream broke the extension's rules; carried inside the `io::Error`
 /// the read returns, so the socket can close with the right code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum DeflateReadError {
+pub(crate) enum DeflateReadError {
     /// A compressed message, or what it inflates to, is over the size limit (1009).
     #[error("compressed message over the size limit")]
     TooBig,
@@ -56,7 +56,7 @@ impl DeflateReadError {
     }
 
     /// The adapter's error inside `e`, if `e` is one.
-    pub fn find(e: &io::Error) -> Option<Self> {
+    pub(crate) fn find(e: &io::Error) -> Option<Self> {
         e.get_ref()?.downcast_ref::<Self>().copied()
     }
 }

@@ -7,8 +7,8 @@
 //! compressed frame of an outgoing message is made once per message and window, and
 //! shared by every socket that agreed to it.
 
-pub mod client;
-pub mod deflate;
+pub(crate) mod client;
+pub(crate) mod deflate;
 mod holding;
 mod inflating;
 
@@ -16,13 +16,12 @@ use bytes::Bytes;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::{Frame, FrameHeader};
 
-pub use deflate::{Agreed, InflateError};
-pub use holding::{Holding, Stalled};
-pub use inflating::{DeflateReadError, Inflating, Role};
+pub(crate) use holding::{Holding, Stalled};
+pub(crate) use inflating::{DeflateReadError, Inflating, Role};
 
 /// A compressed message's payload as a final text frame with RSV1 set (RFC 7692 §6), for
 /// tungstenite to write as it is (`Message::Frame`; a client's is masked on the way).
-pub fn compressed_text(payload: Bytes) -> Frame {
+pub(crate) fn compressed_text(payload: Bytes) -> Frame {
     let header = FrameHeader {
         is_final: true,
         rsv1: true,
@@ -48,7 +47,7 @@ pub enum Compression {
 /// What compression did on one server, for `/metrics`: messages compressed (once per
 /// message, protocol and window size) and their sizes before and after.
 #[derive(Debug, Default)]
-pub struct DeflateStats {
+pub(crate) struct DeflateStats {
     frames: std::sync::atomic::AtomicU64,
     before: std::sync::atomic::AtomicU64,
     after: std::sync::atomic::AtomicU64,
@@ -56,7 +55,7 @@ pub struct DeflateStats {
 
 impl DeflateStats {
     /// One message of `before` bytes compressed to `after`.
-    pub fn record(&self, before: usize, after: usize) {
+    pub(crate) fn record(&self, before: usize, after: usize) {
         use std::sync::atomic::Ordering::Relaxed;
         self.frames.fetch_add(1, Relaxed);
         self.before.fetch_add(before as u64, Relaxed);
@@ -64,7 +63,7 @@ impl DeflateStats {
     }
 
     /// Messages compressed, their bytes before, and after.
-    pub fn snapshot(&self) -> (u64, u64, u64) {
+    pub(crate) fn snapshot(&self) -> (u64, u64, u64) {
         use std::sync::atomic::Ordering::Relaxed;
         (
             self.frames.load(Relaxed),

@@ -501,16 +501,16 @@ async fn library_rules_with_parameters() {
 // channels: an unrelated user saw the members' user_info that Laravel's callback returned.
 #[tokio::test]
 async fn a_channel_a_pusher_app_guards_is_not_opened_by_the_any_token_rules() {
-    let app = rustaxum::pusher::PusherApp::new("laravel", "laravel-key", "laravel-secret");
+    let app = rustaxum::services::pusher::PusherApp::new("laravel", "laravel-key", "laravel-secret");
     let mut config = config();
-    config.pusher.apps = rustaxum::pusher::Apps::new(vec![app.clone()]);
+    config.pusher.apps = rustaxum::services::pusher::Apps::new(vec![app.clone()]);
     let server = start_with(config).await;
     // A member Laravel signed, with what its callback returned.
     let (mut pusher, established) = server.connect("/app/laravel-key?protocol=7").await;
     let data: serde_json::Value = serde_json::from_str(established["data"].as_str().unwrap()).unwrap();
     let socket_id = data["socket_id"].as_str().unwrap().to_string();
     let member = json!({"user_id": 1, "user_info": {"name": "Ann", "email": "ann@example.com"}}).to_string();
-    let auth = rustaxum::pusher::channel_auth(&app, &socket_id, "presence-board", Some(&member));
+    let auth = rustaxum::services::pusher::channel_auth(&app, &socket_id, "presence-board", Some(&member));
     send_json(&mut pusher, json!({"event": "pusher:subscribe", "data": {"channel": "presence-board", "auth": auth, "channel_data": member}})).await;
     assert_eq!(
         recv_json(&mut pusher).await["event"],
@@ -544,7 +544,7 @@ async fn a_channel_a_pusher_app_guards_is_not_opened_by_the_any_token_rules() {
 #[tokio::test]
 async fn a_rule_naming_the_channels_lets_token_holders_share_them() {
     let mut config = config();
-    config.pusher.apps = rustaxum::pusher::Apps::new(vec![rustaxum::pusher::PusherApp::new(
+    config.pusher.apps = rustaxum::services::pusher::Apps::new(vec![rustaxum::services::pusher::PusherApp::new(
         "laravel",
         "laravel-key",
         "laravel-secret",

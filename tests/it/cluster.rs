@@ -28,11 +28,11 @@ fn events(frames: &[Value], event: &str) -> usize {
 }
 
 /// A link like the nodes' (same cluster, same prefix), to compute their shard channels.
-fn link_to(redis: &RedisCluster, prefix: &str) -> rustaxum::cluster::redis::RedisLink {
+fn link_to(redis: &RedisCluster, prefix: &str) -> rustaxum::server::cluster::RedisLink {
     let mut settings = rustaxum::config::RedisConfig::default();
     redis.configure_redis(&mut settings);
     settings.channels_prefix = prefix.to_string();
-    rustaxum::cluster::redis::RedisLink::new(&settings).unwrap()
+    rustaxum::server::cluster::RedisLink::new(&settings).unwrap()
 }
 
 #[tokio::test]
@@ -382,7 +382,9 @@ async fn terminate_everywhere(redis: &impl Backend) {
     let prefix = unique_prefix();
     let node = || {
         let mut c = cluster_config(redis, &prefix);
-        c.pusher.apps = rustaxum::pusher::Apps::new(vec![rustaxum::pusher::PusherApp::new("app", "key", "secret")]);
+        c.pusher.apps = rustaxum::services::pusher::Apps::new(vec![rustaxum::services::pusher::PusherApp::new(
+            "app", "key", "secret",
+        )]);
         c
     };
     let a = start_with(node()).await;
@@ -406,7 +408,7 @@ async fn terminate_everywhere(redis: &impl Backend) {
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect();
-    let signature = rustaxum::pusher::sign_request("secret", "POST", path, &params);
+    let signature = rustaxum::services::pusher::sign_request("secret", "POST", path, &params);
     params.insert("auth_signature".into(), signature);
     let query: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
     let resp = reqwest::Client::new()
@@ -625,7 +627,9 @@ async fn late_cache(redis: &impl Backend) {
     let prefix = unique_prefix();
     let node = |redis: &dyn Backend| {
         let mut c = cluster_config(redis, &prefix);
-        c.pusher.apps = rustaxum::pusher::Apps::new(vec![rustaxum::pusher::PusherApp::new("app", "key", "secret")]);
+        c.pusher.apps = rustaxum::services::pusher::Apps::new(vec![rustaxum::services::pusher::PusherApp::new(
+            "app", "key", "secret",
+        )]);
         c.auth.public_channels.push("cache-*".into());
         c
     };
@@ -659,9 +663,9 @@ async fn app_stats(redis: &impl Backend) {
     let prefix = unique_prefix();
     let node = |redis: &dyn Backend| {
         let mut c = cluster_config(redis, &prefix);
-        c.pusher.apps = rustaxum::pusher::Apps::new(vec![
-            rustaxum::pusher::PusherApp::new("one", "k1", "s1"),
-            rustaxum::pusher::PusherApp::new("two", "k2", "s2"),
+        c.pusher.apps = rustaxum::services::pusher::Apps::new(vec![
+            rustaxum::services::pusher::PusherApp::new("one", "k1", "s1"),
+            rustaxum::services::pusher::PusherApp::new("two", "k2", "s2"),
         ]);
         c
     };
@@ -711,7 +715,7 @@ async fn app_quota_over_the_cluster(redis: &impl Backend) {
     let prefix = unique_prefix();
     let node = || {
         let mut c = cluster_config(redis, &prefix);
-        c.pusher.apps = rustaxum::pusher::Apps::new(vec![rustaxum::pusher::PusherApp {
+        c.pusher.apps = rustaxum::services::pusher::Apps::new(vec![rustaxum::services::pusher::PusherApp {
             max_connections: 2,
             ..pusher_app("q", "q-key", "q-secret-0123456789")
         }]);
@@ -835,7 +839,7 @@ async fn on_a_redis_cluster_traffic_spreads_over_every_master_and_survives_a_slo
     // The slot of orders.0's shard moves to another master: both nodes are told (their
     // shard subscription is taken away), subscribe again, and orders.0 keeps working.
     let shard = link.pubsub_channel(&rustaxum::Channel::parse("orders.0").unwrap());
-    let slot = rustaxum::cluster::redis::slot_of(&shard);
+    let slot = redis.keyslot(&shard);
     let from = redis.master_of(&shard);
     let to = *redis.ports.iter().find(|p| **p != from).unwrap();
     let subscriptions = |stats: &Value| stats["redis"]["subscriptions"].as_u64().unwrap_or(0);
@@ -1267,7 +1271,7 @@ async fn a_node_receives_only_the_channels_it_has_subscribers_for() {
 
     // Its last subscriber gone, B lets go of orders.1 after the linger.
     drop(late);
-    let deadline = Instant::now() + rustaxum::cluster::redis::INTEREST_LINGER + Duration::from_secs(4);
+    let deadline = Instant::now() + rustaxum::server::cluster::INTEREST_LINGER + Duration::from_secs(4);
     while numsub(&redis, &format!("{prefix}orders.1")) != 1 {
         assert!(Instant::now() < deadline, "B never unsubscribed orders.1");
         tokio::time::sleep(Duration::from_millis(200)).await;

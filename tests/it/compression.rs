@@ -11,8 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use rustaxum::websocket::client::{self, DeflateClient};
-use rustaxum::websocket::{self, deflate};
+use rustaxum::cli::websocket::{self as client, DeflateClient};
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
@@ -50,7 +49,7 @@ fn order() -> Value {
 
 /// `payload` sent compressed (RSV1), as a browser sends it (tungstenite masks it).
 async fn send_compressed(ws: &mut DeflateClient, payload: Bytes) {
-    ws.send(Message::Frame(websocket::compressed_text(payload)))
+    ws.send(Message::Frame(compressed_text_frame(payload)))
         .await
         .expect("send");
 }
@@ -116,7 +115,7 @@ async fn a_client_offering_deflate_gets_large_events_compressed_and_small_ones_p
 
     // The client may compress what it sends: the server inflates it.
     let ping = json!({"action": "ping", "data": {"note": "compressed ".repeat(120)}}).to_string();
-    send_compressed(&mut zipped, deflate::compress(ping.as_bytes(), 15).expect("compresses")).await;
+    send_compressed(&mut zipped, deflate_message(ping.as_bytes())).await;
     let pong = recv_json(&mut zipped).await;
     assert_eq!(pong["event"], "pong");
     assert_eq!(pong["data"]["note"], "compressed ".repeat(120));
@@ -155,7 +154,7 @@ async fn hostile_compressed_frames_close_only_their_own_socket() {
     let (mut bomb, _) = deflate_client(&server, "/ws").await;
     recv_json(&mut bomb).await;
     let huge = format!("{{\"action\":\"ping\",\"data\":\"{}\"}}", "a".repeat(1 << 20));
-    let payload = deflate::compress(huge.as_bytes(), 15).expect("compresses");
+    let payload = deflate_message(huge.as_bytes());
     assert!(payload.len() < 64 * 1024);
     send_compressed(&mut bomb, payload).await;
 

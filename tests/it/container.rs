@@ -82,7 +82,7 @@ fn the_dockerfile_matches_the_code() {
     assert!(!image.user.is_empty() && image.user != "root");
     assert_eq!(image.workdir, image.volume);
     assert!(
-        rustaxum::emithub::DEFAULT_EMIT_HUB_DB_PATH.starts_with("./"),
+        rustaxum::services::emithub::DEFAULT_EMIT_HUB_DB_PATH.starts_with("./"),
         "relative to WORKDIR"
     );
     // The health check is the binary's own probe (no curl in the image: a TLS node or

@@ -205,7 +205,8 @@ async fn every_websocket_endpoint_and_the_http_apis_work_through_nginx() {
     let prefix = unique_prefix();
     let node = || {
         let mut c = cluster_config(&redis, &prefix);
-        c.pusher.apps = rustaxum::pusher::Apps::new(vec![pusher_app("front", "front-key", "front-secret-0123456789")]);
+        c.pusher.apps =
+            rustaxum::services::pusher::Apps::new(vec![pusher_app("front", "front-key", "front-secret-0123456789")]);
         start_deployed(c)
     };
     let (app1, a) = node().await;
@@ -245,10 +246,10 @@ async fn every_websocket_endpoint_and_the_http_apis_work_through_nginx() {
     assert_eq!(first["event"], "pusher:connection_established");
     // A client offering permessage-deflate gets the extension through nginx, and a large
     // event compressed.
-    let (mut zipped, agreed) = rustaxum::websocket::client::connect(&ws("/ws/general"), 1 << 20, true)
+    let (mut zipped, agreed) = rustaxum::cli::websocket::connect(&ws("/ws/general"), 1 << 20, true)
         .await
         .expect("deflate client through nginx");
-    assert_eq!(agreed.as_deref(), Some(rustaxum::websocket::client::OFFER));
+    assert_eq!(agreed.as_deref(), Some(rustaxum::cli::websocket::OFFER));
     assert_eq!(recv_json(&mut zipped).await["event"], "subscription_succeeded");
     let big = json!({"text": "through nginx, compressed ".repeat(80)});
     let body = json!({"channel": "general", "event": "big", "data": big}).to_string();

@@ -645,7 +645,7 @@ async fn channels_and_persisted_messages_survive_a_restart() {
 /// them into the history when it opens the file.
 async fn seed_database(path: &Path, ages_in_days: &[i64]) -> String {
     use redb::TableDefinition;
-    use rustaxum::emithub::model::{ChannelSettings, ChannelStatus, ManagedChannel, StoredMessage};
+    use rustaxum::services::emithub::model::{ChannelSettings, ChannelStatus, ManagedChannel, StoredMessage};
     const CHANNELS: TableDefinition<&str, &str> = TableDefinition::new("channels");
     const MESSAGES: TableDefinition<(&str, u64), &str> = TableDefinition::new("messages");
     const BOUNDS: TableDefinition<&str, (u64, u64)> = TableDefinition::new("bounds");
@@ -836,7 +836,7 @@ async fn messages_past_their_retention_are_purged() {
 
 #[tokio::test]
 async fn backups_open_and_hold_the_data() {
-    use rustaxum::emithub::store::{ChannelStore, RedbStore};
+    use rustaxum::services::emithub::store::{ChannelStore, RedbStore};
     let dir = temp_dir("backup");
     let db = dir.join("emit_hub.redb");
     let db_path = db.display().to_string();
@@ -1467,7 +1467,7 @@ async fn the_library_cannot_publish_past_an_emithub_channels_state() {
 /// and removes the old keys; sequences go on where they stopped.
 #[tokio::test]
 async fn a_clusters_persisted_messages_of_the_earlier_layout_move_into_the_history() {
-    use rustaxum::emithub::model::{ChannelSettings, ChannelStatus, ManagedChannel, StoredMessage};
+    use rustaxum::services::emithub::model::{ChannelSettings, ChannelStatus, ManagedChannel, StoredMessage};
     let redis = RedisServer::start();
     let prefix = unique_prefix();
     let now = chrono::Utc::now();

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use crate::common::*;
-use rustaxum::pusher::PusherApp;
+use rustaxum::services::pusher::PusherApp;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -19,7 +19,7 @@ fn app() -> PusherApp {
 
 fn pusher_config() -> rustaxum::Config {
     let mut c = config();
-    c.pusher.apps = rustaxum::pusher::Apps::new(vec![app()]);
+    c.pusher.apps = rustaxum::services::pusher::Apps::new(vec![app()]);
     c
 }
 
@@ -52,7 +52,7 @@ async fn pusher_side_cannot_make_a_public_channel_private_or_whisper_on_it() {
     // A signature made with the app secret (a backend's own auth endpoint signing
     // blindly) subscribes to `private-general`: in Pusher the prefix is the kind, so that
     // is a channel of its own, never the public `general` (issue 27).
-    let auth = rustaxum::pusher::channel_auth(&app(), &socket_id, "private-general", None);
+    let auth = rustaxum::services::pusher::channel_auth(&app(), &socket_id, "private-general", None);
     send_json(
         &mut attacker,
         json!({"event": "pusher:subscribe", "data": {"channel": "private-general", "auth": auth}}),
@@ -116,7 +116,7 @@ async fn app_signed_private_channels_outside_the_rules_still_work() {
     let mut sockets = Vec::new();
     for _ in 0..2 {
         let (mut ws, socket_id) = pusher_socket(&server).await;
-        let auth = rustaxum::pusher::channel_auth(&app(), &socket_id, "private-App.Models.User.1", None);
+        let auth = rustaxum::services::pusher::channel_auth(&app(), &socket_id, "private-App.Models.User.1", None);
         send_json(
             &mut ws,
             json!({"event": "pusher:subscribe", "data": {"channel": "private-App.Models.User.1", "auth": auth}}),

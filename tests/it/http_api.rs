@@ -296,7 +296,8 @@ async fn metrics_parse_with_prometheus_own_parser_and_need_only_a_read_only_toke
     let mut config = config();
     config.server.api_token = Some("publish-token-0123456789".into());
     config.server.metrics_token = Some("scrape-token-0123456789".into());
-    config.pusher.apps = rustaxum::pusher::Apps::new(vec![pusher_app("shop", "shop-key", "shop-secret-0123456789")]);
+    config.pusher.apps =
+        rustaxum::services::pusher::Apps::new(vec![pusher_app("shop", "shop-key", "shop-secret-0123456789")]);
     let server = start_with(config).await;
     let (_a, _) = server.connect("/ws?channel=general").await;
     let (_p, _) = server.connect("/app/shop-key?protocol=7").await;
@@ -414,7 +415,7 @@ async fn the_grafana_dashboard_queries_only_families_a_fresh_node_exports() {
     // history, so those families exist only because they are registered at start.
     let redis = crate::common::redis::RedisServer::start();
     let mut config = cluster_config(&redis, &crate::common::redis::unique_prefix());
-    config.pusher.apps = rustaxum::pusher::Apps::new(vec![pusher_app("g", "g-key", "g-secret-0123456789")]);
+    config.pusher.apps = rustaxum::services::pusher::Apps::new(vec![pusher_app("g", "g-key", "g-secret-0123456789")]);
     let server = start_with(config).await;
     wait_ready(&server).await;
     let metrics = server.metrics().await;

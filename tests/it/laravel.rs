@@ -293,8 +293,8 @@ async fn a_real_laravel_app_s_redis_broadcaster_reaches_echo_through_two_nodes()
     let ok = auth("demo_token=token-bob", "private-orders.2").await.unwrap();
     assert_eq!(ok.status(), 200);
     let body: serde_json::Value = ok.json().await.unwrap();
-    let expected = rustaxum::pusher::channel_auth(
-        &rustaxum::pusher::PusherApp::new("shop", "shop-key", "shop-secret-0123456789"),
+    let expected = rustaxum::services::pusher::channel_auth(
+        &rustaxum::services::pusher::PusherApp::new("shop", "shop-key", "shop-secret-0123456789"),
         "123.456",
         "private-orders.2",
         None,

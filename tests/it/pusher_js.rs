@@ -12,8 +12,8 @@ const MASTER_KEY: &str = "K0UzPUbNBEq6f2lSpYJcDhvXo4ZXO6G5yW9nVp0iHvM=";
 /// Five tenants: the default app (encrypted channels, subscription counts), a second
 /// app, one with tight limits, one with client events off and authorized connections,
 /// and one of at most 3 connections.
-fn apps() -> Vec<rustaxum::pusher::PusherApp> {
-    use rustaxum::pusher::PusherApp;
+fn apps() -> Vec<rustaxum::services::pusher::PusherApp> {
+    use rustaxum::services::pusher::PusherApp;
     vec![
         PusherApp {
             encryption_master_key: Some(MASTER_KEY.into()),
@@ -76,7 +76,7 @@ async fn published_pusher_packages_work_unchanged() {
         "run `npm ci` in tests/pusher first (scripts/test does)"
     );
     let mut config = config();
-    config.pusher.apps = rustaxum::pusher::Apps::new(apps());
+    config.pusher.apps = rustaxum::services::pusher::Apps::new(apps());
     for public in ["nobody-here", "probe", "orders", "counted", "cache-*", "kept-*"] {
         config.auth.public_channels.push(public.into());
     }
@@ -120,7 +120,7 @@ async fn pusher_features_across_nodes(redis: &impl Backend) {
     let prefix = unique_prefix();
     let node = || {
         let mut c = cluster_config(redis, &prefix);
-        c.pusher.apps = rustaxum::pusher::Apps::new(apps());
+        c.pusher.apps = rustaxum::services::pusher::Apps::new(apps());
         for public in ["orders", "counted", "cache-*", "kept-*"] {
             c.auth.public_channels.push(public.into());
         }
@@ -147,8 +147,11 @@ async fn the_python_pusher_sdk_s_data_arrives_byte_for_byte() {
     );
     let mut config = config();
     // The Python SDK wants a numeric app id, as Pusher issues them.
-    config.pusher.apps =
-        rustaxum::pusher::Apps::new(vec![rustaxum::pusher::PusherApp::new("1700001", "py-key", "py-secret")]);
+    config.pusher.apps = rustaxum::services::pusher::Apps::new(vec![rustaxum::services::pusher::PusherApp::new(
+        "1700001",
+        "py-key",
+        "py-secret",
+    )]);
     config.auth.public_channels.push("orders".into());
     let server = start_with(config).await;
     let run = tokio::process::Command::new(&python)

@@ -3,7 +3,7 @@
 
 use crate::common::*;
 use futures_util::SinkExt;
-use rustaxum::pusher::{Apps, PusherApp};
+use rustaxum::services::pusher::{Apps, PusherApp};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -221,7 +221,7 @@ async fn users_are_per_app_for_terminate_connections() {
     for a in &apps {
         let (mut ws, socket_id) = pusher_client(&server, &a.key).await;
         let user_data = r#"{"id":"9"}"#;
-        let auth = rustaxum::pusher::user_auth(a, &socket_id, user_data);
+        let auth = rustaxum::services::pusher::user_auth(a, &socket_id, user_data);
         send_json(
             &mut ws,
             json!({"event": "pusher:signin", "data": {"auth": auth, "user_data": user_data}}),
@@ -260,7 +260,7 @@ async fn native_names_meet_pusher_prefixes_and_kinds_stay_apart() {
     for channel in ["private-user.42", "private-orders", "orders"] {
         let auth = channel
             .starts_with("private-")
-            .then(|| rustaxum::pusher::channel_auth(&app, &socket_id, channel, None));
+            .then(|| rustaxum::services::pusher::channel_auth(&app, &socket_id, channel, None));
         send_json(
             &mut pusher,
             json!({"event": "pusher:subscribe", "data": {"channel": channel, "auth": auth}}),

@@ -201,8 +201,11 @@ async fn server() -> TestServer {
         "BROADCAST_MAX_MESSAGE_SIZE" => Some("4096".into()),
         _ => None,
     });
-    config.pusher.apps =
-        rustaxum::pusher::Apps::new(vec![rustaxum::pusher::PusherApp::new("rfc", "rfc-key", "rfc-secret")]);
+    config.pusher.apps = rustaxum::services::pusher::Apps::new(vec![rustaxum::services::pusher::PusherApp::new(
+        "rfc",
+        "rfc-key",
+        "rfc-secret",
+    )]);
     start_with(config).await
 }
 
@@ -272,7 +275,7 @@ async fn invalid_close_frames_are_answered_with_1002_or_1007() {
 async fn reserved_bits_utf8_and_limits_fail_the_connection_with_their_code() {
     let server = server().await;
     let text = format!(r#"{{"event":"client-x","data":"{}"}}"#, "repeat ".repeat(40));
-    let compressed = rustaxum::websocket::deflate::compress(text.as_bytes(), 15).expect("it shrinks");
+    let compressed = deflate_message(text.as_bytes());
     for path in endpoints(&server).await {
         for deflate in [false, true] {
             let case = format!("{path} deflate={deflate}");

@@ -586,7 +586,7 @@ async fn every_rate_limit_level_refuses_with_its_own_code() {
     }
     let limited = |per_connection: u32, per_user: u32, per_topic: u32, global: u32| {
         let mut c = config();
-        c.rtc.limits = rustaxum::rtc::RateLimits {
+        c.rtc.limits = rustaxum::services::rtc::RateLimits {
             enabled: true,
             per_connection,
             per_user,

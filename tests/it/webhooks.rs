@@ -475,7 +475,7 @@ async fn webhooks_keep_number_user_ids_and_client_event_bytes() {
     let received: Received = Arc::default();
     let _r = receiver(addr_listener, received.clone()).await;
     let server = start_with(config_from(lookup(format!("http://{addr}/hook")))).await;
-    let app = rustaxum::pusher::PusherApp::new("42", "hook-key", "hook-secret");
+    let app = rustaxum::services::pusher::PusherApp::new("42", "hook-key", "hook-secret");
     let join = |id: u64| {
         let server = &server;
         let app = &app;
@@ -484,7 +484,7 @@ async fn webhooks_keep_number_user_ids_and_client_event_bytes() {
             let data: Value = serde_json::from_str(established["data"].as_str().unwrap()).unwrap();
             let socket_id = data["socket_id"].as_str().unwrap().to_string();
             let channel_data = json!({"user_id": id, "user_info": {"id": id}}).to_string();
-            let auth = rustaxum::pusher::channel_auth(app, &socket_id, "presence-desk", Some(&channel_data));
+            let auth = rustaxum::services::pusher::channel_auth(app, &socket_id, "presence-desk", Some(&channel_data));
             let sub = json!({"event": "pusher:subscribe", "data": {"channel": "presence-desk", "auth": auth, "channel_data": channel_data}});
             send_json(&mut ws, sub).await;
             assert_eq!(

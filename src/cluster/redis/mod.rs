@@ -37,11 +37,11 @@ use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use crate::backend::{slot_of, RedisConn, RedisLink};
+pub(crate) use crate::backend::{slot_of, RedisLink};
 use control::ControlWire;
-pub use control::{ChannelRef, Control};
+pub(crate) use control::{ChannelRef, Control};
 pub(crate) use wire::decode_wire;
-pub use wire::escape_glob;
+pub(crate) use wire::escape_glob;
 use wire::{wire_message, Wire};
 
 mod control;
@@ -68,8 +68,8 @@ pub const HEARTBEAT: Duration = Duration::from_secs(2);
 /// How long a node's liveness key lives without refresh.
 pub const NODE_TTL: Duration = Duration::from_secs(8);
 /// How often the subscription connection is checked with PING.
-pub const SUBSCRIPTION_PING: Duration = Duration::from_secs(3);
-pub use crate::backend::{BREAKER_COOLDOWN, BREAKER_THRESHOLD, COMMAND_TIMEOUT};
+pub(crate) const SUBSCRIPTION_PING: Duration = Duration::from_secs(3);
+pub(crate) use crate::backend::{BREAKER_COOLDOWN, COMMAND_TIMEOUT};
 
 /// How following the Redis subscription ended.
 enum Followed {

@@ -83,7 +83,7 @@ pub(super) fn wire_message(channel: Channel, wire: Wire<'_>) -> Option<(Message,
 }
 
 /// `s` with Redis glob characters escaped, to match it literally in `SCAN MATCH` or `PSUBSCRIBE`.
-pub fn escape_glob(s: &str) -> String {
+pub(crate) fn escape_glob(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         if matches!(c, '*' | '?' | '[' | ']' | '\\') {

@@ -240,7 +240,7 @@ async fn snapshot(st: &AppState, first: bool) -> Snapshot {
         .list()
         .into_iter()
         .map(|c| {
-            let connections = crate::channel::Channel::parse(&crate::emithub::model::hub_channel_name(c.id))
+            let connections = crate::channel::Channel::parse(&crate::services::emithub::model::hub_channel_name(c.id))
                 .map(|ch| hub.subscriber_count(&ch))
                 .unwrap_or(0);
             (

@@ -13,10 +13,10 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::emithub::model::{ManagedChannel, MessagePage, Transition};
-use crate::emithub::{Broadcasted, CreateChannel, EmitHubError, UpdateChannel};
 use crate::protocol::credentials::ApiToken;
 use crate::protocol::{ApiError, AppState};
+use crate::services::emithub::model::{ManagedChannel, MessagePage, Transition};
+use crate::services::emithub::{Broadcasted, CreateChannel, EmitHubError, UpdateChannel};
 
 impl From<EmitHubError> for ApiError {
     fn from(e: EmitHubError) -> Self {

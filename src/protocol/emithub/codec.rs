@@ -4,9 +4,9 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::emithub::model::{RelayedPayload, HUB_PREFIX};
-use crate::emithub::{BROADCAST_EVENT, CLIENT_MESSAGE_EVENT};
 use crate::hub::{now_rfc3339, Envelope, EnvelopeKind, Position};
+use crate::services::emithub::model::{RelayedPayload, HUB_PREFIX};
+use crate::services::emithub::{BROADCAST_EVENT, CLIENT_MESSAGE_EVENT};
 
 /// One EmitHub message.
 #[derive(Debug, Serialize)]

@@ -1,5 +1,5 @@
 //! EmitHub managed channels over HTTP: the REST API under `/api/v1` and the WebSocket
-//! `/api/v1/channels/{id}/ws`. The registry itself is [`crate::emithub`].
+//! `/api/v1/channels/{id}/ws`. The registry itself is [`crate::services::emithub`].
 //!
 //! - [`codec`]: the socket messages (`connected`, `denied`, `broadcast`,
 //!   `client_message`, `error`).

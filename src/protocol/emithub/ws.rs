@@ -12,10 +12,10 @@ use uuid::Uuid;
 
 use super::codec;
 use crate::channel::Channel;
-use crate::emithub::model::{hub_channel_name, ChannelStatus, RelayedPayload};
-use crate::emithub::{close, EmitHub, CLIENT_MESSAGE_EVENT};
 use crate::hub::{CloseReason, Envelope, Position, Protocol};
 use crate::protocol::{socket, ApiError, AppState};
+use crate::services::emithub::model::{hub_channel_name, ChannelStatus, RelayedPayload};
+use crate::services::emithub::{close, EmitHub, CLIENT_MESSAGE_EVENT};
 use crate::session::runner::replay;
 use crate::session::runner::{Handler, Reply};
 use crate::session::{ClientEventError, JoinAs, JoinError, Refusal, Session};

@@ -18,7 +18,7 @@ use crate::channel::{Channel, ChannelKind};
 use crate::hub::SocketId;
 use crate::protocol::credentials::Credentials;
 use crate::protocol::{ApiError, AppState};
-use crate::pusher::{self, PusherApp};
+use crate::services::pusher::{self, PusherApp};
 use crate::session::Refusal;
 
 fn bad_request(message: impl Into<String>) -> ApiError {
@@ -116,8 +116,8 @@ impl Signed {
     /// A channel an event may be published to: a channel of the app, or
     /// `#server-to-user-{id}` (the server SDKs' `sendToUser`), the signed-in user's.
     fn event_channel(&self, name: &str) -> Result<Channel, ApiError> {
-        match name.strip_prefix(crate::pusher::SERVER_TO_USER) {
-            Some(user) => crate::pusher::server_to_user(self.namespace.as_deref(), user)
+        match name.strip_prefix(crate::services::pusher::SERVER_TO_USER) {
+            Some(user) => crate::services::pusher::server_to_user(self.namespace.as_deref(), user)
                 .ok_or_else(|| bad_request(format!("invalid user id in {name:?}"))),
             None => self.channel(name),
         }

@@ -207,8 +207,8 @@ struct RemovedData<'a> {
 /// A hub message as a Pusher frame (once per message, shared by every Pusher socket):
 /// channel names in Pusher spelling, presence events as `pusher_internal:member_*`.
 pub(crate) fn encode(envelope: &Envelope) -> Option<String> {
-    let channel =
-        crate::pusher::server_to_user_name(&envelope.channel).unwrap_or_else(|| envelope.channel.pusher_name());
+    let channel = crate::services::pusher::server_to_user_name(&envelope.channel)
+        .unwrap_or_else(|| envelope.channel.pusher_name());
     let (event, data) = match envelope.kind {
         EnvelopeKind::SubscriptionCount => ("pusher_internal:subscription_count", envelope.data.get().into()),
         EnvelopeKind::Watchlist => {

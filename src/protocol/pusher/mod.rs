@@ -7,7 +7,7 @@
 //! - `api`: the REST API and `/broadcasting/auth`, `/broadcasting/user-auth`.
 //! - `forward`: `/broadcasting/auth` asking the app's own endpoint (`BROADCAST_AUTH_FORWARD_URL`).
 //!
-//! Signatures (channel auth, user auth, REST requests) live in [`crate::pusher`], which
+//! Signatures (channel auth, user auth, REST requests) live in [`crate::services::pusher`], which
 //! needs no web framework.
 
 mod api;

@@ -17,11 +17,11 @@ use crate::channel::{Channel, ChannelKind};
 use crate::hub::{CloseReason, Envelope, Protocol};
 use crate::presence::Member;
 use crate::protocol::{socket, ApiError, AppState};
-use crate::pusher::{self, PusherApp};
+use crate::services::pusher::{self, PusherApp};
 use crate::session::runner::{replay, Handler, Reply};
 use crate::session::{AppQuota, Grant, JoinAs, JoinError, Joined, Refusal, Session, Tenant};
 
-use crate::pusher::SERVER_TO_USER;
+use crate::services::pusher::SERVER_TO_USER;
 
 /// Opens a Pusher protocol connection for an app.
 #[utoipa::path(get, path = "/app/{key}", tag = "pusher", params(("key" = String, Path, description = "the app key"), ("protocol" = Option<u32>, Query, description = "5 to 7")), responses((status = 101, description = "WebSocket of the Pusher protocol (errors are pusher:error frames and close codes 4000-4299)")))]
@@ -121,7 +121,7 @@ fn check(st: &AppState, key: &str, protocol: Option<&str>) -> Result<PusherApp, 
 pub(crate) struct AppContext {
     app: PusherApp,
     tenant: Arc<Tenant>,
-    features: Arc<crate::pusher::Features>,
+    features: Arc<crate::services::pusher::Features>,
     webhooks: Option<Arc<crate::webhooks::Webhooks>>,
 }
 
@@ -168,7 +168,7 @@ impl AppContext {
 pub(crate) struct PusherSession {
     cx: Arc<AppContext>,
     /// Its place in the app's cluster-wide connection quota (given back on close).
-    _place: Option<Box<crate::pusher::quota::Place>>,
+    _place: Option<Box<crate::services::pusher::quota::Place>>,
 }
 
 #[derive(Serialize)]
@@ -514,7 +514,7 @@ mod tests {
             },
             ..Default::default()
         };
-        let features = crate::pusher::Features::new(node.fanout(), None, config.pusher.apps.clone());
+        let features = crate::services::pusher::Features::new(node.fanout(), None, config.pusher.apps.clone());
         let handler = PusherSession {
             cx: Arc::new(AppContext {
                 app: app(),

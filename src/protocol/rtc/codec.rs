@@ -13,10 +13,10 @@ use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 use crate::hub::{now_rfc3339, Envelope, EnvelopeKind, Position};
-use crate::rtc::rooms::ROOM_CHANNEL_PREFIX;
+use crate::services::rtc::rooms::ROOM_CHANNEL_PREFIX;
 
 /// The event of a direct message on a user's channel.
-pub(crate) use crate::rtc::DIRECT_MESSAGE_EVENT;
+pub(crate) use crate::services::rtc::DIRECT_MESSAGE_EVENT;
 /// The event of a client's `Broadcast` without an `event` of its own (client events
 /// carry the `client-` prefix on the hub).
 pub(crate) const DEFAULT_CLIENT_EVENT: &str = "client-broadcast";
@@ -53,7 +53,7 @@ pub(crate) enum ClientFrame {
         /// Its name.
         room: String,
         /// Options.
-        options: crate::rtc::NewRoom,
+        options: crate::services::rtc::NewRoom,
     },
     /// Join a room.
     JoinRoom(String),
@@ -180,7 +180,7 @@ pub(crate) fn parse(text: &str) -> Result<ClientFrame, BadFrame> {
             let d: CreateRoomData = data(kind, raw.data)?;
             ClientFrame::CreateRoom {
                 room: d.room,
-                options: crate::rtc::NewRoom {
+                options: crate::services::rtc::NewRoom {
                     max_members: d.max_members,
                     private: d.private,
                     invite: d.invite,

@@ -1,6 +1,6 @@
 //! The typed-frame protocol of the real-time communication service: the WebSocket
 //! (`/rtc/ws` here, `/ws` on the service's own port) and `GET /info`. The service's
-//! shared state (rooms, rate limits, who is online) is [`crate::rtc`].
+//! shared state (rooms, rate limits, who is online) is [`crate::services::rtc`].
 //!
 //! - [`codec`]: the frames.
 //! - `ws`: the upgrade and the session handler.

@@ -17,8 +17,8 @@ use crate::channel::{Channel, ChannelKind};
 use crate::hub::{Envelope, Position, Protocol};
 use crate::protocol::credentials::Credentials;
 use crate::protocol::{socket, ApiError, AppState};
-use crate::rtc::rooms::room_channel;
-use crate::rtc::{Connection, DirectMessageError, EnterError, Entered, RoomError, Rtc};
+use crate::services::rtc::rooms::room_channel;
+use crate::services::rtc::{Connection, DirectMessageError, EnterError, Entered, RoomError, Rtc};
 use crate::session::runner::{replay, Handler, Reply};
 use crate::session::ConnectError;
 use crate::session::{JoinAs, JoinError, Refusal, Session, CLIENT_EVENT_PREFIX};
@@ -284,7 +284,7 @@ impl RtcSession {
         }
     }
 
-    async fn create_room(&mut self, s: &mut Session, name: &str, options: crate::rtc::NewRoom) -> Reply {
+    async fn create_room(&mut self, s: &mut Session, name: &str, options: crate::services::rtc::NewRoom) -> Reply {
         match self.conn.create(s, name, options).await {
             Ok((room, entered)) => Reply {
                 frames: vec![

@@ -342,13 +342,13 @@ pub fn cluster_config(redis: &(impl redis::Backend + ?Sized), prefix: &str) -> C
 }
 
 /// The Pusher app the hardening and Pusher tests configure.
-pub fn pusher_app(id: &str, key: &str, secret: &str) -> rustaxum::pusher::PusherApp {
-    rustaxum::pusher::PusherApp::new(id, key, secret)
+pub fn pusher_app(id: &str, key: &str, secret: &str) -> rustaxum::services::pusher::PusherApp {
+    rustaxum::services::pusher::PusherApp::new(id, key, secret)
 }
 
 /// `path` with the query of a signed Pusher REST request (auth_key, auth_timestamp,
 /// auth_version, body_md5 when there is a body, auth_signature).
-pub fn signed_path(app: &rustaxum::pusher::PusherApp, method: &str, path: &str, body: &str) -> String {
+pub fn signed_path(app: &rustaxum::services::pusher::PusherApp, method: &str, path: &str, body: &str) -> String {
     use md5::Digest;
     let mut params: std::collections::BTreeMap<String, String> = [
         ("auth_key", app.key.clone()),
@@ -361,7 +361,7 @@ pub fn signed_path(app: &rustaxum::pusher::PusherApp, method: &str, path: &str, 
     if !body.is_empty() {
         params.insert("body_md5".into(), hex::encode(md5::Md5::digest(body.as_bytes())));
     }
-    let signature = rustaxum::pusher::sign_request(&app.secret, method, path, &params);
+    let signature = rustaxum::services::pusher::sign_request(&app.secret, method, path, &params);
     params.insert("auth_signature".into(), signature);
     let query: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
     format!("{path}?{}", query.join("&"))
@@ -477,3 +477,36 @@ pub fn rules_file(text: &str) -> std::path::PathBuf {
 /// shares (the built-in "any valid token" rule does not cover those).
 pub const PRESENCE_FOR_TOKENS: &str =
     "[[rules]]\npattern = \"presence.*\"\nkind = \"presence\"\nallow = [\"authenticated\"]\n";
+
+/// `text` compressed as RFC 7692 §7.2.1 tells a sender to: raw DEFLATE ended with a sync
+/// flush, whose trailing `00 00 ff ff` is removed. flate2 directly, not the server's own
+/// compressor, so the server's inflating is checked against an independent encoder.
+pub fn deflate_message(text: &[u8]) -> bytes::Bytes {
+    use std::io::Write;
+    let mut encoder = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(text).expect("deflate");
+    encoder.flush().expect("sync flush");
+    let mut out = encoder.get_ref().clone();
+    assert!(
+        out.ends_with(&[0, 0, 0xff, 0xff]),
+        "a sync flush ends with an empty stored block"
+    );
+    out.truncate(out.len() - 4);
+    bytes::Bytes::from(out)
+}
+
+/// A compressed message's payload as one final text frame with RSV1 set (RFC 7692 §6),
+/// for tungstenite to write as it is (`Message::Frame`; a client's frame is masked).
+pub fn compressed_text_frame(payload: bytes::Bytes) -> tokio_tungstenite::tungstenite::protocol::frame::Frame {
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    use tokio_tungstenite::tungstenite::protocol::frame::{Frame, FrameHeader};
+    let header = FrameHeader {
+        is_final: true,
+        rsv1: true,
+        rsv2: false,
+        rsv3: false,
+        opcode: OpCode::Data(Data::Text),
+        mask: None,
+    };
+    Frame::from_payload(header, payload)
+}

@@ -327,12 +327,17 @@ impl RedisCluster {
         redis_cli(self.ports[index], args)
     }
 
-    /// The port of the master that owns `key`'s slot.
-    pub fn master_of(&self, key: &str) -> u16 {
-        let slot: u16 = redis_cli(self.ports[0], &["CLUSTER", "KEYSLOT", key])
+    /// `key`'s hash slot, as Redis computes it (`CLUSTER KEYSLOT`).
+    pub fn keyslot(&self, key: &str) -> u16 {
+        redis_cli(self.ports[0], &["CLUSTER", "KEYSLOT", key])
             .trim()
             .parse()
-            .unwrap();
+            .unwrap()
+    }
+
+    /// The port of the master that owns `key`'s slot.
+    pub fn master_of(&self, key: &str) -> u16 {
+        let slot = self.keyslot(key);
         let nodes = redis_cli(self.ports[0], &["CLUSTER", "NODES"]);
         for line in nodes.lines() {
             let fields: Vec<&str> = line.split_whitespace().collect();

@@ -458,7 +458,7 @@ impl GrantSource for RoomChannels {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rtc::records::MemoryRecords;
+    use crate::services::rtc::records::MemoryRecords;
 
     #[tokio::test]
     async fn rooms_have_owners_limits_privacy_and_a_grace_period() {

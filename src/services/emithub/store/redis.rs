@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use super::{ChannelStore, StoreError};
 use crate::backend::RedisLink;
-use crate::emithub::model::ManagedChannel;
+use crate::services::emithub::model::ManagedChannel;
 
 /// The store's generation: KEYS[1] if set, else set to ARGV[1].
 const GENERATION_LUA: &str = r"

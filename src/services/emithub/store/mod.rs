@@ -90,7 +90,7 @@ pub trait ChannelStore: Send + Sync {
 pub(crate) mod contract {
     //! What every store must do, run against each implementation.
     use super::*;
-    use crate::emithub::model::{ChannelSettings, ChannelStatus};
+    use crate::services::emithub::model::{ChannelSettings, ChannelStatus};
     use chrono::Utc;
 
     pub(crate) fn channel(name: &str) -> ManagedChannel {

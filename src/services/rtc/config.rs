@@ -21,7 +21,7 @@ pub struct RtcConfig {
     /// without a token, `false` (they get 401).
     pub allow_anonymous: bool,
     /// The rate limits.
-    pub limits: crate::rtc::RateLimits,
+    pub limits: crate::services::rtc::RateLimits,
 }
 
 impl Default for RtcConfig {
@@ -34,7 +34,7 @@ impl Default for RtcConfig {
             room_grace: Duration::from_secs(60),
             max_rooms_per_user: DEFAULT_MAX_ROOMS_PER_USER,
             allow_anonymous: false,
-            limits: crate::rtc::RateLimits::default(),
+            limits: crate::services::rtc::RateLimits::default(),
         }
     }
 }

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use uuid::Uuid;
 
 use super::{ChannelStore, StoreError};
-use crate::emithub::model::ManagedChannel;
+use crate::services::emithub::model::ManagedChannel;
 
 #[derive(Default)]
 struct Kept {

@@ -233,11 +233,11 @@ impl StoredMessage {
             .ok()?
             .with_timezone(&Utc);
         let (id, content, message_type) = match message.event.as_ref() {
-            crate::emithub::BROADCAST_EVENT => {
+            crate::services::emithub::BROADCAST_EVENT => {
                 let b: BroadcastPayload = serde_json::from_str(message.data.get()).ok()?;
                 (b.id, b.content, b.message_type)
             }
-            crate::emithub::CLIENT_MESSAGE_EVENT => {
+            crate::services::emithub::CLIENT_MESSAGE_EVENT => {
                 let r: RelayedPayload = serde_json::from_str(message.data.get()).ok()?;
                 (r.id.unwrap_or_default(), r.text, CLIENT_MESSAGE_TYPE.to_string())
             }

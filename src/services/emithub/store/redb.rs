@@ -20,8 +20,8 @@ use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition, Tabl
 use uuid::Uuid;
 
 use super::{ChannelStore, StoreError};
-use crate::emithub::model::{hub_channel_name, ManagedChannel, StoredMessage};
 use crate::history::{Imported, RedbTables};
+use crate::services::emithub::model::{hub_channel_name, ManagedChannel, StoredMessage};
 
 const CHANNELS: TableDefinition<&str, &str> = TableDefinition::new("channels");
 /// The earlier layout's messages (migrated on open).
@@ -254,7 +254,7 @@ pub(crate) fn migrate(tx: &redb::WriteTransaction) -> Result<usize, StoreError> 
             .map_err(|e| StoreError::caused("a channel id of the old layout", e))?;
         let converted = messages
             .iter()
-            .map(|m| crate::emithub::history::old_message(&channel, &channel_name, m))
+            .map(|m| crate::services::emithub::history::old_message(&channel, &channel_name, m))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| StoreError::caused("moving the persisted messages into the history", e))?;
         let imported: Vec<Imported<'_>> = converted
@@ -395,8 +395,8 @@ impl ChannelStore for RedbStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::emithub::model::{BroadcastPayload, CLIENT_MESSAGE_TYPE};
     use crate::history::{End, HistoryStore, RedbHistory, Retention};
+    use crate::services::emithub::model::{BroadcastPayload, CLIENT_MESSAGE_TYPE};
 
     #[tokio::test]
     async fn the_store_contract_in_memory_and_on_disk() {
@@ -436,7 +436,11 @@ mod tests {
             id: Uuid::new_v4(),
         })
         .unwrap();
-        let message = crate::hub::Message::event(hub_channel.clone(), crate::emithub::BROADCAST_EVENT, data.into());
+        let message = crate::hub::Message::event(
+            hub_channel.clone(),
+            crate::services::emithub::BROADCAST_EVENT,
+            data.into(),
+        );
         history.append(&message, RETENTION).await.unwrap();
         let backup = dir.join("backups").join("copy.redb");
         store.backup(&backup).await.unwrap();
