@@ -25,9 +25,8 @@ use std::sync::Arc;
 pub const MAX_CHANNEL_NAME_LEN: usize = 164;
 
 /// What kind of channel a name denotes, which decides how joining it is authorized.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum ChannelKind {
     /// Anyone may join.

@@ -32,6 +32,20 @@
 //!   benchmark behind `artisan broadcast bench` and its WebSocket client
 //!   ([`cli::websocket`], offering permessage-deflate).
 //!
+//! # Features
+//!
+//! All on by default. `server`: the server and what it serves ([`Rustaxum`], [`Config`],
+//! [`services`], webhooks, TLS, `/metrics`, `/docs`); it implies `redis`. `redis`: the
+//! Redis broadcast driver and the Redis presence and history stores. `redb`: the embedded
+//! database file (EmitHub channels, history). `cli`: the binaries and [`cli`].
+//! `bench-report`: the benchmark chart.
+//!
+//! With `default-features = false` this is the library alone: events, the manager and
+//! its helpers, the hub and the `local`, `log` and `null` drivers, with presence and
+//! history in memory: no redis, reqwest, utoipa, rustls, axum or Prometheus exporter
+//! (`examples/library.rs`). `features = ["redis"]` adds the Redis driver, for an app
+//! that publishes to rustaxum servers elsewhere.
+//!
 //! Inside (crate-private): channel-name parsing (`channel`; [`Channel`], [`ChannelKind`]
 //! and [`ChannelError`] are at the root), the session core (`session`: admission, join,
 //! leave, client events, refusals, the per-socket loop), lifecycle events, the Redis
@@ -50,6 +64,12 @@
 
 // Library code never unwraps: input from outside gets a typed error instead.
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
+// The documentation is written for the default build (what docs.rs shows); built
+// without some features, links to the items those features bring have no target.
+#![cfg_attr(
+    not(all(feature = "server", feature = "cli", feature = "redb")),
+    allow(rustdoc::broken_intra_doc_links, rustdoc::private_intra_doc_links)
+)]
 
 pub mod auth;
 pub(crate) mod backend;
@@ -58,27 +78,40 @@ pub(crate) mod channel;
 #[cfg(feature = "cli")]
 pub mod cli;
 pub(crate) mod cluster;
+#[cfg(feature = "server")]
 pub mod config;
 pub mod events;
 pub mod history;
 pub mod hub;
+#[cfg(feature = "server")]
 pub(crate) mod lifecycle;
+#[cfg(feature = "server")]
 pub(crate) mod net;
 pub mod prelude;
 pub mod presence;
+#[cfg(feature = "server")]
 pub(crate) mod protocol;
 pub(crate) mod publish;
+#[cfg(feature = "server")]
 pub(crate) mod rate;
 pub(crate) mod routing;
+#[cfg(feature = "server")]
 pub mod server;
+#[cfg(feature = "server")]
 pub mod services;
+#[cfg(feature = "server")]
 pub(crate) mod session;
 pub(crate) mod setting;
+#[cfg(feature = "server")]
 pub(crate) mod sign;
 mod sync;
+#[cfg(feature = "server")]
 pub(crate) mod webhooks;
+#[cfg(feature = "server")]
 pub(crate) mod websocket;
 
 pub use channel::{Channel, ChannelError, ChannelKind, MAX_CHANNEL_NAME_LEN};
+#[cfg(feature = "server")]
 pub use config::Config;
+#[cfg(feature = "server")]
 pub use server::{Builder, Rustaxum, StartError};

@@ -34,6 +34,8 @@
 pub use crate::auth::ChannelRules;
 pub use crate::broadcasting::{broadcast, broadcast_to_channel, broadcast_to_user, BroadcastError, BroadcastManager};
 pub use crate::channel::{Channel, ChannelKind};
+#[cfg(feature = "server")]
 pub use crate::config::Config;
 pub use crate::events::{dispatch, listen, Broadcastable, Event, EventPayload, ShouldBroadcast, ShouldQueue};
+#[cfg(feature = "server")]
 pub use crate::server::{Builder, Rustaxum};

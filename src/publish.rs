@@ -304,6 +304,7 @@ impl Fanout {
     }
 }
 
+#[cfg(feature = "redis")]
 impl crate::cluster::Receiver for Fanout {
     fn hub(&self) -> &Arc<Hub> {
         &self.hub

@@ -21,6 +21,7 @@ pub(crate) fn lock<T>(l: &Mutex<T>) -> MutexGuard<'_, T> {
 /// Waits until `ready()` holds, looking again each time `changes` moves, for at most
 /// `limit`; whether it holds. (Subscribe `changes` before the first look, so a change
 /// between the look and the wait is not missed.)
+#[cfg(feature = "redis")]
 pub(crate) async fn wait_until<T>(
     mut changes: tokio::sync::watch::Receiver<T>,
     limit: std::time::Duration,

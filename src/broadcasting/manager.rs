@@ -3,7 +3,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 
-use super::drivers::{BroadcastDriver, DriverContext, LocalDriver, LogDriver, NullDriver, Payload, RedisDriver};
+#[cfg(feature = "redis")]
+use super::drivers::RedisDriver;
+use super::drivers::{BroadcastDriver, DriverContext, LocalDriver, LogDriver, NullDriver, Payload};
 use super::queue::{BroadcastQueue, FailedBroadcast, QueueOptions};
 use super::BroadcastError;
 use crate::channel::Channel;
@@ -119,6 +121,7 @@ impl BroadcastManager {
             }))
         });
         manager.extend("null", |_, _| Ok(Arc::new(NullDriver)));
+        #[cfg(feature = "redis")]
         manager.extend("redis", |_, ctx| Ok(Arc::new(RedisDriver::from_context(ctx)?)));
         manager
     }
@@ -297,14 +300,49 @@ pub static ENV_MANAGER: [fn() -> Result<BroadcastManager, BroadcastError>];
 /// The installed manager. When none is installed, the first use installs one built
 /// from the environment (as Laravel's facades resolve from the container): it
 /// delivers to this process's hub, or through Redis with `BROADCAST_DRIVER=redis`.
+/// Without the `server` feature nothing reads the environment: until one is installed
+/// it is [`BroadcastError::NotInstalled`].
 pub fn global() -> Result<Arc<BroadcastManager>, BroadcastError> {
     if let Some(manager) = read(&GLOBAL).clone() {
         return Ok(manager);
     }
-    let build = ENV_MANAGER
-        .first()
-        .ok_or_else(|| BroadcastError::Config("no broadcast manager is installed".into()))?;
+    // None registered: the library without the server, which reads no environment.
+    let build = ENV_MANAGER.first().ok_or(BroadcastError::NotInstalled)?;
     let manager = Arc::new(build()?);
     let mut slot = write(&GLOBAL);
     Ok(slot.get_or_insert(manager).clone())
+}
+
+// The library alone has no manager from the environment: the helpers say to install one,
+// then use it. (With the server, `tests/it/library.rs` covers the environment's manager.)
+#[cfg(all(test, not(feature = "server")))]
+mod tests {
+    use super::*;
+    use crate::publish::Fanout;
+
+    #[tokio::test]
+    async fn without_the_server_the_helpers_use_the_manager_that_was_installed() {
+        let err = global().expect_err("nothing installed, nothing from the environment");
+        assert!(matches!(err, BroadcastError::NotInstalled), "{err}");
+        assert!(err.to_string().contains("install"), "{err}");
+
+        let hub = Arc::new(Hub::default());
+        install(Arc::new(BroadcastManager::over(
+            "local",
+            Fanout::local(hub.clone()),
+            super::super::DriverSettings::default(),
+        )));
+        let (me, mut inbox) = hub.connect(crate::hub::Protocol::Native);
+        let orders = Channel::parse("orders").expect("a channel name");
+        hub.subscribe(&me, &orders).expect("subscribed");
+        super::super::broadcast()
+            .channel("orders")
+            .event("shipped")
+            .with(serde_json::json!({"id": 1}))
+            .send()
+            .await
+            .expect("sent");
+        let got = inbox.try_recv().expect("delivered before send returned");
+        assert_eq!((got.event.as_ref(), got.data.get()), ("shipped", r#"{"id":1}"#));
+    }
 }

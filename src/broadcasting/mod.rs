@@ -20,10 +20,17 @@ use std::time::Duration;
 
 /// Why the cluster backend failed ([`BroadcastError::Backend`]).
 pub use crate::backend::BackendError;
+/// Where the [`RedisDriver`] publishes (`config::RedisConfig` in the server's
+/// configuration is this type).
+#[cfg(feature = "redis")]
+pub use crate::backend::{RedisConfig, RedisTopology};
 use crate::channel::{Channel, ChannelError};
-pub use drivers::{
-    BroadcastDriver, DriverContext, DriverSettings, LocalDriver, LogDriver, NullDriver, Payload, RedisDriver,
-};
+/// The one publish path the drivers publish through: this process's hub
+/// ([`Fanout::local`]), or a cluster's broker and then the hub (a server's node has one).
+pub use crate::publish::Fanout;
+#[cfg(feature = "redis")]
+pub use drivers::RedisDriver;
+pub use drivers::{BroadcastDriver, DriverContext, DriverSettings, LocalDriver, LogDriver, NullDriver, Payload};
 pub use helpers::{
     broadcast, broadcast_to_channel, broadcast_to_organization, broadcast_to_user, BroadcastFacade, PendingBroadcast,
 };

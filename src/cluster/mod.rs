@@ -10,15 +10,16 @@
 //! (other nodes, or a Laravel app publishing straight into Redis) are delivered by every
 //! node once.
 
+#[cfg(feature = "redis")]
 pub(crate) mod redis;
-
-use std::sync::Arc;
 
 use async_trait::async_trait;
 
 pub(crate) use crate::backend::BackendError;
 use crate::channel::Channel;
-use crate::hub::{Hub, Message, PublishReport};
+use crate::hub::Message;
+#[cfg(feature = "redis")]
+use crate::hub::{Hub, PublishReport};
 
 /// Carries messages to the other nodes.
 #[async_trait]
@@ -46,6 +47,8 @@ pub trait Broker: Send + Sync {
 
 /// The broker of a node that is not part of a cluster: there is nobody else to tell.
 #[derive(Debug, Clone, Copy, Default)]
+// Public for `server::cluster`, which the library without the server does not have.
+#[cfg_attr(not(feature = "server"), allow(unreachable_pub))]
 pub struct LocalBroker;
 
 #[async_trait]
@@ -68,9 +71,11 @@ impl Broker for LocalBroker {
 }
 
 /// What a broker hands its messages to: the node that runs it.
+#[cfg(feature = "redis")]
+#[cfg_attr(not(feature = "server"), allow(unreachable_pub))]
 pub trait Receiver: Send + Sync {
     /// This node's hub (control messages act on it directly).
-    fn hub(&self) -> &Arc<Hub>;
+    fn hub(&self) -> &std::sync::Arc<Hub>;
 
     /// Delivers a message another node published.
     fn deliver_remote(&self, message: Message) -> PublishReport;

@@ -20,6 +20,7 @@
 mod memory;
 #[cfg(feature = "redb")]
 mod redb;
+#[cfg(feature = "redis")]
 mod redis;
 
 use std::collections::hash_map::DefaultHasher;
@@ -37,10 +38,12 @@ use crate::channel::Channel;
 use crate::hub::{EnvelopeKind, Message, Position};
 
 pub use self::memory::MemoryHistory;
-#[cfg(feature = "redb")]
+// EmitHub's migration and backups.
+#[cfg(all(feature = "redb", feature = "server"))]
 pub(crate) use self::redb::{copy_table, import, Imported};
 #[cfg(feature = "redb")]
 pub use self::redb::{RedbHistory, Tables as RedbTables};
+#[cfg(feature = "redis")]
 pub use self::redis::RedisHistory;
 
 /// How much of a channel's history is kept.

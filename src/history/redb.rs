@@ -386,6 +386,7 @@ pub(crate) fn copy_table<K: redb::Key + 'static, V: redb::Value + 'static>(
 }
 
 /// A message of an earlier layout to move into a set of history tables (see [`import`]).
+#[cfg(feature = "server")]
 pub(crate) struct Imported<'a> {
     /// Its offset.
     pub offset: u64,
@@ -402,6 +403,7 @@ pub(crate) struct Imported<'a> {
 /// Writes `messages` of `channel` (oldest first) into `tables` within `tx`, with the
 /// offsets they have, and makes `top` the channel's last offset: for a migration of data
 /// kept in an earlier layout, in the transaction that removes the old tables.
+#[cfg(feature = "server")]
 pub(crate) fn import(
     tx: &redb::WriteTransaction,
     tables: Tables,

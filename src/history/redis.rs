@@ -87,6 +87,7 @@ return {epoch, top, first, out}
 /// Moves messages kept in an earlier layout into a channel's history, unless the channel
 /// has one already: a new epoch, the offset at ARGV[2], each message at its own offset
 /// (ARGV from 5 in threes: offset, published ms, the message without its closing brace).
+#[cfg(feature = "server")]
 const IMPORT_LUA: &str = r#"
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 local epoch = ARGV[1]
@@ -131,6 +132,7 @@ impl RedisHistory {
     /// kept in an earlier layout, into its history with their offsets, `top` the last
     /// offset the channel gave; nothing when the channel has a history already (another
     /// node moved them first). Whether it moved them.
+    #[cfg(feature = "server")]
     pub(crate) async fn import(
         &self,
         channel: &Channel,

@@ -5,7 +5,8 @@ use serde::Serialize;
 
 /// One member of a presence channel: `{"user_id","user_info"}` in JSON, the id a number
 /// when the app's authorization gave a number (Laravel's `$user->id`), else a string.
-#[derive(Debug, Clone, PartialEq, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct Member {
     /// The user id.
     pub user_id: String,
@@ -13,7 +14,7 @@ pub struct Member {
     pub user_info: serde_json::Value,
     /// Whether the app gave the id as a JSON number: it is sent back as one (member lists,
     /// `member_added`/`member_removed`, client events' `user_id`, the users API, webhooks).
-    #[schema(ignore)]
+    #[cfg_attr(feature = "server", schema(ignore))]
     pub numeric_id: bool,
 }
 

@@ -69,7 +69,8 @@ struct AppCounters {
 }
 
 /// One app's live figures on this node (the default app under `""`).
-#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, Serialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct AppSnapshot {
     /// Channels with at least one subscriber.
     pub channels: usize,
@@ -175,7 +176,8 @@ pub struct StatsSnapshot {
 }
 
 /// One channel's live figures.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct ChannelStats {
     /// The channel's kind.
     pub kind: ChannelKind,
@@ -187,7 +189,8 @@ pub struct ChannelStats {
 }
 
 /// Message counters since start.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct MessageCounters {
     /// Messages published (one per channel per broadcast).
     pub published: u64,

@@ -7,6 +7,7 @@
 //! nodes of a cluster.
 
 mod memory;
+#[cfg(feature = "redis")]
 mod redis;
 
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 pub use memory::MemoryPresence;
+#[cfg(feature = "redis")]
 pub use redis::RedisPresence;
 
 use crate::channel::Channel;

@@ -26,7 +26,7 @@ pub use builder::Builder;
 // The session core an app runs on ([`Rustaxum::node`]), where grants come from, and the
 // node's one publish path with its extension points.
 pub use crate::lifecycle::{Lifecycle, LifecycleEvent};
-pub use crate::publish::{ChannelOwner, Fanout, Origin as PublishOrigin, PublishHook};
+pub use crate::publish::{ChannelOwner, Origin as PublishOrigin, PublishHook};
 pub use crate::session::{Grant, GrantSource, JoinError, Limits, Node};
 pub use process::{init_tracing, json_line, run_process, say, set_log_filter, shutdown_signal};
 

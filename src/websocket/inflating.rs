@@ -11,6 +11,9 @@
 //! reader is a server (RFC 6455 requires client frames to be masked; XOR with zero leaves
 //! the payload as it is).
 
+// Public as `cli::websocket::DeflateClient`'s stream; crate-internal without the cli.
+#![cfg_attr(not(feature = "cli"), allow(unreachable_pub))]
+
 use std::io;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
@@ -85,6 +88,7 @@ impl<S> Inflating<S> {
     }
 
     /// The stream underneath.
+    #[cfg(feature = "cli")]
     pub fn get_ref(&self) -> &S {
         &self.io
     }
@@ -95,11 +99,13 @@ impl<S> Inflating<S> {
     }
 
     /// Bytes read from the stream so far (counted only when inflating).
+    #[cfg(feature = "cli")]
     pub fn bytes_read(&self) -> u64 {
         self.scan.as_ref().map_or(0, |s| s.read)
     }
 
     /// Compressed messages inflated so far.
+    #[cfg(feature = "cli")]
     pub fn inflated(&self) -> u64 {
         self.scan.as_ref().map_or(0, |s| s.inflated)
     }

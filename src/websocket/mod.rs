@@ -7,6 +7,7 @@
 //! compressed frame of an outgoing message is made once per message and window, and
 //! shared by every socket that agreed to it.
 
+#[cfg(feature = "cli")]
 pub(crate) mod client;
 pub(crate) mod deflate;
 mod holding;

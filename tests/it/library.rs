@@ -484,4 +484,75 @@ async fn the_examples_run_and_do_what_they_say() {
     assert_eq!(seen[1]["channel"], "user.42");
     assert_eq!(seen[1]["private"], true);
     assert_eq!(seen[2]["message"]["event"], "shipped");
+
+    let alone = run_example("library").await;
+    assert_eq!(alone, "orders OrderShipped {\"order_id\":1001}\n");
+}
+
+/// The crates of the library's build with `features` (none: `default-features = false`),
+/// as `cargo tree` resolves them from the lock file.
+fn crates_with(features: &[&str]) -> Vec<String> {
+    let mut args = vec!["tree", "--locked", "--offline", "--edges", "normal", "--prefix", "none"];
+    args.extend(["--format", "{p}", "--no-default-features"]);
+    let joined = features.join(",");
+    if !features.is_empty() {
+        args.extend(["--features", &joined]);
+    }
+    let out = std::process::Command::new(env!("CARGO"))
+        .args(&args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("cargo tree");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut names: Vec<String> = text
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_string)
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+// Issue 36: `default-features = false` still pulled redis, reqwest, utoipa, rustls and the
+// Prometheus exporter. The library alone is events, the manager and the local, log and
+// null drivers; `redis` adds the Redis driver and nothing of the server.
+#[test]
+fn the_library_alone_builds_without_the_servers_crates() {
+    const SERVER: [&str; 8] = [
+        "axum",
+        "hyper",
+        "reqwest",
+        "utoipa",
+        "rustls",
+        "tokio-tungstenite",
+        "metrics-exporter-prometheus",
+        "clap",
+    ];
+    let alone = crates_with(&[]);
+    for name in SERVER.iter().chain(&["redis"]) {
+        assert!(
+            !alone.iter().any(|c| c == name),
+            "{name} in the library alone: {alone:?}"
+        );
+    }
+    let with_redis = crates_with(&["redis"]);
+    assert!(with_redis.iter().any(|c| c == "redis"), "{with_redis:?}");
+    for name in SERVER {
+        assert!(
+            !with_redis.iter().any(|c| c == name),
+            "{name} with only the redis feature: {with_redis:?}"
+        );
+    }
+    let everything = crates_with(&["server"]);
+    for name in SERVER.iter().filter(|n| **n != "clap").chain(&["redis"]) {
+        assert!(everything.iter().any(|c| c == name), "the server without {name}?");
+    }
+    assert!(
+        alone.len() * 2 < everything.len(),
+        "{} crates alone, {} with the server",
+        alone.len(),
+        everything.len()
+    );
 }

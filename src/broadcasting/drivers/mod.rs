@@ -8,6 +8,7 @@
 mod local;
 mod log;
 mod null;
+#[cfg(feature = "redis")]
 mod redis;
 
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use serde_json::value::RawValue;
 pub use local::LocalDriver;
 pub use log::LogDriver;
 pub use null::NullDriver;
+#[cfg(feature = "redis")]
 pub use redis::RedisDriver;
 
 use super::BroadcastError;
@@ -183,5 +185,6 @@ pub struct DriverSettings {
     pub log_file: Option<std::path::PathBuf>,
     /// The Redis the `redis` driver publishes to when this process is not a cluster node
     /// (a node's driver uses the node's broker).
+    #[cfg(feature = "redis")]
     pub redis: crate::backend::RedisConfig,
 }

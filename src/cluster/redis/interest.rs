@@ -29,6 +29,7 @@ use crate::hub::Hub;
 use crate::sync::{lock, wait_until};
 
 /// How long a channel stays subscribed in Redis after its last local subscriber left.
+#[cfg_attr(not(feature = "server"), allow(unreachable_pub))]
 pub const LINGER: Duration = Duration::from_secs(3);
 /// Names per `SUBSCRIBE` / `UNSUBSCRIBE` command.
 pub(super) const BATCH: usize = 1000;

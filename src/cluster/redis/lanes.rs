@@ -35,7 +35,8 @@ use crate::sync::lock;
 pub(super) const CHECK: Duration = super::SUBSCRIPTION_PING;
 
 /// What a subscription is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum LaneKind {
     /// The plain subscription (on one seed node): control notices and Laravel's
@@ -46,7 +47,8 @@ pub enum LaneKind {
 }
 
 /// One subscription of a node on a Redis Cluster, as the stats show it.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct LaneHealth {
     /// The shard channel, or what the plain subscription carries.
     pub channel: String,

@@ -38,8 +38,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub(crate) use crate::backend::{slot_of, RedisLink};
+#[cfg(feature = "server")]
+pub(crate) use control::ChannelRef;
+pub(crate) use control::Control;
 use control::ControlWire;
-pub(crate) use control::{ChannelRef, Control};
 pub(crate) use wire::decode_wire;
 pub(crate) use wire::escape_glob;
 use wire::{wire_message, Wire};
@@ -51,8 +53,12 @@ mod nodes;
 mod status;
 mod wire;
 
+// Public through `server::cluster`.
+#[cfg(feature = "server")]
 pub use interest::LINGER as INTEREST_LINGER;
+#[cfg_attr(not(feature = "server"), allow(unreachable_pub))]
 pub use lanes::{LaneHealth, LaneKind};
+#[cfg(feature = "server")]
 pub use status::BrokerStatus;
 
 use super::{BackendError, Broker, Receiver};
@@ -64,8 +70,10 @@ use crate::setting::InvalidSetting;
 use crate::sync::{lock, wait_until};
 
 /// How often a node refreshes its liveness key.
+#[cfg_attr(not(feature = "server"), allow(unreachable_pub))]
 pub const HEARTBEAT: Duration = Duration::from_secs(2);
 /// How long a node's liveness key lives without refresh.
+#[cfg_attr(not(feature = "server"), allow(unreachable_pub))]
 pub const NODE_TTL: Duration = Duration::from_secs(8);
 /// How often the subscription connection is checked with PING.
 pub(crate) const SUBSCRIPTION_PING: Duration = Duration::from_secs(3);

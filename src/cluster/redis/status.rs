@@ -140,7 +140,8 @@ impl RedisBroker {
 }
 
 /// A broker's health and counters (`redis` in `/ready` and the stats).
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct BrokerStatus {
     /// This node's id.
     pub node_id: String,
