@@ -70,7 +70,7 @@ pub struct Message {
     /// HTTP API's `data` string) and `data` cannot give those bytes back: a JSON string
     /// value (`"\"shipped\""`) or JSON with whitespace around it. Protocols whose payload
     /// is a string (Pusher, webhooks) send this; JSON protocols send `data`. `None` in
-    /// every other case: the text is then [`payload_text`] of `data`.
+    /// every other case: the text is then a JSON string's contents, else the JSON.
     pub text: Option<Arc<str>>,
     /// A socket that must not receive it (the sender).
     pub except: Option<SocketId>,
@@ -131,7 +131,11 @@ impl std::fmt::Display for Sender {
 }
 
 /// Writes a user id as JSON: a number when `numeric` (and it is one), else a string.
-pub fn serialize_user_id<S: serde::Serializer>(id: &str, numeric: bool, serializer: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn serialize_user_id<S: serde::Serializer>(
+    id: &str,
+    numeric: bool,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
     use serde::Serialize;
     match numeric.then(|| id.parse::<serde_json::Number>().ok()).flatten() {
         Some(n) => n.serialize(serializer),
@@ -303,7 +307,8 @@ impl Envelope {
 /// other text becomes a JSON string. The text is returned too when the JSON cannot give
 /// it back ([`payload_text`] of the JSON differs: a JSON string value, or whitespace
 /// around the JSON).
-pub fn payload_from_text(text: String) -> (Arc<RawValue>, Option<Arc<str>>) {
+#[cfg(feature = "server")]
+pub(crate) fn payload_from_text(text: String) -> (Arc<RawValue>, Option<Arc<str>>) {
     match RawValue::from_string(text.clone()) {
         Ok(raw) => {
             let kept = (raw.get().len() != text.len() || raw.get().starts_with('"')).then(|| Arc::from(text));
@@ -318,7 +323,8 @@ pub fn payload_from_text(text: String) -> (Arc<RawValue>, Option<Arc<str>>) {
 
 /// The payload as text (what Pusher clients and webhooks carry): `text` when the publisher
 /// gave one that `data` cannot reproduce, else a JSON string's contents, else the JSON.
-pub fn payload_text<'a>(data: &'a RawValue, text: Option<&'a str>) -> std::borrow::Cow<'a, str> {
+#[cfg(feature = "server")]
+pub(crate) fn payload_text<'a>(data: &'a RawValue, text: Option<&'a str>) -> std::borrow::Cow<'a, str> {
     if let Some(text) = text {
         return text.into();
     }
@@ -329,7 +335,7 @@ pub fn payload_text<'a>(data: &'a RawValue, text: Option<&'a str>) -> std::borro
 }
 
 /// Current time as RFC 3339 with milliseconds, the timestamp format of every frame.
-pub fn now_rfc3339() -> Arc<str> {
+pub(crate) fn now_rfc3339() -> Arc<str> {
     chrono::Utc::now()
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
         .into()

@@ -25,11 +25,12 @@ use tokio_util::sync::CancellationToken;
 
 pub use connection::{CloseReason, Closed, ConnectionHandle, OutboxReceiver, SubscribeError, TryRecvError};
 pub use member::{Member, UserId};
-pub use message::{
-    now_rfc3339, payload_from_text, payload_text, serialize_user_id, Envelope, EnvelopeKind, Message, Position,
-    Protocol, Sender,
-};
-pub use names::{event_name_problem, MAX_EVENT_NAME_LEN};
+pub(crate) use message::{now_rfc3339, serialize_user_id};
+#[cfg(feature = "server")]
+pub(crate) use message::{payload_from_text, payload_text};
+pub use message::{Envelope, EnvelopeKind, Message, Position, Protocol, Sender};
+pub(crate) use names::event_name_problem;
+pub use names::MAX_EVENT_NAME_LEN;
 pub use socket::{InvalidSocketId, SocketId};
 
 use crate::channel::{Channel, ChannelKind};

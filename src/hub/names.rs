@@ -6,7 +6,7 @@ pub const MAX_EVENT_NAME_LEN: usize = 200;
 /// What is wrong with event name `name`, if anything: empty, longer than `max` bytes, or
 /// holding a control character (a name reaches logs, the dashboard and `artisan`'s
 /// terminal, where ESC or OSC sequences would act). Every publishing path checks it.
-pub fn event_name_problem(name: &str, max: usize) -> Option<String> {
+pub(crate) fn event_name_problem(name: &str, max: usize) -> Option<String> {
     if name.is_empty() {
         return Some("event name is empty".into());
     }

@@ -147,6 +147,7 @@ async fn a_waiting_socket_task_wakes_on_close_and_on_shutdown() {
     assert!(late.is_closing(), "a connection made during shutdown closes at once");
 }
 
+#[cfg(feature = "server")]
 #[test]
 fn text_payloads_come_back_byte_for_byte() {
     use super::{payload_from_text, payload_text};
