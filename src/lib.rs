@@ -59,8 +59,8 @@
 //! Each module uses only those below it (`scripts/check-layers` checks it): channel,
 //! sync, setting, websocket → hub, auth, backend → cluster, routing, lifecycle → history →
 //! publish → broadcasting (the library, which knows nothing of the server), presence →
-//! session, webhooks → services (emithub, rtc, pusher side by side) → config → protocols → server
-//! → cli.
+//! session, webhooks → services (emithub, rtc, pusher side by side) → config → protocols
+//! → server → cli.
 
 // Library code never unwraps: input from outside gets a typed error instead.
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
