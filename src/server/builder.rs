@@ -140,8 +140,10 @@ impl Builder {
     }
 
     /// Checks the configuration and the parts and puts the app together. Nothing is
-    /// started: no task, no connection to Redis, no process-wide state (the EmitHub
-    /// database file, when it exists, is opened to check it).
+    /// started and nothing written: no task, no connection to Redis, no file opened or
+    /// created (the EmitHub database is opened by [`Rustaxum::start`]), no process-wide
+    /// state. It reads what the configuration names to check it (TLS certificate and key,
+    /// routing rules).
     pub fn build(self) -> Result<Rustaxum, StartError> {
         let Builder {
             config,

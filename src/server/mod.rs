@@ -151,17 +151,26 @@ impl Rustaxum {
         Builder::new(config)
     }
 
-    /// Starts the background work (the cluster's subscriptions and heartbeat, presence
-    /// sweeps, EmitHub's backups, history sweeps, webhooks, metrics and dashboard feeds)
-    /// and installs the facade when the builder asked for it. [`serve`](Self::serve)
+    /// Opens the EmitHub database file on a single node (an error naming
+    /// `EMIT_HUB_DB_PATH` when it is not a usable redb file), then starts the background
+    /// work (the cluster's subscriptions and heartbeat, presence sweeps, EmitHub's
+    /// backups, history sweeps, webhooks, metrics and dashboard feeds) and installs the
+    /// facade when the builder asked for it. [`serve`](Self::serve)
     /// does this; call it yourself when you serve [`router`](Self::router) with your own
     /// server. Only the first call does anything. Needs a tokio runtime.
     pub fn start(&self) -> Result<(), StartError> {
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(StartError::NoRuntime);
         }
-        let pending: Vec<builder::Start> = std::mem::take(&mut *crate::sync::lock(&self.pending));
-        for start in pending {
+        let mut pending = crate::sync::lock(&self.pending);
+        if pending.is_empty() {
+            return Ok(());
+        }
+        // The EmitHub database file first (opened, checked, its channels loaded), before
+        // anything could serve them; when it fails nothing has started and `start` can be
+        // called again.
+        self.state.emithub.load()?;
+        for start in std::mem::take(&mut *pending) {
             start(&self.stop, &self.background);
         }
         Ok(())
@@ -413,14 +422,12 @@ fn build_history(
     let store: Arc<dyn HistoryStore> = match (given, cluster, config.history.store) {
         (Some(store), _, _) => store,
         (None, Some(broker), _) => Arc::new(RedisHistory::new(broker.clone())),
+        // In the EmitHub file, opened when the app starts (and created by the first kept
+        // message).
         #[cfg(feature = "redb")]
-        (None, None, Some(StoreKind::Redb)) => {
-            let db = emithub
-                .database()
-                .ok_or_else(|| bad("no EmitHub database is open".into()))?
-                .map_err(|e| bad(e.to_string()))?;
-            Arc::new(crate::history::RedbHistory::open(db).map_err(|e| bad(e.to_string()))?)
-        }
+        (None, None, Some(StoreKind::Redb)) => emithub
+            .file_history(crate::history::RedbTables::CHANNELS)
+            .ok_or_else(|| bad("no EmitHub database on this node".into()))?,
         #[cfg(not(feature = "redb"))]
         (None, None, Some(StoreKind::Redb)) => {
             let _ = emithub;

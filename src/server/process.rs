@@ -21,6 +21,9 @@ pub async fn run_process(config: Config) -> Result<(), StartError> {
     raise_open_files_limit();
     let server = config.server.clone();
     let app = Rustaxum::builder(config).facade().build()?;
+    // Started before any port is bound or announced: a database that cannot be used stops
+    // the process before it says it is listening.
+    app.start()?;
     let shutdown = shutdown_signal();
     let explicit = server.explicit_ports;
     let mut bound: Vec<(TcpListener, &str)> = Vec::new();

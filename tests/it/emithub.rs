@@ -1551,3 +1551,82 @@ async fn a_clusters_persisted_messages_of_the_earlier_layout_move_into_the_histo
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(Api::of(&other).messages(&id).await, ["three", "four", "hello", "six"]);
 }
+
+/// Every file under `dir` with its bytes.
+fn files_in(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(files_in(&path));
+        } else {
+            files.push((path.clone(), std::fs::read(&path).unwrap()));
+        }
+    }
+    files.sort();
+    files
+}
+
+// Issue 36: `build()` does no I/O. It opened the EmitHub database file (and migrated one of
+// the earlier layout, and probed its directory with a file of its own); now the file is
+// opened by `start()`, before anything serves, and a bad one is refused there.
+#[tokio::test]
+async fn building_an_app_writes_nothing_the_database_is_opened_when_it_starts() {
+    use std::io::Read;
+    let dir = temp_dir("build-writes-nothing");
+    // A file of the earlier layout: opening it migrates it (writes).
+    let db = dir.join("emit_hub.redb");
+    let mut bytes = Vec::new();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/emithub-318fe71/emit_hub.redb.gz");
+    flate2::read::GzDecoder::new(std::fs::File::open(fixture).unwrap())
+        .read_to_end(&mut bytes)
+        .unwrap();
+    std::fs::write(&db, &bytes).unwrap();
+    let corrupt = dir.join("corrupt.redb");
+    let garbage = b"not a redb database".repeat(50);
+    std::fs::write(&corrupt, &garbage).unwrap();
+    let before = files_in(&dir);
+    let names = |files: &[(PathBuf, Vec<u8>)]| files.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>();
+    let with_db = |path: &Path| {
+        let path = path.display().to_string();
+        rustaxum::Rustaxum::builder(config_from(move |k| (k == "EMIT_HUB_DB_PATH").then(|| path.clone())))
+    };
+
+    let migrating = with_db(&db).build().expect("built");
+    let refused = with_db(&corrupt).build().expect("a corrupt file is not read at build");
+    let elsewhere = with_db(&dir.join("later/emit_hub.redb")).build().expect("built");
+    let after = files_in(&dir);
+    assert!(
+        after == before,
+        "build() changed a file: {:?} -> {:?}",
+        names(&before),
+        names(&after)
+    );
+
+    let err = refused
+        .start()
+        .expect_err("the corrupt file is refused when the app starts");
+    let text = err.to_string();
+    assert!(
+        text.contains("EMIT_HUB_DB_PATH") && text.contains("corrupt.redb"),
+        "{text}"
+    );
+    assert!(
+        refused.start().is_err(),
+        "still refused: nothing started, start can be tried again"
+    );
+    elsewhere
+        .start()
+        .expect("a file that does not exist yet is created by the first channel");
+    assert!(
+        !dir.join("later").exists(),
+        "no file or directory until a channel needs it"
+    );
+    migrating.start().expect("started");
+    assert!(std::fs::read(&db).unwrap() != bytes, "migrated when the app started");
+    assert!(
+        std::fs::read(&corrupt).unwrap() == garbage,
+        "the corrupt file is left as it was"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

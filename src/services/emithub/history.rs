@@ -201,11 +201,11 @@ pub(super) fn history_error(e: HistoryError) -> EmitHubError {
 }
 
 /// History in the EmitHub redb file, opened when the file exists: an application that
-/// never creates a managed channel gets no file (reading or sweeping before then finds
-/// nothing).
+/// never keeps a message gets no file (reading or sweeping before then finds nothing).
 #[cfg(feature = "redb")]
 pub(super) struct FileHistory {
     file: super::store::RedbStore,
+    tables: crate::history::RedbTables,
     opened: std::sync::Mutex<Option<Arc<crate::history::RedbHistory>>>,
 }
 
@@ -214,9 +214,10 @@ use crate::history::{End, Slice};
 
 #[cfg(feature = "redb")]
 impl FileHistory {
-    pub(super) fn new(file: super::store::RedbStore) -> Self {
+    pub(super) fn new(file: super::store::RedbStore, tables: crate::history::RedbTables) -> Self {
         Self {
             file,
+            tables,
             opened: std::sync::Mutex::default(),
         }
     }
@@ -232,10 +233,7 @@ impl FileHistory {
             None if create => self.file.database().map_err(|e| HistoryError::Store(e.0))?,
             None => return Ok(None),
         };
-        let history = Arc::new(crate::history::RedbHistory::open_tables(
-            db,
-            crate::history::RedbTables::MANAGED,
-        )?);
+        let history = Arc::new(crate::history::RedbHistory::open_tables(db, self.tables)?);
         *opened = Some(history.clone());
         Ok(Some(history))
     }

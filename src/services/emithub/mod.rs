@@ -208,11 +208,12 @@ impl std::fmt::Debug for EmitHub {
 
 impl EmitHub {
     /// The registry of a single node: channels in the redb file of `config.db_path` (or
-    /// in memory), loaded now. A database that cannot be opened is an error naming it.
+    /// in memory). The file is not touched here: [`load`](Self::load) opens it (the app
+    /// does when it starts).
     #[cfg(feature = "redb")]
     pub fn single_node(config: EmitHubConfig, fanout: Fanout) -> Result<Arc<Self>, StoreError> {
         let store = match &config.db_path {
-            Some(path) => RedbStore::open(path)?,
+            Some(path) => RedbStore::deferred(path),
             None => RedbStore::in_memory()?,
         };
         let backup_dir = store.path().map(|p| {
@@ -220,13 +221,36 @@ impl EmitHub {
                 .map(|d| d.join("backups"))
                 .unwrap_or_else(|| PathBuf::from("backups"))
         });
-        let channels = store.channels_now()?;
-        let history = Arc::new(history::FileHistory::new(store.clone()));
+        let history = Arc::new(history::FileHistory::new(
+            store.clone(),
+            crate::history::RedbTables::MANAGED,
+        ));
         let mut hub = Self::with_store(Arc::new(store.clone()), history, config, fanout, None, backup_dir);
         hub.redb = Some(store);
-        let hub = Self::owning(Arc::new(hub));
-        hub.replace_all(channels);
-        Ok(hub)
+        Ok(Self::owning(Arc::new(hub)))
+    }
+
+    /// Opens a single node's database file when it exists (a file that is not a redb
+    /// database, is damaged or cannot be written is an error naming it; a file of an
+    /// earlier layout is migrated) or checks that it could be created, and loads its
+    /// channels. Once, before serving: [`Rustaxum::start`](crate::Rustaxum::start) calls
+    /// it. Nothing to do for a clustered registry (it loads from Redis in the background).
+    pub fn load(&self) -> Result<(), StoreError> {
+        #[cfg(feature = "redb")]
+        if let Some(store) = &self.redb {
+            store.check()?;
+            self.replace_all(store.channels_now()?);
+        }
+        Ok(())
+    }
+
+    /// History in this single node's database file, in its `tables`, opened when the file
+    /// is (an application that keeps nothing gets no file); `None` for a clustered
+    /// registry.
+    #[cfg(feature = "redb")]
+    pub fn file_history(&self, tables: crate::history::RedbTables) -> Option<Arc<dyn HistoryStore>> {
+        let store = self.redb.as_ref()?;
+        Some(Arc::new(history::FileHistory::new(store.clone(), tables)))
     }
 
     /// The registry of a single node in a build without the `redb` feature: channels in
@@ -305,13 +329,6 @@ impl EmitHub {
             name: name.to_string(),
             status: status.to_string(),
         });
-    }
-
-    /// The redb database of a single node (where channel history can be kept too),
-    /// created now if it does not exist yet; `None` in a cluster.
-    #[cfg(feature = "redb")]
-    pub fn database(&self) -> Option<Result<Arc<redb::Database>, StoreError>> {
-        self.redb.as_ref().map(RedbStore::database)
     }
 
     #[cfg(feature = "redb")]

@@ -54,16 +54,29 @@ impl RedbStore {
     /// file and its directory are created by the first write, so nothing appears on disk
     /// until a channel is created.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let store = Self {
+        let store = Self::deferred(path);
+        store.check()?;
+        Ok(store)
+    }
+
+    /// The database file at `path`, not touched yet: [`check`](Self::check) opens it.
+    pub fn deferred(path: &Path) -> Self {
+        Self {
             db: Arc::default(),
             path: Some(path.to_path_buf()),
-        };
-        if path.exists() {
-            store.created()?;
-        } else {
-            writable(path)?;
         }
-        Ok(store)
+    }
+
+    /// Opens the file when it exists (an error naming it when it is not a redb database,
+    /// is damaged or cannot be written), else checks that it could be created (nothing is
+    /// left on disk). Nothing to do for a database in memory or one already open.
+    pub fn check(&self) -> Result<(), StoreError> {
+        match &self.path {
+            Some(_) if self.existing().is_some() => Ok(()),
+            Some(path) if path.exists() => self.created().map(|_| ()),
+            Some(path) => writable(path),
+            None => Ok(()),
+        }
     }
 
     /// Opens (or creates) the file now.
