@@ -12,8 +12,7 @@ pub mod tls;
 /// carries messages between nodes (a message published on one node reaches every
 /// subscriber once), keeps node heartbeats and cluster-wide stats, and is what the
 /// clustered stores (presence, history, EmitHub, Pusher counts) share. The builder makes
-/// one ([`RedisBroker::new`]) when the configuration runs
-/// clustered.
+/// one ([`RedisBroker::new`]) when the configuration runs clustered.
 pub mod cluster {
     pub use crate::backend::RedisLink;
     pub use crate::cluster::redis::{
@@ -155,9 +154,9 @@ impl Rustaxum {
     /// `EMIT_HUB_DB_PATH` when it is not a usable redb file), then starts the background
     /// work (the cluster's subscriptions and heartbeat, presence sweeps, EmitHub's
     /// backups, history sweeps, webhooks, metrics and dashboard feeds) and installs the
-    /// facade when the builder asked for it. [`serve`](Self::serve)
-    /// does this; call it yourself when you serve [`router`](Self::router) with your own
-    /// server. Only the first call does anything. Needs a tokio runtime.
+    /// facade when the builder asked for it. [`serve`](Self::serve) does this; call it
+    /// yourself when you serve [`router`](Self::router) with your own server. Once it has
+    /// succeeded, later calls do nothing. Needs a tokio runtime.
     pub fn start(&self) -> Result<(), StartError> {
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(StartError::NoRuntime);
